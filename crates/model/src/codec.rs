@@ -1,0 +1,775 @@
+//! Avro single-object encoding (marker `C3 01`, 8-byte little-endian CRC-64-AVRO fingerprint of the
+//! writer schema, then the datum) for every record of omnistream, with the `.avsc` files in
+//! `schemas/` as the source of truth. Data written with a released schema is read with the current
+//! one through Avro schema resolution.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::types::Value;
+use apache_avro::{Schema, from_avro_datum, to_avro_datum};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
+use crate::validate::{ErrorCode, Rejection};
+
+/// Marker that starts every Avro single-object encoded value.
+pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// The kinds of record omnistream writes, one `.avsc` file each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    TouchpointEvent,
+    CustomerProfile,
+    SuppressionState,
+    ChannelAffinity,
+    LoyaltyLedgerEntry,
+    LoyaltyBalance,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 6] = [
+        RecordKind::TouchpointEvent,
+        RecordKind::CustomerProfile,
+        RecordKind::SuppressionState,
+        RecordKind::ChannelAffinity,
+        RecordKind::LoyaltyLedgerEntry,
+        RecordKind::LoyaltyBalance,
+    ];
+
+    /// The `.avsc` file name in `schemas/` (and in `schemas/released/v1/`).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            RecordKind::TouchpointEvent => "touchpoint_event.avsc",
+            RecordKind::CustomerProfile => "customer_profile.avsc",
+            RecordKind::SuppressionState => "suppression_state.avsc",
+            RecordKind::ChannelAffinity => "channel_affinity.avsc",
+            RecordKind::LoyaltyLedgerEntry => "loyalty_ledger_entry.avsc",
+            RecordKind::LoyaltyBalance => "loyalty_balance.avsc",
+        }
+    }
+
+    fn current_text(self) -> &'static str {
+        match self {
+            RecordKind::TouchpointEvent => include_str!("../../../schemas/touchpoint_event.avsc"),
+            RecordKind::CustomerProfile => include_str!("../../../schemas/customer_profile.avsc"),
+            RecordKind::SuppressionState => include_str!("../../../schemas/suppression_state.avsc"),
+            RecordKind::ChannelAffinity => include_str!("../../../schemas/channel_affinity.avsc"),
+            RecordKind::LoyaltyLedgerEntry => {
+                include_str!("../../../schemas/loyalty_ledger_entry.avsc")
+            }
+            RecordKind::LoyaltyBalance => include_str!("../../../schemas/loyalty_balance.avsc"),
+        }
+    }
+
+    /// Every released version of this record's schema; readers accept data written with any.
+    fn released_texts(self) -> &'static [&'static str] {
+        match self {
+            RecordKind::TouchpointEvent => &[include_str!(
+                "../../../schemas/released/v1/touchpoint_event.avsc"
+            )],
+            RecordKind::CustomerProfile => &[include_str!(
+                "../../../schemas/released/v1/customer_profile.avsc"
+            )],
+            RecordKind::SuppressionState => &[include_str!(
+                "../../../schemas/released/v1/suppression_state.avsc"
+            )],
+            RecordKind::ChannelAffinity => &[include_str!(
+                "../../../schemas/released/v1/channel_affinity.avsc"
+            )],
+            RecordKind::LoyaltyLedgerEntry => &[include_str!(
+                "../../../schemas/released/v1/loyalty_ledger_entry.avsc"
+            )],
+            RecordKind::LoyaltyBalance => &[include_str!(
+                "../../../schemas/released/v1/loyalty_balance.avsc"
+            )],
+        }
+    }
+
+    /// The current schema, parsed once.
+    pub fn schema(self) -> &'static Schema {
+        &REGISTRY.current[&self].schema
+    }
+}
+
+/// Errors of the codec itself (encoding a value its schema refuses is a bug, not bad input).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("{kind:?} does not match its schema: {source}")]
+    Encode {
+        kind: RecordKind,
+        #[source]
+        source: apache_avro::Error,
+    },
+    #[error("cannot decode {kind:?}: {message}")]
+    Decode { kind: RecordKind, message: String },
+}
+
+struct Registered {
+    kind: RecordKind,
+    schema: Schema,
+    header: [u8; HEADER_LEN],
+}
+
+struct Registry {
+    current: HashMap<RecordKind, Registered>,
+    /// Writer schemas by fingerprint: the current ones and every released one.
+    writers: HashMap<[u8; 8], Registered>,
+}
+
+fn register(kind: RecordKind, text: &str) -> Registered {
+    let schema = Schema::parse_str(text)
+        .unwrap_or_else(|e| panic!("schemas/{} does not parse: {e}", kind.file_name()));
+    let fingerprint = schema.fingerprint::<Rabin>().bytes;
+    let mut header = [0u8; HEADER_LEN];
+    header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
+    header[2..].copy_from_slice(&fingerprint);
+    Registered {
+        kind,
+        schema,
+        header,
+    }
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let mut current = HashMap::new();
+    let mut writers = HashMap::new();
+    for kind in RecordKind::ALL {
+        for text in kind
+            .released_texts()
+            .iter()
+            .copied()
+            .chain([kind.current_text()])
+        {
+            let registered = register(kind, text);
+            writers.insert(fingerprint_of(&registered.header), registered);
+        }
+        current.insert(kind, register(kind, kind.current_text()));
+    }
+    Registry { current, writers }
+});
+
+fn fingerprint_of(header: &[u8; HEADER_LEN]) -> [u8; 8] {
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&header[2..]);
+    fingerprint
+}
+
+/// The CRC-64-AVRO fingerprint of the current schema of `kind`.
+pub fn fingerprint(kind: RecordKind) -> [u8; 8] {
+    fingerprint_of(&REGISTRY.current[&kind].header)
+}
+
+/// Which record kind single-object encoded bytes hold, if their fingerprint is known.
+pub fn record_kind_of(bytes: &[u8]) -> Option<RecordKind> {
+    let fingerprint: [u8; 8] = bytes.get(2..HEADER_LEN)?.try_into().ok()?;
+    (bytes.starts_with(&SINGLE_OBJECT_MARKER)).then_some(())?;
+    REGISTRY
+        .writers
+        .get(&fingerprint)
+        .map(|registered| registered.kind)
+}
+
+fn encode_value(kind: RecordKind, value: Value) -> Result<Vec<u8>, CodecError> {
+    let registered = &REGISTRY.current[&kind];
+    let datum = to_avro_datum(&registered.schema, value)
+        .map_err(|source| CodecError::Encode { kind, source })?;
+    let mut bytes = Vec::with_capacity(HEADER_LEN + datum.len());
+    bytes.extend_from_slice(&registered.header);
+    bytes.extend_from_slice(&datum);
+    Ok(bytes)
+}
+
+/// Decodes single-object bytes of `kind` into an Avro value of the current schema.
+pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> {
+    if bytes.len() < HEADER_LEN || !bytes.starts_with(&SINGLE_OBJECT_MARKER) {
+        return Err(Rejection::single(
+            ErrorCode::Malformed,
+            "$",
+            "not Avro single-object encoding (no C3 01 marker)",
+        ));
+    }
+    let fingerprint: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
+    let Some(writer) = REGISTRY.writers.get(&fingerprint) else {
+        return Err(Rejection::single(
+            ErrorCode::UnknownSchema,
+            "$",
+            format!("unknown schema fingerprint {}", hex(&fingerprint)),
+        ));
+    };
+    if writer.kind != kind {
+        return Err(Rejection::single(
+            ErrorCode::WrongRecordType,
+            "$",
+            format!("expected {kind:?}, found {:?}", writer.kind),
+        ));
+    }
+    let reader = &REGISTRY.current[&kind];
+    let reader_schema = (writer.header != reader.header).then_some(&reader.schema);
+    let mut datum = &bytes[HEADER_LEN..];
+    let value = from_avro_datum(&writer.schema, &mut datum, reader_schema).map_err(|e| {
+        Rejection::single(
+            ErrorCode::Malformed,
+            "$",
+            format!("invalid Avro datum: {e}"),
+        )
+    })?;
+    if !datum.is_empty() {
+        return Err(Rejection::single(
+            ErrorCode::Malformed,
+            "$",
+            format!("{} trailing bytes after the Avro datum", datum.len()),
+        ));
+    }
+    Ok(value)
+}
+
+/// Decodes single-object bytes of any omnistream record, whatever its kind.
+pub fn decode_any(bytes: &[u8]) -> Result<(RecordKind, Value), Rejection> {
+    let kind = record_kind_of(bytes).ok_or_else(|| {
+        Rejection::single(
+            ErrorCode::UnknownSchema,
+            "$",
+            "not an omnistream Avro single-object record",
+        )
+    })?;
+    Ok((kind, decode_value(kind, bytes)?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- Touchpoint events: hand-written conversion (hot path, and a union of records) ----
+
+fn string(text: &str) -> Value {
+    Value::String(text.to_owned())
+}
+
+fn optional<T>(value: &Option<T>, convert: impl FnOnce(&T) -> Value) -> Value {
+    match value {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(inner) => Value::Union(1, Box::new(convert(inner))),
+    }
+}
+
+fn purpose_value(purpose: Purpose) -> Value {
+    Value::Enum(purpose.index(), purpose.as_str().to_owned())
+}
+
+fn trait_value(value: &TraitValue) -> Value {
+    match value {
+        TraitValue::Null => Value::Union(0, Box::new(Value::Null)),
+        TraitValue::Bool(flag) => Value::Union(1, Box::new(Value::Boolean(*flag))),
+        TraitValue::Long(number) => Value::Union(2, Box::new(Value::Long(*number))),
+        TraitValue::Double(number) => Value::Union(3, Box::new(Value::Double(*number))),
+        TraitValue::String(text) => Value::Union(4, Box::new(string(text))),
+    }
+}
+
+fn trait_map(map: &BTreeMap<String, TraitValue>) -> Value {
+    Value::Map(
+        map.iter()
+            .map(|(k, v)| (k.clone(), trait_value(v)))
+            .collect(),
+    )
+}
+
+fn record(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(
+        fields
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
+}
+
+fn payload_value(payload: &EventPayload) -> Value {
+    let s = |text: &String| string(text);
+    match payload {
+        EventPayload::PageViewed { url } => record(vec![("url", s(url))]),
+        EventPayload::ProductViewed { product_id } => record(vec![("product_id", s(product_id))]),
+        EventPayload::CartUpdated {
+            cart_id,
+            items,
+            value_minor,
+            currency,
+        } => record(vec![
+            ("cart_id", s(cart_id)),
+            ("items", Value::Int(*items)),
+            ("value_minor", Value::Long(*value_minor)),
+            ("currency", s(currency)),
+        ]),
+        EventPayload::OrderPlaced {
+            order_id,
+            value_minor,
+            currency,
+            items,
+        } => record(vec![
+            ("order_id", s(order_id)),
+            ("value_minor", Value::Long(*value_minor)),
+            ("currency", s(currency)),
+            ("items", optional(items, |n| Value::Int(*n))),
+        ]),
+        EventPayload::OrderRefunded {
+            order_id,
+            value_minor,
+            currency,
+        } => record(vec![
+            ("order_id", s(order_id)),
+            ("value_minor", Value::Long(*value_minor)),
+            ("currency", s(currency)),
+        ]),
+        EventPayload::MessageSent {
+            message_id,
+            campaign_id,
+            purpose,
+        } => record(vec![
+            ("message_id", s(message_id)),
+            ("campaign_id", optional(campaign_id, s)),
+            ("purpose", purpose_value(*purpose)),
+        ]),
+        EventPayload::MessageDelivered { message_id }
+        | EventPayload::MessageOpened { message_id }
+        | EventPayload::SpamReported { message_id } => record(vec![("message_id", s(message_id))]),
+        EventPayload::MessageClicked { message_id, url } => record(vec![
+            ("message_id", s(message_id)),
+            ("url", optional(url, s)),
+        ]),
+        EventPayload::MessageBounced { message_id, hard } => record(vec![
+            ("message_id", s(message_id)),
+            ("hard", Value::Boolean(*hard)),
+        ]),
+        EventPayload::MessageReceived {
+            conversation_id,
+            text_len,
+        } => record(vec![
+            ("conversation_id", optional(conversation_id, s)),
+            ("text_len", optional(text_len, |n| Value::Int(*n))),
+        ]),
+        EventPayload::SupportTicketOpened { ticket_id, topic } => record(vec![
+            ("ticket_id", s(ticket_id)),
+            ("topic", optional(topic, s)),
+        ]),
+        EventPayload::SupportTicketResolved { ticket_id } => {
+            record(vec![("ticket_id", s(ticket_id))])
+        }
+        EventPayload::ConsentChanged { purpose, granted } => record(vec![
+            ("purpose", purpose_value(*purpose)),
+            ("granted", Value::Boolean(*granted)),
+        ]),
+        EventPayload::TraitsUpdated {
+            set,
+            set_once,
+            unset,
+        } => record(vec![
+            ("set", trait_map(set)),
+            ("set_once", trait_map(set_once)),
+            (
+                "unset",
+                Value::Array(unset.iter().map(|k| string(k)).collect()),
+            ),
+        ]),
+        EventPayload::LoyaltyRedeemRequested {
+            redemption_id,
+            points,
+        } => record(vec![
+            ("redemption_id", s(redemption_id)),
+            ("points", Value::Long(*points)),
+        ]),
+        EventPayload::LoyaltyPointsAdjusted { points, reason } => record(vec![
+            ("points", Value::Long(*points)),
+            ("reason", s(reason)),
+        ]),
+        EventPayload::ErasureRequested => record(vec![]),
+    }
+}
+
+fn event_value(event: &TouchpointEvent) -> Value {
+    let event_type = event.event_type();
+    record(vec![
+        ("event_id", string(&event.event_id)),
+        ("customer_id", string(&event.customer_id)),
+        (
+            "occurred_at",
+            Value::TimestampMillis(event.occurred_at.timestamp_millis()),
+        ),
+        (
+            "channel",
+            Value::Enum(event.channel.index(), event.channel.as_str().to_owned()),
+        ),
+        (
+            "type",
+            Value::Enum(event_type.index(), event_type.as_str().to_owned()),
+        ),
+        ("source", optional(&event.source, |text| string(text))),
+        (
+            "properties",
+            Value::Union(event_type.index(), Box::new(payload_value(&event.payload))),
+        ),
+        (
+            "context",
+            Value::Map(
+                event
+                    .context
+                    .iter()
+                    .map(|(k, v)| (k.clone(), string(v)))
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+/// Encodes a touchpoint event as Avro single-object bytes.
+pub fn encode_event(event: &TouchpointEvent) -> Result<Vec<u8>, CodecError> {
+    encode_value(RecordKind::TouchpointEvent, event_value(event))
+}
+
+/// Decodes Avro single-object bytes into an event; does not apply the validation rules (see
+/// [`crate::decode_and_validate`]).
+pub fn decode_event(bytes: &[u8]) -> Result<TouchpointEvent, Rejection> {
+    let value = decode_value(RecordKind::TouchpointEvent, bytes)?;
+    event_from_value(value)
+}
+
+/// Field access on a decoded record; a decoded value that lacks a field is a schema bug.
+struct RecordFields(Vec<(String, Value)>);
+
+impl RecordFields {
+    fn new(value: Value) -> Result<Self, String> {
+        match value {
+            Value::Record(fields) => Ok(Self(fields)),
+            other => Err(format!("expected a record, found {other:?}")),
+        }
+    }
+
+    fn take_raw(&mut self, name: &str) -> Result<Value, String> {
+        let index = self
+            .0
+            .iter()
+            .position(|(field, _)| field == name)
+            .ok_or_else(|| format!("no field {name}"))?;
+        Ok(self.0.swap_remove(index).1)
+    }
+
+    fn take(&mut self, name: &str) -> Result<Value, String> {
+        self.take_raw(name).map(unwrap_union)
+    }
+
+    fn string(&mut self, name: &str) -> Result<String, String> {
+        match self.take(name)? {
+            Value::String(text) => Ok(text),
+            other => Err(format!("{name}: expected a string, found {other:?}")),
+        }
+    }
+
+    fn opt_string(&mut self, name: &str) -> Result<Option<String>, String> {
+        match self.take(name)? {
+            Value::Null => Ok(None),
+            Value::String(text) => Ok(Some(text)),
+            other => Err(format!(
+                "{name}: expected a string or null, found {other:?}"
+            )),
+        }
+    }
+
+    fn long(&mut self, name: &str) -> Result<i64, String> {
+        match self.take(name)? {
+            Value::Long(n) | Value::TimestampMillis(n) => Ok(n),
+            Value::Int(n) => Ok(i64::from(n)),
+            other => Err(format!("{name}: expected a long, found {other:?}")),
+        }
+    }
+
+    fn int(&mut self, name: &str) -> Result<i32, String> {
+        match self.take(name)? {
+            Value::Int(n) => Ok(n),
+            other => Err(format!("{name}: expected an int, found {other:?}")),
+        }
+    }
+
+    fn opt_int(&mut self, name: &str) -> Result<Option<i32>, String> {
+        match self.take(name)? {
+            Value::Null => Ok(None),
+            Value::Int(n) => Ok(Some(n)),
+            other => Err(format!("{name}: expected an int or null, found {other:?}")),
+        }
+    }
+
+    fn boolean(&mut self, name: &str) -> Result<bool, String> {
+        match self.take(name)? {
+            Value::Boolean(flag) => Ok(flag),
+            other => Err(format!("{name}: expected a boolean, found {other:?}")),
+        }
+    }
+
+    fn symbol(&mut self, name: &str) -> Result<String, String> {
+        match self.take(name)? {
+            Value::Enum(_, symbol) => Ok(symbol),
+            other => Err(format!("{name}: expected an enum, found {other:?}")),
+        }
+    }
+
+    fn purpose(&mut self, name: &str) -> Result<Purpose, String> {
+        let symbol = self.symbol(name)?;
+        Purpose::parse(&symbol).ok_or_else(|| format!("{name}: unknown purpose {symbol}"))
+    }
+
+    fn traits(&mut self, name: &str) -> Result<BTreeMap<String, TraitValue>, String> {
+        match self.take(name)? {
+            Value::Map(map) => map
+                .into_iter()
+                .map(|(key, value)| {
+                    let value = match unwrap_union(value) {
+                        Value::Null => TraitValue::Null,
+                        Value::Boolean(flag) => TraitValue::Bool(flag),
+                        Value::Long(n) => TraitValue::Long(n),
+                        Value::Double(n) => TraitValue::Double(n),
+                        Value::String(text) => TraitValue::String(text),
+                        other => return Err(format!("{name}.{key}: unexpected {other:?}")),
+                    };
+                    Ok((key, value))
+                })
+                .collect(),
+            other => Err(format!("{name}: expected a map, found {other:?}")),
+        }
+    }
+
+    fn string_map(&mut self, name: &str) -> Result<BTreeMap<String, String>, String> {
+        match self.take(name)? {
+            Value::Map(map) => map
+                .into_iter()
+                .map(|(key, value)| match value {
+                    Value::String(text) => Ok((key, text)),
+                    other => Err(format!("{name}.{key}: expected a string, found {other:?}")),
+                })
+                .collect(),
+            other => Err(format!("{name}: expected a map, found {other:?}")),
+        }
+    }
+
+    fn string_list(&mut self, name: &str) -> Result<Vec<String>, String> {
+        match self.take(name)? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(text) => Ok(text),
+                    other => Err(format!("{name}: expected strings, found {other:?}")),
+                })
+                .collect(),
+            other => Err(format!("{name}: expected an array, found {other:?}")),
+        }
+    }
+}
+
+fn unwrap_union(value: Value) -> Value {
+    match value {
+        Value::Union(_, inner) => *inner,
+        other => other,
+    }
+}
+
+fn payload_from_value(event_type: EventType, value: Value) -> Result<EventPayload, String> {
+    let mut r = RecordFields::new(value)?;
+    Ok(match event_type {
+        EventType::PageViewed => EventPayload::PageViewed {
+            url: r.string("url")?,
+        },
+        EventType::ProductViewed => EventPayload::ProductViewed {
+            product_id: r.string("product_id")?,
+        },
+        EventType::CartUpdated => EventPayload::CartUpdated {
+            cart_id: r.string("cart_id")?,
+            items: r.int("items")?,
+            value_minor: r.long("value_minor")?,
+            currency: r.string("currency")?,
+        },
+        EventType::OrderPlaced => EventPayload::OrderPlaced {
+            order_id: r.string("order_id")?,
+            value_minor: r.long("value_minor")?,
+            currency: r.string("currency")?,
+            items: r.opt_int("items")?,
+        },
+        EventType::OrderRefunded => EventPayload::OrderRefunded {
+            order_id: r.string("order_id")?,
+            value_minor: r.long("value_minor")?,
+            currency: r.string("currency")?,
+        },
+        EventType::MessageSent => EventPayload::MessageSent {
+            message_id: r.string("message_id")?,
+            campaign_id: r.opt_string("campaign_id")?,
+            purpose: r.purpose("purpose")?,
+        },
+        EventType::MessageDelivered => EventPayload::MessageDelivered {
+            message_id: r.string("message_id")?,
+        },
+        EventType::MessageOpened => EventPayload::MessageOpened {
+            message_id: r.string("message_id")?,
+        },
+        EventType::MessageClicked => EventPayload::MessageClicked {
+            message_id: r.string("message_id")?,
+            url: r.opt_string("url")?,
+        },
+        EventType::MessageBounced => EventPayload::MessageBounced {
+            message_id: r.string("message_id")?,
+            hard: r.boolean("hard")?,
+        },
+        EventType::SpamReported => EventPayload::SpamReported {
+            message_id: r.string("message_id")?,
+        },
+        EventType::MessageReceived => EventPayload::MessageReceived {
+            conversation_id: r.opt_string("conversation_id")?,
+            text_len: r.opt_int("text_len")?,
+        },
+        EventType::SupportTicketOpened => EventPayload::SupportTicketOpened {
+            ticket_id: r.string("ticket_id")?,
+            topic: r.opt_string("topic")?,
+        },
+        EventType::SupportTicketResolved => EventPayload::SupportTicketResolved {
+            ticket_id: r.string("ticket_id")?,
+        },
+        EventType::ConsentChanged => EventPayload::ConsentChanged {
+            purpose: r.purpose("purpose")?,
+            granted: r.boolean("granted")?,
+        },
+        EventType::TraitsUpdated => EventPayload::TraitsUpdated {
+            set: r.traits("set")?,
+            set_once: r.traits("set_once")?,
+            unset: r.string_list("unset")?,
+        },
+        EventType::LoyaltyRedeemRequested => EventPayload::LoyaltyRedeemRequested {
+            redemption_id: r.string("redemption_id")?,
+            points: r.long("points")?,
+        },
+        EventType::LoyaltyPointsAdjusted => EventPayload::LoyaltyPointsAdjusted {
+            points: r.long("points")?,
+            reason: r.string("reason")?,
+        },
+        EventType::ErasureRequested => EventPayload::ErasureRequested,
+    })
+}
+
+fn event_from_value(value: Value) -> Result<TouchpointEvent, Rejection> {
+    let malformed = |message: String| Rejection::single(ErrorCode::Malformed, "$", message);
+    let mut r = RecordFields::new(value).map_err(malformed)?;
+    let (event_type, properties) = take_properties(&mut r)?;
+    let event = || -> Result<TouchpointEvent, String> {
+        let channel_symbol = r.symbol("channel")?;
+        let occurred_at_millis = r.long("occurred_at")?;
+        Ok(TouchpointEvent {
+            event_id: r.string("event_id")?,
+            customer_id: r.string("customer_id")?,
+            occurred_at: DateTime::<Utc>::from_timestamp_millis(occurred_at_millis)
+                .ok_or_else(|| format!("occurred_at {occurred_at_millis} is out of range"))?,
+            channel: Channel::parse(&channel_symbol)
+                .ok_or_else(|| format!("unknown channel {channel_symbol}"))?,
+            source: r.opt_string("source")?,
+            payload: payload_from_value(event_type, properties)?,
+            context: r.string_map("context")?,
+        })
+    };
+    event().map_err(malformed)
+}
+
+/// The event type and its properties; a `type` that disagrees with the union branch is rejected.
+fn take_properties(r: &mut RecordFields) -> Result<(EventType, Value), Rejection> {
+    let malformed = |message: String| Rejection::single(ErrorCode::Malformed, "$", message);
+    let type_symbol = r.symbol("type").map_err(malformed)?;
+    let event_type = EventType::parse(&type_symbol).ok_or_else(|| {
+        Rejection::single(
+            ErrorCode::UnknownType,
+            "type",
+            format!("{type_symbol:?} is not an event type"),
+        )
+    })?;
+    let (branch, properties) = match r.take_raw("properties").map_err(malformed)? {
+        Value::Union(branch, inner) => (branch, *inner),
+        other => {
+            return Err(malformed(format!(
+                "properties: expected a union, found {other:?}"
+            )));
+        }
+    };
+    if branch != event_type.index() {
+        return Err(Rejection::single(
+            ErrorCode::TypeMismatch,
+            "properties",
+            format!("type {type_symbol} does not match properties branch {branch}"),
+        ));
+    }
+    Ok((event_type, properties))
+}
+
+// ---- Derived records: serde through apache-avro, resolved against the `.avsc` ----
+
+/// A derived record type and the schema it is written with.
+pub trait AvroRecord: Serialize + DeserializeOwned {
+    const KIND: RecordKind;
+}
+
+/// Encodes a derived record as Avro single-object bytes.
+pub fn encode_record<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CodecError> {
+    let kind = T::KIND;
+    let value =
+        apache_avro::to_value(record).map_err(|source| CodecError::Encode { kind, source })?;
+    let value = value
+        .resolve(kind.schema())
+        .map_err(|source| CodecError::Encode { kind, source })?;
+    encode_value(kind, value)
+}
+
+/// Decodes Avro single-object bytes into a derived record.
+pub fn decode_record<T: AvroRecord>(bytes: &[u8]) -> Result<T, CodecError> {
+    let kind = T::KIND;
+    let value = decode_value(kind, bytes).map_err(|e| CodecError::Decode {
+        kind,
+        message: e.to_string(),
+    })?;
+    apache_avro::from_value(&value).map_err(|e| CodecError::Decode {
+        kind,
+        message: e.to_string(),
+    })
+}
+
+// ---- Any record as JSON (omni tail) ----
+
+/// Renders a decoded Avro value as JSON: unions unwrapped, enums as their symbol, timestamps as
+/// RFC 3339.
+pub fn value_to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        Value::Null => Json::Null,
+        Value::Boolean(flag) => Json::Bool(*flag),
+        Value::Int(n) => Json::from(*n),
+        Value::Long(n) => Json::from(*n),
+        Value::Float(n) => Json::from(*n),
+        Value::Double(n) => Json::from(*n),
+        Value::String(text) | Value::Enum(_, text) => Json::String(text.clone()),
+        Value::TimestampMillis(millis) => match DateTime::<Utc>::from_timestamp_millis(*millis) {
+            Some(time) => Json::String(crate::json::format_timestamp(time)),
+            None => Json::from(*millis),
+        },
+        Value::Union(_, inner) => value_to_json(inner),
+        Value::Array(items) => Json::Array(items.iter().map(value_to_json).collect()),
+        Value::Map(map) => {
+            let sorted: BTreeMap<_, _> = map.iter().collect();
+            Json::Object(
+                sorted
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), value_to_json(v)))
+                    .collect(),
+            )
+        }
+        Value::Record(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value_to_json(v)))
+                .collect(),
+        ),
+        other => Json::String(format!("{other:?}")),
+    }
+}

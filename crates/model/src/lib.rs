@@ -1,0 +1,28 @@
+//! omnistream's data model: the touchpoint event of SPEC 2 and the derived records of SPEC 4, their
+//! Avro single-object codec (the `.avsc` files in `schemas/` are the source of truth), the JSON form
+//! of events, and validation with stable error codes.
+
+pub mod codec;
+pub mod event;
+pub mod json;
+pub mod records;
+pub mod topics;
+pub mod validate;
+
+pub use codec::{
+    AvroRecord, CodecError, RecordKind, decode_any, decode_event, decode_record, encode_event,
+    encode_record, value_to_json,
+};
+pub use event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
+pub use json::{event_from_json, event_to_json, format_timestamp, parse_event_json};
+pub use validate::{ErrorCode, Rejection, ValidationError, validate};
+
+use chrono::{DateTime, Utc};
+
+/// Decodes Avro bytes from the events topic and applies every validation rule: what a service does
+/// with each input record before its domain logic sees it.
+pub fn decode_and_validate(bytes: &[u8], now: DateTime<Utc>) -> Result<TouchpointEvent, Rejection> {
+    let event = decode_event(bytes)?;
+    validate(&event, now)?;
+    Ok(event)
+}

@@ -1,0 +1,239 @@
+//! The derived records of SPEC 4, as written to the output topics. Each matches its `.avsc` file in
+//! `schemas/` (a test proves it); timestamps are Avro `timestamp-millis`.
+
+use std::collections::BTreeMap;
+
+use chrono::serde::{ts_milliseconds, ts_milliseconds_option};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{AvroRecord, RecordKind};
+use crate::event::{Channel, Purpose, TraitValue};
+
+/// Activity of one customer on one channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelActivity {
+    pub channel: Channel,
+    #[serde(with = "ts_milliseconds")]
+    pub first_seen_at: DateTime<Utc>,
+    #[serde(with = "ts_milliseconds")]
+    pub last_seen_at: DateTime<Utc>,
+    /// Events on this channel by event type name.
+    pub event_counts: BTreeMap<String, i64>,
+}
+
+/// A trait value and the event time that decided it; `value` is `Null` once unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitEntry {
+    pub value: TraitValue,
+    #[serde(with = "ts_milliseconds")]
+    pub updated_at: DateTime<Utc>,
+    pub set_once: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenTicket {
+    pub ticket_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub opened_at: DateTime<Utc>,
+    pub channel: Channel,
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedTicket {
+    pub ticket_id: String,
+    #[serde(with = "ts_milliseconds_option")]
+    pub opened_at: Option<DateTime<Utc>>,
+    #[serde(with = "ts_milliseconds")]
+    pub resolved_at: DateTime<Utc>,
+    pub channel: Channel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentEntry {
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub granted: bool,
+    #[serde(with = "ts_milliseconds")]
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identifier {
+    /// `email` or `phone`.
+    pub kind: String,
+    pub value: String,
+    #[serde(with = "ts_milliseconds")]
+    pub first_seen_at: DateTime<Utc>,
+}
+
+/// `customer.profiles.v1`: one customer across every channel (SPEC 4.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerProfile {
+    pub customer_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub first_seen_at: DateTime<Utc>,
+    #[serde(with = "ts_milliseconds")]
+    pub last_seen_at: DateTime<Utc>,
+    pub channels: Vec<ChannelActivity>,
+    pub traits: BTreeMap<String, TraitEntry>,
+    pub orders_count: i64,
+    /// Per ISO 4217 currency, refunds subtracted.
+    pub lifetime_value_minor: BTreeMap<String, i64>,
+    #[serde(with = "ts_milliseconds_option")]
+    pub last_order_at: Option<DateTime<Utc>>,
+    pub last_order_channel: Option<Channel>,
+    pub refunds_count: i64,
+    pub refunded_value_minor: BTreeMap<String, i64>,
+    pub open_tickets: Vec<OpenTicket>,
+    pub last_resolved_ticket: Option<ResolvedTicket>,
+    pub consents: Vec<ConsentEntry>,
+    pub identifiers: Vec<Identifier>,
+    /// Number of events applied.
+    pub version: i64,
+}
+
+impl AvroRecord for CustomerProfile {
+    const KIND: RecordKind = RecordKind::CustomerProfile;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionStatus {
+    Allowed,
+    Blocked,
+    Deferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppressionReason {
+    /// `support_ticket_open`, `consent_revoked`, `no_consent`, `hard_bounce`, `spam_report`,
+    /// `frequency_cap`, `quiet_hours`, `recent_order`, `holdout`, `erasure`.
+    pub code: String,
+    pub detail: Option<String>,
+    #[serde(with = "ts_milliseconds_option")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSuppression {
+    pub channel: Channel,
+    pub status: SuppressionStatus,
+    #[serde(with = "ts_milliseconds_option")]
+    pub until: Option<DateTime<Utc>>,
+    pub reasons: Vec<SuppressionReason>,
+}
+
+/// `customer.suppressions.v1`: may we message them now, where, and if not why and until when
+/// (SPEC 4.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppressionState {
+    pub customer_id: String,
+    pub marketing: Vec<ChannelSuppression>,
+    pub transactional: Vec<ChannelSuppression>,
+    pub holdout: bool,
+    #[serde(with = "ts_milliseconds")]
+    pub evaluated_at: DateTime<Utc>,
+    #[serde(with = "ts_milliseconds_option")]
+    pub next_change_at: Option<DateTime<Utc>>,
+    pub version: i64,
+}
+
+impl AvroRecord for SuppressionState {
+    const KIND: RecordKind = RecordKind::SuppressionState;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelScore {
+    pub channel: Channel,
+    pub score: f64,
+    pub std_dev: f64,
+    pub sent: f64,
+    pub engaged: f64,
+    pub insufficient_data: bool,
+    pub marketing_consent: bool,
+}
+
+/// `customer.channel-affinity.v1`: the channel they most likely engage on, explained (SPEC 4.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelAffinity {
+    pub customer_id: String,
+    pub ranking: Vec<Channel>,
+    pub channels: Vec<ChannelScore>,
+    pub half_life_days: f64,
+    #[serde(with = "ts_milliseconds")]
+    pub as_of: DateTime<Utc>,
+    pub version: i64,
+}
+
+impl AvroRecord for ChannelAffinity {
+    const KIND: RecordKind = RecordKind::ChannelAffinity;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerEntryKind {
+    Earn,
+    Activate,
+    Redeem,
+    Reject,
+    Reverse,
+    Expire,
+    Adjust,
+    Erase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceAfter {
+    pub active: i64,
+    pub pending: i64,
+}
+
+/// `loyalty.ledger.v1`: one movement of points (SPEC 4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoyaltyLedgerEntry {
+    pub entry_id: String,
+    pub customer_id: String,
+    pub kind: LedgerEntryKind,
+    pub points: i64,
+    pub balance_after: BalanceAfter,
+    pub reason: Option<String>,
+    pub cause_event_id: String,
+    pub order_id: Option<String>,
+    pub channel: Option<Channel>,
+    pub negative_balance: bool,
+    #[serde(with = "ts_milliseconds")]
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl AvroRecord for LoyaltyLedgerEntry {
+    const KIND: RecordKind = RecordKind::LoyaltyLedgerEntry;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextExpiry {
+    pub points: i64,
+    #[serde(with = "ts_milliseconds")]
+    pub at: DateTime<Utc>,
+}
+
+/// `loyalty.balances.v1`: a customer's points (SPEC 4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoyaltyBalance {
+    pub customer_id: String,
+    pub active: i64,
+    pub pending: i64,
+    pub spent: i64,
+    pub expired: i64,
+    pub lifetime_earned: i64,
+    pub tier: String,
+    pub next_expiry: Option<NextExpiry>,
+    #[serde(with = "ts_milliseconds")]
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+impl AvroRecord for LoyaltyBalance {
+    const KIND: RecordKind = RecordKind::LoyaltyBalance;
+}

@@ -1,0 +1,74 @@
+//! The topics of SPEC 3 with their default names and cleanup policies.
+
+/// How a topic keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Time-based retention.
+    Delete { retention_ms: i64 },
+    /// Latest record per key.
+    Compact,
+}
+
+/// One pipeline topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: &'static str,
+    pub cleanup: Cleanup,
+    /// What the record values are, for `omni tail` and the docs.
+    pub value: &'static str,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+pub const EVENTS: &str = "touchpoint.events.v1";
+pub const EVENTS_DLQ: &str = "touchpoint.events.dlq.v1";
+pub const PROFILES: &str = "customer.profiles.v1";
+pub const SUPPRESSIONS: &str = "customer.suppressions.v1";
+pub const CHANNEL_AFFINITY: &str = "customer.channel-affinity.v1";
+pub const LOYALTY_LEDGER: &str = "loyalty.ledger.v1";
+pub const LOYALTY_BALANCES: &str = "loyalty.balances.v1";
+
+/// Every topic of SPEC 3 (service changelogs are created by the services' own issues).
+pub const PIPELINE_TOPICS: &[TopicSpec] = &[
+    TopicSpec {
+        name: EVENTS,
+        cleanup: Cleanup::Delete {
+            retention_ms: 7 * DAY_MS,
+        },
+        value: "TouchpointEvent",
+    },
+    TopicSpec {
+        name: EVENTS_DLQ,
+        cleanup: Cleanup::Delete {
+            retention_ms: 30 * DAY_MS,
+        },
+        value: "original bytes",
+    },
+    TopicSpec {
+        name: PROFILES,
+        cleanup: Cleanup::Compact,
+        value: "CustomerProfile",
+    },
+    TopicSpec {
+        name: SUPPRESSIONS,
+        cleanup: Cleanup::Compact,
+        value: "SuppressionState",
+    },
+    TopicSpec {
+        name: CHANNEL_AFFINITY,
+        cleanup: Cleanup::Compact,
+        value: "ChannelAffinity",
+    },
+    TopicSpec {
+        name: LOYALTY_LEDGER,
+        cleanup: Cleanup::Delete {
+            retention_ms: 10 * 365 * DAY_MS,
+        },
+        value: "LoyaltyLedgerEntry",
+    },
+    TopicSpec {
+        name: LOYALTY_BALANCES,
+        cleanup: Cleanup::Compact,
+        value: "LoyaltyBalance",
+    },
+];

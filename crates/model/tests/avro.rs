@@ -1,0 +1,264 @@
+//! The Rust types cannot drift from the `.avsc` files, and released schemas stay readable.
+
+mod fixtures;
+
+use std::path::PathBuf;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::schema::{RecordSchema, Schema, UnionSchema};
+use apache_avro::types::Value;
+use omnistream_model::codec::{SINGLE_OBJECT_MARKER, decode_value};
+use omnistream_model::records::*;
+use omnistream_model::{
+    AvroRecord, ErrorCode, RecordKind, decode_event, decode_record, encode_event, encode_record,
+};
+
+fn schemas_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+}
+
+/// The schema parsed straight from the `.avsc` file, not the copy compiled into the crate.
+fn schema_from_file(relative: &str) -> Schema {
+    let path = schemas_dir().join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Schema::parse_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Decodes single-object bytes with the schema from the file: header and every byte must agree.
+fn decode_with_file_schema(kind: RecordKind, bytes: &[u8]) -> Value {
+    let schema = schema_from_file(kind.file_name());
+    assert_eq!(
+        bytes[..2],
+        SINGLE_OBJECT_MARKER,
+        "{kind:?}: single-object marker"
+    );
+    assert_eq!(
+        bytes[2..10],
+        schema.fingerprint::<Rabin>().bytes[..],
+        "{kind:?}: fingerprint of the .avsc"
+    );
+    let mut datum = &bytes[10..];
+    let value =
+        apache_avro::from_avro_datum(&schema, &mut datum, None).expect("decodes with the .avsc");
+    assert!(datum.is_empty(), "{kind:?}: the .avsc reads every byte");
+    assert_fields_match(&value, &schema, kind.file_name());
+    value
+}
+
+/// Every record in the value has exactly the schema's fields: a field added to a Rust type but not
+/// to the `.avsc` (or the reverse) fails here.
+fn assert_fields_match(value: &Value, schema: &Schema, path: &str) {
+    match (value, schema) {
+        (
+            Value::Record(fields),
+            Schema::Record(RecordSchema {
+                fields: schema_fields,
+                ..
+            }),
+        ) => {
+            let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+            let expected: Vec<&str> = schema_fields.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, expected, "fields of {path}");
+            for ((name, field_value), field) in fields.iter().zip(schema_fields) {
+                assert_fields_match(field_value, &field.schema, &format!("{path}.{name}"));
+            }
+        }
+        (Value::Union(index, inner), Schema::Union(union)) => {
+            let variant = &UnionSchema::variants(union)[*index as usize];
+            assert_fields_match(inner, variant, path);
+        }
+        (Value::Array(items), Schema::Array(array)) => {
+            for item in items {
+                assert_fields_match(item, &array.items, &format!("{path}[]"));
+            }
+        }
+        (Value::Map(map), Schema::Map(map_schema)) => {
+            for (key, item) in map {
+                assert_fields_match(item, &map_schema.types, &format!("{path}.{key}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(record: T) {
+    let bytes = encode_record(&record).expect("encodes");
+    decode_with_file_schema(T::KIND, &bytes);
+    let back: T = decode_record(&bytes).expect("decodes");
+    assert_eq!(back, record);
+}
+
+#[test]
+fn every_event_type_round_trips_through_the_avsc() {
+    let events = fixtures::every_event_type();
+    assert_eq!(
+        events.len(),
+        omnistream_model::EventType::ALL.len(),
+        "one fixture per event type"
+    );
+    for event in events {
+        let bytes = encode_event(&event).expect("encodes");
+        decode_with_file_schema(RecordKind::TouchpointEvent, &bytes);
+        assert_eq!(decode_event(&bytes).expect("decodes"), event);
+    }
+}
+
+#[test]
+fn every_derived_record_round_trips_through_its_avsc() {
+    round_trip(fixtures::profile());
+    round_trip(fixtures::suppression());
+    round_trip(fixtures::affinity());
+    round_trip(fixtures::ledger_entry());
+    round_trip(fixtures::balance());
+}
+
+#[test]
+fn records_with_empty_optionals_round_trip() {
+    let mut profile = fixtures::profile();
+    profile.last_order_at = None;
+    profile.last_order_channel = None;
+    profile.last_resolved_ticket = None;
+    profile.open_tickets.clear();
+    round_trip(profile);
+    let mut balance = fixtures::balance();
+    balance.next_expiry = None;
+    round_trip(balance);
+}
+
+#[test]
+fn decoding_rejects_what_is_not_an_event() {
+    let event = fixtures::every_event_type().remove(0);
+    let good = encode_event(&event).unwrap();
+    let code = |bytes: &[u8]| decode_event(bytes).unwrap_err().first().code;
+
+    assert_eq!(code(b"{\"json\": true}"), ErrorCode::Malformed);
+    assert_eq!(code(&[]), ErrorCode::Malformed);
+    let mut unknown = good.clone();
+    unknown[2] ^= 0xff;
+    assert_eq!(code(&unknown), ErrorCode::UnknownSchema);
+    assert_eq!(
+        code(&encode_record(&fixtures::balance()).unwrap()),
+        ErrorCode::WrongRecordType
+    );
+    assert_eq!(code(&good[..good.len() - 3]), ErrorCode::Malformed);
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(code(&trailing), ErrorCode::Malformed);
+}
+
+#[test]
+fn a_type_that_disagrees_with_its_properties_is_a_type_mismatch() {
+    let event = fixtures::every_event_type().remove(0); // page_viewed
+    let mut bytes = encode_event(&event).unwrap();
+    // A foreign producer could write `type` = product_viewed with page_viewed properties.
+    let schema = RecordKind::TouchpointEvent.schema();
+    let mut value = apache_avro::from_avro_datum(schema, &mut &bytes[10..], None).unwrap();
+    if let Value::Record(fields) = &mut value {
+        fields[4].1 = Value::Enum(1, "product_viewed".into());
+    }
+    bytes.truncate(10);
+    bytes.extend(apache_avro::to_avro_datum(schema, value).unwrap());
+    assert_eq!(
+        decode_event(&bytes).unwrap_err().first().code,
+        ErrorCode::TypeMismatch
+    );
+}
+
+/// Data written with a released schema, stored once when that version was released.
+fn released_sample(kind: RecordKind) -> Vec<u8> {
+    let path = schemas_dir()
+        .join("released/v1/samples")
+        .join(kind.file_name().replace(".avsc", ".bin"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn current_schemas_can_read_every_released_schema() {
+    for kind in RecordKind::ALL {
+        let released = schema_from_file(&format!("released/v1/{}", kind.file_name()));
+        let current = schema_from_file(kind.file_name());
+        if let Err(e) =
+            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&released, &current)
+        {
+            panic!(
+                "schemas/{} cannot read data written with released v1: {e}",
+                kind.file_name()
+            );
+        }
+    }
+}
+
+#[test]
+fn data_written_with_released_schemas_decodes_with_the_current_types() {
+    for kind in RecordKind::ALL {
+        let bytes = released_sample(kind);
+        decode_value(kind, &bytes).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    }
+    assert_eq!(
+        decode_event(&released_sample(RecordKind::TouchpointEvent)).unwrap(),
+        released_event_sample()
+    );
+    assert_eq!(
+        decode_record::<CustomerProfile>(&released_sample(RecordKind::CustomerProfile)).unwrap(),
+        fixtures::profile()
+    );
+    assert_eq!(
+        decode_record::<SuppressionState>(&released_sample(RecordKind::SuppressionState)).unwrap(),
+        fixtures::suppression()
+    );
+    assert_eq!(
+        decode_record::<ChannelAffinity>(&released_sample(RecordKind::ChannelAffinity)).unwrap(),
+        fixtures::affinity()
+    );
+    assert_eq!(
+        decode_record::<LoyaltyLedgerEntry>(&released_sample(RecordKind::LoyaltyLedgerEntry))
+            .unwrap(),
+        fixtures::ledger_entry()
+    );
+    assert_eq!(
+        decode_record::<LoyaltyBalance>(&released_sample(RecordKind::LoyaltyBalance)).unwrap(),
+        fixtures::balance()
+    );
+}
+
+fn released_event_sample() -> omnistream_model::TouchpointEvent {
+    fixtures::every_event_type().swap_remove(15) // traits_updated: maps, unions and arrays
+}
+
+/// Writes the samples of the released schemas. Run once when a schema version is released:
+/// `cargo test -p omnistream-model --test avro -- --ignored write_released_samples`.
+#[test]
+#[ignore = "writes files; run only when releasing a schema version"]
+fn write_released_samples() {
+    let dir = schemas_dir().join("released/v1/samples");
+    std::fs::create_dir_all(&dir).unwrap();
+    let samples = [
+        (
+            RecordKind::TouchpointEvent,
+            encode_event(&released_event_sample()).unwrap(),
+        ),
+        (
+            RecordKind::CustomerProfile,
+            encode_record(&fixtures::profile()).unwrap(),
+        ),
+        (
+            RecordKind::SuppressionState,
+            encode_record(&fixtures::suppression()).unwrap(),
+        ),
+        (
+            RecordKind::ChannelAffinity,
+            encode_record(&fixtures::affinity()).unwrap(),
+        ),
+        (
+            RecordKind::LoyaltyLedgerEntry,
+            encode_record(&fixtures::ledger_entry()).unwrap(),
+        ),
+        (
+            RecordKind::LoyaltyBalance,
+            encode_record(&fixtures::balance()).unwrap(),
+        ),
+    ];
+    for (kind, bytes) in samples {
+        std::fs::write(dir.join(kind.file_name().replace(".avsc", ".bin")), bytes).unwrap();
+    }
+}

@@ -1,0 +1,38 @@
+// Waits until a Kafka cluster answers a metadata request (DescribeCluster), or fails at a deadline.
+// Run as a single-file source program: java -cp '<kafka libs>/*' KafkaReady.java <bootstrap> <timeout-seconds>
+import java.util.Properties;
+import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.DescribeClusterOptions;
+
+public class KafkaReady {
+    public static void main(String[] args) throws Exception {
+        String bootstrap = args[0];
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.parseLong(args[1]));
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "2000");
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "3000");
+        props.put(AdminClientConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "500");
+        String lastError = "no attempt";
+        try (Admin admin = Admin.create(props)) {
+            while (System.nanoTime() < deadline) {
+                try {
+                    var cluster = admin.describeCluster(new DescribeClusterOptions().timeoutMs(3000));
+                    int brokers = cluster.nodes().get().size();
+                    if (brokers > 0) {
+                        System.out.println("kafka ready at " + bootstrap + ": cluster " + cluster.clusterId().get()
+                                + ", " + brokers + " broker(s)");
+                        return;
+                    }
+                } catch (Exception e) {
+                    lastError = e.getMessage();
+                }
+                Thread.sleep(200);
+            }
+        }
+        System.err.println("kafka not ready at " + bootstrap + ": " + lastError);
+        System.exit(1);
+    }
+}

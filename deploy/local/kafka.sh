@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka (KRaft, broker+controller) assembled from Maven Central jars.
+#   kafka.sh up|down|status|restart|jars
+# Idempotent: `up` when running and `down` when stopped exit 0.
+# When KAFKA_BOOTSTRAP_SERVERS is set, nothing local is started: `up`/`status` only check that
+# cluster answers a metadata request, `down` does nothing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")"
+cache="${OMNISTREAM_CACHE:-$HOME/.cache/omnistream}"
+libs="$cache/kafka-$kafka_version/libs"
+home="${OMNISTREAM_KAFKA_HOME:-$cache/broker}"
+port="${OMNISTREAM_KAFKA_PORT:-9092}"
+controller_port="${OMNISTREAM_KAFKA_CONTROLLER_PORT:-9093}"
+ready_timeout="${OMNISTREAM_KAFKA_READY_TIMEOUT:-90}"
+pid_file="$home/kafka.pid"
+log_file="$home/kafka.log"
+local_bootstrap="127.0.0.1:$port"
+
+log() { echo "kafka: $*" >&2; }
+
+ensure_jars() {
+  if [[ -f "$libs/.complete" ]]; then return; fi
+  command -v mvn >/dev/null || { log "Maven (mvn) is required to fetch the broker jars"; exit 1; }
+  command -v java >/dev/null || { log "Java 17+ is required to run the broker"; exit 1; }
+  log "resolving Apache Kafka $kafka_version jars from Maven Central into $libs (once)"
+  rm -rf "$libs" && mkdir -p "$libs"
+  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs"
+  touch "$libs/.complete"
+}
+
+running_pid() {
+  [[ -f "$pid_file" ]] || return 1
+  local pid; pid="$(cat "$pid_file")"
+  if kill -0 "$pid" 2>/dev/null && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null; then
+    echo "$pid"; return 0
+  fi
+  return 1
+}
+
+wait_ready() {
+  local bootstrap="$1"
+  ensure_jars
+  java -cp "$libs/*" "$here/KafkaReady.java" "$bootstrap" "$ready_timeout"
+}
+
+write_config() {
+  mkdir -p "$home/data"
+  cat > "$home/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$home/data
+num.partitions=6
+# Topics are created explicitly (make topics, tests); a typo must not create a topic silently.
+auto.create.topics.enable=false
+# Single node: every internal topic has one replica.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Dev and tests: compacted topics show compaction soon; small segments keep the disk small.
+log.cleaner.min.compaction.lag.ms=0
+log.segment.bytes=67108864
+log.retention.check.interval.ms=60000
+PROPS
+}
+
+up() {
+  if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    log "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS: using that cluster, starting nothing"
+    wait_ready "$KAFKA_BOOTSTRAP_SERVERS"
+    return
+  fi
+  if pid="$(running_pid)"; then
+    log "already running (pid $pid) at $local_bootstrap"
+    return
+  fi
+  ensure_jars
+  command -v java >/dev/null || { log "Java 17+ is required to run the broker"; exit 1; }
+  write_config
+  if [[ ! -f "$home/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid)"
+    log "formatting KRaft storage in $home/data (cluster $cluster_id)"
+    java -cp "$libs/*" -Dlog4j2.configurationFile="$here/log4j2.properties" \
+      kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$home/server.properties" >>"$home/format.log" 2>&1 \
+      || { log "storage format failed:"; tail -20 "$home/format.log" >&2; exit 1; }
+  fi
+  log "starting broker at $local_bootstrap (log: $log_file)"
+  # setsid: the broker outlives the shell that started it and is not hit by its Ctrl-C.
+  setsid java ${OMNISTREAM_KAFKA_HEAP_OPTS:--Xms512m -Xmx1g} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
+    -Dkafka.logs.dir="$home" -cp "$libs/*" kafka.Kafka "$home/server.properties" \
+    >"$log_file" 2>&1 </dev/null &
+  echo $! >"$pid_file"
+  if ! wait_ready "$local_bootstrap"; then
+    log "broker did not become ready within ${ready_timeout}s; last lines of $log_file:"
+    tail -40 "$log_file" >&2
+    exit 1
+  fi
+}
+
+down() {
+  if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    log "KAFKA_BOOTSTRAP_SERVERS is set: an external cluster is not ours to stop"
+    return
+  fi
+  local pid
+  if ! pid="$(running_pid)"; then
+    log "not running"
+    rm -f "$pid_file"
+    return
+  fi
+  log "stopping broker (pid $pid)"
+  kill -TERM "$pid"
+  for _ in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pid_file"; log "stopped"; return; }
+    sleep 0.1
+  done
+  log "broker did not stop within 30s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pid_file"
+}
+
+status() {
+  if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    OMNISTREAM_KAFKA_READY_TIMEOUT=5 wait_ready "$KAFKA_BOOTSTRAP_SERVERS"
+    return
+  fi
+  local pid
+  if pid="$(running_pid)"; then
+    log "running (pid $pid) at $local_bootstrap, data in $home/data"
+    ready_timeout=5 wait_ready "$local_bootstrap"
+  else
+    log "not running"
+    return 3
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  restart) down; up ;;
+  jars) ensure_jars; echo "$libs" ;;
+  *) echo "usage: $0 up|down|status|restart|jars" >&2; exit 2 ;;
+esac
