@@ -1,1 +1,71 @@
-fn main() {}
+//! `omni`: the omnistream command line. Publish events from a file, tail any pipeline topic as
+//! JSON, simulate omnichannel customers, and create the pipeline topics.
+
+mod publisher;
+mod simulate;
+mod tail;
+mod topics;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use omnistream_model::topics::EVENTS;
+use omnistream_runtime::KafkaArgs;
+use omnistream_runtime::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "omni", version, about = "The omnistream command line", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate JSON-lines events, encode them as Avro and publish them (idempotent, acks=all).
+    ///
+    /// Each line is one event in the JSON form of SPEC 2. Rejected lines are reported with their
+    /// line number and error codes and nothing of them is published; the exit code is 1 when any
+    /// line was rejected.
+    Produce {
+        /// JSON-lines file of events; `-` reads standard input.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Topic to publish to.
+        #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]
+        topic: String,
+    },
+    /// Print the records of a topic as JSON lines, decoding Avro (read_committed).
+    Tail(tail::TailArgs),
+    /// Simulate omnichannel customer journeys, deterministic for a seed.
+    Simulate(simulate::SimulateArgs),
+    /// Manage the pipeline topics of SPEC 3.
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    logging::init(LogFormat::Text);
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Produce { file, topic } => {
+            publisher::produce_file(&cli.kafka, &file, &topic).await
+        }
+        Command::Tail(args) => tail::run(&cli.kafka, args).await,
+        Command::Simulate(args) => simulate::run(&cli.kafka, args).await,
+        Command::Topics { command } => topics::run(&cli.kafka, command).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("omni: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

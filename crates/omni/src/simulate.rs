@@ -1,0 +1,173 @@
+//! `omni simulate`: deterministic omnichannel journeys to Kafka or to a JSON-lines file.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use omnistream_model::topics::EVENTS;
+use omnistream_model::{TouchpointEvent, encode_event, event_to_json};
+use omnistream_runtime::KafkaArgs;
+use omnistream_sim::{Malformed, SimConfig, SimRecord, Simulator};
+use serde_json::json;
+
+use crate::publisher::Publisher;
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Number of distinct customers.
+    #[arg(long, default_value_t = 1_000)]
+    customers: u32,
+    /// Records per second; 0 publishes as fast as Kafka takes them.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to run, in seconds (with --rate > 0).
+    #[arg(long, conflicts_with = "events")]
+    duration: Option<f64>,
+    /// How many records to emit.
+    #[arg(long)]
+    events: Option<u64>,
+    /// Random seed: the same seed and --start give the same records.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Event time of the first record (RFC 3339); default now.
+    #[arg(long)]
+    start: Option<DateTime<Utc>>,
+    /// Event time between records, in milliseconds; default 1000/rate (10 when --rate 0).
+    #[arg(long)]
+    step_ms: Option<i64>,
+    /// Share of records that are producer retries of the previous event (same event_id).
+    #[arg(long, default_value_t = 0.01)]
+    duplicates: f64,
+    /// Share of records that are malformed (garbage bytes, invalid values, unknown types).
+    #[arg(long, default_value_t = 0.0)]
+    malformed: f64,
+    /// Topic to publish to.
+    #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]
+    topic: String,
+    /// Write JSON lines to this file (`-` = standard output) instead of publishing to Kafka.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+}
+
+enum Sink {
+    Kafka(Publisher),
+    Lines(Box<dyn Write>),
+}
+
+pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.rate >= 0.0, "--rate must not be negative");
+    let limit = match (args.events, args.duration) {
+        (Some(events), _) => events,
+        (None, Some(seconds)) if args.rate > 0.0 => (seconds * args.rate).round() as u64,
+        (None, Some(_)) => anyhow::bail!("--duration needs a --rate above 0; use --events"),
+        (None, None) => u64::MAX,
+    };
+    let step_ms = args.step_ms.unwrap_or(if args.rate > 0.0 {
+        (1000.0 / args.rate).max(1.0) as i64
+    } else {
+        10
+    });
+    let simulator = Simulator::new(SimConfig {
+        customers: args.customers,
+        seed: args.seed,
+        start: args.start.unwrap_or_else(Utc::now),
+        step: chrono::Duration::milliseconds(step_ms),
+        duplicate_share: args.duplicates,
+        malformed_share: args.malformed,
+    });
+    let mut sink = match &args.output {
+        None => Sink::Kafka(Publisher::new(kafka, &args.topic)?),
+        Some(path) if path.as_os_str() == "-" => {
+            Sink::Lines(Box::new(std::io::BufWriter::new(std::io::stdout())))
+        }
+        Some(path) => Sink::Lines(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ))),
+    };
+    let started = Instant::now();
+    let mut last_report = started;
+    let mut emitted = 0u64;
+    for record in simulator.take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+        if args.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(emitted as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        match &mut sink {
+            Sink::Kafka(publisher) => {
+                publisher
+                    .send(record.customer_id(), &avro_bytes(&record)?)
+                    .await?
+            }
+            Sink::Lines(writer) => writeln!(writer, "{}", json_line(&record))?,
+        }
+        emitted += 1;
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            let rate = emitted as f64 / started.elapsed().as_secs_f64();
+            eprintln!("simulated {emitted} records ({rate:.0}/s)");
+        }
+    }
+    match sink {
+        Sink::Kafka(publisher) => {
+            let delivered = publisher.finish().await?;
+            eprintln!(
+                "published {delivered} records to {} in {:.1}s",
+                args.topic,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Sink::Lines(mut writer) => writer.flush()?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unknown_type_json(event: &TouchpointEvent) -> serde_json::Value {
+    let mut value = event_to_json(event);
+    value["type"] = json!("hologram_viewed");
+    value
+}
+
+/// The record as it travels on the events topic; malformed ones as a faulty producer would send them.
+fn avro_bytes(record: &SimRecord) -> anyhow::Result<Vec<u8>> {
+    Ok(match record {
+        SimRecord::Event(event) | SimRecord::Duplicate(event) => encode_event(event)?,
+        SimRecord::Malformed {
+            kind: Malformed::Garbage(bytes),
+            ..
+        } => bytes.clone(),
+        SimRecord::Malformed {
+            kind: Malformed::Invalid(event),
+            ..
+        } => encode_event(event)?,
+        SimRecord::Malformed {
+            kind: Malformed::UnknownType(event),
+            ..
+        } => unknown_type_json(event).to_string().into_bytes(),
+    })
+}
+
+fn json_line(record: &SimRecord) -> String {
+    match record {
+        SimRecord::Event(event) | SimRecord::Duplicate(event) => event_to_json(event).to_string(),
+        SimRecord::Malformed {
+            kind: Malformed::Garbage(bytes),
+            ..
+        } => {
+            format!(
+                "{{\"garbage\": {}",
+                String::from_utf8_lossy(bytes).escape_debug()
+            )
+        }
+        SimRecord::Malformed {
+            kind: Malformed::Invalid(event),
+            ..
+        } => event_to_json(event).to_string(),
+        SimRecord::Malformed {
+            kind: Malformed::UnknownType(event),
+            ..
+        } => unknown_type_json(event).to_string(),
+    }
+}
