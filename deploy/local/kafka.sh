@@ -26,7 +26,7 @@ ensure_jars() {
   command -v java >/dev/null || { log "Java 17+ is required to run the broker"; exit 1; }
   log "resolving Apache Kafka $kafka_version jars from Maven Central into $libs (once)"
   rm -rf "$libs" && mkdir -p "$libs"
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never --no-transfer-progress -f "$here/pom.xml" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$libs"
   touch "$libs/.complete"
 }
@@ -149,6 +149,11 @@ status() {
     return 3
   fi
 }
+
+# One caller at a time: tests in parallel processes may all ask for `up`.
+mkdir -p "$home"
+exec 9>"$home/.lock"
+flock 9
 
 case "${1:-}" in
   up) up ;;

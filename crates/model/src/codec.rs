@@ -69,24 +69,24 @@ impl RecordKind {
     /// Every released version of this record's schema; readers accept data written with any.
     fn released_texts(self) -> &'static [&'static str] {
         match self {
-            RecordKind::TouchpointEvent => &[include_str!(
-                "../../../schemas/released/v1/touchpoint_event.avsc"
-            )],
-            RecordKind::CustomerProfile => &[include_str!(
-                "../../../schemas/released/v1/customer_profile.avsc"
-            )],
-            RecordKind::SuppressionState => &[include_str!(
-                "../../../schemas/released/v1/suppression_state.avsc"
-            )],
-            RecordKind::ChannelAffinity => &[include_str!(
-                "../../../schemas/released/v1/channel_affinity.avsc"
-            )],
-            RecordKind::LoyaltyLedgerEntry => &[include_str!(
-                "../../../schemas/released/v1/loyalty_ledger_entry.avsc"
-            )],
-            RecordKind::LoyaltyBalance => &[include_str!(
-                "../../../schemas/released/v1/loyalty_balance.avsc"
-            )],
+            RecordKind::TouchpointEvent => {
+                &[include_str!("../../../schemas/released/v1/touchpoint_event.avsc")]
+            }
+            RecordKind::CustomerProfile => {
+                &[include_str!("../../../schemas/released/v1/customer_profile.avsc")]
+            }
+            RecordKind::SuppressionState => {
+                &[include_str!("../../../schemas/released/v1/suppression_state.avsc")]
+            }
+            RecordKind::ChannelAffinity => {
+                &[include_str!("../../../schemas/released/v1/channel_affinity.avsc")]
+            }
+            RecordKind::LoyaltyLedgerEntry => {
+                &[include_str!("../../../schemas/released/v1/loyalty_ledger_entry.avsc")]
+            }
+            RecordKind::LoyaltyBalance => {
+                &[include_str!("../../../schemas/released/v1/loyalty_balance.avsc")]
+            }
         }
     }
 
@@ -128,23 +128,14 @@ fn register(kind: RecordKind, text: &str) -> Registered {
     let mut header = [0u8; HEADER_LEN];
     header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
     header[2..].copy_from_slice(&fingerprint);
-    Registered {
-        kind,
-        schema,
-        header,
-    }
+    Registered { kind, schema, header }
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let mut current = HashMap::new();
     let mut writers = HashMap::new();
     for kind in RecordKind::ALL {
-        for text in kind
-            .released_texts()
-            .iter()
-            .copied()
-            .chain([kind.current_text()])
-        {
+        for text in kind.released_texts().iter().copied().chain([kind.current_text()]) {
             let registered = register(kind, text);
             writers.insert(fingerprint_of(&registered.header), registered);
         }
@@ -168,16 +159,13 @@ pub fn fingerprint(kind: RecordKind) -> [u8; 8] {
 pub fn record_kind_of(bytes: &[u8]) -> Option<RecordKind> {
     let fingerprint: [u8; 8] = bytes.get(2..HEADER_LEN)?.try_into().ok()?;
     (bytes.starts_with(&SINGLE_OBJECT_MARKER)).then_some(())?;
-    REGISTRY
-        .writers
-        .get(&fingerprint)
-        .map(|registered| registered.kind)
+    REGISTRY.writers.get(&fingerprint).map(|registered| registered.kind)
 }
 
 fn encode_value(kind: RecordKind, value: Value) -> Result<Vec<u8>, CodecError> {
     let registered = &REGISTRY.current[&kind];
-    let datum = to_avro_datum(&registered.schema, value)
-        .map_err(|source| CodecError::Encode { kind, source })?;
+    let datum =
+        to_avro_datum(&registered.schema, value).map_err(|source| CodecError::Encode { kind, source })?;
     let mut bytes = Vec::with_capacity(HEADER_LEN + datum.len());
     bytes.extend_from_slice(&registered.header);
     bytes.extend_from_slice(&datum);
@@ -211,13 +199,8 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
     let reader = &REGISTRY.current[&kind];
     let reader_schema = (writer.header != reader.header).then_some(&reader.schema);
     let mut datum = &bytes[HEADER_LEN..];
-    let value = from_avro_datum(&writer.schema, &mut datum, reader_schema).map_err(|e| {
-        Rejection::single(
-            ErrorCode::Malformed,
-            "$",
-            format!("invalid Avro datum: {e}"),
-        )
-    })?;
+    let value = from_avro_datum(&writer.schema, &mut datum, reader_schema)
+        .map_err(|e| Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}")))?;
     if !datum.is_empty() {
         return Err(Rejection::single(
             ErrorCode::Malformed,
@@ -231,11 +214,7 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
 /// Decodes single-object bytes of any omnistream record, whatever its kind.
 pub fn decode_any(bytes: &[u8]) -> Result<(RecordKind, Value), Rejection> {
     let kind = record_kind_of(bytes).ok_or_else(|| {
-        Rejection::single(
-            ErrorCode::UnknownSchema,
-            "$",
-            "not an omnistream Avro single-object record",
-        )
+        Rejection::single(ErrorCode::UnknownSchema, "$", "not an omnistream Avro single-object record")
     })?;
     Ok((kind, decode_value(kind, bytes)?))
 }
@@ -272,20 +251,11 @@ fn trait_value(value: &TraitValue) -> Value {
 }
 
 fn trait_map(map: &BTreeMap<String, TraitValue>) -> Value {
-    Value::Map(
-        map.iter()
-            .map(|(k, v)| (k.clone(), trait_value(v)))
-            .collect(),
-    )
+    Value::Map(map.iter().map(|(k, v)| (k.clone(), trait_value(v))).collect())
 }
 
 fn record(fields: Vec<(&str, Value)>) -> Value {
-    Value::Record(
-        fields
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect(),
-    )
+    Value::Record(fields.into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
 }
 
 fn payload_value(payload: &EventPayload) -> Value {
@@ -293,42 +263,24 @@ fn payload_value(payload: &EventPayload) -> Value {
     match payload {
         EventPayload::PageViewed { url } => record(vec![("url", s(url))]),
         EventPayload::ProductViewed { product_id } => record(vec![("product_id", s(product_id))]),
-        EventPayload::CartUpdated {
-            cart_id,
-            items,
-            value_minor,
-            currency,
-        } => record(vec![
+        EventPayload::CartUpdated { cart_id, items, value_minor, currency } => record(vec![
             ("cart_id", s(cart_id)),
             ("items", Value::Int(*items)),
             ("value_minor", Value::Long(*value_minor)),
             ("currency", s(currency)),
         ]),
-        EventPayload::OrderPlaced {
-            order_id,
-            value_minor,
-            currency,
-            items,
-        } => record(vec![
+        EventPayload::OrderPlaced { order_id, value_minor, currency, items } => record(vec![
             ("order_id", s(order_id)),
             ("value_minor", Value::Long(*value_minor)),
             ("currency", s(currency)),
             ("items", optional(items, |n| Value::Int(*n))),
         ]),
-        EventPayload::OrderRefunded {
-            order_id,
-            value_minor,
-            currency,
-        } => record(vec![
+        EventPayload::OrderRefunded { order_id, value_minor, currency } => record(vec![
             ("order_id", s(order_id)),
             ("value_minor", Value::Long(*value_minor)),
             ("currency", s(currency)),
         ]),
-        EventPayload::MessageSent {
-            message_id,
-            campaign_id,
-            purpose,
-        } => record(vec![
+        EventPayload::MessageSent { message_id, campaign_id, purpose } => record(vec![
             ("message_id", s(message_id)),
             ("campaign_id", optional(campaign_id, s)),
             ("purpose", purpose_value(*purpose)),
@@ -336,55 +288,34 @@ fn payload_value(payload: &EventPayload) -> Value {
         EventPayload::MessageDelivered { message_id }
         | EventPayload::MessageOpened { message_id }
         | EventPayload::SpamReported { message_id } => record(vec![("message_id", s(message_id))]),
-        EventPayload::MessageClicked { message_id, url } => record(vec![
-            ("message_id", s(message_id)),
-            ("url", optional(url, s)),
-        ]),
-        EventPayload::MessageBounced { message_id, hard } => record(vec![
-            ("message_id", s(message_id)),
-            ("hard", Value::Boolean(*hard)),
-        ]),
-        EventPayload::MessageReceived {
-            conversation_id,
-            text_len,
-        } => record(vec![
+        EventPayload::MessageClicked { message_id, url } => {
+            record(vec![("message_id", s(message_id)), ("url", optional(url, s))])
+        }
+        EventPayload::MessageBounced { message_id, hard } => {
+            record(vec![("message_id", s(message_id)), ("hard", Value::Boolean(*hard))])
+        }
+        EventPayload::MessageReceived { conversation_id, text_len } => record(vec![
             ("conversation_id", optional(conversation_id, s)),
             ("text_len", optional(text_len, |n| Value::Int(*n))),
         ]),
-        EventPayload::SupportTicketOpened { ticket_id, topic } => record(vec![
-            ("ticket_id", s(ticket_id)),
-            ("topic", optional(topic, s)),
-        ]),
-        EventPayload::SupportTicketResolved { ticket_id } => {
-            record(vec![("ticket_id", s(ticket_id))])
+        EventPayload::SupportTicketOpened { ticket_id, topic } => {
+            record(vec![("ticket_id", s(ticket_id)), ("topic", optional(topic, s))])
         }
-        EventPayload::ConsentChanged { purpose, granted } => record(vec![
-            ("purpose", purpose_value(*purpose)),
-            ("granted", Value::Boolean(*granted)),
-        ]),
-        EventPayload::TraitsUpdated {
-            set,
-            set_once,
-            unset,
-        } => record(vec![
+        EventPayload::SupportTicketResolved { ticket_id } => record(vec![("ticket_id", s(ticket_id))]),
+        EventPayload::ConsentChanged { purpose, granted } => {
+            record(vec![("purpose", purpose_value(*purpose)), ("granted", Value::Boolean(*granted))])
+        }
+        EventPayload::TraitsUpdated { set, set_once, unset } => record(vec![
             ("set", trait_map(set)),
             ("set_once", trait_map(set_once)),
-            (
-                "unset",
-                Value::Array(unset.iter().map(|k| string(k)).collect()),
-            ),
+            ("unset", Value::Array(unset.iter().map(|k| string(k)).collect())),
         ]),
-        EventPayload::LoyaltyRedeemRequested {
-            redemption_id,
-            points,
-        } => record(vec![
-            ("redemption_id", s(redemption_id)),
-            ("points", Value::Long(*points)),
-        ]),
-        EventPayload::LoyaltyPointsAdjusted { points, reason } => record(vec![
-            ("points", Value::Long(*points)),
-            ("reason", s(reason)),
-        ]),
+        EventPayload::LoyaltyRedeemRequested { redemption_id, points } => {
+            record(vec![("redemption_id", s(redemption_id)), ("points", Value::Long(*points))])
+        }
+        EventPayload::LoyaltyPointsAdjusted { points, reason } => {
+            record(vec![("points", Value::Long(*points)), ("reason", s(reason))])
+        }
         EventPayload::ErasureRequested => record(vec![]),
     }
 }
@@ -394,33 +325,12 @@ fn event_value(event: &TouchpointEvent) -> Value {
     record(vec![
         ("event_id", string(&event.event_id)),
         ("customer_id", string(&event.customer_id)),
-        (
-            "occurred_at",
-            Value::TimestampMillis(event.occurred_at.timestamp_millis()),
-        ),
-        (
-            "channel",
-            Value::Enum(event.channel.index(), event.channel.as_str().to_owned()),
-        ),
-        (
-            "type",
-            Value::Enum(event_type.index(), event_type.as_str().to_owned()),
-        ),
+        ("occurred_at", Value::TimestampMillis(event.occurred_at.timestamp_millis())),
+        ("channel", Value::Enum(event.channel.index(), event.channel.as_str().to_owned())),
+        ("type", Value::Enum(event_type.index(), event_type.as_str().to_owned())),
         ("source", optional(&event.source, |text| string(text))),
-        (
-            "properties",
-            Value::Union(event_type.index(), Box::new(payload_value(&event.payload))),
-        ),
-        (
-            "context",
-            Value::Map(
-                event
-                    .context
-                    .iter()
-                    .map(|(k, v)| (k.clone(), string(v)))
-                    .collect(),
-            ),
-        ),
+        ("properties", Value::Union(event_type.index(), Box::new(payload_value(&event.payload)))),
+        ("context", Value::Map(event.context.iter().map(|(k, v)| (k.clone(), string(v))).collect())),
     ])
 }
 
@@ -448,11 +358,8 @@ impl RecordFields {
     }
 
     fn take_raw(&mut self, name: &str) -> Result<Value, String> {
-        let index = self
-            .0
-            .iter()
-            .position(|(field, _)| field == name)
-            .ok_or_else(|| format!("no field {name}"))?;
+        let index =
+            self.0.iter().position(|(field, _)| field == name).ok_or_else(|| format!("no field {name}"))?;
         Ok(self.0.swap_remove(index).1)
     }
 
@@ -471,9 +378,7 @@ impl RecordFields {
         match self.take(name)? {
             Value::Null => Ok(None),
             Value::String(text) => Ok(Some(text)),
-            other => Err(format!(
-                "{name}: expected a string or null, found {other:?}"
-            )),
+            other => Err(format!("{name}: expected a string or null, found {other:?}")),
         }
     }
 
@@ -576,12 +481,8 @@ fn unwrap_union(value: Value) -> Value {
 fn payload_from_value(event_type: EventType, value: Value) -> Result<EventPayload, String> {
     let mut r = RecordFields::new(value)?;
     Ok(match event_type {
-        EventType::PageViewed => EventPayload::PageViewed {
-            url: r.string("url")?,
-        },
-        EventType::ProductViewed => EventPayload::ProductViewed {
-            product_id: r.string("product_id")?,
-        },
+        EventType::PageViewed => EventPayload::PageViewed { url: r.string("url")? },
+        EventType::ProductViewed => EventPayload::ProductViewed { product_id: r.string("product_id")? },
         EventType::CartUpdated => EventPayload::CartUpdated {
             cart_id: r.string("cart_id")?,
             items: r.int("items")?,
@@ -604,23 +505,15 @@ fn payload_from_value(event_type: EventType, value: Value) -> Result<EventPayloa
             campaign_id: r.opt_string("campaign_id")?,
             purpose: r.purpose("purpose")?,
         },
-        EventType::MessageDelivered => EventPayload::MessageDelivered {
-            message_id: r.string("message_id")?,
-        },
-        EventType::MessageOpened => EventPayload::MessageOpened {
-            message_id: r.string("message_id")?,
-        },
-        EventType::MessageClicked => EventPayload::MessageClicked {
-            message_id: r.string("message_id")?,
-            url: r.opt_string("url")?,
-        },
-        EventType::MessageBounced => EventPayload::MessageBounced {
-            message_id: r.string("message_id")?,
-            hard: r.boolean("hard")?,
-        },
-        EventType::SpamReported => EventPayload::SpamReported {
-            message_id: r.string("message_id")?,
-        },
+        EventType::MessageDelivered => EventPayload::MessageDelivered { message_id: r.string("message_id")? },
+        EventType::MessageOpened => EventPayload::MessageOpened { message_id: r.string("message_id")? },
+        EventType::MessageClicked => {
+            EventPayload::MessageClicked { message_id: r.string("message_id")?, url: r.opt_string("url")? }
+        }
+        EventType::MessageBounced => {
+            EventPayload::MessageBounced { message_id: r.string("message_id")?, hard: r.boolean("hard")? }
+        }
+        EventType::SpamReported => EventPayload::SpamReported { message_id: r.string("message_id")? },
         EventType::MessageReceived => EventPayload::MessageReceived {
             conversation_id: r.opt_string("conversation_id")?,
             text_len: r.opt_int("text_len")?,
@@ -629,13 +522,12 @@ fn payload_from_value(event_type: EventType, value: Value) -> Result<EventPayloa
             ticket_id: r.string("ticket_id")?,
             topic: r.opt_string("topic")?,
         },
-        EventType::SupportTicketResolved => EventPayload::SupportTicketResolved {
-            ticket_id: r.string("ticket_id")?,
-        },
-        EventType::ConsentChanged => EventPayload::ConsentChanged {
-            purpose: r.purpose("purpose")?,
-            granted: r.boolean("granted")?,
-        },
+        EventType::SupportTicketResolved => {
+            EventPayload::SupportTicketResolved { ticket_id: r.string("ticket_id")? }
+        }
+        EventType::ConsentChanged => {
+            EventPayload::ConsentChanged { purpose: r.purpose("purpose")?, granted: r.boolean("granted")? }
+        }
         EventType::TraitsUpdated => EventPayload::TraitsUpdated {
             set: r.traits("set")?,
             set_once: r.traits("set_once")?,
@@ -645,10 +537,9 @@ fn payload_from_value(event_type: EventType, value: Value) -> Result<EventPayloa
             redemption_id: r.string("redemption_id")?,
             points: r.long("points")?,
         },
-        EventType::LoyaltyPointsAdjusted => EventPayload::LoyaltyPointsAdjusted {
-            points: r.long("points")?,
-            reason: r.string("reason")?,
-        },
+        EventType::LoyaltyPointsAdjusted => {
+            EventPayload::LoyaltyPointsAdjusted { points: r.long("points")?, reason: r.string("reason")? }
+        }
         EventType::ErasureRequested => EventPayload::ErasureRequested,
     })
 }
@@ -680,18 +571,12 @@ fn take_properties(r: &mut RecordFields) -> Result<(EventType, Value), Rejection
     let malformed = |message: String| Rejection::single(ErrorCode::Malformed, "$", message);
     let type_symbol = r.symbol("type").map_err(malformed)?;
     let event_type = EventType::parse(&type_symbol).ok_or_else(|| {
-        Rejection::single(
-            ErrorCode::UnknownType,
-            "type",
-            format!("{type_symbol:?} is not an event type"),
-        )
+        Rejection::single(ErrorCode::UnknownType, "type", format!("{type_symbol:?} is not an event type"))
     })?;
     let (branch, properties) = match r.take_raw("properties").map_err(malformed)? {
         Value::Union(branch, inner) => (branch, *inner),
         other => {
-            return Err(malformed(format!(
-                "properties: expected a union, found {other:?}"
-            )));
+            return Err(malformed(format!("properties: expected a union, found {other:?}")));
         }
     };
     if branch != event_type.index() {
@@ -714,25 +599,16 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
 /// Encodes a derived record as Avro single-object bytes.
 pub fn encode_record<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CodecError> {
     let kind = T::KIND;
-    let value =
-        apache_avro::to_value(record).map_err(|source| CodecError::Encode { kind, source })?;
-    let value = value
-        .resolve(kind.schema())
-        .map_err(|source| CodecError::Encode { kind, source })?;
+    let value = apache_avro::to_value(record).map_err(|source| CodecError::Encode { kind, source })?;
+    let value = value.resolve(kind.schema()).map_err(|source| CodecError::Encode { kind, source })?;
     encode_value(kind, value)
 }
 
 /// Decodes Avro single-object bytes into a derived record.
 pub fn decode_record<T: AvroRecord>(bytes: &[u8]) -> Result<T, CodecError> {
     let kind = T::KIND;
-    let value = decode_value(kind, bytes).map_err(|e| CodecError::Decode {
-        kind,
-        message: e.to_string(),
-    })?;
-    apache_avro::from_value(&value).map_err(|e| CodecError::Decode {
-        kind,
-        message: e.to_string(),
-    })
+    let value = decode_value(kind, bytes).map_err(|e| CodecError::Decode { kind, message: e.to_string() })?;
+    apache_avro::from_value(&value).map_err(|e| CodecError::Decode { kind, message: e.to_string() })
 }
 
 // ---- Any record as JSON (omni tail) ----
@@ -757,19 +633,11 @@ pub fn value_to_json(value: &Value) -> serde_json::Value {
         Value::Array(items) => Json::Array(items.iter().map(value_to_json).collect()),
         Value::Map(map) => {
             let sorted: BTreeMap<_, _> = map.iter().collect();
-            Json::Object(
-                sorted
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), value_to_json(v)))
-                    .collect(),
-            )
+            Json::Object(sorted.into_iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
         }
-        Value::Record(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), value_to_json(v)))
-                .collect(),
-        ),
+        Value::Record(fields) => {
+            Json::Object(fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+        }
         other => Json::String(format!("{other:?}")),
     }
 }

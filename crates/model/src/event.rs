@@ -59,12 +59,8 @@ string_enum!(
 
 impl Channel {
     /// Channels we send outbound messages on (suppression, affinity).
-    pub const MESSAGING: &'static [Channel] = &[
-        Channel::Email,
-        Channel::Sms,
-        Channel::Whatsapp,
-        Channel::Push,
-    ];
+    pub const MESSAGING: &'static [Channel] =
+        &[Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Push];
 }
 
 string_enum!(

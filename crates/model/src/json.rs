@@ -19,40 +19,24 @@ pub fn parse_event_json(text: &str, now: DateTime<Utc>) -> Result<TouchpointEven
 /// Converts a parsed JSON value into an event and checks every rule of SPEC 2.
 pub fn event_from_json(value: &Value, now: DateTime<Utc>) -> Result<TouchpointEvent, Rejection> {
     let Some(object) = value.as_object() else {
-        return Err(Rejection::single(
-            ErrorCode::Malformed,
-            "$",
-            "an event must be a JSON object",
-        ));
+        return Err(Rejection::single(ErrorCode::Malformed, "$", "an event must be a JSON object"));
     };
     let mut errors = Errors::default();
-    let mut top = Fields {
-        object,
-        prefix: "",
-        errors: &mut errors,
-    };
+    let mut top = Fields { object, prefix: "", errors: &mut errors };
     let event_id = top.required_string("event_id");
     let customer_id = top.required_string("customer_id");
     let occurred_at = top.timestamp("occurred_at");
     let channel = top.required_string("channel").and_then(|text| {
         let parsed = Channel::parse(&text);
         if parsed.is_none() {
-            top.errors.push(
-                ErrorCode::UnknownChannel,
-                "channel",
-                format!("{text:?} is not a channel"),
-            );
+            top.errors.push(ErrorCode::UnknownChannel, "channel", format!("{text:?} is not a channel"));
         }
         parsed
     });
     let event_type = top.required_string("type").and_then(|text| {
         let parsed = EventType::parse(&text);
         if parsed.is_none() {
-            top.errors.push(
-                ErrorCode::UnknownType,
-                "type",
-                format!("{text:?} is not an event type"),
-            );
+            top.errors.push(ErrorCode::UnknownType, "type", format!("{text:?} is not an event type"));
         }
         parsed
     });
@@ -81,15 +65,7 @@ pub fn event_from_json(value: &Value, now: DateTime<Utc>) -> Result<TouchpointEv
     else {
         unreachable!("every missing part pushed an error");
     };
-    let event = TouchpointEvent {
-        event_id,
-        customer_id,
-        occurred_at,
-        channel,
-        source,
-        payload,
-        context,
-    };
+    let event = TouchpointEvent { event_id, customer_id, occurred_at, channel, source, payload, context };
     validate(&event, now)?;
     Ok(event)
 }
@@ -111,17 +87,12 @@ impl Fields<'_, '_> {
 
     fn missing(&mut self, name: &str) {
         let path = self.path(name);
-        self.errors
-            .push(ErrorCode::MissingField, &path, "is required");
+        self.errors.push(ErrorCode::MissingField, &path, "is required");
     }
 
     fn wrong_type(&mut self, name: &str, expected: &str) {
         let path = self.path(name);
-        self.errors.push(
-            ErrorCode::WrongFieldType,
-            &path,
-            format!("must be {expected}"),
-        );
+        self.errors.push(ErrorCode::WrongFieldType, &path, format!("must be {expected}"));
     }
 
     fn optional_string(&mut self, name: &str) -> Option<String> {
@@ -167,11 +138,7 @@ impl Fields<'_, '_> {
             Ok(number) => Some(number),
             Err(_) => {
                 let path = self.path(name);
-                self.errors.push(
-                    ErrorCode::OutOfRange,
-                    &path,
-                    format!("{number} does not fit 32 bits"),
-                );
+                self.errors.push(ErrorCode::OutOfRange, &path, format!("{number} does not fit 32 bits"));
                 None
             }
         }
@@ -232,10 +199,9 @@ impl Fields<'_, '_> {
     fn trait_map(&mut self, name: &str) -> BTreeMap<String, TraitValue> {
         match self.get(name) {
             None => BTreeMap::new(),
-            Some(Value::Object(map)) => map
-                .iter()
-                .map(|(key, value)| (key.clone(), trait_value(value)))
-                .collect(),
+            Some(Value::Object(map)) => {
+                map.iter().map(|(key, value)| (key.clone(), trait_value(value))).collect()
+            }
             Some(_) => {
                 self.wrong_type(name, "an object");
                 BTreeMap::new()
@@ -246,10 +212,9 @@ impl Fields<'_, '_> {
     fn string_list(&mut self, name: &str) -> Vec<String> {
         match self.get(name) {
             None => Vec::new(),
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
-                .iter()
-                .filter_map(|item| item.as_str().map(str::to_owned))
-                .collect(),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                items.iter().filter_map(|item| item.as_str().map(str::to_owned)).collect()
+            }
             Some(_) => {
                 self.wrong_type(name, "an array of strings");
                 Vec::new()
@@ -285,9 +250,7 @@ fn known_keys(event_type: EventType) -> &'static [&'static str] {
         EventType::OrderPlaced => &["order_id", "value_minor", "currency", "items"],
         EventType::OrderRefunded => &["order_id", "value_minor", "currency"],
         EventType::MessageSent => &["message_id", "campaign_id", "purpose"],
-        EventType::MessageDelivered | EventType::MessageOpened | EventType::SpamReported => {
-            &["message_id"]
-        }
+        EventType::MessageDelivered | EventType::MessageOpened | EventType::SpamReported => &["message_id"],
         EventType::MessageClicked => &["message_id", "url"],
         EventType::MessageBounced => &["message_id", "hard"],
         EventType::MessageReceived => &["conversation_id", "text_len"],
@@ -308,89 +271,62 @@ fn payload_from_json(
     properties: &Map<String, Value>,
 ) -> Result<PayloadAndContext, Errors> {
     let mut errors = Errors::default();
-    let mut p = Fields {
-        object: properties,
-        prefix: "properties.",
-        errors: &mut errors,
-    };
+    let mut p = Fields { object: properties, prefix: "properties.", errors: &mut errors };
     let payload = match event_type {
-        EventType::PageViewed => p
-            .required_string("url")
-            .map(|url| EventPayload::PageViewed { url }),
-        EventType::ProductViewed => p
-            .required_string("product_id")
-            .map(|product_id| EventPayload::ProductViewed { product_id }),
+        EventType::PageViewed => p.required_string("url").map(|url| EventPayload::PageViewed { url }),
+        EventType::ProductViewed => {
+            p.required_string("product_id").map(|product_id| EventPayload::ProductViewed { product_id })
+        }
         EventType::CartUpdated => {
             let (cart_id, items) = (p.required_string("cart_id"), p.required_i32("items"));
-            let (value_minor, currency) =
-                (p.required_i64("value_minor"), p.required_string("currency"));
+            let (value_minor, currency) = (p.required_i64("value_minor"), p.required_string("currency"));
             match (cart_id, items, value_minor, currency) {
                 (Some(cart_id), Some(items), Some(value_minor), Some(currency)) => {
-                    Some(EventPayload::CartUpdated {
-                        cart_id,
-                        items,
-                        value_minor,
-                        currency,
-                    })
+                    Some(EventPayload::CartUpdated { cart_id, items, value_minor, currency })
                 }
                 _ => None,
             }
         }
         EventType::OrderPlaced => {
-            let (order_id, value_minor) =
-                (p.required_string("order_id"), p.required_i64("value_minor"));
+            let (order_id, value_minor) = (p.required_string("order_id"), p.required_i64("value_minor"));
             let (currency, items) = (p.required_string("currency"), p.optional_i32("items"));
             match (order_id, value_minor, currency) {
                 (Some(order_id), Some(value_minor), Some(currency)) => {
-                    Some(EventPayload::OrderPlaced {
-                        order_id,
-                        value_minor,
-                        currency,
-                        items,
-                    })
+                    Some(EventPayload::OrderPlaced { order_id, value_minor, currency, items })
                 }
                 _ => None,
             }
         }
         EventType::OrderRefunded => {
-            let (order_id, value_minor) =
-                (p.required_string("order_id"), p.required_i64("value_minor"));
+            let (order_id, value_minor) = (p.required_string("order_id"), p.required_i64("value_minor"));
             let currency = p.required_string("currency");
             match (order_id, value_minor, currency) {
                 (Some(order_id), Some(value_minor), Some(currency)) => {
-                    Some(EventPayload::OrderRefunded {
-                        order_id,
-                        value_minor,
-                        currency,
-                    })
+                    Some(EventPayload::OrderRefunded { order_id, value_minor, currency })
                 }
                 _ => None,
             }
         }
         EventType::MessageSent => {
-            let (message_id, campaign_id) = (
-                p.required_string("message_id"),
-                p.optional_string("campaign_id"),
-            );
+            let (message_id, campaign_id) =
+                (p.required_string("message_id"), p.optional_string("campaign_id"));
             let purpose = p.purpose("purpose");
             match (message_id, purpose) {
-                (Some(message_id), Some(purpose)) => Some(EventPayload::MessageSent {
-                    message_id,
-                    campaign_id,
-                    purpose,
-                }),
+                (Some(message_id), Some(purpose)) => {
+                    Some(EventPayload::MessageSent { message_id, campaign_id, purpose })
+                }
                 _ => None,
             }
         }
-        EventType::MessageDelivered => p
-            .required_string("message_id")
-            .map(|message_id| EventPayload::MessageDelivered { message_id }),
-        EventType::MessageOpened => p
-            .required_string("message_id")
-            .map(|message_id| EventPayload::MessageOpened { message_id }),
-        EventType::SpamReported => p
-            .required_string("message_id")
-            .map(|message_id| EventPayload::SpamReported { message_id }),
+        EventType::MessageDelivered => {
+            p.required_string("message_id").map(|message_id| EventPayload::MessageDelivered { message_id })
+        }
+        EventType::MessageOpened => {
+            p.required_string("message_id").map(|message_id| EventPayload::MessageOpened { message_id })
+        }
+        EventType::SpamReported => {
+            p.required_string("message_id").map(|message_id| EventPayload::SpamReported { message_id })
+        }
         EventType::MessageClicked => {
             let (message_id, url) = (p.required_string("message_id"), p.optional_string("url"));
             message_id.map(|message_id| EventPayload::MessageClicked { message_id, url })
@@ -398,33 +334,26 @@ fn payload_from_json(
         EventType::MessageBounced => {
             let (message_id, hard) = (p.required_string("message_id"), p.required_bool("hard"));
             match (message_id, hard) {
-                (Some(message_id), Some(hard)) => {
-                    Some(EventPayload::MessageBounced { message_id, hard })
-                }
+                (Some(message_id), Some(hard)) => Some(EventPayload::MessageBounced { message_id, hard }),
                 _ => None,
             }
         }
         EventType::MessageReceived => {
             let conversation_id = p.optional_string("conversation_id");
             let text_len = p.optional_i32("text_len");
-            Some(EventPayload::MessageReceived {
-                conversation_id,
-                text_len,
-            })
+            Some(EventPayload::MessageReceived { conversation_id, text_len })
         }
         EventType::SupportTicketOpened => {
             let (ticket_id, topic) = (p.required_string("ticket_id"), p.optional_string("topic"));
             ticket_id.map(|ticket_id| EventPayload::SupportTicketOpened { ticket_id, topic })
         }
-        EventType::SupportTicketResolved => p
-            .required_string("ticket_id")
-            .map(|ticket_id| EventPayload::SupportTicketResolved { ticket_id }),
+        EventType::SupportTicketResolved => {
+            p.required_string("ticket_id").map(|ticket_id| EventPayload::SupportTicketResolved { ticket_id })
+        }
         EventType::ConsentChanged => {
             let (purpose, granted) = (p.purpose("purpose"), p.required_bool("granted"));
             match (purpose, granted) {
-                (Some(purpose), Some(granted)) => {
-                    Some(EventPayload::ConsentChanged { purpose, granted })
-                }
+                (Some(purpose), Some(granted)) => Some(EventPayload::ConsentChanged { purpose, granted }),
                 _ => None,
             }
         }
@@ -432,29 +361,21 @@ fn payload_from_json(
             let set = p.trait_map("set");
             let set_once = p.trait_map("set_once");
             let unset = p.string_list("unset");
-            Some(EventPayload::TraitsUpdated {
-                set,
-                set_once,
-                unset,
-            })
+            Some(EventPayload::TraitsUpdated { set, set_once, unset })
         }
         EventType::LoyaltyRedeemRequested => {
-            let (redemption_id, points) =
-                (p.required_string("redemption_id"), p.required_i64("points"));
+            let (redemption_id, points) = (p.required_string("redemption_id"), p.required_i64("points"));
             match (redemption_id, points) {
-                (Some(redemption_id), Some(points)) => Some(EventPayload::LoyaltyRedeemRequested {
-                    redemption_id,
-                    points,
-                }),
+                (Some(redemption_id), Some(points)) => {
+                    Some(EventPayload::LoyaltyRedeemRequested { redemption_id, points })
+                }
                 _ => None,
             }
         }
         EventType::LoyaltyPointsAdjusted => {
             let (points, reason) = (p.required_i64("points"), p.required_string("reason"));
             match (points, reason) {
-                (Some(points), Some(reason)) => {
-                    Some(EventPayload::LoyaltyPointsAdjusted { points, reason })
-                }
+                (Some(points), Some(reason)) => Some(EventPayload::LoyaltyPointsAdjusted { points, reason }),
                 _ => None,
             }
         }
@@ -498,34 +419,16 @@ pub fn event_to_json(event: &TouchpointEvent) -> Value {
     let mut properties = match &event.payload {
         EventPayload::PageViewed { url } => json!({"url": url}),
         EventPayload::ProductViewed { product_id } => json!({"product_id": product_id}),
-        EventPayload::CartUpdated {
-            cart_id,
-            items,
-            value_minor,
-            currency,
-        } => {
+        EventPayload::CartUpdated { cart_id, items, value_minor, currency } => {
             json!({"cart_id": cart_id, "items": items, "value_minor": value_minor, "currency": currency})
         }
-        EventPayload::OrderPlaced {
-            order_id,
-            value_minor,
-            currency,
-            items,
-        } => {
+        EventPayload::OrderPlaced { order_id, value_minor, currency, items } => {
             json!({"order_id": order_id, "value_minor": value_minor, "currency": currency, "items": items})
         }
-        EventPayload::OrderRefunded {
-            order_id,
-            value_minor,
-            currency,
-        } => {
+        EventPayload::OrderRefunded { order_id, value_minor, currency } => {
             json!({"order_id": order_id, "value_minor": value_minor, "currency": currency})
         }
-        EventPayload::MessageSent {
-            message_id,
-            campaign_id,
-            purpose,
-        } => {
+        EventPayload::MessageSent { message_id, campaign_id, purpose } => {
             json!({"message_id": message_id, "campaign_id": campaign_id, "purpose": purpose.as_str()})
         }
         EventPayload::MessageDelivered { message_id }
@@ -537,10 +440,7 @@ pub fn event_to_json(event: &TouchpointEvent) -> Value {
         EventPayload::MessageBounced { message_id, hard } => {
             json!({"message_id": message_id, "hard": hard})
         }
-        EventPayload::MessageReceived {
-            conversation_id,
-            text_len,
-        } => {
+        EventPayload::MessageReceived { conversation_id, text_len } => {
             json!({"conversation_id": conversation_id, "text_len": text_len})
         }
         EventPayload::SupportTicketOpened { ticket_id, topic } => {
@@ -550,25 +450,13 @@ pub fn event_to_json(event: &TouchpointEvent) -> Value {
         EventPayload::ConsentChanged { purpose, granted } => {
             json!({"purpose": purpose.as_str(), "granted": granted})
         }
-        EventPayload::TraitsUpdated {
-            set,
-            set_once,
-            unset,
-        } => {
-            let set: Map<String, Value> = set
-                .iter()
-                .map(|(k, v)| (k.clone(), trait_json(v)))
-                .collect();
-            let set_once: Map<String, Value> = set_once
-                .iter()
-                .map(|(k, v)| (k.clone(), trait_json(v)))
-                .collect();
+        EventPayload::TraitsUpdated { set, set_once, unset } => {
+            let set: Map<String, Value> = set.iter().map(|(k, v)| (k.clone(), trait_json(v))).collect();
+            let set_once: Map<String, Value> =
+                set_once.iter().map(|(k, v)| (k.clone(), trait_json(v))).collect();
             json!({"set": set, "set_once": set_once, "unset": unset})
         }
-        EventPayload::LoyaltyRedeemRequested {
-            redemption_id,
-            points,
-        } => {
+        EventPayload::LoyaltyRedeemRequested { redemption_id, points } => {
             json!({"redemption_id": redemption_id, "points": points})
         }
         EventPayload::LoyaltyPointsAdjusted { points, reason } => {

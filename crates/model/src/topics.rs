@@ -32,43 +32,21 @@ pub const LOYALTY_BALANCES: &str = "loyalty.balances.v1";
 pub const PIPELINE_TOPICS: &[TopicSpec] = &[
     TopicSpec {
         name: EVENTS,
-        cleanup: Cleanup::Delete {
-            retention_ms: 7 * DAY_MS,
-        },
+        cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
         value: "TouchpointEvent",
     },
     TopicSpec {
         name: EVENTS_DLQ,
-        cleanup: Cleanup::Delete {
-            retention_ms: 30 * DAY_MS,
-        },
+        cleanup: Cleanup::Delete { retention_ms: 30 * DAY_MS },
         value: "original bytes",
     },
-    TopicSpec {
-        name: PROFILES,
-        cleanup: Cleanup::Compact,
-        value: "CustomerProfile",
-    },
-    TopicSpec {
-        name: SUPPRESSIONS,
-        cleanup: Cleanup::Compact,
-        value: "SuppressionState",
-    },
-    TopicSpec {
-        name: CHANNEL_AFFINITY,
-        cleanup: Cleanup::Compact,
-        value: "ChannelAffinity",
-    },
+    TopicSpec { name: PROFILES, cleanup: Cleanup::Compact, value: "CustomerProfile" },
+    TopicSpec { name: SUPPRESSIONS, cleanup: Cleanup::Compact, value: "SuppressionState" },
+    TopicSpec { name: CHANNEL_AFFINITY, cleanup: Cleanup::Compact, value: "ChannelAffinity" },
     TopicSpec {
         name: LOYALTY_LEDGER,
-        cleanup: Cleanup::Delete {
-            retention_ms: 10 * 365 * DAY_MS,
-        },
+        cleanup: Cleanup::Delete { retention_ms: 10 * 365 * DAY_MS },
         value: "LoyaltyLedgerEntry",
     },
-    TopicSpec {
-        name: LOYALTY_BALANCES,
-        cleanup: Cleanup::Compact,
-        value: "LoyaltyBalance",
-    },
+    TopicSpec { name: LOYALTY_BALANCES, cleanup: Cleanup::Compact, value: "LoyaltyBalance" },
 ];

@@ -89,11 +89,7 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(code: ErrorCode, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { code, field: field.into(), message: message.into() }
     }
 }
 
@@ -103,11 +99,7 @@ impl ValidationError {
 pub struct Rejection(pub Vec<ValidationError>);
 
 fn summary(errors: &[ValidationError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl Rejection {
@@ -131,11 +123,7 @@ impl Errors {
     }
 
     pub(crate) fn finish(self) -> Result<(), Rejection> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Rejection(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(Rejection(self.0)) }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -173,17 +161,9 @@ impl Errors {
 
     fn amount(&mut self, field: &str, value_minor: i64) {
         if value_minor < 0 {
-            self.push(
-                ErrorCode::NegativeAmount,
-                field,
-                format!("{value_minor} is negative"),
-            );
+            self.push(ErrorCode::NegativeAmount, field, format!("{value_minor} is negative"));
         } else if value_minor > MAX_VALUE_MINOR {
-            self.push(
-                ErrorCode::OutOfRange,
-                field,
-                format!("{value_minor} exceeds {MAX_VALUE_MINOR}"),
-            );
+            self.push(ErrorCode::OutOfRange, field, format!("{value_minor} exceeds {MAX_VALUE_MINOR}"));
         }
     }
 
@@ -199,27 +179,15 @@ impl Errors {
 
     fn items(&mut self, field: &str, items: i32) {
         if items < 0 {
-            self.push(
-                ErrorCode::NegativeAmount,
-                field,
-                format!("{items} is negative"),
-            );
+            self.push(ErrorCode::NegativeAmount, field, format!("{items} is negative"));
         } else if items > MAX_ITEMS {
-            self.push(
-                ErrorCode::OutOfRange,
-                field,
-                format!("{items} exceeds {MAX_ITEMS}"),
-            );
+            self.push(ErrorCode::OutOfRange, field, format!("{items} exceeds {MAX_ITEMS}"));
         }
     }
 
     fn traits(&mut self, field: &str, traits: &std::collections::BTreeMap<String, TraitValue>) {
         if traits.len() > MAX_KEYS {
-            self.push(
-                ErrorCode::OutOfRange,
-                field,
-                format!("{} keys exceed {MAX_KEYS}", traits.len()),
-            );
+            self.push(ErrorCode::OutOfRange, field, format!("{} keys exceed {MAX_KEYS}", traits.len()));
         }
         for (key, value) in traits {
             let path = format!("{field}.{key}");
@@ -245,10 +213,7 @@ pub fn validate(event: &TouchpointEvent, now: DateTime<Utc>) -> Result<(), Rejec
         errors.push(
             ErrorCode::FutureTimestamp,
             "occurred_at",
-            format!(
-                "{} is more than 24 h after now ({now})",
-                event.occurred_at.to_rfc3339()
-            ),
+            format!("{} is more than 24 h after now ({now})", event.occurred_at.to_rfc3339()),
         );
     }
     if let Some(source) = &event.source {
@@ -278,23 +243,13 @@ fn validate_payload(e: &mut Errors, payload: &EventPayload) {
             e.length(&f("url"), url, 1, MAX_TEXT_LEN);
         }
         EventPayload::ProductViewed { product_id } => e.id(&f("product_id"), product_id),
-        EventPayload::CartUpdated {
-            cart_id,
-            items,
-            value_minor,
-            currency,
-        } => {
+        EventPayload::CartUpdated { cart_id, items, value_minor, currency } => {
             e.id(&f("cart_id"), cart_id);
             e.items(&f("items"), *items);
             e.amount(&f("value_minor"), *value_minor);
             e.currency(&f("currency"), currency);
         }
-        EventPayload::OrderPlaced {
-            order_id,
-            value_minor,
-            currency,
-            items,
-        } => {
+        EventPayload::OrderPlaced { order_id, value_minor, currency, items } => {
             e.id(&f("order_id"), order_id);
             e.amount(&f("value_minor"), *value_minor);
             e.currency(&f("currency"), currency);
@@ -302,20 +257,12 @@ fn validate_payload(e: &mut Errors, payload: &EventPayload) {
                 e.items(&f("items"), *items);
             }
         }
-        EventPayload::OrderRefunded {
-            order_id,
-            value_minor,
-            currency,
-        } => {
+        EventPayload::OrderRefunded { order_id, value_minor, currency } => {
             e.id(&f("order_id"), order_id);
             e.amount(&f("value_minor"), *value_minor);
             e.currency(&f("currency"), currency);
         }
-        EventPayload::MessageSent {
-            message_id,
-            campaign_id,
-            ..
-        } => {
+        EventPayload::MessageSent { message_id, campaign_id, .. } => {
             e.id(&f("message_id"), message_id);
             e.opt_id(&f("campaign_id"), campaign_id);
         }
@@ -329,19 +276,12 @@ fn validate_payload(e: &mut Errors, payload: &EventPayload) {
                 e.text(&f("url"), url);
             }
         }
-        EventPayload::MessageReceived {
-            conversation_id,
-            text_len,
-        } => {
+        EventPayload::MessageReceived { conversation_id, text_len } => {
             e.opt_id(&f("conversation_id"), conversation_id);
             if let Some(len) = text_len
                 && *len < 0
             {
-                e.push(
-                    ErrorCode::NegativeAmount,
-                    &f("text_len"),
-                    format!("{len} is negative"),
-                );
+                e.push(ErrorCode::NegativeAmount, &f("text_len"), format!("{len} is negative"));
             }
         }
         EventPayload::SupportTicketOpened { ticket_id, topic } => {
@@ -352,41 +292,22 @@ fn validate_payload(e: &mut Errors, payload: &EventPayload) {
         }
         EventPayload::SupportTicketResolved { ticket_id } => e.id(&f("ticket_id"), ticket_id),
         EventPayload::ConsentChanged { .. } | EventPayload::ErasureRequested => {}
-        EventPayload::TraitsUpdated {
-            set,
-            set_once,
-            unset,
-        } => {
+        EventPayload::TraitsUpdated { set, set_once, unset } => {
             e.traits(&f("set"), set);
             e.traits(&f("set_once"), set_once);
             if unset.len() > MAX_KEYS {
-                e.push(
-                    ErrorCode::OutOfRange,
-                    &f("unset"),
-                    format!("{} keys exceed {MAX_KEYS}", unset.len()),
-                );
+                e.push(ErrorCode::OutOfRange, &f("unset"), format!("{} keys exceed {MAX_KEYS}", unset.len()));
             }
             for key in unset {
                 e.id(&f("unset"), key);
             }
         }
-        EventPayload::LoyaltyRedeemRequested {
-            redemption_id,
-            points,
-        } => {
+        EventPayload::LoyaltyRedeemRequested { redemption_id, points } => {
             e.id(&f("redemption_id"), redemption_id);
             if *points < 0 {
-                e.push(
-                    ErrorCode::NegativeAmount,
-                    &f("points"),
-                    format!("{points} is negative"),
-                );
+                e.push(ErrorCode::NegativeAmount, &f("points"), format!("{points} is negative"));
             } else if *points == 0 || *points > MAX_POINTS {
-                e.push(
-                    ErrorCode::OutOfRange,
-                    &f("points"),
-                    format!("{points} is outside 1..={MAX_POINTS}"),
-                );
+                e.push(ErrorCode::OutOfRange, &f("points"), format!("{points} is outside 1..={MAX_POINTS}"));
             }
         }
         EventPayload::LoyaltyPointsAdjusted { points, reason } => {

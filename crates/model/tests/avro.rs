@@ -27,19 +27,10 @@ fn schema_from_file(relative: &str) -> Schema {
 /// Decodes single-object bytes with the schema from the file: header and every byte must agree.
 fn decode_with_file_schema(kind: RecordKind, bytes: &[u8]) -> Value {
     let schema = schema_from_file(kind.file_name());
-    assert_eq!(
-        bytes[..2],
-        SINGLE_OBJECT_MARKER,
-        "{kind:?}: single-object marker"
-    );
-    assert_eq!(
-        bytes[2..10],
-        schema.fingerprint::<Rabin>().bytes[..],
-        "{kind:?}: fingerprint of the .avsc"
-    );
+    assert_eq!(bytes[..2], SINGLE_OBJECT_MARKER, "{kind:?}: single-object marker");
+    assert_eq!(bytes[2..10], schema.fingerprint::<Rabin>().bytes[..], "{kind:?}: fingerprint of the .avsc");
     let mut datum = &bytes[10..];
-    let value =
-        apache_avro::from_avro_datum(&schema, &mut datum, None).expect("decodes with the .avsc");
+    let value = apache_avro::from_avro_datum(&schema, &mut datum, None).expect("decodes with the .avsc");
     assert!(datum.is_empty(), "{kind:?}: the .avsc reads every byte");
     assert_fields_match(&value, &schema, kind.file_name());
     value
@@ -49,13 +40,7 @@ fn decode_with_file_schema(kind: RecordKind, bytes: &[u8]) -> Value {
 /// to the `.avsc` (or the reverse) fails here.
 fn assert_fields_match(value: &Value, schema: &Schema, path: &str) {
     match (value, schema) {
-        (
-            Value::Record(fields),
-            Schema::Record(RecordSchema {
-                fields: schema_fields,
-                ..
-            }),
-        ) => {
+        (Value::Record(fields), Schema::Record(RecordSchema { fields: schema_fields, .. })) => {
             let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
             let expected: Vec<&str> = schema_fields.iter().map(|f| f.name.as_str()).collect();
             assert_eq!(names, expected, "fields of {path}");
@@ -91,11 +76,7 @@ fn round_trip<T: AvroRecord + PartialEq + std::fmt::Debug>(record: T) {
 #[test]
 fn every_event_type_round_trips_through_the_avsc() {
     let events = fixtures::every_event_type();
-    assert_eq!(
-        events.len(),
-        omnistream_model::EventType::ALL.len(),
-        "one fixture per event type"
-    );
+    assert_eq!(events.len(), omnistream_model::EventType::ALL.len(), "one fixture per event type");
     for event in events {
         let bytes = encode_event(&event).expect("encodes");
         decode_with_file_schema(RecordKind::TouchpointEvent, &bytes);
@@ -136,10 +117,7 @@ fn decoding_rejects_what_is_not_an_event() {
     let mut unknown = good.clone();
     unknown[2] ^= 0xff;
     assert_eq!(code(&unknown), ErrorCode::UnknownSchema);
-    assert_eq!(
-        code(&encode_record(&fixtures::balance()).unwrap()),
-        ErrorCode::WrongRecordType
-    );
+    assert_eq!(code(&encode_record(&fixtures::balance()).unwrap()), ErrorCode::WrongRecordType);
     assert_eq!(code(&good[..good.len() - 3]), ErrorCode::Malformed);
     let mut trailing = good.clone();
     trailing.push(0);
@@ -158,17 +136,12 @@ fn a_type_that_disagrees_with_its_properties_is_a_type_mismatch() {
     }
     bytes.truncate(10);
     bytes.extend(apache_avro::to_avro_datum(schema, value).unwrap());
-    assert_eq!(
-        decode_event(&bytes).unwrap_err().first().code,
-        ErrorCode::TypeMismatch
-    );
+    assert_eq!(decode_event(&bytes).unwrap_err().first().code, ErrorCode::TypeMismatch);
 }
 
 /// Data written with a released schema, stored once when that version was released.
 fn released_sample(kind: RecordKind) -> Vec<u8> {
-    let path = schemas_dir()
-        .join("released/v1/samples")
-        .join(kind.file_name().replace(".avsc", ".bin"));
+    let path = schemas_dir().join("released/v1/samples").join(kind.file_name().replace(".avsc", ".bin"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -177,13 +150,9 @@ fn current_schemas_can_read_every_released_schema() {
     for kind in RecordKind::ALL {
         let released = schema_from_file(&format!("released/v1/{}", kind.file_name()));
         let current = schema_from_file(kind.file_name());
-        if let Err(e) =
-            apache_avro::schema_compatibility::SchemaCompatibility::can_read(&released, &current)
+        if let Err(e) = apache_avro::schema_compatibility::SchemaCompatibility::can_read(&released, &current)
         {
-            panic!(
-                "schemas/{} cannot read data written with released v1: {e}",
-                kind.file_name()
-            );
+            panic!("schemas/{} cannot read data written with released v1: {e}", kind.file_name());
         }
     }
 }
@@ -194,10 +163,7 @@ fn data_written_with_released_schemas_decodes_with_the_current_types() {
         let bytes = released_sample(kind);
         decode_value(kind, &bytes).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
     }
-    assert_eq!(
-        decode_event(&released_sample(RecordKind::TouchpointEvent)).unwrap(),
-        released_event_sample()
-    );
+    assert_eq!(decode_event(&released_sample(RecordKind::TouchpointEvent)).unwrap(), released_event_sample());
     assert_eq!(
         decode_record::<CustomerProfile>(&released_sample(RecordKind::CustomerProfile)).unwrap(),
         fixtures::profile()
@@ -211,8 +177,7 @@ fn data_written_with_released_schemas_decodes_with_the_current_types() {
         fixtures::affinity()
     );
     assert_eq!(
-        decode_record::<LoyaltyLedgerEntry>(&released_sample(RecordKind::LoyaltyLedgerEntry))
-            .unwrap(),
+        decode_record::<LoyaltyLedgerEntry>(&released_sample(RecordKind::LoyaltyLedgerEntry)).unwrap(),
         fixtures::ledger_entry()
     );
     assert_eq!(
@@ -233,30 +198,12 @@ fn write_released_samples() {
     let dir = schemas_dir().join("released/v1/samples");
     std::fs::create_dir_all(&dir).unwrap();
     let samples = [
-        (
-            RecordKind::TouchpointEvent,
-            encode_event(&released_event_sample()).unwrap(),
-        ),
-        (
-            RecordKind::CustomerProfile,
-            encode_record(&fixtures::profile()).unwrap(),
-        ),
-        (
-            RecordKind::SuppressionState,
-            encode_record(&fixtures::suppression()).unwrap(),
-        ),
-        (
-            RecordKind::ChannelAffinity,
-            encode_record(&fixtures::affinity()).unwrap(),
-        ),
-        (
-            RecordKind::LoyaltyLedgerEntry,
-            encode_record(&fixtures::ledger_entry()).unwrap(),
-        ),
-        (
-            RecordKind::LoyaltyBalance,
-            encode_record(&fixtures::balance()).unwrap(),
-        ),
+        (RecordKind::TouchpointEvent, encode_event(&released_event_sample()).unwrap()),
+        (RecordKind::CustomerProfile, encode_record(&fixtures::profile()).unwrap()),
+        (RecordKind::SuppressionState, encode_record(&fixtures::suppression()).unwrap()),
+        (RecordKind::ChannelAffinity, encode_record(&fixtures::affinity()).unwrap()),
+        (RecordKind::LoyaltyLedgerEntry, encode_record(&fixtures::ledger_entry()).unwrap()),
+        (RecordKind::LoyaltyBalance, encode_record(&fixtures::balance()).unwrap()),
     ];
     for (kind, bytes) in samples {
         std::fs::write(dir.join(kind.file_name().replace(".avsc", ".bin")), bytes).unwrap();

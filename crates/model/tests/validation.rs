@@ -8,9 +8,7 @@ use omnistream_model::{ErrorCode, event_from_json, event_to_json, parse_event_js
 use serde_json::{Value, json};
 
 fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z").unwrap().with_timezone(&Utc)
 }
 
 fn order() -> Value {
@@ -38,18 +36,8 @@ fn invalid_events_are_rejected_with_a_stable_code_and_field() {
     let long = "x".repeat(129);
     let rows: Vec<(&str, Value, ErrorCode, &str)> = vec![
         ("not an object", json!([1, 2]), ErrorCode::Malformed, "$"),
-        (
-            "unknown type",
-            with(order(), &["type"], json!("order_teleported")),
-            ErrorCode::UnknownType,
-            "type",
-        ),
-        (
-            "unknown channel",
-            with(order(), &["channel"], json!("fax")),
-            ErrorCode::UnknownChannel,
-            "channel",
-        ),
+        ("unknown type", with(order(), &["type"], json!("order_teleported")), ErrorCode::UnknownType, "type"),
+        ("unknown channel", with(order(), &["channel"], json!("fax")), ErrorCode::UnknownChannel, "channel"),
         (
             "missing event_id",
             with(order(), &["event_id"], json!("<remove>")),
@@ -68,12 +56,7 @@ fn invalid_events_are_rejected_with_a_stable_code_and_field() {
             ErrorCode::MissingField,
             "occurred_at",
         ),
-        (
-            "missing type",
-            with(order(), &["type"], json!("<remove>")),
-            ErrorCode::MissingField,
-            "type",
-        ),
+        ("missing type", with(order(), &["type"], json!("<remove>")), ErrorCode::MissingField, "type"),
         (
             "missing property",
             with(order(), &["properties", "order_id"], json!("<remove>")),
@@ -130,11 +113,7 @@ fn invalid_events_are_rejected_with_a_stable_code_and_field() {
         ),
         (
             "absurd amount",
-            with(
-                order(),
-                &["properties", "value_minor"],
-                json!(10_000_000_000_000_i64),
-            ),
+            with(order(), &["properties", "value_minor"], json!(10_000_000_000_000_i64)),
             ErrorCode::OutOfRange,
             "properties.value_minor",
         ),
@@ -156,12 +135,7 @@ fn invalid_events_are_rejected_with_a_stable_code_and_field() {
             ErrorCode::InvalidCurrency,
             "properties.currency",
         ),
-        (
-            "empty event_id",
-            with(order(), &["event_id"], json!("")),
-            ErrorCode::InvalidLength,
-            "event_id",
-        ),
+        ("empty event_id", with(order(), &["event_id"], json!("")), ErrorCode::InvalidLength, "event_id"),
         (
             "over-long customer_id",
             with(order(), &["customer_id"], json!(long)),
@@ -213,10 +187,7 @@ fn invalid_events_are_rejected_with_a_stable_code_and_field() {
     for (name, event, code, field) in rows {
         let rejection = event_from_json(&event, now()).expect_err(name);
         assert!(
-            rejection
-                .0
-                .iter()
-                .any(|e| e.code == code && e.field == field),
+            rejection.0.iter().any(|e| e.code == code && e.field == field),
             "{name}: expected {code} at {field}, got {rejection}"
         );
     }
@@ -227,21 +198,14 @@ fn every_problem_of_an_event_is_reported_not_only_the_first() {
     let event = json!({"customer_id": "", "occurred_at": "soon", "channel": "fax", "type": "order_placed",
                        "properties": {"value_minor": -5, "currency": "EUR"}});
     let rejection = event_from_json(&event, now()).unwrap_err();
-    let codes: Vec<(ErrorCode, &str)> = rejection
-        .0
-        .iter()
-        .map(|e| (e.code, e.field.as_str()))
-        .collect();
+    let codes: Vec<(ErrorCode, &str)> = rejection.0.iter().map(|e| (e.code, e.field.as_str())).collect();
     for expected in [
         (ErrorCode::MissingField, "event_id"),
         (ErrorCode::InvalidTimestamp, "occurred_at"),
         (ErrorCode::UnknownChannel, "channel"),
         (ErrorCode::MissingField, "properties.order_id"),
     ] {
-        assert!(
-            codes.contains(&expected),
-            "{expected:?} missing from {codes:?}"
-        );
+        assert!(codes.contains(&expected), "{expected:?} missing from {codes:?}");
     }
 }
 

@@ -54,9 +54,7 @@ async fn main() -> ExitCode {
     logging::init(LogFormat::Text);
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Produce { file, topic } => {
-            publisher::produce_file(&cli.kafka, &file, &topic).await
-        }
+        Command::Produce { file, topic } => publisher::produce_file(&cli.kafka, &file, &topic).await,
         Command::Tail(args) => tail::run(&cli.kafka, args).await,
         Command::Simulate(args) => simulate::run(&cli.kafka, args).await,
         Command::Topics { command } => topics::run(&cli.kafka, command).await,

@@ -28,16 +28,9 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Self> {
-        let producer: FutureProducer = kafka
-            .idempotent_producer_config()?
-            .create()
-            .context("cannot create the Kafka producer")?;
-        Ok(Self {
-            producer,
-            topic: topic.to_owned(),
-            in_flight: FuturesUnordered::new(),
-            delivered: 0,
-        })
+        let producer: FutureProducer =
+            kafka.idempotent_producer_config()?.create().context("cannot create the Kafka producer")?;
+        Ok(Self { producer, topic: topic.to_owned(), in_flight: FuturesUnordered::new(), delivered: 0 })
     }
 
     /// Enqueues one record; waits for deliveries when librdkafka's queue is full.
@@ -78,9 +71,7 @@ impl Publisher {
     /// Waits until Kafka acknowledged every record sent; returns how many it acknowledged.
     pub async fn finish(mut self) -> anyhow::Result<u64> {
         while self.reap_one().await? {}
-        self.producer
-            .flush(Duration::from_secs(30))
-            .context("flush")?;
+        self.producer.flush(Duration::from_secs(30)).context("flush")?;
         Ok(self.delivered)
     }
 }
@@ -90,8 +81,7 @@ pub async fn produce_file(kafka: &KafkaArgs, file: &Path, topic: &str) -> anyhow
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        let opened =
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let opened = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         Box::new(BufReader::new(opened))
     };
     let mut publisher = Publisher::new(kafka, topic)?;
@@ -110,19 +100,12 @@ pub async fn produce_file(kafka: &KafkaArgs, file: &Path, topic: &str) -> anyhow
             Err(rejection) => {
                 rejected += 1;
                 for error in &rejection.0 {
-                    eprintln!(
-                        "line {line_number}: {} at {}: {}",
-                        error.code, error.field, error.message
-                    );
+                    eprintln!("line {line_number}: {} at {}: {}", error.code, error.field, error.message);
                 }
             }
         }
     }
     let published = publisher.finish().await?;
     eprintln!("published {published} events to {topic}, rejected {rejected} lines");
-    Ok(if rejected == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -64,11 +64,8 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
         (None, Some(_)) => anyhow::bail!("--duration needs a --rate above 0; use --events"),
         (None, None) => u64::MAX,
     };
-    let step_ms = args.step_ms.unwrap_or(if args.rate > 0.0 {
-        (1000.0 / args.rate).max(1.0) as i64
-    } else {
-        10
-    });
+    let step_ms =
+        args.step_ms.unwrap_or(if args.rate > 0.0 { (1000.0 / args.rate).max(1.0) as i64 } else { 10 });
     let simulator = Simulator::new(SimConfig {
         customers: args.customers,
         seed: args.seed,
@@ -83,8 +80,7 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
             Sink::Lines(Box::new(std::io::BufWriter::new(std::io::stdout())))
         }
         Some(path) => Sink::Lines(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
+            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         ))),
     };
     let started = Instant::now();
@@ -96,11 +92,7 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
             tokio::time::sleep_until(due.into()).await;
         }
         match &mut sink {
-            Sink::Kafka(publisher) => {
-                publisher
-                    .send(record.customer_id(), &avro_bytes(&record)?)
-                    .await?
-            }
+            Sink::Kafka(publisher) => publisher.send(record.customer_id(), &avro_bytes(&record)?).await?,
             Sink::Lines(writer) => writeln!(writer, "{}", json_line(&record))?,
         }
         emitted += 1;
@@ -134,40 +126,23 @@ fn unknown_type_json(event: &TouchpointEvent) -> serde_json::Value {
 fn avro_bytes(record: &SimRecord) -> anyhow::Result<Vec<u8>> {
     Ok(match record {
         SimRecord::Event(event) | SimRecord::Duplicate(event) => encode_event(event)?,
-        SimRecord::Malformed {
-            kind: Malformed::Garbage(bytes),
-            ..
-        } => bytes.clone(),
-        SimRecord::Malformed {
-            kind: Malformed::Invalid(event),
-            ..
-        } => encode_event(event)?,
-        SimRecord::Malformed {
-            kind: Malformed::UnknownType(event),
-            ..
-        } => unknown_type_json(event).to_string().into_bytes(),
+        SimRecord::Malformed { kind: Malformed::Garbage(bytes), .. } => bytes.clone(),
+        SimRecord::Malformed { kind: Malformed::Invalid(event), .. } => encode_event(event)?,
+        SimRecord::Malformed { kind: Malformed::UnknownType(event), .. } => {
+            unknown_type_json(event).to_string().into_bytes()
+        }
     })
 }
 
 fn json_line(record: &SimRecord) -> String {
     match record {
         SimRecord::Event(event) | SimRecord::Duplicate(event) => event_to_json(event).to_string(),
-        SimRecord::Malformed {
-            kind: Malformed::Garbage(bytes),
-            ..
-        } => {
-            format!(
-                "{{\"garbage\": {}",
-                String::from_utf8_lossy(bytes).escape_debug()
-            )
+        SimRecord::Malformed { kind: Malformed::Garbage(bytes), .. } => {
+            format!("{{\"garbage\": {}", String::from_utf8_lossy(bytes).escape_debug())
         }
-        SimRecord::Malformed {
-            kind: Malformed::Invalid(event),
-            ..
-        } => event_to_json(event).to_string(),
-        SimRecord::Malformed {
-            kind: Malformed::UnknownType(event),
-            ..
-        } => unknown_type_json(event).to_string(),
+        SimRecord::Malformed { kind: Malformed::Invalid(event), .. } => event_to_json(event).to_string(),
+        SimRecord::Malformed { kind: Malformed::UnknownType(event), .. } => {
+            unknown_type_json(event).to_string()
+        }
     }
 }

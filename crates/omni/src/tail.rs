@@ -40,26 +40,16 @@ pub async fn run(kafka: &KafkaArgs, args: TailArgs) -> anyhow::Result<ExitCode> 
     let metadata = consumer
         .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
         .with_context(|| format!("cannot read metadata of {}", args.topic))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
+    let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
     anyhow::ensure!(partitions > 0, "topic {} does not exist", args.topic);
-    let start = if args.from_beginning {
-        Offset::Beginning
-    } else {
-        Offset::End
-    };
+    let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
         assignment.add_partition_offset(&args.topic, i32::try_from(partition)?, start)?;
     }
     consumer.assign(&assignment)?;
 
-    let deadline = args
-        .timeout
-        .map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
+    let deadline = args.timeout.map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
     let mut printed = 0u64;
     while args.max.is_none_or(|max| printed < max) {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -80,12 +70,7 @@ pub async fn run(kafka: &KafkaArgs, args: TailArgs) -> anyhow::Result<ExitCode> 
                 .map(|headers| {
                     headers
                         .iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                json!(h.value.map(String::from_utf8_lossy)),
-                            )
-                        })
+                        .map(|h| (h.key.to_owned(), json!(h.value.map(String::from_utf8_lossy))))
                         .collect()
                 })
                 .unwrap_or_default();

@@ -27,20 +27,11 @@ pub enum TopicsCommand {
 
 pub async fn run(kafka: &KafkaArgs, command: TopicsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        TopicsCommand::Create {
-            partitions,
-            replication,
-            prefix,
-        } => {
+        TopicsCommand::Create { partitions, replication, prefix } => {
             let requests: Vec<TopicRequest> = PIPELINE_TOPICS
                 .iter()
                 .map(|spec| {
-                    TopicRequest::for_spec(
-                        spec,
-                        &format!("{prefix}{}", spec.name),
-                        partitions,
-                        replication,
-                    )
+                    TopicRequest::for_spec(spec, &format!("{prefix}{}", spec.name), partitions, replication)
                 })
                 .collect();
             for (topic, outcome) in create_topics(&kafka.client_config()?, &requests).await? {

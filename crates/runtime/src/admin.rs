@@ -14,10 +14,7 @@ pub enum AdminError {
     #[error("Kafka admin request failed: {0}")]
     Kafka(#[from] KafkaError),
     #[error("cannot create topic {topic}: {code}")]
-    CreateTopic {
-        topic: String,
-        code: RDKafkaErrorCode,
-    },
+    CreateTopic { topic: String, code: RDKafkaErrorCode },
 }
 
 /// A topic to create: its name, partitions, replicas and configuration.
@@ -39,33 +36,18 @@ impl TopicRequest {
                 ("retention.ms".to_owned(), retention_ms.to_string()),
             ],
         };
-        Self {
-            name: name.to_owned(),
-            partitions,
-            replication,
-            config,
-        }
+        Self { name: name.to_owned(), partitions, replication, config }
     }
 
     /// A compacted topic (a service's state changelog, test topics).
     pub fn compacted(name: &str, partitions: i32, replication: i32) -> Self {
         let config = vec![("cleanup.policy".to_owned(), "compact".to_owned())];
-        Self {
-            name: name.to_owned(),
-            partitions,
-            replication,
-            config,
-        }
+        Self { name: name.to_owned(), partitions, replication, config }
     }
 
     /// A plain delete-policy topic with the broker's default retention.
     pub fn plain(name: &str, partitions: i32, replication: i32) -> Self {
-        Self {
-            name: name.to_owned(),
-            partitions,
-            replication,
-            config: Vec::new(),
-        }
+        Self { name: name.to_owned(), partitions, replication, config: Vec::new() }
     }
 }
 
@@ -102,9 +84,7 @@ pub async fn create_topics(
         .into_iter()
         .map(|result| match result {
             Ok(topic) => Ok((topic, TopicOutcome::Created)),
-            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                Ok((topic, TopicOutcome::AlreadyExisted))
-            }
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((topic, TopicOutcome::AlreadyExisted)),
             Err((topic, code)) => Err(AdminError::CreateTopic { topic, code }),
         })
         .collect()

@@ -22,12 +22,7 @@ const NOT_PASSED_THROUGH: &[&str] = &[
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092", global = true)]
     pub bootstrap_servers: String,
 
     /// A file of librdkafka properties (`key=value` lines, `#` comments), e.g. SASL/TLS settings.
@@ -56,15 +51,9 @@ impl KafkaArgs {
     pub fn properties(&self) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut properties = BTreeMap::new();
         if let Some(path) = &self.kafka_config {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-                path: path.clone(),
-                source,
-            })?;
-            for line in text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
                 let (key, value) = split_property(line, &path.display().to_string())?;
                 properties.insert(key, value);
             }
@@ -103,32 +92,16 @@ impl KafkaArgs {
 
 fn split_property(line: &str, origin: &str) -> Result<(String, String), ConfigError> {
     match line.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.trim().to_owned()))
-        }
-        _ => Err(ConfigError::BadProperty {
-            origin: origin.to_owned(),
-            line: line.to_owned(),
-        }),
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(ConfigError::BadProperty { origin: origin.to_owned(), line: line.to_owned() }),
     }
 }
 
 /// `KAFKA_SASL_MECHANISM=PLAIN` → `sasl.mechanism=PLAIN`.
-pub fn properties_from_env(
-    vars: impl Iterator<Item = (String, String)>,
-) -> BTreeMap<String, String> {
-    vars.filter(|(name, _)| {
-        name.starts_with("KAFKA_") && !NOT_PASSED_THROUGH.contains(&name.as_str())
-    })
-    .map(|(name, value)| {
-        (
-            name["KAFKA_".len()..]
-                .to_ascii_lowercase()
-                .replace('_', "."),
-            value,
-        )
-    })
-    .collect()
+pub fn properties_from_env(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    vars.filter(|(name, _)| name.starts_with("KAFKA_") && !NOT_PASSED_THROUGH.contains(&name.as_str()))
+        .map(|(name, value)| (name["KAFKA_".len()..].to_ascii_lowercase().replace('_', "."), value))
+        .collect()
 }
 
 #[cfg(test)]
@@ -158,9 +131,6 @@ mod tests {
     #[test]
     fn a_property_without_equals_sign_is_an_error() {
         assert!(split_property("security.protocol", "-X").is_err());
-        assert_eq!(
-            split_property(" a.b = c=d ", "-X").unwrap(),
-            ("a.b".to_owned(), "c=d".to_owned())
-        );
+        assert_eq!(split_property(" a.b = c=d ", "-X").unwrap(), ("a.b".to_owned(), "c=d".to_owned()));
     }
 }

@@ -85,13 +85,7 @@ pub struct Simulator {
 }
 
 const CURRENCIES: &[&str] = &["EUR", "EUR", "EUR", "USD", "GBP"];
-const TIMEZONES: &[&str] = &[
-    "Europe/Berlin",
-    "Europe/London",
-    "America/New_York",
-    "Asia/Tokyo",
-    "UTC",
-];
+const TIMEZONES: &[&str] = &["Europe/Berlin", "Europe/London", "America/New_York", "Asia/Tokyo", "UTC"];
 
 impl Simulator {
     pub fn new(config: SimConfig) -> Self {
@@ -99,21 +93,11 @@ impl Simulator {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let customers = (0..config.customers)
             .map(|_| Customer {
-                engagement: Channel::MESSAGING
-                    .iter()
-                    .map(|&c| (c, rng.random::<f64>().powi(2)))
-                    .collect(),
+                engagement: Channel::MESSAGING.iter().map(|&c| (c, rng.random::<f64>().powi(2))).collect(),
                 ..Customer::default()
             })
             .collect();
-        Self {
-            config,
-            rng,
-            customers,
-            pending: VecDeque::new(),
-            last: None,
-            emitted: 0,
-        }
+        Self { config, rng, customers, pending: VecDeque::new(), last: None, emitted: 0 }
     }
 
     /// The customer id of customer number `index`.
@@ -126,9 +110,7 @@ impl Simulator {
     }
 
     fn event_id(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.random())
-            .into_uuid()
-            .to_string()
+        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
@@ -184,32 +166,15 @@ impl Simulator {
     fn browse(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {
         let channel = self.pick(&[Channel::Web, Channel::Web, Channel::MobileApp]);
         let product = format!("sku-{}", self.rng.random_range(1..500));
-        journey.push((
-            channel,
-            EventPayload::PageViewed {
-                url: format!("https://shop.example/p/{product}"),
-            },
-        ));
-        journey.push((
-            channel,
-            EventPayload::ProductViewed {
-                product_id: product,
-            },
-        ));
+        journey
+            .push((channel, EventPayload::PageViewed { url: format!("https://shop.example/p/{product}") }));
+        journey.push((channel, EventPayload::ProductViewed { product_id: product }));
         if self.rng.random_bool(0.4) {
             let cart_id = self.next_id(index, "cart");
             let items = self.rng.random_range(1..5);
             let value_minor = i64::from(items) * self.rng.random_range(500..9_000);
             let currency = self.pick(CURRENCIES).to_owned();
-            journey.push((
-                channel,
-                EventPayload::CartUpdated {
-                    cart_id,
-                    items,
-                    value_minor,
-                    currency,
-                },
-            ));
+            journey.push((channel, EventPayload::CartUpdated { cart_id, items, value_minor, currency }));
         }
     }
 
@@ -225,35 +190,18 @@ impl Simulator {
         let items = self.rng.random_range(1..6);
         let value_minor = i64::from(items) * self.rng.random_range(300..15_000);
         let currency = self.pick(CURRENCIES).to_owned();
-        self.customers[index as usize].orders.push((
-            order_id.clone(),
-            value_minor,
-            currency.clone(),
-        ));
+        self.customers[index as usize].orders.push((order_id.clone(), value_minor, currency.clone()));
         journey.push((
             channel,
-            EventPayload::OrderPlaced {
-                order_id,
-                value_minor,
-                currency,
-                items: Some(items),
-            },
+            EventPayload::OrderPlaced { order_id, value_minor, currency, items: Some(items) },
         ));
     }
 
     fn refund(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {
         let orders = &mut self.customers[index as usize].orders;
-        let (order_id, value_minor, currency) =
-            orders.remove(self.rng.random_range(0..orders.len()));
+        let (order_id, value_minor, currency) = orders.remove(self.rng.random_range(0..orders.len()));
         let channel = self.pick(&[Channel::Store, Channel::Web, Channel::CallCenter]);
-        journey.push((
-            channel,
-            EventPayload::OrderRefunded {
-                order_id,
-                value_minor,
-                currency,
-            },
-        ));
+        journey.push((channel, EventPayload::OrderRefunded { order_id, value_minor, currency }));
     }
 
     fn campaign(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {
@@ -269,91 +217,43 @@ impl Simulator {
                 purpose: Purpose::Marketing,
             },
         ));
-        journey.push((
-            channel,
-            EventPayload::MessageDelivered {
-                message_id: message_id.clone(),
-            },
-        ));
+        journey.push((channel, EventPayload::MessageDelivered { message_id: message_id.clone() }));
         let engagement = self.customers[index as usize].engagement[&channel];
         if self.rng.random_bool(engagement) {
-            journey.push((
-                channel,
-                EventPayload::MessageOpened {
-                    message_id: message_id.clone(),
-                },
-            ));
+            journey.push((channel, EventPayload::MessageOpened { message_id: message_id.clone() }));
             if self.rng.random_bool(0.5) {
                 let url = Some("https://shop.example/sale".to_owned());
-                journey.push((
-                    channel,
-                    EventPayload::MessageClicked {
-                        message_id: message_id.clone(),
-                        url,
-                    },
-                ));
+                journey.push((channel, EventPayload::MessageClicked { message_id: message_id.clone(), url }));
                 if self.rng.random_bool(0.3) {
                     self.order(index, journey);
                 }
             }
         }
-        if matches!(channel, Channel::Whatsapp | Channel::Sms)
-            && self.rng.random_bool(engagement / 2.0)
-        {
+        if matches!(channel, Channel::Whatsapp | Channel::Sms) && self.rng.random_bool(engagement / 2.0) {
             let text_len = Some(self.rng.random_range(2..300));
             journey.push((
                 channel,
-                EventPayload::MessageReceived {
-                    conversation_id: Some(message_id),
-                    text_len,
-                },
+                EventPayload::MessageReceived { conversation_id: Some(message_id), text_len },
             ));
         }
     }
 
     fn inbound(&mut self, journey: &mut Vec<(Channel, EventPayload)>) {
-        let channel = self.pick(&[
-            Channel::Whatsapp,
-            Channel::Whatsapp,
-            Channel::Chat,
-            Channel::Social,
-        ]);
+        let channel = self.pick(&[Channel::Whatsapp, Channel::Whatsapp, Channel::Chat, Channel::Social]);
         let text_len = Some(self.rng.random_range(2..500));
-        journey.push((
-            channel,
-            EventPayload::MessageReceived {
-                conversation_id: None,
-                text_len,
-            },
-        ));
+        journey.push((channel, EventPayload::MessageReceived { conversation_id: None, text_len }));
     }
 
     fn open_ticket(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {
-        let channel = self.pick(&[
-            Channel::Whatsapp,
-            Channel::CallCenter,
-            Channel::Chat,
-            Channel::Email,
-        ]);
+        let channel = self.pick(&[Channel::Whatsapp, Channel::CallCenter, Channel::Chat, Channel::Email]);
         let ticket_id = self.next_id(index, "T");
-        let topic = Some(
-            self.pick(&["delivery", "refund", "product", "account"])
-                .to_owned(),
-        );
-        self.customers[index as usize]
-            .open_tickets
-            .push(ticket_id.clone());
+        let topic = Some(self.pick(&["delivery", "refund", "product", "account"]).to_owned());
+        self.customers[index as usize].open_tickets.push(ticket_id.clone());
         journey.push((
             channel,
-            EventPayload::MessageReceived {
-                conversation_id: Some(ticket_id.clone()),
-                text_len: Some(120),
-            },
+            EventPayload::MessageReceived { conversation_id: Some(ticket_id.clone()), text_len: Some(120) },
         ));
-        journey.push((
-            channel,
-            EventPayload::SupportTicketOpened { ticket_id, topic },
-        ));
+        journey.push((channel, EventPayload::SupportTicketOpened { ticket_id, topic }));
     }
 
     fn resolve_ticket(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {
@@ -365,70 +265,30 @@ impl Simulator {
     fn consent(&mut self, journey: &mut Vec<(Channel, EventPayload)>) {
         let channel = self.pick(Channel::MESSAGING);
         let granted = self.rng.random_bool(0.6);
-        let purpose = if self.rng.random_bool(0.9) {
-            Purpose::Marketing
-        } else {
-            Purpose::Transactional
-        };
+        let purpose = if self.rng.random_bool(0.9) { Purpose::Marketing } else { Purpose::Transactional };
         journey.push((channel, EventPayload::ConsentChanged { purpose, granted }));
     }
 
     fn traits(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {
-        let channel = self.pick(&[
-            Channel::Web,
-            Channel::MobileApp,
-            Channel::Store,
-            Channel::CallCenter,
-        ]);
+        let channel = self.pick(&[Channel::Web, Channel::MobileApp, Channel::Store, Channel::CallCenter]);
         let mut set = BTreeMap::new();
-        set.insert(
-            "email".to_owned(),
-            TraitValue::String(format!("customer{index}@example.com")),
-        );
+        set.insert("email".to_owned(), TraitValue::String(format!("customer{index}@example.com")));
         if self.rng.random_bool(0.5) {
-            set.insert(
-                "phone".to_owned(),
-                TraitValue::String(format!("+4915{index:08}")),
-            );
+            set.insert("phone".to_owned(), TraitValue::String(format!("+4915{index:08}")));
         }
-        set.insert(
-            "timezone".to_owned(),
-            TraitValue::String(self.pick(TIMEZONES).to_owned()),
-        );
-        set.insert(
-            "newsletter_score".to_owned(),
-            TraitValue::Double(self.rng.random_range(0.0..1.0)),
-        );
-        let set_once = BTreeMap::from([(
-            "signup_channel".to_owned(),
-            TraitValue::String(channel.as_str().to_owned()),
-        )]);
-        let unset = if self.rng.random_bool(0.1) {
-            vec!["fax".to_owned()]
-        } else {
-            Vec::new()
-        };
-        journey.push((
-            channel,
-            EventPayload::TraitsUpdated {
-                set,
-                set_once,
-                unset,
-            },
-        ));
+        set.insert("timezone".to_owned(), TraitValue::String(self.pick(TIMEZONES).to_owned()));
+        set.insert("newsletter_score".to_owned(), TraitValue::Double(self.rng.random_range(0.0..1.0)));
+        let set_once =
+            BTreeMap::from([("signup_channel".to_owned(), TraitValue::String(channel.as_str().to_owned()))]);
+        let unset = if self.rng.random_bool(0.1) { vec!["fax".to_owned()] } else { Vec::new() };
+        journey.push((channel, EventPayload::TraitsUpdated { set, set_once, unset }));
     }
 
     fn redeem(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {
         let channel = self.pick(&[Channel::Web, Channel::MobileApp, Channel::Store]);
         let redemption_id = self.next_id(index, "redeem");
         let points = self.rng.random_range(1..300);
-        journey.push((
-            channel,
-            EventPayload::LoyaltyRedeemRequested {
-                redemption_id,
-                points,
-            },
-        ));
+        journey.push((channel, EventPayload::LoyaltyRedeemRequested { redemption_id, points }));
     }
 
     fn adjust(&mut self, journey: &mut Vec<(Channel, EventPayload)>) {
@@ -436,10 +296,7 @@ impl Simulator {
         let points = if points == 0 { 10 } else { points };
         journey.push((
             Channel::CallCenter,
-            EventPayload::LoyaltyPointsAdjusted {
-                points,
-                reason: "goodwill".to_owned(),
-            },
+            EventPayload::LoyaltyPointsAdjusted { points, reason: "goodwill".to_owned() },
         ));
     }
 
@@ -480,11 +337,7 @@ impl Simulator {
         let customer_id = template.customer_id.clone();
         template.event_id = self.event_id();
         let kind = match self.rng.random_range(0..3) {
-            0 => Malformed::Garbage(
-                (0..self.rng.random_range(1..40))
-                    .map(|_| self.rng.random())
-                    .collect(),
-            ),
+            0 => Malformed::Garbage((0..self.rng.random_range(1..40)).map(|_| self.rng.random()).collect()),
             1 => {
                 template.payload = EventPayload::OrderPlaced {
                     order_id: "bad".to_owned(),
@@ -505,21 +358,14 @@ impl Iterator for Simulator {
 
     fn next(&mut self) -> Option<SimRecord> {
         let roll: f64 = self.rng.random();
-        let record = if let Some(last) = self
-            .last
-            .clone()
-            .filter(|_| roll < self.config.duplicate_share)
-        {
+        let record = if let Some(last) = self.last.clone().filter(|_| roll < self.config.duplicate_share) {
             self.last = None;
             SimRecord::Duplicate(last)
         } else {
             while self.pending.is_empty() {
                 self.plan_journey();
             }
-            let mut event = self
-                .pending
-                .pop_front()
-                .expect("a planned journey has events");
+            let mut event = self.pending.pop_front().expect("a planned journey has events");
             event.occurred_at = self.now();
             if roll < self.config.duplicate_share + self.config.malformed_share {
                 self.pending.push_front(event.clone());
@@ -570,11 +416,7 @@ mod tests {
                 types.insert(event.event_type());
             }
         }
-        assert_eq!(
-            channels.len(),
-            Channel::ALL.len(),
-            "channels seen: {channels:?}"
-        );
+        assert_eq!(channels.len(), Channel::ALL.len(), "channels seen: {channels:?}");
         assert_eq!(types.len(), EventType::ALL.len(), "types seen: {types:?}");
     }
 
@@ -590,14 +432,8 @@ mod tests {
             }
         }
         let share = |n: i32| f64::from(n) / total as f64;
-        assert!(
-            (share(duplicates) - 0.02).abs() < 0.005,
-            "duplicates {duplicates}"
-        );
-        assert!(
-            (share(malformed) - 0.01).abs() < 0.004,
-            "malformed {malformed}"
-        );
+        assert!((share(duplicates) - 0.02).abs() < 0.005, "duplicates {duplicates}");
+        assert!((share(malformed) - 0.01).abs() < 0.004, "malformed {malformed}");
     }
 
     #[test]
@@ -605,8 +441,7 @@ mod tests {
         let records: Vec<_> = Simulator::new(config(5)).take(5_000).collect();
         let mut seen = 0;
         for pair in records.windows(2) {
-            if let (SimRecord::Event(previous), SimRecord::Duplicate(again)) = (&pair[0], &pair[1])
-            {
+            if let (SimRecord::Event(previous), SimRecord::Duplicate(again)) = (&pair[0], &pair[1]) {
                 assert_eq!(previous, again);
                 seen += 1;
             }

@@ -1,0 +1,52 @@
+# omnistream: `make demo` runs the pipeline locally, `make test` runs every test.
+# Both start the local Kafka broker (assembled from Maven Central jars) when it is not running;
+# set KAFKA_BOOTSTRAP_SERVERS to use an existing cluster instead.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+KAFKA := deploy/local/kafka.sh
+OMNI := target/release/omni
+PARTITIONS ?= 6
+DEMO_SECONDS ?= 20
+DEMO_RATE ?= 50
+
+.PHONY: help build kafka-up kafka-down kafka-status topics demo test lint down
+
+help:
+	@echo "make demo          start Kafka, create topics, simulate customers, tail the events"
+	@echo "make test          fmt, clippy and every test (starts Kafka when needed)"
+	@echo "make kafka-up      start the local broker (kafka-down, kafka-status)"
+	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
+	@echo "make down          stop everything local"
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+kafka-up:
+	@bash $(KAFKA) up
+
+kafka-down:
+	@bash $(KAFKA) down
+
+kafka-status:
+	@bash $(KAFKA) status
+
+topics: kafka-up build
+	$(OMNI) topics create --partitions $(PARTITIONS)
+
+demo: topics
+	@echo "== simulating $(DEMO_RATE) events/s for $(DEMO_SECONDS)s; tailing touchpoint.events.v1 =="
+	@$(OMNI) simulate --rate $(DEMO_RATE) --duration $(DEMO_SECONDS) --customers 200 --malformed 0.01 & \
+	  sim=$$!; \
+	  trap 'kill $$sim 2>/dev/null' INT TERM EXIT; \
+	  $(OMNI) tail touchpoint.events.v1 --timeout $(DEMO_SECONDS) | head -c 200000 | cut -c1-220; \
+	  wait $$sim
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+test: kafka-up lint
+	$(CARGO) test --release --workspace
+
+down: kafka-down

@@ -1,0 +1,116 @@
+//! Integration-test helpers: a real Kafka (the local one, started on demand, or the cluster
+//! `KAFKA_BOOTSTRAP_SERVERS` names), unique topics per test, produce and consume helpers.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use omnistream_runtime::admin::{TopicRequest, create_topics};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The repository root (for scripts under `deploy/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Bootstrap servers of a running broker: `KAFKA_BOOTSTRAP_SERVERS`, or the local broker, which
+/// this starts (once per process) with `deploy/local/kafka.sh up` if it is not running.
+pub fn bootstrap_servers() -> &'static str {
+    static SERVERS: OnceLock<String> = OnceLock::new();
+    SERVERS.get_or_init(|| {
+        let script = repo_root().join("deploy/local/kafka.sh");
+        let status = Command::new("bash").arg(&script).arg("up").status().expect("run kafka.sh");
+        assert!(status.success(), "{} up failed", script.display());
+        std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+    })
+}
+
+/// A client configuration pointing at the test broker.
+pub fn client_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap_servers());
+    config
+}
+
+/// A topic name no other test (or earlier run) uses.
+pub fn unique_topic(label: &str) -> String {
+    format!("test.{label}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates the topics of a test.
+pub async fn create_test_topics(requests: &[TopicRequest]) {
+    create_topics(&client_config(), requests).await.expect("create test topics");
+}
+
+/// Creates one fresh delete-policy topic and returns its name.
+pub async fn fresh_topic(label: &str, partitions: i32) -> String {
+    let name = unique_topic(label);
+    create_test_topics(&[TopicRequest::plain(&name, partitions, 1)]).await;
+    name
+}
+
+/// An idempotent producer with the pipeline's partitioner.
+pub fn producer() -> FutureProducer {
+    client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces every (key, value) and waits until Kafka acknowledged all of them.
+pub async fn produce_all(topic: &str, records: impl IntoIterator<Item = (String, Vec<u8>)>) {
+    let producer = producer();
+    let mut deliveries = Vec::new();
+    for (key, value) in records {
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+        deliveries.push(delivery);
+        if deliveries.len() >= 10_000 {
+            for delivery in deliveries.drain(..) {
+                delivery.await.expect("delivery future").expect("acknowledged");
+            }
+        }
+    }
+    for delivery in deliveries {
+        delivery.await.expect("delivery future").expect("acknowledged");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Reads a topic from the beginning with a read_committed consumer until `expected` records arrived
+/// or `deadline` passed; returns what it read, in partition then offset order.
+pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = client_config()
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let partition = i32::try_from(partition).expect("partition");
+        assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let started = Instant::now();
+    let mut messages = Vec::new();
+    while messages.len() < expected && started.elapsed() < deadline {
+        if let Some(result) = consumer.poll(Duration::from_millis(200)) {
+            messages.push(result.expect("consume").detach());
+        }
+    }
+    messages.sort_by_key(|m| (m.partition(), m.offset()));
+    messages
+}
