@@ -100,11 +100,12 @@ up() {
       || { log "storage format failed:"; tail -20 "$home/format.log" >&2; exit 1; }
   fi
   log "starting broker at $local_bootstrap (log: $log_file)"
-  # setsid: the broker outlives the shell that started it and is not hit by its Ctrl-C.
+  # setsid: the broker outlives the shell that started it and is not hit by its Ctrl-C;
+  # 9>&-: it must not inherit (and hold forever) the lock below.
   setsid java ${OMNISTREAM_KAFKA_HEAP_OPTS:--Xms512m -Xmx1g} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
     -Dkafka.logs.dir="$home" -cp "$libs/*" kafka.Kafka "$home/server.properties" \
-    >"$log_file" 2>&1 </dev/null &
+    >"$log_file" 2>&1 </dev/null 9>&- &
   echo $! >"$pid_file"
   if ! wait_ready "$local_bootstrap"; then
     log "broker did not become ready within ${ready_timeout}s; last lines of $log_file:"
