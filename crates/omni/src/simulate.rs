@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use omnistream_model::topics::EVENTS;
-use omnistream_model::{TouchpointEvent, encode_event, event_to_json};
 use omnistream_runtime::KafkaArgs;
-use omnistream_sim::{Malformed, SimConfig, SimRecord, Simulator};
-use serde_json::json;
+use omnistream_sim::{SimConfig, Simulator};
 
 use crate::publisher::Publisher;
 
@@ -92,8 +90,8 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
             tokio::time::sleep_until(due.into()).await;
         }
         match &mut sink {
-            Sink::Kafka(publisher) => publisher.send(record.customer_id(), &avro_bytes(&record)?).await?,
-            Sink::Lines(writer) => writeln!(writer, "{}", json_line(&record))?,
+            Sink::Kafka(publisher) => publisher.send(record.customer_id(), &record.to_avro_bytes()?).await?,
+            Sink::Lines(writer) => writeln!(writer, "{}", record.to_json_line())?,
         }
         emitted += 1;
         if last_report.elapsed() >= Duration::from_secs(5) {
@@ -114,35 +112,4 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
         Sink::Lines(mut writer) => writer.flush()?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn unknown_type_json(event: &TouchpointEvent) -> serde_json::Value {
-    let mut value = event_to_json(event);
-    value["type"] = json!("hologram_viewed");
-    value
-}
-
-/// The record as it travels on the events topic; malformed ones as a faulty producer would send them.
-fn avro_bytes(record: &SimRecord) -> anyhow::Result<Vec<u8>> {
-    Ok(match record {
-        SimRecord::Event(event) | SimRecord::Duplicate(event) => encode_event(event)?,
-        SimRecord::Malformed { kind: Malformed::Garbage(bytes), .. } => bytes.clone(),
-        SimRecord::Malformed { kind: Malformed::Invalid(event), .. } => encode_event(event)?,
-        SimRecord::Malformed { kind: Malformed::UnknownType(event), .. } => {
-            unknown_type_json(event).to_string().into_bytes()
-        }
-    })
-}
-
-fn json_line(record: &SimRecord) -> String {
-    match record {
-        SimRecord::Event(event) | SimRecord::Duplicate(event) => event_to_json(event).to_string(),
-        SimRecord::Malformed { kind: Malformed::Garbage(bytes), .. } => {
-            format!("{{\"garbage\": {}", String::from_utf8_lossy(bytes).escape_debug())
-        }
-        SimRecord::Malformed { kind: Malformed::Invalid(event), .. } => event_to_json(event).to_string(),
-        SimRecord::Malformed { kind: Malformed::UnknownType(event), .. } => {
-            unknown_type_json(event).to_string()
-        }
-    }
 }

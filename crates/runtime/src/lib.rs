@@ -1,8 +1,64 @@
-//! Kafka plumbing shared by the `omni` CLI and the services: client configuration with librdkafka
-//! pass-through (so SASL/TLS clusters work), topic administration, logging setup.
+//! omnistream's shared runtime. A service is a pure [`Processor`]; this crate does the Kafka work
+//! once, properly: consume-transform-produce in Kafka transactions (one `transactional.id` per
+//! instance plus the consumer group metadata, KIP-447), per-partition state restored from a
+//! compacted changelog before a partition is processed, dedupe of `event_id`s, a dead-letter
+//! topic, the admin server (health, readiness, metrics), JSON logs and graceful shutdown.
 
 pub mod admin;
+pub mod config;
+mod context;
+mod engine;
 pub mod kafka;
 pub mod logging;
+pub mod metrics;
+pub mod processor;
+mod run;
+pub mod server;
 
+pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
+pub use engine::{Entry, event_id_hash};
 pub use kafka::KafkaArgs;
+pub use processor::{Output, Processor};
+pub use run::run_service;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+
+/// Why a service stops with a non-zero exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] kafka::ConfigError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("fatal transactional error (fenced or the like): {0}")]
+    Fatal(KafkaError),
+    #[error("state restore failed: {0}")]
+    Restore(String),
+    #[error("admin server: {0}")]
+    Admin(#[from] std::io::Error),
+}
+
+/// The transactional producer of a service instance.
+pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// Creates the instance's transactional producer and initializes transactions, which fences an
+/// earlier producer with the same `transactional.id` and aborts its open transaction.
+pub(crate) fn create_transactional_producer(config: &RuntimeConfig) -> Result<TxnProducer, RuntimeError> {
+    let transaction_timeout = config.transaction_timeout.as_millis();
+    let mut client = config.kafka.client_config()?;
+    client
+        .set("transactional.id", config.transactional_id())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("transaction.timeout.ms", transaction_timeout.to_string())
+        // Must stay below the transaction timeout (librdkafka refuses otherwise).
+        .set("message.timeout.ms", (transaction_timeout * 9 / 10).to_string())
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("partitioner", "murmur2_random");
+    let producer: TxnProducer = client.create()?;
+    producer.init_transactions(config.transaction_timeout).map_err(RuntimeError::Fatal)?;
+    Ok(producer)
+}

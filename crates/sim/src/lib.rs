@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
-use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue};
+use omnistream_model::{
+    Channel, CodecError, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_event, event_to_json,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -59,6 +61,38 @@ impl SimRecord {
             SimRecord::Malformed { customer_id, .. } => customer_id,
         }
     }
+
+    /// The record as it travels on the events topic; malformed ones as a faulty producer sends them.
+    pub fn to_avro_bytes(&self) -> Result<Vec<u8>, CodecError> {
+        Ok(match self {
+            SimRecord::Event(event) | SimRecord::Duplicate(event) => encode_event(event)?,
+            SimRecord::Malformed { kind: Malformed::Garbage(bytes), .. } => bytes.clone(),
+            SimRecord::Malformed { kind: Malformed::Invalid(event), .. } => encode_event(event)?,
+            SimRecord::Malformed { kind: Malformed::UnknownType(event), .. } => {
+                unknown_type_json(event).to_string().into_bytes()
+            }
+        })
+    }
+
+    /// The record as one line of JSON (gateway, files); malformed ones broken the same ways.
+    pub fn to_json_line(&self) -> String {
+        match self {
+            SimRecord::Event(event) | SimRecord::Duplicate(event) => event_to_json(event).to_string(),
+            SimRecord::Malformed { kind: Malformed::Garbage(bytes), .. } => {
+                format!("{{\"garbage\": {}", String::from_utf8_lossy(bytes).escape_debug())
+            }
+            SimRecord::Malformed { kind: Malformed::Invalid(event), .. } => event_to_json(event).to_string(),
+            SimRecord::Malformed { kind: Malformed::UnknownType(event), .. } => {
+                unknown_type_json(event).to_string()
+            }
+        }
+    }
+}
+
+fn unknown_type_json(event: &TouchpointEvent) -> serde_json::Value {
+    let mut value = event_to_json(event);
+    value["type"] = serde_json::json!("hologram_viewed");
+    value
 }
 
 /// What the simulator knows of one customer, so journeys make sense (refunds of real orders,

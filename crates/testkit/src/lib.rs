@@ -114,3 +114,93 @@ pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Ve
     messages.sort_by_key(|m| (m.partition(), m.offset()));
     messages
 }
+
+/// A service binary running as a child process, its output captured in a log file.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `args` and `env` (plus `KAFKA_BOOTSTRAP_SERVERS`); stdout and stderr go
+    /// to `target/test-logs/<label>.log`.
+    pub fn spawn(binary: &str, label: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = repo_root().join("target/test-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = dir.join(format!("{label}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        Self { child, log }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
+    /// SIGKILL: no chance to commit, abort or leave the group.
+    pub fn kill(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `grace` for the exit status.
+    pub fn terminate(mut self, grace: Duration) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < grace,
+                "did not exit within {grace:?} of SIGTERM; see {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether it is still running (it did not crash).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(nix::sys::signal::Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits until `condition` holds, polling every 100 ms, or panics with `what` after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The high watermarks of every partition of a topic, summed: how many records (and transaction
+/// markers) it holds.
+pub fn end_offsets(topic: &str) -> i64 {
+    let consumer: BaseConsumer = client_config().create().expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks").1)
+        .sum()
+}

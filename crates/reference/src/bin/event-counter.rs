@@ -1,0 +1,28 @@
+//! `event-counter`: the exactly-once reference processor (see the crate docs).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use omnistream_reference::{COUNTS_TOPIC, EventCounter};
+use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
+
+#[derive(Debug, Parser)]
+#[command(name = "event-counter", version, about = "Counts each customer's events, exactly once")]
+struct Args {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Topic of the per-customer counts.
+    #[arg(long, env = "OUTPUT_TOPIC", default_value = COUNTS_TOPIC)]
+    output_topic: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let service = ServiceInfo {
+        name: "event-counter",
+        default_admin_addr: "127.0.0.1:9100".parse().expect("address"),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    run_service(service, args.runtime, EventCounter { output_topic: Arc::from(args.output_topic) })
+}

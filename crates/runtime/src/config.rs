@@ -1,0 +1,125 @@
+//! Settings every service shares, as flags with environment variables (SPEC 7).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use omnistream_model::topics::{EVENTS, EVENTS_DLQ};
+
+use crate::kafka::KafkaArgs;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Consumer group; default: the service name.
+    #[arg(long, env = "KAFKA_GROUP_ID")]
+    pub group_id: Option<String>,
+
+    /// This instance's stable id, part of its `transactional.id`; default: the host name. Keep it
+    /// stable across restarts so a restart fences and aborts its predecessor's transaction at once.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Topic of touchpoint events to read.
+    #[arg(long, env = "INPUT_TOPIC", default_value = EVENTS)]
+    pub input_topic: String,
+
+    /// Dead-letter topic for records that cannot be decoded or fail validation.
+    #[arg(long, env = "DLQ_TOPIC", default_value = EVENTS_DLQ)]
+    pub dlq_topic: String,
+
+    /// Compacted changelog of the service's state; default `<service>.state.v1`.
+    #[arg(long, env = "CHANGELOG_TOPIC")]
+    pub changelog_topic: Option<String>,
+
+    /// Commit a transaction at least this often (milliseconds).
+    #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 100)]
+    pub commit_interval_ms: u64,
+
+    /// Commit a transaction after this many input records even before the interval.
+    #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 10_000)]
+    pub commit_max_records: usize,
+
+    /// Transaction timeout (milliseconds): how long a crashed instance's open transaction can hold
+    /// read_committed readers back at most.
+    #[arg(long, env = "TRANSACTION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub transaction_timeout_ms: u64,
+
+    /// Consumer group session timeout (milliseconds): how soon a dead instance's partitions move.
+    #[arg(long, env = "SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+
+    /// Event ids remembered per customer to drop producer retries.
+    #[arg(long, env = "DEDUPE_WINDOW", default_value_t = 64)]
+    pub dedupe_window: usize,
+
+    /// How often due timers are fired (milliseconds).
+    #[arg(long, env = "TIMER_INTERVAL_MS", default_value_t = 1_000)]
+    pub timer_interval_ms: u64,
+
+    /// Admin server (health, readiness, metrics); default per service.
+    #[arg(long, env = "ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// What a service binary tells the runtime about itself.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    pub name: &'static str,
+    pub default_admin_addr: SocketAddr,
+    pub version: &'static str,
+}
+
+/// Settings resolved against the service's defaults.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub service: ServiceInfo,
+    pub kafka: KafkaArgs,
+    pub group_id: String,
+    pub instance_id: String,
+    pub input_topic: String,
+    pub dlq_topic: String,
+    pub changelog_topic: String,
+    pub commit_interval: Duration,
+    pub commit_max_records: usize,
+    pub transaction_timeout: Duration,
+    pub session_timeout: Duration,
+    pub dedupe_window: usize,
+    pub timer_interval: Duration,
+    pub admin_addr: SocketAddr,
+}
+
+impl RuntimeConfig {
+    pub fn resolve(args: RuntimeArgs, service: ServiceInfo) -> Self {
+        let instance_id = args.instance_id.unwrap_or_else(|| {
+            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "local".to_owned())
+        });
+        Self {
+            group_id: args.group_id.unwrap_or_else(|| service.name.to_owned()),
+            changelog_topic: args.changelog_topic.unwrap_or_else(|| format!("{}.state.v1", service.name)),
+            admin_addr: args.admin_addr.unwrap_or(service.default_admin_addr),
+            service,
+            kafka: args.kafka,
+            instance_id,
+            input_topic: args.input_topic,
+            dlq_topic: args.dlq_topic,
+            commit_interval: Duration::from_millis(args.commit_interval_ms),
+            commit_max_records: args.commit_max_records.max(1),
+            transaction_timeout: Duration::from_millis(args.transaction_timeout_ms),
+            session_timeout: Duration::from_millis(args.session_timeout_ms),
+            dedupe_window: args.dedupe_window,
+            timer_interval: Duration::from_millis(args.timer_interval_ms.max(10)),
+        }
+    }
+
+    /// One transactional id per instance (KIP-447): stable across restarts.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance_id)
+    }
+
+    /// How long a blocking transactional call may take before its outcome counts as unknown.
+    pub fn transactional_call_timeout(&self) -> Duration {
+        self.transaction_timeout
+    }
+}

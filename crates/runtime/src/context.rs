@@ -1,0 +1,37 @@
+//! The consumer's context: rebalance callbacks (in `engine.rs`) and librdkafka statistics.
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::ClientContext;
+use rdkafka::statistics::Statistics;
+
+use crate::engine::Engine;
+use crate::metrics::{Metrics, PartitionLabel};
+use crate::processor::Processor;
+
+pub(crate) struct EngineContext<P: Processor> {
+    pub(crate) engine: Arc<Mutex<Engine<P>>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) input_topic: String,
+}
+
+impl<P: Processor> std::fmt::Debug for EngineContext<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineContext").field("input_topic", &self.input_topic).finish_non_exhaustive()
+    }
+}
+
+impl<P: Processor> ClientContext for EngineContext<P> {
+    /// Consumer lag per input partition, from librdkafka's statistics (`statistics.interval.ms`).
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.input_topic) else { return };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                self.metrics
+                    .consumer_lag
+                    .get_or_create(&PartitionLabel { partition: *partition })
+                    .set(stats.consumer_lag);
+            }
+        }
+    }
+}

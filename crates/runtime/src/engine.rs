@@ -1,0 +1,681 @@
+//! The exactly-once engine: per-partition state, the open transaction, commit, abort and reset.
+//!
+//! It lives behind a mutex shared by the processing loop and the consumer's rebalance callbacks,
+//! which librdkafka runs inside `poll` on the loop's own thread: the lock is never contended, it
+//! only lets the revoke callback commit the open transaction before partitions leave.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use omnistream_model::{ErrorCode, decode_and_validate};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::config::RuntimeConfig;
+use crate::metrics::{
+    ErrorCodeLabel, Metrics, RecordOutcome, RecordOutcomeLabel, TransactionOutcome, TransactionOutcomeLabel,
+};
+use crate::processor::{Output, Processor};
+use crate::{RuntimeError, TxnProducer};
+
+/// What the runtime keeps per customer: the ids of recent events (dedupe) and the processor's
+/// state. This is the value of the changelog record keyed by customer id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry<S> {
+    /// FNV-1a hashes of the most recent event ids, oldest first.
+    pub recent: VecDeque<u64>,
+    pub state: Option<S>,
+}
+
+/// A stable 64-bit hash (FNV-1a): persisted in the changelog, so it must not change between
+/// releases the way `std`'s hasher may.
+pub fn event_id_hash(event_id: &str) -> u64 {
+    event_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[derive(Debug)]
+struct PartitionData<S> {
+    customers: HashMap<String, Entry<S>>,
+    /// Due timers as (unix millis, customer), and each customer's current due time.
+    timers: BTreeSet<(i64, String)>,
+    timer_of: HashMap<String, i64>,
+    /// Where an abort rewinds to: the offset committed with the last transaction.
+    committed: Offset,
+    /// The offset after the last record processed in the open transaction.
+    next_offset: Option<i64>,
+}
+
+impl<S> PartitionData<S> {
+    fn new(committed: Offset) -> Self {
+        Self {
+            customers: HashMap::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            committed,
+            next_offset: None,
+        }
+    }
+
+    fn set_timer(&mut self, customer_id: &str, due: Option<DateTime<Utc>>) {
+        if let Some(previous) = self.timer_of.remove(customer_id) {
+            self.timers.remove(&(previous, customer_id.to_owned()));
+        }
+        if let Some(due) = due {
+            let millis = due.timestamp_millis();
+            self.timers.insert((millis, customer_id.to_owned()));
+            self.timer_of.insert(customer_id.to_owned(), millis);
+        }
+    }
+}
+
+/// The open transaction: what to undo if it aborts, and what to write when it commits.
+#[derive(Debug)]
+struct Transaction<S> {
+    started: Instant,
+    records: usize,
+    /// Each customer's entry as it was before this transaction first touched it.
+    undo: HashMap<(i32, String), Option<Entry<S>>>,
+    /// Create-time (unix millis) of every input record, for the end-to-end latency.
+    record_timestamps: Vec<i64>,
+}
+
+/// How a failed transactional call must be handled (librdkafka's error classes, plus Jepsen's
+/// advice to treat an unknown outcome as a reason to start over, not to retry).
+#[derive(Debug)]
+enum Failure {
+    /// Abort, rewind, throw away uncommitted state, go on.
+    Abortable(KafkaError),
+    /// The outcome is unknown (a timeout): re-create the producer and rebuild state from Kafka.
+    Indefinite(KafkaError),
+    /// The producer is dead (fenced and the like): exit non-zero.
+    Fatal(KafkaError),
+}
+
+fn classify(error: KafkaError) -> Failure {
+    match &error {
+        KafkaError::Transaction(rd) if rd.is_fatal() => Failure::Fatal(error),
+        KafkaError::Transaction(rd) if rd.txn_requires_abort() => Failure::Abortable(error),
+        KafkaError::Transaction(rd)
+            if rd.is_retriable() || rd.code() == RDKafkaErrorCode::OperationTimedOut =>
+        {
+            Failure::Indefinite(error)
+        }
+        KafkaError::Transaction(_) => Failure::Fatal(error),
+        // A flush timeout inside commit and the like: the outcome is not known for sure.
+        _ => Failure::Indefinite(error),
+    }
+}
+
+pub(crate) type EngineConsumer<P> = BaseConsumer<crate::context::EngineContext<P>>;
+
+/// All state of the processing loop except the consumer.
+pub(crate) struct Engine<P: Processor> {
+    processor: P,
+    config: Arc<RuntimeConfig>,
+    producer: TxnProducer,
+    metrics: Arc<Metrics>,
+    partitions: HashMap<i32, PartitionData<P::State>>,
+    pending_restore: BTreeSet<i32>,
+    /// Partitions whose records arrived before their state was restored: seek them after restore.
+    early_records: HashSet<i32>,
+    transaction: Option<Transaction<P::State>>,
+    pub(crate) needs_reset: bool,
+    pub(crate) failure: Option<RuntimeError>,
+    /// At least one assignment happened (readiness).
+    pub(crate) joined: bool,
+}
+
+impl<P: Processor> Engine<P> {
+    pub(crate) fn new(
+        processor: P,
+        config: Arc<RuntimeConfig>,
+        producer: TxnProducer,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            processor,
+            config,
+            producer,
+            metrics,
+            partitions: HashMap::new(),
+            pending_restore: BTreeSet::new(),
+            early_records: HashSet::new(),
+            transaction: None,
+            needs_reset: false,
+            failure: None,
+            joined: false,
+        }
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.joined && self.pending_restore.is_empty() && !self.needs_reset
+    }
+
+    pub(crate) fn has_pending_restore(&self) -> bool {
+        !self.pending_restore.is_empty()
+    }
+
+    /// Partitions were assigned: they stay paused until their state is restored.
+    pub(crate) fn on_assigned(&mut self, partitions: impl IntoIterator<Item = i32>) {
+        self.joined = true;
+        self.pending_restore.extend(partitions);
+        self.metrics.restoring_partitions.set(self.pending_restore.len() as i64);
+    }
+
+    /// Partitions are about to be revoked: commit what was done (or abort if they are already
+    /// lost to another member), then forget their state.
+    pub(crate) fn on_revoked(&mut self, consumer: &EngineConsumer<P>, partitions: &[i32], lost: bool) {
+        if lost {
+            self.abort(consumer);
+        } else {
+            self.commit(consumer);
+        }
+        for partition in partitions {
+            self.partitions.remove(partition);
+            self.pending_restore.remove(partition);
+            self.metrics.consumer_lag.remove(&crate::metrics::PartitionLabel { partition: *partition });
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.assigned_partitions.set((self.partitions.len() + self.pending_restore.len()) as i64);
+        self.metrics.restoring_partitions.set(self.pending_restore.len() as i64);
+        self.metrics.customers.set(self.partitions.values().map(|p| p.customers.len() as i64).sum());
+    }
+
+    fn ensure_transaction(&mut self) -> Result<(), Failure> {
+        if self.transaction.is_none() {
+            self.producer.begin_transaction().map_err(classify)?;
+            self.transaction = Some(Transaction {
+                started: Instant::now(),
+                records: 0,
+                undo: HashMap::new(),
+                record_timestamps: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the open transaction should be committed now.
+    pub(crate) fn commit_due(&self) -> bool {
+        self.transaction.as_ref().is_some_and(|t| {
+            t.records >= self.config.commit_max_records || t.started.elapsed() >= self.config.commit_interval
+        })
+    }
+
+    fn send(&self, record: BaseRecord<'_, str, [u8]>) -> Result<(), Failure> {
+        let mut record = record;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(Failure::Abortable(error)),
+            }
+        }
+    }
+
+    fn send_outputs(&self, partition: i32, outputs: &[Output]) -> Result<(), Failure> {
+        for output in outputs {
+            let mut record = BaseRecord::to(&output.topic).partition(partition).key(output.key.as_str());
+            if let Some(value) = &output.value {
+                record = record.payload(value.as_slice());
+            }
+            self.send(record)?;
+        }
+        Ok(())
+    }
+
+    /// Processes one input record inside the open transaction. Failures are handled here.
+    pub(crate) fn process(&mut self, consumer: &EngineConsumer<P>, message: &BorrowedMessage<'_>) {
+        let partition = message.partition();
+        if !self.partitions.contains_key(&partition) {
+            // Fetched before its state was restored (or after it was revoked): not ours to apply.
+            self.early_records.insert(partition);
+            return;
+        }
+        if let Err(failure) = self.try_process(message) {
+            self.handle(consumer, failure);
+        }
+    }
+
+    fn try_process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), Failure> {
+        self.ensure_transaction()?;
+        let started = Instant::now();
+        let partition = message.partition();
+        self.metrics.consumed.inc();
+        let now = Utc::now();
+        let key = message.key().map(String::from_utf8_lossy);
+        let decoded = match message.payload() {
+            None => Err(omnistream_model::Rejection::single(ErrorCode::Malformed, "$", "null value")),
+            Some(bytes) => decode_and_validate(bytes, now),
+        };
+        let outcome = match decoded {
+            Err(rejection) => {
+                let first = rejection.first();
+                self.dead_letter(message, first.code.as_str(), &rejection.to_string())?;
+                RecordOutcome::DeadLettered
+            }
+            Ok(event) if key.as_deref() != Some(event.customer_id.as_str()) => {
+                // Single writer per customer needs every event of a customer on one partition.
+                let message_text =
+                    format!("record key {key:?} is not the customer_id {:?}", event.customer_id);
+                self.dead_letter(message, "key_mismatch", &message_text)?;
+                RecordOutcome::DeadLettered
+            }
+            Ok(event) => {
+                let transaction = self.transaction.as_mut().expect("transaction begun");
+                let data = self.partitions.get_mut(&partition).expect("restored partition");
+                let undo_key = (partition, event.customer_id.clone());
+                if !transaction.undo.contains_key(&undo_key) {
+                    transaction.undo.insert(undo_key, data.customers.get(&event.customer_id).cloned());
+                }
+                let entry = data
+                    .customers
+                    .entry(event.customer_id.clone())
+                    .or_insert_with(|| Entry { recent: VecDeque::new(), state: None });
+                let hash = event_id_hash(&event.event_id);
+                if entry.recent.contains(&hash) {
+                    RecordOutcome::Duplicate
+                } else {
+                    entry.recent.push_back(hash);
+                    while entry.recent.len() > self.config.dedupe_window {
+                        entry.recent.pop_front();
+                    }
+                    let outputs = self.processor.apply(&mut entry.state, &event, now);
+                    let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+                    if entry.state.is_none() {
+                        data.customers.remove(&event.customer_id);
+                    }
+                    data.set_timer(&event.customer_id, due);
+                    self.send_outputs(partition, &outputs)?;
+                    RecordOutcome::Applied
+                }
+            }
+        };
+        let transaction = self.transaction.as_mut().expect("transaction begun");
+        transaction.records += 1;
+        if let Some(millis) = message.timestamp().to_millis() {
+            transaction.record_timestamps.push(millis);
+        }
+        if let Some(data) = self.partitions.get_mut(&partition) {
+            data.next_offset = Some(message.offset() + 1);
+        }
+        self.metrics.processed.get_or_create(&RecordOutcomeLabel { outcome }).inc();
+        self.metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn dead_letter(&self, message: &BorrowedMessage<'_>, code: &str, text: &str) -> Result<(), Failure> {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "error.code", value: Some(code) })
+            .insert(Header { key: "error.message", value: Some(text) })
+            .insert(Header { key: "source.topic", value: Some(message.topic()) })
+            .insert(Header { key: "source.partition", value: Some(&partition) })
+            .insert(Header { key: "source.offset", value: Some(&offset) });
+        let mut record = BaseRecord::to(&self.config.dlq_topic).headers(headers);
+        let key = message.key().map(String::from_utf8_lossy);
+        if let Some(key) = &key {
+            record = record.key(key.as_ref());
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.send(record)?;
+        self.metrics.dead_lettered.get_or_create(&ErrorCodeLabel { error_code: code.to_owned() }).inc();
+        debug!(
+            error.code = code,
+            error.message = text,
+            partition = message.partition(),
+            offset = message.offset(),
+            "dead-lettered"
+        );
+        Ok(())
+    }
+
+    /// Runs every due timer of every restored partition inside the open transaction.
+    pub(crate) fn fire_timers(&mut self, consumer: &EngineConsumer<P>, now: DateTime<Utc>) {
+        if let Err(failure) = self.try_fire_timers(now) {
+            self.handle(consumer, failure);
+        }
+    }
+
+    fn try_fire_timers(&mut self, now: DateTime<Utc>) -> Result<(), Failure> {
+        let now_millis = now.timestamp_millis();
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            loop {
+                let data = self.partitions.get_mut(&partition).expect("partition");
+                let Some((due, customer_id)) = data.timers.first().cloned() else { break };
+                if due > now_millis {
+                    break;
+                }
+                self.ensure_transaction()?;
+                let transaction = self.transaction.as_mut().expect("transaction begun");
+                let data = self.partitions.get_mut(&partition).expect("partition");
+                let undo_key = (partition, customer_id.clone());
+                if !transaction.undo.contains_key(&undo_key) {
+                    transaction.undo.insert(undo_key, data.customers.get(&customer_id).cloned());
+                }
+                let outputs = match data.customers.get_mut(&customer_id) {
+                    Some(entry) => {
+                        let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
+                        let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+                        // A timer that does not move forward would fire forever.
+                        let next = next.filter(|next| next.timestamp_millis() > due);
+                        if entry.state.is_none() {
+                            data.customers.remove(&customer_id);
+                        }
+                        data.set_timer(&customer_id, next);
+                        outputs
+                    }
+                    None => {
+                        data.set_timer(&customer_id, None);
+                        Vec::new()
+                    }
+                };
+                self.metrics.timers_fired.inc();
+                self.send_outputs(partition, &outputs)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction: changelog records of every customer it touched, the input
+    /// offsets with the group metadata (KIP-447), then the commit itself.
+    pub(crate) fn commit(&mut self, consumer: &EngineConsumer<P>) {
+        if self.transaction.is_none() {
+            return;
+        }
+        let started = Instant::now();
+        match self.try_commit(consumer) {
+            Ok(()) => {
+                let transaction = self.transaction.take().expect("transaction");
+                for data in self.partitions.values_mut() {
+                    if let Some(next) = data.next_offset.take() {
+                        data.committed = Offset::Offset(next);
+                    }
+                }
+                let now = Utc::now().timestamp_millis();
+                for created in transaction.record_timestamps {
+                    self.metrics.end_to_end_seconds.observe((now - created).max(0) as f64 / 1000.0);
+                }
+                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .transactions
+                    .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Committed })
+                    .inc();
+                self.update_gauges();
+            }
+            Err(failure) => self.handle(consumer, failure),
+        }
+    }
+
+    fn try_commit(&mut self, consumer: &EngineConsumer<P>) -> Result<(), Failure> {
+        let transaction = self.transaction.as_ref().expect("transaction");
+        for (partition, customer_id) in transaction.undo.keys() {
+            let Some(data) = self.partitions.get(partition) else { continue };
+            let value = match data.customers.get(customer_id) {
+                Some(entry) => Some(serde_json::to_vec(entry).expect("state serializes")),
+                None => None,
+            };
+            let mut record =
+                BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(customer_id.as_str());
+            if let Some(value) = &value {
+                record = record.payload(value.as_slice());
+            }
+            self.send(record)?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, data) in &self.partitions {
+            if let Some(next) = data.next_offset {
+                offsets
+                    .add_partition_offset(&self.config.input_topic, *partition, Offset::Offset(next))
+                    .map_err(Failure::Fatal)?;
+            }
+        }
+        let timeout = self.config.transactional_call_timeout();
+        if offsets.count() > 0 {
+            let metadata = consumer.group_metadata().ok_or_else(|| {
+                Failure::Abortable(KafkaError::Subscription("no consumer group metadata".to_owned()))
+            })?;
+            self.producer.send_offsets_to_transaction(&offsets, &metadata, timeout).map_err(classify)?;
+        }
+        self.producer.commit_transaction(timeout).map_err(classify)
+    }
+
+    fn handle(&mut self, consumer: &EngineConsumer<P>, failure: Failure) {
+        match failure {
+            Failure::Abortable(error) => {
+                warn!(%error, "transaction failed; aborting and rewinding to the last commit");
+                self.abort(consumer);
+            }
+            Failure::Indefinite(error) => {
+                warn!(%error, "transactional call with unknown outcome; re-creating the producer");
+                self.transaction = None;
+                self.needs_reset = true;
+            }
+            Failure::Fatal(error) => {
+                self.transaction = None;
+                self.failure = Some(RuntimeError::Fatal(error));
+            }
+        }
+    }
+
+    /// Aborts the open transaction, restores the state it changed and rewinds the consumer.
+    pub(crate) fn abort(&mut self, consumer: &EngineConsumer<P>) {
+        let Some(transaction) = self.transaction.take() else { return };
+        if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
+            match classify(error) {
+                Failure::Fatal(error) => self.failure = Some(RuntimeError::Fatal(error)),
+                Failure::Abortable(error) | Failure::Indefinite(error) => {
+                    warn!(%error, "abort failed; re-creating the producer");
+                    self.needs_reset = true;
+                }
+            }
+            return;
+        }
+        self.metrics
+            .transactions
+            .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
+            .inc();
+        for ((partition, customer_id), before) in transaction.undo {
+            let Some(data) = self.partitions.get_mut(&partition) else { continue };
+            let due =
+                before.as_ref().and_then(|e| e.state.as_ref()).and_then(|s| self.processor.next_timer(s));
+            match before {
+                Some(entry) => data.customers.insert(customer_id.clone(), entry),
+                None => data.customers.remove(&customer_id),
+            };
+            data.set_timer(&customer_id, due);
+        }
+        for (partition, data) in &mut self.partitions {
+            if data.next_offset.take().is_some() {
+                let target = match data.committed {
+                    Offset::Offset(offset) => Offset::Offset(offset),
+                    _ => Offset::Beginning,
+                };
+                if let Err(error) =
+                    consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))
+                {
+                    warn!(%error, partition, "cannot rewind after abort; rebuilding from Kafka");
+                    self.needs_reset = true;
+                }
+            }
+        }
+    }
+
+    /// Starts over after an unknown outcome: a new producer (whose `init_transactions` fences the
+    /// old one and completes or aborts its transaction), then every partition's state restored
+    /// from the changelog and every partition rewound to the group's committed offsets.
+    pub(crate) fn reset(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
+        self.metrics.producer_resets.inc();
+        self.transaction = None;
+        self.producer = crate::create_transactional_producer(&self.config)?;
+        let owned: Vec<i32> = self.partitions.keys().copied().collect();
+        self.partitions.clear();
+        self.pending_restore.extend(owned);
+        self.restore_pending(consumer, true)?;
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    /// Restores the state of every partition waiting for it, then lets it be processed.
+    pub(crate) fn restore_pending(
+        &mut self,
+        consumer: &EngineConsumer<P>,
+        rewind: bool,
+    ) -> Result<(), RuntimeError> {
+        let partitions: Vec<i32> = std::mem::take(&mut self.pending_restore).into_iter().collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut restored = read_changelog::<P::State>(&self.config, &partitions, &self.metrics)?;
+        let mut input = TopicPartitionList::new();
+        for partition in &partitions {
+            input.add_partition(&self.config.input_topic, *partition);
+        }
+        let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
+        for partition in &partitions {
+            let offset = committed
+                .find_partition(&self.config.input_topic, *partition)
+                .map(|element| element.offset())
+                .unwrap_or(Offset::Invalid);
+            let mut data = PartitionData::new(offset);
+            for (customer_id, entry) in restored.remove(partition).unwrap_or_default() {
+                let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+                data.set_timer(&customer_id, due);
+                data.customers.insert(customer_id, entry);
+            }
+            if rewind || self.early_records.remove(partition) {
+                let target = match offset {
+                    Offset::Offset(offset) => Offset::Offset(offset),
+                    _ => Offset::Beginning,
+                };
+                consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))?;
+            }
+            self.partitions.insert(*partition, data);
+        }
+        consumer.resume(&input)?;
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        self.update_gauges();
+        info!(
+            partitions = ?partitions,
+            customers = self.partitions.values().map(|p| p.customers.len()).sum::<usize>(),
+            seconds = started.elapsed().as_secs_f64(),
+            "state restored"
+        );
+        Ok(())
+    }
+
+    /// The state of every customer, for tests and diagnostics.
+    #[cfg(test)]
+    pub(crate) fn customers(&self) -> impl Iterator<Item = (&String, &Entry<P::State>)> {
+        self.partitions.values().flat_map(|p| p.customers.iter())
+    }
+}
+
+type RestoredPartitions<S> = HashMap<i32, HashMap<String, Entry<S>>>;
+
+/// Reads changelog partitions from the beginning to their end (the last stable offset, as
+/// read_committed) with an assign-only consumer.
+pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
+    config: &RuntimeConfig,
+    partitions: &[i32],
+    metrics: &Metrics,
+) -> Result<RestoredPartitions<S>, RuntimeError> {
+    let mut client = config.kafka.client_config()?;
+    set_restore_consumer(&mut client, config);
+    let reader: BaseConsumer<DefaultConsumerContext> = client.create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
+    }
+    reader.assign(&assignment)?;
+    let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
+    let mut restored: RestoredPartitions<S> = partitions.iter().map(|p| (*p, HashMap::new())).collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Restore(format!(
+                "changelog partitions {remaining:?} not read to the end in 300 s"
+            )));
+        }
+        match reader.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                remaining.remove(&partition);
+            }
+            Some(Err(error)) => return Err(error.into()),
+            Some(Ok(message)) => {
+                metrics.restored_records.inc();
+                let Some(key) = message.key() else { continue };
+                let customer_id = String::from_utf8_lossy(key).into_owned();
+                let customers = restored.entry(message.partition()).or_default();
+                match message.payload() {
+                    None => {
+                        customers.remove(&customer_id);
+                    }
+                    Some(bytes) => {
+                        let entry: Entry<S> = serde_json::from_slice(bytes).map_err(|e| {
+                            RuntimeError::Restore(format!(
+                                "changelog record {}@{} of {customer_id} does not decode: {e}",
+                                message.partition(),
+                                message.offset()
+                            ))
+                        })?;
+                        customers.insert(customer_id, entry);
+                    }
+                }
+            }
+        }
+    }
+    Ok(restored)
+}
+
+fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
+    client
+        .set("group.id", format!("{}-restore", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "10485760");
+}
+
+impl<P: Processor> ConsumerContext for crate::context::EngineContext<P> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Revoke(list) = rebalance {
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let lost = consumer.assignment_lost();
+            info!(?partitions, lost, "partitions revoked");
+            self.engine.lock().expect("engine lock").on_revoked(consumer, &partitions, lost);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            info!(?partitions, "partitions assigned; restoring state before processing them");
+            if let Err(error) = consumer.pause(list) {
+                warn!(%error, "cannot pause newly assigned partitions");
+            }
+            self.engine.lock().expect("engine lock").on_assigned(partitions);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Prometheus metrics of a service (SPEC 7), named the Vector way: `*_total` counters and bounded
+//! label values (`outcome`, `error_code`, partition numbers).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum RecordOutcome {
+    Applied,
+    Duplicate,
+    DeadLettered,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum TransactionOutcome {
+    Committed,
+    Aborted,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordOutcomeLabel {
+    pub outcome: RecordOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransactionOutcomeLabel {
+    pub outcome: TransactionOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorCodeLabel {
+    pub error_code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: i32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    service: String,
+    version: String,
+}
+
+/// Every metric of the runtime; cheap to clone handles.
+#[derive(Debug)]
+pub struct Metrics {
+    pub consumed: Counter,
+    pub processed: Family<RecordOutcomeLabel, Counter>,
+    pub dead_lettered: Family<ErrorCodeLabel, Counter>,
+    pub transactions: Family<TransactionOutcomeLabel, Counter>,
+    pub producer_resets: Counter,
+    pub timers_fired: Counter,
+    pub processing_seconds: Histogram,
+    pub end_to_end_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub assigned_partitions: Gauge,
+    pub restoring_partitions: Gauge,
+    pub restored_records: Counter,
+    pub restore_seconds: Histogram,
+    pub customers: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the `omnistream_` prefix.
+    pub fn register(registry: &mut Registry, service: &str, version: &str) -> Self {
+        let metrics = Self {
+            consumed: Counter::default(),
+            processed: Family::default(),
+            dead_lettered: Family::default(),
+            transactions: Family::default(),
+            producer_resets: Counter::default(),
+            timers_fired: Counter::default(),
+            processing_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
+            end_to_end_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            consumer_lag: Family::default(),
+            assigned_partitions: Gauge::default(),
+            restoring_partitions: Gauge::default(),
+            restored_records: Counter::default(),
+            restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            customers: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("omnistream");
+        r.register("records_consumed", "Input records read", metrics.consumed.clone());
+        r.register("records_processed", "Input records by outcome", metrics.processed.clone());
+        r.register("dlq_records", "Records sent to the dead-letter topic", metrics.dead_lettered.clone());
+        r.register("transactions", "Kafka transactions by outcome", metrics.transactions.clone());
+        r.register(
+            "producer_resets",
+            "Transactional producers re-created after an indefinite error",
+            metrics.producer_resets.clone(),
+        );
+        r.register("timers_fired", "Processor timers fired", metrics.timers_fired.clone());
+        r.register(
+            "processing_seconds",
+            "Time to decode, validate and apply one record",
+            metrics.processing_seconds.clone(),
+        );
+        r.register(
+            "end_to_end_latency_seconds",
+            "Input record timestamp to the commit of its outputs",
+            metrics.end_to_end_seconds.clone(),
+        );
+        r.register("commit_seconds", "Time to commit a transaction", metrics.commit_seconds.clone());
+        r.register(
+            "consumer_lag",
+            "Records behind the end of each input partition",
+            metrics.consumer_lag.clone(),
+        );
+        r.register("assigned_partitions", "Input partitions assigned", metrics.assigned_partitions.clone());
+        r.register(
+            "restoring_partitions",
+            "Assigned partitions whose state is being restored",
+            metrics.restoring_partitions.clone(),
+        );
+        r.register(
+            "restored_records",
+            "Changelog records read while restoring",
+            metrics.restored_records.clone(),
+        );
+        r.register(
+            "restore_seconds",
+            "Time to restore newly assigned partitions",
+            metrics.restore_seconds.clone(),
+        );
+        r.register("customers", "Customers held in state", metrics.customers.clone());
+        let build = Info::new(BuildLabels { service: service.to_owned(), version: version.to_owned() });
+        r.register("build", "Service name and version", build);
+        metrics
+    }
+}

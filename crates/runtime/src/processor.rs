@@ -1,0 +1,51 @@
+//! The contract a service implements: a pure fold of one customer's events, plus timers.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use omnistream_model::TouchpointEvent;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// One record a processor emits. The runtime writes it to `topic`, on the partition number of the
+/// input record that caused it (co-partitioning), inside the current transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub topic: Arc<str>,
+    pub key: String,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A service's domain logic: no I/O, no clock of its own. The runtime owns Kafka, transactions,
+/// state restore, dedupe of `event_id`s, the DLQ, metrics and shutdown.
+///
+/// State is per customer. `None` means the processor knows nothing of the customer: it is `None`
+/// before the first event, and a processor sets it back to `None` to forget a customer (erasure),
+/// which makes the runtime write a tombstone to the changelog.
+pub trait Processor: Send + 'static {
+    type State: Serialize + DeserializeOwned + Clone + Send + 'static;
+
+    /// Folds one valid, not yet seen event of the customer into their state.
+    fn apply(
+        &self,
+        state: &mut Option<Self::State>,
+        event: &TouchpointEvent,
+        now: DateTime<Utc>,
+    ) -> Vec<Output>;
+
+    /// When `on_timer` should next run for a customer in this state; `None` for never.
+    fn next_timer(&self, _state: &Self::State) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// A time-based transition (wall clock), e.g. a suppression `until` passing.
+    fn on_timer(
+        &self,
+        _state: &mut Option<Self::State>,
+        _customer_id: &str,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        Vec::new()
+    }
+}

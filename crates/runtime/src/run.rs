@@ -1,0 +1,188 @@
+//! The processing loop on its own thread (librdkafka's transactional calls block), and the async
+//! shell around it: admin server, signals, exit code.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
+use crate::context::EngineContext;
+use crate::engine::{Engine, EngineConsumer};
+use crate::logging::{self, LogFormat};
+use crate::metrics::Metrics;
+use crate::processor::Processor;
+use crate::server::{self, Health};
+use crate::{RuntimeError, create_transactional_producer};
+
+/// Runs a service until SIGTERM/SIGINT (exit 0 after committing and leaving the group) or a fatal
+/// error (exit 1, for the orchestrator to restart it).
+pub fn run_service<P: Processor>(service: ServiceInfo, args: RuntimeArgs, processor: P) -> ExitCode {
+    logging::init(LogFormat::Json);
+    let config = Arc::new(RuntimeConfig::resolve(args, service));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(config, processor));
+    match result {
+        Ok(()) => {
+            info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(error = %e, "stopping on error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result<(), RuntimeError> {
+    info!(
+        service = config.service.name,
+        version = config.service.version,
+        group_id = %config.group_id,
+        transactional_id = %config.transactional_id(),
+        input = %config.input_topic,
+        changelog = %config.changelog_topic,
+        "starting"
+    );
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry, config.service.name, config.service.version));
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+
+    let admin =
+        tokio::spawn(server::serve(config.admin_addr, Arc::new(registry), health.clone(), shutdown.clone()));
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let loop_config = config.clone();
+    let loop_shutdown = shutdown.clone();
+    let loop_health = health.clone();
+    let processing = tokio::task::spawn_blocking(move || {
+        processing_loop(loop_config, processor, metrics, loop_health, loop_shutdown)
+    });
+    let result = tokio::select! {
+        joined = processing => joined.unwrap_or_else(|e| Err(RuntimeError::Restore(format!("processing thread panicked: {e}")))),
+        served = admin => match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RuntimeError::Admin(e)),
+            Err(e) => Err(RuntimeError::Restore(format!("admin server panicked: {e}"))),
+        },
+    };
+    shutdown.cancel();
+    result
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: committing, leaving the group and stopping"),
+        _ = int.recv() => info!("SIGINT: committing, leaving the group and stopping"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+fn create_consumer<P: Processor>(
+    config: &RuntimeConfig,
+    context: EngineContext<P>,
+) -> Result<EngineConsumer<P>, RuntimeError> {
+    let mut client = config.kafka.client_config()?;
+    client
+        .set("group.id", &config.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+        .set("statistics.interval.ms", "5000");
+    let consumer: BaseConsumer<EngineContext<P>> = client.create_with_context(context)?;
+    Ok(consumer)
+}
+
+fn processing_loop<P: Processor>(
+    config: Arc<RuntimeConfig>,
+    processor: P,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    health.tick();
+    let producer = create_transactional_producer(&config)?;
+    let engine = Arc::new(Mutex::new(Engine::new(processor, config.clone(), producer, metrics.clone())));
+    let context = EngineContext { engine: engine.clone(), metrics, input_topic: config.input_topic.clone() };
+    let consumer = create_consumer(&config, context)?;
+    consumer.subscribe(&[&config.input_topic])?;
+    let mut last_timers = Instant::now();
+    loop {
+        health.tick();
+        if shutdown.is_cancelled() {
+            return leave(&consumer, &engine);
+        }
+        {
+            let mut engine = engine.lock().expect("engine lock");
+            if let Some(failure) = engine.failure.take() {
+                return Err(failure);
+            }
+            if engine.needs_reset {
+                engine.reset(&consumer)?;
+            }
+            if engine.has_pending_restore() {
+                engine.restore_pending(&consumer, false)?;
+            }
+            health.set_ready(engine.is_ready());
+        }
+        match consumer.poll(Duration::from_millis(10)) {
+            Some(Ok(message)) => engine.lock().expect("engine lock").process(&consumer, &message),
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(error)) => warn!(%error, "consumer error"),
+        }
+        let mut engine = engine.lock().expect("engine lock");
+        if last_timers.elapsed() >= config.timer_interval {
+            last_timers = Instant::now();
+            engine.fire_timers(&consumer, Utc::now());
+        }
+        if engine.commit_due() {
+            engine.commit(&consumer);
+        }
+    }
+}
+
+/// Graceful stop: commit the open transaction, leave the group (the revoke callback runs inside
+/// the polls below), close.
+fn leave<P: Processor>(consumer: &EngineConsumer<P>, engine: &Mutex<Engine<P>>) -> Result<(), RuntimeError> {
+    {
+        let mut engine = engine.lock().expect("engine lock");
+        engine.commit(consumer);
+        if let Some(failure) = engine.failure.take() {
+            return Err(failure);
+        }
+    }
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    let mut engine = engine.lock().expect("engine lock");
+    engine.abort(consumer);
+    match engine.failure.take() {
+        Some(failure) => Err(failure),
+        None => Ok(()),
+    }
+}
