@@ -13,7 +13,8 @@ use omnistream_runtime::admin::TopicRequest;
 use omnistream_runtime::{Processor, event_id_hash};
 use omnistream_sim::{SimConfig, Simulator};
 use omnistream_testkit::{
-    ServiceProcess, consume_committed, create_test_topics, end_offsets, produce_all, unique_topic, wait_until,
+    ServiceProcess, consume_committed, create_test_topics, end_offsets, free_port, http_get, produce_all,
+    unique_topic, wait_until,
 };
 use rand::Rng;
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -48,6 +49,11 @@ async fn topics(label: &str) -> Topics {
 }
 
 fn counter(topics: &Topics, instance: &str, label: &str) -> ServiceProcess {
+    counter_with_admin(topics, instance, label, 0)
+}
+
+fn counter_with_admin(topics: &Topics, instance: &str, label: &str, admin_port: u16) -> ServiceProcess {
+    let admin_addr = format!("127.0.0.1:{admin_port}");
     ServiceProcess::spawn(
         env!("CARGO_BIN_EXE_event-counter"),
         label,
@@ -65,7 +71,7 @@ fn counter(topics: &Topics, instance: &str, label: &str) -> ServiceProcess {
             "--instance-id",
             instance,
             "--admin-addr",
-            "127.0.0.1:0",
+            &admin_addr,
             "--session-timeout-ms",
             "6000",
         ],
@@ -316,4 +322,47 @@ async fn after_a_restart_every_customer_has_the_state_it_had_before() {
     let _restarted = counter(&topics, "restore", "restore-2");
     let actual = committed_when_complete(&topics.output, total(&expected), Duration::from_secs(60)).await;
     assert_exactly_once(&expected, &actual);
+}
+
+/// The value of a metric line that starts with `prefix` (`name{labels}`), if exposed.
+fn metric(body: &str, prefix: &str) -> Option<f64> {
+    body.lines().find(|line| line.starts_with(prefix)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_metrics_tell_what_happened() {
+    let topics = topics("admin").await;
+    let mut input = simulated(5_000, 25, 0.01);
+    input.push(("c-000001".into(), b"not avro".to_vec()));
+    let (expected, _) = fold(&input);
+    produce_all(&topics.input, input).await;
+    let port = free_port();
+    let service = counter_with_admin(&topics, "admin", "admin", port);
+    committed_when_complete(&topics.output, total(&expected), Duration::from_secs(60)).await;
+
+    let body = tokio::task::spawn_blocking(move || {
+        assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+        wait_until("ready", Duration::from_secs(10), || {
+            http_get(port, "/readyz").is_some_and(|r| r.0 == 200)
+        });
+        let mut body = String::new();
+        // Lag comes from librdkafka statistics, every 5 s.
+        wait_until("lag is reported", Duration::from_secs(15), || {
+            body = http_get(port, "/metrics").expect("metrics").1;
+            body.contains("omnistream_consumer_lag{")
+        });
+        let status = service.terminate(Duration::from_secs(20));
+        assert!(status.success());
+        body
+    })
+    .await
+    .unwrap();
+    let applied = metric(&body, "omnistream_records_processed_total{outcome=\"applied\"}").unwrap_or(0.0);
+    assert_eq!(applied as usize, total(&expected), "{body}");
+    assert!(metric(&body, "omnistream_records_processed_total{outcome=\"duplicate\"}").unwrap_or(0.0) > 0.0);
+    assert!(metric(&body, "omnistream_dlq_records_total{error_code=\"malformed\"}").unwrap_or(0.0) >= 1.0);
+    assert!(metric(&body, "omnistream_transactions_total{outcome=\"committed\"}").unwrap_or(0.0) >= 1.0);
+    assert!(metric(&body, "omnistream_end_to_end_latency_seconds_count").unwrap_or(0.0) > 0.0);
+    assert!(body.contains("omnistream_build_info{service=\"event-counter\""), "{body}");
+    assert_eq!(metric(&body, "omnistream_restoring_partitions"), Some(0.0));
 }

@@ -22,15 +22,16 @@ impl<P: Processor> std::fmt::Debug for EngineContext<P> {
 }
 
 impl<P: Processor> ClientContext for EngineContext<P> {
-    /// Consumer lag per input partition, from librdkafka's statistics (`statistics.interval.ms`).
+    /// Consumer lag per input partition, from librdkafka's statistics (`statistics.interval.ms`):
+    /// the last stable offset minus the position. librdkafka's own `consumer_lag` is measured from
+    /// the consumer's committed offset, which it never learns when offsets are committed inside
+    /// the producer's transactions.
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.input_topic) else { return };
         for (partition, stats) in &topic.partitions {
-            if *partition >= 0 && stats.consumer_lag >= 0 {
-                self.metrics
-                    .consumer_lag
-                    .get_or_create(&PartitionLabel { partition: *partition })
-                    .set(stats.consumer_lag);
+            if *partition >= 0 && stats.ls_offset >= 0 && stats.app_offset >= 0 {
+                let lag = (stats.ls_offset - stats.app_offset).max(0);
+                self.metrics.consumer_lag.get_or_create(&PartitionLabel { partition: *partition }).set(lag);
             }
         }
     }

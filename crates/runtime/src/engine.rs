@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use omnistream_model::{ErrorCode, decode_and_validate};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -279,9 +279,10 @@ impl<P: Processor> Engine<P> {
                 let transaction = self.transaction.as_mut().expect("transaction begun");
                 let data = self.partitions.get_mut(&partition).expect("restored partition");
                 let undo_key = (partition, event.customer_id.clone());
-                if !transaction.undo.contains_key(&undo_key) {
-                    transaction.undo.insert(undo_key, data.customers.get(&event.customer_id).cloned());
-                }
+                transaction
+                    .undo
+                    .entry(undo_key)
+                    .or_insert_with(|| data.customers.get(&event.customer_id).cloned());
                 let entry = data
                     .customers
                     .entry(event.customer_id.clone())
@@ -368,9 +369,7 @@ impl<P: Processor> Engine<P> {
                 let transaction = self.transaction.as_mut().expect("transaction begun");
                 let data = self.partitions.get_mut(&partition).expect("partition");
                 let undo_key = (partition, customer_id.clone());
-                if !transaction.undo.contains_key(&undo_key) {
-                    transaction.undo.insert(undo_key, data.customers.get(&customer_id).cloned());
-                }
+                transaction.undo.entry(undo_key).or_insert_with(|| data.customers.get(&customer_id).cloned());
                 let outputs = match data.customers.get_mut(&customer_id) {
                     Some(entry) => {
                         let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
@@ -429,10 +428,10 @@ impl<P: Processor> Engine<P> {
         let transaction = self.transaction.as_ref().expect("transaction");
         for (partition, customer_id) in transaction.undo.keys() {
             let Some(data) = self.partitions.get(partition) else { continue };
-            let value = match data.customers.get(customer_id) {
-                Some(entry) => Some(serde_json::to_vec(entry).expect("state serializes")),
-                None => None,
-            };
+            let value = data
+                .customers
+                .get(customer_id)
+                .map(|entry| serde_json::to_vec(entry).expect("state serializes"));
             let mut record =
                 BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(customer_id.as_str());
             if let Some(value) = &value {
@@ -582,12 +581,6 @@ impl<P: Processor> Engine<P> {
         );
         Ok(())
     }
-
-    /// The state of every customer, for tests and diagnostics.
-    #[cfg(test)]
-    pub(crate) fn customers(&self) -> impl Iterator<Item = (&String, &Entry<P::State>)> {
-        self.partitions.values().flat_map(|p| p.customers.iter())
-    }
 }
 
 type RestoredPartitions<S> = HashMap<i32, HashMap<String, Entry<S>>>;
@@ -601,7 +594,7 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
 ) -> Result<RestoredPartitions<S>, RuntimeError> {
     let mut client = config.kafka.client_config()?;
     set_restore_consumer(&mut client, config);
-    let reader: BaseConsumer<DefaultConsumerContext> = client.create()?;
+    let reader: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext)?;
     let mut assignment = TopicPartitionList::new();
     for partition in partitions {
         assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
@@ -648,11 +641,25 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
     Ok(restored)
 }
 
+/// The restore reader's context: reaching the end of a partition is the goal, not an error.
+struct RestoreContext;
+
+impl rdkafka::ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            warn!(%error, reason, "changelog reader error");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
 fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
     client
         .set("group.id", format!("{}-restore", config.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "20")
         .set("isolation.level", "read_committed")
         .set("fetch.max.bytes", "104857600")
         .set("max.partition.fetch.bytes", "10485760");

@@ -1,7 +1,9 @@
 //! Prometheus metrics of a service (SPEC 7), named the Vector way: `*_total` counters and bounded
 //! label values (`outcome`, `error_code`, partition numbers).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,17 +11,36 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RecordOutcome {
     Applied,
     Duplicate,
     DeadLettered,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+impl EncodeLabelValue for RecordOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            RecordOutcome::Applied => "applied",
+            RecordOutcome::Duplicate => "duplicate",
+            RecordOutcome::DeadLettered => "dead_lettered",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum TransactionOutcome {
     Committed,
     Aborted,
+}
+
+impl EncodeLabelValue for TransactionOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            TransactionOutcome::Committed => "committed",
+            TransactionOutcome::Aborted => "aborted",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

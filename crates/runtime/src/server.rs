@@ -86,6 +86,6 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .with_state(AdminState { health, registry });
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "admin server listening");
+    tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
