@@ -10,13 +10,14 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 20
 DEMO_RATE ?= 50
 
-.PHONY: help build kafka-up kafka-down kafka-status topics demo test lint down
+.PHONY: help build kafka-up kafka-down kafka-status topics demo test lint down bench
 
 help:
 	@echo "make demo          start Kafka, create topics, simulate customers, tail the events"
 	@echo "make test          fmt, clippy and every test (starts Kafka when needed)"
 	@echo "make kafka-up      start the local broker (kafka-down, kafka-status)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
+	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
 	@echo "make down          stop everything local"
 
 build:
@@ -50,3 +51,8 @@ test: kafka-up lint
 	$(CARGO) test --release --workspace
 
 down: kafka-down
+
+# Benchmarks are a command, not a timed test: throughput against a same-run baseline, latency
+# percentiles, memory and restore time; the table is kept under bench/results/.
+bench: kafka-up build
+	target/release/omnistream-bench $(BENCH_ARGS)

@@ -169,6 +169,14 @@ impl ServiceProcess {
         }
     }
 
+    /// Peak resident set size so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Whether it is still running (it did not crash).
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("wait").is_none()

@@ -1,0 +1,440 @@
+//! `make bench`: measures the exactly-once runtime against a plain pass-through baseline in the
+//! same run (the machine is noisy, so ratios are what count), then its latency under a fixed
+//! load, its memory, and the time to restore its state. Prints a markdown table and keeps it under
+//! `bench/results/`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Parser;
+use omnistream_runtime::admin::TopicRequest;
+use omnistream_sim::{SimConfig, Simulator};
+use omnistream_testkit::{
+    ServiceProcess, bootstrap_servers, client_config, create_test_topics, free_port, http_get, produce_all,
+    unique_topic,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+#[derive(Debug, Parser)]
+#[command(name = "omnistream-bench", about = "Throughput, latency, memory and restore benchmarks")]
+struct Args {
+    /// Events preloaded for the drain benchmarks.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Distinct customers among them.
+    #[arg(long, default_value_t = 100_000)]
+    customers: u32,
+    /// Partitions of every benchmark topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Offered load of the latency benchmark, events per second.
+    #[arg(long, default_value_t = 5_000)]
+    rate: usize,
+    /// Duration of the latency benchmark, seconds.
+    #[arg(long, default_value_t = 60)]
+    load_seconds: u64,
+    /// Where to keep the results table.
+    #[arg(long, default_value = "bench/results")]
+    results_dir: PathBuf,
+}
+
+/// One line of the results table.
+struct Row {
+    metric: String,
+    value: String,
+    target: String,
+    verdict: &'static str,
+}
+
+fn row(metric: &str, value: String, target: &str, met: Option<bool>) -> Row {
+    let verdict = match met {
+        Some(true) => "met",
+        Some(false) => "missed",
+        None => "",
+    };
+    Row { metric: metric.to_owned(), value, target: target.to_owned(), verdict }
+}
+
+fn binary(name: &str) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("binary directory")?.join(name);
+    anyhow::ensure!(path.exists(), "{} not built; run `cargo build --release --workspace --bins`", path.display());
+    Ok(path.to_string_lossy().into_owned())
+}
+
+fn simulated(events: usize, customers: u32, seed: u64, step_ms: i64) -> Vec<(String, Vec<u8>)> {
+    let config = SimConfig {
+        customers,
+        seed,
+        start: Utc::now() - chrono::Duration::milliseconds(step_ms * events as i64),
+        step: chrono::Duration::milliseconds(step_ms),
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    };
+    Simulator::new(config)
+        .take(events)
+        .map(|record| (record.customer_id().to_owned(), record.to_avro_bytes().expect("encodes")))
+        .collect()
+}
+
+fn watermark_sum(consumer: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+    (0..partitions).map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map(|w| w.1).unwrap_or(0)).sum()
+}
+
+/// Sum of the group's committed offsets on `topic`: how far an exactly-once group got.
+fn committed_sum(group: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = client_config().set("group.id", group).create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("committed offsets");
+    committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum()
+}
+
+struct Drain {
+    events_per_second: f64,
+    seconds: f64,
+    peak_rss: u64,
+}
+
+/// Waits until `done()` is true, timing from the first `progress() > 0`.
+fn time_drain(
+    service: &ServiceProcess,
+    mut progress: impl FnMut() -> i64,
+    target: i64,
+    deadline: Duration,
+) -> anyhow::Result<Drain> {
+    let started = Instant::now();
+    let mut first_output: Option<Instant> = None;
+    let mut peak_rss = 0;
+    loop {
+        anyhow::ensure!(started.elapsed() < deadline, "did not finish within {deadline:?}; see {}", service.log.display());
+        let done = progress();
+        peak_rss = peak_rss.max(service.peak_rss_bytes().unwrap_or(0));
+        if done > 0 && first_output.is_none() {
+            first_output = Some(Instant::now());
+        }
+        if done >= target {
+            let seconds = first_output.map(|t| t.elapsed()).unwrap_or_default().as_secs_f64().max(1e-3);
+            return Ok(Drain { events_per_second: target as f64 / seconds, seconds, peak_rss });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct CounterTopics {
+    group: String,
+    input: String,
+    output: String,
+    dlq: String,
+    changelog: String,
+}
+
+async fn counter_topics(label: &str, input: &str, partitions: i32) -> CounterTopics {
+    let topics = CounterTopics {
+        group: unique_topic(&format!("bench-{label}")),
+        input: input.to_owned(),
+        output: unique_topic(&format!("bench-{label}-out")),
+        dlq: unique_topic(&format!("bench-{label}-dlq")),
+        changelog: unique_topic(&format!("bench-{label}-state")),
+    };
+    create_test_topics(&[
+        TopicRequest::plain(&topics.output, partitions, 1),
+        TopicRequest::plain(&topics.dlq, partitions, 1),
+        TopicRequest::compacted(&topics.changelog, partitions, 1),
+    ])
+    .await;
+    topics
+}
+
+fn spawn_counter(topics: &CounterTopics, label: &str, admin_port: u16) -> anyhow::Result<ServiceProcess> {
+    let admin = format!("127.0.0.1:{admin_port}");
+    Ok(ServiceProcess::spawn(
+        &binary("event-counter")?,
+        label,
+        &[
+            "--input-topic",
+            &topics.input,
+            "--output-topic",
+            &topics.output,
+            "--dlq-topic",
+            &topics.dlq,
+            "--changelog-topic",
+            &topics.changelog,
+            "--group-id",
+            &topics.group,
+            "--instance-id",
+            "bench",
+            "--admin-addr",
+            &admin,
+        ],
+        &[("RUST_LOG", "info,rdkafka=warn")],
+    ))
+}
+
+fn wait_ready(port: u16, deadline: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < deadline {
+        if http_get(port, "/readyz").is_some_and(|(status, _)| status == 200) {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!("not ready within {deadline:?}")
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines().find(|line| line.starts_with(name)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    delivered: usize,
+    offered: usize,
+    peak_rss: u64,
+}
+
+/// Offers `rate` events/s for `seconds` to a caught-up counter and measures, per event, the time
+/// from its send to its output becoming visible to a read_committed consumer.
+async fn fixed_load(args: &Args) -> anyhow::Result<Latency> {
+    let input = unique_topic("bench-load-in");
+    create_test_topics(&[TopicRequest::plain(&input, args.partitions, 1)]).await;
+    let topics = counter_topics("load", &input, args.partitions).await;
+    let port = free_port();
+    let service = spawn_counter(&topics, "bench-load", port)?;
+    wait_ready(port, Duration::from_secs(60))?;
+
+    // Erasures answer with a tombstone, which names no event: leave them out of the load.
+    let events: Vec<(String, Vec<u8>)> = simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0)
+        .into_iter()
+        .filter(|(_, bytes)| {
+            let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
+            event.event_type() != omnistream_model::EventType::ErasureRequested
+        })
+        .collect();
+    let total = events.len();
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+
+    let reader: BaseConsumer = client_config()
+        .set("group.id", unique_topic("bench-latency-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..args.partitions {
+        assignment.add_partition_offset(&topics.output, partition, Offset::Beginning)?;
+    }
+    reader.assign(&assignment)?;
+    let reader_sent = sent_at.clone();
+    let deadline = Duration::from_secs(args.load_seconds + 60);
+    let reading = std::thread::spawn(move || {
+        let mut latencies = Vec::with_capacity(total);
+        let started = Instant::now();
+        while latencies.len() < total && started.elapsed() < deadline {
+            let Some(Ok(message)) = reader.poll(Duration::from_millis(50)) else { continue };
+            let seen = Instant::now();
+            let Some(value) = message.payload() else { continue };
+            let Ok(record) = serde_json::from_slice::<serde_json::Value>(value) else { continue };
+            let Some(event_id) = record["event_id"].as_str() else { continue };
+            if let Some(sent) = reader_sent.lock().expect("lock").remove(event_id) {
+                latencies.push(seen.duration_since(sent).as_secs_f64() * 1000.0);
+            }
+        }
+        latencies
+    });
+
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "1")
+        .create()?;
+    let per_tick = (args.rate / 100).max(1);
+    let started = Instant::now();
+    for (index, chunk) in events.chunks(per_tick).enumerate() {
+        let due = started + Duration::from_millis(10 * index as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for (key, bytes) in chunk {
+            let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
+            sent_at.lock().expect("lock").insert(event.event_id, Instant::now());
+            producer
+                .send(BaseRecord::to(&input).key(key.as_str()).payload(bytes.as_slice()))
+                .map_err(|(e, _)| e)?;
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let mut latencies = reading.join().expect("reader thread");
+    let peak_rss = service.peak_rss_bytes().unwrap_or(0);
+    drop(service);
+    anyhow::ensure!(!latencies.is_empty(), "no output was seen");
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    Ok(Latency {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: *latencies.last().expect("not empty"),
+        delivered: latencies.len(),
+        offered: total,
+        peak_rss,
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    eprintln!("bench: broker at {}", bootstrap_servers());
+    let mut rows = Vec::new();
+
+    let input = unique_topic("bench-input");
+    create_test_topics(&[TopicRequest::plain(&input, args.partitions, 1)]).await;
+    eprintln!("bench: preloading {} events over {} customers", args.events, args.customers);
+    let preload_started = Instant::now();
+    produce_all(&input, simulated(args.events, args.customers, 7, 1)).await;
+    eprintln!("bench: preloaded in {:.1}s", preload_started.elapsed().as_secs_f64());
+    let watermarks: BaseConsumer = client_config().create()?;
+    let input_end = watermark_sum(&watermarks, &input, args.partitions);
+
+    // Baseline: plain copy, no transactions, no decoding, no state.
+    let baseline_out = unique_topic("bench-pass-out");
+    create_test_topics(&[TopicRequest::plain(&baseline_out, args.partitions, 1)]).await;
+    let passthrough = ServiceProcess::spawn(
+        &binary("passthrough")?,
+        "bench-passthrough",
+        &["--input-topic", &input, "--output-topic", &baseline_out, "--group-id", &unique_topic("bench-pass")],
+        &[],
+    );
+    let baseline = time_drain(
+        &passthrough,
+        || watermark_sum(&watermarks, &baseline_out, args.partitions),
+        input_end,
+        Duration::from_secs(600),
+    )?;
+    drop(passthrough);
+    eprintln!("bench: baseline {:.0} events/s", baseline.events_per_second);
+
+    // Exactly-once: the reference counter (decode, validate, dedupe, state, changelog, transactions).
+    let topics = counter_topics("eos", &input, args.partitions).await;
+    let port = free_port();
+    let counter = spawn_counter(&topics, "bench-eos", port)?;
+    let eos = time_drain(
+        &counter,
+        || committed_sum(&topics.group, &input, args.partitions),
+        input_end,
+        Duration::from_secs(900),
+    )?;
+    eprintln!("bench: exactly-once {:.0} events/s", eos.events_per_second);
+    let status = counter.terminate(Duration::from_secs(30));
+    anyhow::ensure!(status.success(), "counter exited with {status}");
+
+    // Restore: restart the same instance and time until it is ready again.
+    let port = free_port();
+    let restarted = spawn_counter(&topics, "bench-restore", port)?;
+    let restore = wait_ready(port, Duration::from_secs(120))?;
+    let customers = metric(port, "omnistream_customers").unwrap_or(0.0);
+    drop(restarted);
+    eprintln!("bench: restored {customers} customers in {:.1}s", restore.as_secs_f64());
+
+    eprintln!("bench: offering {} events/s for {} s", args.rate, args.load_seconds);
+    let latency = fixed_load(&args).await?;
+
+    let ratio = eos.events_per_second / baseline.events_per_second;
+    rows.push(row(
+        "pass-through baseline, events/s",
+        format!("{:.0} ({:.1} s)", baseline.events_per_second, baseline.seconds),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "exactly-once counter, events/s",
+        format!("{:.0} ({:.1} s)", eos.events_per_second, eos.seconds),
+        "",
+        None,
+    ));
+    rows.push(row("exactly-once / baseline", format!("{ratio:.2}"), ">= 0.70", Some(ratio >= 0.7)));
+    rows.push(row(
+        &format!("end-to-end p50 at {}/s", args.rate),
+        format!("{:.1} ms", latency.p50_ms),
+        "",
+        None,
+    ));
+    rows.push(row(
+        &format!("end-to-end p99 at {}/s", args.rate),
+        format!("{:.1} ms", latency.p99_ms),
+        "<= 250 ms",
+        Some(latency.p99_ms <= 250.0),
+    ));
+    rows.push(row(&format!("end-to-end max at {}/s", args.rate), format!("{:.1} ms", latency.max_ms), "", None));
+    rows.push(row(
+        "outputs seen / offered",
+        format!("{} / {}", latency.delivered, latency.offered),
+        "all",
+        Some(latency.delivered == latency.offered),
+    ));
+    let peak = eos.peak_rss.max(latency.peak_rss);
+    rows.push(row(
+        &format!("peak RSS, counter ({} customers)", args.customers),
+        format!("{:.0} MiB", mib(peak)),
+        "<= 256 MiB",
+        Some(mib(peak) <= 256.0),
+    ));
+    rows.push(row("peak RSS, baseline", format!("{:.0} MiB", mib(baseline.peak_rss)), "", None));
+    rows.push(row(
+        &format!("restore {customers:.0} customers (restart to ready)"),
+        format!("{:.1} s", restore.as_secs_f64()),
+        "<= 10 s",
+        Some(restore.as_secs_f64() <= 10.0),
+    ));
+
+    let machine = format!(
+        "{} cores, {:.0} GiB",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        total_memory_gib()
+    );
+    let mut table = format!(
+        "# omnistream benchmark, {}\n\nMachine: {machine}; Kafka: local single node; {} events over {} customers, {} partitions.\n\n",
+        Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        args.events,
+        args.customers,
+        args.partitions
+    );
+    table.push_str("| metric | value | target | |\n|---|---|---|---|\n");
+    for r in &rows {
+        writeln!(table, "| {} | {} | {} | {} |", r.metric, r.value, r.target, r.verdict)?;
+    }
+    println!("{table}");
+    std::fs::create_dir_all(&args.results_dir)?;
+    let file = args.results_dir.join(format!("{}-{}cpu.md", Utc::now().format("%Y-%m-%d"), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
+    std::fs::write(&file, &table)?;
+    eprintln!("bench: results kept in {}", file.display());
+    Ok(())
+}
+
+fn total_memory_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0)
+}
