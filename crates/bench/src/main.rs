@@ -66,7 +66,11 @@ fn row(metric: &str, value: String, target: &str, met: Option<bool>) -> Row {
 fn binary(name: &str) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let path = exe.parent().context("binary directory")?.join(name);
-    anyhow::ensure!(path.exists(), "{} not built; run `cargo build --release --workspace --bins`", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} not built; run `cargo build --release --workspace --bins`",
+        path.display()
+    );
     Ok(path.to_string_lossy().into_owned())
 }
 
@@ -86,7 +90,9 @@ fn simulated(events: usize, customers: u32, seed: u64, step_ms: i64) -> Vec<(Str
 }
 
 fn watermark_sum(consumer: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
-    (0..partitions).map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map(|w| w.1).unwrap_or(0)).sum()
+    (0..partitions)
+        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map(|w| w.1).unwrap_or(0))
+        .sum()
 }
 
 /// Sum of the group's committed offsets on `topic`: how far an exactly-once group got.
@@ -117,7 +123,11 @@ fn time_drain(
     let mut first_output: Option<Instant> = None;
     let mut peak_rss = 0;
     loop {
-        anyhow::ensure!(started.elapsed() < deadline, "did not finish within {deadline:?}; see {}", service.log.display());
+        anyhow::ensure!(
+            started.elapsed() < deadline,
+            "did not finish within {deadline:?}; see {}",
+            service.log.display()
+        );
         let done = progress();
         peak_rss = peak_rss.max(service.peak_rss_bytes().unwrap_or(0));
         if done > 0 && first_output.is_none() {
@@ -217,13 +227,14 @@ async fn fixed_load(args: &Args) -> anyhow::Result<Latency> {
     wait_ready(port, Duration::from_secs(60))?;
 
     // Erasures answer with a tombstone, which names no event: leave them out of the load.
-    let events: Vec<(String, Vec<u8>)> = simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0)
-        .into_iter()
-        .filter(|(_, bytes)| {
-            let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
-            event.event_type() != omnistream_model::EventType::ErasureRequested
-        })
-        .collect();
+    let events: Vec<(String, Vec<u8>)> =
+        simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0)
+            .into_iter()
+            .filter(|(_, bytes)| {
+                let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
+                event.event_type() != omnistream_model::EventType::ErasureRequested
+            })
+            .collect();
     let total = events.len();
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
 
@@ -319,7 +330,14 @@ async fn main() -> anyhow::Result<()> {
     let passthrough = ServiceProcess::spawn(
         &binary("passthrough")?,
         "bench-passthrough",
-        &["--input-topic", &input, "--output-topic", &baseline_out, "--group-id", &unique_topic("bench-pass")],
+        &[
+            "--input-topic",
+            &input,
+            "--output-topic",
+            &baseline_out,
+            "--group-id",
+            &unique_topic("bench-pass"),
+        ],
         &[],
     );
     let baseline = time_drain(
@@ -382,7 +400,12 @@ async fn main() -> anyhow::Result<()> {
         "<= 250 ms",
         Some(latency.p99_ms <= 250.0),
     ));
-    rows.push(row(&format!("end-to-end max at {}/s", args.rate), format!("{:.1} ms", latency.max_ms), "", None));
+    rows.push(row(
+        &format!("end-to-end max at {}/s", args.rate),
+        format!("{:.1} ms", latency.max_ms),
+        "",
+        None,
+    ));
     rows.push(row(
         "outputs seen / offered",
         format!("{} / {}", latency.delivered, latency.offered),
@@ -422,7 +445,11 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{table}");
     std::fs::create_dir_all(&args.results_dir)?;
-    let file = args.results_dir.join(format!("{}-{}cpu.md", Utc::now().format("%Y-%m-%d"), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
+    let file = args.results_dir.join(format!(
+        "{}-{}cpu.md",
+        Utc::now().format("%Y-%m-%d"),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    ));
     std::fs::write(&file, &table)?;
     eprintln!("bench: results kept in {}", file.display());
     Ok(())

@@ -53,28 +53,40 @@ fn counter(topics: &Topics, instance: &str, label: &str) -> ServiceProcess {
 }
 
 fn counter_with_admin(topics: &Topics, instance: &str, label: &str, admin_port: u16) -> ServiceProcess {
+    counter_with_args(topics, instance, label, admin_port, &[])
+}
+
+fn counter_with_args(
+    topics: &Topics,
+    instance: &str,
+    label: &str,
+    admin_port: u16,
+    extra: &[&str],
+) -> ServiceProcess {
     let admin_addr = format!("127.0.0.1:{admin_port}");
+    let mut args = vec![
+        "--input-topic",
+        &topics.input,
+        "--output-topic",
+        &topics.output,
+        "--dlq-topic",
+        &topics.dlq,
+        "--changelog-topic",
+        &topics.changelog,
+        "--group-id",
+        &topics.group,
+        "--instance-id",
+        instance,
+        "--admin-addr",
+        &admin_addr,
+        "--session-timeout-ms",
+        "6000",
+    ];
+    args.extend_from_slice(extra);
     ServiceProcess::spawn(
         env!("CARGO_BIN_EXE_event-counter"),
         label,
-        &[
-            "--input-topic",
-            &topics.input,
-            "--output-topic",
-            &topics.output,
-            "--dlq-topic",
-            &topics.dlq,
-            "--changelog-topic",
-            &topics.changelog,
-            "--group-id",
-            &topics.group,
-            "--instance-id",
-            instance,
-            "--admin-addr",
-            &admin_addr,
-            "--session-timeout-ms",
-            "6000",
-        ],
+        &args,
         &[("RUST_LOG", "info,rdkafka=warn")],
     )
 }
@@ -100,7 +112,7 @@ type Outputs = HashMap<String, Vec<Option<CountRecord>>>;
 /// The pure fold: the counter applied to the valid input, in order, with the runtime's dedupe.
 /// Returns the outputs and how many input records are invalid.
 fn fold(input: &[(String, Vec<u8>)]) -> (Outputs, usize) {
-    let counter = EventCounter { output_topic: Arc::from("fold") };
+    let counter = EventCounter { output_topic: Arc::from("fold"), idle_after: None };
     let mut customers: HashMap<String, (VecDeque<u64>, Option<CounterState>)> = HashMap::new();
     let mut expected: Outputs = HashMap::new();
     let mut rejected = 0;
@@ -365,4 +377,71 @@ async fn health_readiness_and_metrics_tell_what_happened() {
     assert!(metric(&body, "omnistream_end_to_end_latency_seconds_count").unwrap_or(0.0) > 0.0);
     assert!(body.contains("omnistream_build_info{service=\"event-counter\""), "{body}");
     assert_eq!(metric(&body, "omnistream_restoring_partitions"), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timers_fire_on_wall_clock_without_new_events_and_survive_a_restart() {
+    let topics = topics("timers").await;
+    let input = simulated(300, 26, 0.0);
+    let (counts, _) = fold(&input);
+    let customers: Vec<&String> =
+        counts.iter().filter(|(_, r)| r.last().is_some_and(Option::is_some)).map(|(c, _)| c).collect();
+    produce_all(&topics.input, input.clone()).await;
+    // Stopped before the idle period ends: the restarted instance must fire the restored timers.
+    let first = counter_with_args(
+        &topics,
+        "timers",
+        "timers-1",
+        0,
+        &["--idle-after-ms", "4000", "--timer-interval-ms", "200"],
+    );
+    committed_when_complete(&topics.output, total(&counts), Duration::from_secs(60)).await;
+    assert!(
+        tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .success()
+    );
+    let _second = counter_with_args(
+        &topics,
+        "timers",
+        "timers-2",
+        0,
+        &["--idle-after-ms", "4000", "--timer-interval-ms", "200"],
+    );
+
+    let expected_records = total(&counts) + customers.len();
+    let actual = committed_when_complete(&topics.output, expected_records, Duration::from_secs(60)).await;
+    for customer in customers {
+        let records = &actual[customer.as_str()];
+        let idle: Vec<&CountRecord> = records.iter().flatten().filter(|r| r.idle).collect();
+        assert_eq!(idle.len(), 1, "one idle report for {customer}");
+        let last_count = counts[customer.as_str()].last().unwrap().as_ref().unwrap().count;
+        assert_eq!(idle[0].count, last_count, "the idle report carries the restored count");
+        assert!(records.last().unwrap().as_ref().unwrap().idle, "the idle report comes last");
+    }
+    assert_eq!(total(&actual), expected_records);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zombie_with_the_same_instance_id_is_fenced_and_exits_non_zero() {
+    let topics = topics("fencing").await;
+    let input = simulated(30_000, 27, 0.0);
+    let (expected, _) = fold(&input);
+    let producing = produce_at_rate(topics.input.clone(), input, 5_000);
+    let mut zombie = counter(&topics, "same-id", "fencing-zombie");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second process with the same transactional id (a restart whose predecessor still runs).
+    let mut successor = counter(&topics, "same-id", "fencing-successor");
+    let status = tokio::task::spawn_blocking(move || {
+        wait_until("the zombie exits", Duration::from_secs(60), || !zombie.is_running());
+        zombie.terminate(Duration::from_secs(1))
+    })
+    .await
+    .unwrap();
+    assert!(!status.success(), "a fenced instance exits non-zero, got {status}");
+    producing.await.expect("producer task");
+    let actual = committed_when_complete(&topics.output, total(&expected), Duration::from_secs(120)).await;
+    assert!(successor.is_running());
+    assert_exactly_once(&expected, &actual);
 }

@@ -15,6 +15,9 @@ struct Args {
     /// Topic of the per-customer counts.
     #[arg(long, env = "OUTPUT_TOPIC", default_value = COUNTS_TOPIC)]
     output_topic: String,
+    /// Report a customer idle this many milliseconds after their last event (exercises timers).
+    #[arg(long, env = "IDLE_AFTER_MS")]
+    idle_after_ms: Option<i64>,
 }
 
 fn main() -> ExitCode {
@@ -24,5 +27,9 @@ fn main() -> ExitCode {
         default_admin_addr: "127.0.0.1:9100".parse().expect("address"),
         version: env!("CARGO_PKG_VERSION"),
     };
-    run_service(service, args.runtime, EventCounter { output_topic: Arc::from(args.output_topic) })
+    let counter = EventCounter {
+        output_topic: Arc::from(args.output_topic),
+        idle_after: args.idle_after_ms.map(chrono::Duration::milliseconds),
+    };
+    run_service(service, args.runtime, counter)
 }
