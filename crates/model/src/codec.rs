@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use apache_avro::rabin::Rabin;
 use apache_avro::types::Value;
-use apache_avro::{Schema, from_avro_datum, to_avro_datum};
+use apache_avro::{GenericSingleObjectReader, Schema, to_avro_datum};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -113,6 +113,8 @@ struct Registered {
     kind: RecordKind,
     schema: Schema,
     header: [u8; HEADER_LEN],
+    /// Decodes with the schema's names resolved once, not on every call.
+    reader: GenericSingleObjectReader,
 }
 
 struct Registry {
@@ -128,7 +130,9 @@ fn register(kind: RecordKind, text: &str) -> Registered {
     let mut header = [0u8; HEADER_LEN];
     header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
     header[2..].copy_from_slice(&fingerprint);
-    Registered { kind, schema, header }
+    let reader = GenericSingleObjectReader::new(schema.clone())
+        .unwrap_or_else(|e| panic!("schemas/{}: {e}", kind.file_name()));
+    Registered { kind, schema, header, reader }
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
@@ -196,11 +200,13 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
             format!("expected {kind:?}, found {:?}", writer.kind),
         ));
     }
-    let reader = &REGISTRY.current[&kind];
-    let reader_schema = (writer.header != reader.header).then_some(&reader.schema);
-    let mut datum = &bytes[HEADER_LEN..];
-    let value = from_avro_datum(&writer.schema, &mut datum, reader_schema)
-        .map_err(|e| Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}")))?;
+    let current = &REGISTRY.current[&kind];
+    let invalid = |e: apache_avro::Error| Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}"));
+    let mut datum = bytes;
+    let mut value = writer.reader.read_value(&mut datum).map_err(invalid)?;
+    if writer.header != current.header {
+        value = value.resolve(&current.schema).map_err(invalid)?;
+    }
     if !datum.is_empty() {
         return Err(Rejection::single(
             ErrorCode::Malformed,

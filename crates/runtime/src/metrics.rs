@@ -87,9 +87,21 @@ pub struct Metrics {
     pub restored_records: Counter,
     pub restore_seconds: Histogram,
     pub customers: Gauge,
+    /// The `processed` counters, resolved once: a label lookup per record is measurable.
+    processed_by_outcome: [Counter; 3],
 }
 
 impl Metrics {
+    /// Counts one processed input record.
+    pub fn record_processed(&self, outcome: RecordOutcome) {
+        let index = match outcome {
+            RecordOutcome::Applied => 0,
+            RecordOutcome::Duplicate => 1,
+            RecordOutcome::DeadLettered => 2,
+        };
+        self.processed_by_outcome[index].inc();
+    }
+
     /// Creates the metrics and registers them under the `omnistream_` prefix.
     pub fn register(registry: &mut Registry, service: &str, version: &str) -> Self {
         let metrics = Self {
@@ -108,7 +120,11 @@ impl Metrics {
             restored_records: Counter::default(),
             restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             customers: Gauge::default(),
+            processed_by_outcome: Default::default(),
         };
+        let mut metrics = metrics;
+        metrics.processed_by_outcome = [RecordOutcome::Applied, RecordOutcome::Duplicate, RecordOutcome::DeadLettered]
+            .map(|outcome| metrics.processed.get_or_create(&RecordOutcomeLabel { outcome }).clone());
         let r = registry.sub_registry_with_prefix("omnistream");
         r.register("records_consumed", "Input records read", metrics.consumed.clone());
         r.register("records_processed", "Input records by outcome", metrics.processed.clone());

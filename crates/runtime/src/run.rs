@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 use crate::context::EngineContext;
-use crate::engine::{Engine, EngineConsumer};
+use crate::engine::{Engine, EngineConsumer, Now};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::processor::Processor;
@@ -129,9 +129,15 @@ fn processing_loop<P: Processor>(
     let context = EngineContext { engine: engine.clone(), metrics, input_topic: config.input_topic.clone() };
     let consumer = create_consumer(&config, context)?;
     consumer.subscribe(&[&config.input_topic])?;
-    let mut last_timers = Instant::now();
+    let mut clock = LoopClock::new();
+    let mut last_timers = clock.read().instant;
+    let mut iterations: u64 = 0;
     loop {
-        health.tick();
+        let now = clock.read();
+        iterations = iterations.wrapping_add(1);
+        if iterations % 256 == 0 {
+            health.tick();
+        }
         if shutdown.is_cancelled() {
             return leave(&consumer, &engine);
         }
@@ -149,18 +155,42 @@ fn processing_loop<P: Processor>(
             health.set_ready(engine.is_ready());
         }
         match consumer.poll(Duration::from_millis(10)) {
-            Some(Ok(message)) => engine.lock().expect("engine lock").process(&consumer, &message),
+            Some(Ok(message)) => engine.lock().expect("engine lock").process(&consumer, &message, now),
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(error)) => warn!(%error, "consumer error"),
         }
         let mut engine = engine.lock().expect("engine lock");
-        if last_timers.elapsed() >= config.timer_interval {
-            last_timers = Instant::now();
-            engine.fire_timers(&consumer, Utc::now());
+        if now.instant.duration_since(last_timers) >= config.timer_interval {
+            last_timers = now.instant;
+            engine.fire_timers(&consumer, now);
         }
-        if engine.commit_due() {
+        if engine.commit_due(now.instant) {
             engine.commit(&consumer);
         }
+    }
+}
+
+/// One clock read per loop iteration: wall time is derived from the monotonic clock and
+/// re-anchored every second, so it follows wall-clock adjustments.
+struct LoopClock {
+    anchor_instant: Instant,
+    anchor_wall: chrono::DateTime<Utc>,
+}
+
+impl LoopClock {
+    fn new() -> Self {
+        Self { anchor_instant: Instant::now(), anchor_wall: Utc::now() }
+    }
+
+    fn read(&mut self) -> Now {
+        let instant = Instant::now();
+        let since = instant.duration_since(self.anchor_instant);
+        if since >= Duration::from_secs(1) {
+            *self = Self::new();
+            return Now { instant: self.anchor_instant, wall: self.anchor_wall };
+        }
+        let wall = self.anchor_wall + chrono::Duration::from_std(since).unwrap_or_default();
+        Now { instant, wall }
     }
 }
 
