@@ -201,7 +201,9 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
         ));
     }
     let current = &REGISTRY.current[&kind];
-    let invalid = |e: apache_avro::Error| Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}"));
+    let invalid = |e: apache_avro::Error| {
+        Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}"))
+    };
     let mut datum = bytes;
     let mut value = writer.reader.read_value(&mut datum).map_err(invalid)?;
     if writer.header != current.header {

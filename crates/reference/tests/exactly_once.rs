@@ -2,87 +2,38 @@
 //! committed output (read_committed) must equal the pure fold of its input, whatever happens to
 //! the process. A lost event shows as a gap in a customer's counts, a duplicate as a repeat.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use omnistream_model::{Channel, EventPayload, TouchpointEvent, decode_and_validate, encode_event};
-use omnistream_reference::{CountRecord, CounterState, EventCounter};
-use omnistream_runtime::admin::TopicRequest;
-use omnistream_runtime::{Processor, event_id_hash};
-use omnistream_sim::{SimConfig, Simulator};
-use omnistream_testkit::{
-    ServiceProcess, consume_committed, create_test_topics, end_offsets, free_port, http_get, produce_all,
-    unique_topic, wait_until,
+use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_event};
+use omnistream_reference::{CountRecord, EventCounter};
+use omnistream_testkit::pipeline::{
+    OutputsByKey, ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly,
+    produce_at_rate, records_in, simulated_input,
 };
-use rand::Rng;
+use omnistream_testkit::{
+    ServiceProcess, consume_committed, end_offsets, free_port, http_get, produce_all, wait_until,
+};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
-const PARTITIONS: i32 = 6;
-const DEDUPE_WINDOW: usize = 64;
+const CUSTOMERS: u32 = 2_000;
 
-struct Topics {
-    group: String,
-    input: String,
-    output: String,
-    dlq: String,
-    changelog: String,
-}
-
-async fn topics(label: &str) -> Topics {
-    let topics = Topics {
-        group: unique_topic(&format!("{label}-group")),
-        input: unique_topic(&format!("{label}-input")),
-        output: unique_topic(&format!("{label}-counts")),
-        dlq: unique_topic(&format!("{label}-dlq")),
-        changelog: unique_topic(&format!("{label}-state")),
-    };
-    create_test_topics(&[
-        TopicRequest::plain(&topics.input, PARTITIONS, 1),
-        TopicRequest::plain(&topics.output, PARTITIONS, 1),
-        TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
-        TopicRequest::compacted(&topics.changelog, PARTITIONS, 1),
-    ])
-    .await;
-    topics
-}
-
-fn counter(topics: &Topics, instance: &str, label: &str) -> ServiceProcess {
-    counter_with_admin(topics, instance, label, 0)
-}
-
-fn counter_with_admin(topics: &Topics, instance: &str, label: &str, admin_port: u16) -> ServiceProcess {
-    counter_with_args(topics, instance, label, admin_port, &[])
+async fn topics(label: &str) -> ServiceTopics {
+    ServiceTopics::create(label, 1).await
 }
 
 fn counter_with_args(
-    topics: &Topics,
+    topics: &ServiceTopics,
     instance: &str,
     label: &str,
     admin_port: u16,
     extra: &[&str],
 ) -> ServiceProcess {
-    let admin_addr = format!("127.0.0.1:{admin_port}");
-    let mut args = vec![
-        "--input-topic",
-        &topics.input,
-        "--output-topic",
-        &topics.output,
-        "--dlq-topic",
-        &topics.dlq,
-        "--changelog-topic",
-        &topics.changelog,
-        "--group-id",
-        &topics.group,
-        "--instance-id",
-        instance,
-        "--admin-addr",
-        &admin_addr,
-        "--session-timeout-ms",
-        "6000",
-    ];
-    args.extend_from_slice(extra);
+    let mut args = topics.runtime_args(instance, admin_port);
+    args.extend(["--output-topic".to_owned(), topics.outputs[0].clone()]);
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ServiceProcess::spawn(
         env!("CARGO_BIN_EXE_event-counter"),
         label,
@@ -91,137 +42,58 @@ fn counter_with_args(
     )
 }
 
-fn simulated(events: usize, seed: u64, malformed_share: f64) -> Vec<(String, Vec<u8>)> {
-    let config = SimConfig {
-        customers: 2_000,
-        seed,
-        start: Utc::now() - chrono::Duration::hours(6),
-        step: chrono::Duration::milliseconds(10),
-        duplicate_share: 0.01,
-        malformed_share,
-    };
-    Simulator::new(config)
-        .take(events)
-        .map(|record| (record.customer_id().to_owned(), record.to_avro_bytes().expect("encodes")))
-        .collect()
+fn counter(topics: &ServiceTopics, instance: &str, label: &str) -> ServiceProcess {
+    counter_with_args(topics, instance, label, 0, &[])
 }
 
-/// Per customer, the outputs in order (`None` is a tombstone).
-type Outputs = HashMap<String, Vec<Option<CountRecord>>>;
-
-/// The pure fold: the counter applied to the valid input, in order, with the runtime's dedupe.
-/// Returns the outputs and how many input records are invalid.
-fn fold(input: &[(String, Vec<u8>)]) -> (Outputs, usize) {
-    let counter = EventCounter { output_topic: Arc::from("fold"), idle_after: None };
-    let mut customers: HashMap<String, (VecDeque<u64>, Option<CounterState>)> = HashMap::new();
-    let mut expected: Outputs = HashMap::new();
-    let mut rejected = 0;
-    for (_, bytes) in input {
-        let Ok(event) = decode_and_validate(bytes, Utc::now()) else {
-            rejected += 1;
-            continue;
-        };
-        let (recent, state) = customers.entry(event.customer_id.clone()).or_default();
-        let hash = event_id_hash(&event.event_id);
-        if recent.contains(&hash) {
-            continue;
-        }
-        recent.push_back(hash);
-        if recent.len() > DEDUPE_WINDOW {
-            recent.pop_front();
-        }
-        for output in counter.apply(state, &event, Utc::now()) {
-            let record = output.value.map(|v| serde_json::from_slice::<CountRecord>(&v).expect("count"));
-            expected.entry(output.key).or_default().push(record);
-        }
-        if state.is_none() {
-            customers.remove(&event.customer_id);
-        }
-    }
-    (expected, rejected)
+/// The pure fold of the counter over `input`, keyed by its output topic in `topics`.
+fn expected(topics: &ServiceTopics, input: &[(String, Vec<u8>)]) -> (OutputsByKey, usize) {
+    fold(&EventCounter { output_topic: Arc::from(topics.outputs[0].as_str()), idle_after: None }, input)
 }
 
-fn total(outputs: &Outputs) -> usize {
-    outputs.values().map(Vec::len).sum()
+fn count_record(bytes: &[u8]) -> CountRecord {
+    serde_json::from_slice(bytes).expect("a count record")
 }
 
-fn committed_counts(topic: &str, expected_records: usize) -> Outputs {
-    let mut actual: Outputs = HashMap::new();
-    // One more than expected, so that an extra (duplicated) output would be read too.
-    for message in consume_committed(topic, expected_records + 1, Duration::from_secs(10)) {
-        let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8 key");
-        let record = message.payload().map(|v| serde_json::from_slice::<CountRecord>(v).expect("count"));
-        actual.entry(key).or_default().push(record);
-    }
+async fn assert_exactly_once(
+    topics: &ServiceTopics,
+    expected: &OutputsByKey,
+    deadline: Duration,
+) -> OutputsByKey {
+    let output = &topics.outputs[0];
+    let actual = committed_outputs(output, records_in(expected, output), deadline).await;
+    assert_same_outputs(expected, &actual, output, count_record);
     actual
 }
 
-fn assert_exactly_once(expected: &Outputs, actual: &Outputs) {
-    for (customer, records) in expected {
-        assert_eq!(actual.get(customer), Some(records), "outputs of {customer}");
-    }
-    assert_eq!(total(actual), total(expected), "no output beyond the fold");
+fn simulated(events: usize, seed: u64, malformed_share: f64) -> Vec<(String, Vec<u8>)> {
+    simulated_input(events, CUSTOMERS, seed, malformed_share)
 }
 
-/// Waits (off the async runtime) until `records` outputs are committed, then reads them all.
-async fn committed_when_complete(topic: &str, records: usize, deadline: Duration) -> Outputs {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        wait_until("every output is committed", deadline, || {
-            consume_committed(&topic, records, Duration::from_secs(5)).len() >= records
-        });
-        committed_counts(&topic, records)
-    })
-    .await
-    .expect("reader task")
-}
-
-/// Produces `records` at about `rate` per second in the background.
-fn produce_at_rate(
-    topic: String,
-    records: Vec<(String, Vec<u8>)>,
-    rate: usize,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let chunk = (rate / 10).max(1);
-        let mut ticker = tokio::time::interval(Duration::from_millis(100));
-        for part in records.chunks(chunk) {
-            ticker.tick().await;
-            produce_all(&topic, part.to_vec()).await;
-        }
-    })
-}
-
-/// Whether the output topic holds at least `records` records (transaction markers count too, so
+/// Whether the output topic may hold every expected record (transaction markers count too, so
 /// `false` proves the run is still mid-stream).
-fn output_may_be_complete(topic: &str, records: usize) -> bool {
-    end_offsets(topic) >= records as i64
+fn output_may_be_complete(topics: &ServiceTopics, expected: &OutputsByKey) -> bool {
+    end_offsets(&topics.outputs[0]) >= records_in(expected, &topics.outputs[0]) as i64
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
     let topics = topics("crash").await;
     let input = simulated(200_000, 21, 0.002);
-    let (expected, rejected) = fold(&input);
-    let producing = produce_at_rate(topics.input.clone(), input, 20_000);
+    let (expected, rejected) = expected(&topics, &input);
+    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
 
-    let mut rng = rand::rng();
-    let mut kills_mid_stream = 0;
-    for run in 0..6 {
-        let service = counter(&topics, "crash-0", &format!("crash-run-{run}"));
-        tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..5_000))).await;
-        if !output_may_be_complete(&topics.output, total(&expected)) {
-            kills_mid_stream += 1;
-        }
-        service.kill();
-    }
-    assert!(kills_mid_stream >= 5, "only {kills_mid_stream} kills happened mid-stream");
+    let complete_at = records_in(&expected, &topics.outputs[0]);
+    let kills = kill_repeatedly(6, &topics.outputs[0], complete_at, |run| {
+        counter(&topics, "crash-0", &format!("crash-run-{run}"))
+    })
+    .await;
+    assert!(kills >= 5, "only {kills} kills happened mid-stream");
     producing.await.expect("producer task");
 
     let mut last = counter(&topics, "crash-0", "crash-final");
-    let actual = committed_when_complete(&topics.output, total(&expected), Duration::from_secs(180)).await;
+    assert_exactly_once(&topics, &expected, Duration::from_secs(180)).await;
     assert!(last.is_running(), "the last run did not crash");
-    assert_exactly_once(&expected, &actual);
     let dead_lettered = consume_committed(&topics.dlq, rejected + 1, Duration::from_secs(10)).len();
     assert_eq!(dead_lettered, rejected, "every malformed record is in the DLQ exactly once");
 }
@@ -230,21 +102,20 @@ async fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
 async fn a_second_instance_joins_and_the_first_leaves_with_sigterm_exactly_once() {
     let topics = topics("rebalance").await;
     let input = simulated(60_000, 22, 0.0);
-    let (expected, _) = fold(&input);
+    let (expected, _) = expected(&topics, &input);
     let producing = produce_at_rate(topics.input.clone(), input, 6_000);
 
     let first = counter(&topics, "rebalance-a", "rebalance-a");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut second = counter(&topics, "rebalance-b", "rebalance-b");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!output_may_be_complete(&topics.output, total(&expected)), "still mid-stream");
+    assert!(!output_may_be_complete(&topics, &expected), "still mid-stream");
     let status = tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(20))).await.unwrap();
     assert!(status.success(), "SIGTERM exits 0, got {status}");
     producing.await.expect("producer task");
 
-    let actual = committed_when_complete(&topics.output, total(&expected), Duration::from_secs(120)).await;
+    assert_exactly_once(&topics, &expected, Duration::from_secs(120)).await;
     assert!(second.is_running());
-    assert_exactly_once(&expected, &actual);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,14 +138,14 @@ async fn poison_records_go_to_the_dlq_with_their_headers_and_good_ones_are_proce
         }
         input.push(record.clone());
     }
-    let (expected, _) = fold(&good);
+    let (expected, rejected) = expected(&topics, &input);
+    assert_eq!(rejected, poison.len(), "the fold rejects exactly the poison");
     produce_all(&topics.input, input).await;
 
     let mut service = counter(&topics, "poison", "poison");
-    let actual = committed_when_complete(&topics.output, total(&expected), Duration::from_secs(60)).await;
+    assert_exactly_once(&topics, &expected, Duration::from_secs(60)).await;
     let mut dead = consume_committed(&topics.dlq, poison.len() + 1, Duration::from_secs(5));
     assert!(service.is_running(), "poison never crashes the service");
-    assert_exactly_once(&expected, &actual);
     assert_eq!(dead.len(), poison.len(), "each poison record is dead-lettered once");
     dead.sort_by_key(|m| m.key().map(<[u8]>::to_vec));
     for ((key, bytes, code), message) in poison.iter().zip(&dead) {
@@ -298,23 +169,32 @@ fn header_text(message: &OwnedMessage, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// Customers the counter still remembers at the end of `outputs` (their last output is a count).
+fn remembered_customers(outputs: &OutputsByKey) -> Vec<String> {
+    outputs
+        .iter()
+        .filter(|(_, values)| values.last().is_some_and(Option::is_some))
+        .map(|((_, c), _)| c.clone())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_restart_every_customer_has_the_state_it_had_before() {
     let topics = topics("restore").await;
     let first_half = simulated(20_000, 24, 0.0);
-    let (before, _) = fold(&first_half);
+    let (before, _) = expected(&topics, &first_half);
     produce_all(&topics.input, first_half.clone()).await;
     let service = counter(&topics, "restore", "restore-1");
-    committed_when_complete(&topics.output, total(&before), Duration::from_secs(60)).await;
+    committed_outputs(&topics.outputs[0], records_in(&before, &topics.outputs[0]), Duration::from_secs(60))
+        .await;
     let status =
         tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(20))).await.unwrap();
     assert!(status.success());
 
     // One more event for every customer the counter remembers: each must continue its count.
-    let more: Vec<(String, Vec<u8>)> = before
-        .iter()
-        .filter(|(_, records)| records.last().is_some_and(Option::is_some))
-        .map(|(customer, _)| {
+    let more: Vec<(String, Vec<u8>)> = remembered_customers(&before)
+        .into_iter()
+        .map(|customer| {
             let event = TouchpointEvent {
                 event_id: format!("after-restart-{customer}"),
                 customer_id: customer.clone(),
@@ -324,16 +204,15 @@ async fn after_a_restart_every_customer_has_the_state_it_had_before() {
                 payload: EventPayload::PageViewed { url: "https://shop.example".into() },
                 context: Default::default(),
             };
-            (customer.clone(), encode_event(&event).unwrap())
+            (customer, encode_event(&event).unwrap())
         })
         .collect();
     let mut all = first_half;
     all.extend(more.iter().cloned());
-    let (expected, _) = fold(&all);
+    let (expected, _) = expected(&topics, &all);
     produce_all(&topics.input, more).await;
     let _restarted = counter(&topics, "restore", "restore-2");
-    let actual = committed_when_complete(&topics.output, total(&expected), Duration::from_secs(60)).await;
-    assert_exactly_once(&expected, &actual);
+    assert_exactly_once(&topics, &expected, Duration::from_secs(60)).await;
 }
 
 /// The value of a metric line that starts with `prefix` (`name{labels}`), if exposed.
@@ -346,11 +225,11 @@ async fn health_readiness_and_metrics_tell_what_happened() {
     let topics = topics("admin").await;
     let mut input = simulated(5_000, 25, 0.01);
     input.push(("c-000001".into(), b"not avro".to_vec()));
-    let (expected, _) = fold(&input);
+    let (expected, _) = expected(&topics, &input);
     produce_all(&topics.input, input).await;
     let port = free_port();
-    let service = counter_with_admin(&topics, "admin", "admin", port);
-    committed_when_complete(&topics.output, total(&expected), Duration::from_secs(60)).await;
+    let service = counter_with_args(&topics, "admin", "admin", port, &[]);
+    assert_exactly_once(&topics, &expected, Duration::from_secs(60)).await;
 
     let body = tokio::task::spawn_blocking(move || {
         assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
@@ -363,14 +242,13 @@ async fn health_readiness_and_metrics_tell_what_happened() {
             body = http_get(port, "/metrics").expect("metrics").1;
             body.contains("omnistream_consumer_lag{")
         });
-        let status = service.terminate(Duration::from_secs(20));
-        assert!(status.success());
+        assert!(service.terminate(Duration::from_secs(20)).success());
         body
     })
     .await
     .unwrap();
     let applied = metric(&body, "omnistream_records_processed_total{outcome=\"applied\"}").unwrap_or(0.0);
-    assert_eq!(applied as usize, total(&expected), "{body}");
+    assert_eq!(applied as usize, records_in(&expected, &topics.outputs[0]), "{body}");
     assert!(metric(&body, "omnistream_records_processed_total{outcome=\"duplicate\"}").unwrap_or(0.0) > 0.0);
     assert!(metric(&body, "omnistream_dlq_records_total{error_code=\"malformed\"}").unwrap_or(0.0) >= 1.0);
     assert!(metric(&body, "omnistream_transactions_total{outcome=\"committed\"}").unwrap_or(0.0) >= 1.0);
@@ -383,51 +261,41 @@ async fn health_readiness_and_metrics_tell_what_happened() {
 async fn timers_fire_on_wall_clock_without_new_events_and_survive_a_restart() {
     let topics = topics("timers").await;
     let input = simulated(300, 26, 0.0);
-    let (counts, _) = fold(&input);
-    let customers: Vec<&String> =
-        counts.iter().filter(|(_, r)| r.last().is_some_and(Option::is_some)).map(|(c, _)| c).collect();
-    produce_all(&topics.input, input.clone()).await;
+    let (counts, _) = expected(&topics, &input);
+    let customers = remembered_customers(&counts);
+    produce_all(&topics.input, input).await;
     // Stopped before the idle period ends: the restarted instance must fire the restored timers.
-    let first = counter_with_args(
-        &topics,
-        "timers",
-        "timers-1",
-        0,
-        &["--idle-after-ms", "4000", "--timer-interval-ms", "200"],
-    );
-    committed_when_complete(&topics.output, total(&counts), Duration::from_secs(60)).await;
+    let idle = ["--idle-after-ms", "4000", "--timer-interval-ms", "200"];
+    let first = counter_with_args(&topics, "timers", "timers-1", 0, &idle);
+    let output = &topics.outputs[0];
+    committed_outputs(output, records_in(&counts, output), Duration::from_secs(60)).await;
     assert!(
         tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(20)))
             .await
             .unwrap()
             .success()
     );
-    let _second = counter_with_args(
-        &topics,
-        "timers",
-        "timers-2",
-        0,
-        &["--idle-after-ms", "4000", "--timer-interval-ms", "200"],
-    );
+    let _second = counter_with_args(&topics, "timers", "timers-2", 0, &idle);
 
-    let expected_records = total(&counts) + customers.len();
-    let actual = committed_when_complete(&topics.output, expected_records, Duration::from_secs(60)).await;
+    let expected_records = records_in(&counts, output) + customers.len();
+    let actual = committed_outputs(output, expected_records, Duration::from_secs(60)).await;
     for customer in customers {
-        let records = &actual[customer.as_str()];
-        let idle: Vec<&CountRecord> = records.iter().flatten().filter(|r| r.idle).collect();
+        let key = (output.clone(), customer.clone());
+        let records: Vec<CountRecord> = actual[&key].iter().flatten().map(|v| count_record(v)).collect();
+        let idle: Vec<&CountRecord> = records.iter().filter(|r| r.idle).collect();
         assert_eq!(idle.len(), 1, "one idle report for {customer}");
-        let last_count = counts[customer.as_str()].last().unwrap().as_ref().unwrap().count;
+        let last_count = count_record(counts[&key].last().unwrap().as_ref().unwrap()).count;
         assert_eq!(idle[0].count, last_count, "the idle report carries the restored count");
-        assert!(records.last().unwrap().as_ref().unwrap().idle, "the idle report comes last");
+        assert!(records.last().unwrap().idle, "the idle report comes last");
     }
-    assert_eq!(total(&actual), expected_records);
+    assert_eq!(records_in(&actual, output), expected_records);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_zombie_with_the_same_instance_id_is_fenced_and_exits_non_zero() {
     let topics = topics("fencing").await;
     let input = simulated(30_000, 27, 0.0);
-    let (expected, _) = fold(&input);
+    let (expected, _) = expected(&topics, &input);
     let producing = produce_at_rate(topics.input.clone(), input, 5_000);
     let mut zombie = counter(&topics, "same-id", "fencing-zombie");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -441,7 +309,6 @@ async fn a_zombie_with_the_same_instance_id_is_fenced_and_exits_non_zero() {
     .unwrap();
     assert!(!status.success(), "a fenced instance exits non-zero, got {status}");
     producing.await.expect("producer task");
-    let actual = committed_when_complete(&topics.output, total(&expected), Duration::from_secs(120)).await;
+    assert_exactly_once(&topics, &expected, Duration::from_secs(120)).await;
     assert!(successor.is_running());
-    assert_exactly_once(&expected, &actual);
 }

@@ -123,8 +123,9 @@ impl Metrics {
             processed_by_outcome: Default::default(),
         };
         let mut metrics = metrics;
-        metrics.processed_by_outcome = [RecordOutcome::Applied, RecordOutcome::Duplicate, RecordOutcome::DeadLettered]
-            .map(|outcome| metrics.processed.get_or_create(&RecordOutcomeLabel { outcome }).clone());
+        metrics.processed_by_outcome =
+            [RecordOutcome::Applied, RecordOutcome::Duplicate, RecordOutcome::DeadLettered]
+                .map(|outcome| metrics.processed.get_or_create(&RecordOutcomeLabel { outcome }).clone());
         let r = registry.sub_registry_with_prefix("omnistream");
         r.register("records_consumed", "Input records read", metrics.consumed.clone());
         r.register("records_processed", "Input records by outcome", metrics.processed.clone());

@@ -135,7 +135,7 @@ fn processing_loop<P: Processor>(
     loop {
         let now = clock.read();
         iterations = iterations.wrapping_add(1);
-        if iterations % 256 == 0 {
+        if iterations.is_multiple_of(256) {
             health.tick();
         }
         if shutdown.is_cancelled() {

@@ -1,5 +1,8 @@
 //! Integration-test helpers: a real Kafka (the local one, started on demand, or the cluster
-//! `KAFKA_BOOTSTRAP_SERVERS` names), unique topics per test, produce and consume helpers.
+//! `KAFKA_BOOTSTRAP_SERVERS` names), unique topics per test, produce and consume helpers, child
+//! service processes, and (in [`pipeline`]) the exactly-once comparison with a pure fold.
+
+pub mod pipeline;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -67,7 +70,15 @@ pub fn producer() -> FutureProducer {
 
 /// Produces every (key, value) and waits until Kafka acknowledged all of them.
 pub async fn produce_all(topic: &str, records: impl IntoIterator<Item = (String, Vec<u8>)>) {
-    let producer = producer();
+    produce_with(&producer(), topic, records).await;
+}
+
+/// Produces every (key, value) with `producer` and waits until Kafka acknowledged all of them.
+pub async fn produce_with(
+    producer: &FutureProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) {
     let mut deliveries = Vec::new();
     for (key, value) in records {
         let delivery = producer

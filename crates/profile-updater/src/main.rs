@@ -1,0 +1,29 @@
+//! `profile-updater`: folds every touchpoint event into `customer.profiles.v1`, exactly once.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use omnistream_model::topics::PROFILES;
+use omnistream_profile_updater::ProfileUpdater;
+use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
+
+#[derive(Debug, Parser)]
+#[command(name = "profile-updater", version, about = "One real-time customer profile across every channel")]
+struct Args {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Compacted topic of customer profiles.
+    #[arg(long, env = "PROFILES_TOPIC", default_value = PROFILES)]
+    profiles_topic: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let service = ServiceInfo {
+        name: "profile-updater",
+        default_admin_addr: "127.0.0.1:9101".parse().expect("address"),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    run_service(service, args.runtime, ProfileUpdater { profiles_topic: Arc::from(args.profiles_topic) })
+}

@@ -1,0 +1,227 @@
+//! Exactly-once test helpers shared by every service: topics for one service instance, its runtime
+//! flags, simulated input, the pure fold of a processor over that input (with the runtime's
+//! dedupe), and the committed outputs to compare it with.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use chrono::Utc;
+use omnistream_model::decode_and_validate;
+use omnistream_runtime::admin::TopicRequest;
+use omnistream_runtime::{Processor, event_id_hash};
+use omnistream_sim::{SimConfig, Simulator};
+use rdkafka::message::Message;
+
+use crate::{consume_committed, create_test_topics, unique_topic, wait_until};
+
+/// Partitions of every pipeline test topic.
+pub const PARTITIONS: i32 = 6;
+/// The runtime's default `--dedupe-window`, which the fold mirrors.
+pub const DEDUPE_WINDOW: usize = 64;
+
+/// The topics and group of one service under test.
+#[derive(Debug, Clone)]
+pub struct ServiceTopics {
+    pub group: String,
+    pub input: String,
+    pub dlq: String,
+    pub changelog: String,
+    /// The service's output topics, in the order its flags name them.
+    pub outputs: Vec<String>,
+}
+
+impl ServiceTopics {
+    /// Creates fresh topics: plain input, DLQ and outputs, a compacted changelog.
+    pub async fn create(label: &str, outputs: usize) -> Self {
+        let topics = Self {
+            group: unique_topic(&format!("{label}-group")),
+            input: unique_topic(&format!("{label}-input")),
+            dlq: unique_topic(&format!("{label}-dlq")),
+            changelog: unique_topic(&format!("{label}-state")),
+            outputs: (0..outputs).map(|i| unique_topic(&format!("{label}-out{i}"))).collect(),
+        };
+        let mut requests = vec![
+            TopicRequest::plain(&topics.input, PARTITIONS, 1),
+            TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
+            TopicRequest::compacted(&topics.changelog, PARTITIONS, 1),
+        ];
+        requests.extend(topics.outputs.iter().map(|topic| TopicRequest::plain(topic, PARTITIONS, 1)));
+        create_test_topics(&requests).await;
+        topics
+    }
+
+    /// The runtime flags of an instance reading these topics (outputs are the service's own).
+    pub fn runtime_args(&self, instance: &str, admin_port: u16) -> Vec<String> {
+        [
+            "--input-topic",
+            &self.input,
+            "--dlq-topic",
+            &self.dlq,
+            "--changelog-topic",
+            &self.changelog,
+            "--group-id",
+            &self.group,
+            "--instance-id",
+            instance,
+            "--admin-addr",
+            &format!("127.0.0.1:{admin_port}"),
+            "--session-timeout-ms",
+            "6000",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+/// Simulated input as (key, Avro bytes), with 1 % producer retries and `malformed_share` bad
+/// records, event times in the recent past.
+pub fn simulated_input(
+    events: usize,
+    customers: u32,
+    seed: u64,
+    malformed_share: f64,
+) -> Vec<(String, Vec<u8>)> {
+    let config = SimConfig {
+        customers,
+        seed,
+        start: Utc::now() - chrono::Duration::hours(6),
+        step: chrono::Duration::milliseconds(10),
+        duplicate_share: 0.01,
+        malformed_share,
+    };
+    Simulator::new(config)
+        .take(events)
+        .map(|record| (record.customer_id().to_owned(), record.to_avro_bytes().expect("encodes")))
+        .collect()
+}
+
+/// Per (topic, key), the output values in order (`None` is a tombstone).
+pub type OutputsByKey = HashMap<(String, String), Vec<Option<Vec<u8>>>>;
+
+/// The pure fold: `processor` applied to the valid input in order, with the runtime's dedupe.
+/// Returns its outputs and how many input records are invalid (the DLQ's share).
+pub fn fold<P: Processor>(processor: &P, input: &[(String, Vec<u8>)]) -> (OutputsByKey, usize) {
+    let mut customers: HashMap<String, (VecDeque<u64>, Option<P::State>)> = HashMap::new();
+    let mut outputs = OutputsByKey::new();
+    let mut rejected = 0;
+    for (key, bytes) in input {
+        let event = match decode_and_validate(bytes, Utc::now()) {
+            Ok(event) if event.customer_id == *key => event,
+            _ => {
+                rejected += 1;
+                continue;
+            }
+        };
+        let (recent, state) = customers.entry(event.customer_id.clone()).or_default();
+        let hash = event_id_hash(&event.event_id);
+        if recent.contains(&hash) {
+            continue;
+        }
+        recent.push_back(hash);
+        if recent.len() > DEDUPE_WINDOW {
+            recent.pop_front();
+        }
+        for output in processor.apply(state, &event, Utc::now()) {
+            outputs.entry((output.topic.to_string(), output.key)).or_default().push(output.value);
+        }
+        if state.is_none() {
+            customers.remove(&event.customer_id);
+        }
+    }
+    (outputs, rejected)
+}
+
+/// How many records the fold wrote to `topic`.
+pub fn records_in(outputs: &OutputsByKey, topic: &str) -> usize {
+    outputs.iter().filter(|((t, _), _)| t == topic).map(|(_, values)| values.len()).sum()
+}
+
+/// Waits (off the async runtime) until `records` outputs are committed to `topic`, then reads them
+/// all, one more than expected so that an extra (duplicated) record would be read too.
+pub async fn committed_outputs(topic: &str, records: usize, deadline: Duration) -> OutputsByKey {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        wait_until(&format!("{records} outputs are committed to {topic}"), deadline, || {
+            consume_committed(&topic, records, Duration::from_secs(5)).len() >= records
+        });
+        let mut outputs = OutputsByKey::new();
+        for message in consume_committed(&topic, records + 1, Duration::from_secs(10)) {
+            let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8 key");
+            outputs.entry((topic.clone(), key)).or_default().push(message.payload().map(<[u8]>::to_vec));
+        }
+        outputs
+    })
+    .await
+    .expect("reader task")
+}
+
+/// Asserts that `actual` holds exactly the fold's records for `topic`, compared after `decode`
+/// (Avro maps have no byte order, so equal records need not be equal bytes).
+pub fn assert_same_outputs<T: PartialEq + std::fmt::Debug>(
+    expected: &OutputsByKey,
+    actual: &OutputsByKey,
+    topic: &str,
+    decode: impl Fn(&[u8]) -> T,
+) {
+    let decoded = |values: &Vec<Option<Vec<u8>>>| -> Vec<Option<T>> {
+        values.iter().map(|value| value.as_deref().map(&decode)).collect()
+    };
+    for (key, values) in expected.iter().filter(|((t, _), _)| t == topic) {
+        let got = actual.get(key).map(decoded);
+        assert_eq!(got, Some(decoded(values)), "outputs of {} on {topic}", key.1);
+    }
+    assert_eq!(
+        records_in(actual, topic),
+        records_in(expected, topic),
+        "no output beyond the fold on {topic}"
+    );
+}
+
+/// Produces `records` at about `rate` per second in the background.
+pub fn produce_at_rate(
+    topic: String,
+    records: Vec<(String, Vec<u8>)>,
+    rate: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let producer = crate::producer();
+        let chunk = (rate / 10).max(1);
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        for part in records.chunks(chunk) {
+            ticker.tick().await;
+            crate::produce_with(&producer, &topic, part.to_vec()).await;
+        }
+    })
+}
+
+/// Starts the service `runs` times; each run is SIGKILLed at a random moment after its output
+/// topic grew by 500 records (so it made progress). Returns how many kills happened before the
+/// output could be complete (`complete_at` records, transaction markers included).
+pub async fn kill_repeatedly(
+    runs: usize,
+    output: &str,
+    complete_at: usize,
+    mut spawn: impl FnMut(usize) -> crate::ServiceProcess,
+) -> usize {
+    use rand::Rng;
+    let mut kills_mid_stream = 0;
+    for run in 0..runs {
+        let service = spawn(run);
+        let topic = output.to_owned();
+        let before = crate::end_offsets(&topic);
+        tokio::task::spawn_blocking(move || {
+            wait_until("the run makes progress", Duration::from_secs(60), || {
+                crate::end_offsets(&topic) > before + 500
+            })
+        })
+        .await
+        .expect("progress task");
+        let pause = rand::rng().random_range(0..800);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        if crate::end_offsets(output) < complete_at as i64 {
+            kills_mid_stream += 1;
+        }
+        service.kill();
+    }
+    kills_mid_stream
+}
