@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
+use omnistream_runtime::CAUSE_HEADER;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_sim::{SimConfig, Simulator};
 use omnistream_testkit::{
@@ -19,7 +20,7 @@ use omnistream_testkit::{
     unique_topic,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -141,7 +142,20 @@ fn time_drain(
     }
 }
 
-struct CounterTopics {
+/// A service binary under benchmark and the flag naming its output topic.
+#[derive(Clone, Copy)]
+struct BenchService {
+    name: &'static str,
+    binary: &'static str,
+    output_flag: &'static str,
+}
+
+const COUNTER: BenchService =
+    BenchService { name: "event-counter", binary: "event-counter", output_flag: "--output-topic" };
+const PROFILE_UPDATER: BenchService =
+    BenchService { name: "profile-updater", binary: "profile-updater", output_flag: "--profiles-topic" };
+
+struct BenchTopics {
     group: String,
     input: String,
     output: String,
@@ -149,8 +163,8 @@ struct CounterTopics {
     changelog: String,
 }
 
-async fn counter_topics(label: &str, input: &str, partitions: i32) -> CounterTopics {
-    let topics = CounterTopics {
+async fn bench_topics(label: &str, input: &str, partitions: i32) -> BenchTopics {
+    let topics = BenchTopics {
         group: unique_topic(&format!("bench-{label}")),
         input: input.to_owned(),
         output: unique_topic(&format!("bench-{label}-out")),
@@ -166,15 +180,20 @@ async fn counter_topics(label: &str, input: &str, partitions: i32) -> CounterTop
     topics
 }
 
-fn spawn_counter(topics: &CounterTopics, label: &str, admin_port: u16) -> anyhow::Result<ServiceProcess> {
+fn spawn_service(
+    service: BenchService,
+    topics: &BenchTopics,
+    label: &str,
+    admin_port: u16,
+) -> anyhow::Result<ServiceProcess> {
     let admin = format!("127.0.0.1:{admin_port}");
     Ok(ServiceProcess::spawn(
-        &binary("event-counter")?,
+        &binary(service.binary)?,
         label,
         &[
             "--input-topic",
             &topics.input,
-            "--output-topic",
+            service.output_flag,
             &topics.output,
             "--dlq-topic",
             &topics.dlq,
@@ -216,14 +235,15 @@ struct Latency {
     peak_rss: u64,
 }
 
-/// Offers `rate` events/s for `seconds` to a caught-up counter and measures, per event, the time
-/// from its send to its output becoming visible to a read_committed consumer.
-async fn fixed_load(args: &Args) -> anyhow::Result<Latency> {
+/// Offers `rate` events/s for `seconds` to a caught-up service and measures, per event, the time
+/// from its send to its output becoming visible to a read_committed consumer (matched by the
+/// output's `cause.event_id` header).
+async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<Latency> {
     let input = unique_topic("bench-load-in");
     create_test_topics(&[TopicRequest::plain(&input, args.partitions, 1)]).await;
-    let topics = counter_topics("load", &input, args.partitions).await;
+    let topics = bench_topics("load", &input, args.partitions).await;
     let port = free_port();
-    let service = spawn_counter(&topics, "bench-load", port)?;
+    let service = spawn_service(bench_service, &topics, &format!("bench-load-{}", bench_service.name), port)?;
     wait_ready(port, Duration::from_secs(60))?;
 
     // Erasures answer with a tombstone, which names no event: leave them out of the load.
@@ -257,10 +277,12 @@ async fn fixed_load(args: &Args) -> anyhow::Result<Latency> {
         while latencies.len() < total && started.elapsed() < deadline {
             let Some(Ok(message)) = reader.poll(Duration::from_millis(50)) else { continue };
             let seen = Instant::now();
-            let Some(value) = message.payload() else { continue };
-            let Ok(record) = serde_json::from_slice::<serde_json::Value>(value) else { continue };
-            let Some(event_id) = record["event_id"].as_str() else { continue };
-            if let Some(sent) = reader_sent.lock().expect("lock").remove(event_id) {
+            let Some(headers) = message.headers() else { continue };
+            let Some(event_id) = headers.iter().find(|h| h.key == CAUSE_HEADER).and_then(|h| h.value) else {
+                continue;
+            };
+            let event_id = String::from_utf8_lossy(event_id);
+            if let Some(sent) = reader_sent.lock().expect("lock").remove(event_id.as_ref()) {
                 latencies.push(seen.duration_since(sent).as_secs_f64() * 1000.0);
             }
         }
@@ -313,7 +335,7 @@ fn mib(bytes: u64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     eprintln!("bench: broker at {}", bootstrap_servers());
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
 
     let input = unique_topic("bench-input");
     create_test_topics(&[TopicRequest::plain(&input, args.partitions, 1)]).await;
@@ -349,83 +371,87 @@ async fn main() -> anyhow::Result<()> {
     drop(passthrough);
     eprintln!("bench: baseline {:.0} events/s", baseline.events_per_second);
 
-    // Exactly-once: the reference counter (decode, validate, dedupe, state, changelog, transactions).
-    let topics = counter_topics("eos", &input, args.partitions).await;
-    let port = free_port();
-    let counter = spawn_counter(&topics, "bench-eos", port)?;
-    let eos = time_drain(
-        &counter,
-        || committed_sum(&topics.group, &input, args.partitions),
-        input_end,
-        Duration::from_secs(900),
-    )?;
-    eprintln!("bench: exactly-once {:.0} events/s", eos.events_per_second);
-    let status = counter.terminate(Duration::from_secs(30));
-    anyhow::ensure!(status.success(), "counter exited with {status}");
-
-    // Restore: restart the same instance and time until it is ready again.
-    let port = free_port();
-    let restarted = spawn_counter(&topics, "bench-restore", port)?;
-    let restore = wait_ready(port, Duration::from_secs(120))?;
-    let customers = metric(port, "omnistream_customers").unwrap_or(0.0);
-    drop(restarted);
-    eprintln!("bench: restored {customers} customers in {:.1}s", restore.as_secs_f64());
-
-    eprintln!("bench: offering {} events/s for {} s", args.rate, args.load_seconds);
-    let latency = fixed_load(&args).await?;
-
-    let ratio = eos.events_per_second / baseline.events_per_second;
     rows.push(row(
         "pass-through baseline, events/s",
         format!("{:.0} ({:.1} s)", baseline.events_per_second, baseline.seconds),
         "",
         None,
     ));
-    rows.push(row(
-        "exactly-once counter, events/s",
-        format!("{:.0} ({:.1} s)", eos.events_per_second, eos.seconds),
-        "",
-        None,
-    ));
-    rows.push(row("exactly-once / baseline", format!("{ratio:.2}"), ">= 0.70", Some(ratio >= 0.7)));
-    rows.push(row(
-        &format!("end-to-end p50 at {}/s", args.rate),
-        format!("{:.1} ms", latency.p50_ms),
-        "",
-        None,
-    ));
-    rows.push(row(
-        &format!("end-to-end p99 at {}/s", args.rate),
-        format!("{:.1} ms", latency.p99_ms),
-        "<= 250 ms",
-        Some(latency.p99_ms <= 250.0),
-    ));
-    rows.push(row(
-        &format!("end-to-end max at {}/s", args.rate),
-        format!("{:.1} ms", latency.max_ms),
-        "",
-        None,
-    ));
-    rows.push(row(
-        "outputs seen / offered",
-        format!("{} / {}", latency.delivered, latency.offered),
-        "all",
-        Some(latency.delivered == latency.offered),
-    ));
-    let peak = eos.peak_rss.max(latency.peak_rss);
-    rows.push(row(
-        &format!("peak RSS, counter ({} customers)", args.customers),
-        format!("{:.0} MiB", mib(peak)),
-        "<= 256 MiB",
-        Some(mib(peak) <= 256.0),
-    ));
     rows.push(row("peak RSS, baseline", format!("{:.0} MiB", mib(baseline.peak_rss)), "", None));
-    rows.push(row(
-        &format!("restore {customers:.0} customers (restart to ready)"),
-        format!("{:.1} s", restore.as_secs_f64()),
-        "<= 10 s",
-        Some(restore.as_secs_f64() <= 10.0),
-    ));
+
+    for service in [COUNTER, PROFILE_UPDATER] {
+        let name = service.name;
+        // Drain: decode, validate, dedupe, state, changelog, transactions.
+        let topics = bench_topics(name, &input, args.partitions).await;
+        let port = free_port();
+        let process = spawn_service(service, &topics, &format!("bench-drain-{name}"), port)?;
+        let drain = time_drain(
+            &process,
+            || committed_sum(&topics.group, &input, args.partitions),
+            input_end,
+            Duration::from_secs(900),
+        )?;
+        eprintln!("bench: {name} {:.0} events/s", drain.events_per_second);
+        let status = process.terminate(Duration::from_secs(30));
+        anyhow::ensure!(status.success(), "{name} exited with {status}");
+
+        // Restore: restart the same instance and time until it is ready again.
+        let port = free_port();
+        let restarted = spawn_service(service, &topics, &format!("bench-restore-{name}"), port)?;
+        let restore = wait_ready(port, Duration::from_secs(120))?;
+        let customers = metric(port, "omnistream_customers").unwrap_or(0.0);
+        drop(restarted);
+        eprintln!("bench: {name} restored {customers} customers in {:.1}s", restore.as_secs_f64());
+
+        eprintln!("bench: offering {} events/s for {} s to {name}", args.rate, args.load_seconds);
+        let latency = fixed_load(&args, service).await?;
+
+        let ratio = drain.events_per_second / baseline.events_per_second;
+        rows.push(row(
+            &format!("{name}, events/s"),
+            format!("{:.0} ({:.1} s)", drain.events_per_second, drain.seconds),
+            "",
+            None,
+        ));
+        rows.push(row(&format!("{name} / baseline"), format!("{ratio:.2}"), ">= 0.70", Some(ratio >= 0.7)));
+        rows.push(row(
+            &format!("{name}, end-to-end p50 at {}/s", args.rate),
+            format!("{:.1} ms", latency.p50_ms),
+            "",
+            None,
+        ));
+        rows.push(row(
+            &format!("{name}, end-to-end p99 at {}/s", args.rate),
+            format!("{:.1} ms", latency.p99_ms),
+            "<= 250 ms",
+            Some(latency.p99_ms <= 250.0),
+        ));
+        rows.push(row(
+            &format!("{name}, end-to-end max at {}/s", args.rate),
+            format!("{:.1} ms", latency.max_ms),
+            "",
+            None,
+        ));
+        rows.push(row(
+            &format!("{name}, outputs seen / offered"),
+            format!("{} / {}", latency.delivered, latency.offered),
+            "all",
+            Some(latency.delivered == latency.offered),
+        ));
+        let peak = drain.peak_rss.max(latency.peak_rss);
+        rows.push(row(
+            &format!("{name}, peak RSS ({} customers)", args.customers),
+            format!("{:.0} MiB", mib(peak)),
+            "<= 256 MiB",
+            Some(mib(peak) <= 256.0),
+        ));
+        rows.push(row(
+            &format!("{name}, restore {customers:.0} customers (restart to ready)"),
+            format!("{:.1} s", restore.as_secs_f64()),
+            "<= 10 s",
+            Some(restore.as_secs_f64() <= 10.0),
+        ));
+    }
 
     let machine = format!(
         "{} cores, {:.0} GiB",

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use apache_avro::rabin::Rabin;
+use apache_avro::schema::{NamesRef, Namespace, ResolvedSchema};
 use apache_avro::types::Value;
-use apache_avro::{GenericSingleObjectReader, Schema, to_avro_datum};
+use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema, to_avro_datum};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -105,6 +106,8 @@ pub enum CodecError {
         #[source]
         source: apache_avro::Error,
     },
+    #[error("{kind:?} does not fit its schema: {message}")]
+    Conform { kind: RecordKind, message: String },
     #[error("cannot decode {kind:?}: {message}")]
     Decode { kind: RecordKind, message: String },
 }
@@ -608,8 +611,154 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
 pub fn encode_record<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CodecError> {
     let kind = T::KIND;
     let value = apache_avro::to_value(record).map_err(|source| CodecError::Encode { kind, source })?;
-    let value = value.resolve(kind.schema()).map_err(|source| CodecError::Encode { kind, source })?;
-    encode_value(kind, value)
+    let names = &RESOLVED_NAMES[&kind];
+    let value = conform(value, kind.schema(), names, &None)
+        .map_err(|message| CodecError::Conform { kind, message })?;
+    WRITERS.with(|writers| {
+        let mut writers = writers.borrow_mut();
+        let writer = match writers.entry(kind) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                GenericSingleObjectWriter::new_with_capacity(kind.schema(), 1024)
+                    .map_err(|source| CodecError::Encode { kind, source })?,
+            ),
+        };
+        let mut bytes = Vec::with_capacity(256);
+        writer.write_value_ref(&value, &mut bytes).map_err(|source| CodecError::Encode { kind, source })?;
+        Ok(bytes)
+    })
+}
+
+thread_local! {
+    /// Writers keep their schema's names resolved; building them per record dominated encoding.
+    static WRITERS: std::cell::RefCell<HashMap<RecordKind, GenericSingleObjectWriter>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Every named type of each current schema, by full name, resolved once.
+static RESOLVED_NAMES: LazyLock<HashMap<RecordKind, NamesRef<'static>>> = LazyLock::new(|| {
+    RecordKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let resolved = ResolvedSchema::try_from(kind.schema()).expect("a parsed schema resolves");
+            (kind, resolved.get_names().clone())
+        })
+        .collect()
+});
+
+/// Turns the value serde produced for a record into the value its schema describes: enum symbols
+/// from strings, union branches, timestamps. What `Value::resolve` does, without re-resolving
+/// the schema's names on every call.
+fn conform(
+    value: Value,
+    schema: &Schema,
+    names: &NamesRef<'_>,
+    namespace: &Namespace,
+) -> Result<Value, String> {
+    Ok(match schema {
+        Schema::Ref { name } => {
+            let full = name.fully_qualified_name(namespace);
+            let target = names.get(&full).ok_or_else(|| format!("unknown type {full:?}"))?;
+            conform(value, target, names, &full.namespace)?
+        }
+        Schema::Record(record) => {
+            let inner = record.name.namespace.clone().or_else(|| namespace.clone());
+            let Value::Record(fields) = value else {
+                return Err(format!("{}: expected a record", record.name.name));
+            };
+            // Serde writes struct fields in declaration order, which is the schema's (a test
+            // proves it); look fields up by name only when that does not hold.
+            let in_order = fields.len() == record.fields.len()
+                && fields.iter().zip(&record.fields).all(|((name, _), field)| *name == field.name);
+            let mut conformed = Vec::with_capacity(record.fields.len());
+            if in_order {
+                for ((name, field_value), field) in fields.into_iter().zip(&record.fields) {
+                    conformed.push((name, conform(field_value, &field.schema, names, &inner)?));
+                }
+            } else {
+                let mut by_name: HashMap<String, Value> = fields.into_iter().collect();
+                for field in &record.fields {
+                    let field_value = by_name
+                        .remove(&field.name)
+                        .ok_or_else(|| format!("{}.{}: missing", record.name.name, field.name))?;
+                    conformed.push((field.name.clone(), conform(field_value, &field.schema, names, &inner)?));
+                }
+            }
+            Value::Record(conformed)
+        }
+        Schema::Union(union) => {
+            let inner = match value {
+                Value::Union(_, inner) => *inner,
+                other => other,
+            };
+            let variants = union.variants();
+            let index = variants
+                .iter()
+                .position(|variant| shape_matches(&inner, variant, names, namespace))
+                .ok_or_else(|| format!("no union branch for {inner:?}"))?;
+            let conformed = conform(inner, &variants[index], names, namespace)?;
+            Value::Union(u32::try_from(index).expect("small union"), Box::new(conformed))
+        }
+        Schema::Enum(enum_schema) => match value {
+            Value::String(symbol) | Value::Enum(_, symbol) => {
+                let index = enum_schema
+                    .symbols
+                    .iter()
+                    .position(|s| *s == symbol)
+                    .ok_or_else(|| format!("{symbol:?} is not a symbol of {}", enum_schema.name.name))?;
+                Value::Enum(u32::try_from(index).expect("small enum"), symbol)
+            }
+            other => return Err(format!("expected an enum symbol, found {other:?}")),
+        },
+        Schema::TimestampMillis => match value {
+            Value::Long(n) | Value::TimestampMillis(n) => Value::TimestampMillis(n),
+            Value::Int(n) => Value::TimestampMillis(i64::from(n)),
+            other => return Err(format!("expected a timestamp, found {other:?}")),
+        },
+        Schema::Long => match value {
+            Value::Int(n) => Value::Long(i64::from(n)),
+            other => other,
+        },
+        Schema::Array(array) => match value {
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|item| conform(item, &array.items, names, namespace))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => return Err(format!("expected an array, found {other:?}")),
+        },
+        Schema::Map(map) => match value {
+            Value::Map(entries) => Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(key, item)| Ok((key, conform(item, &map.types, names, namespace)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => return Err(format!("expected a map, found {other:?}")),
+        },
+        _ => value,
+    })
+}
+
+/// Whether a serde-produced value has the shape of a union branch.
+fn shape_matches(value: &Value, schema: &Schema, names: &NamesRef<'_>, namespace: &Namespace) -> bool {
+    match (value, schema) {
+        (_, Schema::Ref { name }) => {
+            let full = name.fully_qualified_name(namespace);
+            names.get(&full).is_some_and(|target| shape_matches(value, target, names, &full.namespace))
+        }
+        (Value::Null, Schema::Null)
+        | (Value::Boolean(_), Schema::Boolean)
+        | (Value::Int(_) | Value::Long(_), Schema::Long | Schema::Int | Schema::TimestampMillis)
+        | (Value::Float(_) | Value::Double(_), Schema::Double | Schema::Float)
+        | (Value::Record(_), Schema::Record(_))
+        | (Value::Array(_), Schema::Array(_))
+        | (Value::Map(_), Schema::Map(_)) => true,
+        (Value::String(_), Schema::String) => true,
+        (Value::String(symbol), Schema::Enum(e)) => e.symbols.contains(symbol),
+        _ => false,
+    }
 }
 
 /// Decodes Avro single-object bytes into a derived record.

@@ -212,8 +212,9 @@ fn set_trait(profile: &mut CustomerProfile, name: &str, value: &TraitValue, at: 
         profile
             .traits
             .insert(name.to_owned(), TraitEntry { value: value.clone(), updated_at: at, set_once: false });
-        note_identifier(profile, name, value, at);
     }
+    // Seen is seen, whether or not the value is still the current one.
+    note_identifier(profile, name, value, at);
 }
 
 fn set_trait_once(profile: &mut CustomerProfile, name: &str, value: &TraitValue, at: DateTime<Utc>) {
@@ -228,8 +229,9 @@ fn set_trait_once(profile: &mut CustomerProfile, name: &str, value: &TraitValue,
         profile
             .traits
             .insert(name.to_owned(), TraitEntry { value: value.clone(), updated_at: at, set_once: true });
-        note_identifier(profile, name, value, at);
     }
+    // Seen is seen, whether or not the value is still the current one.
+    note_identifier(profile, name, value, at);
 }
 
 fn unset_trait(profile: &mut CustomerProfile, name: &str, at: DateTime<Utc>) {

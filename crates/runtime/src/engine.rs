@@ -115,6 +115,9 @@ fn classify(error: KafkaError) -> Failure {
     }
 }
 
+/// Header of every output record naming the `event_id` that caused it.
+pub const CAUSE_HEADER: &str = "cause.event_id";
+
 /// The processing loop's clock reading for one iteration: monotonic and wall time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Now {
@@ -241,9 +244,15 @@ impl<P: Processor> Engine<P> {
         }
     }
 
-    fn send_outputs(&self, partition: i32, outputs: &[Output]) -> Result<(), Failure> {
+    /// Produces a processor's outputs; those caused by an event carry its id in the header
+    /// `cause.event_id`, so any output can be traced back to its input.
+    fn send_outputs(&self, partition: i32, outputs: &[Output], cause: Option<&str>) -> Result<(), Failure> {
         for output in outputs {
             let mut record = BaseRecord::to(&output.topic).partition(partition).key(output.key.as_str());
+            if let Some(event_id) = cause {
+                record = record
+                    .headers(OwnedHeaders::new().insert(Header { key: CAUSE_HEADER, value: Some(event_id) }));
+            }
             if let Some(value) = &output.value {
                 record = record.payload(value.as_slice());
             }
@@ -317,7 +326,7 @@ impl<P: Processor> Engine<P> {
                         data.customers.remove(&event.customer_id);
                     }
                     data.set_timer(&event.customer_id, due);
-                    self.send_outputs(partition, &outputs)?;
+                    self.send_outputs(partition, &outputs, Some(&event.event_id))?;
                     RecordOutcome::Applied
                 }
             }
@@ -407,7 +416,7 @@ impl<P: Processor> Engine<P> {
                     }
                 };
                 self.metrics.timers_fired.inc();
-                self.send_outputs(partition, &outputs)?;
+                self.send_outputs(partition, &outputs, None)?;
             }
         }
         Ok(())

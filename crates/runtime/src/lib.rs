@@ -16,7 +16,7 @@ mod run;
 pub mod server;
 
 pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
-pub use engine::{Entry, event_id_hash};
+pub use engine::{CAUSE_HEADER, Entry, event_id_hash};
 pub use kafka::KafkaArgs;
 pub use processor::{Output, Processor};
 pub use run::run_service;

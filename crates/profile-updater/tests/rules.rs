@@ -1,0 +1,319 @@
+//! Given a customer's events, when profile-updater folds them (in the order given, which is the
+//! arrival order, not always event time), then the profile is as SPEC 4.1 says.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use omnistream_model::records::CustomerProfile;
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record};
+use omnistream_profile_updater::{ProfileState, ProfileUpdater, activity};
+use omnistream_runtime::Processor;
+
+fn t(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn event(minute: i64, channel: Channel, payload: EventPayload) -> TouchpointEvent {
+    TouchpointEvent {
+        event_id: format!("e-{minute}-{channel}"),
+        customer_id: "c-1".into(),
+        occurred_at: t(minute),
+        channel,
+        source: None,
+        payload,
+        context: BTreeMap::new(),
+    }
+}
+
+/// Folds the events and returns the last published profile (decoded from its Avro output).
+fn fold(events: &[TouchpointEvent]) -> (Option<ProfileState>, Option<CustomerProfile>) {
+    let updater = ProfileUpdater::default();
+    let mut state = None;
+    let mut last = None;
+    for event in events {
+        let outputs = updater.apply(&mut state, event, Utc::now());
+        assert_eq!(outputs.len(), 1, "one profile record per event");
+        last = outputs[0]
+            .value
+            .as_ref()
+            .map(|bytes| decode_record::<CustomerProfile>(bytes).expect("Avro profile"));
+    }
+    (state, last)
+}
+
+fn profile(events: &[TouchpointEvent]) -> CustomerProfile {
+    let (state, published) = fold(events);
+    let published = published.expect("a profile");
+    assert_eq!(state.expect("state").profile, published, "the published profile is the state");
+    published
+}
+
+fn traits(set: &[(&str, TraitValue)], set_once: &[(&str, TraitValue)], unset: &[&str]) -> EventPayload {
+    EventPayload::TraitsUpdated {
+        set: set.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        set_once: set_once.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        unset: unset.iter().map(|k| (*k).to_owned()).collect(),
+    }
+}
+
+fn text(value: &str) -> TraitValue {
+    TraitValue::String(value.into())
+}
+
+fn order(id: &str, value_minor: i64, currency: &str) -> EventPayload {
+    EventPayload::OrderPlaced { order_id: id.into(), value_minor, currency: currency.into(), items: Some(1) }
+}
+
+fn view() -> EventPayload {
+    EventPayload::PageViewed { url: "https://shop.example".into() }
+}
+
+#[test]
+fn first_and_last_seen_follow_event_time_overall_and_per_channel() {
+    let p = profile(&[
+        event(10, Channel::Web, view()),
+        event(5, Channel::Store, view()),
+        event(20, Channel::Web, view()),
+        event(1, Channel::Web, view()),
+    ]);
+    assert_eq!((p.first_seen_at, p.last_seen_at), (t(1), t(20)));
+    let web = activity(&p, Channel::Web).unwrap();
+    assert_eq!((web.first_seen_at, web.last_seen_at), (t(1), t(20)));
+    assert_eq!(web.event_counts["page_viewed"], 3);
+    let store = activity(&p, Channel::Store).unwrap();
+    assert_eq!((store.first_seen_at, store.last_seen_at, store.event_counts["page_viewed"]), (t(5), t(5), 1));
+    assert_eq!(p.version, 4);
+}
+
+#[test]
+fn trait_rules_by_event_time() {
+    // (name, given events in arrival order, expected value of trait "tier")
+    let rows: Vec<(&str, Vec<TouchpointEvent>, TraitValue)> = vec![
+        (
+            "set: the newer value wins",
+            vec![
+                event(1, Channel::Web, traits(&[("tier", text("a"))], &[], &[])),
+                event(2, Channel::Web, traits(&[("tier", text("b"))], &[], &[])),
+            ],
+            text("b"),
+        ),
+        (
+            "set: a late older value does not overwrite",
+            vec![
+                event(2, Channel::Web, traits(&[("tier", text("b"))], &[], &[])),
+                event(1, Channel::Web, traits(&[("tier", text("a"))], &[], &[])),
+            ],
+            text("b"),
+        ),
+        (
+            "set_once: does not replace a set value",
+            vec![
+                event(1, Channel::Web, traits(&[("tier", text("a"))], &[], &[])),
+                event(2, Channel::Web, traits(&[], &[("tier", text("b"))], &[])),
+            ],
+            text("a"),
+        ),
+        (
+            "set_once: the first by event time wins even when it arrives last",
+            vec![
+                event(5, Channel::Web, traits(&[], &[("tier", text("late"))], &[])),
+                event(3, Channel::Web, traits(&[], &[("tier", text("early"))], &[])),
+            ],
+            text("early"),
+        ),
+        (
+            "set_once: a later set_once is a no-op",
+            vec![
+                event(3, Channel::Web, traits(&[], &[("tier", text("early"))], &[])),
+                event(5, Channel::Web, traits(&[], &[("tier", text("late"))], &[])),
+            ],
+            text("early"),
+        ),
+        (
+            "set after set_once replaces it",
+            vec![
+                event(3, Channel::Web, traits(&[], &[("tier", text("once"))], &[])),
+                event(4, Channel::Web, traits(&[("tier", text("set"))], &[], &[])),
+            ],
+            text("set"),
+        ),
+        (
+            "a late set from before a set_once wins (the set_once would have been a no-op)",
+            vec![
+                event(3, Channel::Web, traits(&[], &[("tier", text("once"))], &[])),
+                event(1, Channel::Web, traits(&[("tier", text("set"))], &[], &[])),
+            ],
+            text("set"),
+        ),
+        (
+            "unset: removes an older value",
+            vec![
+                event(1, Channel::Web, traits(&[("tier", text("a"))], &[], &[])),
+                event(2, Channel::Web, traits(&[], &[], &["tier"])),
+            ],
+            TraitValue::Null,
+        ),
+        (
+            "unset: a late older unset does not remove a newer value",
+            vec![
+                event(2, Channel::Web, traits(&[("tier", text("b"))], &[], &[])),
+                event(1, Channel::Web, traits(&[], &[], &["tier"])),
+            ],
+            text("b"),
+        ),
+        (
+            "unset: a late older set cannot resurrect an unset value",
+            vec![
+                event(3, Channel::Web, traits(&[], &[], &["tier"])),
+                event(1, Channel::Web, traits(&[("tier", text("old"))], &[], &[])),
+            ],
+            TraitValue::Null,
+        ),
+        (
+            "set_once after an unset applies",
+            vec![
+                event(1, Channel::Web, traits(&[("tier", text("a"))], &[], &[])),
+                event(2, Channel::Web, traits(&[], &[], &["tier"])),
+                event(3, Channel::Web, traits(&[], &[("tier", text("again"))], &[])),
+            ],
+            text("again"),
+        ),
+    ];
+    for (name, given, then) in rows {
+        let p = profile(&given);
+        assert_eq!(p.traits.get("tier").map(|e| e.value.clone()), Some(then), "{name}");
+    }
+}
+
+#[test]
+fn the_trait_entry_keeps_the_event_time_that_decided_it() {
+    let p = profile(&[
+        event(2, Channel::Web, traits(&[("tier", text("b"))], &[], &[])),
+        event(1, Channel::Web, traits(&[("tier", text("a"))], &[("since", TraitValue::Long(2020))], &[])),
+    ]);
+    assert_eq!(p.traits["tier"].updated_at, t(2));
+    assert!(!p.traits["tier"].set_once);
+    assert_eq!(p.traits["since"].updated_at, t(1));
+    assert!(p.traits["since"].set_once);
+}
+
+#[test]
+fn orders_refunds_and_lifetime_value_per_currency() {
+    let p = profile(&[
+        event(1, Channel::Store, order("o-1", 4_599, "EUR")),
+        event(3, Channel::Web, order("o-2", 1_000, "USD")),
+        event(2, Channel::MobileApp, order("o-3", 500, "EUR")),
+        event(
+            4,
+            Channel::Store,
+            EventPayload::OrderRefunded {
+                order_id: "o-1".into(),
+                value_minor: 4_599,
+                currency: "EUR".into(),
+            },
+        ),
+    ]);
+    assert_eq!(p.orders_count, 3);
+    assert_eq!(p.lifetime_value_minor, BTreeMap::from([("EUR".into(), 500), ("USD".into(), 1_000)]));
+    assert_eq!(
+        (p.last_order_at, p.last_order_channel),
+        (Some(t(3)), Some(Channel::Web)),
+        "the latest by event time"
+    );
+    assert_eq!(p.refunds_count, 1);
+    assert_eq!(p.refunded_value_minor, BTreeMap::from([("EUR".into(), 4_599)]));
+}
+
+#[test]
+fn support_tickets_open_and_resolve_even_out_of_order() {
+    let opened = |minute, id: &str| {
+        event(
+            minute,
+            Channel::Whatsapp,
+            EventPayload::SupportTicketOpened { ticket_id: id.into(), topic: Some("delivery".into()) },
+        )
+    };
+    let resolved = |minute, id: &str| {
+        event(minute, Channel::CallCenter, EventPayload::SupportTicketResolved { ticket_id: id.into() })
+    };
+
+    let p = profile(&[opened(1, "T-1"), opened(2, "T-2")]);
+    assert_eq!(p.open_tickets.iter().map(|t| t.ticket_id.as_str()).collect::<Vec<_>>(), ["T-1", "T-2"]);
+    assert_eq!(p.open_tickets[0].channel, Channel::Whatsapp);
+
+    let p = profile(&[opened(1, "T-1"), opened(2, "T-2"), resolved(5, "T-1")]);
+    assert_eq!(p.open_tickets.iter().map(|t| t.ticket_id.as_str()).collect::<Vec<_>>(), ["T-2"]);
+    let last = p.last_resolved_ticket.unwrap();
+    assert_eq!((last.ticket_id.as_str(), last.opened_at, last.resolved_at), ("T-1", Some(t(1)), t(5)));
+
+    // The resolution arrives before the opening: the ticket never shows as open.
+    let p = profile(&[resolved(5, "T-9"), opened(1, "T-9")]);
+    assert!(p.open_tickets.is_empty());
+    assert_eq!(p.last_resolved_ticket.unwrap().ticket_id, "T-9");
+
+    // A retried opening of an open ticket does not add it twice.
+    let p = profile(&[opened(1, "T-1"), opened(1, "T-1")]);
+    assert_eq!(p.open_tickets.len(), 1);
+}
+
+#[test]
+fn consent_per_channel_and_purpose_by_event_time() {
+    let consent = |minute, channel, purpose, granted| {
+        event(minute, channel, EventPayload::ConsentChanged { purpose, granted })
+    };
+    let p = profile(&[
+        consent(2, Channel::Sms, Purpose::Marketing, false),
+        consent(1, Channel::Sms, Purpose::Marketing, true),
+        consent(3, Channel::Email, Purpose::Marketing, true),
+        consent(4, Channel::Sms, Purpose::Transactional, true),
+    ]);
+    let entries: Vec<(Channel, Purpose, bool, DateTime<Utc>)> =
+        p.consents.iter().map(|c| (c.channel, c.purpose, c.granted, c.at)).collect();
+    assert_eq!(
+        entries,
+        [
+            (Channel::Email, Purpose::Marketing, true, t(3)),
+            (Channel::Sms, Purpose::Marketing, false, t(2)),
+            (Channel::Sms, Purpose::Transactional, true, t(4)),
+        ]
+    );
+}
+
+#[test]
+fn email_and_phone_traits_are_identifiers() {
+    let p = profile(&[
+        event(2, Channel::Web, traits(&[("email", text("a@example.com")), ("name", text("Ada"))], &[], &[])),
+        event(
+            3,
+            Channel::Store,
+            traits(&[("email", text("ada@work.example")), ("phone", text("+491511"))], &[], &[]),
+        ),
+        event(1, Channel::Web, traits(&[("email", text("a@example.com"))], &[], &[])),
+    ]);
+    let identifiers: Vec<(&str, &str, DateTime<Utc>)> =
+        p.identifiers.iter().map(|i| (i.kind.as_str(), i.value.as_str(), i.first_seen_at)).collect();
+    assert_eq!(
+        identifiers,
+        [("email", "a@example.com", t(1)), ("email", "ada@work.example", t(3)), ("phone", "+491511", t(3))]
+    );
+}
+
+#[test]
+fn erasure_forgets_the_customer_and_publishes_a_tombstone() {
+    let updater = ProfileUpdater::default();
+    let mut state = None;
+    updater.apply(
+        &mut state,
+        &event(1, Channel::Web, traits(&[("email", text("a@example.com"))], &[], &[])),
+        Utc::now(),
+    );
+    let outputs =
+        updater.apply(&mut state, &event(2, Channel::Web, EventPayload::ErasureRequested), Utc::now());
+    assert!(state.is_none());
+    assert_eq!(outputs.len(), 1);
+    assert_eq!((outputs[0].key.as_str(), outputs[0].value.is_none()), ("c-1", true));
+    // Afterwards the customer starts from nothing.
+    let outputs = updater.apply(&mut state, &event(3, Channel::Web, view()), Utc::now());
+    let p = decode_record::<CustomerProfile>(outputs[0].value.as_ref().unwrap()).unwrap();
+    assert_eq!((p.version, p.first_seen_at, p.traits.len()), (1, t(3), 0));
+}
