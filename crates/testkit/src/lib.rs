@@ -98,13 +98,13 @@ pub async fn produce_with(
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
-/// Reads a topic from the beginning with a read_committed consumer until `expected` records arrived
-/// or `deadline` passed; returns what it read, in partition then offset order.
-pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Vec<OwnedMessage> {
+/// A read_committed consumer of every partition of `topic`, from the beginning, outside any group.
+fn committed_consumer(topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = client_config()
         .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "50")
         .create()
         .expect("consumer");
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
@@ -115,6 +115,13 @@ pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Ve
         assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// Reads a topic from the beginning with a read_committed consumer until `expected` records arrived
+/// or `deadline` passed; returns what it read, in partition then offset order.
+pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Vec<OwnedMessage> {
+    let consumer = committed_consumer(topic);
     let started = Instant::now();
     let mut messages = Vec::new();
     while messages.len() < expected && started.elapsed() < deadline {
@@ -124,6 +131,41 @@ pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Ve
     }
     messages.sort_by_key(|m| (m.partition(), m.offset()));
     messages
+}
+
+/// A read_committed reader of a whole topic that keeps its position between calls: for waiting
+/// until a particular record shows up.
+pub struct CommittedReader {
+    consumer: BaseConsumer,
+}
+
+impl std::fmt::Debug for CommittedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommittedReader").finish_non_exhaustive()
+    }
+}
+
+impl CommittedReader {
+    pub fn from_beginning(topic: &str) -> Self {
+        Self { consumer: committed_consumer(topic) }
+    }
+
+    /// Reads on until `accept` returns something for a record, or `deadline` passes.
+    pub fn read_until<T>(
+        &self,
+        deadline: Duration,
+        mut accept: impl FnMut(&OwnedMessage) -> Option<T>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        while started.elapsed() < deadline {
+            if let Some(result) = self.consumer.poll(Duration::from_millis(50)) {
+                if let Some(found) = accept(&result.expect("consume").detach()) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
 }
 
 /// A service binary running as a child process, its output captured in a log file.
@@ -240,4 +282,13 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Some((status, body))
+}
+
+/// A binary of this workspace, built next to the test executables (`target/<profile>/<name>`).
+pub fn workspace_binary(name: &str) -> String {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(std::path::Path::parent).expect("target directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --release --workspace --bins`", path.display());
+    path.to_string_lossy().into_owned()
 }

@@ -167,8 +167,20 @@ pub fn assert_same_outputs<T: PartialEq + std::fmt::Debug>(
         values.iter().map(|value| value.as_deref().map(&decode)).collect()
     };
     for (key, values) in expected.iter().filter(|((t, _), _)| t == topic) {
-        let got = actual.get(key).map(decoded);
-        assert_eq!(got, Some(decoded(values)), "outputs of {} on {topic}", key.1);
+        let want = decoded(values);
+        let got = actual.get(key).map(decoded).unwrap_or_default();
+        if got != want {
+            let first_difference =
+                got.iter().zip(&want).position(|(g, w)| g != w).unwrap_or(got.len().min(want.len()));
+            panic!(
+                "outputs of {} on {topic} differ from the fold: {} records, expected {}; first difference at #{first_difference}:\n got: {:?}\nwant: {:?}",
+                key.1,
+                got.len(),
+                want.len(),
+                got.get(first_difference),
+                want.get(first_difference),
+            );
+        }
     }
     assert_eq!(
         records_in(actual, topic),
