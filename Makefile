@@ -13,7 +13,7 @@ DEMO_RATE ?= 50
 .PHONY: help build kafka-up kafka-down kafka-status topics demo test lint down bench
 
 help:
-	@echo "make demo          start Kafka, create topics, simulate customers, tail the events"
+	@echo "make demo          start Kafka, create topics, run profile-updater, simulate customers, tail profiles"
 	@echo "make test          fmt, clippy and every test (starts Kafka when needed)"
 	@echo "make kafka-up      start the local broker (kafka-down, kafka-status)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
@@ -36,11 +36,14 @@ topics: kafka-up build
 	$(OMNI) topics create --partitions $(PARTITIONS)
 
 demo: topics
-	@echo "== simulating $(DEMO_RATE) events/s for $(DEMO_SECONDS)s; tailing touchpoint.events.v1 =="
-	@$(OMNI) simulate --rate $(DEMO_RATE) --duration $(DEMO_SECONDS) --customers 200 --malformed 0.01 & \
+	@echo "== profile-updater folds every event into customer.profiles.v1 (log: target/demo-profile-updater.log)"
+	@echo "== simulating $(DEMO_RATE) events/s for $(DEMO_SECONDS)s over 200 customers; tailing the profiles"
+	@target/release/profile-updater --instance-id demo > target/demo-profile-updater.log 2>&1 & \
+	  service=$$!; \
+	  $(OMNI) simulate --rate $(DEMO_RATE) --duration $(DEMO_SECONDS) --customers 200 --malformed 0.01 & \
 	  sim=$$!; \
-	  trap 'kill $$sim 2>/dev/null' INT TERM EXIT; \
-	  $(OMNI) tail touchpoint.events.v1 --timeout $(DEMO_SECONDS) | head -c 200000 | cut -c1-220; \
+	  trap 'kill $$sim 2>/dev/null; kill -TERM $$service 2>/dev/null; wait $$service' INT TERM EXIT; \
+	  $(OMNI) tail customer.profiles.v1 -n 40 --timeout $(DEMO_SECONDS) | cut -c1-220; \
 	  wait $$sim
 
 lint:
@@ -48,6 +51,7 @@ lint:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 test: kafka-up lint
+	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace
 
 down: kafka-down

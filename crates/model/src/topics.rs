@@ -28,7 +28,10 @@ pub const CHANNEL_AFFINITY: &str = "customer.channel-affinity.v1";
 pub const LOYALTY_LEDGER: &str = "loyalty.ledger.v1";
 pub const LOYALTY_BALANCES: &str = "loyalty.balances.v1";
 
-/// Every topic of SPEC 3 (service changelogs are created by the services' own issues).
+/// Changelog of profile-updater's state (SPEC 3: `<service>.state.v1`).
+pub const PROFILE_UPDATER_STATE: &str = "profile-updater.state.v1";
+
+/// Every topic of SPEC 3, with the changelogs of the services built so far.
 pub const PIPELINE_TOPICS: &[TopicSpec] = &[
     TopicSpec {
         name: EVENTS,
@@ -49,4 +52,9 @@ pub const PIPELINE_TOPICS: &[TopicSpec] = &[
         value: "LoyaltyLedgerEntry",
     },
     TopicSpec { name: LOYALTY_BALANCES, cleanup: Cleanup::Compact, value: "LoyaltyBalance" },
+    TopicSpec {
+        name: PROFILE_UPDATER_STATE,
+        cleanup: Cleanup::Compact,
+        value: "profile-updater state (JSON)",
+    },
 ];

@@ -26,9 +26,10 @@ pub struct SimulateArgs {
     /// How many records to emit.
     #[arg(long)]
     events: Option<u64>,
-    /// Random seed: the same seed and --start give the same records.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Random seed: the same seed and --start give the same records (event ids included, so a
+    /// rerun with the same seed is all retries). Default: new every run, printed.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Event time of the first record (RFC 3339); default now.
     #[arg(long)]
     start: Option<DateTime<Utc>>,
@@ -64,9 +65,14 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
     };
     let step_ms =
         args.step_ms.unwrap_or(if args.rate > 0.0 { (1000.0 / args.rate).max(1.0) as i64 } else { 10 });
+    let seed = args.seed.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        nanos as u64
+    });
+    eprintln!("simulating {} customers with --seed {seed}", args.customers);
     let simulator = Simulator::new(SimConfig {
         customers: args.customers,
-        seed: args.seed,
+        seed,
         start: args.start.unwrap_or_else(Utc::now),
         step: chrono::Duration::milliseconds(step_ms),
         duplicate_share: args.duplicates,

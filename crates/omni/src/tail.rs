@@ -1,5 +1,6 @@
 //! `omni tail`: print a topic's records as JSON lines, decoding any omnistream Avro record.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,7 @@ pub async fn run(kafka: &KafkaArgs, args: TailArgs) -> anyhow::Result<ExitCode> 
 
     let deadline = args.timeout.map(|seconds| Instant::now() + Duration::from_secs_f64(seconds));
     let mut printed = 0u64;
+    let mut stdout = std::io::stdout().lock();
     while args.max.is_none_or(|max| printed < max) {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining == Some(Duration::ZERO) {
@@ -85,7 +87,10 @@ pub async fn run(kafka: &KafkaArgs, args: TailArgs) -> anyhow::Result<ExitCode> 
         } else {
             value
         };
-        println!("{line}");
+        // A closed pipe (`omni tail ... | head`) ends the tail quietly.
+        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+            break;
+        }
         printed += 1;
     }
     Ok(ExitCode::SUCCESS)

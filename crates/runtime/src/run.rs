@@ -61,26 +61,38 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
 
-    let admin =
-        tokio::spawn(server::serve(config.admin_addr, Arc::new(registry), health.clone(), shutdown.clone()));
+    // The admin server stops only after the processing loop, which commits and leaves the group
+    // on shutdown; an admin server that cannot serve stops the loop.
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn({
+        let (registry, health, stop, shutdown) =
+            (Arc::new(registry), health.clone(), admin_stop.clone(), shutdown.clone());
+        let addr = config.admin_addr;
+        async move {
+            let served = server::serve(addr, registry, health, stop).await;
+            if served.is_err() {
+                shutdown.cancel();
+            }
+            served
+        }
+    });
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
     let loop_config = config.clone();
     let loop_shutdown = shutdown.clone();
     let loop_health = health.clone();
-    let processing = tokio::task::spawn_blocking(move || {
+    let processed = tokio::task::spawn_blocking(move || {
         processing_loop(loop_config, processor, metrics, loop_health, loop_shutdown)
-    });
-    let result = tokio::select! {
-        joined = processing => joined.unwrap_or_else(|e| Err(RuntimeError::Restore(format!("processing thread panicked: {e}")))),
-        served = admin => match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RuntimeError::Admin(e)),
-            Err(e) => Err(RuntimeError::Restore(format!("admin server panicked: {e}"))),
-        },
-    };
+    })
+    .await
+    .unwrap_or_else(|e| Err(RuntimeError::Restore(format!("processing thread panicked: {e}"))));
     shutdown.cancel();
-    result
+    admin_stop.cancel();
+    let served = match admin.await {
+        Ok(served) => served.map_err(RuntimeError::Admin),
+        Err(e) => Err(RuntimeError::Restore(format!("admin server panicked: {e}"))),
+    };
+    processed.and(served)
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
