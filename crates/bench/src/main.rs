@@ -226,6 +226,9 @@ fn metric(port: u16, name: &str) -> Option<f64> {
     body.lines().find(|line| line.starts_with(name)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
+/// Seconds of offered load before latency is measured.
+const WARM_UP_SECONDS: usize = 3;
+
 struct Latency {
     p50_ms: f64,
     p99_ms: f64,
@@ -255,7 +258,8 @@ async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<
                 event.event_type() != omnistream_model::EventType::ErasureRequested
             })
             .collect();
-    let total = events.len();
+    let warm_up = (args.rate * WARM_UP_SECONDS).min(events.len() / 2);
+    let total = events.len() - warm_up;
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
 
     let reader: BaseConsumer = client_config()
@@ -302,9 +306,13 @@ async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
+        // The first seconds warm up the service's transactions and the reader: not measured.
+        let measured = index * per_tick >= warm_up;
         for (key, bytes) in chunk {
             let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
-            sent_at.lock().expect("lock").insert(event.event_id, Instant::now());
+            if measured {
+                sent_at.lock().expect("lock").insert(event.event_id, Instant::now());
+            }
             producer
                 .send(BaseRecord::to(&input).key(key.as_str()).payload(bytes.as_slice()))
                 .map_err(|(e, _)| e)?;

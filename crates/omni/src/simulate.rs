@@ -66,7 +66,10 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
     let step_ms =
         args.step_ms.unwrap_or(if args.rate > 0.0 { (1000.0 / args.rate).max(1.0) as i64 } else { 10 });
     let seed = args.seed.unwrap_or_else(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         nanos as u64
     });
     eprintln!("simulating {} customers with --seed {seed}", args.customers);

@@ -158,10 +158,10 @@ impl CommittedReader {
     ) -> Option<T> {
         let started = Instant::now();
         while started.elapsed() < deadline {
-            if let Some(result) = self.consumer.poll(Duration::from_millis(50)) {
-                if let Some(found) = accept(&result.expect("consume").detach()) {
-                    return Some(found);
-                }
+            if let Some(result) = self.consumer.poll(Duration::from_millis(50))
+                && let Some(found) = accept(&result.expect("consume").detach())
+            {
+                return Some(found);
             }
         }
         None
