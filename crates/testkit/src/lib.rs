@@ -98,6 +98,20 @@ pub async fn produce_with(
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
+/// The partitions of `topic`, waiting for a just-created topic to show them in the metadata (a
+/// busy fresh broker can answer without them for a moment, and assigning none reads nothing).
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> usize {
+    let started = Instant::now();
+    loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+        if partitions > 0 || started.elapsed() > Duration::from_secs(30) {
+            return partitions;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A read_committed consumer of every partition of `topic`, from the beginning, outside any group.
 fn committed_consumer(topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = client_config()
@@ -107,8 +121,7 @@ fn committed_consumer(topic: &str) -> BaseConsumer {
         .set("fetch.wait.max.ms", "50")
         .create()
         .expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len();
+    let partitions = partition_count(&consumer, topic);
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
         let partition = i32::try_from(partition).expect("partition");
@@ -258,11 +271,11 @@ pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() ->
 /// markers) it holds.
 pub fn end_offsets(topic: &str) -> i64 {
     let consumer: BaseConsumer = client_config().create().expect("consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks").1)
+    (0..partition_count(&consumer, topic))
+        .map(|p| {
+            let partition = i32::try_from(p).expect("partition");
+            consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks").1
+        })
         .sum()
 }
 
