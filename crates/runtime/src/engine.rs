@@ -188,12 +188,17 @@ impl<P: Processor> Engine<P> {
     /// lost to another member), then forget their state.
     pub(crate) fn on_revoked(&mut self, consumer: &EngineConsumer<P>, partitions: &[i32], lost: bool) {
         if lost {
+            // Lost partitions belong to another member already: forget them, then abort.
+            for partition in partitions {
+                self.partitions.remove(partition);
+            }
             self.abort(consumer);
         } else {
             self.commit(consumer);
         }
         for partition in partitions {
             self.partitions.remove(partition);
+            self.early_records.remove(partition);
             self.pending_restore.remove(partition);
             self.metrics.consumer_lag.remove(&crate::metrics::PartitionLabel { partition: *partition });
         }
@@ -263,6 +268,11 @@ impl<P: Processor> Engine<P> {
 
     /// Processes one input record inside the open transaction. Failures are handled here.
     pub(crate) fn process(&mut self, consumer: &EngineConsumer<P>, message: &BorrowedMessage<'_>, now: Now) {
+        if self.needs_reset || self.failure.is_some() {
+            // A rebalance callback inside this poll hit an unknown outcome or a fatal error: the
+            // reset (or the exit) comes first, and the reset rewinds to the committed offsets.
+            return;
+        }
         let partition = message.partition();
         if !self.partitions.contains_key(&partition) {
             // Fetched before its state was restored (or after it was revoked): not ours to apply.
@@ -377,6 +387,9 @@ impl<P: Processor> Engine<P> {
 
     /// Runs every due timer of every restored partition inside the open transaction.
     pub(crate) fn fire_timers(&mut self, consumer: &EngineConsumer<P>, now: Now) {
+        if self.needs_reset || self.failure.is_some() {
+            return;
+        }
         if let Err(failure) = self.try_fire_timers(now) {
             self.handle(consumer, failure);
         }
@@ -528,43 +541,46 @@ impl<P: Processor> Engine<P> {
 
     /// Aborts the open transaction, restores the state it changed and rewinds the consumer.
     pub(crate) fn abort(&mut self, consumer: &EngineConsumer<P>) {
-        let Some(transaction) = self.transaction.take() else { return };
-        if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
-            match classify(error) {
-                Failure::Fatal(error) => self.failure = Some(RuntimeError::Fatal(error)),
-                Failure::Abortable(error) | Failure::Indefinite(error) => {
-                    warn!(%error, "abort failed; re-creating the producer");
-                    self.needs_reset = true;
+        if let Some(transaction) = self.transaction.take() {
+            if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
+                match classify(error) {
+                    Failure::Fatal(error) => self.failure = Some(RuntimeError::Fatal(error)),
+                    Failure::Abortable(error) | Failure::Indefinite(error) => {
+                        warn!(%error, "abort failed; re-creating the producer");
+                        self.needs_reset = true;
+                    }
                 }
+                return;
             }
-            return;
-        }
-        self.metrics
-            .transactions
-            .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
-            .inc();
-        for ((partition, customer_id), before) in transaction.undo {
-            let Some(data) = self.partitions.get_mut(&partition) else { continue };
-            let due =
-                before.as_ref().and_then(|e| e.state.as_ref()).and_then(|s| self.processor.next_timer(s));
-            match before {
-                Some(entry) => data.customers.insert(customer_id.clone(), entry),
-                None => data.customers.remove(&customer_id),
-            };
-            data.set_timer(&customer_id, due);
-        }
-        for (partition, data) in &mut self.partitions {
-            if data.next_offset.take().is_some() {
-                let target = match data.committed {
-                    Offset::Offset(offset) => Offset::Offset(offset),
-                    _ => Offset::Beginning,
+            self.metrics
+                .transactions
+                .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
+                .inc();
+            for ((partition, customer_id), before) in transaction.undo {
+                let Some(data) = self.partitions.get_mut(&partition) else { continue };
+                let due =
+                    before.as_ref().and_then(|e| e.state.as_ref()).and_then(|s| self.processor.next_timer(s));
+                match before {
+                    Some(entry) => data.customers.insert(customer_id.clone(), entry),
+                    None => data.customers.remove(&customer_id),
                 };
-                if let Err(error) =
-                    consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))
-                {
-                    warn!(%error, partition, "cannot rewind after abort; rebuilding from Kafka");
-                    self.needs_reset = true;
-                }
+                data.set_timer(&customer_id, due);
+            }
+        }
+        // Every owned partition goes back to its last commit, not only those with progress: the
+        // record whose failure caused this abort has not advanced `next_offset`, but the
+        // consumer's position is already past it.
+        for (partition, data) in &mut self.partitions {
+            data.next_offset = None;
+            let target = match data.committed {
+                Offset::Offset(offset) => Offset::Offset(offset),
+                _ => Offset::Beginning,
+            };
+            if let Err(error) =
+                consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))
+            {
+                warn!(%error, partition, "cannot rewind after abort; rebuilding from Kafka");
+                self.needs_reset = true;
             }
         }
     }

@@ -42,6 +42,8 @@ pub enum RuntimeError {
     Restore(String),
     #[error("admin server: {0}")]
     Admin(#[from] std::io::Error),
+    #[error("the last commit before stopping had an unknown outcome; a restart restores from Kafka")]
+    UnknownOutcome,
 }
 
 /// The transactional producer of a service instance.
@@ -71,6 +73,18 @@ pub(crate) fn create_transactional_producer(config: &RuntimeConfig) -> Result<Tx
         .set("retry.backoff.ms", "5")
         .set("retry.backoff.max.ms", "100");
     let producer: TxnProducer = client.create()?;
-    producer.init_transactions(config.transaction_timeout).map_err(RuntimeError::Fatal)?;
-    Ok(producer)
+    // A slow coordinator (often the reason for a reset) answers with retriable errors: retry
+    // those a few times; anything else means this producer cannot work.
+    let mut attempt = 0;
+    loop {
+        match producer.init_transactions(config.transaction_timeout) {
+            Ok(()) => return Ok(producer),
+            Err(KafkaError::Transaction(error)) if error.is_retriable() && attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(%error, attempt, "init_transactions failed; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+            }
+            Err(error) => return Err(RuntimeError::Fatal(error)),
+        }
+    }
 }

@@ -39,7 +39,9 @@ pub trait Processor: Send + 'static {
         None
     }
 
-    /// A time-based transition (wall clock), e.g. a suppression `until` passing.
+    /// A time-based transition (wall clock), e.g. a suppression `until` passing. It must move
+    /// `next_timer` past the time it fired at (or to `None`): the runtime drops a timer that does
+    /// not move, but an abort or a restore recomputes it from the state and would fire it again.
     fn on_timer(
         &self,
         _state: &mut Option<Self::State>,

@@ -162,7 +162,11 @@ fn processing_loop<P: Processor>(
                 engine.reset(&consumer)?;
             }
             if engine.has_pending_restore() {
-                engine.restore_pending(&consumer, false)?;
+                // A restore can outlast the transaction timeout: commit the open one first.
+                engine.commit(&consumer);
+                if !engine.needs_reset && engine.failure.is_none() {
+                    engine.restore_pending(&consumer, false)?;
+                }
             }
             health.set_ready(engine.is_ready());
         }
@@ -214,6 +218,11 @@ fn leave<P: Processor>(consumer: &EngineConsumer<P>, engine: &Mutex<Engine<P>>) 
         engine.commit(consumer);
         if let Some(failure) = engine.failure.take() {
             return Err(failure);
+        }
+        if engine.needs_reset {
+            // Not lost (the transaction is atomic and a restart restores from Kafka), but not a
+            // clean stop either.
+            return Err(RuntimeError::UnknownOutcome);
         }
     }
     consumer.unsubscribe();
