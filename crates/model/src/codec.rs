@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use apache_avro::rabin::Rabin;
 use apache_avro::schema::{NamesRef, Namespace, ResolvedSchema};
 use apache_avro::types::Value;
-use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema, to_avro_datum};
+use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -157,11 +157,6 @@ fn fingerprint_of(header: &[u8; HEADER_LEN]) -> [u8; 8] {
     fingerprint
 }
 
-/// The CRC-64-AVRO fingerprint of the current schema of `kind`.
-pub fn fingerprint(kind: RecordKind) -> [u8; 8] {
-    fingerprint_of(&REGISTRY.current[&kind].header)
-}
-
 /// Which record kind single-object encoded bytes hold, if their fingerprint is known.
 pub fn record_kind_of(bytes: &[u8]) -> Option<RecordKind> {
     let fingerprint: [u8; 8] = bytes.get(2..HEADER_LEN)?.try_into().ok()?;
@@ -169,14 +164,22 @@ pub fn record_kind_of(bytes: &[u8]) -> Option<RecordKind> {
     REGISTRY.writers.get(&fingerprint).map(|registered| registered.kind)
 }
 
+/// Encodes a value of `kind`'s current schema as single-object bytes, with this thread's writer:
+/// writers keep their schema's names resolved, which per call dominated encoding.
 fn encode_value(kind: RecordKind, value: Value) -> Result<Vec<u8>, CodecError> {
-    let registered = &REGISTRY.current[&kind];
-    let datum =
-        to_avro_datum(&registered.schema, value).map_err(|source| CodecError::Encode { kind, source })?;
-    let mut bytes = Vec::with_capacity(HEADER_LEN + datum.len());
-    bytes.extend_from_slice(&registered.header);
-    bytes.extend_from_slice(&datum);
-    Ok(bytes)
+    WRITERS.with(|writers| {
+        let mut writers = writers.borrow_mut();
+        let writer = match writers.entry(kind) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                GenericSingleObjectWriter::new_with_capacity(kind.schema(), 1024)
+                    .map_err(|source| CodecError::Encode { kind, source })?,
+            ),
+        };
+        let mut bytes = Vec::with_capacity(256);
+        writer.write_value_ref(&value, &mut bytes).map_err(|source| CodecError::Encode { kind, source })?;
+        Ok(bytes)
+    })
 }
 
 /// Decodes single-object bytes of `kind` into an Avro value of the current schema.
@@ -614,23 +617,11 @@ pub fn encode_record<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CodecError> {
     let names = &RESOLVED_NAMES[&kind];
     let value = conform(value, kind.schema(), names, &None)
         .map_err(|message| CodecError::Conform { kind, message })?;
-    WRITERS.with(|writers| {
-        let mut writers = writers.borrow_mut();
-        let writer = match writers.entry(kind) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
-                GenericSingleObjectWriter::new_with_capacity(kind.schema(), 1024)
-                    .map_err(|source| CodecError::Encode { kind, source })?,
-            ),
-        };
-        let mut bytes = Vec::with_capacity(256);
-        writer.write_value_ref(&value, &mut bytes).map_err(|source| CodecError::Encode { kind, source })?;
-        Ok(bytes)
-    })
+    encode_value(kind, value)
 }
 
 thread_local! {
-    /// Writers keep their schema's names resolved; building them per record dominated encoding.
+    /// One single-object writer per record kind and thread.
     static WRITERS: std::cell::RefCell<HashMap<RecordKind, GenericSingleObjectWriter>> =
         std::cell::RefCell::new(HashMap::new());
 }

@@ -272,7 +272,7 @@ fn note_identifier(profile: &mut CustomerProfile, name: &str, value: &TraitValue
     }
 }
 
-/// The channel an event of this profile was last seen on, for tests and readers.
+/// The activity of a profile on one channel, if it was ever seen there.
 pub fn activity(profile: &CustomerProfile, channel: Channel) -> Option<&ChannelActivity> {
     profile.channels.iter().find(|a| a.channel == channel)
 }

@@ -10,11 +10,9 @@ use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_event};
 use omnistream_reference::{CountRecord, EventCounter};
 use omnistream_testkit::pipeline::{
     OutputsByKey, ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly,
-    produce_at_rate, records_in, simulated_input,
+    output_may_be_complete, produce_at_rate, records_in, simulated_input,
 };
-use omnistream_testkit::{
-    ServiceProcess, consume_committed, end_offsets, free_port, http_get, produce_all, wait_until,
-};
+use omnistream_testkit::{ServiceProcess, consume_committed, free_port, http_get, produce_all, wait_until};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
 const CUSTOMERS: u32 = 2_000;
@@ -70,12 +68,6 @@ fn simulated(events: usize, seed: u64, malformed_share: f64) -> Vec<(String, Vec
     simulated_input(events, CUSTOMERS, seed, malformed_share)
 }
 
-/// Whether the output topic may hold every expected record (transaction markers count too, so
-/// `false` proves the run is still mid-stream).
-fn output_may_be_complete(topics: &ServiceTopics, expected: &OutputsByKey) -> bool {
-    end_offsets(&topics.outputs[0]) >= records_in(expected, &topics.outputs[0]) as i64
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
     let topics = topics("crash").await;
@@ -109,7 +101,10 @@ async fn a_second_instance_joins_and_the_first_leaves_with_sigterm_exactly_once(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut second = counter(&topics, "rebalance-b", "rebalance-b");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!output_may_be_complete(&topics, &expected), "still mid-stream");
+    assert!(
+        !output_may_be_complete(&topics.outputs[0], records_in(&expected, &topics.outputs[0])),
+        "still mid-stream"
+    );
     let status = tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(20))).await.unwrap();
     assert!(status.success(), "SIGTERM exits 0, got {status}");
     producing.await.expect("producer task");

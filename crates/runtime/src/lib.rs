@@ -44,6 +44,8 @@ pub enum RuntimeError {
     Admin(#[from] std::io::Error),
     #[error("the last commit before stopping had an unknown outcome; a restart restores from Kafka")]
     UnknownOutcome,
+    #[error("{0} panicked: {1}")]
+    Panicked(&'static str, String),
 }
 
 /// The transactional producer of a service instance.

@@ -85,12 +85,12 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
         processing_loop(loop_config, processor, metrics, loop_health, loop_shutdown)
     })
     .await
-    .unwrap_or_else(|e| Err(RuntimeError::Restore(format!("processing thread panicked: {e}"))));
+    .unwrap_or_else(|e| Err(RuntimeError::Panicked("processing thread", e.to_string())));
     shutdown.cancel();
     admin_stop.cancel();
     let served = match admin.await {
         Ok(served) => served.map_err(RuntimeError::Admin),
-        Err(e) => Err(RuntimeError::Restore(format!("admin server panicked: {e}"))),
+        Err(e) => Err(RuntimeError::Panicked("admin server", e.to_string())),
     };
     processed.and(served)
 }
