@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use apache_avro::rabin::Rabin;
-use apache_avro::schema::{NamesRef, Namespace, ResolvedSchema};
+use apache_avro::schema::{NamesRef, Namespace, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
 use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use chrono::{DateTime, Utc};
@@ -162,6 +162,12 @@ pub fn record_kind_of(bytes: &[u8]) -> Option<RecordKind> {
     let fingerprint: [u8; 8] = bytes.get(2..HEADER_LEN)?.try_into().ok()?;
     (bytes.starts_with(&SINGLE_OBJECT_MARKER)).then_some(())?;
     REGISTRY.writers.get(&fingerprint).map(|registered| registered.kind)
+}
+
+thread_local! {
+    /// One single-object writer per record kind and thread.
+    static WRITERS: std::cell::RefCell<HashMap<RecordKind, GenericSingleObjectWriter>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 /// Encodes a value of `kind`'s current schema as single-object bytes, with this thread's writer:
@@ -354,10 +360,246 @@ pub fn encode_event(event: &TouchpointEvent) -> Result<Vec<u8>, CodecError> {
 }
 
 /// Decodes Avro single-object bytes into an event; does not apply the validation rules (see
-/// [`crate::decode_and_validate`]).
+/// [`crate::decode_and_validate`]). Data written with the current schema is read directly (every
+/// service does this per record); data of a released schema goes through schema resolution.
 pub fn decode_event(bytes: &[u8]) -> Result<TouchpointEvent, Rejection> {
+    let current = &REGISTRY.current[&RecordKind::TouchpointEvent].header;
+    match bytes.strip_prefix(current.as_slice()) {
+        Some(datum) => read_current_event(datum),
+        None => decode_event_resolved(bytes),
+    }
+}
+
+/// The general path: any known writer schema (current or released), resolved to the current one.
+pub fn decode_event_resolved(bytes: &[u8]) -> Result<TouchpointEvent, Rejection> {
     let value = decode_value(RecordKind::TouchpointEvent, bytes)?;
     event_from_value(value)
+}
+
+/// Reads an event datum written with the current schema, field by field in `.avsc` order.
+fn read_current_event(datum: &[u8]) -> Result<TouchpointEvent, Rejection> {
+    let malformed = |message: String| {
+        Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {message}"))
+    };
+    let mut r = DatumReader { rest: datum };
+    let event_id = r.string().map_err(malformed)?;
+    let customer_id = r.string().map_err(malformed)?;
+    let millis = r.long().map_err(malformed)?;
+    let occurred_at = DateTime::<Utc>::from_timestamp_millis(millis)
+        .ok_or_else(|| malformed(format!("occurred_at {millis} is out of range")))?;
+    let channel = *r.symbol(Channel::ALL).map_err(malformed)?;
+    let event_type = *r.symbol(EventType::ALL).map_err(malformed)?;
+    let source = r.optional(DatumReader::string).map_err(malformed)?;
+    let branch = r.index(EventType::ALL.len()).map_err(malformed)?;
+    if branch != event_type.index() {
+        return Err(Rejection::single(
+            ErrorCode::TypeMismatch,
+            "properties",
+            format!("type {event_type} does not match properties branch {branch}"),
+        ));
+    }
+    let payload = read_payload(&mut r, event_type).map_err(malformed)?;
+    let context = r.map(DatumReader::string).map_err(malformed)?;
+    if !r.rest.is_empty() {
+        return Err(Rejection::single(
+            ErrorCode::Malformed,
+            "$",
+            format!("{} trailing bytes after the Avro datum", r.rest.len()),
+        ));
+    }
+    Ok(TouchpointEvent { event_id, customer_id, occurred_at, channel, source, payload, context })
+}
+
+fn read_payload(r: &mut DatumReader<'_>, event_type: EventType) -> Result<EventPayload, String> {
+    Ok(match event_type {
+        EventType::PageViewed => EventPayload::PageViewed { url: r.string()? },
+        EventType::ProductViewed => EventPayload::ProductViewed { product_id: r.string()? },
+        EventType::CartUpdated => EventPayload::CartUpdated {
+            cart_id: r.string()?,
+            items: r.int()?,
+            value_minor: r.long()?,
+            currency: r.string()?,
+        },
+        EventType::OrderPlaced => EventPayload::OrderPlaced {
+            order_id: r.string()?,
+            value_minor: r.long()?,
+            currency: r.string()?,
+            items: r.optional(DatumReader::int)?,
+        },
+        EventType::OrderRefunded => EventPayload::OrderRefunded {
+            order_id: r.string()?,
+            value_minor: r.long()?,
+            currency: r.string()?,
+        },
+        EventType::MessageSent => EventPayload::MessageSent {
+            message_id: r.string()?,
+            campaign_id: r.optional(DatumReader::string)?,
+            purpose: *r.symbol(Purpose::ALL)?,
+        },
+        EventType::MessageDelivered => EventPayload::MessageDelivered { message_id: r.string()? },
+        EventType::MessageOpened => EventPayload::MessageOpened { message_id: r.string()? },
+        EventType::MessageClicked => {
+            EventPayload::MessageClicked { message_id: r.string()?, url: r.optional(DatumReader::string)? }
+        }
+        EventType::MessageBounced => {
+            EventPayload::MessageBounced { message_id: r.string()?, hard: r.boolean()? }
+        }
+        EventType::SpamReported => EventPayload::SpamReported { message_id: r.string()? },
+        EventType::MessageReceived => EventPayload::MessageReceived {
+            conversation_id: r.optional(DatumReader::string)?,
+            text_len: r.optional(DatumReader::int)?,
+        },
+        EventType::SupportTicketOpened => EventPayload::SupportTicketOpened {
+            ticket_id: r.string()?,
+            topic: r.optional(DatumReader::string)?,
+        },
+        EventType::SupportTicketResolved => EventPayload::SupportTicketResolved { ticket_id: r.string()? },
+        EventType::ConsentChanged => {
+            EventPayload::ConsentChanged { purpose: *r.symbol(Purpose::ALL)?, granted: r.boolean()? }
+        }
+        EventType::TraitsUpdated => EventPayload::TraitsUpdated {
+            set: r.map(DatumReader::trait_value)?,
+            set_once: r.map(DatumReader::trait_value)?,
+            unset: r.array(DatumReader::string)?,
+        },
+        EventType::LoyaltyRedeemRequested => {
+            EventPayload::LoyaltyRedeemRequested { redemption_id: r.string()?, points: r.long()? }
+        }
+        EventType::LoyaltyPointsAdjusted => {
+            EventPayload::LoyaltyPointsAdjusted { points: r.long()?, reason: r.string()? }
+        }
+        EventType::ErasureRequested => EventPayload::ErasureRequested,
+    })
+}
+
+/// Reads Avro binary encodings; every read checks what is left, so no input can panic it.
+struct DatumReader<'a> {
+    rest: &'a [u8],
+}
+
+impl DatumReader<'_> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let (&first, rest) = self.rest.split_first().ok_or("unexpected end of data")?;
+        self.rest = rest;
+        Ok(first)
+    }
+
+    fn long(&mut self) -> Result<i64, String> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        Err("variable-length integer longer than 10 bytes".into())
+    }
+
+    fn int(&mut self) -> Result<i32, String> {
+        let value = self.long()?;
+        i32::try_from(value).map_err(|_| format!("int {value} out of range"))
+    }
+
+    fn boolean(&mut self) -> Result<bool, String> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(format!("invalid boolean byte {other}")),
+        }
+    }
+
+    fn double(&mut self) -> Result<f64, String> {
+        let bytes = self.rest.get(..8).ok_or("unexpected end of data")?;
+        let value = f64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+        self.rest = &self.rest[8..];
+        Ok(value)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let len = self.long()?;
+        let len = usize::try_from(len).map_err(|_| format!("negative length {len}"))?;
+        let bytes = self.rest.get(..len).ok_or("string longer than the data")?;
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?.to_owned();
+        self.rest = &self.rest[len..];
+        Ok(text)
+    }
+
+    /// A union branch or an enum symbol's position, below `count`.
+    fn index(&mut self, count: usize) -> Result<u32, String> {
+        let index = self.long()?;
+        u32::try_from(index)
+            .ok()
+            .filter(|i| (*i as usize) < count)
+            .ok_or_else(|| format!("index {index} out of range"))
+    }
+
+    fn symbol<'s, T>(&mut self, symbols: &'s [T]) -> Result<&'s T, String> {
+        let index = self.index(symbols.len())?;
+        Ok(&symbols[index as usize])
+    }
+
+    /// A `["null", T]` union.
+    fn optional<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        match self.index(2)? {
+            0 => Ok(None),
+            _ => read(self).map(Some),
+        }
+    }
+
+    fn trait_value(&mut self) -> Result<TraitValue, String> {
+        Ok(match self.index(5)? {
+            0 => TraitValue::Null,
+            1 => TraitValue::Bool(self.boolean()?),
+            2 => TraitValue::Long(self.long()?),
+            3 => TraitValue::Double(self.double()?),
+            _ => TraitValue::String(self.string()?),
+        })
+    }
+
+    /// Items of array or map blocks until the empty block; a negative count is followed by the
+    /// block's size in bytes (Avro spec).
+    fn blocks(&mut self, mut item: impl FnMut(&mut Self) -> Result<(), String>) -> Result<(), String> {
+        loop {
+            let mut count = self.long()?;
+            if count == 0 {
+                return Ok(());
+            }
+            if count < 0 {
+                count = count.checked_neg().ok_or("invalid block count")?;
+                self.long()?;
+            }
+            for _ in 0..count {
+                item(self)?;
+            }
+        }
+    }
+
+    fn array<T>(&mut self, mut read: impl FnMut(&mut Self) -> Result<T, String>) -> Result<Vec<T>, String> {
+        let mut items = Vec::new();
+        self.blocks(|r| {
+            items.push(read(r)?);
+            Ok(())
+        })?;
+        Ok(items)
+    }
+
+    fn map<T>(
+        &mut self,
+        mut read: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<BTreeMap<String, T>, String> {
+        let mut map = BTreeMap::new();
+        self.blocks(|r| {
+            let key = r.string()?;
+            let value = read(r)?;
+            map.insert(key, value);
+            Ok(())
+        })?;
+        Ok(map)
+    }
 }
 
 /// Field access on a decoded record; a decoded value that lacks a field is a schema bug.
@@ -603,152 +845,80 @@ fn take_properties(r: &mut RecordFields) -> Result<(EventType, Value), Rejection
     Ok((event_type, properties))
 }
 
-// ---- Derived records: serde through apache-avro, resolved against the `.avsc` ----
+// ---- Derived records: serde through apache-avro against the `.avsc`, or by hand ----
 
 /// A derived record type and the schema it is written with.
 pub trait AvroRecord: Serialize + DeserializeOwned {
     const KIND: RecordKind;
+
+    /// Appends the record's binary datum. By default serde writes it directly against the schema
+    /// (no intermediate `Value`); records written on every event write it by hand instead
+    /// ([`crate::avro_write`]), and a test holds both to the same bytes.
+    fn write_datum(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        write_datum_with_serde(self, buf)
+    }
+}
+
+/// Serde's encoding of a record's datum: struct fields in declaration order, which is the
+/// schema's (a test proves it), enums by variant index, which is the symbol's, unions by shape.
+pub fn write_datum_with_serde<T: AvroRecord>(record: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    let kind = T::KIND;
+    apache_avro::write_avro_datum_ref(&INLINED_SCHEMAS[&kind], record, buf)
+        .map_err(|source| CodecError::Encode { kind, source })?;
+    Ok(())
 }
 
 /// Encodes a derived record as Avro single-object bytes.
 pub fn encode_record<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CodecError> {
-    let kind = T::KIND;
-    let value = apache_avro::to_value(record).map_err(|source| CodecError::Encode { kind, source })?;
-    let names = &RESOLVED_NAMES[&kind];
-    let value = conform(value, kind.schema(), names, &None)
-        .map_err(|message| CodecError::Conform { kind, message })?;
-    encode_value(kind, value)
+    let mut bytes = Vec::with_capacity(512);
+    bytes.extend_from_slice(&REGISTRY.current[&T::KIND].header);
+    record.write_datum(&mut bytes)?;
+    Ok(bytes)
 }
 
-thread_local! {
-    /// One single-object writer per record kind and thread.
-    static WRITERS: std::cell::RefCell<HashMap<RecordKind, GenericSingleObjectWriter>> =
-        std::cell::RefCell::new(HashMap::new());
-}
-
-/// Every named type of each current schema, by full name, resolved once.
-static RESOLVED_NAMES: LazyLock<HashMap<RecordKind, NamesRef<'static>>> = LazyLock::new(|| {
+/// Each current schema with its named-type references replaced by their definitions: the
+/// serde writer of apache-avro 0.21 resolves no names.
+static INLINED_SCHEMAS: LazyLock<HashMap<RecordKind, Schema>> = LazyLock::new(|| {
     RecordKind::ALL
         .into_iter()
         .map(|kind| {
-            let resolved = ResolvedSchema::try_from(kind.schema()).expect("a parsed schema resolves");
-            (kind, resolved.get_names().clone())
+            let schema = kind.schema();
+            let resolved = ResolvedSchema::try_from(schema).expect("a parsed schema resolves");
+            (kind, inline_refs(schema, resolved.get_names(), &schema.namespace()))
         })
         .collect()
 });
 
-/// Turns the value serde produced for a record into the value its schema describes: enum symbols
-/// from strings, union branches, timestamps. What `Value::resolve` does, without re-resolving
-/// the schema's names on every call.
-fn conform(
-    value: Value,
-    schema: &Schema,
-    names: &NamesRef<'_>,
-    namespace: &Namespace,
-) -> Result<Value, String> {
-    Ok(match schema {
+fn inline_refs(schema: &Schema, names: &NamesRef<'_>, namespace: &Namespace) -> Schema {
+    match schema {
         Schema::Ref { name } => {
             let full = name.fully_qualified_name(namespace);
-            let target = names.get(&full).ok_or_else(|| format!("unknown type {full:?}"))?;
-            conform(value, target, names, &full.namespace)?
+            let target = names.get(&full).expect("a resolved schema defines every reference");
+            inline_refs(target, names, &full.namespace)
         }
         Schema::Record(record) => {
             let inner = record.name.namespace.clone().or_else(|| namespace.clone());
-            let Value::Record(fields) = value else {
-                return Err(format!("{}: expected a record", record.name.name));
-            };
-            // Serde writes struct fields in declaration order, which is the schema's (a test
-            // proves it); look fields up by name only when that does not hold.
-            let in_order = fields.len() == record.fields.len()
-                && fields.iter().zip(&record.fields).all(|((name, _), field)| *name == field.name);
-            let mut conformed = Vec::with_capacity(record.fields.len());
-            if in_order {
-                for ((name, field_value), field) in fields.into_iter().zip(&record.fields) {
-                    conformed.push((name, conform(field_value, &field.schema, names, &inner)?));
-                }
-            } else {
-                let mut by_name: HashMap<String, Value> = fields.into_iter().collect();
-                for field in &record.fields {
-                    let field_value = by_name
-                        .remove(&field.name)
-                        .ok_or_else(|| format!("{}.{}: missing", record.name.name, field.name))?;
-                    conformed.push((field.name.clone(), conform(field_value, &field.schema, names, &inner)?));
-                }
+            let mut record = record.clone();
+            for field in &mut record.fields {
+                field.schema = inline_refs(&field.schema, names, &inner);
             }
-            Value::Record(conformed)
+            Schema::Record(record)
         }
-        Schema::Union(union) => {
-            let inner = match value {
-                Value::Union(_, inner) => *inner,
-                other => other,
-            };
-            let variants = union.variants();
-            let index = variants
-                .iter()
-                .position(|variant| shape_matches(&inner, variant, names, namespace))
-                .ok_or_else(|| format!("no union branch for {inner:?}"))?;
-            let conformed = conform(inner, &variants[index], names, namespace)?;
-            Value::Union(u32::try_from(index).expect("small union"), Box::new(conformed))
+        Schema::Union(union) => Schema::Union(
+            UnionSchema::new(union.variants().iter().map(|v| inline_refs(v, names, namespace)).collect())
+                .expect("inlining keeps a union valid"),
+        ),
+        Schema::Array(array) => {
+            let mut array = array.clone();
+            array.items = Box::new(inline_refs(&array.items, names, namespace));
+            Schema::Array(array)
         }
-        Schema::Enum(enum_schema) => match value {
-            Value::String(symbol) | Value::Enum(_, symbol) => {
-                let index = enum_schema
-                    .symbols
-                    .iter()
-                    .position(|s| *s == symbol)
-                    .ok_or_else(|| format!("{symbol:?} is not a symbol of {}", enum_schema.name.name))?;
-                Value::Enum(u32::try_from(index).expect("small enum"), symbol)
-            }
-            other => return Err(format!("expected an enum symbol, found {other:?}")),
-        },
-        Schema::TimestampMillis => match value {
-            Value::Long(n) | Value::TimestampMillis(n) => Value::TimestampMillis(n),
-            Value::Int(n) => Value::TimestampMillis(i64::from(n)),
-            other => return Err(format!("expected a timestamp, found {other:?}")),
-        },
-        Schema::Long => match value {
-            Value::Int(n) => Value::Long(i64::from(n)),
-            other => other,
-        },
-        Schema::Array(array) => match value {
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|item| conform(item, &array.items, names, namespace))
-                    .collect::<Result<_, _>>()?,
-            ),
-            other => return Err(format!("expected an array, found {other:?}")),
-        },
-        Schema::Map(map) => match value {
-            Value::Map(entries) => Value::Map(
-                entries
-                    .into_iter()
-                    .map(|(key, item)| Ok((key, conform(item, &map.types, names, namespace)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
-            other => return Err(format!("expected a map, found {other:?}")),
-        },
-        _ => value,
-    })
-}
-
-/// Whether a serde-produced value has the shape of a union branch.
-fn shape_matches(value: &Value, schema: &Schema, names: &NamesRef<'_>, namespace: &Namespace) -> bool {
-    match (value, schema) {
-        (_, Schema::Ref { name }) => {
-            let full = name.fully_qualified_name(namespace);
-            names.get(&full).is_some_and(|target| shape_matches(value, target, names, &full.namespace))
+        Schema::Map(map) => {
+            let mut map = map.clone();
+            map.types = Box::new(inline_refs(&map.types, names, namespace));
+            Schema::Map(map)
         }
-        (Value::Null, Schema::Null)
-        | (Value::Boolean(_), Schema::Boolean)
-        | (Value::Int(_) | Value::Long(_), Schema::Long | Schema::Int | Schema::TimestampMillis)
-        | (Value::Float(_) | Value::Double(_), Schema::Double | Schema::Float)
-        | (Value::Record(_), Schema::Record(_))
-        | (Value::Array(_), Schema::Array(_))
-        | (Value::Map(_), Schema::Map(_)) => true,
-        (Value::String(_), Schema::String) => true,
-        (Value::String(symbol), Schema::Enum(e)) => e.symbols.contains(symbol),
-        _ => false,
+        other => other.clone(),
     }
 }
 

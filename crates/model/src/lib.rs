@@ -2,10 +2,12 @@
 //! Avro single-object codec (the `.avsc` files in `schemas/` are the source of truth), the JSON form
 //! of events, and validation with stable error codes.
 
+pub mod avro_write;
 pub mod codec;
 pub mod event;
 pub mod json;
 pub mod records;
+pub mod sorted_map;
 pub mod topics;
 pub mod validate;
 
@@ -15,6 +17,7 @@ pub use codec::{
 };
 pub use event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
 pub use json::{event_from_json, event_to_json, format_timestamp, parse_event_json};
+pub use sorted_map::{MapKey, SortedMap};
 pub use validate::{ErrorCode, Rejection, ValidationError, validate};
 
 use chrono::{DateTime, Utc};

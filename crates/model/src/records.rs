@@ -1,14 +1,14 @@
 //! The derived records of SPEC 4, as written to the output topics. Each matches its `.avsc` file in
 //! `schemas/` (a test proves it); timestamps are Avro `timestamp-millis`.
 
-use std::collections::BTreeMap;
-
 use chrono::serde::{ts_milliseconds, ts_milliseconds_option};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{AvroRecord, RecordKind};
-use crate::event::{Channel, Purpose, TraitValue};
+use crate::avro_write::DatumWriter;
+use crate::codec::{AvroRecord, CodecError, RecordKind};
+use crate::event::{Channel, EventType, Purpose, TraitValue};
+use crate::sorted_map::SortedMap;
 
 /// Activity of one customer on one channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +19,7 @@ pub struct ChannelActivity {
     #[serde(with = "ts_milliseconds")]
     pub last_seen_at: DateTime<Utc>,
     /// Events on this channel by event type name.
-    pub event_counts: BTreeMap<String, i64>,
+    pub event_counts: SortedMap<EventType, i64>,
 }
 
 /// A trait value and the event time that decided it; `value` is `Null` once unset.
@@ -77,15 +77,15 @@ pub struct CustomerProfile {
     #[serde(with = "ts_milliseconds")]
     pub last_seen_at: DateTime<Utc>,
     pub channels: Vec<ChannelActivity>,
-    pub traits: BTreeMap<String, TraitEntry>,
+    pub traits: SortedMap<String, TraitEntry>,
     pub orders_count: i64,
     /// Per ISO 4217 currency, refunds subtracted.
-    pub lifetime_value_minor: BTreeMap<String, i64>,
+    pub lifetime_value_minor: SortedMap<String, i64>,
     #[serde(with = "ts_milliseconds_option")]
     pub last_order_at: Option<DateTime<Utc>>,
     pub last_order_channel: Option<Channel>,
     pub refunds_count: i64,
-    pub refunded_value_minor: BTreeMap<String, i64>,
+    pub refunded_value_minor: SortedMap<String, i64>,
     pub open_tickets: Vec<OpenTicket>,
     pub last_resolved_ticket: Option<ResolvedTicket>,
     pub consents: Vec<ConsentEntry>,
@@ -96,6 +96,66 @@ pub struct CustomerProfile {
 
 impl AvroRecord for CustomerProfile {
     const KIND: RecordKind = RecordKind::CustomerProfile;
+
+    /// Written by hand: profile-updater writes one per event.
+    fn write_datum(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        let mut w = DatumWriter::new(buf);
+        w.string(&self.customer_id);
+        w.timestamp(self.first_seen_at);
+        w.timestamp(self.last_seen_at);
+        w.block(self.channels.iter(), |w, activity| {
+            w.index(activity.channel.index());
+            w.timestamp(activity.first_seen_at);
+            w.timestamp(activity.last_seen_at);
+            w.block(activity.event_counts.iter(), |w, (event_type, count)| {
+                w.string(event_type.as_str());
+                w.long(*count);
+            });
+        });
+        w.block(self.traits.iter(), |w, (name, entry)| {
+            w.string(name);
+            w.trait_value(&entry.value);
+            w.timestamp(entry.updated_at);
+            w.boolean(entry.set_once);
+        });
+        w.long(self.orders_count);
+        w.block(self.lifetime_value_minor.iter(), |w, (currency, value)| {
+            w.string(currency);
+            w.long(*value);
+        });
+        w.optional(self.last_order_at, DatumWriter::timestamp);
+        w.optional(self.last_order_channel, |w, channel| w.index(channel.index()));
+        w.long(self.refunds_count);
+        w.block(self.refunded_value_minor.iter(), |w, (currency, value)| {
+            w.string(currency);
+            w.long(*value);
+        });
+        w.block(self.open_tickets.iter(), |w, ticket| {
+            w.string(&ticket.ticket_id);
+            w.timestamp(ticket.opened_at);
+            w.index(ticket.channel.index());
+            w.optional(ticket.topic.as_deref(), DatumWriter::string);
+        });
+        w.optional(self.last_resolved_ticket.as_ref(), |w, ticket| {
+            w.string(&ticket.ticket_id);
+            w.optional(ticket.opened_at, DatumWriter::timestamp);
+            w.timestamp(ticket.resolved_at);
+            w.index(ticket.channel.index());
+        });
+        w.block(self.consents.iter(), |w, consent| {
+            w.index(consent.channel.index());
+            w.index(consent.purpose.index());
+            w.boolean(consent.granted);
+            w.timestamp(consent.at);
+        });
+        w.block(self.identifiers.iter(), |w, identifier| {
+            w.string(&identifier.kind);
+            w.string(&identifier.value);
+            w.timestamp(identifier.first_seen_at);
+        });
+        w.long(self.version);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

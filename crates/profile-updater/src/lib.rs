@@ -113,7 +113,8 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
     match &event.payload {
         EventPayload::OrderPlaced { value_minor, currency, .. } => {
             profile.orders_count += 1;
-            *profile.lifetime_value_minor.entry(currency.clone()).or_default() += value_minor;
+            *profile.lifetime_value_minor.get_or_insert_with(currency, || (currency.clone(), 0)) +=
+                value_minor;
             if profile.last_order_at.is_none_or(|last| at >= last) {
                 profile.last_order_at = Some(at);
                 profile.last_order_channel = Some(event.channel);
@@ -121,8 +122,10 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
         }
         EventPayload::OrderRefunded { value_minor, currency, .. } => {
             profile.refunds_count += 1;
-            *profile.refunded_value_minor.entry(currency.clone()).or_default() += value_minor;
-            *profile.lifetime_value_minor.entry(currency.clone()).or_default() -= value_minor;
+            *profile.refunded_value_minor.get_or_insert_with(currency, || (currency.clone(), 0)) +=
+                value_minor;
+            *profile.lifetime_value_minor.get_or_insert_with(currency, || (currency.clone(), 0)) -=
+                value_minor;
         }
         EventPayload::SupportTicketOpened { ticket_id, topic } => {
             let resolved_since = state
@@ -203,7 +206,8 @@ fn record_activity(profile: &mut CustomerProfile, event: &TouchpointEvent) {
     let activity = &mut profile.channels[index];
     activity.first_seen_at = activity.first_seen_at.min(at);
     activity.last_seen_at = activity.last_seen_at.max(at);
-    *activity.event_counts.entry(event.event_type().as_str().to_owned()).or_default() += 1;
+    let event_type = event.event_type();
+    *activity.event_counts.get_or_insert_with(&event_type, || (event_type, 0)) += 1;
 }
 
 fn set_trait(profile: &mut CustomerProfile, name: &str, value: &TraitValue, at: DateTime<Utc>) {

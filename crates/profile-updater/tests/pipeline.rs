@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnistream_model::records::CustomerProfile;
-use omnistream_model::{Channel, decode_record};
+use omnistream_model::{Channel, EventType, decode_record};
 use omnistream_profile_updater::{ProfileUpdater, activity};
 use omnistream_testkit::pipeline::{
     ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
@@ -130,7 +130,10 @@ async fn stories_one_and_two_the_profile_side() {
             Some("2026-11-20T12:00:00+00:00".to_owned())
         );
         assert_eq!(profile.lifetime_value_minor.get("EUR"), Some(&12_999));
-        assert_eq!(activity(&profile, Channel::Store).map(|a| a.event_counts["order_placed"]), Some(1));
+        assert_eq!(
+            activity(&profile, Channel::Store).map(|a| a.event_counts[&EventType::OrderPlaced]),
+            Some(1)
+        );
         assert_eq!(profile.version, 3);
         // Seconds at most here (a reader starts per try); the benchmark measures the real latency.
         assert!(took < Duration::from_secs(15), "the store purchase showed after {took:?}");

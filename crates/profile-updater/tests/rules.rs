@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use omnistream_model::records::CustomerProfile;
-use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record};
+use omnistream_model::{
+    Channel, EventPayload, EventType, Purpose, SortedMap, TouchpointEvent, TraitValue, decode_record,
+};
 use omnistream_profile_updater::{ProfileState, ProfileUpdater, activity};
 use omnistream_runtime::Processor;
 
@@ -79,9 +81,12 @@ fn first_and_last_seen_follow_event_time_overall_and_per_channel() {
     assert_eq!((p.first_seen_at, p.last_seen_at), (t(1), t(20)));
     let web = activity(&p, Channel::Web).unwrap();
     assert_eq!((web.first_seen_at, web.last_seen_at), (t(1), t(20)));
-    assert_eq!(web.event_counts["page_viewed"], 3);
+    assert_eq!(web.event_counts[&EventType::PageViewed], 3);
     let store = activity(&p, Channel::Store).unwrap();
-    assert_eq!((store.first_seen_at, store.last_seen_at, store.event_counts["page_viewed"]), (t(5), t(5), 1));
+    assert_eq!(
+        (store.first_seen_at, store.last_seen_at, store.event_counts[&EventType::PageViewed]),
+        (t(5), t(5), 1)
+    );
     assert_eq!(p.version, 4);
 }
 
@@ -214,14 +219,14 @@ fn orders_refunds_and_lifetime_value_per_currency() {
         ),
     ]);
     assert_eq!(p.orders_count, 3);
-    assert_eq!(p.lifetime_value_minor, BTreeMap::from([("EUR".into(), 500), ("USD".into(), 1_000)]));
+    assert_eq!(p.lifetime_value_minor, SortedMap::from([("EUR".into(), 500), ("USD".into(), 1_000)]));
     assert_eq!(
         (p.last_order_at, p.last_order_channel),
         (Some(t(3)), Some(Channel::Web)),
         "the latest by event time"
     );
     assert_eq!(p.refunds_count, 1);
-    assert_eq!(p.refunded_value_minor, BTreeMap::from([("EUR".into(), 4_599)]));
+    assert_eq!(p.refunded_value_minor, SortedMap::from([("EUR".into(), 4_599)]));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,25 +42,26 @@ pub fn event_id_hash(event_id: &str) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Entries are boxed: a hash table keeps a power of two of slots, mostly empty after it grows, and
+/// a slot of a large state would cost its full size whether used or not.
+type Customers<S> = FxHashMap<String, Box<Entry<S>>>;
+
 #[derive(Debug)]
 struct PartitionData<S> {
-    customers: FxHashMap<String, Entry<S>>,
+    customers: Customers<S>,
     /// Due timers as (unix millis, customer), and each customer's current due time.
     timers: BTreeSet<(i64, String)>,
     timer_of: FxHashMap<String, i64>,
-    /// Where an abort rewinds to: the offset committed with the last transaction.
-    committed: Offset,
     /// The offset after the last record processed in the open transaction.
     next_offset: Option<i64>,
 }
 
 impl<S> PartitionData<S> {
-    fn new(committed: Offset) -> Self {
+    fn new() -> Self {
         Self {
             customers: FxHashMap::default(),
             timers: BTreeSet::new(),
             timer_of: FxHashMap::default(),
-            committed,
             next_offset: None,
         }
     }
@@ -77,22 +78,31 @@ impl<S> PartitionData<S> {
     }
 }
 
-/// The open transaction: what to undo if it aborts, and what to write when it commits.
+/// The open transaction: whose changelog records to write when it commits.
 #[derive(Debug)]
-struct Transaction<S> {
+struct Transaction {
     started: Instant,
     records: usize,
-    /// Each customer's entry as it was before this transaction first touched it.
-    undo: FxHashMap<(i32, String), Option<Entry<S>>>,
+    /// Every customer (with their partition) this transaction changed.
+    touched: FxHashMap<i32, FxHashSet<String>>,
     /// Create-time (unix millis) of every input record, for the end-to-end latency.
     record_timestamps: Vec<i64>,
+}
+
+impl Transaction {
+    fn touch(&mut self, partition: i32, customer_id: &str) {
+        let ids = self.touched.entry(partition).or_default();
+        if !ids.contains(customer_id) {
+            ids.insert(customer_id.to_owned());
+        }
+    }
 }
 
 /// How a failed transactional call must be handled (librdkafka's error classes, plus Jepsen's
 /// advice to treat an unknown outcome as a reason to start over, not to retry).
 #[derive(Debug)]
 enum Failure {
-    /// Abort, rewind, throw away uncommitted state, go on.
+    /// Abort, rebuild state and positions from Kafka, go on.
     Abortable(KafkaError),
     /// The outcome is unknown (a timeout): re-create the producer and rebuild state from Kafka.
     Indefinite(KafkaError),
@@ -135,9 +145,10 @@ pub(crate) struct Engine<P: Processor> {
     metrics: Arc<Metrics>,
     partitions: HashMap<i32, PartitionData<P::State>>,
     pending_restore: BTreeSet<i32>,
-    /// Partitions whose records arrived before their state was restored: seek them after restore.
-    early_records: HashSet<i32>,
-    transaction: Option<Transaction<P::State>>,
+    /// Partitions to seek to their committed offset once restored: records of theirs arrived
+    /// before the restore (and were skipped), or an abort threw their progress away.
+    rewind_after_restore: HashSet<i32>,
+    transaction: Option<Transaction>,
     pub(crate) needs_reset: bool,
     pub(crate) failure: Option<RuntimeError>,
     /// Records processed, for sampling the processing-time histogram.
@@ -160,7 +171,7 @@ impl<P: Processor> Engine<P> {
             metrics,
             partitions: HashMap::new(),
             pending_restore: BTreeSet::new(),
-            early_records: HashSet::new(),
+            rewind_after_restore: HashSet::new(),
             transaction: None,
             needs_reset: false,
             failure: None,
@@ -198,7 +209,7 @@ impl<P: Processor> Engine<P> {
         }
         for partition in partitions {
             self.partitions.remove(partition);
-            self.early_records.remove(partition);
+            self.rewind_after_restore.remove(partition);
             self.pending_restore.remove(partition);
             self.metrics.consumer_lag.remove(&crate::metrics::PartitionLabel { partition: *partition });
         }
@@ -217,7 +228,7 @@ impl<P: Processor> Engine<P> {
             self.transaction = Some(Transaction {
                 started: now,
                 records: 0,
-                undo: FxHashMap::default(),
+                touched: FxHashMap::default(),
                 record_timestamps: Vec::new(),
             });
         }
@@ -276,7 +287,7 @@ impl<P: Processor> Engine<P> {
         let partition = message.partition();
         if !self.partitions.contains_key(&partition) {
             // Fetched before its state was restored (or after it was revoked): not ours to apply.
-            self.early_records.insert(partition);
+            self.rewind_after_restore.insert(partition);
             return;
         }
         if let Err(failure) = self.try_process(message, now) {
@@ -313,23 +324,22 @@ impl<P: Processor> Engine<P> {
             Ok(event) => {
                 let transaction = self.transaction.as_mut().expect("transaction begun");
                 let data = self.partitions.get_mut(&partition).expect("restored partition");
-                let undo_key = (partition, event.customer_id.clone());
-                transaction
-                    .undo
-                    .entry(undo_key)
-                    .or_insert_with(|| data.customers.get(&event.customer_id).cloned());
-                let entry = data
-                    .customers
-                    .entry(event.customer_id.clone())
-                    .or_insert_with(|| Entry { recent: VecDeque::new(), state: None });
+                transaction.touch(partition, &event.customer_id);
+                // Looked up before inserting: `entry` would clone the id on every event.
+                if !data.customers.contains_key(&event.customer_id) {
+                    let empty = Box::new(Entry { recent: VecDeque::new(), state: None });
+                    data.customers.insert(event.customer_id.clone(), empty);
+                }
+                let entry = data.customers.get_mut(&event.customer_id).expect("inserted above");
                 let hash = event_id_hash(&event.event_id);
                 if entry.recent.contains(&hash) {
                     RecordOutcome::Duplicate
                 } else {
-                    entry.recent.push_back(hash);
-                    while entry.recent.len() > self.config.dedupe_window {
+                    // Make room first: a full deque would otherwise double its capacity.
+                    while entry.recent.len() >= self.config.dedupe_window.max(1) {
                         entry.recent.pop_front();
                     }
+                    entry.recent.push_back(hash);
                     let outputs = self.processor.apply(&mut entry.state, &event, now);
                     let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     if entry.state.is_none() {
@@ -409,8 +419,7 @@ impl<P: Processor> Engine<P> {
                 self.ensure_transaction(clock.instant)?;
                 let transaction = self.transaction.as_mut().expect("transaction begun");
                 let data = self.partitions.get_mut(&partition).expect("partition");
-                let undo_key = (partition, customer_id.clone());
-                transaction.undo.entry(undo_key).or_insert_with(|| data.customers.get(&customer_id).cloned());
+                transaction.touch(partition, &customer_id);
                 let outputs = match data.customers.get_mut(&customer_id) {
                     Some(entry) => {
                         let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
@@ -446,9 +455,7 @@ impl<P: Processor> Engine<P> {
             Ok(()) => {
                 let transaction = self.transaction.take().expect("transaction");
                 for data in self.partitions.values_mut() {
-                    if let Some(next) = data.next_offset.take() {
-                        data.committed = Offset::Offset(next);
-                    }
+                    data.next_offset = None;
                 }
                 let now = Utc::now().timestamp_millis();
                 for created in transaction.record_timestamps {
@@ -468,15 +475,19 @@ impl<P: Processor> Engine<P> {
     fn try_commit(&mut self, consumer: &EngineConsumer<P>) -> Result<(), Failure> {
         let started = Instant::now();
         let transaction = self.transaction.as_ref().expect("transaction");
-        for (partition, customer_id) in transaction.undo.keys() {
+        let mut value = Vec::with_capacity(1024);
+        for (partition, customer_id) in
+            transaction.touched.iter().flat_map(|(p, ids)| ids.iter().map(move |id| (p, id)))
+        {
             let Some(data) = self.partitions.get(partition) else { continue };
-            let value = data
-                .customers
-                .get(customer_id)
-                .map(|entry| serde_json::to_vec(entry).expect("state serializes"));
+            let entry = data.customers.get(customer_id);
+            if let Some(entry) = entry {
+                value.clear();
+                rmp_serde::encode::write(&mut value, entry).expect("state serializes");
+            }
             let mut record =
                 BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(customer_id.as_str());
-            if let Some(value) = &value {
+            if entry.is_some() {
                 record = record.payload(value.as_slice());
             }
             self.send(record)?;
@@ -539,9 +550,12 @@ impl<P: Processor> Engine<P> {
         }
     }
 
-    /// Aborts the open transaction, restores the state it changed and rewinds the consumer.
+    /// Aborts the open transaction, then rebuilds every owned partition: its state from the
+    /// changelog and its position from the committed offsets. Kafka Streams does the same under
+    /// exactly-once (a task closed dirty is restored from its changelog); an undo log instead cost
+    /// a deep copy of every customer each transaction touched, on the hot path, for a rare event.
     pub(crate) fn abort(&mut self, consumer: &EngineConsumer<P>) {
-        if let Some(transaction) = self.transaction.take() {
+        if self.transaction.take().is_some() {
             if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
                 match classify(error) {
                     Failure::Fatal(error) => self.failure = Some(RuntimeError::Fatal(error)),
@@ -556,33 +570,24 @@ impl<P: Processor> Engine<P> {
                 .transactions
                 .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
                 .inc();
-            for ((partition, customer_id), before) in transaction.undo {
-                let Some(data) = self.partitions.get_mut(&partition) else { continue };
-                let due =
-                    before.as_ref().and_then(|e| e.state.as_ref()).and_then(|s| self.processor.next_timer(s));
-                match before {
-                    Some(entry) => data.customers.insert(customer_id.clone(), entry),
-                    None => data.customers.remove(&customer_id),
-                };
-                data.set_timer(&customer_id, due);
-            }
         }
-        // Every owned partition goes back to its last commit, not only those with progress: the
-        // record whose failure caused this abort has not advanced `next_offset`, but the
-        // consumer's position is already past it.
-        for (partition, data) in &mut self.partitions {
-            data.next_offset = None;
-            let target = match data.committed {
-                Offset::Offset(offset) => Offset::Offset(offset),
-                _ => Offset::Beginning,
-            };
-            if let Err(error) =
-                consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))
-            {
-                warn!(%error, partition, "cannot rewind after abort; rebuilding from Kafka");
-                self.needs_reset = true;
-            }
+        // Every owned partition, not only those with progress: the record whose failure caused
+        // this abort has not advanced `next_offset`, but the consumer's position is past it.
+        let owned: Vec<i32> = self.partitions.drain().map(|(partition, _)| partition).collect();
+        if owned.is_empty() {
+            return;
         }
+        let mut paused = TopicPartitionList::new();
+        for partition in &owned {
+            paused.add_partition(&self.config.input_topic, *partition);
+        }
+        if let Err(error) = consumer.pause(&paused) {
+            // Records fetched meanwhile are skipped: the partition is not restored yet.
+            warn!(%error, "cannot pause partitions to rebuild after an abort");
+        }
+        self.pending_restore.extend(owned.iter().copied());
+        self.rewind_after_restore.extend(owned);
+        self.update_gauges();
     }
 
     /// Starts over after an unknown outcome: a new producer (whose `init_transactions` fences the
@@ -622,13 +627,13 @@ impl<P: Processor> Engine<P> {
                 .find_partition(&self.config.input_topic, *partition)
                 .map(|element| element.offset())
                 .unwrap_or(Offset::Invalid);
-            let mut data = PartitionData::new(offset);
+            let mut data = PartitionData::new();
             for (customer_id, entry) in restored.remove(partition).unwrap_or_default() {
                 let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                 data.set_timer(&customer_id, due);
                 data.customers.insert(customer_id, entry);
             }
-            if rewind || self.early_records.remove(partition) {
+            if rewind || self.rewind_after_restore.remove(partition) {
                 let target = match offset {
                     Offset::Offset(offset) => Offset::Offset(offset),
                     _ => Offset::Beginning,
@@ -650,7 +655,7 @@ impl<P: Processor> Engine<P> {
     }
 }
 
-type RestoredPartitions<S> = HashMap<i32, HashMap<String, Entry<S>>>;
+type RestoredPartitions<S> = HashMap<i32, Customers<S>>;
 
 /// Reads changelog partitions from the beginning to their end (the last stable offset, as
 /// read_committed) with an assign-only consumer.
@@ -668,7 +673,7 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
     }
     reader.assign(&assignment)?;
     let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
-    let mut restored: RestoredPartitions<S> = partitions.iter().map(|p| (*p, HashMap::new())).collect();
+    let mut restored: RestoredPartitions<S> = partitions.iter().map(|p| (*p, Customers::default())).collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     while !remaining.is_empty() {
         if Instant::now() > deadline {
@@ -692,7 +697,7 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
                         customers.remove(&customer_id);
                     }
                     Some(bytes) => {
-                        let entry: Entry<S> = serde_json::from_slice(bytes).map_err(|e| {
+                        let entry: Box<Entry<S>> = rmp_serde::from_slice(bytes).map_err(|e| {
                             RuntimeError::Restore(format!(
                                 "changelog record {}@{} of {customer_id} does not decode: {e}",
                                 message.partition(),
@@ -730,7 +735,8 @@ fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
         .set("fetch.wait.max.ms", "20")
         .set("isolation.level", "read_committed")
         .set("fetch.max.bytes", "104857600")
-        .set("max.partition.fetch.bytes", "10485760");
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.max.messages.kbytes", "16384");
 }
 
 impl<P: Processor> ConsumerContext for crate::context::EngineContext<P> {

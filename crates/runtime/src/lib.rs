@@ -67,8 +67,9 @@ pub(crate) fn create_transactional_producer(config: &RuntimeConfig) -> Result<Tx
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         // librdkafka buffers up to 1 GiB by default; large outputs (a profile per event) filled it
-        // faster than the broker took them. Beyond 64 MiB, sending waits (backpressure).
-        .set("queue.buffering.max.kbytes", "65536")
+        // faster than the broker took them. Beyond 32 MiB, sending waits (backpressure): more
+        // did not add throughput here, only memory.
+        .set("queue.buffering.max.kbytes", "32768")
         .set("partitioner", "murmur2_random")
         // The coordinator answers CONCURRENT_TRANSACTIONS while it writes the previous
         // transaction's markers; the default 100 ms backoff would add that much to every commit.

@@ -123,7 +123,10 @@ fn create_consumer<P: Processor>(
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // librdkafka prefetches up to 64 MiB by default; a quarter keeps the pipeline full here
+        // and leaves the memory to state.
+        .set("queued.max.messages.kbytes", "16384");
     let consumer: BaseConsumer<EngineContext<P>> = client.create_with_context(context)?;
     Ok(consumer)
 }
