@@ -37,13 +37,17 @@ topics: kafka-up build
 
 demo: topics
 	@echo "== profile-updater folds every event into customer.profiles.v1 (log: target/demo-profile-updater.log)"
-	@echo "== simulating $(DEMO_RATE) events/s for $(DEMO_SECONDS)s over 200 customers; tailing the profiles"
+	@echo "== suppression keeps customer.suppressions.v1 (log: target/demo-suppression.log)"
+	@echo "== simulating $(DEMO_RATE) events/s for $(DEMO_SECONDS)s over 200 customers; tailing profiles, then suppressions"
 	@target/release/profile-updater --instance-id demo > target/demo-profile-updater.log 2>&1 & \
-	  service=$$!; \
+	  profiles=$$!; \
+	  target/release/suppression --instance-id demo > target/demo-suppression.log 2>&1 & \
+	  suppression=$$!; \
 	  $(OMNI) simulate --rate $(DEMO_RATE) --duration $(DEMO_SECONDS) --customers 200 --malformed 0.01 & \
 	  sim=$$!; \
-	  trap 'kill $$sim 2>/dev/null; kill -TERM $$service 2>/dev/null; wait $$service' INT TERM EXIT; \
-	  $(OMNI) tail customer.profiles.v1 -n 40 --timeout $(DEMO_SECONDS) | cut -c1-220; \
+	  trap 'kill $$sim 2>/dev/null; kill -TERM $$profiles $$suppression 2>/dev/null; wait $$profiles $$suppression' INT TERM EXIT; \
+	  $(OMNI) tail customer.profiles.v1 -n 20 --timeout $$(( $(DEMO_SECONDS) / 2 )) | cut -c1-220; \
+	  $(OMNI) tail customer.suppressions.v1 -n 20 --timeout $$(( $(DEMO_SECONDS) / 2 )) | cut -c1-220; \
 	  wait $$sim
 
 lint:

@@ -158,8 +158,10 @@ const COUNTER: BenchService =
     BenchService { name: "event-counter", binary: "event-counter", output_flag: "--output-topic" };
 const PROFILE_UPDATER: BenchService =
     BenchService { name: "profile-updater", binary: "profile-updater", output_flag: "--profiles-topic" };
+const SUPPRESSION: BenchService =
+    BenchService { name: "suppression", binary: "suppression", output_flag: "--suppressions-topic" };
 /// Every benchmarked service, in table order.
-const SERVICES: [BenchService; 2] = [COUNTER, PROFILE_UPDATER];
+const SERVICES: [BenchService; 3] = [COUNTER, PROFILE_UPDATER, SUPPRESSION];
 
 struct BenchTopics {
     group: String,

@@ -158,6 +158,7 @@ impl AvroRecord for CustomerProfile {
     }
 }
 
+/// Declared in the order of the Avro enum's symbols: the variant index is the symbol's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressionStatus {
@@ -202,6 +203,31 @@ pub struct SuppressionState {
 
 impl AvroRecord for SuppressionState {
     const KIND: RecordKind = RecordKind::SuppressionState;
+
+    /// Written by hand: suppression writes one per event.
+    fn write_datum(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        fn channels(w: &mut DatumWriter<'_>, channels: &[ChannelSuppression]) {
+            w.block(channels.iter(), |w, channel| {
+                w.index(channel.channel.index());
+                w.index(channel.status as u32);
+                w.optional(channel.until, DatumWriter::timestamp);
+                w.block(channel.reasons.iter(), |w, reason| {
+                    w.string(&reason.code);
+                    w.optional(reason.detail.as_deref(), DatumWriter::string);
+                    w.optional(reason.until, DatumWriter::timestamp);
+                });
+            });
+        }
+        let mut w = DatumWriter::new(buf);
+        w.string(&self.customer_id);
+        channels(&mut w, &self.marketing);
+        channels(&mut w, &self.transactional);
+        w.boolean(self.holdout);
+        w.timestamp(self.evaluated_at);
+        w.optional(self.next_change_at, DatumWriter::timestamp);
+        w.long(self.version);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,8 @@ pub const LOYALTY_BALANCES: &str = "loyalty.balances.v1";
 
 /// Changelog of profile-updater's state (SPEC 3: `<service>.state.v1`).
 pub const PROFILE_UPDATER_STATE: &str = "profile-updater.state.v1";
+/// Changelog of suppression's state.
+pub const SUPPRESSION_STATE: &str = "suppression.state.v1";
 
 /// Every topic of SPEC 3, with the changelogs of the services built so far.
 pub const PIPELINE_TOPICS: &[TopicSpec] = &[
@@ -55,6 +57,11 @@ pub const PIPELINE_TOPICS: &[TopicSpec] = &[
     TopicSpec {
         name: PROFILE_UPDATER_STATE,
         cleanup: Cleanup::Compact,
-        value: "profile-updater state (JSON)",
+        value: "profile-updater state (MessagePack)",
+    },
+    TopicSpec {
+        name: SUPPRESSION_STATE,
+        cleanup: Cleanup::Compact,
+        value: "suppression state (MessagePack)",
     },
 ];

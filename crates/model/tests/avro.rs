@@ -132,6 +132,20 @@ fn hand_written_profiles_are_byte_identical_to_serde() {
 }
 
 #[test]
+fn hand_written_suppression_states_are_byte_identical_to_serde() {
+    let mut state = fixtures::suppression();
+    assert_hand_written_matches_serde(&state);
+    for channel in &mut state.marketing {
+        channel.status = SuppressionStatus::Deferred;
+        channel.until = None;
+        channel.reasons.clear();
+    }
+    state.next_change_at = None;
+    state.holdout = !state.holdout;
+    assert_hand_written_matches_serde(&state);
+}
+
+#[test]
 fn every_trait_value_kind_takes_its_union_branch() {
     let values = [
         TraitValue::Null,

@@ -67,6 +67,11 @@ impl<S> PartitionData<S> {
     }
 
     fn set_timer(&mut self, customer_id: &str, due: Option<DateTime<Utc>>) {
+        let due_millis = due.map(|due| due.timestamp_millis());
+        if self.timer_of.get(customer_id).copied() == due_millis {
+            // Unchanged, as for most events: no allocation, no tree update.
+            return;
+        }
         if let Some(previous) = self.timer_of.remove(customer_id) {
             self.timers.remove(&(previous, customer_id.to_owned()));
         }
@@ -554,6 +559,8 @@ impl<P: Processor> Engine<P> {
     /// changelog and its position from the committed offsets. Kafka Streams does the same under
     /// exactly-once (a task closed dirty is restored from its changelog); an undo log instead cost
     /// a deep copy of every customer each transaction touched, on the hot path, for a rare event.
+    /// The rebuild happens even with no transaction open: the record whose failure led here was
+    /// polled (the position is past it) but not processed.
     pub(crate) fn abort(&mut self, consumer: &EngineConsumer<P>) {
         if self.transaction.take().is_some() {
             if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {

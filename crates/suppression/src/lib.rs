@@ -1,0 +1,432 @@
+//! suppression's pure core (SPEC 4.2): from a customer's events, may we message them, on which
+//! channel, and if not, why and until when.
+//!
+//! The service remembers only what the rules need (open tickets, consent, hard bounces and spam
+//! reports, recent marketing sends, the last order, the `timezone` trait) and evaluates the rules
+//! into a `SuppressionState` record after every event, and again by timer when a reason lapses or
+//! quiet hours begin.
+//!
+//! Evaluation time: an event is evaluated at its own `occurred_at` (never before the previous
+//! evaluation), so the records an input produces do not depend on when it is processed; a timer
+//! evaluates at the wall clock and emits the state as of then. A late event's record can thus be
+//! older than a timer's; its `next_change_at` is then already past and the timer corrects it
+//! within a second.
+
+pub mod rules;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState, SuppressionStatus};
+use omnistream_model::topics::SUPPRESSIONS;
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_record};
+use omnistream_runtime::{Output, Processor};
+use serde::{Deserialize, Serialize};
+
+pub use rules::{FrequencyCap, PreparedRules, QuietHours, Rules, RulesError};
+
+/// Resolved tickets remembered so that a late `support_ticket_opened` does not reopen them.
+const RESOLVED_TICKETS_KEPT: usize = 16;
+
+/// Why a channel is suppressed (the `code` of a reason).
+pub mod code {
+    pub const SUPPORT_TICKET_OPEN: &str = "support_ticket_open";
+    pub const CONSENT_REVOKED: &str = "consent_revoked";
+    pub const NO_CONSENT: &str = "no_consent";
+    pub const HARD_BOUNCE: &str = "hard_bounce";
+    pub const SPAM_REPORT: &str = "spam_report";
+    pub const FREQUENCY_CAP: &str = "frequency_cap";
+    pub const QUIET_HOURS: &str = "quiet_hours";
+    pub const RECENT_ORDER: &str = "recent_order";
+    pub const HOLDOUT: &str = "holdout";
+}
+
+/// Reasons that defer (wait and it passes) rather than block.
+const DEFERRING: &[&str] = &[code::FREQUENCY_CAP, code::QUIET_HOURS, code::RECENT_ORDER];
+
+/// The latest consent of a channel and purpose, by event time (unix millis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentMark {
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub granted: bool,
+    pub at: i64,
+}
+
+/// A hard bounce or spam report on a channel: it blocks every purpose there until consent is
+/// granted again after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardBlock {
+    pub channel: Channel,
+    pub spam: bool,
+    pub at: i64,
+}
+
+/// What suppression remembers of one customer. Times are unix millis.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SuppressionMemory {
+    /// Open tickets: id, opened at.
+    pub open_tickets: Vec<(String, i64)>,
+    /// Recently resolved tickets: id, resolved at.
+    pub resolved_tickets: VecDeque<(String, i64)>,
+    pub consents: Vec<ConsentMark>,
+    pub hard_blocks: Vec<HardBlock>,
+    /// Marketing sends still inside a frequency-cap window.
+    pub sends: Vec<(Channel, i64)>,
+    pub last_order_at: Option<i64>,
+    /// The `timezone` trait and the event time that decided it (`None` value: unset).
+    pub timezone: Option<(Option<String>, i64)>,
+    /// When the last event was evaluated: evaluation never goes back in time.
+    pub evaluated_at: i64,
+    /// When the record changes next without a new event (a reason lapses, quiet hours start).
+    pub next_change_at: Option<i64>,
+    /// Events applied.
+    pub version: i64,
+}
+
+/// The suppression processor.
+#[derive(Debug, Clone)]
+pub struct Suppression {
+    rules: Arc<PreparedRules>,
+    suppressions_topic: Arc<str>,
+}
+
+impl Suppression {
+    pub fn new(rules: Rules, suppressions_topic: &str) -> Self {
+        Self { rules: Arc::new(rules.prepare()), suppressions_topic: Arc::from(suppressions_topic) }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules.rules
+    }
+}
+
+impl Default for Suppression {
+    fn default() -> Self {
+        Self::new(Rules::default(), SUPPRESSIONS)
+    }
+}
+
+impl Processor for Suppression {
+    type State = SuppressionMemory;
+
+    fn apply(
+        &self,
+        state: &mut Option<SuppressionMemory>,
+        event: &TouchpointEvent,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        if let EventPayload::ErasureRequested = event.payload {
+            *state = None;
+            return vec![self.output(&event.customer_id, None)];
+        }
+        let memory = state.get_or_insert_with(SuppressionMemory::default);
+        remember(memory, event);
+        memory.version += 1;
+        memory.evaluated_at = memory.evaluated_at.max(event.occurred_at.timestamp_millis());
+        let record = evaluate(memory, &self.rules, &event.customer_id, memory.evaluated_at);
+        vec![self.output(&event.customer_id, Some(&record))]
+    }
+
+    fn next_timer(&self, state: &SuppressionMemory) -> Option<DateTime<Utc>> {
+        state.next_change_at.and_then(DateTime::from_timestamp_millis)
+    }
+
+    fn on_timer(
+        &self,
+        state: &mut Option<SuppressionMemory>,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        let Some(memory) = state else { return Vec::new() };
+        let at = now.timestamp_millis().max(memory.evaluated_at);
+        let record = evaluate(memory, &self.rules, customer_id, at);
+        vec![self.output(customer_id, Some(&record))]
+    }
+}
+
+impl Suppression {
+    fn output(&self, customer_id: &str, record: Option<&SuppressionState>) -> Output {
+        Output {
+            topic: self.suppressions_topic.clone(),
+            key: customer_id.to_owned(),
+            value: record
+                .map(|record| encode_record(record).expect("a suppression state matches its schema")),
+        }
+    }
+}
+
+/// Keeps what the rules need from one event (everything but erasure).
+pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
+    let at = event.occurred_at.timestamp_millis();
+    let channel = event.channel;
+    match &event.payload {
+        EventPayload::SupportTicketOpened { ticket_id, .. } => {
+            let resolved_since =
+                memory.resolved_tickets.iter().any(|(id, resolved)| id == ticket_id && *resolved >= at);
+            if !resolved_since && !memory.open_tickets.iter().any(|(id, _)| id == ticket_id) {
+                memory.open_tickets.push((ticket_id.clone(), at));
+            }
+        }
+        EventPayload::SupportTicketResolved { ticket_id } => {
+            memory.open_tickets.retain(|(id, _)| id != ticket_id);
+            memory.resolved_tickets.retain(|(id, _)| id != ticket_id);
+            if memory.resolved_tickets.len() >= RESOLVED_TICKETS_KEPT {
+                memory.resolved_tickets.pop_front();
+            }
+            memory.resolved_tickets.push_back((ticket_id.clone(), at));
+        }
+        EventPayload::ConsentChanged { purpose, granted } => {
+            let mark = ConsentMark { channel, purpose: *purpose, granted: *granted, at };
+            match memory.consents.iter_mut().find(|c| c.channel == channel && c.purpose == *purpose) {
+                Some(existing) if at >= existing.at => *existing = mark,
+                Some(_) => {}
+                None => memory.consents.push(mark),
+            }
+        }
+        EventPayload::MessageBounced { hard: true, .. } => note_hard_block(memory, channel, false, at),
+        EventPayload::SpamReported { .. } => note_hard_block(memory, channel, true, at),
+        EventPayload::MessageSent { purpose: Purpose::Marketing, .. } => memory.sends.push((channel, at)),
+        EventPayload::OrderPlaced { .. } => {
+            memory.last_order_at = Some(memory.last_order_at.map_or(at, |last| last.max(at)));
+        }
+        EventPayload::TraitsUpdated { set, set_once, unset } => {
+            let newer = |memory: &SuppressionMemory| memory.timezone.as_ref().is_none_or(|(_, t)| at >= *t);
+            if let Some(value) = set.get("timezone") {
+                if newer(memory) {
+                    memory.timezone = Some((zone_name(value), at));
+                }
+            } else if let Some(value) = set_once.get("timezone") {
+                // set_once: the first by event time wins, over an absent or unset value.
+                let applies = match &memory.timezone {
+                    None => true,
+                    Some((None, unset_at)) => *unset_at <= at,
+                    Some((Some(_), _)) => false,
+                };
+                if applies {
+                    memory.timezone = Some((zone_name(value), at));
+                }
+            }
+            if unset.iter().any(|name| name == "timezone") && newer(memory) {
+                memory.timezone = Some((None, at));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn zone_name(value: &TraitValue) -> Option<String> {
+    match value {
+        TraitValue::String(name) => Some(name.clone()),
+        _ => None,
+    }
+}
+
+fn note_hard_block(memory: &mut SuppressionMemory, channel: Channel, spam: bool, at: i64) {
+    match memory.hard_blocks.iter_mut().find(|b| b.channel == channel && b.spam == spam) {
+        Some(existing) => existing.at = existing.at.max(at),
+        None => memory.hard_blocks.push(HardBlock { channel, spam, at }),
+    }
+}
+
+/// Whether a customer is in the global control group: a stable hash of the id (FNV-1a), so every
+/// instance and every release puts the same customers there.
+pub fn in_holdout(customer_id: &str, percent: f64) -> bool {
+    let hash = customer_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    ((hash % 10_000) as f64) < percent * 100.0
+}
+
+/// The customer's time zone: the `timezone` trait if it names an IANA zone, else UTC.
+fn zone(memory: &SuppressionMemory) -> Tz {
+    memory
+        .timezone
+        .as_ref()
+        .and_then(|(name, _)| name.as_deref())
+        .and_then(|name| name.parse::<Tz>().ok())
+        .unwrap_or(Tz::UTC)
+}
+
+fn reason(code: &str, detail: Option<String>, until: Option<i64>) -> SuppressionReason {
+    SuppressionReason {
+        code: code.to_owned(),
+        detail,
+        until: until.and_then(DateTime::from_timestamp_millis),
+    }
+}
+
+/// Evaluates every rule at `at` (unix millis) into the record to publish; forgets what can no
+/// longer matter and sets `next_change_at`.
+pub fn evaluate(
+    memory: &mut SuppressionMemory,
+    rules: &PreparedRules,
+    customer_id: &str,
+    at: i64,
+) -> SuppressionState {
+    forget_expired(memory, rules, at);
+    let holdout = in_holdout(customer_id, rules.rules.holdout_percent);
+    let zone = zone(memory);
+    // Reason changes ahead: every lapsing reason, and the next start of quiet hours.
+    let mut changes: Vec<i64> = Vec::new();
+    // Each quiet-hours rule once (it covers several channels): inside until when, next start.
+    let quiet: Vec<(&QuietHours, Option<SuppressionReason>)> = rules
+        .quiet
+        .iter()
+        .map(|(quiet, label)| {
+            let (until, next_start) = quiet_hours(quiet, zone, at);
+            changes.push(next_start);
+            let reason = until.map(|until| {
+                let detail = format!("{label} {}", zone.name());
+                reason(code::QUIET_HOURS, Some(detail), Some(until))
+            });
+            (quiet, reason)
+        })
+        .collect();
+    let mut marketing = Vec::with_capacity(Channel::MESSAGING.len());
+    let mut transactional = Vec::with_capacity(Channel::MESSAGING.len());
+    for &channel in Channel::MESSAGING {
+        let hard = hard_block_reasons(memory, channel);
+        let mut reasons = Vec::new();
+        if holdout {
+            reasons.push(reason(code::HOLDOUT, None, None));
+        }
+        for (ticket_id, opened_at) in &memory.open_tickets {
+            reasons.push(reason(
+                code::SUPPORT_TICKET_OPEN,
+                Some(ticket_id.clone()),
+                Some(opened_at + rules.ticket_max_ms),
+            ));
+        }
+        match memory.consents.iter().find(|c| c.channel == channel && c.purpose == Purpose::Marketing) {
+            Some(mark) if !mark.granted => reasons.push(reason(code::CONSENT_REVOKED, None, None)),
+            None if rules.rules.consent_required.contains(&channel) => {
+                reasons.push(reason(code::NO_CONSENT, None, None))
+            }
+            _ => {}
+        }
+        reasons.extend(hard.iter().cloned());
+        for (cap, window, detail) in rules.caps.iter().filter(|(cap, _, _)| cap.channel == channel) {
+            if let Some(until) = cap_until(memory, cap, *window, at) {
+                reasons.push(reason(code::FREQUENCY_CAP, Some(detail.clone()), Some(until)));
+            }
+        }
+        for (_, inside) in quiet.iter().filter(|(quiet, _)| quiet.channels.contains(&channel)) {
+            reasons.extend(inside.iter().cloned());
+        }
+        if let Some(until) =
+            memory.last_order_at.map(|t| t + rules.order_cooldown_ms).filter(|until| *until > at)
+        {
+            let detail = rules.order_cooldown_detail.clone();
+            reasons.push(reason(code::RECENT_ORDER, Some(detail), Some(until)));
+        }
+        changes.extend(reasons.iter().filter_map(|r| r.until.map(|t| t.timestamp_millis())));
+        marketing.push(channel_state(channel, reasons));
+        transactional.push(channel_state(channel, hard));
+    }
+    let next_change_at = changes.into_iter().filter(|t| *t > at).min();
+    memory.next_change_at = next_change_at;
+    SuppressionState {
+        customer_id: customer_id.to_owned(),
+        marketing,
+        transactional,
+        holdout,
+        evaluated_at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+        next_change_at: next_change_at.and_then(DateTime::from_timestamp_millis),
+        version: memory.version,
+    }
+}
+
+/// Drops what no longer changes any answer from `at` on (evaluation times only grow).
+fn forget_expired(memory: &mut SuppressionMemory, rules: &PreparedRules, at: i64) {
+    let ticket_max = rules.ticket_max_ms;
+    memory.open_tickets.retain(|(_, opened_at)| opened_at + ticket_max > at);
+    memory.sends.retain(|(channel, sent_at)| sent_at + rules.longest_window_ms(*channel) > at);
+    if memory.last_order_at.is_some_and(|t| t + rules.order_cooldown_ms <= at) {
+        memory.last_order_at = None;
+    }
+}
+
+/// Hard bounces and spam reports on `channel` not lifted by a later grant of consent there.
+fn hard_block_reasons(memory: &SuppressionMemory, channel: Channel) -> Vec<SuppressionReason> {
+    let granted_after =
+        |at: i64| memory.consents.iter().any(|c| c.channel == channel && c.granted && c.at > at);
+    memory
+        .hard_blocks
+        .iter()
+        .filter(|block| block.channel == channel && !granted_after(block.at))
+        .map(|block| reason(if block.spam { code::SPAM_REPORT } else { code::HARD_BOUNCE }, None, None))
+        .collect()
+}
+
+/// When a full frequency cap lets the next message through: the send that must leave the window
+/// for the count to drop below `max`, plus the window. `None` when the cap is not full.
+fn cap_until(memory: &SuppressionMemory, cap: &FrequencyCap, window: i64, at: i64) -> Option<i64> {
+    let mut inside: Vec<i64> = memory
+        .sends
+        .iter()
+        .filter(|(channel, sent_at)| *channel == cap.channel && *sent_at + window > at && *sent_at <= at)
+        .map(|(_, sent_at)| *sent_at)
+        .collect();
+    let max = cap.max as usize;
+    if inside.len() < max {
+        return None;
+    }
+    inside.sort_unstable();
+    Some(inside[inside.len() - max] + window)
+}
+
+/// Quiet hours at `at` in `zone`: when they end if `at` is inside them, and when they next start.
+fn quiet_hours(quiet: &QuietHours, zone: Tz, at: i64) -> (Option<i64>, i64) {
+    let instant = DateTime::from_timestamp_millis(at).unwrap_or_default().with_timezone(&zone);
+    let local = instant.naive_local();
+    let time = local.time();
+    let inside = if quiet.start < quiet.end {
+        quiet.start <= time && time < quiet.end
+    } else {
+        time >= quiet.start || time < quiet.end
+    };
+    let next_local = |clock| {
+        let today = local.date().and_time(clock);
+        if today > local { today } else { today + Days::new(1) }
+    };
+    let until = inside.then(|| instant_of(zone, next_local(quiet.end)));
+    (until, instant_of(zone, next_local(quiet.start)))
+}
+
+/// The instant of a local wall-clock time. An ambiguous one (clocks set back) is the earlier; one
+/// skipped by clocks set forward moves later by the gap, as `java.time.ZonedDateTime.of` does
+/// (02:30 on the night 02:00 jumps to 03:00 is 03:30 summer time).
+fn instant_of(zone: Tz, local: NaiveDateTime) -> i64 {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.timestamp_millis(),
+        LocalResult::None => {
+            let hour = chrono::Duration::hours(1);
+            zone.from_local_datetime(&(local - hour))
+                .earliest()
+                .map(|before| (before + hour).timestamp_millis())
+                .unwrap_or_else(|| local.and_utc().timestamp_millis())
+        }
+    }
+}
+
+/// A channel's status from its reasons: blocked if any reason blocks, deferred if all defer,
+/// allowed without reasons. `until` is when every reason has lapsed; none while one waits for an
+/// event.
+fn channel_state(channel: Channel, reasons: Vec<SuppressionReason>) -> ChannelSuppression {
+    let status = if reasons.is_empty() {
+        SuppressionStatus::Allowed
+    } else if reasons.iter().all(|r| DEFERRING.contains(&r.code.as_str())) {
+        SuppressionStatus::Deferred
+    } else {
+        SuppressionStatus::Blocked
+    };
+    let until = if reasons.is_empty() || reasons.iter().any(|r| r.until.is_none()) {
+        None
+    } else {
+        reasons.iter().filter_map(|r| r.until).max()
+    };
+    ChannelSuppression { channel, status, until, reasons }
+}

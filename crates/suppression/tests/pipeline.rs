@@ -1,0 +1,249 @@
+//! suppression end to end on the real broker: story 1 (suppressed within a second of the ticket,
+//! reachable after its resolution), the consent part of story 4, a deferral lifted by timer with
+//! no new event, and exactly-once under SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use omnistream_model::records::{ChannelSuppression, SuppressionState, SuppressionStatus};
+use omnistream_model::{Channel, decode_record, parse_event_json};
+use omnistream_runtime::CAUSE_HEADER;
+use omnistream_suppression::{Rules, Suppression, code};
+use omnistream_testkit::pipeline::{
+    ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
+    records_in, simulated_input,
+};
+use omnistream_testkit::{CommittedReader, ServiceProcess, produce_all, unique_topic, workspace_binary};
+use rdkafka::message::{Headers, Message};
+
+/// A rules file in the temp dir.
+fn rules_file(text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique_topic("suppression-rules")));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn suppression(topics: &ServiceTopics, instance: &str, label: &str, rules: &Path) -> ServiceProcess {
+    let mut args = topics.runtime_args(instance, 0);
+    args.extend([
+        "--suppressions-topic".to_owned(),
+        topics.outputs[0].clone(),
+        "--rules".to_owned(),
+        rules.display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServiceProcess::spawn(
+        &workspace_binary("suppression"),
+        label,
+        &args,
+        &[("RUST_LOG", "info,rdkafka=warn")],
+    )
+}
+
+/// One event of customer `customer` now, as (key, Avro bytes), from its JSON form.
+fn event_now(
+    customer: &str,
+    id: &str,
+    channel: &str,
+    event_type: &str,
+    properties: &str,
+) -> (String, Vec<u8>) {
+    let json = format!(
+        r#"{{"event_id":"{id}","customer_id":"{customer}","occurred_at":"{}","channel":"{channel}","type":"{event_type}","properties":{properties}}}"#,
+        Utc::now().to_rfc3339()
+    );
+    let event = parse_event_json(&json, Utc::now()).expect("valid event");
+    (customer.to_owned(), omnistream_model::encode_event(&event).unwrap())
+}
+
+/// Reads committed states of `customer` until one satisfies `condition`.
+fn wait_for_state(
+    reader: &CommittedReader,
+    customer: &str,
+    deadline: Duration,
+    condition: impl Fn(&SuppressionState, bool) -> bool,
+) -> Option<SuppressionState> {
+    reader.read_until(deadline, |message| {
+        if message.key() != Some(customer.as_bytes()) {
+            return None;
+        }
+        let caused_by_event = message.headers().is_some_and(|h| h.iter().any(|h| h.key == CAUSE_HEADER));
+        let state = decode_record::<SuppressionState>(message.payload()?).expect("Avro suppression state");
+        condition(&state, caused_by_event).then_some(state)
+    })
+}
+
+fn marketing(state: &SuppressionState, channel: Channel) -> &ChannelSuppression {
+    state.marketing.iter().find(|c| c.channel == channel).expect("every messaging channel")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn story_one_suppressed_within_a_second_and_story_four_unsubscribed_channel() {
+    let topics = ServiceTopics::create("suppression-stories", 1).await;
+    // Default rules but quiet hours, which would make the asserted statuses depend on the hour.
+    let rules = rules_file("quiet_hours = []\n");
+    let _service = suppression(&topics, "stories", "suppression-stories", &rules);
+    let output = topics.outputs[0].clone();
+    let input = topics.input.clone();
+    let reader = CommittedReader::from_beginning(&output);
+
+    // Warm up: the first record also waits for the service's first assignment.
+    produce_all(&input, [event_now("c-warm", "w-1", "web", "page_viewed", r#"{"url":"/"}"#)]).await;
+    assert!(wait_for_state(&reader, "c-warm", Duration::from_secs(60), |_, _| true).is_some());
+
+    // Story 1: a WhatsApp support ticket. Suppressed from marketing on every channel within a
+    // second, the reason naming the ticket.
+    let sent = Instant::now();
+    produce_all(
+        &input,
+        [event_now(
+            "c-1042",
+            "s1-open",
+            "whatsapp",
+            "support_ticket_opened",
+            r#"{"ticket_id":"T-77","topic":"delivery"}"#,
+        )],
+    )
+    .await;
+    let state = tokio::task::block_in_place(|| {
+        wait_for_state(&reader, "c-1042", Duration::from_secs(30), |s, _| {
+            marketing(s, Channel::Email).status == SuppressionStatus::Blocked
+        })
+    })
+    .expect("suppressed");
+    let took = sent.elapsed();
+    for &channel in Channel::MESSAGING {
+        let channel_state = marketing(&state, channel);
+        assert_eq!(channel_state.status, SuppressionStatus::Blocked, "{channel}");
+        assert_eq!(channel_state.reasons[0].code, code::SUPPORT_TICKET_OPEN);
+        assert_eq!(channel_state.reasons[0].detail.as_deref(), Some("T-77"));
+    }
+    assert!(took < Duration::from_secs(1), "suppressed {took:?} after the ticket was published");
+
+    // Resolved: reachable again (transactional never stopped).
+    produce_all(
+        &input,
+        [event_now(
+            "c-1042",
+            "s1-resolve",
+            "call_center",
+            "support_ticket_resolved",
+            r#"{"ticket_id":"T-77"}"#,
+        )],
+    )
+    .await;
+    let state = tokio::task::block_in_place(|| {
+        wait_for_state(&reader, "c-1042", Duration::from_secs(30), |s, _| s.version == 2)
+    })
+    .expect("state after the resolution");
+    for &channel in Channel::MESSAGING {
+        let channel_state = marketing(&state, channel);
+        assert!(channel_state.reasons.iter().all(|r| r.code != code::SUPPORT_TICKET_OPEN), "{channel}");
+        assert_eq!(channel_state.status, SuppressionStatus::Allowed, "{channel}");
+    }
+
+    // Story 4, consent: a channel the customer unsubscribed from is blocked for marketing.
+    produce_all(
+        &input,
+        [event_now(
+            "c-2001",
+            "s4-unsub",
+            "sms",
+            "consent_changed",
+            r#"{"purpose":"marketing","granted":false}"#,
+        )],
+    )
+    .await;
+    let state = tokio::task::block_in_place(|| {
+        wait_for_state(&reader, "c-2001", Duration::from_secs(30), |_, _| true)
+    })
+    .expect("state of c-2001");
+    let sms = marketing(&state, Channel::Sms);
+    assert_eq!(
+        (sms.status, sms.reasons[0].code.as_str(), sms.until),
+        (SuppressionStatus::Blocked, code::CONSENT_REVOKED, None)
+    );
+    assert_eq!(marketing(&state, Channel::Whatsapp).status, SuppressionStatus::Allowed);
+    assert_eq!(
+        state.transactional.iter().find(|c| c.channel == Channel::Sms).unwrap().status,
+        SuppressionStatus::Allowed
+    );
+    std::fs::remove_file(rules).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deferral_whose_until_passes_is_re_emitted_as_allowed_without_a_new_event() {
+    let topics = ServiceTopics::create("suppression-timer", 1).await;
+    // One email per 4 seconds, nothing else.
+    let rules = rules_file(
+        "quiet_hours = []\n[[frequency_caps]]\nchannel = \"email\"\nmax = 1\nwindow_hours = 0.0011111\n",
+    );
+    let _service = suppression(&topics, "timer", "suppression-timer", &rules);
+    let reader = CommittedReader::from_beginning(&topics.outputs[0]);
+    produce_all(
+        &topics.input,
+        [event_now(
+            "c-7",
+            "t-send",
+            "email",
+            "message_sent",
+            r#"{"message_id":"m-1","purpose":"marketing"}"#,
+        )],
+    )
+    .await;
+    let deferred = tokio::task::block_in_place(|| {
+        wait_for_state(&reader, "c-7", Duration::from_secs(60), |s, by_event| {
+            by_event && marketing(s, Channel::Email).status == SuppressionStatus::Deferred
+        })
+    })
+    .expect("deferred by the cap");
+    let until = marketing(&deferred, Channel::Email).until.expect("a deferral has an until");
+    assert_eq!(deferred.next_change_at, Some(until));
+
+    let allowed = tokio::task::block_in_place(|| {
+        wait_for_state(&reader, "c-7", Duration::from_secs(30), |s, by_event| {
+            !by_event && marketing(s, Channel::Email).status == SuppressionStatus::Allowed
+        })
+    })
+    .expect("re-emitted by timer");
+    let late = allowed.evaluated_at - until;
+    assert!(
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(60),
+        "re-emitted {late} after the until"
+    );
+    assert_eq!(allowed.version, deferred.version, "no new event was applied");
+    assert_eq!(omnistream_testkit::end_offsets(&topics.input), 1, "one input event only");
+    std::fs::remove_file(rules).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_200000_events_committed_states_equal_the_pure_fold() {
+    let topics = ServiceTopics::create("suppression-crash", 1).await;
+    let output = topics.outputs[0].clone();
+    // Without quiet hours no timer falls due during the test (caps and tickets last hours), so
+    // every record comes from an event and the output is exactly the fold's.
+    let text = "quiet_hours = []\n";
+    let rules = rules_file(text);
+    let parsed: Rules = Rules::from_file(&rules).unwrap();
+    let processor = Suppression::new(parsed, &output);
+    let input = simulated_input(200_000, 5_000, 43, 0.002);
+    let (expected, _) = fold(&processor, &input);
+    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
+
+    let complete_at = records_in(&expected, &output);
+    let kills = kill_repeatedly(5, &output, complete_at, |run| {
+        suppression(&topics, "suppression-crash", &format!("suppression-crash-{run}"), &rules)
+    })
+    .await;
+    assert!(kills >= 5, "only {kills} kills happened mid-stream");
+    producing.await.expect("producer task");
+
+    let mut last = suppression(&topics, "suppression-crash", "suppression-crash-final", &rules);
+    let actual = committed_outputs(&output, complete_at, Duration::from_secs(180)).await;
+    assert!(last.is_running());
+    assert_same_outputs(&expected, &actual, &output, |bytes| {
+        decode_record::<SuppressionState>(bytes).expect("suppression state")
+    });
+    std::fs::remove_file(rules).ok();
+}

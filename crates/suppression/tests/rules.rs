@@ -1,0 +1,457 @@
+//! suppression's rules (SPEC 4.2) as given/when/then tables over the pure core.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use omnistream_model::records::{ChannelSuppression, SuppressionState, SuppressionStatus};
+use omnistream_model::topics::SUPPRESSIONS;
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record};
+use omnistream_runtime::Processor;
+use omnistream_suppression::{QuietHours, Rules, Suppression, SuppressionMemory, code};
+
+use SuppressionStatus::{Allowed, Blocked, Deferred};
+
+/// 2026-11-20 12:00 UTC plus `minutes`.
+fn t(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+}
+
+fn event(n: usize, at: DateTime<Utc>, channel: Channel, payload: EventPayload) -> TouchpointEvent {
+    TouchpointEvent {
+        event_id: format!("e-{n}"),
+        customer_id: "c-1".into(),
+        occurred_at: at,
+        channel,
+        source: None,
+        payload,
+        context: BTreeMap::new(),
+    }
+}
+
+fn page_view() -> EventPayload {
+    EventPayload::PageViewed { url: "/".into() }
+}
+fn opened(ticket: &str) -> EventPayload {
+    EventPayload::SupportTicketOpened { ticket_id: ticket.into(), topic: None }
+}
+fn resolved(ticket: &str) -> EventPayload {
+    EventPayload::SupportTicketResolved { ticket_id: ticket.into() }
+}
+fn consent(granted: bool) -> EventPayload {
+    EventPayload::ConsentChanged { purpose: Purpose::Marketing, granted }
+}
+fn sent(purpose: Purpose) -> EventPayload {
+    EventPayload::MessageSent { message_id: "m".into(), campaign_id: None, purpose }
+}
+fn hard_bounce() -> EventPayload {
+    EventPayload::MessageBounced { message_id: "m".into(), hard: true }
+}
+fn timezone(name: &str) -> EventPayload {
+    EventPayload::TraitsUpdated {
+        set: BTreeMap::from([("timezone".into(), TraitValue::String(name.into()))]),
+        set_once: BTreeMap::new(),
+        unset: Vec::new(),
+    }
+}
+fn order() -> EventPayload {
+    EventPayload::OrderPlaced { order_id: "o".into(), value_minor: 100, currency: "EUR".into(), items: None }
+}
+
+/// Rules without the default caps and quiet hours, so a table sees only the rule it is about.
+fn bare() -> Rules {
+    Rules { frequency_caps: Vec::new(), quiet_hours: Vec::new(), ..Rules::default() }
+}
+
+/// An event of the given part of a table: when, where, what.
+type Given = (DateTime<Utc>, Channel, EventPayload);
+
+struct Run {
+    processor: Suppression,
+    state: Option<SuppressionMemory>,
+    last: Option<SuppressionState>,
+    n: usize,
+}
+
+impl Run {
+    fn new(rules: Rules) -> Self {
+        Self { processor: Suppression::new(rules, SUPPRESSIONS), state: None, last: None, n: 0 }
+    }
+
+    fn given(mut self, events: Vec<Given>) -> Self {
+        for (at, channel, payload) in events {
+            self.when(at, channel, payload);
+        }
+        self
+    }
+
+    fn when(&mut self, at: DateTime<Utc>, channel: Channel, payload: EventPayload) -> &SuppressionState {
+        self.n += 1;
+        let outputs = self.processor.apply(&mut self.state, &event(self.n, at, channel, payload), Utc::now());
+        assert_eq!(outputs.len(), 1);
+        self.last =
+            Some(decode_record(outputs[0].value.as_ref().expect("a state, not a tombstone")).unwrap());
+        self.last.as_ref().unwrap()
+    }
+
+    fn timer(&mut self, now: DateTime<Utc>) -> &SuppressionState {
+        let outputs = self.processor.on_timer(&mut self.state, "c-1", now);
+        self.last = Some(decode_record(outputs[0].value.as_ref().unwrap()).unwrap());
+        self.last.as_ref().unwrap()
+    }
+
+    fn marketing(&self, channel: Channel) -> &ChannelSuppression {
+        self.last.as_ref().unwrap().marketing.iter().find(|c| c.channel == channel).unwrap()
+    }
+
+    fn transactional(&self, channel: Channel) -> &ChannelSuppression {
+        self.last.as_ref().unwrap().transactional.iter().find(|c| c.channel == channel).unwrap()
+    }
+}
+
+fn codes(channel: &ChannelSuppression) -> Vec<&str> {
+    channel.reasons.iter().map(|r| r.code.as_str()).collect()
+}
+
+#[test]
+fn an_open_ticket_blocks_marketing_everywhere_until_resolved_or_its_maximum() {
+    let mut run = Run::new(bare()).given(vec![(t(0), Channel::Whatsapp, opened("T-77"))]);
+    for &channel in Channel::MESSAGING {
+        let state = run.marketing(channel);
+        assert_eq!((state.status, codes(state)), (Blocked, vec![code::SUPPORT_TICKET_OPEN]), "{channel}");
+        assert_eq!(state.reasons[0].detail.as_deref(), Some("T-77"));
+        assert_eq!(state.until, Some(t(0) + Duration::days(14)), "the safety maximum");
+        assert_eq!(run.transactional(channel).status, Allowed, "transactional ignores tickets");
+    }
+    run.when(t(45), Channel::CallCenter, resolved("T-77"));
+    assert!(Channel::MESSAGING.iter().all(|&c| run.marketing(c).status == Allowed));
+
+    // The maximum lapses on its own.
+    let mut run = Run::new(bare()).given(vec![(t(0), Channel::Web, opened("T-1"))]);
+    run.when(t(0) + Duration::days(14), Channel::Web, page_view());
+    assert_eq!(run.marketing(Channel::Email).status, Allowed);
+}
+
+#[test]
+fn every_open_ticket_must_be_resolved_and_a_late_open_does_not_reopen() {
+    let mut run =
+        Run::new(bare()).given(vec![(t(0), Channel::Web, opened("A")), (t(1), Channel::Web, opened("B"))]);
+    run.when(t(2), Channel::Web, resolved("A"));
+    let email = run.marketing(Channel::Email);
+    assert_eq!((email.status, email.reasons.len()), (Blocked, 1));
+    assert_eq!(email.reasons[0].detail.as_deref(), Some("B"));
+    run.when(t(3), Channel::Web, resolved("B"));
+    assert_eq!(run.marketing(Channel::Email).status, Allowed);
+    // The opening of A arrives again late (a retry with another id, older event time).
+    run.when(t(0), Channel::Web, opened("A"));
+    assert_eq!(run.marketing(Channel::Email).status, Allowed);
+}
+
+#[test]
+fn consent_by_channel_newest_event_time_wins() {
+    // given / when / then: status of sms marketing
+    let cases: Vec<(&str, Vec<Given>, SuppressionStatus, Vec<&str>)> = vec![
+        ("no consent event, default granted", vec![(t(0), Channel::Web, page_view())], Allowed, vec![]),
+        ("revoked", vec![(t(0), Channel::Sms, consent(false))], Blocked, vec![code::CONSENT_REVOKED]),
+        (
+            "revoked then granted",
+            vec![(t(0), Channel::Sms, consent(false)), (t(1), Channel::Sms, consent(true))],
+            Allowed,
+            vec![],
+        ),
+        (
+            "a late older grant does not undo a revocation",
+            vec![(t(5), Channel::Sms, consent(false)), (t(1), Channel::Sms, consent(true))],
+            Blocked,
+            vec![code::CONSENT_REVOKED],
+        ),
+        ("another channel's revocation", vec![(t(0), Channel::Email, consent(false))], Allowed, vec![]),
+    ];
+    for (name, given, status, reasons) in cases {
+        let run = Run::new(bare()).given(given);
+        let sms = run.marketing(Channel::Sms);
+        assert_eq!((sms.status, codes(sms)), (status, reasons), "{name}");
+        assert_eq!(sms.until, None, "{name}: waits for an event, no time");
+        assert_eq!(run.transactional(Channel::Sms).status, Allowed, "{name}: transactional ignores consent");
+    }
+}
+
+#[test]
+fn a_channel_that_requires_consent_is_blocked_until_a_grant() {
+    let rules = Rules { consent_required: vec![Channel::Sms, Channel::Whatsapp], ..bare() };
+    let mut run = Run::new(rules).given(vec![(t(0), Channel::Web, page_view())]);
+    assert_eq!(codes(run.marketing(Channel::Sms)), vec![code::NO_CONSENT]);
+    assert_eq!(codes(run.marketing(Channel::Whatsapp)), vec![code::NO_CONSENT]);
+    assert_eq!(run.marketing(Channel::Email).status, Allowed);
+    run.when(t(1), Channel::Sms, consent(true));
+    assert_eq!(run.marketing(Channel::Sms).status, Allowed);
+    assert_eq!(run.marketing(Channel::Whatsapp).status, Blocked);
+}
+
+#[test]
+fn hard_bounces_and_spam_reports_block_every_purpose_until_consent_is_granted_again() {
+    for (name, payload, reason) in [
+        ("hard bounce", hard_bounce(), code::HARD_BOUNCE),
+        ("spam report", EventPayload::SpamReported { message_id: "m".into() }, code::SPAM_REPORT),
+    ] {
+        let mut run = Run::new(bare())
+            .given(vec![(t(0), Channel::Email, consent(true)), (t(1), Channel::Email, payload)]);
+        assert_eq!(
+            codes(run.marketing(Channel::Email)),
+            vec![reason],
+            "{name}: a grant before it does not lift it"
+        );
+        assert_eq!(codes(run.transactional(Channel::Email)), vec![reason], "{name}");
+        assert_eq!(run.transactional(Channel::Email).status, Blocked, "{name}");
+        assert_eq!(run.marketing(Channel::Sms).status, Allowed, "{name}: only that channel");
+        run.when(t(2), Channel::Email, consent(true));
+        assert_eq!(run.marketing(Channel::Email).status, Allowed, "{name}: granted again");
+        assert_eq!(run.transactional(Channel::Email).status, Allowed, "{name}");
+    }
+    let run = Run::new(bare()).given(vec![(
+        t(0),
+        Channel::Email,
+        EventPayload::MessageBounced { message_id: "m".into(), hard: false },
+    )]);
+    assert_eq!(run.marketing(Channel::Email).status, Allowed, "a soft bounce blocks nothing");
+}
+
+#[test]
+fn frequency_caps_defer_until_the_oldest_counted_send_leaves_the_window() {
+    // Default caps: email 1 per 16 h, push 2 per 24 h.
+    let rules = Rules { quiet_hours: Vec::new(), ..Rules::default() };
+    let mut run = Run::new(rules).given(vec![(t(0), Channel::Email, sent(Purpose::Marketing))]);
+    let email = run.marketing(Channel::Email);
+    assert_eq!((email.status, codes(email)), (Deferred, vec![code::FREQUENCY_CAP]));
+    assert_eq!(email.until, Some(t(0) + Duration::hours(16)));
+    assert_eq!(email.reasons[0].detail.as_deref(), Some("at most 1 per 16h"));
+    assert_eq!(run.last.as_ref().unwrap().next_change_at, Some(t(0) + Duration::hours(16)));
+
+    run.when(t(10), Channel::Push, sent(Purpose::Marketing));
+    assert_eq!(run.marketing(Channel::Push).status, Allowed, "one of two");
+    run.when(t(20), Channel::Push, sent(Purpose::Marketing));
+    assert_eq!(run.marketing(Channel::Push).until, Some(t(10) + Duration::hours(24)), "the older of the two");
+
+    run.when(t(0) + Duration::hours(16), Channel::Web, page_view());
+    assert_eq!(run.marketing(Channel::Email).status, Allowed, "the send left the window");
+
+    let run = Run::new(Rules { quiet_hours: Vec::new(), ..Rules::default() }).given(vec![(
+        t(0),
+        Channel::Email,
+        sent(Purpose::Transactional),
+    )]);
+    assert_eq!(run.marketing(Channel::Email).status, Allowed, "transactional sends do not count");
+}
+
+#[test]
+fn several_caps_on_one_channel_all_apply() {
+    let cap =
+        |max, window_hours| omnistream_suppression::FrequencyCap { channel: Channel::Sms, max, window_hours };
+    let rules = Rules { frequency_caps: vec![cap(2, 1.0), cap(3, 24.0)], ..bare() };
+    let mut run = Run::new(rules).given(vec![
+        (t(0), Channel::Sms, sent(Purpose::Marketing)),
+        (t(70), Channel::Sms, sent(Purpose::Marketing)),
+        (t(80), Channel::Sms, sent(Purpose::Marketing)),
+    ]);
+    let sms = run.marketing(Channel::Sms);
+    assert_eq!(codes(sms), vec![code::FREQUENCY_CAP, code::FREQUENCY_CAP]);
+    assert_eq!(sms.reasons[0].until, Some(t(70 + 60)), "2 per hour");
+    assert_eq!(sms.reasons[1].until, Some(t(0) + Duration::hours(24)), "3 per day");
+    assert_eq!(sms.until, Some(t(0) + Duration::hours(24)), "allowed when both have lapsed");
+    run.when(t(131), Channel::Web, page_view());
+    assert_eq!(codes(run.marketing(Channel::Sms)), vec![code::FREQUENCY_CAP]);
+}
+
+#[test]
+fn quiet_hours_follow_the_customers_time_zone() {
+    let rules = Rules { frequency_caps: Vec::new(), ..Rules::default() };
+    // given time zone, when an event at, then sms deferred until (None: allowed)
+    let cases = [
+        ("UTC by default, evening", None, "2026-11-20T22:00:00Z", Some("2026-11-21T08:00:00Z")),
+        ("UTC by default, afternoon", None, "2026-11-20T15:00:00Z", None),
+        ("UTC by default, early morning", None, "2026-11-20T07:59:00Z", Some("2026-11-20T08:00:00Z")),
+        ("Tokyo at 22:00 JST", Some("Asia/Tokyo"), "2026-11-20T13:00:00Z", Some("2026-11-20T23:00:00Z")),
+        ("New York in the afternoon there", Some("America/New_York"), "2026-11-20T19:00:00Z", None),
+        (
+            "an unknown zone counts as UTC",
+            Some("Mars/Olympus"),
+            "2026-11-20T22:00:00Z",
+            Some("2026-11-21T08:00:00Z"),
+        ),
+        // Spring forward in Berlin on 2026-03-29 (02:00 CET -> 03:00 CEST): the night is an hour shorter.
+        (
+            "Berlin, clocks set forward",
+            Some("Europe/Berlin"),
+            "2026-03-28T21:30:00Z",
+            Some("2026-03-29T06:00:00Z"),
+        ),
+        // Fall back on 2026-10-25 (03:00 CEST -> 02:00 CET): an hour longer.
+        (
+            "Berlin, clocks set back",
+            Some("Europe/Berlin"),
+            "2026-10-24T20:30:00Z",
+            Some("2026-10-25T07:00:00Z"),
+        ),
+    ];
+    for (name, zone, at, until) in cases {
+        let mut given = Vec::new();
+        if let Some(zone) = zone {
+            given.push((utc(at) - Duration::days(1), Channel::Web, timezone(zone)));
+        }
+        given.push((utc(at), Channel::Web, page_view()));
+        let run = Run::new(rules.clone()).given(given);
+        let sms = run.marketing(Channel::Sms);
+        assert_eq!(sms.until, until.map(utc), "{name}");
+        if until.is_some() {
+            assert_eq!((sms.status, codes(sms)), (Deferred, vec![code::QUIET_HOURS]), "{name}");
+        }
+        assert_eq!(
+            run.marketing(Channel::Email).status,
+            Allowed,
+            "{name}: email has no quiet hours by default"
+        );
+    }
+}
+
+#[test]
+fn quiet_hours_starting_are_a_change_the_timer_announces() {
+    let rules = Rules { frequency_caps: Vec::new(), ..Rules::default() };
+    let mut run = Run::new(rules).given(vec![(utc("2026-11-20T15:00:00Z"), Channel::Web, page_view())]);
+    assert_eq!(run.last.as_ref().unwrap().next_change_at, Some(utc("2026-11-20T21:00:00Z")));
+    let state = run.timer(utc("2026-11-20T21:00:00.500Z"));
+    assert_eq!(state.next_change_at, Some(utc("2026-11-21T08:00:00Z")));
+    assert_eq!(run.marketing(Channel::Push).status, Deferred);
+    run.timer(utc("2026-11-21T08:00:00.200Z"));
+    assert_eq!(run.marketing(Channel::Push).status, Allowed);
+}
+
+#[test]
+fn a_post_order_cool_down_is_off_by_default() {
+    let run = Run::new(bare()).given(vec![(t(0), Channel::Store, order())]);
+    assert_eq!(run.marketing(Channel::Email).status, Allowed);
+    let run =
+        Run::new(Rules { order_cooldown_hours: 48.0, ..bare() }).given(vec![(t(0), Channel::Store, order())]);
+    let email = run.marketing(Channel::Email);
+    assert_eq!((email.status, codes(email)), (Deferred, vec![code::RECENT_ORDER]));
+    assert_eq!(email.until, Some(t(0) + Duration::hours(48)));
+    assert_eq!(run.transactional(Channel::Email).status, Allowed);
+}
+
+#[test]
+fn the_holdout_is_a_stable_share_of_customers() {
+    let run =
+        Run::new(Rules { holdout_percent: 100.0, ..bare() }).given(vec![(t(0), Channel::Web, page_view())]);
+    assert!(run.last.as_ref().unwrap().holdout);
+    assert_eq!(codes(run.marketing(Channel::Email)), vec![code::HOLDOUT]);
+    assert_eq!(run.transactional(Channel::Email).status, Allowed);
+    let run = Run::new(bare()).given(vec![(t(0), Channel::Web, page_view())]);
+    assert!(!run.last.as_ref().unwrap().holdout);
+    let share =
+        (0..10_000).filter(|i| omnistream_suppression::in_holdout(&format!("c-{i:06}"), 10.0)).count();
+    assert!((900..1_100).contains(&share), "10 % of customers, got {share} of 10,000");
+}
+
+#[test]
+fn every_applicable_reason_is_listed_with_the_time_all_have_lapsed() {
+    // An open ticket, quiet hours and a full cap on sms at once.
+    let mut run = Run::new(Rules::default()).given(vec![
+        (utc("2026-11-20T20:00:00Z"), Channel::Sms, sent(Purpose::Marketing)),
+        (utc("2026-11-20T21:30:00Z"), Channel::Whatsapp, opened("T-9")),
+    ]);
+    let sms = run.marketing(Channel::Sms);
+    assert_eq!(sms.status, Blocked);
+    assert_eq!(codes(sms), vec![code::SUPPORT_TICKET_OPEN, code::FREQUENCY_CAP, code::QUIET_HOURS]);
+    assert_eq!(sms.until, Some(utc("2026-12-04T21:30:00Z")), "the ticket's maximum lapses last");
+    assert_eq!(
+        run.last.as_ref().unwrap().next_change_at,
+        Some(utc("2026-11-21T08:00:00Z")),
+        "quiet hours end first"
+    );
+    run.when(utc("2026-11-20T21:40:00Z"), Channel::Web, resolved("T-9"));
+    let sms = run.marketing(Channel::Sms);
+    assert_eq!((sms.status, codes(sms)), (Deferred, vec![code::FREQUENCY_CAP, code::QUIET_HOURS]));
+    assert_eq!(sms.until, Some(utc("2026-11-21T20:00:00Z")), "the cap lapses after the night");
+}
+
+#[test]
+fn a_deferral_passes_by_timer_without_a_new_event() {
+    let rules = Rules { quiet_hours: Vec::new(), ..Rules::default() };
+    let mut run = Run::new(rules).given(vec![(t(0), Channel::Email, sent(Purpose::Marketing))]);
+    let processor = run.processor.clone();
+    let due = processor.next_timer(run.state.as_ref().unwrap()).unwrap();
+    assert_eq!(due, t(0) + Duration::hours(16));
+    let state = run.timer(due + Duration::seconds(1)).clone();
+    assert_eq!(run.marketing(Channel::Email).status, Allowed);
+    assert_eq!(state.next_change_at, None);
+    assert_eq!(processor.next_timer(run.state.as_ref().unwrap()), None, "the timer moved on");
+}
+
+#[test]
+fn a_late_event_is_evaluated_at_the_latest_time_seen() {
+    let mut run = Run::new(bare()).given(vec![(t(100), Channel::Web, page_view())]);
+    let late = run.when(t(0), Channel::Web, page_view()).clone();
+    assert_eq!(late.evaluated_at, t(100), "a late event is evaluated at the latest time seen");
+    assert_eq!(late.version, 2);
+}
+
+#[test]
+fn erasure_forgets_the_customer_and_writes_a_tombstone() {
+    let mut run = Run::new(bare()).given(vec![(t(0), Channel::Sms, consent(false))]);
+    run.n += 1;
+    let outputs = run.processor.apply(
+        &mut run.state,
+        &event(run.n, t(1), Channel::Web, EventPayload::ErasureRequested),
+        Utc::now(),
+    );
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].value, None);
+    assert!(run.state.is_none());
+}
+
+#[test]
+fn rules_come_from_a_toml_file_with_the_spec_defaults_for_what_it_leaves_out() {
+    let dir = std::env::temp_dir().join(format!("suppression-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.toml");
+    std::fs::write(
+        &file,
+        r#"
+consent_required = ["sms", "whatsapp"]
+holdout_percent = 5
+[[quiet_hours]]
+channels = ["push"]
+start = "22:30"
+end = "07:00"
+"#,
+    )
+    .unwrap();
+    let rules = Rules::from_file(&file).unwrap();
+    assert_eq!(rules.consent_required, vec![Channel::Sms, Channel::Whatsapp]);
+    assert_eq!(rules.holdout_percent, 5.0);
+    assert_eq!(
+        rules.quiet_hours,
+        vec![QuietHours {
+            channels: vec![Channel::Push],
+            start: NaiveTime::from_hms_opt(22, 30, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(7, 0, 0).unwrap(),
+        }]
+    );
+    assert_eq!(rules.frequency_caps, Rules::default().frequency_caps, "left out: the default");
+    assert_eq!(rules.ticket_max_days, 14.0);
+
+    for (bad, mentions) in [
+        ("holdout_percent = 120", "holdout_percent"),
+        ("unknown_rule = 1", "unknown_rule"),
+        ("[[frequency_caps]]\nchannel = \"email\"\nmax = 0\nwindow_hours = 1", "max"),
+        ("[[quiet_hours]]\nchannels = [\"sms\"]\nstart = \"9pm\"\nend = \"08:00\"", "9pm"),
+        ("consent_required = [\"pigeon\"]", "pigeon"),
+    ] {
+        std::fs::write(&file, bad).unwrap();
+        let error = Rules::from_file(&file).unwrap_err().to_string();
+        assert!(error.contains(mentions), "{bad:?} gave {error}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
