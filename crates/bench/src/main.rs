@@ -160,8 +160,10 @@ const PROFILE_UPDATER: BenchService =
     BenchService { name: "profile-updater", binary: "profile-updater", output_flag: "--profiles-topic" };
 const SUPPRESSION: BenchService =
     BenchService { name: "suppression", binary: "suppression", output_flag: "--suppressions-topic" };
+const CHANNEL_AFFINITY: BenchService =
+    BenchService { name: "channel-affinity", binary: "channel-affinity", output_flag: "--affinity-topic" };
 /// Every benchmarked service, in table order.
-const SERVICES: [BenchService; 3] = [COUNTER, PROFILE_UPDATER, SUPPRESSION];
+const SERVICES: [BenchService; 4] = [COUNTER, PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY];
 
 struct BenchTopics {
     group: String,

@@ -255,6 +255,26 @@ pub struct ChannelAffinity {
 
 impl AvroRecord for ChannelAffinity {
     const KIND: RecordKind = RecordKind::ChannelAffinity;
+
+    /// Written by hand: channel-affinity writes one per event.
+    fn write_datum(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        let mut w = DatumWriter::new(buf);
+        w.string(&self.customer_id);
+        w.block(self.ranking.iter(), |w, channel| w.index(channel.index()));
+        w.block(self.channels.iter(), |w, score| {
+            w.index(score.channel.index());
+            w.double(score.score);
+            w.double(score.std_dev);
+            w.double(score.sent);
+            w.double(score.engaged);
+            w.boolean(score.insufficient_data);
+            w.boolean(score.marketing_consent);
+        });
+        w.double(self.half_life_days);
+        w.timestamp(self.as_of);
+        w.long(self.version);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ pub const LOYALTY_BALANCES: &str = "loyalty.balances.v1";
 pub const PROFILE_UPDATER_STATE: &str = "profile-updater.state.v1";
 /// Changelog of suppression's state.
 pub const SUPPRESSION_STATE: &str = "suppression.state.v1";
+/// Changelog of channel-affinity's state.
+pub const CHANNEL_AFFINITY_STATE: &str = "channel-affinity.state.v1";
 
 /// Every topic of SPEC 3, with the changelogs of the services built so far.
 pub const PIPELINE_TOPICS: &[TopicSpec] = &[
@@ -63,5 +65,10 @@ pub const PIPELINE_TOPICS: &[TopicSpec] = &[
         name: SUPPRESSION_STATE,
         cleanup: Cleanup::Compact,
         value: "suppression state (MessagePack)",
+    },
+    TopicSpec {
+        name: CHANNEL_AFFINITY_STATE,
+        cleanup: Cleanup::Compact,
+        value: "channel-affinity state (MessagePack)",
     },
 ];

@@ -146,6 +146,15 @@ fn hand_written_suppression_states_are_byte_identical_to_serde() {
 }
 
 #[test]
+fn hand_written_channel_affinities_are_byte_identical_to_serde() {
+    let mut affinity = fixtures::affinity();
+    assert_hand_written_matches_serde(&affinity);
+    affinity.ranking.clear();
+    affinity.channels.clear();
+    assert_hand_written_matches_serde(&affinity);
+}
+
+#[test]
 fn every_trait_value_kind_takes_its_union_branch() {
     let values = [
         TraitValue::Null,

@@ -1,0 +1,142 @@
+//! channel-affinity end to end on the real broker: story 4 of SPEC 1 through `omni produce`, and
+//! exactly-once under SIGKILL.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omnistream_channel_affinity::ChannelAffinityProcessor;
+use omnistream_model::records::ChannelAffinity;
+use omnistream_model::{Channel, decode_record};
+use omnistream_testkit::pipeline::{
+    ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
+    records_in, simulated_input,
+};
+use omnistream_testkit::{
+    CommittedReader, ServiceProcess, bootstrap_servers, unique_topic, workspace_binary,
+};
+use rdkafka::message::Message;
+
+fn channel_affinity(topics: &ServiceTopics, instance: &str, label: &str) -> ServiceProcess {
+    let mut args = topics.runtime_args(instance, 0);
+    args.extend(["--affinity-topic".to_owned(), topics.outputs[0].clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServiceProcess::spawn(
+        &workspace_binary("channel-affinity"),
+        label,
+        &args,
+        &[("RUST_LOG", "info,rdkafka=warn")],
+    )
+}
+
+/// Publishes JSON-lines events with `omni produce`, as a producer would.
+fn omni_produce(topic: &str, lines: &[String]) {
+    let file = std::env::temp_dir().join(format!("{}.jsonl", unique_topic("affinity-events")));
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let output = Command::new(workspace_binary("omni"))
+        .args(["produce", "--file", file.to_str().unwrap(), "--topic", topic])
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
+        .output()
+        .expect("omni produce");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::remove_file(file).ok();
+}
+
+fn event(n: usize, minute: usize, channel: &str, event_type: &str, properties: &str) -> String {
+    format!(
+        r#"{{"event_id":"s4-{n}","customer_id":"c-4004","occurred_at":"2026-11-20T09:{minute:02}:00Z","channel":"{channel}","type":"{event_type}","properties":{properties}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn story_four_whatsapp_over_sms_over_email_and_the_unsubscribed_channel_absent() {
+    let topics = ServiceTopics::create("affinity-story", 1).await;
+    let _service = channel_affinity(&topics, "story", "affinity-story");
+    let output = topics.outputs[0].clone();
+    let input = topics.input.clone();
+    tokio::task::spawn_blocking(move || {
+        // Never opens email, clicks SMS, replies on WhatsApp; push is sent to but unsubscribed.
+        let mut lines = Vec::new();
+        let mut n = 0;
+        let mut add = |minute: usize, channel: &str, event_type: &str, properties: &str| {
+            n += 1;
+            lines.push(event(n, minute, channel, event_type, properties));
+        };
+        let sent = r#"{"message_id":"m","purpose":"marketing"}"#;
+        for minute in 0..5 {
+            add(minute, "email", "message_sent", sent);
+            add(minute, "sms", "message_sent", sent);
+            add(minute, "push", "message_sent", sent);
+        }
+        for minute in 5..8 {
+            add(minute, "sms", "message_clicked", r#"{"message_id":"m"}"#);
+            add(minute, "whatsapp", "message_sent", sent);
+            add(minute, "whatsapp", "message_received", r#"{"conversation_id":"w-1"}"#);
+            add(minute, "push", "message_opened", r#"{"message_id":"m"}"#);
+        }
+        add(9, "push", "consent_changed", r#"{"purpose":"marketing","granted":false}"#);
+        let total = lines.len() as i64;
+        omni_produce(&input, &lines);
+
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < Duration::from_secs(60)
+            && last.as_ref().is_none_or(|a: &ChannelAffinity| a.version < total)
+        {
+            let reader = CommittedReader::from_beginning(&output);
+            last = reader.read_until(Duration::from_secs(5), |message| {
+                let record = decode_record::<ChannelAffinity>(message.payload()?).expect("Avro affinity");
+                (record.version == total).then_some(record)
+            });
+        }
+        let record = last.expect("the record after the last event");
+        assert_eq!(
+            record.ranking,
+            vec![Channel::Whatsapp, Channel::Sms, Channel::Email],
+            "push is unsubscribed"
+        );
+        let counts = |channel: Channel| {
+            let score = record.channels.iter().find(|c| c.channel == channel).unwrap();
+            (
+                (score.sent * 100.0).round() / 100.0,
+                (score.engaged * 100.0).round() / 100.0,
+                score.marketing_consent,
+            )
+        };
+        // Minutes apart on a 30-day half-life: the counts are the event counts to two places.
+        assert_eq!(counts(Channel::Email), (5.0, 0.0, true));
+        assert_eq!(counts(Channel::Sms), (5.0, 3.0, true));
+        assert_eq!(counts(Channel::Whatsapp), (3.0, 3.0, true));
+        assert_eq!(counts(Channel::Push), (5.0, 3.0, false), "explained, but never recommended");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_200000_events_committed_records_equal_the_pure_fold() {
+    let topics = ServiceTopics::create("affinity-crash", 1).await;
+    let output = topics.outputs[0].clone();
+    let input = simulated_input(200_000, 5_000, 47, 0.002);
+    let processor = ChannelAffinityProcessor {
+        affinity_topic: Arc::from(output.as_str()),
+        ..ChannelAffinityProcessor::default()
+    };
+    let (expected, _) = fold(&processor, &input);
+    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
+
+    let complete_at = records_in(&expected, &output);
+    let kills = kill_repeatedly(5, &output, complete_at, |run| {
+        channel_affinity(&topics, "affinity-crash", &format!("affinity-crash-{run}"))
+    })
+    .await;
+    assert!(kills >= 5, "only {kills} kills happened mid-stream");
+    producing.await.expect("producer task");
+
+    let mut last = channel_affinity(&topics, "affinity-crash", "affinity-crash-final");
+    let actual = committed_outputs(&output, complete_at, Duration::from_secs(180)).await;
+    assert!(last.is_running());
+    assert_same_outputs(&expected, &actual, &output, |bytes| {
+        decode_record::<ChannelAffinity>(bytes).expect("channel affinity")
+    });
+}
