@@ -39,19 +39,23 @@ demo: topics
 	@echo "== profile-updater folds every event into customer.profiles.v1 (log: target/demo-profile-updater.log)"
 	@echo "== suppression keeps customer.suppressions.v1 (log: target/demo-suppression.log)"
 	@echo "== channel-affinity keeps customer.channel-affinity.v1 (log: target/demo-channel-affinity.log)"
-	@echo "== simulating $(DEMO_RATE) events/s for $(DEMO_SECONDS)s over 200 customers; tailing profiles, suppressions, then channel affinities"
+	@echo "== loyalty-points keeps loyalty.ledger.v1 and loyalty.balances.v1 (log: target/demo-loyalty-points.log)"
+	@echo "== simulating $(DEMO_RATE) events/s for $(DEMO_SECONDS)s over 200 customers; tailing profiles, suppressions, channel affinities, then the points ledger"
 	@target/release/profile-updater --instance-id demo > target/demo-profile-updater.log 2>&1 & \
 	  profiles=$$!; \
 	  target/release/suppression --instance-id demo > target/demo-suppression.log 2>&1 & \
 	  suppression=$$!; \
 	  target/release/channel-affinity --instance-id demo > target/demo-channel-affinity.log 2>&1 & \
 	  affinity=$$!; \
+	  target/release/loyalty-points --instance-id demo > target/demo-loyalty-points.log 2>&1 & \
+	  loyalty=$$!; \
 	  $(OMNI) simulate --rate $(DEMO_RATE) --duration $(DEMO_SECONDS) --customers 200 --malformed 0.01 & \
 	  sim=$$!; \
-	  trap 'kill $$sim 2>/dev/null; kill -TERM $$profiles $$suppression $$affinity 2>/dev/null; wait $$profiles $$suppression $$affinity' INT TERM EXIT; \
-	  $(OMNI) tail customer.profiles.v1 -n 12 --timeout $$(( $(DEMO_SECONDS) / 3 )) | cut -c1-220; \
-	  $(OMNI) tail customer.suppressions.v1 -n 12 --timeout $$(( $(DEMO_SECONDS) / 3 )) | cut -c1-220; \
-	  $(OMNI) tail customer.channel-affinity.v1 -n 12 --timeout $$(( $(DEMO_SECONDS) / 3 )) | cut -c1-220; \
+	  trap 'kill $$sim 2>/dev/null; kill -TERM $$profiles $$suppression $$affinity $$loyalty 2>/dev/null; wait $$profiles $$suppression $$affinity $$loyalty' INT TERM EXIT; \
+	  $(OMNI) tail customer.profiles.v1 -n 10 --timeout $$(( $(DEMO_SECONDS) / 4 )) | cut -c1-220; \
+	  $(OMNI) tail customer.suppressions.v1 -n 10 --timeout $$(( $(DEMO_SECONDS) / 4 )) | cut -c1-220; \
+	  $(OMNI) tail customer.channel-affinity.v1 -n 10 --timeout $$(( $(DEMO_SECONDS) / 4 )) | cut -c1-220; \
+	  $(OMNI) tail loyalty.ledger.v1 -n 10 --timeout $$(( $(DEMO_SECONDS) / 4 )) | cut -c1-220; \
 	  wait $$sim
 
 lint:

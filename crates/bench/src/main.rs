@@ -151,42 +151,55 @@ fn time_drain(
 struct BenchService {
     name: &'static str,
     binary: &'static str,
+    /// The output with one record per event: the latency is measured on it.
     output_flag: &'static str,
+    /// The service's other outputs, each on a topic of its own.
+    other_output_flags: &'static [&'static str],
 }
 
-const COUNTER: BenchService =
-    BenchService { name: "event-counter", binary: "event-counter", output_flag: "--output-topic" };
-const PROFILE_UPDATER: BenchService =
-    BenchService { name: "profile-updater", binary: "profile-updater", output_flag: "--profiles-topic" };
-const SUPPRESSION: BenchService =
-    BenchService { name: "suppression", binary: "suppression", output_flag: "--suppressions-topic" };
-const CHANNEL_AFFINITY: BenchService =
-    BenchService { name: "channel-affinity", binary: "channel-affinity", output_flag: "--affinity-topic" };
+const fn service(name: &'static str, output_flag: &'static str) -> BenchService {
+    BenchService { name, binary: name, output_flag, other_output_flags: &[] }
+}
+const COUNTER: BenchService = service("event-counter", "--output-topic");
+const PROFILE_UPDATER: BenchService = service("profile-updater", "--profiles-topic");
+const SUPPRESSION: BenchService = service("suppression", "--suppressions-topic");
+const CHANNEL_AFFINITY: BenchService = service("channel-affinity", "--affinity-topic");
+const LOYALTY_POINTS: BenchService =
+    BenchService { other_output_flags: &["--ledger-topic"], ..service("loyalty-points", "--balances-topic") };
 /// Every benchmarked service, in table order.
-const SERVICES: [BenchService; 4] = [COUNTER, PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY];
+const SERVICES: [BenchService; 5] = [COUNTER, PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY, LOYALTY_POINTS];
 
 struct BenchTopics {
     group: String,
     input: String,
     output: String,
+    /// One per `other_output_flags` of the service.
+    other_outputs: Vec<String>,
     dlq: String,
     changelog: String,
 }
 
-async fn bench_topics(label: &str, input: &str, partitions: i32) -> BenchTopics {
+async fn bench_topics(label: &str, input: &str, partitions: i32, service: BenchService) -> BenchTopics {
     let topics = BenchTopics {
         group: unique_topic(&format!("bench-{label}")),
         input: input.to_owned(),
         output: unique_topic(&format!("bench-{label}-out")),
+        other_outputs: service
+            .other_output_flags
+            .iter()
+            .enumerate()
+            .map(|(i, _)| unique_topic(&format!("bench-{label}-out{i}")))
+            .collect(),
         dlq: unique_topic(&format!("bench-{label}-dlq")),
         changelog: unique_topic(&format!("bench-{label}-state")),
     };
-    create_test_topics(&[
+    let mut requests = vec![
         TopicRequest::plain(&topics.output, partitions, 1),
         TopicRequest::plain(&topics.dlq, partitions, 1),
         TopicRequest::compacted(&topics.changelog, partitions, 1),
-    ])
-    .await;
+    ];
+    requests.extend(topics.other_outputs.iter().map(|topic| TopicRequest::plain(topic, partitions, 1)));
+    create_test_topics(&requests).await;
     topics
 }
 
@@ -197,27 +210,26 @@ fn spawn_service(
     admin_port: u16,
 ) -> anyhow::Result<ServiceProcess> {
     let admin = format!("127.0.0.1:{admin_port}");
-    Ok(ServiceProcess::spawn(
-        &binary(service.binary)?,
-        label,
-        &[
-            "--input-topic",
-            &topics.input,
-            service.output_flag,
-            &topics.output,
-            "--dlq-topic",
-            &topics.dlq,
-            "--changelog-topic",
-            &topics.changelog,
-            "--group-id",
-            &topics.group,
-            "--instance-id",
-            "bench",
-            "--admin-addr",
-            &admin,
-        ],
-        &[("RUST_LOG", "info,rdkafka=warn")],
-    ))
+    let mut args = vec![
+        "--input-topic",
+        &topics.input,
+        service.output_flag,
+        &topics.output,
+        "--dlq-topic",
+        &topics.dlq,
+        "--changelog-topic",
+        &topics.changelog,
+        "--group-id",
+        &topics.group,
+        "--instance-id",
+        "bench",
+        "--admin-addr",
+        &admin,
+    ];
+    for (flag, topic) in service.other_output_flags.iter().zip(&topics.other_outputs) {
+        args.extend([*flag, topic.as_str()]);
+    }
+    Ok(ServiceProcess::spawn(&binary(service.binary)?, label, &args, &[("RUST_LOG", "info,rdkafka=warn")]))
 }
 
 fn wait_ready(port: u16, deadline: Duration) -> anyhow::Result<Duration> {
@@ -254,7 +266,7 @@ struct Latency {
 async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<Latency> {
     let input = unique_topic("bench-load-in");
     create_test_topics(&[TopicRequest::plain(&input, args.partitions, 1)]).await;
-    let topics = bench_topics("load", &input, args.partitions).await;
+    let topics = bench_topics("load", &input, args.partitions, bench_service).await;
     let port = free_port();
     let service = spawn_service(bench_service, &topics, &format!("bench-load-{}", bench_service.name), port)?;
     wait_ready(port, Duration::from_secs(60))?;
@@ -406,7 +418,7 @@ async fn main() -> anyhow::Result<()> {
     {
         let name = service.name;
         // Drain: decode, validate, dedupe, state, changelog, transactions.
-        let topics = bench_topics(name, &input, args.partitions).await;
+        let topics = bench_topics(name, &input, args.partitions, service).await;
         let port = free_port();
         let process = spawn_service(service, &topics, &format!("bench-drain-{name}"), port)?;
         let drain = time_drain(

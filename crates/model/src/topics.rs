@@ -34,8 +34,10 @@ pub const PROFILE_UPDATER_STATE: &str = "profile-updater.state.v1";
 pub const SUPPRESSION_STATE: &str = "suppression.state.v1";
 /// Changelog of channel-affinity's state.
 pub const CHANNEL_AFFINITY_STATE: &str = "channel-affinity.state.v1";
+/// Changelog of loyalty-points' state.
+pub const LOYALTY_POINTS_STATE: &str = "loyalty-points.state.v1";
 
-/// Every topic of SPEC 3, with the changelogs of the services built so far.
+/// Every topic of SPEC 3, with every service's changelog.
 pub const PIPELINE_TOPICS: &[TopicSpec] = &[
     TopicSpec {
         name: EVENTS,
@@ -70,5 +72,10 @@ pub const PIPELINE_TOPICS: &[TopicSpec] = &[
         name: CHANNEL_AFFINITY_STATE,
         cleanup: Cleanup::Compact,
         value: "channel-affinity state (MessagePack)",
+    },
+    TopicSpec {
+        name: LOYALTY_POINTS_STATE,
+        cleanup: Cleanup::Compact,
+        value: "loyalty-points state (MessagePack)",
     },
 ];

@@ -455,3 +455,10 @@ end = "07:00"
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn the_example_rules_file_states_the_defaults() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/suppression-rules.example.toml");
+    assert_eq!(Rules::from_file(&example).unwrap(), Rules::default());
+}

@@ -1,0 +1,495 @@
+//! loyalty-points' pure core (SPEC 4.4): an exactly-once points ledger per customer, earned on any
+//! channel, spendable on any other.
+//!
+//! Points live in lots, one per order (or positive adjustment): pending until the return window
+//! has passed, then active until they expire. Redemptions spend active points, the lot that expires
+//! first first; a refund takes back what its order earned, from the order's lot, and what was
+//! already spent becomes a debt (a negative active balance) that later points repay.
+//!
+//! Time: an event is evaluated at its own `occurred_at` (never before the previous evaluation), so
+//! the ledger an input produces does not depend on when it is processed; lots that activate or
+//! expire by then are settled first, with entries dated when they fell due. Timers settle them by
+//! wall clock when no event comes. Entry ids derive from the cause: `<event_id>/<kind>` for an
+//! event's entry, `<lot>/activate` and `<lot>/expire` for a lot's, so a replay can never write a
+//! second entry.
+
+pub mod rules;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use omnistream_model::records::{
+    BalanceAfter, LedgerEntryKind, LoyaltyBalance, LoyaltyLedgerEntry, NextExpiry,
+};
+use omnistream_model::topics::{LOYALTY_BALANCES, LOYALTY_LEDGER};
+use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_record};
+use omnistream_runtime::{Output, Processor};
+use serde::{Deserialize, Serialize};
+
+pub use rules::{LoyaltyRules, RulesError, Tier};
+
+/// Redemption ids remembered, so that a redemption retried under a new event id spends once.
+const REDEMPTIONS_KEPT: usize = 64;
+/// The reason of a rejected redemption.
+pub const INSUFFICIENT_POINTS: &str = "insufficient_points";
+
+/// Points of one order or positive adjustment. Times are unix millis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lot {
+    /// The id of the entry that created it.
+    pub id: String,
+    pub order_id: Option<String>,
+    pub channel: Option<Channel>,
+    pub earned_at: i64,
+    pub points: i64,
+    /// Not yet spent, expired or reversed.
+    pub remaining: i64,
+    /// Taken back by refunds so far.
+    pub reversed: i64,
+    pub activates_at: i64,
+    pub expires_at: i64,
+    pub active: bool,
+}
+
+/// What loyalty-points keeps per customer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LoyaltyState {
+    /// Lots with points left, or of an order that a refund may still reverse.
+    pub lots: Vec<Lot>,
+    /// Points spent beyond the active balance (refund of spent points, negative adjustment).
+    pub debt: i64,
+    pub spent: i64,
+    pub expired: i64,
+    pub lifetime_earned: i64,
+    /// Points earned, by time, within the tier window.
+    pub earned: Vec<(i64, i64)>,
+    pub redemptions: VecDeque<String>,
+    pub evaluated_at: i64,
+    pub version: i64,
+}
+
+impl LoyaltyState {
+    pub fn active(&self) -> i64 {
+        self.lots.iter().filter(|lot| lot.active).map(|lot| lot.remaining).sum::<i64>() - self.debt
+    }
+
+    pub fn pending(&self) -> i64 {
+        self.lots.iter().filter(|lot| !lot.active).map(|lot| lot.remaining).sum()
+    }
+
+    fn balance_after(&self) -> BalanceAfter {
+        BalanceAfter { active: self.active(), pending: self.pending() }
+    }
+}
+
+/// The processor.
+#[derive(Debug, Clone)]
+pub struct LoyaltyPoints {
+    rules: Arc<LoyaltyRules>,
+    ledger_topic: Arc<str>,
+    balances_topic: Arc<str>,
+}
+
+impl LoyaltyPoints {
+    pub fn new(rules: LoyaltyRules, ledger_topic: &str, balances_topic: &str) -> Self {
+        Self {
+            rules: Arc::new(rules),
+            ledger_topic: Arc::from(ledger_topic),
+            balances_topic: Arc::from(balances_topic),
+        }
+    }
+
+    pub fn rules(&self) -> &LoyaltyRules {
+        &self.rules
+    }
+}
+
+impl Default for LoyaltyPoints {
+    fn default() -> Self {
+        Self::new(LoyaltyRules::default(), LOYALTY_LEDGER, LOYALTY_BALANCES)
+    }
+}
+
+/// A ledger entry in the making: what it says, before the customer and balance are added.
+struct Movement {
+    entry_id: String,
+    kind: LedgerEntryKind,
+    points: i64,
+    reason: Option<String>,
+    cause_event_id: String,
+    order_id: Option<String>,
+    channel: Option<Channel>,
+    occurred_at: i64,
+    /// The balance right after this movement.
+    balance_after: BalanceAfter,
+}
+
+impl Processor for LoyaltyPoints {
+    type State = LoyaltyState;
+
+    fn apply(
+        &self,
+        state: &mut Option<LoyaltyState>,
+        event: &TouchpointEvent,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        let customer_id = &event.customer_id;
+        if let EventPayload::ErasureRequested = event.payload {
+            *state = None;
+            let erase = LoyaltyLedgerEntry {
+                entry_id: format!("{}/erase", event.event_id),
+                customer_id: customer_id.clone(),
+                kind: LedgerEntryKind::Erase,
+                points: 0,
+                balance_after: BalanceAfter { active: 0, pending: 0 },
+                reason: Some("erasure_requested".to_owned()),
+                cause_event_id: event.event_id.clone(),
+                order_id: None,
+                channel: None,
+                negative_balance: false,
+                occurred_at: event.occurred_at,
+            };
+            return vec![
+                self.ledger_output(&erase),
+                Output { topic: self.balances_topic.clone(), key: customer_id.clone(), value: None },
+            ];
+        }
+        let state = state.get_or_insert_with(LoyaltyState::default);
+        state.evaluated_at = state.evaluated_at.max(event.occurred_at.timestamp_millis());
+        state.version += 1;
+        let mut outputs = Vec::new();
+        let at = state.evaluated_at;
+        for movement in settle(state, at).into_iter().chain(apply_event(state, &self.rules, event, at)) {
+            outputs.push(self.entry(customer_id, movement));
+        }
+        outputs.push(self.balance_output(state, customer_id, at));
+        outputs
+    }
+
+    fn next_timer(&self, state: &LoyaltyState) -> Option<DateTime<Utc>> {
+        state
+            .lots
+            .iter()
+            .filter(|lot| lot.remaining > 0 || !lot.active)
+            .map(|lot| if lot.active { lot.expires_at } else { lot.activates_at })
+            .min()
+            .and_then(DateTime::from_timestamp_millis)
+    }
+
+    fn on_timer(
+        &self,
+        state: &mut Option<LoyaltyState>,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        let Some(state) = state else { return Vec::new() };
+        let at = now.timestamp_millis().max(state.evaluated_at);
+        let movements = settle(state, at);
+        let mut outputs: Vec<Output> =
+            movements.into_iter().map(|movement| self.entry(customer_id, movement)).collect();
+        outputs.push(self.balance_output(state, customer_id, at));
+        outputs
+    }
+}
+
+impl LoyaltyPoints {
+    fn entry(&self, customer_id: &str, movement: Movement) -> Output {
+        let balance_after = movement.balance_after;
+        let entry = LoyaltyLedgerEntry {
+            entry_id: movement.entry_id,
+            customer_id: customer_id.to_owned(),
+            kind: movement.kind,
+            points: movement.points,
+            negative_balance: balance_after.active < 0,
+            balance_after,
+            reason: movement.reason,
+            cause_event_id: movement.cause_event_id,
+            order_id: movement.order_id,
+            channel: movement.channel,
+            occurred_at: DateTime::from_timestamp_millis(movement.occurred_at).unwrap_or_default(),
+        };
+        self.ledger_output(&entry)
+    }
+
+    fn ledger_output(&self, entry: &LoyaltyLedgerEntry) -> Output {
+        Output {
+            topic: self.ledger_topic.clone(),
+            key: entry.customer_id.clone(),
+            value: Some(encode_record(entry).expect("a ledger entry matches its schema")),
+        }
+    }
+
+    fn balance_output(&self, state: &mut LoyaltyState, customer_id: &str, at: i64) -> Output {
+        let balance = balance(state, &self.rules, customer_id, at);
+        Output {
+            topic: self.balances_topic.clone(),
+            key: customer_id.to_owned(),
+            value: Some(encode_record(&balance).expect("a balance matches its schema")),
+        }
+    }
+}
+
+/// The balance record as of `at`; forgets tier history older than the window.
+pub fn balance(state: &mut LoyaltyState, rules: &LoyaltyRules, customer_id: &str, at: i64) -> LoyaltyBalance {
+    let window_start = at - rules.tier_window_ms();
+    state.earned.retain(|(earned_at, _)| *earned_at > window_start);
+    let earned_in_window: i64 = state.earned.iter().map(|(_, points)| points).sum();
+    let next_expiry = state
+        .lots
+        .iter()
+        .filter(|lot| lot.active && lot.remaining > 0)
+        .min_by_key(|lot| lot.expires_at)
+        .map(|first| {
+            let points = state
+                .lots
+                .iter()
+                .filter(|lot| lot.active && lot.expires_at == first.expires_at)
+                .map(|lot| lot.remaining)
+                .sum();
+            NextExpiry { points, at: DateTime::from_timestamp_millis(first.expires_at).unwrap_or_default() }
+        });
+    LoyaltyBalance {
+        customer_id: customer_id.to_owned(),
+        active: state.active(),
+        pending: state.pending(),
+        spent: state.spent,
+        expired: state.expired,
+        lifetime_earned: state.lifetime_earned,
+        tier: rules.tier_for(earned_in_window).to_owned(),
+        next_expiry,
+        updated_at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+        version: state.version,
+    }
+}
+
+/// Activates and expires every lot due by `at`, in the order they fell due.
+fn settle(state: &mut LoyaltyState, at: i64) -> Vec<Movement> {
+    let mut due: Vec<(i64, usize, bool)> = Vec::new();
+    for (index, lot) in state.lots.iter().enumerate() {
+        if !lot.active && lot.activates_at <= at {
+            due.push((lot.activates_at, index, true));
+        }
+        if lot.expires_at <= at && (lot.remaining > 0 || !lot.active) {
+            due.push((lot.expires_at, index, false));
+        }
+    }
+    due.sort_unstable();
+    let mut movements = Vec::new();
+    for (when, index, activation) in due {
+        let lot = &mut state.lots[index];
+        let (id, order_id, channel) = (lot.id.clone(), lot.order_id.clone(), lot.channel);
+        let (kind, points) = if activation {
+            lot.active = true;
+            let points = lot.remaining;
+            repay_debt(state);
+            (LedgerEntryKind::Activate, points)
+        } else if lot.remaining > 0 {
+            let points = lot.remaining;
+            lot.remaining = 0;
+            state.expired += points;
+            (LedgerEntryKind::Expire, -points)
+        } else {
+            continue;
+        };
+        movements.push(Movement {
+            entry_id: format!("{id}/{}", kind_name(kind)),
+            kind,
+            points,
+            reason: None,
+            cause_event_id: cause_of(&id),
+            order_id,
+            channel,
+            occurred_at: when,
+            balance_after: state.balance_after(),
+        });
+    }
+    // A lot past its expiry has nothing left to give or to reverse.
+    state.lots.retain(|lot| lot.expires_at > at);
+    movements
+}
+
+/// The event id in a lot's id (`<event_id>/earn` or `<event_id>/adjust`).
+fn cause_of(lot_id: &str) -> String {
+    lot_id.rsplit_once('/').map_or(lot_id, |(event_id, _)| event_id).to_owned()
+}
+
+/// Active points repay a debt first.
+fn repay_debt(state: &mut LoyaltyState) {
+    let mut debt = state.debt;
+    if debt == 0 {
+        return;
+    }
+    for lot in spending_order(&mut state.lots) {
+        let taken = lot.remaining.min(debt);
+        lot.remaining -= taken;
+        debt -= taken;
+        if debt == 0 {
+            break;
+        }
+    }
+    state.debt = debt;
+}
+
+/// Active lots with points left, the one expiring first first.
+fn spending_order(lots: &mut [Lot]) -> impl Iterator<Item = &mut Lot> {
+    let mut order: Vec<&mut Lot> = lots.iter_mut().filter(|lot| lot.active && lot.remaining > 0).collect();
+    order.sort_by_key(|lot| (lot.expires_at, lot.earned_at));
+    order.into_iter()
+}
+
+/// Takes `points` from active lots, the first to expire first; what they lack becomes debt.
+fn spend(state: &mut LoyaltyState, mut points: i64) {
+    for lot in spending_order(&mut state.lots) {
+        let taken = lot.remaining.min(points);
+        lot.remaining -= taken;
+        points -= taken;
+        if points == 0 {
+            break;
+        }
+    }
+    state.debt += points;
+}
+
+/// Applies one event at `at` (everything but erasure) and returns its ledger movements.
+fn apply_event(
+    state: &mut LoyaltyState,
+    rules: &LoyaltyRules,
+    event: &TouchpointEvent,
+    at: i64,
+) -> Vec<Movement> {
+    let occurred_at = event.occurred_at.timestamp_millis();
+    // Made after the state changed: it carries the balance the change left.
+    let movement = |state: &LoyaltyState,
+                    kind: LedgerEntryKind,
+                    points: i64,
+                    reason: Option<String>,
+                    order_id: Option<String>| Movement {
+        entry_id: event_entry_id(&event.event_id, kind),
+        kind,
+        points,
+        reason,
+        cause_event_id: event.event_id.clone(),
+        order_id,
+        channel: Some(event.channel),
+        occurred_at,
+        balance_after: state.balance_after(),
+    };
+    match &event.payload {
+        EventPayload::OrderPlaced { order_id, value_minor, currency, .. } => {
+            let points = rules.points_for(*value_minor, currency, event.channel);
+            if points == 0 || state.lots.iter().any(|lot| lot.order_id.as_deref() == Some(order_id.as_str()))
+            {
+                return Vec::new();
+            }
+            state.lots.push(Lot {
+                id: event_entry_id(&event.event_id, LedgerEntryKind::Earn),
+                order_id: Some(order_id.clone()),
+                channel: Some(event.channel),
+                earned_at: occurred_at,
+                points,
+                remaining: points,
+                reversed: 0,
+                activates_at: occurred_at + rules.return_window_ms(),
+                expires_at: occurred_at + rules.expiry_ms(),
+                active: false,
+            });
+            state.lifetime_earned += points;
+            state.earned.push((occurred_at, points));
+            let earn = movement(state, LedgerEntryKind::Earn, points, None, Some(order_id.clone()));
+            // An order older than the return window is active at once (and one older than the
+            // expiry is gone at once).
+            let mut movements = vec![earn];
+            movements.extend(settle(state, at));
+            movements
+        }
+        EventPayload::LoyaltyRedeemRequested { redemption_id, points } => {
+            if state.redemptions.iter().any(|id| id == redemption_id) {
+                return Vec::new();
+            }
+            if state.redemptions.len() >= REDEMPTIONS_KEPT {
+                state.redemptions.pop_front();
+            }
+            state.redemptions.push_back(redemption_id.clone());
+            let active = state.active();
+            if *points > active {
+                let reason = format!("{INSUFFICIENT_POINTS}: {points} requested, {active} active");
+                return vec![movement(state, LedgerEntryKind::Reject, *points, Some(reason), None)];
+            }
+            spend(state, *points);
+            state.spent += points;
+            vec![movement(
+                state,
+                LedgerEntryKind::Redeem,
+                -points,
+                Some(format!("redemption {redemption_id}")),
+                None,
+            )]
+        }
+        EventPayload::OrderRefunded { order_id, value_minor, currency } => {
+            let Some(lot) =
+                state.lots.iter_mut().find(|lot| lot.order_id.as_deref() == Some(order_id.as_str()))
+            else {
+                return Vec::new();
+            };
+            let channel = lot.channel.unwrap_or(event.channel);
+            let points = rules.points_for(*value_minor, currency, channel).min(lot.points - lot.reversed);
+            if points <= 0 {
+                return Vec::new();
+            }
+            lot.reversed += points;
+            let from_lot = lot.remaining.min(points);
+            lot.remaining -= from_lot;
+            // Already spent: the customer owes it.
+            state.debt += points - from_lot;
+            state.lifetime_earned -= points;
+            state.earned.push((occurred_at, -points));
+            vec![movement(
+                state,
+                LedgerEntryKind::Reverse,
+                -points,
+                Some(format!("refund of {order_id}")),
+                Some(order_id.clone()),
+            )]
+        }
+        EventPayload::LoyaltyPointsAdjusted { points, reason } => {
+            if *points > 0 {
+                state.lots.push(Lot {
+                    id: event_entry_id(&event.event_id, LedgerEntryKind::Adjust),
+                    order_id: None,
+                    channel: Some(event.channel),
+                    earned_at: occurred_at,
+                    points: *points,
+                    remaining: *points,
+                    reversed: 0,
+                    activates_at: occurred_at,
+                    expires_at: occurred_at + rules.expiry_ms(),
+                    active: true,
+                });
+                repay_debt(state);
+            } else {
+                spend(state, -points);
+            }
+            vec![movement(state, LedgerEntryKind::Adjust, *points, Some(reason.clone()), None)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `<event_id>/<kind>`: one entry of a kind per event, whatever replays or retries happen.
+fn event_entry_id(event_id: &str, kind: LedgerEntryKind) -> String {
+    format!("{event_id}/{}", kind_name(kind))
+}
+
+fn kind_name(kind: LedgerEntryKind) -> &'static str {
+    match kind {
+        LedgerEntryKind::Earn => "earn",
+        LedgerEntryKind::Activate => "activate",
+        LedgerEntryKind::Redeem => "redeem",
+        LedgerEntryKind::Reject => "reject",
+        LedgerEntryKind::Reverse => "reverse",
+        LedgerEntryKind::Expire => "expire",
+        LedgerEntryKind::Adjust => "adjust",
+        LedgerEntryKind::Erase => "erase",
+    }
+}

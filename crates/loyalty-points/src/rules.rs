@@ -1,0 +1,134 @@
+//! Loyalty rules (SPEC 4.4), from a TOML file; the defaults are the SPEC's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use omnistream_model::Channel;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid rules in {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("invalid rules: {0}")]
+    Invalid(String),
+}
+
+/// A tier reached with `min_points` earned over the tier window.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: String,
+    pub min_points: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoyaltyRules {
+    /// Points per major unit of a currency (rounded down); currencies not listed earn
+    /// `default_points_per_unit`.
+    pub default_points_per_unit: f64,
+    pub points_per_unit: BTreeMap<String, f64>,
+    /// Multiplier per channel of the order (default 1).
+    pub channel_multipliers: BTreeMap<Channel, f64>,
+    /// Points stay pending this long after the order (the return window).
+    pub return_window_days: i64,
+    /// Points expire this many months (of 30 days) after the order.
+    pub expiry_months: i64,
+    /// Tiers by points earned over the last `tier_window_months`, lowest first.
+    pub tiers: Vec<Tier>,
+    pub tier_window_months: i64,
+}
+
+impl Default for LoyaltyRules {
+    fn default() -> Self {
+        let tier = |name: &str, min_points| Tier { name: name.to_owned(), min_points };
+        Self {
+            default_points_per_unit: 1.0,
+            points_per_unit: BTreeMap::new(),
+            channel_multipliers: BTreeMap::new(),
+            return_window_days: 14,
+            expiry_months: 12,
+            tiers: vec![tier("bronze", 0), tier("silver", 500), tier("gold", 2_000)],
+            tier_window_months: 12,
+        }
+    }
+}
+
+const DAY_MS: i64 = 86_400_000;
+/// A month for expiry and tiers: 30 days, so that durations do not depend on the calendar.
+const MONTH_MS: i64 = 30 * DAY_MS;
+
+impl LoyaltyRules {
+    pub fn from_file(path: &Path) -> Result<Self, RulesError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| RulesError::Read { path: shown.clone(), source })?;
+        let rules: LoyaltyRules =
+            toml::from_str(&text).map_err(|source| RulesError::Parse { path: shown, source })?;
+        rules.check()?;
+        Ok(rules)
+    }
+
+    pub fn check(&self) -> Result<(), RulesError> {
+        let invalid = |message: String| Err(RulesError::Invalid(message));
+        let rates = std::iter::once(self.default_points_per_unit)
+            .chain(self.points_per_unit.values().copied())
+            .chain(self.channel_multipliers.values().copied());
+        for rate in rates {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return invalid(format!("rates and multipliers must be finite and not negative, not {rate}"));
+            }
+        }
+        if self.return_window_days < 0 || self.expiry_months <= 0 || self.tier_window_months <= 0 {
+            return invalid(
+                "return_window_days must not be negative; expiry and tier windows must be positive".into(),
+            );
+        }
+        if self.tiers.is_empty() || self.tiers[0].min_points != 0 {
+            return invalid("the first tier must start at 0 points".into());
+        }
+        if self.tiers.windows(2).any(|pair| pair[0].min_points >= pair[1].min_points) {
+            return invalid("tiers must be listed lowest first with growing min_points".into());
+        }
+        Ok(())
+    }
+
+    /// Points an amount earns: major units (ISO 4217 exponent) times the currency's rate and the
+    /// channel's multiplier, rounded down.
+    pub fn points_for(&self, value_minor: i64, currency: &str, channel: Channel) -> i64 {
+        let rate = self.points_per_unit.get(currency).copied().unwrap_or(self.default_points_per_unit);
+        let multiplier = self.channel_multipliers.get(&channel).copied().unwrap_or(1.0);
+        let major = value_minor as f64 / 10f64.powi(minor_unit_exponent(currency));
+        (major * rate * multiplier).floor().max(0.0) as i64
+    }
+
+    pub fn return_window_ms(&self) -> i64 {
+        self.return_window_days * DAY_MS
+    }
+
+    pub fn expiry_ms(&self) -> i64 {
+        self.expiry_months * MONTH_MS
+    }
+
+    pub fn tier_window_ms(&self) -> i64 {
+        self.tier_window_months * MONTH_MS
+    }
+
+    /// The highest tier whose threshold `earned` reaches.
+    pub fn tier_for(&self, earned: i64) -> &str {
+        self.tiers.iter().rev().find(|tier| earned >= tier.min_points).map_or("", |tier| tier.name.as_str())
+    }
+}
+
+/// Digits after the decimal point of a currency's minor unit (ISO 4217); 2 for most.
+fn minor_unit_exponent(currency: &str) -> i32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI"
+        | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
