@@ -27,7 +27,8 @@ use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_record};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
-pub use rules::{LoyaltyRules, RulesError, Tier};
+pub use omnistream_runtime::RulesError;
+pub use rules::{LoyaltyRules, Tier};
 
 /// Redemption ids remembered, so that a redemption retried under a new event id spends once.
 const REDEMPTIONS_KEPT: usize = 64;

@@ -4,17 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use omnistream_model::Channel;
+use omnistream_runtime::{RulesError, read_rules};
 use serde::Deserialize;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RulesError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("invalid rules in {path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
-    #[error("invalid rules: {0}")]
-    Invalid(String),
-}
 
 /// A tier reached with `min_points` earned over the tier window.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -63,11 +54,7 @@ const MONTH_MS: i64 = 30 * DAY_MS;
 
 impl LoyaltyRules {
     pub fn from_file(path: &Path) -> Result<Self, RulesError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RulesError::Read { path: shown.clone(), source })?;
-        let rules: LoyaltyRules =
-            toml::from_str(&text).map_err(|source| RulesError::Parse { path: shown, source })?;
+        let rules: LoyaltyRules = read_rules(path)?;
         rules.check()?;
         Ok(rules)
     }

@@ -1,7 +1,6 @@
 //! profile-updater end to end on the real broker: the profile side of SPEC stories 1 and 2
 //! through `omni produce`, and exactly-once under SIGKILL.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +11,7 @@ use omnistream_testkit::pipeline::{
     ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
     records_in, simulated_input,
 };
-use omnistream_testkit::{
-    CommittedReader, ServiceProcess, bootstrap_servers, unique_topic, workspace_binary,
-};
+use omnistream_testkit::{CommittedReader, ServiceProcess, omni_produce, workspace_binary};
 use rdkafka::message::Message;
 
 fn profile_updater(topics: &ServiceTopics, instance: &str, label: &str) -> ServiceProcess {
@@ -27,19 +24,6 @@ fn profile_updater(topics: &ServiceTopics, instance: &str, label: &str) -> Servi
         &args,
         &[("RUST_LOG", "info,rdkafka=warn")],
     )
-}
-
-/// Publishes JSON-lines events with `omni produce`, as a producer would.
-fn omni_produce(topic: &str, lines: &[String]) {
-    let file = std::env::temp_dir().join(format!("{}.jsonl", unique_topic("profile-events")));
-    std::fs::write(&file, lines.join("\n")).unwrap();
-    let output = Command::new(workspace_binary("omni"))
-        .args(["produce", "--file", file.to_str().unwrap(), "--topic", topic])
-        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
-        .output()
-        .expect("omni produce");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    std::fs::remove_file(file).ok();
 }
 
 /// Waits until a committed profile of `customer` satisfies `condition`; returns it and how long

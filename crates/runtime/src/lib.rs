@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod processor;
+pub mod rules_file;
 mod run;
 pub mod server;
 
@@ -19,6 +20,7 @@ pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 pub use engine::{CAUSE_HEADER, Entry, event_id_hash};
 pub use kafka::KafkaArgs;
 pub use processor::{Output, Processor};
+pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
 
 use rdkafka::error::KafkaError;

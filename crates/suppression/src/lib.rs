@@ -25,7 +25,8 @@ use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitVal
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
-pub use rules::{FrequencyCap, PreparedRules, QuietHours, Rules, RulesError};
+pub use omnistream_runtime::RulesError;
+pub use rules::{FrequencyCap, PreparedRules, QuietHours, Rules};
 
 /// Resolved tickets remembered so that a late `support_ticket_opened` does not reopen them.
 const RESOLVED_TICKETS_KEPT: usize = 16;

@@ -5,17 +5,8 @@ use std::path::Path;
 
 use chrono::NaiveTime;
 use omnistream_model::Channel;
+use omnistream_runtime::{RulesError, read_rules};
 use serde::{Deserialize, Deserializer};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RulesError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("invalid rules in {path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
-    #[error("invalid rules: {0}")]
-    Invalid(String),
-}
 
 /// At most `max` marketing messages on `channel` within any `window_hours`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -88,11 +79,7 @@ impl Default for Rules {
 impl Rules {
     /// Reads rules from a TOML file; what it leaves out keeps its default.
     pub fn from_file(path: &Path) -> Result<Self, RulesError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RulesError::Read { path: shown.clone(), source })?;
-        let rules: Rules =
-            toml::from_str(&text).map_err(|source| RulesError::Parse { path: shown, source })?;
+        let rules: Rules = read_rules(path)?;
         rules.check()?;
         Ok(rules)
     }

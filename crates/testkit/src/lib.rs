@@ -297,6 +297,20 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Publishes JSON-lines events to `topic` with `omni produce`, as a producer would; panics on a
+/// rejected line.
+pub fn omni_produce(topic: &str, lines: &[String]) {
+    let file = std::env::temp_dir().join(format!("{}.jsonl", unique_topic("events")));
+    std::fs::write(&file, lines.join("\n")).expect("write events");
+    let output = Command::new(workspace_binary("omni"))
+        .args(["produce", "--file", file.to_str().expect("utf-8 path"), "--topic", topic])
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
+        .output()
+        .expect("omni produce");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::remove_file(file).ok();
+}
+
 /// A binary of this workspace, built next to the test executables (`target/<profile>/<name>`).
 pub fn workspace_binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("test executable");
