@@ -5,7 +5,8 @@
 //! Decay is exact whatever the arrival order: counts are kept as of a reference time (the latest
 //! event time seen) and an event at `t` adds `weight * 2^-((reference - t) / half_life)`; moving
 //! the reference forward multiplies the counts by the decay of the gap. The sum of decayed weights
-//! is the same for any order of the same events.
+//! is the same for any order of the same events (but for the engaged-within-sent top-up, which
+//! looks at what has arrived).
 
 use std::sync::Arc;
 
@@ -154,7 +155,8 @@ pub fn apply_event(state: &mut AffinityState, config: &AffinityConfig, event: &T
     let weight = decay(config, reference - at);
     let channel = slot(event.channel);
     match &event.payload {
-        EventPayload::MessageSent { purpose: Purpose::Marketing, .. } => {
+        // Every send, as every engagement counts whatever the message's purpose (SPEC 4.3).
+        EventPayload::MessageSent { .. } => {
             if let Some(index) = channel {
                 state.channels[index].sent += weight;
             }

@@ -131,7 +131,7 @@ fn engagements_and_what_counts_as_one() {
     let cases: Vec<(&str, Vec<AtHour>, f64, f64)> = vec![
         ("a send", vec![(0.0, Channel::Email, sent())], 1.0, 0.0),
         (
-            "a transactional send does not count",
+            "a transactional send counts too (its opens do)",
             vec![(
                 0.0,
                 Channel::Email,
@@ -141,7 +141,7 @@ fn engagements_and_what_counts_as_one() {
                     purpose: Purpose::Transactional,
                 },
             )],
-            0.0,
+            1.0,
             0.0,
         ),
         ("an open", vec![(0.0, Channel::Email, sent()), (1.0, Channel::Email, opened())], 1.0, 1.0),

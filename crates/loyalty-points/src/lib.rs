@@ -283,6 +283,10 @@ fn settle(state: &mut LoyaltyState, at: i64) -> Vec<Movement> {
         let (kind, points) = if activation {
             lot.active = true;
             let points = lot.remaining;
+            if points == 0 {
+                // Refunded in full while pending: nothing to announce.
+                continue;
+            }
             repay_debt(state);
             (LedgerEntryKind::Activate, points)
         } else if lot.remaining > 0 {
@@ -408,15 +412,16 @@ fn apply_event(
             if state.redemptions.iter().any(|id| id == redemption_id) {
                 return Vec::new();
             }
+            let active = state.active();
+            if *points > active {
+                // Not remembered: the same redemption may be tried again once points suffice.
+                let reason = format!("{INSUFFICIENT_POINTS}: {points} requested, {active} active");
+                return vec![movement(state, LedgerEntryKind::Reject, *points, Some(reason), None)];
+            }
             if state.redemptions.len() >= REDEMPTIONS_KEPT {
                 state.redemptions.pop_front();
             }
             state.redemptions.push_back(redemption_id.clone());
-            let active = state.active();
-            if *points > active {
-                let reason = format!("{INSUFFICIENT_POINTS}: {points} requested, {active} active");
-                return vec![movement(state, LedgerEntryKind::Reject, *points, Some(reason), None)];
-            }
             spend(state, *points);
             state.spent += points;
             vec![movement(
@@ -441,10 +446,13 @@ fn apply_event(
             lot.reversed += points;
             let from_lot = lot.remaining.min(points);
             lot.remaining -= from_lot;
-            // Already spent: the customer owes it.
+            let earned_at = lot.earned_at;
+            // Already spent: the customer owes it, from the active points they still have first.
             state.debt += points - from_lot;
+            repay_debt(state);
             state.lifetime_earned -= points;
-            state.earned.push((occurred_at, -points));
+            // Taken off the tier count as of the order, so that both leave the window together.
+            state.earned.push((earned_at, -points));
             vec![movement(
                 state,
                 LedgerEntryKind::Reverse,

@@ -74,6 +74,9 @@ impl LoyaltyRules {
                 "return_window_days must not be negative; expiry and tier windows must be positive".into(),
             );
         }
+        if self.return_window_ms() >= self.expiry_ms() {
+            return invalid("points would expire before the return window ends".into());
+        }
         if self.tiers.is_empty() || self.tiers[0].min_points != 0 {
             return invalid("the first tier must start at 0 points".into());
         }

@@ -303,6 +303,7 @@ fn rules_files_and_their_checks() {
         ("[channel_multipliers]\npigeon = 2.0", "pigeon"),
         ("default_points_per_unit = -1", "negative"),
         ("bonus = 1", "bonus"),
+        ("return_window_days = 400", "expire before"),
     ] {
         std::fs::write(&file, bad).unwrap();
         let error = LoyaltyRules::from_file(&file).unwrap_err().to_string();
@@ -404,4 +405,39 @@ fn the_example_rules_file_states_the_defaults() {
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/loyalty-rules.example.toml");
     assert_eq!(LoyaltyRules::from_file(&example).unwrap(), LoyaltyRules::default());
+}
+
+#[test]
+fn a_refund_debt_is_paid_from_the_active_points_left_before_they_can_expire() {
+    let mut run = Run::new(LoyaltyRules::default());
+    run.when(t(0.0), Channel::Store, order("o-a", 10_000));
+    run.when(t(1.0), Channel::Store, order("o-b", 5_000));
+    run.timer(t(20.0));
+    run.when(t(21.0), Channel::Web, redeem("r", 120));
+    run.when(t(22.0), Channel::Store, refund("o-a", 10_000));
+    assert_eq!(run.active_pending(), (-70, 0));
+    run.timer(t(400.0));
+    assert_eq!(
+        (run.balance().active, run.balance().expired),
+        (-70, 0),
+        "o-b's 30 went to the debt, none expired"
+    );
+}
+
+#[test]
+fn a_rejected_redemption_may_be_tried_again_once_points_suffice() {
+    let mut run = Run::new(LoyaltyRules::default());
+    assert_eq!(run.when(t(0.0), Channel::Web, redeem("r-1", 50))[0].kind, Reject);
+    run.when(t(0.0), Channel::CallCenter, adjust(100));
+    assert_eq!(kinds(&run.when(t(1.0), Channel::Web, redeem("r-1", 50))), vec![(Redeem, -50)]);
+}
+
+#[test]
+fn a_refund_leaves_the_tier_window_with_its_order() {
+    let mut run = Run::new(LoyaltyRules::default());
+    run.when(t(0.0), Channel::Store, order("o-1", 60_000));
+    run.when(t(300.0), Channel::Store, refund("o-1", 30_000));
+    assert_eq!(run.balance().tier, "bronze", "300 points left");
+    run.when(t(200.0 + 170.0), Channel::Store, order("o-2", 60_000));
+    assert_eq!(run.balance().tier, "silver", "o-1 and its refund have both left the window");
 }

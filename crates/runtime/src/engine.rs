@@ -623,12 +623,15 @@ impl<P: Processor> Engine<P> {
             return Ok(());
         }
         let started = Instant::now();
-        let mut restored = read_changelog::<P::State>(&self.config, &partitions, &self.metrics)?;
         let mut input = TopicPartitionList::new();
         for partition in &partitions {
             input.add_partition(&self.config.input_topic, *partition);
         }
+        // Offsets first: a read_committed fetch waits while the last transaction's commit markers
+        // are still being written (KIP-447, require_stable), and by then the changelog's are too
+        // in practice, so the state read next is not older than the offsets it resumes from.
         let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
+        let mut restored = read_changelog::<P::State>(&self.config, &partitions, &self.metrics)?;
         for partition in &partitions {
             let offset = committed
                 .find_partition(&self.config.input_topic, *partition)

@@ -85,6 +85,10 @@ pub struct SuppressionMemory {
     pub next_change_at: Option<i64>,
     /// Events applied.
     pub version: i64,
+    /// The latest grant of consent (any purpose) per channel: it lifts older hard blocks, and a
+    /// block arriving late but older than it stays lifted.
+    #[serde(default)]
+    pub last_grants: Vec<(Channel, i64)>,
 }
 
 /// The suppression processor.
@@ -186,6 +190,14 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
                 Some(_) => {}
                 None => memory.consents.push(mark),
             }
+            if *granted {
+                match memory.last_grants.iter_mut().find(|(c, _)| *c == channel) {
+                    Some((_, last)) => *last = (*last).max(at),
+                    None => memory.last_grants.push((channel, at)),
+                }
+                // Lifted for good: a later revocation is about consent, not about the bounce.
+                memory.hard_blocks.retain(|block| block.channel != channel || block.at >= at);
+            }
         }
         EventPayload::MessageBounced { hard: true, .. } => note_hard_block(memory, channel, false, at),
         EventPayload::SpamReported { .. } => note_hard_block(memory, channel, true, at),
@@ -226,6 +238,10 @@ fn zone_name(value: &TraitValue) -> Option<String> {
 }
 
 fn note_hard_block(memory: &mut SuppressionMemory, channel: Channel, spam: bool, at: i64) {
+    if memory.last_grants.iter().any(|(c, granted_at)| *c == channel && *granted_at > at) {
+        // Consent was granted again after it: already lifted.
+        return;
+    }
     match memory.hard_blocks.iter_mut().find(|b| b.channel == channel && b.spam == spam) {
         Some(existing) => existing.at = existing.at.max(at),
         None => memory.hard_blocks.push(HardBlock { channel, spam, at }),
@@ -298,7 +314,7 @@ pub fn evaluate(
             reasons.push(reason(
                 code::SUPPORT_TICKET_OPEN,
                 Some(ticket_id.clone()),
-                Some(opened_at + rules.ticket_max_ms),
+                Some(opened_at.saturating_add(rules.ticket_max_ms)),
             ));
         }
         match memory.consents.iter().find(|c| c.channel == channel && c.purpose == Purpose::Marketing) {
@@ -317,8 +333,10 @@ pub fn evaluate(
         for (_, inside) in quiet.iter().filter(|(quiet, _)| quiet.channels.contains(&channel)) {
             reasons.extend(inside.iter().cloned());
         }
-        if let Some(until) =
-            memory.last_order_at.map(|t| t + rules.order_cooldown_ms).filter(|until| *until > at)
+        if let Some(until) = memory
+            .last_order_at
+            .map(|t| t.saturating_add(rules.order_cooldown_ms))
+            .filter(|until| *until > at)
         {
             let detail = rules.order_cooldown_detail.clone();
             reasons.push(reason(code::RECENT_ORDER, Some(detail), Some(until)));
@@ -343,21 +361,19 @@ pub fn evaluate(
 /// Drops what no longer changes any answer from `at` on (evaluation times only grow).
 fn forget_expired(memory: &mut SuppressionMemory, rules: &PreparedRules, at: i64) {
     let ticket_max = rules.ticket_max_ms;
-    memory.open_tickets.retain(|(_, opened_at)| opened_at + ticket_max > at);
-    memory.sends.retain(|(channel, sent_at)| sent_at + rules.longest_window_ms(*channel) > at);
-    if memory.last_order_at.is_some_and(|t| t + rules.order_cooldown_ms <= at) {
+    memory.open_tickets.retain(|(_, opened_at)| opened_at.saturating_add(ticket_max) > at);
+    memory.sends.retain(|(channel, sent_at)| sent_at.saturating_add(rules.longest_window_ms(*channel)) > at);
+    if memory.last_order_at.is_some_and(|t| t.saturating_add(rules.order_cooldown_ms) <= at) {
         memory.last_order_at = None;
     }
 }
 
-/// Hard bounces and spam reports on `channel` not lifted by a later grant of consent there.
+/// Hard bounces and spam reports on `channel` (a later grant of consent removed lifted ones).
 fn hard_block_reasons(memory: &SuppressionMemory, channel: Channel) -> Vec<SuppressionReason> {
-    let granted_after =
-        |at: i64| memory.consents.iter().any(|c| c.channel == channel && c.granted && c.at > at);
     memory
         .hard_blocks
         .iter()
-        .filter(|block| block.channel == channel && !granted_after(block.at))
+        .filter(|block| block.channel == channel)
         .map(|block| reason(if block.spam { code::SPAM_REPORT } else { code::HARD_BOUNCE }, None, None))
         .collect()
 }
@@ -393,16 +409,22 @@ fn quiet_hours(quiet: &QuietHours, zone: Tz, at: i64) -> (Option<i64>, i64) {
         let today = local.date().and_time(clock);
         if today > local { today } else { today + Days::new(1) }
     };
-    let until = inside.then(|| instant_of(zone, next_local(quiet.end)));
-    (until, instant_of(zone, next_local(quiet.start)))
+    let until = inside.then(|| instant_of(zone, next_local(quiet.end), at));
+    (until, instant_of(zone, next_local(quiet.start), at))
 }
 
-/// The instant of a local wall-clock time. An ambiguous one (clocks set back) is the earlier; one
-/// skipped by clocks set forward moves later by the gap, as `java.time.ZonedDateTime.of` does
-/// (02:30 on the night 02:00 jumps to 03:00 is 03:30 summer time).
-fn instant_of(zone: Tz, local: NaiveDateTime) -> i64 {
+/// The instant of a local wall-clock time, for a change after `after`. An ambiguous one (clocks
+/// set back) is the earlier, or the later when the earlier is not after `after`; one skipped by
+/// clocks set forward moves later by the gap, as `java.time.ZonedDateTime.of` does (02:30 on the
+/// night 02:00 jumps to 03:00 is 03:30 summer time).
+fn instant_of(zone: Tz, local: NaiveDateTime, after: i64) -> i64 {
     match zone.from_local_datetime(&local) {
-        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.timestamp_millis(),
+        LocalResult::Single(t) => t.timestamp_millis(),
+        // The earlier, unless it is already past (evaluated inside the repeated hour).
+        LocalResult::Ambiguous(earlier, later) => {
+            let earlier = earlier.timestamp_millis();
+            if earlier > after { earlier } else { later.timestamp_millis() }
+        }
         LocalResult::None => {
             let hour = chrono::Duration::hours(1);
             zone.from_local_datetime(&(local - hour))

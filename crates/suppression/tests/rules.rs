@@ -462,3 +462,19 @@ fn the_example_rules_file_states_the_defaults() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/suppression-rules.example.toml");
     assert_eq!(Rules::from_file(&example).unwrap(), Rules::default());
 }
+
+#[test]
+fn a_bounce_stays_lifted_when_a_later_revocation_follows_the_grant() {
+    let mut run = Run::new(bare()).given(vec![
+        (t(0), Channel::Email, hard_bounce()),
+        (t(1), Channel::Email, consent(true)),
+        (t(2), Channel::Email, consent(false)),
+    ]);
+    assert_eq!(codes(run.marketing(Channel::Email)), vec![code::CONSENT_REVOKED]);
+    assert_eq!(run.transactional(Channel::Email).status, Allowed, "receipts still go out");
+    // A bounce older than the grant, arriving late, stays lifted; a newer one blocks again.
+    run.when(t(0), Channel::Email, hard_bounce());
+    assert_eq!(run.transactional(Channel::Email).status, Allowed);
+    run.when(t(3), Channel::Email, hard_bounce());
+    assert_eq!(codes(run.transactional(Channel::Email)), vec![code::HARD_BOUNCE]);
+}
