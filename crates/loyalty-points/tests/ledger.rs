@@ -9,6 +9,7 @@ use omnistream_model::records::{LedgerEntryKind, LoyaltyBalance, LoyaltyLedgerEn
 use omnistream_model::topics::{LOYALTY_BALANCES, LOYALTY_LEDGER};
 use omnistream_model::{Channel, EventPayload, RecordKind, TouchpointEvent, decode_record};
 use omnistream_runtime::{Output, Processor};
+use omnistream_testkit::temp_file;
 use proptest::prelude::*;
 
 use LedgerEntryKind::{Activate, Adjust, Earn, Expire, Redeem, Reject, Reverse};
@@ -285,14 +286,11 @@ fn erasure_leaves_only_an_entry_saying_it_happened() {
 
 #[test]
 fn rules_files_and_their_checks() {
-    let dir = std::env::temp_dir().join(format!("loyalty-rules-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("rules.toml");
-    std::fs::write(
-        &file,
+    let file = temp_file(
+        "loyalty-rules",
+        "toml",
         "return_window_days = 30\n[channel_multipliers]\nstore = 2.0\n[points_per_unit]\nUSD = 1.5\n",
-    )
-    .unwrap();
+    );
     let rules = LoyaltyRules::from_file(&file).unwrap();
     assert_eq!(rules.return_window_days, 30);
     assert_eq!(rules.channel_multipliers.get(&Channel::Store), Some(&2.0));
@@ -305,11 +303,12 @@ fn rules_files_and_their_checks() {
         ("bonus = 1", "bonus"),
         ("return_window_days = 400", "expire before"),
     ] {
-        std::fs::write(&file, bad).unwrap();
+        let file = temp_file("loyalty-rules", "toml", bad);
         let error = LoyaltyRules::from_file(&file).unwrap_err().to_string();
         assert!(error.contains(mentions), "{bad:?} gave {error}");
+        std::fs::remove_file(file).ok();
     }
-    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_file(file).ok();
 }
 
 /// One step of a random history: an event or time passing.

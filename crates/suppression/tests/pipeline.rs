@@ -14,14 +14,12 @@ use omnistream_testkit::pipeline::{
     ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
     records_in, simulated_input,
 };
-use omnistream_testkit::{CommittedReader, ServiceProcess, produce_all, unique_topic, workspace_binary};
+use omnistream_testkit::{CommittedReader, ServiceProcess, produce_all, temp_file, workspace_binary};
 use rdkafka::message::{Headers, Message};
 
 /// A rules file in the temp dir.
 fn rules_file(text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{}.toml", unique_topic("suppression-rules")));
-    std::fs::write(&path, text).unwrap();
-    path
+    temp_file("suppression-rules", "toml", text)
 }
 
 fn suppression(topics: &ServiceTopics, instance: &str, label: &str, rules: &Path) -> ServiceProcess {

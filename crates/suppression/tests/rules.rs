@@ -8,6 +8,7 @@ use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record};
 use omnistream_runtime::Processor;
 use omnistream_suppression::{QuietHours, Rules, Suppression, SuppressionMemory, code};
+use omnistream_testkit::temp_file;
 
 use SuppressionStatus::{Allowed, Blocked, Deferred};
 
@@ -413,11 +414,9 @@ fn erasure_forgets_the_customer_and_writes_a_tombstone() {
 
 #[test]
 fn rules_come_from_a_toml_file_with_the_spec_defaults_for_what_it_leaves_out() {
-    let dir = std::env::temp_dir().join(format!("suppression-rules-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("rules.toml");
-    std::fs::write(
-        &file,
+    let file = temp_file(
+        "suppression-rules",
+        "toml",
         r#"
 consent_required = ["sms", "whatsapp"]
 holdout_percent = 5
@@ -426,8 +425,7 @@ channels = ["push"]
 start = "22:30"
 end = "07:00"
 "#,
-    )
-    .unwrap();
+    );
     let rules = Rules::from_file(&file).unwrap();
     assert_eq!(rules.consent_required, vec![Channel::Sms, Channel::Whatsapp]);
     assert_eq!(rules.holdout_percent, 5.0);
@@ -449,11 +447,12 @@ end = "07:00"
         ("[[quiet_hours]]\nchannels = [\"sms\"]\nstart = \"9pm\"\nend = \"08:00\"", "9pm"),
         ("consent_required = [\"pigeon\"]", "pigeon"),
     ] {
-        std::fs::write(&file, bad).unwrap();
+        let file = temp_file("suppression-rules", "toml", bad);
         let error = Rules::from_file(&file).unwrap_err().to_string();
         assert!(error.contains(mentions), "{bad:?} gave {error}");
+        std::fs::remove_file(file).ok();
     }
-    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_file(file).ok();
 }
 
 #[test]

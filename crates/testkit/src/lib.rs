@@ -297,11 +297,17 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// Writes `contents` to a new uniquely named file `<label>-<unique>.<extension>` in the temp dir.
+pub fn temp_file(label: &str, extension: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.{extension}", unique_topic(label)));
+    std::fs::write(&path, contents).expect("write a temp file");
+    path
+}
+
 /// Publishes JSON-lines events to `topic` with `omni produce`, as a producer would; panics on a
 /// rejected line.
 pub fn omni_produce(topic: &str, lines: &[String]) {
-    let file = std::env::temp_dir().join(format!("{}.jsonl", unique_topic("events")));
-    std::fs::write(&file, lines.join("\n")).expect("write events");
+    let file = temp_file("events", "jsonl", &lines.join("\n"));
     let output = Command::new(workspace_binary("omni"))
         .args(["produce", "--file", file.to_str().expect("utf-8 path"), "--topic", topic])
         .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers())
