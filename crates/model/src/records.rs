@@ -1,6 +1,8 @@
 //! The derived records of SPEC 4, as written to the output topics. Each matches its `.avsc` file in
 //! `schemas/` (a test proves it); timestamps are Avro `timestamp-millis`.
 
+use std::borrow::Cow;
+
 use chrono::serde::{ts_milliseconds, ts_milliseconds_option};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -171,7 +173,8 @@ pub enum SuppressionStatus {
 pub struct SuppressionReason {
     /// `support_ticket_open`, `consent_revoked`, `no_consent`, `hard_bounce`, `spam_report`,
     /// `frequency_cap`, `quiet_hours`, `recent_order`, `holdout`, `erasure`.
-    pub code: String,
+    /// Borrowed for the fixed codes a service writes, owned when decoded.
+    pub code: Cow<'static, str>,
     pub detail: Option<String>,
     #[serde(with = "ts_milliseconds_option")]
     pub until: Option<DateTime<Utc>>,

@@ -14,6 +14,7 @@
 
 pub mod rules;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -267,9 +268,9 @@ fn zone(memory: &SuppressionMemory) -> Tz {
         .unwrap_or(Tz::UTC)
 }
 
-fn reason(code: &str, detail: Option<String>, until: Option<i64>) -> SuppressionReason {
+fn reason(code: &'static str, detail: Option<String>, until: Option<i64>) -> SuppressionReason {
     SuppressionReason {
-        code: code.to_owned(),
+        code: Cow::Borrowed(code),
         detail,
         until: until.and_then(DateTime::from_timestamp_millis),
     }
@@ -441,7 +442,7 @@ fn instant_of(zone: Tz, local: NaiveDateTime, after: i64) -> i64 {
 fn channel_state(channel: Channel, reasons: Vec<SuppressionReason>) -> ChannelSuppression {
     let status = if reasons.is_empty() {
         SuppressionStatus::Allowed
-    } else if reasons.iter().all(|r| DEFERRING.contains(&r.code.as_str())) {
+    } else if reasons.iter().all(|r| DEFERRING.contains(&&*r.code)) {
         SuppressionStatus::Deferred
     } else {
         SuppressionStatus::Blocked

@@ -159,7 +159,7 @@ async fn story_one_suppressed_within_a_second_and_story_four_unsubscribed_channe
     .expect("state of c-2001");
     let sms = marketing(&state, Channel::Sms);
     assert_eq!(
-        (sms.status, sms.reasons[0].code.as_str(), sms.until),
+        (sms.status, &*sms.reasons[0].code, sms.until),
         (SuppressionStatus::Blocked, code::CONSENT_REVOKED, None)
     );
     assert_eq!(marketing(&state, Channel::Whatsapp).status, SuppressionStatus::Allowed);

@@ -114,7 +114,7 @@ impl Run {
 }
 
 fn codes(channel: &ChannelSuppression) -> Vec<&str> {
-    channel.reasons.iter().map(|r| r.code.as_str()).collect()
+    channel.reasons.iter().map(|r| &*r.code).collect()
 }
 
 #[test]
