@@ -58,7 +58,7 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
     );
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, config.service.name, config.service.version));
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new("joining the group or restoring state"));
     let shutdown = CancellationToken::new();
 
     // The admin server stops only after the processing loop, which commits and leaves the group
@@ -76,7 +76,7 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
             served
         }
     });
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(server::cancel_on_signal(shutdown.clone()));
 
     let loop_config = config.clone();
     let loop_shutdown = shutdown.clone();
@@ -93,21 +93,6 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
         Err(e) => Err(RuntimeError::Panicked("admin server", e.to_string())),
     };
     processed.and(served)
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        warn!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: committing, leaving the group and stopping"),
-        _ = int.recv() => info!("SIGINT: committing, leaving the group and stopping"),
-        () = shutdown.cancelled() => {}
-    }
-    shutdown.cancel();
 }
 
 fn create_consumer<P: Processor>(

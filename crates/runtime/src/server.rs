@@ -17,14 +17,24 @@ use tokio_util::sync::CancellationToken;
 /// slowest blocking call it makes (a transactional call or a restore).
 const MAX_TICK_AGE_MS: i64 = 60_000;
 
-/// Liveness and readiness as the processing loop reports them.
-#[derive(Debug, Default)]
+/// Liveness and readiness as the processing loop (or a server's own checks) report them.
+#[derive(Debug)]
 pub struct Health {
     last_tick_ms: AtomicI64,
     ready: AtomicBool,
+    /// What `/readyz` says the service waits for while it is not ready.
+    waiting_for: &'static str,
 }
 
 impl Health {
+    pub fn new(waiting_for: &'static str) -> Self {
+        Self { last_tick_ms: AtomicI64::new(0), ready: AtomicBool::new(false), waiting_for }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
     pub fn tick(&self) {
         self.last_tick_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
@@ -53,10 +63,10 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: joining the group or restoring state\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", state.health.waiting_for))
     }
 }
 
@@ -73,6 +83,31 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
+/// `/healthz`, `/readyz` and `/metrics`, to serve alone or beside a service's own routes.
+pub fn admin_router(registry: Arc<Registry>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(AdminState { health, registry })
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT (or returns when it is cancelled otherwise).
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
 /// Serves the admin endpoints until `shutdown` is cancelled.
 pub async fn serve(
     addr: SocketAddr,
@@ -80,11 +115,7 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(AdminState { health, registry });
+    let app = admin_router(registry, health);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await

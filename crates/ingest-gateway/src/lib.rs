@@ -1,0 +1,386 @@
+//! ingest-gateway (SPEC 5): web pages, apps and store tills publish touchpoint events over HTTP.
+//! `POST /v1/events` takes one event or `{"events": [...]}`, validates each per SPEC 2, encodes the
+//! valid ones as Avro and publishes them with an idempotent `acks=all` producer; the answer comes
+//! only after Kafka acknowledged every accepted event, with one result per event.
+
+pub mod auth;
+pub mod ingest;
+pub mod rate_limit;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use omnistream_model::topics::EVENTS;
+use omnistream_runtime::KafkaArgs;
+use omnistream_runtime::metrics::ErrorCodeLabel;
+use omnistream_runtime::server::Health;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::auth::{ApiKeys, AuthError, Caller};
+use crate::ingest::{EventResult, IngestResponse, Outcome, parse_request};
+use crate::rate_limit::{RateLimit, RateLimiter};
+
+/// Settings, as flags with environment variables (SPEC 7).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ingest-gateway", version, about = "Touchpoint events over HTTP, validated, into Kafka")]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic the events are published to.
+    #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]
+    pub events_topic: String,
+    /// Public HTTP address (`POST /v1/events`, and `/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Admin address (`/healthz`, `/readyz`, `/metrics` only), for probes and scraping.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9105")]
+    pub admin_addr: SocketAddr,
+    /// API keys as `name:secret`, comma separated; none = open to anyone (a warning at start).
+    #[arg(long, env = "GATEWAY_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// Largest request body, bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    #[arg(long, env = "MAX_EVENTS_PER_REQUEST", default_value_t = 1000)]
+    pub max_events: usize,
+    /// Events per second per API key (sustained); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_EVENTS_PER_SECOND", default_value_t = 10_000.0)]
+    pub rate_limit: f64,
+    /// Events per API key in a burst; at least --max-events.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 20_000.0)]
+    pub rate_limit_burst: f64,
+    /// How long Kafka may take to acknowledge an event before the request answers 503.
+    #[arg(long, env = "DELIVERY_TIMEOUT_MS", default_value_t = 5_000)]
+    pub delivery_timeout_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    ApiKeys(#[from] auth::ApiKeysError),
+    #[error(transparent)]
+    Config(#[from] omnistream_runtime::kafka::ConfigError),
+    #[error("Kafka producer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("--rate-limit-burst ({burst}) must be at least --max-events ({max_events})")]
+    BurstBelowBatch { burst: f64, max_events: usize },
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The gateway's metrics, under `omnistream_gateway_`.
+#[derive(Debug)]
+struct GatewayMetrics {
+    requests: Family<StatusLabel, Counter>,
+    events: Family<OutcomeLabel, Counter>,
+    rejections: Family<ErrorCodeLabel, Counter>,
+    request_seconds: Histogram,
+    kafka_ack_seconds: Histogram,
+    producer_resets: Counter,
+}
+
+impl GatewayMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            events: Family::default(),
+            rejections: Family::default(),
+            request_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            kafka_ack_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            producer_resets: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("omnistream_gateway");
+        r.register("requests", "HTTP requests to /v1/events by status", metrics.requests.clone());
+        r.register("events", "Events by outcome (accepted, rejected, unavailable)", metrics.events.clone());
+        r.register("rejected_events", "Rejected events by first error code", metrics.rejections.clone());
+        r.register("request_seconds", "Time to answer /v1/events", metrics.request_seconds.clone());
+        r.register(
+            "kafka_ack_seconds",
+            "Time from producing a request's events to Kafka acknowledging all of them",
+            metrics.kafka_ack_seconds.clone(),
+        );
+        r.register(
+            "producer_resets",
+            "Producers re-created after a fatal error",
+            metrics.producer_resets.clone(),
+        );
+        metrics
+    }
+}
+
+/// The gateway: configuration, the producer, keys, limits and metrics.
+pub struct Gateway {
+    events_topic: String,
+    max_events: usize,
+    delivery_timeout: Duration,
+    producer_config: ClientConfig,
+    producer: RwLock<Arc<FutureProducer>>,
+    keys: ApiKeys,
+    limiter: RateLimiter,
+    metrics: GatewayMetrics,
+    pub health: Arc<Health>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("events_topic", &self.events_topic)
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway and its producer, registering metrics in `registry`.
+    pub fn new(args: &GatewayArgs, registry: &mut Registry) -> Result<Self, GatewayError> {
+        if args.rate_limit > 0.0 && args.rate_limit_burst < args.max_events as f64 {
+            return Err(GatewayError::BurstBelowBatch {
+                burst: args.rate_limit_burst,
+                max_events: args.max_events,
+            });
+        }
+        let keys = ApiKeys::parse(args.api_keys.iter().map(String::as_str))?;
+        let mut producer_config = args.kafka.idempotent_producer_config()?;
+        producer_config.set("message.timeout.ms", args.delivery_timeout_ms.to_string());
+        let producer = Arc::new(producer_config.create::<FutureProducer>()?);
+        registry.register(
+            "omnistream_build",
+            "Service name and version",
+            Info::new(vec![("service", "ingest-gateway"), ("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Ok(Self {
+            events_topic: args.events_topic.clone(),
+            max_events: args.max_events,
+            delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
+            producer_config,
+            producer: RwLock::new(producer),
+            keys,
+            limiter: RateLimiter::new(RateLimit {
+                per_second: args.rate_limit,
+                burst: args.rate_limit_burst,
+            }),
+            metrics: GatewayMetrics::register(registry),
+            health: Arc::new(Health::new("Kafka does not answer a metadata request for the events topic")),
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.keys.is_open()
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        self.producer.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// An idempotent producer that hit a fatal error (e.g. an epoch it cannot recover) cannot send
+    /// again: replace it. The events it failed were answered 503; their retry goes to the new one.
+    fn replace_producer_if_fatal(&self, failed: &FutureProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else { return };
+        warn!(error_code = ?code, reason, "fatal producer error: creating a new producer");
+        match self.producer_config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                *self.producer.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+                self.metrics.producer_resets.inc();
+            }
+            Err(e) => warn!(error = %e, "cannot create a new producer; retrying on the next failure"),
+        }
+    }
+
+    /// Checks that Kafka answers for the events topic, every `interval`, until `shutdown`:
+    /// `/readyz` follows it, `/healthz` follows the loop.
+    pub async fn watch_kafka(
+        self: Arc<Self>,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            self.health.tick();
+            let gateway = self.clone();
+            let reachable = tokio::task::spawn_blocking(move || {
+                let producer = gateway.producer();
+                producer
+                    .client()
+                    .fetch_metadata(Some(&gateway.events_topic), Duration::from_secs(2))
+                    .map(|metadata| {
+                        metadata.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty())
+                    })
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if reachable != self.health.is_ready() {
+                info!(reachable, topic = %self.events_topic, "Kafka reachability changed");
+            }
+            self.health.set_ready(reachable);
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for every event produced so far to be acknowledged.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer().flush(timeout) {
+            warn!(error = %e, "events still unacknowledged at shutdown");
+        }
+    }
+
+    async fn ingest(&self, caller: &Caller, body: &[u8]) -> Response {
+        let parsed = match parse_request(body, self.max_events, chrono::Utc::now()) {
+            Ok(parsed) => parsed,
+            Err(error) => return error_response(error.status(), error.code(), &error.to_string()),
+        };
+        if let Err(wait) = self.limiter.take(caller.name(), parsed.len(), Instant::now()) {
+            let mut response = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                &format!("over the rate limit of API key {:?}; retry later", caller.name()),
+            );
+            let seconds = wait.as_secs().max(1).to_string();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits"));
+            return response;
+        }
+        let producer = self.producer();
+        let produced_at = Instant::now();
+        let mut pending = Vec::with_capacity(parsed.len());
+        let mut results: Vec<EventResult> = Vec::with_capacity(parsed.len());
+        for (index, item) in parsed.into_iter().enumerate() {
+            let outcome = match item.outcome {
+                Ok(encoded) => {
+                    let record =
+                        FutureRecord::to(&self.events_topic).key(&encoded.key).payload(&encoded.value);
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            pending.push((index, delivery));
+                            // Filled in when Kafka answers.
+                            Outcome::Unavailable { message: String::new() }
+                        }
+                        Err((error, _)) => Outcome::Unavailable { message: error.to_string() },
+                    }
+                }
+                Err(rejection) => {
+                    let code = rejection.first().code.as_str().to_owned();
+                    self.metrics.rejections.get_or_create(&ErrorCodeLabel { error_code: code }).inc();
+                    Outcome::Rejected { errors: rejection.0 }
+                }
+            };
+            results.push(EventResult { index, event_id: item.event_id, outcome });
+        }
+        let acknowledged =
+            futures::future::join_all(pending.into_iter().map(|(index, delivery)| async move {
+                let outcome = match tokio::time::timeout(self.delivery_timeout * 2, delivery).await {
+                    Ok(Ok(Ok(delivery))) => {
+                        Outcome::Accepted { partition: delivery.partition, offset: delivery.offset }
+                    }
+                    Ok(Ok(Err((error, _)))) => Outcome::Unavailable { message: error.to_string() },
+                    Ok(Err(_)) => Outcome::Unavailable { message: "the producer was dropped".to_owned() },
+                    Err(_) => {
+                        Outcome::Unavailable { message: "no acknowledgement from Kafka in time".to_owned() }
+                    }
+                };
+                (index, outcome)
+            }))
+            .await;
+        if !acknowledged.is_empty() {
+            self.metrics.kafka_ack_seconds.observe(produced_at.elapsed().as_secs_f64());
+        }
+        for (index, outcome) in acknowledged {
+            results[index].outcome = outcome;
+        }
+        let response = IngestResponse::new(results);
+        for (outcome, count) in [
+            ("accepted", response.accepted),
+            ("rejected", response.rejected),
+            ("unavailable", response.unavailable),
+        ] {
+            self.metrics.events.get_or_create(&OutcomeLabel { outcome }).inc_by(count as u64);
+        }
+        if response.unavailable > 0 {
+            warn!(
+                caller = caller.name(),
+                unavailable = response.unavailable,
+                "Kafka did not acknowledge events"
+            );
+            self.replace_producer_if_fatal(&producer);
+        }
+        let mut http = (response.status(), axum::Json(&response)).into_response();
+        if response.unavailable > 0 {
+            http.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        http
+    }
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+async fn post_events(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let response = match gateway.keys.authenticate(authorization) {
+        Err(error) => {
+            let message = match error {
+                AuthError::Missing => "missing bearer API key (Authorization: Bearer <key>)",
+                AuthError::Unknown => "unknown API key",
+            };
+            let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Ok(caller) => match body {
+            Ok(body) => gateway.ingest(&caller, &body).await,
+            Err(rejection) => {
+                let status = rejection.status();
+                let code =
+                    if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+                error_response(status, code, &rejection.body_text())
+            }
+        },
+    };
+    gateway.metrics.requests.get_or_create(&StatusLabel { status: response.status().as_u16() }).inc();
+    gateway.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `POST /v1/events`, with the body limit applied.
+pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(gateway)
+}
