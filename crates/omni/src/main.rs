@@ -1,10 +1,12 @@
 //! `omni`: the omnistream command line. Publish events from a file, tail any pipeline topic as
 //! JSON, simulate omnichannel customers, and create the pipeline topics.
 
+mod http;
 mod publisher;
 mod simulate;
 mod tail;
 mod topics;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Simulate omnichannel customer journeys, deterministic for a seed.
     Simulate(simulate::SimulateArgs),
+    /// A live view of a few customers through the customer-api.
+    Watch(watch::WatchArgs),
     /// Manage the pipeline topics of SPEC 3.
     Topics {
         #[command(subcommand)]
@@ -57,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Produce { file, topic } => publisher::produce_file(&cli.kafka, &file, &topic).await,
         Command::Tail(args) => tail::run(&cli.kafka, args).await,
         Command::Simulate(args) => simulate::run(&cli.kafka, args).await,
+        Command::Watch(args) => watch::run(args).await,
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
     };
     match result {

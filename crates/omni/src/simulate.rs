@@ -10,6 +10,7 @@ use omnistream_model::topics::EVENTS;
 use omnistream_runtime::KafkaArgs;
 use omnistream_sim::{SimConfig, Simulator};
 
+use crate::http::GatewayClient;
 use crate::publisher::Publisher;
 
 #[derive(Debug, clap::Args)]
@@ -46,12 +47,23 @@ pub struct SimulateArgs {
     #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]
     topic: String,
     /// Write JSON lines to this file (`-` = standard output) instead of publishing to Kafka.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gateway")]
     output: Option<std::path::PathBuf>,
+    /// Publish through the ingest-gateway at this URL (e.g. http://127.0.0.1:8080) instead of
+    /// straight to Kafka.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Bearer API key for --gateway.
+    #[arg(long, env = "GATEWAY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Events per request with --gateway.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
 }
 
 enum Sink {
     Kafka(Publisher),
+    Gateway(GatewayClient),
     Lines(Box<dyn Write>),
 }
 
@@ -81,12 +93,13 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
         duplicate_share: args.duplicates,
         malformed_share: args.malformed,
     });
-    let mut sink = match &args.output {
-        None => Sink::Kafka(Publisher::new(kafka, &args.topic)?),
-        Some(path) if path.as_os_str() == "-" => {
+    let mut sink = match (&args.output, &args.gateway) {
+        (None, Some(url)) => Sink::Gateway(GatewayClient::new(url, args.api_key.clone(), args.batch)?),
+        (None, None) => Sink::Kafka(Publisher::new(kafka, &args.topic)?),
+        (Some(path), _) if path.as_os_str() == "-" => {
             Sink::Lines(Box::new(std::io::BufWriter::new(std::io::stdout())))
         }
-        Some(path) => Sink::Lines(Box::new(std::io::BufWriter::new(
+        (Some(path), _) => Sink::Lines(Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         ))),
     };
@@ -100,6 +113,7 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
         }
         match &mut sink {
             Sink::Kafka(publisher) => publisher.send(record.customer_id(), &record.to_avro_bytes()?).await?,
+            Sink::Gateway(client) => client.send(record.to_json_line()).await?,
             Sink::Lines(writer) => writeln!(writer, "{}", record.to_json_line())?,
         }
         emitted += 1;
@@ -116,6 +130,17 @@ pub async fn run(kafka: &KafkaArgs, args: SimulateArgs) -> anyhow::Result<ExitCo
                 "published {delivered} records to {} in {:.1}s",
                 args.topic,
                 started.elapsed().as_secs_f64()
+            );
+        }
+        Sink::Gateway(mut client) => {
+            client.flush().await?;
+            let counts = client.counts;
+            eprintln!(
+                "the gateway accepted {} and rejected {} events in {:.1}s ({} retries)",
+                counts.accepted,
+                counts.rejected,
+                started.elapsed().as_secs_f64(),
+                counts.retries
             );
         }
         Sink::Lines(mut writer) => writer.flush()?,

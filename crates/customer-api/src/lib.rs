@@ -1,0 +1,269 @@
+//! customer-api (SPEC 6): one customer across the derived topics. It materializes profiles,
+//! suppressions, channel affinities, loyalty balances and recent ledger entries (read_committed)
+//! and serves the customer document, reachability ("may I send, and where?") and loyalty.
+
+pub mod materialize;
+pub mod reachability;
+pub mod store;
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use omnistream_model::Purpose;
+use omnistream_model::topics::{CHANNEL_AFFINITY, LOYALTY_BALANCES, LOYALTY_LEDGER, PROFILES, SUPPRESSIONS};
+use omnistream_runtime::KafkaArgs;
+use omnistream_runtime::server::Health;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::materialize::TopicMetrics;
+use crate::reachability::reachability;
+use crate::store::{CustomerView, Source, Store};
+
+/// Settings, as flags with environment variables (SPEC 7).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "customer-api", version, about = "One customer across every derived topic, over HTTP")]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Public HTTP address (the `/v1/customers` routes, and `/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    pub http_addr: SocketAddr,
+    /// Admin address (`/healthz`, `/readyz`, `/metrics` only).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9106")]
+    pub admin_addr: SocketAddr,
+    #[arg(long, env = "PROFILES_TOPIC", default_value = PROFILES)]
+    pub profiles_topic: String,
+    #[arg(long, env = "SUPPRESSIONS_TOPIC", default_value = SUPPRESSIONS)]
+    pub suppressions_topic: String,
+    #[arg(long, env = "AFFINITY_TOPIC", default_value = CHANNEL_AFFINITY)]
+    pub affinity_topic: String,
+    #[arg(long, env = "BALANCES_TOPIC", default_value = LOYALTY_BALANCES)]
+    pub balances_topic: String,
+    #[arg(long, env = "LEDGER_TOPIC", default_value = LOYALTY_LEDGER)]
+    pub ledger_topic: String,
+    /// Ledger entries kept per customer for `/loyalty` (the most recent).
+    #[arg(long, env = "LEDGER_ENTRIES", default_value_t = 20)]
+    pub ledger_entries: usize,
+}
+
+impl ApiArgs {
+    pub fn topics(&self) -> [(Source, &str); 5] {
+        [
+            (Source::Profiles, &self.profiles_topic),
+            (Source::Suppressions, &self.suppressions_topic),
+            (Source::ChannelAffinity, &self.affinity_topic),
+            (Source::Balances, &self.balances_topic),
+            (Source::Ledger, &self.ledger_topic),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabel {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+/// The API's metrics, under `omnistream_api_`.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    records: Family<TopicLabel, Counter>,
+    undecodable: Family<TopicLabel, Counter>,
+    lag: Family<TopicLabel, Gauge>,
+    customers: Gauge,
+    requests: Family<RequestLabel, Counter>,
+    request_seconds: Family<RouteLabel, Histogram>,
+}
+
+impl ApiMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            records: Family::default(),
+            undecodable: Family::default(),
+            lag: Family::default(),
+            customers: Gauge::default(),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 14))
+            }),
+        };
+        registry.register(
+            "omnistream_build",
+            "Service name and version",
+            Info::new(vec![("service", "customer-api"), ("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let r = registry.sub_registry_with_prefix("omnistream_api");
+        r.register("records", "Records read per derived topic", metrics.records.clone());
+        r.register(
+            "undecodable_records",
+            "Records skipped: no key or not decodable",
+            metrics.undecodable.clone(),
+        );
+        r.register("topic_lag", "Records behind the end of each derived topic", metrics.lag.clone());
+        r.register("customers", "Customers held", metrics.customers.clone());
+        r.register("requests", "HTTP requests by route and status", metrics.requests.clone());
+        r.register("request_seconds", "Time to answer, by route", metrics.request_seconds.clone());
+        metrics
+    }
+
+    /// The counters and gauge of one topic's reader.
+    pub fn topic(&self, topic: &str) -> TopicMetrics {
+        let label = TopicLabel { topic: topic.to_owned() };
+        TopicMetrics {
+            records: self.records.get_or_create(&label).clone(),
+            undecodable: self.undecodable.get_or_create(&label).clone(),
+            lag: self.lag.get_or_create(&label).clone(),
+        }
+    }
+
+    pub fn set_customers(&self, customers: usize) {
+        self.customers.set(i64::try_from(customers).unwrap_or(i64::MAX));
+    }
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct Api {
+    pub store: Arc<Store>,
+    pub metrics: Arc<ApiMetrics>,
+    pub health: Arc<Health>,
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn not_found(customer_id: &str, what: &str) -> Response {
+    let body = json!({"error": {"code": "not_found", "message": format!("{what} {customer_id:?}")}});
+    json_response(StatusCode::NOT_FOUND, body.to_string())
+}
+
+fn raw_or_null(raw: Option<&str>) -> &str {
+    raw.unwrap_or("null")
+}
+
+/// The customer document: every derived record in one JSON object (each as on its topic, in
+/// JSON), `null` where a service has nothing for the customer yet.
+pub fn customer_document(customer_id: &str, view: &CustomerView) -> String {
+    let mut body = String::with_capacity(4096);
+    let _ = write!(
+        body,
+        r#"{{"customer_id":{},"profile":{},"suppression":{},"channel_affinity":{},"loyalty":{}}}"#,
+        json!(customer_id),
+        raw_or_null(view.profile.as_deref()),
+        raw_or_null(view.suppression.as_ref().map(|(json, _)| &**json)),
+        raw_or_null(view.affinity.as_ref().map(|(json, _)| &**json)),
+        raw_or_null(view.balance.as_deref()),
+    );
+    body
+}
+
+/// The balance and the most recent ledger entries, newest first.
+pub fn loyalty_document(customer_id: &str, view: &CustomerView) -> String {
+    let entries: Vec<&str> = view.ledger.iter().rev().map(|entry| &**entry).collect();
+    format!(
+        r#"{{"customer_id":{},"balance":{},"recent_entries":[{}]}}"#,
+        json!(customer_id),
+        raw_or_null(view.balance.as_deref()),
+        entries.join(",")
+    )
+}
+
+impl Api {
+    fn known(&self, customer_id: &str) -> Option<CustomerView> {
+        self.store.get(customer_id).filter(CustomerView::is_known)
+    }
+
+    fn observe(&self, route: &'static str, started: Instant, response: Response) -> Response {
+        let status = response.status().as_u16();
+        self.metrics.requests.get_or_create(&RequestLabel { route, status }).inc();
+        self.metrics
+            .request_seconds
+            .get_or_create(&RouteLabel { route })
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+async fn get_customer(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+    let started = Instant::now();
+    let response = match api.known(&customer_id) {
+        Some(view) => json_response(StatusCode::OK, customer_document(&customer_id, &view)),
+        None => not_found(&customer_id, "no customer"),
+    };
+    api.observe("customer", started, response)
+}
+
+#[derive(Debug, Deserialize)]
+struct ReachabilityQuery {
+    purpose: Option<String>,
+}
+
+async fn get_reachability(
+    State(api): State<Arc<Api>>,
+    Path(customer_id): Path<String>,
+    Query(query): Query<ReachabilityQuery>,
+) -> Response {
+    let started = Instant::now();
+    let purpose_text = query.purpose.as_deref().unwrap_or("marketing");
+    let response = match (Purpose::parse(purpose_text), api.known(&customer_id)) {
+        (None, _) => {
+            let message = format!("purpose {purpose_text:?} is not marketing or transactional");
+            json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "bad_purpose", "message": message}}).to_string(),
+            )
+        }
+        (Some(purpose), Some(CustomerView { suppression: Some((_, suppression)), affinity, .. })) => {
+            let view = reachability(&suppression, affinity.as_ref().map(|(_, a)| &**a), purpose);
+            json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
+        }
+        (Some(_), _) => not_found(&customer_id, "no suppression state for customer"),
+    };
+    api.observe("reachability", started, response)
+}
+
+async fn get_loyalty(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+    let started = Instant::now();
+    let response = match api.known(&customer_id) {
+        Some(view) if view.balance.is_some() || !view.ledger.is_empty() => {
+            json_response(StatusCode::OK, loyalty_document(&customer_id, &view))
+        }
+        _ => not_found(&customer_id, "no loyalty account for customer"),
+    };
+    api.observe("loyalty", started, response)
+}
+
+/// The `/v1/customers` routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/customers/{id}", get(get_customer))
+        .route("/v1/customers/{id}/reachability", get(get_reachability))
+        .route("/v1/customers/{id}/loyalty", get(get_loyalty))
+        .with_state(api)
+}

@@ -1,0 +1,103 @@
+//! `customer-api`: one customer across the derived topics, over HTTP (SPEC 6).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use omnistream_customer_api::materialize::{CatchUp, TopicReader};
+use omnistream_customer_api::store::Store;
+use omnistream_customer_api::{Api, ApiArgs, ApiMetrics, router};
+use omnistream_runtime::logging::{self, LogFormat};
+use omnistream_runtime::server::{self, Health, admin_router};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    logging::init(LogFormat::Json);
+    let args = ApiArgs::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => {
+            info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(error = format!("{e:#}"), "stopping on error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ApiArgs) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(ApiMetrics::register(&mut registry));
+    let health = Arc::new(Health::new("catching up with the derived topics"));
+    let store = Arc::new(Store::new(args.ledger_entries));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(server::cancel_on_signal(shutdown.clone()));
+
+    let client = args.kafka.client_config()?;
+    let topics = args.topics();
+    let catch_up = Arc::new(CatchUp::new(topics.len(), health.clone()));
+    let mut readers = Vec::new();
+    for (source, topic) in topics {
+        let reader = TopicReader {
+            source,
+            topic: topic.to_owned(),
+            config: client.clone(),
+            store: store.clone(),
+            metrics: metrics.topic(topic),
+            catch_up: catch_up.clone(),
+            health: health.clone(),
+        };
+        let stop = shutdown.clone();
+        readers.push(tokio::task::spawn_blocking(move || {
+            let result = reader.run(&stop);
+            // A reader that cannot read stops the API: an orchestrator restarts it.
+            stop.cancel();
+            result
+        }));
+    }
+    tokio::spawn({
+        let (store, metrics, stop) = (store.clone(), metrics.clone(), shutdown.clone());
+        async move {
+            while !stop.is_cancelled() {
+                metrics.set_customers(store.len());
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    });
+
+    let registry = Arc::new(registry);
+    let admin = admin_router(registry, health.clone());
+    let api = Arc::new(Api { store, metrics, health });
+    let public = router(api).merge(admin.clone());
+    let public_listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("bind {}", args.http_addr))?;
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("bind {}", args.admin_addr))?;
+    info!(http = %public_listener.local_addr()?, admin = %admin_listener.local_addr()?, "customer-api listening");
+    let admin_server = tokio::spawn(
+        axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    axum::serve(public_listener, public).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    shutdown.cancel();
+    admin_server.await??;
+    for reader in readers {
+        reader.await?.context("reading a derived topic")?;
+    }
+    Ok(())
+}
