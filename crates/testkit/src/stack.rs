@@ -1,0 +1,268 @@
+//! The whole pipeline as child processes on fresh topics: the four services, the ingest-gateway
+//! and the customer-api, driven over HTTP as producers and downstream systems use it.
+
+use std::time::{Duration, Instant};
+
+use omnistream_runtime::admin::{TopicRequest, create_topics};
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+use crate::pipeline::PARTITIONS;
+use crate::{ServiceProcess, bootstrap_servers, free_port, temp_file, unique_topic, workspace_binary};
+
+/// How a stack is started.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Bootstrap servers; default: the shared test broker.
+    pub bootstrap: Option<String>,
+    /// suppression's rules file contents (TOML); default: the built-in rules.
+    pub suppression_rules: Option<String>,
+    /// Extra ingest-gateway flags.
+    pub gateway_args: Vec<String>,
+}
+
+/// The topics of one stack.
+#[derive(Debug, Clone)]
+pub struct StackTopics {
+    pub events: String,
+    pub dlq: String,
+    pub profiles: String,
+    pub suppressions: String,
+    pub affinity: String,
+    pub ledger: String,
+    pub balances: String,
+}
+
+/// A process of the stack and how to start it again.
+#[derive(Debug)]
+struct Member {
+    name: &'static str,
+    process: Option<ServiceProcess>,
+    args: Vec<String>,
+}
+
+/// Every omnistream process of one pipeline.
+#[derive(Debug)]
+pub struct Stack {
+    pub topics: StackTopics,
+    pub bootstrap: String,
+    /// Public HTTP ports.
+    pub gateway_port: u16,
+    pub api_port: u16,
+    label: String,
+    members: Vec<Member>,
+    client: reqwest::Client,
+}
+
+impl Stack {
+    /// Creates fresh topics and starts every process; returns once the gateway and the API are
+    /// ready.
+    pub async fn start(label: &str, options: StackOptions) -> Self {
+        let bootstrap = options.bootstrap.clone().unwrap_or_else(|| bootstrap_servers().to_owned());
+        let topic = |name: &str| unique_topic(&format!("{label}-{name}"));
+        let topics = StackTopics {
+            events: topic("events"),
+            dlq: topic("dlq"),
+            profiles: topic("profiles"),
+            suppressions: topic("suppressions"),
+            affinity: topic("affinity"),
+            ledger: topic("ledger"),
+            balances: topic("balances"),
+        };
+        let group = unique_topic(&format!("{label}-group"));
+        let changelog = |service: &str| format!("{group}.{service}.state");
+        let mut requests = vec![
+            TopicRequest::plain(&topics.events, PARTITIONS, 1),
+            TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
+            TopicRequest::plain(&topics.ledger, PARTITIONS, 1),
+        ];
+        for compacted in [&topics.profiles, &topics.suppressions, &topics.affinity, &topics.balances] {
+            requests.push(TopicRequest::compacted(compacted, PARTITIONS, 1));
+        }
+        for service in ["profile-updater", "suppression", "channel-affinity", "loyalty-points"] {
+            requests.push(TopicRequest::compacted(&changelog(service), PARTITIONS, 1));
+        }
+        let mut admin = ClientConfig::new();
+        admin.set("bootstrap.servers", &bootstrap);
+        create_topics(&admin, &requests).await.expect("create the stack's topics");
+
+        let runtime = |service: &str| -> Vec<String> {
+            [
+                "--bootstrap-servers",
+                &bootstrap,
+                "--input-topic",
+                &topics.events,
+                "--dlq-topic",
+                &topics.dlq,
+                "--changelog-topic",
+                &changelog(service),
+                "--group-id",
+                &format!("{group}-{service}"),
+                "--instance-id",
+                label,
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--session-timeout-ms",
+                "6000",
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        };
+        let with = |mut args: Vec<String>, extra: &[&str]| {
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            args
+        };
+        let mut suppression = with(runtime("suppression"), &["--suppressions-topic", &topics.suppressions]);
+        if let Some(rules) = &options.suppression_rules {
+            let file = temp_file("suppression-rules", "toml", rules);
+            suppression.extend(["--rules".to_owned(), file.to_string_lossy().into_owned()]);
+        }
+        let gateway_port = free_port();
+        let api_port = free_port();
+        let members = vec![
+            ("profile-updater", with(runtime("profile-updater"), &["--profiles-topic", &topics.profiles])),
+            ("suppression", suppression),
+            ("channel-affinity", with(runtime("channel-affinity"), &["--affinity-topic", &topics.affinity])),
+            (
+                "loyalty-points",
+                with(
+                    runtime("loyalty-points"),
+                    &["--ledger-topic", &topics.ledger, "--balances-topic", &topics.balances],
+                ),
+            ),
+            ("ingest-gateway", {
+                let mut args: Vec<String> = [
+                    "--bootstrap-servers",
+                    &bootstrap,
+                    "--events-topic",
+                    &topics.events,
+                    "--http-addr",
+                    &format!("127.0.0.1:{gateway_port}"),
+                    "--admin-addr",
+                    "127.0.0.1:0",
+                ]
+                .map(str::to_owned)
+                .to_vec();
+                args.extend(options.gateway_args.iter().cloned());
+                args
+            }),
+            (
+                "customer-api",
+                [
+                    "--bootstrap-servers",
+                    &bootstrap,
+                    "--http-addr",
+                    &format!("127.0.0.1:{api_port}"),
+                    "--admin-addr",
+                    "127.0.0.1:0",
+                    "--profiles-topic",
+                    &topics.profiles,
+                    "--suppressions-topic",
+                    &topics.suppressions,
+                    "--affinity-topic",
+                    &topics.affinity,
+                    "--ledger-topic",
+                    &topics.ledger,
+                    "--balances-topic",
+                    &topics.balances,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
+        ];
+        let mut stack = Self {
+            topics,
+            bootstrap,
+            gateway_port,
+            api_port,
+            label: label.to_owned(),
+            members: members.into_iter().map(|(name, args)| Member { name, process: None, args }).collect(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
+        };
+        for index in 0..stack.members.len() {
+            stack.spawn(index);
+        }
+        for (name, port) in [("ingest-gateway", gateway_port), ("customer-api", api_port)] {
+            stack.wait_ready(name, port, Duration::from_secs(60)).await;
+        }
+        stack
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
+        let log = format!("{}-{}", self.label, member.name);
+        member.process = Some(ServiceProcess::spawn(
+            &workspace_binary(member.name),
+            &log,
+            &args,
+            &[("RUST_LOG", "info,rdkafka=warn")],
+        ));
+    }
+
+    /// Waits until `GET /readyz` on `port` answers 200.
+    pub async fn wait_ready(&self, name: &str, port: u16, deadline: Duration) {
+        let started = Instant::now();
+        loop {
+            let url = format!("http://127.0.0.1:{port}/readyz");
+            if let Ok(response) = self.client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(started.elapsed() < deadline, "{name} not ready within {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILLs a process and starts it again with the same flags (same instance id).
+    pub fn sigkill_and_restart(&mut self, name: &str) {
+        let index = self.members.iter().position(|m| m.name == name).expect("a stack member");
+        if let Some(process) = self.members[index].process.take() {
+            process.kill();
+        }
+        self.spawn(index);
+    }
+
+    /// `POST /v1/events` on the gateway with `body` (and `api_key` as bearer token): status and
+    /// the JSON answer.
+    pub async fn post_events(&self, body: &Value, api_key: Option<&str>) -> (u16, Value) {
+        let mut request =
+            self.client.post(format!("http://127.0.0.1:{}/v1/events", self.gateway_port)).json(body);
+        if let Some(key) = api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET` on the customer-api: status and JSON body (`Null` when it is not JSON).
+    pub async fn api(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("http://127.0.0.1:{}{path}", self.api_port))
+            .send()
+            .await
+            .expect("the API answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `path` on the API every 20 ms until `check` accepts a 200 answer; panics with the
+    /// last answer after `deadline`.
+    pub async fn api_until(&self, path: &str, deadline: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, body) = self.api(path).await;
+            if status == 200 && check(&body) {
+                return body;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "{path} did not get there within {deadline:?}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The six stories of SPEC 1, end to end through HTTP: events go in through the ingest-gateway,
+//! the four services process them on the real broker, and every assertion reads the
+//! customer-api, as the website, the campaign sender and the support desk would.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use omnistream_testkit::stack::{Stack, StackOptions};
+use omnistream_testkit::{CommittedReader, produce_all};
+use rdkafka::message::{Headers, Message};
+use serde_json::{Value, json};
+
+/// No frequency caps and no quiet hours: the stories then do not depend on the time of day.
+const STORY_RULES: &str = "frequency_caps = []\nquiet_hours = []\n";
+
+/// An event in the JSON form of SPEC 2, `ago` before now.
+fn event(
+    id: &str,
+    customer: &str,
+    ago: chrono::Duration,
+    channel: &str,
+    kind: &str,
+    properties: Value,
+) -> Value {
+    json!({
+        "event_id": id, "customer_id": customer, "occurred_at": (Utc::now() - ago).to_rfc3339(),
+        "channel": channel, "type": kind, "source": "stories-test", "properties": properties
+    })
+}
+
+fn now(id: &str, customer: &str, channel: &str, kind: &str, properties: Value) -> Value {
+    event(id, customer, chrono::Duration::zero(), channel, kind, properties)
+}
+
+async fn publish(stack: &Stack, events: Vec<Value>) {
+    let (status, answer) = stack.post_events(&json!({ "events": events }), None).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+fn codes(channel: &Value) -> Vec<&str> {
+    channel["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect()
+}
+
+fn entry_kinds(loyalty: &Value) -> Vec<&str> {
+    // Newest first in the API: reversed to read in order.
+    let mut kinds: Vec<&str> =
+        loyalty["recent_entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    kinds.reverse();
+    kinds
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
+    let mut stack = Stack::start(
+        "stories",
+        StackOptions { suppression_rules: Some(STORY_RULES.into()), ..Default::default() },
+    )
+    .await;
+
+    // 1. Respecting the moment: a WhatsApp ticket suppresses marketing on every channel within a
+    //    second, naming the ticket; resolved, the customer is reachable again and the profile
+    //    shows the ticket resolved.
+    publish(&stack, vec![now("s1-view", "c-s1", "web", "page_viewed", json!({"url": "/orders/1"}))]).await;
+    stack
+        .api_until("/v1/customers/c-s1/reachability", WAIT, |r| r["allowed"].as_array().unwrap().len() == 4)
+        .await;
+    let opened = now(
+        "s1-open",
+        "c-s1",
+        "whatsapp",
+        "support_ticket_opened",
+        json!({"ticket_id": "T-77", "topic": "delivery"}),
+    );
+    publish(&stack, vec![opened]).await;
+    let published = Instant::now();
+    let suppressed = stack
+        .api_until("/v1/customers/c-s1/reachability?purpose=marketing", WAIT, |r| {
+            r["allowed"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let took = published.elapsed();
+    assert!(took < Duration::from_secs(1), "suppressed {took:?} after the gateway's answer");
+    for channel in suppressed["channels"].as_array().unwrap() {
+        assert_eq!(channel["status"], "blocked", "{channel}");
+        assert_eq!(channel["reasons"][0]["code"], "support_ticket_open");
+        assert_eq!(channel["reasons"][0]["detail"], "T-77", "the reason names the ticket");
+    }
+    publish(
+        &stack,
+        vec![now("s1-resolve", "c-s1", "whatsapp", "support_ticket_resolved", json!({"ticket_id": "T-77"}))],
+    )
+    .await;
+    stack
+        .api_until("/v1/customers/c-s1/reachability", WAIT, |r| r["allowed"].as_array().unwrap().len() == 4)
+        .await;
+    let document = stack
+        .api_until("/v1/customers/c-s1", WAIT, |d| !d["profile"]["last_resolved_ticket"].is_null())
+        .await;
+    assert_eq!(document["profile"]["last_resolved_ticket"]["ticket_id"], "T-77");
+    assert_eq!(document["profile"]["open_tickets"], json!([]));
+
+    // 2. From store to inbox: a store purchase updates the profile at once and earns points.
+    let purchase = now(
+        "s2-order",
+        "c-s2",
+        "store",
+        "order_placed",
+        json!({"order_id": "o-2", "value_minor": 4999, "currency": "EUR"}),
+    );
+    publish(&stack, vec![purchase]).await;
+    let document = stack
+        .api_until("/v1/customers/c-s2", WAIT, |d| !d["profile"].is_null() && !d["loyalty"].is_null())
+        .await;
+    let profile = &document["profile"];
+    assert_eq!(profile["orders_count"], 1);
+    assert_eq!(profile["lifetime_value_minor"], json!({"EUR": 4999}));
+    assert_eq!(profile["last_order_channel"], "store");
+    assert!(profile["channels"].as_array().unwrap().iter().any(|c| c["channel"] == "store"));
+    assert_eq!(document["loyalty"]["pending"], 49, "earned, pending until the return window passes");
+
+    // 3. Earn in store, spend on the web: the store order's points activate, two channels redeem
+    //    at the same moment and only one fits, a refund takes the points back.
+    let old_order = event(
+        "s3-order",
+        "c-s3",
+        chrono::Duration::days(15),
+        "store",
+        "order_placed",
+        json!({"order_id": "o-3", "value_minor": 12999, "currency": "EUR"}),
+    );
+    publish(&stack, vec![old_order]).await;
+    stack.api_until("/v1/customers/c-s3/loyalty", WAIT, |l| l["balance"]["active"] == 129).await;
+    let redeem = |id: &str, channel: &str| json!({"events": [now(id, "c-s3", channel, "loyalty_redeem_requested", json!({"redemption_id": id, "points": 100}))]});
+    let (web_body, app_body) = (redeem("s3-web", "web"), redeem("s3-app", "mobile_app"));
+    let (web, app) = tokio::join!(stack.post_events(&web_body, None), stack.post_events(&app_body, None));
+    assert_eq!((web.0, app.0), (200, 200));
+    let loyalty = stack.api_until("/v1/customers/c-s3/loyalty", WAIT, |l| entry_kinds(l).len() >= 4).await;
+    let kinds = entry_kinds(&loyalty);
+    assert!(
+        kinds == ["earn", "activate", "redeem", "reject"]
+            || kinds == ["earn", "activate", "reject", "redeem"],
+        "{kinds:?}"
+    );
+    let reject =
+        loyalty["recent_entries"].as_array().unwrap().iter().find(|e| e["kind"] == "reject").unwrap();
+    assert!(reject["reason"].as_str().unwrap().starts_with("insufficient_points"), "{reject}");
+    assert_eq!(loyalty["balance"]["active"], 29, "never overdrawn");
+    publish(
+        &stack,
+        vec![now(
+            "s3-refund",
+            "c-s3",
+            "store",
+            "order_refunded",
+            json!({"order_id": "o-3", "value_minor": 12999, "currency": "EUR"}),
+        )],
+    )
+    .await;
+    let loyalty =
+        stack.api_until("/v1/customers/c-s3/loyalty", WAIT, |l| l["balance"]["active"] == -100).await;
+    let reverse = &loyalty["recent_entries"][0];
+    assert_eq!((reverse["kind"].as_str(), reverse["points"].as_i64()), (Some("reverse"), Some(-129)));
+    assert_eq!(reverse["negative_balance"], true);
+
+    // 4. Price drop with channel routing: never opens email, clicks SMS, replies on WhatsApp, and
+    //    unsubscribed from push: whatsapp > sms > email, push never recommended.
+    let mut events = Vec::new();
+    let mut n = 0;
+    let mut add = |minutes_ago: i64, channel: &str, kind: &str, properties: Value| {
+        n += 1;
+        events.push(event(
+            &format!("s4-{n}"),
+            "c-s4",
+            chrono::Duration::minutes(minutes_ago),
+            channel,
+            kind,
+            properties,
+        ));
+    };
+    let sent = json!({"message_id": "m", "purpose": "marketing"});
+    for minute in 0..5 {
+        for channel in ["email", "sms", "push"] {
+            add(60 - minute, channel, "message_sent", sent.clone());
+        }
+    }
+    for minute in 5..8 {
+        add(60 - minute, "sms", "message_clicked", json!({"message_id": "m"}));
+        add(60 - minute, "whatsapp", "message_sent", sent.clone());
+        add(60 - minute, "whatsapp", "message_received", json!({"conversation_id": "w-1"}));
+        add(60 - minute, "push", "message_opened", json!({"message_id": "m"}));
+    }
+    add(50, "push", "consent_changed", json!({"purpose": "marketing", "granted": false}));
+    let total = events.len();
+    publish(&stack, events).await;
+    // Every event applied by channel-affinity (and suppression, which is faster): then ask.
+    let document =
+        stack.api_until("/v1/customers/c-s4", WAIT, |d| d["channel_affinity"]["version"] == total).await;
+    let reachability = stack
+        .api_until("/v1/customers/c-s4/reachability?purpose=marketing", WAIT, |r| {
+            r["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["channel"] == "push" && c["status"] == "blocked")
+        })
+        .await;
+    assert_eq!(reachability["allowed"], json!(["whatsapp", "sms", "email"]));
+    let push = reachability["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "push").unwrap();
+    assert_eq!((push["status"].as_str(), codes(push)), (Some("blocked"), vec!["consent_revoked"]));
+    let counts = |channel: &str| {
+        let score = document["channel_affinity"]["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == channel)
+            .unwrap()
+            .clone();
+        (score["sent"].as_f64().unwrap().round(), score["engaged"].as_f64().unwrap().round())
+    };
+    assert_eq!(
+        [counts("email"), counts("sms"), counts("whatsapp")],
+        [(5.0, 0.0), (5.0, 3.0), (3.0, 3.0)],
+        "the counts that explain it"
+    );
+
+    // 5. Nothing lost, nothing twice: a producer retry counts once, and a profile-updater killed
+    //    with SIGKILL mid-stream restarts and ends where an uninterrupted run would.
+    let view = now("s5-retried", "c-s5", "web", "page_viewed", json!({"url": "/"}));
+    publish(&stack, vec![view.clone()]).await;
+    publish(&stack, vec![view]).await;
+    let page_views = |d: &Value| -> i64 {
+        d["profile"]["channels"].as_array().map_or(0, |channels| {
+            channels.iter().filter_map(|c| c["event_counts"]["page_viewed"].as_i64()).sum()
+        })
+    };
+    let document = stack.api_until("/v1/customers/c-s5", WAIT, |d| page_views(d) >= 1).await;
+    assert_eq!(document["profile"]["version"], 1, "the retry counted once");
+    for batch in 0..6 {
+        let views = (0..50)
+            .map(|i| now(&format!("s5-{batch}-{i}"), "c-s5", "web", "page_viewed", json!({"url": "/"})))
+            .collect();
+        publish(&stack, views).await;
+        if batch == 2 {
+            stack.sigkill_and_restart("profile-updater");
+        }
+    }
+    let document =
+        stack.api_until("/v1/customers/c-s5", Duration::from_secs(90), |d| page_views(d) >= 301).await;
+    assert_eq!((page_views(&document), document["profile"]["version"].as_i64()), (301, Some(301)));
+
+    // 6. Bad input: the gateway names each bad event and field and publishes none of them; bytes
+    //    that bypass the gateway go to the dead-letter topic with a reason; the pipeline goes on.
+    let mut negative = now(
+        "s6-negative",
+        "c-s6",
+        "web",
+        "order_placed",
+        json!({"order_id": "o-6", "value_minor": -1, "currency": "EUR"}),
+    );
+    negative["source"] = json!("till-7");
+    let good = now("s6-good", "c-s6", "web", "page_viewed", json!({"url": "/"}));
+    let (status, answer) =
+        stack.post_events(&json!({"events": [negative, {"event_id": "s6-empty"}, good]}), None).await;
+    assert_eq!(status, 207, "{answer}");
+    assert_eq!(answer["results"][1]["errors"][0]["field"], "customer_id");
+    assert_eq!(answer["results"][0]["errors"][0]["code"], "negative_amount");
+    produce_all(&stack.topics.events, [("c-s6".to_owned(), b"\x00not avro at all".to_vec())]).await;
+    publish(&stack, vec![now("s6-after", "c-s6", "web", "page_viewed", json!({"url": "/after"}))]).await;
+    let document = stack.api_until("/v1/customers/c-s6", WAIT, |d| page_views(d) == 2).await;
+    assert_eq!(document["profile"]["orders_count"], 0, "the rejected order was not published");
+    let dlq = stack.topics.dlq.clone();
+    let code = tokio::task::spawn_blocking(move || {
+        CommittedReader::from_beginning(&dlq).read_until(WAIT, |message| {
+            let headers = message.headers()?;
+            headers
+                .iter()
+                .find(|h| h.key == "error.code")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.as_deref(), Some("malformed"));
+}
