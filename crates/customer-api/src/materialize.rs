@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use omnistream_runtime::kafka::ReadToEndContext;
 use omnistream_runtime::server::Health;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -66,7 +67,7 @@ pub struct TopicReader {
 impl TopicReader {
     /// Reads until `shutdown`, on the calling thread.
     pub fn run(self, shutdown: &CancellationToken) -> Result<(), KafkaError> {
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<ReadToEndContext> = self
             .config
             .clone()
             // No group is joined (partitions are assigned) and nothing is committed; librdkafka
@@ -76,7 +77,7 @@ impl TopicReader {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
-            .create()?;
+            .create_with_context(ReadToEndContext { reader: "customer-api" })?;
         let partitions = self.wait_for_partitions(&consumer, shutdown);
         if partitions.is_empty() {
             return Ok(());
@@ -135,7 +136,11 @@ impl TopicReader {
     }
 
     /// The topic's partitions, waiting while it does not exist yet.
-    fn wait_for_partitions(&self, consumer: &BaseConsumer, shutdown: &CancellationToken) -> Vec<i32> {
+    fn wait_for_partitions(
+        &self,
+        consumer: &BaseConsumer<ReadToEndContext>,
+        shutdown: &CancellationToken,
+    ) -> Vec<i32> {
         let mut warned = false;
         while !shutdown.is_cancelled() {
             self.health.tick();
@@ -163,7 +168,7 @@ impl TopicReader {
     }
 
     /// Records between each partition's position and its end, summed.
-    fn lag(&self, consumer: &BaseConsumer, partitions: &[i32]) -> i64 {
+    fn lag(&self, consumer: &BaseConsumer<ReadToEndContext>, partitions: &[i32]) -> i64 {
         let positions = consumer.position().ok();
         partitions
             .iter()

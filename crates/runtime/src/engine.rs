@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::config::RuntimeConfig;
+use crate::kafka::ReadToEndContext;
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::{Output, Processor};
 use crate::{RuntimeError, TxnProducer};
@@ -676,7 +677,8 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
 ) -> Result<RestoredPartitions<S>, RuntimeError> {
     let mut client = config.kafka.client_config()?;
     set_restore_consumer(&mut client, config);
-    let reader: BaseConsumer<RestoreContext> = client.create_with_context(RestoreContext)?;
+    let reader: BaseConsumer<ReadToEndContext> =
+        client.create_with_context(ReadToEndContext { reader: "changelog reader" })?;
     let mut assignment = TopicPartitionList::new();
     for partition in partitions {
         assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
@@ -722,20 +724,6 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
     }
     Ok(restored)
 }
-
-/// The restore reader's context: reaching the end of a partition is the goal, not an error.
-struct RestoreContext;
-
-impl rdkafka::ClientContext for RestoreContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF))
-        {
-            warn!(%error, reason, "changelog reader error");
-        }
-    }
-}
-
-impl ConsumerContext for RestoreContext {}
 
 fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
     client

@@ -90,6 +90,26 @@ impl KafkaArgs {
     }
 }
 
+/// The context of a reader that reads partitions to their end (`enable.partition.eof`): reaching
+/// the end is the goal, not an error to log.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadToEndContext {
+    /// What reads, for the log.
+    pub reader: &'static str,
+}
+
+impl rdkafka::ClientContext for ReadToEndContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF))
+        {
+            tracing::warn!(%error, reason, reader = self.reader, "Kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReadToEndContext {}
+
 fn split_property(line: &str, origin: &str) -> Result<(String, String), ConfigError> {
     match line.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),

@@ -215,6 +215,18 @@ impl Stack {
         }
     }
 
+    /// Starts again every process that exited (as an orchestrator would); returns their names.
+    pub fn restart_exited(&mut self) -> Vec<&'static str> {
+        let mut restarted = Vec::new();
+        for index in 0..self.members.len() {
+            if self.members[index].process.as_mut().is_some_and(|p| !p.is_running()) {
+                restarted.push(self.members[index].name);
+                self.spawn(index);
+            }
+        }
+        restarted
+    }
+
     /// SIGKILLs a process and starts it again with the same flags (same instance id).
     pub fn sigkill_and_restart(&mut self, name: &str) {
         let index = self.members.iter().position(|m| m.name == name).expect("a stack member");
