@@ -3,6 +3,8 @@
 //! load, its memory, and the time to restore its state. Prints a markdown table and keeps it under
 //! `bench/results/`.
 
+mod http;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -46,6 +48,9 @@ struct Args {
     /// for a full run.
     #[arg(long = "service")]
     services: Vec<String>,
+    /// Duration of each HTTP load (gateway, customer-api), seconds.
+    #[arg(long, default_value_t = 20)]
+    http_seconds: u64,
     /// Where to keep the results table.
     #[arg(long, default_value = "bench/results")]
     results_dir: PathBuf,
@@ -413,9 +418,10 @@ async fn main() -> anyhow::Result<()> {
     ));
     rows.push(row("peak RSS, baseline", format!("{:.0} MiB", mib(baseline.peak_rss)), "", None));
 
-    for service in
-        SERVICES.into_iter().filter(|s| args.services.is_empty() || args.services.iter().any(|n| n == s.name))
-    {
+    let selected = |name: &str| args.services.is_empty() || args.services.iter().any(|n| n == name);
+    // Each service's output topics after its drain: the customer-api benchmark serves them.
+    let mut drained: HashMap<&str, BenchTopics> = HashMap::new();
+    for service in SERVICES.into_iter().filter(|s| selected(s.name)) {
         let name = service.name;
         // Drain: decode, validate, dedupe, state, changelog, transactions.
         let topics = bench_topics(name, &input, args.partitions, service).await;
@@ -498,6 +504,14 @@ async fn main() -> anyhow::Result<()> {
             "<= 10 s",
             Some(restore.as_secs_f64() <= 10.0),
         ));
+        drained.insert(name, topics);
+    }
+
+    if selected("ingest-gateway") {
+        rows.extend(gateway_rows(&args).await?);
+    }
+    if selected("customer-api") {
+        rows.extend(api_rows(&args, &drained)?);
     }
 
     let machine = format!(
@@ -529,6 +543,152 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&file, &table)?;
     eprintln!("bench: results kept in {}", file.display());
     Ok(())
+}
+
+/// The gateway over HTTP: `wrk` posting batches of 100 valid events, against producing events
+/// straight to Kafka with the same idempotent settings just before.
+async fn gateway_rows(args: &Args) -> anyhow::Result<Vec<Row>> {
+    const DIRECT_EVENTS: usize = 200_000;
+    let direct_topic = unique_topic("bench-direct");
+    create_test_topics(&[TopicRequest::plain(&direct_topic, args.partitions, 1)]).await;
+    let records = simulated(DIRECT_EVENTS, args.customers, 11, 1);
+    let started = Instant::now();
+    produce_all(&direct_topic, records).await;
+    let direct = DIRECT_EVENTS as f64 / started.elapsed().as_secs_f64();
+    eprintln!("bench: producing straight to Kafka {direct:.0} events/s");
+
+    let topic = unique_topic("bench-gateway");
+    create_test_topics(&[TopicRequest::plain(&topic, args.partitions, 1)]).await;
+    let port = free_port();
+    let http_addr = format!("127.0.0.1:{port}");
+    let mut gateway = ServiceProcess::spawn(
+        &binary("ingest-gateway")?,
+        "bench-gateway",
+        &[
+            "--events-topic",
+            &topic,
+            "--http-addr",
+            &http_addr,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "0",
+        ],
+        &[("RUST_LOG", "warn")],
+    );
+    wait_ready(port, Duration::from_secs(60))?;
+    eprintln!("bench: posting batches of 100 events to the gateway for {} s", args.http_seconds);
+    let script = http::post_script(&http::batch_body(100, args.customers));
+    let result = http::wrk(&format!("http://{http_addr}/v1/events"), &script, args.http_seconds, 32)?;
+    let peak = gateway.peak_rss_bytes().unwrap_or(0);
+    anyhow::ensure!(gateway.is_running(), "the gateway exited; see {}", gateway.log.display());
+    let events = result.requests_per_second * 100.0;
+    eprintln!("bench: gateway {events:.0} events/s, p99 {:.1} ms", result.p99_ms);
+    Ok(vec![
+        row("producing straight to Kafka (idempotent, acks=all), events/s", format!("{direct:.0}"), "", None),
+        row(
+            "ingest-gateway, events/s accepted over HTTP (batches of 100, 32 connections)",
+            format!("{events:.0}"),
+            ">= 50000",
+            Some(events >= 50_000.0 && result.non_2xx == 0),
+        ),
+        row("ingest-gateway / producing straight to Kafka", format!("{:.2}", events / direct), "", None),
+        row("ingest-gateway, non-2xx answers", result.non_2xx.to_string(), "0", Some(result.non_2xx == 0)),
+        row("ingest-gateway, p50 per batch", format!("{:.1} ms", result.p50_ms), "", None),
+        row("ingest-gateway, p99 per batch", format!("{:.1} ms", result.p99_ms), "", None),
+        row("ingest-gateway, peak RSS", format!("{:.0} MiB", mib(peak)), "", None),
+    ])
+}
+
+/// The customer-api with every customer of the drained outputs loaded: `wrk` looking up random
+/// customers, against its own `/healthz` (the HTTP ceiling of this machine) just before.
+fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>) -> anyhow::Result<Vec<Row>> {
+    let topics = |name: &str| {
+        drained.get(name).with_context(|| {
+            format!("the customer-api benchmark serves {name}'s drained outputs: run it too")
+        })
+    };
+    let (profiles, suppressions, affinity, loyalty) = (
+        topics("profile-updater")?,
+        topics("suppression")?,
+        topics("channel-affinity")?,
+        topics("loyalty-points")?,
+    );
+    let port = free_port();
+    let http_addr = format!("127.0.0.1:{port}");
+    let mut api = ServiceProcess::spawn(
+        &binary("customer-api")?,
+        "bench-customer-api",
+        &[
+            "--http-addr",
+            &http_addr,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--profiles-topic",
+            &profiles.output,
+            "--suppressions-topic",
+            &suppressions.output,
+            "--affinity-topic",
+            &affinity.output,
+            "--balances-topic",
+            &loyalty.output,
+            "--ledger-topic",
+            &loyalty.other_outputs[0],
+        ],
+        &[("RUST_LOG", "warn")],
+    );
+    let catch_up = wait_ready(port, Duration::from_secs(900))?;
+    let customers = metric(port, "omnistream_api_customers").unwrap_or(0.0);
+    eprintln!("bench: customer-api caught up in {:.1}s", catch_up.as_secs_f64());
+    let base = format!("http://{http_addr}");
+    let ceiling = http::wrk(&format!("{base}/healthz"), "", args.http_seconds, 16)?;
+    let lookups = http::wrk(&base, &http::lookup_script(args.customers), args.http_seconds, 16)?;
+    let peak = api.peak_rss_bytes().unwrap_or(0);
+    anyhow::ensure!(api.is_running(), "the customer-api exited; see {}", api.log.display());
+    eprintln!(
+        "bench: customer-api {:.0} lookups/s, p99 {:.2} ms",
+        lookups.requests_per_second, lookups.p99_ms
+    );
+    Ok(vec![
+        row(
+            &format!("customer-api, catch-up from the beginning of the outputs ({customers:.0} customers)"),
+            format!("{:.1} s", catch_up.as_secs_f64()),
+            "",
+            None,
+        ),
+        row(
+            "customer-api, GET /healthz, requests/s (HTTP ceiling)",
+            format!("{:.0}", ceiling.requests_per_second),
+            "",
+            None,
+        ),
+        row(
+            "customer-api, GET /v1/customers/{id}, lookups/s (random customers, 16 connections)",
+            format!("{:.0}", lookups.requests_per_second),
+            ">= 20000",
+            Some(lookups.requests_per_second >= 20_000.0 && lookups.non_2xx == 0),
+        ),
+        row(
+            "customer-api lookups / HTTP ceiling",
+            format!("{:.2}", lookups.requests_per_second / ceiling.requests_per_second),
+            "",
+            None,
+        ),
+        row("customer-api, non-2xx answers", lookups.non_2xx.to_string(), "0", Some(lookups.non_2xx == 0)),
+        row("customer-api, p50", format!("{:.2} ms", lookups.p50_ms), "", None),
+        row(
+            "customer-api, p99",
+            format!("{:.2} ms", lookups.p99_ms),
+            "<= 10 ms",
+            Some(lookups.p99_ms <= 10.0),
+        ),
+        row(
+            &format!("customer-api, peak RSS ({customers:.0} customers)"),
+            format!("{:.0} MiB", mib(peak)),
+            "",
+            None,
+        ),
+    ])
 }
 
 fn total_memory_gib() -> f64 {
