@@ -10,11 +10,12 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: help build kafka-up kafka-down kafka-status topics demo test lint down bench
+.PHONY: help build kafka-up kafka-down kafka-status topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
-	@echo "make test          fmt, clippy and every test (starts Kafka when needed)"
+	@echo "make test          fmt, clippy, the Kubernetes manifests check and every test (starts Kafka when needed)"
+	@echo "make k8s-check     render the Kubernetes overlays and validate them offline"
 	@echo "make kafka-up      start the local broker (kafka-down, kafka-status)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
 	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
@@ -42,7 +43,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-test: kafka-up lint
+# Renders the Kubernetes overlays and validates them offline against the vendored schemas.
+k8s-check:
+	bash deploy/k8s/validate.sh
+
+test: kafka-up lint k8s-check
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace
 
@@ -53,4 +58,6 @@ down:
 # Benchmarks are a command, not a timed test: throughput against a same-run baseline, latency
 # percentiles, memory and restore time; the table is kept under bench/results/.
 bench: kafka-up build
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
+	  || { echo "make bench needs wrk (the HTTP load generator): apt-get install wrk"; exit 1; }
 	target/release/omnistream-bench $(BENCH_ARGS)

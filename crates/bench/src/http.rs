@@ -10,6 +10,7 @@ use std::process::Command;
 #[derive(Debug, Clone, Copy)]
 pub struct WrkResult {
     pub requests_per_second: f64,
+    pub requests: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub non_2xx: u64,
@@ -43,6 +44,11 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
     };
     Some(WrkResult {
         requests_per_second: value_after("Requests/sec:")?.parse().ok()?,
+        requests: text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())?,
         p50_ms: percentile("50%")?,
         p99_ms: percentile("99%")?,
         non_2xx: value_after("Non-2xx or 3xx responses:").map_or(Some(0), |n| n.parse().ok())?,
@@ -119,7 +125,7 @@ Requests/sec:   4123.40
 Transfer/sec:    512.00KB
 ";
         let result = parse_wrk(text).unwrap();
-        assert_eq!(result.requests_per_second, 4123.4);
+        assert_eq!((result.requests_per_second, result.requests), (4123.4, 41234));
         assert_eq!((result.p50_ms, result.p99_ms, result.non_2xx), (0.812, 1500.0, 3));
     }
 
