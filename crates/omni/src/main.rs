@@ -1,6 +1,7 @@
 //! `omni`: the omnistream command line. Publish events from a file, tail any pipeline topic as
 //! JSON, simulate omnichannel customers, and create the pipeline topics.
 
+mod dlq;
 mod http;
 mod publisher;
 mod simulate;
@@ -44,6 +45,11 @@ enum Command {
     Tail(tail::TailArgs),
     /// Simulate omnichannel customer journeys, deterministic for a seed.
     Simulate(simulate::SimulateArgs),
+    /// The dead-letter topic: replay records the current rules accept (after a fix).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// A live view of a few customers through the customer-api.
     Watch(watch::WatchArgs),
     /// Manage the pipeline topics of SPEC 3.
@@ -51,6 +57,13 @@ enum Command {
         #[command(subcommand)]
         command: topics::TopicsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Publish dead-lettered records back to the events topic, once per source record, if they
+    /// now pass validation.
+    Replay(dlq::ReplayArgs),
 }
 
 #[tokio::main]
@@ -62,6 +75,7 @@ async fn main() -> ExitCode {
         Command::Tail(args) => tail::run(&cli.kafka, args).await,
         Command::Simulate(args) => simulate::run(&cli.kafka, args).await,
         Command::Watch(args) => watch::run(args).await,
+        Command::Dlq { command: DlqCommand::Replay(args) } => dlq::replay(&cli.kafka, args).await,
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
     };
     match result {

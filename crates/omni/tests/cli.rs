@@ -90,3 +90,61 @@ fn simulate_is_deterministic_for_a_seed_and_start() {
     assert_ne!(first, run("6"));
     assert_eq!(String::from_utf8(first).unwrap().lines().count(), 500);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes() {
+    use omnistream_model::{encode_event, parse_event_json};
+    use omnistream_testkit::producer;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+
+    let dlq = fresh_topic("replay-dlq", 1).await;
+    let events = fresh_topic("replay-events", 3).await;
+    let event = |id: &str| {
+        let json = format!(
+            r#"{{"event_id":"{id}","customer_id":"c-9","occurred_at":"2026-11-20T10:00:00Z","channel":"web","type":"page_viewed","properties":{{"url":"/"}}}}"#
+        );
+        encode_event(&parse_event_json(&json, chrono::Utc::now()).unwrap()).unwrap()
+    };
+    // As the services write them: the same source record once per service that refused it.
+    let dead = [
+        (event("e-fixed"), "unknown_schema", "5"),
+        (event("e-fixed"), "unknown_schema", "5"),
+        (b"\x00garbage".to_vec(), "unknown_schema", "6"),
+        (event("e-other"), "malformed", "7"),
+    ];
+    let producer = producer();
+    for (value, code, offset) in &dead {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "error.code", value: Some(*code) })
+            .insert(Header { key: "source.topic", value: Some("touchpoint.events.v1") })
+            .insert(Header { key: "source.partition", value: Some("0") })
+            .insert(Header { key: "source.offset", value: Some(*offset) });
+        let record = FutureRecord::to(&dlq).key("c-9").payload(value).headers(headers);
+        producer.send(record, Duration::from_secs(10)).await.expect("produced");
+    }
+
+    let dry = omni(&["dlq", "replay", "--dlq-topic", &dlq, "--events-topic", &events, "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&dry.stderr);
+    assert!(stderr.contains("would replay 2 records"), "{stderr}");
+
+    let output = omni(&[
+        "dlq",
+        "replay",
+        "--dlq-topic",
+        &dlq,
+        "--events-topic",
+        &events,
+        "--error-code",
+        "unknown_schema",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed 1 records"), "{stderr}");
+    assert!(stderr.contains("1 copies of the same source record, 1 still refused"), "{stderr}");
+    let replayed = consume_committed(&events, 2, Duration::from_secs(3));
+    let ids: Vec<String> =
+        replayed.iter().map(|m| decode_event(m.payload().unwrap()).unwrap().event_id).collect();
+    assert_eq!(ids, ["e-fixed"]);
+    assert_eq!(replayed[0].key(), Some(b"c-9".as_slice()));
+}
