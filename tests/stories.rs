@@ -120,6 +120,16 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
     assert!(profile["channels"].as_array().unwrap().iter().any(|c| c["channel"] == "store"));
     assert_eq!(document["loyalty"]["pending"], 49, "earned, pending until the return window passes");
 
+    // Erasure (SPEC 4.5): every service tombstones the customer; the API forgets them.
+    publish(&stack, vec![now("s2-erase", "c-s2", "web", "erasure_requested", json!({}))]).await;
+    let started = Instant::now();
+    while stack.api("/v1/customers/c-s2").await.0 != 404 {
+        assert!(started.elapsed() < WAIT, "c-s2 still served after erasure");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stack.api("/v1/customers/c-s2/loyalty").await.0, 404);
+    assert_eq!(stack.api("/v1/customers/c-s2/reachability").await.0, 404);
+
     // 3. Earn in store, spend on the web: the store order's points activate, two channels redeem
     //    at the same moment and only one fits, a refund takes the points back.
     let old_order = event(

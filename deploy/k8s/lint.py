@@ -43,7 +43,8 @@ def check_deployment(where, deployment, problems):
         problems.append(f"{where}: pod seccompProfile must be RuntimeDefault")
     if pod.get("automountServiceAccountToken") is not False:
         problems.append(f"{where}: no service account token is needed; do not mount one")
-    if pod.get("terminationGracePeriodSeconds", 30) <= TRANSACTION_TIMEOUT_SECONDS:
+    pre_stop = max((c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0) for c in pod["containers"]), default=0)
+    if pod.get("terminationGracePeriodSeconds", 30) <= TRANSACTION_TIMEOUT_SECONDS + pre_stop:
         problems.append(f"{where}: terminationGracePeriodSeconds must exceed the {TRANSACTION_TIMEOUT_SECONDS} s drain")
     for container in pod["containers"]:
         c = f"{where} container {container['name']}"
@@ -93,6 +94,12 @@ def lint(objects, source):
     services = {s["metadata"]["name"] for s in by_kind.get("Service", [])}
     if services != HTTP:
         problems.append(f"{source}: Services {sorted(services)}: only the HTTP processes {sorted(HTTP)} need one")
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in deployments.values()]
+    for kind in ("NetworkPolicy", "PodMonitor"):
+        for obj in by_kind.get(kind, []):
+            selector = obj["spec"].get("podSelector" if kind == "NetworkPolicy" else "selector", {})
+            if selector and not any(selects(selector, labels) for labels in pod_labels):
+                problems.append(f"{source}: {kind} {obj['metadata']['name']} selects no pod")
     policies = by_kind.get("NetworkPolicy", [])
     if not any(p["spec"].get("podSelector") == {} and not p["spec"].get("ingress") for p in policies):
         problems.append(f"{source}: no default-deny NetworkPolicy")

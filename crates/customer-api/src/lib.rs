@@ -240,7 +240,8 @@ async fn get_reachability(
             )
         }
         (Some(purpose), Some(CustomerView { suppression: Some((_, suppression)), affinity, .. })) => {
-            let view = reachability(&suppression, affinity.as_ref().map(|(_, a)| &**a), purpose);
+            let view =
+                reachability(&suppression, affinity.as_ref().map(|(_, a)| &**a), purpose, chrono::Utc::now());
             json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
         }
         (Some(_), _) => not_found(&customer_id, "no suppression state for customer"),

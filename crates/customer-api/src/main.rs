@@ -9,32 +9,12 @@ use clap::Parser;
 use omnistream_customer_api::materialize::{CatchUp, TopicReader};
 use omnistream_customer_api::store::Store;
 use omnistream_customer_api::{Api, ApiArgs, ApiMetrics, router};
-use omnistream_runtime::logging::{self, LogFormat};
-use omnistream_runtime::server::{self, Health, admin_router};
+use omnistream_runtime::server::{self, Health, admin_router, run_process};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
 
 fn main() -> ExitCode {
-    logging::init(LogFormat::Json);
-    let args = ApiArgs::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => {
-            info!("stopped cleanly");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            error!(error = format!("{e:#}"), "stopping on error");
-            ExitCode::FAILURE
-        }
-    }
+    run_process(serve(ApiArgs::parse()))
 }
 
 async fn serve(args: ApiArgs) -> anyhow::Result<()> {
@@ -81,21 +61,7 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
     let admin = admin_router(registry, health.clone());
     let api = Arc::new(Api { store, metrics, health });
     let public = router(api).merge(admin.clone());
-    let public_listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("bind {}", args.http_addr))?;
-    let admin_listener = tokio::net::TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("bind {}", args.admin_addr))?;
-    info!(http = %public_listener.local_addr()?, admin = %admin_listener.local_addr()?, "customer-api listening");
-    let admin_server = tokio::spawn(
-        axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
-    axum::serve(public_listener, public).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
-    shutdown.cancel();
-    admin_server.await??;
+    server::serve_http(public, args.http_addr, admin, args.admin_addr, shutdown).await?;
     for reader in readers {
         reader.await?.context("reading a derived topic")?;
     }

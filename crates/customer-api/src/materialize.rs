@@ -108,7 +108,10 @@ impl TopicReader {
             }
             if last_lag.elapsed() >= LAG_INTERVAL {
                 last_lag = Instant::now();
-                self.metrics.lag.set(self.lag(&consumer, &partitions));
+                // Unknown (the broker does not answer) keeps the last value rather than 0.
+                if let Some(lag) = self.lag(&consumer, &partitions) {
+                    self.metrics.lag.set(lag);
+                }
             }
         }
         Ok(())
@@ -167,24 +170,21 @@ impl TopicReader {
         Vec::new()
     }
 
-    /// Records between each partition's position and its end, summed.
-    fn lag(&self, consumer: &BaseConsumer<ReadToEndContext>, partitions: &[i32]) -> i64 {
-        let positions = consumer.position().ok();
-        partitions
-            .iter()
-            .map(|partition| {
-                let high = consumer
-                    .fetch_watermarks(&self.topic, *partition, Duration::from_secs(1))
-                    .map(|(_, high)| high)
-                    .unwrap_or(0);
-                let position = positions
-                    .as_ref()
-                    .and_then(|p| p.find_partition(&self.topic, *partition))
-                    .and_then(|e| e.offset().to_raw())
-                    .filter(|offset| *offset >= 0)
-                    .unwrap_or(0);
-                (high - position).max(0)
-            })
-            .sum()
+    /// Records between each partition's position and its end, summed (transaction markers
+    /// included: about one per partition at rest); `None` when an end cannot be read.
+    fn lag(&self, consumer: &BaseConsumer<ReadToEndContext>, partitions: &[i32]) -> Option<i64> {
+        let positions = consumer.position().ok()?;
+        let mut lag = 0;
+        for partition in partitions {
+            let (_, high) =
+                consumer.fetch_watermarks(&self.topic, *partition, Duration::from_secs(1)).ok()?;
+            let position = positions
+                .find_partition(&self.topic, *partition)
+                .and_then(|e| e.offset().to_raw())
+                .filter(|offset| *offset >= 0)
+                .unwrap_or(0);
+            lag += (high - position).max(0);
+        }
+        Some(lag)
     }
 }

@@ -18,6 +18,9 @@ pub struct Reachability {
     /// When the suppression state was evaluated, and when it changes next without a new event.
     pub evaluated_at: String,
     pub next_change_at: Option<String>,
+    /// `next_change_at` has passed and suppression has not re-evaluated yet (it lags or is down):
+    /// a change may be due that this answer cannot know of (quiet hours may have begun).
+    pub stale: bool,
     /// False when channel-affinity has not scored the customer yet: `allowed` is then in the
     /// default channel order.
     pub ranked_by_affinity: bool,
@@ -46,16 +49,26 @@ fn timestamp(time: Option<DateTime<Utc>>) -> Option<String> {
     time.map(format_timestamp)
 }
 
-/// Combines the suppression state and the affinity of one customer for `purpose`.
+/// Combines the suppression state and the affinity of one customer for `purpose`, as of `now`:
+/// reasons whose `until` has passed no longer count.
 pub fn reachability(
     suppression: &SuppressionState,
     affinity: Option<&ChannelAffinity>,
     purpose: Purpose,
+    now: DateTime<Utc>,
 ) -> Reachability {
-    let states = match purpose {
+    let stored = match purpose {
         Purpose::Marketing => &suppression.marketing,
         Purpose::Transactional => &suppression.transactional,
     };
+    let states: Vec<ChannelSuppression> = stored
+        .iter()
+        .map(|state| {
+            let live =
+                state.reasons.iter().filter(|r| r.until.is_none_or(|until| until > now)).cloned().collect();
+            ChannelSuppression::from_reasons(state.channel, live)
+        })
+        .collect();
     // Affinity's ranking first (consented channels with enough data, by score), then the rest of
     // its channels by score, then channels it does not know, in the default order.
     let rank_of = |channel: Channel| -> (usize, f64) {
@@ -112,6 +125,7 @@ pub fn reachability(
         holdout: suppression.holdout,
         evaluated_at: format_timestamp(suppression.evaluated_at),
         next_change_at: timestamp(suppression.next_change_at),
+        stale: suppression.next_change_at.is_some_and(|at| at <= now),
         ranked_by_affinity: affinity.is_some(),
     }
 }
@@ -184,7 +198,12 @@ mod tests {
             allowed(Channel::Whatsapp),
             push,
         ]);
-        let view = reachability(&state, Some(&story_four_affinity()), Purpose::Marketing);
+        let view = reachability(
+            &state,
+            Some(&story_four_affinity()),
+            Purpose::Marketing,
+            at("2026-11-23T10:00:01Z"),
+        );
         assert_eq!(view.allowed, [Channel::Whatsapp, Channel::Sms, Channel::Email]);
         let last = view.channels.last().unwrap();
         assert_eq!(
@@ -213,7 +232,12 @@ mod tests {
             deferred,
             allowed(Channel::Push),
         ]);
-        let view = reachability(&state, Some(&story_four_affinity()), Purpose::Marketing);
+        let view = reachability(
+            &state,
+            Some(&story_four_affinity()),
+            Purpose::Marketing,
+            at("2026-11-23T10:00:01Z"),
+        );
         // Push is allowed by suppression; affinity did not rank it (no consent there) but scored it.
         assert_eq!(view.allowed, [Channel::Sms, Channel::Email, Channel::Push]);
         let whatsapp = view.channels.iter().find(|c| c.channel == Channel::Whatsapp).unwrap();
@@ -222,9 +246,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_whose_until_has_passed_no_longer_counts_when_read() {
+        let cap_until = at("2026-11-23T12:00:00Z");
+        let capped = ChannelSuppression::from_reasons(
+            Channel::Sms,
+            vec![SuppressionReason { code: "frequency_cap".into(), detail: None, until: Some(cap_until) }],
+        );
+        let mut state = suppression(vec![allowed(Channel::Email), capped]);
+        state.next_change_at = Some(cap_until);
+        let before = reachability(&state, None, Purpose::Marketing, at("2026-11-23T11:59:59Z"));
+        assert_eq!((before.allowed.clone(), before.stale), (vec![Channel::Email], false));
+        // Suppression has not re-emitted yet: the API already answers as of now, and says so.
+        let after = reachability(&state, None, Purpose::Marketing, at("2026-11-23T12:00:00Z"));
+        assert_eq!((after.allowed, after.stale), (vec![Channel::Email, Channel::Sms], true));
+    }
+
+    #[test]
     fn without_affinity_the_default_order_applies_and_transactional_reads_its_own_states() {
         let state = suppression(vec![]);
-        let view = reachability(&state, None, Purpose::Transactional);
+        let view = reachability(&state, None, Purpose::Transactional, at("2026-11-23T10:00:01Z"));
         assert_eq!(view.allowed, Channel::MESSAGING);
         assert!(!view.ranked_by_affinity);
         assert_eq!(view.evaluated_at, "2026-11-23T10:00:00.000Z");

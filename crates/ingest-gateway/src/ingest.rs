@@ -127,8 +127,8 @@ impl IngestResponse {
     }
 
     /// 200 when every event was accepted; 207 when some were rejected and the rest accepted; 422
-    /// when every event was rejected; 503 when Kafka did not acknowledge one (a retry of the whole
-    /// request is safe: downstream counts an `event_id` once).
+    /// when every event was rejected; 503 when Kafka did not acknowledge one (send the
+    /// `unavailable` ones again, with their `event_id`s).
     pub fn status(&self) -> StatusCode {
         if self.unavailable > 0 {
             StatusCode::SERVICE_UNAVAILABLE

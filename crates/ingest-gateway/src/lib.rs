@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use omnistream_model::topics::EVENTS;
@@ -83,6 +84,8 @@ pub enum GatewayError {
     Kafka(#[from] KafkaError),
     #[error("--rate-limit-burst ({burst}) must be at least --max-events ({max_events})")]
     BurstBelowBatch { burst: f64, max_events: usize },
+    #[error("--rate-limit must be a number of events per second, 0 or more (0 turns it off); got {0}")]
+    BadRate(f64),
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -160,7 +163,12 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Builds the gateway and its producer, registering metrics in `registry`.
     pub fn new(args: &GatewayArgs, registry: &mut Registry) -> Result<Self, GatewayError> {
-        if args.rate_limit > 0.0 && args.rate_limit_burst < args.max_events as f64 {
+        if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
+            return Err(GatewayError::BadRate(args.rate_limit));
+        }
+        if args.rate_limit > 0.0
+            && (args.rate_limit_burst.is_nan() || args.rate_limit_burst < args.max_events as f64)
+        {
             return Err(GatewayError::BurstBelowBatch {
                 burst: args.rate_limit_burst,
                 max_events: args.max_events,
@@ -201,12 +209,17 @@ impl Gateway {
 
     /// An idempotent producer that hit a fatal error (e.g. an epoch it cannot recover) cannot send
     /// again: replace it. The events it failed were answered 503; their retry goes to the new one.
-    fn replace_producer_if_fatal(&self, failed: &FutureProducer) {
+    fn replace_producer_if_fatal(&self, failed: &Arc<FutureProducer>) {
         let Some((code, reason)) = failed.client().fatal_error() else { return };
+        let mut current = self.producer.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, failed) {
+            // Another request that failed with it has replaced it already.
+            return;
+        }
         warn!(error_code = ?code, reason, "fatal producer error: creating a new producer");
         match self.producer_config.create::<FutureProducer>() {
             Ok(fresh) => {
-                *self.producer.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+                *current = Arc::new(fresh);
                 self.metrics.producer_resets.inc();
             }
             Err(e) => warn!(error = %e, "cannot create a new producer; retrying on the next failure"),
@@ -345,14 +358,16 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
 }
 
-async fn post_events(
-    State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+/// Authenticates before the body is read (an unknown caller never gets to send a megabyte), and
+/// counts and times every answer.
+async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let response = match gateway.keys.authenticate(authorization) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(error) => {
             let message = match error {
                 AuthError::Missing => "missing bearer API key (Authorization: Bearer <key>)",
@@ -362,19 +377,25 @@ async fn post_events(
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
-        Ok(caller) => match body {
-            Ok(body) => gateway.ingest(&caller, &body).await,
-            Err(rejection) => {
-                let status = rejection.status();
-                let code =
-                    if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
-                error_response(status, code, &rejection.body_text())
-            }
-        },
     };
     gateway.metrics.requests.get_or_create(&StatusLabel { status: response.status().as_u16() }).inc();
     gateway.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
     response
+}
+
+async fn post_events(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => gateway.ingest(&caller, &body).await,
+        Err(rejection) => {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+            error_response(status, code, &rejection.body_text())
+        }
+    }
 }
 
 /// `POST /v1/events`, with the body limit applied.
@@ -382,5 +403,6 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .route_layer(middleware::from_fn_with_state(gateway.clone(), authenticate))
         .with_state(gateway)
 }

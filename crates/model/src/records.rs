@@ -180,6 +180,29 @@ pub struct SuppressionReason {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// Why a channel is suppressed (the `code` of a reason).
+pub mod reason_code {
+    pub const SUPPORT_TICKET_OPEN: &str = "support_ticket_open";
+    pub const CONSENT_REVOKED: &str = "consent_revoked";
+    pub const NO_CONSENT: &str = "no_consent";
+    pub const HARD_BOUNCE: &str = "hard_bounce";
+    pub const SPAM_REPORT: &str = "spam_report";
+    pub const FREQUENCY_CAP: &str = "frequency_cap";
+    pub const QUIET_HOURS: &str = "quiet_hours";
+    pub const RECENT_ORDER: &str = "recent_order";
+    pub const HOLDOUT: &str = "holdout";
+}
+
+impl SuppressionReason {
+    /// Whether waiting lifts it (a cap, quiet hours, a cool-down) rather than an event.
+    pub fn defers(&self) -> bool {
+        matches!(
+            &*self.code,
+            reason_code::FREQUENCY_CAP | reason_code::QUIET_HOURS | reason_code::RECENT_ORDER
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelSuppression {
     pub channel: Channel,
@@ -187,6 +210,27 @@ pub struct ChannelSuppression {
     #[serde(with = "ts_milliseconds_option")]
     pub until: Option<DateTime<Utc>>,
     pub reasons: Vec<SuppressionReason>,
+}
+
+impl ChannelSuppression {
+    /// A channel's status from its reasons: blocked if any reason blocks, deferred if all defer,
+    /// allowed without reasons. `until` is when every reason has lapsed; none while one waits for
+    /// an event.
+    pub fn from_reasons(channel: Channel, reasons: Vec<SuppressionReason>) -> Self {
+        let status = if reasons.is_empty() {
+            SuppressionStatus::Allowed
+        } else if reasons.iter().all(SuppressionReason::defers) {
+            SuppressionStatus::Deferred
+        } else {
+            SuppressionStatus::Blocked
+        };
+        let until = if reasons.is_empty() || reasons.iter().any(|r| r.until.is_none()) {
+            None
+        } else {
+            reasons.iter().filter_map(|r| r.until).max()
+        };
+        Self { channel, status, until, reasons }
+    }
 }
 
 /// `customer.suppressions.v1`: may we message them now, where, and if not why and until when

@@ -98,11 +98,17 @@ pub async fn replay(kafka: &KafkaArgs, args: ReplayArgs) -> anyhow::Result<ExitC
             counts.skipped_filter += 1;
             continue;
         }
-        let source = (
-            header(&message, "source.topic").unwrap_or("").to_owned(),
-            header(&message, "source.partition").unwrap_or("").to_owned(),
-            header(&message, "source.offset").unwrap_or("").to_owned(),
-        );
+        // Identified by where it came from; a record without those headers stands for itself.
+        let source = match (
+            header(&message, "source.topic"),
+            header(&message, "source.partition"),
+            header(&message, "source.offset"),
+        ) {
+            (Some(topic), Some(partition), Some(offset)) => {
+                (topic.to_owned(), partition.to_owned(), offset.to_owned())
+            }
+            _ => (args.dlq_topic.clone(), message.partition().to_string(), message.offset().to_string()),
+        };
         if !seen.insert(source) {
             counts.duplicate += 1;
             continue;

@@ -19,6 +19,28 @@ pub struct GatewayCounts {
     pub retries: u64,
 }
 
+/// What one request carries.
+#[derive(Debug)]
+enum Body {
+    Events(Vec<Value>),
+    /// A line that is not JSON, sent as it is.
+    Raw(String),
+}
+
+/// The events of a batch the gateway answered `unavailable` for, in order.
+fn unavailable_events(events: &[Value], answer: &Value) -> Vec<Value> {
+    answer["results"]
+        .as_array()
+        .map(|results| {
+            results
+                .iter()
+                .filter(|r| r["status"] == "unavailable")
+                .filter_map(|r| events.get(usize::try_from(r["index"].as_u64()?).ok()?).cloned())
+                .collect()
+        })
+        .unwrap_or_else(|| events.to_vec())
+}
+
 #[derive(Debug)]
 pub struct GatewayClient {
     client: reqwest::Client,
@@ -53,7 +75,7 @@ impl GatewayClient {
                 }
             }
             Err(_) => {
-                self.post(line).await?;
+                self.post(Body::Raw(line)).await?;
             }
         }
         Ok(())
@@ -65,14 +87,20 @@ impl GatewayClient {
             return Ok(());
         }
         let events = std::mem::take(&mut self.batch);
-        self.post(serde_json::json!({ "events": events }).to_string()).await
+        self.post(Body::Events(events)).await
     }
 
-    async fn post(&mut self, body: String) -> anyhow::Result<()> {
+    /// Posts until the gateway has taken every event: after a 503 only the events it reports
+    /// `unavailable` go again (the others are in Kafka); after no answer at all, every event.
+    async fn post(&mut self, mut body: Body) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
+            let payload = match &body {
+                Body::Events(events) => serde_json::json!({ "events": events }).to_string(),
+                Body::Raw(text) => text.clone(),
+            };
             let mut request =
-                self.client.post(&self.url).header("content-type", "application/json").body(body.clone());
+                self.client.post(&self.url).header("content-type", "application/json").body(payload);
             if let Some(key) = &self.api_key {
                 request = request.bearer_auth(key);
             }
@@ -97,7 +125,17 @@ impl GatewayClient {
                             self.counts.rejected += 1;
                             return Ok(());
                         }
-                        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => retry_after,
+                        StatusCode::SERVICE_UNAVAILABLE => {
+                            if let (Body::Events(events), Ok(answer)) =
+                                (&mut body, serde_json::from_str::<Value>(&text))
+                            {
+                                self.counts.accepted += answer["accepted"].as_u64().unwrap_or(0);
+                                self.counts.rejected += answer["rejected"].as_u64().unwrap_or(0);
+                                *events = unavailable_events(events, &answer);
+                            }
+                            retry_after
+                        }
+                        StatusCode::TOO_MANY_REQUESTS => retry_after,
                         other => bail!("gateway answered {other}: {text}"),
                     }
                 }
@@ -110,5 +148,22 @@ impl GatewayClient {
             self.counts.retries += 1;
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn after_a_503_only_the_unavailable_events_go_again() {
+        let events = vec![json!({"event_id": "a"}), json!({"event_id": "b"}), json!({"event_id": "c"})];
+        let answer = json!({"results": [
+            {"index": 0, "status": "accepted"}, {"index": 1, "status": "unavailable"},
+            {"index": 2, "status": "rejected"}]});
+        assert_eq!(unavailable_events(&events, &answer), vec![json!({"event_id": "b"})]);
+        // No per-event results (a proxy's 503): all again.
+        assert_eq!(unavailable_events(&events, &json!({})), events);
     }
 }

@@ -2,6 +2,7 @@
 //! `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
@@ -106,6 +107,59 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
         () = shutdown.cancelled() => {}
     }
     shutdown.cancel();
+}
+
+/// The `main` of an HTTP process: JSON logs, a multi-threaded runtime, exit 0 after a clean stop
+/// and 1 (logged) on an error.
+pub fn run_process<E: std::fmt::Display>(serve: impl Future<Output = Result<(), E>>) -> ExitCode {
+    crate::logging::init(crate::logging::LogFormat::Json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve) {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "stopping on error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves `public` on `http_addr` and `admin` on `admin_addr` until `shutdown` is cancelled;
+/// requests in flight finish first.
+pub async fn serve_http(
+    public: Router,
+    http_addr: SocketAddr,
+    admin: Router,
+    admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let public_listener = bind(http_addr).await?;
+    let admin_listener = bind(admin_addr).await?;
+    tracing::info!(http = %public_listener.local_addr()?, admin = %admin_listener.local_addr()?, "listening");
+    let admin_server = tokio::spawn(
+        axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    let served =
+        axum::serve(public_listener, public).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    shutdown.cancel();
+    let admin_served = admin_server.await.map_err(std::io::Error::other)?;
+    served.and(admin_served)
 }
 
 /// Serves the admin endpoints until `shutdown` is cancelled.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState, SuppressionStatus};
+use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState};
 use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_record};
 use omnistream_runtime::{Output, Processor};
@@ -32,21 +32,7 @@ pub use rules::{FrequencyCap, PreparedRules, QuietHours, Rules};
 /// Resolved tickets remembered so that a late `support_ticket_opened` does not reopen them.
 const RESOLVED_TICKETS_KEPT: usize = 16;
 
-/// Why a channel is suppressed (the `code` of a reason).
-pub mod code {
-    pub const SUPPORT_TICKET_OPEN: &str = "support_ticket_open";
-    pub const CONSENT_REVOKED: &str = "consent_revoked";
-    pub const NO_CONSENT: &str = "no_consent";
-    pub const HARD_BOUNCE: &str = "hard_bounce";
-    pub const SPAM_REPORT: &str = "spam_report";
-    pub const FREQUENCY_CAP: &str = "frequency_cap";
-    pub const QUIET_HOURS: &str = "quiet_hours";
-    pub const RECENT_ORDER: &str = "recent_order";
-    pub const HOLDOUT: &str = "holdout";
-}
-
-/// Reasons that defer (wait and it passes) rather than block.
-const DEFERRING: &[&str] = &[code::FREQUENCY_CAP, code::QUIET_HOURS, code::RECENT_ORDER];
+pub use omnistream_model::records::reason_code as code;
 
 /// The latest consent of a channel and purpose, by event time (unix millis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,8 +329,8 @@ pub fn evaluate(
             reasons.push(reason(code::RECENT_ORDER, Some(detail), Some(until)));
         }
         changes.extend(reasons.iter().filter_map(|r| r.until.map(|t| t.timestamp_millis())));
-        marketing.push(channel_state(channel, reasons));
-        transactional.push(channel_state(channel, hard));
+        marketing.push(ChannelSuppression::from_reasons(channel, reasons));
+        transactional.push(ChannelSuppression::from_reasons(channel, hard));
     }
     let next_change_at = changes.into_iter().filter(|t| *t > at).min();
     memory.next_change_at = next_change_at;
@@ -434,23 +420,4 @@ fn instant_of(zone: Tz, local: NaiveDateTime, after: i64) -> i64 {
                 .unwrap_or_else(|| local.and_utc().timestamp_millis())
         }
     }
-}
-
-/// A channel's status from its reasons: blocked if any reason blocks, deferred if all defer,
-/// allowed without reasons. `until` is when every reason has lapsed; none while one waits for an
-/// event.
-fn channel_state(channel: Channel, reasons: Vec<SuppressionReason>) -> ChannelSuppression {
-    let status = if reasons.is_empty() {
-        SuppressionStatus::Allowed
-    } else if reasons.iter().all(|r| DEFERRING.contains(&&*r.code)) {
-        SuppressionStatus::Deferred
-    } else {
-        SuppressionStatus::Blocked
-    };
-    let until = if reasons.is_empty() || reasons.iter().any(|r| r.until.is_none()) {
-        None
-    } else {
-        reasons.iter().filter_map(|r| r.until).max()
-    };
-    ChannelSuppression { channel, status, until, reasons }
 }
