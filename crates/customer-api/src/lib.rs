@@ -19,7 +19,6 @@ use axum::routing::get;
 use omnistream_model::Purpose;
 use omnistream_model::topics::{CHANNEL_AFFINITY, LOYALTY_BALANCES, LOYALTY_LEDGER, PROFILES, SUPPRESSIONS};
 use omnistream_runtime::KafkaArgs;
-use omnistream_runtime::server::Health;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -151,7 +150,6 @@ impl ApiMetrics {
 pub struct Api {
     pub store: Arc<Store>,
     pub metrics: Arc<ApiMetrics>,
-    pub health: Arc<Health>,
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

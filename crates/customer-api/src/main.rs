@@ -59,7 +59,7 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
 
     let registry = Arc::new(registry);
     let admin = admin_router(registry, health.clone());
-    let api = Arc::new(Api { store, metrics, health });
+    let api = Arc::new(Api { store, metrics });
     let public = router(api).merge(admin.clone());
     server::serve_http(public, args.http_addr, admin, args.admin_addr, shutdown).await?;
     for reader in readers {
