@@ -45,7 +45,9 @@ impl RateLimiter {
             bucket.tokens -= wanted;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((wanted - bucket.tokens) / self.limit.per_second))
+            // Saturating: a tiny rate must not turn the wait into a panic.
+            Err(Duration::try_from_secs_f64((wanted - bucket.tokens) / self.limit.per_second)
+                .unwrap_or(Duration::MAX))
         }
     }
 }
