@@ -90,7 +90,7 @@ impl TopicReader {
         info!(topic = %self.topic, partitions = partitions.len(), "reading from the beginning");
         let mut at_end_once: HashSet<i32> = HashSet::new();
         let mut caught_up = false;
-        let mut last_lag = Instant::now() - LAG_INTERVAL;
+        let mut last_lag: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             self.health.tick();
             match consumer.poll(Duration::from_millis(100)) {
@@ -106,8 +106,8 @@ impl TopicReader {
                 }
                 Some(Err(error)) => warn!(topic = %self.topic, error = %error, "consumer error"),
             }
-            if last_lag.elapsed() >= LAG_INTERVAL {
-                last_lag = Instant::now();
+            if last_lag.is_none_or(|at| at.elapsed() >= LAG_INTERVAL) {
+                last_lag = Some(Instant::now());
                 // Unknown (the broker does not answer) keeps the last value rather than 0.
                 if let Some(lag) = self.lag(&consumer, &partitions) {
                     self.metrics.lag.set(lag);
