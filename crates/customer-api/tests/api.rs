@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
@@ -15,7 +15,8 @@ use omnistream_runtime::admin::TopicRequest;
 use omnistream_suppression::{Rules, Suppression};
 use omnistream_testkit::pipeline::{OutputsByKey, fold, simulated_input};
 use omnistream_testkit::{
-    ServiceProcess, create_test_topics, free_port, http_get, producer, unique_topic, workspace_binary,
+    ServiceProcess, create_test_topics, free_port, http_get, producer, unique_topic, wait_until,
+    workspace_binary,
 };
 use rdkafka::producer::FutureRecord;
 
@@ -103,11 +104,9 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
         ],
         &[],
     );
-    let started = Instant::now();
-    while http_get(port, "/readyz").is_none_or(|(status, _)| status != 200) {
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready within 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the customer-api is ready", Duration::from_secs(60), || {
+        http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
 
     // Ready: every customer as the last records say, none missing, erased ones gone.
     for (customer, profile) in &last_profiles {

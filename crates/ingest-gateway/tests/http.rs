@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use omnistream_model::decode_event;
-use omnistream_testkit::{ServiceProcess, consume_committed, free_port, fresh_topic, workspace_binary};
+use omnistream_testkit::{
+    ServiceProcess, consume_committed, free_port, fresh_topic, http_get, wait_until, workspace_binary,
+};
 use rdkafka::message::Message;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -50,15 +52,12 @@ impl Gateway {
             url: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
         };
-        for _ in 0..300 {
-            if let Ok(response) = gateway.client.get(format!("{}/readyz", gateway.url)).send().await
-                && response.status().is_success()
-            {
-                return gateway;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the gateway did not become ready");
+        tokio::task::block_in_place(|| {
+            wait_until("the gateway is ready", Duration::from_secs(30), || {
+                http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+            });
+        });
+        gateway
     }
 
     async fn post(
