@@ -18,8 +18,8 @@ use omnistream_runtime::CAUSE_HEADER;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_sim::{SimConfig, Simulator};
 use omnistream_testkit::{
-    ServiceProcess, bootstrap_servers, client_config, create_test_topics, free_port, http_get, produce_all,
-    unique_topic,
+    ServiceProcess, bootstrap_servers, client_config, create_test_topics, delete_topics_with_prefix,
+    free_port, http_get, produce_all, unique_topic,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -370,6 +370,8 @@ fn mib(bytes: u64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     eprintln!("bench: broker at {}", bootstrap_servers());
+    // An interrupted earlier run leaves its topics behind.
+    delete_bench_topics().await;
     let mut rows: Vec<Row> = Vec::new();
 
     let input = unique_topic("bench-input");
@@ -531,6 +533,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(table, "| {} | {} | {} | {} |", r.metric, r.value, r.target, r.verdict)?;
     }
     println!("{table}");
+    delete_bench_topics().await;
     if !args.services.is_empty() {
         return Ok(());
     }
@@ -703,6 +706,14 @@ fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>) -> anyhow::Result
             None,
         ),
     ])
+}
+
+/// Every topic of this command is named `test.bench-*`; none is needed once the table is printed.
+async fn delete_bench_topics() {
+    let deleted = delete_topics_with_prefix("test.bench-").await;
+    if deleted > 0 {
+        eprintln!("bench: deleted {deleted} benchmark topics");
+    }
 }
 
 fn total_memory_gib() -> f64 {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use omnistream_runtime::admin::{TopicRequest, create_topics};
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -49,6 +51,22 @@ pub fn unique_topic(label: &str) -> String {
 /// Creates the topics of a test.
 pub async fn create_test_topics(requests: &[TopicRequest]) {
     create_topics(&client_config(), requests).await.expect("create test topics");
+}
+
+/// Deletes every topic whose name starts with `prefix` and returns how many there were: unique
+/// topics otherwise pile up on a long-lived dev broker (a full `make bench` writes gigabytes).
+pub async fn delete_topics_with_prefix(prefix: &str) -> usize {
+    let metadata_reader: BaseConsumer = client_config().create().expect("metadata consumer");
+    let metadata = metadata_reader.fetch_metadata(None, Duration::from_secs(30)).expect("topic metadata");
+    let names: Vec<&str> =
+        metadata.topics().iter().map(|topic| topic.name()).filter(|name| name.starts_with(prefix)).collect();
+    if names.is_empty() {
+        return 0;
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+    let results = admin.delete_topics(&names, &options).await.expect("delete topics");
+    results.iter().filter(|result| result.is_ok()).count()
 }
 
 /// Creates one fresh delete-policy topic and returns its name.
