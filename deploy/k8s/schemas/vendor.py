@@ -13,7 +13,11 @@ accepts no others unless it says `x-kubernetes-preserve-unknown-fields`), writte
 - Prometheus Operator PodMonitor, PrometheusRule: Go module
   github.com/prometheus-operator/prometheus-operator@v0.86.1, example/prometheus-operator-crd/.
 Strimzi's KafkaTopic (kafka.strimzi.io/v1) is written by hand in crds/kafka.strimzi.io/, from the
-Strimzi API reference: its CRD files are not published to a registry this project can reach.
+Strimzi API reference: its CRD files are not published to a registry this project can reach (Maven
+Central's io.strimzi:api jar holds only classes). Its fields and bounds (partitions >= 1, replicas
+1..32767, config an open object, topicName) agree with the validator npm's
+@kubernetes-models/strimzi-kafka-operator 1.0.1 generates from Strimzi's CRD; unlike the CRD, which
+lets Kubernetes prune an unknown field silently, it rejects one, so a misspelt field fails the check.
 
     GOFLAGS=-mod=mod GOSUMDB=off go mod download github.com/kedacore/keda/v2@v2.18.1 \\
         github.com/prometheus-operator/prometheus-operator@v0.86.1
