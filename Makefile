@@ -10,13 +10,13 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: help build kafka-up kafka-down kafka-status topics demo test lint k8s-check down bench
+.PHONY: help build kafka-up kafka-down kafka-status kafka-reset topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
 	@echo "make test          fmt, clippy, the Kubernetes manifests check and every test (starts Kafka when needed)"
 	@echo "make k8s-check     render the Kubernetes overlays and validate them offline"
-	@echo "make kafka-up      start the local broker (kafka-down, kafka-status)"
+	@echo "make kafka-up      start the local broker (kafka-down, kafka-status; kafka-reset deletes its data)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
 	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
 	@echo "make down          stop everything local"
@@ -32,6 +32,10 @@ kafka-down:
 
 kafka-status:
 	@bash $(KAFKA) status
+
+# Tests and benchmarks create uniquely named topics; on a long-lived dev broker they pile up.
+kafka-reset:
+	@bash $(KAFKA) reset
 
 topics: kafka-up build
 	$(OMNI) topics create --partitions $(PARTITIONS)

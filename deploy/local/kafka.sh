@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka (KRaft, broker+controller) assembled from Maven Central jars.
-#   kafka.sh up|down|status|restart|jars
+#   kafka.sh up|down|status|restart|reset|jars
+# `reset` stops the broker and deletes its data: every topic the tests and benchmarks left behind.
 # Idempotent: `up` when running and `down` when stopped exit 0.
 # When KAFKA_BOOTSTRAP_SERVERS is set, nothing local is started: `up`/`status` only check that
 # cluster answers a metadata request, `down` does nothing.
@@ -161,6 +162,12 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   restart) down; up ;;
+  reset)
+    [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]] || { log "KAFKA_BOOTSTRAP_SERVERS is set: not resetting a cluster of yours"; exit 2; }
+    down
+    log "deleting $home/data"
+    rm -rf "$home/data" "$log_file" "$home/format.log"
+    ;;
   jars) ensure_jars; echo "$libs" ;;
-  *) echo "usage: $0 up|down|status|restart|jars" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart|reset|jars" >&2; exit 2 ;;
 esac
