@@ -44,6 +44,14 @@ for overlay in deploy/k8s/overlays/*/; do
   name="$(basename "$overlay")"
   "$kustomize" build "$overlay" >"$out/$name.yaml"
   rendered+=("$out/$name.yaml")
+  # An `images:` entry whose name does not match the rendered image is ignored without a word.
+  images="$(python3 -c 'import sys, yaml
+for image in yaml.safe_load(open(sys.argv[1])).get("images", []):
+    print(image["newName"] + ":" + str(image["newTag"]))' "$overlay/kustomization.yaml")"
+  for image in $images; do
+    grep -q "image: $image\$" "$out/$name.yaml" \
+      || { echo "validate.sh: overlay $name sets image $image, but its manifests do not use it" >&2; exit 1; }
+  done
 done
 validate "${rendered[@]}"
 python3 deploy/k8s/lint.py deploy/k8s/base/dashboards/omnistream.json "${rendered[@]}"

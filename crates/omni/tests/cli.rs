@@ -92,7 +92,7 @@ fn simulate_is_deterministic_for_a_seed_and_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes() {
+async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes_keyed_by_its_customer() {
     use omnistream_model::{encode_event, parse_event_json};
     use omnistream_testkit::producer;
     use rdkafka::message::{Header, OwnedHeaders};
@@ -108,25 +108,26 @@ async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes() {
     };
     // As the services write them: the same source record once per service that refused it.
     let dead = [
-        (event("e-fixed"), "unknown_schema", "5"),
-        (event("e-fixed"), "unknown_schema", "5"),
-        (b"\x00garbage".to_vec(), "unknown_schema", "6"),
-        (event("e-other"), "malformed", "7"),
+        ("c-9", event("e-fixed"), "unknown_schema", "5"),
+        ("c-9", event("e-fixed"), "unknown_schema", "5"),
+        ("c-9", b"\x00garbage".to_vec(), "unknown_schema", "6"),
+        ("c-9", event("e-other"), "malformed", "7"),
+        ("someone-else", event("e-rekeyed"), "key_mismatch", "8"),
     ];
     let producer = producer();
-    for (value, code, offset) in &dead {
+    for (key, value, code, offset) in &dead {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "error.code", value: Some(*code) })
             .insert(Header { key: "source.topic", value: Some("touchpoint.events.v1") })
             .insert(Header { key: "source.partition", value: Some("0") })
             .insert(Header { key: "source.offset", value: Some(*offset) });
-        let record = FutureRecord::to(&dlq).key("c-9").payload(value).headers(headers);
+        let record = FutureRecord::to(&dlq).key(*key).payload(value).headers(headers);
         producer.send(record, Duration::from_secs(10)).await.expect("produced");
     }
 
     let dry = omni(&["dlq", "replay", "--dlq-topic", &dlq, "--events-topic", &events, "--dry-run"]);
     let stderr = String::from_utf8_lossy(&dry.stderr);
-    assert!(stderr.contains("would replay 2 records"), "{stderr}");
+    assert!(stderr.contains("would replay 3 records"), "{stderr}");
 
     let output = omni(&[
         "dlq",
@@ -137,14 +138,16 @@ async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes() {
         &events,
         "--error-code",
         "unknown_schema",
+        "--error-code",
+        "key_mismatch",
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("replayed 1 records"), "{stderr}");
+    assert!(stderr.contains("replayed 2 records"), "{stderr}");
     assert!(stderr.contains("1 copies of the same source record, 1 still refused"), "{stderr}");
-    let replayed = consume_committed(&events, 2, Duration::from_secs(3));
+    let replayed = consume_committed(&events, 3, Duration::from_secs(3));
     let ids: Vec<String> =
         replayed.iter().map(|m| decode_event(m.payload().unwrap()).unwrap().event_id).collect();
-    assert_eq!(ids, ["e-fixed"]);
-    assert_eq!(replayed[0].key(), Some(b"c-9".as_slice()));
+    assert_eq!(ids, ["e-fixed", "e-rekeyed"]);
+    assert!(replayed.iter().all(|m| m.key() == Some(b"c-9".as_slice())), "keyed by customer_id");
 }

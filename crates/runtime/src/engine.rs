@@ -24,6 +24,7 @@ use crate::config::RuntimeConfig;
 use crate::kafka::ReadToEndContext;
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::{Output, Processor};
+use crate::server::Health;
 use crate::{RuntimeError, TxnProducer};
 
 /// What the runtime keeps per customer: the ids of recent events (dedupe) and the processor's
@@ -149,6 +150,8 @@ pub(crate) struct Engine<P: Processor> {
     config: Arc<RuntimeConfig>,
     producer: TxnProducer,
     metrics: Arc<Metrics>,
+    /// Ticked while a restore reads the changelog: that is progress, and it may take minutes.
+    health: Arc<Health>,
     partitions: HashMap<i32, PartitionData<P::State>>,
     pending_restore: BTreeSet<i32>,
     /// Partitions to seek to their committed offset once restored: records of theirs arrived
@@ -169,12 +172,14 @@ impl<P: Processor> Engine<P> {
         config: Arc<RuntimeConfig>,
         producer: TxnProducer,
         metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> Self {
         Self {
             processor,
             config,
             producer,
             metrics,
+            health,
             partitions: HashMap::new(),
             pending_restore: BTreeSet::new(),
             rewind_after_restore: HashSet::new(),
@@ -632,7 +637,8 @@ impl<P: Processor> Engine<P> {
         // are still being written (KIP-447, require_stable), and by then the changelog's are too
         // in practice, so the state read next is not older than the offsets it resumes from.
         let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
-        let mut restored = read_changelog::<P::State>(&self.config, &partitions, &self.metrics)?;
+        let mut restored =
+            read_changelog::<P::State>(&self.config, &partitions, &self.metrics, &self.health)?;
         for partition in &partitions {
             let offset = committed
                 .find_partition(&self.config.input_topic, *partition)
@@ -668,12 +674,17 @@ impl<P: Processor> Engine<P> {
 
 type RestoredPartitions<S> = HashMap<i32, Customers<S>>;
 
+/// How long a restore may take before the service gives up and exits (to be restarted).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Reads changelog partitions from the beginning to their end (the last stable offset, as
-/// read_committed) with an assign-only consumer.
+/// read_committed) with an assign-only consumer, within [`RESTORE_TIMEOUT`]; every poll ticks
+/// `health`, so a long restore does not fail liveness (the timeout bounds a stuck one).
 pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
     config: &RuntimeConfig,
     partitions: &[i32],
     metrics: &Metrics,
+    health: &Health,
 ) -> Result<RestoredPartitions<S>, RuntimeError> {
     let mut client = config.kafka.client_config()?;
     set_restore_consumer(&mut client, config);
@@ -686,13 +697,15 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
     reader.assign(&assignment)?;
     let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
     let mut restored: RestoredPartitions<S> = partitions.iter().map(|p| (*p, Customers::default())).collect();
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
             return Err(RuntimeError::Restore(format!(
-                "changelog partitions {remaining:?} not read to the end in 300 s"
+                "changelog partitions {remaining:?} not read to the end in {} s",
+                RESTORE_TIMEOUT.as_secs()
             )));
         }
+        health.tick();
         match reader.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(partition))) => {

@@ -125,7 +125,13 @@ fn processing_loop<P: Processor>(
 ) -> Result<(), RuntimeError> {
     health.tick();
     let producer = create_transactional_producer(&config)?;
-    let engine = Arc::new(Mutex::new(Engine::new(processor, config.clone(), producer, metrics.clone())));
+    let engine = Arc::new(Mutex::new(Engine::new(
+        processor,
+        config.clone(),
+        producer,
+        metrics.clone(),
+        health.clone(),
+    )));
     let context = EngineContext { engine: engine.clone(), metrics, input_topic: config.input_topic.clone() };
     let consumer = create_consumer(&config, context)?;
     consumer.subscribe(&[&config.input_topic])?;

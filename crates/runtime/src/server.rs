@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 /// How long the processing loop may go without a tick before `/healthz` fails: longer than the
-/// slowest blocking call it makes (a transactional call or a restore).
+/// slowest blocking call it makes (a transactional call; a restore ticks as it reads).
 const MAX_TICK_AGE_MS: i64 = 60_000;
 
 /// Liveness and readiness as the processing loop (or a server's own checks) report them.
