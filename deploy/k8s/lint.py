@@ -43,6 +43,13 @@ def check_deployment(where, deployment, problems):
         problems.append(f"{where}: pod seccompProfile must be RuntimeDefault")
     if pod.get("automountServiceAccountToken") is not False:
         problems.append(f"{where}: no service account token is needed; do not mount one")
+    # A Service named kafka would otherwise inject KAFKA_PORT=tcp://..., read as a Kafka option.
+    if pod.get("enableServiceLinks") is not False:
+        problems.append(f"{where}: enableServiceLinks must be false")
+    if deployment["metadata"]["name"] == "ingest-gateway":
+        keys = [e for c in pod["containers"] for e in c.get("env", []) if e["name"] == "GATEWAY_API_KEYS"]
+        if not keys or "secretKeyRef" not in keys[0].get("valueFrom", {}):
+            problems.append(f"{where}: GATEWAY_API_KEYS must come from a Secret (without keys anyone may publish)")
     pre_stop = max((c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0) for c in pod["containers"]), default=0)
     if pod.get("terminationGracePeriodSeconds", 30) <= TRANSACTION_TIMEOUT_SECONDS + pre_stop:
         problems.append(f"{where}: terminationGracePeriodSeconds must exceed the {TRANSACTION_TIMEOUT_SECONDS} s drain")

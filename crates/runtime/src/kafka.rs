@@ -11,6 +11,7 @@ use rdkafka::ClientConfig;
 /// Java broker's own (the local broker script reads those).
 const NOT_PASSED_THROUGH: &[&str] = &[
     "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_CONFIG_FILE",
     "KAFKA_GROUP_ID",
     "KAFKA_HEAP_OPTS",
     "KAFKA_OPTS",
@@ -119,9 +120,17 @@ fn split_property(line: &str, origin: &str) -> Result<(String, String), ConfigEr
 
 /// `KAFKA_SASL_MECHANISM=PLAIN` → `sasl.mechanism=PLAIN`.
 pub fn properties_from_env(vars: impl Iterator<Item = (String, String)>) -> BTreeMap<String, String> {
-    vars.filter(|(name, _)| name.starts_with("KAFKA_") && !NOT_PASSED_THROUGH.contains(&name.as_str()))
-        .map(|(name, value)| (name["KAFKA_".len()..].to_ascii_lowercase().replace('_', "."), value))
-        .collect()
+    vars.filter(|(name, _)| {
+        name.starts_with("KAFKA_") && !NOT_PASSED_THROUGH.contains(&name.as_str()) && !is_service_link(name)
+    })
+    .map(|(name, value)| (name["KAFKA_".len()..].to_ascii_lowercase().replace('_', "."), value))
+    .collect()
+}
+
+/// Kubernetes (and Docker links) describe a Service named `kafka` as `KAFKA_SERVICE_HOST`,
+/// `KAFKA_PORT`, `KAFKA_PORT_9092_TCP_ADDR`, ...: addresses, not librdkafka options.
+fn is_service_link(name: &str) -> bool {
+    name.starts_with("KAFKA_SERVICE_") || name == "KAFKA_PORT" || name.starts_with("KAFKA_PORT_")
 }
 
 #[cfg(test)]
@@ -134,7 +143,11 @@ mod tests {
             ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
             ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
             ("KAFKA_BOOTSTRAP_SERVERS", "broker:9092"),
+            ("KAFKA_CONFIG_FILE", "/etc/omnistream/kafka.properties"),
             ("KAFKA_HEAP_OPTS", "-Xmx1g"),
+            ("KAFKA_SERVICE_HOST", "10.0.0.7"),
+            ("KAFKA_PORT", "tcp://10.0.0.7:9092"),
+            ("KAFKA_PORT_9092_TCP_ADDR", "10.0.0.7"),
             ("HOME", "/root"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
