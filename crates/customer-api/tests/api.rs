@@ -9,7 +9,9 @@ use std::time::Duration;
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
 use omnistream_model::decode_record;
-use omnistream_model::records::{CustomerProfile, LoyaltyBalance};
+use omnistream_model::records::{
+    ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
+};
 use omnistream_profile_updater::ProfileUpdater;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_suppression::{Rules, Suppression};
@@ -77,6 +79,9 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     publish(&outputs).await;
 
     let last_profiles = last_values(&outputs, &profiles);
+    let last_suppressions = last_values(&outputs, &suppressions);
+    let last_affinities = last_values(&outputs, &affinity);
+    let last_entries = last_values(&outputs, &ledger);
     let last_balances = last_values(&outputs, &balances);
     let erased: Vec<&String> = last_profiles.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
     assert!(!erased.is_empty(), "the simulation erases some customers");
@@ -117,9 +122,26 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
                 let document: serde_json::Value = serde_json::from_str(&body).expect("JSON");
                 let expected: CustomerProfile = decode_record(bytes).unwrap();
                 assert_eq!(document["profile"]["version"], expected.version, "{customer}");
+                if let Some(Some(state)) = last_suppressions.get(customer) {
+                    let expected: SuppressionState = decode_record(state).unwrap();
+                    assert_eq!(document["suppression"]["version"], expected.version, "{customer}");
+                }
+                if let Some(Some(scores)) = last_affinities.get(customer) {
+                    let expected: ChannelAffinity = decode_record(scores).unwrap();
+                    assert_eq!(document["channel_affinity"]["version"], expected.version, "{customer}");
+                }
                 if let Some(Some(balance)) = last_balances.get(customer) {
                     let expected: LoyaltyBalance = decode_record(balance).unwrap();
                     assert_eq!(document["loyalty"]["active"], expected.active, "{customer}");
+                }
+                if let Some(Some(entry)) = last_entries.get(customer) {
+                    let expected: LoyaltyLedgerEntry = decode_record(entry).unwrap();
+                    let (_, body) = http_get(port, &format!("/v1/customers/{customer}/loyalty")).unwrap();
+                    let loyalty: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                    assert_eq!(
+                        loyalty["recent_entries"][0]["entry_id"], expected.entry_id,
+                        "{customer}: {body}"
+                    );
                 }
             }
             None => {
@@ -128,9 +150,16 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
             }
         }
     }
-    let (_, metrics) = http_get(port, "/metrics").unwrap();
-    for topic in [&profiles, &suppressions, &affinity, &ledger, &balances] {
+    // Lag is measured every few seconds: it comes down to 0 on every topic.
+    let topics = [&profiles, &suppressions, &affinity, &ledger, &balances];
+    let mut metrics = String::new();
+    wait_until("lag 0 on every topic", Duration::from_secs(20), || {
+        metrics = http_get(port, "/metrics").unwrap().1;
+        topics
+            .iter()
+            .all(|topic| metrics.contains(&format!("omnistream_api_topic_lag{{topic=\"{topic}\"}} 0\n")))
+    });
+    for topic in topics {
         assert!(metrics.contains(&format!("omnistream_api_records_total{{topic=\"{topic}\"}}")), "{metrics}");
-        assert!(metrics.contains(&format!("omnistream_api_topic_lag{{topic=\"{topic}\"}}")), "{metrics}");
     }
 }

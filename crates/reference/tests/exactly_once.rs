@@ -3,7 +3,7 @@
 //! the process. A lost event shows as a gap in a customer's counts, a duplicate as a repeat.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_event};
@@ -99,8 +99,16 @@ async fn a_second_instance_joins_and_the_first_leaves_with_sigterm_exactly_once(
 
     let first = counter(&topics, "rebalance-a", "rebalance-a");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut second = counter(&topics, "rebalance-b", "rebalance-b");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second_admin = free_port();
+    let mut second = counter_with_args(&topics, "rebalance-b", "rebalance-b", second_admin, &[]);
+    // Ready: the second has partitions of its own, restored, before the first leaves.
+    tokio::task::spawn_blocking(move || {
+        wait_until("the second instance is ready", Duration::from_secs(30), || {
+            http_get(second_admin, "/readyz").is_some_and(|(status, _)| status == 200)
+        });
+    })
+    .await
+    .unwrap();
     assert!(
         !output_may_be_complete(&topics.outputs[0], records_in(&expected, &topics.outputs[0])),
         "still mid-stream"
@@ -232,10 +240,13 @@ async fn health_readiness_and_metrics_tell_what_happened() {
             http_get(port, "/readyz").is_some_and(|r| r.0 == 200)
         });
         let mut body = String::new();
-        // Lag comes from librdkafka statistics, every 5 s.
-        wait_until("lag is reported", Duration::from_secs(15), || {
+        // Lag comes from librdkafka statistics, every 5 s: reported per partition, and 0 once
+        // everything is processed.
+        wait_until("lag is reported, and 0", Duration::from_secs(20), || {
             body = http_get(port, "/metrics").expect("metrics").1;
-            body.contains("omnistream_consumer_lag{")
+            let lags: Vec<&str> =
+                body.lines().filter(|l| l.starts_with("omnistream_consumer_lag{")).collect();
+            !lags.is_empty() && lags.iter().all(|line| line.ends_with(" 0"))
         });
         assert!(service.terminate(Duration::from_secs(20)).success());
         body
@@ -260,10 +271,23 @@ async fn timers_fire_on_wall_clock_without_new_events_and_survive_a_restart() {
     let customers = remembered_customers(&counts);
     produce_all(&topics.input, input).await;
     // Stopped before the idle period ends: the restarted instance must fire the restored timers.
-    let idle = ["--idle-after-ms", "4000", "--timer-interval-ms", "200"];
+    let idle_after = Duration::from_secs(12);
+    let idle = ["--idle-after-ms", &idle_after.as_millis().to_string(), "--timer-interval-ms", "200"]
+        .map(String::from);
+    let idle: Vec<&str> = idle.iter().map(String::as_str).collect();
+    let started = Instant::now();
     let first = counter_with_args(&topics, "timers", "timers-1", 0, &idle);
     let output = &topics.outputs[0];
-    committed_outputs(output, records_in(&counts, output), Duration::from_secs(60)).await;
+    let counted = records_in(&counts, output);
+    let before = {
+        let output = output.clone();
+        tokio::task::spawn_blocking(move || consume_committed(&output, counted, Duration::from_secs(60)))
+            .await
+            .unwrap()
+    };
+    assert_eq!(before.len(), counted, "every count is committed");
+    assert!(before.iter().all(|m| !count_record(m.payload().unwrap()).idle), "no idle report yet");
+    assert!(started.elapsed() < idle_after / 2, "the first instance stops well before its timers are due");
     assert!(
         tokio::task::spawn_blocking(move || first.terminate(Duration::from_secs(20)))
             .await
@@ -293,6 +317,7 @@ async fn a_zombie_with_the_same_instance_id_is_fenced_and_exits_non_zero() {
     let (expected, _) = expected(&topics, &input);
     let producing = produce_at_rate(topics.input.clone(), input, 5_000);
     let mut zombie = counter(&topics, "same-id", "fencing-zombie");
+    let zombie_log = zombie.log.clone();
     tokio::time::sleep(Duration::from_secs(3)).await;
     // A second process with the same transactional id (a restart whose predecessor still runs).
     let mut successor = counter(&topics, "same-id", "fencing-successor");
@@ -303,6 +328,8 @@ async fn a_zombie_with_the_same_instance_id_is_fenced_and_exits_non_zero() {
     .await
     .unwrap();
     assert!(!status.success(), "a fenced instance exits non-zero, got {status}");
+    let log = std::fs::read_to_string(&zombie_log).expect("zombie log");
+    assert!(log.contains("fatal transactional error"), "it stopped because it was fenced: {log}");
     producing.await.expect("producer task");
     assert_exactly_once(&topics, &expected, Duration::from_secs(120)).await;
     assert!(successor.is_running());
