@@ -10,7 +10,7 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: help build kafka-up kafka-down kafka-status kafka-reset topics demo test lint k8s-check down bench
+.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-reset topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
@@ -51,7 +51,13 @@ lint:
 k8s-check:
 	bash deploy/k8s/validate.sh
 
-test: kafka-up lint k8s-check
+# fastavro (PyPI), the independent Avro library the interop test decodes every topic with.
+FASTAVRO_VERSION := 1.13.1
+py-deps:
+	@target/py/bin/python3 -c 'import fastavro' 2>/dev/null || { python3 -m venv target/py && \
+	  target/py/bin/pip install --quiet --disable-pip-version-check fastavro==$(FASTAVRO_VERSION); }
+
+test: kafka-up lint k8s-check py-deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace
 

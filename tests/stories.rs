@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use apache_avro::types::Value as AvroValue;
 use chrono::Utc;
-use omnistream_testkit::stack::{Stack, StackOptions};
-use omnistream_testkit::{CommittedReader, produce_all};
+use omnistream_model::decode_any;
+use omnistream_testkit::stack::{Stack, StackOptions, StackTopics};
+use omnistream_testkit::{CommittedReader, produce_all, read_committed_to_end};
 use rdkafka::message::{Headers, Message};
 use serde_json::{Value, json};
 
@@ -147,7 +149,12 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
     let (web_body, app_body) = (redeem("s3-web", "web"), redeem("s3-app", "mobile_app"));
     let (web, app) = tokio::join!(stack.post_events(&web_body, None), stack.post_events(&app_body, None));
     assert_eq!((web.0, app.0), (200, 200));
-    let loyalty = stack.api_until("/v1/customers/c-s3/loyalty", WAIT, |l| entry_kinds(l).len() >= 4).await;
+    // The ledger and the balances are two topics, read apart: wait for both.
+    let loyalty = stack
+        .api_until("/v1/customers/c-s3/loyalty", WAIT, |l| {
+            entry_kinds(l).len() >= 4 && l["balance"]["spent"] == 100
+        })
+        .await;
     let kinds = entry_kinds(&loyalty);
     assert!(
         kinds == ["earn", "activate", "redeem", "reject"]
@@ -156,7 +163,8 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
     );
     let reject =
         loyalty["recent_entries"].as_array().unwrap().iter().find(|e| e["kind"] == "reject").unwrap();
-    assert!(reject["reason"].as_str().unwrap().starts_with("insufficient_points"), "{reject}");
+    assert_eq!(reject["reason"], "insufficient_points", "{reject}");
+    assert!(reject["redemption_id"].is_string(), "{reject}");
     assert_eq!(loyalty["balance"]["active"], 29, "never overdrawn");
     publish(
         &stack,
@@ -190,17 +198,18 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
             properties,
         ));
     };
-    let sent = json!({"message_id": "m", "purpose": "marketing"});
+    // Engagement counts once per message (SPEC 4): every send is a message of its own.
+    let sent = |id: String| json!({"message_id": id, "purpose": "marketing"});
     for minute in 0..5 {
         for channel in ["email", "sms", "push"] {
-            add(60 - minute, channel, "message_sent", sent.clone());
+            add(60 - minute, channel, "message_sent", sent(format!("{channel}-{minute}")));
         }
     }
     for minute in 5..8 {
-        add(60 - minute, "sms", "message_clicked", json!({"message_id": "m"}));
-        add(60 - minute, "whatsapp", "message_sent", sent.clone());
+        add(60 - minute, "sms", "message_clicked", json!({"message_id": format!("sms-{}", minute - 5)}));
+        add(60 - minute, "whatsapp", "message_sent", sent(format!("whatsapp-{minute}")));
         add(60 - minute, "whatsapp", "message_received", json!({"conversation_id": "w-1"}));
-        add(60 - minute, "push", "message_opened", json!({"message_id": "m"}));
+        add(60 - minute, "push", "message_opened", json!({"message_id": format!("push-{}", minute - 5)}));
     }
     add(50, "push", "consent_changed", json!({"purpose": "marketing", "granted": false}));
     let total = events.len();
@@ -305,4 +314,97 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
     .await
     .unwrap();
     assert_eq!(code.as_deref(), Some("malformed"));
+
+    every_record_decodes_with_fastavro(&stack.topics).await;
+}
+
+/// SPEC 2: any Avro library decodes every topic with the `.avsc` files alone. fastavro finds each
+/// record's writer schema by its own fingerprint and must read the same values as omnistream.
+async fn every_record_decodes_with_fastavro(topics: &StackTopics) {
+    let topics = [
+        ("events", topics.events.clone()),
+        ("profiles", topics.profiles.clone()),
+        ("suppressions", topics.suppressions.clone()),
+        ("affinity", topics.affinity.clone()),
+        ("ledger", topics.ledger.clone()),
+        ("balances", topics.balances.clone()),
+    ];
+    let records = tokio::task::spawn_blocking(move || {
+        let mut records = Vec::new();
+        for (label, topic) in topics {
+            for message in read_committed_to_end(&topic) {
+                if let Some(bytes) = message.payload()
+                    && bytes.starts_with(&[0xC3, 0x01])
+                {
+                    records.push((label, bytes.to_vec()));
+                }
+            }
+        }
+        records
+    })
+    .await
+    .unwrap();
+    for label in ["events", "profiles", "suppressions", "affinity", "ledger", "balances"] {
+        assert!(records.iter().any(|(l, _)| *l == label), "no {label} record to decode");
+    }
+    let input: String = records.iter().map(|(label, bytes)| format!("{label} {}\n", hex(bytes))).collect();
+    let decoded = run_fastavro(&input);
+    assert_eq!(decoded.len(), records.len(), "fastavro decoded every record");
+    for ((label, bytes), theirs) in records.iter().zip(&decoded) {
+        let (kind, value) = decode_any(bytes).expect("omnistream decodes its own record");
+        assert_eq!(theirs["schema"], kind.file_name(), "{label}: the schema fastavro found");
+        assert_eq!(theirs["value"], plain_json(&value), "{label}: the values fastavro read");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `tests/interop/fastavro_decode.py` with the Python that `make test` gave fastavro.
+fn run_fastavro(input: &str) -> Vec<Value> {
+    use std::io::Write;
+    let root = omnistream_testkit::repo_root();
+    let python = std::env::var("OMNISTREAM_PYTHON")
+        .unwrap_or_else(|_| root.join("target/py/bin/python3").to_string_lossy().into_owned());
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("tests/interop/fastavro_decode.py"))
+        .arg(root.join("schemas"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (`make py-deps` installs fastavro in target/py)"));
+    // Written from a thread of its own: fastavro answers line by line, and a full stdout pipe
+    // would otherwise stop it reading while this side still writes.
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success(), "fastavro: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// An Avro value as fastavro's JSON: unions unwrapped, enums as symbols, timestamps as millis.
+fn plain_json(value: &AvroValue) -> Value {
+    match value {
+        AvroValue::Null => Value::Null,
+        AvroValue::Boolean(flag) => json!(flag),
+        AvroValue::Int(n) => json!(n),
+        AvroValue::Long(n) | AvroValue::TimestampMillis(n) => json!(n),
+        AvroValue::Double(n) => json!(n),
+        AvroValue::String(text) | AvroValue::Enum(_, text) => json!(text),
+        AvroValue::Union(_, inner) => plain_json(inner),
+        AvroValue::Array(items) => Value::Array(items.iter().map(plain_json).collect()),
+        AvroValue::Map(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), plain_json(v))).collect()),
+        AvroValue::Record(fields) => {
+            Value::Object(fields.iter().map(|(k, v)| (k.clone(), plain_json(v))).collect())
+        }
+        other => panic!("no schema of omnistream holds {other:?}"),
+    }
 }

@@ -270,7 +270,7 @@ struct Latency {
 /// output's `cause.event_id` header).
 async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<Latency> {
     let input = unique_topic("bench-load-in");
-    create_test_topics(&[TopicRequest::plain(&input, args.partitions, 1)]).await;
+    create_test_topics(&[TopicRequest::events(&input, args.partitions, 1)]).await;
     let topics = bench_topics("load", &input, args.partitions, bench_service).await;
     let port = free_port();
     let service = spawn_service(bench_service, &topics, &format!("bench-load-{}", bench_service.name), port)?;
@@ -375,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
 
     let input = unique_topic("bench-input");
-    create_test_topics(&[TopicRequest::plain(&input, args.partitions, 1)]).await;
+    create_test_topics(&[TopicRequest::events(&input, args.partitions, 1)]).await;
     eprintln!("bench: preloading {} events over {} customers", args.events, args.customers);
     let preload_started = Instant::now();
     produce_all(&input, simulated(args.events, args.customers, 7, 1)).await;

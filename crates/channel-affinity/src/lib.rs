@@ -72,6 +72,10 @@ pub struct ChannelCounts {
     pub consent: Option<(bool, i64)>,
 }
 
+/// Messages whose first open or click is remembered per customer, so that a later one of the same
+/// message counts no engagement (unique opens and clicks, as Braze and Klaviyo report them).
+pub const ENGAGED_MESSAGES_KEPT: usize = 256;
+
 /// What channel-affinity keeps per customer.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AffinityState {
@@ -81,6 +85,30 @@ pub struct AffinityState {
     pub reference: Option<i64>,
     /// Events applied.
     pub version: i64,
+    /// FNV-1a hashes of channel and `message_id` of the last [`ENGAGED_MESSAGES_KEPT`] messages
+    /// opened or clicked. State
+    /// written before 2026-12 has none: its messages' first engagements are already counted.
+    #[serde(default)]
+    pub engaged_messages: std::collections::VecDeque<u64>,
+}
+
+impl AffinityState {
+    /// Whether this is the first open or click of the message seen; remembers it.
+    fn first_engagement(&mut self, channel: usize, message_id: &str) -> bool {
+        let hash = std::iter::once(channel as u8)
+            .chain(message_id.bytes())
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        if self.engaged_messages.contains(&hash) {
+            return false;
+        }
+        if self.engaged_messages.len() >= ENGAGED_MESSAGES_KEPT {
+            self.engaged_messages.pop_front();
+        }
+        self.engaged_messages.push_back(hash);
+        true
+    }
 }
 
 fn slot(channel: Channel) -> Option<usize> {
@@ -107,7 +135,7 @@ impl Processor for ChannelAffinityProcessor {
         &self,
         state: &mut Option<AffinityState>,
         event: &TouchpointEvent,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Vec<Output> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
@@ -118,8 +146,9 @@ impl Processor for ChannelAffinityProcessor {
             }];
         }
         let state = state.get_or_insert_with(AffinityState::default);
-        let as_of = apply_event(state, &self.config, event);
-        let record = affinity(state, &self.config, &event.customer_id, as_of);
+        apply_event(state, &self.config, event);
+        // As of the partition clock (SPEC 4); counts of events dated ahead stay undecayed.
+        let record = affinity(state, &self.config, &event.customer_id, now.timestamp_millis());
         let value = encode_record(&record).expect("a channel affinity matches its schema");
         vec![Output {
             topic: self.affinity_topic.clone(),
@@ -161,15 +190,30 @@ pub fn apply_event(state: &mut AffinityState, config: &AffinityConfig, event: &T
                 state.channels[index].sent += weight;
             }
         }
-        EventPayload::MessageOpened { .. } | EventPayload::MessageReceived { .. } => {
-            if let Some(index) = channel {
-                engage(&mut state.channels[index], weight);
-            }
-        }
-        EventPayload::MessageClicked { .. } => {
+        // An inbound message is an engagement, and a send too when the sends so far are all
+        // engaged already (nobody prompted it).
+        EventPayload::MessageReceived { .. } => {
             if let Some(index) = channel {
                 let counts = &mut state.channels[index];
-                engage(counts, weight);
+                counts.engaged += weight;
+                counts.sent = counts.sent.max(counts.engaged);
+            }
+        }
+        // One engagement per message: its first open or click. Its send may be older than the
+        // history or arrive later: no send is invented, the record caps engaged at sent.
+        EventPayload::MessageOpened { message_id } => {
+            if let Some(index) = channel
+                && state.first_engagement(index, message_id)
+            {
+                state.channels[index].engaged += weight;
+            }
+        }
+        EventPayload::MessageClicked { message_id, .. } => {
+            if let Some(index) = channel {
+                if state.first_engagement(index, message_id) {
+                    state.channels[index].engaged += weight;
+                }
+                let counts = &mut state.channels[index];
                 counts.last_click_at = Some(counts.last_click_at.map_or(at, |last| last.max(at)));
             }
         }
@@ -182,7 +226,7 @@ pub fn apply_event(state: &mut AffinityState, config: &AffinityConfig, event: &T
                 .filter(|(click, _)| *click <= at && at - click <= ORDER_ATTRIBUTION_MS)
                 .max_by_key(|(click, _)| *click);
             if let Some((_, counts)) = clicked {
-                engage(counts, weight * config.order_weight);
+                counts.engaged += weight * config.order_weight;
             }
         }
         EventPayload::ConsentChanged { purpose: Purpose::Marketing, granted } => {
@@ -196,13 +240,6 @@ pub fn apply_event(state: &mut AffinityState, config: &AffinityConfig, event: &T
         _ => {}
     }
     reference
-}
-
-/// An engagement; one beyond the sends (an inbound message nobody prompted, an open of a send
-/// from before the history) counts as a send too, so engaged never exceeds sent.
-fn engage(counts: &mut ChannelCounts, weight: f64) {
-    counts.engaged += weight;
-    counts.sent = counts.sent.max(counts.engaged);
 }
 
 /// The record as of `as_of` (unix millis; the counts decay to it from the reference time).

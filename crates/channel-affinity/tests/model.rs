@@ -38,7 +38,20 @@ fn opened() -> EventPayload {
     EventPayload::MessageOpened { message_id: "m".into() }
 }
 fn clicked() -> EventPayload {
-    EventPayload::MessageClicked { message_id: "m".into(), url: None }
+    clicked_of("m")
+}
+fn sent_of(message_id: &str) -> EventPayload {
+    EventPayload::MessageSent {
+        message_id: message_id.into(),
+        campaign_id: None,
+        purpose: Purpose::Marketing,
+    }
+}
+fn opened_of(message_id: &str) -> EventPayload {
+    EventPayload::MessageOpened { message_id: message_id.into() }
+}
+fn clicked_of(message_id: &str) -> EventPayload {
+    EventPayload::MessageClicked { message_id: message_id.into(), url: None }
 }
 fn received() -> EventPayload {
     EventPayload::MessageReceived { conversation_id: None, text_len: Some(12) }
@@ -57,7 +70,8 @@ fn fold(config: AffinityConfig, events: Vec<(DateTime<Utc>, Channel, EventPayloa
     let mut state = None;
     let mut last = None;
     for (at, channel, payload) in events {
-        let outputs = processor.apply(&mut state, &event(at, channel, payload), Utc::now());
+        // It arrives as it happens: the partition clock reads its time.
+        let outputs = processor.apply(&mut state, &event(at, channel, payload), at);
         last = outputs.into_iter().next().and_then(|o| o.value);
     }
     decode_record(&last.expect("a record")).unwrap()
@@ -76,12 +90,12 @@ fn story_four_whatsapp_then_sms_then_email_with_the_counts() {
     let mut events = Vec::new();
     for i in 0..5 {
         let h = f64::from(i);
-        events.push((t(h), Channel::Email, sent()));
-        events.push((t(h), Channel::Sms, sent()));
+        events.push((t(h), Channel::Email, sent_of(&format!("e{i}"))));
+        events.push((t(h), Channel::Sms, sent_of(&format!("s{i}"))));
     }
     for i in 0..3 {
         let h = 5.0 + f64::from(i);
-        events.push((t(h), Channel::Sms, clicked()));
+        events.push((t(h), Channel::Sms, clicked_of(&format!("s{i}"))));
         events.push((t(h), Channel::Whatsapp, sent()));
         events.push((t(h + 0.1), Channel::Whatsapp, received()));
     }
@@ -146,22 +160,42 @@ fn engagements_and_what_counts_as_one() {
         ),
         ("an open", vec![(0.0, Channel::Email, sent()), (1.0, Channel::Email, opened())], 1.0, 1.0),
         (
-            "an open and a click of one send: the second engagement counts as a send",
+            "an open and a click of one message are one engagement (unique engagements)",
             vec![
                 (0.0, Channel::Email, sent()),
                 (1.0, Channel::Email, opened()),
                 (1.1, Channel::Email, clicked()),
+                (1.2, Channel::Email, opened()),
             ],
-            2.0,
+            1.0,
+            1.0,
+        ),
+        (
+            "an open whose send is not in the history invents no send",
+            vec![(0.0, Channel::Email, sent_of("a")), (1.0, Channel::Email, opened_of("older"))],
+            1.0,
+            1.0,
+        ),
+        (
+            "two messages opened of three sent",
+            vec![
+                (0.0, Channel::Email, sent_of("a")),
+                (0.0, Channel::Email, sent_of("b")),
+                (0.0, Channel::Email, sent_of("c")),
+                (1.0, Channel::Email, opened_of("a")),
+                (1.0, Channel::Email, clicked_of("c")),
+            ],
+            3.0,
             2.0,
         ),
         ("an inbound message with no send before it", vec![(0.0, Channel::Email, received())], 1.0, 1.0),
         (
-            "an order within 24 h of a click counts extra",
+            "an order within 24 h of a click counts extra, within the sends",
             vec![
-                (0.0, Channel::Email, sent()),
-                (1.0, Channel::Email, clicked()),
-                (20.0, Channel::Store, order()),
+                (0.0, Channel::Email, sent_of("a")),
+                (0.0, Channel::Email, sent_of("b")),
+                (1.0, Channel::Email, clicked_of("a")),
+                (2.0, Channel::Store, order()),
             ],
             2.0,
             2.0,
@@ -203,13 +237,36 @@ fn engagements_and_what_counts_as_one() {
     }
 }
 
+/// The defect of issue 14: five opens of one email counted as five engagements (and five sends)
+/// and outranked a channel clicked four times out of five.
+#[test]
+fn five_opens_of_one_email_do_not_outrank_four_clicks_of_five_texts() {
+    let mut events = vec![(t(0.0), Channel::Email, sent_of("promo"))];
+    events.extend((1..=5).map(|i| (t(f64::from(i)), Channel::Email, opened_of("promo"))));
+    for i in 0..5 {
+        events.push((t(0.0), Channel::Sms, sent_of(&format!("text-{i}"))));
+    }
+    events.extend((0..4).map(|i| (t(2.0), Channel::Sms, clicked_of(&format!("text-{i}")))));
+    let config = AffinityConfig { half_life_days: 1e9, min_sends: 0.0, ..AffinityConfig::default() };
+    let record = fold(config, events);
+    let (email, sms) = (score(&record, Channel::Email), score(&record, Channel::Sms));
+    // By hand: email Beta(1 + 1, 1 + 0) = 2/3, sms Beta(1 + 4, 1 + 1) = 5/7.
+    assert!(close(email.sent, 1.0) && close(email.engaged, 1.0), "{email:?}");
+    assert!(close(email.score, 2.0 / 3.0) && close(sms.score, 5.0 / 7.0), "{email:?} {sms:?}");
+    assert_eq!(&record.ranking[..2], &[Channel::Sms, Channel::Email]);
+}
+
 #[test]
 fn the_order_credit_goes_to_the_latest_click_before_it() {
     let record = fold(
         AffinityConfig { half_life_days: 1e9, ..AffinityConfig::default() },
         vec![
-            (t(0.0), Channel::Email, clicked()),
-            (t(2.0), Channel::Push, clicked()),
+            (t(0.0), Channel::Email, sent_of("e1")),
+            (t(0.0), Channel::Email, sent_of("e2")),
+            (t(0.0), Channel::Push, sent_of("p1")),
+            (t(0.0), Channel::Push, sent_of("p2")),
+            (t(0.0), Channel::Email, clicked_of("e1")),
+            (t(2.0), Channel::Push, clicked_of("p1")),
             (t(3.0), Channel::Store, order()),
         ],
     );
@@ -270,11 +327,14 @@ fn history() -> impl Strategy<Value = Vec<(f64, usize, u8)>> {
     prop::collection::vec((0.0..(90.0 * 24.0), 0..4usize, 0..7u8), 0..40)
 }
 
-fn payload(kind: u8) -> EventPayload {
+/// An event of a random history; sends, opens and clicks name the message of that hour and
+/// channel, so a send and its open can be generated apart.
+fn payload(kind: u8, hours: f64, channel: usize) -> EventPayload {
+    let message_id = format!("m-{}-{channel}", hours.to_bits());
     match kind {
-        0 | 1 => sent(),
-        2 => opened(),
-        3 => clicked(),
+        0 | 1 => sent_of(&message_id),
+        2 => opened_of(&message_id),
+        3 => clicked_of(&message_id),
         4 => received(),
         5 => order(),
         _ => consent(false),
@@ -284,7 +344,8 @@ fn payload(kind: u8) -> EventPayload {
 fn state_of(config: &AffinityConfig, history: &[(f64, usize, u8)]) -> AffinityState {
     let mut state = AffinityState::default();
     for (hours, channel, kind) in history {
-        apply_event(&mut state, config, &event(t(*hours), Channel::MESSAGING[*channel], payload(*kind)));
+        let payload = payload(*kind, *hours, *channel);
+        apply_event(&mut state, config, &event(t(*hours), Channel::MESSAGING[*channel], payload));
     }
     state
 }
@@ -298,7 +359,8 @@ proptest! {
         let before = affinity(&state, &config, "c", as_of);
         let mut after_state = state.clone();
         let at = DateTime::from_timestamp_millis(as_of).unwrap();
-        apply_event(&mut after_state, &config, &event(at, Channel::MESSAGING[channel], payload(kind)));
+        let payload = payload(kind, as_of as f64, channel);
+        apply_event(&mut after_state, &config, &event(at, Channel::MESSAGING[channel], payload));
         let after = affinity(&after_state, &config, "c", as_of);
         prop_assert!(after.channels[channel].score >= before.channels[channel].score - 1e-12);
     }

@@ -46,17 +46,19 @@ async fn story_four_whatsapp_over_sms_over_email_and_the_unsubscribed_channel_ab
             n += 1;
             lines.push(event(n, minute, channel, event_type, properties));
         };
-        let sent = r#"{"message_id":"m","purpose":"marketing"}"#;
+        // Engagement counts once per message (SPEC 4): every send is a message of its own.
+        let sent = |id: String| format!(r#"{{"message_id":"{id}","purpose":"marketing"}}"#);
+        let message = |id: String| format!(r#"{{"message_id":"{id}"}}"#);
         for minute in 0..5 {
-            add(minute, "email", "message_sent", sent);
-            add(minute, "sms", "message_sent", sent);
-            add(minute, "push", "message_sent", sent);
+            for channel in ["email", "sms", "push"] {
+                add(minute, channel, "message_sent", &sent(format!("{channel}-{minute}")));
+            }
         }
         for minute in 5..8 {
-            add(minute, "sms", "message_clicked", r#"{"message_id":"m"}"#);
-            add(minute, "whatsapp", "message_sent", sent);
+            add(minute, "sms", "message_clicked", &message(format!("sms-{}", minute - 5)));
+            add(minute, "whatsapp", "message_sent", &sent(format!("whatsapp-{minute}")));
             add(minute, "whatsapp", "message_received", r#"{"conversation_id":"w-1"}"#);
-            add(minute, "push", "message_opened", r#"{"message_id":"m"}"#);
+            add(minute, "push", "message_opened", &message(format!("push-{}", minute - 5)));
         }
         add(9, "push", "consent_changed", r#"{"purpose":"marketing","granted":false}"#);
         let total = lines.len() as i64;

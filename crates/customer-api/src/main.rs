@@ -61,7 +61,10 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
     let admin = admin_router(registry, health.clone());
     let api = Arc::new(Api { store, metrics });
     let public = router(api).merge(admin.clone());
-    server::serve_http(public, args.http_addr, admin, args.admin_addr, shutdown).await?;
+    let served = server::serve_http(public, args.http_addr, admin, args.admin_addr, shutdown.clone()).await;
+    // A port that cannot be bound (or a server that failed) must stop the topic readers too.
+    shutdown.cancel();
+    served?;
     for reader in readers {
         reader.await?.context("reading a derived topic")?;
     }

@@ -6,10 +6,12 @@
 //! first first; a refund takes back what its order earned, from the order's lot, and what was
 //! already spent becomes a debt (a negative active balance) that later points repay.
 //!
-//! Time: an event is evaluated at its own `occurred_at` (never before the previous evaluation), so
-//! the ledger an input produces does not depend on when it is processed; lots that activate or
-//! expire by then are settled first, with entries dated when they fell due. Timers settle them by
-//! wall clock when no event comes. Entry ids derive from the cause: `<event_id>/<kind>` for an
+//! Time (SPEC 4, two clocks): an event is evaluated at the partition clock (the broker's append
+//! time of its record, never earlier than the previous evaluation), so the ledger an input
+//! produces does not depend on when it is processed, and a future-dated order activates nothing
+//! early; lots that activate or expire by then are settled first, with entries dated when they fell
+//! due. Timers settle them by the partition clock when no event comes. Activation and expiry
+//! follow the order's `occurred_at` (return window, calendar months). Entry ids derive from the cause: `<event_id>/<kind>` for an
 //! event's entry, `<lot>/activate` and `<lot>/expire` for a lot's, so a replay can never write a
 //! second entry.
 
@@ -34,6 +36,8 @@ pub use rules::{LoyaltyRules, Tier};
 const REDEMPTIONS_KEPT: usize = 64;
 /// The reason of a rejected redemption.
 pub const INSUFFICIENT_POINTS: &str = "insufficient_points";
+/// The reason of a refund's reversal.
+pub const REFUND: &str = "refund";
 
 /// Points of one order or positive adjustment. Times are unix millis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +72,30 @@ pub struct LoyaltyState {
     pub redemptions: VecDeque<String>,
     pub evaluated_at: i64,
     pub version: i64,
+    /// Refunds that arrived before their order (at most [`EARLY_REFUNDS_KEPT`], for at most
+    /// [`EARLY_REFUND_MAX_AGE_MS`] of partition clock): applied when the order comes, so the
+    /// ledger nets as in event-time order. State written before 2026-12 has none.
+    #[serde(default)]
+    pub early_refunds: Vec<EarlyRefund>,
 }
+
+/// A refund kept until its order arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlyRefund {
+    pub event_id: String,
+    pub order_id: String,
+    pub value_minor: i64,
+    pub currency: String,
+    pub channel: Channel,
+    pub occurred_at: i64,
+    /// Partition clock when it arrived: it is forgotten after [`EARLY_REFUND_MAX_AGE_MS`].
+    pub arrived_at: i64,
+}
+
+/// Refunds of orders not seen yet that a customer's state keeps.
+pub const EARLY_REFUNDS_KEPT: usize = 32;
+/// How long a refund waits for its order: the default return window twice over.
+pub const EARLY_REFUND_MAX_AGE_MS: i64 = 28 * 86_400_000;
 
 impl LoyaltyState {
     pub fn active(&self) -> i64 {
@@ -117,9 +144,12 @@ struct Movement {
     entry_id: String,
     kind: LedgerEntryKind,
     points: i64,
+    /// A code only (SPEC 4.4); details go to `reason_detail`.
     reason: Option<String>,
+    reason_detail: Option<String>,
     cause_event_id: String,
     order_id: Option<String>,
+    redemption_id: Option<String>,
     channel: Option<Channel>,
     occurred_at: i64,
     /// The balance right after this movement.
@@ -133,7 +163,7 @@ impl Processor for LoyaltyPoints {
         &self,
         state: &mut Option<LoyaltyState>,
         event: &TouchpointEvent,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Vec<Output> {
         let customer_id = &event.customer_id;
         if let EventPayload::ErasureRequested = event.payload {
@@ -150,6 +180,8 @@ impl Processor for LoyaltyPoints {
                 channel: None,
                 negative_balance: false,
                 occurred_at: event.occurred_at,
+                redemption_id: None,
+                reason_detail: None,
             };
             return vec![
                 self.ledger_output(&erase),
@@ -157,7 +189,8 @@ impl Processor for LoyaltyPoints {
             ];
         }
         let state = state.get_or_insert_with(LoyaltyState::default);
-        state.evaluated_at = state.evaluated_at.max(event.occurred_at.timestamp_millis());
+        // SPEC 4: "now" is the partition clock; an event dated in the future never moves it.
+        state.evaluated_at = state.evaluated_at.max(now.timestamp_millis());
         state.version += 1;
         let mut outputs = Vec::new();
         let at = state.evaluated_at;
@@ -169,13 +202,18 @@ impl Processor for LoyaltyPoints {
     }
 
     fn next_timer(&self, state: &LoyaltyState) -> Option<DateTime<Utc>> {
-        state
+        let lots = state
             .lots
             .iter()
             .filter(|lot| lot.remaining > 0 || !lot.active)
-            .map(|lot| if lot.active { lot.expires_at } else { lot.activates_at })
-            .min()
-            .and_then(DateTime::from_timestamp_millis)
+            .map(|lot| if lot.active { lot.expires_at } else { lot.activates_at });
+        // The tier falls when points leave its window, without waiting for another event.
+        let tier_window = state
+            .earned
+            .iter()
+            .map(|(earned_at, _)| self.rules.leaves_tier_window(*earned_at))
+            .filter(|leaves| *leaves > state.evaluated_at);
+        lots.chain(tier_window).min().and_then(DateTime::from_timestamp_millis)
     }
 
     fn on_timer(
@@ -209,6 +247,8 @@ impl LoyaltyPoints {
             order_id: movement.order_id,
             channel: movement.channel,
             occurred_at: DateTime::from_timestamp_millis(movement.occurred_at).unwrap_or_default(),
+            redemption_id: movement.redemption_id,
+            reason_detail: movement.reason_detail,
         };
         self.ledger_output(&entry)
     }
@@ -233,7 +273,7 @@ impl LoyaltyPoints {
 
 /// The balance record as of `at`; forgets tier history older than the window.
 pub fn balance(state: &mut LoyaltyState, rules: &LoyaltyRules, customer_id: &str, at: i64) -> LoyaltyBalance {
-    let window_start = at - rules.tier_window_ms();
+    let window_start = rules.tier_window_start(at);
     state.earned.retain(|(earned_at, _)| *earned_at > window_start);
     let earned_in_window: i64 = state.earned.iter().map(|(_, points)| points).sum();
     let next_expiry = state
@@ -302,8 +342,10 @@ fn settle(state: &mut LoyaltyState, at: i64) -> Vec<Movement> {
             kind,
             points,
             reason: None,
+            reason_detail: None,
             cause_event_id: cause_of(&id),
             order_id,
+            redemption_id: None,
             channel,
             occurred_at: when,
             balance_after: state.balance_after(),
@@ -365,17 +407,15 @@ fn apply_event(
 ) -> Vec<Movement> {
     let occurred_at = event.occurred_at.timestamp_millis();
     // Made after the state changed: it carries the balance the change left.
-    let movement = |state: &LoyaltyState,
-                    kind: LedgerEntryKind,
-                    points: i64,
-                    reason: Option<String>,
-                    order_id: Option<String>| Movement {
+    let movement = |state: &LoyaltyState, kind: LedgerEntryKind, points: i64, business: Business| Movement {
         entry_id: event_entry_id(&event.event_id, kind),
         kind,
         points,
-        reason,
+        reason: business.reason,
+        reason_detail: business.reason_detail,
         cause_event_id: event.event_id.clone(),
-        order_id,
+        order_id: business.order_id,
+        redemption_id: business.redemption_id,
         channel: Some(event.channel),
         occurred_at,
         balance_after: state.balance_after(),
@@ -396,15 +436,16 @@ fn apply_event(
                 remaining: points,
                 reversed: 0,
                 activates_at: occurred_at + rules.return_window_ms(),
-                expires_at: occurred_at + rules.expiry_ms(),
+                expires_at: rules.expires_at(occurred_at),
                 active: false,
             });
             state.lifetime_earned += points;
             state.earned.push((occurred_at, points));
-            let earn = movement(state, LedgerEntryKind::Earn, points, None, Some(order_id.clone()));
+            let earn = movement(state, LedgerEntryKind::Earn, points, Business::order(order_id));
             // An order older than the return window is active at once (and one older than the
             // expiry is gone at once).
             let mut movements = vec![earn];
+            movements.extend(apply_early_refunds(state, rules, order_id));
             movements.extend(settle(state, at));
             movements
         }
@@ -415,8 +456,12 @@ fn apply_event(
             let active = state.active();
             if *points > active {
                 // Not remembered: the same redemption may be tried again once points suffice.
-                let reason = format!("{INSUFFICIENT_POINTS}: {points} requested, {active} active");
-                return vec![movement(state, LedgerEntryKind::Reject, *points, Some(reason), None)];
+                let rejected = Business {
+                    reason: Some(INSUFFICIENT_POINTS.to_owned()),
+                    reason_detail: Some(format!("{points} points requested, {active} active")),
+                    ..Business::redemption(redemption_id)
+                };
+                return vec![movement(state, LedgerEntryKind::Reject, *points, rejected)];
             }
             if state.redemptions.len() >= REDEMPTIONS_KEPT {
                 state.redemptions.pop_front();
@@ -424,18 +469,13 @@ fn apply_event(
             state.redemptions.push_back(redemption_id.clone());
             spend(state, *points);
             state.spent += points;
-            vec![movement(
-                state,
-                LedgerEntryKind::Redeem,
-                -points,
-                Some(format!("redemption {redemption_id}")),
-                None,
-            )]
+            vec![movement(state, LedgerEntryKind::Redeem, -points, Business::redemption(redemption_id))]
         }
         EventPayload::OrderRefunded { order_id, value_minor, currency } => {
             let Some(lot) =
                 state.lots.iter_mut().find(|lot| lot.order_id.as_deref() == Some(order_id.as_str()))
             else {
+                keep_early_refund(state, event, order_id, *value_minor, currency, at);
                 return Vec::new();
             };
             let channel = lot.channel.unwrap_or(event.channel);
@@ -453,13 +493,8 @@ fn apply_event(
             state.lifetime_earned -= points;
             // Taken off the tier count as of the order, so that both leave the window together.
             state.earned.push((earned_at, -points));
-            vec![movement(
-                state,
-                LedgerEntryKind::Reverse,
-                -points,
-                Some(format!("refund of {order_id}")),
-                Some(order_id.clone()),
-            )]
+            let refund = Business { reason: Some(REFUND.to_owned()), ..Business::order(order_id) };
+            vec![movement(state, LedgerEntryKind::Reverse, -points, refund)]
         }
         EventPayload::LoyaltyPointsAdjusted { points, reason } => {
             if *points > 0 {
@@ -472,16 +507,87 @@ fn apply_event(
                     remaining: *points,
                     reversed: 0,
                     activates_at: occurred_at,
-                    expires_at: occurred_at + rules.expiry_ms(),
+                    expires_at: rules.expires_at(occurred_at),
                     active: true,
                 });
                 repay_debt(state);
             } else {
                 spend(state, -points);
             }
-            vec![movement(state, LedgerEntryKind::Adjust, *points, Some(reason.clone()), None)]
+            let adjustment = Business { reason: Some(reason.clone()), ..Business::default() };
+            vec![movement(state, LedgerEntryKind::Adjust, *points, adjustment)]
         }
         _ => Vec::new(),
+    }
+}
+
+/// Keeps a refund whose order has not arrived (yet), within the bounds.
+fn keep_early_refund(
+    state: &mut LoyaltyState,
+    event: &TouchpointEvent,
+    order_id: &str,
+    value_minor: i64,
+    currency: &str,
+    at: i64,
+) {
+    state.early_refunds.retain(|refund| refund.arrived_at + EARLY_REFUND_MAX_AGE_MS > at);
+    if state.early_refunds.len() >= EARLY_REFUNDS_KEPT {
+        state.early_refunds.remove(0);
+    }
+    state.early_refunds.push(EarlyRefund {
+        event_id: event.event_id.clone(),
+        order_id: order_id.to_owned(),
+        value_minor,
+        currency: currency.to_owned(),
+        channel: event.channel,
+        occurred_at: event.occurred_at.timestamp_millis(),
+        arrived_at: at,
+    });
+}
+
+/// The order of refunds that came first has arrived: reverse them now, as their own events would
+/// have (same entry ids, dated when the refunds happened).
+fn apply_early_refunds(state: &mut LoyaltyState, rules: &LoyaltyRules, order_id: &str) -> Vec<Movement> {
+    let (waiting, others): (Vec<EarlyRefund>, Vec<EarlyRefund>) =
+        std::mem::take(&mut state.early_refunds).into_iter().partition(|refund| refund.order_id == order_id);
+    state.early_refunds = others;
+    waiting
+        .into_iter()
+        .filter_map(|refund| {
+            let event = TouchpointEvent {
+                event_id: refund.event_id,
+                customer_id: String::new(),
+                occurred_at: DateTime::from_timestamp_millis(refund.occurred_at).unwrap_or_default(),
+                channel: refund.channel,
+                source: None,
+                payload: EventPayload::OrderRefunded {
+                    order_id: refund.order_id,
+                    value_minor: refund.value_minor,
+                    currency: refund.currency,
+                },
+                context: Default::default(),
+            };
+            apply_event(state, rules, &event, refund.arrived_at).into_iter().next()
+        })
+        .collect()
+}
+
+/// What an event's entry says beyond points and balance: its business key and its reason.
+#[derive(Default)]
+struct Business {
+    order_id: Option<String>,
+    redemption_id: Option<String>,
+    reason: Option<String>,
+    reason_detail: Option<String>,
+}
+
+impl Business {
+    fn order(order_id: &str) -> Self {
+        Self { order_id: Some(order_id.to_owned()), ..Self::default() }
+    }
+
+    fn redemption(redemption_id: &str) -> Self {
+        Self { redemption_id: Some(redemption_id.to_owned()), ..Self::default() }
     }
 }
 

@@ -26,7 +26,7 @@ pub struct LoyaltyRules {
     pub channel_multipliers: BTreeMap<Channel, f64>,
     /// Points stay pending this long after the order (the return window).
     pub return_window_days: i64,
-    /// Points expire this many months (of 30 days) after the order.
+    /// Points expire this many calendar months after the order (SPEC 4, Months).
     pub expiry_months: i64,
     /// Tiers by points earned over the last `tier_window_months`, lowest first.
     pub tiers: Vec<Tier>,
@@ -49,8 +49,26 @@ impl Default for LoyaltyRules {
 }
 
 const DAY_MS: i64 = 86_400_000;
-/// A month for expiry and tiers: 30 days, so that durations do not depend on the calendar.
-const MONTH_MS: i64 = 30 * DAY_MS;
+/// The shortest calendar month, for checking the rules: 28 days.
+const SHORTEST_MONTH_MS: i64 = 28 * DAY_MS;
+
+/// `months` calendar months after (or, negative, before) `millis` in UTC: the same day and time of
+/// day, or the last day of the month when it has no such day (SPEC 4, Months). An order on
+/// 31 January expires on 31 January a year later; with one month, on 28 (or 29) February; an
+/// order on 29 February expires on 28 February the next year.
+pub fn add_months(millis: i64, months: i64) -> i64 {
+    let Some(at) = chrono::DateTime::from_timestamp_millis(millis) else { return millis };
+    let shifted = if months >= 0 {
+        at.checked_add_months(chrono::Months::new(u32::try_from(months).unwrap_or(u32::MAX)))
+    } else {
+        at.checked_sub_months(chrono::Months::new(u32::try_from(-months).unwrap_or(u32::MAX)))
+    };
+    match shifted {
+        Some(shifted) => shifted.timestamp_millis(),
+        None if months >= 0 => i64::MAX,
+        None => i64::MIN,
+    }
+}
 
 impl LoyaltyRules {
     pub fn from_file(path: &Path) -> Result<Self, RulesError> {
@@ -74,7 +92,7 @@ impl LoyaltyRules {
                 "return_window_days must not be negative; expiry and tier windows must be positive".into(),
             );
         }
-        if self.return_window_ms() >= self.expiry_ms() {
+        if self.return_window_ms() >= self.expiry_months.saturating_mul(SHORTEST_MONTH_MS) {
             return invalid("points would expire before the return window ends".into());
         }
         if self.tiers.is_empty() || self.tiers[0].min_points != 0 {
@@ -99,12 +117,24 @@ impl LoyaltyRules {
         self.return_window_days * DAY_MS
     }
 
-    pub fn expiry_ms(&self) -> i64 {
-        self.expiry_months * MONTH_MS
+    /// When points earned at `earned_at` expire.
+    pub fn expires_at(&self, earned_at: i64) -> i64 {
+        add_months(earned_at, self.expiry_months)
     }
 
-    pub fn tier_window_ms(&self) -> i64 {
-        self.tier_window_months * MONTH_MS
+    /// The first instant at which points earned at `earned_at` no longer count for the tier.
+    pub fn leaves_tier_window(&self, earned_at: i64) -> i64 {
+        let mut leaves = add_months(earned_at, self.tier_window_months);
+        // Clamped month ends (29 February, 31 March): step to the first day the window excludes.
+        while self.tier_window_start(leaves) < earned_at {
+            leaves = leaves.saturating_add(DAY_MS);
+        }
+        leaves
+    }
+
+    /// Points earned after this count for the tier at `at`: the tier window's start.
+    pub fn tier_window_start(&self, at: i64) -> i64 {
+        add_months(at, -self.tier_window_months)
     }
 
     /// The highest tier whose threshold `earned` reaches.

@@ -87,7 +87,30 @@ impl Run {
             payload,
             context: BTreeMap::new(),
         };
-        let outputs = self.processor.apply(&mut self.state, &event, Utc::now());
+        // It arrives as it happens: the partition clock reads its time.
+        let outputs = self.processor.apply(&mut self.state, &event, at);
+        self.take(outputs)
+    }
+
+    /// An event dated `occurred_at` that reaches the service at `arrives` (the partition clock).
+    fn arrives(
+        &mut self,
+        arrives: DateTime<Utc>,
+        occurred_at: DateTime<Utc>,
+        channel: Channel,
+        payload: EventPayload,
+    ) -> Vec<LoyaltyLedgerEntry> {
+        self.n += 1;
+        let event = TouchpointEvent {
+            event_id: format!("e-{}", self.n),
+            customer_id: "c-1".into(),
+            occurred_at,
+            channel,
+            source: None,
+            payload,
+            context: BTreeMap::new(),
+        };
+        let outputs = self.processor.apply(&mut self.state, &event, arrives);
         self.take(outputs)
     }
 
@@ -124,7 +147,11 @@ fn an_order_earns_pending_points_that_activate_after_the_return_window_by_timer(
     assert_eq!(activated[0].entry_id, "e-1/earn/activate");
     assert_eq!(activated[0].occurred_at, t(14.0), "dated when it fell due");
     assert_eq!(run.active_pending(), (129, 0));
-    assert_eq!(run.balance().next_expiry.map(|n| (n.points, n.at)), Some((129, t(360.0))));
+    assert_eq!(
+        run.balance().next_expiry.map(|n| (n.points, n.at)),
+        Some((129, t(365.0))),
+        "12 calendar months: 2027-01-01"
+    );
 }
 
 #[test]
@@ -178,10 +205,14 @@ fn redemptions_spend_active_points_only_and_are_rejected_with_a_reason_otherwise
     run.when(t(0.0), Channel::Store, order("o-1", 20_000));
     let rejected = run.when(t(1.0), Channel::Web, redeem("r-1", 50));
     assert_eq!(rejected[0].kind, Reject, "pending points cannot be spent");
-    assert!(rejected[0].reason.as_deref().unwrap().starts_with("insufficient_points"));
+    // SPEC 4.4: the reason is exactly the code, the business key a field of its own.
+    assert_eq!(rejected[0].reason.as_deref(), Some("insufficient_points"));
+    assert_eq!(rejected[0].redemption_id.as_deref(), Some("r-1"));
+    assert_eq!(rejected[0].reason_detail.as_deref(), Some("50 points requested, 0 active"));
     run.timer(t(14.5));
     let redeemed = run.when(t(15.0), Channel::Web, redeem("r-2", 150));
     assert_eq!(kinds(&redeemed), vec![(Redeem, -150)]);
+    assert_eq!((redeemed[0].redemption_id.as_deref(), redeemed[0].reason.as_deref()), (Some("r-2"), None));
     assert_eq!(redeemed[0].balance_after.active, 50);
     let rejected = run.when(t(15.0), Channel::MobileApp, redeem("r-3", 51));
     assert_eq!((rejected[0].kind, rejected[0].balance_after.active), (Reject, 50), "never overdrawn");
@@ -200,10 +231,10 @@ fn the_points_that_expire_first_are_spent_first_and_expiry_takes_the_rest() {
     run.timer(t(30.0));
     assert_eq!(run.active_pending(), (200, 0));
     run.when(t(31.0), Channel::Web, redeem("r", 120));
-    // o-a (expires day 360) gave 100, o-b (day 370) 20.
-    let expired = run.timer(t(360.5));
+    // o-a (expires 2027-01-01, day 365) gave 100, o-b (2027-01-11, day 375) 20.
+    let expired = run.timer(t(365.5));
     assert_eq!(kinds(&expired), vec![]);
-    let expired = run.timer(t(370.5));
+    let expired = run.timer(t(375.5));
     assert_eq!(kinds(&expired), vec![(Expire, -80)]);
     assert_eq!(expired[0].entry_id, "e-2/earn/expire");
     assert_eq!((run.balance().active, run.balance().expired), (0, 80));
@@ -267,7 +298,9 @@ fn tiers_follow_the_points_earned_over_the_last_twelve_months() {
     assert_eq!(run.balance().tier, "silver");
     run.when(t(100.0), Channel::Store, order("o-2", 150_000));
     assert_eq!(run.balance().tier, "gold");
-    run.when(t(361.0), Channel::Web, page());
+    run.when(t(364.9), Channel::Web, page());
+    assert_eq!(run.balance().tier, "gold", "o-1 earned 2026-01-01 12:00 counts until 2027-01-01 12:00");
+    run.when(t(365.0), Channel::Web, page());
     assert_eq!(run.balance().tier, "silver", "o-1 left the window");
     run.when(t(470.0), Channel::Web, page());
     assert_eq!(run.balance().tier, "bronze");
@@ -439,4 +472,72 @@ fn a_refund_leaves_the_tier_window_with_its_order() {
     assert_eq!(run.balance().tier, "bronze", "300 points left");
     run.when(t(200.0 + 170.0), Channel::Store, order("o-2", 60_000));
     assert_eq!(run.balance().tier, "silver", "o-1 and its refund have both left the window");
+}
+
+fn utc(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap()
+}
+
+/// SPEC 4, arrival order vs event time: a refund that arrives before its order is kept and
+/// applied when the order comes, so the ledger nets as in event-time order.
+#[test]
+fn a_refund_that_arrives_before_its_order_still_takes_back_its_points() {
+    let mut run = Run::new(LoyaltyRules::default());
+    assert!(run.arrives(t(0.1), t(0.05), Channel::Web, refund("o-1", 10_000)).is_empty());
+    let entries = run.arrives(t(0.2), t(0.0), Channel::Store, order("o-1", 10_000));
+    assert_eq!(kinds(&entries), vec![(Earn, 100), (Reverse, -100)]);
+    assert_eq!(entries[1].entry_id, "e-1/reverse", "the refund event's own entry id");
+    assert_eq!(entries[1].occurred_at, t(0.05), "dated when the refund happened");
+    assert_eq!(run.active_pending(), (0, 0));
+    assert_eq!(run.balance().lifetime_earned, 0);
+    // Nothing is left to activate later.
+    assert!(run.timer(t(20.0)).is_empty());
+}
+
+/// SPEC 4, future-dated events: an order dated 20 h ahead (clock skew) is a fact dated then; it
+/// never moves the clock, so its points activate 14 days after its own date, not earlier.
+#[test]
+fn an_order_dated_in_the_future_activates_nothing_early() {
+    let mut run = Run::new(LoyaltyRules::default());
+    run.arrives(t(0.0), t(0.0) + Duration::hours(20), Channel::Store, order("o-1", 10_000));
+    let processor = run.processor.clone();
+    assert_eq!(
+        processor.next_timer(run.state.as_ref().unwrap()),
+        Some(t(14.0) + Duration::hours(20)),
+        "activation 14 days after the order's own time"
+    );
+    assert_eq!(run.balance().updated_at, t(0.0), "the balance is as of the partition clock");
+    // A redemption 14 days after arrival (but before the activation) cannot spend it.
+    let rejected = run.when(t(14.0) + Duration::hours(1), Channel::Web, redeem("r-1", 50));
+    assert_eq!(rejected[0].kind, Reject);
+}
+
+/// SPEC 4, months: calendar months, the last day of the month when it has no such day.
+#[test]
+fn points_expire_calendar_months_after_the_order() {
+    let expiry = |rules: LoyaltyRules, at: DateTime<Utc>| {
+        let mut run = Run::new(rules);
+        run.when(at, Channel::Store, order("o", 10_000));
+        run.timer(at + Duration::days(15));
+        run.balance().next_expiry.map(|next| next.at)
+    };
+    let months = |expiry_months| LoyaltyRules { expiry_months, ..LoyaltyRules::default() };
+    assert_eq!(expiry(LoyaltyRules::default(), utc(2026, 1, 31)), Some(utc(2027, 1, 31)));
+    assert_eq!(expiry(months(2), utc(2026, 12, 31)), Some(utc(2027, 2, 28)), "no 31 February");
+    assert_eq!(expiry(months(2), utc(2027, 12, 31)), Some(utc(2028, 2, 29)), "a leap year");
+    assert_eq!(expiry(LoyaltyRules::default(), utc(2028, 2, 29)), Some(utc(2029, 2, 28)));
+}
+
+/// The tier falls when points leave the window, by timer, with no other event.
+#[test]
+fn the_tier_falls_by_timer_when_points_leave_the_window() {
+    let mut run = Run::new(LoyaltyRules { expiry_months: 24, ..LoyaltyRules::default() });
+    run.when(t(0.0), Channel::Store, order("o-1", 60_000));
+    run.timer(t(15.0));
+    assert_eq!(run.balance().tier, "silver");
+    let processor = run.processor.clone();
+    assert_eq!(processor.next_timer(run.state.as_ref().unwrap()), Some(t(365.0)));
+    run.timer(t(365.0));
+    assert_eq!(run.balance().tier, "bronze", "12 calendar months after the order, by timer");
+    assert_eq!(processor.next_timer(run.state.as_ref().unwrap()), Some(t(730.0)), "then its expiry");
 }

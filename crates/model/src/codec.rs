@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
+use apache_avro::headers::HeaderBuilder;
 use apache_avro::rabin::Rabin;
 use apache_avro::schema::{NamesRef, Namespace, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
@@ -116,26 +117,57 @@ struct Registered {
     kind: RecordKind,
     schema: Schema,
     header: [u8; HEADER_LEN],
+    /// The schema's Parsing Canonical Form: equal forms need no schema resolution.
+    canonical_form: String,
     /// Decodes with the schema's names resolved once, not on every call.
     reader: GenericSingleObjectReader,
 }
 
 struct Registry {
     current: HashMap<RecordKind, Registered>,
-    /// Writer schemas by fingerprint: the current ones and every released one.
+    /// Writer schemas by fingerprint: the current ones and every released one, each under its
+    /// specification fingerprint and under the one omnistream wrote before 2026-12 (see
+    /// [`legacy_fingerprint`]), so data already on the topics still reads.
     writers: HashMap<[u8; 8], Registered>,
 }
 
-fn register(kind: RecordKind, text: &str) -> Registered {
-    let schema = Schema::parse_str(text)
-        .unwrap_or_else(|e| panic!("schemas/{} does not parse: {e}", kind.file_name()));
-    let fingerprint = schema.fingerprint::<Rabin>().bytes;
+/// The header bytes a single-object reader or writer of apache-avro expects or writes.
+#[derive(Debug, Clone, Copy)]
+struct FixedHeader([u8; HEADER_LEN]);
+
+impl HeaderBuilder for FixedHeader {
+    fn build_header(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
+fn header_with(fingerprint: [u8; 8]) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
     header[2..].copy_from_slice(&fingerprint);
-    let reader = GenericSingleObjectReader::new(schema.clone())
+    header
+}
+
+/// The fingerprint omnistream wrote until 2026-12: CRC-64-AVRO of apache-avro 0.21's
+/// `canonical_form`, which leaves named-type references short and so matches no other library.
+/// Read-only: nothing is written with it any more.
+fn legacy_fingerprint(schema: &Schema) -> [u8; 8] {
+    let bytes = schema.fingerprint::<Rabin>().bytes;
+    bytes.try_into().expect("CRC-64-AVRO has 8 bytes")
+}
+
+fn register(kind: RecordKind, text: &str, fingerprint: Option<[u8; 8]>) -> Registered {
+    let schema = Schema::parse_str(text)
+        .unwrap_or_else(|e| panic!("schemas/{} does not parse: {e}", kind.file_name()));
+    let canonical_form = crate::canonical::parsing_canonical_form(text)
         .unwrap_or_else(|e| panic!("schemas/{}: {e}", kind.file_name()));
-    Registered { kind, schema, header, reader }
+    let fingerprint = fingerprint.unwrap_or_else(|| {
+        crate::canonical::fingerprint(text).unwrap_or_else(|e| panic!("schemas/{}: {e}", kind.file_name()))
+    });
+    let header = header_with(fingerprint);
+    let reader = GenericSingleObjectReader::new_with_header_builder(schema.clone(), FixedHeader(header))
+        .unwrap_or_else(|e| panic!("schemas/{}: {e}", kind.file_name()));
+    Registered { kind, schema, header, canonical_form, reader }
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
@@ -143,10 +175,12 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let mut writers = HashMap::new();
     for kind in RecordKind::ALL {
         for text in kind.released_texts().iter().copied().chain([kind.current_text()]) {
-            let registered = register(kind, text);
+            let registered = register(kind, text, None);
+            let legacy = legacy_fingerprint(&registered.schema);
             writers.insert(fingerprint_of(&registered.header), registered);
+            writers.insert(legacy, register(kind, text, Some(legacy)));
         }
-        current.insert(kind, register(kind, kind.current_text()));
+        current.insert(kind, register(kind, kind.current_text(), None));
     }
     Registry { current, writers }
 });
@@ -178,8 +212,12 @@ fn encode_value(kind: RecordKind, value: Value) -> Result<Vec<u8>, CodecError> {
         let writer = match writers.entry(kind) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
-                GenericSingleObjectWriter::new_with_capacity(kind.schema(), 1024)
-                    .map_err(|source| CodecError::Encode { kind, source })?,
+                GenericSingleObjectWriter::new_with_capacity_and_header_builder(
+                    kind.schema(),
+                    1024,
+                    FixedHeader(REGISTRY.current[&kind].header),
+                )
+                .map_err(|source| CodecError::Encode { kind, source })?,
             ),
         };
         let mut bytes = Vec::with_capacity(256);
@@ -218,7 +256,7 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
     };
     let mut datum = bytes;
     let mut value = writer.reader.read_value(&mut datum).map_err(invalid)?;
-    if writer.header != current.header {
+    if writer.canonical_form != current.canonical_form {
         value = value.resolve(&current.schema).map_err(invalid)?;
     }
     if !datum.is_empty() {

@@ -3,6 +3,7 @@
 //! of events, and validation with stable error codes.
 
 pub mod avro_write;
+pub mod canonical;
 pub mod codec;
 pub mod event;
 pub mod json;

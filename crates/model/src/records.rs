@@ -358,6 +358,8 @@ pub struct LoyaltyLedgerEntry {
     pub negative_balance: bool,
     #[serde(with = "ts_milliseconds")]
     pub occurred_at: DateTime<Utc>,
+    pub redemption_id: Option<String>,
+    pub reason_detail: Option<String>,
 }
 
 impl AvroRecord for LoyaltyLedgerEntry {

@@ -25,6 +25,14 @@ use serde::{Deserialize, Serialize};
 const RESOLVED_TICKETS_KEPT: usize = 32;
 /// Identifiers kept per customer (the most recently first seen are dropped beyond it).
 const IDENTIFIERS_KEPT: usize = 20;
+/// SPEC 4 Limits: a profile holds at most this many traits (an unset trait's tombstone counts)...
+pub const MAX_TRAITS: usize = 256;
+/// ...and this many bytes of trait data (names plus values; a number counts 8, a boolean 1).
+pub const MAX_TRAIT_BYTES: usize = 64 * 1024;
+/// Open support tickets per customer.
+pub const MAX_OPEN_TICKETS: usize = 64;
+/// Currencies of lifetime value and refunds per customer.
+pub const MAX_CURRENCIES: usize = 32;
 /// Traits whose string values are identifiers of the customer.
 const IDENTIFIER_TRAITS: &[&str] = &["email", "phone"];
 
@@ -78,6 +86,23 @@ impl Default for ProfileUpdater {
 impl Processor for ProfileUpdater {
     type State = ProfileState;
 
+    fn check_limits(&self, state: Option<&ProfileState>, event: &TouchpointEvent) -> Result<(), String> {
+        let touches_a_limit = matches!(
+            event.payload,
+            EventPayload::TraitsUpdated { .. }
+                | EventPayload::SupportTicketOpened { .. }
+                | EventPayload::OrderPlaced { .. }
+                | EventPayload::OrderRefunded { .. }
+        );
+        if !touches_a_limit {
+            return Ok(());
+        }
+        // The event applied to a copy: what the profile would hold.
+        let mut after = state.cloned().unwrap_or_else(|| ProfileState::new(event));
+        apply_event(&mut after, event);
+        limit_broken(&after.profile).map_or(Ok(()), Err)
+    }
+
     fn apply(
         &self,
         state: &mut Option<ProfileState>,
@@ -100,6 +125,37 @@ impl Processor for ProfileUpdater {
             key: event.customer_id.clone(),
             value: Some(value),
         }]
+    }
+}
+
+/// Which of SPEC 4's limits a profile breaks, if any.
+pub fn limit_broken(profile: &CustomerProfile) -> Option<String> {
+    let traits = profile.traits.len();
+    if traits > MAX_TRAITS {
+        return Some(format!("the profile would hold {traits} traits (limit {MAX_TRAITS})"));
+    }
+    let bytes: usize =
+        profile.traits.iter().map(|(name, entry)| name.len() + trait_value_bytes(&entry.value)).sum();
+    if bytes > MAX_TRAIT_BYTES {
+        return Some(format!("the profile would hold {bytes} bytes of traits (limit {MAX_TRAIT_BYTES})"));
+    }
+    let tickets = profile.open_tickets.len();
+    if tickets > MAX_OPEN_TICKETS {
+        return Some(format!("the customer would have {tickets} open tickets (limit {MAX_OPEN_TICKETS})"));
+    }
+    let currencies = profile.lifetime_value_minor.len().max(profile.refunded_value_minor.len());
+    if currencies > MAX_CURRENCIES {
+        return Some(format!("the profile would hold {currencies} currencies (limit {MAX_CURRENCIES})"));
+    }
+    None
+}
+
+fn trait_value_bytes(value: &TraitValue) -> usize {
+    match value {
+        TraitValue::Null => 0,
+        TraitValue::Bool(_) => 1,
+        TraitValue::Long(_) | TraitValue::Double(_) => 8,
+        TraitValue::String(text) => text.len(),
     }
 }
 

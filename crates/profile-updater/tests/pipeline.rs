@@ -149,3 +149,82 @@ async fn sigkill_during_200000_events_committed_profiles_equal_the_pure_fold() {
         decode_record::<CustomerProfile>(bytes).expect("profile")
     });
 }
+
+fn traits_event(id: &str, customer: &str, traits: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","customer_id":"{customer}","occurred_at":"2026-11-20T10:00:00Z","channel":"web","type":"traits_updated","properties":{{"set":{{{traits}}}}}}}"#
+    )
+}
+
+/// SPEC 4 Limits: one customer's data never stops a service. The profiles topic here takes
+/// records of 4,000 bytes at most; the event that would grow a profile past it is dead-lettered
+/// with `record_too_large` (before: the produce failed, every abort replayed it, and the service
+/// crash-looped), and one that would break the 256-trait limit with `state_limit`. Both leave the
+/// profile as it was, and later events of the same and other customers are applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profile_too_large_for_its_topic_dead_letters_its_cause_and_the_partition_goes_on() {
+    let mut topics = ServiceTopics::create("profile-limits", 1).await;
+    let small = omnistream_testkit::unique_topic("profile-limits-small");
+    let mut request = omnistream_runtime::admin::TopicRequest::plain(&small, 6, 1);
+    request.config.push(("max.message.bytes".to_owned(), "4000".to_owned()));
+    omnistream_testkit::create_test_topics(&[request]).await;
+    topics.outputs[0] = small;
+    let mut service = profile_updater(&topics, "limits", "profile-limits");
+    let (input, profiles, dlq) = (topics.input.clone(), topics.outputs[0].clone(), topics.dlq.clone());
+    tokio::task::spawn_blocking(move || {
+        let text = |n: usize| format!("\"{}\"", "x".repeat(n));
+        // 90 small traits an event (an event may carry 100): a third batch would make 270 traits.
+        let batch =
+            |from: usize| (from..from + 90).map(|i| format!("\"t{i:03}\":1")).collect::<Vec<_>>().join(",");
+        omni_produce(
+            &input,
+            &[
+                traits_event("big-1", "c-big", &format!("\"bio1\":{}", text(1500))),
+                traits_event("big-2", "c-big", &format!("\"bio2\":{}", text(1500))),
+                // The third 1,500-byte trait makes the profile record larger than 4,000 bytes.
+                traits_event("big-3", "c-big", &format!("\"bio3\":{}", text(1500))),
+                traits_event("big-4", "c-big", "\"plan\":\"gold\""),
+                traits_event("many-1", "c-many", &batch(0)),
+                traits_event("many-2", "c-many", &batch(90)),
+                traits_event("many-3", "c-many", &batch(180)),
+                traits_event("many-4", "c-many", "\"plan\":\"gold\""),
+                traits_event("other", "c-other", "\"plan\":\"silver\""),
+            ],
+        );
+        let (profile, _) = wait_for_profile(&profiles, "c-big", |p| p.traits.get("plan").is_some());
+        let names: Vec<&str> = profile.traits.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["bio1", "bio2", "plan"], "the refused event changed nothing");
+        assert_eq!(profile.version, 3);
+        let (profile, _) = wait_for_profile(&profiles, "c-many", |p| p.traits.get("plan").is_some());
+        let names: Vec<&str> = profile.traits.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names.len(), 180 + 1, "the refused event changed nothing");
+        assert!(names.contains(&"t179") && !names.contains(&"t180"));
+        assert_eq!(profile.version, 3);
+        wait_for_profile(&profiles, "c-other", |p| p.traits.get("plan").is_some());
+
+        let reader = CommittedReader::from_beginning(&dlq);
+        let mut codes = Vec::new();
+        reader.read_until(Duration::from_secs(30), |message| {
+            let header = |name: &str| {
+                use rdkafka::message::Headers;
+                let headers = message.headers()?;
+                let found = headers.iter().find(|h| h.key == name)?;
+                Some(String::from_utf8_lossy(found.value?).into_owned())
+            };
+            codes.push((header("error.code")?, header("error.message")?));
+            (codes.len() == 2).then_some(())
+        });
+        // Two customers, maybe two partitions: in either order.
+        codes.sort();
+        assert_eq!(codes.len(), 2, "two records dead-lettered: {codes:?}");
+        assert_eq!(codes[0].0, "record_too_large", "{codes:?}");
+        assert!(codes[0].1.contains("4000-byte limit"), "{codes:?}");
+        assert_eq!(
+            codes[1],
+            ("state_limit".to_owned(), "the profile would hold 270 traits (limit 256)".to_owned())
+        );
+    })
+    .await
+    .unwrap();
+    assert!(service.is_running(), "the service kept running");
+}

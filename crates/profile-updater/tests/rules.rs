@@ -322,3 +322,44 @@ fn erasure_forgets_the_customer_and_publishes_a_tombstone() {
     let p = decode_record::<CustomerProfile>(outputs[0].value.as_ref().unwrap()).unwrap();
     assert_eq!((p.version, p.first_seen_at, p.traits.len()), (1, t(3), 0));
 }
+
+/// SPEC 4 Limits, worked out by hand: 256 traits and 64 KiB of trait data; the event that would
+/// break one is refused whole (the runtime dead-letters it with `state_limit`), state unchanged.
+#[test]
+fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
+    let updater = ProfileUpdater::default();
+    let many = |from: usize, count: usize| -> Vec<(String, TraitValue)> {
+        (from..from + count).map(|i| (format!("t{i:03}"), TraitValue::Long(1))).collect()
+    };
+    let update = |set: &[(String, TraitValue)]| {
+        event(
+            1,
+            Channel::Web,
+            EventPayload::TraitsUpdated {
+                set: set.iter().cloned().collect(),
+                set_once: BTreeMap::new(),
+                unset: Vec::new(),
+            },
+        )
+    };
+    // Given 250 traits, when 6 more come, then the profile holds 256: at the limit is allowed.
+    let (state, _) = fold(&[update(&many(0, 250))]);
+    assert_eq!(updater.check_limits(state.as_ref(), &update(&many(250, 6))), Ok(()));
+    // When 7 more come, the 257th breaks the limit and the whole event is refused.
+    let refused = updater.check_limits(state.as_ref(), &update(&many(250, 7)));
+    assert_eq!(refused, Err("the profile would hold 257 traits (limit 256)".to_owned()));
+    // Setting traits it already has adds none.
+    assert_eq!(updater.check_limits(state.as_ref(), &update(&many(0, 250))), Ok(()));
+
+    // 64 KiB of data: two 32,760-byte strings under names of 4 bytes are 65,528 bytes, one more
+    // 9-byte trait (4 + 5) is 65,537 > 65,536.
+    let big = |name: &str| (name.to_owned(), TraitValue::String("x".repeat(32_760)));
+    let (state, _) = fold(&[update(&[big("bio1"), big("bio2")])]);
+    let small = [("note".to_owned(), TraitValue::String("12345".into()))];
+    assert_eq!(
+        updater.check_limits(state.as_ref(), &update(&small)),
+        Err("the profile would hold 65537 bytes of traits (limit 65536)".to_owned())
+    );
+    let fits = [("note".to_owned(), TraitValue::String("1234".into()))];
+    assert_eq!(updater.check_limits(state.as_ref(), &update(&fits)), Ok(()));
+}

@@ -36,7 +36,11 @@ impl TopicRequest {
                 ("retention.ms".to_owned(), retention_ms.to_string()),
             ],
         };
-        Self { name: name.to_owned(), partitions, replication, config }
+        let mut request = Self { name: name.to_owned(), partitions, replication, config };
+        if spec.name == omnistream_model::topics::EVENTS {
+            request.config.push(log_append_time());
+        }
+        request
     }
 
     /// A compacted topic (a service's state changelog, test topics).
@@ -45,10 +49,22 @@ impl TopicRequest {
         Self { name: name.to_owned(), partitions, replication, config }
     }
 
+    /// A touchpoint events topic: records stamped with the broker's append time, which the
+    /// services read as their partition clock (SPEC 4).
+    pub fn events(name: &str, partitions: i32, replication: i32) -> Self {
+        let mut request = Self::plain(name, partitions, replication);
+        request.config.push(log_append_time());
+        request
+    }
+
     /// A plain delete-policy topic with the broker's default retention.
     pub fn plain(name: &str, partitions: i32, replication: i32) -> Self {
         Self { name: name.to_owned(), partitions, replication, config: Vec::new() }
     }
+}
+
+fn log_append_time() -> (String, String) {
+    ("message.timestamp.type".to_owned(), "LogAppendTime".to_owned())
 }
 
 /// What happened to each requested topic.

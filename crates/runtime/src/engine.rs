@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use crate::config::RuntimeConfig;
 use crate::kafka::ReadToEndContext;
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::{Output, Processor};
+use crate::record_limits::{RecordLimits, record_size};
 use crate::server::Health;
 use crate::{RuntimeError, TxnProducer};
 
@@ -56,6 +57,12 @@ struct PartitionData<S> {
     timer_of: FxHashMap<String, i64>,
     /// The offset after the last record processed in the open transaction.
     next_offset: Option<i64>,
+    /// The partition clock (SPEC 4), unix millis: the broker's append time of the last record
+    /// consumed, following the wall clock only while the partition is `caught_up`. Unknown (0)
+    /// after a restore until the first record.
+    clock: i64,
+    /// The consumer reached the end of the partition and no record came since.
+    caught_up: bool,
 }
 
 impl<S> PartitionData<S> {
@@ -65,6 +72,8 @@ impl<S> PartitionData<S> {
             timers: BTreeSet::new(),
             timer_of: FxHashMap::default(),
             next_offset: None,
+            clock: 0,
+            caught_up: false,
         }
     }
 
@@ -90,17 +99,21 @@ impl<S> PartitionData<S> {
 struct Transaction {
     started: Instant,
     records: usize,
-    /// Every customer (with their partition) this transaction changed.
-    touched: FxHashMap<i32, FxHashSet<String>>,
+    /// Every customer (by partition) this transaction changed, with the offset of the last input
+    /// record applied to them (`None` if only timers did): the cause of a changelog record.
+    touched: FxHashMap<i32, FxHashMap<String, Option<i64>>>,
     /// Create-time (unix millis) of every input record, for the end-to-end latency.
     record_timestamps: Vec<i64>,
 }
 
 impl Transaction {
-    fn touch(&mut self, partition: i32, customer_id: &str) {
+    fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<i64>) {
         let ids = self.touched.entry(partition).or_default();
-        if !ids.contains(customer_id) {
-            ids.insert(customer_id.to_owned());
+        match ids.get_mut(customer_id) {
+            Some(cause) => *cause = offset.or(*cause),
+            None => {
+                ids.insert(customer_id.to_owned(), offset);
+            }
         }
     }
 }
@@ -115,7 +128,15 @@ enum Failure {
     Indefinite(KafkaError),
     /// The producer is dead (fenced and the like): exit non-zero.
     Fatal(KafkaError),
+    /// The input record at this offset made an output or changelog record too large for its
+    /// topic: abort, rebuild, and dead-letter that record when it comes again.
+    TooLarge { partition: i32, offset: i64, message: String },
 }
+
+/// DLQ code of an event whose outputs or state would not fit their topic (SPEC 4, Limits).
+const RECORD_TOO_LARGE: &str = "record_too_large";
+/// DLQ code of an event that would break one of the customer's documented limits.
+const STATE_LIMIT: &str = "state_limit";
 
 fn classify(error: KafkaError) -> Failure {
     match &error {
@@ -164,6 +185,10 @@ pub(crate) struct Engine<P: Processor> {
     records_seen: u64,
     /// At least one assignment happened (readiness).
     pub(crate) joined: bool,
+    limits: RecordLimits,
+    /// Input records (partition, offset) to dead-letter with `record_too_large` when they are
+    /// read again after the abort their outputs caused.
+    too_large: FxHashMap<(i32, i64), String>,
 }
 
 impl<P: Processor> Engine<P> {
@@ -173,8 +198,11 @@ impl<P: Processor> Engine<P> {
         producer: TxnProducer,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        limits: RecordLimits,
     ) -> Self {
         Self {
+            limits,
+            too_large: FxHashMap::default(),
             processor,
             config,
             producer,
@@ -301,20 +329,57 @@ impl<P: Processor> Engine<P> {
             self.rewind_after_restore.insert(partition);
             return;
         }
-        if let Err(failure) = self.try_process(message, now) {
+        if let Err(failure) = self.try_process(consumer, message, now) {
             self.handle(consumer, failure);
         }
     }
 
-    fn try_process(&mut self, message: &BorrowedMessage<'_>, clock: Now) -> Result<(), Failure> {
+    /// The consumer reached the end of `partition`: its clock may follow the wall clock now.
+    pub(crate) fn caught_up(&mut self, partition: i32) {
+        if let Some(data) = self.partitions.get_mut(&partition) {
+            data.caught_up = true;
+        }
+    }
+
+    fn try_process(
+        &mut self,
+        consumer: &EngineConsumer<P>,
+        message: &BorrowedMessage<'_>,
+        clock: Now,
+    ) -> Result<(), Failure> {
         self.ensure_transaction(clock.instant)?;
+        let partition = message.partition();
+        let offset = message.offset();
+        // SPEC 4, the partition clock: the broker's append time of this record (the events topic
+        // uses LogAppendTime); never backwards, and never ahead of the wall clock should a topic
+        // carry producers' create times.
+        let wall = clock.wall.timestamp_millis();
+        let stamped = message.timestamp().to_millis().unwrap_or(wall).min(wall);
+        let data = self.partitions.get_mut(&partition).expect("restored partition");
+        data.caught_up = false;
+        data.clock = data.clock.max(stamped);
+        let partition_now = data.clock;
+        // A timer due before this record fires before it is applied.
+        if !self.fire_due(partition, partition_now)? {
+            // More timers are due than one transaction takes: this record comes again after the
+            // commit, and the next batch of timers with it.
+            consumer
+                .seek(&self.config.input_topic, partition, Offset::Offset(offset), Duration::from_secs(10))
+                .map_err(Failure::Abortable)?;
+            return Ok(());
+        }
         // Clock reads cost here (no TSC in some VMs): time one record in 32.
         self.records_seen = self.records_seen.wrapping_add(1);
         let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
-        let partition = message.partition();
         self.metrics.consumed.inc();
-        let now = clock.wall;
+        let now = DateTime::from_timestamp_millis(partition_now).unwrap_or(clock.wall);
         let key = message.key().map(String::from_utf8_lossy);
+        if !self.too_large.is_empty()
+            && let Some(text) = self.too_large.remove(&(partition, offset))
+        {
+            self.dead_letter(message, RECORD_TOO_LARGE, &text)?;
+            return self.processed(message, RecordOutcome::DeadLettered, timed);
+        }
         let decoded = match message.payload() {
             None => Err(omnistream_model::Rejection::single(ErrorCode::Malformed, "$", "null value")),
             Some(bytes) => decode_and_validate(bytes, now),
@@ -333,19 +398,25 @@ impl<P: Processor> Engine<P> {
                 RecordOutcome::DeadLettered
             }
             Ok(event) => {
-                let transaction = self.transaction.as_mut().expect("transaction begun");
                 let data = self.partitions.get_mut(&partition).expect("restored partition");
-                transaction.touch(partition, &event.customer_id);
-                // Looked up before inserting: `entry` would clone the id on every event.
-                if !data.customers.contains_key(&event.customer_id) {
-                    let empty = Box::new(Entry { recent: VecDeque::new(), state: None });
-                    data.customers.insert(event.customer_id.clone(), empty);
-                }
-                let entry = data.customers.get_mut(&event.customer_id).expect("inserted above");
+                let entry = data.customers.get(&event.customer_id);
                 let hash = event_id_hash(&event.event_id);
-                if entry.recent.contains(&hash) {
+                if entry.is_some_and(|entry| entry.recent.contains(&hash)) {
                     RecordOutcome::Duplicate
+                } else if let Err(text) =
+                    self.processor.check_limits(entry.and_then(|entry| entry.state.as_ref()), &event)
+                {
+                    self.dead_letter(message, STATE_LIMIT, &text)?;
+                    RecordOutcome::DeadLettered
                 } else {
+                    let transaction = self.transaction.as_mut().expect("transaction begun");
+                    transaction.touch(partition, &event.customer_id, Some(offset));
+                    // Looked up before inserting: `entry` would clone the id on every event.
+                    if !data.customers.contains_key(&event.customer_id) {
+                        let empty = Box::new(Entry { recent: VecDeque::new(), state: None });
+                        data.customers.insert(event.customer_id.clone(), empty);
+                    }
+                    let entry = data.customers.get_mut(&event.customer_id).expect("inserted above");
                     // Make room first: a full deque would otherwise double its capacity.
                     while entry.recent.len() >= self.config.dedupe_window.max(1) {
                         entry.recent.pop_front();
@@ -357,11 +428,26 @@ impl<P: Processor> Engine<P> {
                         data.customers.remove(&event.customer_id);
                     }
                     data.set_timer(&event.customer_id, due);
+                    if let Some(message) = self.oversized(&outputs, Some(&event.event_id)) {
+                        // The state already changed: the abort rebuilds it from the changelog.
+                        return Err(Failure::TooLarge { partition, offset, message });
+                    }
                     self.send_outputs(partition, &outputs, Some(&event.event_id))?;
                     RecordOutcome::Applied
                 }
             }
         };
+        self.processed(message, outcome, timed)
+    }
+
+    /// Bookkeeping after an input record: transaction size, latency, position, metrics.
+    fn processed(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        outcome: RecordOutcome,
+        timed: Option<Instant>,
+    ) -> Result<(), Failure> {
+        let partition = message.partition();
         let transaction = self.transaction.as_mut().expect("transaction begun");
         transaction.records += 1;
         if let Some(millis) = message.timestamp().to_millis() {
@@ -375,6 +461,24 @@ impl<P: Processor> Engine<P> {
             self.metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
         }
         Ok(())
+    }
+
+    /// Why one of `outputs` cannot be sent, if one is larger than its topic takes.
+    fn oversized(&mut self, outputs: &[Output], cause: Option<&str>) -> Option<String> {
+        let cause_header;
+        let headers: &[(&str, &str)] = match cause {
+            Some(event_id) => {
+                cause_header = [(CAUSE_HEADER, event_id)];
+                &cause_header
+            }
+            None => &[],
+        };
+        outputs.iter().find_map(|output| {
+            let size = record_size(&output.key, output.value.as_deref(), headers);
+            let limit = self.limits.limit(&output.topic);
+            (size > limit)
+                .then(|| format!("a {size}-byte record for {} exceeds its {limit}-byte limit", output.topic))
+        })
     }
 
     fn dead_letter(&self, message: &BorrowedMessage<'_>, code: &str, text: &str) -> Result<(), Failure> {
@@ -406,7 +510,8 @@ impl<P: Processor> Engine<P> {
         Ok(())
     }
 
-    /// Runs every due timer of every restored partition inside the open transaction.
+    /// Runs the due timers of every restored partition inside the open transaction: a caught-up
+    /// partition's clock follows the wall clock; one with lag waits for its records' times.
     pub(crate) fn fire_timers(&mut self, consumer: &EngineConsumer<P>, now: Now) {
         if self.needs_reset || self.failure.is_some() {
             return;
@@ -417,42 +522,70 @@ impl<P: Processor> Engine<P> {
     }
 
     fn try_fire_timers(&mut self, clock: Now) -> Result<(), Failure> {
-        let now = clock.wall;
-        let now_millis = now.timestamp_millis();
+        let wall = clock.wall.timestamp_millis();
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         for partition in partitions {
-            loop {
-                let data = self.partitions.get_mut(&partition).expect("partition");
-                let Some((due, customer_id)) = data.timers.first().cloned() else { break };
-                if due > now_millis {
-                    break;
-                }
-                self.ensure_transaction(clock.instant)?;
-                let transaction = self.transaction.as_mut().expect("transaction begun");
-                let data = self.partitions.get_mut(&partition).expect("partition");
-                transaction.touch(partition, &customer_id);
-                let outputs = match data.customers.get_mut(&customer_id) {
-                    Some(entry) => {
-                        let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
-                        let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
-                        // A timer that does not move forward would fire forever.
-                        let next = next.filter(|next| next.timestamp_millis() > due);
-                        if entry.state.is_none() {
-                            data.customers.remove(&customer_id);
-                        }
-                        data.set_timer(&customer_id, next);
-                        outputs
-                    }
-                    None => {
-                        data.set_timer(&customer_id, None);
-                        Vec::new()
-                    }
-                };
-                self.metrics.timers_fired.inc();
-                self.send_outputs(partition, &outputs, None)?;
+            let data = self.partitions.get_mut(&partition).expect("partition");
+            if data.caught_up {
+                data.clock = data.clock.max(wall);
+            }
+            let up_to = data.clock;
+            if data.timers.first().is_none_or(|(due, _)| *due > up_to) {
+                continue;
+            }
+            self.ensure_transaction(clock.instant)?;
+            if !self.fire_due(partition, up_to)? {
+                // The transaction is full: the rest fire after its commit, at the next sweep.
+                break;
             }
         }
         Ok(())
+    }
+
+    /// Fires `partition`'s timers due at or before `up_to` (its clock), each as of its due time,
+    /// so that replaying the log writes the same records however late it is replayed. Each counts
+    /// as a record of the open transaction: returns false, with timers still due, once the
+    /// transaction holds `commit_max_records`, so one commit never holds an outage's backlog.
+    fn fire_due(&mut self, partition: i32, up_to: i64) -> Result<bool, Failure> {
+        loop {
+            let data = self.partitions.get_mut(&partition).expect("partition");
+            let Some((due, customer_id)) = data.timers.first().cloned() else { return Ok(true) };
+            if due > up_to {
+                return Ok(true);
+            }
+            let transaction = self.transaction.as_mut().expect("transaction begun");
+            if transaction.records >= self.config.commit_max_records {
+                return Ok(false);
+            }
+            transaction.records += 1;
+            transaction.touch(partition, &customer_id, None);
+            let now = DateTime::from_timestamp_millis(due).unwrap_or_default();
+            let outputs = match data.customers.get_mut(&customer_id) {
+                Some(entry) => {
+                    let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
+                    let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+                    // A timer that does not move forward would fire forever.
+                    let next = next.filter(|next| next.timestamp_millis() > due);
+                    if entry.state.is_none() {
+                        data.customers.remove(&customer_id);
+                    }
+                    data.set_timer(&customer_id, next);
+                    outputs
+                }
+                None => {
+                    data.set_timer(&customer_id, None);
+                    Vec::new()
+                }
+            };
+            self.metrics.timers_fired.inc();
+            if let Some(message) = self.oversized(&outputs, None) {
+                // No input record to dead-letter: the customer keeps the state the last event
+                // gave them, and the timer's records are dropped, not the partition.
+                tracing::error!(customer_id, %message, "dropping a timer's output records");
+                continue;
+            }
+            self.send_outputs(partition, &outputs, None)?;
+        }
     }
 
     /// Commits the open transaction: changelog records of every customer it touched, the input
@@ -485,16 +618,36 @@ impl<P: Processor> Engine<P> {
 
     fn try_commit(&mut self, consumer: &EngineConsumer<P>) -> Result<(), Failure> {
         let started = Instant::now();
+        let changelog_limit = self.limits.limit(&self.config.changelog_topic.clone());
         let transaction = self.transaction.as_ref().expect("transaction");
         let mut value = Vec::with_capacity(1024);
-        for (partition, customer_id) in
-            transaction.touched.iter().flat_map(|(p, ids)| ids.iter().map(move |id| (p, id)))
+        for (partition, customer_id, cause) in
+            transaction.touched.iter().flat_map(|(p, ids)| ids.iter().map(move |(id, cause)| (p, id, cause)))
         {
             let Some(data) = self.partitions.get(partition) else { continue };
             let entry = data.customers.get(customer_id);
             if let Some(entry) = entry {
                 value.clear();
                 rmp_serde::encode::write(&mut value, entry).expect("state serializes");
+                let size = record_size(customer_id, Some(&value), &[]);
+                if size > changelog_limit {
+                    let message = format!(
+                        "the state would be a {size}-byte changelog record (limit {changelog_limit})"
+                    );
+                    match cause {
+                        Some(offset) => {
+                            return Err(Failure::TooLarge {
+                                partition: *partition,
+                                offset: *offset,
+                                message,
+                            });
+                        }
+                        None => {
+                            tracing::error!(customer_id, %message, "not writing a timer's changelog record");
+                            continue;
+                        }
+                    }
+                }
             }
             let mut record =
                 BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(customer_id.as_str());
@@ -558,6 +711,11 @@ impl<P: Processor> Engine<P> {
                 self.transaction = None;
                 self.failure = Some(RuntimeError::Fatal(error));
             }
+            Failure::TooLarge { partition, offset, message } => {
+                warn!(partition, offset, %message, "aborting to dead-letter the record that caused it");
+                self.too_large.insert((partition, offset), message);
+                self.abort(consumer);
+            }
         }
     }
 
@@ -572,8 +730,8 @@ impl<P: Processor> Engine<P> {
             if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
                 match classify(error) {
                     Failure::Fatal(error) => self.failure = Some(RuntimeError::Fatal(error)),
-                    Failure::Abortable(error) | Failure::Indefinite(error) => {
-                        warn!(%error, "abort failed; re-creating the producer");
+                    other => {
+                        warn!(error = ?other, "abort failed; re-creating the producer");
                         self.needs_reset = true;
                     }
                 }

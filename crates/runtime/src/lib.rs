@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod processor;
+pub mod record_limits;
 pub mod rules_file;
 mod run;
 pub mod server;

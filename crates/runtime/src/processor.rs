@@ -34,6 +34,13 @@ pub trait Processor: Send + 'static {
         now: DateTime<Utc>,
     ) -> Vec<Output>;
 
+    /// Refuses an event that would break one of the customer's documented limits (SPEC 4,
+    /// Limits), with a message saying which: the runtime dead-letters it with code
+    /// `state_limit` and leaves the state unchanged. Called before `apply`.
+    fn check_limits(&self, _state: Option<&Self::State>, _event: &TouchpointEvent) -> Result<(), String> {
+        Ok(())
+    }
+
     /// When `on_timer` should next run for a customer in this state; `None` for never.
     fn next_timer(&self, _state: &Self::State) -> Option<DateTime<Utc>> {
         None

@@ -18,6 +18,7 @@ use crate::engine::{Engine, EngineConsumer, Now};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::processor::Processor;
+use crate::record_limits::RecordLimits;
 use crate::server::{self, Health};
 use crate::{RuntimeError, create_transactional_producer};
 
@@ -106,6 +107,8 @@ fn create_consumer<P: Processor>(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
+        // The end of a partition tells the engine its clock may follow the wall clock (SPEC 4).
+        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
         .set("statistics.interval.ms", "5000")
@@ -131,6 +134,7 @@ fn processing_loop<P: Processor>(
         producer,
         metrics.clone(),
         health.clone(),
+        RecordLimits::new(&config)?,
     )));
     let context = EngineContext { engine: engine.clone(), metrics, input_topic: config.input_topic.clone() };
     let consumer = create_consumer(&config, context)?;
@@ -166,7 +170,10 @@ fn processing_loop<P: Processor>(
         }
         match consumer.poll(Duration::from_millis(10)) {
             Some(Ok(message)) => engine.lock().expect("engine lock").process(&consumer, &message, now),
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                engine.lock().expect("engine lock").caught_up(partition)
+            }
+            None => {}
             Some(Err(error)) => warn!(%error, "consumer error"),
         }
         let mut engine = engine.lock().expect("engine lock");

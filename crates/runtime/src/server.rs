@@ -120,7 +120,11 @@ pub fn run_process<E: std::fmt::Display>(serve: impl Future<Output = Result<(), 
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve) {
+    let result = runtime.block_on(serve);
+    // A blocking task that missed the stop (a reader stuck in a Kafka call) must not keep a
+    // process that has decided to exit alive.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    match result {
         Ok(()) => {
             tracing::info!("stopped cleanly");
             ExitCode::SUCCESS
@@ -131,6 +135,9 @@ pub fn run_process<E: std::fmt::Display>(serve: impl Future<Output = Result<(), 
         }
     }
 }
+
+/// How long background tasks get to finish once an HTTP process has decided to exit.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
@@ -170,7 +177,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = admin_router(registry, health);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

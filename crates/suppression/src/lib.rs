@@ -6,11 +6,11 @@
 //! into a `SuppressionState` record after every event, and again by timer when a reason lapses or
 //! quiet hours begin.
 //!
-//! Evaluation time: an event is evaluated at its own `occurred_at` (never before the previous
-//! evaluation), so the records an input produces do not depend on when it is processed; a timer
-//! evaluates at the wall clock and emits the state as of then. A late event's record can thus be
-//! older than a timer's; its `next_change_at` is then already past and the timer corrects it
-//! within a second.
+//! Evaluation time (SPEC 4, two clocks): every record is evaluated at the partition clock (the
+//! broker's append time of the event's record; for a timer, its due time), never before the
+//! previous evaluation, so the records an input produces do not depend on when it is processed.
+//! Event time orders the facts: a marketing send dated 20 h ahead (clock skew) counts in its cap
+//! window from its own time, and `next_change_at` names that time.
 
 pub mod rules;
 
@@ -108,7 +108,7 @@ impl Processor for Suppression {
         &self,
         state: &mut Option<SuppressionMemory>,
         event: &TouchpointEvent,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Vec<Output> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
@@ -117,7 +117,7 @@ impl Processor for Suppression {
         let memory = state.get_or_insert_with(SuppressionMemory::default);
         remember(memory, event);
         memory.version += 1;
-        memory.evaluated_at = memory.evaluated_at.max(event.occurred_at.timestamp_millis());
+        memory.evaluated_at = memory.evaluated_at.max(now.timestamp_millis());
         let record = evaluate(memory, &self.rules, &event.customer_id, memory.evaluated_at);
         vec![self.output(&event.customer_id, Some(&record))]
     }
@@ -317,6 +317,10 @@ pub fn evaluate(
                 reasons.push(reason(code::FREQUENCY_CAP, Some(detail.clone()), Some(until)));
             }
         }
+        // A send dated ahead enters its cap windows at its own time.
+        changes.extend(
+            memory.sends.iter().filter(|(c, sent_at)| *c == channel && *sent_at > at).map(|(_, t)| *t),
+        );
         for (_, inside) in quiet.iter().filter(|(quiet, _)| quiet.channels.contains(&channel)) {
             reasons.extend(inside.iter().cloned());
         }

@@ -91,10 +91,26 @@ impl Run {
 
     fn when(&mut self, at: DateTime<Utc>, channel: Channel, payload: EventPayload) -> &SuppressionState {
         self.n += 1;
-        let outputs = self.processor.apply(&mut self.state, &event(self.n, at, channel, payload), Utc::now());
+        // It arrives as it happens: the partition clock reads its time.
+        let outputs = self.processor.apply(&mut self.state, &event(self.n, at, channel, payload), at);
         assert_eq!(outputs.len(), 1);
         self.last =
             Some(decode_record(outputs[0].value.as_ref().expect("a state, not a tombstone")).unwrap());
+        self.last.as_ref().unwrap()
+    }
+
+    /// An event dated `occurred_at` that reaches the service at `arrives` (the partition clock).
+    fn arrives(
+        &mut self,
+        arrives: DateTime<Utc>,
+        occurred_at: DateTime<Utc>,
+        channel: Channel,
+        payload: EventPayload,
+    ) -> &SuppressionState {
+        self.n += 1;
+        let outputs =
+            self.processor.apply(&mut self.state, &event(self.n, occurred_at, channel, payload), arrives);
+        self.last = Some(decode_record(outputs[0].value.as_ref().unwrap()).unwrap());
         self.last.as_ref().unwrap()
     }
 
@@ -476,4 +492,33 @@ fn a_bounce_stays_lifted_when_a_later_revocation_follows_the_grant() {
     assert_eq!(run.transactional(Channel::Email).status, Allowed);
     run.when(t(3), Channel::Email, hard_bounce());
     assert_eq!(codes(run.transactional(Channel::Email)), vec![code::HARD_BOUNCE]);
+}
+
+/// SPEC 4, future-dated events: one event dated 20 h ahead (clock skew) made suppression evaluate
+/// as of its time, so a marketing email sent now no longer capped email (1 per 16 h).
+#[test]
+fn an_event_dated_ahead_does_not_move_the_clock() {
+    let email_cap = Rules {
+        frequency_caps: vec![omnistream_suppression::FrequencyCap {
+            channel: Channel::Email,
+            max: 1,
+            window_hours: 16.0,
+        }],
+        ..bare()
+    };
+    let mut run = Run::new(email_cap.clone());
+    run.arrives(t(0), t(20 * 60), Channel::Web, page_view());
+    let state = run.arrives(t(1), t(1), Channel::Email, sent(Purpose::Marketing)).clone();
+    assert_eq!(state.evaluated_at, t(1), "as of the partition clock");
+    let email = run.marketing(Channel::Email);
+    assert_eq!((email.status, email.until), (Deferred, Some(t(1) + Duration::hours(16))));
+
+    // A send dated 20 h ahead counts in the window from its own time, not at once.
+    let mut run = Run::new(email_cap);
+    let state = run.arrives(t(0), t(20 * 60), Channel::Email, sent(Purpose::Marketing)).clone();
+    assert_eq!(run.marketing(Channel::Email).status, Allowed);
+    assert_eq!(state.next_change_at, Some(t(20 * 60)), "re-evaluated when the send's time comes");
+    run.timer(t(20 * 60));
+    let email = run.marketing(Channel::Email);
+    assert_eq!((email.status, email.until), (Deferred, Some(t(36 * 60))));
 }

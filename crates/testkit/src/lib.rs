@@ -133,8 +133,13 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> usize {
 
 /// A read_committed consumer of every partition of `topic`, from the beginning, outside any group.
 fn committed_consumer(topic: &str) -> BaseConsumer {
+    committed_consumer_reporting_eof(topic, false)
+}
+
+fn committed_consumer_reporting_eof(topic: &str, eof: bool) -> BaseConsumer {
     let consumer: BaseConsumer = client_config()
         .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.partition.eof", eof.to_string())
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "50")
@@ -159,6 +164,29 @@ pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Ve
     while messages.len() < expected && started.elapsed() < deadline {
         if let Some(result) = consumer.poll(Duration::from_millis(200)) {
             messages.push(result.expect("consume").detach());
+        }
+    }
+    messages.sort_by_key(|m| (m.partition(), m.offset()));
+    messages
+}
+
+/// Every committed record of `topic` now, in partition then offset order: reads each partition
+/// to its end (the last stable offset).
+pub fn read_committed_to_end(topic: &str) -> Vec<OwnedMessage> {
+    let consumer = committed_consumer_reporting_eof(topic, true);
+    let partitions = consumer.assignment().expect("assignment").count();
+    let mut ended = std::collections::HashSet::new();
+    let mut messages = Vec::new();
+    let started = Instant::now();
+    while ended.len() < partitions {
+        assert!(started.elapsed() < Duration::from_secs(60), "{topic} not read to its end in 60 s");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => messages.push(message.detach()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                ended.insert(partition);
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None => {}
         }
     }
     messages.sort_by_key(|m| (m.partition(), m.offset()));
@@ -260,6 +288,11 @@ impl ServiceProcess {
         let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
+    }
+
+    /// The exit code once it has exited (`None` while running or when killed by a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().expect("wait").and_then(|status| status.code())
     }
 
     /// Whether it is still running (it did not crash).

@@ -41,7 +41,7 @@ impl ServiceTopics {
             outputs: (0..outputs).map(|i| unique_topic(&format!("{label}-out{i}"))).collect(),
         };
         let mut requests = vec![
-            TopicRequest::plain(&topics.input, PARTITIONS, 1),
+            TopicRequest::events(&topics.input, PARTITIONS, 1),
             TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
             TopicRequest::compacted(&topics.changelog, PARTITIONS, 1),
         ];

@@ -72,7 +72,7 @@ impl Stack {
         let group = unique_topic(&format!("{label}-group"));
         let changelog = |service: &str| format!("{group}.{service}.state");
         let mut requests = vec![
-            TopicRequest::plain(&topics.events, PARTITIONS, 1),
+            TopicRequest::events(&topics.events, PARTITIONS, 1),
             TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
             TopicRequest::plain(&topics.ledger, PARTITIONS, 1),
         ];
