@@ -8,8 +8,8 @@ use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_model::records::ChannelAffinity;
 use omnistream_model::{Channel, decode_record};
 use omnistream_testkit::pipeline::{
-    ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
-    records_in, simulated_input,
+    ServiceTopics, assert_same_outputs, committed_outputs, fold, fold_appended, kill_repeatedly,
+    produce_at_rate, records_in, simulated_input,
 };
 use omnistream_testkit::{CommittedReader, ServiceProcess, omni_produce, workspace_binary};
 use rdkafka::message::Message;
@@ -120,7 +120,12 @@ async fn sigkill_during_200000_events_committed_records_equal_the_pure_fold() {
     producing.await.expect("producer task");
 
     let mut last = channel_affinity(&topics, "affinity-crash", "affinity-crash-final");
-    let actual = committed_outputs(&output, complete_at, Duration::from_secs(180)).await;
+    // Outputs are as of each record's append time (the partition clock): fold what the broker
+    // holds, now that it holds all of it.
+    let appended = topics.input.clone();
+    let (expected, _) =
+        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.unwrap();
+    let actual = committed_outputs(&output, records_in(&expected, &output), Duration::from_secs(180)).await;
     assert!(last.is_running());
     assert_same_outputs(&expected, &actual, &output, |bytes| {
         decode_record::<ChannelAffinity>(bytes).expect("channel affinity")

@@ -10,8 +10,8 @@ use omnistream_loyalty_points::{INSUFFICIENT_POINTS, LoyaltyPoints, LoyaltyRules
 use omnistream_model::records::{LedgerEntryKind, LoyaltyBalance, LoyaltyLedgerEntry};
 use omnistream_model::{decode_record, encode_event, parse_event_json};
 use omnistream_testkit::pipeline::{
-    ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
-    records_in, simulated_input,
+    ServiceTopics, assert_same_outputs, committed_outputs, fold, fold_appended, kill_repeatedly,
+    produce_at_rate, records_in, simulated_input,
 };
 use omnistream_testkit::{
     CommittedReader, ServiceProcess, consume_committed, produce_all, produce_with, producer, workspace_binary,
@@ -160,6 +160,12 @@ async fn sigkill_during_200000_events_no_duplicate_entry_and_balances_equal_the_
     producing.await.expect("producer task");
 
     let mut last = loyalty(&topics, "loyalty-crash", "loyalty-crash-final");
+    // Outputs are as of each record's append time (the partition clock): fold what the broker
+    // holds, now that it holds all of it.
+    let appended = topics.input.clone();
+    let (expected, _) =
+        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.unwrap();
+    let balances_complete = records_in(&expected, &balances);
     let actual_balances = committed_outputs(&balances, balances_complete, Duration::from_secs(180)).await;
     let actual_ledger =
         committed_outputs(&ledger, records_in(&expected, &ledger), Duration::from_secs(60)).await;

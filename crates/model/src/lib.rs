@@ -10,6 +10,7 @@ pub mod json;
 pub mod records;
 pub mod sorted_map;
 pub mod topics;
+pub mod traits;
 pub mod validate;
 
 pub use codec::{

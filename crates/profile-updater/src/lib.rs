@@ -1,15 +1,12 @@
 //! profile-updater's pure core (SPEC 4.1): folds every touchpoint event of a customer into one
 //! `CustomerProfile`, by event time where it matters, and emits the profile after each event.
 //!
-//! Traits follow their event time, not arrival order:
-//! - `set` at t replaces the value if t is not older than the value's time (or the value came
-//!   from a later `set_once`, which a set before it would have made a no-op);
-//! - `set_once` at t applies when the trait is absent (never set, or unset before t), and replaces
-//!   an earlier-arriving `set_once` with a later time (the first by event time wins);
-//! - `unset` at t removes a value not newer than t and leaves a tombstone, so a late older `set`
-//!   cannot bring the value back.
+//! Traits follow their event time, not arrival order: each resolves as if its `set`, `set_once`
+//! and `unset` operations were applied in `occurred_at` order ([`TraitHistory`], the resolution
+//! suppression's `timezone` uses too). An unset trait stays in the profile as a `null` value with
+//! the unset's time.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +14,8 @@ use omnistream_model::records::{
     ChannelActivity, ConsentEntry, CustomerProfile, Identifier, OpenTicket, ResolvedTicket, TraitEntry,
 };
 use omnistream_model::topics::PROFILES;
-use omnistream_model::{Channel, EventPayload, TouchpointEvent, TraitValue, encode_record};
+use omnistream_model::traits::{Resolved, TraitHistory};
+use omnistream_model::{Channel, EventPayload, SortedMap, TouchpointEvent, TraitValue, encode_record};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +41,10 @@ pub struct ProfileState {
     pub profile: CustomerProfile,
     /// Recently resolved tickets with their resolution time (unix millis).
     pub resolved_tickets: VecDeque<(String, i64)>,
+    /// What decides each trait. State written before 2026-12 has none: it is rebuilt from the
+    /// profile's traits at the next `traits_updated` ([`ProfileState::trait_histories`]).
+    #[serde(default)]
+    pub traits: SortedMap<String, TraitHistory>,
 }
 
 impl ProfileState {
@@ -67,7 +69,31 @@ impl ProfileState {
                 version: 0,
             },
             resolved_tickets: VecDeque::new(),
+            traits: SortedMap::default(),
         }
+    }
+
+    /// The histories of the traits, rebuilt from the profile when the state predates them: a
+    /// `set` value is a base, a `set_once` one a `set_once`, a null one an `unset`.
+    fn trait_histories(&mut self) -> &mut SortedMap<String, TraitHistory> {
+        if self.traits.is_empty() && !self.profile.traits.is_empty() {
+            self.traits = self
+                .profile
+                .traits
+                .iter()
+                .map(|(name, entry)| {
+                    let at = entry.updated_at.timestamp_millis();
+                    let mut history = TraitHistory::default();
+                    match (&entry.value, entry.set_once) {
+                        (TraitValue::Null, _) => history.unset(at),
+                        (value, true) => history.set_once(value, at),
+                        (value, false) => history.set(value, at),
+                    }
+                    (name.clone(), history)
+                })
+                .collect();
+        }
+        &mut self.traits
     }
 }
 
@@ -162,6 +188,9 @@ fn trait_value_bytes(value: &TraitValue) -> usize {
 /// Folds one event into the state (everything but erasure).
 pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
     let at = event.occurred_at;
+    if let EventPayload::TraitsUpdated { set, set_once, unset } = &event.payload {
+        apply_traits(state, set, set_once, unset, at);
+    }
     let profile = &mut state.profile;
     profile.first_seen_at = profile.first_seen_at.min(at);
     profile.last_seen_at = profile.last_seen_at.max(at);
@@ -226,20 +255,41 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
                 }
             }
         }
-        EventPayload::TraitsUpdated { set, set_once, unset } => {
-            for (name, value) in set {
-                set_trait(profile, name, value, at);
-            }
-            for (name, value) in set_once {
-                set_trait_once(profile, name, value, at);
-            }
-            for name in unset {
-                unset_trait(profile, name, at);
-            }
-        }
         _ => {}
     }
     profile.version += 1;
+}
+
+/// Applies one event's trait operations in the order `set`, `set_once`, `unset` (one event, one
+/// time: SPEC 4's ties go by that order).
+fn apply_traits(
+    state: &mut ProfileState,
+    set: &BTreeMap<String, TraitValue>,
+    set_once: &BTreeMap<String, TraitValue>,
+    unset: &[String],
+    at: DateTime<Utc>,
+) {
+    let at_ms = at.timestamp_millis();
+    let histories = state.trait_histories();
+    for (name, value) in set {
+        history_of(histories, name).set(value, at_ms);
+    }
+    for (name, value) in set_once {
+        history_of(histories, name).set_once(value, at_ms);
+    }
+    for name in unset {
+        history_of(histories, name).unset(at_ms);
+    }
+    let profile = &mut state.profile;
+    for name in set.keys().chain(set_once.keys()).chain(unset) {
+        if let Some(entry) = state.traits.get(name.as_str()).and_then(trait_entry) {
+            profile.traits.insert(name.clone(), entry);
+        }
+    }
+    // Seen is seen, whether or not the value is the current one.
+    for (name, value) in set.iter().chain(set_once) {
+        note_identifier(profile, name, value, at);
+    }
 }
 
 fn record_activity(profile: &mut CustomerProfile, event: &TouchpointEvent) {
@@ -266,41 +316,21 @@ fn record_activity(profile: &mut CustomerProfile, event: &TouchpointEvent) {
     *activity.event_counts.get_or_insert_with(&event_type, || (event_type, 0)) += 1;
 }
 
-fn set_trait(profile: &mut CustomerProfile, name: &str, value: &TraitValue, at: DateTime<Utc>) {
-    let applies = profile.traits.get(name).is_none_or(|entry| at >= entry.updated_at || entry.set_once);
-    if applies {
-        profile
-            .traits
-            .insert(name.to_owned(), TraitEntry { value: value.clone(), updated_at: at, set_once: false });
-    }
-    // Seen is seen, whether or not the value is still the current one.
-    note_identifier(profile, name, value, at);
+fn history_of<'a>(histories: &'a mut SortedMap<String, TraitHistory>, name: &str) -> &'a mut TraitHistory {
+    histories.get_or_insert_with(name, || (name.to_owned(), TraitHistory::default()))
 }
 
-fn set_trait_once(profile: &mut CustomerProfile, name: &str, value: &TraitValue, at: DateTime<Utc>) {
-    let applies = match profile.traits.get(name) {
-        None => true,
-        // An earlier set_once by event time wins over one that arrived first.
-        Some(entry) if entry.set_once => at < entry.updated_at,
-        // Unset before this set_once: the trait was absent when it happened.
-        Some(entry) => entry.value == TraitValue::Null && entry.updated_at <= at,
-    };
-    if applies {
-        profile
-            .traits
-            .insert(name.to_owned(), TraitEntry { value: value.clone(), updated_at: at, set_once: true });
-    }
-    // Seen is seen, whether or not the value is still the current one.
-    note_identifier(profile, name, value, at);
-}
-
-fn unset_trait(profile: &mut CustomerProfile, name: &str, at: DateTime<Utc>) {
-    let applies = profile.traits.get(name).is_none_or(|entry| at >= entry.updated_at);
-    if applies {
-        profile
-            .traits
-            .insert(name.to_owned(), TraitEntry { value: TraitValue::Null, updated_at: at, set_once: false });
-    }
+/// The profile's entry of a resolved trait: an unset one is a `null` value.
+fn trait_entry(history: &TraitHistory) -> Option<TraitEntry> {
+    let time = |at| DateTime::from_timestamp_millis(at).unwrap_or_default();
+    Some(match history.resolved()? {
+        Resolved::Value { value, at, by_set_once } => {
+            TraitEntry { value: value.clone(), updated_at: time(at), set_once: by_set_once }
+        }
+        Resolved::Unset { at } => {
+            TraitEntry { value: TraitValue::Null, updated_at: time(at), set_once: false }
+        }
+    })
 }
 
 /// Email and phone traits are identifiers of the customer: keep every one seen, with when.

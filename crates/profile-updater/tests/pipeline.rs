@@ -8,8 +8,8 @@ use omnistream_model::records::CustomerProfile;
 use omnistream_model::{Channel, EventType, decode_record};
 use omnistream_profile_updater::{ProfileUpdater, activity};
 use omnistream_testkit::pipeline::{
-    ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly, produce_at_rate,
-    records_in, simulated_input,
+    ServiceTopics, assert_same_outputs, committed_outputs, fold, fold_appended, kill_repeatedly,
+    produce_at_rate, records_in, simulated_input,
 };
 use omnistream_testkit::{CommittedReader, ServiceProcess, omni_produce, workspace_binary};
 use rdkafka::message::Message;
@@ -131,7 +131,8 @@ async fn sigkill_during_200000_events_committed_profiles_equal_the_pure_fold() {
     let topics = ServiceTopics::create("profile-crash", 1).await;
     let output = topics.outputs[0].clone();
     let input = simulated_input(200_000, 5_000, 41, 0.002);
-    let (expected, _) = fold(&ProfileUpdater { profiles_topic: Arc::from(output.as_str()) }, &input);
+    let processor = ProfileUpdater { profiles_topic: Arc::from(output.as_str()) };
+    let (expected, _) = fold(&processor, &input);
     let producing = produce_at_rate(topics.input.clone(), input, 4_000);
 
     let complete_at = records_in(&expected, &output);
@@ -143,7 +144,12 @@ async fn sigkill_during_200000_events_committed_profiles_equal_the_pure_fold() {
     producing.await.expect("producer task");
 
     let mut last = profile_updater(&topics, "profile-crash", "profile-crash-final");
-    let actual = committed_outputs(&output, complete_at, Duration::from_secs(180)).await;
+    // Outputs are as of each record's append time (the partition clock): fold what the broker
+    // holds, now that it holds all of it.
+    let appended = topics.input.clone();
+    let (expected, _) =
+        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.unwrap();
+    let actual = committed_outputs(&output, records_in(&expected, &output), Duration::from_secs(180)).await;
     assert!(last.is_running());
     assert_same_outputs(&expected, &actual, &output, |bytes| {
         decode_record::<CustomerProfile>(bytes).expect("profile")

@@ -22,6 +22,7 @@ use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState};
 use omnistream_model::topics::SUPPRESSIONS;
+use omnistream_model::traits::TraitHistory;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_record};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
@@ -64,7 +65,8 @@ pub struct SuppressionMemory {
     /// Marketing sends still inside a frequency-cap window.
     pub sends: Vec<(Channel, i64)>,
     pub last_order_at: Option<i64>,
-    /// The `timezone` trait and the event time that decided it (`None` value: unset).
+    /// The `timezone` trait as state written before 2026-12 held it; moved into
+    /// `timezone_history` at the next event.
     pub timezone: Option<(Option<String>, i64)>,
     /// When the last event was evaluated: evaluation never goes back in time.
     pub evaluated_at: i64,
@@ -76,6 +78,9 @@ pub struct SuppressionMemory {
     /// block arriving late but older than it stays lifted.
     #[serde(default)]
     pub last_grants: Vec<(Channel, i64)>,
+    /// The `timezone` trait, resolved as profile-updater resolves every trait (SPEC 4).
+    #[serde(default)]
+    pub timezone_history: TraitHistory,
 }
 
 /// The suppression processor.
@@ -193,36 +198,29 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
             memory.last_order_at = Some(memory.last_order_at.map_or(at, |last| last.max(at)));
         }
         EventPayload::TraitsUpdated { set, set_once, unset } => {
-            let newer = |memory: &SuppressionMemory| memory.timezone.as_ref().is_none_or(|(_, t)| at >= *t);
-            if let Some(value) = set.get("timezone") {
-                if newer(memory) {
-                    memory.timezone = Some((zone_name(value), at));
-                }
-            } else if let Some(value) = set_once.get("timezone") {
-                // set_once: the first by event time wins, over an absent or unset value.
-                let applies = match &memory.timezone {
-                    None => true,
-                    Some((None, unset_at)) => *unset_at <= at,
-                    Some((Some(_), _)) => false,
-                };
-                if applies {
-                    memory.timezone = Some((zone_name(value), at));
+            if let Some((name, at)) = memory.timezone.take() {
+                match name {
+                    Some(name) => memory.timezone_history.set(&TraitValue::String(name), at),
+                    None => memory.timezone_history.unset(at),
                 }
             }
-            if unset.iter().any(|name| name == "timezone") && newer(memory) {
-                memory.timezone = Some((None, at));
+            let history = &mut memory.timezone_history;
+            if let Some(value) = set.get(TIMEZONE) {
+                history.set(value, at);
+            }
+            if let Some(value) = set_once.get(TIMEZONE) {
+                history.set_once(value, at);
+            }
+            if unset.iter().any(|name| name == TIMEZONE) {
+                history.unset(at);
             }
         }
         _ => {}
     }
 }
 
-fn zone_name(value: &TraitValue) -> Option<String> {
-    match value {
-        TraitValue::String(name) => Some(name.clone()),
-        _ => None,
-    }
-}
+/// The trait that names the customer's IANA time zone.
+const TIMEZONE: &str = "timezone";
 
 fn note_hard_block(memory: &mut SuppressionMemory, channel: Channel, spam: bool, at: i64) {
     if memory.last_grants.iter().any(|(c, granted_at)| *c == channel && *granted_at > at) {
@@ -246,12 +244,13 @@ pub fn in_holdout(customer_id: &str, percent: f64) -> bool {
 
 /// The customer's time zone: the `timezone` trait if it names an IANA zone, else UTC.
 fn zone(memory: &SuppressionMemory) -> Tz {
-    memory
-        .timezone
-        .as_ref()
-        .and_then(|(name, _)| name.as_deref())
-        .and_then(|name| name.parse::<Tz>().ok())
-        .unwrap_or(Tz::UTC)
+    let legacy = memory.timezone.as_ref().and_then(|(name, _)| name.as_deref());
+    let name = match memory.timezone_history.value() {
+        Some(TraitValue::String(name)) => Some(name.as_str()),
+        Some(_) => None,
+        None => legacy,
+    };
+    name.and_then(|name| name.parse::<Tz>().ok()).unwrap_or(Tz::UTC)
 }
 
 fn reason(code: &'static str, detail: Option<String>, until: Option<i64>) -> SuppressionReason {

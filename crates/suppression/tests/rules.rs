@@ -522,3 +522,53 @@ fn an_event_dated_ahead_does_not_move_the_clock() {
     let email = run.marketing(Channel::Email);
     assert_eq!((email.status, email.until), (Deferred, Some(t(36 * 60))));
 }
+
+/// SPEC 4, one rule in one place: suppression resolved `timezone` differently from
+/// profile-updater (a late `set` lost to an older-arriving, later-dated `set_once`). Arrival:
+/// set_once Asia/Tokyo at 12:05, set America/New_York at 12:01. In event-time order the set comes
+/// first and the set_once finds the trait present: New York, in both services.
+#[test]
+fn suppression_and_the_profile_resolve_the_timezone_alike() {
+    let quiet_all_day = Rules {
+        quiet_hours: vec![QuietHours {
+            channels: vec![Channel::Sms],
+            start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(23, 59, 0).unwrap(),
+        }],
+        ..bare()
+    };
+    let zone = |name: &str| BTreeMap::from([("timezone".to_owned(), TraitValue::String(name.into()))]);
+    let events = [
+        (
+            t(5),
+            EventPayload::TraitsUpdated {
+                set: BTreeMap::new(),
+                set_once: zone("Asia/Tokyo"),
+                unset: Vec::new(),
+            },
+        ),
+        (
+            t(1),
+            EventPayload::TraitsUpdated {
+                set: zone("America/New_York"),
+                set_once: BTreeMap::new(),
+                unset: Vec::new(),
+            },
+        ),
+    ];
+    let mut run = Run::new(quiet_all_day);
+    let profiles = omnistream_profile_updater::ProfileUpdater::default();
+    let mut profile = None;
+    for (n, (at, payload)) in events.into_iter().enumerate() {
+        let event = event(n, at, Channel::Web, payload.clone());
+        profiles.apply(&mut profile, &event, t(6));
+        run.arrives(t(6), at, Channel::Web, payload);
+    }
+    let profile = profile.expect("a profile").profile;
+    assert_eq!(
+        profile.traits.get("timezone").map(|t| &t.value),
+        Some(&TraitValue::String("America/New_York".into()))
+    );
+    let sms = run.marketing(Channel::Sms);
+    assert!(sms.reasons[0].detail.as_deref().unwrap().ends_with("America/New_York"), "{sms:?}");
+}

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use omnistream_model::decode_and_validate;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_runtime::{Processor, event_id_hash};
@@ -98,15 +98,36 @@ pub fn simulated_input(
 /// Per (topic, key), the output values in order (`None` is a tombstone).
 pub type OutputsByKey = HashMap<(String, String), Vec<Option<Vec<u8>>>>;
 
-/// The pure fold: `processor` applied to the valid input in order, with the runtime's dedupe.
-/// Returns its outputs and how many input records are invalid (the DLQ's share).
+/// The pure fold: `processor` applied to the valid input in order, with the runtime's dedupe, as
+/// of now. Returns its outputs and how many input records are invalid (the DLQ's share).
 pub fn fold<P: Processor>(processor: &P, input: &[(String, Vec<u8>)]) -> (OutputsByKey, usize) {
+    let now = Utc::now();
+    fold_at(processor, input.iter().map(|(key, bytes)| (key.as_str(), bytes.as_slice(), now)))
+}
+
+/// The pure fold over `topic` as the broker holds it: every record applied as of its append time
+/// (the partition clock, SPEC 4), in partition and offset order. No timer fires: the tests that
+/// use it keep every timer beyond their run.
+pub fn fold_appended<P: Processor>(processor: &P, topic: &str) -> (OutputsByKey, usize) {
+    let records = crate::read_committed_to_end(topic);
+    let input = records.iter().filter_map(|record| {
+        let key = std::str::from_utf8(record.key()?).ok()?;
+        let appended = DateTime::from_timestamp_millis(record.timestamp().to_millis()?)?;
+        Some((key, record.payload()?, appended))
+    });
+    fold_at(processor, input)
+}
+
+fn fold_at<'a, P: Processor>(
+    processor: &P,
+    input: impl Iterator<Item = (&'a str, &'a [u8], DateTime<Utc>)>,
+) -> (OutputsByKey, usize) {
     let mut customers: HashMap<String, (VecDeque<u64>, Option<P::State>)> = HashMap::new();
     let mut outputs = OutputsByKey::new();
     let mut rejected = 0;
-    for (key, bytes) in input {
-        let event = match decode_and_validate(bytes, Utc::now()) {
-            Ok(event) if event.customer_id == *key => event,
+    for (key, bytes, now) in input {
+        let event = match decode_and_validate(bytes, now) {
+            Ok(event) if event.customer_id == key => event,
             _ => {
                 rejected += 1;
                 continue;
@@ -117,11 +138,15 @@ pub fn fold<P: Processor>(processor: &P, input: &[(String, Vec<u8>)]) -> (Output
         if recent.contains(&hash) {
             continue;
         }
+        if processor.check_limits(state.as_ref(), &event).is_err() {
+            rejected += 1;
+            continue;
+        }
         recent.push_back(hash);
         if recent.len() > DEDUPE_WINDOW {
             recent.pop_front();
         }
-        for output in processor.apply(state, &event, Utc::now()) {
+        for output in processor.apply(state, &event, now) {
             outputs.entry((output.topic.to_string(), output.key)).or_default().push(output.value);
         }
         if state.is_none() {
