@@ -131,7 +131,25 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stack.api("/v1/customers/c-s2/loyalty").await.0, 404);
-    assert_eq!(stack.api("/v1/customers/c-s2/reachability").await.0, 404);
+    // SPEC 4.5 and 6: an erased id is no unknown one ("send"): every channel is blocked, for
+    // every purpose, while the erasure marker lives.
+    for purpose in ["marketing", "transactional"] {
+        let path = format!("/v1/customers/c-s2/reachability?purpose={purpose}");
+        let erased =
+            stack.api_until(&path, WAIT, |r| r["channels"][0]["reasons"][0]["code"] == "erased").await;
+        assert_eq!(
+            (erased["known"].as_bool(), erased["allowed"].clone()),
+            (Some(false), json!([])),
+            "{erased}"
+        );
+        for channel in erased["channels"].as_array().unwrap() {
+            assert_eq!((channel["status"].as_str(), codes(channel)), (Some("blocked"), vec!["erased"]));
+        }
+    }
+    // An id never seen gets the defaults (no channel requires consent by default).
+    let (status, unknown) = stack.api("/v1/customers/c-never-seen/reachability").await;
+    assert_eq!((status, unknown["known"].as_bool()), (200, Some(false)), "{unknown}");
+    assert_eq!(unknown["allowed"], json!(["email", "sms", "whatsapp", "push"]));
 
     // 3. Earn in store, spend on the web: the store order's points activate, two channels redeem
     //    at the same moment and only one fits, a refund takes the points back.

@@ -16,8 +16,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use omnistream_model::Purpose;
 use omnistream_model::topics::{CHANNEL_AFFINITY, LOYALTY_BALANCES, LOYALTY_LEDGER, PROFILES, SUPPRESSIONS};
+use omnistream_model::{Channel, Purpose};
 use omnistream_runtime::KafkaArgs;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,6 +58,18 @@ pub struct ApiArgs {
     /// Ledger entries kept per customer for `/loyalty` (the most recent).
     #[arg(long, env = "LEDGER_ENTRIES", default_value_t = 20)]
     pub ledger_entries: usize,
+    /// Channels whose marketing consent is required before a first message, as in suppression's
+    /// rules (`consent_required`): reachability of an id never seen blocks them with `no_consent`.
+    #[arg(long, env = "CONSENT_REQUIRED", value_delimiter = ',', value_parser = parse_channel)]
+    pub consent_required: Vec<Channel>,
+    /// The services' erasure horizon (SPEC 4.5): for this many days after an erasure,
+    /// reachability answers every channel `blocked` with reason `erased`.
+    #[arg(long, env = "ERASURE_HORIZON_DAYS", default_value_t = 30)]
+    pub erasure_horizon_days: u32,
+}
+
+fn parse_channel(text: &str) -> Result<Channel, String> {
+    Channel::parse(text).ok_or_else(|| format!("{text:?} is not a channel"))
 }
 
 impl ApiArgs {
@@ -150,6 +162,24 @@ impl ApiMetrics {
 pub struct Api {
     pub store: Arc<Store>,
     pub metrics: Arc<ApiMetrics>,
+    /// What an id without a suppression state is answered (SPEC 6).
+    pub defaults: ReachabilityDefaults,
+}
+
+/// Reachability of ids suppression holds no state of.
+#[derive(Debug, Clone, Default)]
+pub struct ReachabilityDefaults {
+    pub consent_required: Vec<Channel>,
+    pub erasure_horizon: chrono::Duration,
+}
+
+impl ReachabilityDefaults {
+    pub fn from_args(args: &ApiArgs) -> Self {
+        Self {
+            consent_required: args.consent_required.clone(),
+            erasure_horizon: chrono::Duration::days(i64::from(args.erasure_horizon_days)),
+        }
+    }
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -242,7 +272,21 @@ async fn get_reachability(
                 reachability(&suppression, affinity.as_ref().map(|(_, a)| &**a), purpose, chrono::Utc::now());
             json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
         }
-        (Some(_), _) => not_found(&customer_id, "no suppression state for customer"),
+        (Some(purpose), _) => {
+            let now = chrono::Utc::now();
+            let erased_until = api
+                .store
+                .get(&customer_id)
+                .filter(|view| !view.is_known())
+                .and_then(|view| view.erased_at())
+                .map(|erased_at| erased_at + api.defaults.erasure_horizon)
+                .filter(|until| *until > now);
+            let view = match erased_until {
+                Some(until) => reachability::erased(&customer_id, purpose, until, now),
+                None => reachability::unknown(&customer_id, purpose, &api.defaults.consent_required, now),
+            };
+            json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
+        }
     };
     api.observe("reachability", started, response)
 }

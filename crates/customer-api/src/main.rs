@@ -59,7 +59,8 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
 
     let registry = Arc::new(registry);
     let admin = admin_router(registry, health.clone());
-    let api = Arc::new(Api { store, metrics });
+    let defaults = omnistream_customer_api::ReachabilityDefaults::from_args(&args);
+    let api = Arc::new(Api { store, metrics, defaults });
     let public = router(api).merge(admin.clone());
     let served = server::serve_http(public, args.http_addr, admin, args.admin_addr, shutdown.clone()).await;
     // A port that cannot be bound (or a server that failed) must stop the topic readers too.

@@ -2,13 +2,17 @@
 //! allowed channels in affinity order. Pure; the API renders it as JSON.
 
 use chrono::{DateTime, Utc};
-use omnistream_model::records::{ChannelAffinity, ChannelSuppression, SuppressionState, SuppressionStatus};
+use omnistream_model::records::{
+    ChannelAffinity, ChannelSuppression, SuppressionReason, SuppressionState, SuppressionStatus, reason_code,
+};
 use omnistream_model::{Channel, Purpose, format_timestamp};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reachability {
     pub customer_id: String,
+    /// False for an id suppression holds no state of: never seen (the defaults), or erased.
+    pub known: bool,
     pub purpose: Purpose,
     /// The channels a message may go out on now, most likely to engage first.
     pub allowed: Vec<Channel>,
@@ -115,6 +119,7 @@ pub fn reachability(
         .collect();
     Reachability {
         customer_id: suppression.customer_id.clone(),
+        known: true,
         purpose,
         allowed: channels
             .iter()
@@ -128,6 +133,57 @@ pub fn reachability(
         stale: suppression.next_change_at.is_some_and(|at| at <= now),
         ranked_by_affinity: affinity.is_some(),
     }
+}
+
+/// SPEC 6: an id never seen gets the defaults: allowed, but for the channels whose consent is
+/// required (as in suppression's rules), blocked with `no_consent` until a grant.
+pub fn unknown(
+    customer_id: &str,
+    purpose: Purpose,
+    consent_required: &[Channel],
+    now: DateTime<Utc>,
+) -> Reachability {
+    let reasons = |channel: &Channel| match purpose {
+        Purpose::Marketing if consent_required.contains(channel) => {
+            vec![fixed_reason(reason_code::NO_CONSENT, None)]
+        }
+        _ => Vec::new(),
+    };
+    without_state(customer_id, purpose, now, None, reasons)
+}
+
+/// SPEC 4.5 and 6: an erased id, while the erasure marker lives (until `until`), is blocked on every
+/// channel for every purpose with reason `erased`: a "not found" would read as "unknown, send".
+pub fn erased(customer_id: &str, purpose: Purpose, until: DateTime<Utc>, now: DateTime<Utc>) -> Reachability {
+    let reasons = |_: &Channel| vec![fixed_reason(reason_code::ERASED, Some(until))];
+    without_state(customer_id, purpose, now, Some(until), reasons)
+}
+
+fn fixed_reason(code: &'static str, until: Option<DateTime<Utc>>) -> SuppressionReason {
+    SuppressionReason { code: std::borrow::Cow::Borrowed(code), detail: None, until }
+}
+
+fn without_state(
+    customer_id: &str,
+    purpose: Purpose,
+    now: DateTime<Utc>,
+    next_change_at: Option<DateTime<Utc>>,
+    reasons: impl Fn(&Channel) -> Vec<SuppressionReason>,
+) -> Reachability {
+    let states: Vec<ChannelSuppression> = Channel::MESSAGING
+        .iter()
+        .map(|channel| ChannelSuppression::from_reasons(*channel, reasons(channel)))
+        .collect();
+    let state = SuppressionState {
+        customer_id: customer_id.to_owned(),
+        marketing: states.clone(),
+        transactional: states,
+        holdout: false,
+        evaluated_at: now,
+        next_change_at,
+        version: 0,
+    };
+    Reachability { known: false, ..reachability(&state, None, purpose, now) }
 }
 
 #[cfg(test)]

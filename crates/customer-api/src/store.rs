@@ -89,6 +89,15 @@ impl CustomerView {
             || self.balance.is_some()
     }
 
+    /// When the customer was erased, if the newest ledger entry says so.
+    pub fn erased_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let newest: serde_json::Value = serde_json::from_str(self.ledger.back()?).ok()?;
+        if newest.get("kind")?.as_str()? != "erase" {
+            return None;
+        }
+        newest.get("occurred_at")?.as_str()?.parse().ok()
+    }
+
     /// Applies one record of `source`; `None` is a tombstone.
     pub fn apply(&mut self, source: Source, record: Option<Decoded>, ledger_entries: usize) {
         match source {

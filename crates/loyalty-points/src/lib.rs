@@ -55,6 +55,9 @@ pub struct Lot {
     pub activates_at: i64,
     pub expires_at: i64,
     pub active: bool,
+    /// The event that created it; `None` in state written before 2026-12 (its id names it).
+    #[serde(default)]
+    pub cause_event_id: Option<String>,
 }
 
 /// What loyalty-points keeps per customer.
@@ -169,7 +172,7 @@ impl Processor for LoyaltyPoints {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
             let erase = LoyaltyLedgerEntry {
-                entry_id: format!("{}/erase", event.event_id),
+                entry_id: event_entry_id(customer_id, &event.event_id, LedgerEntryKind::Erase),
                 customer_id: customer_id.clone(),
                 kind: LedgerEntryKind::Erase,
                 points: 0,
@@ -320,6 +323,7 @@ fn settle(state: &mut LoyaltyState, at: i64) -> Vec<Movement> {
     for (when, index, activation) in due {
         let lot = &mut state.lots[index];
         let (id, order_id, channel) = (lot.id.clone(), lot.order_id.clone(), lot.channel);
+        let cause_event_id = lot.cause_event_id.clone();
         let (kind, points) = if activation {
             lot.active = true;
             let points = lot.remaining;
@@ -343,7 +347,7 @@ fn settle(state: &mut LoyaltyState, at: i64) -> Vec<Movement> {
             points,
             reason: None,
             reason_detail: None,
-            cause_event_id: cause_of(&id),
+            cause_event_id: cause_event_id.unwrap_or_else(|| cause_of(&id)),
             order_id,
             redemption_id: None,
             channel,
@@ -356,7 +360,8 @@ fn settle(state: &mut LoyaltyState, at: i64) -> Vec<Movement> {
     movements
 }
 
-/// The event id in a lot's id (`<event_id>/earn` or `<event_id>/adjust`).
+/// The event id in the id of a lot created before 2026-12 (`<event_id>/earn` or
+/// `<event_id>/adjust`); newer lots name their cause.
 fn cause_of(lot_id: &str) -> String {
     lot_id.rsplit_once('/').map_or(lot_id, |(event_id, _)| event_id).to_owned()
 }
@@ -408,7 +413,7 @@ fn apply_event(
     let occurred_at = event.occurred_at.timestamp_millis();
     // Made after the state changed: it carries the balance the change left.
     let movement = |state: &LoyaltyState, kind: LedgerEntryKind, points: i64, business: Business| Movement {
-        entry_id: event_entry_id(&event.event_id, kind),
+        entry_id: event_entry_id(&event.customer_id, &event.event_id, kind),
         kind,
         points,
         reason: business.reason,
@@ -428,7 +433,8 @@ fn apply_event(
                 return Vec::new();
             }
             state.lots.push(Lot {
-                id: event_entry_id(&event.event_id, LedgerEntryKind::Earn),
+                id: event_entry_id(&event.customer_id, &event.event_id, LedgerEntryKind::Earn),
+                cause_event_id: Some(event.event_id.clone()),
                 order_id: Some(order_id.clone()),
                 channel: Some(event.channel),
                 earned_at: occurred_at,
@@ -445,7 +451,7 @@ fn apply_event(
             // An order older than the return window is active at once (and one older than the
             // expiry is gone at once).
             let mut movements = vec![earn];
-            movements.extend(apply_early_refunds(state, rules, order_id));
+            movements.extend(apply_early_refunds(state, rules, &event.customer_id, order_id));
             movements.extend(settle(state, at));
             movements
         }
@@ -499,7 +505,8 @@ fn apply_event(
         EventPayload::LoyaltyPointsAdjusted { points, reason } => {
             if *points > 0 {
                 state.lots.push(Lot {
-                    id: event_entry_id(&event.event_id, LedgerEntryKind::Adjust),
+                    id: event_entry_id(&event.customer_id, &event.event_id, LedgerEntryKind::Adjust),
+                    cause_event_id: Some(event.event_id.clone()),
                     order_id: None,
                     channel: Some(event.channel),
                     earned_at: occurred_at,
@@ -547,7 +554,12 @@ fn keep_early_refund(
 
 /// The order of refunds that came first has arrived: reverse them now, as their own events would
 /// have (same entry ids, dated when the refunds happened).
-fn apply_early_refunds(state: &mut LoyaltyState, rules: &LoyaltyRules, order_id: &str) -> Vec<Movement> {
+fn apply_early_refunds(
+    state: &mut LoyaltyState,
+    rules: &LoyaltyRules,
+    customer_id: &str,
+    order_id: &str,
+) -> Vec<Movement> {
     let (waiting, others): (Vec<EarlyRefund>, Vec<EarlyRefund>) =
         std::mem::take(&mut state.early_refunds).into_iter().partition(|refund| refund.order_id == order_id);
     state.early_refunds = others;
@@ -556,7 +568,7 @@ fn apply_early_refunds(state: &mut LoyaltyState, rules: &LoyaltyRules, order_id:
         .filter_map(|refund| {
             let event = TouchpointEvent {
                 event_id: refund.event_id,
-                customer_id: String::new(),
+                customer_id: customer_id.to_owned(),
                 occurred_at: DateTime::from_timestamp_millis(refund.occurred_at).unwrap_or_default(),
                 channel: refund.channel,
                 source: None,
@@ -591,9 +603,13 @@ impl Business {
     }
 }
 
-/// `<event_id>/<kind>`: one entry of a kind per event, whatever replays or retries happen.
-fn event_entry_id(event_id: &str, kind: LedgerEntryKind) -> String {
-    format!("{event_id}/{}", kind_name(kind))
+/// `<customer_id>/<event_id>/<kind>`: one entry of a kind per customer and event, whatever replays
+/// or retries happen, and distinct when two customers' producers reuse an event id. `%` and `/`
+/// in the customer id are percent-encoded, so the first `/` ends it and no two pairs of ids
+/// give one entry id (`<kind>` has no `/`).
+fn event_entry_id(customer_id: &str, event_id: &str, kind: LedgerEntryKind) -> String {
+    let customer = customer_id.replace('%', "%25").replace('/', "%2F");
+    format!("{customer}/{event_id}/{}", kind_name(kind))
 }
 
 fn kind_name(kind: LedgerEntryKind) -> &'static str {

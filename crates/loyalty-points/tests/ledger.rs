@@ -137,14 +137,14 @@ fn an_order_earns_pending_points_that_activate_after_the_return_window_by_timer(
     let mut run = Run::new(LoyaltyRules::default());
     let earned = run.when(t(0.0), Channel::Store, order("o-1", 12_999));
     assert_eq!(kinds(&earned), vec![(Earn, 129)], "1 point per euro, rounded down");
-    assert_eq!(earned[0].entry_id, "e-1/earn");
+    assert_eq!(earned[0].entry_id, "c-1/e-1/earn");
     assert_eq!(earned[0].order_id.as_deref(), Some("o-1"));
     assert_eq!(run.active_pending(), (0, 129));
     let processor = run.processor.clone();
     assert_eq!(processor.next_timer(run.state.as_ref().unwrap()), Some(t(14.0)));
     let activated = run.timer(t(14.0) + Duration::seconds(30));
     assert_eq!(kinds(&activated), vec![(Activate, 129)]);
-    assert_eq!(activated[0].entry_id, "e-1/earn/activate");
+    assert_eq!(activated[0].entry_id, "c-1/e-1/earn/activate");
     assert_eq!(activated[0].occurred_at, t(14.0), "dated when it fell due");
     assert_eq!(run.active_pending(), (129, 0));
     assert_eq!(
@@ -236,7 +236,7 @@ fn the_points_that_expire_first_are_spent_first_and_expiry_takes_the_rest() {
     assert_eq!(kinds(&expired), vec![]);
     let expired = run.timer(t(375.5));
     assert_eq!(kinds(&expired), vec![(Expire, -80)]);
-    assert_eq!(expired[0].entry_id, "e-2/earn/expire");
+    assert_eq!(expired[0].entry_id, "c-1/e-2/earn/expire");
     assert_eq!((run.balance().active, run.balance().expired), (0, 80));
 }
 
@@ -486,7 +486,7 @@ fn a_refund_that_arrives_before_its_order_still_takes_back_its_points() {
     assert!(run.arrives(t(0.1), t(0.05), Channel::Web, refund("o-1", 10_000)).is_empty());
     let entries = run.arrives(t(0.2), t(0.0), Channel::Store, order("o-1", 10_000));
     assert_eq!(kinds(&entries), vec![(Earn, 100), (Reverse, -100)]);
-    assert_eq!(entries[1].entry_id, "e-1/reverse", "the refund event's own entry id");
+    assert_eq!(entries[1].entry_id, "c-1/e-1/reverse", "the refund event's own entry id");
     assert_eq!(entries[1].occurred_at, t(0.05), "dated when the refund happened");
     assert_eq!(run.active_pending(), (0, 0));
     assert_eq!(run.balance().lifetime_earned, 0);
@@ -540,4 +540,28 @@ fn the_tier_falls_by_timer_when_points_leave_the_window() {
     run.timer(t(365.0));
     assert_eq!(run.balance().tier, "bronze", "12 calendar months after the order, by timer");
     assert_eq!(processor.next_timer(run.state.as_ref().unwrap()), Some(t(730.0)), "then its expiry");
+}
+
+/// Entry ids are unique per customer and event: two customers' producers may reuse an event id
+/// (here the same `e-1`), and a customer id holding `/` cannot make one pair look like another.
+#[test]
+fn entry_ids_are_unique_per_customer_and_event() {
+    let processor = LoyaltyPoints::new(LoyaltyRules::default(), LOYALTY_LEDGER, LOYALTY_BALANCES);
+    let earn_id = |customer: &str, event_id: &str| {
+        let event = TouchpointEvent {
+            event_id: event_id.into(),
+            customer_id: customer.into(),
+            occurred_at: t(0.0),
+            channel: Channel::Store,
+            source: None,
+            payload: order("o-1", 10_000),
+            context: BTreeMap::new(),
+        };
+        let outputs = processor.apply(&mut None, &event, t(0.0));
+        let entry: LoyaltyLedgerEntry = decode_record(outputs[0].value.as_ref().unwrap()).unwrap();
+        entry.entry_id
+    };
+    assert_ne!(earn_id("c-1", "e-1"), earn_id("c-2", "e-1"));
+    assert_ne!(earn_id("a/b", "c"), earn_id("a", "b/c"));
+    assert_eq!(earn_id("a/b", "c"), "a%2Fb/c/earn");
 }

@@ -185,3 +185,71 @@ async fn sigkill_during_200000_events_no_duplicate_entry_and_balances_equal_the_
         decode_record::<LoyaltyBalance>(bytes).unwrap()
     });
 }
+
+/// SPEC 4.5, erasure is final: after `erasure_requested`, a producer's retry of an earlier event
+/// and an event in flight dated before the erasure recreate nothing (before: a duplicate `earn`
+/// and a new balance); an event dated after it starts a new relationship. Worked out by hand:
+/// the ledger holds earn (o-1), erase, earn (o-3), and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_erasure_retries_and_older_events_recreate_nothing() {
+    let topics = ServiceTopics::create("loyalty-erasure", 2).await;
+    let _service = loyalty(&topics, "erasure", "loyalty-erasure");
+    let order = |id: &str, order_id: &str, minutes_ago: i64| {
+        let at = Utc::now() - chrono::Duration::minutes(minutes_ago);
+        let json = format!(
+            r#"{{"event_id":"{id}","customer_id":"c-3003","occurred_at":"{}","channel":"store","type":"order_placed","properties":{{"order_id":"{order_id}","value_minor":10000,"currency":"EUR"}}}}"#,
+            at.to_rfc3339()
+        );
+        ("c-3003".to_owned(), encode_event(&parse_event_json(&json, Utc::now()).expect("valid")).unwrap())
+    };
+    let erase = {
+        let json = format!(
+            r#"{{"event_id":"erase","customer_id":"c-3003","occurred_at":"{}","channel":"web","type":"erasure_requested","properties":{{}}}}"#,
+            (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339()
+        );
+        ("c-3003".to_owned(), encode_event(&parse_event_json(&json, Utc::now()).unwrap()).unwrap())
+    };
+    produce_all(
+        &topics.input,
+        [
+            order("o-1", "o-1", 10),
+            erase,
+            // The producer retries o-1 (same event id), and an order from before the erasure
+            // arrives late: both dropped.
+            order("o-1", "o-1", 10),
+            order("o-2", "o-2", 7),
+            // After the erasure: a new relationship.
+            order("o-3", "o-3", 1),
+        ],
+    )
+    .await;
+    let ledger = tokio::task::spawn_blocking({
+        let topic = topics.outputs[0].clone();
+        // Per partition in order: a recreated entry would come before o-3's and change these three.
+        move || ledger_of(&topic, 3)
+    })
+    .await
+    .unwrap();
+    let entries: Vec<(LedgerEntryKind, Option<&str>)> =
+        ledger.iter().map(|entry| (entry.kind, entry.order_id.as_deref())).collect();
+    assert_eq!(
+        entries,
+        vec![
+            (LedgerEntryKind::Earn, Some("o-1")),
+            (LedgerEntryKind::Erase, None),
+            (LedgerEntryKind::Earn, Some("o-3"))
+        ]
+    );
+    let balance = tokio::task::spawn_blocking({
+        let topic = topics.outputs[1].clone();
+        move || {
+            consume_committed(&topic, usize::MAX, Duration::from_secs(3))
+                .last()
+                .and_then(|m| m.payload().map(|bytes| decode_record::<LoyaltyBalance>(bytes).unwrap()))
+        }
+    })
+    .await
+    .unwrap()
+    .expect("the new relationship's balance");
+    assert_eq!((balance.pending, balance.lifetime_earned, balance.version), (100, 100, 1));
+}

@@ -191,6 +191,8 @@ pub mod reason_code {
     pub const QUIET_HOURS: &str = "quiet_hours";
     pub const RECENT_ORDER: &str = "recent_order";
     pub const HOLDOUT: &str = "holdout";
+    /// The customer was erased; answered by the customer API while the erasure marker lives.
+    pub const ERASED: &str = "erased";
 }
 
 impl SuppressionReason {

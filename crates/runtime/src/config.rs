@@ -54,6 +54,21 @@ pub struct RuntimeArgs {
     #[arg(long, env = "DEDUPE_WINDOW", default_value_t = 64)]
     pub dedupe_window: usize,
 
+    /// How long an erasure stays final (SPEC 4.5): for this many days a marker holding only a keyed
+    /// hash of the customer id drops retried events and events dated at or before the erasure.
+    #[arg(long, env = "ERASURE_HORIZON_DAYS", default_value_t = 30)]
+    pub erasure_horizon_days: u32,
+
+    /// Secret key of the erasure markers' HMAC-SHA256. Without one a built-in key is used (with a
+    /// warning at start): markers then protect nothing from someone who can read the changelog.
+    #[arg(long, env = "ERASURE_HMAC_KEY", hide_env_values = true)]
+    pub erasure_hmac_key: Option<String>,
+
+    /// After an erasure, drop every event of the customer while the marker lives, also those
+    /// dated after it (no new relationship).
+    #[arg(long, env = "SUPPRESS_AFTER_ERASURE", default_value_t = false)]
+    pub suppress_after_erasure: bool,
+
     /// How often due timers are fired (milliseconds).
     #[arg(long, env = "TIMER_INTERVAL_MS", default_value_t = 1_000)]
     pub timer_interval_ms: u64,
@@ -71,6 +86,25 @@ pub struct ServiceInfo {
     pub version: &'static str,
 }
 
+/// Erasure finality (SPEC 4.5).
+#[derive(Clone)]
+pub struct ErasureConfig {
+    pub horizon: Duration,
+    /// `None`: the built-in key.
+    pub key: Option<Vec<u8>>,
+    pub suppress_after: bool,
+}
+
+impl std::fmt::Debug for ErasureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErasureConfig")
+            .field("horizon", &self.horizon)
+            .field("key", &self.key.as_ref().map(|_| "<set>"))
+            .field("suppress_after", &self.suppress_after)
+            .finish()
+    }
+}
+
 /// Settings resolved against the service's defaults.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -86,6 +120,7 @@ pub struct RuntimeConfig {
     pub transaction_timeout: Duration,
     pub session_timeout: Duration,
     pub dedupe_window: usize,
+    pub erasure: ErasureConfig,
     pub timer_interval: Duration,
     pub admin_addr: SocketAddr,
 }
@@ -109,6 +144,11 @@ impl RuntimeConfig {
             transaction_timeout: Duration::from_millis(args.transaction_timeout_ms),
             session_timeout: Duration::from_millis(args.session_timeout_ms),
             dedupe_window: args.dedupe_window,
+            erasure: ErasureConfig {
+                horizon: Duration::from_secs(u64::from(args.erasure_horizon_days) * 86_400),
+                key: args.erasure_hmac_key.map(String::into_bytes),
+                suppress_after: args.suppress_after_erasure,
+            },
             timer_interval: Duration::from_millis(args.timer_interval_ms.max(10)),
         }
     }

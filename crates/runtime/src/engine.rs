@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{ErrorCode, decode_and_validate};
+use omnistream_model::{ErrorCode, EventPayload, decode_and_validate};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::config::RuntimeConfig;
+use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers, Verdict};
 use crate::kafka::ReadToEndContext;
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::{Output, Processor};
@@ -63,6 +64,8 @@ struct PartitionData<S> {
     clock: i64,
     /// The consumer reached the end of the partition and no record came since.
     caught_up: bool,
+    /// Erased customers of this partition (SPEC 4.5).
+    markers: Markers,
 }
 
 impl<S> PartitionData<S> {
@@ -74,6 +77,7 @@ impl<S> PartitionData<S> {
             next_offset: None,
             clock: 0,
             caught_up: false,
+            markers: Markers::default(),
         }
     }
 
@@ -104,6 +108,8 @@ struct Transaction {
     touched: FxHashMap<i32, FxHashMap<String, Option<i64>>>,
     /// Create-time (unix millis) of every input record, for the end-to-end latency.
     record_timestamps: Vec<i64>,
+    /// Erasure markers this transaction created or expired, by partition.
+    markers: Vec<(i32, MarkerId)>,
 }
 
 impl Transaction {
@@ -186,6 +192,7 @@ pub(crate) struct Engine<P: Processor> {
     /// At least one assignment happened (readiness).
     pub(crate) joined: bool,
     limits: RecordLimits,
+    marker_key: MarkerKey,
     /// Input records (partition, offset) to dead-letter with `record_too_large` when they are
     /// read again after the abort their outputs caused.
     too_large: FxHashMap<(i32, i64), String>,
@@ -201,6 +208,7 @@ impl<P: Processor> Engine<P> {
         limits: RecordLimits,
     ) -> Self {
         Self {
+            marker_key: MarkerKey::new(config.erasure.key.as_deref()),
             limits,
             too_large: FxHashMap::default(),
             processor,
@@ -269,6 +277,7 @@ impl<P: Processor> Engine<P> {
                 records: 0,
                 touched: FxHashMap::default(),
                 record_timestamps: Vec::new(),
+                markers: Vec::new(),
             });
         }
         Ok(())
@@ -401,7 +410,15 @@ impl<P: Processor> Engine<P> {
                 let data = self.partitions.get_mut(&partition).expect("restored partition");
                 let entry = data.customers.get(&event.customer_id);
                 let hash = event_id_hash(&event.event_id);
-                if entry.is_some_and(|entry| entry.recent.contains(&hash)) {
+                let erasure = &self.config.erasure;
+                let erased = !data.markers.is_empty() && {
+                    let id = self.marker_key.id(&event.customer_id);
+                    let occurred_at = event.occurred_at.timestamp_millis();
+                    data.markers.verdict(&id, occurred_at, hash, erasure.suppress_after) == Verdict::Erased
+                };
+                if erased {
+                    RecordOutcome::Erased
+                } else if entry.is_some_and(|entry| entry.recent.contains(&hash)) {
                     RecordOutcome::Duplicate
                 } else if let Err(text) =
                     self.processor.check_limits(entry.and_then(|entry| entry.state.as_ref()), &event)
@@ -424,6 +441,17 @@ impl<P: Processor> Engine<P> {
                     entry.recent.push_back(hash);
                     let outputs = self.processor.apply(&mut entry.state, &event, now);
                     let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+                    if matches!(event.payload, EventPayload::ErasureRequested) {
+                        let marker = ErasureMarker {
+                            erased_at: event.occurred_at.timestamp_millis(),
+                            recorded_at: partition_now,
+                            recent: entry.recent.clone(),
+                        };
+                        let id = self.marker_key.id(&event.customer_id);
+                        let horizon = i64::try_from(erasure.horizon.as_millis()).unwrap_or(i64::MAX);
+                        data.markers.insert(id, marker, horizon);
+                        transaction.markers.push((partition, id));
+                    }
                     if entry.state.is_none() {
                         data.customers.remove(&event.customer_id);
                     }
@@ -530,6 +558,13 @@ impl<P: Processor> Engine<P> {
                 data.clock = data.clock.max(wall);
             }
             let up_to = data.clock;
+            let expired = data.markers.expire(up_to);
+            if !expired.is_empty() {
+                self.ensure_transaction(clock.instant)?;
+                let transaction = self.transaction.as_mut().expect("transaction begun");
+                transaction.markers.extend(expired.into_iter().map(|id| (partition, id)));
+            }
+            let data = self.partitions.get_mut(&partition).expect("partition");
             if data.timers.first().is_none_or(|(due, _)| *due > up_to) {
                 continue;
             }
@@ -652,6 +687,18 @@ impl<P: Processor> Engine<P> {
             let mut record =
                 BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(customer_id.as_str());
             if entry.is_some() {
+                record = record.payload(value.as_slice());
+            }
+            self.send(record)?;
+        }
+        for (partition, id) in &transaction.markers {
+            let Some(data) = self.partitions.get(partition) else { continue };
+            let key = crate::erasure::changelog_key(id);
+            let mut record =
+                BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(key.as_str());
+            if let Some(marker) = data.markers.get(id) {
+                value.clear();
+                rmp_serde::encode::write(&mut value, marker).expect("a marker serializes");
                 record = record.payload(value.as_slice());
             }
             self.send(record)?;
@@ -803,7 +850,9 @@ impl<P: Processor> Engine<P> {
                 .map(|element| element.offset())
                 .unwrap_or(Offset::Invalid);
             let mut data = PartitionData::new();
-            for (customer_id, entry) in restored.remove(partition).unwrap_or_default() {
+            let (customers, markers) = restored.remove(partition).unwrap_or_default();
+            data.markers = markers;
+            for (customer_id, entry) in customers {
                 let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                 data.set_timer(&customer_id, due);
                 data.customers.insert(customer_id, entry);
@@ -830,7 +879,8 @@ impl<P: Processor> Engine<P> {
     }
 }
 
-type RestoredPartitions<S> = HashMap<i32, Customers<S>>;
+/// Per partition: the customers' entries and the erasure markers.
+type RestoredPartitions<S> = HashMap<i32, (Customers<S>, Markers)>;
 
 /// How long a restore may take before the service gives up and exits (to be restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -854,7 +904,9 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
     }
     reader.assign(&assignment)?;
     let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
-    let mut restored: RestoredPartitions<S> = partitions.iter().map(|p| (*p, Customers::default())).collect();
+    let mut restored: RestoredPartitions<S> =
+        partitions.iter().map(|p| (*p, (Customers::default(), Markers::default()))).collect();
+    let horizon = i64::try_from(config.erasure.horizon.as_millis()).unwrap_or(i64::MAX);
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
@@ -874,7 +926,21 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
                 metrics.restored_records.inc();
                 let Some(key) = message.key() else { continue };
                 let customer_id = String::from_utf8_lossy(key).into_owned();
-                let customers = restored.entry(message.partition()).or_default();
+                let (customers, markers) = restored.entry(message.partition()).or_default();
+                if let Some(id) = crate::erasure::marker_id_of(&customer_id) {
+                    match message.payload() {
+                        None => markers.remove(&id),
+                        Some(bytes) => {
+                            let marker: ErasureMarker = rmp_serde::from_slice(bytes).map_err(|e| {
+                                RuntimeError::Restore(format!(
+                                    "erasure marker {customer_id:?} does not decode: {e}"
+                                ))
+                            })?;
+                            markers.insert(id, marker, horizon);
+                        }
+                    }
+                    continue;
+                }
                 match message.payload() {
                     None => {
                         customers.remove(&customer_id);

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 mod context;
 mod engine;
+pub mod erasure;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;

@@ -16,6 +16,8 @@ pub enum RecordOutcome {
     Applied,
     Duplicate,
     DeadLettered,
+    /// Dropped by an erasure marker (SPEC 4.5).
+    Erased,
 }
 
 impl EncodeLabelValue for RecordOutcome {
@@ -24,6 +26,7 @@ impl EncodeLabelValue for RecordOutcome {
             RecordOutcome::Applied => "applied",
             RecordOutcome::Duplicate => "duplicate",
             RecordOutcome::DeadLettered => "dead_lettered",
+            RecordOutcome::Erased => "erased",
         })
     }
 }
@@ -88,7 +91,7 @@ pub struct Metrics {
     pub restore_seconds: Histogram,
     pub customers: Gauge,
     /// The `processed` counters, resolved once: a label lookup per record is measurable.
-    processed_by_outcome: [Counter; 3],
+    processed_by_outcome: [Counter; 4],
 }
 
 impl Metrics {
@@ -98,6 +101,7 @@ impl Metrics {
             RecordOutcome::Applied => 0,
             RecordOutcome::Duplicate => 1,
             RecordOutcome::DeadLettered => 2,
+            RecordOutcome::Erased => 3,
         };
         self.processed_by_outcome[index].inc();
     }
@@ -123,9 +127,13 @@ impl Metrics {
             processed_by_outcome: Default::default(),
         };
         let mut metrics = metrics;
-        metrics.processed_by_outcome =
-            [RecordOutcome::Applied, RecordOutcome::Duplicate, RecordOutcome::DeadLettered]
-                .map(|outcome| metrics.processed.get_or_create(&RecordOutcomeLabel { outcome }).clone());
+        metrics.processed_by_outcome = [
+            RecordOutcome::Applied,
+            RecordOutcome::Duplicate,
+            RecordOutcome::DeadLettered,
+            RecordOutcome::Erased,
+        ]
+        .map(|outcome| metrics.processed.get_or_create(&RecordOutcomeLabel { outcome }).clone());
         let r = registry.sub_registry_with_prefix("omnistream");
         r.register("records_consumed", "Input records read", metrics.consumed.clone());
         r.register("records_processed", "Input records by outcome", metrics.processed.clone());

@@ -57,6 +57,9 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
         changelog = %config.changelog_topic,
         "starting"
     );
+    if config.erasure.key.is_none() {
+        warn!("no ERASURE_HMAC_KEY: erasure markers use the built-in key");
+    }
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry, config.service.name, config.service.version));
     let health = Arc::new(Health::new("joining the group or restoring state"));
