@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
+
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_model::records::ChannelAffinity;
 use omnistream_model::{Channel, decode_record};
@@ -26,9 +28,13 @@ fn channel_affinity(topics: &ServiceTopics, instance: &str, label: &str) -> Serv
     )
 }
 
+/// An event `minute` minutes into the last quarter hour: the record is as of the partition clock
+/// (now), so the counts decay from the events' times to now, which must stay minutes.
 fn event(n: usize, minute: usize, channel: &str, event_type: &str, properties: &str) -> String {
+    let at =
+        (Utc::now() - chrono::Duration::minutes(15) + chrono::Duration::minutes(minute as i64)).to_rfc3339();
     format!(
-        r#"{{"event_id":"s4-{n}","customer_id":"c-4004","occurred_at":"2026-11-20T09:{minute:02}:00Z","channel":"{channel}","type":"{event_type}","properties":{properties}}}"#
+        r#"{{"event_id":"s4-{n}","customer_id":"c-4004","occurred_at":"{at}","channel":"{channel}","type":"{event_type}","properties":{properties}}}"#
     )
 }
 

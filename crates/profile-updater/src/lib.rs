@@ -218,6 +218,15 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
                 .iter()
                 .any(|(id, resolved)| id == ticket_id && *resolved >= at.timestamp_millis());
             let already_open = profile.open_tickets.iter().any(|t| &t.ticket_id == ticket_id);
+            // Its resolution came first: in event-time order this opening is what it closed.
+            if resolved_since
+                && let Some(last) = profile.last_resolved_ticket.as_mut()
+                && &last.ticket_id == ticket_id
+                && last.resolved_at >= at
+                && last.opened_at.is_none_or(|opened| opened > at)
+            {
+                last.opened_at = Some(at);
+            }
             if !resolved_since && !already_open {
                 profile.open_tickets.push(OpenTicket {
                     ticket_id: ticket_id.clone(),
@@ -228,7 +237,9 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
             }
         }
         EventPayload::SupportTicketResolved { ticket_id } => {
-            let opened = profile.open_tickets.iter().position(|t| &t.ticket_id == ticket_id);
+            // Only an opening at or before it: one dated later is a new opening after it.
+            let opened =
+                profile.open_tickets.iter().position(|t| &t.ticket_id == ticket_id && t.opened_at <= at);
             let opened_at = opened.map(|index| profile.open_tickets.remove(index).opened_at);
             if profile.last_resolved_ticket.as_ref().is_none_or(|last| at >= last.resolved_at) {
                 profile.last_resolved_ticket = Some(ResolvedTicket {

@@ -60,8 +60,12 @@ struct PartitionData<S> {
     next_offset: Option<i64>,
     /// The partition clock (SPEC 4), unix millis: the broker's append time of the last record
     /// consumed, following the wall clock only while the partition is `caught_up`. Unknown (0)
-    /// after a restore until the first record.
+    /// after a restore until the first record. Timers fire by it.
     clock: i64,
+    /// The append time of the last record consumed: records are applied as of it, so that a
+    /// record fetched just after the clock followed the wall clock past its append time is still
+    /// applied as of that time (a replay must apply it so).
+    record_clock: i64,
     /// The consumer reached the end of the partition and no record came since.
     caught_up: bool,
     /// Erased customers of this partition (SPEC 4.5).
@@ -76,6 +80,7 @@ impl<S> PartitionData<S> {
             timer_of: FxHashMap::default(),
             next_offset: None,
             clock: 0,
+            record_clock: 0,
             caught_up: false,
             markers: Markers::default(),
         }
@@ -138,6 +143,10 @@ enum Failure {
     /// topic: abort, rebuild, and dead-letter that record when it comes again.
     TooLarge { partition: i32, offset: i64, message: String },
 }
+
+/// How far a broker's clock may run ahead of this host's: an append time beyond it is a producer's
+/// create time, not a broker's.
+const MAX_BROKER_CLOCK_LEAD_MS: i64 = 60_000;
 
 /// DLQ code of an event whose outputs or state would not fit their topic (SPEC 4, Limits).
 const RECORD_TOO_LARGE: &str = "record_too_large";
@@ -360,16 +369,21 @@ impl<P: Processor> Engine<P> {
         let partition = message.partition();
         let offset = message.offset();
         // SPEC 4, the partition clock: the broker's append time of this record (the events topic
-        // uses LogAppendTime); never backwards, and never ahead of the wall clock should a topic
-        // carry producers' create times.
+        // uses LogAppendTime), taken as it is, so that a replay applies the record as of the same
+        // time; never backwards. Should a topic carry producers' create times, one further ahead
+        // of this host's clock than any broker's would be is held to the wall clock.
         let wall = clock.wall.timestamp_millis();
-        let stamped = message.timestamp().to_millis().unwrap_or(wall).min(wall);
+        let stamped = match message.timestamp().to_millis() {
+            Some(stamped) if stamped <= wall.saturating_add(MAX_BROKER_CLOCK_LEAD_MS) => stamped,
+            _ => wall,
+        };
         let data = self.partitions.get_mut(&partition).expect("restored partition");
         data.caught_up = false;
-        data.clock = data.clock.max(stamped);
-        let partition_now = data.clock;
+        data.record_clock = data.record_clock.max(stamped);
+        data.clock = data.clock.max(data.record_clock);
+        let (partition_now, timers_up_to) = (data.record_clock, data.clock);
         // A timer due before this record fires before it is applied.
-        if !self.fire_due(partition, partition_now)? {
+        if !self.fire_due(partition, timers_up_to)? {
             // More timers are due than one transaction takes: this record comes again after the
             // commit, and the next batch of timers with it.
             consumer
