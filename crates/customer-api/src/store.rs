@@ -146,7 +146,9 @@ impl Store {
             Some(view) => {
                 view.apply(source, record, self.ledger_entries);
                 // Ledger entries may arrive before the balance does: only a tombstone removes.
-                if tombstone && !view.is_known() {
+                // An erased customer's `erase` entry stays, whatever order the topics' tombstones
+                // come in: reachability answers `erased` from it (SPEC 4.5).
+                if tombstone && !view.is_known() && view.erased_at().is_none() {
                     shard.remove(customer_id);
                 }
             }
@@ -218,8 +220,23 @@ mod tests {
         assert!(!view.is_known(), "ledger entries alone do not make a customer known");
 
         store.apply(Source::Balances, "c-1", record("{\"active\":5}"));
-        store.apply(Source::Ledger, "c-1", record("{\"kind\":\"erase\"}"));
+        let erase = "{\"kind\":\"erase\",\"occurred_at\":\"2026-12-01T10:00:00.000Z\"}";
+        store.apply(Source::Ledger, "c-1", record(erase));
         store.apply(Source::Balances, "c-1", None);
-        assert!(store.get("c-1").is_none());
+        let view = store.get("c-1").expect("an erased customer's erase entry stays");
+        assert!(!view.is_known());
+        assert_eq!(view.erased_at(), Some("2026-12-01T10:00:00Z".parse().unwrap()));
+    }
+
+    /// The topics are read apart: the `erase` entry may come before another topic's tombstone,
+    /// which must not take it away (reachability answers `erased` from it).
+    #[test]
+    fn a_tombstone_after_the_erase_entry_keeps_the_erasure() {
+        let store = Store::new(2);
+        store.apply(Source::Profiles, "c-1", record("{\"v\":1}"));
+        let erase = "{\"kind\":\"erase\",\"occurred_at\":\"2026-12-01T10:00:00.000Z\"}";
+        store.apply(Source::Ledger, "c-1", record(erase));
+        store.apply(Source::Profiles, "c-1", None);
+        assert!(store.get("c-1").is_some_and(|view| view.erased_at().is_some()));
     }
 }

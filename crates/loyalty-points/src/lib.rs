@@ -560,6 +560,8 @@ fn apply_early_refunds(
     customer_id: &str,
     order_id: &str,
 ) -> Vec<Movement> {
+    let now = state.evaluated_at;
+    state.early_refunds.retain(|refund| refund.arrived_at + EARLY_REFUND_MAX_AGE_MS > now);
     let (waiting, others): (Vec<EarlyRefund>, Vec<EarlyRefund>) =
         std::mem::take(&mut state.early_refunds).into_iter().partition(|refund| refund.order_id == order_id);
     state.early_refunds = others;

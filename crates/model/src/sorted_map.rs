@@ -79,6 +79,15 @@ impl<K: Ord, V> SortedMap<K, V> {
         }
     }
 
+    /// Removes `key`; returns its value.
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.position(key).ok().map(|index| self.entries.remove(index).1)
+    }
+
     /// The value of `key`, inserted with `make` first if absent.
     pub fn get_or_insert_with<Q>(&mut self, key: &Q, make: impl FnOnce() -> (K, V)) -> &mut V
     where

@@ -33,9 +33,10 @@ pub enum Resolved<'a> {
 }
 
 impl TraitHistory {
-    /// A `set` at `at`.
+    /// A `set` at `at`; setting `null` is an `unset` (the profile shows an unset trait as null).
     pub fn set(&mut self, value: &TraitValue, at: i64) {
-        self.rebase(Some(value.clone()), at);
+        let value = (*value != TraitValue::Null).then(|| value.clone());
+        self.rebase(value, at);
     }
 
     /// An `unset` at `at`.
@@ -43,9 +44,9 @@ impl TraitHistory {
         self.rebase(None, at);
     }
 
-    /// A `set_once` at `at`.
+    /// A `set_once` at `at`; one of `null` sets nothing, so it is no operation at all.
     pub fn set_once(&mut self, value: &TraitValue, at: i64) {
-        if self.base.as_ref().is_some_and(|(_, base_at)| at < *base_at) {
+        if *value == TraitValue::Null || self.base.as_ref().is_some_and(|(_, base_at)| at < *base_at) {
             // Before the base, which decides whatever came earlier.
             return;
         }

@@ -19,8 +19,10 @@ fn replayed(arrivals: &[(Op, i64)]) -> Option<i64> {
     let mut present = None;
     for (op, _) in ordered {
         match op {
-            Op::Set(value) => present = Some(*value),
-            Op::SetOnce(value) => present = present.or(Some(*value)),
+            // A null value (-1 here) is no value.
+            Op::Set(value) => present = (*value >= 0).then_some(*value),
+            Op::SetOnce(value) if *value >= 0 => present = present.or(Some(*value)),
+            Op::SetOnce(_) => {}
             Op::Unset => present = None,
         }
     }
@@ -28,7 +30,7 @@ fn replayed(arrivals: &[(Op, i64)]) -> Option<i64> {
 }
 
 fn op() -> impl Strategy<Value = (Op, i64)> {
-    let kind = prop_oneof![(0..5i64).prop_map(Op::Set), (0..5i64).prop_map(Op::SetOnce), Just(Op::Unset)];
+    let kind = prop_oneof![(-1..5i64).prop_map(Op::Set), (-1..5i64).prop_map(Op::SetOnce), Just(Op::Unset)];
     (kind, 0..6i64)
 }
 
@@ -42,7 +44,9 @@ proptest! {
         let mut history = TraitHistory::default();
         for (op, at) in &arrivals {
             match op {
+                Op::Set(-1) => history.set(&TraitValue::Null, *at),
                 Op::Set(value) => history.set(&TraitValue::Long(*value), *at),
+                Op::SetOnce(-1) => history.set_once(&TraitValue::Null, *at),
                 Op::SetOnce(value) => history.set_once(&TraitValue::Long(*value), *at),
                 Op::Unset => history.unset(*at),
             }

@@ -6,7 +6,7 @@
 //! suppression's `timezone` uses too). An unset trait stays in the profile as a `null` value with
 //! the unset's time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -41,8 +41,9 @@ pub struct ProfileState {
     pub profile: CustomerProfile,
     /// Recently resolved tickets with their resolution time (unix millis).
     pub resolved_tickets: VecDeque<(String, i64)>,
-    /// What decides each trait. State written before 2026-12 has none: it is rebuilt from the
-    /// profile's traits at the next `traits_updated` ([`ProfileState::trait_histories`]).
+    /// What decides a trait, for the traits whose profile entry does not say it all: those with
+    /// `set_once`s waiting after their latest `set` or `unset`. Any other trait's history is its
+    /// profile entry ([`history_of_entry`]), so most customers keep nothing here (memory).
     #[serde(default)]
     pub traits: SortedMap<String, TraitHistory>,
 }
@@ -73,28 +74,26 @@ impl ProfileState {
         }
     }
 
-    /// The histories of the traits, rebuilt from the profile when the state predates them: a
-    /// `set` value is a base, a `set_once` one a `set_once`, a null one an `unset`.
-    fn trait_histories(&mut self) -> &mut SortedMap<String, TraitHistory> {
-        if self.traits.is_empty() && !self.profile.traits.is_empty() {
-            self.traits = self
-                .profile
-                .traits
-                .iter()
-                .map(|(name, entry)| {
-                    let at = entry.updated_at.timestamp_millis();
-                    let mut history = TraitHistory::default();
-                    match (&entry.value, entry.set_once) {
-                        (TraitValue::Null, _) => history.unset(at),
-                        (value, true) => history.set_once(value, at),
-                        (value, false) => history.set(value, at),
-                    }
-                    (name.clone(), history)
-                })
-                .collect();
+    /// The history of trait `name` so far.
+    fn trait_history(&self, name: &str) -> TraitHistory {
+        match self.traits.get(name) {
+            Some(history) => history.clone(),
+            None => self.profile.traits.get(name).map(history_of_entry).unwrap_or_default(),
         }
-        &mut self.traits
     }
+}
+
+/// The history a profile entry alone stands for: a `set` value is a base, a `set_once` one a
+/// `set_once` with no base, a null one an `unset`.
+pub fn history_of_entry(entry: &TraitEntry) -> TraitHistory {
+    let at = entry.updated_at.timestamp_millis();
+    let mut history = TraitHistory::default();
+    match (&entry.value, entry.set_once) {
+        (TraitValue::Null, _) => history.unset(at),
+        (value, true) => history.set_once(value, at),
+        (value, false) => history.set(value, at),
+    }
+    history
 }
 
 /// The profile-updater processor.
@@ -126,7 +125,7 @@ impl Processor for ProfileUpdater {
         // The event applied to a copy: what the profile would hold.
         let mut after = state.cloned().unwrap_or_else(|| ProfileState::new(event));
         apply_event(&mut after, event);
-        limit_broken(&after.profile).map_or(Ok(()), Err)
+        limit_broken(state, &after).map_or(Ok(()), Err)
     }
 
     fn apply(
@@ -154,26 +153,42 @@ impl Processor for ProfileUpdater {
     }
 }
 
-/// Which of SPEC 4's limits a profile breaks, if any.
-pub fn limit_broken(profile: &CustomerProfile) -> Option<String> {
-    let traits = profile.traits.len();
-    if traits > MAX_TRAITS {
-        return Some(format!("the profile would hold {traits} traits (limit {MAX_TRAITS})"));
-    }
-    let bytes: usize =
+/// Which of SPEC 4's limits the event that turned `before` into `after` breaks, if any: a
+/// measure over its limit that the event raised. A customer already over a limit (state from
+/// before the limits) is not locked out: events that do not grow that measure still apply.
+pub fn limit_broken(before: Option<&ProfileState>, after: &ProfileState) -> Option<String> {
+    let before = before.map(measures).unwrap_or_default();
+    measures(after).into_iter().zip(before).zip(LIMITS).find_map(|((now, was), (limit, what))| {
+        (now > limit && now > was).then(|| format!("the profile would hold {now} {what} (limit {limit})"))
+    })
+}
+
+/// SPEC 4's limits on a profile, in the order of [`measures`].
+const LIMITS: [(usize, &str); 4] = [
+    (MAX_TRAITS, "traits"),
+    (MAX_TRAIT_BYTES, "bytes of traits"),
+    (MAX_OPEN_TICKETS, "open tickets"),
+    (MAX_CURRENCIES, "currencies"),
+];
+
+/// Traits, bytes of trait data (the `set_once` values a history keeps count too), open tickets,
+/// currencies.
+fn measures(state: &ProfileState) -> [usize; 4] {
+    let profile = &state.profile;
+    let shown: usize =
         profile.traits.iter().map(|(name, entry)| name.len() + trait_value_bytes(&entry.value)).sum();
-    if bytes > MAX_TRAIT_BYTES {
-        return Some(format!("the profile would hold {bytes} bytes of traits (limit {MAX_TRAIT_BYTES})"));
-    }
-    let tickets = profile.open_tickets.len();
-    if tickets > MAX_OPEN_TICKETS {
-        return Some(format!("the customer would have {tickets} open tickets (limit {MAX_OPEN_TICKETS})"));
-    }
-    let currencies = profile.lifetime_value_minor.len().max(profile.refunded_value_minor.len());
-    if currencies > MAX_CURRENCIES {
-        return Some(format!("the profile would hold {currencies} currencies (limit {MAX_CURRENCIES})"));
-    }
-    None
+    let kept: usize = state
+        .traits
+        .iter()
+        .flat_map(|(_, history)| history.set_once.iter())
+        .map(|(value, _)| trait_value_bytes(value))
+        .sum();
+    [
+        profile.traits.len(),
+        shown + kept,
+        profile.open_tickets.len(),
+        profile.lifetime_value_minor.len().max(profile.refunded_value_minor.len()),
+    ]
 }
 
 fn trait_value_bytes(value: &TraitValue) -> usize {
@@ -281,25 +296,30 @@ fn apply_traits(
     at: DateTime<Utc>,
 ) {
     let at_ms = at.timestamp_millis();
-    let histories = state.trait_histories();
-    for (name, value) in set {
-        history_of(histories, name).set(value, at_ms);
-    }
-    for (name, value) in set_once {
-        history_of(histories, name).set_once(value, at_ms);
-    }
-    for name in unset {
-        history_of(histories, name).unset(at_ms);
-    }
-    let profile = &mut state.profile;
-    for name in set.keys().chain(set_once.keys()).chain(unset) {
-        if let Some(entry) = state.traits.get(name.as_str()).and_then(trait_entry) {
-            profile.traits.insert(name.clone(), entry);
+    let names: BTreeSet<&String> = set.keys().chain(set_once.keys()).chain(unset).collect();
+    for name in names {
+        let mut history = state.trait_history(name);
+        if let Some(value) = set.get(name) {
+            history.set(value, at_ms);
         }
+        if let Some(value) = set_once.get(name) {
+            history.set_once(value, at_ms);
+        }
+        if unset.contains(name) {
+            history.unset(at_ms);
+        }
+        let Some(entry) = trait_entry(&history) else { continue };
+        // Keep the history only where the entry does not stand for it.
+        if history_of_entry(&entry) == history {
+            state.traits.remove(name.as_str());
+        } else {
+            state.traits.insert(name.clone(), history);
+        }
+        state.profile.traits.insert(name.clone(), entry);
     }
     // Seen is seen, whether or not the value is the current one.
     for (name, value) in set.iter().chain(set_once) {
-        note_identifier(profile, name, value, at);
+        note_identifier(&mut state.profile, name, value, at);
     }
 }
 
@@ -325,10 +345,6 @@ fn record_activity(profile: &mut CustomerProfile, event: &TouchpointEvent) {
     activity.last_seen_at = activity.last_seen_at.max(at);
     let event_type = event.event_type();
     *activity.event_counts.get_or_insert_with(&event_type, || (event_type, 0)) += 1;
-}
-
-fn history_of<'a>(histories: &'a mut SortedMap<String, TraitHistory>, name: &str) -> &'a mut TraitHistory {
-    histories.get_or_insert_with(name, || (name.to_owned(), TraitHistory::default()))
 }
 
 /// The profile's entry of a resolved trait: an unset one is a `null` value.

@@ -363,3 +363,33 @@ fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
     let fits = [("note".to_owned(), TraitValue::String("1234".into()))];
     assert_eq!(updater.check_limits(state.as_ref(), &update(&fits)), Ok(()));
 }
+
+/// A customer already over a limit (state from before the limits existed) is not locked out: an
+/// event that does not grow the measure over its limit still applies.
+#[test]
+fn a_profile_already_over_a_limit_still_takes_events_that_do_not_grow_it() {
+    let updater = ProfileUpdater::default();
+    let many: BTreeMap<String, TraitValue> =
+        (0..300).map(|i| (format!("t{i:03}"), TraitValue::Long(1))).collect();
+    let over = event(
+        1,
+        Channel::Web,
+        EventPayload::TraitsUpdated { set: many, set_once: BTreeMap::new(), unset: Vec::new() },
+    );
+    // Folded without the check, as the state of an earlier release would be.
+    let (state, _) = fold(&[over]);
+    let order = EventPayload::OrderPlaced {
+        order_id: "o-1".into(),
+        value_minor: 100,
+        currency: "EUR".into(),
+        items: None,
+    };
+    assert_eq!(updater.check_limits(state.as_ref(), &event(2, Channel::Store, order)), Ok(()));
+    let again = traits(&[("t000", TraitValue::Long(2))], &[], &[]);
+    assert_eq!(updater.check_limits(state.as_ref(), &event(3, Channel::Web, again)), Ok(()), "no new trait");
+    let new = traits(&[("another", TraitValue::Long(2))], &[], &[]);
+    assert_eq!(
+        updater.check_limits(state.as_ref(), &event(4, Channel::Web, new)),
+        Err("the profile would hold 301 traits (limit 256)".to_owned())
+    );
+}

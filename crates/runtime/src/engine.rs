@@ -523,21 +523,37 @@ impl<P: Processor> Engine<P> {
         })
     }
 
-    fn dead_letter(&self, message: &BorrowedMessage<'_>, code: &str, text: &str) -> Result<(), Failure> {
+    fn dead_letter(&mut self, message: &BorrowedMessage<'_>, code: &str, text: &str) -> Result<(), Failure> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "error.code", value: Some(code) })
-            .insert(Header { key: "error.message", value: Some(text) })
-            .insert(Header { key: "source.topic", value: Some(message.topic()) })
-            .insert(Header { key: "source.partition", value: Some(&partition) })
-            .insert(Header { key: "source.offset", value: Some(&offset) });
-        let mut record = BaseRecord::to(&self.config.dlq_topic).headers(headers);
         let key = message.key().map(String::from_utf8_lossy);
+        let fields = [
+            ("error.code", code),
+            ("error.message", text),
+            ("source.topic", message.topic()),
+            ("source.partition", partition.as_str()),
+            ("source.offset", offset.as_str()),
+        ];
+        // A record the input topic took may still not fit the DLQ with its headers (or this
+        // producer's limit): sending it would abort every transaction that retries it. It goes
+        // without its value then, with a header saying so; the input topic still holds it.
+        let size = record_size(key.as_deref().unwrap_or(""), message.payload(), &fields);
+        let dlq_topic = self.config.dlq_topic.clone();
+        let payload = message.payload().filter(|_| size <= self.limits.limit(&dlq_topic));
+        let omitted = message.payload().filter(|_| payload.is_none()).map(|bytes| bytes.len().to_string());
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in fields {
+            headers = headers.insert(Header { key: name, value: Some(value) });
+        }
+        if let Some(length) = &omitted {
+            headers =
+                headers.insert(Header { key: "error.value_omitted_bytes", value: Some(length.as_str()) });
+        }
+        let mut record = BaseRecord::to(&self.config.dlq_topic).headers(headers);
         if let Some(key) = &key {
             record = record.key(key.as_ref());
         }
-        if let Some(payload) = message.payload() {
+        if let Some(payload) = payload {
             record = record.payload(payload);
         }
         self.send(record)?;
@@ -609,8 +625,11 @@ impl<P: Processor> Engine<P> {
             transaction.records += 1;
             transaction.touch(partition, &customer_id, None);
             let now = DateTime::from_timestamp_millis(due).unwrap_or_default();
+            let mut before = None;
             let outputs = match data.customers.get_mut(&customer_id) {
                 Some(entry) => {
+                    // Kept to undo the timer should its records not fit (below): timers are few.
+                    before = Some(entry.state.clone());
                     let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
                     let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     // A timer that does not move forward would fire forever.
@@ -628,9 +647,14 @@ impl<P: Processor> Engine<P> {
             };
             self.metrics.timers_fired.inc();
             if let Some(message) = self.oversized(&outputs, None) {
-                // No input record to dead-letter: the customer keeps the state the last event
-                // gave them, and the timer's records are dropped, not the partition.
-                tracing::error!(customer_id, %message, "dropping a timer's output records");
+                // No input record to dead-letter: the timer is undone (the customer keeps the
+                // state the last event gave them) and not rescheduled until their next event.
+                tracing::error!(customer_id, %message, "a timer's records do not fit; undone");
+                let data = self.partitions.get_mut(&partition).expect("partition");
+                if let (Some(state), Some(entry)) = (before, data.customers.get_mut(&customer_id)) {
+                    entry.state = state;
+                }
+                data.set_timer(&customer_id, None);
                 continue;
             }
             self.send_outputs(partition, &outputs, None)?;

@@ -139,7 +139,8 @@ fn traits(events: &[&TouchpointEvent]) -> BTreeMap<String, TraitEntry> {
         for (name, value) in set {
             ops.entry(name).or_default().push((at, position * 3, Op::Set(value)));
         }
-        for (name, value) in set_once {
+        // A `set_once` of null sets nothing: no operation.
+        for (name, value) in set_once.iter().filter(|(_, value)| **value != TraitValue::Null) {
             ops.entry(name).or_default().push((at, position * 3 + 1, Op::SetOnce(value)));
         }
         for name in unset {

@@ -31,6 +31,7 @@ fn payload() -> impl Strategy<Value = EventPayload> {
         (0..3i64).prop_map(TraitValue::Long),
         prop::sample::select(vec!["a", "b", "x@example.com"]).prop_map(|s| TraitValue::String(s.to_owned())),
         Just(TraitValue::Bool(true)),
+        Just(TraitValue::Null),
     ];
     let traits = prop::collection::btree_map(name.clone(), value, 0..3);
     prop_oneof![

@@ -168,7 +168,8 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
             }
         }
         EventPayload::SupportTicketResolved { ticket_id } => {
-            memory.open_tickets.retain(|(id, _)| id != ticket_id);
+            // Only an opening at or before it: in event-time order a later one is still open.
+            memory.open_tickets.retain(|(id, opened_at)| id != ticket_id || *opened_at > at);
             memory.resolved_tickets.retain(|(id, _)| id != ticket_id);
             if memory.resolved_tickets.len() >= RESOLVED_TICKETS_KEPT {
                 memory.resolved_tickets.pop_front();

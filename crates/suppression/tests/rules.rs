@@ -572,3 +572,12 @@ fn suppression_and_the_profile_resolve_the_timezone_alike() {
     let sms = run.marketing(Channel::Sms);
     assert!(sms.reasons[0].detail.as_deref().unwrap().ends_with("America/New_York"), "{sms:?}");
 }
+
+/// SPEC 4, event time: a resolution dated before the ticket's opening (arriving after it) does
+/// not close it: in event-time order the ticket is open.
+#[test]
+fn a_resolution_dated_before_the_opening_leaves_the_ticket_open() {
+    let mut run = Run::new(bare()).given(vec![(t(60), Channel::Whatsapp, opened("T-9"))]);
+    run.arrives(t(61), t(30), Channel::CallCenter, resolved("T-9"));
+    assert_eq!(codes(run.marketing(Channel::Email)), vec![code::SUPPORT_TICKET_OPEN]);
+}
