@@ -77,19 +77,8 @@ impl Run {
         channel: Channel,
         payload: EventPayload,
     ) -> Vec<LoyaltyLedgerEntry> {
-        self.n += 1;
-        let event = TouchpointEvent {
-            event_id: format!("e-{}", self.n),
-            customer_id: "c-1".into(),
-            occurred_at: at,
-            channel,
-            source: None,
-            payload,
-            context: BTreeMap::new(),
-        };
         // It arrives as it happens: the partition clock reads its time.
-        let outputs = self.processor.apply(&mut self.state, &event, at);
-        self.take(outputs)
+        self.arrives(at, at, channel, payload)
     }
 
     /// An event dated `occurred_at` that reaches the service at `arrives` (the partition clock).

@@ -22,6 +22,16 @@ impl<P: Processor> std::fmt::Debug for EngineContext<P> {
 }
 
 impl<P: Processor> ClientContext for EngineContext<P> {
+    /// The end of a partition is news for the partition clock (`enable.partition.eof`), not an
+    /// error to log.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF))
+        {
+            tracing::error!(%error, reason, "Kafka client error");
+        }
+    }
+
     /// Consumer lag per input partition, from librdkafka's statistics (`statistics.interval.ms`):
     /// the last stable offset minus the position. librdkafka's own `consumer_lag` is measured from
     /// the consumer's committed offset, which it never learns when offsets are committed inside

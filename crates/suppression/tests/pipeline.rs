@@ -2,6 +2,7 @@
 //! reachable after its resolution), the consent part of story 4, a deferral lifted by timer with
 //! no new event, and exactly-once under SIGKILL.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -268,66 +269,96 @@ async fn sigkill_during_200000_events_committed_states_equal_the_pure_fold() {
 /// of its due time); deferred at the second send; allowed 4 s after it.
 #[tokio::test(flavor = "multi_thread")]
 async fn timers_that_fall_due_during_an_outage_fire_as_an_uninterrupted_run_would() {
+    outage("suppression-outage", 1, &[]).await;
+}
+
+/// The same with 30 customers and transactions of at most 2 records: after the outage each
+/// partition owes more timers than one transaction takes before its next record, so they fire in
+/// bounded batches (the record is read again after each commit) and still in the same order.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outages_timers_fire_in_bounded_transactions() {
+    outage("suppression-batches", 30, &["--commit-max-records", "2"]).await;
+}
+
+async fn outage(label: &str, customers: usize, flags: &[&str]) {
     use SuppressionStatus::{Allowed, Deferred};
-    let topics = ServiceTopics::create("suppression-outage", 1).await;
+    let topics = ServiceTopics::create(label, 1).await;
     let window_ms = 4_000;
     let rules = rules_file(&format!(
         "quiet_hours = []\n[[frequency_caps]]\nchannel = \"email\"\nmax = 1\nwindow_hours = {}\n",
         window_ms as f64 / 3_600_000.0
     ));
-    let send = |id: &str| {
-        event_now(
-            "c-9",
-            id,
-            "email",
-            "message_sent",
-            &format!(r#"{{"message_id":"{id}","purpose":"marketing"}}"#),
-        )
+    let ids: Vec<String> = (0..customers).map(|n| format!("c-{n}")).collect();
+    let sends = |round: &str| {
+        let message = |id: &str| format!(r#"{{"message_id":"{id}-{round}","purpose":"marketing"}}"#);
+        ids.iter()
+            .map(|id| event_now(id, &format!("{id}-{round}"), "email", "message_sent", &message(id)))
+            .collect::<Vec<_>>()
     };
-    let service = suppression(&topics, "outage", "suppression-outage-1", &rules);
-    let reader = CommittedReader::from_beginning(&topics.outputs[0]);
-    produce_all(&topics.input, [send("send-1")]).await;
-    tokio::task::block_in_place(|| {
-        wait_for_state(&reader, "c-9", Duration::from_secs(60), |s, _| {
-            marketing(s, Channel::Email).status == Deferred
-        })
-    })
-    .expect("deferred by the first send");
-    service.kill();
-    // The outage: the deferral's until passes, then the second send comes.
-    tokio::time::sleep(Duration::from_millis(window_ms as u64 + 2_000)).await;
-    produce_all(&topics.input, [send("send-2")]).await;
-    let _service = suppression(&topics, "outage", "suppression-outage-2", &rules);
-
-    // Each send: the broker's append time (the partition clock) and its occurred_at.
-    let [(first, first_sent), (second, second_sent)] = tokio::task::block_in_place(|| {
-        let input = omnistream_testkit::read_committed_to_end(&topics.input);
-        [0, 1].map(|index| {
-            let appended = input[index].timestamp().to_millis().expect("append time");
-            let event = omnistream_model::decode_event(input[index].payload().expect("a value")).unwrap();
-            (appended, event.occurred_at.timestamp_millis())
-        })
-    });
-    let millis = |t: chrono::DateTime<Utc>| t.timestamp_millis();
-    let mut states = Vec::new();
-    tokio::task::block_in_place(|| {
+    let start = |run: usize| {
+        let mut args = topics.runtime_args("outage", 0);
+        args.extend(["--suppressions-topic".to_owned(), topics.outputs[0].clone(), "--rules".to_owned()]);
+        args.push(rules.display().to_string());
+        args.extend(flags.iter().map(|flag| (*flag).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ServiceProcess::spawn(&workspace_binary("suppression"), &format!("{label}-{run}"), &args, &[])
+    };
+    let service = start(1);
+    produce_all(&topics.input, sends("first")).await;
+    let deferred = tokio::task::block_in_place(|| {
         let reader = CommittedReader::from_beginning(&topics.outputs[0]);
+        let mut seen = std::collections::HashSet::new();
         reader.read_until(Duration::from_secs(60), |message| {
             let state = decode_record::<SuppressionState>(message.payload()?).expect("Avro state");
-            let email = marketing(&state, Channel::Email);
-            states.push((millis(state.evaluated_at), email.status, email.until.map(millis)));
-            (states.len() == 4).then_some(())
+            if marketing(&state, Channel::Email).status == Deferred {
+                seen.insert(state.customer_id);
+            }
+            (seen.len() == customers).then_some(())
         })
     });
-    assert_eq!(
-        states,
-        vec![
-            (first, Deferred, Some(first_sent + window_ms)),
-            (first_sent + window_ms, Allowed, None),
-            (second, Deferred, Some(second_sent + window_ms)),
-            (second_sent + window_ms, Allowed, None),
-        ],
-        "first send appended at {first}, second at {second}"
-    );
+    deferred.expect("every customer deferred by the first send");
+    service.kill();
+    // The outage: the deferrals' untils pass, then the second sends come.
+    tokio::time::sleep(Duration::from_millis(window_ms as u64 + 2_000)).await;
+    produce_all(&topics.input, sends("second")).await;
+    let _service = start(2);
+
+    // Each send: the broker's append time (the partition clock) and its occurred_at, by customer.
+    let sent: BTreeMap<String, Vec<(i64, i64)>> = tokio::task::block_in_place(|| {
+        let mut sent: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        for record in omnistream_testkit::read_committed_to_end(&topics.input) {
+            let event = omnistream_model::decode_event(record.payload().expect("a value")).unwrap();
+            let appended = record.timestamp().to_millis().expect("append time");
+            sent.entry(event.customer_id).or_default().push((appended, event.occurred_at.timestamp_millis()));
+        }
+        sent
+    });
+    let millis = |t: chrono::DateTime<Utc>| t.timestamp_millis();
+    let mut states: BTreeMap<String, Vec<(i64, SuppressionStatus, Option<i64>)>> = BTreeMap::new();
+    tokio::task::block_in_place(|| {
+        let reader = CommittedReader::from_beginning(&topics.outputs[0]);
+        let mut complete = 0;
+        reader.read_until(Duration::from_secs(90), |message| {
+            let state = decode_record::<SuppressionState>(message.payload()?).expect("Avro state");
+            let email = marketing(&state, Channel::Email);
+            let of = states.entry(state.customer_id.clone()).or_default();
+            of.push((millis(state.evaluated_at), email.status, email.until.map(millis)));
+            complete += usize::from(of.len() == 4);
+            (complete == customers).then_some(())
+        })
+    });
+    for id in &ids {
+        let [(first, first_sent), (second, second_sent)] = sent[id][..] else { panic!("two sends of {id}") };
+        assert_eq!(
+            states[id],
+            vec![
+                (first, Deferred, Some(first_sent + window_ms)),
+                (first_sent + window_ms, Allowed, None),
+                (second, Deferred, Some(second_sent + window_ms)),
+                (second_sent + window_ms, Allowed, None),
+            ],
+            "{id}: first send appended at {first}, second at {second}"
+        );
+    }
     std::fs::remove_file(rules).ok();
 }
