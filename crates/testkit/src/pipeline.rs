@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use omnistream_model::decode_and_validate;
+use omnistream_model::{EventPayload, decode_and_validate};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_runtime::{Processor, event_id_hash};
 use omnistream_sim::{SimConfig, Simulator};
@@ -149,7 +149,9 @@ fn fold_at<'a, P: Processor>(
         for output in processor.apply(state, &event, now) {
             outputs.entry((output.topic.to_string(), output.key)).or_default().push(output.value);
         }
-        if state.is_none() {
+        // After an erasure the runtime's marker still drops retries of the customer's ids (SPEC
+        // 4.5): their dedupe ids stay.
+        if state.is_none() && !matches!(event.payload, EventPayload::ErasureRequested) {
             customers.remove(&event.customer_id);
         }
     }
