@@ -3,6 +3,7 @@
 //! service processes, and (in [`pipeline`]) the exactly-once comparison with a pure fold.
 
 pub mod pipeline;
+pub mod replay;
 pub mod stack;
 
 use std::path::PathBuf;
