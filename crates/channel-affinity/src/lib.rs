@@ -130,6 +130,10 @@ impl Default for ChannelAffinityProcessor {
 
 impl Processor for ChannelAffinityProcessor {
     type State = AffinityState;
+    /// Version 2 (2026-12) counts an engagement once per message. A version 1 state's decayed
+    /// counts are left as they are (repeat opens fade with the half-life); its messages start with
+    /// no engagement recorded, so each can count once more.
+    const STATE_VERSION: u8 = 2;
 
     fn apply(
         &self,

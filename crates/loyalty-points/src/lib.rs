@@ -15,6 +15,7 @@
 //! event's entry, `<lot>/activate` and `<lot>/expire` for a lot's, so a replay can never write a
 //! second entry.
 
+pub mod corrections;
 pub mod rules;
 
 use std::collections::VecDeque;
@@ -161,6 +162,17 @@ struct Movement {
 
 impl Processor for LoyaltyPoints {
     type State = LoyaltyState;
+    /// Version 2 (2026-12): calendar months, refunds kept until their order, entry causes.
+    const STATE_VERSION: u8 = 2;
+
+    /// A version 1 lot expires 12 months of 30 days after its order: it is moved to the calendar
+    /// date (5 or 6 days later). Points that rule already expired are no longer in the state;
+    /// docs/loyalty-points.md says how to find and re-credit them.
+    fn upgrade_state(&self, state: &mut LoyaltyState, _written_with: u8) {
+        for lot in &mut state.lots {
+            lot.expires_at = self.rules.expires_at(lot.earned_at);
+        }
+    }
 
     fn apply(
         &self,

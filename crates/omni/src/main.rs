@@ -3,6 +3,7 @@
 
 mod dlq;
 mod http;
+mod loyalty;
 mod publisher;
 mod simulate;
 mod tail;
@@ -52,6 +53,11 @@ enum Command {
     },
     /// A live view of a few customers through the customer-api.
     Watch(watch::WatchArgs),
+    /// Loyalty ledger maintenance.
+    Loyalty {
+        #[command(subcommand)]
+        command: LoyaltyCommand,
+    },
     /// Manage the pipeline topics of SPEC 3.
     Topics {
         #[command(subcommand)]
@@ -66,6 +72,13 @@ enum DlqCommand {
     Replay(dlq::ReplayArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum LoyaltyCommand {
+    /// Print (as JSON lines for `omni produce`) the adjustments that give back points expired
+    /// before their calendar date by state version 1; run again, it prints only what is missing.
+    ExpiryCorrections(loyalty::ExpiryCorrectionsArgs),
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     logging::init(LogFormat::Text);
@@ -76,6 +89,9 @@ async fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(&cli.kafka, args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Dlq { command: DlqCommand::Replay(args) } => dlq::replay(&cli.kafka, args).await,
+        Command::Loyalty { command: LoyaltyCommand::ExpiryCorrections(args) } => {
+            loyalty::expiry_corrections_command(&cli.kafka, args).await
+        }
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
     };
     match result {

@@ -110,6 +110,9 @@ impl Default for ProfileUpdater {
 
 impl Processor for ProfileUpdater {
     type State = ProfileState;
+    /// Version 2 (2026-12) added trait histories. A version 1 state has none: each trait's profile
+    /// entry stands for its history, as it does for every trait whose history is one `set`.
+    const STATE_VERSION: u8 = 2;
 
     fn check_limits(&self, state: Option<&ProfileState>, event: &TouchpointEvent) -> Result<(), String> {
         let touches_a_limit = matches!(

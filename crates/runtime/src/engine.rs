@@ -701,7 +701,7 @@ impl<P: Processor> Engine<P> {
             let entry = data.customers.get(customer_id);
             if let Some(entry) = entry {
                 value.clear();
-                rmp_serde::encode::write(&mut value, entry).expect("state serializes");
+                crate::changelog::encode::<P>(entry, &mut value);
                 let size = record_size(customer_id, Some(&value), &[]);
                 if size > changelog_limit {
                     let message = format!(
@@ -881,7 +881,7 @@ impl<P: Processor> Engine<P> {
         // in practice, so the state read next is not older than the offsets it resumes from.
         let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
         let mut restored =
-            read_changelog::<P::State>(&self.config, &partitions, &self.metrics, &self.health)?;
+            read_changelog(&self.processor, &self.config, &partitions, &self.metrics, &self.health)?;
         for partition in &partitions {
             let offset = committed
                 .find_partition(&self.config.input_topic, *partition)
@@ -926,12 +926,13 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reads changelog partitions from the beginning to their end (the last stable offset, as
 /// read_committed) with an assign-only consumer, within [`RESTORE_TIMEOUT`]; every poll ticks
 /// `health`, so a long restore does not fail liveness (the timeout bounds a stuck one).
-pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
+pub(crate) fn read_changelog<P: Processor>(
+    processor: &P,
     config: &RuntimeConfig,
     partitions: &[i32],
     metrics: &Metrics,
     health: &Health,
-) -> Result<RestoredPartitions<S>, RuntimeError> {
+) -> Result<RestoredPartitions<P::State>, RuntimeError> {
     let mut client = config.kafka.client_config()?;
     set_restore_consumer(&mut client, config);
     let reader: BaseConsumer<ReadToEndContext> =
@@ -942,7 +943,7 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
     }
     reader.assign(&assignment)?;
     let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
-    let mut restored: RestoredPartitions<S> =
+    let mut restored: RestoredPartitions<P::State> =
         partitions.iter().map(|p| (*p, (Customers::default(), Markers::default()))).collect();
     let horizon = i64::try_from(config.erasure.horizon.as_millis()).unwrap_or(i64::MAX);
     let deadline = Instant::now() + RESTORE_TIMEOUT;
@@ -984,14 +985,14 @@ pub(crate) fn read_changelog<S: serde::de::DeserializeOwned>(
                         customers.remove(&customer_id);
                     }
                     Some(bytes) => {
-                        let entry: Box<Entry<S>> = rmp_serde::from_slice(bytes).map_err(|e| {
+                        let entry = crate::changelog::decode(processor, bytes).map_err(|e| {
                             RuntimeError::Restore(format!(
                                 "changelog record {}@{} of {customer_id} does not decode: {e}",
                                 message.partition(),
                                 message.offset()
                             ))
                         })?;
-                        customers.insert(customer_id, entry);
+                        customers.insert(customer_id, Box::new(entry));
                     }
                 }
             }

@@ -5,6 +5,7 @@
 //! topic, the admin server (health, readiness, metrics), JSON logs and graceful shutdown.
 
 pub mod admin;
+pub mod changelog;
 pub mod config;
 mod context;
 mod engine;

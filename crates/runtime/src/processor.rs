@@ -26,6 +26,15 @@ pub struct Output {
 pub trait Processor: Send + 'static {
     type State: Serialize + DeserializeOwned + Clone + Send + 'static;
 
+    /// The layout and meaning of `State` this build writes to the changelog (the record's tag).
+    /// Raise it with a change to either; a field is only ever added at the end of a struct, with
+    /// a serde default, so that every earlier version still decodes.
+    const STATE_VERSION: u8 = 1;
+
+    /// Brings a state restored from a record of an older `STATE_VERSION` (`written_with`) up to
+    /// this build's meaning, before any event or timer sees it.
+    fn upgrade_state(&self, _state: &mut Self::State, _written_with: u8) {}
+
     /// Folds one valid, not yet seen event of the customer into their state.
     fn apply(
         &self,

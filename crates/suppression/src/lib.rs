@@ -65,8 +65,8 @@ pub struct SuppressionMemory {
     /// Marketing sends still inside a frequency-cap window.
     pub sends: Vec<(Channel, i64)>,
     pub last_order_at: Option<i64>,
-    /// The `timezone` trait as state written before 2026-12 held it; moved into
-    /// `timezone_history` at the next event.
+    /// The `timezone` trait as state version 1 held it; moved into `timezone_history` when
+    /// such a state is restored (`upgrade_state`), always `None` since.
     pub timezone: Option<(Option<String>, i64)>,
     /// When the last event was evaluated: evaluation never goes back in time.
     pub evaluated_at: i64,
@@ -108,6 +108,18 @@ impl Default for Suppression {
 
 impl Processor for Suppression {
     type State = SuppressionMemory;
+    /// Version 2 (2026-12) resolves `timezone` by the SPEC's trait rule (`timezone_history`).
+    const STATE_VERSION: u8 = 2;
+
+    /// A version 1 state's resolved time zone becomes the history's base value.
+    fn upgrade_state(&self, memory: &mut SuppressionMemory, _written_with: u8) {
+        if let Some((name, at)) = memory.timezone.take() {
+            match name {
+                Some(name) => memory.timezone_history.set(&TraitValue::String(name), at),
+                None => memory.timezone_history.unset(at),
+            }
+        }
+    }
 
     fn apply(
         &self,
@@ -199,12 +211,6 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
             memory.last_order_at = Some(memory.last_order_at.map_or(at, |last| last.max(at)));
         }
         EventPayload::TraitsUpdated { set, set_once, unset } => {
-            if let Some((name, at)) = memory.timezone.take() {
-                match name {
-                    Some(name) => memory.timezone_history.set(&TraitValue::String(name), at),
-                    None => memory.timezone_history.unset(at),
-                }
-            }
             let history = &mut memory.timezone_history;
             if let Some(value) = set.get(TIMEZONE) {
                 history.set(value, at);
@@ -245,13 +251,10 @@ pub fn in_holdout(customer_id: &str, percent: f64) -> bool {
 
 /// The customer's time zone: the `timezone` trait if it names an IANA zone, else UTC.
 fn zone(memory: &SuppressionMemory) -> Tz {
-    let legacy = memory.timezone.as_ref().and_then(|(name, _)| name.as_deref());
-    let name = match memory.timezone_history.value() {
-        Some(TraitValue::String(name)) => Some(name.as_str()),
-        Some(_) => None,
-        None => legacy,
-    };
-    name.and_then(|name| name.parse::<Tz>().ok()).unwrap_or(Tz::UTC)
+    match memory.timezone_history.value() {
+        Some(TraitValue::String(name)) => name.parse::<Tz>().unwrap_or(Tz::UTC),
+        _ => Tz::UTC,
+    }
 }
 
 fn reason(code: &'static str, detail: Option<String>, until: Option<i64>) -> SuppressionReason {
