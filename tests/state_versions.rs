@@ -22,7 +22,8 @@ fn samples(service: &str) -> Vec<(PathBuf, Vec<u8>, Value)> {
         })
         .map(|path| {
             let bytes = std::fs::read(&path).unwrap();
-            let json: Value = serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
+            let json: Value =
+                serde_json::from_slice(&std::fs::read(path.with_extension("json")).unwrap()).unwrap();
             (path, bytes, json)
         })
         .collect();
@@ -74,7 +75,12 @@ fn restore<P: Processor>(processor: &P, service: &str, except: &[&str]) -> Vec<(
             let mut rewritten = Vec::new();
             changelog::encode::<P>(&entry, &mut rewritten);
             let again = changelog::decode(processor, &rewritten).unwrap();
-            assert_eq!(serde_json::to_value(again.state.as_ref().unwrap()).unwrap(), new, "{}", path.display());
+            assert_eq!(
+                serde_json::to_value(again.state.as_ref().unwrap()).unwrap(),
+                new,
+                "{}",
+                path.display()
+            );
             (old, new)
         })
         .collect()
@@ -91,11 +97,43 @@ fn affinity_of_version_1_restores_unchanged() {
 }
 
 #[test]
-fn suppression_of_version_1_moves_the_time_zone_into_its_trait_history() {
-    let restored = restore(&omnistream_suppression::Suppression::default(), "suppression", &["timezone"]);
+fn suppression_of_version_1_moves_time_zone_tickets_and_last_order() {
+    let moved = ["timezone", "open_tickets", "resolved_tickets", "last_order_at"];
+    let restored = restore(&omnistream_suppression::Suppression::default(), "suppression", &moved);
     let mut zones = 0;
     for (old, new) in restored {
         assert_eq!(new["timezone"], Value::Null);
+        // Each open or resolved ticket becomes a log of that one fact.
+        let facts = |key: &str, resolves: bool| -> Vec<(String, i64, bool)> {
+            old[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t[0].as_str().unwrap().to_owned(), t[1].as_i64().unwrap(), resolves))
+                .collect()
+        };
+        let mut want = facts("open_tickets", false);
+        want.extend(facts("resolved_tickets", true));
+        let mut got: Vec<(String, i64, bool)> = new["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|log| {
+                let id = log["ticket_id"].as_str().unwrap().to_owned();
+                log["facts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |f| (id.clone(), f[0].as_i64().unwrap(), f[1].as_bool().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(new["open_tickets"], serde_json::json!([]));
+        let orders: Vec<Value> = old["last_order_at"].as_i64().map(Value::from).into_iter().collect();
+        assert_eq!(new["orders"], Value::Array(orders));
         if let Some(name) = old["timezone"][0].as_str() {
             zones += 1;
             let base = &new["timezone_history"]["base"];
@@ -108,13 +146,18 @@ fn suppression_of_version_1_moves_the_time_zone_into_its_trait_history() {
 
 #[test]
 fn loyalty_of_version_1_moves_expiry_to_the_calendar_date() {
-    let restored =
-        restore(&omnistream_loyalty_points::LoyaltyPoints::default(), "loyalty-points", &["lots.*.expires_at"]);
+    let restored = restore(
+        &omnistream_loyalty_points::LoyaltyPoints::default(),
+        "loyalty-points",
+        &["lots.*.expires_at"],
+    );
     let mut lots = 0;
     for (old, new) in restored {
-        for (old_lot, new_lot) in old["lots"].as_array().unwrap().iter().zip(new["lots"].as_array().unwrap()) {
+        for (old_lot, new_lot) in old["lots"].as_array().unwrap().iter().zip(new["lots"].as_array().unwrap())
+        {
             lots += 1;
-            let earned = DateTime::<Utc>::from_timestamp_millis(old_lot["earned_at"].as_i64().unwrap()).unwrap();
+            let earned =
+                DateTime::<Utc>::from_timestamp_millis(old_lot["earned_at"].as_i64().unwrap()).unwrap();
             // 12 calendar months (the default) by chrono, not by the service's own month arithmetic.
             let calendar = earned.checked_add_months(Months::new(12)).unwrap().timestamp_millis();
             assert_eq!(new_lot["expires_at"].as_i64(), Some(calendar));

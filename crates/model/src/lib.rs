@@ -9,6 +9,7 @@ pub mod event;
 pub mod json;
 pub mod records;
 pub mod sorted_map;
+pub mod tickets;
 pub mod topics;
 pub mod traits;
 pub mod validate;

@@ -125,6 +125,17 @@ impl Processor for ProfileUpdater {
         if !touches_a_limit {
             return Ok(());
         }
+        // Most events are far from every limit: when even the most the event could add keeps
+        // each measure within its limit, no copy is needed.
+        let now = state.map(measures).unwrap_or_default();
+        if now
+            .iter()
+            .zip(most_growth(event))
+            .zip(LIMITS)
+            .all(|((now, growth), (limit, _))| now + growth <= limit)
+        {
+            return Ok(());
+        }
         // The event applied to a copy: what the profile would hold.
         let mut after = state.cloned().unwrap_or_else(|| ProfileState::new(event));
         apply_event(&mut after, event);
@@ -192,6 +203,23 @@ fn measures(state: &ProfileState) -> [usize; 4] {
         profile.open_tickets.len(),
         profile.lifetime_value_minor.len().max(profile.refunded_value_minor.len()),
     ]
+}
+
+/// An upper bound of what `event` can add to each measure of [`measures`]: a `set` or
+/// `set_once` adds at most its name and its value shown, plus its value kept in a history.
+fn most_growth(event: &TouchpointEvent) -> [usize; 4] {
+    match &event.payload {
+        EventPayload::TraitsUpdated { set, set_once, .. } => {
+            let bytes = set
+                .iter()
+                .chain(set_once.iter())
+                .map(|(name, value)| name.len() + 2 * trait_value_bytes(value));
+            [set.len() + set_once.len(), bytes.sum(), 0, 0]
+        }
+        EventPayload::SupportTicketOpened { .. } => [0, 0, 1, 0],
+        EventPayload::OrderPlaced { .. } | EventPayload::OrderRefunded { .. } => [0, 0, 0, 1],
+        _ => [0; 4],
+    }
 }
 
 fn trait_value_bytes(value: &TraitValue) -> usize {

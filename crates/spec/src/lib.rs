@@ -5,7 +5,12 @@
 //! cores (only the event and record types, which are the contract); differential tests hold the
 //! services to it.
 //!
-//! So far: the shared semantics (dedupe, the erasure cut) and SPEC 4.1 (profile-updater).
+//! The shared semantics (dedupe, the erasure cut) and SPEC 4.1 (profile-updater) are here; SPEC
+//! 4.2–4.4 in [`suppression`], [`affinity`] and [`loyalty`].
+
+pub mod affinity;
+pub mod loyalty;
+pub mod suppression;
 
 use std::collections::BTreeMap;
 

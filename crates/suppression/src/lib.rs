@@ -21,6 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState};
+use omnistream_model::tickets::{TicketLog, TicketStatus};
 use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::traits::TraitHistory;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_record};
@@ -30,8 +31,11 @@ use serde::{Deserialize, Serialize};
 pub use omnistream_runtime::RulesError;
 pub use rules::{FrequencyCap, PreparedRules, QuietHours, Rules};
 
-/// Resolved tickets remembered so that a late `support_ticket_opened` does not reopen them.
-const RESOLVED_TICKETS_KEPT: usize = 16;
+/// Tickets no longer blocking (resolved, or open past the safety maximum) remembered, the latest
+/// first, so that a late opening or resolution of one means what it would in event-time order.
+const CLOSED_TICKETS_KEPT: usize = 16;
+/// Open tickets a customer may have (SPEC 4, Limits; as in the profile).
+pub const MAX_OPEN_TICKETS: usize = 64;
 
 pub use omnistream_model::records::reason_code as code;
 
@@ -56,14 +60,17 @@ pub struct HardBlock {
 /// What suppression remembers of one customer. Times are unix millis.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SuppressionMemory {
-    /// Open tickets: id, opened at.
+    /// Open tickets (id, opened at) as state version 1 held them; moved into `tickets` when such
+    /// a state is restored, always empty since.
     pub open_tickets: Vec<(String, i64)>,
-    /// Recently resolved tickets: id, resolved at.
+    /// Resolved tickets (id, resolved at) of state version 1; moved into `tickets` likewise.
     pub resolved_tickets: VecDeque<(String, i64)>,
     pub consents: Vec<ConsentMark>,
     pub hard_blocks: Vec<HardBlock>,
     /// Marketing sends still inside a frequency-cap window.
     pub sends: Vec<(Channel, i64)>,
+    /// The latest order as state version 1 held it; moved into `orders` when such a state is
+    /// restored, always `None` since.
     pub last_order_at: Option<i64>,
     /// The `timezone` trait as state version 1 held it; moved into `timezone_history` when
     /// such a state is restored (`upgrade_state`), always `None` since.
@@ -81,7 +88,18 @@ pub struct SuppressionMemory {
     /// The `timezone` trait, resolved as profile-updater resolves every trait (SPEC 4).
     #[serde(default)]
     pub timezone_history: TraitHistory,
+    /// Support tickets, resolved in event-time order (SPEC 4): every one still blocking, and the
+    /// latest [`CLOSED_TICKETS_KEPT`] others.
+    #[serde(default)]
+    pub tickets: Vec<TicketLog>,
+    /// Orders whose cool-down has not ended (one dated ahead starts it at its own time), at most
+    /// [`ORDERS_KEPT`], the latest.
+    #[serde(default)]
+    pub orders: Vec<i64>,
 }
+
+/// Orders remembered for the cool-down.
+const ORDERS_KEPT: usize = 16;
 
 /// The suppression processor.
 #[derive(Debug, Clone)]
@@ -111,7 +129,8 @@ impl Processor for Suppression {
     /// Version 2 (2026-12) resolves `timezone` by the SPEC's trait rule (`timezone_history`).
     const STATE_VERSION: u8 = 2;
 
-    /// A version 1 state's resolved time zone becomes the history's base value.
+    /// A version 1 state's resolved time zone becomes the history's base value, and its open and
+    /// resolved tickets become ticket logs of one fact each.
     fn upgrade_state(&self, memory: &mut SuppressionMemory, _written_with: u8) {
         if let Some((name, at)) = memory.timezone.take() {
             match name {
@@ -119,6 +138,30 @@ impl Processor for Suppression {
                 None => memory.timezone_history.unset(at),
             }
         }
+        memory.orders.extend(memory.last_order_at.take());
+        let opened = std::mem::take(&mut memory.open_tickets).into_iter().map(|(id, at)| (id, at, false));
+        let resolved =
+            std::mem::take(&mut memory.resolved_tickets).into_iter().map(|(id, at)| (id, at, true));
+        for (ticket_id, at, resolves) in opened.chain(resolved) {
+            ticket(memory, &ticket_id).record(at, resolves);
+        }
+    }
+
+    fn check_limits(&self, state: Option<&SuppressionMemory>, event: &TouchpointEvent) -> Result<(), String> {
+        let (Some(memory), EventPayload::SupportTicketOpened { ticket_id, .. }) = (state, &event.payload)
+        else {
+            return Ok(());
+        };
+        let open =
+            memory.tickets.iter().filter(|t| blocking(t, &self.rules, memory.evaluated_at).is_some()).count();
+        let known = memory.tickets.iter().any(|t| &t.ticket_id == ticket_id);
+        if open >= MAX_OPEN_TICKETS && !known {
+            return Err(format!(
+                "the customer would have {} open tickets (limit {MAX_OPEN_TICKETS})",
+                open + 1
+            ));
+        }
+        Ok(())
     }
 
     fn apply(
@@ -172,22 +215,8 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
     let at = event.occurred_at.timestamp_millis();
     let channel = event.channel;
     match &event.payload {
-        EventPayload::SupportTicketOpened { ticket_id, .. } => {
-            let resolved_since =
-                memory.resolved_tickets.iter().any(|(id, resolved)| id == ticket_id && *resolved >= at);
-            if !resolved_since && !memory.open_tickets.iter().any(|(id, _)| id == ticket_id) {
-                memory.open_tickets.push((ticket_id.clone(), at));
-            }
-        }
-        EventPayload::SupportTicketResolved { ticket_id } => {
-            // Only an opening at or before it: in event-time order a later one is still open.
-            memory.open_tickets.retain(|(id, opened_at)| id != ticket_id || *opened_at > at);
-            memory.resolved_tickets.retain(|(id, _)| id != ticket_id);
-            if memory.resolved_tickets.len() >= RESOLVED_TICKETS_KEPT {
-                memory.resolved_tickets.pop_front();
-            }
-            memory.resolved_tickets.push_back((ticket_id.clone(), at));
-        }
+        EventPayload::SupportTicketOpened { ticket_id, .. } => ticket(memory, ticket_id).record(at, false),
+        EventPayload::SupportTicketResolved { ticket_id } => ticket(memory, ticket_id).record(at, true),
         EventPayload::ConsentChanged { purpose, granted } => {
             let mark = ConsentMark { channel, purpose: *purpose, granted: *granted, at };
             match memory.consents.iter_mut().find(|c| c.channel == channel && c.purpose == *purpose) {
@@ -201,14 +230,19 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
                     None => memory.last_grants.push((channel, at)),
                 }
                 // Lifted for good: a later revocation is about consent, not about the bounce.
-                memory.hard_blocks.retain(|block| block.channel != channel || block.at >= at);
+                // A grant at the same instant arriving after the block lifts it (ties: offset order).
+                memory.hard_blocks.retain(|block| block.channel != channel || block.at > at);
             }
         }
         EventPayload::MessageBounced { hard: true, .. } => note_hard_block(memory, channel, false, at),
         EventPayload::SpamReported { .. } => note_hard_block(memory, channel, true, at),
         EventPayload::MessageSent { purpose: Purpose::Marketing, .. } => memory.sends.push((channel, at)),
         EventPayload::OrderPlaced { .. } => {
-            memory.last_order_at = Some(memory.last_order_at.map_or(at, |last| last.max(at)));
+            memory.orders.push(at);
+            if memory.orders.len() > ORDERS_KEPT {
+                let earliest = memory.orders.iter().enumerate().min_by_key(|(_, t)| **t).map(|(i, _)| i);
+                memory.orders.remove(earliest.expect("not empty"));
+            }
         }
         EventPayload::TraitsUpdated { set, set_once, unset } => {
             let history = &mut memory.timezone_history;
@@ -228,6 +262,27 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
 
 /// The trait that names the customer's IANA time zone.
 const TIMEZONE: &str = "timezone";
+
+/// The log of `ticket_id`, created empty when new.
+fn ticket<'a>(memory: &'a mut SuppressionMemory, ticket_id: &str) -> &'a mut TicketLog {
+    match memory.tickets.iter().position(|t| t.ticket_id == ticket_id) {
+        Some(index) => &mut memory.tickets[index],
+        None => {
+            memory.tickets.push(TicketLog::new(ticket_id));
+            memory.tickets.last_mut().expect("pushed")
+        }
+    }
+}
+
+/// When an open ticket stops blocking marketing (its safety maximum), if it blocks at `at`.
+fn blocking(ticket: &TicketLog, rules: &PreparedRules, at: i64) -> Option<i64> {
+    match ticket.status()? {
+        TicketStatus::Open { opened_at } => {
+            Some(opened_at.saturating_add(rules.ticket_max_ms)).filter(|until| *until > at)
+        }
+        TicketStatus::Resolved { .. } => None,
+    }
+}
 
 fn note_hard_block(memory: &mut SuppressionMemory, channel: Channel, spam: bool, at: i64) {
     if memory.last_grants.iter().any(|(c, granted_at)| *c == channel && *granted_at > at) {
@@ -279,19 +334,28 @@ pub fn evaluate(
     // Reason changes ahead: every lapsing reason, and the next start of quiet hours.
     let mut changes: Vec<i64> = Vec::new();
     // Each quiet-hours rule once (it covers several channels): inside until when, next start.
-    let quiet: Vec<(&QuietHours, Option<SuppressionReason>)> = rules
-        .quiet
-        .iter()
-        .map(|(quiet, label)| {
-            let (until, next_start) = quiet_hours(quiet, zone, at);
-            changes.push(next_start);
-            let reason = until.map(|until| {
-                let detail = format!("{label} {}", zone.name());
-                reason(code::QUIET_HOURS, Some(detail), Some(until))
-            });
-            (quiet, reason)
-        })
-        .collect();
+    let quiet: Vec<(&QuietHours, Option<SuppressionReason>)> =
+        rules
+            .quiet
+            .iter()
+            .map(|(quiet, label)| {
+                let (until, next_start) = quiet_hours(quiet, zone, at);
+                changes.push(next_start);
+                // Clocks set back can carry local time into the window again before its next start
+                // (a window ending at 02:30 on the night 03:00 becomes 02:00): re-evaluate then.
+                let outside_until = until.unwrap_or(at);
+                changes.extend(offset_change(zone, at, next_start).filter(|change| {
+                    *change >= outside_until && quiet_hours(quiet, zone, *change).0.is_some()
+                }));
+                let reason = until.map(|until| {
+                    let detail = format!("{label} {}", zone.name());
+                    reason(code::QUIET_HOURS, Some(detail), Some(until))
+                });
+                (quiet, reason)
+            })
+            .collect();
+    let open_tickets: Vec<(&TicketLog, i64)> =
+        memory.tickets.iter().filter_map(|t| blocking(t, rules, at).map(|until| (t, until))).collect();
     let mut marketing = Vec::with_capacity(Channel::MESSAGING.len());
     let mut transactional = Vec::with_capacity(Channel::MESSAGING.len());
     for &channel in Channel::MESSAGING {
@@ -300,12 +364,8 @@ pub fn evaluate(
         if holdout {
             reasons.push(reason(code::HOLDOUT, None, None));
         }
-        for (ticket_id, opened_at) in &memory.open_tickets {
-            reasons.push(reason(
-                code::SUPPORT_TICKET_OPEN,
-                Some(ticket_id.clone()),
-                Some(opened_at.saturating_add(rules.ticket_max_ms)),
-            ));
+        for (ticket, until) in &open_tickets {
+            reasons.push(reason(code::SUPPORT_TICKET_OPEN, Some(ticket.ticket_id.clone()), Some(*until)));
         }
         match memory.consents.iter().find(|c| c.channel == channel && c.purpose == Purpose::Marketing) {
             Some(mark) if !mark.granted => reasons.push(reason(code::CONSENT_REVOKED, None, None)),
@@ -320,20 +380,25 @@ pub fn evaluate(
                 reasons.push(reason(code::FREQUENCY_CAP, Some(detail.clone()), Some(until)));
             }
         }
-        // A send dated ahead enters its cap windows at its own time.
-        changes.extend(
-            memory.sends.iter().filter(|(c, sent_at)| *c == channel && *sent_at > at).map(|(_, t)| *t),
-        );
+        // A send dated ahead enters its cap windows (if the channel has any) at its own time.
+        if rules.caps.iter().any(|(cap, _, _)| cap.channel == channel) {
+            changes.extend(
+                memory.sends.iter().filter(|(c, sent_at)| *c == channel && *sent_at > at).map(|(_, t)| *t),
+            );
+        }
         for (_, inside) in quiet.iter().filter(|(quiet, _)| quiet.channels.contains(&channel)) {
             reasons.extend(inside.iter().cloned());
         }
-        if let Some(until) = memory
-            .last_order_at
-            .map(|t| t.saturating_add(rules.order_cooldown_ms))
-            .filter(|until| *until > at)
-        {
-            let detail = rules.order_cooldown_detail.clone();
-            reasons.push(reason(code::RECENT_ORDER, Some(detail), Some(until)));
+        // The cool-down (when on) runs from the order's own time: one dated ahead starts it then.
+        if rules.order_cooldown_ms > 0 {
+            changes.extend(memory.orders.iter().filter(|t| **t > at));
+            let latest = memory.orders.iter().filter(|t| **t <= at).max();
+            if let Some(until) =
+                latest.map(|t| t.saturating_add(rules.order_cooldown_ms)).filter(|until| *until > at)
+            {
+                let detail = rules.order_cooldown_detail.clone();
+                reasons.push(reason(code::RECENT_ORDER, Some(detail), Some(until)));
+            }
         }
         changes.extend(reasons.iter().filter_map(|r| r.until.map(|t| t.timestamp_millis())));
         marketing.push(ChannelSuppression::from_reasons(channel, reasons));
@@ -354,12 +419,22 @@ pub fn evaluate(
 
 /// Drops what no longer changes any answer from `at` on (evaluation times only grow).
 fn forget_expired(memory: &mut SuppressionMemory, rules: &PreparedRules, at: i64) {
-    let ticket_max = rules.ticket_max_ms;
-    memory.open_tickets.retain(|(_, opened_at)| opened_at.saturating_add(ticket_max) > at);
-    memory.sends.retain(|(channel, sent_at)| sent_at.saturating_add(rules.longest_window_ms(*channel)) > at);
-    if memory.last_order_at.is_some_and(|t| t.saturating_add(rules.order_cooldown_ms) <= at) {
-        memory.last_order_at = None;
+    // Every blocking ticket stays; of the others, the latest by event time.
+    let mut closed: Vec<(i64, usize)> = (memory.tickets.iter().enumerate())
+        .filter(|(_, t)| blocking(t, rules, at).is_none())
+        .map(|(index, t)| (t.last_at(), index))
+        .collect();
+    if closed.len() > CLOSED_TICKETS_KEPT {
+        closed.sort_unstable_by(|a, b| b.cmp(a));
+        let dropped: Vec<usize> = closed[CLOSED_TICKETS_KEPT..].iter().map(|(_, index)| *index).collect();
+        let mut index = 0;
+        memory.tickets.retain(|_| {
+            index += 1;
+            !dropped.contains(&(index - 1))
+        });
     }
+    memory.sends.retain(|(channel, sent_at)| sent_at.saturating_add(rules.longest_window_ms(*channel)) > at);
+    memory.orders.retain(|t| t.saturating_add(rules.order_cooldown_ms) > at);
 }
 
 /// Hard bounces and spam reports on `channel` (a later grant of consent removed lifted ones).
@@ -403,8 +478,39 @@ fn quiet_hours(quiet: &QuietHours, zone: Tz, at: i64) -> (Option<i64>, i64) {
         let today = local.date().and_time(clock);
         if today > local { today } else { today + Days::new(1) }
     };
-    let until = inside.then(|| instant_of(zone, next_local(quiet.end), at));
+    let until = inside.then(|| instant_of(zone, next_local(quiet.end), at)).or_else(|| {
+        // An end the clocks skipped moves later by the gap: the night that began before the
+        // gap lasts until then, though the wall clock already reads past its end.
+        (0..=1).find_map(|days_back| {
+            let began = local.date() - Days::new(days_back);
+            let ends_on = if quiet.start < quiet.end { began } else { began + Days::new(1) };
+            let end = ends_on.and_time(quiet.end);
+            let skipped = matches!(zone.from_local_datetime(&end), LocalResult::None);
+            let start = zone.from_local_datetime(&began.and_time(quiet.start)).earliest()?.timestamp_millis();
+            let end = instant_of(zone, end, at);
+            (skipped && start <= at && at < end).then_some(end)
+        })
+    });
     (until, instant_of(zone, next_local(quiet.start), at))
+}
+
+/// The first instant in `(after, by]` at which `zone`'s UTC offset changes, if it does.
+fn offset_change(zone: Tz, after: i64, by: i64) -> Option<i64> {
+    use chrono::Offset;
+    let offset = |millis: i64| {
+        DateTime::from_timestamp_millis(millis).map(|t| zone.offset_from_utc_datetime(&t.naive_utc()).fix())
+    };
+    let before = offset(after)?;
+    if by <= after || offset(by)? == before {
+        return None;
+    }
+    // Bisection: at most one change within the day between two evaluations.
+    let (mut same, mut changed) = (after, by);
+    while changed - same > 1 {
+        let middle = same + (changed - same) / 2;
+        if offset(middle)? == before { same = middle } else { changed = middle }
+    }
+    Some(changed)
 }
 
 /// The instant of a local wall-clock time, for a change after `after`. An ambiguous one (clocks
