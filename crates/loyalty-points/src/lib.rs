@@ -239,10 +239,16 @@ impl Processor for LoyaltyPoints {
     ) -> Vec<Output> {
         let Some(state) = state else { return Vec::new() };
         let at = now.timestamp_millis().max(state.evaluated_at);
+        let tier_before = self.rules.tier_for(state.earned.iter().map(|(_, points)| points).sum()).to_owned();
         let movements = settle(state, at);
         let mut outputs: Vec<Output> =
             movements.into_iter().map(|movement| self.entry(customer_id, movement)).collect();
-        outputs.push(self.balance_output(state, customer_id, at));
+        let balance = self.balance_output(state, customer_id, at);
+        // Only moved points and a fallen tier change a balance by time (docs/loyalty-points.md).
+        let tier_after = self.rules.tier_for(state.earned.iter().map(|(_, points)| points).sum());
+        if !outputs.is_empty() || tier_after != tier_before {
+            outputs.push(balance);
+        }
         outputs
     }
 }
@@ -574,9 +580,11 @@ fn apply_early_refunds(
 ) -> Vec<Movement> {
     let now = state.evaluated_at;
     state.early_refunds.retain(|refund| refund.arrived_at + EARLY_REFUND_MAX_AGE_MS > now);
-    let (waiting, others): (Vec<EarlyRefund>, Vec<EarlyRefund>) =
+    let (mut waiting, others): (Vec<EarlyRefund>, Vec<EarlyRefund>) =
         std::mem::take(&mut state.early_refunds).into_iter().partition(|refund| refund.order_id == order_id);
     state.early_refunds = others;
+    // In event-time order (ties: arrival order), as if they had come after their order.
+    waiting.sort_by_key(|refund| refund.occurred_at);
     waiting
         .into_iter()
         .filter_map(|refund| {

@@ -110,7 +110,10 @@ impl LoyaltyRules {
         let rate = self.points_per_unit.get(currency).copied().unwrap_or(self.default_points_per_unit);
         let multiplier = self.channel_multipliers.get(&channel).copied().unwrap_or(1.0);
         let major = value_minor as f64 / 10f64.powi(minor_unit_exponent(currency));
-        (major * rate * multiplier).floor().max(0.0) as i64
+        // Rates are decimals, which binary floating point only approximates (100 x 1.15 is
+        // 114.99999999999999): rounded to 9 decimal places before rounding down.
+        let points = ((major * rate * multiplier) * 1e9).round() / 1e9;
+        points.floor().max(0.0) as i64
     }
 
     pub fn return_window_ms(&self) -> i64 {
@@ -124,12 +127,17 @@ impl LoyaltyRules {
 
     /// The first instant at which points earned at `earned_at` no longer count for the tier.
     pub fn leaves_tier_window(&self, earned_at: i64) -> i64 {
-        let mut leaves = add_months(earned_at, self.tier_window_months);
-        // Clamped month ends (29 February, 31 March): step to the first day the window excludes.
-        while self.tier_window_start(leaves) < earned_at {
-            leaves = leaves.saturating_add(DAY_MS);
+        let leaves = add_months(earned_at, self.tier_window_months);
+        if self.tier_window_start(leaves) >= earned_at {
+            return leaves;
         }
-        leaves
+        // A clamped month end (earned 29 February, window ending 28 February): the window's
+        // start passes the earning time at the next midnight (UTC), when it jumps to the 1st.
+        let mut midnight = leaves - leaves.rem_euclid(DAY_MS) + DAY_MS;
+        while self.tier_window_start(midnight) < earned_at {
+            midnight = midnight.saturating_add(DAY_MS);
+        }
+        midnight
     }
 
     /// Points earned after this count for the tier at `at`: the tier window's start.
@@ -149,6 +157,7 @@ fn minor_unit_exponent(currency: &str) -> i32 {
         "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI"
         | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
         "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
         _ => 2,
     }
 }

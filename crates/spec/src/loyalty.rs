@@ -365,20 +365,19 @@ impl<'a> Timeline<'a> {
         lot.order_id.is_some() || lot.remaining > 0
     }
 
-    /// A time-driven instant: lots due settle, and the balance is written when a lot fell due
-    /// (**Decision**, following the service: also when it moved no points, a fully refunded lot's
-    /// activation or a spent lot's expiry) or the tier fell (SPEC 4.4 "tiers ... from points
-    /// earned in the last 12 months"; docs: "the tier falls by timer when points leave the window,
-    /// without waiting for another event").
+    /// A time-driven instant: lots due settle, and the balance is written when points moved
+    /// (an entry was written) or the tier fell (SPEC 4.4 "tiers ... from points earned in the last
+    /// 12 months"; docs: "the tier falls by timer when points leave the window, without waiting
+    /// for another event"). **Decision** (SPEC silent): nothing else changes a balance by time,
+    /// so nothing else rewrites it.
     fn instant(&mut self, at: i64, out: &mut Expected) {
         self.evaluated_at = at;
-        let lot_due = self.lots.iter().any(|lot| {
-            lot.activates_at == Some(at) || (lot.expires_at == at && !lot.expired && self.kept(lot))
-        });
+        let entries = out.ledger.len();
         self.settle(at, out);
+        let moved = out.ledger.len() > entries;
         let balance = self.balance(at);
         let tier_fell = self.last_balance.as_ref().is_some_and(|last| last.tier != balance.tier);
-        if lot_due || tier_fell {
+        if moved || tier_fell {
             self.write_balance(balance, out);
         }
     }
