@@ -217,3 +217,34 @@ async fn over_the_broker_every_customers_final_profile_is_the_specs() {
         assert_eq!(actual.get(customer), Some(want), "{customer}");
     }
 }
+
+/// SPEC 4 "Arrival order vs event time" with a ticket opened twice (two systems): T-1 is opened at
+/// 08:17 (arrives first) and at 08:16 (arrives second), then resolved at 12:00. In event-time
+/// order the 08:16 opening opened it, so the resolution closes a ticket opened at 08:16. The
+/// profile keeps the opening that arrived first (08:17). Known defect, left open in issue 14:
+/// profile-updater should resolve tickets with `model::tickets` as suppression does.
+#[test]
+#[ignore = "known profile-updater defect (issue 14): a ticket opened twice keeps the first opening to arrive"]
+fn a_ticket_opened_twice_was_opened_at_its_earliest_opening() {
+    let event = |n: usize, payload: EventPayload, hour: u32, minute: u32| TouchpointEvent {
+        event_id: format!("e{n}"),
+        customer_id: "c-1".to_owned(),
+        occurred_at: Utc.with_ymd_and_hms(2026, 11, 20, hour, minute, 0).unwrap(),
+        channel: Channel::CallCenter,
+        source: None,
+        payload,
+        context: BTreeMap::new(),
+    };
+    let open = || EventPayload::SupportTicketOpened { ticket_id: "T-1".into(), topic: None };
+    let events = [
+        event(1, open(), 8, 17),
+        event(2, open(), 8, 16),
+        event(3, EventPayload::SupportTicketResolved { ticket_id: "T-1".into() }, 12, 0),
+    ];
+    let updater = ProfileUpdater::default();
+    let (outputs, _) = fold(&updater, &encoded(&events));
+    let last = outputs[&(updater.profiles_topic.to_string(), "c-1".to_owned())].last().cloned().flatten();
+    let profile = decode_record::<CustomerProfile>(&last.unwrap()).unwrap();
+    let resolved = profile.last_resolved_ticket.unwrap();
+    assert_eq!(resolved.opened_at, Some(Utc.with_ymd_and_hms(2026, 11, 20, 8, 16, 0).unwrap()));
+}
