@@ -87,8 +87,45 @@ fn restore<P: Processor>(processor: &P, service: &str, except: &[&str]) -> Vec<(
 }
 
 #[test]
-fn profiles_of_version_1_restore_unchanged() {
-    restore(&omnistream_profile_updater::ProfileUpdater::default(), "profile-updater", &[]);
+fn profiles_of_version_1_restore_with_their_tickets_in_logs() {
+    let restored = restore(
+        &omnistream_profile_updater::ProfileUpdater::default(),
+        "profile-updater",
+        &["resolved_tickets"],
+    );
+    for (old, new) in restored {
+        assert_eq!(new["resolved_tickets"], serde_json::json!([]));
+        let mut want: Vec<(String, i64, bool)> = old["profile"]["open_tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["ticket_id"].as_str().unwrap().to_owned(), t["opened_at"].as_i64().unwrap(), false))
+            .collect();
+        want.extend(
+            old["resolved_tickets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t[0].as_str().unwrap().to_owned(), t[1].as_i64().unwrap(), true)),
+        );
+        let mut got: Vec<(String, i64, bool)> = new["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|log| {
+                let id = log["ticket_id"].as_str().unwrap().to_owned();
+                log["facts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |f| (id.clone(), f["at"].as_i64().unwrap(), f["resolves"].as_bool().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+    }
 }
 
 #[test]
@@ -124,7 +161,7 @@ fn suppression_of_version_1_moves_time_zone_tickets_and_last_order() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(move |f| (id.clone(), f[0].as_i64().unwrap(), f[1].as_bool().unwrap()))
+                    .map(move |f| (id.clone(), f["at"].as_i64().unwrap(), f["resolves"].as_bool().unwrap()))
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -2,11 +2,14 @@
 //! engagements from the customer's own history, a Beta posterior score with its standard
 //! deviation, and a ranking of the channels with marketing consent.
 //!
-//! Decay is exact whatever the arrival order: counts are kept as of a reference time (the latest
-//! event time seen) and an event at `t` adds `weight * 2^-((reference - t) / half_life)`; moving
-//! the reference forward multiplies the counts by the decay of the gap. The sum of decayed weights
-//! is the same for any order of the same events (but for the engaged-within-sent top-up, which
-//! looks at what has arrived).
+//! Event time decides, whatever the arrival order (SPEC 4): the state keeps the customer's recent
+//! FACTS (sends, the first engagement of each message by event time, inbound messages, clicks,
+//! orders), sorted by event time (ties: arrival order), up to [`FACTS_KEPT`]; the record walks them
+//! in that order as of its `as_of`, each weighted `2^-(max(0, as_of - t) / half_life)`, so an
+//! inbound message, an order or a first open gets the meaning its event time gives it, even when
+//! its cause arrives later. Older facts are folded, in event-time order, into decayed sums kept
+//! as of the latest folded event time (plus, per channel, the sends not yet answered and the
+//! latest folded click), which the record decays to `as_of`.
 
 use std::sync::Arc;
 
@@ -61,53 +64,218 @@ impl AffinityConfig {
     }
 }
 
-/// Decayed counts of one messaging channel, as of the customer's reference time.
+/// Decayed counts of one messaging channel, folded from the facts older than those kept, as of
+/// [`AffinityState::folded_at`].
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChannelCounts {
     pub sent: f64,
     pub engaged: f64,
-    /// The latest click on this channel (unix millis), for order attribution.
+    /// The latest folded click on this channel (unix millis), for order attribution.
     pub last_click_at: Option<i64>,
     /// The latest marketing consent event (granted, unix millis); none: never recorded.
     pub consent: Option<(bool, i64)>,
 }
 
-/// Messages whose first open or click is remembered per customer, so that a later one of the same
-/// message counts no engagement (unique opens and clicks, as Braze and Klaviyo report them).
+/// Folded messages whose first open or click is remembered per customer, so that a later one of
+/// the same message counts no engagement (unique opens and clicks, as Braze and Klaviyo report
+/// them). Messages among the kept facts are known by their fact.
 pub const ENGAGED_MESSAGES_KEPT: usize = 256;
+
+/// Facts kept per customer, by event time; older ones are folded into [`ChannelCounts`].
+pub const FACTS_KEPT: usize = 1024;
+
+/// `message_sent`.
+pub const SEND: u8 = 0;
+/// The first open or click of a message (by event time).
+pub const ENGAGEMENT: u8 = 1;
+/// `message_received`.
+pub const INBOUND: u8 = 2;
+/// `message_clicked` (every click, for order attribution).
+pub const CLICK: u8 = 3;
+/// `order_placed` (on any channel; `channel` is unused).
+pub const ORDER: u8 = 4;
+
+/// One fact of the customer's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Fact {
+    /// Event time, unix millis.
+    pub at: i64,
+    /// Arrival order: the state's `version` when it was applied (breaks event-time ties).
+    pub seq: i64,
+    /// One of [`SEND`], [`ENGAGEMENT`], [`INBOUND`], [`CLICK`], [`ORDER`].
+    pub kind: u8,
+    /// Slot in `Channel::MESSAGING`.
+    pub channel: u8,
+    /// For an engagement: the FNV-1a hash of the channel and `message_id`.
+    pub message: u64,
+}
+
+impl Fact {
+    fn key(&self) -> (i64, i64) {
+        (self.at, self.seq)
+    }
+}
 
 /// What channel-affinity keeps per customer.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AffinityState {
     /// email, sms, whatsapp, push, in `Channel::MESSAGING` order.
     pub channels: [ChannelCounts; 4],
-    /// The time the counts are decayed to (unix millis): the latest event time seen.
+    /// The latest event time seen (unix millis).
     pub reference: Option<i64>,
     /// Events applied.
     pub version: i64,
-    /// FNV-1a hashes of channel and `message_id` of the last [`ENGAGED_MESSAGES_KEPT`] messages
-    /// opened or clicked. State
-    /// written before 2026-12 has none: its messages' first engagements are already counted.
+    /// FNV-1a hashes of channel and `message_id` of the last [`ENGAGED_MESSAGES_KEPT`] folded
+    /// messages opened or clicked. State written before 2026-12 has none: its messages' first
+    /// engagements are already counted.
     #[serde(default)]
     pub engaged_messages: std::collections::VecDeque<u64>,
+    /// The kept facts, sorted by (event time, arrival).
+    #[serde(default)]
+    pub facts: Vec<Fact>,
+    /// The time the folded counts in `channels` are decayed to (unix millis): the latest folded
+    /// event time. A version 1 state's counts are as of its `reference` (see `upgrade_state`).
+    #[serde(default)]
+    pub folded_at: Option<i64>,
+    /// Per channel, the folded sends not yet matched by an engagement (may be negative).
+    #[serde(default)]
+    pub unanswered: [i64; 4],
+}
+
+fn message_hash(channel: usize, message_id: &str) -> u64 {
+    std::iter::once(channel as u8)
+        .chain(message_id.bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl AffinityState {
-    /// Whether this is the first open or click of the message seen; remembers it.
-    fn first_engagement(&mut self, channel: usize, message_id: &str) -> bool {
-        let hash = std::iter::once(channel as u8)
-            .chain(message_id.bytes())
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-            });
-        if self.engaged_messages.contains(&hash) {
-            return false;
+    /// Inserts a fact at its place in (event time, arrival) order.
+    fn insert(&mut self, fact: Fact) {
+        let index = self.facts.partition_point(|f| f.key() <= fact.key());
+        self.facts.insert(index, fact);
+    }
+
+    /// An open or click of a message: its first by event time is its engagement.
+    fn engage(&mut self, channel: usize, message_id: &str, at: i64, seq: i64) {
+        let message = message_hash(channel, message_id);
+        let kept = self
+            .facts
+            .iter()
+            .position(|f| f.kind == ENGAGEMENT && usize::from(f.channel) == channel && f.message == message);
+        match kept {
+            Some(index) => {
+                if (at, seq) < self.facts[index].key() {
+                    let mut fact = self.facts.remove(index);
+                    fact.at = at;
+                    fact.seq = seq;
+                    self.insert(fact);
+                }
+            }
+            // Folded already: counted once.
+            None if self.engaged_messages.contains(&message) => {}
+            None => self.insert(Fact { at, seq, kind: ENGAGEMENT, channel: channel as u8, message }),
         }
-        if self.engaged_messages.len() >= ENGAGED_MESSAGES_KEPT {
-            self.engaged_messages.pop_front();
+    }
+
+    /// Folds the oldest kept fact into the counts.
+    fn fold_oldest(&mut self, config: &AffinityConfig) {
+        if self.facts.is_empty() {
+            return;
         }
-        self.engaged_messages.push_back(hash);
-        true
+        let fact = self.facts.remove(0);
+        let weight = match self.folded_at {
+            Some(folded) if folded >= fact.at => decay(config, folded - fact.at),
+            Some(folded) => {
+                let factor = decay(config, fact.at - folded);
+                for counts in &mut self.channels {
+                    counts.sent *= factor;
+                    counts.engaged *= factor;
+                }
+                self.folded_at = Some(fact.at);
+                1.0
+            }
+            None => {
+                self.folded_at = Some(fact.at);
+                1.0
+            }
+        };
+        let channel = usize::from(fact.channel);
+        match fact.kind {
+            CLICK => {
+                let counts = &mut self.channels[channel];
+                counts.last_click_at = Some(counts.last_click_at.map_or(fact.at, |last| last.max(fact.at)));
+            }
+            ORDER => {
+                let clicks = kept_clicks(&self.facts);
+                if let Some(credited) = credited(&clicks, &self.channels, fact.at) {
+                    self.channels[credited].engaged += weight * config.order_weight;
+                }
+            }
+            kind => {
+                if kind == ENGAGEMENT {
+                    if self.engaged_messages.len() >= ENGAGED_MESSAGES_KEPT {
+                        self.engaged_messages.pop_front();
+                    }
+                    self.engaged_messages.push_back(fact.message);
+                }
+                let counts = &mut self.channels[channel];
+                count(kind, weight, &mut counts.sent, &mut counts.engaged, &mut self.unanswered[channel]);
+            }
+        }
+    }
+}
+
+/// A send, engagement or inbound message of weight `weight` on a channel. SPEC 4.3: "An inbound
+/// message with no send before it counts as a send and an engagement": walking in event-time
+/// order, it counts as a send too when every send before it is matched by an engagement;
+/// otherwise it answers one of them.
+fn count(kind: u8, weight: f64, sent: &mut f64, engaged: &mut f64, unanswered: &mut i64) {
+    match kind {
+        SEND => {
+            *sent += weight;
+            *unanswered += 1;
+        }
+        ENGAGEMENT => {
+            *engaged += weight;
+            *unanswered -= 1;
+        }
+        INBOUND => {
+            *engaged += weight;
+            if *unanswered > 0 {
+                *unanswered -= 1;
+            } else {
+                *sent += weight;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The kept clicks as (event time, arrival, channel), sorted.
+fn kept_clicks(facts: &[Fact]) -> Vec<(i64, i64, usize)> {
+    facts.iter().filter(|f| f.kind == CLICK).map(|f| (f.at, f.seq, usize::from(f.channel))).collect()
+}
+
+/// The channel of the latest click 0..=24 h before an order at `at` (ties: the later arrival;
+/// folded clicks are older than kept ones), among the kept `clicks` (sorted) and the latest
+/// folded click of each channel.
+fn credited(clicks: &[(i64, i64, usize)], channels: &[ChannelCounts; 4], at: i64) -> Option<usize> {
+    let within = |click: i64| click <= at && at - click <= ORDER_ATTRIBUTION_MS;
+    let kept = clicks[..clicks.partition_point(|(click, _, _)| *click <= at)]
+        .last()
+        .filter(|(click, _, _)| within(*click))
+        .map(|&(click, _, channel)| (click, channel));
+    let folded = channels
+        .iter()
+        .enumerate()
+        .filter_map(|(channel, counts)| {
+            counts.last_click_at.filter(|click| within(*click)).map(|c| (c, channel))
+        })
+        .max_by_key(|(click, _)| *click);
+    match (kept, folded) {
+        (Some(kept), Some(folded)) if folded.0 > kept.0 => Some(folded.1),
+        (Some((_, channel)), _) | (None, Some((_, channel))) => Some(channel),
+        (None, None) => None,
     }
 }
 
@@ -130,10 +298,18 @@ impl Default for ChannelAffinityProcessor {
 
 impl Processor for ChannelAffinityProcessor {
     type State = AffinityState;
-    /// Version 2 (2026-12) counts an engagement once per message. A version 1 state's decayed
-    /// counts are left as they are (repeat opens fade with the half-life); its messages start with
-    /// no engagement recorded, so each can count once more.
+    /// Version 2 (2026-12) keeps the recent facts and counts by event time; version 1 kept only
+    /// the decayed counts, as of its `reference`. Version 2 was never released.
     const STATE_VERSION: u8 = 2;
+
+    /// A version 1 state's counts become the folded counts, as of the time they were decayed to;
+    /// its sends are taken as all answered (version 1 topped the sends up to the engagements).
+    /// Its messages start with no engagement recorded, so each can count once more.
+    fn upgrade_state(&self, state: &mut AffinityState, written_with: u8) {
+        if written_with < 2 && state.folded_at.is_none() {
+            state.folded_at = state.reference;
+        }
+    }
 
     fn apply(
         &self,
@@ -167,72 +343,43 @@ fn decay(config: &AffinityConfig, elapsed_ms: i64) -> f64 {
     (-(elapsed_ms as f64) / (config.half_life_days * DAY_MS)).exp2()
 }
 
-/// Folds one event into the counts (everything but erasure); returns the reference time after it.
+/// Applies one event (everything but erasure); returns the latest event time seen after it.
 pub fn apply_event(state: &mut AffinityState, config: &AffinityConfig, event: &TouchpointEvent) -> i64 {
     let at = event.occurred_at.timestamp_millis();
-    let reference = match state.reference {
-        Some(reference) if reference >= at => reference,
-        Some(reference) => {
-            let factor = decay(config, at - reference);
-            for counts in &mut state.channels {
-                counts.sent *= factor;
-                counts.engaged *= factor;
-            }
-            at
-        }
-        None => at,
-    };
+    let reference = state.reference.map_or(at, |reference| reference.max(at));
     state.reference = Some(reference);
     state.version += 1;
-    // The weight of this event as of the reference time (below 1 for a late event).
-    let weight = decay(config, reference - at);
+    let seq = state.version;
     let channel = slot(event.channel);
+    let fact = |kind: u8, channel: usize| Fact { at, seq, kind, channel: channel as u8, message: 0 };
     match &event.payload {
         // Every send, as every engagement counts whatever the message's purpose (SPEC 4.3).
         EventPayload::MessageSent { .. } => {
             if let Some(index) = channel {
-                state.channels[index].sent += weight;
+                state.insert(fact(SEND, index));
             }
         }
-        // An inbound message is an engagement, and a send too when the sends so far are all
-        // engaged already (nobody prompted it).
         EventPayload::MessageReceived { .. } => {
             if let Some(index) = channel {
-                let counts = &mut state.channels[index];
-                counts.engaged += weight;
-                counts.sent = counts.sent.max(counts.engaged);
+                state.insert(fact(INBOUND, index));
             }
         }
-        // One engagement per message: its first open or click. Its send may be older than the
-        // history or arrive later: no send is invented, the record caps engaged at sent.
+        // One engagement per message: its first open or click by event time. Its send may be
+        // older than the history or arrive later: no send is invented, the record caps engaged at
+        // sent.
         EventPayload::MessageOpened { message_id } => {
-            if let Some(index) = channel
-                && state.first_engagement(index, message_id)
-            {
-                state.channels[index].engaged += weight;
+            if let Some(index) = channel {
+                state.engage(index, message_id, at, seq);
             }
         }
         EventPayload::MessageClicked { message_id, .. } => {
             if let Some(index) = channel {
-                if state.first_engagement(index, message_id) {
-                    state.channels[index].engaged += weight;
-                }
-                let counts = &mut state.channels[index];
-                counts.last_click_at = Some(counts.last_click_at.map_or(at, |last| last.max(at)));
+                state.engage(index, message_id, at, seq);
+                state.insert(fact(CLICK, index));
             }
         }
-        EventPayload::OrderPlaced { .. } => {
-            // The most recent click before the order, within 24 h, on any messaging channel.
-            let clicked = state
-                .channels
-                .iter_mut()
-                .filter_map(|counts| counts.last_click_at.map(|click| (click, counts)))
-                .filter(|(click, _)| *click <= at && at - click <= ORDER_ATTRIBUTION_MS)
-                .max_by_key(|(click, _)| *click);
-            if let Some((_, counts)) = clicked {
-                counts.engaged += weight * config.order_weight;
-            }
-        }
+        // Credited when the record is computed, to the latest click before it by event time.
+        EventPayload::OrderPlaced { .. } => state.insert(fact(ORDER, 0)),
         EventPayload::ConsentChanged { purpose: Purpose::Marketing, granted } => {
             if let Some(index) = channel {
                 let counts = &mut state.channels[index];
@@ -243,24 +390,57 @@ pub fn apply_event(state: &mut AffinityState, config: &AffinityConfig, event: &T
         }
         _ => {}
     }
+    while state.facts.len() > FACTS_KEPT {
+        state.fold_oldest(config);
+    }
     reference
 }
 
-/// The record as of `as_of` (unix millis; the counts decay to it from the reference time).
+/// The decayed (sent, engaged) of each channel as of `as_of` (unix millis), engaged not yet capped.
+fn counts(state: &AffinityState, config: &AffinityConfig, as_of: i64) -> [(f64, f64); 4] {
+    // An event dated ahead of `as_of` (clock skew) counts undecayed until the clock passes it.
+    let weight = |at: i64| decay(config, (as_of - at).max(0));
+    let folded = state.folded_at.map_or(1.0, weight);
+    let mut sent = state.channels.map(|counts| counts.sent * folded);
+    let mut engaged = state.channels.map(|counts| counts.engaged * folded);
+    let mut unanswered = state.unanswered;
+    let clicks = kept_clicks(&state.facts);
+    for fact in &state.facts {
+        let channel = usize::from(fact.channel);
+        match fact.kind {
+            CLICK => {}
+            ORDER => {
+                if let Some(credited) = credited(&clicks, &state.channels, fact.at) {
+                    engaged[credited] += weight(fact.at) * config.order_weight;
+                }
+            }
+            kind => count(
+                kind,
+                weight(fact.at),
+                &mut sent[channel],
+                &mut engaged[channel],
+                &mut unanswered[channel],
+            ),
+        }
+    }
+    std::array::from_fn(|channel| (sent[channel], engaged[channel]))
+}
+
+/// The record as of `as_of` (unix millis).
 pub fn affinity(
     state: &AffinityState,
     config: &AffinityConfig,
     customer_id: &str,
     as_of: i64,
 ) -> ChannelAffinity {
-    let reference = state.reference.unwrap_or(as_of);
-    let factor = decay(config, (as_of - reference).max(0));
+    let counts = counts(state, config, as_of);
     let channels: Vec<ChannelScore> = Channel::MESSAGING
         .iter()
         .zip(&state.channels)
-        .map(|(&channel, counts)| {
-            let sent = counts.sent * factor;
-            let engaged = (counts.engaged * factor).min(sent);
+        .zip(counts)
+        .map(|((&channel, folded), (sent, engaged))| {
+            // The engagements capped at the sends, so the score stays a rate.
+            let engaged = engaged.min(sent);
             let alpha = config.prior_alpha + engaged;
             let beta = config.prior_beta + sent - engaged;
             let total = alpha + beta;
@@ -273,7 +453,7 @@ pub fn affinity(
                 // Decayed, so sends of a few hours ago count a little under one each: a 1 %
                 // tolerance lets them count whole.
                 insufficient_data: sent < config.min_sends * 0.99,
-                marketing_consent: counts.consent.is_none_or(|(granted, _)| granted),
+                marketing_consent: folded.consent.is_none_or(|(granted, _)| granted),
             }
         })
         .collect();

@@ -69,9 +69,13 @@ fn fold(config: AffinityConfig, events: Vec<(DateTime<Utc>, Channel, EventPayloa
         ChannelAffinityProcessor { config: Arc::new(config), ..ChannelAffinityProcessor::default() };
     let mut state = None;
     let mut last = None;
+    let mut clock = None;
     for (at, channel, payload) in events {
-        // It arrives as it happens: the partition clock reads its time.
-        let outputs = processor.apply(&mut state, &event(at, channel, payload), at);
+        // It arrives as it happens, a late one when the clock has passed its time: the partition
+        // clock never goes back (SPEC 4).
+        let now = clock.map_or(at, |clock: DateTime<Utc>| clock.max(at));
+        clock = Some(now);
+        let outputs = processor.apply(&mut state, &event(at, channel, payload), now);
         last = outputs.into_iter().next().and_then(|o| o.value);
     }
     decode_record(&last.expect("a record")).unwrap()
@@ -416,4 +420,102 @@ proptest! {
             prop_assert!((p.sent - q.sent).abs() < 1e-9 && (p.engaged - q.engaged).abs() < 1e-9, "{:?} vs {:?}", p, q);
         }
     }
+}
+
+/// A history longer than the facts kept: the oldest are folded into decayed sums, which must give
+/// what walking the whole history in event-time order gives (here computed naively: the events
+/// arrive in event-time order, so the first engagement is the first to arrive and an order's click
+/// is the latest click so far).
+#[test]
+fn a_long_history_folds_its_oldest_facts_exactly() {
+    let config = AffinityConfig { half_life_days: 7.0, order_weight: 1.5, ..AffinityConfig::default() };
+    let half_life_ms = config.half_life_days * 86_400_000.0;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut events: Vec<(i64, usize, u8, u64)> = Vec::new(); // (at, channel, kind, message)
+    let mut at = t(0.0).timestamp_millis();
+    for n in 0..(3 * omnistream_channel_affinity::FACTS_KEPT as u64) {
+        at += next(4 * 3_600_000) as i64;
+        let kind = next(6) as u8; // 0 send, 1 open, 2 click, 3 inbound, 4 order, 5 page view
+        // Engagements of one of the last few messages (repeats count once).
+        events.push((at, next(4) as usize, kind, n.saturating_sub(next(20))));
+    }
+    let payload = |kind: u8, message: u64| {
+        let id = format!("m-{message}");
+        match kind {
+            0 => sent_of(&id),
+            1 => opened_of(&id),
+            2 => clicked_of(&id),
+            3 => received(),
+            4 => order(),
+            _ => EventPayload::PageViewed { url: "/".into() },
+        }
+    };
+    let mut state = AffinityState::default();
+    for (checked, &(at, channel, kind, message)) in events.iter().enumerate() {
+        let event = event(
+            DateTime::from_timestamp_millis(at).unwrap(),
+            Channel::MESSAGING[channel],
+            payload(kind, message),
+        );
+        apply_event(&mut state, &config, &event);
+        assert!(state.facts.len() <= omnistream_channel_affinity::FACTS_KEPT);
+        if checked % 500 != 499 && checked + 1 != events.len() {
+            continue;
+        }
+        let as_of = at + 3_600_000;
+        let weight = |t: i64| 0.5f64.powf((as_of - t) as f64 / half_life_ms);
+        let (mut sent, mut engaged, mut unanswered) = ([0.0; 4], [0.0; 4], [0i64; 4]);
+        let mut engaged_messages = std::collections::HashSet::new();
+        let mut last_click: Option<(i64, usize)> = None;
+        for &(t, c, kind, message) in &events[..=checked] {
+            match kind {
+                0 => {
+                    sent[c] += weight(t);
+                    unanswered[c] += 1;
+                }
+                1 | 2 => {
+                    if engaged_messages.insert((c, message)) {
+                        engaged[c] += weight(t);
+                        unanswered[c] -= 1;
+                    }
+                    if kind == 2 {
+                        last_click = Some((t, c));
+                    }
+                }
+                3 => {
+                    engaged[c] += weight(t);
+                    if unanswered[c] > 0 {
+                        unanswered[c] -= 1;
+                    } else {
+                        sent[c] += weight(t);
+                    }
+                }
+                4 => {
+                    if let Some((clicked, c)) =
+                        last_click.filter(|(clicked, _)| t - clicked <= 24 * 3_600_000)
+                    {
+                        assert!(clicked <= t);
+                        engaged[c] += config.order_weight * weight(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let record = affinity(&state, &config, "c-1", as_of);
+        for (channel, score) in record.channels.iter().enumerate() {
+            let want = (sent[channel], engaged[channel].min(sent[channel]));
+            assert!(
+                close(score.sent, want.0) && close(score.engaged, want.1),
+                "after {} events, channel {channel}: {score:?}, want {want:?}",
+                checked + 1
+            );
+        }
+    }
+    assert!(state.folded_at.is_some(), "the history was long enough to fold");
 }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use omnistream_model::records::{
     ChannelActivity, ConsentEntry, CustomerProfile, Identifier, OpenTicket, ResolvedTicket, TraitEntry,
 };
+use omnistream_model::tickets::{TicketFact, TicketLog};
 use omnistream_model::topics::PROFILES;
 use omnistream_model::traits::{Resolved, TraitHistory};
 use omnistream_model::{Channel, EventPayload, SortedMap, TouchpointEvent, TraitValue, encode_record};
@@ -39,13 +40,18 @@ const IDENTIFIER_TRAITS: &[&str] = &["email", "phone"];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileState {
     pub profile: CustomerProfile,
-    /// Recently resolved tickets with their resolution time (unix millis).
+    /// Resolved tickets (id, resolution time) as state version 1 held them; moved into `tickets`
+    /// when such a state is restored, always empty since.
     pub resolved_tickets: VecDeque<(String, i64)>,
     /// What decides a trait, for the traits whose profile entry does not say it all: those with
     /// `set_once`s waiting after their latest `set` or `unset`. Any other trait's history is its
     /// profile entry ([`history_of_entry`]), so most customers keep nothing here (memory).
     #[serde(default)]
     pub traits: SortedMap<String, TraitHistory>,
+    /// Support tickets, resolved in event-time order (SPEC 4, `model::tickets`): every open one
+    /// and the [`RESOLVED_TICKETS_KEPT`] others touched latest.
+    #[serde(default)]
+    pub tickets: Vec<TicketLog>,
 }
 
 impl ProfileState {
@@ -70,6 +76,7 @@ impl ProfileState {
                 version: 0,
             },
             resolved_tickets: VecDeque::new(),
+            tickets: Vec::new(),
             traits: SortedMap::default(),
         }
     }
@@ -110,9 +117,30 @@ impl Default for ProfileUpdater {
 
 impl Processor for ProfileUpdater {
     type State = ProfileState;
-    /// Version 2 (2026-12) added trait histories. A version 1 state has none: each trait's profile
-    /// entry stands for its history, as it does for every trait whose history is one `set`.
+    /// Version 2 (2026-12) added trait histories and ticket logs. A version 1 state has no trait
+    /// history: each trait's profile entry stands for it, as it does for every trait whose
+    /// history is one `set`.
     const STATE_VERSION: u8 = 2;
+
+    /// A version 1 state's open and resolved tickets become ticket logs of one fact each, before
+    /// anything the new events add (the channel of a resolution other than the last was not kept).
+    fn upgrade_state(&self, state: &mut ProfileState, _written_with: u8) {
+        let profile = &state.profile;
+        let last = profile.last_resolved_ticket.as_ref();
+        let opened = profile.open_tickets.iter().map(|t| {
+            (t.ticket_id.clone(), t.opened_at.timestamp_millis(), false, t.channel, t.topic.clone())
+        });
+        let resolved = std::mem::take(&mut state.resolved_tickets).into_iter().map(|(id, at)| {
+            let channel =
+                last.filter(|last| last.ticket_id == id).map_or(Channel::CallCenter, |last| last.channel);
+            (id, at, true, channel, None)
+        });
+        let facts: Vec<_> = opened.chain(resolved).collect();
+        let first = -i64::try_from(facts.len()).unwrap_or(0);
+        for (seq, (ticket_id, at, resolves, channel, topic)) in (first..).zip(facts) {
+            ticket_log(state, &ticket_id).record(TicketFact { at, resolves, channel, topic, seq });
+        }
+    }
 
     fn check_limits(&self, state: Option<&ProfileState>, event: &TouchpointEvent) -> Result<(), String> {
         let touches_a_limit = matches!(
@@ -231,6 +259,87 @@ fn trait_value_bytes(value: &TraitValue) -> usize {
     }
 }
 
+/// Notes a ticket's opening or resolution, then shows the tickets anew.
+fn note_ticket(state: &mut ProfileState, event: &TouchpointEvent) {
+    let (ticket_id, resolves, topic) = match &event.payload {
+        EventPayload::SupportTicketOpened { ticket_id, topic } => (ticket_id, false, topic.clone()),
+        EventPayload::SupportTicketResolved { ticket_id } => (ticket_id, true, None),
+        _ => return,
+    };
+    // Events applied so far: unique per event, growing with the offset.
+    let seq = state.profile.version;
+    let fact =
+        TicketFact { at: event.occurred_at.timestamp_millis(), resolves, channel: event.channel, topic, seq };
+    ticket_log(state, ticket_id).record(fact);
+    show_tickets(state);
+}
+
+/// The log of `ticket_id`, created empty when new.
+fn ticket_log<'a>(state: &'a mut ProfileState, ticket_id: &str) -> &'a mut TicketLog {
+    match state.tickets.iter().position(|t| t.ticket_id == ticket_id) {
+        Some(index) => &mut state.tickets[index],
+        None => {
+            state.tickets.push(TicketLog::new(ticket_id));
+            state.tickets.last_mut().expect("pushed")
+        }
+    }
+}
+
+/// The profile's open tickets (in the arrival order of the opening that opened each) and last
+/// resolution (the latest by event time, ties: arrival order) from the ticket logs; then keeps
+/// every open ticket's log and the latest others.
+fn show_tickets(state: &mut ProfileState) {
+    let time = |millis: i64| DateTime::from_timestamp_millis(millis).unwrap_or_default();
+    let profile = &mut state.profile;
+    let mut open: Vec<(&TicketFact, &str)> = state
+        .tickets
+        .iter()
+        .filter_map(|log| log.open().map(|fact| (fact, log.ticket_id.as_str())))
+        .collect();
+    open.sort_by_key(|(fact, _)| fact.seq);
+    profile.open_tickets = open
+        .into_iter()
+        .map(|(fact, ticket_id)| OpenTicket {
+            ticket_id: ticket_id.to_owned(),
+            opened_at: time(fact.at),
+            channel: fact.channel,
+            topic: fact.topic.clone(),
+        })
+        .collect();
+    let latest = state
+        .tickets
+        .iter()
+        .flat_map(|log| log.resolutions().into_iter().map(move |resolution| (log, resolution)))
+        .max_by_key(|(_, resolution)| (resolution.resolved.at, resolution.resolved.seq));
+    // A resolution of a log no longer kept stays shown until a later one comes.
+    if let Some((log, resolution)) = latest
+        && profile
+            .last_resolved_ticket
+            .as_ref()
+            .is_none_or(|last| time(resolution.resolved.at) >= last.resolved_at)
+    {
+        profile.last_resolved_ticket = Some(ResolvedTicket {
+            ticket_id: log.ticket_id.clone(),
+            opened_at: resolution.opened.map(|opened| time(opened.at)),
+            resolved_at: time(resolution.resolved.at),
+            channel: resolution.resolved.channel,
+        });
+    }
+    let mut closed: Vec<(i64, usize)> = (state.tickets.iter().enumerate())
+        .filter(|(_, log)| log.open().is_none())
+        .map(|(index, log)| (log.last_at(), index))
+        .collect();
+    if closed.len() > RESOLVED_TICKETS_KEPT {
+        closed.sort_unstable_by(|a, b| b.cmp(a));
+        let dropped: Vec<usize> = closed[RESOLVED_TICKETS_KEPT..].iter().map(|(_, index)| *index).collect();
+        let mut index = 0;
+        state.tickets.retain(|_| {
+            index += 1;
+            !dropped.contains(&(index - 1))
+        });
+    }
+}
+
 /// Folds one event into the state (everything but erasure).
 pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
     let at = event.occurred_at;
@@ -258,49 +367,6 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
             *profile.lifetime_value_minor.get_or_insert_with(currency, || (currency.clone(), 0)) -=
                 value_minor;
         }
-        EventPayload::SupportTicketOpened { ticket_id, topic } => {
-            let resolved_since = state
-                .resolved_tickets
-                .iter()
-                .any(|(id, resolved)| id == ticket_id && *resolved >= at.timestamp_millis());
-            let already_open = profile.open_tickets.iter().any(|t| &t.ticket_id == ticket_id);
-            // Its resolution came first: in event-time order this opening is what it closed.
-            if resolved_since
-                && let Some(last) = profile.last_resolved_ticket.as_mut()
-                && &last.ticket_id == ticket_id
-                && last.resolved_at >= at
-                && last.opened_at.is_none_or(|opened| opened > at)
-            {
-                last.opened_at = Some(at);
-            }
-            if !resolved_since && !already_open {
-                profile.open_tickets.push(OpenTicket {
-                    ticket_id: ticket_id.clone(),
-                    opened_at: at,
-                    channel: event.channel,
-                    topic: topic.clone(),
-                });
-            }
-        }
-        EventPayload::SupportTicketResolved { ticket_id } => {
-            // Only an opening at or before it: one dated later is a new opening after it.
-            let opened =
-                profile.open_tickets.iter().position(|t| &t.ticket_id == ticket_id && t.opened_at <= at);
-            let opened_at = opened.map(|index| profile.open_tickets.remove(index).opened_at);
-            if profile.last_resolved_ticket.as_ref().is_none_or(|last| at >= last.resolved_at) {
-                profile.last_resolved_ticket = Some(ResolvedTicket {
-                    ticket_id: ticket_id.clone(),
-                    opened_at,
-                    resolved_at: at,
-                    channel: event.channel,
-                });
-            }
-            state.resolved_tickets.retain(|(id, _)| id != ticket_id);
-            state.resolved_tickets.push_back((ticket_id.clone(), at.timestamp_millis()));
-            if state.resolved_tickets.len() > RESOLVED_TICKETS_KEPT {
-                state.resolved_tickets.pop_front();
-            }
-        }
         EventPayload::ConsentChanged { purpose, granted } => {
             let entry = ConsentEntry { channel: event.channel, purpose: *purpose, granted: *granted, at };
             match profile.consents.iter_mut().find(|c| c.channel == event.channel && c.purpose == *purpose) {
@@ -315,6 +381,7 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
         _ => {}
     }
     profile.version += 1;
+    note_ticket(state, event);
 }
 
 /// Applies one event's trait operations in the order `set`, `set_once`, `unset` (one event, one

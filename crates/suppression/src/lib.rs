@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState};
-use omnistream_model::tickets::{TicketLog, TicketStatus};
+use omnistream_model::tickets::{TicketFact, TicketLog};
 use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::traits::TraitHistory;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_record};
@@ -142,8 +142,10 @@ impl Processor for Suppression {
         let opened = std::mem::take(&mut memory.open_tickets).into_iter().map(|(id, at)| (id, at, false));
         let resolved =
             std::mem::take(&mut memory.resolved_tickets).into_iter().map(|(id, at)| (id, at, true));
-        for (ticket_id, at, resolves) in opened.chain(resolved) {
-            ticket(memory, &ticket_id).record(at, resolves);
+        for (seq, (ticket_id, at, resolves)) in (0..).zip(opened.chain(resolved)) {
+            // Version 1 kept no channel; suppression reads none.
+            let fact = TicketFact { at, resolves, channel: Channel::CallCenter, topic: None, seq };
+            ticket(memory, &ticket_id).record(fact);
         }
     }
 
@@ -215,8 +217,11 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
     let at = event.occurred_at.timestamp_millis();
     let channel = event.channel;
     match &event.payload {
-        EventPayload::SupportTicketOpened { ticket_id, .. } => ticket(memory, ticket_id).record(at, false),
-        EventPayload::SupportTicketResolved { ticket_id } => ticket(memory, ticket_id).record(at, true),
+        EventPayload::SupportTicketOpened { ticket_id, .. } | EventPayload::SupportTicketResolved { ticket_id } => {
+            let resolves = matches!(event.payload, EventPayload::SupportTicketResolved { .. });
+            let fact = TicketFact { at, resolves, channel, topic: None, seq: memory.version };
+            ticket(memory, ticket_id).record(fact);
+        }
         EventPayload::ConsentChanged { purpose, granted } => {
             let mark = ConsentMark { channel, purpose: *purpose, granted: *granted, at };
             match memory.consents.iter_mut().find(|c| c.channel == channel && c.purpose == *purpose) {
@@ -276,12 +281,8 @@ fn ticket<'a>(memory: &'a mut SuppressionMemory, ticket_id: &str) -> &'a mut Tic
 
 /// When an open ticket stops blocking marketing (its safety maximum), if it blocks at `at`.
 fn blocking(ticket: &TicketLog, rules: &PreparedRules, at: i64) -> Option<i64> {
-    match ticket.status()? {
-        TicketStatus::Open { opened_at } => {
-            Some(opened_at.saturating_add(rules.ticket_max_ms)).filter(|until| *until > at)
-        }
-        TicketStatus::Resolved { .. } => None,
-    }
+    let opened = ticket.open()?;
+    Some(opened.at.saturating_add(rules.ticket_max_ms)).filter(|until| *until > at)
 }
 
 fn note_hard_block(memory: &mut SuppressionMemory, channel: Channel, spam: bool, at: i64) {
