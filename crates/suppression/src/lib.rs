@@ -217,7 +217,8 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
     let at = event.occurred_at.timestamp_millis();
     let channel = event.channel;
     match &event.payload {
-        EventPayload::SupportTicketOpened { ticket_id, .. } | EventPayload::SupportTicketResolved { ticket_id } => {
+        EventPayload::SupportTicketOpened { ticket_id, .. }
+        | EventPayload::SupportTicketResolved { ticket_id } => {
             let resolves = matches!(event.payload, EventPayload::SupportTicketResolved { .. });
             let fact = TicketFact { at, resolves, channel, topic: None, seq: memory.version };
             ticket(memory, ticket_id).record(fact);
