@@ -86,6 +86,19 @@ fn restore<P: Processor>(processor: &P, service: &str, except: &[&str]) -> Vec<(
         .collect()
 }
 
+/// Every (ticket id, time, resolves) fact in a restored state's ticket logs, sorted.
+fn ticket_facts(state: &Value) -> Vec<(String, i64, bool)> {
+    let mut facts: Vec<(String, i64, bool)> = Vec::new();
+    for log in state["tickets"].as_array().unwrap() {
+        let id = log["ticket_id"].as_str().unwrap();
+        for fact in log["facts"].as_array().unwrap() {
+            facts.push((id.to_owned(), fact["at"].as_i64().unwrap(), fact["resolves"].as_bool().unwrap()));
+        }
+    }
+    facts.sort();
+    facts
+}
+
 #[test]
 fn profiles_of_version_1_restore_with_their_tickets_in_logs() {
     let restored = restore(
@@ -108,23 +121,8 @@ fn profiles_of_version_1_restore_with_their_tickets_in_logs() {
                 .iter()
                 .map(|t| (t[0].as_str().unwrap().to_owned(), t[1].as_i64().unwrap(), true)),
         );
-        let mut got: Vec<(String, i64, bool)> = new["tickets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|log| {
-                let id = log["ticket_id"].as_str().unwrap().to_owned();
-                log["facts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(move |f| (id.clone(), f["at"].as_i64().unwrap(), f["resolves"].as_bool().unwrap()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
         want.sort();
-        got.sort();
-        assert_eq!(got, want);
+        assert_eq!(ticket_facts(&new), want);
     }
 }
 
@@ -151,23 +149,8 @@ fn suppression_of_version_1_moves_time_zone_tickets_and_last_order() {
         };
         let mut want = facts("open_tickets", false);
         want.extend(facts("resolved_tickets", true));
-        let mut got: Vec<(String, i64, bool)> = new["tickets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|log| {
-                let id = log["ticket_id"].as_str().unwrap().to_owned();
-                log["facts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(move |f| (id.clone(), f["at"].as_i64().unwrap(), f["resolves"].as_bool().unwrap()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
         want.sort();
-        got.sort();
-        assert_eq!(got, want);
+        assert_eq!(ticket_facts(&new), want);
         assert_eq!(new["open_tickets"], serde_json::json!([]));
         let orders: Vec<Value> = old["last_order_at"].as_i64().map(Value::from).into_iter().collect();
         assert_eq!(new["orders"], Value::Array(orders));

@@ -94,6 +94,25 @@ impl TicketLog {
     }
 }
 
+/// Bounds a customer's logs: keeps every one `matters` (e.g. open) and, of the others, the
+/// `kept` touched latest by event time, in their order.
+pub fn keep_latest(logs: &mut Vec<TicketLog>, kept: usize, matters: impl Fn(&TicketLog) -> bool) {
+    let mut others: Vec<(i64, usize)> = (logs.iter().enumerate())
+        .filter(|(_, log)| !matters(log))
+        .map(|(index, log)| (log.last_at(), index))
+        .collect();
+    if others.len() <= kept {
+        return;
+    }
+    others.sort_unstable_by(|a, b| b.cmp(a));
+    let dropped: Vec<usize> = others[kept..].iter().map(|(_, index)| *index).collect();
+    let mut index = 0;
+    logs.retain(|_| {
+        index += 1;
+        !dropped.contains(&(index - 1))
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use omnistream_model::records::{
     ChannelActivity, ConsentEntry, CustomerProfile, Identifier, OpenTicket, ResolvedTicket, TraitEntry,
 };
-use omnistream_model::tickets::{TicketFact, TicketLog};
+use omnistream_model::tickets::{TicketFact, TicketLog, keep_latest};
 use omnistream_model::topics::PROFILES;
 use omnistream_model::traits::{Resolved, TraitHistory};
 use omnistream_model::{Channel, EventPayload, SortedMap, TouchpointEvent, TraitValue, encode_record};
@@ -325,19 +325,7 @@ fn show_tickets(state: &mut ProfileState) {
             channel: resolution.resolved.channel,
         });
     }
-    let mut closed: Vec<(i64, usize)> = (state.tickets.iter().enumerate())
-        .filter(|(_, log)| log.open().is_none())
-        .map(|(index, log)| (log.last_at(), index))
-        .collect();
-    if closed.len() > RESOLVED_TICKETS_KEPT {
-        closed.sort_unstable_by(|a, b| b.cmp(a));
-        let dropped: Vec<usize> = closed[RESOLVED_TICKETS_KEPT..].iter().map(|(_, index)| *index).collect();
-        let mut index = 0;
-        state.tickets.retain(|_| {
-            index += 1;
-            !dropped.contains(&(index - 1))
-        });
-    }
+    keep_latest(&mut state.tickets, RESOLVED_TICKETS_KEPT, |log| log.open().is_some());
 }
 
 /// Folds one event into the state (everything but erasure).

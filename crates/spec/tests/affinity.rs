@@ -12,6 +12,8 @@
 //! ranking order may differ only between channels whose scores are within the tolerance, and
 //! `insufficient_data` is not compared when sent is within the tolerance of the threshold.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -467,13 +469,7 @@ async fn over_the_broker_every_customers_last_affinity_is_the_specs() {
     let input_topic = topics.input.clone();
     let (histories, actual) = tokio::task::spawn_blocking(move || {
         use rdkafka::message::Message;
-        // Every input record with its append time, per customer in offset order.
-        let mut histories: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-        for message in omnistream_testkit::read_committed_to_end(&input_topic) {
-            let event = omnistream_model::decode_event(message.payload().unwrap()).unwrap();
-            let appended_at = message.timestamp().to_millis().unwrap();
-            histories.entry(event.customer_id.clone()).or_default().push(Record { event, appended_at });
-        }
+        let histories = common::input_histories(&input_topic);
         // Done when every customer's last record is stamped as of their last applied event (or
         // is a tombstone when they were erased last).
         let wanted: BTreeMap<String, Option<DateTime<Utc>>> =

@@ -8,6 +8,8 @@
 //! per customer, exactly the ledger the SPEC recomputes from the whole history, in the same order,
 //! and the same final balance. The broker test runs the real binary over the real broker.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -542,13 +544,7 @@ async fn over_the_broker_every_customers_ledger_and_balance_are_the_specs() {
     let input_topic = topics.input.clone();
     let (expected, actual) = tokio::task::spawn_blocking(move || {
         use rdkafka::message::Message;
-        // Every input record with its append time, per customer in offset order.
-        let mut histories: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-        for message in omnistream_testkit::read_committed_to_end(&input_topic) {
-            let event = omnistream_model::decode_event(message.payload().unwrap()).unwrap();
-            let appended_at = message.timestamp().to_millis().unwrap();
-            histories.entry(event.customer_id.clone()).or_default().push(Record { event, appended_at });
-        }
+        let histories = common::input_histories(&input_topic);
         // Nothing falls due within minutes of the last record: the model runs to now.
         let until = Utc::now().timestamp_millis();
         let expected: BTreeMap<String, Option<Expected>> = histories

@@ -4,6 +4,8 @@
 //! service's core must give, for every customer, exactly the profile the SPEC recomputes from the
 //! whole history. The broker test runs the real service over the real broker, erasures included.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -184,14 +186,7 @@ async fn over_the_broker_every_customers_final_profile_is_the_specs() {
     );
     let input_topic = topics.input.clone();
     let (expected, actual) = tokio::task::spawn_blocking(move || {
-        // Every input record with its append time, per customer in offset order.
-        let mut histories: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-        for message in omnistream_testkit::read_committed_to_end(&input_topic) {
-            use rdkafka::message::Message;
-            let event = omnistream_model::decode_event(message.payload().unwrap()).unwrap();
-            let appended_at = message.timestamp().to_millis().unwrap();
-            histories.entry(event.customer_id.clone()).or_default().push(Record { event, appended_at });
-        }
+        let histories = common::input_histories(&input_topic);
         let expected: BTreeMap<String, Option<CustomerProfile>> = histories
             .iter()
             .map(|(customer, history)| (customer.clone(), profile(customer, history)))

@@ -9,6 +9,8 @@
 //! as of its `evaluated_at`, and after every input and at the end the latest record must be what
 //! the SPEC says then (no pending change left unwritten). The broker test runs the real binary.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
@@ -433,12 +435,7 @@ async fn over_the_broker_every_customers_last_record_is_the_specs() {
     let input_topic = topics.input.clone();
     let rules = Rules::default();
     let failures = tokio::task::spawn_blocking(move || {
-        let mut histories: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-        for message in omnistream_testkit::read_committed_to_end(&input_topic) {
-            let event = omnistream_model::decode_event(message.payload().unwrap()).unwrap();
-            let appended_at = message.timestamp().to_millis().unwrap();
-            histories.entry(event.customer_id.clone()).or_default().push(Record { event, appended_at });
-        }
+        let histories = common::input_histories(&input_topic);
         assert_eq!(histories.len(), customers, "every customer's input read back");
         let started = std::time::Instant::now();
         loop {

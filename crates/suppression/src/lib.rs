@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState};
-use omnistream_model::tickets::{TicketFact, TicketLog};
+use omnistream_model::tickets::{TicketFact, TicketLog, keep_latest};
 use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::traits::TraitHistory;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_record};
@@ -422,19 +422,7 @@ pub fn evaluate(
 /// Drops what no longer changes any answer from `at` on (evaluation times only grow).
 fn forget_expired(memory: &mut SuppressionMemory, rules: &PreparedRules, at: i64) {
     // Every blocking ticket stays; of the others, the latest by event time.
-    let mut closed: Vec<(i64, usize)> = (memory.tickets.iter().enumerate())
-        .filter(|(_, t)| blocking(t, rules, at).is_none())
-        .map(|(index, t)| (t.last_at(), index))
-        .collect();
-    if closed.len() > CLOSED_TICKETS_KEPT {
-        closed.sort_unstable_by(|a, b| b.cmp(a));
-        let dropped: Vec<usize> = closed[CLOSED_TICKETS_KEPT..].iter().map(|(_, index)| *index).collect();
-        let mut index = 0;
-        memory.tickets.retain(|_| {
-            index += 1;
-            !dropped.contains(&(index - 1))
-        });
-    }
+    keep_latest(&mut memory.tickets, CLOSED_TICKETS_KEPT, |ticket| blocking(ticket, rules, at).is_some());
     memory.sends.retain(|(channel, sent_at)| sent_at.saturating_add(rules.longest_window_ms(*channel)) > at);
     memory.orders.retain(|t| t.saturating_add(rules.order_cooldown_ms) > at);
 }
