@@ -114,6 +114,11 @@ fn profiles_of_version_1_restore_with_their_tickets_in_logs() {
             .iter()
             .map(|t| (t["ticket_id"].as_str().unwrap().to_owned(), t["opened_at"].as_i64().unwrap(), false))
             .collect();
+        // The last resolution's opening, which version 1 kept only there.
+        let last = &old["profile"]["last_resolved_ticket"];
+        if let Some(opened_at) = last["opened_at"].as_i64() {
+            want.push((last["ticket_id"].as_str().unwrap().to_owned(), opened_at, false));
+        }
         want.extend(
             old["resolved_tickets"]
                 .as_array()

@@ -111,9 +111,12 @@ impl LoyaltyRules {
         let multiplier = self.channel_multipliers.get(&channel).copied().unwrap_or(1.0);
         let major = value_minor as f64 / 10f64.powi(minor_unit_exponent(currency));
         // Rates are decimals, which binary floating point only approximates (100 x 1.15 is
-        // 114.99999999999999): rounded to 9 decimal places before rounding down.
-        let points = ((major * rate * multiplier) * 1e9).round() / 1e9;
-        points.floor().max(0.0) as i64
+        // 114.99999999999999): a product within a few units in the last place of a whole number
+        // is that number, at any magnitude; anything else is rounded down.
+        let points = major * rate * multiplier;
+        let whole = points.round();
+        let points = if (points - whole).abs() <= whole.abs() * 1e-12 { whole } else { points.floor() };
+        points.max(0.0) as i64
     }
 
     pub fn return_window_ms(&self) -> i64 {

@@ -135,7 +135,12 @@ impl Processor for ProfileUpdater {
                 last.filter(|last| last.ticket_id == id).map_or(Channel::CallCenter, |last| last.channel);
             (id, at, true, channel, None)
         });
-        let facts: Vec<_> = opened.chain(resolved).collect();
+        // The opening the last resolution closed: version 1 kept it only there.
+        let closed = last.and_then(|last| {
+            let opened_at = last.opened_at?.timestamp_millis();
+            Some((last.ticket_id.clone(), opened_at, false, last.channel, None))
+        });
+        let facts: Vec<_> = closed.into_iter().chain(opened).chain(resolved).collect();
         let first = -i64::try_from(facts.len()).unwrap_or(0);
         for (seq, (ticket_id, at, resolves, channel, topic)) in (first..).zip(facts) {
             ticket_log(state, &ticket_id).record(TicketFact { at, resolves, channel, topic, seq });
@@ -234,15 +239,17 @@ fn measures(state: &ProfileState) -> [usize; 4] {
 }
 
 /// An upper bound of what `event` can add to each measure of [`measures`]: a `set` or
-/// `set_once` adds at most its name and its value shown, plus its value kept in a history.
+/// `set_once` adds at most its name and its value shown, plus its value kept in a history; an
+/// `unset` of a trait never seen adds its name (an unset trait stays, as null).
 fn most_growth(event: &TouchpointEvent) -> [usize; 4] {
     match &event.payload {
-        EventPayload::TraitsUpdated { set, set_once, .. } => {
+        EventPayload::TraitsUpdated { set, set_once, unset } => {
             let bytes = set
                 .iter()
                 .chain(set_once.iter())
                 .map(|(name, value)| name.len() + 2 * trait_value_bytes(value));
-            [set.len() + set_once.len(), bytes.sum(), 0, 0]
+            let unset_bytes: usize = unset.iter().map(String::len).sum();
+            [set.len() + set_once.len() + unset.len(), bytes.sum::<usize>() + unset_bytes, 0, 0]
         }
         EventPayload::SupportTicketOpened { .. } => [0, 0, 1, 0],
         EventPayload::OrderPlaced { .. } | EventPayload::OrderRefunded { .. } => [0, 0, 0, 1],

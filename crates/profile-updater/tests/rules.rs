@@ -364,6 +364,28 @@ fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
     assert_eq!(updater.check_limits(state.as_ref(), &update(&fits)), Ok(()));
 }
 
+/// An unset of traits never seen still adds them (as null): 300 such names break the 256 limit.
+#[test]
+fn unsetting_names_never_seen_counts_toward_the_trait_limit() {
+    let updater = ProfileUpdater::default();
+    let unset = |count: usize| {
+        event(
+            1,
+            Channel::Web,
+            EventPayload::TraitsUpdated {
+                set: BTreeMap::new(),
+                set_once: BTreeMap::new(),
+                unset: (0..count).map(|i| format!("u{i:03}")).collect(),
+            },
+        )
+    };
+    assert_eq!(updater.check_limits(None, &unset(256)), Ok(()));
+    assert_eq!(
+        updater.check_limits(None, &unset(300)),
+        Err("the profile would hold 300 traits (limit 256)".to_owned())
+    );
+}
+
 /// A customer already over a limit (state from before the limits existed) is not locked out: an
 /// event that does not grow the measure over its limit still applies.
 #[test]

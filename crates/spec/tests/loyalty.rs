@@ -736,6 +736,23 @@ fn a_multiplier_of_1_15_earns_115_points_on_100_euros() {
     assert_eq!(service, by_hand, "the service");
 }
 
+/// The same at a magnitude where rounding to a fixed number of decimals no longer helps (the
+/// product's last place is above 1e-9): 10,487,220 JPY x 1.15 = 12,060,303 exactly.
+#[test]
+fn a_multiplier_of_1_15_earns_exactly_on_ten_million_yen() {
+    let rules = Rules {
+        channel_multipliers: vec![(Channel::MobileApp, Ratio { numer: 115, denom: 100 })],
+        ..Rules::default()
+    };
+    let t = at(2028, 5, 1, 10, 0);
+    let records = vec![(event("order", t, Channel::MobileApp, order("o-1", 10_487_220, "JPY")), t)];
+    let by_hand =
+        vec![("c/order/earn".to_owned(), LedgerEntryKind::Earn, 12_060_303, 0, 12_060_303, time(t))];
+    let ((service, _), (model, _)) = service_and_model(&rules, &records, t);
+    assert_eq!(model, by_hand, "the model");
+    assert_eq!(service, by_hand, "the service");
+}
+
 /// docs: "major units follow the ISO 4217 exponent (JPY 0, KWD 3, most 2)". The Chilean unit of
 /// account CLF has 4 minor digits in ISO 4217: 12.3456 CLF (123456 minor units) earns 12 points.
 /// The service treats CLF as a 2-digit currency (1234 points).
