@@ -719,38 +719,23 @@ fn the_tier_falls_when_29_february_points_leave_the_window() {
 }
 
 /// SPEC 4.4: "points per currency major unit, rounded down (..., per-channel multipliers)". With
-/// a 15 % app bonus (multiplier 1.15), 100.00 EUR on the app earns 100 × 1.15 = 115 points. The
-/// service multiplies binary floating point (100 × 1.15 = 114.99999999999999) and rounds that
-/// down to 114.
+/// a 15 % app bonus (multiplier 1.15), 100.00 EUR on the app earns 100 × 1.15 = 115 points (binary
+/// floating point gives 114.99999999999999), and 10,487,220 JPY earns 12,060,303 exactly (where
+/// rounding to a fixed number of decimals no longer helps: the product's last place is above 1e-9).
 #[test]
-fn a_multiplier_of_1_15_earns_115_points_on_100_euros() {
+fn a_multiplier_of_1_15_earns_exactly_at_any_magnitude() {
     let rules = Rules {
         channel_multipliers: vec![(Channel::MobileApp, Ratio { numer: 115, denom: 100 })],
         ..Rules::default()
     };
     let t = at(2028, 5, 1, 10, 0);
-    let records = vec![(event("order", t, Channel::MobileApp, order("o-1", 10_000, "EUR")), t)];
-    let by_hand = vec![("c/order/earn".to_owned(), LedgerEntryKind::Earn, 115, 0, 115, time(t))];
-    let ((service, _), (model, _)) = service_and_model(&rules, &records, t);
-    assert_eq!(model, by_hand, "the model");
-    assert_eq!(service, by_hand, "the service");
-}
-
-/// The same at a magnitude where rounding to a fixed number of decimals no longer helps (the
-/// product's last place is above 1e-9): 10,487,220 JPY x 1.15 = 12,060,303 exactly.
-#[test]
-fn a_multiplier_of_1_15_earns_exactly_on_ten_million_yen() {
-    let rules = Rules {
-        channel_multipliers: vec![(Channel::MobileApp, Ratio { numer: 115, denom: 100 })],
-        ..Rules::default()
-    };
-    let t = at(2028, 5, 1, 10, 0);
-    let records = vec![(event("order", t, Channel::MobileApp, order("o-1", 10_487_220, "JPY")), t)];
-    let by_hand =
-        vec![("c/order/earn".to_owned(), LedgerEntryKind::Earn, 12_060_303, 0, 12_060_303, time(t))];
-    let ((service, _), (model, _)) = service_and_model(&rules, &records, t);
-    assert_eq!(model, by_hand, "the model");
-    assert_eq!(service, by_hand, "the service");
+    for (value_minor, currency, points) in [(10_000, "EUR", 115), (10_487_220, "JPY", 12_060_303)] {
+        let records = vec![(event("order", t, Channel::MobileApp, order("o-1", value_minor, currency)), t)];
+        let by_hand = vec![("c/order/earn".to_owned(), LedgerEntryKind::Earn, points, 0, points, time(t))];
+        let ((service, _), (model, _)) = service_and_model(&rules, &records, t);
+        assert_eq!(model, by_hand, "the model, {currency}");
+        assert_eq!(service, by_hand, "the service, {currency}");
+    }
 }
 
 /// docs: "major units follow the ISO 4217 exponent (JPY 0, KWD 3, most 2)". The Chilean unit of
