@@ -614,10 +614,12 @@ impl<P: Processor> Engine<P> {
     fn fire_due(&mut self, partition: i32, up_to: i64) -> Result<bool, Failure> {
         loop {
             let data = self.partitions.get_mut(&partition).expect("partition");
-            let Some((due, customer_id)) = data.timers.first().cloned() else { return Ok(true) };
-            if due > up_to {
-                return Ok(true);
+            // Peeked before cloning: this runs before every record.
+            match data.timers.first() {
+                Some((due, _)) if *due <= up_to => {}
+                _ => return Ok(true),
             }
+            let (due, customer_id) = data.timers.first().cloned().expect("peeked above");
             let transaction = self.transaction.as_mut().expect("transaction begun");
             if transaction.records >= self.config.commit_max_records {
                 return Ok(false);

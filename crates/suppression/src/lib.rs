@@ -333,29 +333,40 @@ pub fn evaluate(
     forget_expired(memory, rules, at);
     let holdout = in_holdout(customer_id, rules.rules.holdout_percent);
     let zone = zone(memory);
+    let steady = steady_offset(zone, at);
     // Reason changes ahead: every lapsing reason, and the next start of quiet hours.
     let mut changes: Vec<i64> = Vec::new();
     // Each quiet-hours rule once (it covers several channels): inside until when, next start.
-    let quiet: Vec<(&QuietHours, Option<SuppressionReason>)> =
-        rules
-            .quiet
-            .iter()
-            .map(|(quiet, label)| {
-                let (until, next_start) = quiet_hours(quiet, zone, at);
-                changes.push(next_start);
-                // Clocks set back can carry local time into the window again before its next start
-                // (a window ending at 02:30 on the night 03:00 becomes 02:00): re-evaluate then.
-                let outside_until = until.unwrap_or(at);
-                changes.extend(offset_change(zone, at, next_start).filter(|change| {
-                    *change >= outside_until && quiet_hours(quiet, zone, *change).0.is_some()
-                }));
-                let reason = until.map(|until| {
-                    let detail = format!("{label} {}", zone.name());
-                    reason(code::QUIET_HOURS, Some(detail), Some(until))
-                });
-                (quiet, reason)
-            })
-            .collect();
+    let quiet: Vec<(&QuietHours, Option<SuppressionReason>)> = rules
+        .quiet
+        .iter()
+        .map(|(quiet, label)| {
+            let until = match steady {
+                Some(offset) => {
+                    let (until, next_start) = quiet_hours_at_offset(quiet, offset, at);
+                    changes.push(next_start);
+                    until
+                }
+                None => {
+                    let (until, next_start) = quiet_hours(quiet, zone, at);
+                    changes.push(next_start);
+                    // Clocks set back can carry local time into the window again before its
+                    // next start (a window ending at 02:30 on the night 03:00 becomes 02:00):
+                    // re-evaluate then.
+                    let outside_until = until.unwrap_or(at);
+                    changes.extend(offset_change(zone, at, next_start).filter(|change| {
+                        *change >= outside_until && quiet_hours(quiet, zone, *change).0.is_some()
+                    }));
+                    until
+                }
+            };
+            let reason = until.map(|until| {
+                let detail = format!("{label} {}", zone.name());
+                reason(code::QUIET_HOURS, Some(detail), Some(until))
+            });
+            (quiet, reason)
+        })
+        .collect();
     let open_tickets: Vec<(&TicketLog, i64)> =
         memory.tickets.iter().filter_map(|t| blocking(t, rules, at).map(|until| (t, until))).collect();
     let mut marketing = Vec::with_capacity(Channel::MESSAGING.len());
@@ -482,6 +493,42 @@ fn quiet_hours(quiet: &QuietHours, zone: Tz, at: i64) -> (Option<i64>, i64) {
         })
     });
     (until, instant_of(zone, next_local(quiet.start), at))
+}
+
+/// `zone`'s UTC offset (milliseconds) when it is the same two days either side of `at`: no clock
+/// change can touch the quiet hours evaluated at `at` (the night that began up to two days
+/// before, the next start within one), and local times convert with plain arithmetic. Most
+/// evaluations take this path; the conversions of `quiet_hours` cost several times as much.
+/// Sampled daily: no time zone changes its offset and back within a day.
+fn steady_offset(zone: Tz, at: i64) -> Option<i64> {
+    use chrono::Offset;
+    const DAY: i64 = 86_400_000;
+    if zone == Tz::UTC {
+        return Some(0);
+    }
+    let offset = |millis: i64| {
+        DateTime::from_timestamp_millis(millis)
+            .map(|t| i64::from(zone.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc()) * 1_000)
+    };
+    let at_offset = offset(at)?;
+    [-2, -1, 1, 2].iter().all(|days| offset(at + days * DAY) == Some(at_offset)).then_some(at_offset)
+}
+
+/// `quiet_hours` for a zone whose offset stays `offset` (milliseconds) around `at`.
+fn quiet_hours_at_offset(quiet: &QuietHours, offset: i64, at: i64) -> (Option<i64>, i64) {
+    let local = DateTime::from_timestamp_millis(at + offset).unwrap_or_default().naive_utc();
+    let time = local.time();
+    let inside = if quiet.start < quiet.end {
+        quiet.start <= time && time < quiet.end
+    } else {
+        time >= quiet.start || time < quiet.end
+    };
+    let next = |clock| {
+        let today = local.date().and_time(clock);
+        let next = if today > local { today } else { today + Days::new(1) };
+        next.and_utc().timestamp_millis() - offset
+    };
+    (inside.then(|| next(quiet.end)), next(quiet.start))
 }
 
 /// The first instant in `(after, by]` at which `zone`'s UTC offset changes, if it does.

@@ -1,0 +1,66 @@
+//! Per-event cost of each service's core, without Kafka: decode and validate the bench's simulated
+//! events, then limits, `apply` and `next_timer` as the runtime calls them. Run it under
+//! `valgrind --tool=callgrind` for instruction counts that repeat on a noisy machine.
+//!
+//!     cargo build --release -p omnistream-spec --example core_cost
+//!     valgrind --tool=callgrind target/release/examples/core_cost suppression 30000
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use omnistream_channel_affinity::{AffinityConfig, ChannelAffinityProcessor};
+use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
+use omnistream_model::decode_and_validate;
+use omnistream_profile_updater::ProfileUpdater;
+use omnistream_runtime::Processor;
+use omnistream_sim::{SimConfig, Simulator};
+use omnistream_suppression::{Rules, Suppression};
+
+fn drive<P: Processor>(processor: &P, records: &[Vec<u8>]) -> usize {
+    let now = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).single().expect("valid");
+    let mut states: HashMap<String, Option<P::State>> = HashMap::new();
+    let mut outputs = 0;
+    for bytes in records {
+        let Ok(event) = decode_and_validate(bytes, now) else { continue };
+        let state = states.entry(event.customer_id.clone()).or_default();
+        if processor.check_limits(state.as_ref(), &event).is_err() {
+            continue;
+        }
+        outputs += processor.apply(state, &event, now).len();
+        if let Some(state) = state {
+            std::hint::black_box(processor.next_timer(state));
+        }
+    }
+    outputs
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let service = args.next().unwrap_or_else(|| "suppression".to_owned());
+    let events: usize = args.next().map_or(30_000, |n| n.parse().expect("a number of events"));
+    let config = SimConfig {
+        customers: u32::try_from(events / 10).expect("fits").max(1),
+        seed: 7,
+        start: Utc.with_ymd_and_hms(2026, 12, 1, 11, 0, 0).single().expect("valid"),
+        step: chrono::Duration::milliseconds(1),
+        duplicate_share: 0.0,
+        malformed_share: 0.0,
+    };
+    let records: Vec<Vec<u8>> =
+        Simulator::new(config).take(events).map(|r| r.to_avro_bytes().expect("encodes")).collect();
+    let outputs = match service.as_str() {
+        "profile-updater" => drive(&ProfileUpdater { profiles_topic: Arc::from("p") }, &records),
+        "suppression" => drive(&Suppression::new(Rules::default(), "s"), &records),
+        "channel-affinity" => drive(
+            &ChannelAffinityProcessor {
+                config: Arc::new(AffinityConfig::default()),
+                affinity_topic: Arc::from("a"),
+            },
+            &records,
+        ),
+        "loyalty-points" => drive(&LoyaltyPoints::new(LoyaltyRules::default(), "l", "b"), &records),
+        other => panic!("unknown service {other}"),
+    };
+    println!("{service}: {events} events, {outputs} outputs");
+}
