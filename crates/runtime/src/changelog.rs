@@ -5,8 +5,8 @@
 //!
 //! Records written before the tag existed (2026-11 and earlier) are state version 1.
 
-use crate::engine::Entry;
 use crate::processor::Processor;
+use crate::store::Entry;
 
 /// First byte of a tagged record: 0xc1 is the one byte MessagePack never uses, so it cannot be
 /// the start of an untagged (version 1) record.

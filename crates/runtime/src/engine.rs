@@ -4,7 +4,7 @@
 //! which librdkafka runs inside `poll` on the loop's own thread: the lock is never contended, it
 //! only lets the revoke callback commit the open transaction before partitions leave.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -17,90 +17,24 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::config::RuntimeConfig;
-use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers, Verdict};
+use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::kafka::ReadToEndContext;
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::{Output, Processor};
 use crate::record_limits::{RecordLimits, record_size};
 use crate::server::Health;
+use crate::store::{Admission, Customers, PartitionStore, event_id_hash};
 use crate::{RuntimeError, TxnProducer};
 
-/// What the runtime keeps per customer: the ids of recent events (dedupe) and the processor's
-/// state. This is the value of the changelog record keyed by customer id.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Entry<S> {
-    /// FNV-1a hashes of the most recent event ids, oldest first.
-    pub recent: VecDeque<u64>,
-    pub state: Option<S>,
-}
-
-/// A stable 64-bit hash (FNV-1a): persisted in the changelog, so it must not change between
-/// releases the way `std`'s hasher may.
-pub fn event_id_hash(event_id: &str) -> u64 {
-    event_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// Entries are boxed: a hash table keeps a power of two of slots, mostly empty after it grows, and
-/// a slot of a large state would cost its full size whether used or not.
-type Customers<S> = FxHashMap<String, Box<Entry<S>>>;
-
+/// An input partition: its store and its progress in the open transaction.
 #[derive(Debug)]
 struct PartitionData<S> {
-    customers: Customers<S>,
-    /// Due timers as (unix millis, customer), and each customer's current due time.
-    timers: BTreeSet<(i64, String)>,
-    timer_of: FxHashMap<String, i64>,
+    store: PartitionStore<S>,
     /// The offset after the last record processed in the open transaction.
     next_offset: Option<i64>,
-    /// The partition clock (SPEC 4), unix millis: the broker's append time of the last record
-    /// consumed, following the wall clock only while the partition is `caught_up`. Unknown (0)
-    /// after a restore until the first record. Timers fire by it.
-    clock: i64,
-    /// The append time of the last record consumed: records are applied as of it, so that a
-    /// record fetched just after the clock followed the wall clock past its append time is still
-    /// applied as of that time (a replay must apply it so).
-    record_clock: i64,
-    /// The consumer reached the end of the partition and no record came since.
-    caught_up: bool,
-    /// Erased customers of this partition (SPEC 4.5).
-    markers: Markers,
-}
-
-impl<S> PartitionData<S> {
-    fn new() -> Self {
-        Self {
-            customers: FxHashMap::default(),
-            timers: BTreeSet::new(),
-            timer_of: FxHashMap::default(),
-            next_offset: None,
-            clock: 0,
-            record_clock: 0,
-            caught_up: false,
-            markers: Markers::default(),
-        }
-    }
-
-    fn set_timer(&mut self, customer_id: &str, due: Option<DateTime<Utc>>) {
-        let due_millis = due.map(|due| due.timestamp_millis());
-        if self.timer_of.get(customer_id).copied() == due_millis {
-            // Unchanged, as for most events: no allocation, no tree update.
-            return;
-        }
-        if let Some(previous) = self.timer_of.remove(customer_id) {
-            self.timers.remove(&(previous, customer_id.to_owned()));
-        }
-        if let Some(due) = due {
-            let millis = due.timestamp_millis();
-            self.timers.insert((millis, customer_id.to_owned()));
-            self.timer_of.insert(customer_id.to_owned(), millis);
-        }
-    }
 }
 
 /// The open transaction: whose changelog records to write when it commits.
@@ -275,7 +209,7 @@ impl<P: Processor> Engine<P> {
     fn update_gauges(&self) {
         self.metrics.assigned_partitions.set((self.partitions.len() + self.pending_restore.len()) as i64);
         self.metrics.restoring_partitions.set(self.pending_restore.len() as i64);
-        self.metrics.customers.set(self.partitions.values().map(|p| p.customers.len() as i64).sum());
+        self.metrics.customers.set(self.partitions.values().map(|p| p.store.customer_count() as i64).sum());
     }
 
     fn ensure_transaction(&mut self, now: Instant) -> Result<(), Failure> {
@@ -355,7 +289,7 @@ impl<P: Processor> Engine<P> {
     /// The consumer reached the end of `partition`: its clock may follow the wall clock now.
     pub(crate) fn caught_up(&mut self, partition: i32) {
         if let Some(data) = self.partitions.get_mut(&partition) {
-            data.caught_up = true;
+            data.store.on_end_of_partition();
         }
     }
 
@@ -378,10 +312,7 @@ impl<P: Processor> Engine<P> {
             _ => wall,
         };
         let data = self.partitions.get_mut(&partition).expect("restored partition");
-        data.caught_up = false;
-        data.record_clock = data.record_clock.max(stamped);
-        data.clock = data.clock.max(data.record_clock);
-        let (partition_now, timers_up_to) = (data.record_clock, data.clock);
+        let (partition_now, timers_up_to) = data.store.on_record(stamped);
         // A timer due before this record fires before it is applied.
         if !self.fire_due(partition, timers_up_to)? {
             // More timers are due than one transaction takes: this record comes again after the
@@ -422,60 +353,54 @@ impl<P: Processor> Engine<P> {
             }
             Ok(event) => {
                 let data = self.partitions.get_mut(&partition).expect("restored partition");
-                let entry = data.customers.get(&event.customer_id);
                 let hash = event_id_hash(&event.event_id);
                 let erasure = &self.config.erasure;
-                let erased = !data.markers.is_empty() && {
-                    let id = self.marker_key.id(&event.customer_id);
-                    let occurred_at = event.occurred_at.timestamp_millis();
-                    data.markers.verdict(&id, occurred_at, hash, erasure.suppress_after) == Verdict::Erased
+                let marker_key = &self.marker_key;
+                let admission = data.store.admit(
+                    &event.customer_id,
+                    || marker_key.id(&event.customer_id),
+                    event.occurred_at.timestamp_millis(),
+                    hash,
+                    erasure.suppress_after,
+                );
+                // The event does not reach the processor: dropped as `Ok(outcome)`, or `Err(why)` it
+                // breaks one of the customer's limits.
+                let refused = match admission {
+                    Admission::Erased => Some(Ok(RecordOutcome::Erased)),
+                    Admission::Duplicate => Some(Ok(RecordOutcome::Duplicate)),
+                    Admission::New(state) => self.processor.check_limits(state, &event).err().map(Err),
                 };
-                if erased {
-                    RecordOutcome::Erased
-                } else if entry.is_some_and(|entry| entry.recent.contains(&hash)) {
-                    RecordOutcome::Duplicate
-                } else if let Err(text) =
-                    self.processor.check_limits(entry.and_then(|entry| entry.state.as_ref()), &event)
-                {
-                    self.dead_letter(message, STATE_LIMIT, &text)?;
-                    RecordOutcome::DeadLettered
-                } else {
-                    let transaction = self.transaction.as_mut().expect("transaction begun");
-                    transaction.touch(partition, &event.customer_id, Some(offset));
-                    // Looked up before inserting: `entry` would clone the id on every event.
-                    if !data.customers.contains_key(&event.customer_id) {
-                        let empty = Box::new(Entry { recent: VecDeque::new(), state: None });
-                        data.customers.insert(event.customer_id.clone(), empty);
+                match refused {
+                    Some(Ok(outcome)) => outcome,
+                    Some(Err(text)) => {
+                        self.dead_letter(message, STATE_LIMIT, &text)?;
+                        RecordOutcome::DeadLettered
                     }
-                    let entry = data.customers.get_mut(&event.customer_id).expect("inserted above");
-                    // Make room first: a full deque would otherwise double its capacity.
-                    while entry.recent.len() >= self.config.dedupe_window.max(1) {
-                        entry.recent.pop_front();
+                    None => {
+                        let transaction = self.transaction.as_mut().expect("transaction begun");
+                        transaction.touch(partition, &event.customer_id, Some(offset));
+                        let entry = data.store.remember(&event.customer_id, hash, self.config.dedupe_window);
+                        let outputs = self.processor.apply(&mut entry.state, &event, now);
+                        let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+                        if matches!(event.payload, EventPayload::ErasureRequested) {
+                            let marker = ErasureMarker {
+                                erased_at: event.occurred_at.timestamp_millis(),
+                                recorded_at: partition_now,
+                                recent: entry.recent.clone(),
+                            };
+                            let id = self.marker_key.id(&event.customer_id);
+                            let horizon = i64::try_from(erasure.horizon.as_millis()).unwrap_or(i64::MAX);
+                            data.store.markers.insert(id, marker, horizon);
+                            transaction.markers.push((partition, id));
+                        }
+                        data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
+                        if let Some(message) = self.oversized(&outputs, Some(&event.event_id)) {
+                            // The state already changed: the abort rebuilds it from the changelog.
+                            return Err(Failure::TooLarge { partition, offset, message });
+                        }
+                        self.send_outputs(partition, &outputs, Some(&event.event_id))?;
+                        RecordOutcome::Applied
                     }
-                    entry.recent.push_back(hash);
-                    let outputs = self.processor.apply(&mut entry.state, &event, now);
-                    let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
-                    if matches!(event.payload, EventPayload::ErasureRequested) {
-                        let marker = ErasureMarker {
-                            erased_at: event.occurred_at.timestamp_millis(),
-                            recorded_at: partition_now,
-                            recent: entry.recent.clone(),
-                        };
-                        let id = self.marker_key.id(&event.customer_id);
-                        let horizon = i64::try_from(erasure.horizon.as_millis()).unwrap_or(i64::MAX);
-                        data.markers.insert(id, marker, horizon);
-                        transaction.markers.push((partition, id));
-                    }
-                    if entry.state.is_none() {
-                        data.customers.remove(&event.customer_id);
-                    }
-                    data.set_timer(&event.customer_id, due);
-                    if let Some(message) = self.oversized(&outputs, Some(&event.event_id)) {
-                        // The state already changed: the abort rebuilds it from the changelog.
-                        return Err(Failure::TooLarge { partition, offset, message });
-                    }
-                    self.send_outputs(partition, &outputs, Some(&event.event_id))?;
-                    RecordOutcome::Applied
                 }
             }
         };
@@ -584,18 +509,15 @@ impl<P: Processor> Engine<P> {
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         for partition in partitions {
             let data = self.partitions.get_mut(&partition).expect("partition");
-            if data.caught_up {
-                data.clock = data.clock.max(wall);
-            }
-            let up_to = data.clock;
-            let expired = data.markers.expire(up_to);
+            let up_to = data.store.follow_wall(wall);
+            let expired = data.store.markers.expire(up_to);
             if !expired.is_empty() {
                 self.ensure_transaction(clock.instant)?;
                 let transaction = self.transaction.as_mut().expect("transaction begun");
                 transaction.markers.extend(expired.into_iter().map(|id| (partition, id)));
             }
             let data = self.partitions.get_mut(&partition).expect("partition");
-            if data.timers.first().is_none_or(|(due, _)| *due > up_to) {
+            if data.store.due_timer(up_to).is_none() {
                 continue;
             }
             self.ensure_transaction(clock.instant)?;
@@ -614,12 +536,7 @@ impl<P: Processor> Engine<P> {
     fn fire_due(&mut self, partition: i32, up_to: i64) -> Result<bool, Failure> {
         loop {
             let data = self.partitions.get_mut(&partition).expect("partition");
-            // Peeked before cloning: this runs before every record.
-            match data.timers.first() {
-                Some((due, _)) if *due <= up_to => {}
-                _ => return Ok(true),
-            }
-            let (due, customer_id) = data.timers.first().cloned().expect("peeked above");
+            let Some((due, customer_id)) = data.store.due_timer(up_to) else { return Ok(true) };
             let transaction = self.transaction.as_mut().expect("transaction begun");
             if transaction.records >= self.config.commit_max_records {
                 return Ok(false);
@@ -628,37 +545,33 @@ impl<P: Processor> Engine<P> {
             transaction.touch(partition, &customer_id, None);
             let now = DateTime::from_timestamp_millis(due).unwrap_or_default();
             let mut before = None;
-            let outputs = match data.customers.get_mut(&customer_id) {
+            let (outputs, next) = match data.store.entry_mut(&customer_id) {
                 Some(entry) => {
                     // Kept to undo the timer should its records not fit (below): timers are few.
                     before = Some(entry.state.clone());
                     let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
                     let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     // A timer that does not move forward would fire forever.
-                    let next = next.filter(|next| next.timestamp_millis() > due);
-                    if entry.state.is_none() {
-                        data.customers.remove(&customer_id);
-                    }
-                    data.set_timer(&customer_id, next);
-                    outputs
+                    (outputs, next.map(|next| next.timestamp_millis()).filter(|next| *next > due))
                 }
-                None => {
-                    data.set_timer(&customer_id, None);
-                    Vec::new()
-                }
+                None => (Vec::new(), None),
             };
             self.metrics.timers_fired.inc();
-            if let Some(message) = self.oversized(&outputs, None) {
+            // Checked before the entry settles: a timer that erased the state must still find
+            // the entry to undo.
+            let oversized = self.oversized(&outputs, None);
+            let data = self.partitions.get_mut(&partition).expect("partition");
+            if let Some(message) = oversized {
                 // No input record to dead-letter: the timer is undone (the customer keeps the
                 // state the last event gave them) and not rescheduled until their next event.
                 tracing::error!(customer_id, %message, "a timer's records do not fit; undone");
-                let data = self.partitions.get_mut(&partition).expect("partition");
-                if let (Some(state), Some(entry)) = (before, data.customers.get_mut(&customer_id)) {
+                if let (Some(state), Some(entry)) = (before, data.store.entry_mut(&customer_id)) {
                     entry.state = state;
                 }
-                data.set_timer(&customer_id, None);
+                data.store.settle(&customer_id, None);
                 continue;
             }
+            data.store.settle(&customer_id, next);
             self.send_outputs(partition, &outputs, None)?;
         }
     }
@@ -700,7 +613,7 @@ impl<P: Processor> Engine<P> {
             transaction.touched.iter().flat_map(|(p, ids)| ids.iter().map(move |(id, cause)| (p, id, cause)))
         {
             let Some(data) = self.partitions.get(partition) else { continue };
-            let entry = data.customers.get(customer_id);
+            let entry = data.store.entry(customer_id);
             if let Some(entry) = entry {
                 value.clear();
                 crate::changelog::encode::<P>(entry, &mut value);
@@ -736,7 +649,7 @@ impl<P: Processor> Engine<P> {
             let key = crate::erasure::changelog_key(id);
             let mut record =
                 BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(key.as_str());
-            if let Some(marker) = data.markers.get(id) {
+            if let Some(marker) = data.store.markers.get(id) {
                 value.clear();
                 rmp_serde::encode::write(&mut value, marker).expect("a marker serializes");
                 record = record.payload(value.as_slice());
@@ -889,14 +802,12 @@ impl<P: Processor> Engine<P> {
                 .find_partition(&self.config.input_topic, *partition)
                 .map(|element| element.offset())
                 .unwrap_or(Offset::Invalid);
-            let mut data = PartitionData::new();
             let (customers, markers) = restored.remove(partition).unwrap_or_default();
-            data.markers = markers;
-            for (customer_id, entry) in customers {
-                let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
-                data.set_timer(&customer_id, due);
-                data.customers.insert(customer_id, entry);
-            }
+            let processor = &self.processor;
+            let store = PartitionStore::restored(customers, markers, |state| {
+                processor.next_timer(state).map(|due| due.timestamp_millis())
+            });
+            let data = PartitionData { store, next_offset: None };
             if rewind || self.rewind_after_restore.remove(partition) {
                 let target = match offset {
                     Offset::Offset(offset) => Offset::Offset(offset),
@@ -911,7 +822,7 @@ impl<P: Processor> Engine<P> {
         self.update_gauges();
         info!(
             partitions = ?partitions,
-            customers = self.partitions.values().map(|p| p.customers.len()).sum::<usize>(),
+            customers = self.partitions.values().map(|p| p.store.customer_count()).sum::<usize>(),
             seconds = started.elapsed().as_secs_f64(),
             "state restored"
         );

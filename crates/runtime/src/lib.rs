@@ -18,13 +18,15 @@ pub mod record_limits;
 pub mod rules_file;
 mod run;
 pub mod server;
+mod store;
 
 pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
-pub use engine::{CAUSE_HEADER, Entry, event_id_hash};
+pub use engine::CAUSE_HEADER;
 pub use kafka::KafkaArgs;
 pub use processor::{Output, Processor};
 pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
+pub use store::{Entry, event_id_hash};
 
 use rdkafka::error::KafkaError;
 

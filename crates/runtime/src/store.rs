@@ -1,0 +1,331 @@
+//! One input partition's store, without Kafka: the customers' entries (dedupe window and the
+//! processor's state), their timers, the partition clock (SPEC 4) and the erasure markers. The
+//! engine drives it record by record; its rules are unit-tested here without a broker.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::erasure::{MarkerId, Markers, Verdict};
+
+/// What the runtime keeps per customer: the ids of recent events (dedupe) and the processor's
+/// state. This is the value of the changelog record keyed by customer id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry<S> {
+    /// FNV-1a hashes of the most recent event ids, oldest first.
+    pub recent: VecDeque<u64>,
+    pub state: Option<S>,
+}
+
+/// A stable 64-bit hash (FNV-1a): persisted in the changelog, so it must not change between
+/// releases the way `std`'s hasher may.
+pub fn event_id_hash(event_id: &str) -> u64 {
+    event_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Entries are boxed: a hash table keeps a power of two of slots, mostly empty after it grows, and
+/// a slot of a large state would cost its full size whether used or not.
+pub(crate) type Customers<S> = FxHashMap<String, Box<Entry<S>>>;
+
+/// What becomes of a valid event before the processor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission<'a, S> {
+    /// Its customer was erased and the event is dated at or before the erasure, is a retry of
+    /// one seen before it, or comes while `suppress_after` holds (SPEC 4.5).
+    Erased,
+    /// Its `event_id` is among the customer's recent ones.
+    Duplicate,
+    /// For the processor, with the customer's state (for its limits).
+    New(Option<&'a S>),
+}
+
+#[derive(Debug)]
+pub(crate) struct PartitionStore<S> {
+    customers: Customers<S>,
+    /// Due timers as (unix millis, customer), and each customer's current due time.
+    timers: BTreeSet<(i64, String)>,
+    timer_of: FxHashMap<String, i64>,
+    /// The partition clock, unix millis: the broker's append time of the last record consumed,
+    /// following the wall clock only while the partition is caught up. Unknown (0) after a
+    /// restore until the first record. Timers fire by it.
+    clock: i64,
+    /// The append time of the last record consumed: records are applied as of it, so that a
+    /// record fetched just after the clock followed the wall clock past its append time is still
+    /// applied as of that time (a replay must apply it so).
+    record_clock: i64,
+    /// The consumer reached the end of the partition and no record came since.
+    caught_up: bool,
+    /// Erased customers of this partition.
+    pub(crate) markers: Markers,
+}
+
+impl<S> Default for PartitionStore<S> {
+    fn default() -> Self {
+        Self {
+            customers: FxHashMap::default(),
+            timers: BTreeSet::new(),
+            timer_of: FxHashMap::default(),
+            clock: 0,
+            record_clock: 0,
+            caught_up: false,
+            markers: Markers::default(),
+        }
+    }
+}
+
+impl<S> PartitionStore<S> {
+    /// A store from a changelog's entries and markers, each customer's timer at `next_timer`.
+    pub(crate) fn restored(
+        customers: Customers<S>,
+        markers: Markers,
+        next_timer: impl Fn(&S) -> Option<i64>,
+    ) -> Self {
+        let mut store = Self { markers, ..Self::default() };
+        for (customer_id, entry) in customers {
+            let due = entry.state.as_ref().and_then(&next_timer);
+            store.set_timer(&customer_id, due);
+            store.customers.insert(customer_id, entry);
+        }
+        store
+    }
+
+    /// A record appended at `stamped` (unix millis) was consumed: returns the time to apply it as
+    /// of and the time up to which timers are due before it. Neither goes backwards.
+    pub(crate) fn on_record(&mut self, stamped: i64) -> (i64, i64) {
+        self.caught_up = false;
+        self.record_clock = self.record_clock.max(stamped);
+        self.clock = self.clock.max(self.record_clock);
+        (self.record_clock, self.clock)
+    }
+
+    /// The consumer reached the end of the partition: its clock may follow the wall clock now.
+    pub(crate) fn on_end_of_partition(&mut self) {
+        self.caught_up = true;
+    }
+
+    /// A timer sweep at wall-clock time `wall`: the clock of a caught-up partition moves to it.
+    /// Returns the clock.
+    pub(crate) fn follow_wall(&mut self, wall: i64) -> i64 {
+        if self.caught_up {
+            self.clock = self.clock.max(wall);
+        }
+        self.clock
+    }
+
+    /// Whether an event of `customer_id` with id hash `hash`, dated `occurred_at`, reaches the
+    /// processor. `marker_id` (a keyed hash) is computed only if the partition holds markers.
+    pub(crate) fn admit(
+        &self,
+        customer_id: &str,
+        marker_id: impl FnOnce() -> MarkerId,
+        occurred_at: i64,
+        hash: u64,
+        suppress_after: bool,
+    ) -> Admission<'_, S> {
+        if !self.markers.is_empty()
+            && self.markers.verdict(&marker_id(), occurred_at, hash, suppress_after) == Verdict::Erased
+        {
+            return Admission::Erased;
+        }
+        match self.customers.get(customer_id) {
+            Some(entry) if entry.recent.contains(&hash) => Admission::Duplicate,
+            entry => Admission::New(entry.and_then(|entry| entry.state.as_ref())),
+        }
+    }
+
+    pub(crate) fn entry(&self, customer_id: &str) -> Option<&Entry<S>> {
+        self.customers.get(customer_id).map(Box::as_ref)
+    }
+
+    pub(crate) fn entry_mut(&mut self, customer_id: &str) -> Option<&mut Entry<S>> {
+        self.customers.get_mut(customer_id).map(Box::as_mut)
+    }
+
+    /// The customer's entry (a new one if needed) with `hash` remembered as their latest event,
+    /// forgetting the oldest beyond `window` ids.
+    pub(crate) fn remember(&mut self, customer_id: &str, hash: u64, window: usize) -> &mut Entry<S> {
+        // Looked up before inserting: `entry` would clone the id on every event.
+        if !self.customers.contains_key(customer_id) {
+            let empty = Box::new(Entry { recent: VecDeque::new(), state: None });
+            self.customers.insert(customer_id.to_owned(), empty);
+        }
+        let entry = self.customers.get_mut(customer_id).expect("inserted above");
+        // Make room first: a full deque would otherwise double its capacity.
+        while entry.recent.len() >= window.max(1) {
+            entry.recent.pop_front();
+        }
+        entry.recent.push_back(hash);
+        entry
+    }
+
+    /// After the processor ran for `customer_id`: an entry without state is forgotten (its
+    /// changelog record becomes a tombstone), and the customer's timer moves to `due`.
+    pub(crate) fn settle(&mut self, customer_id: &str, due: Option<i64>) {
+        if self.customers.get(customer_id).is_some_and(|entry| entry.state.is_none()) {
+            self.customers.remove(customer_id);
+        }
+        self.set_timer(customer_id, due);
+    }
+
+    /// The earliest timer due at or before `up_to`.
+    pub(crate) fn due_timer(&self, up_to: i64) -> Option<(i64, String)> {
+        // Peeked before cloning: this runs before every record.
+        match self.timers.first() {
+            Some((due, _)) if *due <= up_to => self.timers.first().cloned(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn customer_count(&self) -> usize {
+        self.customers.len()
+    }
+
+    fn set_timer(&mut self, customer_id: &str, due: Option<i64>) {
+        if self.timer_of.get(customer_id).copied() == due {
+            // Unchanged, as for most events: no allocation, no tree update.
+            return;
+        }
+        if let Some(previous) = self.timer_of.remove(customer_id) {
+            self.timers.remove(&(previous, customer_id.to_owned()));
+        }
+        if let Some(due) = due {
+            self.timers.insert((due, customer_id.to_owned()));
+            self.timer_of.insert(customer_id.to_owned(), due);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::erasure::{ErasureMarker, MarkerKey};
+
+    type Store = PartitionStore<u32>;
+
+    fn with_state(store: &mut Store, customer: &str, event: &str, state: u32, due: Option<i64>) {
+        store.remember(customer, event_id_hash(event), 3).state = Some(state);
+        store.settle(customer, due);
+    }
+
+    fn no_marker() -> MarkerId {
+        panic!("no marker id is needed while the partition holds no markers")
+    }
+
+    #[test]
+    fn the_partition_clock_follows_append_times_and_the_wall_clock_only_when_caught_up() {
+        let mut store = Store::default();
+        assert_eq!(store.on_record(1_000), (1_000, 1_000), "given a first record at 1,000");
+        assert_eq!(store.on_record(900), (1_000, 1_000), "an earlier append time does not move it back");
+        assert_eq!(store.follow_wall(5_000), 1_000, "with lag the wall clock is not followed");
+        store.on_end_of_partition();
+        assert_eq!(store.follow_wall(5_000), 5_000, "caught up, the sweep follows the wall clock");
+        assert_eq!(store.follow_wall(4_000), 5_000, "a wall clock set back does not move it back");
+        assert_eq!(
+            store.on_record(4_500),
+            (4_500, 5_000),
+            "a record appended before the clock is applied as of its own time, timers due by the clock"
+        );
+        assert_eq!(store.follow_wall(9_000), 5_000, "a record means lag again until the next end");
+    }
+
+    #[test]
+    fn an_event_id_is_a_duplicate_while_in_the_customers_window() {
+        let mut store = Store::default();
+        fn admit<'a>(store: &'a Store, customer: &str, event: &str) -> Admission<'a, u32> {
+            store.admit(customer, no_marker, 0, event_id_hash(event), false)
+        }
+        assert_eq!(admit(&store, "c-1", "e-1"), Admission::New(None), "nothing seen");
+        for event in ["e-1", "e-2", "e-3"] {
+            with_state(&mut store, "c-1", event, 1, None);
+        }
+        assert_eq!(admit(&store, "c-1", "e-1"), Admission::Duplicate, "the oldest of a full window");
+        assert_eq!(admit(&store, "c-2", "e-1"), Admission::New(None), "another customer's id");
+        with_state(&mut store, "c-1", "e-4", 1, None);
+        assert_eq!(admit(&store, "c-1", "e-1"), Admission::New(Some(&1)), "forgotten beyond the window of 3");
+        assert_eq!(admit(&store, "c-1", "e-2"), Admission::Duplicate);
+        assert_eq!(store.entry("c-1").map(|entry| entry.recent.len()), Some(3));
+        store.remember("c-1", event_id_hash("e-5"), 0);
+        assert_eq!(store.entry("c-1").map(|entry| entry.recent.len()), Some(1), "a window of 0 keeps one");
+    }
+
+    #[test]
+    fn erased_customers_events_dated_before_the_erasure_and_retries_are_dropped() {
+        let key = MarkerKey::new(Some(b"test"));
+        let mut store = Store::default();
+        // The customer came back after the erasure: the marker still rules their earlier events.
+        with_state(&mut store, "c-1", "e-late", 1, None);
+        let recent = VecDeque::from([event_id_hash("e-before")]);
+        store.markers.insert(
+            key.id("c-1"),
+            ErasureMarker { erased_at: 1_000, recorded_at: 1_000, recent },
+            10_000,
+        );
+        let admit = |customer: &str, occurred_at: i64, event: &str, suppress_after: bool| {
+            store.admit(customer, || key.id(customer), occurred_at, event_id_hash(event), suppress_after)
+        };
+        assert_eq!(
+            admit("c-1", 999, "e-late", false),
+            Admission::Erased,
+            "dated before, though also a duplicate"
+        );
+        assert_eq!(admit("c-1", 1_000, "e-at", false), Admission::Erased, "dated at the erasure");
+        assert_eq!(admit("c-1", 2_000, "e-before", false), Admission::Erased, "a retry of an erased event");
+        assert_eq!(admit("c-1", 2_000, "e-new", false), Admission::New(Some(&1)), "a new relationship");
+        assert_eq!(admit("c-1", 2_000, "e-new", true), Admission::Erased, "unless suppressed after erasure");
+        assert_eq!(admit("c-2", 999, "e-late", false), Admission::New(None), "another customer");
+    }
+
+    #[test]
+    fn timers_fire_earliest_first_and_move_with_the_state() {
+        let mut store = Store::default();
+        with_state(&mut store, "c-1", "e-1", 1, Some(300));
+        with_state(&mut store, "c-2", "e-2", 1, Some(200));
+        with_state(&mut store, "c-3", "e-3", 1, None);
+        assert_eq!(store.due_timer(199), None, "none due yet");
+        assert_eq!(store.due_timer(200), Some((200, "c-2".to_owned())), "due at its time");
+        assert_eq!(store.due_timer(1_000), Some((200, "c-2".to_owned())), "earliest first");
+        store.settle("c-2", Some(400));
+        assert_eq!(store.due_timer(1_000), Some((300, "c-1".to_owned())), "c-2 moved past c-1");
+        store.settle("c-1", None);
+        assert_eq!(store.due_timer(1_000), Some((400, "c-2".to_owned())), "c-1 cancelled");
+        store.settle("c-9", Some(100));
+        store.settle("c-9", None);
+        assert_eq!(store.due_timer(1_000), Some((400, "c-2".to_owned())), "a customer without entry too");
+        store.entry_mut("c-2").expect("c-2 has state").state = None;
+        store.settle("c-2", None);
+        assert_eq!(store.due_timer(i64::MAX), None, "no timers left");
+        assert!(store.entry("c-2").is_none(), "a customer without state is forgotten");
+        assert_eq!(store.customer_count(), 2);
+    }
+
+    #[test]
+    fn a_restored_store_has_each_customers_timer_window_and_marker() {
+        let entry = |state: u32| Box::new(Entry { recent: VecDeque::from([7]), state: Some(state) });
+        let customers: Customers<u32> =
+            [("c-1".to_owned(), entry(500)), ("c-2".to_owned(), entry(0))].into_iter().collect();
+        let key = MarkerKey::new(Some(b"test"));
+        let mut markers = Markers::default();
+        markers.insert(
+            key.id("c-3"),
+            ErasureMarker { erased_at: 100, recorded_at: 100, recent: VecDeque::new() },
+            1_000,
+        );
+        let mut store =
+            Store::restored(customers, markers, |state| (*state > 0).then_some(i64::from(*state)));
+        assert_eq!(store.due_timer(i64::MAX), Some((500, "c-1".to_owned())));
+        assert_eq!(
+            store.admit("c-2", || key.id("c-2"), 0, 7, false),
+            Admission::Duplicate,
+            "the window is restored"
+        );
+        assert_eq!(
+            store.admit("c-3", || key.id("c-3"), 50, 1, false),
+            Admission::Erased,
+            "the marker is kept"
+        );
+        assert_eq!(store.follow_wall(5_000), 0, "the clock is unknown (0) until the first record");
+    }
+}
