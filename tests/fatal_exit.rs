@@ -1,5 +1,6 @@
 //! Every fatal error ends the process with a non-zero exit; nothing hangs. A port that is already
-//! taken is the simplest fatal error an SRE meets: each binary must say so and exit at once.
+//! taken is the simplest fatal error an SRE meets: each binary must say so and exit at once. A
+//! clean stop that cannot finish ends at its grace period, or at once on a second signal.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -43,5 +44,61 @@ fn every_binary_exits_non_zero_when_its_port_is_taken() {
         let (code, log) = exit_of(binary, &format!("port-taken-{binary}-{index}"), &env);
         assert!(matches!(code, Some(code) if code != 0), "{binary} {env:?}: exit {code:?}\n{log}");
         assert!(log.contains(&taken), "{binary} {env:?}: the log names the taken address\n{log}");
+    }
+}
+
+/// A clean stop that cannot finish (no broker: the transactional producer waits for a
+/// coordinator) ends at the grace period with code 1, or at once with code 130 on a second signal.
+#[test]
+fn a_stop_that_cannot_finish_ends_at_its_grace_period_or_at_a_second_signal() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    // (second signal after, expected exit code, earliest and latest exit after the first signal)
+    let cases = [
+        (None, 1, Duration::from_secs(2), Duration::from_secs(6)),
+        (Some(Duration::from_millis(300)), 130, Duration::from_millis(300), Duration::from_millis(1_500)),
+    ];
+    for (index, (second_signal, expected, earliest, latest)) in cases.into_iter().enumerate() {
+        let admin = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let mut process = ServiceProcess::spawn(
+            &workspace_binary("suppression"),
+            &format!("shutdown-grace-{index}"),
+            &["--bootstrap-servers", &closed],
+            &[("ADMIN_ADDR", &admin), ("SHUTDOWN_GRACE_SECONDS", "2"), ("TRANSACTION_TIMEOUT_MS", "120000")],
+        );
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&admin).is_err() {
+            assert!(process.is_running(), "exited before the signal; see {}", process.log.display());
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no admin server; see {}",
+                process.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(process.is_running(), "exited before the signal; see {}", process.log.display());
+        process.send_sigterm();
+        let signalled = Instant::now();
+        if let Some(after) = second_signal {
+            std::thread::sleep(after);
+            process.send_sigterm();
+        }
+        while process.is_running() {
+            assert!(
+                signalled.elapsed() < Duration::from_secs(10),
+                "still running; see {}",
+                process.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = signalled.elapsed();
+        let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+        assert_eq!(process.exit_code(), Some(expected), "case {index}\n{log}");
+        assert!(earliest <= took && took < latest, "case {index}: exited {took:?} after SIGTERM\n{log}");
+        let why = if second_signal.is_some() { "a second signal" } else { "outlasted its grace period" };
+        assert!(log.contains(why), "case {index}: the log says why\n{log}");
     }
 }

@@ -30,6 +30,8 @@ STREAM_PROCESSORS = {"profile-updater", "suppression", "channel-affinity", "loya
 HTTP = {"ingest-gateway", "customer-api"}
 # Longest drain: the open transaction is committed or aborted within the transaction timeout.
 TRANSACTION_TIMEOUT_SECONDS = 10
+# The binaries' default (`--shutdown-grace-seconds`).
+SHUTDOWN_GRACE_SECONDS = 20
 ALERTS = ["lag", "progress", "deadletter", "abort"]
 PANELS = ["throughput", "lag", "latency", "dead-letter", "transaction", "restore"]
 
@@ -53,6 +55,11 @@ def check_deployment(where, deployment, problems):
     pre_stop = max((c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0) for c in pod["containers"]), default=0)
     if pod.get("terminationGracePeriodSeconds", 30) <= TRANSACTION_TIMEOUT_SECONDS + pre_stop:
         problems.append(f"{where}: terminationGracePeriodSeconds must exceed the {TRANSACTION_TIMEOUT_SECONDS} s drain")
+    # The process's own grace must end before the kubelet's SIGKILL, so its exit says why.
+    graces = [int(e.get("value", SHUTDOWN_GRACE_SECONDS)) for c in pod["containers"] for e in c.get("env", [])
+              if e["name"] == "SHUTDOWN_GRACE_SECONDS"] or [SHUTDOWN_GRACE_SECONDS]
+    if pod.get("terminationGracePeriodSeconds", 30) <= max(graces) + pre_stop:
+        problems.append(f"{where}: terminationGracePeriodSeconds must exceed preStop plus SHUTDOWN_GRACE_SECONDS ({max(graces)} s)")
     for container in pod["containers"]:
         c = f"{where} container {container['name']}"
         ctx = container.get("securityContext", {})

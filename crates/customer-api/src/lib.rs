@@ -38,6 +38,8 @@ use crate::store::{CustomerView, Source, Store};
 #[command(name = "customer-api", version, about = "One customer across every derived topic, over HTTP")]
 pub struct ApiArgs {
     #[command(flatten)]
+    pub shutdown: omnistream_runtime::server::ShutdownArgs,
+    #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Public HTTP address (the `/v1/customers` routes, and `/healthz`, `/readyz`, `/metrics`).
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8081")]

@@ -23,7 +23,7 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
     let health = Arc::new(Health::new("catching up with the derived topics"));
     let store = Arc::new(Store::new(args.ledger_entries));
     let shutdown = CancellationToken::new();
-    tokio::spawn(server::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(server::cancel_on_signal(shutdown.clone(), args.shutdown.grace()));
 
     let client = args.kafka.client_config()?;
     let topics = args.topics();

@@ -44,6 +44,8 @@ use crate::rate_limit::{RateLimit, RateLimiter};
 #[command(name = "ingest-gateway", version, about = "Touchpoint events over HTTP, validated, into Kafka")]
 pub struct GatewayArgs {
     #[command(flatten)]
+    pub shutdown: omnistream_runtime::server::ShutdownArgs,
+    #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Topic the events are published to.
     #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]

@@ -22,7 +22,7 @@ async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
         warn!("no API keys configured (GATEWAY_API_KEYS): anyone who reaches the gateway can publish");
     }
     let shutdown = CancellationToken::new();
-    tokio::spawn(server::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(server::cancel_on_signal(shutdown.clone(), args.shutdown.grace()));
     tokio::spawn(gateway.clone().watch_kafka(Duration::from_secs(1), shutdown.clone()));
 
     let admin = admin_router(Arc::new(registry), gateway.health.clone());

@@ -10,6 +10,8 @@ use crate::kafka::KafkaArgs;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
     #[command(flatten)]
+    pub shutdown: crate::server::ShutdownArgs,
+    #[command(flatten)]
     pub kafka: KafkaArgs,
 
     /// Consumer group; default: the service name.
@@ -122,6 +124,7 @@ pub struct RuntimeConfig {
     pub dedupe_window: usize,
     pub erasure: ErasureConfig,
     pub timer_interval: Duration,
+    pub shutdown_grace: Duration,
     pub admin_addr: SocketAddr,
 }
 
@@ -150,6 +153,7 @@ impl RuntimeConfig {
                 suppress_after: args.suppress_after_erasure,
             },
             timer_interval: Duration::from_millis(args.timer_interval_ms.max(10)),
+            shutdown_grace: args.shutdown.grace(),
         }
     }
 

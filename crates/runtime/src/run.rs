@@ -80,7 +80,7 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
             served
         }
     });
-    tokio::spawn(server::cancel_on_signal(shutdown.clone()));
+    tokio::spawn(server::cancel_on_signal(shutdown.clone(), config.shutdown_grace));
 
     let loop_config = config.clone();
     let loop_shutdown = shutdown.clone();

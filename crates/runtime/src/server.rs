@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -93,8 +94,27 @@ pub fn admin_router(registry: Arc<Registry>, health: Arc<Health>) -> Router {
         .with_state(AdminState { health, registry })
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT (or returns when it is cancelled otherwise).
-pub async fn cancel_on_signal(shutdown: CancellationToken) {
+/// How long a clean stop may take, shared by every binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShutdownArgs {
+    /// Seconds a clean stop (commit, leave the group, flush) may take after SIGTERM/SIGINT or a
+    /// fatal error before the process exits with code 1 anyway; a second signal exits at once
+    /// (code 130). With the 5 s preStop pause, within Kubernetes' default grace period of 30 s, so
+    /// the process ends, and says why, before the kubelet's SIGKILL.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl ShutdownArgs {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT, or follows it when it is cancelled otherwise (a fatal
+/// error). From then on a clean stop has `grace`: a stop that outlasts it exits with code 1, a
+/// second signal with code 130, each logged. Nothing hangs.
+pub async fn cancel_on_signal(shutdown: CancellationToken, grace: Duration) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
@@ -107,6 +127,20 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
         () = shutdown.cancelled() => {}
     }
     shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {
+            tracing::error!("a second signal: exiting without a clean stop");
+            std::process::exit(130);
+        }
+        _ = int.recv() => {
+            tracing::error!("a second signal: exiting without a clean stop");
+            std::process::exit(130);
+        }
+        () = tokio::time::sleep(grace) => {
+            tracing::error!(grace_seconds = grace.as_secs(), "the clean stop outlasted its grace period: exiting");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The `main` of an HTTP process: JSON logs, a multi-threaded runtime, exit 0 after a clean stop
@@ -123,7 +157,7 @@ pub fn run_process<E: std::fmt::Display>(serve: impl Future<Output = Result<(), 
     let result = runtime.block_on(serve);
     // A blocking task that missed the stop (a reader stuck in a Kafka call) must not keep a
     // process that has decided to exit alive.
-    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    runtime.shutdown_timeout(BACKGROUND_TASKS_GRACE);
     match result {
         Ok(()) => {
             tracing::info!("stopped cleanly");
@@ -137,7 +171,7 @@ pub fn run_process<E: std::fmt::Display>(serve: impl Future<Output = Result<(), 
 }
 
 /// How long background tasks get to finish once an HTTP process has decided to exit.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const BACKGROUND_TASKS_GRACE: Duration = Duration::from_secs(5);
 
 async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)

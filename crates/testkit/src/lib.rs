@@ -266,6 +266,11 @@ impl ServiceProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, without waiting.
+    pub fn send_sigterm(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
     /// SIGTERM, then waits up to `grace` for the exit status.
     pub fn terminate(mut self, grace: Duration) -> std::process::ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
