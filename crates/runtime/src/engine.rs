@@ -82,10 +82,29 @@ enum Failure {
 /// create time, not a broker's.
 const MAX_BROKER_CLOCK_LEAD_MS: i64 = 60_000;
 
-/// DLQ code of an event whose outputs or state would not fit their topic (SPEC 4, Limits).
-const RECORD_TOO_LARGE: &str = "record_too_large";
-/// DLQ code of an event that would break one of the customer's documented limits.
-const STATE_LIMIT: &str = "state_limit";
+/// Why a record goes to the DLQ: its `error.code` header and the `dlq_records` metric's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadLetterReason {
+    /// Decoding or validation refused it (SPEC 2).
+    Invalid(ErrorCode),
+    /// Its key is not its `customer_id`: one customer must live on one partition.
+    KeyMismatch,
+    /// It would break one of the customer's documented limits (SPEC 4, Limits).
+    StateLimit,
+    /// Its outputs or the customer's state would not fit their topics (SPEC 4, Limits).
+    RecordTooLarge,
+}
+
+impl DeadLetterReason {
+    fn code(self) -> &'static str {
+        match self {
+            DeadLetterReason::Invalid(code) => code.as_str(),
+            DeadLetterReason::KeyMismatch => "key_mismatch",
+            DeadLetterReason::StateLimit => "state_limit",
+            DeadLetterReason::RecordTooLarge => "record_too_large",
+        }
+    }
+}
 
 fn classify(error: KafkaError) -> Failure {
     match &error {
@@ -331,7 +350,7 @@ impl<P: Processor> Engine<P> {
         if !self.too_large.is_empty()
             && let Some(text) = self.too_large.remove(&(partition, offset))
         {
-            self.dead_letter(message, RECORD_TOO_LARGE, &text)?;
+            self.dead_letter(message, DeadLetterReason::RecordTooLarge, &text)?;
             return self.processed(message, RecordOutcome::DeadLettered, timed);
         }
         let decoded = match message.payload() {
@@ -341,14 +360,14 @@ impl<P: Processor> Engine<P> {
         let outcome = match decoded {
             Err(rejection) => {
                 let first = rejection.first();
-                self.dead_letter(message, first.code.as_str(), &rejection.to_string())?;
+                self.dead_letter(message, DeadLetterReason::Invalid(first.code), &rejection.to_string())?;
                 RecordOutcome::DeadLettered
             }
             Ok(event) if key.as_deref() != Some(event.customer_id.as_str()) => {
                 // Single writer per customer needs every event of a customer on one partition.
                 let message_text =
                     format!("record key {key:?} is not the customer_id {:?}", event.customer_id);
-                self.dead_letter(message, "key_mismatch", &message_text)?;
+                self.dead_letter(message, DeadLetterReason::KeyMismatch, &message_text)?;
                 RecordOutcome::DeadLettered
             }
             Ok(event) => {
@@ -373,7 +392,7 @@ impl<P: Processor> Engine<P> {
                 match refused {
                     Some(Ok(outcome)) => outcome,
                     Some(Err(text)) => {
-                        self.dead_letter(message, STATE_LIMIT, &text)?;
+                        self.dead_letter(message, DeadLetterReason::StateLimit, &text)?;
                         RecordOutcome::DeadLettered
                     }
                     None => {
@@ -448,7 +467,13 @@ impl<P: Processor> Engine<P> {
         })
     }
 
-    fn dead_letter(&mut self, message: &BorrowedMessage<'_>, code: &str, text: &str) -> Result<(), Failure> {
+    fn dead_letter(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        reason: DeadLetterReason,
+        text: &str,
+    ) -> Result<(), Failure> {
+        let code = reason.code();
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let key = message.key().map(String::from_utf8_lossy);
@@ -802,7 +827,7 @@ impl<P: Processor> Engine<P> {
                 .find_partition(&self.config.input_topic, *partition)
                 .map(|element| element.offset())
                 .unwrap_or(Offset::Invalid);
-            let (customers, markers) = restored.remove(partition).unwrap_or_default();
+            let RestoredPartition { customers, markers } = restored.remove(partition).unwrap_or_default();
             let processor = &self.processor;
             let store = PartitionStore::restored(customers, markers, |state| {
                 processor.next_timer(state).map(|due| due.timestamp_millis())
@@ -830,8 +855,19 @@ impl<P: Processor> Engine<P> {
     }
 }
 
-/// Per partition: the customers' entries and the erasure markers.
-type RestoredPartitions<S> = HashMap<i32, (Customers<S>, Markers)>;
+type RestoredPartitions<S> = HashMap<i32, RestoredPartition<S>>;
+
+/// What a changelog partition holds: the customers' entries and the erasure markers.
+struct RestoredPartition<S> {
+    customers: Customers<S>,
+    markers: Markers,
+}
+
+impl<S> Default for RestoredPartition<S> {
+    fn default() -> Self {
+        Self { customers: Customers::default(), markers: Markers::default() }
+    }
+}
 
 /// How long a restore may take before the service gives up and exits (to be restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -839,7 +875,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Reads changelog partitions from the beginning to their end (the last stable offset, as
 /// read_committed) with an assign-only consumer, within [`RESTORE_TIMEOUT`]; every poll ticks
 /// `health`, so a long restore does not fail liveness (the timeout bounds a stuck one).
-pub(crate) fn read_changelog<P: Processor>(
+fn read_changelog<P: Processor>(
     processor: &P,
     config: &RuntimeConfig,
     partitions: &[i32],
@@ -857,7 +893,7 @@ pub(crate) fn read_changelog<P: Processor>(
     reader.assign(&assignment)?;
     let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
     let mut restored: RestoredPartitions<P::State> =
-        partitions.iter().map(|p| (*p, (Customers::default(), Markers::default()))).collect();
+        partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
     let horizon = i64::try_from(config.erasure.horizon.as_millis()).unwrap_or(i64::MAX);
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     while !remaining.is_empty() {
@@ -878,7 +914,8 @@ pub(crate) fn read_changelog<P: Processor>(
                 metrics.restored_records.inc();
                 let Some(key) = message.key() else { continue };
                 let customer_id = String::from_utf8_lossy(key).into_owned();
-                let (customers, markers) = restored.entry(message.partition()).or_default();
+                let RestoredPartition { customers, markers } =
+                    restored.entry(message.partition()).or_default();
                 if let Some(id) = crate::erasure::marker_id_of(&customer_id) {
                     match message.payload() {
                         None => markers.remove(&id),
