@@ -36,7 +36,7 @@ ALERTS = ["lag", "progress", "deadletter", "abort"]
 PANELS = ["throughput", "lag", "latency", "dead-letter", "transaction", "restore"]
 
 
-def check_deployment(where, deployment, problems):
+def check_deployment(where, deployment, problems, config_maps):
     pod = deployment["spec"]["template"]["spec"]
     security = pod.get("securityContext", {})
     if security.get("runAsNonRoot") is not True:
@@ -56,10 +56,19 @@ def check_deployment(where, deployment, problems):
     if pod.get("terminationGracePeriodSeconds", 30) <= TRANSACTION_TIMEOUT_SECONDS + pre_stop:
         problems.append(f"{where}: terminationGracePeriodSeconds must exceed the {TRANSACTION_TIMEOUT_SECONDS} s drain")
     # The process's own grace must end before the kubelet's SIGKILL, so its exit says why.
-    graces = [int(e.get("value", SHUTDOWN_GRACE_SECONDS)) for c in pod["containers"] for e in c.get("env", [])
-              if e["name"] == "SHUTDOWN_GRACE_SECONDS"] or [SHUTDOWN_GRACE_SECONDS]
-    if pod.get("terminationGracePeriodSeconds", 30) <= max(graces) + pre_stop:
-        problems.append(f"{where}: terminationGracePeriodSeconds must exceed preStop plus SHUTDOWN_GRACE_SECONDS ({max(graces)} s)")
+    # Set in a container's env or in a ConfigMap it takes whole (envFrom); env wins.
+    graces = []
+    for c in pod["containers"]:
+        settings = {}
+        for source in c.get("envFrom", []):
+            settings.update(config_maps.get(source.get("configMapRef", {}).get("name"), {}))
+        settings.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+        graces.append(settings.get("SHUTDOWN_GRACE_SECONDS", str(SHUTDOWN_GRACE_SECONDS)))
+    for grace in graces:
+        if not grace.isdigit():
+            problems.append(f"{where}: SHUTDOWN_GRACE_SECONDS must be whole seconds, not {grace!r}")
+        elif pod.get("terminationGracePeriodSeconds", 30) <= int(grace) + pre_stop:
+            problems.append(f"{where}: terminationGracePeriodSeconds must exceed preStop plus SHUTDOWN_GRACE_SECONDS ({grace} s)")
     for container in pod["containers"]:
         c = f"{where} container {container['name']}"
         ctx = container.get("securityContext", {})
@@ -98,10 +107,11 @@ def lint(objects, source):
     for obj in objects:
         by_kind.setdefault(obj["kind"], []).append(obj)
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    config_maps = {m["metadata"]["name"]: m.get("data", {}) for m in by_kind.get("ConfigMap", [])}
     if set(deployments) != STREAM_PROCESSORS | HTTP:
         problems.append(f"{source}: Deployments {sorted(deployments)}, expected {sorted(STREAM_PROCESSORS | HTTP)}")
     for name, deployment in deployments.items():
-        check_deployment(f"{source}: Deployment {name}", deployment, problems)
+        check_deployment(f"{source}: Deployment {name}", deployment, problems, config_maps)
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         if not any(selects(p["spec"]["selector"], labels) for p in by_kind.get("PodDisruptionBudget", [])):
             problems.append(f"{source}: Deployment {name} has no PodDisruptionBudget")

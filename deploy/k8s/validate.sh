@@ -65,5 +65,10 @@ sed '0,/readOnlyRootFilesystem: true/s//readOnlyRootFilesystem: false/' "$out/pr
 if python3 deploy/k8s/lint.py deploy/k8s/base/dashboards/omnistream.json "$out/insecure.yaml" >/dev/null 2>&1; then
   echo "validate.sh: lint.py accepted a writable root filesystem" >&2; exit 1
 fi
-rm -f "$out/typo.yaml" "$out/insecure.yaml"
-echo "validate.sh: ${#rendered[@]} overlays rendered, valid and linted; a typo and an insecure change are caught"
+# A process grace the kubelet's SIGKILL would cut short (set where settings live: the ConfigMap).
+sed '0,/^  LOG_FORMAT: json$/s//  LOG_FORMAT: json\n  SHUTDOWN_GRACE_SECONDS: "28"/' "$out/prod.yaml" >"$out/grace.yaml"
+if python3 deploy/k8s/lint.py deploy/k8s/base/dashboards/omnistream.json "$out/grace.yaml" >/dev/null 2>&1; then
+  echo "validate.sh: lint.py missed a shutdown grace longer than the pod's" >&2; exit 1
+fi
+rm -f "$out/typo.yaml" "$out/insecure.yaml" "$out/grace.yaml"
+echo "validate.sh: ${#rendered[@]} overlays rendered, valid and linted; a typo, an insecure change and a too long grace are caught"

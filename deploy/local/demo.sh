@@ -31,13 +31,19 @@ stop() {
   trap - EXIT INT TERM
   if ((${#pids[@]})); then
     echo "== stopping the pipeline"
+    # After Ctrl-C the processes got the terminal's SIGINT too and are stopping cleanly; a second
+    # signal would make them exit at once, so give them time first.
+    if [[ -n "${interrupted:-}" ]]; then
+      for _ in $(seq 1 250); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
+    fi
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
   fi
   rm -f "$pid_file"
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'interrupted=1; exit 130' INT
+trap 'exit 143' TERM
 
 start() {
   local name="$1"; shift

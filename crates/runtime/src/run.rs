@@ -35,6 +35,7 @@ pub fn run_service<P: Processor>(service: ServiceInfo, args: RuntimeArgs, proces
         }
     };
     let result = runtime.block_on(serve(config, processor));
+    server::mark_stopped();
     match result {
         Ok(()) => {
             info!("stopped cleanly");

@@ -101,7 +101,8 @@ pub struct ShutdownArgs {
     /// fatal error before the process exits with code 1 anyway; a second signal exits at once
     /// (code 130). With the 5 s preStop pause, within Kubernetes' default grace period of 30 s, so
     /// the process ends, and says why, before the kubelet's SIGKILL.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_grace_seconds: u64,
 }
 
@@ -111,9 +112,18 @@ impl ShutdownArgs {
     }
 }
 
+/// Set once a process has stopped, cleanly or not, and is about to return its exit code: the grace
+/// timer must not overrule it.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the grace timer of [`cancel_on_signal`] that the stop is over.
+pub fn mark_stopped() {
+    STOPPED.store(true, Ordering::SeqCst);
+}
+
 /// Cancels `shutdown` on SIGTERM or SIGINT, or follows it when it is cancelled otherwise (a fatal
-/// error). From then on a clean stop has `grace`: a stop that outlasts it exits with code 1, a
-/// second signal with code 130, each logged. Nothing hangs.
+/// error). From then on a stop has `grace`: one that outlasts it exits with code 1, a second signal
+/// with 128 + its number (143 SIGTERM, 130 SIGINT), each logged. Nothing hangs.
 pub async fn cancel_on_signal(shutdown: CancellationToken, grace: Duration) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
@@ -127,19 +137,14 @@ pub async fn cancel_on_signal(shutdown: CancellationToken, grace: Duration) {
         () = shutdown.cancelled() => {}
     }
     shutdown.cancel();
-    tokio::select! {
-        _ = term.recv() => {
-            tracing::error!("a second signal: exiting without a clean stop");
-            std::process::exit(130);
-        }
-        _ = int.recv() => {
-            tracing::error!("a second signal: exiting without a clean stop");
-            std::process::exit(130);
-        }
-        () = tokio::time::sleep(grace) => {
-            tracing::error!(grace_seconds = grace.as_secs(), "the clean stop outlasted its grace period: exiting");
-            std::process::exit(1);
-        }
+    let (code, why) = tokio::select! {
+        _ = term.recv() => (143, "a second signal (SIGTERM): exiting without a clean stop"),
+        _ = int.recv() => (130, "a second signal (SIGINT): exiting without a clean stop"),
+        () = tokio::time::sleep(grace) => (1, "the stop outlasted its grace period (SHUTDOWN_GRACE_SECONDS): exiting"),
+    };
+    if !STOPPED.load(Ordering::SeqCst) {
+        tracing::error!(grace_seconds = grace.as_secs(), "{why}");
+        std::process::exit(code);
     }
 }
 
@@ -155,6 +160,7 @@ pub fn run_process<E: std::fmt::Display>(serve: impl Future<Output = Result<(), 
         }
     };
     let result = runtime.block_on(serve);
+    mark_stopped();
     // A blocking task that missed the stop (a reader stuck in a Kafka call) must not keep a
     // process that has decided to exit alive.
     runtime.shutdown_timeout(BACKGROUND_TASKS_GRACE);
