@@ -469,12 +469,7 @@ fn cap_until(memory: &SuppressionMemory, cap: &FrequencyCap, window: i64, at: i6
 fn quiet_hours(quiet: &QuietHours, zone: Tz, at: i64) -> (Option<i64>, i64) {
     let instant = DateTime::from_timestamp_millis(at).unwrap_or_default().with_timezone(&zone);
     let local = instant.naive_local();
-    let time = local.time();
-    let inside = if quiet.start < quiet.end {
-        quiet.start <= time && time < quiet.end
-    } else {
-        time >= quiet.start || time < quiet.end
-    };
+    let inside = quiet.covers(local.time());
     let next_local = |clock| {
         let today = local.date().and_time(clock);
         if today > local { today } else { today + Days::new(1) }
@@ -517,12 +512,7 @@ fn steady_offset(zone: Tz, at: i64) -> Option<i64> {
 /// `quiet_hours` for a zone whose offset stays `offset` (milliseconds) around `at`.
 fn quiet_hours_at_offset(quiet: &QuietHours, offset: i64, at: i64) -> (Option<i64>, i64) {
     let local = DateTime::from_timestamp_millis(at + offset).unwrap_or_default().naive_utc();
-    let time = local.time();
-    let inside = if quiet.start < quiet.end {
-        quiet.start <= time && time < quiet.end
-    } else {
-        time >= quiet.start || time < quiet.end
-    };
+    let inside = quiet.covers(local.time());
     let next = |clock| {
         let today = local.date().and_time(clock);
         let next = if today > local { today } else { today + Days::new(1) };

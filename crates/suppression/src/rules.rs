@@ -35,6 +35,18 @@ pub struct QuietHours {
     pub end: NaiveTime,
 }
 
+impl QuietHours {
+    /// Whether local time `time` is inside the window (one that ends before it starts spans
+    /// midnight).
+    pub fn covers(&self, time: NaiveTime) -> bool {
+        if self.start < self.end {
+            self.start <= time && time < self.end
+        } else {
+            time >= self.start || time < self.end
+        }
+    }
+}
+
 /// Every rule of SPEC 4.2.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
