@@ -99,8 +99,8 @@ pub fn admin_router(registry: Arc<Registry>, health: Arc<Health>) -> Router {
 pub struct ShutdownArgs {
     /// Seconds a clean stop (commit, leave the group, flush) may take after SIGTERM/SIGINT or a
     /// fatal error before the process exits with code 1 anyway; a second signal exits at once
-    /// (code 130). With the 5 s preStop pause, within Kubernetes' default grace period of 30 s, so
-    /// the process ends, and says why, before the kubelet's SIGKILL.
+    /// (143 SIGTERM, 130 SIGINT). With the 5 s preStop pause, within Kubernetes' default grace
+    /// period of 30 s, so the process ends, and says why, before the kubelet's SIGKILL.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_grace_seconds: u64,
