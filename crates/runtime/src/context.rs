@@ -1,16 +1,19 @@
-//! The consumer's context: rebalance callbacks (in `engine.rs`) and librdkafka statistics.
+//! The consumer's context: rebalance callbacks, which hand partitions to the driver, and
+//! librdkafka statistics.
 
 use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
+use tracing::{info, warn};
 
-use crate::engine::Engine;
+use crate::driver::Driver;
 use crate::metrics::{Metrics, PartitionLabel};
 use crate::processor::Processor;
 
 pub(crate) struct EngineContext<P: Processor> {
-    pub(crate) engine: Arc<Mutex<Engine<P>>>,
+    pub(crate) driver: Arc<Mutex<Driver<P>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) input_topic: String,
 }
@@ -43,6 +46,28 @@ impl<P: Processor> ClientContext for EngineContext<P> {
                 let lag = (stats.ls_offset - stats.app_offset).max(0);
                 self.metrics.consumer_lag.get_or_create(&PartitionLabel { partition: *partition }).set(lag);
             }
+        }
+    }
+}
+
+impl<P: Processor> ConsumerContext for EngineContext<P> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let lost = consumer.assignment_lost();
+            info!(?partitions, lost, "partitions revoked");
+            self.driver.lock().expect("driver lock").on_revoked(consumer, &partitions, lost);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            info!(?partitions, "partitions assigned; restoring state before processing them");
+            if let Err(error) = consumer.pause(list) {
+                warn!(%error, "cannot pause newly assigned partitions");
+            }
+            self.driver.lock().expect("driver lock").on_assigned(partitions);
         }
     }
 }

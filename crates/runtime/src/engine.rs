@@ -1,90 +1,102 @@
-//! The exactly-once engine: per-partition state, the open transaction, commit, abort and reset.
-//!
-//! It lives behind a mutex shared by the processing loop and the consumer's rebalance callbacks,
-//! which librdkafka runs inside `poll` on the loop's own thread: the lock is never contended, it
-//! only lets the revoke callback commit the open transaction before partitions leave.
+//! The engine's decisions, without I/O (sans-I/O, as tansu's protocol crate): what each input
+//! record, timer sweep, commit, abort and restore means for the partition stores and the open
+//! transaction's ledger. It takes records and clock readings and answers with [`Action`]s; the
+//! Kafka driver (`driver.rs`) executes them. No rdkafka type crosses this line, so every rule
+//! here is unit-tested without a broker (below).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{ErrorCode, EventPayload, decode_and_validate};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tracing::{debug, info, warn};
+use omnistream_model::{ErrorCode, EventPayload, Rejection, decode_and_validate};
+use rustc_hash::FxHashMap;
+use tracing::debug;
 
-use crate::config::RuntimeConfig;
+use crate::config::{ErasureConfig, RuntimeConfig};
 use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
-use crate::kafka::ReadToEndContext;
-use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome, TransactionOutcome, TransactionOutcomeLabel};
+use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{Output, Processor};
-use crate::record_limits::{RecordLimits, record_size};
-use crate::server::Health;
+use crate::record_limits::record_size;
 use crate::store::{Admission, Customers, PartitionStore, event_id_hash};
-use crate::{RuntimeError, TxnProducer};
 
-/// An input partition: its store and its progress in the open transaction.
-#[derive(Debug)]
-struct PartitionData<S> {
-    store: PartitionStore<S>,
-    /// The offset after the last record processed in the open transaction.
-    next_offset: Option<i64>,
-}
-
-/// The open transaction: whose changelog records to write when it commits.
-#[derive(Debug)]
-struct Transaction {
-    started: Instant,
-    records: usize,
-    /// Every customer (by partition) this transaction changed, with the offset of the last input
-    /// record applied to them (`None` if only timers did): the cause of a changelog record.
-    touched: FxHashMap<i32, FxHashMap<String, Option<i64>>>,
-    /// Create-time (unix millis) of every input record, for the end-to-end latency.
-    record_timestamps: Vec<i64>,
-    /// Erasure markers this transaction created or expired, by partition.
-    markers: Vec<(i32, MarkerId)>,
-}
-
-impl Transaction {
-    fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<i64>) {
-        let ids = self.touched.entry(partition).or_default();
-        match ids.get_mut(customer_id) {
-            Some(cause) => *cause = offset.or(*cause),
-            None => {
-                ids.insert(customer_id.to_owned(), offset);
-            }
-        }
-    }
-}
-
-/// How a failed transactional call must be handled (librdkafka's error classes, plus Jepsen's
-/// advice to treat an unknown outcome as a reason to start over, not to retry).
-#[derive(Debug)]
-enum Failure {
-    /// Abort, rebuild state and positions from Kafka, go on.
-    Abortable(KafkaError),
-    /// The outcome is unknown (a timeout): re-create the producer and rebuild state from Kafka.
-    Indefinite(KafkaError),
-    /// The producer is dead (fenced and the like): exit non-zero.
-    Fatal(KafkaError),
-    /// The input record at this offset made an output or changelog record too large for its
-    /// topic: abort, rebuild, and dead-letter that record when it comes again.
-    TooLarge { partition: i32, offset: i64, message: String },
-}
+/// Header of every output record naming the `event_id` that caused it.
+pub const CAUSE_HEADER: &str = "cause.event_id";
 
 /// How far a broker's clock may run ahead of this host's: an append time beyond it is a producer's
 /// create time, not a broker's.
 const MAX_BROKER_CLOCK_LEAD_MS: i64 = 60_000;
 
+/// The processing loop's clock reading for one iteration: monotonic and wall time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Now {
+    pub(crate) instant: Instant,
+    pub(crate) wall: DateTime<Utc>,
+}
+
+/// One record of the input topic, as the consumer delivered it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputRecord<'a> {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: Option<&'a [u8]>,
+    /// The record's timestamp (the broker's append time on the events topic), unix millis.
+    pub(crate) timestamp: Option<i64>,
+}
+
+/// A record to produce inside the open transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutRecord {
+    pub(crate) topic: Arc<str>,
+    /// `None` lets the producer's partitioner choose (the DLQ).
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<String>,
+    /// `None` is a tombstone.
+    pub(crate) value: Option<Vec<u8>>,
+    /// The `event_id` that caused it, written as [`CAUSE_HEADER`].
+    pub(crate) cause: Option<Arc<str>>,
+    pub(crate) headers: Vec<(&'static str, String)>,
+}
+
+impl OutRecord {
+    fn output(output: Output, partition: i32, cause: Option<&Arc<str>>) -> Self {
+        Self {
+            topic: output.topic,
+            partition: Some(partition),
+            key: Some(output.key),
+            value: output.value,
+            cause: cause.cloned(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Begin a transaction: the records that follow belong to it.
+    BeginTransaction,
+    Produce(OutRecord),
+    /// Set the partition's position back to `offset`: that record comes again after the commit.
+    Seek {
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// The input record at `offset` made an output or changelog record larger than its topic takes.
+/// The core has noted it: abort, rebuild, and the record is dead-lettered when it comes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TooLarge {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) message: String,
+}
+
 /// Why a record goes to the DLQ: its `error.code` header and the `dlq_records` metric's label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DeadLetterReason {
+pub(crate) enum DeadLetterReason {
     /// Decoding or validation refused it (SPEC 2).
     Invalid(ErrorCode),
     /// Its key is not its `customer_id`: one customer must live on one partition.
@@ -96,7 +108,7 @@ enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             DeadLetterReason::Invalid(code) => code.as_str(),
             DeadLetterReason::KeyMismatch => "key_mismatch",
@@ -106,116 +118,203 @@ impl DeadLetterReason {
     }
 }
 
-fn classify(error: KafkaError) -> Failure {
-    match &error {
-        KafkaError::Transaction(rd) if rd.is_fatal() => Failure::Fatal(error),
-        KafkaError::Transaction(rd) if rd.txn_requires_abort() => Failure::Abortable(error),
-        KafkaError::Transaction(rd)
-            if rd.is_retriable() || rd.code() == RDKafkaErrorCode::OperationTimedOut =>
-        {
-            Failure::Indefinite(error)
+/// The largest record each topic takes (asked of the cluster by the driver's implementation).
+pub(crate) trait TopicLimits: Send {
+    fn limit(&mut self, topic: &str) -> usize;
+}
+
+/// What the core needs of the service's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreSettings {
+    pub(crate) input_topic: Arc<str>,
+    pub(crate) dlq_topic: Arc<str>,
+    pub(crate) changelog_topic: Arc<str>,
+    pub(crate) commit_max_records: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) dedupe_window: usize,
+    pub(crate) erasure: ErasureConfig,
+}
+
+impl CoreSettings {
+    pub(crate) fn new(config: &RuntimeConfig) -> Self {
+        Self {
+            input_topic: config.input_topic.as_str().into(),
+            dlq_topic: config.dlq_topic.as_str().into(),
+            changelog_topic: config.changelog_topic.as_str().into(),
+            commit_max_records: config.commit_max_records,
+            commit_interval: config.commit_interval,
+            dedupe_window: config.dedupe_window,
+            erasure: config.erasure.clone(),
         }
-        KafkaError::Transaction(_) => Failure::Fatal(error),
-        // A flush timeout inside commit and the like: the outcome is not known for sure.
-        _ => Failure::Indefinite(error),
     }
 }
 
-/// Header of every output record naming the `event_id` that caused it.
-pub const CAUSE_HEADER: &str = "cause.event_id";
-
-/// The processing loop's clock reading for one iteration: monotonic and wall time.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Now {
-    pub(crate) instant: Instant,
-    pub(crate) wall: DateTime<Utc>,
+/// An input partition: its store and its progress in the open transaction.
+#[derive(Debug)]
+struct PartitionData<S> {
+    store: PartitionStore<S>,
+    /// The offset after the last record processed in the open transaction.
+    next_offset: Option<i64>,
 }
 
-pub(crate) type EngineConsumer<P> = BaseConsumer<crate::context::EngineContext<P>>;
+/// The open transaction: whose changelog records to write when it commits.
+#[derive(Debug)]
+struct Ledger {
+    started: Instant,
+    records: usize,
+    /// Every customer (by partition) this transaction changed, with the offset of the last input
+    /// record applied to them (`None` if only timers did): the cause of a changelog record.
+    touched: FxHashMap<i32, FxHashMap<String, Option<i64>>>,
+    /// Timestamp (unix millis) of every input record, for the end-to-end latency.
+    record_timestamps: Vec<i64>,
+    /// Erasure markers this transaction created or expired, by partition.
+    markers: Vec<(i32, MarkerId)>,
+}
 
-/// All state of the processing loop except the consumer.
-pub(crate) struct Engine<P: Processor> {
+impl Ledger {
+    fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<i64>) {
+        let ids = self.touched.entry(partition).or_default();
+        match ids.get_mut(customer_id) {
+            Some(cause) => *cause = offset.or(*cause),
+            None => {
+                ids.insert(customer_id.to_owned(), offset);
+            }
+        }
+    }
+}
+
+/// What a changelog partition holds: the customers' entries and the erasure markers.
+pub(crate) struct RestoredPartition<S> {
+    customers: Customers<S>,
+    markers: Markers,
+}
+
+impl<S> Default for RestoredPartition<S> {
+    fn default() -> Self {
+        Self { customers: Customers::default(), markers: Markers::default() }
+    }
+}
+
+impl<S> RestoredPartition<S> {
+    /// Reads one changelog record (in log order): a customer's entry or an erasure marker; a
+    /// tombstone removes it. `Err` says why the record cannot be restored.
+    pub(crate) fn read<P: Processor<State = S>>(
+        &mut self,
+        processor: &P,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        horizon_ms: i64,
+    ) -> Result<(), String> {
+        let key = String::from_utf8_lossy(key);
+        if let Some(id) = crate::erasure::marker_id_of(&key) {
+            match payload {
+                None => self.markers.remove(&id),
+                Some(bytes) => {
+                    let marker: ErasureMarker = rmp_serde::from_slice(bytes)
+                        .map_err(|e| format!("erasure marker {key:?} does not decode: {e}"))?;
+                    self.markers.insert(id, marker, horizon_ms);
+                }
+            }
+            return Ok(());
+        }
+        match payload {
+            None => {
+                self.customers.remove(key.as_ref());
+            }
+            Some(bytes) => {
+                let entry = crate::changelog::decode(processor, bytes)
+                    .map_err(|e| format!("the state of {key} does not decode: {e}"))?;
+                self.customers.insert(key.into_owned(), Box::new(entry));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every input partition's store and the open transaction's ledger.
+pub(crate) struct EngineCore<P: Processor> {
     processor: P,
-    config: Arc<RuntimeConfig>,
-    producer: TxnProducer,
+    settings: CoreSettings,
+    limits: Box<dyn TopicLimits>,
     metrics: Arc<Metrics>,
-    /// Ticked while a restore reads the changelog: that is progress, and it may take minutes.
-    health: Arc<Health>,
+    marker_key: MarkerKey,
+    horizon_ms: i64,
     partitions: HashMap<i32, PartitionData<P::State>>,
     pending_restore: BTreeSet<i32>,
     /// Partitions to seek to their committed offset once restored: records of theirs arrived
     /// before the restore (and were skipped), or an abort threw their progress away.
     rewind_after_restore: HashSet<i32>,
-    transaction: Option<Transaction>,
-    pub(crate) needs_reset: bool,
-    pub(crate) failure: Option<RuntimeError>,
-    /// Records processed, for sampling the processing-time histogram.
-    records_seen: u64,
-    /// At least one assignment happened (readiness).
-    pub(crate) joined: bool,
-    limits: RecordLimits,
-    marker_key: MarkerKey,
+    ledger: Option<Ledger>,
     /// Input records (partition, offset) to dead-letter with `record_too_large` when they are
     /// read again after the abort their outputs caused.
     too_large: FxHashMap<(i32, i64), String>,
+    /// At least one assignment happened (readiness).
+    joined: bool,
 }
 
-impl<P: Processor> Engine<P> {
+impl<P: Processor> std::fmt::Debug for EngineCore<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCore")
+            .field("partitions", &self.partitions.keys().collect::<Vec<_>>())
+            .field("pending_restore", &self.pending_restore)
+            .field("open", &self.ledger.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Processor> EngineCore<P> {
     pub(crate) fn new(
         processor: P,
-        config: Arc<RuntimeConfig>,
-        producer: TxnProducer,
+        settings: CoreSettings,
+        limits: Box<dyn TopicLimits>,
         metrics: Arc<Metrics>,
-        health: Arc<Health>,
-        limits: RecordLimits,
     ) -> Self {
         Self {
-            marker_key: MarkerKey::new(config.erasure.key.as_deref()),
-            limits,
-            too_large: FxHashMap::default(),
+            marker_key: MarkerKey::new(settings.erasure.key.as_deref()),
+            horizon_ms: i64::try_from(settings.erasure.horizon.as_millis()).unwrap_or(i64::MAX),
             processor,
-            config,
-            producer,
+            settings,
+            limits,
             metrics,
-            health,
             partitions: HashMap::new(),
             pending_restore: BTreeSet::new(),
             rewind_after_restore: HashSet::new(),
-            transaction: None,
-            needs_reset: false,
-            failure: None,
-            records_seen: 0,
+            ledger: None,
+            too_large: FxHashMap::default(),
             joined: false,
         }
     }
 
+    pub(crate) fn processor(&self) -> &P {
+        &self.processor
+    }
+
+    pub(crate) fn horizon_ms(&self) -> i64 {
+        self.horizon_ms
+    }
+
+    /// Joined the group, every owned partition restored.
     pub(crate) fn is_ready(&self) -> bool {
-        self.joined && self.pending_restore.is_empty() && !self.needs_reset
+        self.joined && self.pending_restore.is_empty()
     }
 
     pub(crate) fn has_pending_restore(&self) -> bool {
         !self.pending_restore.is_empty()
     }
 
-    /// Partitions were assigned: they stay paused until their state is restored.
+    pub(crate) fn has_open_transaction(&self) -> bool {
+        self.ledger.is_some()
+    }
+
+    /// Partitions were assigned: they wait (paused by the driver) until their state is restored.
     pub(crate) fn on_assigned(&mut self, partitions: impl IntoIterator<Item = i32>) {
         self.joined = true;
         self.pending_restore.extend(partitions);
-        self.metrics.restoring_partitions.set(self.pending_restore.len() as i64);
+        self.update_gauges();
     }
 
-    /// Partitions are about to be revoked: commit what was done (or abort if they are already
-    /// lost to another member), then forget their state.
-    pub(crate) fn on_revoked(&mut self, consumer: &EngineConsumer<P>, partitions: &[i32], lost: bool) {
-        if lost {
-            // Lost partitions belong to another member already: forget them, then abort.
-            for partition in partitions {
-                self.partitions.remove(partition);
-            }
-            self.abort(consumer);
-        } else {
-            self.commit(consumer);
-        }
+    /// Partitions left (after the driver committed, or aborted if they were lost): forget them.
+    pub(crate) fn on_revoked(&mut self, partitions: &[i32]) {
         for partition in partitions {
             self.partitions.remove(partition);
             self.rewind_after_restore.remove(partition);
@@ -225,236 +324,208 @@ impl<P: Processor> Engine<P> {
         self.update_gauges();
     }
 
+    /// The partitions to restore now; the driver reads their changelogs and [`Self::install`]s each.
+    pub(crate) fn take_pending_restore(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.pending_restore).into_iter().collect()
+    }
+
+    /// A partition's state is restored: it is processed from now on. Returns whether the driver
+    /// must seek it to the group's committed offset (`rewind`, or records of it were skipped or
+    /// thrown away meanwhile).
+    pub(crate) fn install(
+        &mut self,
+        partition: i32,
+        restored: RestoredPartition<P::State>,
+        rewind: bool,
+    ) -> bool {
+        let RestoredPartition { customers, markers } = restored;
+        let processor = &self.processor;
+        let store = PartitionStore::restored(customers, markers, |state| {
+            processor.next_timer(state).map(|due| due.timestamp_millis())
+        });
+        self.partitions.insert(partition, PartitionData { store, next_offset: None });
+        let rewind = self.rewind_after_restore.remove(&partition) || rewind;
+        self.update_gauges();
+        rewind
+    }
+
+    pub(crate) fn customer_count(&self) -> usize {
+        self.partitions.values().map(|p| p.store.customer_count()).sum()
+    }
+
     fn update_gauges(&self) {
         self.metrics.assigned_partitions.set((self.partitions.len() + self.pending_restore.len()) as i64);
         self.metrics.restoring_partitions.set(self.pending_restore.len() as i64);
-        self.metrics.customers.set(self.partitions.values().map(|p| p.store.customer_count() as i64).sum());
+        self.metrics.customers.set(self.customer_count() as i64);
     }
 
-    fn ensure_transaction(&mut self, now: Instant) -> Result<(), Failure> {
-        if self.transaction.is_none() {
-            self.producer.begin_transaction().map_err(classify)?;
-            self.transaction = Some(Transaction {
+    /// Whether the open transaction should be committed now.
+    pub(crate) fn commit_due(&self, now: Instant) -> bool {
+        self.ledger.as_ref().is_some_and(|ledger| {
+            ledger.records >= self.settings.commit_max_records
+                || now.duration_since(ledger.started) >= self.settings.commit_interval
+        })
+    }
+
+    fn open_ledger(&mut self, now: Instant, out: &mut Vec<Action>) -> &mut Ledger {
+        self.ledger.get_or_insert_with(|| {
+            out.push(Action::BeginTransaction);
+            Ledger {
                 started: now,
                 records: 0,
                 touched: FxHashMap::default(),
                 record_timestamps: Vec::new(),
                 markers: Vec::new(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether the open transaction should be committed now.
-    pub(crate) fn commit_due(&self, now: Instant) -> bool {
-        self.transaction.as_ref().is_some_and(|t| {
-            t.records >= self.config.commit_max_records
-                || now.duration_since(t.started) >= self.config.commit_interval
+            }
         })
     }
 
-    fn send(&self, record: BaseRecord<'_, str, [u8]>) -> Result<(), Failure> {
-        let mut record = record;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error @ KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
-                    return Err(Failure::Fatal(error));
-                }
-                Err((error, _)) => return Err(Failure::Abortable(error)),
-            }
-        }
-    }
-
-    /// Produces a processor's outputs; those caused by an event carry its id in the header
-    /// `cause.event_id`, so any output can be traced back to its input.
-    fn send_outputs(&self, partition: i32, outputs: &[Output], cause: Option<&str>) -> Result<(), Failure> {
-        for output in outputs {
-            let mut record = BaseRecord::to(&output.topic).partition(partition).key(output.key.as_str());
-            if let Some(event_id) = cause {
-                record = record
-                    .headers(OwnedHeaders::new().insert(Header { key: CAUSE_HEADER, value: Some(event_id) }));
-            }
-            if let Some(value) = &output.value {
-                record = record.payload(value.as_slice());
-            }
-            self.send(record)?;
-        }
-        Ok(())
-    }
-
-    /// Processes one input record inside the open transaction. Failures are handled here.
-    pub(crate) fn process(&mut self, consumer: &EngineConsumer<P>, message: &BorrowedMessage<'_>, now: Now) {
-        if self.needs_reset || self.failure.is_some() {
-            // A rebalance callback inside this poll hit an unknown outcome or a fatal error: the
-            // reset (or the exit) comes first, and the reset rewinds to the committed offsets.
-            return;
-        }
-        let partition = message.partition();
-        if !self.partitions.contains_key(&partition) {
-            // Fetched before its state was restored (or after it was revoked): not ours to apply.
-            self.rewind_after_restore.insert(partition);
-            return;
-        }
-        if let Err(failure) = self.try_process(consumer, message, now) {
-            self.handle(consumer, failure);
-        }
-    }
-
     /// The consumer reached the end of `partition`: its clock may follow the wall clock now.
-    pub(crate) fn caught_up(&mut self, partition: i32) {
+    pub(crate) fn on_end_of_partition(&mut self, partition: i32) {
         if let Some(data) = self.partitions.get_mut(&partition) {
             data.store.on_end_of_partition();
         }
     }
 
-    fn try_process(
+    /// One input record, inside the open transaction (begun by the first action if none is).
+    pub(crate) fn on_record(
         &mut self,
-        consumer: &EngineConsumer<P>,
-        message: &BorrowedMessage<'_>,
+        record: &InputRecord<'_>,
         clock: Now,
-    ) -> Result<(), Failure> {
-        self.ensure_transaction(clock.instant)?;
-        let partition = message.partition();
-        let offset = message.offset();
+        out: &mut Vec<Action>,
+    ) -> Result<(), TooLarge> {
+        let partition = record.partition;
+        if !self.partitions.contains_key(&partition) {
+            // Fetched before its state was restored (or after it was revoked): not ours to apply.
+            self.rewind_after_restore.insert(partition);
+            return Ok(());
+        }
+        self.open_ledger(clock.instant, out);
         // SPEC 4, the partition clock: the broker's append time of this record (the events topic
         // uses LogAppendTime), taken as it is, so that a replay applies the record as of the same
         // time; never backwards. Should a topic carry producers' create times, one further ahead
         // of this host's clock than any broker's would be is held to the wall clock.
         let wall = clock.wall.timestamp_millis();
-        let stamped = match message.timestamp().to_millis() {
+        let stamped = match record.timestamp {
             Some(stamped) if stamped <= wall.saturating_add(MAX_BROKER_CLOCK_LEAD_MS) => stamped,
             _ => wall,
         };
         let data = self.partitions.get_mut(&partition).expect("restored partition");
         let (partition_now, timers_up_to) = data.store.on_record(stamped);
         // A timer due before this record fires before it is applied.
-        if !self.fire_due(partition, timers_up_to)? {
+        if !self.fire_due(partition, timers_up_to, out) {
             // More timers are due than one transaction takes: this record comes again after the
             // commit, and the next batch of timers with it.
-            consumer
-                .seek(&self.config.input_topic, partition, Offset::Offset(offset), Duration::from_secs(10))
-                .map_err(Failure::Abortable)?;
+            out.push(Action::Seek { partition, offset: record.offset });
             return Ok(());
         }
-        // Clock reads cost here (no TSC in some VMs): time one record in 32.
-        self.records_seen = self.records_seen.wrapping_add(1);
-        let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
         self.metrics.consumed.inc();
         let now = DateTime::from_timestamp_millis(partition_now).unwrap_or(clock.wall);
-        let key = message.key().map(String::from_utf8_lossy);
-        if !self.too_large.is_empty()
-            && let Some(text) = self.too_large.remove(&(partition, offset))
-        {
-            self.dead_letter(message, DeadLetterReason::RecordTooLarge, &text)?;
-            return self.processed(message, RecordOutcome::DeadLettered, timed);
-        }
-        let decoded = match message.payload() {
-            None => Err(omnistream_model::Rejection::single(ErrorCode::Malformed, "$", "null value")),
-            Some(bytes) => decode_and_validate(bytes, now),
-        };
-        let outcome = match decoded {
-            Err(rejection) => {
-                let first = rejection.first();
-                self.dead_letter(message, DeadLetterReason::Invalid(first.code), &rejection.to_string())?;
-                RecordOutcome::DeadLettered
-            }
-            Ok(event) if key.as_deref() != Some(event.customer_id.as_str()) => {
-                // Single writer per customer needs every event of a customer on one partition.
-                let message_text =
-                    format!("record key {key:?} is not the customer_id {:?}", event.customer_id);
-                self.dead_letter(message, DeadLetterReason::KeyMismatch, &message_text)?;
-                RecordOutcome::DeadLettered
-            }
-            Ok(event) => {
-                let data = self.partitions.get_mut(&partition).expect("restored partition");
-                let hash = event_id_hash(&event.event_id);
-                let erasure = &self.config.erasure;
-                let marker_key = &self.marker_key;
-                let admission = data.store.admit(
-                    &event.customer_id,
-                    || marker_key.id(&event.customer_id),
-                    event.occurred_at.timestamp_millis(),
-                    hash,
-                    erasure.suppress_after,
-                );
-                // The event does not reach the processor: dropped as `Ok(outcome)`, or `Err(why)` it
-                // breaks one of the customer's limits.
-                let refused = match admission {
-                    Admission::Erased => Some(Ok(RecordOutcome::Erased)),
-                    Admission::Duplicate => Some(Ok(RecordOutcome::Duplicate)),
-                    Admission::New(state) => self.processor.check_limits(state, &event).err().map(Err),
-                };
-                match refused {
-                    Some(Ok(outcome)) => outcome,
-                    Some(Err(text)) => {
-                        self.dead_letter(message, DeadLetterReason::StateLimit, &text)?;
-                        RecordOutcome::DeadLettered
-                    }
-                    None => {
-                        let transaction = self.transaction.as_mut().expect("transaction begun");
-                        transaction.touch(partition, &event.customer_id, Some(offset));
-                        let entry = data.store.remember(&event.customer_id, hash, self.config.dedupe_window);
-                        let outputs = self.processor.apply(&mut entry.state, &event, now);
-                        let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
-                        if matches!(event.payload, EventPayload::ErasureRequested) {
-                            let marker = ErasureMarker {
-                                erased_at: event.occurred_at.timestamp_millis(),
-                                recorded_at: partition_now,
-                                recent: entry.recent.clone(),
-                            };
-                            let id = self.marker_key.id(&event.customer_id);
-                            let horizon = i64::try_from(erasure.horizon.as_millis()).unwrap_or(i64::MAX);
-                            data.store.markers.insert(id, marker, horizon);
-                            transaction.markers.push((partition, id));
-                        }
-                        data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
-                        if let Some(message) = self.oversized(&outputs, Some(&event.event_id)) {
-                            // The state already changed: the abort rebuilds it from the changelog.
-                            return Err(Failure::TooLarge { partition, offset, message });
-                        }
-                        self.send_outputs(partition, &outputs, Some(&event.event_id))?;
-                        RecordOutcome::Applied
-                    }
-                }
-            }
-        };
-        self.processed(message, outcome, timed)
-    }
-
-    /// Bookkeeping after an input record: transaction size, latency, position, metrics.
-    fn processed(
-        &mut self,
-        message: &BorrowedMessage<'_>,
-        outcome: RecordOutcome,
-        timed: Option<Instant>,
-    ) -> Result<(), Failure> {
-        let partition = message.partition();
-        let transaction = self.transaction.as_mut().expect("transaction begun");
-        transaction.records += 1;
-        if let Some(millis) = message.timestamp().to_millis() {
-            transaction.record_timestamps.push(millis);
+        let outcome = self.apply_record(record, partition_now, now, out)?;
+        let ledger = self.ledger.as_mut().expect("ledger opened above");
+        ledger.records += 1;
+        if let Some(millis) = record.timestamp {
+            ledger.record_timestamps.push(millis);
         }
         if let Some(data) = self.partitions.get_mut(&partition) {
-            data.next_offset = Some(message.offset() + 1);
+            data.next_offset = Some(record.offset + 1);
         }
         self.metrics.record_processed(outcome);
-        if let Some(started) = timed {
-            self.metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
-        }
         Ok(())
     }
 
+    fn apply_record(
+        &mut self,
+        record: &InputRecord<'_>,
+        partition_now: i64,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) -> Result<RecordOutcome, TooLarge> {
+        let (partition, offset) = (record.partition, record.offset);
+        if !self.too_large.is_empty()
+            && let Some(text) = self.too_large.remove(&(partition, offset))
+        {
+            self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
+            return Ok(RecordOutcome::DeadLettered);
+        }
+        let decoded = match record.payload {
+            None => Err(Rejection::single(ErrorCode::Malformed, "$", "null value")),
+            Some(bytes) => decode_and_validate(bytes, now),
+        };
+        let event = match decoded {
+            Err(rejection) => {
+                let code = rejection.first().code;
+                self.dead_letter(record, DeadLetterReason::Invalid(code), &rejection.to_string(), out);
+                return Ok(RecordOutcome::DeadLettered);
+            }
+            Ok(event) if record.key != Some(event.customer_id.as_bytes()) => {
+                // Single writer per customer needs every event of a customer on one partition.
+                let key = record.key.map(String::from_utf8_lossy);
+                let text = format!("record key {key:?} is not the customer_id {:?}", event.customer_id);
+                self.dead_letter(record, DeadLetterReason::KeyMismatch, &text, out);
+                return Ok(RecordOutcome::DeadLettered);
+            }
+            Ok(event) => event,
+        };
+        let data = self.partitions.get_mut(&partition).expect("restored partition");
+        let hash = event_id_hash(&event.event_id);
+        let marker_key = &self.marker_key;
+        let admission = data.store.admit(
+            &event.customer_id,
+            || marker_key.id(&event.customer_id),
+            event.occurred_at.timestamp_millis(),
+            hash,
+            self.settings.erasure.suppress_after,
+        );
+        match admission {
+            Admission::Erased => return Ok(RecordOutcome::Erased),
+            Admission::Duplicate => return Ok(RecordOutcome::Duplicate),
+            Admission::New(state) => {
+                if let Err(text) = self.processor.check_limits(state, &event) {
+                    self.dead_letter(record, DeadLetterReason::StateLimit, &text, out);
+                    return Ok(RecordOutcome::DeadLettered);
+                }
+            }
+        }
+        let ledger = self.ledger.as_mut().expect("ledger opened");
+        ledger.touch(partition, &event.customer_id, Some(offset));
+        let entry = data.store.remember(&event.customer_id, hash, self.settings.dedupe_window);
+        let outputs = self.processor.apply(&mut entry.state, &event, now);
+        let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+        if matches!(event.payload, EventPayload::ErasureRequested) {
+            let marker = ErasureMarker {
+                erased_at: event.occurred_at.timestamp_millis(),
+                recorded_at: partition_now,
+                recent: entry.recent.clone(),
+            };
+            let id = self.marker_key.id(&event.customer_id);
+            data.store.markers.insert(id, marker, self.horizon_ms);
+            ledger.markers.push((partition, id));
+        }
+        data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
+        if outputs.is_empty() {
+            return Ok(RecordOutcome::Applied);
+        }
+        let cause: Arc<str> = event.event_id.into();
+        if let Some(message) = self.oversized(&outputs, Some(&cause)) {
+            // The state already changed: the abort rebuilds it from the changelog.
+            self.too_large.insert((partition, offset), message.clone());
+            return Err(TooLarge { partition, offset, message });
+        }
+        out.extend(
+            outputs
+                .into_iter()
+                .map(|output| Action::Produce(OutRecord::output(output, partition, Some(&cause)))),
+        );
+        Ok(RecordOutcome::Applied)
+    }
+
     /// Why one of `outputs` cannot be sent, if one is larger than its topic takes.
-    fn oversized(&mut self, outputs: &[Output], cause: Option<&str>) -> Option<String> {
+    fn oversized(&mut self, outputs: &[Output], cause: Option<&Arc<str>>) -> Option<String> {
         let cause_header;
         let headers: &[(&str, &str)] = match cause {
             Some(event_id) => {
-                cause_header = [(CAUSE_HEADER, event_id)];
+                cause_header = [(CAUSE_HEADER, event_id.as_ref())];
                 &cause_header
             }
             None => &[],
@@ -469,105 +540,93 @@ impl<P: Processor> Engine<P> {
 
     fn dead_letter(
         &mut self,
-        message: &BorrowedMessage<'_>,
+        record: &InputRecord<'_>,
         reason: DeadLetterReason,
         text: &str,
-    ) -> Result<(), Failure> {
+        out: &mut Vec<Action>,
+    ) {
         let code = reason.code();
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let key = message.key().map(String::from_utf8_lossy);
-        let fields = [
-            ("error.code", code),
-            ("error.message", text),
-            ("source.topic", message.topic()),
-            ("source.partition", partition.as_str()),
-            ("source.offset", offset.as_str()),
+        let key = record.key.map(|key| String::from_utf8_lossy(key).into_owned());
+        let mut headers = vec![
+            ("error.code", code.to_owned()),
+            ("error.message", text.to_owned()),
+            ("source.topic", self.settings.input_topic.to_string()),
+            ("source.partition", record.partition.to_string()),
+            ("source.offset", record.offset.to_string()),
         ];
         // A record the input topic took may still not fit the DLQ with its headers (or this
         // producer's limit): sending it would abort every transaction that retries it. It goes
         // without its value then, with a header saying so; the input topic still holds it.
-        let size = record_size(key.as_deref().unwrap_or(""), message.payload(), &fields);
-        let dlq_topic = self.config.dlq_topic.clone();
-        let payload = message.payload().filter(|_| size <= self.limits.limit(&dlq_topic));
-        let omitted = message.payload().filter(|_| payload.is_none()).map(|bytes| bytes.len().to_string());
-        let mut headers = OwnedHeaders::new();
-        for (name, value) in fields {
-            headers = headers.insert(Header { key: name, value: Some(value) });
-        }
-        if let Some(length) = &omitted {
-            headers =
-                headers.insert(Header { key: "error.value_omitted_bytes", value: Some(length.as_str()) });
-        }
-        let mut record = BaseRecord::to(&self.config.dlq_topic).headers(headers);
-        if let Some(key) = &key {
-            record = record.key(key.as_ref());
-        }
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        self.send(record)?;
+        let borrowed: Vec<(&str, &str)> =
+            headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let size = record_size(key.as_deref().unwrap_or(""), record.payload, &borrowed);
+        let limit = self.limits.limit(&self.settings.dlq_topic);
+        let value = match record.payload {
+            Some(bytes) if size > limit => {
+                headers.push(("error.value_omitted_bytes", bytes.len().to_string()));
+                None
+            }
+            payload => payload.map(<[u8]>::to_vec),
+        };
+        out.push(Action::Produce(OutRecord {
+            topic: self.settings.dlq_topic.clone(),
+            partition: None,
+            key,
+            value,
+            cause: None,
+            headers,
+        }));
         self.metrics.dead_lettered.get_or_create(&ErrorCodeLabel { error_code: code.to_owned() }).inc();
         debug!(
             error.code = code,
             error.message = text,
-            partition = message.partition(),
-            offset = message.offset(),
+            partition = record.partition,
+            offset = record.offset,
             "dead-lettered"
         );
-        Ok(())
     }
 
-    /// Runs the due timers of every restored partition inside the open transaction: a caught-up
-    /// partition's clock follows the wall clock; one with lag waits for its records' times.
-    pub(crate) fn fire_timers(&mut self, consumer: &EngineConsumer<P>, now: Now) {
-        if self.needs_reset || self.failure.is_some() {
-            return;
-        }
-        if let Err(failure) = self.try_fire_timers(now) {
-            self.handle(consumer, failure);
-        }
-    }
-
-    fn try_fire_timers(&mut self, clock: Now) -> Result<(), Failure> {
+    /// A timer sweep: the due timers of every restored partition run inside the open transaction
+    /// (begun by the first action if none is). A caught-up partition's clock follows the wall
+    /// clock; one with lag waits for its records' times.
+    pub(crate) fn on_tick(&mut self, clock: Now, out: &mut Vec<Action>) {
         let wall = clock.wall.timestamp_millis();
-        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        let mut partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        partitions.sort_unstable();
         for partition in partitions {
             let data = self.partitions.get_mut(&partition).expect("partition");
             let up_to = data.store.follow_wall(wall);
             let expired = data.store.markers.expire(up_to);
+            let timer_due = data.store.due_timer(up_to).is_some();
             if !expired.is_empty() {
-                self.ensure_transaction(clock.instant)?;
-                let transaction = self.transaction.as_mut().expect("transaction begun");
-                transaction.markers.extend(expired.into_iter().map(|id| (partition, id)));
+                let ledger = self.open_ledger(clock.instant, out);
+                ledger.markers.extend(expired.into_iter().map(|id| (partition, id)));
             }
-            let data = self.partitions.get_mut(&partition).expect("partition");
-            if data.store.due_timer(up_to).is_none() {
+            if !timer_due {
                 continue;
             }
-            self.ensure_transaction(clock.instant)?;
-            if !self.fire_due(partition, up_to)? {
+            self.open_ledger(clock.instant, out);
+            if !self.fire_due(partition, up_to, out) {
                 // The transaction is full: the rest fire after its commit, at the next sweep.
                 break;
             }
         }
-        Ok(())
     }
 
     /// Fires `partition`'s timers due at or before `up_to` (its clock), each as of its due time,
     /// so that replaying the log writes the same records however late it is replayed. Each counts
     /// as a record of the open transaction: returns false, with timers still due, once the
     /// transaction holds `commit_max_records`, so one commit never holds an outage's backlog.
-    fn fire_due(&mut self, partition: i32, up_to: i64) -> Result<bool, Failure> {
+    fn fire_due(&mut self, partition: i32, up_to: i64, out: &mut Vec<Action>) -> bool {
         loop {
             let data = self.partitions.get_mut(&partition).expect("partition");
-            let Some((due, customer_id)) = data.store.due_timer(up_to) else { return Ok(true) };
-            let transaction = self.transaction.as_mut().expect("transaction begun");
-            if transaction.records >= self.config.commit_max_records {
-                return Ok(false);
+            let Some((due, customer_id)) = data.store.due_timer(up_to) else { return true };
+            let ledger = self.ledger.as_mut().expect("ledger opened");
+            if ledger.records >= self.settings.commit_max_records {
+                return false;
             }
-            transaction.records += 1;
-            transaction.touch(partition, &customer_id, None);
+            ledger.records += 1;
+            ledger.touch(partition, &customer_id, None);
             let now = DateTime::from_timestamp_millis(due).unwrap_or_default();
             let mut before = None;
             let (outputs, next) = match data.store.entry_mut(&customer_id) {
@@ -597,390 +656,550 @@ impl<P: Processor> Engine<P> {
                 continue;
             }
             data.store.settle(&customer_id, next);
-            self.send_outputs(partition, &outputs, None)?;
+            out.extend(
+                outputs.into_iter().map(|output| Action::Produce(OutRecord::output(output, partition, None))),
+            );
         }
     }
 
-    /// Commits the open transaction: changelog records of every customer it touched, the input
-    /// offsets with the group metadata (KIP-447), then the commit itself.
-    pub(crate) fn commit(&mut self, consumer: &EngineConsumer<P>) {
-        if self.transaction.is_none() {
-            return;
-        }
-        let started = Instant::now();
-        match self.try_commit(consumer) {
-            Ok(()) => {
-                let transaction = self.transaction.take().expect("transaction");
-                for data in self.partitions.values_mut() {
-                    data.next_offset = None;
-                }
-                let now = Utc::now().timestamp_millis();
-                for created in transaction.record_timestamps {
-                    self.metrics.end_to_end_seconds.observe((now - created).max(0) as f64 / 1000.0);
-                }
-                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-                self.metrics
-                    .transactions
-                    .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Committed })
-                    .inc();
-                self.update_gauges();
-            }
-            Err(failure) => self.handle(consumer, failure),
-        }
-    }
-
-    fn try_commit(&mut self, consumer: &EngineConsumer<P>) -> Result<(), Failure> {
-        let started = Instant::now();
-        let changelog_limit = self.limits.limit(&self.config.changelog_topic.clone());
-        let transaction = self.transaction.as_ref().expect("transaction");
-        let mut value = Vec::with_capacity(1024);
-        for (partition, customer_id, cause) in
-            transaction.touched.iter().flat_map(|(p, ids)| ids.iter().map(move |(id, cause)| (p, id, cause)))
-        {
-            let Some(data) = self.partitions.get(partition) else { continue };
-            let entry = data.store.entry(customer_id);
-            if let Some(entry) = entry {
-                value.clear();
-                crate::changelog::encode::<P>(entry, &mut value);
-                let size = record_size(customer_id, Some(&value), &[]);
-                if size > changelog_limit {
-                    let message = format!(
-                        "the state would be a {size}-byte changelog record (limit {changelog_limit})"
-                    );
-                    match cause {
-                        Some(offset) => {
-                            return Err(Failure::TooLarge {
-                                partition: *partition,
-                                offset: *offset,
-                                message,
-                            });
-                        }
-                        None => {
-                            tracing::error!(customer_id, %message, "not writing a timer's changelog record");
-                            continue;
+    /// The open transaction's commit: a changelog record per customer it touched (their final
+    /// entry, or a tombstone) and per erasure marker it created or expired, as actions, and the
+    /// input offsets to send with the group metadata (KIP-447). `None` when no transaction is open.
+    pub(crate) fn plan_commit(&mut self, out: &mut Vec<Action>) -> Result<Option<Vec<(i32, i64)>>, TooLarge> {
+        let Some(ledger) = self.ledger.as_ref() else { return Ok(None) };
+        let changelog_topic = self.settings.changelog_topic.clone();
+        let changelog_limit = self.limits.limit(&changelog_topic);
+        let changelog = |partition: i32, key: String, value: Option<Vec<u8>>| {
+            Action::Produce(OutRecord {
+                topic: changelog_topic.clone(),
+                partition: Some(partition),
+                key: Some(key),
+                value,
+                cause: None,
+                headers: Vec::new(),
+            })
+        };
+        let mut touched: Vec<(i32, &String, Option<i64>)> = ledger
+            .touched
+            .iter()
+            .flat_map(|(partition, ids)| ids.iter().map(move |(id, cause)| (*partition, id, *cause)))
+            .collect();
+        // One order for every run of the same input: a replay writes the same log.
+        touched.sort_unstable();
+        for (partition, customer_id, cause) in touched {
+            let Some(data) = self.partitions.get(&partition) else { continue };
+            let value = match data.store.entry(customer_id) {
+                None => None,
+                Some(entry) => {
+                    let mut value = Vec::with_capacity(256);
+                    crate::changelog::encode::<P>(entry, &mut value);
+                    let size = record_size(customer_id, Some(&value), &[]);
+                    if size > changelog_limit {
+                        let message = format!(
+                            "the state would be a {size}-byte changelog record (limit {changelog_limit})"
+                        );
+                        match cause {
+                            Some(offset) => {
+                                self.too_large.insert((partition, offset), message.clone());
+                                return Err(TooLarge { partition, offset, message });
+                            }
+                            None => {
+                                tracing::error!(customer_id, %message, "not writing a timer's changelog record");
+                                continue;
+                            }
                         }
                     }
+                    Some(value)
                 }
-            }
-            let mut record =
-                BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(customer_id.as_str());
-            if entry.is_some() {
-                record = record.payload(value.as_slice());
-            }
-            self.send(record)?;
+            };
+            out.push(changelog(partition, customer_id.clone(), value));
         }
-        for (partition, id) in &transaction.markers {
+        for (partition, id) in &ledger.markers {
             let Some(data) = self.partitions.get(partition) else { continue };
-            let key = crate::erasure::changelog_key(id);
-            let mut record =
-                BaseRecord::to(&self.config.changelog_topic).partition(*partition).key(key.as_str());
-            if let Some(marker) = data.store.markers.get(id) {
-                value.clear();
+            let value = data.store.markers.get(id).map(|marker| {
+                let mut value = Vec::with_capacity(64);
                 rmp_serde::encode::write(&mut value, marker).expect("a marker serializes");
-                record = record.payload(value.as_slice());
-            }
-            self.send(record)?;
-        }
-        let mut offsets = TopicPartitionList::new();
-        for (partition, data) in &self.partitions {
-            if let Some(next) = data.next_offset {
-                offsets
-                    .add_partition_offset(&self.config.input_topic, *partition, Offset::Offset(next))
-                    .map_err(Failure::Fatal)?;
-            }
-        }
-        let timeout = self.config.transactional_call_timeout();
-        if offsets.count() > 0 {
-            let metadata = consumer.group_metadata().ok_or_else(|| {
-                Failure::Abortable(KafkaError::Subscription("no consumer group metadata".to_owned()))
-            })?;
-            self.producer.send_offsets_to_transaction(&offsets, &metadata, timeout).map_err(classify)?;
-        }
-        let offsets_sent = Instant::now();
-        self.wait_for_deliveries(timeout)?;
-        self.producer.commit_transaction(timeout).map_err(classify)?;
-        debug!(
-            send_offsets_ms = (offsets_sent - started).as_secs_f64() * 1000.0,
-            commit_ms = offsets_sent.elapsed().as_secs_f64() * 1000.0,
-            "transaction committed"
-        );
-        Ok(())
-    }
-
-    /// Waits until every record of the transaction is acknowledged. rust-rdkafka's
-    /// `commit_transaction` flushes too, but its flush sleeps in 100 ms polls of a queue that the
-    /// threaded producer's own thread drains: it would add 100 ms to every commit.
-    fn wait_for_deliveries(&self, timeout: Duration) -> Result<(), Failure> {
-        let deadline = Instant::now() + timeout;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() >= deadline {
-                return Err(Failure::Indefinite(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        Ok(())
-    }
-
-    fn handle(&mut self, consumer: &EngineConsumer<P>, failure: Failure) {
-        match failure {
-            Failure::Abortable(error) => {
-                warn!(%error, "transaction failed; aborting and rewinding to the last commit");
-                self.abort(consumer);
-            }
-            Failure::Indefinite(error) => {
-                warn!(%error, "transactional call with unknown outcome; re-creating the producer");
-                self.transaction = None;
-                self.needs_reset = true;
-            }
-            Failure::Fatal(error) => {
-                self.transaction = None;
-                self.failure = Some(RuntimeError::Fatal(error));
-            }
-            Failure::TooLarge { partition, offset, message } => {
-                warn!(partition, offset, %message, "aborting to dead-letter the record that caused it");
-                self.too_large.insert((partition, offset), message);
-                self.abort(consumer);
-            }
-        }
-    }
-
-    /// Aborts the open transaction, then rebuilds every owned partition: its state from the
-    /// changelog and its position from the committed offsets. Kafka Streams does the same under
-    /// exactly-once (a task closed dirty is restored from its changelog); an undo log instead cost
-    /// a deep copy of every customer each transaction touched, on the hot path, for a rare event.
-    /// The rebuild happens even with no transaction open: the record whose failure led here was
-    /// polled (the position is past it) but not processed.
-    pub(crate) fn abort(&mut self, consumer: &EngineConsumer<P>) {
-        if self.transaction.take().is_some() {
-            if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
-                match classify(error) {
-                    Failure::Fatal(error) => self.failure = Some(RuntimeError::Fatal(error)),
-                    other => {
-                        warn!(error = ?other, "abort failed; re-creating the producer");
-                        self.needs_reset = true;
-                    }
-                }
-                return;
-            }
-            self.metrics
-                .transactions
-                .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
-                .inc();
-        }
-        // Every owned partition, not only those with progress: the record whose failure caused
-        // this abort has not advanced `next_offset`, but the consumer's position is past it.
-        let owned: Vec<i32> = self.partitions.drain().map(|(partition, _)| partition).collect();
-        if owned.is_empty() {
-            return;
-        }
-        let mut paused = TopicPartitionList::new();
-        for partition in &owned {
-            paused.add_partition(&self.config.input_topic, *partition);
-        }
-        if let Err(error) = consumer.pause(&paused) {
-            // Records fetched meanwhile are skipped: the partition is not restored yet.
-            warn!(%error, "cannot pause partitions to rebuild after an abort");
-        }
-        self.pending_restore.extend(owned.iter().copied());
-        self.rewind_after_restore.extend(owned);
-        self.update_gauges();
-    }
-
-    /// Starts over after an unknown outcome: a new producer (whose `init_transactions` fences the
-    /// old one and completes or aborts its transaction), then every partition's state restored
-    /// from the changelog and every partition rewound to the group's committed offsets.
-    pub(crate) fn reset(&mut self, consumer: &EngineConsumer<P>) -> Result<(), RuntimeError> {
-        self.metrics.producer_resets.inc();
-        self.transaction = None;
-        self.producer = crate::create_transactional_producer(&self.config)?;
-        let owned: Vec<i32> = self.partitions.keys().copied().collect();
-        self.partitions.clear();
-        self.pending_restore.extend(owned);
-        self.restore_pending(consumer, true)?;
-        self.needs_reset = false;
-        Ok(())
-    }
-
-    /// Restores the state of every partition waiting for it, then lets it be processed.
-    pub(crate) fn restore_pending(
-        &mut self,
-        consumer: &EngineConsumer<P>,
-        rewind: bool,
-    ) -> Result<(), RuntimeError> {
-        let partitions: Vec<i32> = std::mem::take(&mut self.pending_restore).into_iter().collect();
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut input = TopicPartitionList::new();
-        for partition in &partitions {
-            input.add_partition(&self.config.input_topic, *partition);
-        }
-        // Offsets first: a read_committed fetch waits while the last transaction's commit markers
-        // are still being written (KIP-447, require_stable), and by then the changelog's are too
-        // in practice, so the state read next is not older than the offsets it resumes from.
-        let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
-        let mut restored =
-            read_changelog(&self.processor, &self.config, &partitions, &self.metrics, &self.health)?;
-        for partition in &partitions {
-            let offset = committed
-                .find_partition(&self.config.input_topic, *partition)
-                .map(|element| element.offset())
-                .unwrap_or(Offset::Invalid);
-            let RestoredPartition { customers, markers } = restored.remove(partition).unwrap_or_default();
-            let processor = &self.processor;
-            let store = PartitionStore::restored(customers, markers, |state| {
-                processor.next_timer(state).map(|due| due.timestamp_millis())
+                value
             });
-            let data = PartitionData { store, next_offset: None };
-            if rewind || self.rewind_after_restore.remove(partition) {
-                let target = match offset {
-                    Offset::Offset(offset) => Offset::Offset(offset),
-                    _ => Offset::Beginning,
-                };
-                consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))?;
-            }
-            self.partitions.insert(*partition, data);
+            out.push(changelog(*partition, crate::erasure::changelog_key(id), value));
         }
-        consumer.resume(&input)?;
-        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        let mut offsets: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(partition, data)| data.next_offset.map(|next| (*partition, next)))
+            .collect();
+        offsets.sort_unstable();
+        Ok(Some(offsets))
+    }
+
+    /// The open transaction committed: returns its input records' timestamps (for latency).
+    pub(crate) fn committed(&mut self) -> Vec<i64> {
+        for data in self.partitions.values_mut() {
+            data.next_offset = None;
+        }
         self.update_gauges();
-        info!(
-            partitions = ?partitions,
-            customers = self.partitions.values().map(|p| p.store.customer_count()).sum::<usize>(),
-            seconds = started.elapsed().as_secs_f64(),
-            "state restored"
+        self.ledger.take().map(|ledger| ledger.record_timestamps).unwrap_or_default()
+    }
+
+    /// The open transaction was aborted (or there was none, and the position moved past a record
+    /// that was not processed): every owned partition is rebuilt, its state from the changelog and
+    /// its position from the committed offsets. Returns them, for the driver to pause. Kafka
+    /// Streams does the same under exactly-once (a task closed dirty is restored from its
+    /// changelog); an undo log instead cost a deep copy of every customer each transaction
+    /// touched, on the hot path, for a rare event.
+    pub(crate) fn aborted(&mut self) -> Vec<i32> {
+        self.ledger = None;
+        let mut owned: Vec<i32> = self.partitions.drain().map(|(partition, _)| partition).collect();
+        owned.sort_unstable();
+        self.pending_restore.extend(owned.iter().copied());
+        self.rewind_after_restore.extend(owned.iter().copied());
+        self.update_gauges();
+        owned
+    }
+
+    /// The producer is re-created after an unknown outcome: the transaction is gone (fenced) and
+    /// every owned partition waits to be restored and rewound.
+    pub(crate) fn reset(&mut self) {
+        self.ledger = None;
+        let owned: Vec<i32> = self.partitions.drain().map(|(partition, _)| partition).collect();
+        self.pending_restore.extend(owned);
+        self.update_gauges();
+    }
+
+    /// The transaction's ledger is gone without an abort of the producer's (it failed fatally).
+    pub(crate) fn drop_ledger(&mut self) {
+        self.ledger = None;
+    }
+}
+
+/// The core without a broker: one test per rule of docs/runtime.md ("Per record" and the
+/// failure table) that needs no Kafka. The expected actions are written out by hand from the
+/// docs, not computed by the core.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use omnistream_model::{Channel, TouchpointEvent, encode_event};
+    use prometheus_client::registry::Registry;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    const BASE: i64 = 1_795_000_000_000;
+
+    /// A processor small enough to check by hand: counts a customer's events, emits the count,
+    /// refuses a fourth event (a limit), reports the customer idle 1 s after their last event,
+    /// and emits a record too large for any topic for an event whose url is "huge".
+    #[derive(Debug)]
+    struct Tally;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Count {
+        count: u32,
+        idle_at: Option<i64>,
+        /// Grows the changelog record past its limit.
+        ballast: String,
+    }
+
+    fn out(customer: &str, value: &str) -> Output {
+        Output { topic: "out".into(), key: customer.to_owned(), value: Some(value.as_bytes().to_vec()) }
+    }
+
+    impl Processor for Tally {
+        type State = Count;
+
+        fn apply(
+            &self,
+            state: &mut Option<Count>,
+            event: &TouchpointEvent,
+            now: DateTime<Utc>,
+        ) -> Vec<Output> {
+            match &event.payload {
+                EventPayload::ErasureRequested => {
+                    *state = None;
+                    vec![Output { topic: "out".into(), key: event.customer_id.clone(), value: None }]
+                }
+                EventPayload::PageViewed { url } => {
+                    let count =
+                        state.get_or_insert(Count { count: 0, idle_at: None, ballast: String::new() });
+                    count.count += 1;
+                    count.idle_at = Some(now.timestamp_millis() + 1_000);
+                    if url.ends_with("/heavy") {
+                        count.ballast = "x".repeat(2_000);
+                    }
+                    let value =
+                        if url.ends_with("/huge") { "x".repeat(2_000) } else { count.count.to_string() };
+                    vec![out(&event.customer_id, &value)]
+                }
+                _ => Vec::new(),
+            }
+        }
+
+        fn check_limits(&self, state: Option<&Count>, _event: &TouchpointEvent) -> Result<(), String> {
+            match state {
+                Some(count) if count.count >= 3 => Err("at most 3 events".to_owned()),
+                _ => Ok(()),
+            }
+        }
+
+        fn next_timer(&self, state: &Count) -> Option<DateTime<Utc>> {
+            state.idle_at.and_then(DateTime::from_timestamp_millis)
+        }
+
+        fn on_timer(&self, state: &mut Option<Count>, customer_id: &str, now: DateTime<Utc>) -> Vec<Output> {
+            if let Some(count) = state {
+                count.idle_at = None;
+            }
+            vec![out(customer_id, &format!("idle at {}", now.timestamp_millis() - BASE))]
+        }
+    }
+
+    /// Every topic takes 1,000-byte records.
+    struct SmallTopics;
+
+    impl TopicLimits for SmallTopics {
+        fn limit(&mut self, _topic: &str) -> usize {
+            1_000
+        }
+    }
+
+    fn core_with(commit_max_records: usize) -> EngineCore<Tally> {
+        let settings = CoreSettings {
+            input_topic: "in".into(),
+            dlq_topic: "dlq".into(),
+            changelog_topic: "state".into(),
+            commit_max_records,
+            commit_interval: Duration::from_millis(100),
+            dedupe_window: 8,
+            erasure: ErasureConfig {
+                horizon: Duration::from_secs(86_400),
+                key: Some(b"test".to_vec()),
+                suppress_after: false,
+            },
+        };
+        let metrics = Arc::new(Metrics::register(&mut Registry::default(), "test", "0"));
+        let mut core = EngineCore::new(Tally, settings, Box::new(SmallTopics), metrics);
+        core.on_assigned([0, 1]);
+        for partition in core.take_pending_restore() {
+            core.install(partition, RestoredPartition::default(), false);
+        }
+        core
+    }
+
+    fn core() -> EngineCore<Tally> {
+        core_with(10_000)
+    }
+
+    fn event_bytes(event_id: &str, customer: &str, at: i64, payload: EventPayload) -> Vec<u8> {
+        let event = TouchpointEvent {
+            event_id: event_id.to_owned(),
+            customer_id: customer.to_owned(),
+            occurred_at: DateTime::from_timestamp_millis(at).expect("time"),
+            channel: Channel::Web,
+            source: None,
+            payload,
+            context: BTreeMap::new(),
+        };
+        encode_event(&event).expect("encodes")
+    }
+
+    fn view(event_id: &str, customer: &str, at: i64) -> Vec<u8> {
+        view_of(event_id, customer, at, "https://shop.example/")
+    }
+
+    fn view_of(event_id: &str, customer: &str, at: i64, url: &str) -> Vec<u8> {
+        event_bytes(event_id, customer, at, EventPayload::PageViewed { url: url.to_owned() })
+    }
+
+    fn clock(wall: i64) -> Now {
+        Now { instant: Instant::now(), wall: DateTime::from_timestamp_millis(wall).expect("time") }
+    }
+
+    /// Feeds one record (appended at `appended`, keyed `key`) to partition `partition`.
+    fn feed(
+        core: &mut EngineCore<Tally>,
+        partition: i32,
+        offset: i64,
+        key: &str,
+        payload: &[u8],
+        appended: i64,
+    ) -> Result<Vec<Action>, TooLarge> {
+        let mut actions = Vec::new();
+        let record = InputRecord {
+            partition,
+            offset,
+            key: Some(key.as_bytes()),
+            payload: Some(payload),
+            timestamp: Some(appended),
+        };
+        core.on_record(&record, clock(appended), &mut actions)?;
+        Ok(actions)
+    }
+
+    fn produced(actions: &[Action]) -> Vec<(&str, Option<&str>, Option<String>)> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Produce(record) => Some((
+                    record.topic.as_ref(),
+                    record.key.as_deref(),
+                    record.value.as_ref().map(|value| String::from_utf8_lossy(value).into_owned()),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn header<'a>(action: &'a Action, name: &str) -> Option<&'a str> {
+        match action {
+            Action::Produce(record) => {
+                record.headers.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
+            }
+            _ => None,
+        }
+    }
+
+    fn plan(core: &mut EngineCore<Tally>) -> (Vec<Action>, Vec<(i32, i64)>) {
+        let mut actions = Vec::new();
+        let offsets = core.plan_commit(&mut actions).expect("fits").expect("a transaction is open");
+        (actions, offsets)
+    }
+
+    fn some(value: &str) -> Option<String> {
+        Some(value.to_owned())
+    }
+
+    #[test]
+    fn given_a_valid_event_then_a_transaction_begins_and_its_output_names_its_cause() {
+        let mut core = core();
+        let actions = feed(&mut core, 0, 41, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        assert_eq!(actions[0], Action::BeginTransaction);
+        assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("1"))]);
+        let Action::Produce(output) = &actions[1] else { panic!("an output") };
+        assert_eq!(
+            (output.partition, output.cause.as_deref()),
+            (Some(0), Some("e-1")),
+            "co-partitioned, traced"
         );
-        Ok(())
+        let actions = feed(&mut core, 0, 42, "c-1", &view("e-2", "c-1", BASE + 5), BASE + 5).expect("fits");
+        assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("2"))], "no second begin");
+        let (commit, offsets) = plan(&mut core);
+        assert_eq!(offsets, vec![(0, 43)], "the offset after the last record");
+        assert_eq!(produced(&commit).len(), 1, "one changelog record per customer, the final state only");
+        assert_eq!(produced(&commit)[0].0, "state");
+        assert_eq!(core.committed(), vec![BASE, BASE + 5], "the records' timestamps, for the latency");
+        assert!(!core.has_open_transaction());
     }
-}
 
-type RestoredPartitions<S> = HashMap<i32, RestoredPartition<S>>;
-
-/// What a changelog partition holds: the customers' entries and the erasure markers.
-struct RestoredPartition<S> {
-    customers: Customers<S>,
-    markers: Markers,
-}
-
-impl<S> Default for RestoredPartition<S> {
-    fn default() -> Self {
-        Self { customers: Customers::default(), markers: Markers::default() }
-    }
-}
-
-/// How long a restore may take before the service gives up and exits (to be restarted).
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Reads changelog partitions from the beginning to their end (the last stable offset, as
-/// read_committed) with an assign-only consumer, within [`RESTORE_TIMEOUT`]; every poll ticks
-/// `health`, so a long restore does not fail liveness (the timeout bounds a stuck one).
-fn read_changelog<P: Processor>(
-    processor: &P,
-    config: &RuntimeConfig,
-    partitions: &[i32],
-    metrics: &Metrics,
-    health: &Health,
-) -> Result<RestoredPartitions<P::State>, RuntimeError> {
-    let mut client = config.kafka.client_config()?;
-    set_restore_consumer(&mut client, config);
-    let reader: BaseConsumer<ReadToEndContext> =
-        client.create_with_context(ReadToEndContext { reader: "changelog reader" })?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
-    }
-    reader.assign(&assignment)?;
-    let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
-    let mut restored: RestoredPartitions<P::State> =
-        partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
-    let horizon = i64::try_from(config.erasure.horizon.as_millis()).unwrap_or(i64::MAX);
-    let deadline = Instant::now() + RESTORE_TIMEOUT;
-    while !remaining.is_empty() {
-        if Instant::now() > deadline {
-            return Err(RuntimeError::Restore(format!(
-                "changelog partitions {remaining:?} not read to the end in {} s",
-                RESTORE_TIMEOUT.as_secs()
-            )));
+    #[test]
+    fn given_bad_records_then_each_goes_to_the_dlq_with_reason_headers_and_the_partition_moves_on() {
+        let mut core = core();
+        let cases: [(&str, &[u8], &str); 3] = [
+            ("c-1", b"not avro", "malformed"),
+            ("c-2", &view("e-1", "c-1", BASE), "key_mismatch"),
+            ("c-1", &view("e-2", "c-1", BASE + 2 * 86_400_000), "future_timestamp"),
+        ];
+        for (offset, (key, payload, code)) in (7..).zip(cases) {
+            let actions = feed(&mut core, 1, offset, key, payload, BASE).expect("fits");
+            let dead = actions.last().expect("a DLQ record");
+            assert_eq!(header(dead, "error.code"), Some(code), "{key}: {code}");
+            assert_eq!(header(dead, "source.topic"), Some("in"));
+            assert_eq!(header(dead, "source.partition"), Some("1"));
+            assert_eq!(header(dead, "source.offset"), Some(offset.to_string().as_str()));
+            let Action::Produce(record) = dead else { panic!("produce") };
+            assert_eq!((record.topic.as_ref(), record.key.as_deref()), ("dlq", Some(key)), "original key");
+            assert_eq!(record.value.as_deref(), Some(payload), "original bytes");
         }
-        health.tick();
-        match reader.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                remaining.remove(&partition);
-            }
-            Some(Err(error)) => return Err(error.into()),
-            Some(Ok(message)) => {
-                metrics.restored_records.inc();
-                let Some(key) = message.key() else { continue };
-                let customer_id = String::from_utf8_lossy(key).into_owned();
-                let RestoredPartition { customers, markers } =
-                    restored.entry(message.partition()).or_default();
-                if let Some(id) = crate::erasure::marker_id_of(&customer_id) {
-                    match message.payload() {
-                        None => markers.remove(&id),
-                        Some(bytes) => {
-                            let marker: ErasureMarker = rmp_serde::from_slice(bytes).map_err(|e| {
-                                RuntimeError::Restore(format!(
-                                    "erasure marker {customer_id:?} does not decode: {e}"
-                                ))
-                            })?;
-                            markers.insert(id, marker, horizon);
-                        }
-                    }
-                    continue;
-                }
-                match message.payload() {
-                    None => {
-                        customers.remove(&customer_id);
-                    }
-                    Some(bytes) => {
-                        let entry = crate::changelog::decode(processor, bytes).map_err(|e| {
-                            RuntimeError::Restore(format!(
-                                "changelog record {}@{} of {customer_id} does not decode: {e}",
-                                message.partition(),
-                                message.offset()
-                            ))
-                        })?;
-                        customers.insert(customer_id, Box::new(entry));
-                    }
-                }
-            }
-        }
-    }
-    Ok(restored)
-}
-
-fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
-    client
-        .set("group.id", format!("{}-restore", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "20")
-        .set("isolation.level", "read_committed")
-        .set("fetch.max.bytes", "104857600")
-        .set("max.partition.fetch.bytes", "10485760")
-        .set("queued.max.messages.kbytes", "16384");
-}
-
-impl<P: Processor> ConsumerContext for crate::context::EngineContext<P> {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Revoke(list) = rebalance {
-            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
-            let lost = consumer.assignment_lost();
-            info!(?partitions, lost, "partitions revoked");
-            self.engine.lock().expect("engine lock").on_revoked(consumer, &partitions, lost);
-        }
+        let (commit, offsets) = plan(&mut core);
+        assert_eq!(offsets, vec![(1, 10)], "past every bad record");
+        assert!(produced(&commit).is_empty(), "no state changed");
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        if let rdkafka::consumer::Rebalance::Assign(list) = rebalance {
-            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
-            info!(?partitions, "partitions assigned; restoring state before processing them");
-            if let Err(error) = consumer.pause(list) {
-                warn!(%error, "cannot pause newly assigned partitions");
-            }
-            self.engine.lock().expect("engine lock").on_assigned(partitions);
+    #[test]
+    fn given_a_record_too_large_for_the_dlq_then_it_goes_without_its_value() {
+        let mut core = core();
+        let payload = vec![b'x'; 2_000];
+        let actions = feed(&mut core, 0, 0, "c-1", &payload, BASE).expect("fits");
+        let dead = actions.last().expect("a DLQ record");
+        assert_eq!(header(dead, "error.value_omitted_bytes"), Some("2000"));
+        assert_eq!(produced(&actions)[0].2, None);
+    }
+
+    #[test]
+    fn given_a_seen_event_id_then_it_is_a_duplicate_and_changes_nothing() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        plan(&mut core);
+        core.committed();
+        let actions = feed(&mut core, 0, 1, "c-1", &view("e-1", "c-1", BASE), BASE + 1).expect("fits");
+        assert_eq!(produced(&actions), Vec::new(), "a producer's retry");
+        let (commit, offsets) = plan(&mut core);
+        assert_eq!((produced(&commit).len(), offsets), (0, vec![(0, 2)]), "no changelog record, progress");
+    }
+
+    #[test]
+    fn given_an_event_past_a_limit_then_it_is_dead_lettered_and_the_state_is_unchanged() {
+        let mut core = core();
+        for (offset, id) in (0..).zip(["e-1", "e-2", "e-3"]) {
+            feed(&mut core, 0, offset, "c-1", &view(id, "c-1", BASE), BASE).expect("fits");
         }
+        let actions = feed(&mut core, 0, 3, "c-1", &view("e-4", "c-1", BASE), BASE).expect("fits");
+        assert_eq!(header(&actions[0], "error.code"), Some("state_limit"));
+        assert_eq!(header(&actions[0], "error.message"), Some("at most 3 events"));
+        let actions = feed(&mut core, 0, 4, "c-1", &view("e-3", "c-1", BASE), BASE).expect("fits");
+        assert!(actions.is_empty(), "still a duplicate: the refused event was not remembered");
+    }
+
+    #[test]
+    fn given_an_output_too_large_then_abort_rebuild_and_dead_letter_the_record_when_it_comes_again() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let huge = view_of("e-2", "c-1", BASE, "https://shop.example/huge");
+        let too_large = feed(&mut core, 0, 1, "c-1", &huge, BASE).expect_err("the output does not fit");
+        assert_eq!((too_large.partition, too_large.offset), (0, 1));
+        assert!(too_large.message.contains("exceeds its 1000-byte limit"), "{}", too_large.message);
+        assert_eq!(core.aborted(), vec![0, 1], "every owned partition is rebuilt");
+        assert!(!core.is_ready() && !core.has_open_transaction());
+        let skipped = feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("skipped");
+        assert!(skipped.is_empty(), "not restored yet: not applied");
+        assert_eq!(core.take_pending_restore(), vec![0, 1]);
+        assert!(core.install(0, RestoredPartition::default(), false), "rewound to the committed offset");
+        assert!(core.install(1, RestoredPartition::default(), false), "rewound too");
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let actions = feed(&mut core, 0, 1, "c-1", &huge, BASE).expect("dead-lettered, not aborted");
+        assert_eq!(header(&actions[0], "error.code"), Some("record_too_large"));
+        let actions = feed(&mut core, 0, 2, "c-1", &view("e-3", "c-1", BASE), BASE).expect("fits");
+        assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("2"))], "the state before e-2");
+    }
+
+    #[test]
+    fn given_a_state_too_large_for_its_changelog_then_the_commit_names_the_last_event_that_made_it() {
+        let mut core = core();
+        let heavy = view_of("e-1", "c-1", BASE, "https://shop.example/heavy");
+        feed(&mut core, 1, 5, "c-1", &heavy, BASE).expect("the output fits");
+        feed(&mut core, 1, 6, "c-2", &view("e-2", "c-2", BASE), BASE).expect("fits");
+        let mut actions = Vec::new();
+        let too_large = core.plan_commit(&mut actions).expect_err("the state does not fit");
+        assert_eq!((too_large.partition, too_large.offset), (1, 5));
+        core.aborted();
+        for partition in core.take_pending_restore() {
+            core.install(partition, RestoredPartition::default(), false);
+        }
+        let actions = feed(&mut core, 1, 5, "c-1", &heavy, BASE).expect("dead-lettered");
+        assert_eq!(header(&actions[1], "error.code"), Some("record_too_large"));
+    }
+
+    #[test]
+    fn given_a_due_timer_then_it_fires_as_of_its_due_time_before_the_record_that_passes_it() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let actions =
+            feed(&mut core, 0, 1, "c-2", &view("e-2", "c-2", BASE + 5_000), BASE + 5_000).expect("fits");
+        assert_eq!(
+            produced(&actions),
+            vec![("out", Some("c-1"), some("idle at 1000")), ("out", Some("c-2"), some("1"))],
+            "the timer (due at +1 s, as of then) first, then the record"
+        );
+        let Action::Produce(timer) = &actions[0] else { panic!("produce") };
+        assert_eq!(timer.cause, None, "a timer has no causing event");
+    }
+
+    #[test]
+    fn given_a_lagging_partition_then_a_sweep_does_not_follow_the_wall_clock_until_it_caught_up() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let mut actions = Vec::new();
+        core.on_tick(clock(BASE + 10_000), &mut actions);
+        assert!(produced(&actions).is_empty(), "lag: the partition clock stays at its last record");
+        core.on_end_of_partition(0);
+        core.on_tick(clock(BASE + 10_000), &mut actions);
+        assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("idle at 1000"))]);
+    }
+
+    #[test]
+    fn given_more_due_timers_than_a_transaction_takes_then_the_record_waits_for_the_next_one() {
+        let mut core = core_with(3);
+        for (offset, customer) in (0..).zip(["c-1", "c-2", "c-3", "c-4"]) {
+            feed(&mut core, 0, offset, customer, &view(customer, customer, BASE), BASE).expect("fits");
+        }
+        plan(&mut core);
+        core.committed();
+        let actions =
+            feed(&mut core, 0, 4, "c-5", &view("e-5", "c-5", BASE + 5_000), BASE + 5_000).expect("fits");
+        assert_eq!(produced(&actions).len(), 3, "three of four timers fill the transaction");
+        assert_eq!(actions.last(), Some(&Action::Seek { partition: 0, offset: 4 }), "the record comes again");
+        let (_, offsets) = plan(&mut core);
+        assert_eq!(offsets, Vec::new(), "the record did not count as progress");
+        assert!(core.commit_due(Instant::now()), "a full transaction is due");
+    }
+
+    #[test]
+    fn given_an_erasure_then_the_changelog_gets_a_tombstone_and_a_marker_that_drops_older_events() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let erase = event_bytes("e-2", "c-1", BASE + 10, EventPayload::ErasureRequested);
+        feed(&mut core, 0, 1, "c-1", &erase, BASE + 10).expect("fits");
+        let (commit, _) = plan(&mut core);
+        let records = produced(&commit);
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!((records[0].1, records[0].2.as_deref()), (Some("c-1"), None), "the state's tombstone");
+        assert!(
+            records[1].1.is_some_and(|key| key != "c-1") && records[1].2.is_some(),
+            "a marker, keyed by its hash"
+        );
+        core.committed();
+        let late = feed(&mut core, 0, 2, "c-1", &view("e-0", "c-1", BASE - 1), BASE + 20).expect("fits");
+        assert!(produced(&late).is_empty(), "dated before the erasure: dropped");
+        let retry = feed(&mut core, 0, 3, "c-1", &view("e-1", "c-1", BASE + 30), BASE + 30).expect("fits");
+        assert!(produced(&retry).is_empty(), "a retry of an erased event: dropped");
+        let back = feed(&mut core, 0, 4, "c-1", &view("e-9", "c-1", BASE + 40), BASE + 40).expect("fits");
+        assert_eq!(produced(&back), vec![("out", Some("c-1"), some("1"))], "a new relationship starts at 1");
+    }
+
+    #[test]
+    fn given_a_committed_changelog_when_restored_then_windows_states_and_markers_come_back() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        feed(&mut core, 0, 1, "c-2", &view("e-2", "c-2", BASE), BASE).expect("fits");
+        let erase = event_bytes("e-3", "c-2", BASE + 1, EventPayload::ErasureRequested);
+        feed(&mut core, 0, 2, "c-2", &erase, BASE + 1).expect("fits");
+        let (commit, _) = plan(&mut core);
+        core.committed();
+        // Read back as the restore reads a changelog partition, into a fresh core.
+        let mut restored = RestoredPartition::default();
+        for action in &commit {
+            let Action::Produce(record) = action else { continue };
+            let key = record.key.as_deref().expect("keyed").as_bytes();
+            restored.read(&Tally, key, record.value.as_deref(), 86_400_000).expect("decodes");
+        }
+        let mut fresh = core_with(10_000);
+        fresh.on_revoked(&[0]);
+        fresh.on_assigned([0]);
+        fresh.take_pending_restore();
+        assert!(!fresh.install(0, restored, false), "a new assignment resumes where the group committed");
+        let again = feed(&mut fresh, 0, 3, "c-1", &view("e-1", "c-1", BASE), BASE + 2).expect("fits");
+        assert!(produced(&again).is_empty(), "the dedupe window came back");
+        let next = feed(&mut fresh, 0, 4, "c-1", &view("e-4", "c-1", BASE), BASE + 2).expect("fits");
+        assert_eq!(produced(&next), vec![("out", Some("c-1"), some("2"))], "the state came back");
+        let erased = feed(&mut fresh, 0, 5, "c-2", &view("e-0", "c-2", BASE - 5), BASE + 3).expect("fits");
+        assert!(produced(&erased).is_empty(), "the marker came back");
+        assert!(
+            RestoredPartition::<Count>::default().read(&Tally, b"c-9", Some(b"\xc1\x09"), 0).is_err(),
+            "a state written by a newer release does not decode"
+        );
+    }
+
+    #[test]
+    fn given_revoked_and_reset_partitions_then_their_state_is_dropped_and_restored() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        feed(&mut core, 1, 0, "c-2", &view("e-2", "c-2", BASE), BASE).expect("fits");
+        core.on_revoked(&[1]);
+        let (_, offsets) = plan(&mut core);
+        assert_eq!(offsets, vec![(0, 1)], "a revoked partition's progress is not committed by this member");
+        core.reset();
+        assert!(!core.has_open_transaction(), "a re-created producer's transaction is gone");
+        assert_eq!(core.take_pending_restore(), vec![0], "what is owned is restored");
+        assert!(core.is_ready(), "once taken for restore");
     }
 }

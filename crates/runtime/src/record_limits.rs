@@ -49,8 +49,23 @@ impl RecordLimits {
         Ok(Self { admin: client.create()?, producer_max, by_topic: FxHashMap::default() })
     }
 
+    fn topic_max_message_bytes(&self, topic: &str) -> Result<usize, String> {
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let resources = [ResourceSpecifier::Topic(topic)];
+        let request = self.admin.describe_configs(&resources, &options);
+        let results = tokio::runtime::Handle::current().block_on(request).map_err(|e| e.to_string())?;
+        let resource = results.into_iter().next().ok_or("no answer")?.map_err(|e| e.to_string())?;
+        let value = resource
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.clone())
+            .ok_or("no max.message.bytes")?;
+        value.parse().map_err(|e| format!("max.message.bytes {value:?}: {e}"))
+    }
+}
+
+impl crate::engine::TopicLimits for RecordLimits {
     /// The largest record `topic` takes from this service.
-    pub(crate) fn limit(&mut self, topic: &str) -> usize {
+    fn limit(&mut self, topic: &str) -> usize {
         if let Some(limit) = self.by_topic.get(topic) {
             return *limit;
         }
@@ -66,19 +81,6 @@ impl RecordLimits {
         info!(topic, limit, "largest record this topic takes");
         self.by_topic.insert(topic.to_owned(), limit);
         limit
-    }
-
-    fn topic_max_message_bytes(&self, topic: &str) -> Result<usize, String> {
-        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-        let resources = [ResourceSpecifier::Topic(topic)];
-        let request = self.admin.describe_configs(&resources, &options);
-        let results = tokio::runtime::Handle::current().block_on(request).map_err(|e| e.to_string())?;
-        let resource = results.into_iter().next().ok_or("no answer")?.map_err(|e| e.to_string())?;
-        let value = resource
-            .get("max.message.bytes")
-            .and_then(|entry| entry.value.clone())
-            .ok_or("no max.message.bytes")?;
-        value.parse().map_err(|e| format!("max.message.bytes {value:?}: {e}"))
     }
 }
 

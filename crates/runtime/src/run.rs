@@ -9,12 +9,14 @@ use chrono::Utc;
 use prometheus_client::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 use crate::context::EngineContext;
-use crate::engine::{Engine, EngineConsumer, Now};
+use crate::driver::Driver;
+use crate::engine::{CoreSettings, EngineCore, InputRecord, Now};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::processor::Processor;
@@ -100,6 +102,8 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
     processed.and(served)
 }
 
+type EngineConsumer<P> = BaseConsumer<EngineContext<P>>;
+
 fn create_consumer<P: Processor>(
     config: &RuntimeConfig,
     context: EngineContext<P>,
@@ -132,15 +136,15 @@ fn processing_loop<P: Processor>(
 ) -> Result<(), RuntimeError> {
     health.tick();
     let producer = create_transactional_producer(&config)?;
-    let engine = Arc::new(Mutex::new(Engine::new(
+    let core = EngineCore::new(
         processor,
-        config.clone(),
-        producer,
+        CoreSettings::new(&config),
+        Box::new(RecordLimits::new(&config)?),
         metrics.clone(),
-        health.clone(),
-        RecordLimits::new(&config)?,
-    )));
-    let context = EngineContext { engine: engine.clone(), metrics, input_topic: config.input_topic.clone() };
+    );
+    let driver =
+        Arc::new(Mutex::new(Driver::new(core, config.clone(), producer, metrics.clone(), health.clone())));
+    let context = EngineContext { driver: driver.clone(), metrics, input_topic: config.input_topic.clone() };
     let consumer = create_consumer(&config, context)?;
     consumer.subscribe(&[&config.input_topic])?;
     let mut clock = LoopClock::new();
@@ -153,40 +157,37 @@ fn processing_loop<P: Processor>(
             health.tick();
         }
         if shutdown.is_cancelled() {
-            return leave(&consumer, &engine);
+            return leave(&consumer, &driver);
         }
         {
-            let mut engine = engine.lock().expect("engine lock");
-            if let Some(failure) = engine.failure.take() {
-                return Err(failure);
-            }
-            if engine.needs_reset {
-                engine.reset(&consumer)?;
-            }
-            if engine.has_pending_restore() {
-                // A restore can outlast the transaction timeout: commit the open one first.
-                engine.commit(&consumer);
-                if !engine.needs_reset && engine.failure.is_none() {
-                    engine.restore_pending(&consumer, false)?;
-                }
-            }
-            health.set_ready(engine.is_ready());
+            let mut driver = driver.lock().expect("driver lock");
+            driver.recover(&consumer)?;
+            health.set_ready(driver.is_ready());
         }
-        match consumer.poll(Duration::from_millis(10)) {
-            Some(Ok(message)) => engine.lock().expect("engine lock").process(&consumer, &message, now),
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                engine.lock().expect("engine lock").caught_up(partition)
+        // Polled without the lock: the rebalance callbacks inside take it.
+        let polled = consumer.poll(Duration::from_millis(10));
+        let mut driver = driver.lock().expect("driver lock");
+        match polled {
+            Some(Ok(message)) => {
+                let record = InputRecord {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key(),
+                    payload: message.payload(),
+                    timestamp: message.timestamp().to_millis(),
+                };
+                driver.on_record(&consumer, &record, now);
             }
+            Some(Err(KafkaError::PartitionEOF(partition))) => driver.on_end_of_partition(partition),
             None => {}
             Some(Err(error)) => warn!(%error, "consumer error"),
         }
-        let mut engine = engine.lock().expect("engine lock");
         if now.instant.duration_since(last_timers) >= config.timer_interval {
             last_timers = now.instant;
-            engine.fire_timers(&consumer, now);
+            driver.on_tick(&consumer, now);
         }
-        if engine.commit_due(now.instant) {
-            engine.commit(&consumer);
+        if driver.commit_due(now.instant) {
+            driver.commit(&consumer);
         }
     }
 }
@@ -217,28 +218,12 @@ impl LoopClock {
 
 /// Graceful stop: commit the open transaction, leave the group (the revoke callback runs inside
 /// the polls below), close.
-fn leave<P: Processor>(consumer: &EngineConsumer<P>, engine: &Mutex<Engine<P>>) -> Result<(), RuntimeError> {
-    {
-        let mut engine = engine.lock().expect("engine lock");
-        engine.commit(consumer);
-        if let Some(failure) = engine.failure.take() {
-            return Err(failure);
-        }
-        if engine.needs_reset {
-            // Not lost (the transaction is atomic and a restart restores from Kafka), but not a
-            // clean stop either.
-            return Err(RuntimeError::UnknownOutcome);
-        }
-    }
+fn leave<P: Processor>(consumer: &EngineConsumer<P>, driver: &Mutex<Driver<P>>) -> Result<(), RuntimeError> {
+    driver.lock().expect("driver lock").commit_before_leaving(consumer)?;
     consumer.unsubscribe();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline && !consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
         let _ = consumer.poll(Duration::from_millis(50));
     }
-    let mut engine = engine.lock().expect("engine lock");
-    engine.abort(consumer);
-    match engine.failure.take() {
-        Some(failure) => Err(failure),
-        None => Ok(()),
-    }
+    driver.lock().expect("driver lock").finish(consumer)
 }

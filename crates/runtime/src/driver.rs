@@ -1,0 +1,496 @@
+//! The Kafka driver: executes the core's [`Action`]s with the transactional producer and the
+//! consumer, and turns librdkafka's errors into the core's abort, reset or a fatal stop. The
+//! decisions themselves are in `engine.rs`; the changelog reader is in `restore.rs`.
+//!
+//! It lives behind a mutex shared by the processing loop and the consumer's rebalance callbacks
+//! (`context.rs`), which librdkafka runs inside `poll` on the loop's own thread: the lock is never
+//! contended, it only lets the revoke callback commit the open transaction before partitions
+//! leave (after the callback returns, the commit's offsets would belong to another member).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use crate::config::RuntimeConfig;
+use crate::engine::{Action, CAUSE_HEADER, EngineCore, InputRecord, Now, OutRecord, TooLarge};
+use crate::metrics::{Metrics, TransactionOutcome, TransactionOutcomeLabel};
+use crate::processor::Processor;
+use crate::server::Health;
+use crate::{RuntimeError, TxnProducer};
+
+/// How a failed transactional call must be handled (librdkafka's error classes, plus Jepsen's
+/// advice to treat an unknown outcome as a reason to start over, not to retry).
+#[derive(Debug)]
+enum Failure {
+    /// Abort, rebuild state and positions from Kafka, go on.
+    Abortable(KafkaError),
+    /// The outcome is unknown (a timeout): re-create the producer and rebuild state from Kafka.
+    Indefinite(KafkaError),
+    /// The producer is dead (fenced and the like): exit non-zero.
+    Fatal(KafkaError),
+    /// A record would not fit its topic (the core noted its cause): abort and rebuild.
+    TooLarge(TooLarge),
+}
+
+fn classify(error: KafkaError) -> Failure {
+    match &error {
+        KafkaError::Transaction(rd) if rd.is_fatal() => Failure::Fatal(error),
+        KafkaError::Transaction(rd) if rd.txn_requires_abort() => Failure::Abortable(error),
+        KafkaError::Transaction(rd)
+            if rd.is_retriable() || rd.code() == RDKafkaErrorCode::OperationTimedOut =>
+        {
+            Failure::Indefinite(error)
+        }
+        KafkaError::Transaction(_) => Failure::Fatal(error),
+        // A flush timeout inside commit and the like: the outcome is not known for sure.
+        _ => Failure::Indefinite(error),
+    }
+}
+
+/// What the processing loop must do before it goes on, after a failure (possibly inside a
+/// rebalance callback, which cannot return one).
+#[derive(Debug)]
+enum Condition {
+    Working,
+    /// An unknown outcome: re-create the producer and restore everything.
+    NeedsReset,
+    /// Exit non-zero.
+    Failed(RuntimeError),
+}
+
+pub(crate) struct Driver<P: Processor> {
+    core: EngineCore<P>,
+    config: Arc<RuntimeConfig>,
+    producer: TxnProducer,
+    /// `begin_transaction` succeeded and neither commit nor abort ended it yet.
+    producer_in_transaction: bool,
+    metrics: Arc<Metrics>,
+    /// Ticked while a restore reads the changelog: that is progress, and it may take minutes.
+    health: Arc<Health>,
+    condition: Condition,
+    /// Reused for every record's actions.
+    actions: Vec<Action>,
+    /// Records processed, for sampling the processing-time histogram.
+    records_seen: u64,
+}
+
+impl<P: Processor> std::fmt::Debug for Driver<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("core", &self.core)
+            .field("condition", &self.condition)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Processor> Driver<P> {
+    pub(crate) fn new(
+        core: EngineCore<P>,
+        config: Arc<RuntimeConfig>,
+        producer: TxnProducer,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            core,
+            config,
+            producer,
+            producer_in_transaction: false,
+            metrics,
+            health,
+            condition: Condition::Working,
+            actions: Vec::new(),
+            records_seen: 0,
+        }
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.core.is_ready() && matches!(self.condition, Condition::Working)
+    }
+
+    /// Partitions were assigned (in the rebalance callback): they stay paused until restored.
+    pub(crate) fn on_assigned(&mut self, partitions: Vec<i32>) {
+        self.core.on_assigned(partitions);
+    }
+
+    /// Partitions are about to be revoked (in the rebalance callback): commit what was done, or
+    /// abort if they are already lost to another member, then forget their state.
+    pub(crate) fn on_revoked<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &[i32],
+        lost: bool,
+    ) {
+        if lost {
+            self.core.on_revoked(partitions);
+            self.abort(consumer);
+        } else {
+            self.commit(consumer);
+        }
+        self.core.on_revoked(partitions);
+    }
+
+    /// Before the next poll: stops on a fatal failure, re-creates the producer after an unknown
+    /// outcome, and restores newly assigned or rebuilt partitions.
+    pub(crate) fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
+        match std::mem::replace(&mut self.condition, Condition::Working) {
+            Condition::Failed(error) => return Err(error),
+            Condition::NeedsReset => self.reset(consumer)?,
+            Condition::Working => {}
+        }
+        if self.core.has_pending_restore() {
+            // A restore can outlast the transaction timeout: commit the open one first.
+            self.commit(consumer);
+            if matches!(self.condition, Condition::Working) {
+                self.restore_pending(consumer, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes one input record inside the open transaction. Failures are handled here.
+    pub(crate) fn on_record<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        record: &InputRecord<'_>,
+        now: Now,
+    ) {
+        if !matches!(self.condition, Condition::Working) {
+            // A rebalance callback inside this poll hit an unknown outcome or a fatal error: the
+            // reset (or the exit) comes first, and the reset rewinds to the committed offsets.
+            return;
+        }
+        // Clock reads cost here (no TSC in some VMs): time one record in 32.
+        self.records_seen = self.records_seen.wrapping_add(1);
+        let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
+        let mut actions = std::mem::take(&mut self.actions);
+        let result = match self.core.on_record(record, now, &mut actions) {
+            Ok(()) => self.execute(consumer, &mut actions),
+            Err(too_large) => Err(Failure::TooLarge(too_large)),
+        };
+        actions.clear();
+        self.actions = actions;
+        if let Err(failure) = result {
+            self.handle(consumer, failure);
+        }
+        if let Some(started) = timed {
+            self.metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The consumer reached the end of `partition`: its clock may follow the wall clock now.
+    pub(crate) fn on_end_of_partition(&mut self, partition: i32) {
+        self.core.on_end_of_partition(partition);
+    }
+
+    /// Runs the due timers of every restored partition inside the open transaction.
+    pub(crate) fn on_tick<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, now: Now) {
+        if !matches!(self.condition, Condition::Working) {
+            return;
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core.on_tick(now, &mut actions);
+        let result = self.execute(consumer, &mut actions);
+        actions.clear();
+        self.actions = actions;
+        if let Err(failure) = result {
+            self.handle(consumer, failure);
+        }
+    }
+
+    pub(crate) fn commit_due(&self, now: Instant) -> bool {
+        self.core.commit_due(now)
+    }
+
+    fn execute<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Failure> {
+        for action in actions.drain(..) {
+            match action {
+                Action::BeginTransaction => {
+                    self.producer.begin_transaction().map_err(classify)?;
+                    self.producer_in_transaction = true;
+                }
+                Action::Produce(record) => self.send(&record)?,
+                Action::Seek { partition, offset } => consumer
+                    .seek(
+                        &self.config.input_topic,
+                        partition,
+                        Offset::Offset(offset),
+                        Duration::from_secs(10),
+                    )
+                    .map_err(Failure::Abortable)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Produces one record; those caused by an event carry its id in the header
+    /// `cause.event_id`, so any output can be traced back to its input.
+    fn send(&self, out: &OutRecord) -> Result<(), Failure> {
+        let mut record = BaseRecord::<str, [u8]>::to(&out.topic);
+        if let Some(partition) = out.partition {
+            record = record.partition(partition);
+        }
+        if let Some(key) = &out.key {
+            record = record.key(key.as_str());
+        }
+        if let Some(value) = &out.value {
+            record = record.payload(value.as_slice());
+        }
+        if out.cause.is_some() || !out.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(out.headers.len() + 1);
+            if let Some(cause) = &out.cause {
+                headers = headers.insert(Header { key: CAUSE_HEADER, value: Some(cause.as_ref()) });
+            }
+            for (name, value) in &out.headers {
+                headers = headers.insert(Header { key: name, value: Some(value.as_str()) });
+            }
+            record = record.headers(headers);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error @ KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
+                    return Err(Failure::Fatal(error));
+                }
+                Err((error, _)) => return Err(Failure::Abortable(error)),
+            }
+        }
+    }
+
+    /// Commits the open transaction: changelog records of every customer it touched, the input
+    /// offsets with the group metadata (KIP-447), then the commit itself.
+    pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if !self.core.has_open_transaction() {
+            return;
+        }
+        let started = Instant::now();
+        match self.try_commit(consumer) {
+            Ok(()) => {
+                self.producer_in_transaction = false;
+                let now = Utc::now().timestamp_millis();
+                for created in self.core.committed() {
+                    self.metrics.end_to_end_seconds.observe((now - created).max(0) as f64 / 1000.0);
+                }
+                self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .transactions
+                    .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Committed })
+                    .inc();
+            }
+            Err(failure) => self.handle(consumer, failure),
+        }
+    }
+
+    fn try_commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), Failure> {
+        let started = Instant::now();
+        let mut actions = std::mem::take(&mut self.actions);
+        let planned = self.core.plan_commit(&mut actions).map_err(Failure::TooLarge);
+        let executed = planned.and_then(|offsets| Ok((offsets, self.execute(consumer, &mut actions)?)));
+        actions.clear();
+        self.actions = actions;
+        let Some(offsets) = executed?.0 else { return Ok(()) };
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in offsets {
+            list.add_partition_offset(&self.config.input_topic, partition, Offset::Offset(next))
+                .map_err(Failure::Fatal)?;
+        }
+        let timeout = self.config.transactional_call_timeout();
+        if list.count() > 0 {
+            let metadata = consumer.group_metadata().ok_or_else(|| {
+                Failure::Abortable(KafkaError::Subscription("no consumer group metadata".to_owned()))
+            })?;
+            self.producer.send_offsets_to_transaction(&list, &metadata, timeout).map_err(classify)?;
+        }
+        let offsets_sent = Instant::now();
+        self.wait_for_deliveries(timeout)?;
+        self.producer.commit_transaction(timeout).map_err(classify)?;
+        debug!(
+            send_offsets_ms = (offsets_sent - started).as_secs_f64() * 1000.0,
+            commit_ms = offsets_sent.elapsed().as_secs_f64() * 1000.0,
+            "transaction committed"
+        );
+        Ok(())
+    }
+
+    /// Waits until every record of the transaction is acknowledged. rust-rdkafka's
+    /// `commit_transaction` flushes too, but its flush sleeps in 100 ms polls of a queue that the
+    /// threaded producer's own thread drains: it would add 100 ms to every commit.
+    fn wait_for_deliveries(&self, timeout: Duration) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(Failure::Indefinite(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        Ok(())
+    }
+
+    fn handle<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, failure: Failure) {
+        match failure {
+            Failure::Abortable(error) => {
+                warn!(%error, "transaction failed; aborting and rewinding to the last commit");
+                self.abort(consumer);
+            }
+            Failure::Indefinite(error) => {
+                warn!(%error, "transactional call with unknown outcome; re-creating the producer");
+                self.core.drop_ledger();
+                self.producer_in_transaction = false;
+                self.condition = Condition::NeedsReset;
+            }
+            Failure::Fatal(error) => {
+                self.core.drop_ledger();
+                self.producer_in_transaction = false;
+                self.condition = Condition::Failed(RuntimeError::Fatal(error));
+            }
+            Failure::TooLarge(TooLarge { partition, offset, message }) => {
+                warn!(partition, offset, %message, "aborting to dead-letter the record that caused it");
+                self.abort(consumer);
+            }
+        }
+    }
+
+    /// Aborts the open transaction, then has the core rebuild every owned partition (paused here
+    /// until restored). The rebuild happens even with no transaction open: the record whose
+    /// failure led here was polled (the position is past it) but not processed.
+    pub(crate) fn abort<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if std::mem::take(&mut self.producer_in_transaction) {
+            if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
+                self.core.drop_ledger();
+                match classify(error) {
+                    Failure::Fatal(error) => self.condition = Condition::Failed(RuntimeError::Fatal(error)),
+                    other => {
+                        warn!(error = ?other, "abort failed; re-creating the producer");
+                        self.condition = Condition::NeedsReset;
+                    }
+                }
+                return;
+            }
+            self.metrics
+                .transactions
+                .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
+                .inc();
+        }
+        let owned = self.core.aborted();
+        if owned.is_empty() {
+            return;
+        }
+        let mut paused = TopicPartitionList::new();
+        for partition in &owned {
+            paused.add_partition(&self.config.input_topic, *partition);
+        }
+        if let Err(error) = consumer.pause(&paused) {
+            // Records fetched meanwhile are skipped: the partition is not restored yet.
+            warn!(%error, "cannot pause partitions to rebuild after an abort");
+        }
+    }
+
+    /// Starts over after an unknown outcome: a new producer (whose `init_transactions` fences the
+    /// old one and completes or aborts its transaction), then every partition's state restored
+    /// from the changelog and every partition rewound to the group's committed offsets.
+    fn reset<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
+        self.metrics.producer_resets.inc();
+        self.producer_in_transaction = false;
+        self.core.reset();
+        self.producer = crate::create_transactional_producer(&self.config)?;
+        self.restore_pending(consumer, true)
+    }
+
+    /// Restores the state of every partition waiting for it, then lets it be processed.
+    fn restore_pending<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        rewind: bool,
+    ) -> Result<(), RuntimeError> {
+        let partitions = self.core.take_pending_restore();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut input = TopicPartitionList::new();
+        for partition in &partitions {
+            input.add_partition(&self.config.input_topic, *partition);
+        }
+        // Offsets first: a read_committed fetch waits while the last transaction's commit markers
+        // are still being written (KIP-447, require_stable), and by then the changelog's are too
+        // in practice, so the state read next is not older than the offsets it resumes from.
+        let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
+        let mut restored = crate::restore::read_changelog(
+            self.core.processor(),
+            &self.config,
+            &partitions,
+            self.core.horizon_ms(),
+            &self.metrics,
+            &self.health,
+        )?;
+        for partition in &partitions {
+            let state = restored.remove(partition).unwrap_or_default();
+            if self.core.install(*partition, state, rewind) {
+                let target = match committed
+                    .find_partition(&self.config.input_topic, *partition)
+                    .map(|element| element.offset())
+                {
+                    Some(Offset::Offset(offset)) => Offset::Offset(offset),
+                    _ => Offset::Beginning,
+                };
+                consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))?;
+            }
+        }
+        consumer.resume(&input)?;
+        self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        info!(
+            partitions = ?partitions,
+            customers = self.core.customer_count(),
+            seconds = started.elapsed().as_secs_f64(),
+            "state restored"
+        );
+        Ok(())
+    }
+
+    /// Graceful stop, first half: commit the open transaction. Returns the error that makes the
+    /// stop unclean, if any.
+    pub(crate) fn commit_before_leaving<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
+        self.commit(consumer);
+        match std::mem::replace(&mut self.condition, Condition::Working) {
+            Condition::Failed(error) => Err(error),
+            // Not lost (the transaction is atomic and a restart restores from Kafka), but not a
+            // clean stop either.
+            Condition::NeedsReset => Err(RuntimeError::UnknownOutcome),
+            Condition::Working => Ok(()),
+        }
+    }
+
+    /// Graceful stop, second half, after the group was left: abort whatever a late callback
+    /// opened.
+    pub(crate) fn finish<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
+        self.abort(consumer);
+        match std::mem::replace(&mut self.condition, Condition::Working) {
+            Condition::Failed(error) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
