@@ -10,24 +10,16 @@ Prints every violation and exits 1 if there is one.
 
 import json
 import sys
+from pathlib import Path
 
 import yaml
 
-SPEC_TOPICS = {
-    "touchpoint.events.v1": "delete",
-    "touchpoint.events.dlq.v1": "delete",
-    "customer.profiles.v1": "compact",
-    "customer.suppressions.v1": "compact",
-    "customer.channel-affinity.v1": "compact",
-    "loyalty.ledger.v1": "delete",
-    "loyalty.balances.v1": "compact",
-    "profile-updater.state.v1": "compact",
-    "suppression.state.v1": "compact",
-    "channel-affinity.state.v1": "compact",
-    "loyalty-points.state.v1": "compact",
-}
-STREAM_PROCESSORS = {"profile-updater", "suppression", "channel-affinity", "loyalty-points"}
-HTTP = {"ingest-gateway", "customer-api"}
+# The service registry (crates/model/src/services.rs, written out by `omni services`).
+REGISTRY = json.loads((Path(__file__).resolve().parents[1] / "services.json").read_text())
+SPEC_TOPICS = {t["name"]: "compact" if t["cleanup"] == "compact" else "delete" for t in REGISTRY["topics"]}
+STREAM_PROCESSORS = {s["name"] for s in REGISTRY["services"] if s["kind"] == "stream_processor"}
+HTTP = {s["name"] for s in REGISTRY["services"] if s["kind"] == "http"}
+ADMIN_PORTS = {s["name"]: s["admin_port"] for s in REGISTRY["services"]}
 # Longest drain: the open transaction is committed or aborted within the transaction timeout.
 TRANSACTION_TIMEOUT_SECONDS = 10
 # The binaries' default (`--shutdown-grace-seconds`).
@@ -112,6 +104,9 @@ def lint(objects, source):
         problems.append(f"{source}: Deployments {sorted(deployments)}, expected {sorted(STREAM_PROCESSORS | HTTP)}")
     for name, deployment in deployments.items():
         check_deployment(f"{source}: Deployment {name}", deployment, problems, config_maps)
+        admin = [p["containerPort"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", []) if p.get("name") == "admin"]
+        if name in ADMIN_PORTS and admin != [ADMIN_PORTS[name]]:
+            problems.append(f"{source}: Deployment {name} admin port {admin}, the registry says {ADMIN_PORTS[name]}")
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         if not any(selects(p["spec"]["selector"], labels) for p in by_kind.get("PodDisruptionBudget", [])):
             problems.append(f"{source}: Deployment {name} has no PodDisruptionBudget")

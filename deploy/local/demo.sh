@@ -19,7 +19,14 @@ fi
 
 # A process left from an earlier run would answer the readiness checks below in place of a new
 # one that failed to bind.
-for port in 8080 8081 9101 9102 9103 9104 9105 9106; do
+# The service registry (crates/model/src/services.rs, written out by `omni services`): name, admin
+# port, HTTP port, one service per line, in start order.
+services="$(python3 -c '
+import json
+for s in json.load(open("deploy/services.json"))["services"]:
+    print(s["name"], s["admin_port"], s["http_port"] or "")
+')"
+for port in $(awk '{print $2, $3}' <<<"$services"); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "something already listens on 127.0.0.1:$port; stop it (make down) and run make demo again" >&2
     exit 1
@@ -64,19 +71,14 @@ wait_ready() {
   echo "   $name ready (admin 127.0.0.1:$port)"
 }
 
-echo "== starting profile-updater, suppression, channel-affinity, loyalty-points, ingest-gateway, customer-api (logs in $logs/)"
-start profile-updater --instance-id demo
-start suppression --instance-id demo
-start channel-affinity --instance-id demo
-start loyalty-points --instance-id demo
-start ingest-gateway
-start customer-api
-wait_ready profile-updater 9101
-wait_ready suppression 9102
-wait_ready channel-affinity 9103
-wait_ready loyalty-points 9104
-wait_ready ingest-gateway 9105
-wait_ready customer-api 9106
+echo "== starting $(awk '{print $1}' <<<"$services" | paste -sd' ') (logs in $logs/)"
+while read -r name _ http_port; do
+  # The stream processors' transactional ids: stable across demo runs, so a restart fences the last.
+  if [[ -z "$http_port" ]]; then start "$name" --instance-id demo; else start "$name"; fi
+done <<<"$services"
+while read -r name admin_port _; do
+  wait_ready "$name" "$admin_port"
+done <<<"$services"
 
 cat <<TEXT
 == try it yourself while it runs:

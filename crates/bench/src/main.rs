@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use clap::Parser;
+use omnistream_model::services::{OutputSpec, stream_processors};
 use omnistream_runtime::CAUSE_HEADER;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_sim::{SimConfig, Simulator};
@@ -151,34 +152,35 @@ fn time_drain(
     }
 }
 
-/// A service binary under benchmark and the flag naming its output topic.
+/// A service binary under benchmark and the flags naming its output topics.
 #[derive(Clone, Copy)]
 struct BenchService {
     name: &'static str,
-    binary: &'static str,
     /// The output with one record per event: the latency is measured on it.
     output_flag: &'static str,
     /// The service's other outputs, each on a topic of its own.
-    other_output_flags: &'static [&'static str],
+    other_outputs: &'static [OutputSpec],
 }
 
-const fn service(name: &'static str, output_flag: &'static str) -> BenchService {
-    BenchService { name, binary: name, output_flag, other_output_flags: &[] }
+/// The reference service of `crates/reference`: the runtime's own cost.
+const COUNTER: BenchService =
+    BenchService { name: "event-counter", output_flag: "--output-topic", other_outputs: &[] };
+
+/// Every benchmarked service, in table order: the counter, then the registry's stream processors
+/// (each one's first output has one record per event).
+fn bench_services() -> Vec<BenchService> {
+    let registered = stream_processors().map(|spec| {
+        let (first, rest) = spec.outputs.split_first().expect("a stream processor writes a topic");
+        BenchService { name: spec.name, output_flag: first.flag, other_outputs: rest }
+    });
+    std::iter::once(COUNTER).chain(registered).collect()
 }
-const COUNTER: BenchService = service("event-counter", "--output-topic");
-const PROFILE_UPDATER: BenchService = service("profile-updater", "--profiles-topic");
-const SUPPRESSION: BenchService = service("suppression", "--suppressions-topic");
-const CHANNEL_AFFINITY: BenchService = service("channel-affinity", "--affinity-topic");
-const LOYALTY_POINTS: BenchService =
-    BenchService { other_output_flags: &["--ledger-topic"], ..service("loyalty-points", "--balances-topic") };
-/// Every benchmarked service, in table order.
-const SERVICES: [BenchService; 5] = [COUNTER, PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY, LOYALTY_POINTS];
 
 struct BenchTopics {
     group: String,
     input: String,
     output: String,
-    /// One per `other_output_flags` of the service.
+    /// One per `other_outputs` of the service.
     other_outputs: Vec<String>,
     dlq: String,
     changelog: String,
@@ -190,7 +192,7 @@ async fn bench_topics(label: &str, input: &str, partitions: i32, service: BenchS
         input: input.to_owned(),
         output: unique_topic(&format!("bench-{label}-out")),
         other_outputs: service
-            .other_output_flags
+            .other_outputs
             .iter()
             .enumerate()
             .map(|(i, _)| unique_topic(&format!("bench-{label}-out{i}")))
@@ -231,10 +233,10 @@ fn spawn_service(
         "--admin-addr",
         &admin,
     ];
-    for (flag, topic) in service.other_output_flags.iter().zip(&topics.other_outputs) {
-        args.extend([*flag, topic.as_str()]);
+    for (output, topic) in service.other_outputs.iter().zip(&topics.other_outputs) {
+        args.extend([output.flag, topic.as_str()]);
     }
-    Ok(ServiceProcess::spawn(&binary(service.binary)?, label, &args, &[("RUST_LOG", "info,rdkafka=warn")]))
+    Ok(ServiceProcess::spawn(&binary(service.name)?, label, &args, &[("RUST_LOG", "info,rdkafka=warn")]))
 }
 
 fn wait_ready(port: u16, deadline: Duration) -> anyhow::Result<Duration> {
@@ -423,7 +425,7 @@ async fn main() -> anyhow::Result<()> {
     let selected = |name: &str| args.services.is_empty() || args.services.iter().any(|n| n == name);
     // Each service's output topics after its drain: the customer-api benchmark serves them.
     let mut drained: HashMap<&str, BenchTopics> = HashMap::new();
-    for service in SERVICES.into_iter().filter(|s| selected(s.name)) {
+    for service in bench_services().into_iter().filter(|s| selected(s.name)) {
         let name = service.name;
         // Drain: decode, validate, dedupe, state, changelog, transactions.
         let topics = bench_topics(name, &input, args.partitions, service).await;
@@ -611,33 +613,21 @@ fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>) -> anyhow::Result
             format!("the customer-api benchmark serves {name}'s drained outputs: run it too")
         })
     };
-    let (profiles, suppressions, affinity, loyalty) = (
-        topics("profile-updater")?,
-        topics("suppression")?,
-        topics("channel-affinity")?,
-        topics("loyalty-points")?,
-    );
     let port = free_port();
     let http_addr = format!("127.0.0.1:{port}");
+    let mut api_args = vec!["--http-addr", &http_addr, "--admin-addr", "127.0.0.1:0"];
+    // It reads each processor's drained outputs under the flags the processor wrote them with.
+    for spec in stream_processors() {
+        let drained = topics(spec.name)?;
+        let outputs = std::iter::once(&drained.output).chain(&drained.other_outputs);
+        for (output, topic) in spec.outputs.iter().zip(outputs) {
+            api_args.extend([output.flag, topic.as_str()]);
+        }
+    }
     let mut api = ServiceProcess::spawn(
         &binary("customer-api")?,
         "bench-customer-api",
-        &[
-            "--http-addr",
-            &http_addr,
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--profiles-topic",
-            &profiles.output,
-            "--suppressions-topic",
-            &suppressions.output,
-            "--affinity-topic",
-            &affinity.output,
-            "--balances-topic",
-            &loyalty.output,
-            "--ledger-topic",
-            &loyalty.other_outputs[0],
-        ],
+        &api_args,
         &[("RUST_LOG", "warn")],
     );
     let catch_up = wait_ready(port, Duration::from_secs(900))?;

@@ -50,11 +50,8 @@ fn main() -> ExitCode {
         eprintln!("channel-affinity: {problem}");
         return ExitCode::from(2);
     }
-    let service = ServiceInfo {
-        name: "channel-affinity",
-        default_admin_addr: "127.0.0.1:9103".parse().expect("address"),
-        version: env!("CARGO_PKG_VERSION"),
-    };
+    let service =
+        ServiceInfo::registered(&omnistream_model::services::CHANNEL_AFFINITY, env!("CARGO_PKG_VERSION"));
     let processor =
         ChannelAffinityProcessor { config: Arc::new(config), affinity_topic: Arc::from(args.affinity_topic) };
     run_service(service, args.runtime, processor)

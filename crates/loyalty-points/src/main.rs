@@ -41,10 +41,7 @@ fn main() -> ExitCode {
         },
         None => LoyaltyRules::default(),
     };
-    let service = ServiceInfo {
-        name: "loyalty-points",
-        default_admin_addr: "127.0.0.1:9104".parse().expect("address"),
-        version: env!("CARGO_PKG_VERSION"),
-    };
+    let service =
+        ServiceInfo::registered(&omnistream_model::services::LOYALTY_POINTS, env!("CARGO_PKG_VERSION"));
     run_service(service, args.runtime, LoyaltyPoints::new(rules, &args.ledger_topic, &args.balances_topic))
 }

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod event;
 pub mod json;
 pub mod records;
+pub mod services;
 pub mod sorted_map;
 pub mod tickets;
 pub mod topics;

@@ -1,7 +1,11 @@
-//! The topics of SPEC 3 with their default names and cleanup policies.
+//! The topics of SPEC 3 with their default names and cleanup policies; which service writes
+//! which is in `services.rs`.
+
+use serde::Serialize;
 
 /// How a topic keeps its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Cleanup {
     /// Time-based retention.
     Delete { retention_ms: i64 },
@@ -10,7 +14,7 @@ pub enum Cleanup {
 }
 
 /// One pipeline topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TopicSpec {
     pub name: &'static str,
     pub cleanup: Cleanup,
@@ -37,45 +41,26 @@ pub const CHANNEL_AFFINITY_STATE: &str = "channel-affinity.state.v1";
 /// Changelog of loyalty-points' state.
 pub const LOYALTY_POINTS_STATE: &str = "loyalty-points.state.v1";
 
-/// Every topic of SPEC 3, with every service's changelog.
-pub const PIPELINE_TOPICS: &[TopicSpec] = &[
-    TopicSpec {
-        name: EVENTS,
-        cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
-        value: "TouchpointEvent",
-    },
-    TopicSpec {
-        name: EVENTS_DLQ,
-        cleanup: Cleanup::Delete { retention_ms: 30 * DAY_MS },
-        value: "original bytes",
-    },
-    TopicSpec { name: PROFILES, cleanup: Cleanup::Compact, value: "CustomerProfile" },
-    TopicSpec { name: SUPPRESSIONS, cleanup: Cleanup::Compact, value: "SuppressionState" },
-    TopicSpec { name: CHANNEL_AFFINITY, cleanup: Cleanup::Compact, value: "ChannelAffinity" },
-    TopicSpec {
-        name: LOYALTY_LEDGER,
-        cleanup: Cleanup::Delete { retention_ms: 10 * 365 * DAY_MS },
-        value: "LoyaltyLedgerEntry",
-    },
-    TopicSpec { name: LOYALTY_BALANCES, cleanup: Cleanup::Compact, value: "LoyaltyBalance" },
-    TopicSpec {
-        name: PROFILE_UPDATER_STATE,
-        cleanup: Cleanup::Compact,
-        value: "profile-updater state (MessagePack)",
-    },
-    TopicSpec {
-        name: SUPPRESSION_STATE,
-        cleanup: Cleanup::Compact,
-        value: "suppression state (MessagePack)",
-    },
-    TopicSpec {
-        name: CHANNEL_AFFINITY_STATE,
-        cleanup: Cleanup::Compact,
-        value: "channel-affinity state (MessagePack)",
-    },
-    TopicSpec {
-        name: LOYALTY_POINTS_STATE,
-        cleanup: Cleanup::Compact,
-        value: "loyalty-points state (MessagePack)",
-    },
-];
+pub const EVENTS_TOPIC: TopicSpec = TopicSpec {
+    name: EVENTS,
+    cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
+    value: "TouchpointEvent",
+};
+pub const EVENTS_DLQ_TOPIC: TopicSpec = TopicSpec {
+    name: EVENTS_DLQ,
+    cleanup: Cleanup::Delete { retention_ms: 30 * DAY_MS },
+    value: "original bytes",
+};
+pub const PROFILES_TOPIC: TopicSpec =
+    TopicSpec { name: PROFILES, cleanup: Cleanup::Compact, value: "CustomerProfile" };
+pub const SUPPRESSIONS_TOPIC: TopicSpec =
+    TopicSpec { name: SUPPRESSIONS, cleanup: Cleanup::Compact, value: "SuppressionState" };
+pub const CHANNEL_AFFINITY_TOPIC: TopicSpec =
+    TopicSpec { name: CHANNEL_AFFINITY, cleanup: Cleanup::Compact, value: "ChannelAffinity" };
+pub const LOYALTY_LEDGER_TOPIC: TopicSpec = TopicSpec {
+    name: LOYALTY_LEDGER,
+    cleanup: Cleanup::Delete { retention_ms: 10 * 365 * DAY_MS },
+    value: "LoyaltyLedgerEntry",
+};
+pub const LOYALTY_BALANCES_TOPIC: TopicSpec =
+    TopicSpec { name: LOYALTY_BALANCES, cleanup: Cleanup::Compact, value: "LoyaltyBalance" };

@@ -58,6 +58,9 @@ enum Command {
         #[command(subcommand)]
         command: LoyaltyCommand,
     },
+    /// Print the service registry (names, admin ports, inputs, outputs, changelogs) as JSON:
+    /// what `deploy/services.json` holds for the demo and the Kubernetes checks.
+    Services,
     /// Manage the pipeline topics of SPEC 3.
     Topics {
         #[command(subcommand)]
@@ -93,6 +96,10 @@ async fn main() -> ExitCode {
             loyalty::expiry_corrections_command(&cli.kafka, args).await
         }
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
+        Command::Services => {
+            print!("{}", omnistream_model::services::registry_json());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use omnistream_model::topics::PIPELINE_TOPICS;
+use omnistream_model::services::pipeline_topics;
 use omnistream_runtime::KafkaArgs;
 use omnistream_runtime::admin::{TopicOutcome, TopicRequest, create_topics};
 
@@ -28,8 +28,8 @@ pub enum TopicsCommand {
 pub async fn run(kafka: &KafkaArgs, command: TopicsCommand) -> anyhow::Result<ExitCode> {
     match command {
         TopicsCommand::Create { partitions, replication, prefix } => {
-            let requests: Vec<TopicRequest> = PIPELINE_TOPICS
-                .iter()
+            let requests: Vec<TopicRequest> = pipeline_topics()
+                .into_iter()
                 .map(|spec| {
                     TopicRequest::for_spec(spec, &format!("{prefix}{}", spec.name), partitions, replication)
                 })
@@ -43,7 +43,7 @@ pub async fn run(kafka: &KafkaArgs, command: TopicsCommand) -> anyhow::Result<Ex
             }
         }
         TopicsCommand::List => {
-            for spec in PIPELINE_TOPICS {
+            for spec in pipeline_topics() {
                 println!("{:32} {:?} ({})", spec.name, spec.cleanup, spec.value);
             }
         }

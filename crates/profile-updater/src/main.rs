@@ -20,10 +20,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let service = ServiceInfo {
-        name: "profile-updater",
-        default_admin_addr: "127.0.0.1:9101".parse().expect("address"),
-        version: env!("CARGO_PKG_VERSION"),
-    };
+    let service =
+        ServiceInfo::registered(&omnistream_model::services::PROFILE_UPDATER, env!("CARGO_PKG_VERSION"));
     run_service(service, args.runtime, ProfileUpdater { profiles_topic: Arc::from(args.profiles_topic) })
 }

@@ -88,6 +88,13 @@ pub struct ServiceInfo {
     pub version: &'static str,
 }
 
+impl ServiceInfo {
+    /// A service of the registry (`omnistream_model::services`), with its build's version.
+    pub fn registered(spec: &omnistream_model::services::ServiceSpec, version: &'static str) -> Self {
+        Self { name: spec.name, default_admin_addr: spec.default_admin_addr(), version }
+    }
+}
+
 /// Erasure finality (SPEC 4.5).
 #[derive(Clone)]
 pub struct ErasureConfig {

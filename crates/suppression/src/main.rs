@@ -38,11 +38,8 @@ fn main() -> ExitCode {
         },
         None => Rules::default(),
     };
-    let service = ServiceInfo {
-        name: "suppression",
-        default_admin_addr: "127.0.0.1:9102".parse().expect("address"),
-        version: env!("CARGO_PKG_VERSION"),
-    };
+    let service =
+        ServiceInfo::registered(&omnistream_model::services::SUPPRESSION, env!("CARGO_PKG_VERSION"));
     let processor = Suppression::new(rules, &args.suppressions_topic);
     run_service(service, args.runtime, processor)
 }

@@ -1,8 +1,10 @@
 //! The whole pipeline as child processes on fresh topics: the four services, the ingest-gateway
 //! and the customer-api, driven over HTTP as producers and downstream systems use it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use omnistream_model::services::{self, stream_processors};
 use omnistream_runtime::admin::{TopicRequest, create_topics};
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -26,11 +28,15 @@ pub struct StackOptions {
 pub struct StackTopics {
     pub events: String,
     pub dlq: String,
-    pub profiles: String,
-    pub suppressions: String,
-    pub affinity: String,
-    pub ledger: String,
-    pub balances: String,
+    /// Every stream processor's outputs, by role (`services.rs`): e.g. `profiles`, `ledger`.
+    pub outputs: BTreeMap<&'static str, String>,
+}
+
+impl StackTopics {
+    /// The topic of an output role; panics on a role no service has.
+    pub fn output(&self, role: &str) -> &str {
+        self.outputs.get(role).unwrap_or_else(|| panic!("no service writes {role:?}"))
+    }
 }
 
 /// A process of the stack and how to start it again.
@@ -60,27 +66,27 @@ impl Stack {
     pub async fn start(label: &str, options: StackOptions) -> Self {
         let bootstrap = options.bootstrap.clone().unwrap_or_else(|| bootstrap_servers().to_owned());
         let topic = |name: &str| unique_topic(&format!("{label}-{name}"));
-        let topics = StackTopics {
-            events: topic("events"),
-            dlq: topic("dlq"),
-            profiles: topic("profiles"),
-            suppressions: topic("suppressions"),
-            affinity: topic("affinity"),
-            ledger: topic("ledger"),
-            balances: topic("balances"),
-        };
+        let outputs: BTreeMap<&'static str, String> = stream_processors()
+            .flat_map(|service| service.outputs)
+            .map(|output| (output.role, topic(output.role)))
+            .collect();
+        let topics = StackTopics { events: topic("events"), dlq: topic("dlq"), outputs };
         let group = unique_topic(&format!("{label}-group"));
         let changelog = |service: &str| format!("{group}.{service}.state");
         let mut requests = vec![
             TopicRequest::events(&topics.events, PARTITIONS, 1),
             TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
-            TopicRequest::plain(&topics.ledger, PARTITIONS, 1),
         ];
-        for compacted in [&topics.profiles, &topics.suppressions, &topics.affinity, &topics.balances] {
-            requests.push(TopicRequest::compacted(compacted, PARTITIONS, 1));
-        }
-        for service in ["profile-updater", "suppression", "channel-affinity", "loyalty-points"] {
-            requests.push(TopicRequest::compacted(&changelog(service), PARTITIONS, 1));
+        for service in stream_processors() {
+            for output in service.outputs {
+                requests.push(TopicRequest::for_spec(
+                    output.topic,
+                    topics.output(output.role),
+                    PARTITIONS,
+                    1,
+                ));
+            }
+            requests.push(TopicRequest::compacted(&changelog(service.name), PARTITIONS, 1));
         }
         let mut admin = ClientConfig::new();
         admin.set("bootstrap.servers", &bootstrap);
@@ -108,28 +114,26 @@ impl Stack {
             .map(str::to_owned)
             .to_vec()
         };
-        let with = |mut args: Vec<String>, extra: &[&str]| {
-            args.extend(extra.iter().map(|s| (*s).to_owned()));
-            args
-        };
-        let mut suppression = with(runtime("suppression"), &["--suppressions-topic", &topics.suppressions]);
-        if let Some(rules) = &options.suppression_rules {
-            let file = temp_file("suppression-rules", "toml", rules);
-            suppression.extend(["--rules".to_owned(), file.to_string_lossy().into_owned()]);
-        }
         let gateway_port = free_port();
         let api_port = free_port();
-        let members = vec![
-            ("profile-updater", with(runtime("profile-updater"), &["--profiles-topic", &topics.profiles])),
-            ("suppression", suppression),
-            ("channel-affinity", with(runtime("channel-affinity"), &["--affinity-topic", &topics.affinity])),
-            (
-                "loyalty-points",
-                with(
-                    runtime("loyalty-points"),
-                    &["--ledger-topic", &topics.ledger, "--balances-topic", &topics.balances],
-                ),
-            ),
+        let mut members: Vec<(&'static str, Vec<String>)> = stream_processors()
+            .map(|service| {
+                let mut args = runtime(service.name);
+                for output in service.outputs {
+                    args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
+                }
+                (service.name, args)
+            })
+            .collect();
+        if let Some(rules) = &options.suppression_rules {
+            let file = temp_file("suppression-rules", "toml", rules);
+            let suppression = members.iter_mut().find(|(name, _)| *name == services::SUPPRESSION.name);
+            suppression
+                .expect("suppression runs")
+                .1
+                .extend(["--rules".to_owned(), file.to_string_lossy().into_owned()]);
+        }
+        members.extend([
             ("ingest-gateway", {
                 let mut args: Vec<String> = [
                     "--bootstrap-servers",
@@ -146,30 +150,24 @@ impl Stack {
                 args.extend(options.gateway_args.iter().cloned());
                 args
             }),
-            (
-                "customer-api",
-                [
+            ("customer-api", {
+                let mut args: Vec<String> = [
                     "--bootstrap-servers",
                     &bootstrap,
                     "--http-addr",
                     &format!("127.0.0.1:{api_port}"),
                     "--admin-addr",
                     "127.0.0.1:0",
-                    "--profiles-topic",
-                    &topics.profiles,
-                    "--suppressions-topic",
-                    &topics.suppressions,
-                    "--affinity-topic",
-                    &topics.affinity,
-                    "--ledger-topic",
-                    &topics.ledger,
-                    "--balances-topic",
-                    &topics.balances,
                 ]
                 .map(str::to_owned)
-                .to_vec(),
-            ),
-        ];
+                .to_vec();
+                // It reads each processor's outputs under the same flags the processors write them.
+                for output in stream_processors().flat_map(|service| service.outputs) {
+                    args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
+                }
+                args
+            }),
+        ]);
         let mut stack = Self {
             topics,
             bootstrap,
