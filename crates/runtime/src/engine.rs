@@ -349,6 +349,11 @@ impl<P: Processor> EngineCore<P> {
         rewind
     }
 
+    /// A customer's state, as the store holds it.
+    pub(crate) fn state_of(&self, partition: i32, customer_id: &str) -> Option<&P::State> {
+        self.partitions.get(&partition)?.store.entry(customer_id)?.state.as_ref()
+    }
+
     pub(crate) fn customer_count(&self) -> usize {
         self.partitions.values().map(|p| p.store.customer_count()).sum()
     }

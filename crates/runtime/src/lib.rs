@@ -21,6 +21,7 @@ pub mod rules_file;
 mod run;
 pub mod server;
 mod store;
+pub mod testing;
 
 pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 pub use engine::CAUSE_HEADER;

@@ -7,7 +7,8 @@ use omnistream_model::records::{ChannelSuppression, SuppressionState, Suppressio
 use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record};
 use omnistream_runtime::Processor;
-use omnistream_suppression::{QuietHours, Rules, Suppression, SuppressionMemory, code};
+use omnistream_runtime::testing::{ProcessorTest, Then};
+use omnistream_suppression::{QuietHours, Rules, Suppression, code};
 use omnistream_testkit::temp_file;
 
 use SuppressionStatus::{Allowed, Blocked, Deferred};
@@ -70,16 +71,17 @@ fn bare() -> Rules {
 /// An event of the given part of a table: when, where, what.
 type Given = (DateTime<Utc>, Channel, EventPayload);
 
+/// The processor driven through the runtime's own engine, one customer: each step's record is
+/// the last suppression state it produced.
 struct Run {
-    processor: Suppression,
-    state: Option<SuppressionMemory>,
+    test: ProcessorTest<Suppression>,
     last: Option<SuppressionState>,
     n: usize,
 }
 
 impl Run {
     fn new(rules: Rules) -> Self {
-        Self { processor: Suppression::new(rules, SUPPRESSIONS), state: None, last: None, n: 0 }
+        Self { test: ProcessorTest::new(Suppression::new(rules, SUPPRESSIONS)), last: None, n: 0 }
     }
 
     fn given(mut self, events: Vec<Given>) -> Self {
@@ -89,17 +91,12 @@ impl Run {
         self
     }
 
+    /// It arrives as it happens: appended at its own time (the partition clock never goes back).
     fn when(&mut self, at: DateTime<Utc>, channel: Channel, payload: EventPayload) -> &SuppressionState {
-        self.n += 1;
-        // It arrives as it happens: the partition clock reads its time.
-        let outputs = self.processor.apply(&mut self.state, &event(self.n, at, channel, payload), at);
-        assert_eq!(outputs.len(), 1);
-        self.last =
-            Some(decode_record(outputs[0].value.as_ref().expect("a state, not a tombstone")).unwrap());
-        self.last.as_ref().unwrap()
+        self.arrives(at, at, channel, payload)
     }
 
-    /// An event dated `occurred_at` that reaches the service at `arrives` (the partition clock).
+    /// An event dated `occurred_at` that the broker appends at `arrives` (the partition clock).
     fn arrives(
         &mut self,
         arrives: DateTime<Utc>,
@@ -108,16 +105,26 @@ impl Run {
         payload: EventPayload,
     ) -> &SuppressionState {
         self.n += 1;
-        let outputs =
-            self.processor.apply(&mut self.state, &event(self.n, occurred_at, channel, payload), arrives);
-        self.last = Some(decode_record(outputs[0].value.as_ref().unwrap()).unwrap());
+        let then = self.test.when_appended(&event(self.n, occurred_at, channel, payload), arrives);
+        self.record(&then)
+    }
+
+    /// The partition caught up and the wall clock reads `now`: due timers fire.
+    fn timer(&mut self, now: DateTime<Utc>) -> &SuppressionState {
+        let then = self.test.when_time_passes(now);
+        self.record(&then)
+    }
+
+    fn record(&mut self, then: &Then) -> &SuppressionState {
+        assert_eq!(then.dead_letters, Vec::new());
+        let values = then.values(SUPPRESSIONS);
+        let last = values.last().expect("a record").expect("a state, not a tombstone");
+        self.last = Some(decode_record(last).unwrap());
         self.last.as_ref().unwrap()
     }
 
-    fn timer(&mut self, now: DateTime<Utc>) -> &SuppressionState {
-        let outputs = self.processor.on_timer(&mut self.state, "c-1", now);
-        self.last = Some(decode_record(outputs[0].value.as_ref().unwrap()).unwrap());
-        self.last.as_ref().unwrap()
+    fn next_timer(&self) -> Option<DateTime<Utc>> {
+        self.test.processor().next_timer(self.test.state("c-1")?)
     }
 
     fn marketing(&self, channel: Channel) -> &ChannelSuppression {
@@ -397,13 +404,13 @@ fn every_applicable_reason_is_listed_with_the_time_all_have_lapsed() {
 fn a_deferral_passes_by_timer_without_a_new_event() {
     let rules = Rules { quiet_hours: Vec::new(), ..Rules::default() };
     let mut run = Run::new(rules).given(vec![(t(0), Channel::Email, sent(Purpose::Marketing))]);
-    let processor = run.processor.clone();
-    let due = processor.next_timer(run.state.as_ref().unwrap()).unwrap();
+    let due = run.next_timer().unwrap();
     assert_eq!(due, t(0) + Duration::hours(16));
     let state = run.timer(due + Duration::seconds(1)).clone();
     assert_eq!(run.marketing(Channel::Email).status, Allowed);
+    assert_eq!(state.evaluated_at, due, "as of the timer's due time, however late it runs");
     assert_eq!(state.next_change_at, None);
-    assert_eq!(processor.next_timer(run.state.as_ref().unwrap()), None, "the timer moved on");
+    assert_eq!(run.next_timer(), None, "the timer moved on");
 }
 
 #[test]
@@ -418,14 +425,11 @@ fn a_late_event_is_evaluated_at_the_latest_time_seen() {
 fn erasure_forgets_the_customer_and_writes_a_tombstone() {
     let mut run = Run::new(bare()).given(vec![(t(0), Channel::Sms, consent(false))]);
     run.n += 1;
-    let outputs = run.processor.apply(
-        &mut run.state,
-        &event(run.n, t(1), Channel::Web, EventPayload::ErasureRequested),
-        Utc::now(),
-    );
-    assert_eq!(outputs.len(), 1);
-    assert_eq!(outputs[0].value, None);
-    assert!(run.state.is_none());
+    let then = run.test.when(&event(run.n, t(1), Channel::Web, EventPayload::ErasureRequested));
+    assert_eq!(then.values(SUPPRESSIONS), vec![None], "a tombstone");
+    assert!(run.test.state("c-1").is_none(), "forgotten");
+    let retry = run.test.when(&event(1, t(0), Channel::Sms, consent(false)));
+    assert_eq!(retry, Then::default(), "a retry of an erased event recreates nothing");
 }
 
 #[test]

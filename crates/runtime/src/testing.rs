@@ -1,0 +1,190 @@
+//! `ProcessorTest`: a service's processor driven through the runtime's own engine (`engine.rs`),
+//! without Kafka, in the given/when/then shape of cqrs-es's `TestFramework`. What a test sees is
+//! what the runtime would produce on one partition: dedupe, erasure markers, `check_limits`
+//! refusals (dead-lettered), timers fired as of their due time, outputs with their keys.
+//!
+//! ```ignore
+//! let then = ProcessorTest::new(MyService::default()).given([opened]).when(resolved);
+//! assert_eq!(then.values("customer.suppressions.v1"), ...);
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use omnistream_model::{TouchpointEvent, encode_event};
+use prometheus_client::registry::Registry;
+
+use crate::config::ErasureConfig;
+use crate::engine::{Action, CoreSettings, EngineCore, InputRecord, Now, RestoredPartition, TopicLimits};
+use crate::metrics::Metrics;
+use crate::processor::Processor;
+
+/// The DLQ topic of a test.
+pub const TEST_DLQ: &str = "test.dlq";
+
+/// What one step produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Then {
+    /// (topic, key, value) in the order produced; `None` is a tombstone.
+    pub records: Vec<(String, String, Option<Vec<u8>>)>,
+    /// The `error.code` and `error.message` of every record dead-lettered.
+    pub dead_letters: Vec<(String, String)>,
+}
+
+impl Then {
+    /// The values produced to `topic`, in order.
+    pub fn values(&self, topic: &str) -> Vec<Option<&[u8]>> {
+        self.records.iter().filter(|(t, _, _)| t == topic).map(|(_, _, value)| value.as_deref()).collect()
+    }
+
+    /// The error codes of the dead-lettered records.
+    pub fn dead_letter_codes(&self) -> Vec<&str> {
+        self.dead_letters.iter().map(|(code, _)| code.as_str()).collect()
+    }
+}
+
+/// Topics take records up to 1 MiB, as a default broker does.
+struct DefaultTopics;
+
+impl TopicLimits for DefaultTopics {
+    fn limit(&mut self, _topic: &str) -> usize {
+        1_048_588
+    }
+}
+
+/// One partition of a service, in process.
+pub struct ProcessorTest<P: Processor> {
+    core: EngineCore<P>,
+    offset: i64,
+}
+
+impl<P: Processor> std::fmt::Debug for ProcessorTest<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorTest").field("offset", &self.offset).finish_non_exhaustive()
+    }
+}
+
+impl<P: Processor> ProcessorTest<P> {
+    /// The runtime's defaults: a dedupe window of 64 ids, a 30-day erasure horizon.
+    pub fn new(processor: P) -> Self {
+        let settings = CoreSettings {
+            input_topic: "test.events".into(),
+            dlq_topic: TEST_DLQ.into(),
+            changelog_topic: "test.state".into(),
+            commit_max_records: 10_000,
+            commit_interval: Duration::from_millis(100),
+            dedupe_window: 64,
+            erasure: ErasureConfig {
+                horizon: Duration::from_secs(30 * 86_400),
+                key: None,
+                suppress_after: false,
+            },
+        };
+        let metrics = Arc::new(Metrics::register(&mut Registry::default(), "test", "0"));
+        let mut core = EngineCore::new(processor, settings, Box::new(DefaultTopics), metrics);
+        core.on_assigned([0]);
+        core.take_pending_restore();
+        core.install(0, RestoredPartition::default(), false);
+        Self { core, offset: 0 }
+    }
+
+    pub fn processor(&self) -> &P {
+        self.core.processor()
+    }
+
+    /// The state the runtime keeps for `customer_id`.
+    pub fn state(&self, customer_id: &str) -> Option<&P::State> {
+        self.core.state_of(0, customer_id)
+    }
+
+    /// Events that happened before, each appended at its `occurred_at`; what they produced is
+    /// dropped.
+    pub fn given(mut self, events: impl IntoIterator<Item = TouchpointEvent>) -> Self {
+        for event in events {
+            self.when(&event);
+        }
+        self
+    }
+
+    /// One event, appended at its `occurred_at` (the partition clock never goes back).
+    pub fn when(&mut self, event: &TouchpointEvent) -> Then {
+        self.when_appended(event, event.occurred_at)
+    }
+
+    /// One event whose record the broker appended at `appended`.
+    pub fn when_appended(&mut self, event: &TouchpointEvent, appended: DateTime<Utc>) -> Then {
+        let bytes = encode_event(event).expect("a test event encodes");
+        self.when_record(Some(event.customer_id.as_bytes()), Some(&bytes), appended)
+    }
+
+    /// One raw record (any key and bytes), appended at `appended`.
+    pub fn when_record(
+        &mut self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        appended: DateTime<Utc>,
+    ) -> Then {
+        let record = InputRecord {
+            partition: 0,
+            offset: self.offset,
+            key,
+            payload,
+            timestamp: Some(appended.timestamp_millis()),
+        };
+        self.offset += 1;
+        let mut actions = Vec::new();
+        // The wall clock is the record's time: these tests replay, they do not run live.
+        let now = Now { instant: Instant::now(), wall: appended };
+        if let Err(too_large) = self.core.on_record(&record, now, &mut actions) {
+            panic!(
+                "a record too large aborts the transaction (tested with the broker): {}",
+                too_large.message
+            );
+        }
+        self.commit();
+        collect(actions)
+    }
+
+    /// The partition has caught up and the wall clock reads `wall`: due timers fire.
+    pub fn when_time_passes(&mut self, wall: DateTime<Utc>) -> Then {
+        self.core.on_end_of_partition(0);
+        let mut actions = Vec::new();
+        self.core.on_tick(Now { instant: Instant::now(), wall }, &mut actions);
+        self.commit();
+        collect(actions)
+    }
+
+    /// Commits after every step: the next step starts a transaction of its own.
+    fn commit(&mut self) {
+        let mut changelog = Vec::new();
+        if let Err(too_large) = self.core.plan_commit(&mut changelog) {
+            panic!(
+                "a state too large aborts the transaction (tested with the broker): {}",
+                too_large.message
+            );
+        }
+        self.core.committed();
+    }
+}
+
+fn collect(actions: Vec<Action>) -> Then {
+    let mut then = Then::default();
+    for action in actions {
+        let Action::Produce(record) = action else { continue };
+        if record.topic.as_ref() == TEST_DLQ {
+            let header = |name: &str| {
+                record
+                    .headers
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| value.clone())
+                    .unwrap_or_default()
+            };
+            then.dead_letters.push((header("error.code"), header("error.message")));
+        } else {
+            then.records.push((record.topic.to_string(), record.key.unwrap_or_default(), record.value));
+        }
+    }
+    then
+}
