@@ -39,5 +39,5 @@ until [[ "$(curl -s "127.0.0.1:$port/metrics" | awk '/^omnistream_records_proces
   sleep 2
 done
 kill -TERM "$pid"; wait "$pid" || true
-total=$(callgrind_annotate "$out/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+total=$(callgrind_annotate "$out/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$service $bin: $total instructions, $((total / events)) per event ($events events)"
