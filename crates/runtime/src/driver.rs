@@ -253,7 +253,7 @@ impl<P: Processor> Driver<P> {
         if out.cause.is_some() || !out.headers.is_empty() {
             let mut headers = OwnedHeaders::new_with_capacity(out.headers.len() + 1);
             if let Some(cause) = &out.cause {
-                headers = headers.insert(Header { key: CAUSE_HEADER, value: Some(cause.as_ref()) });
+                headers = headers.insert(Header { key: CAUSE_HEADER, value: Some(cause.as_str()) });
             }
             for (name, value) in &out.headers {
                 headers = headers.insert(Header { key: name, value: Some(value.as_str()) });

@@ -55,18 +55,18 @@ pub(crate) struct OutRecord {
     /// `None` is a tombstone.
     pub(crate) value: Option<Vec<u8>>,
     /// The `event_id` that caused it, written as [`CAUSE_HEADER`].
-    pub(crate) cause: Option<Arc<str>>,
+    pub(crate) cause: Option<String>,
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl OutRecord {
-    fn output(output: Output, partition: i32, cause: Option<&Arc<str>>) -> Self {
+    fn output(output: Output, partition: i32, cause: Option<String>) -> Self {
         Self {
             topic: output.topic,
             partition: Some(partition),
             key: Some(output.key),
             value: output.value,
-            cause: cause.cloned(),
+            cause,
             headers: Vec::new(),
         }
     }
@@ -511,26 +511,28 @@ impl<P: Processor> EngineCore<P> {
         if outputs.is_empty() {
             return Ok(RecordOutcome::Applied);
         }
-        let cause: Arc<str> = event.event_id.into();
-        if let Some(message) = self.oversized(&outputs, Some(&cause)) {
+        if let Some(message) = self.oversized(&outputs, Some(&event.event_id)) {
             // The state already changed: the abort rebuilds it from the changelog.
             self.too_large.insert((partition, offset), message.clone());
             return Err(TooLarge { partition, offset, message });
         }
-        out.extend(
-            outputs
-                .into_iter()
-                .map(|output| Action::Produce(OutRecord::output(output, partition, Some(&cause)))),
-        );
+        // The event's own id is the last output's cause; the others get a copy (most events
+        // have one output: no allocation on this path).
+        let mut cause = Some(event.event_id);
+        let last = outputs.len() - 1;
+        out.extend(outputs.into_iter().enumerate().map(|(index, output)| {
+            let cause = if index == last { cause.take() } else { cause.clone() };
+            Action::Produce(OutRecord::output(output, partition, cause))
+        }));
         Ok(RecordOutcome::Applied)
     }
 
     /// Why one of `outputs` cannot be sent, if one is larger than its topic takes.
-    fn oversized(&mut self, outputs: &[Output], cause: Option<&Arc<str>>) -> Option<String> {
+    fn oversized(&mut self, outputs: &[Output], cause: Option<&str>) -> Option<String> {
         let cause_header;
         let headers: &[(&str, &str)] = match cause {
             Some(event_id) => {
-                cause_header = [(CAUSE_HEADER, event_id.as_ref())];
+                cause_header = [(CAUSE_HEADER, event_id)];
                 &cause_header
             }
             None => &[],
@@ -684,13 +686,10 @@ impl<P: Processor> EngineCore<P> {
                 headers: Vec::new(),
             })
         };
-        let mut touched: Vec<(i32, &String, Option<i64>)> = ledger
+        let touched = ledger
             .touched
             .iter()
-            .flat_map(|(partition, ids)| ids.iter().map(move |(id, cause)| (*partition, id, *cause)))
-            .collect();
-        // One order for every run of the same input: a replay writes the same log.
-        touched.sort_unstable();
+            .flat_map(|(partition, ids)| ids.iter().map(move |(id, cause)| (*partition, id, *cause)));
         for (partition, customer_id, cause) in touched {
             let Some(data) = self.partitions.get(&partition) else { continue };
             let value = match data.store.entry(customer_id) {
