@@ -172,6 +172,15 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// A marker to write at commit: once, whether created, expired or both (markers are rare).
+    fn mark(&mut self, marked: impl IntoIterator<Item = (i32, MarkerId)>) {
+        for marker in marked {
+            if !self.markers.contains(&marker) {
+                self.markers.push(marker);
+            }
+        }
+    }
+
     fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<i64>) {
         let ids = self.touched.entry(partition).or_default();
         match ids.get_mut(customer_id) {
@@ -425,6 +434,14 @@ impl<P: Processor> EngineCore<P> {
             return Ok(());
         }
         self.metrics.consumed.inc();
+        // Markers past their horizon by this record's time no longer judge it, whenever the
+        // last sweep ran: a replay, batched differently, judges it the same.
+        let data = self.partitions.get_mut(&partition).expect("restored partition");
+        let expired = data.store.markers.expire(partition_now);
+        if !expired.is_empty() {
+            let ledger = self.ledger.as_mut().expect("ledger opened above");
+            ledger.mark(expired.into_iter().map(|id| (partition, id)));
+        }
         let now = DateTime::from_timestamp_millis(partition_now).unwrap_or(clock.wall);
         let outcome = self.apply_record(record, partition_now, now, out)?;
         let ledger = self.ledger.as_mut().expect("ledger opened above");
@@ -505,7 +522,7 @@ impl<P: Processor> EngineCore<P> {
             };
             let id = self.marker_key.id(&event.customer_id);
             data.store.markers.insert(id, marker, self.horizon_ms);
-            ledger.markers.push((partition, id));
+            ledger.mark([(partition, id)]);
         }
         data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
         if outputs.is_empty() {
@@ -607,7 +624,7 @@ impl<P: Processor> EngineCore<P> {
             let timer_due = data.store.due_timer(up_to).is_some();
             if !expired.is_empty() {
                 let ledger = self.open_ledger(clock.instant, out);
-                ledger.markers.extend(expired.into_iter().map(|id| (partition, id)));
+                ledger.mark(expired.into_iter().map(|id| (partition, id)));
             }
             if !timer_due {
                 continue;
@@ -1158,6 +1175,27 @@ mod tests {
         assert!(produced(&retry).is_empty(), "a retry of an erased event: dropped");
         let back = feed(&mut core, 0, 4, "c-1", &view("e-9", "c-1", BASE + 40), BASE + 40).expect("fits");
         assert_eq!(produced(&back), vec![("out", Some("c-1"), some("1"))], "a new relationship starts at 1");
+    }
+
+    #[test]
+    fn given_an_erasure_past_its_horizon_then_the_next_record_is_applied_without_waiting_for_a_sweep() {
+        let mut core = core();
+        let erase = event_bytes("e-1", "c-1", BASE, EventPayload::ErasureRequested);
+        feed(&mut core, 0, 0, "c-1", &erase, BASE).expect("fits");
+        let day = 86_400_000;
+        let inside =
+            feed(&mut core, 0, 1, "c-1", &view("e-2", "c-1", BASE - 1), BASE + day - 1).expect("fits");
+        assert!(produced(&inside).is_empty(), "within the 1-day horizon: dated before the erasure, dropped");
+        let past = feed(&mut core, 0, 2, "c-1", &view("e-3", "c-1", BASE - 1), BASE + day).expect("fits");
+        assert_eq!(
+            produced(&past),
+            vec![("out", Some("c-1"), some("1"))],
+            "at the horizon the marker is gone"
+        );
+        let (commit, _) = plan(&mut core);
+        let tombstones =
+            produced(&commit).into_iter().filter(|(_, key, value)| *key != Some("c-1") && value.is_none());
+        assert_eq!(tombstones.count(), 1, "the marker's changelog record is tombstoned");
     }
 
     #[test]

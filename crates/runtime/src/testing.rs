@@ -1,7 +1,8 @@
 //! `ProcessorTest`: a service's processor driven through the runtime's own engine (`engine.rs`),
 //! without Kafka, in the given/when/then shape of cqrs-es's `TestFramework`. What a test sees is
 //! what the runtime would produce on one partition: dedupe, erasure markers, `check_limits`
-//! refusals (dead-lettered), timers fired as of their due time, outputs with their keys.
+//! refusals (dead-lettered), records validated as of the partition clock, timers fired as of
+//! their due time, outputs with their keys.
 //!
 //! ```ignore
 //! let then = ProcessorTest::new(MyService::default()).given([opened]).when(resolved);
@@ -72,7 +73,8 @@ impl<P: Processor> ProcessorTest<P> {
             input_topic: "test.events".into(),
             dlq_topic: TEST_DLQ.into(),
             changelog_topic: "test.state".into(),
-            commit_max_records: 10_000,
+            // One transaction per step, however many timers it fires (a Seek would need a broker).
+            commit_max_records: usize::MAX,
             commit_interval: Duration::from_millis(100),
             dedupe_window: 64,
             erasure: ErasureConfig {

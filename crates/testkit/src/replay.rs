@@ -1,20 +1,16 @@
-//! A service's core driven in process the way the runtime drives one partition (SPEC 4): records
-//! in offset order, each applied as of its broker append time after every timer due by then has
-//! fired as of its due time; dedupe of recent event ids; an erasure's marker dropping its retries
-//! and events dated at or before it for the horizon; `check_limits` refusals dead-lettered. The
-//! differential tests run it against the executable SPEC (`omnistream-spec`) on thousands of
-//! streams; the broker tests then run the real binaries.
-
-use std::collections::{BTreeSet, HashMap, VecDeque};
+//! A service's core driven in process by the runtime's own engine (`ProcessorTest`), one partition
+//! (SPEC 4): records in offset order, validated and applied as of the partition clock after every
+//! timer due by then has fired as of its due time; dedupe of recent event ids; an erasure's marker
+//! dropping its retries and events dated at or before it for the 30-day horizon; `check_limits`
+//! refusals dead-lettered. The differential tests run it against the executable SPEC
+//! (`omnistream-spec`) on thousands of streams; the broker tests then run the real binaries.
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{EventPayload, TouchpointEvent};
-use omnistream_runtime::{Processor, event_id_hash};
+use omnistream_model::TouchpointEvent;
+use omnistream_runtime::Processor;
+use omnistream_runtime::testing::ProcessorTest;
 
-use crate::pipeline::{DEDUPE_WINDOW, OutputsByKey};
-
-/// The runtime's default erasure horizon (`ERASURE_HORIZON_DAYS`).
-pub const ERASURE_HORIZON_MS: i64 = 30 * 86_400_000;
+use crate::pipeline::OutputsByKey;
 
 /// What a replay wrote and refused.
 #[derive(Debug, Default)]
@@ -33,83 +29,25 @@ impl Replayed {
     }
 }
 
-struct Marker {
-    erased_at: i64,
-    recorded_at: i64,
-    recent: VecDeque<u64>,
-}
-
 /// Replays `records` (event, broker append time; append times never decrease) through
-/// `processor`, then fires the timers due by `until`.
-pub fn replay<P: Processor>(
+/// `processor` on the runtime's own engine (`ProcessorTest`), then fires the timers due by `until`.
+pub fn replay<P: Processor + Clone>(
     processor: &P,
     records: &[(TouchpointEvent, DateTime<Utc>)],
     until: DateTime<Utc>,
 ) -> Replayed {
+    let mut test = ProcessorTest::new(processor.clone());
     let mut replayed = Replayed::default();
-    let mut customers: HashMap<String, (VecDeque<u64>, Option<P::State>)> = HashMap::new();
-    let mut markers: HashMap<String, Marker> = HashMap::new();
-    let mut timers: BTreeSet<(i64, String)> = BTreeSet::new();
-    let mut timer_of: HashMap<String, i64> = HashMap::new();
-    let mut set_timer = |timers: &mut BTreeSet<(i64, String)>, customer: &str, due: Option<i64>| {
-        if let Some(old) = timer_of.remove(customer) {
-            timers.remove(&(old, customer.to_owned()));
-        }
-        if let Some(due) = due {
-            timer_of.insert(customer.to_owned(), due);
-            timers.insert((due, customer.to_owned()));
-        }
-    };
-    let write = |outputs: &mut OutputsByKey, written: Vec<omnistream_runtime::Output>| {
-        for output in written {
-            outputs.entry((output.topic.to_string(), output.key)).or_default().push(output.value);
-        }
-    };
-    let mut clock = i64::MIN;
-    let ends = records.iter().map(|(_, at)| at.timestamp_millis()).chain([until.timestamp_millis()]);
-    let records = records.iter().map(Some).chain([None]);
-    for (record, up_to) in records.zip(ends) {
-        clock = clock.max(up_to);
-        // Timers due by this record's time fire first, each as of its due time.
-        while let Some((due, customer)) = timers.first().cloned().filter(|(due, _)| *due <= clock) {
-            let (_, state) = customers.entry(customer.clone()).or_default();
-            let now = DateTime::from_timestamp_millis(due).expect("due time");
-            write(&mut replayed.outputs, processor.on_timer(state, &customer, now));
-            let next = state.as_ref().and_then(|s| processor.next_timer(s)).map(|t| t.timestamp_millis());
-            set_timer(&mut timers, &customer, next.filter(|next| *next > due));
-        }
-        let Some((event, _)) = record else { break };
-        let now = DateTime::from_timestamp_millis(clock).expect("clock");
-        let hash = event_id_hash(&event.event_id);
-        let occurred_at = event.occurred_at.timestamp_millis();
-        if let Some(marker) = markers.get(&event.customer_id)
-            && clock < marker.recorded_at + ERASURE_HORIZON_MS
-            && (occurred_at <= marker.erased_at || marker.recent.contains(&hash))
-        {
-            continue;
-        }
-        let (recent, state) = customers.entry(event.customer_id.clone()).or_default();
-        if recent.contains(&hash) {
-            continue;
-        }
-        if processor.check_limits(state.as_ref(), event).is_err() {
+    let steps =
+        records.iter().map(|(event, appended)| test.when_appended(event, *appended)).collect::<Vec<_>>();
+    for then in steps.into_iter().chain([test.when_time_passes(until)]) {
+        for (code, message) in &then.dead_letters {
+            assert_eq!(code, "state_limit", "a replayed event was dead-lettered: {message}");
             replayed.refused += 1;
-            continue;
         }
-        while recent.len() >= DEDUPE_WINDOW {
-            recent.pop_front();
+        for (topic, key, value) in then.records {
+            replayed.outputs.entry((topic, key)).or_default().push(value);
         }
-        recent.push_back(hash);
-        write(&mut replayed.outputs, processor.apply(state, event, now));
-        let due = state.as_ref().and_then(|s| processor.next_timer(s)).map(|t| t.timestamp_millis());
-        if matches!(event.payload, EventPayload::ErasureRequested) {
-            let marker = Marker { erased_at: occurred_at, recorded_at: clock, recent: recent.clone() };
-            markers.insert(event.customer_id.clone(), marker);
-        }
-        if state.is_none() {
-            customers.remove(&event.customer_id);
-        }
-        set_timer(&mut timers, &event.customer_id, due);
     }
     replayed
 }
