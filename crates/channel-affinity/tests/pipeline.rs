@@ -9,10 +9,7 @@ use chrono::Utc;
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_model::records::ChannelAffinity;
 use omnistream_model::{Channel, decode_record};
-use omnistream_testkit::pipeline::{
-    ServiceTopics, assert_same_outputs, committed_outputs, fold, fold_appended, kill_repeatedly,
-    produce_at_rate, records_in, simulated_input,
-};
+use omnistream_testkit::pipeline::{ServiceTopics, assert_same_outputs, sigkill_mid_stream};
 use omnistream_testkit::{CommittedReader, ServiceProcess, omni_produce, workspace_binary};
 use rdkafka::message::Message;
 
@@ -109,31 +106,15 @@ async fn story_four_whatsapp_over_sms_over_email_and_the_unsubscribed_channel_ab
 async fn sigkill_during_200000_events_committed_records_equal_the_pure_fold() {
     let topics = ServiceTopics::create("affinity-crash", 1).await;
     let output = topics.outputs[0].clone();
-    let input = simulated_input(200_000, 5_000, 47, 0.002);
     let processor = ChannelAffinityProcessor {
         affinity_topic: Arc::from(output.as_str()),
         ..ChannelAffinityProcessor::default()
     };
-    let (expected, _) = fold(&processor, &input);
-    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
-
-    let complete_at = records_in(&expected, &output);
-    let kills = kill_repeatedly(5, &output, complete_at, |run| {
+    let outcome = sigkill_mid_stream(&topics, 47, processor, 0, |run| {
         channel_affinity(&topics, "affinity-crash", &format!("affinity-crash-{run}"))
     })
     .await;
-    assert!(kills >= 5, "only {kills} kills happened mid-stream");
-    producing.await.expect("producer task");
-
-    let mut last = channel_affinity(&topics, "affinity-crash", "affinity-crash-final");
-    // Outputs are as of each record's append time (the partition clock): fold what the broker
-    // holds, now that it holds all of it.
-    let appended = topics.input.clone();
-    let (expected, _) =
-        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.unwrap();
-    let actual = committed_outputs(&output, records_in(&expected, &output), Duration::from_secs(180)).await;
-    assert!(last.is_running());
-    assert_same_outputs(&expected, &actual, &output, |bytes| {
+    assert_same_outputs(&outcome.expected, &outcome.committed[0], &output, |bytes| {
         decode_record::<ChannelAffinity>(bytes).expect("channel affinity")
     });
 }

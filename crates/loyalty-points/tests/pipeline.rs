@@ -9,10 +9,7 @@ use chrono::Utc;
 use omnistream_loyalty_points::{INSUFFICIENT_POINTS, LoyaltyPoints, LoyaltyRules};
 use omnistream_model::records::{LedgerEntryKind, LoyaltyBalance, LoyaltyLedgerEntry};
 use omnistream_model::{decode_record, encode_event, parse_event_json};
-use omnistream_testkit::pipeline::{
-    ServiceTopics, assert_same_outputs, committed_outputs, fold, fold_appended, kill_repeatedly,
-    produce_at_rate, records_in, simulated_input,
-};
+use omnistream_testkit::pipeline::{ServiceTopics, assert_same_outputs, sigkill_mid_stream};
 use omnistream_testkit::{
     CommittedReader, ServiceProcess, consume_committed, produce_all, produce_with, producer, workspace_binary,
 };
@@ -146,30 +143,13 @@ async fn story_three_earn_in_store_spend_on_the_web_never_overdrawn_refund_takes
 async fn sigkill_during_200000_events_no_duplicate_entry_and_balances_equal_the_pure_fold() {
     let topics = ServiceTopics::create("loyalty-crash", 2).await;
     let (ledger, balances) = (topics.outputs[0].clone(), topics.outputs[1].clone());
-    let input = simulated_input(200_000, 5_000, 53, 0.002);
     let processor = LoyaltyPoints::new(LoyaltyRules::default(), &ledger, &balances);
-    let (expected, _) = fold(&processor, &input);
-    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
-
-    let balances_complete = records_in(&expected, &balances);
-    let kills = kill_repeatedly(5, &balances, balances_complete, |run| {
+    // Progress is watched on the balances: one record per applied event.
+    let outcome = sigkill_mid_stream(&topics, 53, processor, 1, |run| {
         loyalty(&topics, "loyalty-crash", &format!("loyalty-crash-{run}"))
     })
     .await;
-    assert!(kills >= 5, "only {kills} kills happened mid-stream");
-    producing.await.expect("producer task");
-
-    let mut last = loyalty(&topics, "loyalty-crash", "loyalty-crash-final");
-    // Outputs are as of each record's append time (the partition clock): fold what the broker
-    // holds, now that it holds all of it.
-    let appended = topics.input.clone();
-    let (expected, _) =
-        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.unwrap();
-    let balances_complete = records_in(&expected, &balances);
-    let actual_balances = committed_outputs(&balances, balances_complete, Duration::from_secs(180)).await;
-    let actual_ledger =
-        committed_outputs(&ledger, records_in(&expected, &ledger), Duration::from_secs(60)).await;
-    assert!(last.is_running());
+    let (actual_ledger, actual_balances) = (&outcome.committed[0], &outcome.committed[1]);
     let mut ids = HashSet::new();
     for values in actual_ledger.values() {
         for value in values {
@@ -178,10 +158,10 @@ async fn sigkill_during_200000_events_no_duplicate_entry_and_balances_equal_the_
             assert!(ids.insert(entry.entry_id.clone()), "entry {} is in the ledger twice", entry.entry_id);
         }
     }
-    assert_same_outputs(&expected, &actual_ledger, &ledger, |bytes| {
+    assert_same_outputs(&outcome.expected, actual_ledger, &ledger, |bytes| {
         decode_record::<LoyaltyLedgerEntry>(bytes).unwrap()
     });
-    assert_same_outputs(&expected, &actual_balances, &balances, |bytes| {
+    assert_same_outputs(&outcome.expected, actual_balances, &balances, |bytes| {
         decode_record::<LoyaltyBalance>(bytes).unwrap()
     });
 }

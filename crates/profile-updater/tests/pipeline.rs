@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use omnistream_model::records::CustomerProfile;
 use omnistream_model::{Channel, EventType, decode_record};
 use omnistream_profile_updater::{ProfileUpdater, activity};
-use omnistream_testkit::pipeline::{
-    ServiceTopics, assert_same_outputs, committed_outputs, fold, fold_appended, kill_repeatedly,
-    produce_at_rate, records_in, simulated_input,
-};
+use omnistream_testkit::pipeline::{ServiceTopics, assert_same_outputs, sigkill_mid_stream};
 use omnistream_testkit::{CommittedReader, ServiceProcess, omni_produce, workspace_binary};
 use rdkafka::message::Message;
 
@@ -130,28 +127,12 @@ async fn stories_one_and_two_the_profile_side() {
 async fn sigkill_during_200000_events_committed_profiles_equal_the_pure_fold() {
     let topics = ServiceTopics::create("profile-crash", 1).await;
     let output = topics.outputs[0].clone();
-    let input = simulated_input(200_000, 5_000, 41, 0.002);
     let processor = ProfileUpdater { profiles_topic: Arc::from(output.as_str()) };
-    let (expected, _) = fold(&processor, &input);
-    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
-
-    let complete_at = records_in(&expected, &output);
-    let kills = kill_repeatedly(5, &output, complete_at, |run| {
+    let outcome = sigkill_mid_stream(&topics, 41, processor, 0, |run| {
         profile_updater(&topics, "profile-crash", &format!("profile-crash-{run}"))
     })
     .await;
-    assert!(kills >= 5, "only {kills} kills happened mid-stream");
-    producing.await.expect("producer task");
-
-    let mut last = profile_updater(&topics, "profile-crash", "profile-crash-final");
-    // Outputs are as of each record's append time (the partition clock): fold what the broker
-    // holds, now that it holds all of it.
-    let appended = topics.input.clone();
-    let (expected, _) =
-        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.unwrap();
-    let actual = committed_outputs(&output, records_in(&expected, &output), Duration::from_secs(180)).await;
-    assert!(last.is_running());
-    assert_same_outputs(&expected, &actual, &output, |bytes| {
+    assert_same_outputs(&outcome.expected, &outcome.committed[0], &output, |bytes| {
         decode_record::<CustomerProfile>(bytes).expect("profile")
     });
 }

@@ -11,10 +11,7 @@ use omnistream_model::records::{ChannelSuppression, SuppressionState, Suppressio
 use omnistream_model::{Channel, decode_record, parse_event_json};
 use omnistream_runtime::CAUSE_HEADER;
 use omnistream_suppression::{Rules, Suppression, code};
-use omnistream_testkit::pipeline::{
-    ServiceTopics, assert_same_outputs, committed_outputs, fold, fold_appended, kill_repeatedly,
-    produce_at_rate, records_in, simulated_input,
-};
+use omnistream_testkit::pipeline::{ServiceTopics, assert_same_outputs, sigkill_mid_stream};
 use omnistream_testkit::{CommittedReader, ServiceProcess, produce_all, temp_file, workspace_binary};
 use rdkafka::message::{Headers, Message};
 
@@ -232,27 +229,11 @@ async fn sigkill_during_200000_events_committed_states_equal_the_pure_fold() {
     let rules = rules_file(text);
     let parsed: Rules = Rules::from_file(&rules).unwrap();
     let processor = Suppression::new(parsed, &output);
-    let input = simulated_input(200_000, 5_000, 43, 0.002);
-    let (expected, _) = fold(&processor, &input);
-    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
-
-    let complete_at = records_in(&expected, &output);
-    let kills = kill_repeatedly(5, &output, complete_at, |run| {
+    let outcome = sigkill_mid_stream(&topics, 43, processor, 0, |run| {
         suppression(&topics, "suppression-crash", &format!("suppression-crash-{run}"), &rules)
     })
     .await;
-    assert!(kills >= 5, "only {kills} kills happened mid-stream");
-    producing.await.expect("producer task");
-
-    let mut last = suppression(&topics, "suppression-crash", "suppression-crash-final", &rules);
-    // Outputs are as of each record's append time (the partition clock): fold what the broker
-    // holds, now that it holds all of it.
-    let appended = topics.input.clone();
-    let (expected, _) =
-        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.unwrap();
-    let actual = committed_outputs(&output, records_in(&expected, &output), Duration::from_secs(180)).await;
-    assert!(last.is_running());
-    assert_same_outputs(&expected, &actual, &output, |bytes| {
+    assert_same_outputs(&outcome.expected, &outcome.committed[0], &output, |bytes| {
         decode_record::<SuppressionState>(bytes).expect("suppression state")
     });
     std::fs::remove_file(rules).ok();
