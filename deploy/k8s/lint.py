@@ -171,8 +171,14 @@ def lint_dashboard(path):
     return problems
 
 
+def lint_image(dockerfile):
+    """The image holds every registered binary (the manifests start them by path)."""
+    text = dockerfile.read_text()
+    return [f"{dockerfile}: the image does not copy target/release/{name}" for name in sorted(STREAM_PROCESSORS | HTTP) if f"target/release/{name} " not in text]
+
+
 def main(dashboard, rendered):
-    problems = lint_dashboard(dashboard)
+    problems = lint_dashboard(dashboard) + lint_image(Path(__file__).resolve().parents[1] / "container" / "Dockerfile")
     for path in rendered:
         objects = [o for o in yaml.safe_load_all(open(path)) if o]
         problems += lint(objects, path)

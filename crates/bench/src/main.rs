@@ -19,8 +19,8 @@ use omnistream_runtime::CAUSE_HEADER;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_sim::{SimConfig, Simulator};
 use omnistream_testkit::{
-    ServiceProcess, bootstrap_servers, client_config, create_test_topics, delete_topics_with_prefix,
-    free_port, http_get, produce_all, unique_topic,
+    RuntimeFlags, ServiceProcess, bootstrap_servers, client_config, create_test_topics,
+    delete_topics_with_prefix, free_port, http_get, produce_all, unique_topic,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -217,25 +217,21 @@ fn spawn_service(
     admin_port: u16,
 ) -> anyhow::Result<ServiceProcess> {
     let admin = format!("127.0.0.1:{admin_port}");
-    let mut args = vec![
-        "--input-topic",
-        &topics.input,
-        service.output_flag,
-        &topics.output,
-        "--dlq-topic",
-        &topics.dlq,
-        "--changelog-topic",
-        &topics.changelog,
-        "--group-id",
-        &topics.group,
-        "--instance-id",
-        "bench",
-        "--admin-addr",
-        &admin,
-    ];
+    let flags = RuntimeFlags {
+        input: &topics.input,
+        dlq: &topics.dlq,
+        changelog: &topics.changelog,
+        group: &topics.group,
+        instance: "bench",
+        admin_addr: &admin,
+        session_timeout_ms: None,
+    };
+    let mut args = flags.args();
+    args.extend([service.output_flag.to_owned(), topics.output.clone()]);
     for (output, topic) in service.other_outputs.iter().zip(&topics.other_outputs) {
-        args.extend([output.flag, topic.as_str()]);
+        args.extend([output.flag.to_owned(), topic.clone()]);
     }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Ok(ServiceProcess::spawn(&binary(service.name)?, label, &args, &[("RUST_LOG", "info,rdkafka=warn")]))
 }
 

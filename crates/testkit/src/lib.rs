@@ -383,3 +383,42 @@ pub fn workspace_binary(name: &str) -> String {
     assert!(path.exists(), "{} is not built: run `cargo build --release --workspace --bins`", path.display());
     path.to_string_lossy().into_owned()
 }
+
+/// The runtime's flags (`RuntimeArgs`) for one stream-processor instance under test: the one list
+/// the test kit's pipeline and stack and the bench start services with.
+#[derive(Debug, Clone)]
+pub struct RuntimeFlags<'a> {
+    pub input: &'a str,
+    pub dlq: &'a str,
+    pub changelog: &'a str,
+    pub group: &'a str,
+    pub instance: &'a str,
+    pub admin_addr: &'a str,
+    /// A short session timeout lets a SIGKILLed member's partitions move sooner.
+    pub session_timeout_ms: Option<u32>,
+}
+
+impl RuntimeFlags<'_> {
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--input-topic",
+            self.input,
+            "--dlq-topic",
+            self.dlq,
+            "--changelog-topic",
+            self.changelog,
+            "--group-id",
+            self.group,
+            "--instance-id",
+            self.instance,
+            "--admin-addr",
+            self.admin_addr,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(timeout) = self.session_timeout_ms {
+            args.extend(["--session-timeout-ms".to_owned(), timeout.to_string()]);
+        }
+        args
+    }
+}

@@ -52,24 +52,16 @@ impl ServiceTopics {
 
     /// The runtime flags of an instance reading these topics (outputs are the service's own).
     pub fn runtime_args(&self, instance: &str, admin_port: u16) -> Vec<String> {
-        [
-            "--input-topic",
-            &self.input,
-            "--dlq-topic",
-            &self.dlq,
-            "--changelog-topic",
-            &self.changelog,
-            "--group-id",
-            &self.group,
-            "--instance-id",
+        crate::RuntimeFlags {
+            input: &self.input,
+            dlq: &self.dlq,
+            changelog: &self.changelog,
+            group: &self.group,
             instance,
-            "--admin-addr",
-            &format!("127.0.0.1:{admin_port}"),
-            "--session-timeout-ms",
-            "6000",
-        ]
-        .map(str::to_owned)
-        .to_vec()
+            admin_addr: &format!("127.0.0.1:{admin_port}"),
+            session_timeout_ms: Some(6_000),
+        }
+        .args()
     }
 }
 

@@ -93,26 +93,18 @@ impl Stack {
         create_topics(&admin, &requests).await.expect("create the stack's topics");
 
         let runtime = |service: &str| -> Vec<String> {
-            [
-                "--bootstrap-servers",
-                &bootstrap,
-                "--input-topic",
-                &topics.events,
-                "--dlq-topic",
-                &topics.dlq,
-                "--changelog-topic",
-                &changelog(service),
-                "--group-id",
-                &format!("{group}-{service}"),
-                "--instance-id",
-                label,
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--session-timeout-ms",
-                "6000",
-            ]
-            .map(str::to_owned)
-            .to_vec()
+            let flags = crate::RuntimeFlags {
+                input: &topics.events,
+                dlq: &topics.dlq,
+                changelog: &changelog(service),
+                group: &format!("{group}-{service}"),
+                instance: label,
+                admin_addr: "127.0.0.1:0",
+                session_timeout_ms: Some(6_000),
+            };
+            let mut args = vec!["--bootstrap-servers".to_owned(), bootstrap.clone()];
+            args.extend(flags.args());
+            args
         };
         let gateway_port = free_port();
         let api_port = free_port();
