@@ -1,15 +1,18 @@
-//! Given a customer's events, when profile-updater folds them (in the order given, which is the
-//! arrival order, not always event time), then the profile is as SPEC 4.1 says.
+//! Given a customer's events, when the runtime's engine applies them through profile-updater (in
+//! the order given, which is the arrival order, not always event time), then the profile is as
+//! SPEC 4.1 says.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use omnistream_model::records::CustomerProfile;
+use omnistream_model::topics::PROFILES;
 use omnistream_model::{
     Channel, EventPayload, EventType, Purpose, SortedMap, TouchpointEvent, TraitValue, decode_record,
 };
 use omnistream_profile_updater::{ProfileState, ProfileUpdater, activity};
 use omnistream_runtime::Processor;
+use omnistream_runtime::testing::ProcessorTest;
 
 fn t(minutes: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap() + Duration::minutes(minutes)
@@ -27,20 +30,35 @@ fn event(minute: i64, channel: Channel, payload: EventPayload) -> TouchpointEven
     }
 }
 
-/// Folds the events and returns the last published profile (decoded from its Avro output).
+/// Runs the events through the runtime's engine, each appended at its own time (the partition
+/// clock never goes back), and returns the state and the last published profile (decoded from its
+/// Avro output).
 fn fold(events: &[TouchpointEvent]) -> (Option<ProfileState>, Option<CustomerProfile>) {
-    let updater = ProfileUpdater::default();
-    let mut state = None;
+    let mut test = ProcessorTest::new(ProfileUpdater::default());
     let mut last = None;
     for event in events {
-        let outputs = updater.apply(&mut state, event, Utc::now());
-        assert_eq!(outputs.len(), 1, "one profile record per event");
-        last = outputs[0]
-            .value
-            .as_ref()
-            .map(|bytes| decode_record::<CustomerProfile>(bytes).expect("Avro profile"));
+        let then = test.when(event);
+        assert_eq!(then.dead_letters, Vec::new(), "{}", event.event_id);
+        let values = then.values(PROFILES);
+        // None for a retry of an event id (the runtime's dedupe), else one record.
+        assert!(values.len() <= 1, "one profile record per event");
+        if let Some(value) = values.first() {
+            last = value.map(|bytes| decode_record::<CustomerProfile>(bytes).expect("Avro profile"));
+        }
     }
-    (state, last)
+    (test.state("c-1").cloned(), last)
+}
+
+/// The core's state after the events, applied directly: for states no valid event stream builds
+/// in one step (more than the 100 keys an event may set, texts longer than 2,048 bytes), as a
+/// release before the limits could have left them.
+fn core_state(events: &[TouchpointEvent]) -> Option<ProfileState> {
+    let updater = ProfileUpdater::default();
+    let mut state = None;
+    for event in events {
+        updater.apply(&mut state, event, event.occurred_at);
+    }
+    state
 }
 
 fn profile(events: &[TouchpointEvent]) -> CustomerProfile {
@@ -305,21 +323,17 @@ fn email_and_phone_traits_are_identifiers() {
 
 #[test]
 fn erasure_forgets_the_customer_and_publishes_a_tombstone() {
-    let updater = ProfileUpdater::default();
-    let mut state = None;
-    updater.apply(
-        &mut state,
-        &event(1, Channel::Web, traits(&[("email", text("a@example.com"))], &[], &[])),
-        Utc::now(),
-    );
-    let outputs =
-        updater.apply(&mut state, &event(2, Channel::Web, EventPayload::ErasureRequested), Utc::now());
-    assert!(state.is_none());
-    assert_eq!(outputs.len(), 1);
-    assert_eq!((outputs[0].key.as_str(), outputs[0].value.is_none()), ("c-1", true));
+    let mut test = ProcessorTest::new(ProfileUpdater::default()).given([event(
+        1,
+        Channel::Web,
+        traits(&[("email", text("a@example.com"))], &[], &[]),
+    )]);
+    let then = test.when(&event(2, Channel::Web, EventPayload::ErasureRequested));
+    assert!(test.state("c-1").is_none());
+    assert_eq!(then.records, vec![(PROFILES.to_owned(), "c-1".to_owned(), None)], "a tombstone");
     // Afterwards the customer starts from nothing.
-    let outputs = updater.apply(&mut state, &event(3, Channel::Web, view()), Utc::now());
-    let p = decode_record::<CustomerProfile>(outputs[0].value.as_ref().unwrap()).unwrap();
+    let then = test.when(&event(3, Channel::Web, view()));
+    let p = decode_record::<CustomerProfile>(then.values(PROFILES)[0].unwrap()).unwrap();
     assert_eq!((p.version, p.first_seen_at, p.traits.len()), (1, t(3), 0));
 }
 
@@ -343,7 +357,7 @@ fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
         )
     };
     // Given 250 traits, when 6 more come, then the profile holds 256: at the limit is allowed.
-    let (state, _) = fold(&[update(&many(0, 250))]);
+    let state = core_state(&[update(&many(0, 250))]);
     assert_eq!(updater.check_limits(state.as_ref(), &update(&many(250, 6))), Ok(()));
     // When 7 more come, the 257th breaks the limit and the whole event is refused.
     let refused = updater.check_limits(state.as_ref(), &update(&many(250, 7)));
@@ -354,7 +368,7 @@ fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
     // 64 KiB of data: two 32,760-byte strings under names of 4 bytes are 65,528 bytes, one more
     // 9-byte trait (4 + 5) is 65,537 > 65,536.
     let big = |name: &str| (name.to_owned(), TraitValue::String("x".repeat(32_760)));
-    let (state, _) = fold(&[update(&[big("bio1"), big("bio2")])]);
+    let state = core_state(&[update(&[big("bio1"), big("bio2")])]);
     let small = [("note".to_owned(), TraitValue::String("12345".into()))];
     assert_eq!(
         updater.check_limits(state.as_ref(), &update(&small)),
@@ -399,7 +413,7 @@ fn a_profile_already_over_a_limit_still_takes_events_that_do_not_grow_it() {
         EventPayload::TraitsUpdated { set: many, set_once: BTreeMap::new(), unset: Vec::new() },
     );
     // Folded without the check, as the state of an earlier release would be.
-    let (state, _) = fold(&[over]);
+    let state = core_state(&[over]);
     let order = EventPayload::OrderPlaced {
         order_id: "o-1".into(),
         value_minor: 100,
