@@ -372,6 +372,14 @@ impl<P: Processor> Driver<P> {
     /// until restored). The rebuild happens even with no transaction open: the record whose
     /// failure led here was polled (the position is past it) but not processed.
     pub(crate) fn abort<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        // A record refused before its transaction's first action ran (too large) leaves a ledger
+        // but no producer transaction: still an abort, for the metric.
+        if !self.producer_in_transaction && self.core.has_open_transaction() {
+            self.metrics
+                .transactions
+                .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
+                .inc();
+        }
         if std::mem::take(&mut self.producer_in_transaction) {
             if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
                 self.core.drop_ledger();

@@ -167,18 +167,15 @@ struct Ledger {
     touched: FxHashMap<i32, FxHashMap<String, Option<i64>>>,
     /// Timestamp (unix millis) of every input record, for the end-to-end latency.
     record_timestamps: Vec<i64>,
-    /// Erasure markers this transaction created or expired, by partition.
-    markers: Vec<(i32, MarkerId)>,
+    /// Erasure markers this transaction created or expired, by partition: a set, so that an
+    /// outage's thousands of expiries cost no more than their count.
+    markers: BTreeSet<(i32, MarkerId)>,
 }
 
 impl Ledger {
-    /// A marker to write at commit: once, whether created, expired or both (markers are rare).
+    /// A marker to write at commit: once, whether created, expired or both.
     fn mark(&mut self, marked: impl IntoIterator<Item = (i32, MarkerId)>) {
-        for marker in marked {
-            if !self.markers.contains(&marker) {
-                self.markers.push(marker);
-            }
-        }
+        self.markers.extend(marked);
     }
 
     fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<i64>) {
@@ -389,7 +386,7 @@ impl<P: Processor> EngineCore<P> {
                 records: 0,
                 touched: FxHashMap::default(),
                 record_timestamps: Vec::new(),
-                markers: Vec::new(),
+                markers: BTreeSet::new(),
             }
         })
     }
@@ -1067,8 +1064,15 @@ mod tests {
         let actions = feed(&mut core, 0, 3, "c-1", &view("e-4", "c-1", BASE), BASE).expect("fits");
         assert_eq!(header(&actions[0], "error.code"), Some("state_limit"));
         assert_eq!(header(&actions[0], "error.message"), Some("at most 3 events"));
-        let actions = feed(&mut core, 0, 4, "c-1", &view("e-3", "c-1", BASE), BASE).expect("fits");
-        assert!(actions.is_empty(), "still a duplicate: the refused event was not remembered");
+        let tally = |core: &EngineCore<Tally>| core.state_of(0, "c-1").map(|count| count.count);
+        assert_eq!(tally(&core), Some(3), "the state is unchanged");
+        let actions = feed(&mut core, 0, 4, "c-1", &view("e-4", "c-1", BASE), BASE).expect("fits");
+        assert_eq!(
+            header(&actions[0], "error.code"),
+            Some("state_limit"),
+            "refused again, not a duplicate: the refused event's id was not remembered"
+        );
+        assert_eq!(tally(&core), Some(3));
     }
 
     #[test]
@@ -1236,12 +1240,13 @@ mod tests {
         let mut core = core();
         feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
         feed(&mut core, 1, 0, "c-2", &view("e-2", "c-2", BASE), BASE).expect("fits");
+        // Lost: the driver forgets the partition, then aborts (a revoke that is not lost commits
+        // first, see driver.rs).
         core.on_revoked(&[1]);
         let (_, offsets) = plan(&mut core);
-        assert_eq!(offsets, vec![(0, 1)], "a revoked partition's progress is not committed by this member");
+        assert_eq!(offsets, vec![(0, 1)], "a lost partition's progress is not this member's to commit");
         core.reset();
         assert!(!core.has_open_transaction(), "a re-created producer's transaction is gone");
         assert_eq!(core.take_pending_restore(), vec![0], "what is owned is restored");
-        assert!(core.is_ready(), "once taken for restore");
     }
 }

@@ -5,7 +5,7 @@
 //! their due time, outputs with their keys.
 //!
 //! ```ignore
-//! let then = ProcessorTest::new(MyService::default()).given([opened]).when(resolved);
+//! let then = ProcessorTest::new(MyService::default()).given([opened]).when(&resolved);
 //! assert_eq!(then.values("customer.suppressions.v1"), ...);
 //! ```
 
