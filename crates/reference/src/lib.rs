@@ -2,11 +2,14 @@
 //! visible. Its output for a customer is the sequence 1, 2, 3, ... with the event that caused each
 //! step, so a lost event shows as a gap and a duplicate as a repeat. Optionally it reports a
 //! customer idle some time after their last event, which exercises the runtime's timers.
+//!
+//! [`MergingCounter`] is the worked example of a state handoff (docs/runtime.md): a customer's
+//! count moves to another customer, possibly on another partition, exactly once.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use omnistream_model::{EventPayload, TouchpointEvent};
+use omnistream_model::{EventPayload, TouchpointEvent, TraitValue};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +34,9 @@ pub struct CountRecord {
     /// A timer's report that no event came for the idle period.
     #[serde(default)]
     pub idle: bool,
+    /// A merge's record: the customer whose count this one took over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +78,7 @@ impl Processor for EventCounter {
             count: state.count,
             event_id: event.event_id.clone(),
             idle: false,
+            merged_from: None,
         };
         vec![self.output(&record)]
     }
@@ -93,8 +100,89 @@ impl Processor for EventCounter {
             count: state.count,
             event_id: String::new(),
             idle: true,
+            merged_from: None,
         };
         vec![self.output(&record)]
+    }
+}
+
+/// The trait that merges a customer into another in the worked example: an event of customer L
+/// setting `merged_into` to W hands L's count to W. (The identity service will ask for merges
+/// with events of its own; this stands in for them.)
+pub const MERGED_INTO_TRAIT: &str = "merged_into";
+
+/// The event counter with merges: an event setting the trait [`MERGED_INTO_TRAIT`] to another
+/// customer's id is not counted; the customer's count record becomes a tombstone and their count
+/// moves to that customer, whose next record is the sum (with `merged_from`). A customer merged
+/// away who has events again starts from zero.
+#[derive(Debug, Clone)]
+pub struct MergingCounter(pub EventCounter);
+
+impl MergingCounter {
+    fn merge_target(event: &TouchpointEvent) -> Option<&str> {
+        match &event.payload {
+            EventPayload::TraitsUpdated { set, .. } => match set.get(MERGED_INTO_TRAIT) {
+                Some(TraitValue::String(winner)) if *winner != event.customer_id => Some(winner),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl Processor for MergingCounter {
+    type State = CounterState;
+
+    const HANDS_OFF_STATE: bool = true;
+
+    fn apply(
+        &self,
+        state: &mut Option<CounterState>,
+        event: &TouchpointEvent,
+        now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        if Self::merge_target(event).is_none() {
+            return self.0.apply(state, event, now);
+        }
+        // The state stays for the runtime to hand over; the loser's count record goes.
+        vec![Output { topic: self.0.output_topic.clone(), key: event.customer_id.clone(), value: None }]
+    }
+
+    fn next_timer(&self, state: &CounterState) -> Option<DateTime<Utc>> {
+        self.0.next_timer(state)
+    }
+
+    fn on_timer(
+        &self,
+        state: &mut Option<CounterState>,
+        customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        self.0.on_timer(state, customer_id, now)
+    }
+
+    fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
+        Self::merge_target(event).map(str::to_owned)
+    }
+
+    fn merge(
+        &self,
+        state: &mut Option<CounterState>,
+        customer_id: &str,
+        from: &str,
+        handed: CounterState,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        let state = state.get_or_insert(CounterState { count: 0, idle_at: None });
+        state.count += handed.count;
+        let record = CountRecord {
+            customer_id: customer_id.to_owned(),
+            count: state.count,
+            event_id: String::new(),
+            idle: false,
+            merged_from: Some(from.to_owned()),
+        };
+        vec![self.0.output(&record)]
     }
 }
 
@@ -153,5 +241,58 @@ mod tests {
         let record: CountRecord = serde_json::from_slice(out[0].value.as_ref().unwrap()).unwrap();
         assert!(record.idle && record.count == 1);
         assert_eq!(counter.next_timer(state.as_ref().unwrap()), None);
+    }
+
+    fn merge_into(id: &str, customer: &str, winner: &str) -> TouchpointEvent {
+        let set = BTreeMap::from([(MERGED_INTO_TRAIT.to_owned(), TraitValue::String(winner.to_owned()))]);
+        TouchpointEvent {
+            customer_id: customer.to_owned(),
+            ..event(id, EventPayload::TraitsUpdated { set, set_once: BTreeMap::new(), unset: Vec::new() })
+        }
+    }
+
+    fn of(id: &str, customer: &str) -> TouchpointEvent {
+        TouchpointEvent {
+            customer_id: customer.to_owned(),
+            ..event(id, EventPayload::PageViewed { url: "https://x".into() })
+        }
+    }
+
+    fn records(then: &omnistream_runtime::testing::Then) -> Vec<Option<(String, u64, Option<String>)>> {
+        then.values("out")
+            .into_iter()
+            .map(|value| {
+                value.map(|bytes| {
+                    let record: CountRecord = serde_json::from_slice(bytes).unwrap();
+                    (record.customer_id, record.count, record.merged_from)
+                })
+            })
+            .collect()
+    }
+
+    /// Through the runtime's engine (one partition): the handoff record the merge sends reaches
+    /// the winner in the same step, as the handoff topic would deliver it.
+    #[test]
+    fn given_counted_customers_when_one_merges_into_the_other_then_the_winner_has_the_sum_once() {
+        use omnistream_runtime::testing::ProcessorTest;
+        let counter = MergingCounter(EventCounter { output_topic: Arc::from("out"), idle_after: None });
+        let mut test = ProcessorTest::new(counter).given([of("a1", "c-a"), of("a2", "c-a"), of("b1", "c-b")]);
+
+        let merged = test.when(&merge_into("m1", "c-a", "c-b"));
+        assert_eq!(records(&merged), vec![None, Some(("c-b".into(), 3, Some("c-a".into())))]);
+        assert_eq!(test.state("c-a"), None);
+
+        let retried = test.when(&merge_into("m1", "c-a", "c-b"));
+        assert_eq!(records(&retried), vec![], "a retried merge is a duplicate event");
+        let again = test.when(&merge_into("m2", "c-a", "c-b"));
+        assert_eq!(records(&again), vec![None], "nothing left to move: only the tombstone again");
+        let later = test.when(&of("a3", "c-a"));
+        assert_eq!(
+            records(&later),
+            vec![Some(("c-a".into(), 1, None))],
+            "a merged-away customer starts over"
+        );
+        let winner = test.when(&of("b2", "c-b"));
+        assert_eq!(records(&winner), vec![Some(("c-b".into(), 4, None))]);
     }
 }

@@ -27,6 +27,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "INPUT_TOPIC", default_value = EVENTS)]
     pub input_topic: String,
 
+    /// Internal topic through which a customer's state moves to another customer (merges), with
+    /// the input's partition count; default `<service>.handoff.v1`. Only services that hand off
+    /// state read or write it.
+    #[arg(long, env = "HANDOFF_TOPIC")]
+    pub handoff_topic: Option<String>,
+
     /// Dead-letter topic for records that cannot be decoded or fail validation.
     #[arg(long, env = "DLQ_TOPIC", default_value = EVENTS_DLQ)]
     pub dlq_topic: String,
@@ -122,6 +128,8 @@ pub struct RuntimeConfig {
     pub group_id: String,
     pub instance_id: String,
     pub input_topic: String,
+    /// `None` for a service that does not hand off state.
+    pub handoff_topic: Option<String>,
     pub dlq_topic: String,
     pub changelog_topic: String,
     pub commit_interval: Duration,
@@ -136,13 +144,17 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    pub fn resolve(args: RuntimeArgs, service: ServiceInfo) -> Self {
+    /// The settings of `service`; `hands_off_state` as its processor's
+    /// [`crate::Processor::HANDS_OFF_STATE`].
+    pub fn resolve(args: RuntimeArgs, service: ServiceInfo, hands_off_state: bool) -> Self {
         let instance_id = args.instance_id.unwrap_or_else(|| {
             hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "local".to_owned())
         });
         Self {
             group_id: args.group_id.unwrap_or_else(|| service.name.to_owned()),
             changelog_topic: args.changelog_topic.unwrap_or_else(|| format!("{}.state.v1", service.name)),
+            handoff_topic: hands_off_state
+                .then(|| args.handoff_topic.unwrap_or_else(|| format!("{}.handoff.v1", service.name))),
             admin_addr: args.admin_addr.unwrap_or(service.default_admin_addr),
             service,
             kafka: args.kafka,

@@ -53,7 +53,7 @@ impl<P: Processor> ClientContext for EngineContext<P> {
 impl<P: Processor> ConsumerContext for EngineContext<P> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let partitions = partitions_of(list);
             let lost = consumer.assignment_lost();
             info!(?partitions, lost, "partitions revoked");
             self.driver.lock().expect("driver lock").on_revoked(consumer, &partitions, lost);
@@ -62,7 +62,7 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let partitions = partitions_of(list);
             info!(?partitions, "partitions assigned; restoring state before processing them");
             if let Err(error) = consumer.pause(list) {
                 warn!(%error, "cannot pause newly assigned partitions");
@@ -70,4 +70,10 @@ impl<P: Processor> ConsumerContext for EngineContext<P> {
             self.driver.lock().expect("driver lock").on_assigned(partitions);
         }
     }
+}
+
+/// The partition numbers of a rebalance's list: partition `p` of every input is one task.
+fn partitions_of(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    let partitions: std::collections::BTreeSet<i32> = list.elements().iter().map(|e| e.partition()).collect();
+    partitions.into_iter().collect()
 }

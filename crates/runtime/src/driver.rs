@@ -19,7 +19,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use crate::config::RuntimeConfig;
-use crate::engine::{Action, CAUSE_HEADER, EngineCore, InputRecord, Now, OutRecord, TooLarge};
+use crate::engine::{
+    Action, CAUSE_HEADER, CommitOffset, EngineCore, Input, InputRecord, Now, OutRecord, TooLarge,
+};
 use crate::metrics::{Metrics, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::Processor;
 use crate::server::Health;
@@ -109,6 +111,16 @@ impl<P: Processor> Driver<P> {
             actions: Vec::new(),
             records_seen: 0,
         }
+    }
+
+    /// Changes with every assignment and revocation.
+    pub(crate) fn assignment_generation(&self) -> u64 {
+        self.core.assignment_generation()
+    }
+
+    /// The partitions assigned to this instance, restored or not.
+    pub(crate) fn owned_partitions(&self) -> std::collections::BTreeSet<i32> {
+        self.core.owned_partitions()
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -224,9 +236,9 @@ impl<P: Processor> Driver<P> {
                     self.producer_in_transaction = true;
                 }
                 Action::Produce(record) => self.send(&record)?,
-                Action::Seek { partition, offset } => consumer
+                Action::Seek { input, partition, offset } => consumer
                     .seek(
-                        &self.config.input_topic,
+                        self.core.topic_of(input),
                         partition,
                         Offset::Offset(offset),
                         Duration::from_secs(10),
@@ -308,8 +320,8 @@ impl<P: Processor> Driver<P> {
         self.actions = actions;
         let Some(offsets) = executed?.0 else { return Ok(()) };
         let mut list = TopicPartitionList::new();
-        for (partition, next) in offsets {
-            list.add_partition_offset(&self.config.input_topic, partition, Offset::Offset(next))
+        for CommitOffset { input, partition, next } in offsets {
+            list.add_partition_offset(self.core.topic_of(input), partition, Offset::Offset(next))
                 .map_err(Failure::Fatal)?;
         }
         let timeout = self.config.transactional_call_timeout();
@@ -361,8 +373,9 @@ impl<P: Processor> Driver<P> {
                 self.producer_in_transaction = false;
                 self.condition = Condition::Failed(RuntimeError::Fatal(error));
             }
-            Failure::TooLarge(TooLarge { partition, offset, message }) => {
-                warn!(partition, offset, %message, "aborting to dead-letter the record that caused it");
+            Failure::TooLarge(TooLarge { input, partition, offset, message }) => {
+                let topic = self.core.topic_of(input).to_string();
+                warn!(topic, partition, offset, %message, "aborting to dead-letter the record that caused it");
                 self.abort(consumer);
             }
         }
@@ -401,11 +414,7 @@ impl<P: Processor> Driver<P> {
         if owned.is_empty() {
             return;
         }
-        let mut paused = TopicPartitionList::new();
-        for partition in &owned {
-            paused.add_partition(&self.config.input_topic, *partition);
-        }
-        if let Err(error) = consumer.pause(&paused) {
+        if let Err(error) = consumer.pause(&self.input_partitions(&owned)) {
             // Records fetched meanwhile are skipped: the partition is not restored yet.
             warn!(%error, "cannot pause partitions to rebuild after an abort");
         }
@@ -433,10 +442,7 @@ impl<P: Processor> Driver<P> {
             return Ok(());
         }
         let started = Instant::now();
-        let mut input = TopicPartitionList::new();
-        for partition in &partitions {
-            input.add_partition(&self.config.input_topic, *partition);
-        }
+        let input = self.input_partitions(&partitions);
         // Offsets first: a read_committed fetch waits while the last transaction's commit markers
         // are still being written (KIP-447, require_stable), and by then the changelog's are too
         // in practice, so the state read next is not older than the offsets it resumes from.
@@ -452,14 +458,14 @@ impl<P: Processor> Driver<P> {
         for partition in &partitions {
             let state = restored.remove(partition).unwrap_or_default();
             if self.core.install(*partition, state, rewind) {
-                let target = match committed
-                    .find_partition(&self.config.input_topic, *partition)
-                    .map(|element| element.offset())
-                {
-                    Some(Offset::Offset(offset)) => Offset::Offset(offset),
-                    _ => Offset::Beginning,
-                };
-                consumer.seek(&self.config.input_topic, *partition, target, Duration::from_secs(10))?;
+                for topic in self.input_topics() {
+                    let target =
+                        match committed.find_partition(topic, *partition).map(|element| element.offset()) {
+                            Some(Offset::Offset(offset)) => Offset::Offset(offset),
+                            _ => Offset::Beginning,
+                        };
+                    consumer.seek(topic, *partition, target, Duration::from_secs(10))?;
+                }
             }
         }
         consumer.resume(&input)?;
@@ -471,6 +477,25 @@ impl<P: Processor> Driver<P> {
             "state restored"
         );
         Ok(())
+    }
+
+    /// The topics the service consumes: the events, and its handoff topic if it hands off state.
+    fn input_topics(&self) -> impl Iterator<Item = &str> {
+        Input::ALL.into_iter().filter_map(|input| match input {
+            Input::Events => Some(self.config.input_topic.as_str()),
+            Input::Handoff => self.config.handoff_topic.as_deref(),
+        })
+    }
+
+    /// Partition `p` of every input, for each `p` of `partitions`.
+    fn input_partitions(&self, partitions: &[i32]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for topic in self.input_topics() {
+            for partition in partitions {
+                list.add_partition(topic, *partition);
+            }
+        }
+        list
     }
 
     /// Graceful stop, first half: commit the open transaction. Returns the error that makes the

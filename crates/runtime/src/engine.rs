@@ -18,7 +18,7 @@ use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{Output, Processor};
 use crate::record_limits::record_size;
-use crate::store::{Admission, Customers, PartitionStore, event_id_hash};
+use crate::store::{Admission, Customers, Entry, PartitionStore, event_id_hash};
 
 /// Header of every output record naming the `event_id` that caused it.
 pub const CAUSE_HEADER: &str = "cause.event_id";
@@ -34,15 +34,43 @@ pub(crate) struct Now {
     pub(crate) wall: DateTime<Utc>,
 }
 
-/// One record of the input topic, as the consumer delivered it.
+/// Which of the service's co-partitioned inputs a record comes from: partition `p` of each
+/// belongs to the same task (the same store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Input {
+    /// The touchpoint events.
+    Events,
+    /// The service's own handoff topic: states moving to another customer (docs/runtime.md).
+    Handoff,
+}
+
+impl Input {
+    pub(crate) const ALL: [Input; 2] = [Input::Events, Input::Handoff];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One record of an input topic, as the consumer delivered it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InputRecord<'a> {
+    pub(crate) input: Input,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) payload: Option<&'a [u8]>,
     /// The record's timestamp (the broker's append time on the events topic), unix millis.
     pub(crate) timestamp: Option<i64>,
+}
+
+/// An input position to commit with the transaction (KIP-447): the offset after the last
+/// record processed of `input`'s `partition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct CommitOffset {
+    pub(crate) input: Input,
+    pub(crate) partition: i32,
+    pub(crate) next: i64,
 }
 
 /// A record to produce inside the open transaction.
@@ -78,8 +106,10 @@ pub(crate) enum Action {
     /// Begin a transaction: the records that follow belong to it.
     BeginTransaction,
     Produce(OutRecord),
-    /// Set the partition's position back to `offset`: that record comes again after the commit.
+    /// Set the input partition's position back to `offset`: that record comes again after the
+    /// commit.
     Seek {
+        input: Input,
         partition: i32,
         offset: i64,
     },
@@ -89,6 +119,7 @@ pub(crate) enum Action {
 /// The core has noted it: abort, rebuild, and the record is dead-lettered when it comes again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TooLarge {
+    pub(crate) input: Input,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     pub(crate) message: String,
@@ -105,6 +136,8 @@ pub(crate) enum DeadLetterReason {
     StateLimit,
     /// Its outputs or the customer's state would not fit their topics (SPEC 4, Limits).
     RecordTooLarge,
+    /// A handoff record that does not decode (or was written by a newer release).
+    HandoffUnreadable,
 }
 
 impl DeadLetterReason {
@@ -114,6 +147,7 @@ impl DeadLetterReason {
             DeadLetterReason::KeyMismatch => "key_mismatch",
             DeadLetterReason::StateLimit => "state_limit",
             DeadLetterReason::RecordTooLarge => "record_too_large",
+            DeadLetterReason::HandoffUnreadable => "handoff_unreadable",
         }
     }
 }
@@ -127,6 +161,8 @@ pub(crate) trait TopicLimits: Send {
 #[derive(Debug, Clone)]
 pub(crate) struct CoreSettings {
     pub(crate) input_topic: Arc<str>,
+    /// Where states go to their new customer; `None` unless the processor hands off state.
+    pub(crate) handoff_topic: Option<Arc<str>>,
     pub(crate) dlq_topic: Arc<str>,
     pub(crate) changelog_topic: Arc<str>,
     pub(crate) commit_max_records: usize,
@@ -139,6 +175,7 @@ impl CoreSettings {
     pub(crate) fn new(config: &RuntimeConfig) -> Self {
         Self {
             input_topic: config.input_topic.as_str().into(),
+            handoff_topic: config.handoff_topic.as_deref().map(Arc::from),
             dlq_topic: config.dlq_topic.as_str().into(),
             changelog_topic: config.changelog_topic.as_str().into(),
             commit_max_records: config.commit_max_records,
@@ -149,12 +186,12 @@ impl CoreSettings {
     }
 }
 
-/// An input partition: its store and its progress in the open transaction.
+/// An input partition (of each input): its store and its progress in the open transaction.
 #[derive(Debug)]
 struct PartitionData<S> {
     store: PartitionStore<S>,
-    /// The offset after the last record processed in the open transaction.
-    next_offset: Option<i64>,
+    /// Per input, the offset after the last record processed in the open transaction.
+    next_offsets: [Option<i64>; Input::ALL.len()],
 }
 
 /// The open transaction: whose changelog records to write when it commits.
@@ -162,9 +199,9 @@ struct PartitionData<S> {
 struct Ledger {
     started: Instant,
     records: usize,
-    /// Every customer (by partition) this transaction changed, with the offset of the last input
-    /// record applied to them (`None` if only timers did): the cause of a changelog record.
-    touched: FxHashMap<i32, FxHashMap<String, Option<i64>>>,
+    /// Every customer (by partition) this transaction changed, with the last input record applied
+    /// to them (`None` if only timers did): the cause of a changelog record.
+    touched: FxHashMap<i32, FxHashMap<String, Option<(Input, i64)>>>,
     /// Timestamp (unix millis) of every input record, for the end-to-end latency.
     record_timestamps: Vec<i64>,
     /// Erasure markers this transaction created or expired, by partition: a set, so that an
@@ -178,7 +215,7 @@ impl Ledger {
         self.markers.extend(marked);
     }
 
-    fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<i64>) {
+    fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<(Input, i64)>) {
         let ids = self.touched.entry(partition).or_default();
         match ids.get_mut(customer_id) {
             Some(cause) => *cause = offset.or(*cause),
@@ -251,11 +288,13 @@ pub(crate) struct EngineCore<P: Processor> {
     /// before the restore (and were skipped), or an abort threw their progress away.
     rewind_after_restore: HashSet<i32>,
     ledger: Option<Ledger>,
-    /// Input records (partition, offset) to dead-letter with `record_too_large` when they are
-    /// read again after the abort their outputs caused.
-    too_large: FxHashMap<(i32, i64), String>,
+    /// Input records (input, partition, offset) to dead-letter with `record_too_large` when they
+    /// are read again after the abort their outputs caused.
+    too_large: FxHashMap<(Input, i32, i64), String>,
     /// At least one assignment happened (readiness).
     joined: bool,
+    /// Counts assignments and revocations.
+    assignment_generation: u64,
 }
 
 impl<P: Processor> std::fmt::Debug for EngineCore<P> {
@@ -288,6 +327,7 @@ impl<P: Processor> EngineCore<P> {
             ledger: None,
             too_large: FxHashMap::default(),
             joined: false,
+            assignment_generation: 0,
         }
     }
 
@@ -315,12 +355,14 @@ impl<P: Processor> EngineCore<P> {
     /// Partitions were assigned: they wait (paused by the driver) until their state is restored.
     pub(crate) fn on_assigned(&mut self, partitions: impl IntoIterator<Item = i32>) {
         self.joined = true;
+        self.assignment_generation += 1;
         self.pending_restore.extend(partitions);
         self.update_gauges();
     }
 
     /// Partitions left (after the driver committed, or aborted if they were lost): forget them.
     pub(crate) fn on_revoked(&mut self, partitions: &[i32]) {
+        self.assignment_generation += 1;
         for partition in partitions {
             self.partitions.remove(partition);
             self.rewind_after_restore.remove(partition);
@@ -328,6 +370,15 @@ impl<P: Processor> EngineCore<P> {
             self.metrics.consumer_lag.remove(&crate::metrics::PartitionLabel { partition: *partition });
         }
         self.update_gauges();
+    }
+
+    pub(crate) fn assignment_generation(&self) -> u64 {
+        self.assignment_generation
+    }
+
+    /// Every partition assigned, restored or waiting for it.
+    pub(crate) fn owned_partitions(&self) -> BTreeSet<i32> {
+        self.partitions.keys().chain(&self.pending_restore).copied().collect()
     }
 
     /// The partitions to restore now; the driver reads their changelogs and [`Self::install`]s each.
@@ -349,7 +400,7 @@ impl<P: Processor> EngineCore<P> {
         let store = PartitionStore::restored(customers, markers, |state| {
             processor.next_timer(state).map(|due| due.timestamp_millis())
         });
-        self.partitions.insert(partition, PartitionData { store, next_offset: None });
+        self.partitions.insert(partition, PartitionData { store, next_offsets: Default::default() });
         let rewind = self.rewind_after_restore.remove(&partition) || rewind;
         self.update_gauges();
         rewind
@@ -412,25 +463,49 @@ impl<P: Processor> EngineCore<P> {
             return Ok(());
         }
         self.open_ledger(clock.instant, out);
+        let outcome = match record.input {
+            Input::Events => match self.on_event_record(record, clock, out)? {
+                Some(outcome) => outcome,
+                None => return Ok(()),
+            },
+            Input::Handoff => self.apply_handoff(record, clock, out)?,
+        };
+        self.metrics.consumed.inc();
+        let ledger = self.ledger.as_mut().expect("ledger opened above");
+        ledger.records += 1;
+        if let Some(millis) = record.timestamp {
+            ledger.record_timestamps.push(millis);
+        }
+        if let Some(data) = self.partitions.get_mut(&partition) {
+            data.next_offsets[record.input.index()] = Some(record.offset + 1);
+        }
+        self.metrics.record_processed(outcome);
+        Ok(())
+    }
+
+    /// A record of the events topic: moves the partition clock, fires the timers due before it,
+    /// then applies it. `None`: it waits for the next transaction (a `Seek` says so).
+    fn on_event_record(
+        &mut self,
+        record: &InputRecord<'_>,
+        clock: Now,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<RecordOutcome>, TooLarge> {
+        let partition = record.partition;
         // SPEC 4, the partition clock: the broker's append time of this record (the events topic
         // uses LogAppendTime), taken as it is, so that a replay applies the record as of the same
         // time; never backwards. Should a topic carry producers' create times, one further ahead
         // of this host's clock than any broker's would be is held to the wall clock.
-        let wall = clock.wall.timestamp_millis();
-        let stamped = match record.timestamp {
-            Some(stamped) if stamped <= wall.saturating_add(MAX_BROKER_CLOCK_LEAD_MS) => stamped,
-            _ => wall,
-        };
+        let stamped = self.stamped(record, clock);
         let data = self.partitions.get_mut(&partition).expect("restored partition");
         let (partition_now, timers_up_to) = data.store.on_record(stamped);
         // A timer due before this record fires before it is applied.
         if !self.fire_due(partition, timers_up_to, out) {
             // More timers are due than one transaction takes: this record comes again after the
             // commit, and the next batch of timers with it.
-            out.push(Action::Seek { partition, offset: record.offset });
-            return Ok(());
+            out.push(Action::Seek { input: Input::Events, partition, offset: record.offset });
+            return Ok(None);
         }
-        self.metrics.consumed.inc();
         // Markers past their horizon by this record's time no longer judge it, whenever the
         // last sweep ran: a replay, batched differently, judges it the same.
         let data = self.partitions.get_mut(&partition).expect("restored partition");
@@ -440,17 +515,17 @@ impl<P: Processor> EngineCore<P> {
             ledger.mark(expired.into_iter().map(|id| (partition, id)));
         }
         let now = DateTime::from_timestamp_millis(partition_now).unwrap_or(clock.wall);
-        let outcome = self.apply_record(record, partition_now, now, out)?;
-        let ledger = self.ledger.as_mut().expect("ledger opened above");
-        ledger.records += 1;
-        if let Some(millis) = record.timestamp {
-            ledger.record_timestamps.push(millis);
+        self.apply_record(record, partition_now, now, out).map(Some)
+    }
+
+    /// The record's append time, unix millis; the wall clock for one further ahead than a
+    /// broker's clock can be (a producer's create time).
+    fn stamped(&self, record: &InputRecord<'_>, clock: Now) -> i64 {
+        let wall = clock.wall.timestamp_millis();
+        match record.timestamp {
+            Some(stamped) if stamped <= wall.saturating_add(MAX_BROKER_CLOCK_LEAD_MS) => stamped,
+            _ => wall,
         }
-        if let Some(data) = self.partitions.get_mut(&partition) {
-            data.next_offset = Some(record.offset + 1);
-        }
-        self.metrics.record_processed(outcome);
-        Ok(())
     }
 
     fn apply_record(
@@ -462,7 +537,7 @@ impl<P: Processor> EngineCore<P> {
     ) -> Result<RecordOutcome, TooLarge> {
         let (partition, offset) = (record.partition, record.offset);
         if !self.too_large.is_empty()
-            && let Some(text) = self.too_large.remove(&(partition, offset))
+            && let Some(text) = self.too_large.remove(&(Input::Events, partition, offset))
         {
             self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
             return Ok(RecordOutcome::DeadLettered);
@@ -507,9 +582,18 @@ impl<P: Processor> EngineCore<P> {
             }
         }
         let ledger = self.ledger.as_mut().expect("ledger opened");
-        ledger.touch(partition, &event.customer_id, Some(offset));
+        ledger.touch(partition, &event.customer_id, Some((Input::Events, offset)));
         let entry = data.store.remember(&event.customer_id, hash, self.settings.dedupe_window);
         let outputs = self.processor.apply(&mut entry.state, &event, now);
+        // A merge: the state the event left goes to the winner, with the dedupe memory (the
+        // winner then drops this customer's retried events too); this customer's is forgotten.
+        let handoff = match P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten() {
+            Some(winner) if winner != event.customer_id => entry.state.take().map(|state| {
+                let handed = Entry { recent: entry.recent.clone(), state: Some(state) };
+                crate::handoff::encode::<P>(&event, &handed).map(|value| (winner, value))
+            }),
+            _ => None,
+        };
         let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
         if matches!(event.payload, EventPayload::ErasureRequested) {
             let marker = ErasureMarker {
@@ -521,23 +605,126 @@ impl<P: Processor> EngineCore<P> {
             data.store.markers.insert(id, marker, self.horizon_ms);
             ledger.mark([(partition, id)]);
         }
-        data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
-        if outputs.is_empty() {
-            return Ok(RecordOutcome::Applied);
+        if handoff.is_some() {
+            data.store.settle_handed_off(&event.customer_id);
+        } else {
+            data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
         }
-        if let Some(message) = self.oversized(&outputs, Some(&event.event_id)) {
+        // Checked before anything is produced: either may abort the transaction.
+        let handoff = match handoff {
+            Some(Ok((winner, value))) => Some(self.handoff_record(winner, value, &event.event_id)),
+            Some(Err(message)) => Some(Err(message)),
+            None => None,
+        };
+        let too_large = match &handoff {
+            Some(Err(message)) => Some(message.clone()),
+            _ if outputs.is_empty() => None,
+            _ => self.oversized(&outputs, Some(&event.event_id)),
+        };
+        if let Some(message) = too_large {
             // The state already changed: the abort rebuilds it from the changelog.
-            self.too_large.insert((partition, offset), message.clone());
-            return Err(TooLarge { partition, offset, message });
+            self.too_large.insert((Input::Events, partition, offset), message.clone());
+            return Err(TooLarge { input: Input::Events, partition, offset, message });
         }
-        // The event's own id is the last output's cause; the others get a copy (most events
-        // have one output: no allocation on this path).
-        let mut cause = Some(event.event_id);
-        let last = outputs.len() - 1;
-        out.extend(outputs.into_iter().enumerate().map(|(index, output)| {
-            let cause = if index == last { cause.take() } else { cause.clone() };
-            Action::Produce(OutRecord::output(output, partition, cause))
-        }));
+        if !outputs.is_empty() {
+            // The event's own id is the last output's cause; the others get a copy (most events
+            // have one output: no allocation on this path).
+            let mut cause = Some(event.event_id);
+            let last = outputs.len() - 1;
+            out.extend(outputs.into_iter().enumerate().map(|(index, output)| {
+                let cause = if index == last { cause.take() } else { cause.clone() };
+                Action::Produce(OutRecord::output(output, partition, cause))
+            }));
+        }
+        if let Some(Ok(record)) = handoff {
+            out.push(Action::Produce(record));
+        }
+        Ok(RecordOutcome::Applied)
+    }
+
+    /// The handoff record of a merge `cause` asked for, unless it is too large for its topic.
+    fn handoff_record(&mut self, winner: String, value: Vec<u8>, cause: &str) -> Result<OutRecord, String> {
+        let topic = self.settings.handoff_topic.clone().expect("a handoff topic when handing off state");
+        let size = record_size(&winner, Some(&value), &[(CAUSE_HEADER, cause)]);
+        let limit = self.limits.limit(&topic);
+        if size > limit {
+            return Err(format!("a {size}-byte handoff record for {topic} exceeds its {limit}-byte limit"));
+        }
+        // The partitioner puts it where the winner's events are (the same key hash and, checked
+        // at start, the same partition count).
+        Ok(OutRecord {
+            topic,
+            partition: None,
+            key: Some(winner),
+            value: Some(value),
+            cause: Some(cause.to_owned()),
+            headers: Vec::new(),
+        })
+    }
+
+    /// The winner's side of a handoff: the handed state is merged into the winner's once (the
+    /// handoff's id joins the winner's dedupe memory with the loser's), as of the record's append
+    /// time. It does not move the partition clock: the events' own times do.
+    fn apply_handoff(
+        &mut self,
+        record: &InputRecord<'_>,
+        clock: Now,
+        out: &mut Vec<Action>,
+    ) -> Result<RecordOutcome, TooLarge> {
+        let (partition, offset) = (record.partition, record.offset);
+        if !self.too_large.is_empty()
+            && let Some(text) = self.too_large.remove(&(Input::Handoff, partition, offset))
+        {
+            self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
+            return Ok(RecordOutcome::DeadLettered);
+        }
+        let handoff = match crate::handoff::decode(&self.processor, record.key, record.payload) {
+            Ok(handoff) => handoff,
+            Err(text) => {
+                self.dead_letter(record, DeadLetterReason::HandoffUnreadable, &text, out);
+                return Ok(RecordOutcome::DeadLettered);
+            }
+        };
+        let now = DateTime::from_timestamp_millis(self.stamped(record, clock)).unwrap_or(clock.wall);
+        let data = self.partitions.get_mut(&partition).expect("restored partition");
+        let hash = event_id_hash(&handoff.id);
+        let marker_key = &self.marker_key;
+        let admission = data.store.admit(
+            &handoff.to,
+            || marker_key.id(&handoff.to),
+            handoff.occurred_at,
+            hash,
+            self.settings.erasure.suppress_after,
+        );
+        match admission {
+            // The winner was erased after the merge's time: what came with it goes too.
+            Admission::Erased => return Ok(RecordOutcome::Erased),
+            Admission::Duplicate => return Ok(RecordOutcome::Duplicate),
+            Admission::New(_) => {}
+        }
+        let ledger = self.ledger.as_mut().expect("ledger opened");
+        ledger.touch(partition, &handoff.to, Some((Input::Handoff, offset)));
+        let window = self.settings.dedupe_window;
+        for seen in handoff.entry.recent.iter().filter(|seen| **seen != hash) {
+            data.store.remember(&handoff.to, *seen, window);
+        }
+        let entry = data.store.remember(&handoff.to, hash, window);
+        let outputs = match handoff.entry.state {
+            Some(handed) => self.processor.merge(&mut entry.state, &handoff.to, &handoff.from, handed, now),
+            None => Vec::new(),
+        };
+        let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+        data.store.settle(&handoff.to, due.map(|due| due.timestamp_millis()));
+        if let Some(message) = self.oversized(&outputs, Some(&handoff.id)) {
+            self.too_large.insert((Input::Handoff, partition, offset), message.clone());
+            return Err(TooLarge { input: Input::Handoff, partition, offset, message });
+        }
+        let cause = handoff.id;
+        out.extend(
+            outputs
+                .into_iter()
+                .map(|output| Action::Produce(OutRecord::output(output, partition, Some(cause.clone())))),
+        );
         Ok(RecordOutcome::Applied)
     }
 
@@ -559,6 +746,14 @@ impl<P: Processor> EngineCore<P> {
         })
     }
 
+    /// The topic of an input.
+    pub(crate) fn topic_of(&self, input: Input) -> &Arc<str> {
+        match input {
+            Input::Events => &self.settings.input_topic,
+            Input::Handoff => self.settings.handoff_topic.as_ref().unwrap_or(&self.settings.input_topic),
+        }
+    }
+
     fn dead_letter(
         &mut self,
         record: &InputRecord<'_>,
@@ -571,7 +766,7 @@ impl<P: Processor> EngineCore<P> {
         let mut headers = vec![
             ("error.code", code.to_owned()),
             ("error.message", text.to_owned()),
-            ("source.topic", self.settings.input_topic.to_string()),
+            ("source.topic", self.topic_of(record.input).to_string()),
             ("source.partition", record.partition.to_string()),
             ("source.offset", record.offset.to_string()),
         ];
@@ -686,7 +881,10 @@ impl<P: Processor> EngineCore<P> {
     /// The open transaction's commit: a changelog record per customer it touched (their final
     /// entry, or a tombstone) and per erasure marker it created or expired, as actions, and the
     /// input offsets to send with the group metadata (KIP-447). `None` when no transaction is open.
-    pub(crate) fn plan_commit(&mut self, out: &mut Vec<Action>) -> Result<Option<Vec<(i32, i64)>>, TooLarge> {
+    pub(crate) fn plan_commit(
+        &mut self,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<Vec<CommitOffset>>, TooLarge> {
         let Some(ledger) = self.ledger.as_ref() else { return Ok(None) };
         let changelog_topic = self.settings.changelog_topic.clone();
         let changelog_limit = self.limits.limit(&changelog_topic);
@@ -717,9 +915,9 @@ impl<P: Processor> EngineCore<P> {
                             "the state would be a {size}-byte changelog record (limit {changelog_limit})"
                         );
                         match cause {
-                            Some(offset) => {
-                                self.too_large.insert((partition, offset), message.clone());
-                                return Err(TooLarge { partition, offset, message });
+                            Some((input, offset)) => {
+                                self.too_large.insert((input, partition, offset), message.clone());
+                                return Err(TooLarge { input, partition, offset, message });
                             }
                             None => {
                                 tracing::error!(customer_id, %message, "not writing a timer's changelog record");
@@ -741,10 +939,18 @@ impl<P: Processor> EngineCore<P> {
             });
             out.push(changelog(*partition, crate::erasure::changelog_key(id), value));
         }
-        let mut offsets: Vec<(i32, i64)> = self
+        let mut offsets: Vec<CommitOffset> = self
             .partitions
             .iter()
-            .filter_map(|(partition, data)| data.next_offset.map(|next| (*partition, next)))
+            .flat_map(|(partition, data)| {
+                Input::ALL.into_iter().filter_map(move |input| {
+                    data.next_offsets[input.index()].map(|next| CommitOffset {
+                        input,
+                        partition: *partition,
+                        next,
+                    })
+                })
+            })
             .collect();
         offsets.sort_unstable();
         Ok(Some(offsets))
@@ -753,7 +959,7 @@ impl<P: Processor> EngineCore<P> {
     /// The open transaction committed: returns its input records' timestamps (for latency).
     pub(crate) fn committed(&mut self) -> Vec<i64> {
         for data in self.partitions.values_mut() {
-            data.next_offset = None;
+            data.next_offsets = Default::default();
         }
         self.update_gauges();
         self.ledger.take().map(|ledger| ledger.record_timestamps).unwrap_or_default()
@@ -807,7 +1013,8 @@ mod tests {
 
     /// A processor small enough to check by hand: counts a customer's events, emits the count,
     /// refuses a fourth event (a limit), reports the customer idle 1 s after their last event,
-    /// and emits a record too large for any topic for an event whose url is "huge".
+    /// emits a record too large for any topic for an event whose url is "huge", and hands its
+    /// count to customer X for a view of the url "merge:X" (the winner adds it up).
     #[derive(Debug)]
     struct Tally;
 
@@ -864,6 +1071,28 @@ mod tests {
             state.idle_at.and_then(DateTime::from_timestamp_millis)
         }
 
+        const HANDS_OFF_STATE: bool = true;
+
+        fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
+            match &event.payload {
+                EventPayload::PageViewed { url } => url.strip_prefix("merge:").map(str::to_owned),
+                _ => None,
+            }
+        }
+
+        fn merge(
+            &self,
+            state: &mut Option<Count>,
+            customer_id: &str,
+            from: &str,
+            handed: Count,
+            _now: DateTime<Utc>,
+        ) -> Vec<Output> {
+            let count = state.get_or_insert(Count { count: 0, idle_at: None, ballast: String::new() });
+            count.count += handed.count;
+            vec![out(customer_id, &format!("{} with {from}'s", count.count))]
+        }
+
         fn on_timer(&self, state: &mut Option<Count>, customer_id: &str, now: DateTime<Utc>) -> Vec<Output> {
             if let Some(count) = state {
                 count.idle_at = None;
@@ -884,6 +1113,7 @@ mod tests {
     fn core_with(commit_max_records: usize) -> EngineCore<Tally> {
         let settings = CoreSettings {
             input_topic: "in".into(),
+            handoff_topic: Some("handoff".into()),
             dlq_topic: "dlq".into(),
             changelog_topic: "state".into(),
             commit_max_records,
@@ -942,8 +1172,22 @@ mod tests {
         payload: &[u8],
         appended: i64,
     ) -> Result<Vec<Action>, TooLarge> {
+        feed_input(core, Input::Events, partition, offset, key, payload, appended)
+    }
+
+    /// Feeds one record of `input`.
+    fn feed_input(
+        core: &mut EngineCore<Tally>,
+        input: Input,
+        partition: i32,
+        offset: i64,
+        key: &str,
+        payload: &[u8],
+        appended: i64,
+    ) -> Result<Vec<Action>, TooLarge> {
         let mut actions = Vec::new();
         let record = InputRecord {
+            input,
             partition,
             offset,
             key: Some(key.as_bytes()),
@@ -977,10 +1221,10 @@ mod tests {
         }
     }
 
-    fn plan(core: &mut EngineCore<Tally>) -> (Vec<Action>, Vec<(i32, i64)>) {
+    fn plan(core: &mut EngineCore<Tally>) -> (Vec<Action>, Vec<(Input, i32, i64)>) {
         let mut actions = Vec::new();
         let offsets = core.plan_commit(&mut actions).expect("fits").expect("a transaction is open");
-        (actions, offsets)
+        (actions, offsets.into_iter().map(|o| (o.input, o.partition, o.next)).collect())
     }
 
     fn some(value: &str) -> Option<String> {
@@ -1002,7 +1246,7 @@ mod tests {
         let actions = feed(&mut core, 0, 42, "c-1", &view("e-2", "c-1", BASE + 5), BASE + 5).expect("fits");
         assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("2"))], "no second begin");
         let (commit, offsets) = plan(&mut core);
-        assert_eq!(offsets, vec![(0, 43)], "the offset after the last record");
+        assert_eq!(offsets, vec![(Input::Events, 0, 43)], "the offset after the last record");
         assert_eq!(produced(&commit).len(), 1, "one changelog record per customer, the final state only");
         assert_eq!(produced(&commit)[0].0, "state");
         assert_eq!(core.committed(), vec![BASE, BASE + 5], "the records' timestamps, for the latency");
@@ -1029,7 +1273,7 @@ mod tests {
             assert_eq!(record.value.as_deref(), Some(payload), "original bytes");
         }
         let (commit, offsets) = plan(&mut core);
-        assert_eq!(offsets, vec![(1, 10)], "past every bad record");
+        assert_eq!(offsets, vec![(Input::Events, 1, 10)], "past every bad record");
         assert!(produced(&commit).is_empty(), "no state changed");
     }
 
@@ -1052,7 +1296,11 @@ mod tests {
         let actions = feed(&mut core, 0, 1, "c-1", &view("e-1", "c-1", BASE), BASE + 1).expect("fits");
         assert_eq!(produced(&actions), Vec::new(), "a producer's retry");
         let (commit, offsets) = plan(&mut core);
-        assert_eq!((produced(&commit).len(), offsets), (0, vec![(0, 2)]), "no changelog record, progress");
+        assert_eq!(
+            (produced(&commit).len(), offsets),
+            (0, vec![(Input::Events, 0, 2)]),
+            "no changelog record, progress"
+        );
     }
 
     #[test]
@@ -1152,7 +1400,11 @@ mod tests {
         let actions =
             feed(&mut core, 0, 4, "c-5", &view("e-5", "c-5", BASE + 5_000), BASE + 5_000).expect("fits");
         assert_eq!(produced(&actions).len(), 3, "three of four timers fill the transaction");
-        assert_eq!(actions.last(), Some(&Action::Seek { partition: 0, offset: 4 }), "the record comes again");
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Seek { input: Input::Events, partition: 0, offset: 4 }),
+            "the record comes again"
+        );
         let (_, offsets) = plan(&mut core);
         assert_eq!(offsets, Vec::new(), "the record did not count as progress");
         assert!(core.commit_due(Instant::now()), "a full transaction is due");
@@ -1244,9 +1496,90 @@ mod tests {
         // first, see driver.rs).
         core.on_revoked(&[1]);
         let (_, offsets) = plan(&mut core);
-        assert_eq!(offsets, vec![(0, 1)], "a lost partition's progress is not this member's to commit");
+        assert_eq!(
+            offsets,
+            vec![(Input::Events, 0, 1)],
+            "a lost partition's progress is not this member's to commit"
+        );
         core.reset();
         assert!(!core.has_open_transaction(), "a re-created producer's transaction is gone");
         assert_eq!(core.take_pending_restore(), vec![0], "what is owned is restored");
+    }
+
+    /// The handoff record among `actions`: (winner, partition, value, cause).
+    fn handoff_record(actions: &[Action]) -> (String, Option<i32>, Vec<u8>, Option<String>) {
+        actions
+            .iter()
+            .find_map(|action| match action {
+                Action::Produce(record) if record.topic.as_ref() == "handoff" => Some((
+                    record.key.clone().expect("keyed"),
+                    record.partition,
+                    record.value.clone().expect("a value"),
+                    record.cause.clone(),
+                )),
+                _ => None,
+            })
+            .expect("a handoff record")
+    }
+
+    #[test]
+    fn given_a_merge_then_the_state_leaves_with_a_tombstone_and_reaches_the_winner_once() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        feed(&mut core, 0, 1, "c-1", &view("e-2", "c-1", BASE + 1), BASE + 1).expect("fits");
+        let merge = view_of("e-3", "c-1", BASE + 2, "merge:c-2");
+        let actions = feed(&mut core, 0, 2, "c-1", &merge, BASE + 2).expect("fits");
+        // The loser's side: what the processor emits for the event, then the state on its way,
+        // keyed by the winner and left to the partitioner (the winner's partition).
+        assert_eq!(produced(&actions)[0], ("out", Some("c-1"), some("3")));
+        let (winner, partition, value, cause) = handoff_record(&actions);
+        assert_eq!((winner.as_str(), partition, cause.as_deref()), ("c-2", None, Some("e-3")));
+        assert_eq!(core.state_of(0, "c-1"), None, "the loser keeps no state");
+        let (commit, offsets) = plan(&mut core);
+        let Action::Produce(changelog) = &commit[0] else { panic!("a changelog record") };
+        let kept = crate::changelog::decode(&Tally, changelog.value.as_deref().expect("not a tombstone"))
+            .expect("decodes");
+        assert_eq!((changelog.key.as_deref(), kept.state), (Some("c-1"), None), "only the dedupe memory");
+        assert_eq!(kept.recent.len(), 3);
+        assert_eq!(offsets, vec![(Input::Events, 0, 3)]);
+        core.committed();
+
+        // The winner's side, on its partition, in a later transaction.
+        feed(&mut core, 1, 0, "c-2", &view("e-9", "c-2", BASE), BASE).expect("fits");
+        let applied = feed_input(&mut core, Input::Handoff, 1, 7, "c-2", &value, BASE + 3).expect("fits");
+        assert_eq!(produced(&applied), vec![("out", Some("c-2"), some("4 with c-1's"))]);
+        let Action::Produce(merged) = &applied[0] else { panic!("an output") };
+        assert_eq!(merged.cause.as_deref(), Some("e-3"), "the merge names the event that asked for it");
+        let (commit, offsets) = plan(&mut core);
+        assert_eq!(produced(&commit).len(), 1, "the winner's changelog record");
+        assert_eq!(offsets, vec![(Input::Events, 1, 1), (Input::Handoff, 1, 8)]);
+        core.committed();
+
+        // The same handoff again (a second copy of the record): applied once.
+        let again = feed_input(&mut core, Input::Handoff, 1, 8, "c-2", &value, BASE + 4).expect("fits");
+        assert!(produced(&again).is_empty(), "a handoff is applied once, by its id");
+        // A retry of one of the loser's events, now keyed by the winner (as identity re-keys it).
+        let retried = feed(&mut core, 1, 1, "c-2", &view("e-1", "c-2", BASE), BASE + 5).expect("fits");
+        assert!(produced(&retried).is_empty(), "the loser's dedupe memory moved with the state");
+        assert_eq!(core.state_of(1, "c-2").map(|count| count.count), Some(4));
+    }
+
+    #[test]
+    fn given_a_bad_handoff_record_or_an_erased_winner_then_nothing_is_merged() {
+        let mut core = core();
+        let garbage = feed_input(&mut core, Input::Handoff, 1, 0, "c-2", b"\x93garbage", BASE).expect("fits");
+        assert_eq!(header(&garbage[1], "error.code"), Some("handoff_unreadable"));
+        assert_eq!(header(&garbage[1], "source.topic"), Some("handoff"));
+
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let merge = view_of("e-2", "c-1", BASE + 10, "merge:c-3");
+        let (_, _, value, _) =
+            handoff_record(&feed(&mut core, 0, 1, "c-1", &merge, BASE + 10).expect("fits"));
+        // The winner is erased after the merge's time, before its handoff arrives.
+        let erase = event_bytes("e-7", "c-3", BASE + 50, EventPayload::ErasureRequested);
+        feed(&mut core, 1, 1, "c-3", &erase, BASE + 50).expect("fits");
+        let dropped = feed_input(&mut core, Input::Handoff, 1, 1, "c-3", &value, BASE + 60).expect("fits");
+        assert!(produced(&dropped).is_empty(), "an erased winner takes nothing dated before the erasure");
+        assert_eq!(core.state_of(1, "c-3"), None);
     }
 }

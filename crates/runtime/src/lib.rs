@@ -11,6 +11,7 @@ mod context;
 mod driver;
 mod engine;
 pub mod erasure;
+mod handoff;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;

@@ -66,4 +66,33 @@ pub trait Processor: Send + 'static {
     ) -> Vec<Output> {
         Vec::new()
     }
+
+    /// Whether this processor moves state between customers (merges). The runtime then also
+    /// reads and writes its handoff topic (`HANDOFF_TOPIC`, co-partitioned with the input); see
+    /// docs/runtime.md, "State handoff".
+    const HANDS_OFF_STATE: bool = false;
+
+    /// Whether `event` asks to move its customer's state to another customer: the winner's id.
+    /// The runtime asks after `apply` (which emits what the loser's side publishes, e.g. a
+    /// tombstone), then takes the state it left, with the customer's dedupe memory, and sends it
+    /// to the winner's partition; the loser's changelog record becomes a tombstone. Read only
+    /// when `HANDS_OFF_STATE`.
+    fn handoff_target(&self, _event: &TouchpointEvent) -> Option<String> {
+        None
+    }
+
+    /// The winner's side of a handoff: folds the state handed over by `from` into the winner's
+    /// (`None` if the winner is new), as of the partition clock. Applied once per handoff (its id
+    /// is remembered with the winner's event ids), in arrival order relative to the winner's own
+    /// events: a merge should not depend on that order (counts add, traits by event time).
+    fn merge(
+        &self,
+        _state: &mut Option<Self::State>,
+        _customer_id: &str,
+        _from: &str,
+        _handed: Self::State,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        Vec::new()
+    }
 }

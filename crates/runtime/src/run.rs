@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use prometheus_client::registry::Registry;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -16,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 use crate::context::EngineContext;
 use crate::driver::Driver;
-use crate::engine::{CoreSettings, EngineCore, InputRecord, Now};
+use crate::engine::{CoreSettings, EngineCore, Input, InputRecord, Now};
 use crate::logging::{self, LogFormat};
 use crate::metrics::Metrics;
 use crate::processor::Processor;
@@ -28,7 +29,7 @@ use crate::{RuntimeError, create_transactional_producer};
 /// error (exit 1, for the orchestrator to restart it).
 pub fn run_service<P: Processor>(service: ServiceInfo, args: RuntimeArgs, processor: P) -> ExitCode {
     logging::init(LogFormat::Json);
-    let config = Arc::new(RuntimeConfig::resolve(args, service));
+    let config = Arc::new(RuntimeConfig::resolve(args, service, P::HANDS_OFF_STATE));
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -57,6 +58,7 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
         group_id = %config.group_id,
         transactional_id = %config.transactional_id(),
         input = %config.input_topic,
+        handoff = ?config.handoff_topic,
         changelog = %config.changelog_topic,
         "starting"
     );
@@ -109,9 +111,13 @@ fn create_consumer<P: Processor>(
     context: EngineContext<P>,
 ) -> Result<EngineConsumer<P>, RuntimeError> {
     let mut client = config.kafka.client_config()?;
+    // A handoff topic is co-partitioned with the input: partition p of both must go to the same
+    // member, which the range assignor does (as Kafka Streams' own assignor does for a task's
+    // topics); cooperative-sticky balances each topic on its own.
+    let assignment = if config.handoff_topic.is_some() { "range" } else { "cooperative-sticky" };
     client
         .set("group.id", &config.group_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("partition.assignment.strategy", assignment)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
@@ -145,8 +151,14 @@ fn processing_loop<P: Processor>(
     let driver =
         Arc::new(Mutex::new(Driver::new(core, config.clone(), producer, metrics.clone(), health.clone())));
     let context = EngineContext { driver: driver.clone(), metrics, input_topic: config.input_topic.clone() };
-    let consumer = create_consumer(&config, context)?;
-    consumer.subscribe(&[&config.input_topic])?;
+    let consumer = Arc::new(create_consumer(&config, context)?);
+    let mut topics = vec![config.input_topic.as_str()];
+    if let Some(handoff) = &config.handoff_topic {
+        check_co_partitioned(&consumer, &config.input_topic, handoff)?;
+        topics.push(handoff);
+    }
+    consumer.subscribe(&topics)?;
+    let mut handoffs = HandoffQueues::<P>::default();
     let mut clock = LoopClock::new();
     let mut last_timers = clock.read().instant;
     let mut iterations: u64 = 0;
@@ -161,6 +173,9 @@ fn processing_loop<P: Processor>(
         }
         {
             let mut driver = driver.lock().expect("driver lock");
+            if let Some(topic) = &config.handoff_topic {
+                handoffs.follow(&consumer, topic, &driver);
+            }
             driver.recover(&consumer)?;
             health.set_ready(driver.is_ready());
         }
@@ -169,7 +184,10 @@ fn processing_loop<P: Processor>(
         let mut driver = driver.lock().expect("driver lock");
         match polled {
             Some(Ok(message)) => {
+                let input =
+                    if message.topic() == config.input_topic { Input::Events } else { Input::Handoff };
                 let record = InputRecord {
+                    input,
                     partition: message.partition(),
                     offset: message.offset(),
                     key: message.key(),
@@ -178,10 +196,12 @@ fn processing_loop<P: Processor>(
                 };
                 driver.on_record(&consumer, &record, now);
             }
+            // Only the events' partitions are on this queue (the handoff topic's have their own).
             Some(Err(KafkaError::PartitionEOF(partition))) => driver.on_end_of_partition(partition),
             None => {}
             Some(Err(error)) => warn!(%error, "consumer error"),
         }
+        handoffs.poll(&consumer, &mut driver, now);
         if now.instant.duration_since(last_timers) >= config.timer_interval {
             last_timers = now.instant;
             driver.on_tick(&consumer, now);
@@ -190,6 +210,84 @@ fn processing_loop<P: Processor>(
             driver.commit(&consumer);
         }
     }
+}
+
+/// The handoff topic's partitions, each on a queue of its own: librdkafka's end-of-partition
+/// event names no topic, and only the events' end may let a partition clock follow the wall clock.
+struct HandoffQueues<P: Processor> {
+    queues: std::collections::BTreeMap<i32, PartitionQueue<EngineContext<P>>>,
+    generation: u64,
+}
+
+impl<P: Processor> Default for HandoffQueues<P> {
+    fn default() -> Self {
+        Self { queues: std::collections::BTreeMap::new(), generation: 0 }
+    }
+}
+
+impl<P: Processor> HandoffQueues<P> {
+    /// After a rebalance: a queue per owned partition. New ones are still paused (they are
+    /// resumed once restored), so nothing of theirs went to the main queue.
+    fn follow(&mut self, consumer: &Arc<EngineConsumer<P>>, topic: &str, driver: &Driver<P>) {
+        if driver.assignment_generation() == self.generation {
+            return;
+        }
+        self.generation = driver.assignment_generation();
+        let owned = driver.owned_partitions();
+        self.queues.retain(|partition, _| owned.contains(partition));
+        for partition in owned {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.queues.entry(partition)
+                && let Some(queue) = consumer.split_partition_queue(topic, partition)
+            {
+                slot.insert(queue);
+            }
+        }
+    }
+
+    /// One record of each handoff partition that has one.
+    fn poll(&self, consumer: &EngineConsumer<P>, driver: &mut Driver<P>, now: Now) {
+        for queue in self.queues.values() {
+            match queue.poll(Duration::ZERO) {
+                Some(Ok(message)) => {
+                    let record = InputRecord {
+                        input: Input::Handoff,
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key(),
+                        payload: message.payload(),
+                        timestamp: message.timestamp().to_millis(),
+                    };
+                    driver.on_record(consumer, &record, now);
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(error)) => warn!(%error, "handoff consumer error"),
+            }
+        }
+    }
+}
+
+/// A handoff record is keyed by the winner and partitioned like the events (murmur2 of the key):
+/// it reaches the winner's store only if both topics have the same partition count.
+fn check_co_partitioned<P: Processor>(
+    consumer: &EngineConsumer<P>,
+    input: &str,
+    handoff: &str,
+) -> Result<(), RuntimeError> {
+    let count = |topic: &str| -> Result<usize, RuntimeError> {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+        if partitions == 0 {
+            return Err(RuntimeError::Restore(format!("topic {topic} does not exist")));
+        }
+        Ok(partitions)
+    };
+    let (events, handoffs) = (count(input)?, count(handoff)?);
+    if events != handoffs {
+        return Err(RuntimeError::Restore(format!(
+            "the handoff topic {handoff} has {handoffs} partitions, the input {input} {events}: they must be equal"
+        )));
+    }
+    Ok(())
 }
 
 /// One clock read per loop iteration: wall time is derived from the monotonic clock and

@@ -170,6 +170,12 @@ impl<S> PartitionStore<S> {
         self.set_timer(customer_id, due);
     }
 
+    /// After a customer's state was handed to another: the entry stays without state, its
+    /// dedupe memory dropping retries of the events that led there (a retried merge included).
+    pub(crate) fn settle_handed_off(&mut self, customer_id: &str) {
+        self.set_timer(customer_id, None);
+    }
+
     /// The earliest timer due at or before `up_to`.
     pub(crate) fn due_timer(&self, up_to: i64) -> Option<(i64, String)> {
         // Peeked before cloning: this runs before every record.

@@ -2,7 +2,8 @@
 //! without Kafka, in the given/when/then shape of cqrs-es's `TestFramework`. What a test sees is
 //! what the runtime would produce on one partition: dedupe, erasure markers, `check_limits`
 //! refusals (dead-lettered), records validated as of the partition clock, timers fired as of
-//! their due time, outputs with their keys.
+//! their due time, outputs with their keys. A state handoff (a merge) is delivered to the
+//! winner within the same step, as the handoff topic would deliver it.
 //!
 //! ```ignore
 //! let then = ProcessorTest::new(MyService::default()).given([opened]).when(&resolved);
@@ -17,12 +18,17 @@ use omnistream_model::{TouchpointEvent, encode_event};
 use prometheus_client::registry::Registry;
 
 use crate::config::ErasureConfig;
-use crate::engine::{Action, CoreSettings, EngineCore, InputRecord, Now, RestoredPartition, TopicLimits};
+use crate::engine::{
+    Action, CoreSettings, EngineCore, Input, InputRecord, Now, RestoredPartition, TopicLimits,
+};
 use crate::metrics::Metrics;
 use crate::processor::Processor;
 
 /// The DLQ topic of a test.
 pub const TEST_DLQ: &str = "test.dlq";
+
+/// The handoff topic of a test.
+const TEST_HANDOFF: &str = "test.handoff";
 
 /// What one step produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +64,7 @@ impl TopicLimits for DefaultTopics {
 pub struct ProcessorTest<P: Processor> {
     core: EngineCore<P>,
     offset: i64,
+    handoff_offset: i64,
 }
 
 impl<P: Processor> std::fmt::Debug for ProcessorTest<P> {
@@ -71,6 +78,7 @@ impl<P: Processor> ProcessorTest<P> {
     pub fn new(processor: P) -> Self {
         let settings = CoreSettings {
             input_topic: "test.events".into(),
+            handoff_topic: P::HANDS_OFF_STATE.then(|| TEST_HANDOFF.into()),
             dlq_topic: TEST_DLQ.into(),
             changelog_topic: "test.state".into(),
             // One transaction per step, however many timers it fires (a Seek would need a broker).
@@ -88,7 +96,7 @@ impl<P: Processor> ProcessorTest<P> {
         core.on_assigned([0]);
         core.take_pending_restore();
         core.install(0, RestoredPartition::default(), false);
-        Self { core, offset: 0 }
+        Self { core, offset: 0, handoff_offset: 0 }
     }
 
     pub fn processor(&self) -> &P {
@@ -128,6 +136,7 @@ impl<P: Processor> ProcessorTest<P> {
         appended: DateTime<Utc>,
     ) -> Then {
         let record = InputRecord {
+            input: Input::Events,
             partition: 0,
             offset: self.offset,
             key,
@@ -135,17 +144,39 @@ impl<P: Processor> ProcessorTest<P> {
             timestamp: Some(appended.timestamp_millis()),
         };
         self.offset += 1;
+        let mut actions = self.step(&record, appended);
+        // The handoffs it sent reach their winner (one partition here) in later transactions.
+        let mut delivered = 0;
+        while let Some((key, value)) = handoff_at(&actions, delivered) {
+            delivered += 1;
+            let record = InputRecord {
+                input: Input::Handoff,
+                partition: 0,
+                offset: self.handoff_offset,
+                key: Some(key.as_bytes()),
+                payload: Some(&value),
+                timestamp: Some(appended.timestamp_millis()),
+            };
+            self.handoff_offset += 1;
+            let more = self.step(&record, appended);
+            actions.extend(more);
+        }
+        collect(actions)
+    }
+
+    /// One record in a transaction of its own.
+    fn step(&mut self, record: &InputRecord<'_>, appended: DateTime<Utc>) -> Vec<Action> {
         let mut actions = Vec::new();
         // The wall clock is the record's time: these tests replay, they do not run live.
         let now = Now { instant: Instant::now(), wall: appended };
-        if let Err(too_large) = self.core.on_record(&record, now, &mut actions) {
+        if let Err(too_large) = self.core.on_record(record, now, &mut actions) {
             panic!(
                 "a record too large aborts the transaction (tested with the broker): {}",
                 too_large.message
             );
         }
         self.commit();
-        collect(actions)
+        actions
     }
 
     /// The partition has caught up and the wall clock reads `wall`: due timers fire.
@@ -170,10 +201,26 @@ impl<P: Processor> ProcessorTest<P> {
     }
 }
 
+/// The `nth` handoff record among `actions`, as (winner, value).
+fn handoff_at(actions: &[Action], nth: usize) -> Option<(String, Vec<u8>)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Produce(record) if record.topic.as_ref() == TEST_HANDOFF => {
+                Some((record.key.clone().unwrap_or_default(), record.value.clone().unwrap_or_default()))
+            }
+            _ => None,
+        })
+        .nth(nth)
+}
+
 fn collect(actions: Vec<Action>) -> Then {
     let mut then = Then::default();
     for action in actions {
         let Action::Produce(record) = action else { continue };
+        if record.topic.as_ref() == TEST_HANDOFF {
+            continue;
+        }
         if record.topic.as_ref() == TEST_DLQ {
             let header = |name: &str| {
                 record

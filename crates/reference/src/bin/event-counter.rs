@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use omnistream_reference::{COUNTS_TOPIC, EventCounter};
+use omnistream_reference::{COUNTS_TOPIC, EventCounter, MergingCounter};
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
 #[derive(Debug, Parser)]
@@ -18,6 +18,11 @@ struct Args {
     /// Report a customer idle this many milliseconds after their last event (exercises timers).
     #[arg(long, env = "IDLE_AFTER_MS")]
     idle_after_ms: Option<i64>,
+    /// Merge customers: an event setting the trait `merged_into` hands the customer's count to
+    /// that customer through the handoff topic (`HANDOFF_TOPIC`, default
+    /// `event-counter.handoff.v1`, as many partitions as the input).
+    #[arg(long, env = "MERGES")]
+    merges: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,5 +36,9 @@ fn main() -> ExitCode {
         output_topic: Arc::from(args.output_topic),
         idle_after: args.idle_after_ms.map(chrono::Duration::milliseconds),
     };
-    run_service(service, args.runtime, counter)
+    if args.merges {
+        run_service(service, args.runtime, MergingCounter(counter))
+    } else {
+        run_service(service, args.runtime, counter)
+    }
 }

@@ -1,0 +1,224 @@
+//! The state handoff (a merge), proven on the real broker with the merging counter: customers
+//! merge into others on other partitions while the service is SIGKILLed at random moments, and
+//! every count must arrive exactly once. The oracle is worked out here from the counter's rules
+//! (docs/runtime.md, "State handoff"), by counting the input, not by running the processor.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use omnistream_model::{Channel, EventPayload, TouchpointEvent, TraitValue, encode_event};
+use omnistream_reference::{CountRecord, MERGED_INTO_TRAIT};
+use omnistream_runtime::admin::TopicRequest;
+use omnistream_testkit::pipeline::{
+    OutputsByKey, PARTITIONS, ServiceTopics, committed_outputs, kill_repeatedly, produce_at_rate,
+};
+use omnistream_testkit::{ServiceProcess, consume_committed, create_test_topics, unique_topic};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const EVENTS: usize = 100_000;
+const WINNERS: usize = 400;
+const LOSERS: usize = 800;
+
+/// One input record: a counted event or a merge, as the producer sends it.
+#[derive(Debug, Clone)]
+enum Step {
+    Counted { customer: String, event_id: String },
+    Merge { loser: String, winner: String, event_id: String },
+}
+
+impl Step {
+    fn record(&self) -> (String, Vec<u8>) {
+        let (customer, event_id, payload) = match self {
+            Step::Counted { customer, event_id } => {
+                (customer, event_id, EventPayload::PageViewed { url: "https://shop.example/".into() })
+            }
+            Step::Merge { loser, winner, event_id } => {
+                let set =
+                    BTreeMap::from([(MERGED_INTO_TRAIT.to_owned(), TraitValue::String(winner.clone()))]);
+                (
+                    loser,
+                    event_id,
+                    EventPayload::TraitsUpdated { set, set_once: BTreeMap::new(), unset: Vec::new() },
+                )
+            }
+        };
+        let event = TouchpointEvent {
+            event_id: event_id.clone(),
+            customer_id: customer.clone(),
+            occurred_at: Utc::now() - chrono::Duration::minutes(5),
+            channel: Channel::Web,
+            source: None,
+            payload,
+            context: BTreeMap::new(),
+        };
+        (customer.clone(), encode_event(&event).expect("encodes"))
+    }
+}
+
+/// Events of winners and losers in random order; each loser merges into a random winner once, at
+/// a random point (before any event of theirs, for some). 1 % of records are sent twice (producer
+/// retries), merges included.
+fn workload(seed: u64) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let winner = |i: usize| format!("w-{i:04}");
+    let loser = |i: usize| format!("l-{i:04}");
+    let mut merges: Vec<(usize, usize)> = (0..LOSERS).map(|l| (rng.random_range(0..EVENTS), l)).collect();
+    merges.sort_unstable();
+    let mut merges = merges.into_iter().peekable();
+    let mut steps = Vec::new();
+    for index in 0..EVENTS {
+        while let Some((_, l)) = merges.next_if(|(at, _)| *at == index) {
+            let merge = Step::Merge {
+                loser: loser(l),
+                winner: winner(rng.random_range(0..WINNERS)),
+                event_id: format!("merge-{l}"),
+            };
+            steps.push(merge);
+        }
+        let pick = rng.random_range(0..WINNERS + LOSERS);
+        let customer = if pick < WINNERS { winner(pick) } else { loser(pick - WINNERS) };
+        steps.push(Step::Counted { customer, event_id: format!("e-{index}") });
+        if rng.random_bool(0.01) {
+            steps.push(steps[steps.len() - 1].clone());
+        }
+    }
+    steps
+}
+
+/// What the committed output must hold, counted from the input.
+#[derive(Debug, Default)]
+struct Expected {
+    /// A loser's records exactly: (count, event_id), `None` for the merge's tombstone.
+    losers: HashMap<String, Vec<Option<(u64, String)>>>,
+    /// A winner's own events, in order (each a +1 record).
+    winner_events: HashMap<String, Vec<String>>,
+    /// The merges a winner takes, as (loser, count moved): order depends on timing, not the sum.
+    winner_merges: HashMap<String, Vec<(String, u64)>>,
+}
+
+impl Expected {
+    fn records(&self) -> usize {
+        self.losers.values().map(Vec::len).sum::<usize>()
+            + self.winner_events.values().map(Vec::len).sum::<usize>()
+            + self.handoffs()
+    }
+
+    fn handoffs(&self) -> usize {
+        self.winner_merges.values().map(Vec::len).sum()
+    }
+}
+
+fn expected(steps: &[Step]) -> Expected {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    let mut expected = Expected::default();
+    for step in steps {
+        match step {
+            Step::Counted { customer, event_id } => {
+                if !seen.insert((customer, event_id)) {
+                    continue;
+                }
+                let count = counts.entry(customer).or_default();
+                *count += 1;
+                if customer.starts_with("l-") {
+                    expected
+                        .losers
+                        .entry(customer.clone())
+                        .or_default()
+                        .push(Some((*count, event_id.clone())));
+                } else {
+                    expected.winner_events.entry(customer.clone()).or_default().push(event_id.clone());
+                }
+            }
+            Step::Merge { loser, winner, event_id } => {
+                if !seen.insert((loser, event_id)) {
+                    continue;
+                }
+                expected.losers.entry(loser.clone()).or_default().push(None);
+                let moved = counts.insert(loser, 0).unwrap_or(0);
+                if moved > 0 {
+                    expected.winner_merges.entry(winner.clone()).or_default().push((loser.clone(), moved));
+                }
+            }
+        }
+    }
+    expected
+}
+
+fn decode(value: &Option<Vec<u8>>) -> Option<CountRecord> {
+    value.as_deref().map(|bytes| serde_json::from_slice(bytes).expect("a count record"))
+}
+
+fn assert_exactly_once(expected: &Expected, actual: &OutputsByKey, output: &str) {
+    for (loser, want) in &expected.losers {
+        let got: Vec<Option<(u64, String)>> = actual
+            .get(&(output.to_owned(), loser.clone()))
+            .map(|values| values.iter().map(|v| decode(v).map(|r| (r.count, r.event_id))).collect())
+            .unwrap_or_default();
+        assert_eq!(&got, want, "the records of {loser}");
+    }
+    let winners: HashSet<&String> =
+        expected.winner_events.keys().chain(expected.winner_merges.keys()).collect();
+    for winner in winners {
+        let records = actual.get(&(output.to_owned(), winner.clone())).cloned().unwrap_or_default();
+        let (mut previous, mut events, mut merges) = (0, Vec::new(), Vec::new());
+        for record in records.iter().map(decode) {
+            let record = record.expect("a winner's record is never a tombstone");
+            match record.merged_from {
+                Some(loser) => merges.push((loser, record.count - previous)),
+                None => {
+                    assert_eq!(record.count, previous + 1, "{winner}: an event adds one");
+                    events.push(record.event_id);
+                }
+            }
+            previous = record.count;
+        }
+        let want_events = expected.winner_events.get(winner).cloned().unwrap_or_default();
+        assert_eq!(events, want_events, "{winner}'s own events, each once, in order");
+        let mut want_merges = expected.winner_merges.get(winner).cloned().unwrap_or_default();
+        want_merges.sort();
+        merges.sort();
+        assert_eq!(merges, want_merges, "{winner} takes each loser's count once");
+    }
+    let keys = expected.losers.len()
+        + expected.winner_events.keys().chain(expected.winner_merges.keys()).collect::<HashSet<_>>().len();
+    assert_eq!(actual.len(), keys, "no output for a customer the input does not name");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merges_under_sigkill_move_every_count_exactly_once() {
+    let topics = ServiceTopics::create("handoff", 1).await;
+    let handoff = unique_topic("handoff-handoff");
+    create_test_topics(&[TopicRequest::events(&handoff, PARTITIONS, 1)]).await;
+    let steps = workload(31);
+    let expected = expected(&steps);
+    assert!(expected.handoffs() > LOSERS / 2, "most losers have a count to move");
+    let input: Vec<(String, Vec<u8>)> = steps.iter().map(Step::record).collect();
+    let producing = produce_at_rate(topics.input.clone(), input, 4_000);
+
+    let output = topics.outputs[0].clone();
+    let start = |label: &str| {
+        let mut args = topics.runtime_args("handoff-0", 0);
+        args.extend(["--output-topic", &output, "--handoff-topic", &handoff, "--merges"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ServiceProcess::spawn(
+            env!("CARGO_BIN_EXE_event-counter"),
+            &format!("handoff-{label}"),
+            &args,
+            &[("RUST_LOG", "info,rdkafka=warn")],
+        )
+    };
+    let kills = kill_repeatedly(5, &output, expected.records(), |run| start(&format!("run-{run}"))).await;
+    assert!(kills >= 5, "only {kills} kills happened mid-stream");
+    producing.await.expect("producer task");
+
+    let mut last = start("final");
+    let actual = committed_outputs(&output, expected.records(), Duration::from_secs(180)).await;
+    assert_exactly_once(&expected, &actual, &output);
+    let handoffs = consume_committed(&handoff, expected.handoffs() + 1, Duration::from_secs(10)).len();
+    assert_eq!(handoffs, expected.handoffs(), "one committed handoff record per merge with a count");
+    assert!(consume_committed(&topics.dlq, 1, Duration::from_secs(2)).is_empty(), "nothing dead-lettered");
+    assert!(last.is_running(), "the last run is still working");
+}
