@@ -319,22 +319,14 @@ impl Processor for ChannelAffinityProcessor {
     ) -> Vec<Output> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
-            return vec![Output {
-                topic: self.affinity_topic.clone(),
-                key: event.customer_id.clone(),
-                value: None,
-            }];
+            return vec![Output::new(self.affinity_topic.clone(), event.customer_id.clone(), None)];
         }
         let state = state.get_or_insert_with(AffinityState::default);
         apply_event(state, &self.config, event);
         // As of the partition clock (SPEC 4); counts of events dated ahead stay undecayed.
         let record = affinity(state, &self.config, &event.customer_id, now.timestamp_millis());
         let value = encode_record(&record).expect("a channel affinity matches its schema");
-        vec![Output {
-            topic: self.affinity_topic.clone(),
-            key: event.customer_id.clone(),
-            value: Some(value),
-        }]
+        vec![Output::new(self.affinity_topic.clone(), event.customer_id.clone(), Some(value))]
     }
 }
 

@@ -200,7 +200,7 @@ impl Processor for LoyaltyPoints {
             };
             return vec![
                 self.ledger_output(&erase),
-                Output { topic: self.balances_topic.clone(), key: customer_id.clone(), value: None },
+                Output::new(self.balances_topic.clone(), customer_id.clone(), None),
             ];
         }
         let state = state.get_or_insert_with(LoyaltyState::default);
@@ -275,20 +275,20 @@ impl LoyaltyPoints {
     }
 
     fn ledger_output(&self, entry: &LoyaltyLedgerEntry) -> Output {
-        Output {
-            topic: self.ledger_topic.clone(),
-            key: entry.customer_id.clone(),
-            value: Some(encode_record(entry).expect("a ledger entry matches its schema")),
-        }
+        Output::new(
+            self.ledger_topic.clone(),
+            entry.customer_id.clone(),
+            Some(encode_record(entry).expect("a ledger entry matches its schema")),
+        )
     }
 
     fn balance_output(&self, state: &mut LoyaltyState, customer_id: &str, at: i64) -> Output {
         let balance = balance(state, &self.rules, customer_id, at);
-        Output {
-            topic: self.balances_topic.clone(),
-            key: customer_id.to_owned(),
-            value: Some(encode_record(&balance).expect("a balance matches its schema")),
-        }
+        Output::new(
+            self.balances_topic.clone(),
+            customer_id.to_owned(),
+            Some(encode_record(&balance).expect("a balance matches its schema")),
+        )
     }
 }
 

@@ -183,20 +183,12 @@ impl Processor for ProfileUpdater {
     ) -> Vec<Output> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
-            return vec![Output {
-                topic: self.profiles_topic.clone(),
-                key: event.customer_id.clone(),
-                value: None,
-            }];
+            return vec![Output::new(self.profiles_topic.clone(), event.customer_id.clone(), None)];
         }
         let state = state.get_or_insert_with(|| ProfileState::new(event));
         apply_event(state, event);
         let value = encode_record(&state.profile).expect("a profile matches its schema");
-        vec![Output {
-            topic: self.profiles_topic.clone(),
-            key: event.customer_id.clone(),
-            value: Some(value),
-        }]
+        vec![Output::new(self.profiles_topic.clone(), event.customer_id.clone(), Some(value))]
     }
 }
 

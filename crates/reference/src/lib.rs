@@ -5,11 +5,15 @@
 //!
 //! [`MergingCounter`] is the worked example of a state handoff (docs/runtime.md): a customer's
 //! count moves to another customer, possibly on another partition, exactly once.
+//!
+//! [`AliasRouter`] is the worked example of a repartition topic: a first stage re-keys each event
+//! by the customer it is an alias of, and a second stage (the event counter reading that topic)
+//! counts by the new key, both exactly once.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use omnistream_model::{EventPayload, TouchpointEvent, TraitValue};
+use omnistream_model::{EventPayload, TouchpointEvent, TraitValue, encode_event};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +53,7 @@ pub struct EventCounter {
 impl EventCounter {
     fn output(&self, record: &CountRecord) -> Output {
         let value = serde_json::to_vec(record).expect("a count serializes");
-        Output { topic: self.output_topic.clone(), key: record.customer_id.clone(), value: Some(value) }
+        Output::new(self.output_topic.clone(), record.customer_id.clone(), Some(value))
     }
 }
 
@@ -64,11 +68,7 @@ impl Processor for EventCounter {
     ) -> Vec<Output> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
-            return vec![Output {
-                topic: self.output_topic.clone(),
-                key: event.customer_id.clone(),
-                value: None,
-            }];
+            return vec![Output::new(self.output_topic.clone(), event.customer_id.clone(), None)];
         }
         let state = state.get_or_insert(CounterState { count: 0, idle_at: None });
         state.count += 1;
@@ -145,7 +145,7 @@ impl Processor for MergingCounter {
             return self.0.apply(state, event, now);
         }
         // The state stays for the runtime to hand over; the loser's count record goes.
-        vec![Output { topic: self.0.output_topic.clone(), key: event.customer_id.clone(), value: None }]
+        vec![Output::new(self.0.output_topic.clone(), event.customer_id.clone(), None)]
     }
 
     fn next_timer(&self, state: &CounterState) -> Option<DateTime<Utc>> {
@@ -183,6 +183,45 @@ impl Processor for MergingCounter {
             merged_from: Some(from.to_owned()),
         };
         vec![self.0.output(&record)]
+    }
+}
+
+/// The first stage of the repartition example: keyed by the customer the producer knows, it
+/// re-keys every event by the customer that one is an alias of and writes it, as a touchpoint
+/// event of that customer, to a topic the second stage reads. An event setting the trait
+/// [`MERGED_INTO_TRAIT`] makes its customer an alias of that one from then on (it is not routed
+/// itself); an erasure is routed like any event and forgets the alias.
+#[derive(Debug, Clone)]
+pub struct AliasRouter {
+    pub routed_topic: Arc<str>,
+}
+
+/// The customer a customer's events go to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasState {
+    pub alias_of: String,
+}
+
+impl Processor for AliasRouter {
+    type State = AliasState;
+
+    fn apply(
+        &self,
+        state: &mut Option<AliasState>,
+        event: &TouchpointEvent,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        if let Some(target) = MergingCounter::merge_target(event) {
+            *state = Some(AliasState { alias_of: target.to_owned() });
+            return Vec::new();
+        }
+        let routed_to = state.as_ref().map_or(&event.customer_id, |state| &state.alias_of).clone();
+        if matches!(event.payload, EventPayload::ErasureRequested) {
+            *state = None;
+        }
+        let routed = TouchpointEvent { customer_id: routed_to.clone(), ..event.clone() };
+        let value = encode_event(&routed).expect("a valid event re-encodes");
+        vec![Output::rekeyed(self.routed_topic.clone(), routed_to, Some(value))]
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::config::{ErasureConfig, RuntimeConfig};
 use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
-use crate::processor::{Output, Processor};
+use crate::processor::{Output, Partitioning, Processor};
 use crate::record_limits::record_size;
 use crate::store::{Admission, Customers, Entry, PartitionStore, event_id_hash};
 
@@ -89,9 +89,13 @@ pub(crate) struct OutRecord {
 
 impl OutRecord {
     fn output(output: Output, partition: i32, cause: Option<String>) -> Self {
+        let partition = match output.partitioning {
+            Partitioning::SameAsInput => Some(partition),
+            Partitioning::ByKey => None,
+        };
         Self {
             topic: output.topic,
-            partition: Some(partition),
+            partition,
             key: Some(output.key),
             value: output.value,
             cause,
@@ -1013,7 +1017,8 @@ mod tests {
 
     /// A processor small enough to check by hand: counts a customer's events, emits the count,
     /// refuses a fourth event (a limit), reports the customer idle 1 s after their last event,
-    /// emits a record too large for any topic for an event whose url is "huge", and hands its
+    /// emits a record too large for any topic for an event whose url is "huge", keys its record by
+    /// K for the url "rekey:K", and hands its
     /// count to customer X for a view of the url "merge:X" (the winner adds it up).
     #[derive(Debug)]
     struct Tally;
@@ -1027,7 +1032,7 @@ mod tests {
     }
 
     fn out(customer: &str, value: &str) -> Output {
-        Output { topic: "out".into(), key: customer.to_owned(), value: Some(value.as_bytes().to_vec()) }
+        Output::new("out".into(), customer.to_owned(), Some(value.as_bytes().to_vec()))
     }
 
     impl Processor for Tally {
@@ -1042,7 +1047,7 @@ mod tests {
             match &event.payload {
                 EventPayload::ErasureRequested => {
                     *state = None;
-                    vec![Output { topic: "out".into(), key: event.customer_id.clone(), value: None }]
+                    vec![Output::new("out".into(), event.customer_id.clone(), None)]
                 }
                 EventPayload::PageViewed { url } => {
                     let count =
@@ -1054,6 +1059,13 @@ mod tests {
                     }
                     let value =
                         if url.ends_with("/huge") { "x".repeat(2_000) } else { count.count.to_string() };
+                    if let Some(key) = url.strip_prefix("rekey:") {
+                        return vec![Output::rekeyed(
+                            "routed".into(),
+                            key.to_owned(),
+                            Some(value.into_bytes()),
+                        )];
+                    }
                     vec![out(&event.customer_id, &value)]
                 }
                 _ => Vec::new(),
@@ -1581,5 +1593,21 @@ mod tests {
         let dropped = feed_input(&mut core, Input::Handoff, 1, 1, "c-3", &value, BASE + 60).expect("fits");
         assert!(produced(&dropped).is_empty(), "an erased winner takes nothing dated before the erasure");
         assert_eq!(core.state_of(1, "c-3"), None);
+    }
+
+    #[test]
+    fn given_an_output_keyed_by_something_else_then_the_partitioner_places_it_by_its_key() {
+        let mut core = core();
+        let routed = view_of("e-1", "c-1", BASE, "rekey:email:a@example.com");
+        let actions = feed(&mut core, 1, 0, "c-1", &routed, BASE).expect("fits");
+        let Action::Produce(record) = &actions[1] else { panic!("an output") };
+        assert_eq!(
+            (record.topic.as_ref(), record.key.as_deref(), record.partition),
+            ("routed", Some("email:a@example.com"), None),
+            "not the input's partition 1: where its key hashes to"
+        );
+        let counted = feed(&mut core, 1, 1, "c-1", &view("e-2", "c-1", BASE), BASE).expect("fits");
+        let Action::Produce(record) = &counted[0] else { panic!("an output") };
+        assert_eq!(record.partition, Some(1), "a record of the customer stays on the input's partition");
     }
 }

@@ -27,7 +27,7 @@ pub mod testing;
 pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 pub use engine::CAUSE_HEADER;
 pub use kafka::KafkaArgs;
-pub use processor::{Output, Processor};
+pub use processor::{Output, Partitioning, Processor};
 pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
 pub use store::{Entry, event_id_hash};

@@ -7,14 +7,39 @@ use omnistream_model::TouchpointEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// One record a processor emits. The runtime writes it to `topic`, on the partition number of the
-/// input record that caused it (co-partitioning), inside the current transaction.
+/// One record a processor emits, written to `topic` inside the current transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     pub topic: Arc<str>,
     pub key: String,
     /// `None` is a tombstone.
     pub value: Option<Vec<u8>>,
+    pub partitioning: Partitioning,
+}
+
+/// Which partition of its topic an output goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioning {
+    /// The partition number of the input record that caused it (co-partitioning, SPEC 3): the
+    /// output of a customer's record, keyed by that customer.
+    #[default]
+    SameAsInput,
+    /// Where its key hashes to (murmur2, as Java clients put it): a record keyed by something else
+    /// than the customer, for a later stage that reads this topic keyed by that (a repartition
+    /// topic; docs/runtime.md, "Repartition topics").
+    ByKey,
+}
+
+impl Output {
+    /// A record of the input's customer, on the input record's partition number.
+    pub fn new(topic: Arc<str>, key: String, value: Option<Vec<u8>>) -> Self {
+        Self { topic, key, value, partitioning: Partitioning::SameAsInput }
+    }
+
+    /// A record keyed by something else, on the partition its key hashes to.
+    pub fn rekeyed(topic: Arc<str>, key: String, value: Option<Vec<u8>>) -> Self {
+        Self { topic, key, value, partitioning: Partitioning::ByKey }
+    }
 }
 
 /// A service's domain logic: no I/O, no clock of its own. The runtime owns Kafka, transactions,

@@ -206,12 +206,11 @@ impl Processor for Suppression {
 
 impl Suppression {
     fn output(&self, customer_id: &str, record: Option<&SuppressionState>) -> Output {
-        Output {
-            topic: self.suppressions_topic.clone(),
-            key: customer_id.to_owned(),
-            value: record
-                .map(|record| encode_record(record).expect("a suppression state matches its schema")),
-        }
+        Output::new(
+            self.suppressions_topic.clone(),
+            customer_id.to_owned(),
+            record.map(|record| encode_record(record).expect("a suppression state matches its schema")),
+        )
     }
 }
 
