@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use omnistream_model::{EventPayload, TouchpointEvent, TraitValue, encode_event};
-use omnistream_runtime::{Output, Processor};
+use omnistream_runtime::{LookupInput, LookupScope, Lookups, Output, Processor};
 use serde::{Deserialize, Serialize};
 
 /// Default output topic of the counter.
@@ -41,6 +41,12 @@ pub struct CountRecord {
     /// A merge's record: the customer whose count this one took over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<String>,
+    /// The customer's tier in the `tiers` table as of the event ([`LookupCounter`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The `current` key of the `campaign` broadcast as of the event ([`LookupCounter`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +85,8 @@ impl Processor for EventCounter {
             event_id: event.event_id.clone(),
             idle: false,
             merged_from: None,
+            tier: None,
+            campaign: None,
         };
         vec![self.output(&record)]
     }
@@ -101,6 +109,8 @@ impl Processor for EventCounter {
             event_id: String::new(),
             idle: true,
             merged_from: None,
+            tier: None,
+            campaign: None,
         };
         vec![self.output(&record)]
     }
@@ -181,8 +191,58 @@ impl Processor for MergingCounter {
             event_id: String::new(),
             idle: false,
             merged_from: Some(from.to_owned()),
+            tier: None,
+            campaign: None,
         };
         vec![self.0.output(&record)]
+    }
+}
+
+/// The lookup roles of [`LookupCounter`].
+pub const TIERS_TABLE: &str = "tiers";
+pub const CAMPAIGN_BROADCAST: &str = "campaign";
+
+/// The event counter reading a table and a broadcast input (the worked example of both): each
+/// count record carries the customer's tier from the `tiers` table (value: the tier's name) and
+/// the `current` campaign from the `campaign` broadcast, as the runtime answers them: as of the
+/// record's append time less the lookup grace.
+#[derive(Debug, Clone)]
+pub struct LookupCounter(pub EventCounter);
+
+impl Processor for LookupCounter {
+    type State = CounterState;
+
+    const LOOKUPS: &'static [LookupInput] = &[
+        LookupInput { role: TIERS_TABLE, scope: LookupScope::Table },
+        LookupInput { role: CAMPAIGN_BROADCAST, scope: LookupScope::Broadcast },
+    ];
+
+    fn apply(
+        &self,
+        state: &mut Option<CounterState>,
+        event: &TouchpointEvent,
+        now: DateTime<Utc>,
+    ) -> Vec<Output> {
+        self.apply_with_lookups(state, event, now, &Lookups::none())
+    }
+
+    fn apply_with_lookups(
+        &self,
+        state: &mut Option<CounterState>,
+        event: &TouchpointEvent,
+        now: DateTime<Utc>,
+        lookups: &Lookups<'_>,
+    ) -> Vec<Output> {
+        let mut outputs = self.0.apply(state, event, now);
+        let text = |value: Option<&[u8]>| value.map(|bytes| String::from_utf8_lossy(bytes).into_owned());
+        for output in &mut outputs {
+            let Some(value) = &output.value else { continue };
+            let mut record: CountRecord = serde_json::from_slice(value).expect("the counter's own record");
+            record.tier = text(lookups.get(TIERS_TABLE, &event.customer_id));
+            record.campaign = text(lookups.get(CAMPAIGN_BROADCAST, "current"));
+            *output = self.0.output(&record);
+        }
+        outputs
     }
 }
 

@@ -17,7 +17,7 @@ use omnistream_testkit::{ServiceProcess, consume_committed, create_test_topics, 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const EVENTS: usize = 100_000;
+const EVENTS: usize = 150_000;
 const WINNERS: usize = 400;
 const LOSERS: usize = 800;
 
@@ -221,4 +221,69 @@ async fn merges_under_sigkill_move_every_count_exactly_once() {
     assert_eq!(handoffs, expected.handoffs(), "one committed handoff record per merge with a count");
     assert!(consume_committed(&topics.dlq, 1, Duration::from_secs(2)).is_empty(), "nothing dead-lettered");
     assert!(last.is_running(), "the last run is still working");
+}
+
+fn merging_counter(topics: &ServiceTopics, handoff: &str, label: &str) -> ServiceProcess {
+    let mut args = topics.runtime_args("steps-0", 0);
+    // Long transactions: the kill below lands after step 1 committed and before step 2 can.
+    args.extend(
+        [
+            "--output-topic",
+            &topics.outputs[0],
+            "--handoff-topic",
+            handoff,
+            "--merges",
+            "--commit-interval-ms",
+            "3000",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ServiceProcess::spawn(env!("CARGO_BIN_EXE_event-counter"), label, &args, &[])
+}
+
+/// The step between the two transactions, hit on purpose: the process dies once the handoff
+/// record is committed and before the winner's transaction can commit; the restart applies it
+/// once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkill_between_the_two_steps_of_a_merge_applies_it_once_after_the_restart() {
+    let topics = ServiceTopics::create("steps", 1).await;
+    let handoff = unique_topic("steps-handoff");
+    create_test_topics(&[TopicRequest::events(&handoff, PARTITIONS, 1)]).await;
+    let counted = |customer: &str, id: &str| {
+        Step::Counted { customer: customer.to_owned(), event_id: id.to_owned() }.record()
+    };
+    let output = topics.outputs[0].clone();
+    let before = vec![counted("l-1", "a"), counted("l-1", "b"), counted("l-1", "c"), counted("w-1", "d")];
+    omnistream_testkit::produce_all(&topics.input, before).await;
+    let first = merging_counter(&topics, &handoff, "steps-first");
+    let watched = output.clone();
+    tokio::task::spawn_blocking(move || {
+        omnistream_testkit::wait_until("the counts are committed", Duration::from_secs(60), || {
+            consume_committed(&watched, 4, Duration::from_secs(1)).len() == 4
+        })
+    })
+    .await
+    .expect("wait task");
+
+    let merge = Step::Merge { loser: "l-1".into(), winner: "w-1".into(), event_id: "m".into() };
+    omnistream_testkit::produce_all(&topics.input, [merge.record()]).await;
+    let watched = handoff.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        omnistream_testkit::wait_until("step 1 commits", Duration::from_secs(30), || {
+            consume_committed(&watched, 1, Duration::from_millis(20)).len() == 1
+        });
+        first.kill();
+    });
+    first.await.expect("kill task");
+    let after_step_one = consume_committed(&output, 6, Duration::from_secs(2));
+    assert_eq!(after_step_one.len(), 5, "step 1 (the loser's tombstone) committed, step 2 not");
+
+    let _restarted = merging_counter(&topics, &handoff, "steps-restarted");
+    let actual = committed_outputs(&output, 6, Duration::from_secs(60)).await;
+    let winner: Vec<CountRecord> =
+        actual[&(output.clone(), "w-1".to_owned())].iter().map(|v| decode(v).expect("a count")).collect();
+    assert_eq!(winner.len(), 2, "the merge is applied once");
+    assert_eq!((winner[1].count, winner[1].merged_from.as_deref()), (4, Some("l-1")));
+    assert_eq!(consume_committed(&handoff, 2, Duration::from_secs(2)).len(), 1, "one handoff record");
 }

@@ -33,6 +33,22 @@ pub struct RuntimeArgs {
     #[arg(long, env = "HANDOFF_TOPIC")]
     pub handoff_topic: Option<String>,
 
+    /// A table input: `ROLE=TOPIC`, a compacted topic with the input's partition count, keyed
+    /// like the events (repeat the flag, or separate with commas).
+    #[arg(long = "table", env = "TABLES", value_delimiter = ',', value_parser = role_and_topic)]
+    pub tables: Vec<(String, String)>,
+
+    /// A broadcast input: `ROLE=TOPIC`, a small topic every instance reads whole.
+    #[arg(long = "broadcast", env = "BROADCASTS", value_delimiter = ',', value_parser = role_and_topic)]
+    pub broadcasts: Vec<(String, String)>,
+
+    /// Table and broadcast lookups for a record appended at T answer as of T minus this
+    /// (milliseconds): at least the lookup topics' writers' transaction timeout, so that every
+    /// version a lookup can return is committed before the record is applied, and a replay sees
+    /// the same versions.
+    #[arg(long, env = "LOOKUP_GRACE_MS", default_value_t = 15_000)]
+    pub lookup_grace_ms: u64,
+
     /// Dead-letter topic for records that cannot be decoded or fail validation.
     #[arg(long, env = "DLQ_TOPIC", default_value = EVENTS_DLQ)]
     pub dlq_topic: String,
@@ -86,6 +102,15 @@ pub struct RuntimeArgs {
     pub admin_addr: Option<SocketAddr>,
 }
 
+fn role_and_topic(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((role, topic)) if !role.trim().is_empty() && !topic.trim().is_empty() => {
+            Ok((role.trim().to_owned(), topic.trim().to_owned()))
+        }
+        _ => Err(format!("{text:?} is not ROLE=TOPIC")),
+    }
+}
+
 /// What a service binary tells the runtime about itself.
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
@@ -130,6 +155,11 @@ pub struct RuntimeConfig {
     pub input_topic: String,
     /// `None` for a service that does not hand off state.
     pub handoff_topic: Option<String>,
+    /// Table inputs as (role, topic).
+    pub tables: Vec<(String, String)>,
+    /// Broadcast inputs as (role, topic).
+    pub broadcasts: Vec<(String, String)>,
+    pub lookup_grace: Duration,
     pub dlq_topic: String,
     pub changelog_topic: String,
     pub commit_interval: Duration,
@@ -160,6 +190,9 @@ impl RuntimeConfig {
             kafka: args.kafka,
             instance_id,
             input_topic: args.input_topic,
+            tables: args.tables,
+            broadcasts: args.broadcasts,
+            lookup_grace: Duration::from_millis(args.lookup_grace_ms),
             dlq_topic: args.dlq_topic,
             commit_interval: Duration::from_millis(args.commit_interval_ms),
             commit_max_records: args.commit_max_records.max(1),

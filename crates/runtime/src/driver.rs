@@ -22,6 +22,7 @@ use crate::config::RuntimeConfig;
 use crate::engine::{
     Action, CAUSE_HEADER, CommitOffset, EngineCore, Input, InputRecord, Now, OutRecord, TooLarge,
 };
+use crate::lookup_reader::LookupReader;
 use crate::metrics::{Metrics, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::Processor;
 use crate::server::Health;
@@ -81,6 +82,8 @@ pub(crate) struct Driver<P: Processor> {
     actions: Vec<Action>,
     /// Records processed, for sampling the processing-time histogram.
     records_seen: u64,
+    /// The table and broadcast inputs' reader, if the processor has any.
+    lookups: Option<LookupReader>,
 }
 
 impl<P: Processor> std::fmt::Debug for Driver<P> {
@@ -99,8 +102,10 @@ impl<P: Processor> Driver<P> {
         producer: TxnProducer,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        lookups: Option<LookupReader>,
     ) -> Self {
         Self {
+            lookups,
             core,
             config,
             producer,
@@ -147,6 +152,9 @@ impl<P: Processor> Driver<P> {
             self.commit(consumer);
         }
         self.core.on_revoked(partitions);
+        if let Some(lookups) = &mut self.lookups {
+            lookups.unassign_tables::<P>(partitions);
+        }
     }
 
     /// Before the next poll: stops on a fatal failure, re-creates the producer after an unknown
@@ -185,6 +193,11 @@ impl<P: Processor> Driver<P> {
         // Clock reads cost here (no TSC in some VMs): time one record in 32.
         self.records_seen = self.records_seen.wrapping_add(1);
         let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
+        if let Some(lookups) = &mut self.lookups
+            && record.input == Input::Events
+        {
+            lookups.wait_until_complete(&mut self.core, record, now, &self.health);
+        }
         let mut actions = std::mem::take(&mut self.actions);
         let result = match self.core.on_record(record, now, &mut actions) {
             Ok(()) => self.execute(consumer, &mut actions),
@@ -197,6 +210,13 @@ impl<P: Processor> Driver<P> {
         }
         if let Some(started) = timed {
             self.metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Takes in what the table and broadcast inputs' reader has, without waiting.
+    pub(crate) fn poll_lookups(&mut self) {
+        if let Some(lookups) = &self.lookups {
+            lookups.poll(&mut self.core, Duration::ZERO);
         }
     }
 
@@ -447,6 +467,9 @@ impl<P: Processor> Driver<P> {
         // are still being written (KIP-447, require_stable), and by then the changelog's are too
         // in practice, so the state read next is not older than the offsets it resumes from.
         let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
+        if let Some(lookups) = &mut self.lookups {
+            lookups.assign_tables(&partitions, &mut self.core, &self.health)?;
+        }
         let mut restored = crate::restore::read_changelog(
             self.core.processor(),
             &self.config,

@@ -15,6 +15,7 @@ use tracing::debug;
 
 use crate::config::{ErasureConfig, RuntimeConfig};
 use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
+use crate::lookup::{LookupPartition, LookupStore};
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{Output, Partitioning, Processor};
 use crate::record_limits::record_size;
@@ -173,6 +174,10 @@ pub(crate) struct CoreSettings {
     pub(crate) commit_interval: Duration,
     pub(crate) dedupe_window: usize,
     pub(crate) erasure: ErasureConfig,
+    /// Lookups answer as of a record's time less this (milliseconds).
+    pub(crate) lookup_grace_ms: i64,
+    /// How long a lookup topic's writer may keep a transaction open (this service's own timeout).
+    pub(crate) lookup_writer_timeout_ms: i64,
 }
 
 impl CoreSettings {
@@ -186,6 +191,9 @@ impl CoreSettings {
             commit_interval: config.commit_interval,
             dedupe_window: config.dedupe_window,
             erasure: config.erasure.clone(),
+            lookup_grace_ms: i64::try_from(config.lookup_grace.as_millis()).unwrap_or(i64::MAX),
+            lookup_writer_timeout_ms: i64::try_from(config.transaction_timeout.as_millis())
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -299,6 +307,8 @@ pub(crate) struct EngineCore<P: Processor> {
     joined: bool,
     /// Counts assignments and revocations.
     assignment_generation: u64,
+    /// What was read of the table and broadcast inputs.
+    lookups: LookupStore,
 }
 
 impl<P: Processor> std::fmt::Debug for EngineCore<P> {
@@ -319,6 +329,11 @@ impl<P: Processor> EngineCore<P> {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            lookups: LookupStore::new(
+                P::LOOKUPS,
+                settings.lookup_grace_ms,
+                settings.lookup_writer_timeout_ms,
+            ),
             marker_key: MarkerKey::new(settings.erasure.key.as_deref()),
             horizon_ms: i64::try_from(settings.erasure.horizon.as_millis()).unwrap_or(i64::MAX),
             processor,
@@ -369,6 +384,7 @@ impl<P: Processor> EngineCore<P> {
         self.assignment_generation += 1;
         for partition in partitions {
             self.partitions.remove(partition);
+            self.lookups.forget_table_partition(*partition);
             self.rewind_after_restore.remove(partition);
             self.pending_restore.remove(partition);
             self.metrics.consumer_lag.remove(&crate::metrics::PartitionLabel { partition: *partition });
@@ -383,6 +399,24 @@ impl<P: Processor> EngineCore<P> {
     /// Every partition assigned, restored or waiting for it.
     pub(crate) fn owned_partitions(&self) -> BTreeSet<i32> {
         self.partitions.keys().chain(&self.pending_restore).copied().collect()
+    }
+
+    /// What was read of the table and broadcast inputs, for the driver to add to.
+    pub(crate) fn lookups_mut(&mut self) -> &mut LookupStore {
+        &mut self.lookups
+    }
+
+    /// The lookup partitions not yet known to be read far enough for `record` (an events
+    /// record): the driver reads on until each has a later version or is read to its end.
+    pub(crate) fn unproven_lookups(
+        &self,
+        record: &InputRecord<'_>,
+        clock: Now,
+        out: &mut Vec<LookupPartition>,
+    ) {
+        let Some(data) = self.partitions.get(&record.partition) else { return };
+        let applied_as_of = data.store.applies_as_of(self.stamped(record, clock));
+        self.lookups.unproven(record.partition, self.lookups.as_of(applied_as_of), out);
     }
 
     /// The partitions to restore now; the driver reads their changelogs and [`Self::install`]s each.
@@ -588,7 +622,8 @@ impl<P: Processor> EngineCore<P> {
         let ledger = self.ledger.as_mut().expect("ledger opened");
         ledger.touch(partition, &event.customer_id, Some((Input::Events, offset)));
         let entry = data.store.remember(&event.customer_id, hash, self.settings.dedupe_window);
-        let outputs = self.processor.apply(&mut entry.state, &event, now);
+        let lookups = self.lookups.view(partition, self.lookups.as_of(partition_now));
+        let outputs = self.processor.apply_with_lookups(&mut entry.state, &event, now, &lookups);
         // A merge: the state the event left goes to the winner, with the dedupe memory (the
         // winner then drops this customer's retried events too); this customer's is forgotten.
         let handoff = match P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten() {
@@ -965,6 +1000,13 @@ impl<P: Processor> EngineCore<P> {
         for data in self.partitions.values_mut() {
             data.next_offsets = Default::default();
         }
+        if !self.lookups.is_empty()
+            && let Some(oldest) = self.partitions.values().map(|data| data.store.applies_as_of(0)).min()
+        {
+            // No record of these partitions is applied earlier than this any more (a replay
+            // after an abort restores the lookups from Kafka).
+            self.lookups.prune(self.lookups.as_of(oldest));
+        }
         self.update_gauges();
         self.ledger.take().map(|ledger| ledger.record_timestamps).unwrap_or_default()
     }
@@ -1131,6 +1173,8 @@ mod tests {
             commit_max_records,
             commit_interval: Duration::from_millis(100),
             dedupe_window: 8,
+            lookup_grace_ms: 0,
+            lookup_writer_timeout_ms: 0,
             erasure: ErasureConfig {
                 horizon: Duration::from_secs(86_400),
                 key: Some(b"test".to_vec()),

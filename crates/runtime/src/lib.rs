@@ -14,6 +14,8 @@ pub mod erasure;
 mod handoff;
 pub mod kafka;
 pub mod logging;
+pub mod lookup;
+mod lookup_reader;
 pub mod metrics;
 pub mod processor;
 pub mod record_limits;
@@ -27,6 +29,7 @@ pub mod testing;
 pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 pub use engine::CAUSE_HEADER;
 pub use kafka::KafkaArgs;
+pub use lookup::{LookupInput, LookupScope, Lookups};
 pub use processor::{Output, Partitioning, Processor};
 pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
@@ -49,6 +52,8 @@ pub enum RuntimeError {
     Kafka(#[from] KafkaError),
     #[error("fatal transactional error (fenced or the like): {0}")]
     Fatal(KafkaError),
+    #[error("table or broadcast input: {0}")]
+    Lookup(String),
     #[error("state restore failed: {0}")]
     Restore(String),
     #[error("admin server: {0}")]

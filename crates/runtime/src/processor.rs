@@ -5,6 +5,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use omnistream_model::TouchpointEvent;
 use serde::Serialize;
+
+use crate::lookup::{LookupInput, Lookups};
 use serde::de::DeserializeOwned;
 
 /// One record a processor emits, written to `topic` inside the current transaction.
@@ -67,6 +69,22 @@ pub trait Processor: Send + 'static {
         event: &TouchpointEvent,
         now: DateTime<Utc>,
     ) -> Vec<Output>;
+
+    /// The table and broadcast inputs this processor reads (docs/runtime.md, "Table and broadcast
+    /// inputs"); each role must be configured (`--table ROLE=TOPIC`, `--broadcast ROLE=TOPIC`).
+    const LOOKUPS: &'static [LookupInput] = &[];
+
+    /// `apply` for a processor with [`Self::LOOKUPS`]: `lookups` answers as of the record's
+    /// partition clock less the lookup grace, the same on every replay. The default ignores them.
+    fn apply_with_lookups(
+        &self,
+        state: &mut Option<Self::State>,
+        event: &TouchpointEvent,
+        now: DateTime<Utc>,
+        _lookups: &Lookups<'_>,
+    ) -> Vec<Output> {
+        self.apply(state, event, now)
+    }
 
     /// Refuses an event that would break one of the customer's documented limits (SPEC 4,
     /// Limits), with a message saying which: the runtime dead-letters it with code

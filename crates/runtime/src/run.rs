@@ -19,6 +19,7 @@ use crate::context::EngineContext;
 use crate::driver::Driver;
 use crate::engine::{CoreSettings, EngineCore, Input, InputRecord, Now};
 use crate::logging::{self, LogFormat};
+use crate::lookup_reader::LookupReader;
 use crate::metrics::Metrics;
 use crate::processor::Processor;
 use crate::record_limits::RecordLimits;
@@ -142,14 +143,21 @@ fn processing_loop<P: Processor>(
 ) -> Result<(), RuntimeError> {
     health.tick();
     let producer = create_transactional_producer(&config)?;
-    let core = EngineCore::new(
+    let mut core = EngineCore::new(
         processor,
         CoreSettings::new(&config),
         Box::new(RecordLimits::new(&config)?),
         metrics.clone(),
     );
-    let driver =
-        Arc::new(Mutex::new(Driver::new(core, config.clone(), producer, metrics.clone(), health.clone())));
+    let lookups = LookupReader::start(&config, &mut core, &health)?;
+    let driver = Arc::new(Mutex::new(Driver::new(
+        core,
+        config.clone(),
+        producer,
+        metrics.clone(),
+        health.clone(),
+        lookups,
+    )));
     let context = EngineContext { driver: driver.clone(), metrics, input_topic: config.input_topic.clone() };
     let consumer = Arc::new(create_consumer(&config, context)?);
     let mut topics = vec![config.input_topic.as_str()];
@@ -202,6 +210,7 @@ fn processing_loop<P: Processor>(
             Some(Err(error)) => warn!(%error, "consumer error"),
         }
         handoffs.poll(&consumer, &mut driver, now);
+        driver.poll_lookups();
         if now.instant.duration_since(last_timers) >= config.timer_interval {
             last_timers = now.instant;
             driver.on_tick(&consumer, now);

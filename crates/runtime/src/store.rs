@@ -101,6 +101,11 @@ impl<S> PartitionStore<S> {
         (self.record_clock, self.clock)
     }
 
+    /// The time a record appended at `stamped` would be applied as of (the clock never goes back).
+    pub(crate) fn applies_as_of(&self, stamped: i64) -> i64 {
+        self.record_clock.max(stamped)
+    }
+
     /// The consumer reached the end of the partition: its clock may follow the wall clock now.
     pub(crate) fn on_end_of_partition(&mut self) {
         self.caught_up = true;

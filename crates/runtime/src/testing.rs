@@ -85,6 +85,8 @@ impl<P: Processor> ProcessorTest<P> {
             commit_max_records: usize::MAX,
             commit_interval: Duration::from_millis(100),
             dedupe_window: 64,
+            lookup_grace_ms: 0,
+            lookup_writer_timeout_ms: 0,
             erasure: ErasureConfig {
                 horizon: Duration::from_secs(30 * 86_400),
                 key: None,

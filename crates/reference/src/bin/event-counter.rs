@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use omnistream_reference::{COUNTS_TOPIC, EventCounter, MergingCounter};
+use omnistream_reference::{COUNTS_TOPIC, EventCounter, LookupCounter, MergingCounter};
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
 #[derive(Debug, Parser)]
@@ -21,8 +21,12 @@ struct Args {
     /// Merge customers: an event setting the trait `merged_into` hands the customer's count to
     /// that customer through the handoff topic (`HANDOFF_TOPIC`, default
     /// `event-counter.handoff.v1`, as many partitions as the input).
-    #[arg(long, env = "MERGES")]
+    #[arg(long, env = "MERGES", conflicts_with = "lookups")]
     merges: bool,
+    /// Stamp each count with the customer's tier from the `tiers` table and the current campaign
+    /// from the `campaign` broadcast (`--table tiers=TOPIC --broadcast campaign=TOPIC`).
+    #[arg(long, env = "LOOKUPS")]
+    lookups: bool,
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
     };
     if args.merges {
         run_service(service, args.runtime, MergingCounter(counter))
+    } else if args.lookups {
+        run_service(service, args.runtime, LookupCounter(counter))
     } else {
         run_service(service, args.runtime, counter)
     }
