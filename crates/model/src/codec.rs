@@ -22,81 +22,54 @@ use crate::validate::{ErrorCode, Rejection};
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
 
-/// The kinds of record omnistream writes, one `.avsc` file each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RecordKind {
-    TouchpointEvent,
-    CustomerProfile,
-    SuppressionState,
-    ChannelAffinity,
-    LoyaltyLedgerEntry,
-    LoyaltyBalance,
+/// Declares the record kinds, each with its `.avsc` file (`schemas/<file>.avsc`, released versions
+/// in `schemas/released/v1/`): the enum and its tables come from this one list.
+macro_rules! record_kinds {
+    ($($kind:ident => $file:literal),+ $(,)?) => {
+        /// The kinds of record omnistream writes, one `.avsc` file each.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum RecordKind {
+            $($kind),+
+        }
+
+        impl RecordKind {
+            pub const ALL: [RecordKind; [$($file),+].len()] = [$(RecordKind::$kind),+];
+
+            /// The `.avsc` file name in `schemas/` (and in `schemas/released/v1/`).
+            pub fn file_name(self) -> &'static str {
+                match self {
+                    $(RecordKind::$kind => concat!($file, ".avsc")),+
+                }
+            }
+
+            fn current_text(self) -> &'static str {
+                match self {
+                    $(RecordKind::$kind => include_str!(concat!("../../../schemas/", $file, ".avsc"))),+
+                }
+            }
+
+            /// Every released version of this record's schema; readers accept data written with any.
+            fn released_texts(self) -> &'static [&'static str] {
+                match self {
+                    $(RecordKind::$kind => &[include_str!(concat!("../../../schemas/released/v1/", $file, ".avsc"))]),+
+                }
+            }
+            /// The current schema, parsed once.
+            pub fn schema(self) -> &'static Schema {
+                &REGISTRY.current[&self].schema
+            }
+        }
+    };
 }
 
-impl RecordKind {
-    pub const ALL: [RecordKind; 6] = [
-        RecordKind::TouchpointEvent,
-        RecordKind::CustomerProfile,
-        RecordKind::SuppressionState,
-        RecordKind::ChannelAffinity,
-        RecordKind::LoyaltyLedgerEntry,
-        RecordKind::LoyaltyBalance,
-    ];
-
-    /// The `.avsc` file name in `schemas/` (and in `schemas/released/v1/`).
-    pub fn file_name(self) -> &'static str {
-        match self {
-            RecordKind::TouchpointEvent => "touchpoint_event.avsc",
-            RecordKind::CustomerProfile => "customer_profile.avsc",
-            RecordKind::SuppressionState => "suppression_state.avsc",
-            RecordKind::ChannelAffinity => "channel_affinity.avsc",
-            RecordKind::LoyaltyLedgerEntry => "loyalty_ledger_entry.avsc",
-            RecordKind::LoyaltyBalance => "loyalty_balance.avsc",
-        }
-    }
-
-    fn current_text(self) -> &'static str {
-        match self {
-            RecordKind::TouchpointEvent => include_str!("../../../schemas/touchpoint_event.avsc"),
-            RecordKind::CustomerProfile => include_str!("../../../schemas/customer_profile.avsc"),
-            RecordKind::SuppressionState => include_str!("../../../schemas/suppression_state.avsc"),
-            RecordKind::ChannelAffinity => include_str!("../../../schemas/channel_affinity.avsc"),
-            RecordKind::LoyaltyLedgerEntry => {
-                include_str!("../../../schemas/loyalty_ledger_entry.avsc")
-            }
-            RecordKind::LoyaltyBalance => include_str!("../../../schemas/loyalty_balance.avsc"),
-        }
-    }
-
-    /// Every released version of this record's schema; readers accept data written with any.
-    fn released_texts(self) -> &'static [&'static str] {
-        match self {
-            RecordKind::TouchpointEvent => {
-                &[include_str!("../../../schemas/released/v1/touchpoint_event.avsc")]
-            }
-            RecordKind::CustomerProfile => {
-                &[include_str!("../../../schemas/released/v1/customer_profile.avsc")]
-            }
-            RecordKind::SuppressionState => {
-                &[include_str!("../../../schemas/released/v1/suppression_state.avsc")]
-            }
-            RecordKind::ChannelAffinity => {
-                &[include_str!("../../../schemas/released/v1/channel_affinity.avsc")]
-            }
-            RecordKind::LoyaltyLedgerEntry => {
-                &[include_str!("../../../schemas/released/v1/loyalty_ledger_entry.avsc")]
-            }
-            RecordKind::LoyaltyBalance => {
-                &[include_str!("../../../schemas/released/v1/loyalty_balance.avsc")]
-            }
-        }
-    }
-
-    /// The current schema, parsed once.
-    pub fn schema(self) -> &'static Schema {
-        &REGISTRY.current[&self].schema
-    }
-}
+record_kinds!(
+    TouchpointEvent => "touchpoint_event",
+    CustomerProfile => "customer_profile",
+    SuppressionState => "suppression_state",
+    ChannelAffinity => "channel_affinity",
+    LoyaltyLedgerEntry => "loyalty_ledger_entry",
+    LoyaltyBalance => "loyalty_balance",
+);
 
 /// Errors of the codec itself (encoding a value its schema refuses is a bug, not bad input).
 #[derive(Debug, thiserror::Error)]
@@ -316,67 +289,8 @@ fn record(fields: Vec<(&str, Value)>) -> Value {
     Value::Record(fields.into_iter().map(|(name, value)| (name.to_owned(), value)).collect())
 }
 
-fn payload_value(payload: &EventPayload) -> Value {
-    let s = |text: &String| string(text);
-    match payload {
-        EventPayload::PageViewed { url } => record(vec![("url", s(url))]),
-        EventPayload::ProductViewed { product_id } => record(vec![("product_id", s(product_id))]),
-        EventPayload::CartUpdated { cart_id, items, value_minor, currency } => record(vec![
-            ("cart_id", s(cart_id)),
-            ("items", Value::Int(*items)),
-            ("value_minor", Value::Long(*value_minor)),
-            ("currency", s(currency)),
-        ]),
-        EventPayload::OrderPlaced { order_id, value_minor, currency, items } => record(vec![
-            ("order_id", s(order_id)),
-            ("value_minor", Value::Long(*value_minor)),
-            ("currency", s(currency)),
-            ("items", optional(items, |n| Value::Int(*n))),
-        ]),
-        EventPayload::OrderRefunded { order_id, value_minor, currency } => record(vec![
-            ("order_id", s(order_id)),
-            ("value_minor", Value::Long(*value_minor)),
-            ("currency", s(currency)),
-        ]),
-        EventPayload::MessageSent { message_id, campaign_id, purpose } => record(vec![
-            ("message_id", s(message_id)),
-            ("campaign_id", optional(campaign_id, s)),
-            ("purpose", purpose_value(*purpose)),
-        ]),
-        EventPayload::MessageDelivered { message_id }
-        | EventPayload::MessageOpened { message_id }
-        | EventPayload::SpamReported { message_id } => record(vec![("message_id", s(message_id))]),
-        EventPayload::MessageClicked { message_id, url } => {
-            record(vec![("message_id", s(message_id)), ("url", optional(url, s))])
-        }
-        EventPayload::MessageBounced { message_id, hard } => {
-            record(vec![("message_id", s(message_id)), ("hard", Value::Boolean(*hard))])
-        }
-        EventPayload::MessageReceived { conversation_id, text_len } => record(vec![
-            ("conversation_id", optional(conversation_id, s)),
-            ("text_len", optional(text_len, |n| Value::Int(*n))),
-        ]),
-        EventPayload::SupportTicketOpened { ticket_id, topic } => {
-            record(vec![("ticket_id", s(ticket_id)), ("topic", optional(topic, s))])
-        }
-        EventPayload::SupportTicketResolved { ticket_id } => record(vec![("ticket_id", s(ticket_id))]),
-        EventPayload::ConsentChanged { purpose, granted } => {
-            record(vec![("purpose", purpose_value(*purpose)), ("granted", Value::Boolean(*granted))])
-        }
-        EventPayload::TraitsUpdated { set, set_once, unset } => record(vec![
-            ("set", trait_map(set)),
-            ("set_once", trait_map(set_once)),
-            ("unset", Value::Array(unset.iter().map(|k| string(k)).collect())),
-        ]),
-        EventPayload::LoyaltyRedeemRequested { redemption_id, points } => {
-            record(vec![("redemption_id", s(redemption_id)), ("points", Value::Long(*points))])
-        }
-        EventPayload::LoyaltyPointsAdjusted { points, reason } => {
-            record(vec![("points", Value::Long(*points)), ("reason", s(reason))])
-        }
-        EventPayload::ErasureRequested => record(vec![]),
-    }
-}
+// `read_payload`, `payload_value` and `payload_from_value`, generated from the schema (build.rs).
+include!(concat!(env!("OUT_DIR"), "/touchpoint_event_codec.rs"));
 
 fn event_value(event: &TouchpointEvent) -> Value {
     let event_type = event.event_type();
@@ -446,68 +360,6 @@ fn read_current_event(datum: &[u8]) -> Result<TouchpointEvent, Rejection> {
         ));
     }
     Ok(TouchpointEvent { event_id, customer_id, occurred_at, channel, source, payload, context })
-}
-
-fn read_payload(r: &mut DatumReader<'_>, event_type: EventType) -> Result<EventPayload, String> {
-    Ok(match event_type {
-        EventType::PageViewed => EventPayload::PageViewed { url: r.string()? },
-        EventType::ProductViewed => EventPayload::ProductViewed { product_id: r.string()? },
-        EventType::CartUpdated => EventPayload::CartUpdated {
-            cart_id: r.string()?,
-            items: r.int()?,
-            value_minor: r.long()?,
-            currency: r.string()?,
-        },
-        EventType::OrderPlaced => EventPayload::OrderPlaced {
-            order_id: r.string()?,
-            value_minor: r.long()?,
-            currency: r.string()?,
-            items: r.optional(DatumReader::int)?,
-        },
-        EventType::OrderRefunded => EventPayload::OrderRefunded {
-            order_id: r.string()?,
-            value_minor: r.long()?,
-            currency: r.string()?,
-        },
-        EventType::MessageSent => EventPayload::MessageSent {
-            message_id: r.string()?,
-            campaign_id: r.optional(DatumReader::string)?,
-            purpose: *r.symbol(Purpose::ALL)?,
-        },
-        EventType::MessageDelivered => EventPayload::MessageDelivered { message_id: r.string()? },
-        EventType::MessageOpened => EventPayload::MessageOpened { message_id: r.string()? },
-        EventType::MessageClicked => {
-            EventPayload::MessageClicked { message_id: r.string()?, url: r.optional(DatumReader::string)? }
-        }
-        EventType::MessageBounced => {
-            EventPayload::MessageBounced { message_id: r.string()?, hard: r.boolean()? }
-        }
-        EventType::SpamReported => EventPayload::SpamReported { message_id: r.string()? },
-        EventType::MessageReceived => EventPayload::MessageReceived {
-            conversation_id: r.optional(DatumReader::string)?,
-            text_len: r.optional(DatumReader::int)?,
-        },
-        EventType::SupportTicketOpened => EventPayload::SupportTicketOpened {
-            ticket_id: r.string()?,
-            topic: r.optional(DatumReader::string)?,
-        },
-        EventType::SupportTicketResolved => EventPayload::SupportTicketResolved { ticket_id: r.string()? },
-        EventType::ConsentChanged => {
-            EventPayload::ConsentChanged { purpose: *r.symbol(Purpose::ALL)?, granted: r.boolean()? }
-        }
-        EventType::TraitsUpdated => EventPayload::TraitsUpdated {
-            set: r.map(DatumReader::trait_value)?,
-            set_once: r.map(DatumReader::trait_value)?,
-            unset: r.array(DatumReader::string)?,
-        },
-        EventType::LoyaltyRedeemRequested => {
-            EventPayload::LoyaltyRedeemRequested { redemption_id: r.string()?, points: r.long()? }
-        }
-        EventType::LoyaltyPointsAdjusted => {
-            EventPayload::LoyaltyPointsAdjusted { points: r.long()?, reason: r.string()? }
-        }
-        EventType::ErasureRequested => EventPayload::ErasureRequested,
-    })
 }
 
 /// Reads Avro binary encodings; every read checks what is left, so no input can panic it.
@@ -770,72 +622,6 @@ fn unwrap_union(value: Value) -> Value {
         Value::Union(_, inner) => *inner,
         other => other,
     }
-}
-
-fn payload_from_value(event_type: EventType, value: Value) -> Result<EventPayload, String> {
-    let mut r = RecordFields::new(value)?;
-    Ok(match event_type {
-        EventType::PageViewed => EventPayload::PageViewed { url: r.string("url")? },
-        EventType::ProductViewed => EventPayload::ProductViewed { product_id: r.string("product_id")? },
-        EventType::CartUpdated => EventPayload::CartUpdated {
-            cart_id: r.string("cart_id")?,
-            items: r.int("items")?,
-            value_minor: r.long("value_minor")?,
-            currency: r.string("currency")?,
-        },
-        EventType::OrderPlaced => EventPayload::OrderPlaced {
-            order_id: r.string("order_id")?,
-            value_minor: r.long("value_minor")?,
-            currency: r.string("currency")?,
-            items: r.opt_int("items")?,
-        },
-        EventType::OrderRefunded => EventPayload::OrderRefunded {
-            order_id: r.string("order_id")?,
-            value_minor: r.long("value_minor")?,
-            currency: r.string("currency")?,
-        },
-        EventType::MessageSent => EventPayload::MessageSent {
-            message_id: r.string("message_id")?,
-            campaign_id: r.opt_string("campaign_id")?,
-            purpose: r.purpose("purpose")?,
-        },
-        EventType::MessageDelivered => EventPayload::MessageDelivered { message_id: r.string("message_id")? },
-        EventType::MessageOpened => EventPayload::MessageOpened { message_id: r.string("message_id")? },
-        EventType::MessageClicked => {
-            EventPayload::MessageClicked { message_id: r.string("message_id")?, url: r.opt_string("url")? }
-        }
-        EventType::MessageBounced => {
-            EventPayload::MessageBounced { message_id: r.string("message_id")?, hard: r.boolean("hard")? }
-        }
-        EventType::SpamReported => EventPayload::SpamReported { message_id: r.string("message_id")? },
-        EventType::MessageReceived => EventPayload::MessageReceived {
-            conversation_id: r.opt_string("conversation_id")?,
-            text_len: r.opt_int("text_len")?,
-        },
-        EventType::SupportTicketOpened => EventPayload::SupportTicketOpened {
-            ticket_id: r.string("ticket_id")?,
-            topic: r.opt_string("topic")?,
-        },
-        EventType::SupportTicketResolved => {
-            EventPayload::SupportTicketResolved { ticket_id: r.string("ticket_id")? }
-        }
-        EventType::ConsentChanged => {
-            EventPayload::ConsentChanged { purpose: r.purpose("purpose")?, granted: r.boolean("granted")? }
-        }
-        EventType::TraitsUpdated => EventPayload::TraitsUpdated {
-            set: r.traits("set")?,
-            set_once: r.traits("set_once")?,
-            unset: r.string_list("unset")?,
-        },
-        EventType::LoyaltyRedeemRequested => EventPayload::LoyaltyRedeemRequested {
-            redemption_id: r.string("redemption_id")?,
-            points: r.long("points")?,
-        },
-        EventType::LoyaltyPointsAdjusted => {
-            EventPayload::LoyaltyPointsAdjusted { points: r.long("points")?, reason: r.string("reason")? }
-        }
-        EventType::ErasureRequested => EventPayload::ErasureRequested,
-    })
 }
 
 fn event_from_value(value: Value) -> Result<TouchpointEvent, Rejection> {
