@@ -17,6 +17,28 @@ pub enum ServiceKind {
     Http,
 }
 
+/// How a service reads one of its input topics (the runtime's kinds: docs/runtime.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// Keyed records, each processed once; offsets commit with the outputs.
+    Stream,
+    /// A compacted topic co-partitioned with the stream, read as versioned lookups.
+    Table,
+    /// A topic every instance reads whole (a lookup input, or the customer-api's views).
+    Broadcast,
+    /// The service's own topic of states moving between customers.
+    Handoff,
+}
+
+/// One topic a service reads, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct InputSpec {
+    pub kind: InputKind,
+    #[serde(serialize_with = "topic_name")]
+    pub topic: &'static TopicSpec,
+}
+
 /// One topic a service writes, under a role name and the command-line flag (and environment
 /// variable) that sets its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,9 +61,8 @@ pub struct ServiceSpec {
     pub admin_port: u16,
     /// Default port of its HTTP API, if it has one.
     pub http_port: Option<u16>,
-    /// The topics it consumes.
-    #[serde(serialize_with = "topic_names")]
-    pub inputs: &'static [&'static TopicSpec],
+    /// The topics it consumes, and how.
+    pub inputs: &'static [InputSpec],
     /// The topics it produces, with the record each holds.
     pub outputs: &'static [OutputSpec],
     /// Its state's changelog (stream processors).
@@ -78,11 +99,12 @@ fn optional_topic_name<S: serde::Serializer>(
     }
 }
 
-fn topic_names<S: serde::Serializer>(
-    topics: &&'static [&'static TopicSpec],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(topics.iter().map(|topic| topic.name))
+const fn stream(topic: &'static TopicSpec) -> InputSpec {
+    InputSpec { kind: InputKind::Stream, topic }
+}
+
+const fn broadcast(topic: &'static TopicSpec) -> InputSpec {
+    InputSpec { kind: InputKind::Broadcast, topic }
 }
 
 const fn changelog(name: &'static str, value: &'static str) -> TopicSpec {
@@ -103,7 +125,7 @@ pub const PROFILE_UPDATER: ServiceSpec = ServiceSpec {
     kind: ServiceKind::StreamProcessor,
     admin_port: 9101,
     http_port: None,
-    inputs: &[&topics::EVENTS_TOPIC],
+    inputs: &[stream(&topics::EVENTS_TOPIC)],
     outputs: &[output("profiles", "--profiles-topic", "PROFILES_TOPIC", &topics::PROFILES_TOPIC)],
     changelog: Some(&changelog(topics::PROFILE_UPDATER_STATE, "profile-updater state (MessagePack)")),
 };
@@ -113,7 +135,7 @@ pub const SUPPRESSION: ServiceSpec = ServiceSpec {
     kind: ServiceKind::StreamProcessor,
     admin_port: 9102,
     http_port: None,
-    inputs: &[&topics::EVENTS_TOPIC],
+    inputs: &[stream(&topics::EVENTS_TOPIC)],
     outputs: &[output(
         "suppressions",
         "--suppressions-topic",
@@ -128,7 +150,7 @@ pub const CHANNEL_AFFINITY: ServiceSpec = ServiceSpec {
     kind: ServiceKind::StreamProcessor,
     admin_port: 9103,
     http_port: None,
-    inputs: &[&topics::EVENTS_TOPIC],
+    inputs: &[stream(&topics::EVENTS_TOPIC)],
     outputs: &[output("affinity", "--affinity-topic", "AFFINITY_TOPIC", &topics::CHANNEL_AFFINITY_TOPIC)],
     changelog: Some(&changelog(topics::CHANNEL_AFFINITY_STATE, "channel-affinity state (MessagePack)")),
 };
@@ -138,7 +160,7 @@ pub const LOYALTY_POINTS: ServiceSpec = ServiceSpec {
     kind: ServiceKind::StreamProcessor,
     admin_port: 9104,
     http_port: None,
-    inputs: &[&topics::EVENTS_TOPIC],
+    inputs: &[stream(&topics::EVENTS_TOPIC)],
     outputs: &[
         // The balance comes first: one record per event, the one the bench times.
         output("balances", "--balances-topic", "BALANCES_TOPIC", &topics::LOYALTY_BALANCES_TOPIC),
@@ -163,11 +185,11 @@ pub const CUSTOMER_API: ServiceSpec = ServiceSpec {
     admin_port: 9106,
     http_port: Some(8081),
     inputs: &[
-        &topics::PROFILES_TOPIC,
-        &topics::SUPPRESSIONS_TOPIC,
-        &topics::CHANNEL_AFFINITY_TOPIC,
-        &topics::LOYALTY_BALANCES_TOPIC,
-        &topics::LOYALTY_LEDGER_TOPIC,
+        broadcast(&topics::PROFILES_TOPIC),
+        broadcast(&topics::SUPPRESSIONS_TOPIC),
+        broadcast(&topics::CHANNEL_AFFINITY_TOPIC),
+        broadcast(&topics::LOYALTY_BALANCES_TOPIC),
+        broadcast(&topics::LOYALTY_LEDGER_TOPIC),
     ],
     outputs: &[],
     changelog: None,
