@@ -81,7 +81,6 @@ async fn lookups_answer_as_of_the_record_time_less_the_grace_also_after_sigkills
             input.push(input[input.len() - 1].clone());
         }
     }
-    let events = input.len();
     let producing = produce_at_rate(topics.input.clone(), input, 4_000);
     let changing = tokio::spawn({
         let (tiers, campaign) = (tiers.clone(), campaign.clone());
@@ -134,7 +133,7 @@ async fn lookups_answer_as_of_the_record_time_less_the_grace_also_after_sigkills
         ServiceProcess::spawn(env!("CARGO_BIN_EXE_event-counter"), &format!("lookups-{label}"), &args, &[])
     };
     // Retries are dropped: one count per distinct event.
-    let counted = events - (events - EVENTS);
+    let counted = EVENTS;
     let kills = kill_repeatedly(5, &output, counted, |run| start(&format!("run-{run}"))).await;
     assert!(kills >= 5, "only {kills} kills happened mid-stream");
     producing.await.expect("producer task");

@@ -195,14 +195,19 @@ impl<P: Processor> Driver<P> {
         let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
         if let Some(lookups) = &mut self.lookups
             && record.input == Input::Events
+            && let Err(error) = lookups.wait_until_complete(&mut self.core, record, now)
         {
-            lookups.wait_until_complete(&mut self.core, record, now, &self.health);
+            self.fail(error);
+            return;
         }
         let mut actions = std::mem::take(&mut self.actions);
         let result = match self.core.on_record(record, now, &mut actions) {
             Ok(()) => self.execute(consumer, &mut actions),
             Err(too_large) => Err(Failure::TooLarge(too_large)),
         };
+        if let Some(reason) = self.core.take_fatal() {
+            self.fail(RuntimeError::Handoff(reason));
+        }
         actions.clear();
         self.actions = actions;
         if let Err(failure) = result {
@@ -215,9 +220,19 @@ impl<P: Processor> Driver<P> {
 
     /// Takes in what the table and broadcast inputs' reader has, without waiting.
     pub(crate) fn poll_lookups(&mut self) {
-        if let Some(lookups) = &self.lookups {
-            lookups.poll(&mut self.core, Duration::ZERO);
+        if let Some(lookups) = &self.lookups
+            && let Err(error) = lookups.poll(&mut self.core, Duration::ZERO)
+        {
+            self.fail(error);
         }
+    }
+
+    /// Stops: the loop exits non-zero before its next poll (the open transaction is left to the
+    /// broker's timeout or the restarted instance's fencing).
+    fn fail(&mut self, error: RuntimeError) {
+        self.core.drop_ledger();
+        self.producer_in_transaction = false;
+        self.condition = Condition::Failed(error);
     }
 
     /// The consumer reached the end of `partition`: its clock may follow the wall clock now.
@@ -388,11 +403,7 @@ impl<P: Processor> Driver<P> {
                 self.producer_in_transaction = false;
                 self.condition = Condition::NeedsReset;
             }
-            Failure::Fatal(error) => {
-                self.core.drop_ledger();
-                self.producer_in_transaction = false;
-                self.condition = Condition::Failed(RuntimeError::Fatal(error));
-            }
+            Failure::Fatal(error) => self.fail(RuntimeError::Fatal(error)),
             Failure::TooLarge(TooLarge { input, partition, offset, message }) => {
                 let topic = self.core.topic_of(input).to_string();
                 warn!(topic, partition, offset, %message, "aborting to dead-letter the record that caused it");

@@ -15,6 +15,7 @@ use tracing::debug;
 
 use crate::config::{ErasureConfig, RuntimeConfig};
 use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
+use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupStore};
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{Output, Partitioning, Processor};
@@ -27,6 +28,9 @@ pub const CAUSE_HEADER: &str = "cause.event_id";
 /// How far a broker's clock may run ahead of this host's: an append time beyond it is a producer's
 /// create time, not a broker's.
 const MAX_BROKER_CLOCK_LEAD_MS: i64 = 60_000;
+
+/// Table versions are pruned once in this many commits (a walk over every key).
+const PRUNE_EVERY_COMMITS: u32 = 64;
 
 /// The processing loop's clock reading for one iteration: monotonic and wall time.
 #[derive(Debug, Clone, Copy)]
@@ -309,6 +313,10 @@ pub(crate) struct EngineCore<P: Processor> {
     assignment_generation: u64,
     /// What was read of the table and broadcast inputs.
     lookups: LookupStore,
+    /// Why the service must stop (a record only a newer release can apply).
+    fatal: Option<String>,
+    /// Commits since table versions were last pruned.
+    commits_since_prune: u32,
 }
 
 impl<P: Processor> std::fmt::Debug for EngineCore<P> {
@@ -347,6 +355,8 @@ impl<P: Processor> EngineCore<P> {
             too_large: FxHashMap::default(),
             joined: false,
             assignment_generation: 0,
+            fatal: None,
+            commits_since_prune: 0,
         }
     }
 
@@ -399,6 +409,11 @@ impl<P: Processor> EngineCore<P> {
     /// Every partition assigned, restored or waiting for it.
     pub(crate) fn owned_partitions(&self) -> BTreeSet<i32> {
         self.partitions.keys().chain(&self.pending_restore).copied().collect()
+    }
+
+    /// Why the service must stop, once: the driver exits non-zero.
+    pub(crate) fn take_fatal(&mut self) -> Option<String> {
+        self.fatal.take()
     }
 
     /// What was read of the table and broadcast inputs, for the driver to add to.
@@ -506,7 +521,11 @@ impl<P: Processor> EngineCore<P> {
                 Some(outcome) => outcome,
                 None => return Ok(()),
             },
-            Input::Handoff => self.apply_handoff(record, clock, out)?,
+            Input::Handoff => match self.apply_handoff(record, clock, out)? {
+                Some(outcome) => outcome,
+                None if self.fatal.is_some() => return Ok(()),
+                None => RecordOutcome::DeadLettered,
+            },
         };
         self.metrics.consumed.inc();
         let ledger = self.ledger.as_mut().expect("ledger opened above");
@@ -628,13 +647,15 @@ impl<P: Processor> EngineCore<P> {
         // winner then drops this customer's retried events too); this customer's is forgotten.
         let handoff = match P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten() {
             Some(winner) if winner != event.customer_id => entry.state.take().map(|state| {
-                let handed = Entry { recent: entry.recent.clone(), state: Some(state) };
+                let handed = Entry { recent: entry.recent.clone(), state: Some(state), merged_into: None };
                 crate::handoff::encode::<P>(&event, &handed).map(|value| (winner, value))
             }),
             _ => None,
         };
         let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
         if matches!(event.payload, EventPayload::ErasureRequested) {
+            // Erased: nothing of the customer stays, not even where its merges went.
+            entry.merged_into = None;
             let marker = ErasureMarker {
                 erased_at: event.occurred_at.timestamp_millis(),
                 recorded_at: partition_now,
@@ -644,8 +665,8 @@ impl<P: Processor> EngineCore<P> {
             data.store.markers.insert(id, marker, self.horizon_ms);
             ledger.mark([(partition, id)]);
         }
-        if handoff.is_some() {
-            data.store.settle_handed_off(&event.customer_id);
+        if let Some(Ok((winner, _))) = &handoff {
+            data.store.settle_handed_off(&event.customer_id, winner);
         } else {
             data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
         }
@@ -709,23 +730,34 @@ impl<P: Processor> EngineCore<P> {
         record: &InputRecord<'_>,
         clock: Now,
         out: &mut Vec<Action>,
-    ) -> Result<RecordOutcome, TooLarge> {
+    ) -> Result<Option<RecordOutcome>, TooLarge> {
         let (partition, offset) = (record.partition, record.offset);
         if !self.too_large.is_empty()
             && let Some(text) = self.too_large.remove(&(Input::Handoff, partition, offset))
         {
             self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
-            return Ok(RecordOutcome::DeadLettered);
+            return Ok(Some(RecordOutcome::DeadLettered));
         }
         let handoff = match crate::handoff::decode(&self.processor, record.key, record.payload) {
             Ok(handoff) => handoff,
-            Err(text) => {
+            Err(HandoffError::Unreadable(text)) => {
                 self.dead_letter(record, DeadLetterReason::HandoffUnreadable, &text, out);
-                return Ok(RecordOutcome::DeadLettered);
+                return Ok(None);
+            }
+            Err(HandoffError::Newer(text)) => {
+                // Written by a newer release (a rolling upgrade): only it can apply the state;
+                // stop here rather than lose it, as a changelog restore would.
+                self.fatal = Some(text);
+                return Ok(None);
             }
         };
-        let now = DateTime::from_timestamp_millis(self.stamped(record, clock)).unwrap_or(clock.wall);
+        let stamped = self.stamped(record, clock);
+        let now = DateTime::from_timestamp_millis(stamped).unwrap_or(clock.wall);
         let data = self.partitions.get_mut(&partition).expect("restored partition");
+        // Markers past their horizon by the record's own time no longer judge it, as for events.
+        let expired = data.store.markers.expire(stamped);
+        let ledger = self.ledger.as_mut().expect("ledger opened");
+        ledger.mark(expired.into_iter().map(|id| (partition, id)));
         let hash = event_id_hash(&handoff.id);
         let marker_key = &self.marker_key;
         let admission = data.store.admit(
@@ -737,17 +769,30 @@ impl<P: Processor> EngineCore<P> {
         );
         match admission {
             // The winner was erased after the merge's time: what came with it goes too.
-            Admission::Erased => return Ok(RecordOutcome::Erased),
-            Admission::Duplicate => return Ok(RecordOutcome::Duplicate),
+            Admission::Erased => return Ok(Some(RecordOutcome::Erased)),
+            Admission::Duplicate => return Ok(Some(RecordOutcome::Duplicate)),
             Admission::New(_) => {}
         }
-        let ledger = self.ledger.as_mut().expect("ledger opened");
         ledger.touch(partition, &handoff.to, Some((Input::Handoff, offset)));
         let window = self.settings.dedupe_window;
-        for seen in handoff.entry.recent.iter().filter(|seen| **seen != hash) {
-            data.store.remember(&handoff.to, *seen, window);
+        let forward = data.store.entry(&handoff.to).and_then(|entry| entry.merged_into.as_deref().cloned());
+        if let Some(next) = forward.filter(|next| *next != handoff.to) {
+            // The winner was itself merged away meanwhile: the state follows it, under the same
+            // id (so a cycle of merges drops it at its second visit rather than circle forever).
+            data.store.remember(&handoff.to, hash, window);
+            let value = record.payload.unwrap_or_default().to_vec();
+            return match self.handoff_record(next, value, &handoff.id) {
+                Ok(forwarded) => {
+                    out.push(Action::Produce(forwarded));
+                    Ok(Some(RecordOutcome::Applied))
+                }
+                Err(message) => {
+                    self.too_large.insert((Input::Handoff, partition, offset), message.clone());
+                    Err(TooLarge { input: Input::Handoff, partition, offset, message })
+                }
+            };
         }
-        let entry = data.store.remember(&handoff.to, hash, window);
+        let entry = data.store.remember_merged(&handoff.to, &handoff.entry.recent, hash, window);
         let outputs = match handoff.entry.state {
             Some(handed) => self.processor.merge(&mut entry.state, &handoff.to, &handoff.from, handed, now),
             None => Vec::new(),
@@ -764,7 +809,7 @@ impl<P: Processor> EngineCore<P> {
                 .into_iter()
                 .map(|output| Action::Produce(OutRecord::output(output, partition, Some(cause.clone())))),
         );
-        Ok(RecordOutcome::Applied)
+        Ok(Some(RecordOutcome::Applied))
     }
 
     /// Why one of `outputs` cannot be sent, if one is larger than its topic takes.
@@ -1000,12 +1045,17 @@ impl<P: Processor> EngineCore<P> {
         for data in self.partitions.values_mut() {
             data.next_offsets = Default::default();
         }
+        self.commits_since_prune += 1;
         if !self.lookups.is_empty()
-            && let Some(oldest) = self.partitions.values().map(|data| data.store.applies_as_of(0)).min()
+            && self.commits_since_prune >= PRUNE_EVERY_COMMITS
+            && let Some(oldest) = self.partitions.values().map(|data| data.store.clock()).min()
         {
-            // No record of these partitions is applied earlier than this any more (a replay
-            // after an abort restores the lookups from Kafka).
-            self.lookups.prune(self.lookups.as_of(oldest));
+            // No record of these partitions is applied as of an earlier time any more, replays
+            // after an abort included (they come after the committed offsets), but for records
+            // a writer's open transaction held back behind the clock: the writers' timeout more.
+            self.commits_since_prune = 0;
+            let as_of = self.lookups.as_of(oldest).saturating_sub(self.settings.lookup_writer_timeout_ms);
+            self.lookups.prune_tables(as_of);
         }
         self.update_gauges();
         self.ledger.take().map(|ledger| ledger.record_timestamps).unwrap_or_default()
@@ -1653,5 +1703,52 @@ mod tests {
         let counted = feed(&mut core, 1, 1, "c-1", &view("e-2", "c-1", BASE), BASE).expect("fits");
         let Action::Produce(record) = &counted[0] else { panic!("an output") };
         assert_eq!(record.partition, Some(1), "a record of the customer stays on the input's partition");
+    }
+
+    #[test]
+    fn given_a_winner_merged_away_meanwhile_then_a_handoff_to_it_follows_under_the_same_id() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-2", &view("e-20", "c-2", BASE), BASE).expect("fits");
+        feed(&mut core, 0, 1, "c-2", &view_of("m-23", "c-2", BASE + 1, "merge:c-3"), BASE + 1).expect("fits");
+        feed(&mut core, 1, 0, "c-1", &view("e-10", "c-1", BASE), BASE).expect("fits");
+        let merge = feed(&mut core, 1, 1, "c-1", &view_of("m-12", "c-1", BASE + 2, "merge:c-2"), BASE + 2);
+        let (_, _, value, _) = handoff_record(&merge.expect("fits"));
+        let reached = feed_input(&mut core, Input::Handoff, 0, 0, "c-2", &value, BASE + 3).expect("fits");
+        let (winner, partition, forwarded, cause) = handoff_record(&reached);
+        assert_eq!((winner.as_str(), partition, cause.as_deref()), ("c-3", None, Some("m-12")));
+        assert_eq!(forwarded, value, "the same handoff, on to where c-2 went");
+        assert!(
+            produced(&reached).iter().all(|(topic, _, _)| *topic == "handoff"),
+            "nothing merged into c-2"
+        );
+        let again = feed_input(&mut core, Input::Handoff, 0, 1, "c-2", &value, BASE + 4).expect("fits");
+        assert!(produced(&again).is_empty(), "a second copy is dropped where it passed");
+    }
+
+    #[test]
+    fn given_a_merged_away_customer_then_a_merge_with_nothing_to_move_keeps_its_dedupe_ids() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        feed(&mut core, 0, 1, "c-1", &view_of("m-1", "c-1", BASE + 1, "merge:c-2"), BASE + 1).expect("fits");
+        core.committed();
+        // Tally counts the merge view itself: the second merge starts a count, then hands it on.
+        let second = feed(&mut core, 0, 2, "c-1", &view_of("m-2", "c-1", BASE + 2, "merge:c-2"), BASE + 2);
+        handoff_record(&second.expect("fits"));
+        let retried = feed(&mut core, 0, 3, "c-1", &view("e-1", "c-1", BASE), BASE + 3).expect("fits");
+        assert!(produced(&retried).is_empty(), "the pre-merge event is still a duplicate");
+        let (commit, _) = plan(&mut core);
+        let Action::Produce(changelog) = &commit[0] else { panic!("a changelog record") };
+        assert!(changelog.value.is_some(), "not a tombstone: the dedupe ids and the merge stay");
+    }
+
+    #[test]
+    fn given_a_handoff_written_by_a_newer_release_then_the_service_stops_without_moving_on() {
+        let mut core = core();
+        let handed = crate::handoff::tests_support::value_with_state_version(99);
+        let actions = feed_input(&mut core, Input::Handoff, 1, 5, "c-2", &handed, BASE).expect("no abort");
+        assert!(produced(&actions).is_empty(), "not dead-lettered: only the newer release can apply it");
+        assert!(core.take_fatal().is_some_and(|reason| reason.contains("newer release")));
+        let (_, offsets) = plan(&mut core);
+        assert_eq!(offsets, vec![], "its offset is not committed");
     }
 }

@@ -49,19 +49,51 @@ pub(crate) fn encode<P: Processor>(
         .map_err(|e| format!("the handoff of {} does not serialize: {e}", event.customer_id))
 }
 
-/// Reads a handoff record; `Err` says why it cannot be applied.
+/// Why a handoff record cannot be applied.
+#[derive(Debug)]
+pub(crate) enum HandoffError {
+    /// It does not decode: dead-lettered.
+    Unreadable(String),
+    /// A newer release wrote its state: only that release can apply it.
+    Newer(String),
+}
+
+/// Reads a handoff record.
 pub(crate) fn decode<P: Processor>(
     processor: &P,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-) -> Result<Handoff<P::State>, String> {
+) -> Result<Handoff<P::State>, HandoffError> {
+    let unreadable = |text: String| HandoffError::Unreadable(text);
     let to = key
         .and_then(|key| std::str::from_utf8(key).ok())
-        .ok_or("a handoff record's key must be the winner's customer id (UTF-8)")?
+        .ok_or_else(|| unreadable("a handoff record's key must be the winner's customer id (UTF-8)".into()))?
         .to_owned();
-    let value: HandoffValue = rmp_serde::from_slice(payload.ok_or("a handoff record has no value")?)
-        .map_err(|e| format!("the handoff record does not decode: {e}"))?;
-    let entry = crate::changelog::decode(processor, &value.entry)
-        .map_err(|e| format!("the state handed from {} does not decode: {e}", value.from))?;
+    let value: HandoffValue =
+        rmp_serde::from_slice(payload.ok_or_else(|| unreadable("a handoff record has no value".into()))?)
+            .map_err(|e| unreadable(format!("the handoff record does not decode: {e}")))?;
+    let entry = crate::changelog::decode(processor, &value.entry).map_err(|e| {
+        let text = format!("the state handed from {} to {to} does not decode: {e}", value.from);
+        match e {
+            crate::changelog::StateDecodeError::Newer { .. } => HandoffError::Newer(text),
+            crate::changelog::StateDecodeError::Malformed { .. } => HandoffError::Unreadable(text),
+        }
+    })?;
     Ok(Handoff { id: value.id, from: value.from, to, occurred_at: value.occurred_at, entry })
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::HandoffValue;
+
+    /// A handoff record whose state says it was written with `version`.
+    pub(crate) fn value_with_state_version(version: u8) -> Vec<u8> {
+        let value = HandoffValue {
+            id: "m-9".into(),
+            from: "c-9".into(),
+            occurred_at: 0,
+            entry: vec![0xc1, version, 0x90],
+        };
+        rmp_serde::to_vec(&value).expect("serializes")
+    }
 }

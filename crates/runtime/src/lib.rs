@@ -54,6 +54,8 @@ pub enum RuntimeError {
     Fatal(KafkaError),
     #[error("table or broadcast input: {0}")]
     Lookup(String),
+    #[error("state handoff: {0}")]
+    Handoff(String),
     #[error("state restore failed: {0}")]
     Restore(String),
     #[error("admin server: {0}")]

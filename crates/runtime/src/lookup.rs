@@ -166,11 +166,16 @@ impl LookupStore {
         Lookups { store: Some(self), partition, as_of }
     }
 
-    /// Drops versions no lookup at or after `as_of` (the oldest partition clock less the grace)
-    /// can return.
-    pub(crate) fn prune(&mut self, as_of: i64) {
-        for versions in self.read.values_mut() {
-            versions.prune(as_of);
+    /// Drops table versions no lookup at or after `as_of` can return. Broadcast versions are
+    /// kept (the topics are small): a partition assigned later may still look up as of an
+    /// earlier time, and a broadcast topic is not read again, unlike its table partition.
+    pub(crate) fn prune_tables(&mut self, as_of: i64) {
+        let inputs = &self.inputs;
+        let is_table = |role: &str| inputs.iter().any(|i| i.role == role && i.scope == LookupScope::Table);
+        for (from, versions) in &mut self.read {
+            if is_table(from.role) {
+                versions.prune(as_of);
+            }
         }
     }
 }
@@ -290,7 +295,7 @@ mod tests {
             store.on_record(tier(0), "k".into(), time, value.map(<[u8]>::to_vec));
         }
         store.on_record(tier(0), "gone".into(), 1_500, None);
-        store.prune(2_500);
+        store.prune_tables(2_500);
         assert_eq!(store.view(0, 2_500).get("tiers", "k"), Some(&b"b"[..]));
         assert_eq!(store.view(0, 3_000).get("tiers", "k"), Some(&b"c"[..]));
         assert_eq!(store.read[&tier(0)].by_key["k"].len(), 2, "the version before 2 500 is gone");

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -21,6 +21,10 @@ use crate::server::Health;
 
 /// How long reading a lookup input to its end may take before the service exits.
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a record may wait for its lookups (a partition without a leader, a writer's
+/// transaction held open) before the service exits to be restarted: nothing hangs.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct LookupReader {
     consumer: BaseConsumer<ReadToEndContext>,
@@ -88,12 +92,26 @@ impl LookupReader {
             unproven: Vec::new(),
             targets: HashMap::new(),
         };
+        let partitions_of = |topic: &str| -> Result<usize, RuntimeError> {
+            let metadata = reader.consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+            Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
+        };
+        let events = partitions_of(&config.input_topic)?;
+        for input in P::LOOKUPS.iter().filter(|input| input.scope == LookupScope::Table) {
+            let topic = &reader.topics[input.role];
+            let partitions = partitions_of(topic)?;
+            if partitions != events {
+                return Err(RuntimeError::Lookup(format!(
+                    "table {topic} has {partitions} partitions, the input {} {events}: they must be equal",
+                    config.input_topic
+                )));
+            }
+        }
         let mut broadcast = Vec::new();
         let mut list = TopicPartitionList::new();
         for input in P::LOOKUPS.iter().filter(|input| input.scope == LookupScope::Broadcast) {
             let topic = &reader.topics[input.role];
-            let metadata = reader.consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-            let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+            let partitions = partitions_of(topic)? as i32;
             if partitions == 0 {
                 return Err(RuntimeError::Lookup(format!("broadcast topic {topic} does not exist")));
             }
@@ -147,35 +165,46 @@ impl LookupReader {
     }
 
     /// Hands what the consumer has (up to a batch) to the core; waits up to `timeout` for a first.
-    pub(crate) fn poll<P: Processor>(&self, core: &mut EngineCore<P>, timeout: Duration) {
+    /// Fails on a record not stamped by the broker (`LogAppendTime`): the lookup rule orders
+    /// versions by append time, which a producer's clock would not give.
+    pub(crate) fn poll<P: Processor>(
+        &self,
+        core: &mut EngineCore<P>,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
         let mut timeout = timeout;
         for _ in 0..1_000 {
             match self.consumer.poll(timeout) {
                 Some(Ok(message)) => {
                     let Some(role) = self.roles.get(message.topic()).copied() else { continue };
                     let key = message.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-                    let appended = message.timestamp().to_millis().unwrap_or(0);
+                    let Timestamp::LogAppendTime(appended) = message.timestamp() else {
+                        return Err(RuntimeError::Lookup(format!(
+                            "{} is not stamped by the broker: create it with message.timestamp.type=LogAppendTime",
+                            message.topic()
+                        )));
+                    };
                     let from = LookupPartition { role, partition: message.partition() };
                     core.lookups_mut().on_record(from, key, appended, message.payload().map(<[u8]>::to_vec));
                 }
                 Some(Err(error)) => warn!(%error, "lookup reader"),
-                None => return,
+                None => return Ok(()),
             }
             timeout = Duration::ZERO;
         }
+        Ok(())
     }
 
     /// Before an events record is applied: reads on until every lookup partition it reads holds
     /// all versions up to its lookup time (a later version read, or the partition read to its
     /// end). A broker that does not answer stops processing here rather than answer differently
-    /// from a replay.
+    /// from a replay, for at most [`WAIT_TIMEOUT`]; liveness is not ticked meanwhile.
     pub(crate) fn wait_until_complete<P: Processor>(
         &mut self,
         core: &mut EngineCore<P>,
         record: &InputRecord<'_>,
         now: Now,
-        health: &Health,
-    ) {
+    ) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let mut warned = started;
         loop {
@@ -186,10 +215,16 @@ impl LookupReader {
             let done = unproven.is_empty();
             self.unproven = unproven;
             if done {
-                return;
+                return Ok(());
             }
-            self.poll(core, Duration::from_millis(10));
-            health.tick();
+            if started.elapsed() > WAIT_TIMEOUT {
+                return Err(RuntimeError::Lookup(format!(
+                    "{:?} not known complete for a record after {} s",
+                    self.unproven,
+                    WAIT_TIMEOUT.as_secs()
+                )));
+            }
+            self.poll(core, Duration::from_millis(10))?;
             if warned.elapsed() >= Duration::from_secs(10) {
                 warned = Instant::now();
                 warn!(waiting = ?self.unproven, seconds = started.elapsed().as_secs(), "waiting for lookup inputs");
@@ -211,7 +246,7 @@ impl LookupReader {
                     READ_TIMEOUT.as_secs()
                 )));
             }
-            self.poll(core, Duration::from_millis(50));
+            self.poll(core, Duration::from_millis(50))?;
             health.tick();
         }
         info!(?partitions, seconds = started.elapsed().as_secs_f64(), "lookup inputs read");

@@ -117,17 +117,19 @@ pub trait Processor: Send + 'static {
 
     /// Whether `event` asks to move its customer's state to another customer: the winner's id.
     /// The runtime asks after `apply` (which emits what the loser's side publishes, e.g. a
-    /// tombstone), then takes the state it left, with the customer's dedupe memory, and sends it
-    /// to the winner's partition; the loser's changelog record becomes a tombstone. Read only
-    /// when `HANDS_OFF_STATE`.
+    /// tombstone), then takes the state it left, with the customer's dedupe ids, and sends it to
+    /// the winner's partition; the loser keeps only its dedupe ids and where it was merged (later
+    /// handoffs to it follow there). Read only when `HANDS_OFF_STATE`.
     fn handoff_target(&self, _event: &TouchpointEvent) -> Option<String> {
         None
     }
 
     /// The winner's side of a handoff: folds the state handed over by `from` into the winner's
-    /// (`None` if the winner is new), as of the partition clock. Applied once per handoff (its id
-    /// is remembered with the winner's event ids), in arrival order relative to the winner's own
-    /// events: a merge should not depend on that order (counts add, traits by event time).
+    /// (`None` if the winner is new), as of the handoff record's append time. Applied once per
+    /// handoff (its id is remembered with the winner's event ids), in arrival order relative to
+    /// the winner's own events: a merge should not depend on that order (counts add, traits by
+    /// event time). It keeps the winner within its documented limits itself (no event to
+    /// dead-letter here: the loser's state is already on its way).
     fn merge(
         &self,
         _state: &mut Option<Self::State>,

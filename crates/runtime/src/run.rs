@@ -235,20 +235,20 @@ impl<P: Processor> Default for HandoffQueues<P> {
 }
 
 impl<P: Processor> HandoffQueues<P> {
-    /// After a rebalance: a queue per owned partition. New ones are still paused (they are
-    /// resumed once restored), so nothing of theirs went to the main queue.
+    /// After a rebalance: a queue per owned partition, split anew for every one (rust-rdkafka
+    /// documents that an assign deactivates earlier splits; librdkafka keeps a disabled forward,
+    /// so splitting again is at worst redundant). The newly assigned are still paused (resumed
+    /// once restored), so nothing of theirs went to the main queue; a record that did would still
+    /// be told apart by its topic there.
     fn follow(&mut self, consumer: &Arc<EngineConsumer<P>>, topic: &str, driver: &Driver<P>) {
         if driver.assignment_generation() == self.generation {
             return;
         }
         self.generation = driver.assignment_generation();
-        let owned = driver.owned_partitions();
-        self.queues.retain(|partition, _| owned.contains(partition));
-        for partition in owned {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.queues.entry(partition)
-                && let Some(queue) = consumer.split_partition_queue(topic, partition)
-            {
-                slot.insert(queue);
+        self.queues.clear();
+        for partition in driver.owned_partitions() {
+            if let Some(queue) = consumer.split_partition_queue(topic, partition) {
+                self.queues.insert(partition, queue);
             }
         }
     }
