@@ -121,6 +121,28 @@ impl Processor for EventCounter {
 /// with events of its own; this stands in for them.)
 pub const MERGED_INTO_TRAIT: &str = "merged_into";
 
+/// An event of `customer` asking to merge it into `winner` (the worked examples' convention).
+pub fn merge_request(
+    event_id: &str,
+    customer: &str,
+    winner: &str,
+    occurred_at: DateTime<Utc>,
+) -> TouchpointEvent {
+    let set = std::collections::BTreeMap::from([(
+        MERGED_INTO_TRAIT.to_owned(),
+        TraitValue::String(winner.to_owned()),
+    )]);
+    TouchpointEvent {
+        event_id: event_id.to_owned(),
+        customer_id: customer.to_owned(),
+        occurred_at,
+        channel: omnistream_model::Channel::Web,
+        source: None,
+        payload: EventPayload::TraitsUpdated { set, set_once: Default::default(), unset: Vec::new() },
+        context: Default::default(),
+    }
+}
+
 /// The event counter with merges: an event setting the trait [`MERGED_INTO_TRAIT`] to another
 /// customer's id is not counted; the customer's count record becomes a tombstone and their count
 /// moves to that customer, whose next record is the sum (with `merged_from`). A customer merged
@@ -343,11 +365,7 @@ mod tests {
     }
 
     fn merge_into(id: &str, customer: &str, winner: &str) -> TouchpointEvent {
-        let set = BTreeMap::from([(MERGED_INTO_TRAIT.to_owned(), TraitValue::String(winner.to_owned()))]);
-        TouchpointEvent {
-            customer_id: customer.to_owned(),
-            ..event(id, EventPayload::TraitsUpdated { set, set_once: BTreeMap::new(), unset: Vec::new() })
-        }
+        merge_request(id, customer, winner, DateTime::from_timestamp(1_795_000_000, 0).unwrap())
     }
 
     fn of(id: &str, customer: &str) -> TouchpointEvent {

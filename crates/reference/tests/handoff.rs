@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use omnistream_model::{Channel, EventPayload, TouchpointEvent, TraitValue, encode_event};
-use omnistream_reference::{CountRecord, MERGED_INTO_TRAIT};
+use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_event};
+use omnistream_reference::{CountRecord, merge_request};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_testkit::pipeline::{
     OutputsByKey, PARTITIONS, ServiceTopics, committed_outputs, kill_repeatedly, produce_at_rate,
@@ -30,30 +30,20 @@ enum Step {
 
 impl Step {
     fn record(&self) -> (String, Vec<u8>) {
-        let (customer, event_id, payload) = match self {
-            Step::Counted { customer, event_id } => {
-                (customer, event_id, EventPayload::PageViewed { url: "https://shop.example/".into() })
-            }
-            Step::Merge { loser, winner, event_id } => {
-                let set =
-                    BTreeMap::from([(MERGED_INTO_TRAIT.to_owned(), TraitValue::String(winner.clone()))]);
-                (
-                    loser,
-                    event_id,
-                    EventPayload::TraitsUpdated { set, set_once: BTreeMap::new(), unset: Vec::new() },
-                )
-            }
+        let occurred_at = Utc::now() - chrono::Duration::minutes(5);
+        let event = match self {
+            Step::Counted { customer, event_id } => TouchpointEvent {
+                event_id: event_id.clone(),
+                customer_id: customer.clone(),
+                occurred_at,
+                channel: Channel::Web,
+                source: None,
+                payload: EventPayload::PageViewed { url: "https://shop.example/".into() },
+                context: BTreeMap::new(),
+            },
+            Step::Merge { loser, winner, event_id } => merge_request(event_id, loser, winner, occurred_at),
         };
-        let event = TouchpointEvent {
-            event_id: event_id.clone(),
-            customer_id: customer.clone(),
-            occurred_at: Utc::now() - chrono::Duration::minutes(5),
-            channel: Channel::Web,
-            source: None,
-            payload,
-            context: BTreeMap::new(),
-        };
-        (customer.clone(), encode_event(&event).expect("encodes"))
+        (event.customer_id.clone(), encode_event(&event).expect("encodes"))
     }
 }
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use omnistream_model::{Channel, EventPayload, TouchpointEvent, TraitValue, encode_event};
-use omnistream_reference::{CountRecord, MERGED_INTO_TRAIT};
+use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_event};
+use omnistream_reference::{CountRecord, merge_request};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_testkit::pipeline::{
     PARTITIONS, ServiceTopics, committed_outputs, output_may_be_complete, produce_at_rate,
@@ -28,22 +28,18 @@ const ALIASES: usize = 800;
 type Step = (String, String, Option<String>);
 
 fn record((customer, event_id, alias_of): &Step) -> (String, Vec<u8>) {
-    let payload = match alias_of {
-        Some(target) => EventPayload::TraitsUpdated {
-            set: BTreeMap::from([(MERGED_INTO_TRAIT.to_owned(), TraitValue::String(target.clone()))]),
-            set_once: BTreeMap::new(),
-            unset: Vec::new(),
+    let occurred_at = Utc::now() - chrono::Duration::minutes(5);
+    let event = match alias_of {
+        Some(target) => merge_request(event_id, customer, target, occurred_at),
+        None => TouchpointEvent {
+            event_id: event_id.clone(),
+            customer_id: customer.clone(),
+            occurred_at,
+            channel: Channel::Sms,
+            source: None,
+            payload: EventPayload::PageViewed { url: "https://shop.example/".into() },
+            context: BTreeMap::new(),
         },
-        None => EventPayload::PageViewed { url: "https://shop.example/".into() },
-    };
-    let event = TouchpointEvent {
-        event_id: event_id.clone(),
-        customer_id: customer.clone(),
-        occurred_at: Utc::now() - chrono::Duration::minutes(5),
-        channel: Channel::Sms,
-        source: None,
-        payload,
-        context: BTreeMap::new(),
     };
     (customer.clone(), encode_event(&event).expect("encodes"))
 }
