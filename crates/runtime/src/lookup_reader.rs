@@ -79,8 +79,8 @@ impl LookupReader {
             .set("group.id", format!("{}-lookups", config.group_id))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            // Completeness is judged by the position against the high watermark each fetch
-            // brings: fetch often when idle.
+            // A record waits until the position reaches the end offset asked of the broker:
+            // fetch often when idle, so that it does soon.
             .set("fetch.wait.max.ms", "50");
         let consumer: BaseConsumer<ReadToEndContext> =
             client.create_with_context(ReadToEndContext { reader: "lookup reader" })?;
