@@ -101,11 +101,8 @@ fn ticket_facts(state: &Value) -> Vec<(String, i64, bool)> {
 
 #[test]
 fn profiles_of_version_1_restore_with_their_tickets_in_logs() {
-    let restored = restore(
-        &omnistream_profile_updater::ProfileUpdater::default(),
-        "profile-updater",
-        &["resolved_tickets"],
-    );
+    let restored =
+        restore(&omnistream_profile_updater::ProfileUpdater, "profile-updater", &["resolved_tickets"]);
     for (old, new) in restored {
         assert_eq!(new["resolved_tickets"], serde_json::json!([]));
         let mut want: Vec<(String, i64, bool)> = old["profile"]["open_tickets"]

@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use omnistream_model::records::{ChannelAffinity, ChannelScore};
-use omnistream_model::topics::CHANNEL_AFFINITY;
-use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, encode_record};
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
@@ -287,17 +286,21 @@ fn slot(channel: Channel) -> Option<usize> {
 #[derive(Debug, Clone)]
 pub struct ChannelAffinityProcessor {
     pub config: Arc<AffinityConfig>,
-    pub affinity_topic: Arc<str>,
 }
+
+/// Its one output role: the affinity after each event (`--affinity-topic`).
+pub const AFFINITY_OUTPUT: &str = "affinity";
 
 impl Default for ChannelAffinityProcessor {
     fn default() -> Self {
-        Self { config: Arc::new(AffinityConfig::default()), affinity_topic: Arc::from(CHANNEL_AFFINITY) }
+        Self { config: Arc::new(AffinityConfig::default()) }
     }
 }
 
 impl Processor for ChannelAffinityProcessor {
     type State = AffinityState;
+    type Record = ChannelAffinity;
+    const OUTPUTS: &'static [&'static str] = &[AFFINITY_OUTPUT];
     /// Version 2 (2026-12) keeps the recent facts and counts by event time; version 1 kept only
     /// the decayed counts, as of its `reference`. Version 2 was never released.
     const STATE_VERSION: u8 = 2;
@@ -316,17 +319,16 @@ impl Processor for ChannelAffinityProcessor {
         state: &mut Option<AffinityState>,
         event: &TouchpointEvent,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<ChannelAffinity>> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
-            return vec![Output::new(self.affinity_topic.clone(), event.customer_id.clone(), None)];
+            return vec![Output::new(AFFINITY_OUTPUT, event.customer_id.clone(), None)];
         }
         let state = state.get_or_insert_with(AffinityState::default);
         apply_event(state, &self.config, event);
         // As of the partition clock (SPEC 4); counts of events dated ahead stay undecayed.
         let record = affinity(state, &self.config, &event.customer_id, now.timestamp_millis());
-        let value = encode_record(&record).expect("a channel affinity matches its schema");
-        vec![Output::new(self.affinity_topic.clone(), event.customer_id.clone(), Some(value))]
+        vec![Output::new(AFFINITY_OUTPUT, event.customer_id.clone(), Some(record))]
     }
 }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use omnistream_channel_affinity::{AffinityConfig, ChannelAffinityProcessor};
+use omnistream_channel_affinity::{AFFINITY_OUTPUT, AffinityConfig, ChannelAffinityProcessor};
 use omnistream_model::topics::CHANNEL_AFFINITY;
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
@@ -51,8 +51,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let service =
-        ServiceInfo::registered(&omnistream_model::services::CHANNEL_AFFINITY, env!("CARGO_PKG_VERSION"));
-    let processor =
-        ChannelAffinityProcessor { config: Arc::new(config), affinity_topic: Arc::from(args.affinity_topic) };
-    run_service(service, args.runtime, processor)
+        ServiceInfo::registered(&omnistream_model::services::CHANNEL_AFFINITY, env!("CARGO_PKG_VERSION"))
+            .with_output(AFFINITY_OUTPUT, args.affinity_topic);
+    run_service(service, args.runtime, ChannelAffinityProcessor { config: Arc::new(config) })
 }

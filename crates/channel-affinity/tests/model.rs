@@ -8,7 +8,7 @@ use omnistream_channel_affinity::{
     AffinityConfig, AffinityState, ChannelAffinityProcessor, affinity, apply_event,
 };
 use omnistream_model::records::{ChannelAffinity, ChannelScore};
-use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, decode_record};
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent};
 use omnistream_runtime::Processor;
 use proptest::prelude::*;
 
@@ -63,10 +63,9 @@ fn consent(granted: bool) -> EventPayload {
     EventPayload::ConsentChanged { purpose: Purpose::Marketing, granted }
 }
 
-/// Folds events through the processor and decodes the last record it published.
+/// Folds events through the processor and returns the last record it published.
 fn fold(config: AffinityConfig, events: Vec<(DateTime<Utc>, Channel, EventPayload)>) -> ChannelAffinity {
-    let processor =
-        ChannelAffinityProcessor { config: Arc::new(config), ..ChannelAffinityProcessor::default() };
+    let processor = ChannelAffinityProcessor { config: Arc::new(config) };
     let mut state = None;
     let mut last = None;
     let mut clock = None;
@@ -78,7 +77,7 @@ fn fold(config: AffinityConfig, events: Vec<(DateTime<Utc>, Channel, EventPayloa
         let outputs = processor.apply(&mut state, &event(at, channel, payload), now);
         last = outputs.into_iter().next().and_then(|o| o.value);
     }
-    decode_record(&last.expect("a record")).unwrap()
+    last.expect("a record")
 }
 
 fn score(record: &ChannelAffinity, channel: Channel) -> &ChannelScore {

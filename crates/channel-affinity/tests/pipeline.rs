@@ -1,7 +1,6 @@
 //! channel-affinity end to end on the real broker: story 4 of SPEC 1 through `omni produce`, and
 //! exactly-once under SIGKILL.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -106,10 +105,7 @@ async fn story_four_whatsapp_over_sms_over_email_and_the_unsubscribed_channel_ab
 async fn sigkill_during_200000_events_committed_records_equal_the_pure_fold() {
     let topics = ServiceTopics::create("affinity-crash", 1).await;
     let output = topics.outputs[0].clone();
-    let processor = ChannelAffinityProcessor {
-        affinity_topic: Arc::from(output.as_str()),
-        ..ChannelAffinityProcessor::default()
-    };
+    let processor = ChannelAffinityProcessor::default();
     let outcome = sigkill_mid_stream(&topics, 47, processor, 0, |run| {
         channel_affinity(&topics, "affinity-crash", &format!("affinity-crash-{run}"))
     })

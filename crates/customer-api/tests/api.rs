@@ -3,7 +3,6 @@
 //! customers (tombstones) are gone, and the lag per topic is reported.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use omnistream_channel_affinity::ChannelAffinityProcessor;
@@ -68,14 +67,10 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     // 30,000 simulated events over 2,000 customers (a few erasures among them), folded by every
     // service: the records the running services would have written.
     let input = simulated_input(30_000, 2_000, 61, 0.0);
-    let mut outputs = fold(&ProfileUpdater { profiles_topic: Arc::from(profiles.as_str()) }, &input).0;
-    outputs.extend(fold(&Suppression::new(Rules::default(), &suppressions), &input).0);
-    let affinity_processor = ChannelAffinityProcessor {
-        affinity_topic: Arc::from(affinity.as_str()),
-        ..ChannelAffinityProcessor::default()
-    };
-    outputs.extend(fold(&affinity_processor, &input).0);
-    outputs.extend(fold(&LoyaltyPoints::new(LoyaltyRules::default(), &ledger, &balances), &input).0);
+    let mut outputs = fold(&ProfileUpdater, &[&profiles], &input).0;
+    outputs.extend(fold(&Suppression::new(Rules::default()), &[&suppressions], &input).0);
+    outputs.extend(fold(&ChannelAffinityProcessor::default(), &[&affinity], &input).0);
+    outputs.extend(fold(&LoyaltyPoints::new(LoyaltyRules::default()), &[&ledger, &balances], &input).0);
     publish(&outputs).await;
 
     let last_profiles = last_values(&outputs, &profiles);

@@ -25,9 +25,8 @@ use chrono::{DateTime, Utc};
 use omnistream_model::records::{
     BalanceAfter, LedgerEntryKind, LoyaltyBalance, LoyaltyLedgerEntry, NextExpiry,
 };
-use omnistream_model::topics::{LOYALTY_BALANCES, LOYALTY_LEDGER};
-use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_record};
-use omnistream_runtime::{Output, Processor};
+use omnistream_model::{Channel, EventPayload, TouchpointEvent};
+use omnistream_runtime::{Output, OutputRecord, Processor};
 use serde::{Deserialize, Serialize};
 
 pub use omnistream_runtime::RulesError;
@@ -119,17 +118,32 @@ impl LoyaltyState {
 #[derive(Debug, Clone)]
 pub struct LoyaltyPoints {
     rules: Arc<LoyaltyRules>,
-    ledger_topic: Arc<str>,
-    balances_topic: Arc<str>,
+}
+
+/// Its output roles: every ledger entry (`--ledger-topic`) and the balance after each change
+/// (`--balances-topic`).
+pub const LEDGER_OUTPUT: &str = "ledger";
+pub const BALANCES_OUTPUT: &str = "balances";
+
+/// What loyalty-points writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoyaltyRecord {
+    Ledger(LoyaltyLedgerEntry),
+    Balance(LoyaltyBalance),
+}
+
+impl OutputRecord for LoyaltyRecord {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            LoyaltyRecord::Ledger(entry) => entry.encode(),
+            LoyaltyRecord::Balance(balance) => balance.encode(),
+        }
+    }
 }
 
 impl LoyaltyPoints {
-    pub fn new(rules: LoyaltyRules, ledger_topic: &str, balances_topic: &str) -> Self {
-        Self {
-            rules: Arc::new(rules),
-            ledger_topic: Arc::from(ledger_topic),
-            balances_topic: Arc::from(balances_topic),
-        }
+    pub fn new(rules: LoyaltyRules) -> Self {
+        Self { rules: Arc::new(rules) }
     }
 
     pub fn rules(&self) -> &LoyaltyRules {
@@ -139,7 +153,7 @@ impl LoyaltyPoints {
 
 impl Default for LoyaltyPoints {
     fn default() -> Self {
-        Self::new(LoyaltyRules::default(), LOYALTY_LEDGER, LOYALTY_BALANCES)
+        Self::new(LoyaltyRules::default())
     }
 }
 
@@ -162,6 +176,8 @@ struct Movement {
 
 impl Processor for LoyaltyPoints {
     type State = LoyaltyState;
+    type Record = LoyaltyRecord;
+    const OUTPUTS: &'static [&'static str] = &[LEDGER_OUTPUT, BALANCES_OUTPUT];
     /// Version 2 (2026-12): calendar months, refunds kept until their order, entry causes.
     const STATE_VERSION: u8 = 2;
 
@@ -179,7 +195,7 @@ impl Processor for LoyaltyPoints {
         state: &mut Option<LoyaltyState>,
         event: &TouchpointEvent,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<LoyaltyRecord>> {
         let customer_id = &event.customer_id;
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
@@ -198,10 +214,7 @@ impl Processor for LoyaltyPoints {
                 redemption_id: None,
                 reason_detail: None,
             };
-            return vec![
-                self.ledger_output(&erase),
-                Output::new(self.balances_topic.clone(), customer_id.clone(), None),
-            ];
+            return vec![ledger_output(erase), Output::new(BALANCES_OUTPUT, customer_id.clone(), None)];
         }
         let state = state.get_or_insert_with(LoyaltyState::default);
         // SPEC 4: "now" is the partition clock; an event dated in the future never moves it.
@@ -236,12 +249,12 @@ impl Processor for LoyaltyPoints {
         state: &mut Option<LoyaltyState>,
         customer_id: &str,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<LoyaltyRecord>> {
         let Some(state) = state else { return Vec::new() };
         let at = now.timestamp_millis().max(state.evaluated_at);
         let tier_before = self.rules.tier_for(state.earned.iter().map(|(_, points)| points).sum()).to_owned();
         let movements = settle(state, at);
-        let mut outputs: Vec<Output> =
+        let mut outputs: Vec<Output<LoyaltyRecord>> =
             movements.into_iter().map(|movement| self.entry(customer_id, movement)).collect();
         let balance = self.balance_output(state, customer_id, at);
         // Only moved points and a fallen tier change a balance by time (docs/loyalty-points.md).
@@ -254,7 +267,7 @@ impl Processor for LoyaltyPoints {
 }
 
 impl LoyaltyPoints {
-    fn entry(&self, customer_id: &str, movement: Movement) -> Output {
+    fn entry(&self, customer_id: &str, movement: Movement) -> Output<LoyaltyRecord> {
         let balance_after = movement.balance_after;
         let entry = LoyaltyLedgerEntry {
             entry_id: movement.entry_id,
@@ -271,25 +284,17 @@ impl LoyaltyPoints {
             redemption_id: movement.redemption_id,
             reason_detail: movement.reason_detail,
         };
-        self.ledger_output(&entry)
+        ledger_output(entry)
     }
 
-    fn ledger_output(&self, entry: &LoyaltyLedgerEntry) -> Output {
-        Output::new(
-            self.ledger_topic.clone(),
-            entry.customer_id.clone(),
-            Some(encode_record(entry).expect("a ledger entry matches its schema")),
-        )
-    }
-
-    fn balance_output(&self, state: &mut LoyaltyState, customer_id: &str, at: i64) -> Output {
+    fn balance_output(&self, state: &mut LoyaltyState, customer_id: &str, at: i64) -> Output<LoyaltyRecord> {
         let balance = balance(state, &self.rules, customer_id, at);
-        Output::new(
-            self.balances_topic.clone(),
-            customer_id.to_owned(),
-            Some(encode_record(&balance).expect("a balance matches its schema")),
-        )
+        Output::new(BALANCES_OUTPUT, customer_id.to_owned(), Some(LoyaltyRecord::Balance(balance)))
     }
+}
+
+fn ledger_output(entry: LoyaltyLedgerEntry) -> Output<LoyaltyRecord> {
+    Output::new(LEDGER_OUTPUT, entry.customer_id.clone(), Some(LoyaltyRecord::Ledger(entry)))
 }
 
 /// The balance record as of `at`; forgets tier history older than the window.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
+use omnistream_loyalty_points::{BALANCES_OUTPUT, LEDGER_OUTPUT, LoyaltyPoints, LoyaltyRules};
 use omnistream_model::topics::{LOYALTY_BALANCES, LOYALTY_LEDGER};
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
@@ -42,6 +42,8 @@ fn main() -> ExitCode {
         None => LoyaltyRules::default(),
     };
     let service =
-        ServiceInfo::registered(&omnistream_model::services::LOYALTY_POINTS, env!("CARGO_PKG_VERSION"));
-    run_service(service, args.runtime, LoyaltyPoints::new(rules, &args.ledger_topic, &args.balances_topic))
+        ServiceInfo::registered(&omnistream_model::services::LOYALTY_POINTS, env!("CARGO_PKG_VERSION"))
+            .with_output(LEDGER_OUTPUT, args.ledger_topic)
+            .with_output(BALANCES_OUTPUT, args.balances_topic);
+    run_service(service, args.runtime, LoyaltyPoints::new(rules))
 }

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules, LoyaltyState};
-use omnistream_model::codec::record_kind_of;
+use omnistream_loyalty_points::{
+    BALANCES_OUTPUT, LEDGER_OUTPUT, LoyaltyPoints, LoyaltyRecord, LoyaltyRules, LoyaltyState,
+};
 use omnistream_model::records::{LedgerEntryKind, LoyaltyBalance, LoyaltyLedgerEntry};
-use omnistream_model::topics::{LOYALTY_BALANCES, LOYALTY_LEDGER};
-use omnistream_model::{Channel, EventPayload, RecordKind, TouchpointEvent, decode_record};
+use omnistream_model::{Channel, EventPayload, TouchpointEvent};
 use omnistream_runtime::{Output, Processor};
 use omnistream_testkit::temp_file;
 use proptest::prelude::*;
@@ -45,26 +45,17 @@ struct Run {
 
 impl Run {
     fn new(rules: LoyaltyRules) -> Self {
-        Self {
-            processor: LoyaltyPoints::new(rules, LOYALTY_LEDGER, LOYALTY_BALANCES),
-            state: None,
-            ledger: Vec::new(),
-            balance: None,
-            n: 0,
-        }
+        Self { processor: LoyaltyPoints::new(rules), state: None, ledger: Vec::new(), balance: None, n: 0 }
     }
 
-    fn take(&mut self, outputs: Vec<Output>) -> Vec<LoyaltyLedgerEntry> {
+    fn take(&mut self, outputs: Vec<Output<LoyaltyRecord>>) -> Vec<LoyaltyLedgerEntry> {
         let mut entries = Vec::new();
         for output in outputs {
-            let Some(bytes) = output.value else {
-                self.balance = None;
-                continue;
-            };
-            match record_kind_of(&bytes) {
-                Some(RecordKind::LoyaltyLedgerEntry) => entries.push(decode_record(&bytes).unwrap()),
-                Some(RecordKind::LoyaltyBalance) => self.balance = Some(decode_record(&bytes).unwrap()),
-                other => panic!("unexpected output {other:?}"),
+            match (output.role, output.value) {
+                (BALANCES_OUTPUT, None) => self.balance = None,
+                (LEDGER_OUTPUT, Some(LoyaltyRecord::Ledger(entry))) => entries.push(entry),
+                (BALANCES_OUTPUT, Some(LoyaltyRecord::Balance(balance))) => self.balance = Some(balance),
+                (role, value) => panic!("unexpected output {role}: {value:?}"),
             }
         }
         self.ledger.extend(entries.iter().cloned());
@@ -535,7 +526,7 @@ fn the_tier_falls_by_timer_when_points_leave_the_window() {
 /// (here the same `e-1`), and a customer id holding `/` cannot make one pair look like another.
 #[test]
 fn entry_ids_are_unique_per_customer_and_event() {
-    let processor = LoyaltyPoints::new(LoyaltyRules::default(), LOYALTY_LEDGER, LOYALTY_BALANCES);
+    let processor = LoyaltyPoints::new(LoyaltyRules::default());
     let earn_id = |customer: &str, event_id: &str| {
         let event = TouchpointEvent {
             event_id: event_id.into(),
@@ -547,8 +538,10 @@ fn entry_ids_are_unique_per_customer_and_event() {
             context: BTreeMap::new(),
         };
         let outputs = processor.apply(&mut None, &event, t(0.0));
-        let entry: LoyaltyLedgerEntry = decode_record(outputs[0].value.as_ref().unwrap()).unwrap();
-        entry.entry_id
+        match outputs.into_iter().next().and_then(|output| output.value) {
+            Some(LoyaltyRecord::Ledger(entry)) => entry.entry_id,
+            other => panic!("an earn entry first, not {other:?}"),
+        }
     };
     assert_ne!(earn_id("c-1", "e-1"), earn_id("c-2", "e-1"));
     assert_ne!(earn_id("a/b", "c"), earn_id("a", "b/c"));

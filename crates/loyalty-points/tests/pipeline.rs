@@ -143,7 +143,7 @@ async fn story_three_earn_in_store_spend_on_the_web_never_overdrawn_refund_takes
 async fn sigkill_during_200000_events_no_duplicate_entry_and_balances_equal_the_pure_fold() {
     let topics = ServiceTopics::create("loyalty-crash", 2).await;
     let (ledger, balances) = (topics.outputs[0].clone(), topics.outputs[1].clone());
-    let processor = LoyaltyPoints::new(LoyaltyRules::default(), &ledger, &balances);
+    let processor = LoyaltyPoints::new(LoyaltyRules::default());
     // Progress is watched on the balances: one record per applied event.
     let outcome = sigkill_mid_stream(&topics, 53, processor, 1, |run| {
         loyalty(&topics, "loyalty-crash", &format!("loyalty-crash-{run}"))

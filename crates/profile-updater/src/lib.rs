@@ -14,9 +14,8 @@ use omnistream_model::records::{
     ChannelActivity, ConsentEntry, CustomerProfile, Identifier, OpenTicket, ResolvedTicket, TraitEntry,
 };
 use omnistream_model::tickets::{TicketFact, TicketLog, keep_latest};
-use omnistream_model::topics::PROFILES;
 use omnistream_model::traits::{Resolved, TraitHistory};
-use omnistream_model::{Channel, EventPayload, SortedMap, TouchpointEvent, TraitValue, encode_record};
+use omnistream_model::{Channel, EventPayload, SortedMap, TouchpointEvent, TraitValue};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +38,9 @@ const IDENTIFIER_TRAITS: &[&str] = &["email", "phone"];
 /// correct with late events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileState {
-    pub profile: CustomerProfile,
+    /// Shared with the output the runtime encodes (changed copy-on-write after it is dropped),
+    /// so publishing the profile after each event copies nothing.
+    pub profile: Arc<CustomerProfile>,
     /// Resolved tickets (id, resolution time) as state version 1 held them; moved into `tickets`
     /// when such a state is restored, always empty since.
     pub resolved_tickets: VecDeque<(String, i64)>,
@@ -57,7 +58,7 @@ pub struct ProfileState {
 impl ProfileState {
     fn new(event: &TouchpointEvent) -> Self {
         Self {
-            profile: CustomerProfile {
+            profile: Arc::new(CustomerProfile {
                 customer_id: event.customer_id.clone(),
                 first_seen_at: event.occurred_at,
                 last_seen_at: event.occurred_at,
@@ -74,7 +75,7 @@ impl ProfileState {
                 consents: Vec::new(),
                 identifiers: Vec::new(),
                 version: 0,
-            },
+            }),
             resolved_tickets: VecDeque::new(),
             tickets: Vec::new(),
             traits: SortedMap::default(),
@@ -104,19 +105,16 @@ pub fn history_of_entry(entry: &TraitEntry) -> TraitHistory {
 }
 
 /// The profile-updater processor.
-#[derive(Debug, Clone)]
-pub struct ProfileUpdater {
-    pub profiles_topic: Arc<str>,
-}
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdater;
 
-impl Default for ProfileUpdater {
-    fn default() -> Self {
-        Self { profiles_topic: Arc::from(PROFILES) }
-    }
-}
+/// Its one output role: the profile after each event (`--profiles-topic`).
+pub const PROFILES_OUTPUT: &str = "profiles";
 
 impl Processor for ProfileUpdater {
     type State = ProfileState;
+    type Record = Arc<CustomerProfile>;
+    const OUTPUTS: &'static [&'static str] = &[PROFILES_OUTPUT];
     /// Version 2 (2026-12) added trait histories and ticket logs. A version 1 state has no trait
     /// history: each trait's profile entry stands for it, as it does for every trait whose
     /// history is one `set`.
@@ -180,15 +178,14 @@ impl Processor for ProfileUpdater {
         state: &mut Option<ProfileState>,
         event: &TouchpointEvent,
         _now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Arc<CustomerProfile>>> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
-            return vec![Output::new(self.profiles_topic.clone(), event.customer_id.clone(), None)];
+            return vec![Output::new(PROFILES_OUTPUT, event.customer_id.clone(), None)];
         }
         let state = state.get_or_insert_with(|| ProfileState::new(event));
         apply_event(state, event);
-        let value = encode_record(&state.profile).expect("a profile matches its schema");
-        vec![Output::new(self.profiles_topic.clone(), event.customer_id.clone(), Some(value))]
+        vec![Output::new(PROFILES_OUTPUT, event.customer_id.clone(), Some(Arc::clone(&state.profile)))]
     }
 }
 
@@ -289,7 +286,7 @@ fn ticket_log<'a>(state: &'a mut ProfileState, ticket_id: &str) -> &'a mut Ticke
 /// every open ticket's log and the latest others.
 fn show_tickets(state: &mut ProfileState) {
     let time = |millis: i64| DateTime::from_timestamp_millis(millis).unwrap_or_default();
-    let profile = &mut state.profile;
+    let profile = Arc::make_mut(&mut state.profile);
     let mut open: Vec<(&TicketFact, &str)> = state
         .tickets
         .iter()
@@ -333,7 +330,7 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
     if let EventPayload::TraitsUpdated { set, set_once, unset } = &event.payload {
         apply_traits(state, set, set_once, unset, at);
     }
-    let profile = &mut state.profile;
+    let profile = Arc::make_mut(&mut state.profile);
     profile.first_seen_at = profile.first_seen_at.min(at);
     profile.last_seen_at = profile.last_seen_at.max(at);
     record_activity(profile, event);
@@ -400,11 +397,11 @@ fn apply_traits(
         } else {
             state.traits.insert(name.clone(), history);
         }
-        state.profile.traits.insert(name.clone(), entry);
+        Arc::make_mut(&mut state.profile).traits.insert(name.clone(), entry);
     }
     // Seen is seen, whether or not the value is the current one.
     for (name, value) in set.iter().chain(set_once) {
-        note_identifier(&mut state.profile, name, value, at);
+        note_identifier(Arc::make_mut(&mut state.profile), name, value, at);
     }
 }
 

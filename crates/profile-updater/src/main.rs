@@ -1,11 +1,10 @@
 //! `profile-updater`: folds every touchpoint event into `customer.profiles.v1`, exactly once.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use omnistream_model::topics::PROFILES;
-use omnistream_profile_updater::ProfileUpdater;
+use omnistream_profile_updater::{PROFILES_OUTPUT, ProfileUpdater};
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
 #[derive(Debug, Parser)]
@@ -21,6 +20,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let service =
-        ServiceInfo::registered(&omnistream_model::services::PROFILE_UPDATER, env!("CARGO_PKG_VERSION"));
-    run_service(service, args.runtime, ProfileUpdater { profiles_topic: Arc::from(args.profiles_topic) })
+        ServiceInfo::registered(&omnistream_model::services::PROFILE_UPDATER, env!("CARGO_PKG_VERSION"))
+            .with_output(PROFILES_OUTPUT, args.profiles_topic);
+    run_service(service, args.runtime, ProfileUpdater)
 }

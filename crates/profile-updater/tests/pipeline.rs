@@ -1,7 +1,6 @@
 //! profile-updater end to end on the real broker: the profile side of SPEC stories 1 and 2
 //! through `omni produce`, and exactly-once under SIGKILL.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnistream_model::records::CustomerProfile;
@@ -127,7 +126,7 @@ async fn stories_one_and_two_the_profile_side() {
 async fn sigkill_during_200000_events_committed_profiles_equal_the_pure_fold() {
     let topics = ServiceTopics::create("profile-crash", 1).await;
     let output = topics.outputs[0].clone();
-    let processor = ProfileUpdater { profiles_topic: Arc::from(output.as_str()) };
+    let processor = ProfileUpdater;
     let outcome = sigkill_mid_stream(&topics, 41, processor, 0, |run| {
         profile_updater(&topics, "profile-crash", &format!("profile-crash-{run}"))
     })

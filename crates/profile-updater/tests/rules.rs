@@ -6,11 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use omnistream_model::records::CustomerProfile;
-use omnistream_model::topics::PROFILES;
-use omnistream_model::{
-    Channel, EventPayload, EventType, Purpose, SortedMap, TouchpointEvent, TraitValue, decode_record,
-};
-use omnistream_profile_updater::{ProfileState, ProfileUpdater, activity};
+use omnistream_model::{Channel, EventPayload, EventType, Purpose, SortedMap, TouchpointEvent, TraitValue};
+use omnistream_profile_updater::{PROFILES_OUTPUT, ProfileState, ProfileUpdater, activity};
 use omnistream_runtime::Processor;
 use omnistream_runtime::testing::ProcessorTest;
 
@@ -34,14 +31,14 @@ fn event(minute: i64, channel: Channel, payload: EventPayload) -> TouchpointEven
 /// clock never goes back), and returns the state and the last published profile (decoded from its
 /// Avro output).
 fn fold(events: &[TouchpointEvent]) -> (Option<ProfileState>, Option<CustomerProfile>) {
-    let mut test = ProcessorTest::new(ProfileUpdater::default());
+    let mut test = ProcessorTest::new(ProfileUpdater);
     let mut last = None;
     for event in events {
         let then = test.when(event);
         assert_eq!(then.dead_letters, Vec::new(), "{}", event.event_id);
-        let values = then.values(PROFILES);
+        let mut values = then.decoded::<CustomerProfile>(PROFILES_OUTPUT);
         assert_eq!(values.len(), 1, "one profile record per event");
-        last = values[0].map(|bytes| decode_record::<CustomerProfile>(bytes).expect("Avro profile"));
+        last = values.pop().flatten();
     }
     (test.state("c-1").cloned(), last)
 }
@@ -50,7 +47,7 @@ fn fold(events: &[TouchpointEvent]) -> (Option<ProfileState>, Option<CustomerPro
 /// in one step (more than the 100 keys an event may set, texts longer than 2,048 bytes), as a
 /// release before the limits could have left them.
 fn core_state(events: &[TouchpointEvent]) -> Option<ProfileState> {
-    let updater = ProfileUpdater::default();
+    let updater = ProfileUpdater;
     let mut state = None;
     for event in events {
         updater.apply(&mut state, event, event.occurred_at);
@@ -61,7 +58,7 @@ fn core_state(events: &[TouchpointEvent]) -> Option<ProfileState> {
 fn profile(events: &[TouchpointEvent]) -> CustomerProfile {
     let (state, published) = fold(events);
     let published = published.expect("a profile");
-    assert_eq!(state.expect("state").profile, published, "the published profile is the state");
+    assert_eq!(*state.expect("state").profile, published, "the published profile is the state");
     published
 }
 
@@ -321,17 +318,17 @@ fn email_and_phone_traits_are_identifiers() {
 
 #[test]
 fn erasure_forgets_the_customer_and_publishes_a_tombstone() {
-    let mut test = ProcessorTest::new(ProfileUpdater::default()).given([event(
+    let mut test = ProcessorTest::new(ProfileUpdater).given([event(
         1,
         Channel::Web,
         traits(&[("email", text("a@example.com"))], &[], &[]),
     )]);
     let then = test.when(&event(2, Channel::Web, EventPayload::ErasureRequested));
     assert!(test.state("c-1").is_none());
-    assert_eq!(then.records, vec![(PROFILES.to_owned(), "c-1".to_owned(), None)], "a tombstone");
+    assert_eq!(then.records, vec![(PROFILES_OUTPUT.to_owned(), "c-1".to_owned(), None)], "a tombstone");
     // Afterwards the customer starts from nothing.
     let then = test.when(&event(3, Channel::Web, view()));
-    let p = decode_record::<CustomerProfile>(then.values(PROFILES)[0].unwrap()).unwrap();
+    let p = then.decoded::<CustomerProfile>(PROFILES_OUTPUT)[0].clone().unwrap();
     assert_eq!((p.version, p.first_seen_at, p.traits.len()), (1, t(3), 0));
 }
 
@@ -339,7 +336,7 @@ fn erasure_forgets_the_customer_and_publishes_a_tombstone() {
 /// break one is refused whole (the runtime dead-letters it with `state_limit`), state unchanged.
 #[test]
 fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
-    let updater = ProfileUpdater::default();
+    let updater = ProfileUpdater;
     let many = |from: usize, count: usize| -> Vec<(String, TraitValue)> {
         (from..from + count).map(|i| (format!("t{i:03}"), TraitValue::Long(1))).collect()
     };
@@ -379,7 +376,7 @@ fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
 /// An unset of traits never seen still adds them (as null): 300 such names break the 256 limit.
 #[test]
 fn unsetting_names_never_seen_counts_toward_the_trait_limit() {
-    let updater = ProfileUpdater::default();
+    let updater = ProfileUpdater;
     let unset = |count: usize| {
         event(
             1,
@@ -402,7 +399,7 @@ fn unsetting_names_never_seen_counts_toward_the_trait_limit() {
 /// event that does not grow the measure over its limit still applies.
 #[test]
 fn a_profile_already_over_a_limit_still_takes_events_that_do_not_grow_it() {
-    let updater = ProfileUpdater::default();
+    let updater = ProfileUpdater;
     let many: BTreeMap<String, TraitValue> =
         (0..300).map(|i| (format!("t{i:03}"), TraitValue::Long(1))).collect();
     let over = event(

@@ -10,15 +10,18 @@
 //! by the customer it is an alias of, and a second stage (the event counter reading that topic)
 //! counts by the new key, both exactly once.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Duration, Utc};
-use omnistream_model::{EventPayload, TouchpointEvent, TraitValue, encode_event};
-use omnistream_runtime::{LookupInput, LookupScope, Lookups, Output, Processor};
+use omnistream_model::{EventPayload, TouchpointEvent, TraitValue};
+use omnistream_runtime::{LookupInput, LookupScope, Lookups, Output, OutputRecord, Processor};
 use serde::{Deserialize, Serialize};
 
 /// Default output topic of the counter.
 pub const COUNTS_TOPIC: &str = "customer.event-counts.v1";
+
+/// The counters' output role: a count record per change (`--output-topic`).
+pub const COUNTS_OUTPUT: &str = "counts";
+/// The alias router's output role: the re-keyed events (`--routed-topic`).
+pub const ROUTED_OUTPUT: &str = "routed";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterState {
@@ -49,32 +52,37 @@ pub struct CountRecord {
     pub campaign: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// Count records are JSON.
+impl OutputRecord for CountRecord {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a count serializes")
+    }
+}
+
+fn count_output(record: CountRecord) -> Output<CountRecord> {
+    Output::new(COUNTS_OUTPUT, record.customer_id.clone(), Some(record))
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct EventCounter {
-    pub output_topic: Arc<str>,
     /// Report a customer idle this long after their last event; `None`: never.
     pub idle_after: Option<Duration>,
 }
 
-impl EventCounter {
-    fn output(&self, record: &CountRecord) -> Output {
-        let value = serde_json::to_vec(record).expect("a count serializes");
-        Output::new(self.output_topic.clone(), record.customer_id.clone(), Some(value))
-    }
-}
-
 impl Processor for EventCounter {
     type State = CounterState;
+    type Record = CountRecord;
+    const OUTPUTS: &'static [&'static str] = &[COUNTS_OUTPUT];
 
     fn apply(
         &self,
         state: &mut Option<CounterState>,
         event: &TouchpointEvent,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
-            return vec![Output::new(self.output_topic.clone(), event.customer_id.clone(), None)];
+            return vec![Output::new(COUNTS_OUTPUT, event.customer_id.clone(), None)];
         }
         let state = state.get_or_insert(CounterState { count: 0, idle_at: None });
         state.count += 1;
@@ -88,7 +96,7 @@ impl Processor for EventCounter {
             tier: None,
             campaign: None,
         };
-        vec![self.output(&record)]
+        vec![count_output(record)]
     }
 
     fn next_timer(&self, state: &CounterState) -> Option<DateTime<Utc>> {
@@ -100,7 +108,7 @@ impl Processor for EventCounter {
         state: &mut Option<CounterState>,
         customer_id: &str,
         _now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         let Some(state) = state else { return Vec::new() };
         state.idle_at = None;
         let record = CountRecord {
@@ -112,7 +120,7 @@ impl Processor for EventCounter {
             tier: None,
             campaign: None,
         };
-        vec![self.output(&record)]
+        vec![count_output(record)]
     }
 }
 
@@ -164,6 +172,8 @@ impl MergingCounter {
 
 impl Processor for MergingCounter {
     type State = CounterState;
+    type Record = CountRecord;
+    const OUTPUTS: &'static [&'static str] = &[COUNTS_OUTPUT];
 
     const HANDS_OFF_STATE: bool = true;
 
@@ -172,12 +182,12 @@ impl Processor for MergingCounter {
         state: &mut Option<CounterState>,
         event: &TouchpointEvent,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         if Self::merge_target(event).is_none() {
             return self.0.apply(state, event, now);
         }
         // The state stays for the runtime to hand over; the loser's count record goes.
-        vec![Output::new(self.0.output_topic.clone(), event.customer_id.clone(), None)]
+        vec![Output::new(COUNTS_OUTPUT, event.customer_id.clone(), None)]
     }
 
     fn next_timer(&self, state: &CounterState) -> Option<DateTime<Utc>> {
@@ -189,7 +199,7 @@ impl Processor for MergingCounter {
         state: &mut Option<CounterState>,
         customer_id: &str,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         self.0.on_timer(state, customer_id, now)
     }
 
@@ -204,7 +214,7 @@ impl Processor for MergingCounter {
         from: &str,
         handed: CounterState,
         _now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         let state = state.get_or_insert(CounterState { count: 0, idle_at: None });
         state.count += handed.count;
         let record = CountRecord {
@@ -216,7 +226,7 @@ impl Processor for MergingCounter {
             tier: None,
             campaign: None,
         };
-        vec![self.0.output(&record)]
+        vec![count_output(record)]
     }
 }
 
@@ -233,6 +243,8 @@ pub struct LookupCounter(pub EventCounter);
 
 impl Processor for LookupCounter {
     type State = CounterState;
+    type Record = CountRecord;
+    const OUTPUTS: &'static [&'static str] = &[COUNTS_OUTPUT];
 
     const LOOKUPS: &'static [LookupInput] = &[
         LookupInput { role: TIERS_TABLE, scope: LookupScope::Table },
@@ -244,7 +256,7 @@ impl Processor for LookupCounter {
         state: &mut Option<CounterState>,
         event: &TouchpointEvent,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         self.apply_with_lookups(state, event, now, &Lookups::none())
     }
 
@@ -254,15 +266,12 @@ impl Processor for LookupCounter {
         event: &TouchpointEvent,
         now: DateTime<Utc>,
         lookups: &Lookups<'_>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         let mut outputs = self.0.apply(state, event, now);
         let text = |value: Option<&[u8]>| value.map(|bytes| String::from_utf8_lossy(bytes).into_owned());
-        for output in &mut outputs {
-            let Some(value) = &output.value else { continue };
-            let mut record: CountRecord = serde_json::from_slice(value).expect("the counter's own record");
+        for record in outputs.iter_mut().filter_map(|output| output.value.as_mut()) {
             record.tier = text(lookups.get(TIERS_TABLE, &event.customer_id));
             record.campaign = text(lookups.get(CAMPAIGN_BROADCAST, "current"));
-            *output = self.0.output(&record);
         }
         outputs
     }
@@ -273,10 +282,8 @@ impl Processor for LookupCounter {
 /// event of that customer, to a topic the second stage reads. An event setting the trait
 /// [`MERGED_INTO_TRAIT`] makes its customer an alias of that one from then on (it is not routed
 /// itself); an erasure is routed like any event and forgets the alias.
-#[derive(Debug, Clone)]
-pub struct AliasRouter {
-    pub routed_topic: Arc<str>,
-}
+#[derive(Debug, Clone, Default)]
+pub struct AliasRouter;
 
 /// The customer a customer's events go to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,13 +293,15 @@ pub struct AliasState {
 
 impl Processor for AliasRouter {
     type State = AliasState;
+    type Record = TouchpointEvent;
+    const OUTPUTS: &'static [&'static str] = &[ROUTED_OUTPUT];
 
     fn apply(
         &self,
         state: &mut Option<AliasState>,
         event: &TouchpointEvent,
         _now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         if let Some(target) = MergingCounter::merge_target(event) {
             *state = Some(AliasState { alias_of: target.to_owned() });
             return Vec::new();
@@ -302,8 +311,7 @@ impl Processor for AliasRouter {
             *state = None;
         }
         let routed = TouchpointEvent { customer_id: routed_to.clone(), ..event.clone() };
-        let value = encode_event(&routed).expect("a valid event re-encodes");
-        vec![Output::rekeyed(self.routed_topic.clone(), routed_to, Some(value))]
+        vec![Output::rekeyed(ROUTED_OUTPUT, routed_to, Some(routed))]
     }
 }
 
@@ -325,16 +333,13 @@ mod tests {
         }
     }
 
-    fn counts(outputs: &[Output]) -> Vec<Option<u64>> {
-        outputs
-            .iter()
-            .map(|o| o.value.as_ref().map(|v| serde_json::from_slice::<CountRecord>(v).unwrap().count))
-            .collect()
+    fn counts(outputs: &[Output<CountRecord>]) -> Vec<Option<u64>> {
+        outputs.iter().map(|o| o.value.as_ref().map(|record| record.count)).collect()
     }
 
     #[test]
     fn given_events_when_applied_then_counts_go_up_and_erasure_forgets() {
-        let counter = EventCounter { output_topic: Arc::from("out"), idle_after: None };
+        let counter = EventCounter { idle_after: None };
         let view = || EventPayload::PageViewed { url: "https://x".into() };
         let mut state = None;
         let rows: Vec<(TouchpointEvent, Vec<Option<u64>>, Option<u64>)> = vec![
@@ -352,14 +357,14 @@ mod tests {
 
     #[test]
     fn given_idle_reports_when_the_timer_fires_then_one_idle_record_and_no_further_timer() {
-        let counter = EventCounter { output_topic: Arc::from("out"), idle_after: Some(Duration::seconds(2)) };
+        let counter = EventCounter { idle_after: Some(Duration::seconds(2)) };
         let now = Utc::now();
         let mut state = None;
         counter.apply(&mut state, &event("e1", EventPayload::PageViewed { url: "https://x".into() }), now);
         let due = counter.next_timer(state.as_ref().unwrap());
         assert_eq!(due, Some(now + Duration::seconds(2)));
         let out = counter.on_timer(&mut state, "c-1", now + Duration::seconds(2));
-        let record: CountRecord = serde_json::from_slice(out[0].value.as_ref().unwrap()).unwrap();
+        let record = out[0].value.as_ref().unwrap();
         assert!(record.idle && record.count == 1);
         assert_eq!(counter.next_timer(state.as_ref().unwrap()), None);
     }
@@ -376,7 +381,7 @@ mod tests {
     }
 
     fn records(then: &omnistream_runtime::testing::Then) -> Vec<Option<(String, u64, Option<String>)>> {
-        then.values("out")
+        then.values(COUNTS_OUTPUT)
             .into_iter()
             .map(|value| {
                 value.map(|bytes| {
@@ -392,7 +397,7 @@ mod tests {
     #[test]
     fn given_counted_customers_when_one_merges_into_the_other_then_the_winner_has_the_sum_once() {
         use omnistream_runtime::testing::ProcessorTest;
-        let counter = MergingCounter(EventCounter { output_topic: Arc::from("out"), idle_after: None });
+        let counter = MergingCounter(EventCounter { idle_after: None });
         let mut test = ProcessorTest::new(counter).given([of("a1", "c-a"), of("a2", "c-a"), of("b1", "c-b")]);
 
         let merged = test.when(&merge_into("m1", "c-a", "c-b"));

@@ -2,7 +2,6 @@
 //! committed output (read_committed) must equal the pure fold of its input, whatever happens to
 //! the process. A lost event shows as a gap in a customer's counts, a duplicate as a repeat.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -46,7 +45,7 @@ fn counter(topics: &ServiceTopics, instance: &str, label: &str) -> ServiceProces
 
 /// The pure fold of the counter over `input`, keyed by its output topic in `topics`.
 fn expected(topics: &ServiceTopics, input: &[(String, Vec<u8>)]) -> (OutputsByKey, usize) {
-    fold(&EventCounter { output_topic: Arc::from(topics.outputs[0].as_str()), idle_after: None }, input)
+    fold(&EventCounter { idle_after: None }, &topics.outputs, input)
 }
 
 fn count_record(bytes: &[u8]) -> CountRecord {

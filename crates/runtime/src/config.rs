@@ -117,12 +117,44 @@ pub struct ServiceInfo {
     pub name: &'static str,
     pub default_admin_addr: SocketAddr,
     pub version: &'static str,
+    /// Each output role and the topic it writes (the processor's `OUTPUTS`).
+    pub outputs: Vec<(&'static str, String)>,
 }
 
 impl ServiceInfo {
-    /// A service of the registry (`omnistream_model::services`), with its build's version.
+    /// A service of the registry (`omnistream_model::services`), with its build's version, writing
+    /// each output role to its registry default topic.
     pub fn registered(spec: &omnistream_model::services::ServiceSpec, version: &'static str) -> Self {
-        Self { name: spec.name, default_admin_addr: spec.default_admin_addr(), version }
+        Self {
+            name: spec.name,
+            default_admin_addr: spec.default_admin_addr(),
+            version,
+            outputs: spec.outputs.iter().map(|output| (output.role, output.topic.name.to_owned())).collect(),
+        }
+    }
+
+    /// Writes output `role` to `topic` (the value of the role's flag); panics on a role the
+    /// service does not have (a programming error).
+    #[must_use]
+    pub fn with_output(mut self, role: &str, topic: impl Into<String>) -> Self {
+        let bound = self.outputs.iter_mut().find(|(name, _)| *name == role);
+        bound.unwrap_or_else(|| panic!("{} has no output {role:?}", self.name)).1 = topic.into();
+        self
+    }
+
+    /// Why `outputs` (a processor's `OUTPUTS`) and the roles bound here disagree, if they do.
+    pub fn check_outputs(&self, outputs: &[&str]) -> Result<(), String> {
+        let bound: Vec<&str> = self.outputs.iter().map(|(role, _)| *role).collect();
+        let unbound: Vec<&str> = outputs.iter().copied().filter(|role| !bound.contains(role)).collect();
+        let unwritten: Vec<&str> = bound.iter().copied().filter(|role| !outputs.contains(role)).collect();
+        if unbound.is_empty() && unwritten.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: the processor writes {outputs:?}, the configuration binds {bound:?} \
+             (no topic for {unbound:?}; nothing writes {unwritten:?})",
+            self.name
+        ))
     }
 }
 
@@ -217,5 +249,36 @@ impl RuntimeConfig {
     /// How long a blocking transactional call may take before its outcome counts as unknown.
     pub fn transactional_call_timeout(&self) -> Duration {
         self.transaction_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServiceInfo;
+    use omnistream_model::services::LOYALTY_POINTS;
+
+    #[test]
+    fn given_a_registered_service_then_its_outputs_are_bound_to_the_registry_topics_unless_a_flag_says() {
+        let service = ServiceInfo::registered(&LOYALTY_POINTS, "0").with_output("ledger", "my.ledger");
+        assert_eq!(
+            service.outputs,
+            vec![("balances", "loyalty.balances.v1".to_owned()), ("ledger", "my.ledger".to_owned())]
+        );
+        assert_eq!(service.check_outputs(&["ledger", "balances"]), Ok(()), "order does not matter");
+    }
+
+    #[test]
+    fn given_a_processor_and_registry_that_disagree_then_the_check_names_both_sides() {
+        let service = ServiceInfo::registered(&LOYALTY_POINTS, "0");
+        let missing = service.check_outputs(&["ledger", "balances", "tiers"]).unwrap_err();
+        assert!(missing.contains(r#"no topic for ["tiers"]"#), "{missing}");
+        let unwritten = service.check_outputs(&["ledger"]).unwrap_err();
+        assert!(unwritten.contains(r#"nothing writes ["balances"]"#), "{unwritten}");
+    }
+
+    #[test]
+    #[should_panic(expected = "loyalty-points has no output \"points\"")]
+    fn given_a_flag_for_a_role_the_service_lacks_then_it_is_a_programming_error() {
+        let _ = ServiceInfo::registered(&LOYALTY_POINTS, "0").with_output("points", "x");
     }
 }

@@ -18,7 +18,7 @@ use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupStore};
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
-use crate::processor::{Output, Partitioning, Processor};
+use crate::processor::{Output, OutputRecord, Partitioning, Processor};
 use crate::record_limits::record_size;
 use crate::store::{Admission, Customers, Entry, PartitionStore, event_id_hash};
 
@@ -92,18 +92,35 @@ pub(crate) struct OutRecord {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-impl OutRecord {
-    fn output(output: Output, partition: i32, cause: Option<String>) -> Self {
+/// Each output role of the processor and the topic configuration binds it to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OutputTopics(pub(crate) Vec<(&'static str, Arc<str>)>);
+
+impl OutputTopics {
+    /// `outputs` as records of their roles' topics, encoded, on `partition` when they stay with
+    /// the input's partition number; no cause yet.
+    fn bind<R: OutputRecord>(&self, outputs: Vec<Output<R>>, partition: i32) -> Vec<OutRecord> {
+        outputs.into_iter().map(|output| self.bind_one(output, partition)).collect()
+    }
+
+    fn bind_one<R: OutputRecord>(&self, output: Output<R>, partition: i32) -> OutRecord {
+        let topic = self
+            .0
+            .iter()
+            .find(|(role, _)| *role == output.role)
+            .map(|(_, topic)| topic.clone())
+            // The start checks every declared role has a topic: this one was not declared.
+            .unwrap_or_else(|| panic!("output role {:?} is not in the processor's OUTPUTS", output.role));
         let partition = match output.partitioning {
             Partitioning::SameAsInput => Some(partition),
             Partitioning::ByKey => None,
         };
-        Self {
-            topic: output.topic,
+        OutRecord {
+            topic,
             partition,
             key: Some(output.key),
-            value: output.value,
-            cause,
+            value: output.value.map(|record| record.encode()),
+            cause: None,
             headers: Vec::new(),
         }
     }
@@ -170,6 +187,7 @@ pub(crate) trait TopicLimits: Send {
 #[derive(Debug, Clone)]
 pub(crate) struct CoreSettings {
     pub(crate) input_topic: Arc<str>,
+    pub(crate) outputs: OutputTopics,
     /// Where states go to their new customer; `None` unless the processor hands off state.
     pub(crate) handoff_topic: Option<Arc<str>>,
     pub(crate) dlq_topic: Arc<str>,
@@ -188,6 +206,14 @@ impl CoreSettings {
     pub(crate) fn new(config: &RuntimeConfig) -> Self {
         Self {
             input_topic: config.input_topic.as_str().into(),
+            outputs: OutputTopics(
+                config
+                    .service
+                    .outputs
+                    .iter()
+                    .map(|(role, topic)| (*role, Arc::from(topic.as_str())))
+                    .collect(),
+            ),
             handoff_topic: config.handoff_topic.as_deref().map(Arc::from),
             dlq_topic: config.dlq_topic.as_str().into(),
             changelog_topic: config.changelog_topic.as_str().into(),
@@ -593,10 +619,7 @@ impl<P: Processor> EngineCore<P> {
         out: &mut Vec<Action>,
     ) -> Result<RecordOutcome, TooLarge> {
         let (partition, offset) = (record.partition, record.offset);
-        if !self.too_large.is_empty()
-            && let Some(text) = self.too_large.remove(&(Input::Events, partition, offset))
-        {
-            self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
+        if self.dead_letter_if_noted_too_large(record, out) {
             return Ok(RecordOutcome::DeadLettered);
         }
         let decoded = match record.payload {
@@ -643,6 +666,7 @@ impl<P: Processor> EngineCore<P> {
         let entry = data.store.remember(&event.customer_id, hash, self.settings.dedupe_window);
         let lookups = self.lookups.view(partition, self.lookups.as_of(partition_now));
         let outputs = self.processor.apply_with_lookups(&mut entry.state, &event, now, &lookups);
+        let mut outputs = self.settings.outputs.bind(outputs, partition);
         // A merge: the state the event left goes to the winner, with the dedupe memory (the
         // winner then drops this customer's retried events too); this customer's is forgotten.
         let handoff = match P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten() {
@@ -686,15 +710,14 @@ impl<P: Processor> EngineCore<P> {
             self.too_large.insert((Input::Events, partition, offset), message.clone());
             return Err(TooLarge { input: Input::Events, partition, offset, message });
         }
-        if !outputs.is_empty() {
+        if let Some((last, others)) = outputs.split_last_mut() {
             // The event's own id is the last output's cause; the others get a copy (most events
             // have one output: no allocation on this path).
-            let mut cause = Some(event.event_id);
-            let last = outputs.len() - 1;
-            out.extend(outputs.into_iter().enumerate().map(|(index, output)| {
-                let cause = if index == last { cause.take() } else { cause.clone() };
-                Action::Produce(OutRecord::output(output, partition, cause))
-            }));
+            for output in others {
+                output.cause = Some(event.event_id.clone());
+            }
+            last.cause = Some(event.event_id);
+            out.extend(outputs.into_iter().map(Action::Produce));
         }
         if let Some(Ok(record)) = handoff {
             out.push(Action::Produce(record));
@@ -732,10 +755,7 @@ impl<P: Processor> EngineCore<P> {
         out: &mut Vec<Action>,
     ) -> Result<Option<RecordOutcome>, TooLarge> {
         let (partition, offset) = (record.partition, record.offset);
-        if !self.too_large.is_empty()
-            && let Some(text) = self.too_large.remove(&(Input::Handoff, partition, offset))
-        {
-            self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
+        if self.dead_letter_if_noted_too_large(record, out) {
             return Ok(Some(RecordOutcome::DeadLettered));
         }
         let handoff = match crate::handoff::decode(&self.processor, record.key, record.payload) {
@@ -797,23 +817,38 @@ impl<P: Processor> EngineCore<P> {
             Some(handed) => self.processor.merge(&mut entry.state, &handoff.to, &handoff.from, handed, now),
             None => Vec::new(),
         };
+        let outputs = self.settings.outputs.bind(outputs, partition);
         let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
         data.store.settle(&handoff.to, due.map(|due| due.timestamp_millis()));
         if let Some(message) = self.oversized(&outputs, Some(&handoff.id)) {
             self.too_large.insert((Input::Handoff, partition, offset), message.clone());
             return Err(TooLarge { input: Input::Handoff, partition, offset, message });
         }
-        let cause = handoff.id;
         out.extend(
             outputs
                 .into_iter()
-                .map(|output| Action::Produce(OutRecord::output(output, partition, Some(cause.clone())))),
+                .map(|output| Action::Produce(OutRecord { cause: Some(handoff.id.clone()), ..output })),
         );
         Ok(Some(RecordOutcome::Applied))
     }
 
+    /// Dead-letters `record` if an earlier try noted it made a record too large for its topic
+    /// (the abort rebuilt the state; this time nothing of it is applied).
+    fn dead_letter_if_noted_too_large(&mut self, record: &InputRecord<'_>, out: &mut Vec<Action>) -> bool {
+        if self.too_large.is_empty() {
+            return false;
+        }
+        match self.too_large.remove(&(record.input, record.partition, record.offset)) {
+            Some(text) => {
+                self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Why one of `outputs` cannot be sent, if one is larger than its topic takes.
-    fn oversized(&mut self, outputs: &[Output], cause: Option<&str>) -> Option<String> {
+    fn oversized(&mut self, outputs: &[OutRecord], cause: Option<&str>) -> Option<String> {
         let cause_header;
         let headers: &[(&str, &str)] = match cause {
             Some(event_id) => {
@@ -823,7 +858,8 @@ impl<P: Processor> EngineCore<P> {
             None => &[],
         };
         outputs.iter().find_map(|output| {
-            let size = record_size(&output.key, output.value.as_deref(), headers);
+            let size =
+                record_size(output.key.as_deref().unwrap_or_default(), output.value.as_deref(), headers);
             let limit = self.limits.limit(&output.topic);
             (size > limit)
                 .then(|| format!("a {size}-byte record for {} exceeds its {limit}-byte limit", output.topic))
@@ -934,6 +970,7 @@ impl<P: Processor> EngineCore<P> {
                     // Kept to undo the timer should its records not fit (below): timers are few.
                     before = Some(entry.state.clone());
                     let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
+                    let outputs = self.settings.outputs.bind(outputs, partition);
                     let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     // A timer that does not move forward would fire forever.
                     (outputs, next.map(|next| next.timestamp_millis()).filter(|next| *next > due))
@@ -956,9 +993,7 @@ impl<P: Processor> EngineCore<P> {
                 continue;
             }
             data.store.settle(&customer_id, next);
-            out.extend(
-                outputs.into_iter().map(|output| Action::Produce(OutRecord::output(output, partition, None))),
-            );
+            out.extend(outputs.into_iter().map(Action::Produce));
         }
     }
 
@@ -1123,23 +1158,25 @@ mod tests {
         ballast: String,
     }
 
-    fn out(customer: &str, value: &str) -> Output {
-        Output::new("out".into(), customer.to_owned(), Some(value.as_bytes().to_vec()))
+    fn out(customer: &str, value: &str) -> Output<String> {
+        Output::new("out", customer.to_owned(), Some(value.to_owned()))
     }
 
     impl Processor for Tally {
         type State = Count;
+        type Record = String;
+        const OUTPUTS: &'static [&'static str] = &["out", "routed"];
 
         fn apply(
             &self,
             state: &mut Option<Count>,
             event: &TouchpointEvent,
             now: DateTime<Utc>,
-        ) -> Vec<Output> {
+        ) -> Vec<Output<String>> {
             match &event.payload {
                 EventPayload::ErasureRequested => {
                     *state = None;
-                    vec![Output::new("out".into(), event.customer_id.clone(), None)]
+                    vec![Output::new("out", event.customer_id.clone(), None)]
                 }
                 EventPayload::PageViewed { url } => {
                     let count =
@@ -1152,11 +1189,7 @@ mod tests {
                     let value =
                         if url.ends_with("/huge") { "x".repeat(2_000) } else { count.count.to_string() };
                     if let Some(key) = url.strip_prefix("rekey:") {
-                        return vec![Output::rekeyed(
-                            "routed".into(),
-                            key.to_owned(),
-                            Some(value.into_bytes()),
-                        )];
+                        return vec![Output::rekeyed("routed", key.to_owned(), Some(value))];
                     }
                     vec![out(&event.customer_id, &value)]
                 }
@@ -1191,13 +1224,18 @@ mod tests {
             from: &str,
             handed: Count,
             _now: DateTime<Utc>,
-        ) -> Vec<Output> {
+        ) -> Vec<Output<String>> {
             let count = state.get_or_insert(Count { count: 0, idle_at: None, ballast: String::new() });
             count.count += handed.count;
             vec![out(customer_id, &format!("{} with {from}'s", count.count))]
         }
 
-        fn on_timer(&self, state: &mut Option<Count>, customer_id: &str, now: DateTime<Utc>) -> Vec<Output> {
+        fn on_timer(
+            &self,
+            state: &mut Option<Count>,
+            customer_id: &str,
+            now: DateTime<Utc>,
+        ) -> Vec<Output<String>> {
             if let Some(count) = state {
                 count.idle_at = None;
             }
@@ -1217,6 +1255,7 @@ mod tests {
     fn core_with(commit_max_records: usize) -> EngineCore<Tally> {
         let settings = CoreSettings {
             input_topic: "in".into(),
+            outputs: OutputTopics(vec![("out", "out".into()), ("routed", "routed".into())]),
             handoff_topic: Some("handoff".into()),
             dlq_topic: "dlq".into(),
             changelog_topic: "state".into(),

@@ -30,7 +30,7 @@ pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 pub use engine::CAUSE_HEADER;
 pub use kafka::KafkaArgs;
 pub use lookup::{LookupInput, LookupScope, Lookups};
-pub use processor::{Output, Partitioning, Processor};
+pub use processor::{Output, OutputRecord, Partitioning, Processor};
 pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
 pub use store::{Entry, event_id_hash};

@@ -9,13 +9,15 @@ use serde::Serialize;
 use crate::lookup::{LookupInput, Lookups};
 use serde::de::DeserializeOwned;
 
-/// One record a processor emits, written to `topic` inside the current transaction.
+/// One record a processor emits under one of its output roles ([`Processor::OUTPUTS`]); the
+/// runtime writes it, encoded, to the topic configuration binds that role to, inside the current
+/// transaction. The processor knows neither topic names nor encodings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    pub topic: Arc<str>,
+pub struct Output<R> {
+    pub role: &'static str,
     pub key: String,
     /// `None` is a tombstone.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<R>,
     pub partitioning: Partitioning,
 }
 
@@ -32,15 +34,65 @@ pub enum Partitioning {
     ByKey,
 }
 
-impl Output {
+impl<R> Output<R> {
     /// A record of the input's customer, on the input record's partition number.
-    pub fn new(topic: Arc<str>, key: String, value: Option<Vec<u8>>) -> Self {
-        Self { topic, key, value, partitioning: Partitioning::SameAsInput }
+    pub fn new(role: &'static str, key: String, value: Option<R>) -> Self {
+        Self { role, key, value, partitioning: Partitioning::SameAsInput }
     }
 
     /// A record keyed by something else, on the partition its key hashes to.
-    pub fn rekeyed(topic: Arc<str>, key: String, value: Option<Vec<u8>>) -> Self {
-        Self { topic, key, value, partitioning: Partitioning::ByKey }
+    pub fn rekeyed(role: &'static str, key: String, value: Option<R>) -> Self {
+        Self { role, key, value, partitioning: Partitioning::ByKey }
+    }
+}
+
+/// A record type a processor emits, and its bytes on a topic.
+pub trait OutputRecord: Send + 'static {
+    /// Its value bytes. Records are built by the processor from its own types, so a record its
+    /// schema refuses is a bug, not bad input (it panics).
+    fn encode(&self) -> Vec<u8>;
+}
+
+/// The derived records of `schemas/`, as Avro single-object bytes.
+macro_rules! avro_output_records {
+    ($($record:ty),* $(,)?) => {$(
+        impl OutputRecord for $record {
+            fn encode(&self) -> Vec<u8> {
+                omnistream_model::encode_record(self)
+                    .unwrap_or_else(|error| panic!("a derived record matches its schema: {error}"))
+            }
+        }
+    )*};
+}
+
+avro_output_records!(
+    omnistream_model::records::CustomerProfile,
+    omnistream_model::records::SuppressionState,
+    omnistream_model::records::ChannelAffinity,
+    omnistream_model::records::LoyaltyLedgerEntry,
+    omnistream_model::records::LoyaltyBalance,
+);
+
+/// A record shared with the state that holds it (the state changes it copy-on-write, after the
+/// runtime has encoded and dropped this one): publishing it copies nothing.
+impl<T: OutputRecord + Sync> OutputRecord for Arc<T> {
+    fn encode(&self) -> Vec<u8> {
+        T::encode(self)
+    }
+}
+
+/// A text record (UTF-8).
+impl OutputRecord for String {
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+}
+
+/// A touchpoint event re-published (a repartition topic of events).
+impl OutputRecord for TouchpointEvent {
+    fn encode(&self) -> Vec<u8> {
+        omnistream_model::encode_event(self)
+            .unwrap_or_else(|error| panic!("a valid event matches its schema: {error}"))
     }
 }
 
@@ -52,6 +104,14 @@ impl Output {
 /// which makes the runtime write a tombstone to the changelog.
 pub trait Processor: Send + 'static {
     type State: Serialize + DeserializeOwned + Clone + Send + 'static;
+
+    /// The records it emits (an enum when it writes several kinds).
+    type Record: OutputRecord;
+
+    /// Its output roles, each bound to a topic by configuration (the registry's outputs,
+    /// `omnistream_model::services`, with their flags); the runtime refuses to start when the
+    /// two disagree.
+    const OUTPUTS: &'static [&'static str];
 
     /// The layout and meaning of `State` this build writes to the changelog (the record's tag).
     /// Raise it with a change to either; a field is only ever added at the end of a struct, with
@@ -68,7 +128,7 @@ pub trait Processor: Send + 'static {
         state: &mut Option<Self::State>,
         event: &TouchpointEvent,
         now: DateTime<Utc>,
-    ) -> Vec<Output>;
+    ) -> Vec<Output<Self::Record>>;
 
     /// The table and broadcast inputs this processor reads (docs/runtime.md, "Table and broadcast
     /// inputs"); each role must be configured (`--table ROLE=TOPIC`, `--broadcast ROLE=TOPIC`).
@@ -82,7 +142,7 @@ pub trait Processor: Send + 'static {
         event: &TouchpointEvent,
         now: DateTime<Utc>,
         _lookups: &Lookups<'_>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         self.apply(state, event, now)
     }
 
@@ -106,7 +166,7 @@ pub trait Processor: Send + 'static {
         _state: &mut Option<Self::State>,
         _customer_id: &str,
         _now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         Vec::new()
     }
 
@@ -137,7 +197,7 @@ pub trait Processor: Send + 'static {
         _from: &str,
         _handed: Self::State,
         _now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<Self::Record>> {
         Vec::new()
     }
 }

@@ -30,6 +30,10 @@ use crate::{RuntimeError, create_transactional_producer};
 /// error (exit 1, for the orchestrator to restart it).
 pub fn run_service<P: Processor>(service: ServiceInfo, args: RuntimeArgs, processor: P) -> ExitCode {
     logging::init(LogFormat::Json);
+    if let Err(message) = service.check_outputs(P::OUTPUTS) {
+        error!(%message, "the processor's outputs and the service's disagree");
+        return ExitCode::FAILURE;
+    }
     let config = Arc::new(RuntimeConfig::resolve(args, service, P::HANDS_OFF_STATE));
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(runtime) => runtime,

@@ -2,24 +2,25 @@
 //! without Kafka, in the given/when/then shape of cqrs-es's `TestFramework`. What a test sees is
 //! what the runtime would produce on one partition: dedupe, erasure markers, `check_limits`
 //! refusals (dead-lettered), records validated as of the partition clock, timers fired as of
-//! their due time, outputs with their keys. A state handoff (a merge) is delivered to the
+//! their due time, outputs with their keys and encoded values, each output role written to a
+//! topic named after the role. A state handoff (a merge) is delivered to the
 //! winner within the same step, as the handoff topic would deliver it.
 //!
 //! ```ignore
 //! let then = ProcessorTest::new(MyService::default()).given([opened]).when(&resolved);
-//! assert_eq!(then.values("customer.suppressions.v1"), ...);
+//! assert_eq!(then.decoded::<SuppressionState>("suppressions"), ...);
 //! ```
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{TouchpointEvent, encode_event};
+use omnistream_model::{AvroRecord, TouchpointEvent, decode_record, encode_event};
 use prometheus_client::registry::Registry;
 
 use crate::config::ErasureConfig;
 use crate::engine::{
-    Action, CoreSettings, EngineCore, Input, InputRecord, Now, RestoredPartition, TopicLimits,
+    Action, CoreSettings, EngineCore, Input, InputRecord, Now, OutputTopics, RestoredPartition, TopicLimits,
 };
 use crate::metrics::Metrics;
 use crate::processor::Processor;
@@ -33,16 +34,25 @@ const TEST_HANDOFF: &str = "test.handoff";
 /// What one step produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Then {
-    /// (topic, key, value) in the order produced; `None` is a tombstone.
+    /// (output role, key, value bytes) in the order produced; `None` is a tombstone.
     pub records: Vec<(String, String, Option<Vec<u8>>)>,
     /// The `error.code` and `error.message` of every record dead-lettered.
     pub dead_letters: Vec<(String, String)>,
 }
 
 impl Then {
-    /// The values produced to `topic`, in order.
-    pub fn values(&self, topic: &str) -> Vec<Option<&[u8]>> {
-        self.records.iter().filter(|(t, _, _)| t == topic).map(|(_, _, value)| value.as_deref()).collect()
+    /// The value bytes produced under output `role`, in order.
+    pub fn values(&self, role: &str) -> Vec<Option<&[u8]>> {
+        self.records.iter().filter(|(r, _, _)| r == role).map(|(_, _, value)| value.as_deref()).collect()
+    }
+
+    /// The Avro records produced under output `role`, in order, read back from their bytes by
+    /// the model's schema-driven decoder (not the writer that encoded them).
+    pub fn decoded<T: AvroRecord>(&self, role: &str) -> Vec<Option<T>> {
+        self.values(role)
+            .into_iter()
+            .map(|value| value.map(|bytes| decode_record(bytes).expect("an output decodes with its schema")))
+            .collect()
     }
 
     /// The error codes of the dead-lettered records.
@@ -78,6 +88,7 @@ impl<P: Processor> ProcessorTest<P> {
     pub fn new(processor: P) -> Self {
         let settings = CoreSettings {
             input_topic: "test.events".into(),
+            outputs: OutputTopics(P::OUTPUTS.iter().map(|role| (*role, Arc::from(*role))).collect()),
             handoff_topic: P::HANDS_OFF_STATE.then(|| TEST_HANDOFF.into()),
             dlq_topic: TEST_DLQ.into(),
             changelog_topic: "test.state".into(),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use omnistream_channel_affinity::{AffinityConfig, ChannelAffinityProcessor};
+use omnistream_channel_affinity::{AFFINITY_OUTPUT, AffinityConfig, ChannelAffinityProcessor};
 use omnistream_model::records::ChannelAffinity;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, decode_record, encode_event};
 use omnistream_spec::Record;
@@ -286,7 +286,6 @@ fn processor(settings: &AffinitySettings) -> ChannelAffinityProcessor {
             min_sends: settings.min_sends,
             order_weight: settings.order_weight,
         }),
-        ..ChannelAffinityProcessor::default()
     }
 }
 
@@ -362,7 +361,7 @@ fn both(
     let until = records.last().map(|(_, at)| *at).unwrap_or_else(base);
     let replayed = replay(&processor, records, until);
     let service = replayed
-        .last(&processor.affinity_topic, customer)
+        .last(AFFINITY_OUTPUT, customer)
         .flatten()
         .map(|bytes| decode_record::<ChannelAffinity>(bytes).expect("decodes"));
     let history = history(records);

@@ -23,8 +23,7 @@ use omnistream_testkit::pipeline::ServiceTopics;
 use omnistream_testkit::replay::replay;
 use proptest::prelude::*;
 
-const LEDGER: &str = "ledger";
-const BALANCES: &str = "balances";
+use omnistream_loyalty_points::{BALANCES_OUTPUT as BALANCES, LEDGER_OUTPUT as LEDGER};
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
@@ -318,7 +317,7 @@ fn first_difference(actual: &[LoyaltyLedgerEntry], expected: &[LoyaltyLedgerEntr
 
 /// The replayed service against the model, for every customer of `records`.
 fn check(rules: &Rules, records: &[(TouchpointEvent, i64)], until: i64) -> Result<(), TestCaseError> {
-    let service = LoyaltyPoints::new(service_rules(rules), LEDGER, BALANCES);
+    let service = LoyaltyPoints::new(service_rules(rules));
     let input: Vec<(TouchpointEvent, DateTime<Utc>)> =
         records.iter().map(|(e, a)| (e.clone(), time(*a))).collect();
     let replayed = replay(&service, &input, time(until));
@@ -642,7 +641,7 @@ fn service_and_model(rules: &Rules, records: &[(TouchpointEvent, i64)], until: i
             .collect();
         (entries, balance)
     };
-    let service = LoyaltyPoints::new(service_rules(rules), LEDGER, BALANCES);
+    let service = LoyaltyPoints::new(service_rules(rules));
     let input: Vec<(TouchpointEvent, DateTime<Utc>)> =
         records.iter().map(|(e, a)| (e.clone(), time(*a))).collect();
     let replayed = replay(&service, &input, time(until));

@@ -14,7 +14,7 @@ use omnistream_model::records::CustomerProfile;
 use omnistream_model::{
     Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record, encode_event,
 };
-use omnistream_profile_updater::ProfileUpdater;
+use omnistream_profile_updater::{PROFILES_OUTPUT, ProfileUpdater};
 use omnistream_spec::{Record, profile};
 use omnistream_testkit::pipeline::{ServiceTopics, fold};
 use proptest::prelude::*;
@@ -132,10 +132,10 @@ proptest! {
 
     #[test]
     fn profile_updater_agrees_with_the_spec_on_every_valid_stream(events in stream("c-1")) {
-        let updater = ProfileUpdater::default();
-        let (outputs, rejected) = fold(&updater, &encoded(&events));
+        let updater = ProfileUpdater;
+        let (outputs, rejected) = fold(&updater, &[PROFILES_OUTPUT], &encoded(&events));
         prop_assert_eq!(rejected, 0);
-        let last = outputs[&(updater.profiles_topic.to_string(), "c-1".to_owned())].last().cloned().flatten();
+        let last = outputs[&(PROFILES_OUTPUT.to_owned(), "c-1".to_owned())].last().cloned().flatten();
         let service = last.map(|bytes| decode_record::<CustomerProfile>(&bytes).unwrap());
         prop_assert_eq!(service, profile("c-1", &history(&events)), "{:#?}", events);
     }
@@ -242,9 +242,9 @@ fn a_ticket_opened_twice_was_opened_at_its_earliest_opening() {
         event(2, open(), 8, 16),
         event(3, EventPayload::SupportTicketResolved { ticket_id: "T-1".into() }, 12, 0),
     ];
-    let updater = ProfileUpdater::default();
-    let (outputs, _) = fold(&updater, &encoded(&events));
-    let last = outputs[&(updater.profiles_topic.to_string(), "c-1".to_owned())].last().cloned().flatten();
+    let updater = ProfileUpdater;
+    let (outputs, _) = fold(&updater, &[PROFILES_OUTPUT], &encoded(&events));
+    let last = outputs[&(PROFILES_OUTPUT.to_owned(), "c-1".to_owned())].last().cloned().flatten();
     let profile = decode_record::<CustomerProfile>(&last.unwrap()).unwrap();
     let resolved = profile.last_resolved_ticket.unwrap();
     assert_eq!(resolved.opened_at, Some(Utc.with_ymd_and_hms(2026, 11, 20, 8, 16, 0).unwrap()));

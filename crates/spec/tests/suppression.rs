@@ -16,12 +16,12 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use omnistream_model::records::{ChannelSuppression, SuppressionState, SuppressionStatus, reason_code};
-use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::{
     Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record, encode_event,
 };
 use omnistream_spec::Record;
 use omnistream_spec::suppression::{Cap, Quiet, Rules, suppression};
+use omnistream_suppression::SUPPRESSIONS_OUTPUT as SUPPRESSIONS;
 use omnistream_suppression::{FrequencyCap, QuietHours, Suppression};
 use omnistream_testkit::replay::replay;
 use proptest::prelude::*;
@@ -81,7 +81,7 @@ fn service(rules: &Rules) -> Suppression {
         order_cooldown_hours: rules.order_cooldown_hours,
         holdout_percent: rules.holdout_percent,
     };
-    Suppression::new(rules, SUPPRESSIONS)
+    Suppression::new(rules)
 }
 
 // ---------------------------------------------------------------------------------------------

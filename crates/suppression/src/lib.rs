@@ -25,9 +25,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use omnistream_model::records::{ChannelSuppression, SuppressionReason, SuppressionState};
 use omnistream_model::tickets::{TicketFact, TicketLog, keep_latest};
-use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_model::traits::TraitHistory;
-use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_record};
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue};
 use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 
@@ -108,12 +107,14 @@ const ORDERS_KEPT: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Suppression {
     rules: Arc<PreparedRules>,
-    suppressions_topic: Arc<str>,
 }
 
+/// Its one output role: the suppression state after each change (`--suppressions-topic`).
+pub const SUPPRESSIONS_OUTPUT: &str = "suppressions";
+
 impl Suppression {
-    pub fn new(rules: Rules, suppressions_topic: &str) -> Self {
-        Self { rules: Arc::new(rules.prepare()), suppressions_topic: Arc::from(suppressions_topic) }
+    pub fn new(rules: Rules) -> Self {
+        Self { rules: Arc::new(rules.prepare()) }
     }
 
     pub fn rules(&self) -> &Rules {
@@ -123,11 +124,13 @@ impl Suppression {
 
 impl Default for Suppression {
     fn default() -> Self {
-        Self::new(Rules::default(), SUPPRESSIONS)
+        Self::new(Rules::default())
     }
 }
 
 impl Processor for Suppression {
+    type Record = SuppressionState;
+    const OUTPUTS: &'static [&'static str] = &[SUPPRESSIONS_OUTPUT];
     type State = SuppressionMemory;
     /// Version 2 (2026-12) resolves `timezone` by the SPEC's trait rule (`timezone_history`).
     const STATE_VERSION: u8 = 2;
@@ -174,17 +177,17 @@ impl Processor for Suppression {
         state: &mut Option<SuppressionMemory>,
         event: &TouchpointEvent,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<SuppressionState>> {
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
-            return vec![self.output(&event.customer_id, None)];
+            return vec![Output::new(SUPPRESSIONS_OUTPUT, event.customer_id.clone(), None)];
         }
         let memory = state.get_or_insert_with(SuppressionMemory::default);
         remember(memory, event);
         memory.version += 1;
         memory.evaluated_at = memory.evaluated_at.max(now.timestamp_millis());
         let record = evaluate(memory, &self.rules, &event.customer_id, memory.evaluated_at);
-        vec![self.output(&event.customer_id, Some(&record))]
+        vec![Output::new(SUPPRESSIONS_OUTPUT, event.customer_id.clone(), Some(record))]
     }
 
     fn next_timer(&self, state: &SuppressionMemory) -> Option<DateTime<Utc>> {
@@ -196,21 +199,11 @@ impl Processor for Suppression {
         state: &mut Option<SuppressionMemory>,
         customer_id: &str,
         now: DateTime<Utc>,
-    ) -> Vec<Output> {
+    ) -> Vec<Output<SuppressionState>> {
         let Some(memory) = state else { return Vec::new() };
         let at = now.timestamp_millis().max(memory.evaluated_at);
         let record = evaluate(memory, &self.rules, customer_id, at);
-        vec![self.output(customer_id, Some(&record))]
-    }
-}
-
-impl Suppression {
-    fn output(&self, customer_id: &str, record: Option<&SuppressionState>) -> Output {
-        Output::new(
-            self.suppressions_topic.clone(),
-            customer_id.to_owned(),
-            record.map(|record| encode_record(record).expect("a suppression state matches its schema")),
-        )
+        vec![Output::new(SUPPRESSIONS_OUTPUT, customer_id.to_owned(), Some(record))]
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use omnistream_model::topics::SUPPRESSIONS;
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
-use omnistream_suppression::{Rules, Suppression};
+use omnistream_suppression::{Rules, SUPPRESSIONS_OUTPUT, Suppression};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         None => Rules::default(),
     };
     let service =
-        ServiceInfo::registered(&omnistream_model::services::SUPPRESSION, env!("CARGO_PKG_VERSION"));
-    let processor = Suppression::new(rules, &args.suppressions_topic);
-    run_service(service, args.runtime, processor)
+        ServiceInfo::registered(&omnistream_model::services::SUPPRESSION, env!("CARGO_PKG_VERSION"))
+            .with_output(SUPPRESSIONS_OUTPUT, args.suppressions_topic);
+    run_service(service, args.runtime, Suppression::new(rules))
 }

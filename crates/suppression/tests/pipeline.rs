@@ -228,7 +228,7 @@ async fn sigkill_during_200000_events_committed_states_equal_the_pure_fold() {
     let text = "quiet_hours = []\n";
     let rules = rules_file(text);
     let parsed: Rules = Rules::from_file(&rules).unwrap();
-    let processor = Suppression::new(parsed, &output);
+    let processor = Suppression::new(parsed);
     let outcome = sigkill_mid_stream(&topics, 43, processor, 0, |run| {
         suppression(&topics, "suppression-crash", &format!("suppression-crash-{run}"), &rules)
     })

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use omnistream_model::records::{ChannelSuppression, SuppressionState, SuppressionStatus};
-use omnistream_model::topics::SUPPRESSIONS;
-use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record};
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue};
 use omnistream_runtime::Processor;
 use omnistream_runtime::testing::{ProcessorTest, Then};
+use omnistream_suppression::SUPPRESSIONS_OUTPUT as SUPPRESSIONS;
 use omnistream_suppression::{QuietHours, Rules, Suppression, code};
 use omnistream_testkit::temp_file;
 
@@ -81,7 +81,7 @@ struct Run {
 
 impl Run {
     fn new(rules: Rules) -> Self {
-        Self { test: ProcessorTest::new(Suppression::new(rules, SUPPRESSIONS)), last: None, n: 0 }
+        Self { test: ProcessorTest::new(Suppression::new(rules)), last: None, n: 0 }
     }
 
     fn given(mut self, events: Vec<Given>) -> Self {
@@ -117,9 +117,9 @@ impl Run {
 
     fn record(&mut self, then: &Then) -> &SuppressionState {
         assert_eq!(then.dead_letters, Vec::new());
-        let values = then.values(SUPPRESSIONS);
-        let last = values.last().expect("a record").expect("a state, not a tombstone");
-        self.last = Some(decode_record(last).unwrap());
+        let values = then.decoded::<SuppressionState>(SUPPRESSIONS);
+        let last = values.into_iter().last().expect("a record").expect("a state, not a tombstone");
+        self.last = Some(last);
         self.last.as_ref().unwrap()
     }
 
@@ -561,7 +561,7 @@ fn suppression_and_the_profile_resolve_the_timezone_alike() {
         ),
     ];
     let mut run = Run::new(quiet_all_day);
-    let profiles = omnistream_profile_updater::ProfileUpdater::default();
+    let profiles = omnistream_profile_updater::ProfileUpdater;
     let mut profile = None;
     for (n, (at, payload)) in events.into_iter().enumerate() {
         let event = event(n, at, Channel::Web, payload.clone());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use omnistream_model::{EventPayload, decode_and_validate};
 use omnistream_runtime::admin::TopicRequest;
-use omnistream_runtime::{Processor, event_id_hash};
+use omnistream_runtime::{OutputRecord, Processor, event_id_hash};
 use omnistream_sim::{SimConfig, Simulator};
 use rdkafka::message::Message;
 
@@ -26,7 +26,7 @@ pub struct ServiceTopics {
     pub input: String,
     pub dlq: String,
     pub changelog: String,
-    /// The service's output topics, in the order its flags name them.
+    /// The service's output topics, in the order of its processor's `OUTPUTS`.
     pub outputs: Vec<String>,
 }
 
@@ -91,29 +91,44 @@ pub fn simulated_input(
 pub type OutputsByKey = HashMap<(String, String), Vec<Option<Vec<u8>>>>;
 
 /// The pure fold: `processor` applied to the valid input in order, with the runtime's dedupe, as
-/// of now. Returns its outputs and how many input records are invalid (the DLQ's share).
-pub fn fold<P: Processor>(processor: &P, input: &[(String, Vec<u8>)]) -> (OutputsByKey, usize) {
+/// of now, each output written to the topic `topics` names for its role (in `P::OUTPUTS`
+/// order). Returns its outputs and how many input records are invalid (the DLQ's share).
+pub fn fold<P: Processor>(
+    processor: &P,
+    topics: &[impl AsRef<str>],
+    input: &[(String, Vec<u8>)],
+) -> (OutputsByKey, usize) {
     let now = Utc::now();
-    fold_at(processor, input.iter().map(|(key, bytes)| (key.as_str(), bytes.as_slice(), now)))
+    fold_at(processor, topics, input.iter().map(|(key, bytes)| (key.as_str(), bytes.as_slice(), now)))
 }
 
 /// The pure fold over `topic` as the broker holds it: every record applied as of its append time
 /// (the partition clock, SPEC 4), in partition and offset order. No timer fires: the tests that
 /// use it keep every timer beyond their run.
-pub fn fold_appended<P: Processor>(processor: &P, topic: &str) -> (OutputsByKey, usize) {
+pub fn fold_appended<P: Processor>(
+    processor: &P,
+    topics: &[impl AsRef<str>],
+    topic: &str,
+) -> (OutputsByKey, usize) {
     let records = crate::read_committed_to_end(topic);
     let input = records.iter().filter_map(|record| {
         let key = std::str::from_utf8(record.key()?).ok()?;
         let appended = DateTime::from_timestamp_millis(record.timestamp().to_millis()?)?;
         Some((key, record.payload()?, appended))
     });
-    fold_at(processor, input)
+    fold_at(processor, topics, input)
 }
 
 fn fold_at<'a, P: Processor>(
     processor: &P,
+    topics: &[impl AsRef<str>],
     input: impl Iterator<Item = (&'a str, &'a [u8], DateTime<Utc>)>,
 ) -> (OutputsByKey, usize) {
+    assert_eq!(topics.len(), P::OUTPUTS.len(), "a topic for each of {:?}", P::OUTPUTS);
+    let topic_of = |role: &str| {
+        let index = P::OUTPUTS.iter().position(|r| *r == role).expect("a declared output role");
+        topics[index].as_ref().to_owned()
+    };
     let mut customers: HashMap<String, (VecDeque<u64>, Option<P::State>)> = HashMap::new();
     let mut outputs = OutputsByKey::new();
     let mut rejected = 0;
@@ -139,7 +154,8 @@ fn fold_at<'a, P: Processor>(
             recent.pop_front();
         }
         for output in processor.apply(state, &event, now) {
-            outputs.entry((output.topic.to_string(), output.key)).or_default().push(output.value);
+            let value = output.value.map(|record| record.encode());
+            outputs.entry((topic_of(output.role), output.key)).or_default().push(value);
         }
         // After an erasure the runtime's marker still drops retries of the customer's ids (SPEC
         // 4.5): their dedupe ids stay.
@@ -287,7 +303,7 @@ pub async fn sigkill_mid_stream<P: Processor>(
     start: impl Fn(&str) -> crate::ServiceProcess,
 ) -> SigkillOutcome {
     let input = simulated_input(200_000, 5_000, seed, 0.002);
-    let (expected, _) = fold(&processor, &input);
+    let (expected, _) = fold(&processor, &topics.outputs, &input);
     let producing = produce_at_rate(topics.input.clone(), input, 4_000);
     let watched = &topics.outputs[progress];
     let kills =
@@ -298,9 +314,10 @@ pub async fn sigkill_mid_stream<P: Processor>(
     let mut last = start("final");
     // Outputs are as of each record's append time (the partition clock): fold what the broker
     // holds, now that it holds all of it.
-    let appended = topics.input.clone();
-    let (expected, _) =
-        tokio::task::spawn_blocking(move || fold_appended(&processor, &appended)).await.expect("fold");
+    let (appended, outputs) = (topics.input.clone(), topics.outputs.clone());
+    let (expected, _) = tokio::task::spawn_blocking(move || fold_appended(&processor, &outputs, &appended))
+        .await
+        .expect("fold");
     let mut committed = Vec::new();
     for output in &topics.outputs {
         committed

@@ -15,16 +15,17 @@ use crate::pipeline::OutputsByKey;
 /// What a replay wrote and refused.
 #[derive(Debug, Default)]
 pub struct Replayed {
-    /// Per (topic, key), every value in the order written (`None` is a tombstone).
+    /// Per (output role, key), every value in the order written (`None` is a tombstone).
     pub outputs: OutputsByKey,
     /// Events `check_limits` refused (dead-lettered `state_limit`).
     pub refused: usize,
 }
 
 impl Replayed {
-    /// The last value written to `topic` under `key`, if any was (`Some(None)`: a tombstone).
-    pub fn last(&self, topic: &str, key: &str) -> Option<Option<&[u8]>> {
-        let values = self.outputs.get(&(topic.to_owned(), key.to_owned()))?;
+    /// The last value written under output `role` and `key`, if any was (`Some(None)`: a
+    /// tombstone).
+    pub fn last(&self, role: &str, key: &str) -> Option<Option<&[u8]>> {
+        let values = self.outputs.get(&(role.to_owned(), key.to_owned()))?;
         values.last().map(Option::as_deref)
     }
 }
@@ -45,8 +46,8 @@ pub fn replay<P: Processor + Clone>(
             assert_eq!(code, "state_limit", "a replayed event was dead-lettered: {message}");
             replayed.refused += 1;
         }
-        for (topic, key, value) in then.records {
-            replayed.outputs.entry((topic, key)).or_default().push(value);
+        for (role, key, value) in then.records {
+            replayed.outputs.entry((role, key)).or_default().push(value);
         }
     }
     replayed

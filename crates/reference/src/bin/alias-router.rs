@@ -2,10 +2,9 @@
 //! event by the customer its customer is an alias of, exactly once.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use omnistream_reference::AliasRouter;
+use omnistream_reference::{AliasRouter, ROUTED_OUTPUT};
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
 #[derive(Debug, Parser)]
@@ -24,6 +23,7 @@ fn main() -> ExitCode {
         name: "alias-router",
         default_admin_addr: "127.0.0.1:9107".parse().expect("address"),
         version: env!("CARGO_PKG_VERSION"),
+        outputs: vec![(ROUTED_OUTPUT, args.routed_topic)],
     };
-    run_service(service, args.runtime, AliasRouter { routed_topic: Arc::from(args.routed_topic) })
+    run_service(service, args.runtime, AliasRouter)
 }

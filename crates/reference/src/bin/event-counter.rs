@@ -1,10 +1,9 @@
 //! `event-counter`: the exactly-once reference processor (see the crate docs).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use omnistream_reference::{COUNTS_TOPIC, EventCounter, LookupCounter, MergingCounter};
+use omnistream_reference::{COUNTS_OUTPUT, COUNTS_TOPIC, EventCounter, LookupCounter, MergingCounter};
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
 #[derive(Debug, Parser)]
@@ -35,11 +34,9 @@ fn main() -> ExitCode {
         name: "event-counter",
         default_admin_addr: "127.0.0.1:9100".parse().expect("address"),
         version: env!("CARGO_PKG_VERSION"),
+        outputs: vec![(COUNTS_OUTPUT, args.output_topic)],
     };
-    let counter = EventCounter {
-        output_topic: Arc::from(args.output_topic),
-        idle_after: args.idle_after_ms.map(chrono::Duration::milliseconds),
-    };
+    let counter = EventCounter { idle_after: args.idle_after_ms.map(chrono::Duration::milliseconds) };
     if args.merges {
         run_service(service, args.runtime, MergingCounter(counter))
     } else if args.lookups {
