@@ -746,6 +746,42 @@ fn inline_refs(schema: &Schema, names: &NamesRef<'_>, namespace: &Namespace) -> 
     }
 }
 
+/// A record's value bytes on a topic: what the runtime writes for a processor's output.
+pub trait OutputRecord: Send + 'static {
+    /// Its bytes. A processor builds its records from its own types, so one its schema refuses
+    /// is a bug, not bad input (it panics).
+    fn encode(&self) -> Vec<u8>;
+}
+
+/// Every derived record of `schemas/`, as Avro single-object bytes.
+impl<T: AvroRecord + Send + 'static> OutputRecord for T {
+    fn encode(&self) -> Vec<u8> {
+        encode_record(self).unwrap_or_else(|error| panic!("a derived record matches its schema: {error}"))
+    }
+}
+
+/// A touchpoint event re-published (a repartition topic of events).
+impl OutputRecord for TouchpointEvent {
+    fn encode(&self) -> Vec<u8> {
+        encode_event(self).unwrap_or_else(|error| panic!("a valid event matches its schema: {error}"))
+    }
+}
+
+/// A record shared with the state that holds it (the state changes it copy-on-write, after the
+/// runtime has encoded and dropped this one): publishing it copies nothing.
+impl<T: OutputRecord + Sync> OutputRecord for std::sync::Arc<T> {
+    fn encode(&self) -> Vec<u8> {
+        T::encode(self)
+    }
+}
+
+/// A text record (UTF-8).
+impl OutputRecord for String {
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+}
+
 /// Decodes Avro single-object bytes into a derived record.
 pub fn decode_record<T: AvroRecord>(bytes: &[u8]) -> Result<T, CodecError> {
     let kind = T::KIND;

@@ -16,8 +16,8 @@ pub mod traits;
 pub mod validate;
 
 pub use codec::{
-    AvroRecord, CodecError, RecordKind, decode_any, decode_event, decode_record, encode_event, encode_record,
-    value_to_json,
+    AvroRecord, CodecError, OutputRecord, RecordKind, decode_any, decode_event, decode_record, encode_event,
+    encode_record, value_to_json,
 };
 pub use event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
 pub use json::{event_from_json, event_to_json, format_timestamp, parse_event_json};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{ErrorCode, EventPayload, Rejection, decode_and_validate};
+use omnistream_model::{ErrorCode, EventPayload, OutputRecord, Rejection, decode_and_validate};
 use rustc_hash::FxHashMap;
 use tracing::debug;
 
@@ -18,7 +18,7 @@ use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupStore};
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
-use crate::processor::{Output, OutputRecord, Partitioning, Processor};
+use crate::processor::{Output, Partitioning, Processor};
 use crate::record_limits::record_size;
 use crate::store::{Admission, Customers, Entry, PartitionStore, event_id_hash};
 

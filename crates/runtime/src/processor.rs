@@ -1,9 +1,7 @@
 //! The contract a service implements: a pure fold of one customer's events, plus timers.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use omnistream_model::TouchpointEvent;
+use omnistream_model::{OutputRecord, TouchpointEvent};
 use serde::Serialize;
 
 use crate::lookup::{LookupInput, Lookups};
@@ -43,56 +41,6 @@ impl<R> Output<R> {
     /// A record keyed by something else, on the partition its key hashes to.
     pub fn rekeyed(role: &'static str, key: String, value: Option<R>) -> Self {
         Self { role, key, value, partitioning: Partitioning::ByKey }
-    }
-}
-
-/// A record type a processor emits, and its bytes on a topic.
-pub trait OutputRecord: Send + 'static {
-    /// Its value bytes. Records are built by the processor from its own types, so a record its
-    /// schema refuses is a bug, not bad input (it panics).
-    fn encode(&self) -> Vec<u8>;
-}
-
-/// The derived records of `schemas/`, as Avro single-object bytes.
-macro_rules! avro_output_records {
-    ($($record:ty),* $(,)?) => {$(
-        impl OutputRecord for $record {
-            fn encode(&self) -> Vec<u8> {
-                omnistream_model::encode_record(self)
-                    .unwrap_or_else(|error| panic!("a derived record matches its schema: {error}"))
-            }
-        }
-    )*};
-}
-
-avro_output_records!(
-    omnistream_model::records::CustomerProfile,
-    omnistream_model::records::SuppressionState,
-    omnistream_model::records::ChannelAffinity,
-    omnistream_model::records::LoyaltyLedgerEntry,
-    omnistream_model::records::LoyaltyBalance,
-);
-
-/// A record shared with the state that holds it (the state changes it copy-on-write, after the
-/// runtime has encoded and dropped this one): publishing it copies nothing.
-impl<T: OutputRecord + Sync> OutputRecord for Arc<T> {
-    fn encode(&self) -> Vec<u8> {
-        T::encode(self)
-    }
-}
-
-/// A text record (UTF-8).
-impl OutputRecord for String {
-    fn encode(&self) -> Vec<u8> {
-        self.as_bytes().to_vec()
-    }
-}
-
-/// A touchpoint event re-published (a repartition topic of events).
-impl OutputRecord for TouchpointEvent {
-    fn encode(&self) -> Vec<u8> {
-        omnistream_model::encode_event(self)
-            .unwrap_or_else(|error| panic!("a valid event matches its schema: {error}"))
     }
 }
 
