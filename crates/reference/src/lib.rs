@@ -392,6 +392,41 @@ mod tests {
             .collect()
     }
 
+    /// Through the runtime's engine: each count carries the tier and campaign as of the event's
+    /// append time, whatever was read later (a replay answers the same).
+    #[test]
+    fn given_versions_of_a_table_and_a_broadcast_then_each_event_sees_those_as_of_its_time() {
+        use omnistream_runtime::testing::ProcessorTest;
+        let base = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
+        let at = |seconds: i64| base + Duration::seconds(seconds);
+        let mut test = ProcessorTest::new(LookupCounter(EventCounter { idle_after: None }))
+            .given_lookup(TIERS_TABLE, "c-1", Some(b"gold"), at(1))
+            .given_lookup(CAMPAIGN_BROADCAST, "current", Some(b"black-friday"), at(2))
+            .given_lookup(TIERS_TABLE, "c-1", Some(b"silver"), at(10))
+            .given_lookup(TIERS_TABLE, "c-1", None, at(20));
+        let seen = |then: omnistream_runtime::testing::Then| {
+            let record: CountRecord = serde_json::from_slice(then.values(COUNTS_OUTPUT)[0].unwrap()).unwrap();
+            (record.tier, record.campaign)
+        };
+        let text = |value: &str| Some(value.to_owned());
+        assert_eq!(seen(test.when_appended(&of("e0", "c-1"), at(0))), (None, None), "before any version");
+        assert_eq!(seen(test.when_appended(&of("e1", "c-1"), at(5))), (text("gold"), text("black-friday")));
+        assert_eq!(
+            seen(test.when_appended(&of("e2", "c-1"), at(10))),
+            (text("silver"), text("black-friday"))
+        );
+        assert_eq!(
+            seen(test.when_appended(&of("e3", "c-1"), at(25))),
+            (None, text("black-friday")),
+            "a tombstone"
+        );
+        assert_eq!(
+            seen(test.when_appended(&of("e4", "c-2"), at(26))),
+            (None, text("black-friday")),
+            "another key"
+        );
+    }
+
     /// Through the runtime's engine (one partition): the handoff record the merge sends reaches
     /// the winner in the same step, as the handoff topic would deliver it.
     #[test]

@@ -22,6 +22,7 @@ use crate::config::ErasureConfig;
 use crate::engine::{
     Action, CoreSettings, EngineCore, Input, InputRecord, Now, OutputTopics, RestoredPartition, TopicLimits,
 };
+use crate::lookup::LookupPartition;
 use crate::metrics::Metrics;
 use crate::processor::Processor;
 
@@ -119,6 +120,26 @@ impl<P: Processor> ProcessorTest<P> {
     /// The state the runtime keeps for `customer_id`.
     pub fn state(&self, customer_id: &str) -> Option<&P::State> {
         self.core.state_of(0, customer_id)
+    }
+
+    /// A record of the lookup input `role` (one of `P::LOOKUPS`: a table, this partition's, or a
+    /// broadcast), appended at `appended`; the records of one role come in append order. A
+    /// record appended at `t` looks up the versions appended at or before `t` (no grace here).
+    pub fn given_lookup(
+        mut self,
+        role: &str,
+        key: &str,
+        value: Option<&[u8]>,
+        appended: DateTime<Utc>,
+    ) -> Self {
+        let input = P::LOOKUPS
+            .iter()
+            .find(|input| input.role == role)
+            .unwrap_or_else(|| panic!("{role:?} is not one of the processor's LOOKUPS"));
+        let from = LookupPartition { role: input.role, partition: 0 };
+        let value = value.map(<[u8]>::to_vec);
+        self.core.lookups_mut().on_record(from, key.to_owned(), appended.timestamp_millis(), value);
+        self
     }
 
     /// Events that happened before, each appended at its `occurred_at`; what they produced is
