@@ -4,13 +4,13 @@
 //! Kafka driver (`driver.rs`) executes them. No rdkafka type crosses this line, so every rule
 //! here is unit-tested without a broker (below).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use omnistream_model::{ErrorCode, EventPayload, OutputRecord, Rejection, decode_and_validate};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::debug;
 
 use crate::config::{ErasureConfig, RuntimeConfig};
@@ -97,10 +97,10 @@ pub(crate) struct OutRecord {
 pub(crate) struct OutputTopics(pub(crate) Vec<(&'static str, Arc<str>)>);
 
 impl OutputTopics {
-    /// `outputs` as records of their roles' topics, encoded, on `partition` when they stay with
-    /// the input's partition number; no cause yet.
-    fn bind<R: OutputRecord>(&self, outputs: Vec<Output<R>>, partition: i32) -> Vec<OutRecord> {
-        outputs.into_iter().map(|output| self.bind_one(output, partition)).collect()
+    /// Appends `outputs` to `records` as records of their roles' topics, encoded, on `partition`
+    /// when they stay with the input's partition number; no cause yet.
+    fn bind<R: OutputRecord>(&self, outputs: Vec<Output<R>>, partition: i32, records: &mut Vec<OutRecord>) {
+        records.extend(outputs.into_iter().map(|output| self.bind_one(output, partition)));
     }
 
     fn bind_one<R: OutputRecord>(&self, output: Output<R>, partition: i32) -> OutRecord {
@@ -324,11 +324,11 @@ pub(crate) struct EngineCore<P: Processor> {
     metrics: Arc<Metrics>,
     marker_key: MarkerKey,
     horizon_ms: i64,
-    partitions: HashMap<i32, PartitionData<P::State>>,
+    partitions: FxHashMap<i32, PartitionData<P::State>>,
     pending_restore: BTreeSet<i32>,
     /// Partitions to seek to their committed offset once restored: records of theirs arrived
     /// before the restore (and were skipped), or an abort threw their progress away.
-    rewind_after_restore: HashSet<i32>,
+    rewind_after_restore: FxHashSet<i32>,
     ledger: Option<Ledger>,
     /// Input records (input, partition, offset) to dead-letter with `record_too_large` when they
     /// are read again after the abort their outputs caused.
@@ -341,6 +341,9 @@ pub(crate) struct EngineCore<P: Processor> {
     lookups: LookupStore,
     /// Why the service must stop (a record only a newer release can apply).
     fatal: Option<String>,
+    /// The records of one input record or timer, bound and checked before they become actions
+    /// (kept to reuse its allocation: this is the per-event path).
+    bound: Vec<OutRecord>,
     /// Commits since table versions were last pruned.
     commits_since_prune: u32,
 }
@@ -374,14 +377,15 @@ impl<P: Processor> EngineCore<P> {
             settings,
             limits,
             metrics,
-            partitions: HashMap::new(),
+            partitions: FxHashMap::default(),
             pending_restore: BTreeSet::new(),
-            rewind_after_restore: HashSet::new(),
+            rewind_after_restore: FxHashSet::default(),
             ledger: None,
             too_large: FxHashMap::default(),
             joined: false,
             assignment_generation: 0,
             fatal: None,
+            bound: Vec::new(),
             commits_since_prune: 0,
         }
     }
@@ -666,7 +670,8 @@ impl<P: Processor> EngineCore<P> {
         let entry = data.store.remember(&event.customer_id, hash, self.settings.dedupe_window);
         let lookups = self.lookups.view(partition, self.lookups.as_of(partition_now));
         let outputs = self.processor.apply_with_lookups(&mut entry.state, &event, now, &lookups);
-        let mut outputs = self.settings.outputs.bind(outputs, partition);
+        let mut records = std::mem::take(&mut self.bound);
+        self.settings.outputs.bind(outputs, partition, &mut records);
         // A merge: the state the event left goes to the winner, with the dedupe memory (the
         // winner then drops this customer's retried events too); this customer's is forgotten.
         let handoff = match P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten() {
@@ -702,23 +707,26 @@ impl<P: Processor> EngineCore<P> {
         };
         let too_large = match &handoff {
             Some(Err(message)) => Some(message.clone()),
-            _ if outputs.is_empty() => None,
-            _ => self.oversized(&outputs, Some(&event.event_id)),
+            _ if records.is_empty() => None,
+            _ => self.oversized(&records, Some(&event.event_id)),
         };
         if let Some(message) = too_large {
+            records.clear();
+            self.bound = records;
             // The state already changed: the abort rebuilds it from the changelog.
             self.too_large.insert((Input::Events, partition, offset), message.clone());
             return Err(TooLarge { input: Input::Events, partition, offset, message });
         }
-        if let Some((last, others)) = outputs.split_last_mut() {
+        if let Some((last, others)) = records.split_last_mut() {
             // The event's own id is the last output's cause; the others get a copy (most events
             // have one output: no allocation on this path).
             for output in others {
                 output.cause = Some(event.event_id.clone());
             }
             last.cause = Some(event.event_id);
-            out.extend(outputs.into_iter().map(Action::Produce));
+            out.extend(records.drain(..).map(Action::Produce));
         }
+        self.bound = records;
         if let Some(Ok(record)) = handoff {
             out.push(Action::Produce(record));
         }
@@ -817,18 +825,22 @@ impl<P: Processor> EngineCore<P> {
             Some(handed) => self.processor.merge(&mut entry.state, &handoff.to, &handoff.from, handed, now),
             None => Vec::new(),
         };
-        let outputs = self.settings.outputs.bind(outputs, partition);
+        let mut records = std::mem::take(&mut self.bound);
+        self.settings.outputs.bind(outputs, partition, &mut records);
         let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
         data.store.settle(&handoff.to, due.map(|due| due.timestamp_millis()));
-        if let Some(message) = self.oversized(&outputs, Some(&handoff.id)) {
+        let oversized = self.oversized(&records, Some(&handoff.id));
+        out.extend(
+            records
+                .drain(..)
+                .filter(|_| oversized.is_none())
+                .map(|output| Action::Produce(OutRecord { cause: Some(handoff.id.clone()), ..output })),
+        );
+        self.bound = records;
+        if let Some(message) = oversized {
             self.too_large.insert((Input::Handoff, partition, offset), message.clone());
             return Err(TooLarge { input: Input::Handoff, partition, offset, message });
         }
-        out.extend(
-            outputs
-                .into_iter()
-                .map(|output| Action::Produce(OutRecord { cause: Some(handoff.id.clone()), ..output })),
-        );
         Ok(Some(RecordOutcome::Applied))
     }
 
@@ -965,22 +977,28 @@ impl<P: Processor> EngineCore<P> {
             ledger.touch(partition, &customer_id, None);
             let now = DateTime::from_timestamp_millis(due).unwrap_or_default();
             let mut before = None;
-            let (outputs, next) = match data.store.entry_mut(&customer_id) {
+            let mut records = std::mem::take(&mut self.bound);
+            let next = match data.store.entry_mut(&customer_id) {
                 Some(entry) => {
                     // Kept to undo the timer should its records not fit (below): timers are few.
                     before = Some(entry.state.clone());
                     let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
-                    let outputs = self.settings.outputs.bind(outputs, partition);
+                    self.settings.outputs.bind(outputs, partition, &mut records);
                     let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     // A timer that does not move forward would fire forever.
-                    (outputs, next.map(|next| next.timestamp_millis()).filter(|next| *next > due))
+                    next.map(|next| next.timestamp_millis()).filter(|next| *next > due)
                 }
-                None => (Vec::new(), None),
+                None => None,
             };
             self.metrics.timers_fired.inc();
             // Checked before the entry settles: a timer that erased the state must still find
             // the entry to undo.
-            let oversized = self.oversized(&outputs, None);
+            let oversized = self.oversized(&records, None);
+            if oversized.is_none() {
+                out.extend(records.drain(..).map(Action::Produce));
+            }
+            records.clear();
+            self.bound = records;
             let data = self.partitions.get_mut(&partition).expect("partition");
             if let Some(message) = oversized {
                 // No input record to dead-letter: the timer is undone (the customer keeps the
@@ -993,7 +1011,6 @@ impl<P: Processor> EngineCore<P> {
                 continue;
             }
             data.store.settle(&customer_id, next);
-            out.extend(outputs.into_iter().map(Action::Produce));
         }
     }
 

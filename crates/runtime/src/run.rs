@@ -196,8 +196,13 @@ fn processing_loop<P: Processor>(
         let mut driver = driver.lock().expect("driver lock");
         match polled {
             Some(Ok(message)) => {
-                let input =
-                    if message.topic() == config.input_topic { Input::Events } else { Input::Handoff };
+                // Only a service that hands off state reads a second topic here (reading the
+                // topic name costs a UTF-8 check per record).
+                let input = if config.handoff_topic.is_none() || message.topic() == config.input_topic {
+                    Input::Events
+                } else {
+                    Input::Handoff
+                };
                 let record = InputRecord {
                     input,
                     partition: message.partition(),
