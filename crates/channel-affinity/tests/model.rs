@@ -28,6 +28,7 @@ fn event(at: DateTime<Utc>, channel: Channel, payload: EventPayload) -> Touchpoi
         source: None,
         payload,
         context: BTreeMap::new(),
+        identifiers: Vec::new(),
     }
 }
 

@@ -145,7 +145,7 @@ impl IngestResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omnistream_model::decode_event;
+    use omnistream_model::{Identifier, decode_event};
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -217,6 +217,38 @@ mod tests {
         assert!(codes(&parsed[4]).contains(&("missing_field", "event_id".to_owned())));
         assert_eq!(parsed[4].event_id, None);
         assert_eq!(codes(&parsed[5]), [("malformed", "$".to_owned())]);
+    }
+
+    #[test]
+    fn identifiers_are_normalized_and_a_malformed_one_rejects_its_event_with_its_field() {
+        let mut login = page_view("e1");
+        login["type"] = json!("identify");
+        login["properties"] = json!({});
+        login["identifiers"] = json!([
+            {"type": "email", "value": " Ann@Example.COM"},
+            {"type": "email", "value": "ann@example.com"},
+            {"type": "phone", "value": "+44 20 7946 0958"},
+        ]);
+        let mut no_country_code = page_view("e2");
+        no_country_code["identifiers"] = json!([
+            {"type": "user_id", "value": "U-1"},
+            {"type": "phone", "value": "(415) 555-0100"},
+        ]);
+        let mut bad_type = page_view("e3");
+        bad_type["identifiers"] = json!([{"type": "E-mail", "value": "ann@example.com"}]);
+        let mut empty_identify = page_view("e4");
+        empty_identify["type"] = json!("identify");
+        let batch = json!({"events": [login, no_country_code, bad_type, empty_identify]});
+        let parsed = parse_request(batch.to_string().as_bytes(), 1000, now()).unwrap();
+        let event = decode_event(&parsed[0].outcome.as_ref().unwrap().value).unwrap();
+        assert_eq!(
+            event.identifiers,
+            [Identifier::new("email", "ann@example.com"), Identifier::new("phone", "+442079460958")],
+            "normalized, the second spelling of the email dropped"
+        );
+        assert_eq!(codes(&parsed[1]), [("invalid_identifier", "identifiers[1].value".to_owned())]);
+        assert_eq!(codes(&parsed[2]), [("invalid_identifier", "identifiers[0].type".to_owned())]);
+        assert_eq!(codes(&parsed[3]), [("missing_field", "identifiers".to_owned())]);
     }
 
     #[test]

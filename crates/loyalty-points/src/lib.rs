@@ -605,6 +605,7 @@ fn apply_early_refunds(
                     currency: refund.currency,
                 },
                 context: Default::default(),
+                identifiers: Vec::new(),
             };
             apply_event(state, rules, &event, refund.arrived_at).into_iter().next()
         })

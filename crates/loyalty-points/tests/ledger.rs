@@ -89,6 +89,7 @@ impl Run {
             source: None,
             payload,
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         };
         let outputs = self.processor.apply(&mut self.state, &event, arrives);
         self.take(outputs)
@@ -536,6 +537,7 @@ fn entry_ids_are_unique_per_customer_and_event() {
             source: None,
             payload: order("o-1", 10_000),
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         };
         let outputs = processor.apply(&mut None, &event, t(0.0));
         match outputs.into_iter().next().and_then(|output| output.value) {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
+use crate::identifiers::Identifier;
 use crate::validate::{ErrorCode, Rejection};
 
 /// Marker that starts every Avro single-object encoded value.
@@ -201,6 +202,22 @@ fn encode_value(kind: RecordKind, value: Value) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes single-object bytes of `kind` into an Avro value of the current schema.
 pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> {
+    let (value, writer) = read_as_written(kind, bytes)?;
+    let current = &REGISTRY.current[&kind];
+    if writer.canonical_form != current.canonical_form && kind == RecordKind::TouchpointEvent {
+        // By names, not by apache-avro's resolution (see `decode_event_resolved`).
+        return Ok(event_value(&event_from_value(value)?));
+    }
+    if writer.canonical_form != current.canonical_form {
+        return value
+            .resolve(&current.schema)
+            .map_err(|e| Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}")));
+    }
+    Ok(value)
+}
+
+/// The datum read with its writer's schema, not resolved to the current one.
+fn read_as_written(kind: RecordKind, bytes: &[u8]) -> Result<(Value, &'static Registered), Rejection> {
     if bytes.len() < HEADER_LEN || !bytes.starts_with(&SINGLE_OBJECT_MARKER) {
         return Err(Rejection::single(
             ErrorCode::Malformed,
@@ -223,15 +240,11 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
             format!("expected {kind:?}, found {:?}", writer.kind),
         ));
     }
-    let current = &REGISTRY.current[&kind];
     let invalid = |e: apache_avro::Error| {
         Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}"))
     };
     let mut datum = bytes;
-    let mut value = writer.reader.read_value(&mut datum).map_err(invalid)?;
-    if writer.canonical_form != current.canonical_form {
-        value = value.resolve(&current.schema).map_err(invalid)?;
-    }
+    let value = writer.reader.read_value(&mut datum).map_err(invalid)?;
     if !datum.is_empty() {
         return Err(Rejection::single(
             ErrorCode::Malformed,
@@ -239,7 +252,7 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
             format!("{} trailing bytes after the Avro datum", datum.len()),
         ));
     }
-    Ok(value)
+    Ok((value, writer))
 }
 
 /// Decodes single-object bytes of any omnistream record, whatever its kind.
@@ -303,7 +316,12 @@ fn event_value(event: &TouchpointEvent) -> Value {
         ("source", optional(&event.source, |text| string(text))),
         ("properties", Value::Union(event_type.index(), Box::new(payload_value(&event.payload)))),
         ("context", Value::Map(event.context.iter().map(|(k, v)| (k.clone(), string(v))).collect())),
+        ("identifiers", Value::Array(event.identifiers.iter().map(identifier_value).collect())),
     ])
+}
+
+fn identifier_value(identifier: &Identifier) -> Value {
+    record(vec![("type", string(&identifier.kind)), ("value", string(&identifier.value))])
 }
 
 /// Encodes a touchpoint event as Avro single-object bytes.
@@ -322,9 +340,13 @@ pub fn decode_event(bytes: &[u8]) -> Result<TouchpointEvent, Rejection> {
     }
 }
 
-/// The general path: any known writer schema (current or released), resolved to the current one.
+/// The general path: any known writer schema (current or released). The datum is read with its
+/// writer's schema and converted by names, not resolved by apache-avro: its resolution picks a
+/// union branch by shape, and the `properties` union holds records of the same shape (two empty
+/// ones, optional fields that fit another branch), so it read version 1's `traits_updated` as
+/// `message_received`. Fields added since the writer's version take their defaults.
 pub fn decode_event_resolved(bytes: &[u8]) -> Result<TouchpointEvent, Rejection> {
-    let value = decode_value(RecordKind::TouchpointEvent, bytes)?;
+    let (value, _) = read_as_written(RecordKind::TouchpointEvent, bytes)?;
     event_from_value(value)
 }
 
@@ -352,6 +374,8 @@ fn read_current_event(datum: &[u8]) -> Result<TouchpointEvent, Rejection> {
     }
     let payload = read_payload(&mut r, event_type).map_err(malformed)?;
     let context = r.map(DatumReader::string).map_err(malformed)?;
+    let identifiers =
+        r.array(|r| Ok(Identifier { kind: r.string()?, value: r.string()? })).map_err(malformed)?;
     if !r.rest.is_empty() {
         return Err(Rejection::single(
             ErrorCode::Malformed,
@@ -359,7 +383,7 @@ fn read_current_event(datum: &[u8]) -> Result<TouchpointEvent, Rejection> {
             format!("{} trailing bytes after the Avro datum", r.rest.len()),
         ));
     }
-    Ok(TouchpointEvent { event_id, customer_id, occurred_at, channel, source, payload, context })
+    Ok(TouchpointEvent { event_id, customer_id, occurred_at, channel, source, payload, context, identifiers })
 }
 
 /// Reads Avro binary encodings; every read checks what is left, so no input can panic it.
@@ -503,6 +527,10 @@ impl RecordFields {
         }
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(field, _)| field == name)
+    }
+
     fn take_raw(&mut self, name: &str) -> Result<Value, String> {
         let index =
             self.0.iter().position(|(field, _)| field == name).ok_or_else(|| format!("no field {name}"))?;
@@ -615,6 +643,19 @@ impl RecordFields {
             other => Err(format!("{name}: expected an array, found {other:?}")),
         }
     }
+
+    fn identifiers(&mut self, name: &str) -> Result<Vec<Identifier>, String> {
+        match self.take(name)? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| {
+                    let mut fields = RecordFields::new(item)?;
+                    Ok(Identifier { kind: fields.string("type")?, value: fields.string("value")? })
+                })
+                .collect(),
+            other => Err(format!("{name}: expected an array, found {other:?}")),
+        }
+    }
 }
 
 fn unwrap_union(value: Value) -> Value {
@@ -641,6 +682,8 @@ fn event_from_value(value: Value) -> Result<TouchpointEvent, Rejection> {
             source: r.opt_string("source")?,
             payload: payload_from_value(event_type, properties)?,
             context: r.string_map("context")?,
+            // Added in version 2 (default: none).
+            identifiers: if r.has("identifiers") { r.identifiers("identifiers")? } else { Vec::new() },
         })
     };
     event().map_err(malformed)
@@ -659,6 +702,8 @@ fn take_properties(r: &mut RecordFields) -> Result<(EventType, Value), Rejection
             return Err(malformed(format!("properties: expected a union, found {other:?}")));
         }
     };
+    // The branch as its writer numbered it: every version appends a type's enum symbol and its
+    // union branch together, so a type keeps its index in every version.
     if branch != event_type.index() {
         return Err(Rejection::single(
             ErrorCode::TypeMismatch,

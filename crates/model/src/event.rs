@@ -6,6 +6,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::identifiers::Identifier;
+
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -72,6 +74,8 @@ pub struct TouchpointEvent {
     pub payload: EventPayload,
     /// Unknown extra property keys, kept as strings.
     pub context: BTreeMap<String, String>,
+    /// Who the customer is known as on this touchpoint (SPEC 4.7): normalized, each once.
+    pub identifiers: Vec<Identifier>,
 }
 
 impl TouchpointEvent {

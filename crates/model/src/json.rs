@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
+use crate::identifiers::{Identifier, IdentifierError, normalize};
 use crate::validate::{ErrorCode, Errors, Rejection, validate};
 
 /// Parses one event from JSON text and checks every rule of SPEC 2.
@@ -41,6 +42,7 @@ pub fn event_from_json(value: &Value, now: DateTime<Utc>) -> Result<TouchpointEv
         parsed
     });
     let source = top.optional_string("source");
+    let identifiers = identifiers_from_json(object.get("identifiers"), &mut errors);
     let empty = Map::new();
     let properties = match object.get("properties") {
         None | Some(Value::Null) => &empty,
@@ -65,9 +67,68 @@ pub fn event_from_json(value: &Value, now: DateTime<Utc>) -> Result<TouchpointEv
     else {
         unreachable!("every missing part pushed an error");
     };
-    let event = TouchpointEvent { event_id, customer_id, occurred_at, channel, source, payload, context };
+    let event = TouchpointEvent {
+        event_id,
+        customer_id,
+        occurred_at,
+        channel,
+        source,
+        payload,
+        context,
+        identifiers,
+    };
     validate(&event, now)?;
     Ok(event)
+}
+
+/// `"identifiers": [{"type": "email", "value": " Ann@Example.com"}, ...]`, normalized, each once
+/// (two spellings of one email are one identifier).
+fn identifiers_from_json(value: Option<&Value>, errors: &mut Errors) -> Vec<Identifier> {
+    let items = match value {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(
+                ErrorCode::WrongFieldType,
+                "identifiers",
+                "must be an array of {\"type\", \"value\"} objects",
+            );
+            return Vec::new();
+        }
+    };
+    let mut identifiers: Vec<Identifier> = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let path = |field: &str| format!("identifiers[{index}].{field}");
+        let text = |field: &str, errors: &mut Errors| match item.get(field) {
+            Some(Value::String(text)) => Some(text.clone()),
+            None | Some(Value::Null) => {
+                errors.push(ErrorCode::MissingField, &path(field), "is required");
+                None
+            }
+            Some(_) => {
+                errors.push(ErrorCode::WrongFieldType, &path(field), "must be a string");
+                None
+            }
+        };
+        if !item.is_object() {
+            errors.push(ErrorCode::WrongFieldType, &format!("identifiers[{index}]"), "must be an object");
+            continue;
+        }
+        let (Some(kind), Some(raw)) = (text("type", errors), text("value", errors)) else { continue };
+        match normalize(&kind, &raw) {
+            Ok(value) => {
+                let identifier = Identifier { kind, value };
+                if !identifiers.contains(&identifier) {
+                    identifiers.push(identifier);
+                }
+            }
+            Err(error) => {
+                let field = if matches!(error, IdentifierError::Type(_)) { "type" } else { "value" };
+                errors.push(ErrorCode::InvalidIdentifier, &path(field), format!("{kind} {error}"));
+            }
+        }
+    }
+    identifiers
 }
 
 struct Fields<'a, 'e> {
@@ -260,7 +321,7 @@ fn known_keys(event_type: EventType) -> &'static [&'static str] {
         EventType::TraitsUpdated => &["set", "set_once", "unset"],
         EventType::LoyaltyRedeemRequested => &["redemption_id", "points"],
         EventType::LoyaltyPointsAdjusted => &["points", "reason"],
-        EventType::ErasureRequested => &[],
+        EventType::ErasureRequested | EventType::Identify => &[],
     }
 }
 
@@ -380,6 +441,7 @@ fn payload_from_json(
             }
         }
         EventType::ErasureRequested => Some(EventPayload::ErasureRequested),
+        EventType::Identify => Some(EventPayload::Identify),
     };
     let known = known_keys(event_type);
     let context = properties
@@ -462,7 +524,7 @@ pub fn event_to_json(event: &TouchpointEvent) -> Value {
         EventPayload::LoyaltyPointsAdjusted { points, reason } => {
             json!({"points": points, "reason": reason})
         }
-        EventPayload::ErasureRequested => json!({}),
+        EventPayload::ErasureRequested | EventPayload::Identify => json!({}),
     };
     if let Value::Object(map) = &mut properties {
         map.retain(|_, value| !value.is_null());
@@ -480,6 +542,9 @@ pub fn event_to_json(event: &TouchpointEvent) -> Value {
     });
     if let Some(source) = &event.source {
         object["source"] = json!(source);
+    }
+    if !event.identifiers.is_empty() {
+        object["identifiers"] = json!(event.identifiers);
     }
     object
 }

@@ -6,6 +6,7 @@ pub mod avro_write;
 pub mod canonical;
 pub mod codec;
 pub mod event;
+pub mod identifiers;
 pub mod json;
 pub mod records;
 pub mod services;
@@ -20,6 +21,7 @@ pub use codec::{
     encode_record, value_to_json,
 };
 pub use event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
+pub use identifiers::Identifier;
 pub use json::{event_from_json, event_to_json, format_timestamp, parse_event_json};
 pub use sorted_map::{MapKey, SortedMap};
 pub use validate::{ErrorCode, Rejection, ValidationError, validate};

@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::event::{EventPayload, TouchpointEvent, TraitValue};
+use crate::identifiers::{IdentifierError, MAX_IDENTIFIERS, normalize};
 
 /// Longest id (`event_id`, `customer_id`, order/message/ticket ids...).
 pub const MAX_ID_LEN: usize = 128;
@@ -48,6 +49,9 @@ pub enum ErrorCode {
     InvalidCurrency,
     /// The Avro `type` does not match the `properties` branch.
     TypeMismatch,
+    /// An identifier whose type name or value is malformed (an email without `@`, a phone
+    /// without its country code).
+    InvalidIdentifier,
 }
 
 impl ErrorCode {
@@ -67,6 +71,7 @@ impl ErrorCode {
             ErrorCode::InvalidLength => "invalid_length",
             ErrorCode::InvalidCurrency => "invalid_currency",
             ErrorCode::TypeMismatch => "type_mismatch",
+            ErrorCode::InvalidIdentifier => "invalid_identifier",
         }
     }
 }
@@ -232,7 +237,40 @@ pub fn validate(event: &TouchpointEvent, now: DateTime<Utc>) -> Result<(), Rejec
         errors.text(&path, value);
     }
     validate_payload(&mut errors, &event.payload);
+    validate_identifiers(&mut errors, event);
     errors.finish()
+}
+
+/// Each identifier must normalize (docs/identity.md); the values themselves may be written in any
+/// spelling that does (identity resolution normalizes them again).
+fn validate_identifiers(errors: &mut Errors, event: &TouchpointEvent) {
+    if event.identifiers.len() > MAX_IDENTIFIERS {
+        errors.push(
+            ErrorCode::OutOfRange,
+            "identifiers",
+            format!("{} identifiers exceed {MAX_IDENTIFIERS}", event.identifiers.len()),
+        );
+    }
+    if matches!(event.payload, EventPayload::Identify) && event.identifiers.is_empty() {
+        errors.push(
+            ErrorCode::MissingField,
+            "identifiers",
+            "an identify event names at least one identifier",
+        );
+    }
+    for (index, identifier) in event.identifiers.iter().enumerate() {
+        if let Err(error) = normalize(&identifier.kind, &identifier.value) {
+            let field = match error {
+                IdentifierError::Type(_) => "type",
+                _ => "value",
+            };
+            errors.push(
+                ErrorCode::InvalidIdentifier,
+                &format!("identifiers[{index}].{field}"),
+                format!("{} {error}", identifier.kind),
+            );
+        }
+    }
 }
 
 fn validate_payload(e: &mut Errors, payload: &EventPayload) {
@@ -291,7 +329,7 @@ fn validate_payload(e: &mut Errors, payload: &EventPayload) {
             }
         }
         EventPayload::SupportTicketResolved { ticket_id } => e.id(&f("ticket_id"), ticket_id),
-        EventPayload::ConsentChanged { .. } | EventPayload::ErasureRequested => {}
+        EventPayload::ConsentChanged { .. } | EventPayload::ErasureRequested | EventPayload::Identify => {}
         EventPayload::TraitsUpdated { set, set_once, unset } => {
             e.traits(&f("set"), set);
             e.traits(&f("set_once"), set_once);

@@ -24,6 +24,7 @@ fn event(minute: i64, channel: Channel, payload: EventPayload) -> TouchpointEven
         source: None,
         payload,
         context: BTreeMap::new(),
+        identifiers: Vec::new(),
     }
 }
 

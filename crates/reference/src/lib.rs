@@ -148,6 +148,7 @@ pub fn merge_request(
         source: None,
         payload: EventPayload::TraitsUpdated { set, set_once: Default::default(), unset: Vec::new() },
         context: Default::default(),
+        identifiers: Vec::new(),
     }
 }
 
@@ -330,6 +331,7 @@ mod tests {
             source: None,
             payload,
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         }
     }
 

@@ -205,6 +205,7 @@ async fn after_a_restart_every_customer_has_the_state_it_had_before() {
                 source: None,
                 payload: EventPayload::PageViewed { url: "https://shop.example".into() },
                 context: Default::default(),
+                identifiers: Vec::new(),
             };
             (customer, encode_event(&event).unwrap())
         })

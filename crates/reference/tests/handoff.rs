@@ -40,6 +40,7 @@ impl Step {
                 source: None,
                 payload: EventPayload::PageViewed { url: "https://shop.example/".into() },
                 context: BTreeMap::new(),
+                identifiers: Vec::new(),
             },
             Step::Merge { loser, winner, event_id } => merge_request(event_id, loser, winner, occurred_at),
         };

@@ -39,6 +39,7 @@ fn event(index: usize, customer: &str) -> (String, Vec<u8>) {
         source: None,
         payload: EventPayload::PageViewed { url: "https://shop.example/".into() },
         context: BTreeMap::new(),
+        identifiers: Vec::new(),
     };
     (customer.to_owned(), encode_event(&event).expect("encodes"))
 }

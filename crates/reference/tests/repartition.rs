@@ -39,6 +39,7 @@ fn record((customer, event_id, alias_of): &Step) -> (String, Vec<u8>) {
             source: None,
             payload: EventPayload::PageViewed { url: "https://shop.example/".into() },
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         },
     };
     (customer.clone(), encode_event(&event).expect("encodes"))

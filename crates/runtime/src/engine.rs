@@ -1309,6 +1309,7 @@ mod tests {
             source: None,
             payload,
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         };
         encode_event(&event).expect("encodes")
     }

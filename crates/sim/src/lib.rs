@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 use omnistream_model::{
-    Channel, CodecError, EventPayload, Purpose, TouchpointEvent, TraitValue, encode_event, event_to_json,
+    Channel, CodecError, EventPayload, Identifier, Purpose, TouchpointEvent, TraitValue, encode_event,
+    event_to_json, identifiers,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -156,6 +157,7 @@ impl Simulator {
         let index = self.rng.random_range(0..self.config.customers);
         let customer_id = Self::customer_id(index);
         let mut journey: Vec<(Channel, EventPayload)> = Vec::new();
+        let mut identifiers = Vec::new();
         let roll: f64 = self.rng.random();
         let customer = &self.customers[index as usize];
         let has_orders = !customer.orders.is_empty();
@@ -175,6 +177,7 @@ impl Simulator {
             r if r < 0.94 => self.transactional(index, &mut journey),
             r if r < 0.965 => self.bounce_or_spam(index, &mut journey),
             r if r < 0.9652 => journey.push((Channel::Web, EventPayload::ErasureRequested)),
+            r if r < 0.99 => identifiers = self.identify(index, &mut journey),
             _ => self.browse(index, &mut journey),
         }
         for (channel, payload) in journey {
@@ -186,6 +189,7 @@ impl Simulator {
                 source: Some("omni-simulate".to_owned()),
                 payload,
                 context: BTreeMap::new(),
+                identifiers: identifiers.clone(),
             };
             self.pending.push_back(event);
         }
@@ -316,6 +320,25 @@ impl Simulator {
             BTreeMap::from([("signup_channel".to_owned(), TraitValue::String(channel.as_str().to_owned()))]);
         let unset = if self.rng.random_bool(0.1) { vec!["fax".to_owned()] } else { Vec::new() };
         journey.push((channel, EventPayload::TraitsUpdated { set, set_once, unset }));
+    }
+
+    /// A login on the web or in the app (a cookie, the account, its email), or a card scanned at
+    /// the till (the card, a phone): the journey's identifiers, spelled as people type them.
+    fn identify(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) -> Vec<Identifier> {
+        let channel = self.pick(&[Channel::Web, Channel::MobileApp, Channel::Store]);
+        journey.push((channel, EventPayload::Identify));
+        if channel == Channel::Store {
+            return vec![
+                Identifier::new(identifiers::LOYALTY_CARD, format!("LC{index:08}")),
+                Identifier::new(identifiers::PHONE, format!("+49 15 {index:08}")),
+            ];
+        }
+        let session = self.next_id(index, "anon");
+        vec![
+            Identifier::new(identifiers::ANONYMOUS_ID, session),
+            Identifier::new(identifiers::USER_ID, format!("U-{index}")),
+            Identifier::new(identifiers::EMAIL, format!("Customer{index}@Example.com")),
+        ]
     }
 
     fn redeem(&mut self, index: u32, journey: &mut Vec<(Channel, EventPayload)>) {

@@ -152,6 +152,7 @@ fn stream(customer: &'static str, mix: Mix) -> impl Strategy<Value = Vec<(Touchp
             source: None,
             payload,
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         };
         // Sends first (engagements refer to them), then clicks (orders refer to them), then the rest.
         let sends: Vec<(usize, i64)> = items
@@ -547,6 +548,7 @@ fn run(stream: &[(Channel, EventPayload, f64, f64)]) -> (ChannelAffinity, Channe
                 source: None,
                 payload: payload.clone(),
                 context: BTreeMap::new(),
+                identifiers: Vec::new(),
             };
             (event, at(*appended))
         })

@@ -245,6 +245,7 @@ fn materialize(customer: &str, steps: &[Step], start: i64) -> Vec<(TouchpointEve
             source: None,
             payload,
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         };
         out.push((event, now));
     }
@@ -479,6 +480,7 @@ fn broker_stream(customer: &str, now: i64) -> impl Strategy<Value = Vec<Touchpoi
                 source: None,
                 payload,
                 context: BTreeMap::new(),
+                identifiers: Vec::new(),
             });
         }
         out
@@ -609,6 +611,7 @@ fn event(id: &str, at: i64, channel: Channel, payload: EventPayload) -> Touchpoi
         source: None,
         payload,
         context: BTreeMap::new(),
+        identifiers: Vec::new(),
     }
 }
 

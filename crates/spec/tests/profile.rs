@@ -79,6 +79,7 @@ fn stream(customer: &'static str) -> impl Strategy<Value = Vec<TouchpointEvent>>
             source: None,
             payload,
             context: BTreeMap::new(),
+            identifiers: Vec::new(),
         };
         let mut out: Vec<TouchpointEvent> = events
             .into_iter()
@@ -167,6 +168,7 @@ async fn over_the_broker_every_customers_final_profile_is_the_specs() {
                     source: None,
                     payload: EventPayload::ErasureRequested,
                     context: BTreeMap::new(),
+                    identifiers: Vec::new(),
                 },
             );
         }
@@ -235,6 +237,7 @@ fn a_ticket_opened_twice_was_opened_at_its_earliest_opening() {
         source: None,
         payload,
         context: BTreeMap::new(),
+        identifiers: Vec::new(),
     };
     let open = || EventPayload::SupportTicketOpened { ticket_id: "T-1".into(), topic: None };
     let events = [

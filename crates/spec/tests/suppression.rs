@@ -245,6 +245,7 @@ fn records(customer: &str, base: DateTime<Utc>, steps: &[Timed]) -> Vec<(Touchpo
                     source: None,
                     payload,
                     context: BTreeMap::new(),
+                    identifiers: Vec::new(),
                 }
             }
         };
@@ -494,6 +495,7 @@ fn event(n: usize, occurred_at: &str, channel: Channel, payload: EventPayload) -
         source: None,
         payload,
         context: BTreeMap::new(),
+        identifiers: Vec::new(),
     }
 }
 

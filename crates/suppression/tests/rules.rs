@@ -31,6 +31,7 @@ fn event(n: usize, at: DateTime<Utc>, channel: Channel, payload: EventPayload) -
         source: None,
         payload,
         context: BTreeMap::new(),
+        identifiers: Vec::new(),
     }
 }
 
