@@ -42,6 +42,12 @@ enum Failure {
     TooLarge(TooLarge),
 }
 
+impl From<TooLarge> for Failure {
+    fn from(too_large: TooLarge) -> Self {
+        Failure::TooLarge(too_large)
+    }
+}
+
 fn classify(error: KafkaError) -> Failure {
     match &error {
         KafkaError::Transaction(rd) if rd.is_fatal() => Failure::Fatal(error),
@@ -270,7 +276,7 @@ impl<P: Processor> Driver<P> {
                     self.producer.begin_transaction().map_err(classify)?;
                     self.producer_in_transaction = true;
                 }
-                Action::Produce(record) => self.send(&record)?,
+                Action::Produce(record) => send(&self.producer, &record)?,
                 Action::Seek { input, partition, offset } => consumer
                     .seek(
                         self.core.topic_of(input),
@@ -282,44 +288,6 @@ impl<P: Processor> Driver<P> {
             }
         }
         Ok(())
-    }
-
-    /// Produces one record; those caused by an event carry its id in the header
-    /// `cause.event_id`, so any output can be traced back to its input.
-    fn send(&self, out: &OutRecord) -> Result<(), Failure> {
-        let mut record = BaseRecord::<str, [u8]>::to(&out.topic);
-        if let Some(partition) = out.partition {
-            record = record.partition(partition);
-        }
-        if let Some(key) = &out.key {
-            record = record.key(key.as_str());
-        }
-        if let Some(value) = &out.value {
-            record = record.payload(value.as_slice());
-        }
-        if out.cause.is_some() || !out.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(out.headers.len() + 1);
-            if let Some(cause) = &out.cause {
-                headers = headers.insert(Header { key: CAUSE_HEADER, value: Some(cause.as_str()) });
-            }
-            for (name, value) in &out.headers {
-                headers = headers.insert(Header { key: name, value: Some(value.as_str()) });
-            }
-            record = record.headers(headers);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error @ KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
-                    return Err(Failure::Fatal(error));
-                }
-                Err((error, _)) => return Err(Failure::Abortable(error)),
-            }
-        }
     }
 
     /// Commits the open transaction: changelog records of every customer it touched, the input
@@ -348,12 +316,8 @@ impl<P: Processor> Driver<P> {
 
     fn try_commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), Failure> {
         let started = Instant::now();
-        let mut actions = std::mem::take(&mut self.actions);
-        let planned = self.core.plan_commit(&mut actions).map_err(Failure::TooLarge);
-        let executed = planned.and_then(|offsets| Ok((offsets, self.execute(consumer, &mut actions)?)));
-        actions.clear();
-        self.actions = actions;
-        let Some(offsets) = executed?.0 else { return Ok(()) };
+        let producer = &self.producer;
+        let Some(offsets) = self.core.plan_commit(|record| send(producer, &record))? else { return Ok(()) };
         let mut list = TopicPartitionList::new();
         for CommitOffset { input, partition, next } in offsets {
             list.add_partition_offset(self.core.topic_of(input), partition, Offset::Offset(next))
@@ -558,6 +522,44 @@ impl<P: Processor> Driver<P> {
         match std::mem::replace(&mut self.condition, Condition::Working) {
             Condition::Failed(error) => Err(error),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Produces one record; those caused by an event carry its id in the header
+/// `cause.event_id`, so any output can be traced back to its input.
+fn send(producer: &TxnProducer, out: &OutRecord) -> Result<(), Failure> {
+    let mut record = BaseRecord::<str, [u8]>::to(&out.topic);
+    if let Some(partition) = out.partition {
+        record = record.partition(partition);
+    }
+    if let Some(key) = &out.key {
+        record = record.key(key.as_str());
+    }
+    if let Some(value) = &out.value {
+        record = record.payload(value.as_slice());
+    }
+    if out.cause.is_some() || !out.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len() + 1);
+        if let Some(cause) = &out.cause {
+            headers = headers.insert(Header { key: CAUSE_HEADER, value: Some(cause.as_str()) });
+        }
+        for (name, value) in &out.headers {
+            headers = headers.insert(Header { key: name, value: Some(value.as_str()) });
+        }
+        record = record.headers(headers);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error @ KafkaError::MessageProduction(RDKafkaErrorCode::Fatal), _)) => {
+                return Err(Failure::Fatal(error));
+            }
+            Err((error, _)) => return Err(Failure::Abortable(error)),
         }
     }
 }
