@@ -15,7 +15,7 @@ use regex_lite::Regex;
 use serde::Deserialize;
 
 /// The producer's `customer_id`, taken as the weakest identifier of its event.
-pub const CUSTOMER_ID: &str = "customer_id";
+pub const CUSTOMER_ID: &str = omnistream_model::identifiers::RESERVED_TYPE;
 
 /// How one identifier type takes part in resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -159,8 +159,10 @@ impl IdentityRules {
         rules.extend(file.types);
         let mut types = BTreeMap::new();
         for (kind, rule) in rules {
-            omnistream_model::identifiers::check_type(&kind)
-                .map_err(|error| RulesError::Invalid(format!("types.{kind}: {error}")))?;
+            if kind != CUSTOMER_ID {
+                omnistream_model::identifiers::check_type(&kind)
+                    .map_err(|error| RulesError::Invalid(format!("types.{kind}: {error}")))?;
+            }
             if rule.limit == 0 {
                 return Err(RulesError::Invalid(format!(
                     "types.{kind}: a limit of 0 links nothing; leave the type out"

@@ -20,6 +20,10 @@ pub const DEVICE_ID: &str = "device_id";
 /// The types every deployment knows; any other well-formed type name is a custom type.
 pub const BUILT_IN_TYPES: [&str; 6] = [ANONYMOUS_ID, USER_ID, EMAIL, PHONE, LOYALTY_CARD, DEVICE_ID];
 
+/// Identity resolution takes the event's `customer_id` as an identifier of this type; an event
+/// cannot name another.
+pub const RESERVED_TYPE: &str = "customer_id";
+
 /// Most identifiers on one event: a touchpoint knows a handful; hundreds are a bug upstream.
 pub const MAX_IDENTIFIERS: usize = 20;
 /// Longest type name.
@@ -44,6 +48,8 @@ pub enum IdentifierError {
         "{0:?} is no identifier type: lower-case letters, digits and `_`, starting with a letter, at most 32"
     )]
     Type(String),
+    #[error("`customer_id` is reserved: the event's own customer id is that identifier")]
+    Reserved,
     #[error("is empty")]
     Empty,
     #[error("has {length} characters, more than {limit}")]
@@ -85,17 +91,23 @@ pub fn check_type(kind: &str) -> Result<(), IdentifierError> {
     let well_formed = chars.next().is_some_and(|first| first.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && kind.len() <= MAX_TYPE_LEN;
-    if well_formed { Ok(()) } else { Err(IdentifierError::Type(kind.to_owned())) }
+    if !well_formed {
+        return Err(IdentifierError::Type(kind.to_owned()));
+    }
+    if kind == RESERVED_TYPE {
+        return Err(IdentifierError::Reserved);
+    }
+    Ok(())
 }
 
 /// The normalized value of an identifier of type `kind`, the same for every spelling a producer
 /// may send of it (normalizing twice changes nothing):
 /// - `email`: trimmed and lower-cased (the local part too: no mail provider in use tells
 ///   `Ann@` from `ann@`), one `@`, a dotted domain, no spaces;
-/// - `phone`: E.164, `+` then 8 to 15 digits, from `+`, `00` or spaced, dashed, dotted and
+/// - `phone`: E.164, `+` then 7 to 15 digits, from `+`, `00` or spaced, dashed, dotted and
 ///   bracketed forms (`+1 (415) 555-0100`, `0044 20 7946 0958`); a national number without its
 ///   country code is refused, not guessed;
-/// - `loyalty_card`: trimmed, spaces and dashes removed, upper-cased (cards print `1234 5678`);
+/// - `loyalty_card`: every whitespace and dash removed, upper-cased (cards print `1234 5678`);
 /// - `device_id`: trimmed and lower-cased (advertising ids and push tokens are case-insensitive);
 /// - `anonymous_id`, `user_id` and custom types: trimmed, case kept (cookies and account ids are
 ///   case-sensitive).
@@ -109,7 +121,7 @@ pub fn normalize(kind: &str, raw: &str) -> Result<String, IdentifierError> {
         EMAIL => normalize_email(trimmed)?,
         PHONE => normalize_phone(trimmed)?,
         LOYALTY_CARD => {
-            trimmed.chars().filter(|c| !matches!(c, ' ' | '-')).collect::<String>().to_uppercase()
+            trimmed.chars().filter(|c| !c.is_whitespace() && *c != '-').collect::<String>().to_uppercase()
         }
         DEVICE_ID => trimmed.to_lowercase(),
         _ => trimmed.to_owned(),
@@ -152,8 +164,13 @@ fn normalize_phone(trimmed: &str) -> Result<String, IdentifierError> {
     if trimmed.is_empty() {
         return Err(IdentifierError::Empty);
     }
-    let compact: String =
-        trimmed.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/')).collect();
+    // `(0)` is the national trunk prefix some countries print after the country code
+    // (`+44 (0)20 ...`): dialled internationally it is dropped.
+    let without_trunk = trimmed.replace("(0)", "");
+    let compact: String = without_trunk
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '.' | '(' | ')' | '/'))
+        .collect();
     let digits = match (compact.strip_prefix('+'), compact.strip_prefix("00")) {
         (Some(digits), _) | (None, Some(digits)) => digits,
         (None, None) => return refuse("no country code: start with + or 00"),
@@ -164,8 +181,8 @@ fn normalize_phone(trimmed: &str) -> Result<String, IdentifierError> {
     if digits.starts_with('0') {
         return refuse("a country code never starts with 0");
     }
-    if !(8..=15).contains(&digits.len()) {
-        return refuse("E.164 numbers have 8 to 15 digits");
+    if !(7..=15).contains(&digits.len()) {
+        return refuse("E.164 numbers have 7 to 15 digits");
     }
     Ok(format!("+{digits}"))
 }
@@ -183,8 +200,17 @@ mod tests {
                 &["+14155550100", "+1 (415) 555-0100", "001 415 555 0100", "+1.415.555.0100"],
                 "+14155550100",
             ),
-            (PHONE, &["0044 20 7946 0958", "+44 20 7946 0958", "+44-20-7946-0958"], "+442079460958"),
-            (LOYALTY_CARD, &["1234 5678 90ab", " 1234-5678-90AB"], "1234567890AB"),
+            (
+                PHONE,
+                &["0044 20 7946 0958", "+44 20 7946 0958", "+44-20-7946-0958", "+44 (0)20 7946\u{a0}0958"],
+                "+442079460958",
+            ),
+            (PHONE, &["+683 4002"], "+6834002"),
+            (
+                LOYALTY_CARD,
+                &["1234 5678 90ab", " 1234-5678-90AB", "1234\u{a0}5678-90ab\u{a0}-"],
+                "1234567890AB",
+            ),
             (DEVICE_ID, &["6D92078A-8246-4BA4-AE5B-76104861E7DC"], "6d92078a-8246-4ba4-ae5b-76104861e7dc"),
             (USER_ID, &[" U-Ann "], "U-Ann"),
             (ANONYMOUS_ID, &["aBc-123"], "aBc-123"),
@@ -210,8 +236,9 @@ mod tests {
             (PHONE, "(415) 555-0100", "no country code"),
             (PHONE, "+1 415 555 01OO", "only digits"),
             (PHONE, "+0 415 555 0100", "never starts with 0"),
-            (PHONE, "+1234567", "8 to 15 digits"),
-            (PHONE, "+1234567890123456", "8 to 15 digits"),
+            (PHONE, "+123456", "7 to 15 digits"),
+            (PHONE, "+1234567890123456", "7 to 15 digits"),
+            ("customer_id", "c-1", "reserved"),
             (USER_ID, "   ", "is empty"),
             (USER_ID, "a\u{0}b", "control character"),
             ("Email", "ann@example.com", "no identifier type"),

@@ -123,7 +123,11 @@ fn identifiers_from_json(value: Option<&Value>, errors: &mut Errors) -> Vec<Iden
                 }
             }
             Err(error) => {
-                let field = if matches!(error, IdentifierError::Type(_)) { "type" } else { "value" };
+                let field = if matches!(error, IdentifierError::Type(_) | IdentifierError::Reserved) {
+                    "type"
+                } else {
+                    "value"
+                };
                 errors.push(ErrorCode::InvalidIdentifier, &path(field), format!("{kind} {error}"));
             }
         }

@@ -261,7 +261,7 @@ fn validate_identifiers(errors: &mut Errors, event: &TouchpointEvent) {
     for (index, identifier) in event.identifiers.iter().enumerate() {
         if let Err(error) = normalize(&identifier.kind, &identifier.value) {
             let field = match error {
-                IdentifierError::Type(_) => "type",
+                IdentifierError::Type(_) | IdentifierError::Reserved => "type",
                 _ => "value",
             };
             errors.push(

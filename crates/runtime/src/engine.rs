@@ -1015,7 +1015,7 @@ impl<P: Processor> EngineCore<P> {
     }
 
     /// The open transaction's commit: a changelog record per customer it touched (their final
-    /// entry, or a tombstone) and per erasure marker it created or expired, as actions, and the
+    /// entry, or a tombstone) and per erasure marker it created or expired, to `emit`, and the
     /// input offsets to send with the group metadata (KIP-447). `None` when no transaction is open.
     ///
     /// The changelog records go to `emit` one at a time, as each is encoded, so that no more than
