@@ -249,6 +249,10 @@ struct Ledger {
     /// Erasure markers this transaction created or expired, by partition: a set, so that an
     /// outage's thousands of expiries cost no more than their count.
     markers: BTreeSet<(i32, MarkerId)>,
+    /// Records this transaction dead-lettered as noted too large: their notes go when it commits
+    /// (an abort, e.g. because another record of the same customer is too large too, replays
+    /// them and they must be dead-lettered again, or the two would take turns forever).
+    noted_dead_letters: Vec<(Input, i32, i64)>,
 }
 
 impl Ledger {
@@ -521,6 +525,7 @@ impl<P: Processor> EngineCore<P> {
                 touched: FxHashMap::default(),
                 record_timestamps: Vec::new(),
                 markers: BTreeSet::new(),
+                noted_dead_letters: Vec::new(),
             }
         })
     }
@@ -850,13 +855,13 @@ impl<P: Processor> EngineCore<P> {
         if self.too_large.is_empty() {
             return false;
         }
-        match self.too_large.remove(&(record.input, record.partition, record.offset)) {
-            Some(text) => {
-                self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
-                true
-            }
-            None => false,
+        let noted = (record.input, record.partition, record.offset);
+        let Some(text) = self.too_large.get(&noted).cloned() else { return false };
+        self.dead_letter(record, DeadLetterReason::RecordTooLarge, &text, out);
+        if let Some(ledger) = self.ledger.as_mut() {
+            ledger.noted_dead_letters.push(noted);
         }
+        true
     }
 
     /// Why one of `outputs` cannot be sent, if one is larger than its topic takes.
@@ -1100,6 +1105,9 @@ impl<P: Processor> EngineCore<P> {
     pub(crate) fn committed(&mut self) -> Vec<i64> {
         for data in self.partitions.values_mut() {
             data.next_offsets = Default::default();
+        }
+        for noted in self.ledger.iter().flat_map(|ledger| &ledger.noted_dead_letters) {
+            self.too_large.remove(noted);
         }
         self.commits_since_prune += 1;
         if !self.lookups.is_empty()
@@ -1537,6 +1545,44 @@ mod tests {
         }
         let actions = feed(&mut core, 1, 5, "c-1", &heavy, BASE).expect("dead-lettered");
         assert_eq!(header(&actions[1], "error.code"), Some("record_too_large"));
+    }
+
+    /// Two events of one customer in one transaction, each leaving a state too large: the replay
+    /// dead-letters the one named, the next commit names the other, and the one after must
+    /// dead-letter both (the first note kept through the second abort), or the partition stalls
+    /// with the two taking turns.
+    #[test]
+    fn given_two_events_each_leaving_a_state_too_large_then_both_are_dead_lettered_and_the_commit_goes_through()
+     {
+        let mut core = core();
+        let first = view_of("e-1", "c-1", BASE, "https://shop.example/heavy");
+        let second = view_of("e-2", "c-1", BASE, "https://shop.example/heavy");
+        let mut restart = |core: &mut EngineCore<Tally>| {
+            core.aborted();
+            for partition in core.take_pending_restore() {
+                core.install(partition, RestoredPartition::default(), false);
+            }
+        };
+        feed(&mut core, 1, 5, "c-1", &first, BASE).expect("the output fits");
+        feed(&mut core, 1, 6, "c-1", &second, BASE).expect("the output fits");
+        let mut actions = Vec::new();
+        let named = plan_into(&mut core, &mut actions).expect_err("the state does not fit");
+        assert_eq!(named.offset, 6, "the last event applied to the customer");
+        restart(&mut core);
+        feed(&mut core, 1, 5, "c-1", &first, BASE).expect("applied again");
+        feed(&mut core, 1, 6, "c-1", &second, BASE).expect("dead-lettered");
+        let named = plan_into(&mut core, &mut Vec::new()).expect_err("the first alone is too large");
+        assert_eq!(named.offset, 5);
+        restart(&mut core);
+        for (offset, event) in [(5, &first), (6, &second)] {
+            let actions = feed(&mut core, 1, offset, "c-1", event, BASE).expect("dead-lettered");
+            let codes: Vec<_> = actions.iter().filter_map(|action| header(action, "error.code")).collect();
+            assert_eq!(codes, ["record_too_large"], "offset {offset}");
+        }
+        plan_into(&mut core, &mut Vec::new()).expect("nothing of c-1 to write").expect("open");
+        core.committed();
+        let actions = feed(&mut core, 1, 6, "c-1", &second, BASE).expect("a later read applies it");
+        assert_eq!(produced(&actions).len(), 1, "the note went with the commit");
     }
 
     #[test]
