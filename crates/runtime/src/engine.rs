@@ -1557,7 +1557,7 @@ mod tests {
         let mut core = core();
         let first = view_of("e-1", "c-1", BASE, "https://shop.example/heavy");
         let second = view_of("e-2", "c-1", BASE, "https://shop.example/heavy");
-        let mut restart = |core: &mut EngineCore<Tally>| {
+        let restart = |core: &mut EngineCore<Tally>| {
             core.aborted();
             for partition in core.take_pending_restore() {
                 core.install(partition, RestoredPartition::default(), false);
