@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
-use omnistream_model::decode_record;
 use omnistream_model::records::{
     ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
 };
+use omnistream_model::{Channel, EventPayload, TouchpointEvent, decode_record, encode_event};
 use omnistream_profile_updater::ProfileUpdater;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_suppression::{Rules, Suppression};
@@ -64,9 +64,21 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     }
     create_test_topics(&requests).await;
 
-    // 30,000 simulated events over 2,000 customers (a few erasures among them), folded by every
+    // 30,000 simulated events over 2,000 customers, and an erasure of one of them last (the
+    // simulator's own erasures are rare and usually followed by more events), folded by every
     // service: the records the running services would have written.
-    let input = simulated_input(30_000, 2_000, 61, 0.0);
+    let mut input = simulated_input(30_000, 2_000, 61, 0.0);
+    let erasure = TouchpointEvent {
+        event_id: "api-test-erasure".into(),
+        customer_id: "c-000001".into(),
+        occurred_at: chrono::Utc::now(),
+        channel: Channel::Web,
+        source: None,
+        payload: EventPayload::ErasureRequested,
+        context: Default::default(),
+        identifiers: Vec::new(),
+    };
+    input.push((erasure.customer_id.clone(), encode_event(&erasure).expect("encodes")));
     let mut outputs = fold(&ProfileUpdater, &[&profiles], &input).0;
     outputs.extend(fold(&Suppression::new(Rules::default()), &[&suppressions], &input).0);
     outputs.extend(fold(&ChannelAffinityProcessor::default(), &[&affinity], &input).0);
