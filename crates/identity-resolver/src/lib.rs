@@ -3,6 +3,8 @@
 //! protection). Pure functions; the service that applies them to the identity graph is built on
 //! them (issue 16).
 
+pub mod protocol;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

@@ -1,0 +1,481 @@
+//! The resolver's protocol (docs/identity.md, "Stages"): two keyed stages that send each other
+//! requests through Kafka.
+//!
+//! - **claim**, keyed by identifier: the single writer of which customer owns it. The first claim
+//!   in its log order wins, so two first sightings of one email cannot make two customers.
+//! - **customer**, keyed by canonical customer id: the identifiers it holds, where it was merged,
+//!   the merges into it, and its one pending offer.
+//!
+//! Pure: a call takes one request for one key and returns [`Effect`]s; the service routes the
+//! requests to their stage's topic (keyed by their destination) and publishes the rest. A
+//! customer's id is the producer's `customer_id` of some event; the producer's `customer_id` is
+//! the weakest identifier of its event and always belongs to the customer of that id (so with no
+//! other identifiers every event keeps its customer, as without resolution), which makes the
+//! final canonical id of linked customers the smallest of their producers' ids whatever the
+//! order the links arrived in.
+
+use std::collections::BTreeMap;
+
+use omnistream_model::{Identifier, TouchpointEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::{CUSTOMER_ID, Holdings, IdentityRules};
+
+/// Which event linked an identifier or caused a merge, and when it happened (unix millis).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub event_id: String,
+    pub occurred_at: i64,
+}
+
+/// An event on its way to its canonical customer. `payload` is the event as the service carries
+/// it (its encoded bytes); the protocol never looks inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed<E> {
+    pub evidence: Evidence,
+    /// The producer's `customer_id`.
+    pub customer_id: String,
+    /// Its linkable identifiers, strongest first, the producer's `customer_id` last (unless
+    /// blocked). The first is where it is resolved.
+    pub identifiers: Vec<Identifier>,
+    pub payload: E,
+}
+
+impl<E> Routed<E> {
+    pub fn new(rules: &IdentityRules, event: &TouchpointEvent, payload: E) -> Self {
+        let mut identifiers = rules.sort(event).linked;
+        if let Ok(own) = rules.linkable(&Identifier::new(CUSTOMER_ID, event.customer_id.as_str()))
+            && !identifiers.contains(&own)
+        {
+            identifiers.push(own);
+        }
+        Self {
+            evidence: Evidence {
+                event_id: event.event_id.clone(),
+                occurred_at: event.occurred_at.timestamp_millis(),
+            },
+            customer_id: event.customer_id.clone(),
+            identifiers,
+            payload,
+        }
+    }
+
+    /// Where the event goes first: the claim of its strongest identifier, or, with none that
+    /// links (a till's shared `guest` and nothing else), straight to its producer's customer.
+    pub fn first_stop(self) -> Effect<E> {
+        match self.identifiers.first() {
+            Some(strongest) => Effect::Claim(strongest.clone(), ClaimRequest::Resolve(self)),
+            None => Effect::Customer(self.customer_id.clone(), CustomerRequest::Event(self)),
+        }
+    }
+}
+
+/// What the claim stage is asked, keyed by the identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClaimRequest<E> {
+    /// Resolve an event whose strongest identifier this is.
+    Resolve(Routed<E>),
+    /// An event of customer `to` carried this identifier too.
+    Link { to: String, evidence: Evidence },
+    /// `from` was merged into `to`: what `from` owned, `to` owns.
+    Repoint { from: String, to: String },
+    /// `from` holds too many of this type already: the identifier is not its.
+    Release { from: String },
+    /// This identifier linked two customers that may not be one: it links nothing any more.
+    Contest { evidence: Evidence },
+}
+
+/// What the customer stage is asked, keyed by the customer id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustomerRequest<E> {
+    /// An event resolved to this customer.
+    Event(Routed<E>),
+    Control(Control),
+}
+
+/// The customer stage's requests other than events: they change its identifiers and merges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// The claim stage gave the customer this identifier.
+    Attach { identifier: Identifier, evidence: Evidence },
+    /// A contested identifier is no longer the customer's.
+    Detach { identifier: Identifier },
+    /// `identifier`, owned by `other`, was carried by an event of this customer: the two are one
+    /// person, unless protection says otherwise. Sent to the larger id, which offers itself.
+    Link { other: String, identifier: Identifier, evidence: Evidence },
+    /// `from` (a larger id) offers to be merged into this customer, with what it holds.
+    Offer {
+        from: String,
+        holdings: BTreeMap<Identifier, Evidence>,
+        identifier: Identifier,
+        evidence: Evidence,
+    },
+    /// The answer to this customer's offer: merged.
+    Accepted { merge: Merge },
+    /// The answer to this customer's offer: the two stay apart (a conflict was recorded).
+    Refused { by: String },
+}
+
+/// One merge, with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merge {
+    pub merge_id: String,
+    pub loser: String,
+    pub winner: String,
+    /// The identifier that linked them, and the event that carried it.
+    pub identifier: Identifier,
+    pub evidence: Evidence,
+}
+
+/// A link that protection refused, for review (`identity.conflicts.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The customer that decided, and the other one, if the link was between two customers
+    /// (none when one customer's new identifier was over its type's limit).
+    pub customer_id: String,
+    pub other: Option<String>,
+    pub identifier: Identifier,
+    pub evidence: Evidence,
+    pub reason: String,
+}
+
+/// What one request leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<E> {
+    /// A request to the claim stage, keyed by the identifier.
+    Claim(Identifier, ClaimRequest<E>),
+    /// A request to the customer stage, keyed by the customer id.
+    Customer(String, CustomerRequest<E>),
+    /// The event, resolved: published keyed by `customer_id`.
+    Resolved {
+        customer_id: String,
+        event: Routed<E>,
+    },
+    /// Published after the loser's last resolved event: its state moves to the winner.
+    Merged(Merge),
+    Conflict(Conflict),
+    /// The identity graph's record of an identifier (compacted, keyed by the identifier).
+    Graph {
+        identifier: Identifier,
+        owner: Option<String>,
+        contested: bool,
+    },
+}
+
+/// The claim stage's state of one identifier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimState {
+    /// Who owns it (a customer id, possibly merged since: its chain ends at the canonical one).
+    /// A `customer_id` identifier is owned by that customer until it is merged.
+    pub owner: Option<String>,
+    /// The event that claimed it for its owner.
+    pub evidence: Option<Evidence>,
+    /// It linked two customers that may not be one; it links nothing any more.
+    pub contested: bool,
+}
+
+/// The customer stage's state of one customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerState {
+    /// What it holds, with the event that linked each (its own `customer_id` implied).
+    pub identifiers: BTreeMap<Identifier, Evidence>,
+    /// The customer it was merged into; its requests and events follow there.
+    pub merged_into: Option<String>,
+    /// The merges into it, oldest first.
+    pub merges: Vec<Merge>,
+    /// The customer its pending offer went to: one at a time.
+    pub offering: Option<String>,
+    /// Requests that wait for the answer to that offer.
+    pub deferred: Vec<Control>,
+}
+
+impl CustomerState {
+    /// What it holds by type, its own `customer_id` included.
+    pub fn holdings(&self, id: &str) -> Holdings {
+        let mut holdings = holdings_of(self.identifiers.keys());
+        holdings.entry(CUSTOMER_ID.to_owned()).or_default().insert(id.to_owned());
+        holdings
+    }
+}
+
+fn holdings_of<'a>(identifiers: impl IntoIterator<Item = &'a Identifier>) -> Holdings {
+    let mut holdings = Holdings::new();
+    for identifier in identifiers {
+        holdings.entry(identifier.kind.clone()).or_default().insert(identifier.value.clone());
+    }
+    holdings
+}
+
+/// A merge's id: the same for a replay of the same decision, different for every other.
+pub fn merge_id(loser: &str, winner: &str, event_id: &str) -> String {
+    let text = format!("{loser}\u{0}{winner}\u{0}{event_id}");
+    format!("{:016x}", omnistream_runtime::event_id_hash(&text))
+}
+
+/// The claim stage: one request for the identifier `key`.
+pub fn claim<E>(
+    key: &Identifier,
+    state: &mut Option<ClaimState>,
+    request: ClaimRequest<E>,
+) -> Vec<Effect<E>> {
+    let current = state.get_or_insert_with(ClaimState::default);
+    let own_customer = (key.kind == CUSTOMER_ID).then(|| key.value.clone());
+    let owner = current.owner.clone().or_else(|| own_customer.clone());
+    let mut effects = Vec::new();
+    let graph = |current: &ClaimState| Effect::Graph {
+        identifier: key.clone(),
+        owner: current.owner.clone(),
+        contested: current.contested,
+    };
+    match request {
+        ClaimRequest::Resolve(mut event) => {
+            if current.contested && own_customer.is_none() {
+                // It names no one person: the event resolves by its next identifier.
+                event.identifiers.retain(|identifier| identifier != key);
+                effects.push(event.first_stop());
+            } else {
+                let owner = match owner {
+                    Some(owner) => owner,
+                    None => {
+                        // Unowned: the producer's customer claims it.
+                        current.owner = Some(event.customer_id.clone());
+                        current.evidence = Some(event.evidence.clone());
+                        effects.push(graph(current));
+                        effects.push(Effect::Customer(
+                            event.customer_id.clone(),
+                            CustomerRequest::Control(Control::Attach {
+                                identifier: key.clone(),
+                                evidence: event.evidence.clone(),
+                            }),
+                        ));
+                        event.customer_id.clone()
+                    }
+                };
+                for other in event.identifiers.iter().filter(|identifier| *identifier != key) {
+                    let link = ClaimRequest::Link { to: owner.clone(), evidence: event.evidence.clone() };
+                    effects.push(Effect::Claim(other.clone(), link));
+                }
+                effects.push(Effect::Customer(owner, CustomerRequest::Event(event)));
+            }
+        }
+        ClaimRequest::Link { to, evidence } => match owner {
+            _ if current.contested => {}
+            None => {
+                current.owner = Some(to.clone());
+                current.evidence = Some(evidence.clone());
+                effects.push(graph(current));
+                let attach = Control::Attach { identifier: key.clone(), evidence };
+                effects.push(Effect::Customer(to, CustomerRequest::Control(attach)));
+            }
+            Some(owner) if owner == to => {}
+            Some(owner) => {
+                let (larger, smaller) = if owner > to { (owner, to) } else { (to, owner) };
+                let link = Control::Link { other: smaller, identifier: key.clone(), evidence };
+                effects.push(Effect::Customer(larger, CustomerRequest::Control(link)));
+            }
+        },
+        ClaimRequest::Repoint { from, to } => {
+            if owner.as_deref() == Some(from.as_str()) {
+                current.owner = Some(to);
+                effects.push(graph(current));
+            }
+        }
+        ClaimRequest::Release { from } => {
+            if current.owner.as_deref() == Some(from.as_str()) && own_customer.is_none() {
+                current.owner = None;
+                current.evidence = None;
+                effects.push(graph(current));
+            }
+        }
+        ClaimRequest::Contest { .. } => {
+            if !current.contested {
+                current.contested = true;
+                // Whoever claimed it first does not keep it: the outcome does not depend on who
+                // was seen first. A customer's own id stays its own.
+                if own_customer.is_none() {
+                    current.evidence = None;
+                    if let Some(former) = current.owner.take() {
+                        let detach = Control::Detach { identifier: key.clone() };
+                        effects.push(Effect::Customer(former, CustomerRequest::Control(detach)));
+                    }
+                }
+                effects.push(graph(current));
+            }
+        }
+    }
+    if *current == ClaimState::default() {
+        *state = None;
+    }
+    effects
+}
+
+/// The customer stage: one request for the customer `id`.
+pub fn customer<E>(
+    rules: &IdentityRules,
+    id: &str,
+    state: &mut Option<CustomerState>,
+    request: CustomerRequest<E>,
+) -> Vec<Effect<E>> {
+    let current = state.get_or_insert_with(CustomerState::default);
+    let mut effects = Vec::new();
+    match request {
+        CustomerRequest::Event(event) => match &current.merged_into {
+            Some(winner) => effects.push(Effect::Customer(winner.clone(), CustomerRequest::Event(event))),
+            None => effects.push(Effect::Resolved { customer_id: id.to_owned(), event }),
+        },
+        CustomerRequest::Control(control) => {
+            Customer { rules, id, state: current }.control(control, &mut effects)
+        }
+    }
+    if *current == CustomerState::default() {
+        *state = None;
+    }
+    effects
+}
+
+struct Customer<'a> {
+    rules: &'a IdentityRules,
+    id: &'a str,
+    state: &'a mut CustomerState,
+}
+
+impl Customer<'_> {
+    fn control<E>(&mut self, control: Control, effects: &mut Vec<Effect<E>>) {
+        if let Some(winner) = self.state.merged_into.clone() {
+            self.forward(winner, control, effects);
+            return;
+        }
+        let answer = matches!(control, Control::Accepted { .. } | Control::Refused { .. });
+        if self.state.offering.is_some() && !answer {
+            // Decided once the pending offer is answered (with what it then holds, or by the
+            // winner it then belongs to).
+            self.state.deferred.push(control);
+            return;
+        }
+        let id = self.id.to_owned();
+        match control {
+            Control::Attach { identifier, evidence } => {
+                if self.state.identifiers.contains_key(&identifier) {
+                    return;
+                }
+                let incoming = holdings_of([&identifier]);
+                match self.rules.may_join(&self.state.holdings(&id), &incoming) {
+                    Ok(()) => {
+                        self.state.identifiers.insert(identifier, evidence);
+                    }
+                    Err(refusal) => {
+                        effects.push(Effect::Conflict(Conflict {
+                            customer_id: id.clone(),
+                            other: None,
+                            identifier: identifier.clone(),
+                            evidence,
+                            reason: refusal.to_string(),
+                        }));
+                        effects.push(Effect::Claim(identifier, ClaimRequest::Release { from: id }));
+                    }
+                }
+            }
+            Control::Detach { identifier } => {
+                self.state.identifiers.remove(&identifier);
+            }
+            Control::Link { other, identifier, evidence } => match other.as_str().cmp(id.as_str()) {
+                std::cmp::Ordering::Equal => {}
+                std::cmp::Ordering::Greater => {
+                    // The larger id offers itself.
+                    let link = Control::Link { other: id, identifier, evidence };
+                    effects.push(Effect::Customer(other, CustomerRequest::Control(link)));
+                }
+                std::cmp::Ordering::Less => {
+                    self.state.offering = Some(other.clone());
+                    let offer = Control::Offer {
+                        from: id,
+                        holdings: self.state.identifiers.clone(),
+                        identifier,
+                        evidence,
+                    };
+                    effects.push(Effect::Customer(other, CustomerRequest::Control(offer)));
+                }
+            },
+            Control::Offer { from, mut holdings, identifier, evidence } => {
+                holdings.insert(Identifier::new(CUSTOMER_ID, from.as_str()), evidence.clone());
+                match self.rules.may_join(&self.state.holdings(&id), &holdings_of(holdings.keys())) {
+                    Ok(()) => {
+                        let merge = Merge {
+                            merge_id: merge_id(&from, &id, &evidence.event_id),
+                            loser: from.clone(),
+                            winner: id.clone(),
+                            identifier,
+                            evidence,
+                        };
+                        for identifier in holdings.keys() {
+                            let repoint = ClaimRequest::Repoint { from: from.clone(), to: id.clone() };
+                            effects.push(Effect::Claim(identifier.clone(), repoint));
+                        }
+                        self.state.identifiers.extend(holdings);
+                        self.state.merges.push(merge.clone());
+                        effects.push(Effect::Customer(
+                            from,
+                            CustomerRequest::Control(Control::Accepted { merge }),
+                        ));
+                    }
+                    Err(refusal) => {
+                        effects.push(Effect::Conflict(Conflict {
+                            customer_id: id.clone(),
+                            other: Some(from.clone()),
+                            identifier: identifier.clone(),
+                            evidence: evidence.clone(),
+                            reason: refusal.to_string(),
+                        }));
+                        effects.push(Effect::Claim(identifier, ClaimRequest::Contest { evidence }));
+                        effects.push(Effect::Customer(
+                            from,
+                            CustomerRequest::Control(Control::Refused { by: id }),
+                        ));
+                    }
+                }
+            }
+            Control::Accepted { merge } => {
+                self.state.offering = None;
+                self.state.merged_into = Some(merge.winner.clone());
+                // The winner holds them now.
+                self.state.identifiers.clear();
+                effects.push(Effect::Merged(merge));
+                self.redispatch(effects);
+            }
+            Control::Refused { .. } => {
+                self.state.offering = None;
+                self.redispatch(effects);
+            }
+        }
+    }
+
+    fn redispatch<E>(&mut self, effects: &mut Vec<Effect<E>>) {
+        for control in std::mem::take(&mut self.state.deferred) {
+            self.control(control, effects);
+        }
+    }
+
+    /// A request to a customer merged into `winner`.
+    fn forward<E>(&mut self, winner: String, control: Control, effects: &mut Vec<Effect<E>>) {
+        let to_customer =
+            |id: String, control: Control| Effect::Customer(id, CustomerRequest::Control(control));
+        match control {
+            Control::Attach { identifier, evidence } => {
+                let repoint = ClaimRequest::Repoint { from: self.id.to_owned(), to: winner.clone() };
+                effects.push(Effect::Claim(identifier.clone(), repoint));
+                effects.push(to_customer(winner, Control::Attach { identifier, evidence }));
+            }
+            Control::Link { other, identifier, evidence } => {
+                if other != winner {
+                    let (larger, smaller) = if other > winner { (other, winner) } else { (winner, other) };
+                    effects.push(to_customer(larger, Control::Link { other: smaller, identifier, evidence }));
+                }
+            }
+            detach_or_offer @ (Control::Detach { .. } | Control::Offer { .. }) => {
+                effects.push(to_customer(winner, detach_or_offer));
+            }
+            // Only an offering customer is answered, and it is not merged until answered.
+            Control::Accepted { .. } | Control::Refused { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The resolver's protocol run as a network of keyed stages, every key its own partition (the
+//! most interleavings Kafka allows: one queue per key, in production order), delivered in a random
+//! seeded order, against a model recomputed from scratch: connected components of the events'
+//! identifiers (union-find), each named by the smallest producer `customer_id` in it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use chrono::DateTime;
+use omnistream_identity_resolver::protocol::{
+    ClaimRequest, ClaimState, Conflict, CustomerRequest, CustomerState, Effect, Merge, Routed, claim,
+    customer,
+};
+use omnistream_identity_resolver::{CUSTOMER_ID, IdentityRules};
+use omnistream_model::{Channel, EventPayload, Identifier, TouchpointEvent};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The event's index in the input.
+type Payload = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Claim(Identifier),
+    Customer(String),
+}
+
+#[derive(Debug)]
+enum Request {
+    Claim(ClaimRequest<Payload>),
+    Customer(CustomerRequest<Payload>),
+}
+
+#[derive(Default)]
+struct Network {
+    rules: IdentityRules,
+    queues: BTreeMap<Key, VecDeque<Request>>,
+    claims: BTreeMap<Identifier, ClaimState>,
+    customers: BTreeMap<String, CustomerState>,
+    /// (event index, customer it was published under)
+    resolved: Vec<(Payload, String)>,
+    merges: Vec<Merge>,
+    conflicts: Vec<Conflict>,
+    graph: BTreeMap<Identifier, (Option<String>, bool)>,
+}
+
+impl Network {
+    fn send(&mut self, effects: Vec<Effect<Payload>>) {
+        for effect in effects {
+            match effect {
+                Effect::Claim(key, request) => {
+                    self.queues.entry(Key::Claim(key)).or_default().push_back(Request::Claim(request));
+                }
+                Effect::Customer(id, request) => {
+                    self.queues.entry(Key::Customer(id)).or_default().push_back(Request::Customer(request));
+                }
+                Effect::Resolved { customer_id, event } => self.resolved.push((event.payload, customer_id)),
+                Effect::Merged(merge) => self.merges.push(merge),
+                Effect::Conflict(conflict) => self.conflicts.push(conflict),
+                Effect::Graph { identifier, owner, contested } => {
+                    self.graph.insert(identifier, (owner, contested));
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, key: &Key) {
+        let request = self.queues.get_mut(key).and_then(VecDeque::pop_front).expect("a queued request");
+        let effects = match (key, request) {
+            (Key::Claim(identifier), Request::Claim(request)) => {
+                let mut state = self.claims.remove(identifier);
+                let effects = claim(identifier, &mut state, request);
+                if let Some(state) = state {
+                    self.claims.insert(identifier.clone(), state);
+                }
+                effects
+            }
+            (Key::Customer(id), Request::Customer(request)) => {
+                let mut state = self.customers.remove(id);
+                let effects = customer(&self.rules, id, &mut state, request);
+                if let Some(state) = state {
+                    self.customers.insert(id.clone(), state);
+                }
+                effects
+            }
+            (key, request) => panic!("{request:?} queued for {key:?}"),
+        };
+        self.send(effects);
+    }
+
+    /// Injects the events in the given order, interleaved at random with deliveries, and runs
+    /// until every queue is empty.
+    fn run(&mut self, events: &[TouchpointEvent], order: &[usize], rng: &mut ChaCha8Rng) {
+        let mut pending = order.iter().copied().peekable();
+        loop {
+            let busy: Vec<Key> = self
+                .queues
+                .iter()
+                .filter(|(_, queue)| !queue.is_empty())
+                .map(|(key, _)| key.clone())
+                .collect();
+            let inject = pending.peek().is_some() && (busy.is_empty() || rng.random_bool(0.3));
+            if inject {
+                let index = pending.next().expect("peeked");
+                let routed = Routed::new(&self.rules, &events[index], index);
+                let first = routed.first_stop();
+                self.send(vec![first]);
+            } else if let Some(key) = busy.choose(rng) {
+                self.deliver(key);
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Follows merges from `id` to the customer it ends in.
+    fn canonical(&self, id: &str) -> String {
+        let mut id = id.to_owned();
+        while let Some(next) = self.customers.get(&id).and_then(|state| state.merged_into.clone()) {
+            id = next;
+        }
+        id
+    }
+}
+
+fn event(index: usize, customer_id: &str, identifiers: &[Identifier]) -> TouchpointEvent {
+    TouchpointEvent {
+        event_id: format!("e-{index}"),
+        customer_id: customer_id.to_owned(),
+        occurred_at: DateTime::from_timestamp(1_795_000_000 + index as i64, 0).expect("time"),
+        channel: Channel::Web,
+        source: None,
+        payload: EventPayload::Identify,
+        context: BTreeMap::new(),
+        identifiers: identifiers.to_vec(),
+    }
+}
+
+fn id(kind: &str, value: &str) -> Identifier {
+    Identifier::new(kind, value)
+}
+
+/// People, each with identifiers no one else has, within every limit of the default rules, and
+/// events that each carry some of one person's identifiers under one of its customer ids.
+fn people_and_events(rng: &mut ChaCha8Rng) -> Vec<TouchpointEvent> {
+    let people: Vec<(Vec<Identifier>, Vec<String>)> = (0..rng.random_range(1..=5))
+        .map(|person| {
+            let mut identifiers = Vec::new();
+            if rng.random_bool(0.5) {
+                identifiers.push(id("user_id", &format!("U-{person}")));
+            }
+            if rng.random_bool(0.4) {
+                identifiers.push(id("loyalty_card", &format!("L{person}")));
+            }
+            for n in 0..rng.random_range(0..=2) {
+                identifiers.push(id("email", &format!("p{person}.{n}@example.org")));
+            }
+            for n in 0..rng.random_range(0..=2) {
+                identifiers.push(id("phone", &format!("+4420794600{person}{n}")));
+            }
+            for n in 0..rng.random_range(0..=3) {
+                identifiers.push(id("anonymous_id", &format!("a-{person}-{n}")));
+            }
+            // Customer ids sort across people in no particular order.
+            let customers = (0..rng.random_range(1..=3))
+                .map(|n| format!("{}-{person}{n}", ["k", "b", "x", "m"][rng.random_range(0..4)]))
+                .collect();
+            (identifiers, customers)
+        })
+        .collect();
+    (0..rng.random_range(1..=25))
+        .map(|index| {
+            let (identifiers, customers) = &people[rng.random_range(0..people.len())];
+            let carried: Vec<Identifier> =
+                identifiers.iter().filter(|_| rng.random_bool(0.4)).cloned().collect();
+            event(index, &customers[rng.random_range(0..customers.len())], &carried)
+        })
+        .collect()
+}
+
+/// The model: connected components of identifiers (an event joins its customer id and all it
+/// carries), each named by the smallest customer id in it.
+struct Components {
+    parent: BTreeMap<String, String>,
+}
+
+impl Components {
+    fn of(events: &[TouchpointEvent]) -> Self {
+        let mut components = Self { parent: BTreeMap::new() };
+        for event in events {
+            let own = format!("{CUSTOMER_ID}:{}", event.customer_id);
+            components.find(&own);
+            for identifier in &event.identifiers {
+                let node = format!("{}:{}", identifier.kind, identifier.value);
+                components.union(&own, &node);
+            }
+        }
+        components
+    }
+
+    fn find(&mut self, node: &str) -> String {
+        let parent = self.parent.entry(node.to_owned()).or_insert_with(|| node.to_owned()).clone();
+        if parent == node {
+            return parent;
+        }
+        let root = self.find(&parent);
+        self.parent.insert(node.to_owned(), root.clone());
+        root
+    }
+
+    fn union(&mut self, a: &str, b: &str) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            self.parent.insert(a, b);
+        }
+    }
+
+    /// The smallest customer id in each node's component.
+    fn names(&mut self) -> BTreeMap<String, String> {
+        let nodes: Vec<String> = self.parent.keys().cloned().collect();
+        let mut smallest: BTreeMap<String, String> = BTreeMap::new();
+        for node in &nodes {
+            if let Some(customer) = node.strip_prefix(&format!("{CUSTOMER_ID}:")) {
+                let root = self.find(node);
+                let name = smallest.entry(root).or_insert_with(|| customer.to_owned());
+                if customer < name.as_str() {
+                    *name = customer.to_owned();
+                }
+            }
+        }
+        nodes.iter().map(|node| (node.clone(), smallest[&self.find(node)].clone())).collect()
+    }
+}
+
+fn check_against_model(network: &Network, events: &[TouchpointEvent], context: &str) {
+    let names = Components::of(events).names();
+    let name_of =
+        |identifier: &Identifier| names[&format!("{}:{}", identifier.kind, identifier.value)].clone();
+    assert!(network.conflicts.is_empty(), "{context}: conflicts {:?}", network.conflicts);
+    // Every event published once, under a customer that ends in its component's name.
+    let mut published: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (index, customer_id) in &network.resolved {
+        published.entry(*index).or_default().push(customer_id.clone());
+    }
+    for (index, event) in events.iter().enumerate() {
+        let under = published.get(&index).unwrap_or_else(|| panic!("{context}: event {index} lost"));
+        assert_eq!(under.len(), 1, "{context}: event {index} published {under:?}");
+        let expected = name_of(&id(CUSTOMER_ID, &event.customer_id));
+        assert_eq!(network.canonical(&under[0]), expected, "{context}: event {index} {event:?}");
+    }
+    // The graph names each identifier's canonical owner directly.
+    for event in events {
+        for identifier in &event.identifiers {
+            let (owner, contested) = network.graph.get(identifier).cloned().unwrap_or_default();
+            assert_eq!(owner, Some(name_of(identifier)), "{context}: graph of {identifier:?}");
+            assert!(!contested, "{context}: {identifier:?} contested");
+        }
+    }
+    // Each canonical customer holds exactly its component's identifiers; each loser merged once.
+    let mut held: BTreeMap<String, BTreeSet<Identifier>> = BTreeMap::new();
+    for event in events {
+        for identifier in &event.identifiers {
+            held.entry(name_of(identifier)).or_default().insert(identifier.clone());
+        }
+    }
+    for (customer_id, state) in &network.customers {
+        assert!(
+            state.offering.is_none() && state.deferred.is_empty(),
+            "{context}: {customer_id} still waits"
+        );
+        if state.merged_into.is_none() {
+            let own: BTreeSet<Identifier> =
+                state.identifiers.keys().filter(|i| i.kind != CUSTOMER_ID).cloned().collect();
+            assert_eq!(own, held.remove(customer_id).unwrap_or_default(), "{context}: {customer_id} holds");
+        }
+    }
+    assert!(held.is_empty(), "{context}: no live customer holds {held:?}");
+    let losers: Vec<&String> = network.merges.iter().map(|merge| &merge.loser).collect();
+    let unique: BTreeSet<&String> = losers.iter().copied().collect();
+    assert_eq!(losers.len(), unique.len(), "{context}: a customer merged twice: {losers:?}");
+    for merge in &network.merges {
+        assert!(merge.winner < merge.loser, "{context}: {merge:?}");
+    }
+}
+
+#[test]
+fn given_linked_events_in_any_arrival_order_then_resolution_matches_the_components_of_their_identifiers() {
+    for seed in 0..400 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let events = people_and_events(&mut rng);
+        let mut outcomes = Vec::new();
+        for permutation in 0..4 {
+            let mut order: Vec<usize> = (0..events.len()).collect();
+            order.shuffle(&mut rng);
+            let mut network = Network::default();
+            network.run(&events, &order, &mut rng);
+            check_against_model(&network, &events, &format!("seed {seed} permutation {permutation}"));
+            outcomes.push((network.graph.clone(), network.canonical_of_all()));
+        }
+        assert!(outcomes.windows(2).all(|pair| pair[0] == pair[1]), "seed {seed}: outcomes differ");
+    }
+}
+
+impl Network {
+    fn canonical_of_all(&self) -> BTreeMap<String, String> {
+        self.customers.keys().map(|id| (id.clone(), self.canonical(id))).collect()
+    }
+}
+
+/// Runs `events` in each of the given orders (fully delivered one after another) and returns the
+/// networks.
+fn each_order(events: &[TouchpointEvent], orders: &[&[usize]]) -> Vec<Network> {
+    orders
+        .iter()
+        .map(|order| {
+            let mut network = Network::default();
+            for index in *order {
+                let routed = Routed::new(&network.rules, &events[*index], *index);
+                network.send(vec![routed.first_stop()]);
+                while let Some(key) =
+                    network.queues.iter().find(|(_, queue)| !queue.is_empty()).map(|(key, _)| key.clone())
+                {
+                    network.deliver(&key);
+                }
+            }
+            network
+        })
+        .collect()
+}
+
+#[test]
+fn given_an_anonymous_visitor_who_logs_in_and_buys_in_store_with_a_card_on_the_same_email_then_one_customer()
+{
+    let events = [
+        event(0, "anon-7f3a", &[id("anonymous_id", "7f3a")]),
+        event(
+            1,
+            "U-1042",
+            &[id("anonymous_id", "7f3a"), id("user_id", "U-1042"), id("email", "ann@example.com")],
+        ),
+        event(2, "card-55", &[id("loyalty_card", "55"), id("email", "ann@example.com")]),
+    ];
+    for network in each_order(&events, &[&[0, 1, 2], &[2, 1, 0], &[1, 2, 0]]) {
+        let customers: BTreeSet<String> =
+            network.resolved.iter().map(|(_, c)| network.canonical(c)).collect();
+        assert_eq!(customers, BTreeSet::from(["U-1042".to_owned()]));
+        let live = &network.customers["U-1042"];
+        assert!(live.identifiers.contains_key(&id("loyalty_card", "55")), "{:?}", live.identifiers);
+        assert_eq!(network.merges.len(), 2, "{:?}", network.merges);
+    }
+}
+
+#[test]
+fn given_a_family_email_on_two_card_holders_then_they_stay_apart_and_the_link_is_a_conflict_in_either_order()
+{
+    let events = [
+        event(0, "card-1", &[id("loyalty_card", "1"), id("email", "family@example.com")]),
+        event(1, "card-2", &[id("loyalty_card", "2"), id("email", "family@example.com")]),
+        // After the conflict, the shared email links nothing: a newsletter sign-up stays its own.
+        event(2, "news-9", &[id("email", "family@example.com")]),
+    ];
+    let networks = each_order(&events, &[&[0, 1, 2], &[1, 0, 2]]);
+    for network in &networks {
+        assert!(network.merges.is_empty(), "{:?}", network.merges);
+        assert_eq!(network.conflicts.len(), 1, "{:?}", network.conflicts);
+        let conflict = &network.conflicts[0];
+        assert_eq!((conflict.customer_id.as_str(), conflict.other.as_deref()), ("card-1", Some("card-2")));
+        assert!(conflict.reason.contains("loyalty_card"), "{}", conflict.reason);
+        assert_eq!(network.graph[&id("email", "family@example.com")], (None, true));
+        assert!(
+            network
+                .customers
+                .values()
+                .all(|c| !c.identifiers.contains_key(&id("email", "family@example.com")))
+        );
+        let under: Vec<&str> = network.resolved.iter().map(|(_, c)| c.as_str()).collect();
+        assert!(under.contains(&"news-9"), "{under:?}");
+    }
+    assert_eq!(networks[0].graph, networks[1].graph);
+}
+
+#[test]
+fn given_a_blocked_value_on_two_customers_then_it_links_nothing() {
+    let events = [
+        event(0, "c-1", &[id("email", "test@example.com")]),
+        event(1, "c-2", &[id("email", "test@example.com"), id("user_id", "null")]),
+    ];
+    let network = &each_order(&events, &[&[0, 1]])[0];
+    assert!(network.merges.is_empty() && network.conflicts.is_empty() && network.graph.is_empty());
+    let under: BTreeSet<&str> = network.resolved.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(under, BTreeSet::from(["c-1", "c-2"]));
+}
+
+#[test]
+fn given_a_customer_at_its_email_limit_when_a_sixth_email_arrives_then_it_is_released_with_a_conflict() {
+    let emails: Vec<Identifier> = (0..6).map(|n| id("email", &format!("e{n}@example.com"))).collect();
+    let events: Vec<TouchpointEvent> = emails
+        .iter()
+        .enumerate()
+        .map(|(n, email)| event(n, "U-1", &[id("user_id", "U-1"), email.clone()]))
+        .collect();
+    let network = &each_order(&events, &[&[0, 1, 2, 3, 4, 5]])[0];
+    assert_eq!(network.conflicts.len(), 1, "{:?}", network.conflicts);
+    assert!(network.conflicts[0].reason.contains("limit of 5"), "{}", network.conflicts[0].reason);
+    assert_eq!(network.graph[&emails[5]], (None, false));
+    assert_eq!(network.customers["U-1"].identifiers.len(), 6, "user_id and five emails");
+}
+
+#[test]
+fn given_two_customers_with_different_user_ids_on_one_phone_then_never_merged() {
+    let events = [
+        event(0, "c-a", &[id("user_id", "U-1"), id("phone", "+14155550100")]),
+        event(1, "c-b", &[id("user_id", "U-2"), id("phone", "+14155550100")]),
+        event(2, "c-c", &[id("user_id", "U-2"), id("anonymous_id", "z")]),
+    ];
+    for network in each_order(&events, &[&[0, 1, 2], &[2, 1, 0]]) {
+        assert!(network.merges.iter().all(|merge| merge.winner != "c-a"), "{:?}", network.merges);
+        assert_eq!(network.canonical("c-c"), "c-b");
+        assert_eq!(network.canonical("c-a"), "c-a");
+    }
+}
