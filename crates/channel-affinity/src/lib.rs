@@ -298,6 +298,7 @@ impl Default for ChannelAffinityProcessor {
 }
 
 impl Processor for ChannelAffinityProcessor {
+    type Input = TouchpointEvent;
     type State = AffinityState;
     type Record = ChannelAffinity;
     const OUTPUTS: &'static [&'static str] = &[AFFINITY_OUTPUT];

@@ -175,6 +175,7 @@ struct Movement {
 }
 
 impl Processor for LoyaltyPoints {
+    type Input = TouchpointEvent;
     type State = LoyaltyState;
     type Record = LoyaltyRecord;
     const OUTPUTS: &'static [&'static str] = &[LEDGER_OUTPUT, BALANCES_OUTPUT];

@@ -112,6 +112,7 @@ pub struct ProfileUpdater;
 pub const PROFILES_OUTPUT: &str = "profiles";
 
 impl Processor for ProfileUpdater {
+    type Input = TouchpointEvent;
     type State = ProfileState;
     type Record = Arc<CustomerProfile>;
     const OUTPUTS: &'static [&'static str] = &[PROFILES_OUTPUT];

@@ -70,6 +70,7 @@ pub struct EventCounter {
 }
 
 impl Processor for EventCounter {
+    type Input = TouchpointEvent;
     type State = CounterState;
     type Record = CountRecord;
     const OUTPUTS: &'static [&'static str] = &[COUNTS_OUTPUT];
@@ -172,6 +173,7 @@ impl MergingCounter {
 }
 
 impl Processor for MergingCounter {
+    type Input = TouchpointEvent;
     type State = CounterState;
     type Record = CountRecord;
     const OUTPUTS: &'static [&'static str] = &[COUNTS_OUTPUT];
@@ -243,6 +245,7 @@ pub const CAMPAIGN_BROADCAST: &str = "campaign";
 pub struct LookupCounter(pub EventCounter);
 
 impl Processor for LookupCounter {
+    type Input = TouchpointEvent;
     type State = CounterState;
     type Record = CountRecord;
     const OUTPUTS: &'static [&'static str] = &[COUNTS_OUTPUT];
@@ -293,6 +296,7 @@ pub struct AliasState {
 }
 
 impl Processor for AliasRouter {
+    type Input = TouchpointEvent;
     type State = AliasState;
     type Record = TouchpointEvent;
     const OUTPUTS: &'static [&'static str] = &[ROUTED_OUTPUT];

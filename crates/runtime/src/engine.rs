@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{ErrorCode, EventPayload, OutputRecord, Rejection, decode_and_validate};
+use omnistream_model::{ErrorCode, OutputRecord, Rejection};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::debug;
 
@@ -18,7 +18,7 @@ use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupStore};
 use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
-use crate::processor::{Output, Partitioning, Processor};
+use crate::processor::{InputEvent, Output, Partitioning, Processor};
 use crate::record_limits::record_size;
 use crate::store::{Admission, Customers, Entry, PartitionStore, event_id_hash};
 
@@ -633,7 +633,7 @@ impl<P: Processor> EngineCore<P> {
         }
         let decoded = match record.payload {
             None => Err(Rejection::single(ErrorCode::Malformed, "$", "null value")),
-            Some(bytes) => decode_and_validate(bytes, now),
+            Some(bytes) => P::Input::decode(bytes, now),
         };
         let event = match decoded {
             Err(rejection) => {
@@ -641,22 +641,23 @@ impl<P: Processor> EngineCore<P> {
                 self.dead_letter(record, DeadLetterReason::Invalid(code), &rejection.to_string(), out);
                 return Ok(RecordOutcome::DeadLettered);
             }
-            Ok(event) if record.key != Some(event.customer_id.as_bytes()) => {
+            Ok(event) if record.key != Some(event.key().as_bytes()) => {
                 // Single writer per customer needs every event of a customer on one partition.
                 let key = record.key.map(String::from_utf8_lossy);
-                let text = format!("record key {key:?} is not the customer_id {:?}", event.customer_id);
+                let text = format!("record key {key:?} is not the customer_id {:?}", event.key());
                 self.dead_letter(record, DeadLetterReason::KeyMismatch, &text, out);
                 return Ok(RecordOutcome::DeadLettered);
             }
             Ok(event) => event,
         };
         let data = self.partitions.get_mut(&partition).expect("restored partition");
-        let hash = event_id_hash(&event.event_id);
+        let customer_id = event.key();
+        let hash = event.deduped().then(|| event_id_hash(event.event_id()));
         let marker_key = &self.marker_key;
         let admission = data.store.admit(
-            &event.customer_id,
-            || marker_key.id(&event.customer_id),
-            event.occurred_at.timestamp_millis(),
+            customer_id,
+            || marker_key.id(customer_id),
+            event.occurred_at_millis(),
             hash,
             self.settings.erasure.suppress_after,
         );
@@ -671,8 +672,8 @@ impl<P: Processor> EngineCore<P> {
             }
         }
         let ledger = self.ledger.as_mut().expect("ledger opened");
-        ledger.touch(partition, &event.customer_id, Some((Input::Events, offset)));
-        let entry = data.store.remember(&event.customer_id, hash, self.settings.dedupe_window);
+        ledger.touch(partition, customer_id, Some((Input::Events, offset)));
+        let entry = data.store.remember(customer_id, hash, self.settings.dedupe_window);
         let lookups = self.lookups.view(partition, self.lookups.as_of(partition_now));
         let outputs = self.processor.apply_with_lookups(&mut entry.state, &event, now, &lookups);
         let mut records = std::mem::take(&mut self.bound);
@@ -680,40 +681,40 @@ impl<P: Processor> EngineCore<P> {
         // A merge: the state the event left goes to the winner, with the dedupe memory (the
         // winner then drops this customer's retried events too); this customer's is forgotten.
         let handoff = match P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten() {
-            Some(winner) if winner != event.customer_id => entry.state.take().map(|state| {
+            Some(winner) if winner != customer_id => entry.state.take().map(|state| {
                 let handed = Entry { recent: entry.recent.clone(), state: Some(state), merged_into: None };
                 crate::handoff::encode::<P>(&event, &handed).map(|value| (winner, value))
             }),
             _ => None,
         };
         let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
-        if matches!(event.payload, EventPayload::ErasureRequested) {
+        if event.is_erasure() {
             // Erased: nothing of the customer stays, not even where its merges went.
             entry.merged_into = None;
             let marker = ErasureMarker {
-                erased_at: event.occurred_at.timestamp_millis(),
+                erased_at: event.occurred_at_millis(),
                 recorded_at: partition_now,
                 recent: entry.recent.clone(),
             };
-            let id = self.marker_key.id(&event.customer_id);
+            let id = self.marker_key.id(customer_id);
             data.store.markers.insert(id, marker, self.horizon_ms);
             ledger.mark([(partition, id)]);
         }
         if let Some(Ok((winner, _))) = &handoff {
-            data.store.settle_handed_off(&event.customer_id, winner);
+            data.store.settle_handed_off(customer_id, winner);
         } else {
-            data.store.settle(&event.customer_id, due.map(|due| due.timestamp_millis()));
+            data.store.settle(customer_id, due.map(|due| due.timestamp_millis()));
         }
         // Checked before anything is produced: either may abort the transaction.
         let handoff = match handoff {
-            Some(Ok((winner, value))) => Some(self.handoff_record(winner, value, &event.event_id)),
+            Some(Ok((winner, value))) => Some(self.handoff_record(winner, value, event.event_id())),
             Some(Err(message)) => Some(Err(message)),
             None => None,
         };
         let too_large = match &handoff {
             Some(Err(message)) => Some(message.clone()),
             _ if records.is_empty() => None,
-            _ => self.oversized(&records, Some(&event.event_id)),
+            _ => self.oversized(&records, Some(event.event_id())),
         };
         if let Some(message) = too_large {
             records.clear();
@@ -726,9 +727,9 @@ impl<P: Processor> EngineCore<P> {
             // The event's own id is the last output's cause; the others get a copy (most events
             // have one output: no allocation on this path).
             for output in others {
-                output.cause = Some(event.event_id.clone());
+                output.cause = Some(event.event_id().to_owned());
             }
-            last.cause = Some(event.event_id);
+            last.cause = Some(event.event_id().to_owned());
             out.extend(records.drain(..).map(Action::Produce));
         }
         self.bound = records;
@@ -797,7 +798,7 @@ impl<P: Processor> EngineCore<P> {
             &handoff.to,
             || marker_key.id(&handoff.to),
             handoff.occurred_at,
-            hash,
+            Some(hash),
             self.settings.erasure.suppress_after,
         );
         match admission {
@@ -812,7 +813,7 @@ impl<P: Processor> EngineCore<P> {
         if let Some(next) = forward.filter(|next| *next != handoff.to) {
             // The winner was itself merged away meanwhile: the state follows it, under the same
             // id (so a cycle of merges drops it at its second visit rather than circle forever).
-            data.store.remember(&handoff.to, hash, window);
+            data.store.remember(&handoff.to, Some(hash), window);
             let value = record.payload.unwrap_or_default().to_vec();
             return match self.handoff_record(next, value, &handoff.id) {
                 Ok(forwarded) => {
@@ -1163,7 +1164,7 @@ impl<P: Processor> EngineCore<P> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use omnistream_model::{Channel, TouchpointEvent, encode_event};
+    use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_event};
     use prometheus_client::registry::Registry;
     use serde::{Deserialize, Serialize};
 
@@ -1192,6 +1193,7 @@ mod tests {
     }
 
     impl Processor for Tally {
+        type Input = TouchpointEvent;
         type State = Count;
         type Record = String;
         const OUTPUTS: &'static [&'static str] = &["out", "routed"];

@@ -98,12 +98,20 @@ impl Markers {
         self.by_id.is_empty()
     }
 
-    pub fn verdict(&self, id: &MarkerId, occurred_at: i64, event_hash: u64, suppress_after: bool) -> Verdict {
+    /// Whether a record of an erased customer is applied: `event_hash` is its id's, when it
+    /// has one a retry repeats.
+    pub fn verdict(
+        &self,
+        id: &MarkerId,
+        occurred_at: i64,
+        event_hash: Option<u64>,
+        suppress_after: bool,
+    ) -> Verdict {
         match self.by_id.get(id) {
             Some(marker)
                 if suppress_after
                     || occurred_at <= marker.erased_at
-                    || marker.recent.contains(&event_hash) =>
+                    || event_hash.is_some_and(|hash| marker.recent.contains(&hash)) =>
             {
                 Verdict::Erased
             }
@@ -161,11 +169,11 @@ mod tests {
             ErasureMarker { erased_at: 100, recorded_at: 150, recent: VecDeque::from([7]) },
             1_000,
         );
-        assert_eq!(markers.verdict(&id, 100, 1, false), Verdict::Erased, "dated at the erasure");
-        assert_eq!(markers.verdict(&id, 200, 7, false), Verdict::Erased, "a retry");
-        assert_eq!(markers.verdict(&id, 200, 8, false), Verdict::Apply, "a new relationship");
-        assert_eq!(markers.verdict(&id, 200, 8, true), Verdict::Erased, "suppress after erasure");
-        assert_eq!(markers.verdict(&key.id("c-2"), 1, 7, true), Verdict::Apply, "another customer");
+        assert_eq!(markers.verdict(&id, 100, Some(1), false), Verdict::Erased, "dated at the erasure");
+        assert_eq!(markers.verdict(&id, 200, Some(7), false), Verdict::Erased, "a retry");
+        assert_eq!(markers.verdict(&id, 200, Some(8), false), Verdict::Apply, "a new relationship");
+        assert_eq!(markers.verdict(&id, 200, Some(8), true), Verdict::Erased, "suppress after erasure");
+        assert_eq!(markers.verdict(&key.id("c-2"), 1, Some(7), true), Verdict::Apply, "another customer");
         assert!(markers.expire(1_149).is_empty());
         assert_eq!(markers.expire(1_150), vec![id]);
         assert!(markers.is_empty());

@@ -2,10 +2,9 @@
 //! handoff topic: keyed by the winner, so it lands on the winner's partition, and applied there
 //! once by its id (docs/runtime.md, "State handoff").
 
-use omnistream_model::TouchpointEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::processor::Processor;
+use crate::processor::{InputEvent, Processor};
 use crate::store::Entry;
 
 /// The handoff record's value (MessagePack, by position: fields are only ever added at the end).
@@ -33,20 +32,16 @@ pub(crate) struct Handoff<S> {
 }
 
 /// The value of the handoff record for `handed`, the state `event` asked to move.
-pub(crate) fn encode<P: Processor>(
-    event: &TouchpointEvent,
-    handed: &Entry<P::State>,
-) -> Result<Vec<u8>, String> {
+pub(crate) fn encode<P: Processor>(event: &P::Input, handed: &Entry<P::State>) -> Result<Vec<u8>, String> {
     let mut entry = Vec::with_capacity(256);
     crate::changelog::encode::<P>(handed, &mut entry);
     let value = HandoffValue {
-        id: event.event_id.clone(),
-        from: event.customer_id.clone(),
-        occurred_at: event.occurred_at.timestamp_millis(),
+        id: event.event_id().to_owned(),
+        from: event.key().to_owned(),
+        occurred_at: event.occurred_at_millis(),
         entry,
     };
-    rmp_serde::to_vec(&value)
-        .map_err(|e| format!("the handoff of {} does not serialize: {e}", event.customer_id))
+    rmp_serde::to_vec(&value).map_err(|e| format!("the handoff of {} does not serialize: {e}", event.key()))
 }
 
 /// Why a handoff record cannot be applied.

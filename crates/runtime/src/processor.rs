@@ -1,7 +1,7 @@
 //! The contract a service implements: a pure fold of one customer's events, plus timers.
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{OutputRecord, TouchpointEvent};
+use omnistream_model::{EventPayload, OutputRecord, Rejection, TouchpointEvent};
 use serde::Serialize;
 
 use crate::lookup::{LookupInput, Lookups};
@@ -44,6 +44,57 @@ impl<R> Output<R> {
     }
 }
 
+/// What a processor reads from its input topic: touchpoint events for the services, a stage's
+/// own requests for a service of several stages (the identity resolver). The runtime needs of it
+/// its customer (the record's key), its id for dedupe, its time and whether it erases.
+pub trait InputEvent: Sized + Send + 'static {
+    /// Decodes and validates a record's value; a rejection dead-letters the record with its code.
+    fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection>;
+
+    /// The customer (or other key) whose state it changes: it must be the record's key.
+    fn key(&self) -> &str;
+
+    /// The id a retry of it repeats, for dedupe and the `cause.event_id` header of its outputs.
+    fn event_id(&self) -> &str;
+
+    /// Whether a second record with its `event_id` for the same key is a retry to drop. A
+    /// stage's requests written by the runtime's own transactions are never retried, and several
+    /// may carry the id of the event that caused them.
+    fn deduped(&self) -> bool {
+        true
+    }
+
+    /// When it happened, unix millis (erasure markers judge by it).
+    fn occurred_at_millis(&self) -> i64;
+
+    /// Whether it asks to erase its customer (SPEC 4.6).
+    fn is_erasure(&self) -> bool {
+        false
+    }
+}
+
+impl InputEvent for TouchpointEvent {
+    fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+        omnistream_model::decode_and_validate(bytes, now)
+    }
+
+    fn key(&self) -> &str {
+        &self.customer_id
+    }
+
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    fn occurred_at_millis(&self) -> i64 {
+        self.occurred_at.timestamp_millis()
+    }
+
+    fn is_erasure(&self) -> bool {
+        matches!(self.payload, EventPayload::ErasureRequested)
+    }
+}
+
 /// A service's domain logic: no I/O, no clock of its own. The runtime owns Kafka, transactions,
 /// state restore, dedupe of `event_id`s, the DLQ, metrics and shutdown.
 ///
@@ -51,6 +102,9 @@ impl<R> Output<R> {
 /// before the first event, and a processor sets it back to `None` to forget a customer (erasure),
 /// which makes the runtime write a tombstone to the changelog.
 pub trait Processor: Send + 'static {
+    /// What it reads (`TouchpointEvent` for a service of the pipeline).
+    type Input: InputEvent;
+
     type State: Serialize + DeserializeOwned + Clone + Send + 'static;
 
     /// The records it emits (an enum when it writes several kinds).
@@ -74,7 +128,7 @@ pub trait Processor: Send + 'static {
     fn apply(
         &self,
         state: &mut Option<Self::State>,
-        event: &TouchpointEvent,
+        event: &Self::Input,
         now: DateTime<Utc>,
     ) -> Vec<Output<Self::Record>>;
 
@@ -87,7 +141,7 @@ pub trait Processor: Send + 'static {
     fn apply_with_lookups(
         &self,
         state: &mut Option<Self::State>,
-        event: &TouchpointEvent,
+        event: &Self::Input,
         now: DateTime<Utc>,
         _lookups: &Lookups<'_>,
     ) -> Vec<Output<Self::Record>> {
@@ -97,7 +151,7 @@ pub trait Processor: Send + 'static {
     /// Refuses an event that would break one of the customer's documented limits (SPEC 4,
     /// Limits), with a message saying which: the runtime dead-letters it with code
     /// `state_limit` and leaves the state unchanged. Called before `apply`.
-    fn check_limits(&self, _state: Option<&Self::State>, _event: &TouchpointEvent) -> Result<(), String> {
+    fn check_limits(&self, _state: Option<&Self::State>, _event: &Self::Input) -> Result<(), String> {
         Ok(())
     }
 
@@ -128,7 +182,7 @@ pub trait Processor: Send + 'static {
     /// tombstone), then takes the state it left, with the customer's dedupe ids, and sends it to
     /// the winner's partition; the loser keeps only its dedupe ids and where it was merged (later
     /// handoffs to it follow there). Read only when `HANDS_OFF_STATE`.
-    fn handoff_target(&self, _event: &TouchpointEvent) -> Option<String> {
+    fn handoff_target(&self, _event: &Self::Input) -> Option<String> {
         None
     }
 

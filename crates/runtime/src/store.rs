@@ -137,7 +137,7 @@ impl<S> PartitionStore<S> {
         customer_id: &str,
         marker_id: impl FnOnce() -> MarkerId,
         occurred_at: i64,
-        hash: u64,
+        hash: Option<u64>,
         suppress_after: bool,
     ) -> Admission<'_, S> {
         if !self.markers.is_empty()
@@ -146,7 +146,7 @@ impl<S> PartitionStore<S> {
             return Admission::Erased;
         }
         match self.customers.get(customer_id) {
-            Some(entry) if entry.recent.contains(&hash) => Admission::Duplicate,
+            Some(entry) if hash.is_some_and(|hash| entry.recent.contains(&hash)) => Admission::Duplicate,
             entry => Admission::New(entry.and_then(|entry| entry.state.as_ref())),
         }
     }
@@ -160,19 +160,21 @@ impl<S> PartitionStore<S> {
     }
 
     /// The customer's entry (a new one if needed) with `hash` remembered as their latest event,
-    /// forgetting the oldest beyond `window` ids.
-    pub(crate) fn remember(&mut self, customer_id: &str, hash: u64, window: usize) -> &mut Entry<S> {
+    /// forgetting the oldest beyond `window` ids (`None`: an input that is never retried).
+    pub(crate) fn remember(&mut self, customer_id: &str, hash: Option<u64>, window: usize) -> &mut Entry<S> {
         // Looked up before inserting: `entry` would clone the id on every event.
         if !self.customers.contains_key(customer_id) {
             let empty = Box::new(Entry { recent: VecDeque::new(), state: None, merged_into: None });
             self.customers.insert(customer_id.to_owned(), empty);
         }
         let entry = self.customers.get_mut(customer_id).expect("inserted above");
-        // Make room first: a full deque would otherwise double its capacity.
-        while entry.recent.len() >= window.max(1) {
-            entry.recent.pop_front();
+        if let Some(hash) = hash {
+            // Make room first: a full deque would otherwise double its capacity.
+            while entry.recent.len() >= window.max(1) {
+                entry.recent.pop_front();
+            }
+            entry.recent.push_back(hash);
         }
-        entry.recent.push_back(hash);
         entry
     }
 
@@ -200,7 +202,7 @@ impl<S> PartitionStore<S> {
         hash: u64,
         window: usize,
     ) -> &mut Entry<S> {
-        let entry = self.remember(customer_id, hash, window);
+        let entry = self.remember(customer_id, Some(hash), window);
         let own = std::mem::take(&mut entry.recent);
         let mut merged: VecDeque<u64> = older.iter().copied().filter(|id| !own.contains(id)).collect();
         merged.extend(own);
@@ -257,7 +259,7 @@ mod tests {
     type Store = PartitionStore<u32>;
 
     fn with_state(store: &mut Store, customer: &str, event: &str, state: u32, due: Option<i64>) {
-        store.remember(customer, event_id_hash(event), 3).state = Some(state);
+        store.remember(customer, Some(event_id_hash(event)), 3).state = Some(state);
         store.settle(customer, due);
     }
 
@@ -286,7 +288,7 @@ mod tests {
     fn an_event_id_is_a_duplicate_while_in_the_customers_window() {
         let mut store = Store::default();
         fn admit<'a>(store: &'a Store, customer: &str, event: &str) -> Admission<'a, u32> {
-            store.admit(customer, no_marker, 0, event_id_hash(event), false)
+            store.admit(customer, no_marker, 0, Some(event_id_hash(event)), false)
         }
         assert_eq!(admit(&store, "c-1", "e-1"), Admission::New(None), "nothing seen");
         for event in ["e-1", "e-2", "e-3"] {
@@ -298,7 +300,7 @@ mod tests {
         assert_eq!(admit(&store, "c-1", "e-1"), Admission::New(Some(&1)), "forgotten beyond the window of 3");
         assert_eq!(admit(&store, "c-1", "e-2"), Admission::Duplicate);
         assert_eq!(store.entry("c-1").map(|entry| entry.recent.len()), Some(3));
-        store.remember("c-1", event_id_hash("e-5"), 0);
+        store.remember("c-1", Some(event_id_hash("e-5")), 0);
         assert_eq!(store.entry("c-1").map(|entry| entry.recent.len()), Some(1), "a window of 0 keeps one");
     }
 
@@ -315,7 +317,13 @@ mod tests {
             10_000,
         );
         let admit = |customer: &str, occurred_at: i64, event: &str, suppress_after: bool| {
-            store.admit(customer, || key.id(customer), occurred_at, event_id_hash(event), suppress_after)
+            store.admit(
+                customer,
+                || key.id(customer),
+                occurred_at,
+                Some(event_id_hash(event)),
+                suppress_after,
+            )
         };
         assert_eq!(
             admit("c-1", 999, "e-late", false),
@@ -370,12 +378,12 @@ mod tests {
             Store::restored(customers, markers, |state| (*state > 0).then_some(i64::from(*state)));
         assert_eq!(store.due_timer(i64::MAX), Some((500, "c-1".to_owned())));
         assert_eq!(
-            store.admit("c-2", || key.id("c-2"), 0, 7, false),
+            store.admit("c-2", || key.id("c-2"), 0, Some(7), false),
             Admission::Duplicate,
             "the window is restored"
         );
         assert_eq!(
-            store.admit("c-3", || key.id("c-3"), 50, 1, false),
+            store.admit("c-3", || key.id("c-3"), 50, Some(1), false),
             Admission::Erased,
             "the marker is kept"
         );
@@ -386,14 +394,14 @@ mod tests {
     fn a_merge_puts_the_other_customers_ids_before_the_customers_own() {
         let mut store: PartitionStore<u32> = PartitionStore::default();
         for id in [1, 2, 3] {
-            store.remember("w", id, 6);
+            store.remember("w", Some(id), 6);
         }
         let loser = VecDeque::from([10, 11, 2]);
         let entry = store.remember_merged("w", &loser, 99, 6);
         assert_eq!(entry.recent, VecDeque::from([10, 11, 1, 2, 3, 99]), "the loser's first, once each");
         let mut full: PartitionStore<u32> = PartitionStore::default();
         for id in [1, 2, 3] {
-            full.remember("w", id, 4);
+            full.remember("w", Some(id), 4);
         }
         let entry = full.remember_merged("w", &loser, 99, 4);
         assert_eq!(entry.recent, VecDeque::from([1, 2, 3, 99]), "a full window keeps the winner's own");

@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use chrono::{TimeZone, Utc};
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
-use omnistream_model::decode_and_validate;
+use omnistream_model::{TouchpointEvent, decode_and_validate};
 use omnistream_profile_updater::ProfileUpdater;
 use omnistream_runtime::{OutputRecord, Processor};
 use omnistream_sim::{SimConfig, Simulator};
 use omnistream_suppression::{Rules, Suppression};
 
-fn drive<P: Processor>(processor: &P, records: &[Vec<u8>]) -> usize {
+fn drive<P: Processor<Input = TouchpointEvent>>(processor: &P, records: &[Vec<u8>]) -> usize {
     let now = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).single().expect("valid");
     let mut states: HashMap<String, Option<P::State>> = HashMap::new();
     let mut outputs = 0;

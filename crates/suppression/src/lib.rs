@@ -129,6 +129,7 @@ impl Default for Suppression {
 }
 
 impl Processor for Suppression {
+    type Input = TouchpointEvent;
     type Record = SuppressionState;
     const OUTPUTS: &'static [&'static str] = &[SUPPRESSIONS_OUTPUT];
     type State = SuppressionMemory;

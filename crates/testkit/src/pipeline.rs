@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{EventPayload, decode_and_validate};
+use omnistream_model::{EventPayload, TouchpointEvent, decode_and_validate};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_runtime::{OutputRecord, Processor, event_id_hash};
 use omnistream_sim::{SimConfig, Simulator};
@@ -93,7 +93,7 @@ pub type OutputsByKey = HashMap<(String, String), Vec<Option<Vec<u8>>>>;
 /// The pure fold: `processor` applied to the valid input in order, with the runtime's dedupe, as
 /// of now, each output written to the topic `topics` names for its role (in `P::OUTPUTS`
 /// order). Returns its outputs and how many input records are invalid (the DLQ's share).
-pub fn fold<P: Processor>(
+pub fn fold<P: Processor<Input = TouchpointEvent>>(
     processor: &P,
     topics: &[impl AsRef<str>],
     input: &[(String, Vec<u8>)],
@@ -105,7 +105,7 @@ pub fn fold<P: Processor>(
 /// The pure fold over `topic` as the broker holds it: every record applied as of its append time
 /// (the partition clock, SPEC 4), in partition and offset order. No timer fires: the tests that
 /// use it keep every timer beyond their run.
-pub fn fold_appended<P: Processor>(
+pub fn fold_appended<P: Processor<Input = TouchpointEvent>>(
     processor: &P,
     topics: &[impl AsRef<str>],
     topic: &str,
@@ -119,7 +119,7 @@ pub fn fold_appended<P: Processor>(
     fold_at(processor, topics, input)
 }
 
-fn fold_at<'a, P: Processor>(
+fn fold_at<'a, P: Processor<Input = TouchpointEvent>>(
     processor: &P,
     topics: &[impl AsRef<str>],
     input: impl Iterator<Item = (&'a str, &'a [u8], DateTime<Utc>)>,
@@ -295,7 +295,7 @@ pub struct SigkillOutcome {
 /// time) and every output topic's committed records, for the caller to compare with
 /// [`assert_same_outputs`] and its own decoder. The fold is a second implementation of the
 /// runtime's rules (decode, key check, dedupe window, limits), not the runtime's engine.
-pub async fn sigkill_mid_stream<P: Processor>(
+pub async fn sigkill_mid_stream<P: Processor<Input = TouchpointEvent>>(
     topics: &ServiceTopics,
     seed: u64,
     processor: P,

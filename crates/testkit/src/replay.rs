@@ -32,7 +32,7 @@ impl Replayed {
 
 /// Replays `records` (event, broker append time; append times never decrease) through
 /// `processor` on the runtime's own engine (`ProcessorTest`), then fires the timers due by `until`.
-pub fn replay<P: Processor + Clone>(
+pub fn replay<P: Processor<Input = TouchpointEvent> + Clone>(
     processor: &P,
     records: &[(TouchpointEvent, DateTime<Utc>)],
     until: DateTime<Utc>,
