@@ -36,8 +36,15 @@ pub fn event_from_json(value: &Value, now: DateTime<Utc>) -> Result<TouchpointEv
     });
     let event_type = top.required_string("type").and_then(|text| {
         let parsed = EventType::parse(&text);
-        if parsed.is_none() {
-            top.errors.push(ErrorCode::UnknownType, "type", format!("{text:?} is not an event type"));
+        match parsed {
+            None => top.errors.push(ErrorCode::UnknownType, "type", format!("{text:?} is not an event type")),
+            // Only the resolver decides merges (docs/identity.md): no producer may send one.
+            Some(EventType::CustomersMerged) => top.errors.push(
+                ErrorCode::UnknownType,
+                "type",
+                "customers_merged is written by identity-resolver, not accepted from producers",
+            ),
+            Some(_) => {}
         }
         parsed
     });
@@ -326,6 +333,9 @@ fn known_keys(event_type: EventType) -> &'static [&'static str] {
         EventType::LoyaltyRedeemRequested => &["redemption_id", "points"],
         EventType::LoyaltyPointsAdjusted => &["points", "reason"],
         EventType::ErasureRequested | EventType::Identify => &[],
+        EventType::CustomersMerged => {
+            &["winner", "merge_id", "identifier_type", "identifier_value", "evidence_event_id"]
+        }
     }
 }
 
@@ -446,6 +456,8 @@ fn payload_from_json(
         }
         EventType::ErasureRequested => Some(EventPayload::ErasureRequested),
         EventType::Identify => Some(EventPayload::Identify),
+        // Refused with the type above; read here so that its fields are not called unknown.
+        EventType::CustomersMerged => None,
     };
     let known = known_keys(event_type);
     let context = properties
@@ -529,6 +541,16 @@ pub fn event_to_json(event: &TouchpointEvent) -> Value {
             json!({"points": points, "reason": reason})
         }
         EventPayload::ErasureRequested | EventPayload::Identify => json!({}),
+        EventPayload::CustomersMerged {
+            winner,
+            merge_id,
+            identifier_type,
+            identifier_value,
+            evidence_event_id,
+        } => {
+            json!({"winner": winner, "merge_id": merge_id, "identifier_type": identifier_type,
+                   "identifier_value": identifier_value, "evidence_event_id": evidence_event_id})
+        }
     };
     if let Value::Object(map) = &mut properties {
         map.retain(|_, value| !value.is_null());

@@ -330,6 +330,19 @@ fn validate_payload(e: &mut Errors, payload: &EventPayload) {
         }
         EventPayload::SupportTicketResolved { ticket_id } => e.id(&f("ticket_id"), ticket_id),
         EventPayload::ConsentChanged { .. } | EventPayload::ErasureRequested | EventPayload::Identify => {}
+        EventPayload::CustomersMerged {
+            winner,
+            merge_id,
+            identifier_type,
+            identifier_value,
+            evidence_event_id,
+        } => {
+            e.id(&f("winner"), winner);
+            e.id(&f("merge_id"), merge_id);
+            e.id(&f("identifier_type"), identifier_type);
+            e.length(&f("identifier_value"), identifier_value, 1, crate::identifiers::MAX_EMAIL_LEN);
+            e.id(&f("evidence_event_id"), evidence_event_id);
+        }
         EventPayload::TraitsUpdated { set, set_once, unset } => {
             e.traits(&f("set"), set);
             e.traits(&f("set_once"), set_once);

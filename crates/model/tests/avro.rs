@@ -9,8 +9,8 @@ use apache_avro::types::Value;
 use omnistream_model::codec::{SINGLE_OBJECT_MARKER, decode_value, write_datum_with_serde};
 use omnistream_model::records::*;
 use omnistream_model::{
-    AvroRecord, ErrorCode, RecordKind, TraitValue, codec::decode_event_resolved, decode_event, decode_record,
-    encode_event, encode_record,
+    AvroRecord, ErrorCode, EventPayload, RecordKind, TraitValue, codec::decode_event_resolved, decode_event,
+    decode_record, encode_event, encode_record,
 };
 
 fn schemas_dir() -> PathBuf {
@@ -30,7 +30,7 @@ fn schema_from_file(relative: &str) -> Schema {
 /// must update this table from one of them, never from omnistream's own code.
 fn java_fingerprint(kind: RecordKind) -> u64 {
     match kind {
-        RecordKind::TouchpointEvent => 0x4f4e_e5f9_b04e_e602,
+        RecordKind::TouchpointEvent => 0xbca4_e2bf_e9cd_367b,
         RecordKind::CustomerProfile => 0x0508_78a3_6604_7ee5,
         RecordKind::SuppressionState => 0x1511_0f89_df27_8c8d,
         RecordKind::ChannelAffinity => 0x9143_0dff_6a42_e93d,
@@ -363,8 +363,11 @@ const RELEASED_V1_EVENT_FINGERPRINT: u64 = 0x173f_ff80_0163_9050;
 #[test]
 fn every_event_type_written_with_v1_reads_back_by_name() {
     let v1 = schema_from_file("released/v1/touchpoint_event.avsc");
-    // Not `identify`: version 1 has no such type.
-    for event in fixtures::every_event_type().into_iter().filter(|event| event.identifiers.is_empty()) {
+    // Not `identify` nor `customers_merged`: version 1 has no such types.
+    let v1_types = |event: &omnistream_model::TouchpointEvent| {
+        event.identifiers.is_empty() && !matches!(event.payload, EventPayload::CustomersMerged { .. })
+    };
+    for event in fixtures::every_event_type().into_iter().filter(v1_types) {
         let current = decode_value(RecordKind::TouchpointEvent, &encode_event(&event).unwrap()).unwrap();
         let Value::Record(mut fields) = current.clone() else { panic!("a record") };
         fields.retain(|(name, _)| name != "identifiers");
