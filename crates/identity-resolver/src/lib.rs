@@ -4,6 +4,7 @@
 //! them (issue 16).
 
 pub mod protocol;
+pub mod stages;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

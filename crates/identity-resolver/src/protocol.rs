@@ -16,16 +16,18 @@
 
 use std::collections::BTreeMap;
 
-use omnistream_model::{Identifier, TouchpointEvent};
+use omnistream_model::{Channel, Identifier, TouchpointEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::{CUSTOMER_ID, Holdings, IdentityRules};
+use crate::{CUSTOMER_ID, Holdings, IdentityRules, Refusal};
 
-/// Which event linked an identifier or caused a merge, and when it happened (unix millis).
+/// Which event linked an identifier or caused a request: its id, when it happened (unix
+/// millis) and on which channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
     pub event_id: String,
     pub occurred_at: i64,
+    pub channel: Channel,
 }
 
 /// An event on its way to its canonical customer. `payload` is the event as the service carries
@@ -53,6 +55,7 @@ impl<E> Routed<E> {
             evidence: Evidence {
                 event_id: event.event_id.clone(),
                 occurred_at: event.occurred_at.timestamp_millis(),
+                channel: event.channel,
             },
             customer_id: event.customer_id.clone(),
             identifiers,
@@ -78,9 +81,9 @@ pub enum ClaimRequest<E> {
     /// An event of customer `to` carried this identifier too.
     Link { to: String, evidence: Evidence },
     /// `from` was merged into `to`: what `from` owned, `to` owns.
-    Repoint { from: String, to: String },
+    Repoint { from: String, to: String, evidence: Evidence },
     /// `from` holds too many of this type already: the identifier is not its.
-    Release { from: String },
+    Release { from: String, evidence: Evidence },
     /// This identifier linked two customers that may not be one: it links nothing any more.
     Contest { evidence: Evidence },
 }
@@ -99,7 +102,7 @@ pub enum Control {
     /// The claim stage gave the customer this identifier.
     Attach { identifier: Identifier, evidence: Evidence },
     /// A contested identifier is no longer the customer's.
-    Detach { identifier: Identifier },
+    Detach { identifier: Identifier, evidence: Evidence },
     /// `identifier`, owned by `other`, was carried by an event of this customer: the two are one
     /// person, unless protection says otherwise. Sent to the larger id, which offers itself.
     Link { other: String, identifier: Identifier, evidence: Evidence },
@@ -113,7 +116,37 @@ pub enum Control {
     /// The answer to this customer's offer: merged.
     Accepted { merge: Merge },
     /// The answer to this customer's offer: the two stay apart (a conflict was recorded).
-    Refused { by: String },
+    Refused { by: String, evidence: Evidence },
+}
+
+impl<E> ClaimRequest<E> {
+    /// The event behind the request.
+    pub fn evidence(&self) -> &Evidence {
+        match self {
+            ClaimRequest::Resolve(event) => &event.evidence,
+            ClaimRequest::Link { evidence, .. }
+            | ClaimRequest::Repoint { evidence, .. }
+            | ClaimRequest::Release { evidence, .. }
+            | ClaimRequest::Contest { evidence } => evidence,
+        }
+    }
+}
+
+impl<E> CustomerRequest<E> {
+    /// The event behind the request.
+    pub fn evidence(&self) -> &Evidence {
+        match self {
+            CustomerRequest::Event(event) => &event.evidence,
+            CustomerRequest::Control(
+                Control::Attach { evidence, .. }
+                | Control::Detach { evidence, .. }
+                | Control::Link { evidence, .. }
+                | Control::Offer { evidence, .. }
+                | Control::Refused { evidence, .. },
+            ) => evidence,
+            CustomerRequest::Control(Control::Accepted { merge }) => &merge.evidence,
+        }
+    }
 }
 
 /// One merge, with its evidence.
@@ -128,7 +161,7 @@ pub struct Merge {
 }
 
 /// A link that protection refused, for review (`identity.conflicts.v1`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     /// The customer that decided, and the other one, if the link was between two customers
     /// (none when one customer's new identifier was over its type's limit).
@@ -136,7 +169,7 @@ pub struct Conflict {
     pub other: Option<String>,
     pub identifier: Identifier,
     pub evidence: Evidence,
-    pub reason: String,
+    pub refusal: Refusal,
 }
 
 /// What one request leads to.
@@ -274,20 +307,20 @@ pub fn claim<E>(
                 effects.push(Effect::Customer(larger, CustomerRequest::Control(link)));
             }
         },
-        ClaimRequest::Repoint { from, to } => {
+        ClaimRequest::Repoint { from, to, .. } => {
             if owner.as_deref() == Some(from.as_str()) {
                 current.owner = Some(to);
                 effects.push(graph(current));
             }
         }
-        ClaimRequest::Release { from } => {
+        ClaimRequest::Release { from, .. } => {
             if current.owner.as_deref() == Some(from.as_str()) && own_customer.is_none() {
                 current.owner = None;
                 current.evidence = None;
                 effects.push(graph(current));
             }
         }
-        ClaimRequest::Contest { .. } => {
+        ClaimRequest::Contest { evidence } => {
             if !current.contested {
                 current.contested = true;
                 // Whoever claimed it first does not keep it: the outcome does not depend on who
@@ -295,7 +328,7 @@ pub fn claim<E>(
                 if own_customer.is_none() {
                     current.evidence = None;
                     if let Some(former) = current.owner.take() {
-                        let detach = Control::Detach { identifier: key.clone() };
+                        let detach = Control::Detach { identifier: key.clone(), evidence };
                         effects.push(Effect::Customer(former, CustomerRequest::Control(detach)));
                     }
                 }
@@ -368,14 +401,14 @@ impl Customer<'_> {
                             customer_id: id.clone(),
                             other: None,
                             identifier: identifier.clone(),
-                            evidence,
-                            reason: refusal.to_string(),
+                            evidence: evidence.clone(),
+                            refusal,
                         }));
-                        effects.push(Effect::Claim(identifier, ClaimRequest::Release { from: id }));
+                        effects.push(Effect::Claim(identifier, ClaimRequest::Release { from: id, evidence }));
                     }
                 }
             }
-            Control::Detach { identifier } => {
+            Control::Detach { identifier, .. } => {
                 self.state.identifiers.remove(&identifier);
             }
             Control::Link { other, identifier, evidence } => match other.as_str().cmp(id.as_str()) {
@@ -408,7 +441,11 @@ impl Customer<'_> {
                             evidence,
                         };
                         for identifier in holdings.keys() {
-                            let repoint = ClaimRequest::Repoint { from: from.clone(), to: id.clone() };
+                            let repoint = ClaimRequest::Repoint {
+                                from: from.clone(),
+                                to: id.clone(),
+                                evidence: merge.evidence.clone(),
+                            };
                             effects.push(Effect::Claim(identifier.clone(), repoint));
                         }
                         self.state.identifiers.extend(holdings);
@@ -424,13 +461,14 @@ impl Customer<'_> {
                             other: Some(from.clone()),
                             identifier: identifier.clone(),
                             evidence: evidence.clone(),
-                            reason: refusal.to_string(),
+                            refusal,
                         }));
-                        effects.push(Effect::Claim(identifier, ClaimRequest::Contest { evidence }));
-                        effects.push(Effect::Customer(
-                            from,
-                            CustomerRequest::Control(Control::Refused { by: id }),
+                        effects.push(Effect::Claim(
+                            identifier,
+                            ClaimRequest::Contest { evidence: evidence.clone() },
                         ));
+                        let refused = Control::Refused { by: id, evidence };
+                        effects.push(Effect::Customer(from, CustomerRequest::Control(refused)));
                     }
                 }
             }
@@ -461,7 +499,11 @@ impl Customer<'_> {
             |id: String, control: Control| Effect::Customer(id, CustomerRequest::Control(control));
         match control {
             Control::Attach { identifier, evidence } => {
-                let repoint = ClaimRequest::Repoint { from: self.id.to_owned(), to: winner.clone() };
+                let repoint = ClaimRequest::Repoint {
+                    from: self.id.to_owned(),
+                    to: winner.clone(),
+                    evidence: evidence.clone(),
+                };
                 effects.push(Effect::Claim(identifier.clone(), repoint));
                 effects.push(to_customer(winner, Control::Attach { identifier, evidence }));
             }

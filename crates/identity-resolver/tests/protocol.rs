@@ -16,6 +16,9 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod model;
+use model::Components;
+
 /// The event's index in the input.
 type Payload = usize;
 
@@ -178,60 +181,6 @@ fn people_and_events(rng: &mut ChaCha8Rng) -> Vec<TouchpointEvent> {
         .collect()
 }
 
-/// The model: connected components of identifiers (an event joins its customer id and all it
-/// carries), each named by the smallest customer id in it.
-struct Components {
-    parent: BTreeMap<String, String>,
-}
-
-impl Components {
-    fn of(events: &[TouchpointEvent]) -> Self {
-        let mut components = Self { parent: BTreeMap::new() };
-        for event in events {
-            let own = format!("{CUSTOMER_ID}:{}", event.customer_id);
-            components.find(&own);
-            for identifier in &event.identifiers {
-                let node = format!("{}:{}", identifier.kind, identifier.value);
-                components.union(&own, &node);
-            }
-        }
-        components
-    }
-
-    fn find(&mut self, node: &str) -> String {
-        let parent = self.parent.entry(node.to_owned()).or_insert_with(|| node.to_owned()).clone();
-        if parent == node {
-            return parent;
-        }
-        let root = self.find(&parent);
-        self.parent.insert(node.to_owned(), root.clone());
-        root
-    }
-
-    fn union(&mut self, a: &str, b: &str) {
-        let (a, b) = (self.find(a), self.find(b));
-        if a != b {
-            self.parent.insert(a, b);
-        }
-    }
-
-    /// The smallest customer id in each node's component.
-    fn names(&mut self) -> BTreeMap<String, String> {
-        let nodes: Vec<String> = self.parent.keys().cloned().collect();
-        let mut smallest: BTreeMap<String, String> = BTreeMap::new();
-        for node in &nodes {
-            if let Some(customer) = node.strip_prefix(&format!("{CUSTOMER_ID}:")) {
-                let root = self.find(node);
-                let name = smallest.entry(root).or_insert_with(|| customer.to_owned());
-                if customer < name.as_str() {
-                    *name = customer.to_owned();
-                }
-            }
-        }
-        nodes.iter().map(|node| (node.clone(), smallest[&self.find(node)].clone())).collect()
-    }
-}
-
 fn check_against_model(network: &Network, events: &[TouchpointEvent], context: &str) {
     let names = Components::of(events).names();
     let name_of =
@@ -365,7 +314,8 @@ fn given_a_family_email_on_two_card_holders_then_they_stay_apart_and_the_link_is
         assert_eq!(network.conflicts.len(), 1, "{:?}", network.conflicts);
         let conflict = &network.conflicts[0];
         assert_eq!((conflict.customer_id.as_str(), conflict.other.as_deref()), ("card-1", Some("card-2")));
-        assert!(conflict.reason.contains("loyalty_card"), "{}", conflict.reason);
+        let reason = conflict.refusal.to_string();
+        assert!(reason.contains("loyalty_card"), "{reason}");
         assert_eq!(network.graph[&id("email", "family@example.com")], (None, true));
         assert!(
             network
@@ -401,7 +351,8 @@ fn given_a_customer_at_its_email_limit_when_a_sixth_email_arrives_then_it_is_rel
         .collect();
     let network = &each_order(&events, &[&[0, 1, 2, 3, 4, 5]])[0];
     assert_eq!(network.conflicts.len(), 1, "{:?}", network.conflicts);
-    assert!(network.conflicts[0].reason.contains("limit of 5"), "{}", network.conflicts[0].reason);
+    let reason = network.conflicts[0].refusal.to_string();
+    assert!(reason.contains("limit of 5"), "{reason}");
     assert_eq!(network.graph[&emails[5]], (None, false));
     assert_eq!(network.customers["U-1"].identifiers.len(), 6, "user_id and five emails");
 }

@@ -24,35 +24,44 @@ pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
 
 /// Declares the record kinds, each with its `.avsc` file (`schemas/<file>.avsc`, released versions
-/// in `schemas/released/v1/`): the enum and its tables come from this one list.
+/// in `schemas/released/v1/`; a kind added since has none yet): the enum and its tables come from
+/// this one list.
 macro_rules! record_kinds {
-    ($($kind:ident => $file:literal),+ $(,)?) => {
+    (
+        released_in_v1 { $($kind:ident => $file:literal),+ $(,)? }
+        unreleased { $($new_kind:ident => $new_file:literal),* $(,)? }
+    ) => {
         /// The kinds of record omnistream writes, one `.avsc` file each.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum RecordKind {
-            $($kind),+
+            $($kind,)+
+            $($new_kind,)*
         }
 
         impl RecordKind {
-            pub const ALL: [RecordKind; [$($file),+].len()] = [$(RecordKind::$kind),+];
+            pub const ALL: [RecordKind; [$($file,)+ $($new_file,)*].len()] =
+                [$(RecordKind::$kind,)+ $(RecordKind::$new_kind,)*];
 
             /// The `.avsc` file name in `schemas/` (and in `schemas/released/v1/`).
             pub fn file_name(self) -> &'static str {
                 match self {
-                    $(RecordKind::$kind => concat!($file, ".avsc")),+
+                    $(RecordKind::$kind => concat!($file, ".avsc"),)+
+                    $(RecordKind::$new_kind => concat!($new_file, ".avsc"),)*
                 }
             }
 
             fn current_text(self) -> &'static str {
                 match self {
-                    $(RecordKind::$kind => include_str!(concat!("../../../schemas/", $file, ".avsc"))),+
+                    $(RecordKind::$kind => include_str!(concat!("../../../schemas/", $file, ".avsc")),)+
+                    $(RecordKind::$new_kind => include_str!(concat!("../../../schemas/", $new_file, ".avsc")),)*
                 }
             }
 
             /// Every released version of this record's schema; readers accept data written with any.
             fn released_texts(self) -> &'static [&'static str] {
                 match self {
-                    $(RecordKind::$kind => &[include_str!(concat!("../../../schemas/released/v1/", $file, ".avsc"))]),+
+                    $(RecordKind::$kind => &[include_str!(concat!("../../../schemas/released/v1/", $file, ".avsc"))],)+
+                    $(RecordKind::$new_kind => &[],)*
                 }
             }
             /// The current schema, parsed once.
@@ -64,12 +73,17 @@ macro_rules! record_kinds {
 }
 
 record_kinds!(
-    TouchpointEvent => "touchpoint_event",
-    CustomerProfile => "customer_profile",
-    SuppressionState => "suppression_state",
-    ChannelAffinity => "channel_affinity",
-    LoyaltyLedgerEntry => "loyalty_ledger_entry",
-    LoyaltyBalance => "loyalty_balance",
+    released_in_v1 {
+        TouchpointEvent => "touchpoint_event",
+        CustomerProfile => "customer_profile",
+        SuppressionState => "suppression_state",
+        ChannelAffinity => "channel_affinity",
+        LoyaltyLedgerEntry => "loyalty_ledger_entry",
+        LoyaltyBalance => "loyalty_balance",
+    }
+    unreleased {
+        IdentityConflict => "identity_conflict",
+    }
 );
 
 /// Errors of the codec itself (encoding a value its schema refuses is a bug, not bad input).

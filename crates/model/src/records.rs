@@ -394,3 +394,31 @@ pub struct LoyaltyBalance {
 impl AvroRecord for LoyaltyBalance {
     const KIND: RecordKind = RecordKind::LoyaltyBalance;
 }
+
+/// Which protection rule refused a link (`identity.conflicts.v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictRule {
+    /// The two customers hold different values of a strong type (two user ids).
+    DifferentStrong,
+    /// Together they would hold more values of a type than its limit.
+    OverLimit,
+}
+
+/// `identity.conflicts.v1`: a link identity-resolver refused, for review (docs/identity.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityConflict {
+    pub customer_id: String,
+    pub other_customer_id: Option<String>,
+    pub identifier_type: String,
+    pub identifier_value: String,
+    pub evidence_event_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub occurred_at: DateTime<Utc>,
+    pub rule: ConflictRule,
+    pub reason: String,
+}
+
+impl AvroRecord for IdentityConflict {
+    const KIND: RecordKind = RecordKind::IdentityConflict;
+}

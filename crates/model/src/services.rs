@@ -195,6 +195,74 @@ pub const CUSTOMER_API: ServiceSpec = ServiceSpec {
     changelog: None,
 };
 
+/// identity-resolver's stages (docs/identity.md), one process kind each, all from the
+/// `identity-resolver` binary (`identity-resolver router|claims|customers`). Optional: without
+/// them the services read the producers' events as they are.
+pub const IDENTITY_ROUTER: ServiceSpec = ServiceSpec {
+    name: "identity-router",
+    kind: ServiceKind::StreamProcessor,
+    admin_port: 9107,
+    http_port: None,
+    inputs: &[stream(&topics::EVENTS_TOPIC)],
+    outputs: &[
+        output("requests", "--requests-topic", "IDENTITY_REQUESTS_TOPIC", &topics::IDENTITY_REQUESTS_TOPIC),
+        output(
+            "customers",
+            "--customers-topic",
+            "IDENTITY_CUSTOMERS_TOPIC",
+            &topics::IDENTITY_CUSTOMERS_TOPIC,
+        ),
+    ],
+    changelog: Some(&changelog(topics::IDENTITY_ROUTER_STATE, "identity-router state (MessagePack)")),
+};
+
+pub const IDENTITY_CLAIMS: ServiceSpec = ServiceSpec {
+    name: "identity-claims",
+    kind: ServiceKind::StreamProcessor,
+    admin_port: 9108,
+    http_port: None,
+    inputs: &[stream(&topics::IDENTITY_REQUESTS_TOPIC)],
+    outputs: &[
+        output("requests", "--requests-topic", "IDENTITY_REQUESTS_TOPIC", &topics::IDENTITY_REQUESTS_TOPIC),
+        output(
+            "customers",
+            "--customers-topic",
+            "IDENTITY_CUSTOMERS_TOPIC",
+            &topics::IDENTITY_CUSTOMERS_TOPIC,
+        ),
+    ],
+    changelog: Some(&changelog(
+        topics::IDENTITY_CLAIMS_STATE,
+        "identity graph: owner of each identifier (MessagePack)",
+    )),
+};
+
+pub const IDENTITY_CUSTOMERS: ServiceSpec = ServiceSpec {
+    name: "identity-customers",
+    kind: ServiceKind::StreamProcessor,
+    admin_port: 9109,
+    http_port: None,
+    inputs: &[stream(&topics::IDENTITY_CUSTOMERS_TOPIC)],
+    outputs: &[
+        output("requests", "--requests-topic", "IDENTITY_REQUESTS_TOPIC", &topics::IDENTITY_REQUESTS_TOPIC),
+        output(
+            "customers",
+            "--customers-topic",
+            "IDENTITY_CUSTOMERS_TOPIC",
+            &topics::IDENTITY_CUSTOMERS_TOPIC,
+        ),
+        output("resolved", "--resolved-topic", "RESOLVED_TOPIC", &topics::RESOLVED_EVENTS_TOPIC),
+        output("conflicts", "--conflicts-topic", "CONFLICTS_TOPIC", &topics::IDENTITY_CONFLICTS_TOPIC),
+    ],
+    changelog: Some(&changelog(
+        topics::IDENTITY_CUSTOMERS_STATE,
+        "identity-customers state: identifiers, merges (MessagePack)",
+    )),
+};
+
+/// identity-resolver's stages, in start order.
+pub const IDENTITY_STAGES: &[ServiceSpec] = &[IDENTITY_ROUTER, IDENTITY_CLAIMS, IDENTITY_CUSTOMERS];
+
 /// Every service, in start order (the gateway last but one: the processors are ready for it).
 pub const SERVICES: &[ServiceSpec] =
     &[PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY, LOYALTY_POINTS, INGEST_GATEWAY, CUSTOMER_API];
@@ -229,10 +297,12 @@ pub fn registry_json() -> String {
     #[derive(Serialize)]
     struct Registry {
         services: &'static [ServiceSpec],
+        identity_stages: &'static [ServiceSpec],
         topics: Vec<&'static TopicSpec>,
     }
-    let mut text = serde_json::to_string_pretty(&Registry { services: SERVICES, topics: pipeline_topics() })
-        .expect("the registry serializes");
+    let registry =
+        Registry { services: SERVICES, identity_stages: IDENTITY_STAGES, topics: pipeline_topics() };
+    let mut text = serde_json::to_string_pretty(&registry).expect("the registry serializes");
     text.push('\n');
     text
 }
@@ -253,8 +323,9 @@ mod tests {
 
     #[test]
     fn names_ports_and_topics_are_unique() {
-        for (i, a) in SERVICES.iter().enumerate() {
-            for b in &SERVICES[i + 1..] {
+        let all: Vec<ServiceSpec> = SERVICES.iter().chain(IDENTITY_STAGES).copied().collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
                 assert_ne!(a.name, b.name);
                 assert_ne!(a.admin_port, b.admin_port, "{} and {}", a.name, b.name);
                 assert!(a.http_port.is_none() || a.http_port != b.http_port, "{} and {}", a.name, b.name);

@@ -41,6 +41,17 @@ pub const CHANNEL_AFFINITY_STATE: &str = "channel-affinity.state.v1";
 /// Changelog of loyalty-points' state.
 pub const LOYALTY_POINTS_STATE: &str = "loyalty-points.state.v1";
 
+/// Identity resolution (docs/identity.md; optional): the claim stage's requests keyed by
+/// identifier, the customer stage's keyed by canonical id, the events resolved to canonical
+/// customers (what the services read when resolution is on), and refused links.
+pub const IDENTITY_REQUESTS: &str = "identity.requests.v1";
+pub const IDENTITY_CUSTOMERS: &str = "identity.customers.v1";
+pub const RESOLVED_EVENTS: &str = "touchpoint.resolved.v1";
+pub const IDENTITY_CONFLICTS: &str = "identity.conflicts.v1";
+pub const IDENTITY_ROUTER_STATE: &str = "identity-router.state.v1";
+pub const IDENTITY_CLAIMS_STATE: &str = "identity-claims.state.v1";
+pub const IDENTITY_CUSTOMERS_STATE: &str = "identity-customers.state.v1";
+
 pub const EVENTS_TOPIC: TopicSpec = TopicSpec {
     name: EVENTS,
     cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
@@ -64,3 +75,23 @@ pub const LOYALTY_LEDGER_TOPIC: TopicSpec = TopicSpec {
 };
 pub const LOYALTY_BALANCES_TOPIC: TopicSpec =
     TopicSpec { name: LOYALTY_BALANCES, cleanup: Cleanup::Compact, value: "LoyaltyBalance" };
+pub const IDENTITY_REQUESTS_TOPIC: TopicSpec = TopicSpec {
+    name: IDENTITY_REQUESTS,
+    cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
+    value: "identity-resolver claim request (MessagePack)",
+};
+pub const IDENTITY_CUSTOMERS_TOPIC: TopicSpec = TopicSpec {
+    name: IDENTITY_CUSTOMERS,
+    cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
+    value: "identity-resolver customer request (MessagePack)",
+};
+pub const RESOLVED_EVENTS_TOPIC: TopicSpec = TopicSpec {
+    name: RESOLVED_EVENTS,
+    cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
+    value: "TouchpointEvent",
+};
+pub const IDENTITY_CONFLICTS_TOPIC: TopicSpec = TopicSpec {
+    name: IDENTITY_CONFLICTS,
+    cleanup: Cleanup::Delete { retention_ms: 365 * DAY_MS },
+    value: "IdentityConflict",
+};

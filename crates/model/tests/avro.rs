@@ -36,6 +36,7 @@ fn java_fingerprint(kind: RecordKind) -> u64 {
         RecordKind::ChannelAffinity => 0x9143_0dff_6a42_e93d,
         RecordKind::LoyaltyLedgerEntry => 0x54db_131a_3860_79a2,
         RecordKind::LoyaltyBalance => 0x48a9_355f_7cad_e0d6,
+        RecordKind::IdentityConflict => 0x4e04_676a_1bf0_83e7,
     }
 }
 
@@ -106,6 +107,7 @@ fn every_derived_record_round_trips_through_its_avsc() {
     round_trip(fixtures::affinity());
     round_trip(fixtures::ledger_entry());
     round_trip(fixtures::balance());
+    round_trip(fixtures::conflict());
 }
 
 #[test]
@@ -265,6 +267,12 @@ fn released_versions() -> Vec<String> {
     versions
 }
 
+/// The kinds a released version has (a kind added since has no file there).
+fn released_kinds(version: &str) -> Vec<RecordKind> {
+    let dir = schemas_dir().join("released").join(version);
+    RecordKind::ALL.into_iter().filter(|kind| dir.join(kind.file_name()).exists()).collect()
+}
+
 /// Data written with a released schema, stored once when that version was released.
 fn released_sample(version: &str, kind: RecordKind) -> Vec<u8> {
     let path = schemas_dir()
@@ -278,7 +286,7 @@ fn released_sample(version: &str, kind: RecordKind) -> Vec<u8> {
 #[test]
 fn current_schemas_can_read_every_released_schema() {
     for version in released_versions() {
-        for kind in RecordKind::ALL {
+        for kind in released_kinds(&version) {
             let released = schema_from_file(&format!("released/{version}/{}", kind.file_name()));
             let current = schema_from_file(kind.file_name());
             if let Err(e) =
@@ -295,7 +303,7 @@ fn current_schemas_can_read_every_released_schema() {
 #[test]
 fn data_written_with_every_released_schema_decodes() {
     for version in released_versions() {
-        for kind in RecordKind::ALL {
+        for kind in released_kinds(&version) {
             let bytes = released_sample(&version, kind);
             decode_value(kind, &bytes).unwrap_or_else(|e| panic!("{version} {kind:?}: {e}"));
         }

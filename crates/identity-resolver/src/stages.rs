@@ -1,0 +1,293 @@
+//! identity-resolver's three stages as runtime processors (docs/identity.md, "Stages"): each is
+//! exactly once on its own (its own consumer group, changelog and transactions), and they talk
+//! through two internal topics that each stage both reads and writes: the claim stage's
+//! `identity.requests.v1` keyed by identifier, the customer stage's `identity.customers.v1` keyed
+//! by canonical id.
+
+use chrono::{DateTime, Utc};
+use omnistream_model::records::{ConflictRule, IdentityConflict};
+use omnistream_model::{
+    ErrorCode, EventPayload, Identifier, OutputRecord, Rejection, TouchpointEvent, decode_event, encode_event,
+};
+use omnistream_runtime::processor::InputEvent;
+use omnistream_runtime::{Output, Processor};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::protocol::{
+    ClaimRequest, ClaimState, Conflict, CustomerRequest, CustomerState, Effect, Merge, Routed, claim,
+    customer,
+};
+use crate::{IdentityRules, Refusal};
+
+/// Output roles (bound to topics by the registry, `omnistream_model::services`).
+pub const REQUESTS_OUTPUT: &str = "requests";
+pub const CUSTOMERS_OUTPUT: &str = "customers";
+pub const RESOLVED_OUTPUT: &str = "resolved";
+pub const CONFLICTS_OUTPUT: &str = "conflicts";
+
+/// An event as the stages carry it: its Avro bytes, decoded again only to be published.
+pub type EventBytes = ByteBuf;
+
+/// A request to the claim stage: the value of an `identity.requests.v1` record (MessagePack,
+/// fields by position: only ever added at the end).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimMessage {
+    pub identifier: Identifier,
+    pub request: ClaimRequest<EventBytes>,
+}
+
+/// A request to the customer stage: the value of an `identity.customers.v1` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerMessage {
+    pub customer_id: String,
+    pub request: CustomerRequest<EventBytes>,
+}
+
+/// The key of an identifier's records: `type:value` (a type has no `:`).
+pub fn identifier_key(identifier: &Identifier) -> String {
+    format!("{}:{}", identifier.kind, identifier.value)
+}
+
+/// What the stages write.
+#[derive(Debug, Clone)]
+pub enum StageRecord {
+    Claim(ClaimMessage),
+    Customer(CustomerMessage),
+    Event(TouchpointEvent),
+    Conflict(IdentityConflict),
+}
+
+impl OutputRecord for StageRecord {
+    fn encode(&self) -> Vec<u8> {
+        let internal = |result: Result<Vec<u8>, rmp_serde::encode::Error>| {
+            result.unwrap_or_else(|error| panic!("a stage's request serializes: {error}"))
+        };
+        match self {
+            StageRecord::Claim(message) => internal(rmp_serde::to_vec(message)),
+            StageRecord::Customer(message) => internal(rmp_serde::to_vec(message)),
+            StageRecord::Event(event) => event.encode(),
+            StageRecord::Conflict(conflict) => conflict.encode(),
+        }
+    }
+}
+
+fn malformed(what: &str, error: impl std::fmt::Display) -> Rejection {
+    Rejection::single(ErrorCode::Malformed, "$", format!("not {what}: {error}"))
+}
+
+/// A claim stage record as its processor reads it.
+#[derive(Debug, Clone)]
+pub struct ClaimInput {
+    key: String,
+    pub message: ClaimMessage,
+}
+
+impl InputEvent for ClaimInput {
+    fn decode(bytes: &[u8], _now: DateTime<Utc>) -> Result<Self, Rejection> {
+        let message: ClaimMessage =
+            rmp_serde::from_slice(bytes).map_err(|error| malformed("a claim request", error))?;
+        Ok(Self { key: identifier_key(&message.identifier), message })
+    }
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn event_id(&self) -> &str {
+        &self.message.request.evidence().event_id
+    }
+
+    /// Written in the stages' own transactions, never retried; one event causes several.
+    fn deduped(&self) -> bool {
+        false
+    }
+
+    fn occurred_at_millis(&self) -> i64 {
+        self.message.request.evidence().occurred_at
+    }
+}
+
+/// A customer stage record as its processor reads it, with the event it carries decoded: an
+/// event this build cannot read is dead-lettered with its code (by the runtime), not published.
+#[derive(Debug, Clone)]
+pub struct CustomerInput {
+    pub message: CustomerMessage,
+    event: Option<TouchpointEvent>,
+}
+
+impl InputEvent for CustomerInput {
+    fn decode(bytes: &[u8], _now: DateTime<Utc>) -> Result<Self, Rejection> {
+        let message: CustomerMessage =
+            rmp_serde::from_slice(bytes).map_err(|error| malformed("a customer request", error))?;
+        let event = match &message.request {
+            CustomerRequest::Event(routed) => Some(decode_event(&routed.payload)?),
+            CustomerRequest::Control(_) => None,
+        };
+        Ok(Self { message, event })
+    }
+
+    fn key(&self) -> &str {
+        &self.message.customer_id
+    }
+
+    fn event_id(&self) -> &str {
+        &self.message.request.evidence().event_id
+    }
+
+    fn deduped(&self) -> bool {
+        false
+    }
+
+    fn occurred_at_millis(&self) -> i64 {
+        self.message.request.evidence().occurred_at
+    }
+}
+
+/// The records of a stage's effects; `event` is the input's event, decoded, when it carried one
+/// (only an event's own request resolves it).
+fn outputs(effects: Vec<Effect<EventBytes>>, event: Option<&TouchpointEvent>) -> Vec<Output<StageRecord>> {
+    effects.into_iter().filter_map(|effect| output(effect, event)).collect()
+}
+
+fn output(effect: Effect<EventBytes>, event: Option<&TouchpointEvent>) -> Option<Output<StageRecord>> {
+    let record = |role, key: String, record| Some(Output::rekeyed(role, key, Some(record)));
+    match effect {
+        Effect::Claim(identifier, request) => {
+            let key = identifier_key(&identifier);
+            record(REQUESTS_OUTPUT, key, StageRecord::Claim(ClaimMessage { identifier, request }))
+        }
+        Effect::Customer(customer_id, request) => {
+            let message = CustomerMessage { customer_id: customer_id.clone(), request };
+            record(CUSTOMERS_OUTPUT, customer_id, StageRecord::Customer(message))
+        }
+        Effect::Resolved { customer_id, .. } => {
+            let mut resolved = event.expect("only an event's request resolves it").clone();
+            resolved.customer_id.clone_from(&customer_id);
+            record(RESOLVED_OUTPUT, customer_id, StageRecord::Event(resolved))
+        }
+        Effect::Merged(merge) => {
+            let loser = merge.loser.clone();
+            record(RESOLVED_OUTPUT, loser, StageRecord::Event(merged_event(merge)))
+        }
+        Effect::Conflict(conflict) => {
+            let key = conflict.customer_id.clone();
+            record(CONFLICTS_OUTPUT, key, StageRecord::Conflict(conflict_record(conflict)))
+        }
+        // The claim stage's state is the graph (its changelog, compacted by identifier key); a
+        // published graph topic comes with the identity endpoint.
+        Effect::Graph { .. } => None,
+    }
+}
+
+fn time(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+/// The `customers_merged` event of a merge, keyed by the loser.
+pub fn merged_event(merge: Merge) -> TouchpointEvent {
+    TouchpointEvent {
+        event_id: format!("merge-{}", merge.merge_id),
+        customer_id: merge.loser,
+        occurred_at: time(merge.evidence.occurred_at),
+        channel: merge.evidence.channel,
+        source: Some("identity-resolver".into()),
+        payload: EventPayload::CustomersMerged {
+            winner: merge.winner,
+            merge_id: merge.merge_id,
+            identifier_type: merge.identifier.kind,
+            identifier_value: merge.identifier.value,
+            evidence_event_id: merge.evidence.event_id,
+        },
+        context: Default::default(),
+        identifiers: Vec::new(),
+    }
+}
+
+fn conflict_record(conflict: Conflict) -> IdentityConflict {
+    IdentityConflict {
+        customer_id: conflict.customer_id,
+        other_customer_id: conflict.other,
+        identifier_type: conflict.identifier.kind,
+        identifier_value: conflict.identifier.value,
+        evidence_event_id: conflict.evidence.event_id,
+        occurred_at: time(conflict.evidence.occurred_at),
+        rule: match conflict.refusal {
+            Refusal::DifferentStrong { .. } => ConflictRule::DifferentStrong,
+            Refusal::OverLimit { .. } => ConflictRule::OverLimit,
+        },
+        reason: conflict.refusal.to_string(),
+    }
+}
+
+/// Stage 1: re-keys each producer event to where it is resolved (its strongest identifier's
+/// claim), or straight to its customer when nothing of it links.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    pub rules: IdentityRules,
+}
+
+impl Processor for Router {
+    type Input = TouchpointEvent;
+    /// Only that the customer was seen: the runtime keeps its recent event ids with it, so a
+    /// producer's retry stops here.
+    type State = ();
+    type Record = StageRecord;
+    const OUTPUTS: &'static [&'static str] = &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT];
+
+    fn apply(
+        &self,
+        state: &mut Option<()>,
+        event: &TouchpointEvent,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output<StageRecord>> {
+        *state = Some(());
+        let bytes = encode_event(event).unwrap_or_else(|error| panic!("a valid event encodes: {error}"));
+        outputs(vec![Routed::new(&self.rules, event, ByteBuf::from(bytes)).first_stop()], None)
+    }
+}
+
+/// Stage 2: the owner of each identifier.
+#[derive(Debug, Clone, Default)]
+pub struct Claims;
+
+impl Processor for Claims {
+    type Input = ClaimInput;
+    type State = ClaimState;
+    type Record = StageRecord;
+    const OUTPUTS: &'static [&'static str] = &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT];
+
+    fn apply(
+        &self,
+        state: &mut Option<ClaimState>,
+        input: &ClaimInput,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output<StageRecord>> {
+        let message = input.message.clone();
+        outputs(claim(&message.identifier, state, message.request), None)
+    }
+}
+
+/// Stage 3: each canonical customer's identifiers and merges; publishes the resolved events.
+#[derive(Debug, Clone, Default)]
+pub struct Customers {
+    pub rules: IdentityRules,
+}
+
+impl Processor for Customers {
+    type Input = CustomerInput;
+    type State = CustomerState;
+    type Record = StageRecord;
+    const OUTPUTS: &'static [&'static str] =
+        &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT, RESOLVED_OUTPUT, CONFLICTS_OUTPUT];
+
+    fn apply(
+        &self,
+        state: &mut Option<CustomerState>,
+        input: &CustomerInput,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output<StageRecord>> {
+        let CustomerMessage { customer_id, request } = input.message.clone();
+        outputs(customer(&self.rules, &customer_id, state, request), input.event.as_ref())
+    }
+}

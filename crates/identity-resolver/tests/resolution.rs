@@ -1,0 +1,244 @@
+//! The three stages on the real broker, SIGKILLed at random moments while linked events flow
+//! through them, some sent twice (producer retries). The oracle is the union-find model
+//! (`model/`), not the resolver: every event is published once, under a customer whose merges
+//! (read back from the resolved topic) end at its component's smallest customer id; each
+//! customer is merged away at most once; nothing is refused or dead-lettered. Third-party
+//! check: fastavro reads the resolved topic's records by its own fingerprint.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+use omnistream_model::records::IdentityConflict;
+use omnistream_model::{
+    Channel, EventPayload, Identifier, TouchpointEvent, decode_event, decode_record, encode_event,
+};
+use omnistream_runtime::admin::TopicRequest;
+use omnistream_testkit::pipeline::{PARTITIONS, ServiceTopics, produce_at_rate};
+use omnistream_testkit::{
+    ServiceProcess, create_test_topics, end_offsets, read_committed_to_end, unique_topic, wait_until,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::Message;
+
+mod model;
+use model::Components;
+
+const PEOPLE: usize = 1_500;
+const EVENTS: usize = 12_000;
+
+/// People with identifiers no one else has (within every limit), each known under one to three
+/// customer ids; events carry some of one person's identifiers under one of its ids.
+fn workload(seed: u64) -> Vec<TouchpointEvent> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let people: Vec<(Vec<Identifier>, Vec<String>)> = (0..PEOPLE)
+        .map(|person| {
+            let mut identifiers = vec![Identifier::new("anonymous_id", format!("a-{person}"))];
+            if rng.random_bool(0.5) {
+                identifiers.push(Identifier::new("user_id", format!("U-{person}")));
+            }
+            if rng.random_bool(0.3) {
+                identifiers.push(Identifier::new("loyalty_card", format!("L{person}")));
+            }
+            if rng.random_bool(0.7) {
+                identifiers.push(Identifier::new("email", format!("p{person}@example.org")));
+            }
+            if rng.random_bool(0.4) {
+                identifiers.push(Identifier::new("phone", format!("+44207946{person:04}")));
+            }
+            let customers = (0..rng.random_range(1..=3))
+                .map(|n| format!("{}-{person}-{n}", ["k", "b", "x", "m"][rng.random_range(0..4)]))
+                .collect();
+            (identifiers, customers)
+        })
+        .collect();
+    let occurred_at = Utc::now() - chrono::Duration::minutes(10);
+    (0..EVENTS)
+        .map(|index| {
+            let (identifiers, customers) = &people[rng.random_range(0..PEOPLE)];
+            TouchpointEvent {
+                event_id: format!("e-{index}"),
+                customer_id: customers[rng.random_range(0..customers.len())].clone(),
+                occurred_at,
+                channel: Channel::Web,
+                source: None,
+                payload: EventPayload::PageViewed { url: "https://shop.example/".into() },
+                context: BTreeMap::new(),
+                // About one event in ten links something new; most carry nothing or one id.
+                identifiers: identifiers.iter().filter(|_| rng.random_bool(0.15)).cloned().collect(),
+            }
+        })
+        .collect()
+}
+
+struct Stage {
+    label: &'static str,
+    topics: ServiceTopics,
+    extra: Vec<String>,
+}
+
+impl Stage {
+    fn spawn(&self, run: usize) -> ServiceProcess {
+        let mut args = vec![self.label.to_owned()];
+        args.extend(self.topics.runtime_args(&format!("{}-0", self.label), 0));
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ServiceProcess::spawn(
+            env!("CARGO_BIN_EXE_identity-resolver"),
+            &format!("identity-{}-{run}", self.label),
+            &args,
+            &[],
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are_sigkilled() {
+    let router_topics = ServiceTopics::create("idr-router", 0).await;
+    let [requests, customers, resolved, conflicts] =
+        ["idr-requests", "idr-customers", "idr-resolved", "idr-conflicts"].map(unique_topic);
+    create_test_topics(
+        &[&requests, &customers, &resolved, &conflicts]
+            .map(|topic| TopicRequest::plain(topic, PARTITIONS, 1)),
+    )
+    .await;
+    let internal = |label: &str, input: &str| {
+        let topics = ServiceTopics {
+            group: unique_topic(&format!("{label}-group")),
+            input: input.to_owned(),
+            dlq: router_topics.dlq.clone(),
+            changelog: unique_topic(&format!("{label}-state")),
+            outputs: Vec::new(),
+        };
+        (TopicRequest::compacted(&topics.changelog, PARTITIONS, 1), topics)
+    };
+    let (claims_state, claims_topics) = internal("idr-claims", &requests);
+    let (customers_state, customers_topics) = internal("idr-customers", &customers);
+    create_test_topics(&[claims_state, customers_state]).await;
+    let links = vec![
+        "--requests-topic".to_owned(),
+        requests.clone(),
+        "--customers-topic".to_owned(),
+        customers.clone(),
+    ];
+    let mut customer_flags = links.clone();
+    customer_flags.extend(["--resolved-topic".to_owned(), resolved.clone()]);
+    customer_flags.extend(["--conflicts-topic".to_owned(), conflicts.clone()]);
+    let stages = [
+        Stage { label: "router", topics: router_topics.clone(), extra: links.clone() },
+        Stage { label: "claims", topics: claims_topics, extra: links.clone() },
+        Stage { label: "customers", topics: customers_topics, extra: customer_flags },
+    ];
+
+    let events = workload(16);
+    let mut input: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|event| (event.customer_id.clone(), encode_event(event).expect("encodes")))
+        .collect();
+    // Producer retries: 1 % of records again, right after.
+    let mut rng = StdRng::seed_from_u64(3);
+    for index in (0..input.len()).rev() {
+        if rng.random_bool(0.01) {
+            input.insert(index + 1, input[index].clone());
+        }
+    }
+    let producing = produce_at_rate(router_topics.input.clone(), input, 400);
+    let mut running: Vec<ServiceProcess> = stages.iter().map(|stage| stage.spawn(0)).collect();
+    // Four rounds: each SIGKILLs one stage, or all three, once the resolved topic grew.
+    let mut mid_stream = 0;
+    for run in 1..=4 {
+        let before = end_offsets(&resolved);
+        let watched = resolved.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_until("the stages make progress", Duration::from_secs(90), || {
+                end_offsets(&watched) > before + 300
+            })
+        })
+        .await
+        .expect("progress task");
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
+        if end_offsets(&resolved) < EVENTS as i64 {
+            mid_stream += 1;
+        }
+        let victims: Vec<usize> = match rng.random_range(0..4) {
+            3 => vec![0, 1, 2],
+            one => vec![one],
+        };
+        for victim in victims {
+            let killed = std::mem::replace(&mut running[victim], stages[victim].spawn(run));
+            killed.kill();
+        }
+    }
+    assert!(mid_stream >= 3, "only {mid_stream} kills happened mid-stream");
+    producing.await.expect("producer task");
+
+    // Done when every event is out and the internal topics stopped moving (merges settled).
+    let (watched, internal) = (resolved.clone(), [requests.clone(), customers.clone()]);
+    tokio::task::spawn_blocking(move || {
+        let mut last = (0, 0);
+        let mut stable_since = std::time::Instant::now();
+        wait_until("every event resolved and merges settled", Duration::from_secs(180), || {
+            let now = (end_offsets(&internal[0]), end_offsets(&internal[1]));
+            if now != last {
+                last = now;
+                stable_since = std::time::Instant::now();
+            }
+            let events_out = read_committed_to_end(&watched)
+                .iter()
+                .filter(|m| {
+                    m.payload()
+                        .and_then(|p| decode_event(p).ok())
+                        .is_some_and(|e| e.event_id.starts_with("e-"))
+                })
+                .count();
+            events_out >= EVENTS && stable_since.elapsed() > Duration::from_secs(8)
+        })
+    })
+    .await
+    .expect("settle task");
+
+    let mut published: HashMap<String, Vec<String>> = HashMap::new();
+    let mut merged_into: BTreeMap<String, String> = BTreeMap::new();
+    for message in read_committed_to_end(&resolved) {
+        let event = decode_event(message.payload().expect("a value")).expect("a resolved event decodes");
+        let key = std::str::from_utf8(message.key().expect("a key")).expect("utf-8");
+        assert_eq!(key, event.customer_id, "keyed by its customer");
+        match event.payload {
+            EventPayload::CustomersMerged { winner, .. } => {
+                assert!(winner < event.customer_id, "the smaller id wins: {winner} < {}", event.customer_id);
+                let previous = merged_into.insert(event.customer_id.clone(), winner);
+                assert!(previous.is_none(), "{} merged twice", event.customer_id);
+            }
+            _ => published.entry(event.event_id.clone()).or_default().push(event.customer_id.clone()),
+        }
+    }
+    let canonical = |id: &str| {
+        let mut id = id.to_owned();
+        while let Some(next) = merged_into.get(&id) {
+            id = next.clone();
+        }
+        id
+    };
+    let names = Components::of(&events).names();
+    for event in &events {
+        let under = published.get(&event.event_id).unwrap_or_else(|| panic!("{} lost", event.event_id));
+        assert_eq!(under.len(), 1, "{} published {under:?}", event.event_id);
+        let expected = &names[&format!("customer_id:{}", event.customer_id)];
+        assert_eq!(&canonical(&under[0]), expected, "{event:?}");
+    }
+    assert_eq!(published.len(), EVENTS, "only the input's events");
+    let components: BTreeSet<&String> = names.values().collect();
+    let customers_seen: BTreeSet<String> = events.iter().map(|e| canonical(&e.customer_id)).collect();
+    assert_eq!(customers_seen.len(), components.len(), "one canonical customer per component");
+    let refused: Vec<IdentityConflict> = read_committed_to_end(&conflicts)
+        .iter()
+        .map(|m| decode_record(m.payload().expect("a value")).expect("a conflict"))
+        .collect();
+    assert!(refused.is_empty(), "no conflicts: {refused:?}");
+    assert!(read_committed_to_end(&router_topics.dlq).is_empty(), "nothing dead-lettered");
+    for (stage, process) in stages.iter().zip(running.iter_mut()) {
+        assert!(process.is_running(), "{} still works", stage.label);
+    }
+    println!("{} events, {} merges, {} customers", EVENTS, merged_into.len(), customers_seen.len());
+}
