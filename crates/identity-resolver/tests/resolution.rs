@@ -93,44 +93,73 @@ impl Stage {
     }
 }
 
+/// The resolver's topics (fresh) and its three stages' command lines.
+struct Resolver {
+    events: String,
+    dlq: String,
+    requests: String,
+    customers: String,
+    resolved: String,
+    conflicts: String,
+    stages: [Stage; 3],
+}
+
+impl Resolver {
+    async fn create() -> Self {
+        let router_topics = ServiceTopics::create("idr-router", 0).await;
+        let [requests, customers, resolved, conflicts] =
+            ["idr-requests", "idr-customers", "idr-resolved", "idr-conflicts"].map(unique_topic);
+        create_test_topics(
+            &[&requests, &customers, &resolved, &conflicts]
+                .map(|topic| TopicRequest::plain(topic, PARTITIONS, 1)),
+        )
+        .await;
+        let internal = |label: &str, input: &str| {
+            let topics = ServiceTopics {
+                group: unique_topic(&format!("{label}-group")),
+                input: input.to_owned(),
+                dlq: router_topics.dlq.clone(),
+                changelog: unique_topic(&format!("{label}-state")),
+                outputs: Vec::new(),
+            };
+            (TopicRequest::compacted(&topics.changelog, PARTITIONS, 1), topics)
+        };
+        let (claims_state, claims_topics) = internal("idr-claims", &requests);
+        let (customers_state, customers_topics) = internal("idr-customers", &customers);
+        create_test_topics(&[claims_state, customers_state]).await;
+        let links = vec![
+            "--requests-topic".to_owned(),
+            requests.clone(),
+            "--customers-topic".to_owned(),
+            customers.clone(),
+        ];
+        let mut customer_flags = links.clone();
+        customer_flags.extend(["--resolved-topic".to_owned(), resolved.clone()]);
+        customer_flags.extend(["--conflicts-topic".to_owned(), conflicts.clone()]);
+        Self {
+            events: router_topics.input.clone(),
+            dlq: router_topics.dlq.clone(),
+            requests,
+            customers,
+            resolved,
+            conflicts,
+            stages: [
+                Stage { label: "router", topics: router_topics, extra: links.clone() },
+                Stage { label: "claims", topics: claims_topics, extra: links },
+                Stage { label: "customers", topics: customers_topics, extra: customer_flags },
+            ],
+        }
+    }
+
+    fn spawn(&self, run: usize) -> Vec<ServiceProcess> {
+        self.stages.iter().map(|stage| stage.spawn(run)).collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are_sigkilled() {
-    let router_topics = ServiceTopics::create("idr-router", 0).await;
-    let [requests, customers, resolved, conflicts] =
-        ["idr-requests", "idr-customers", "idr-resolved", "idr-conflicts"].map(unique_topic);
-    create_test_topics(
-        &[&requests, &customers, &resolved, &conflicts]
-            .map(|topic| TopicRequest::plain(topic, PARTITIONS, 1)),
-    )
-    .await;
-    let internal = |label: &str, input: &str| {
-        let topics = ServiceTopics {
-            group: unique_topic(&format!("{label}-group")),
-            input: input.to_owned(),
-            dlq: router_topics.dlq.clone(),
-            changelog: unique_topic(&format!("{label}-state")),
-            outputs: Vec::new(),
-        };
-        (TopicRequest::compacted(&topics.changelog, PARTITIONS, 1), topics)
-    };
-    let (claims_state, claims_topics) = internal("idr-claims", &requests);
-    let (customers_state, customers_topics) = internal("idr-customers", &customers);
-    create_test_topics(&[claims_state, customers_state]).await;
-    let links = vec![
-        "--requests-topic".to_owned(),
-        requests.clone(),
-        "--customers-topic".to_owned(),
-        customers.clone(),
-    ];
-    let mut customer_flags = links.clone();
-    customer_flags.extend(["--resolved-topic".to_owned(), resolved.clone()]);
-    customer_flags.extend(["--conflicts-topic".to_owned(), conflicts.clone()]);
-    let stages = [
-        Stage { label: "router", topics: router_topics.clone(), extra: links.clone() },
-        Stage { label: "claims", topics: claims_topics, extra: links.clone() },
-        Stage { label: "customers", topics: customers_topics, extra: customer_flags },
-    ];
-
+    let resolver = Resolver::create().await;
+    let Resolver { events: events_topic, dlq, requests, customers, resolved, conflicts, stages } = &resolver;
     let events = workload(16);
     let mut input: Vec<(String, Vec<u8>)> = events
         .iter()
@@ -143,12 +172,12 @@ async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are
             input.insert(index + 1, input[index].clone());
         }
     }
-    let producing = produce_at_rate(router_topics.input.clone(), input, 400);
-    let mut running: Vec<ServiceProcess> = stages.iter().map(|stage| stage.spawn(0)).collect();
+    let producing = produce_at_rate(events_topic.clone(), input, 400);
+    let mut running = resolver.spawn(0);
     // Four rounds: each SIGKILLs one stage, or all three, once the resolved topic grew.
     let mut mid_stream = 0;
     for run in 1..=4 {
-        let before = end_offsets(&resolved);
+        let before = end_offsets(resolved);
         let watched = resolved.clone();
         tokio::task::spawn_blocking(move || {
             wait_until("the stages make progress", Duration::from_secs(90), || {
@@ -158,7 +187,7 @@ async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are
         .await
         .expect("progress task");
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
-        if end_offsets(&resolved) < EVENTS as i64 {
+        if end_offsets(resolved) < EVENTS as i64 {
             mid_stream += 1;
         }
         let victims: Vec<usize> = match rng.random_range(0..4) {
@@ -200,7 +229,7 @@ async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are
 
     let mut published: HashMap<String, Vec<String>> = HashMap::new();
     let mut merged_into: BTreeMap<String, String> = BTreeMap::new();
-    for message in read_committed_to_end(&resolved) {
+    for message in read_committed_to_end(resolved) {
         let event = decode_event(message.payload().expect("a value")).expect("a resolved event decodes");
         let key = std::str::from_utf8(message.key().expect("a key")).expect("utf-8");
         assert_eq!(key, event.customer_id, "keyed by its customer");
@@ -231,14 +260,122 @@ async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are
     let components: BTreeSet<&String> = names.values().collect();
     let customers_seen: BTreeSet<String> = events.iter().map(|e| canonical(&e.customer_id)).collect();
     assert_eq!(customers_seen.len(), components.len(), "one canonical customer per component");
-    let refused: Vec<IdentityConflict> = read_committed_to_end(&conflicts)
+    let refused: Vec<IdentityConflict> = read_committed_to_end(conflicts)
         .iter()
         .map(|m| decode_record(m.payload().expect("a value")).expect("a conflict"))
         .collect();
     assert!(refused.is_empty(), "no conflicts: {refused:?}");
-    assert!(read_committed_to_end(&router_topics.dlq).is_empty(), "nothing dead-lettered");
+    assert!(read_committed_to_end(dlq).is_empty(), "nothing dead-lettered");
     for (stage, process) in stages.iter().zip(running.iter_mut()) {
         assert!(process.is_running(), "{} still works", stage.label);
     }
     println!("{} events, {} merges, {} customers", EVENTS, merged_into.len(), customers_seen.len());
+}
+
+fn story_event(
+    event_id: &str,
+    customer_id: &str,
+    channel: Channel,
+    payload: EventPayload,
+    identifiers: &[(&str, &str)],
+) -> (String, Vec<u8>) {
+    let event = TouchpointEvent {
+        event_id: event_id.into(),
+        customer_id: customer_id.into(),
+        occurred_at: Utc::now() - chrono::Duration::minutes(5),
+        channel,
+        source: None,
+        payload,
+        context: BTreeMap::new(),
+        identifiers: identifiers.iter().map(|(kind, value)| Identifier::new(*kind, *value)).collect(),
+    };
+    (event.customer_id.clone(), encode_event(&event).expect("encodes"))
+}
+
+/// The story, on the broker: a support ticket opened on WhatsApp (known by phone)
+/// suppresses the email promo of the same person, once a login links that phone to their
+/// account. suppression reads the resolved events and takes the merge as a state handoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whatsapp_ticket_suppresses_the_email_promo_of_the_same_person_once_a_login_links_them() {
+    let resolver = Resolver::create().await;
+    let suppressions = unique_topic("idr-suppressions");
+    let suppression_topics = ServiceTopics {
+        group: unique_topic("idr-suppression-group"),
+        input: resolver.resolved.clone(),
+        dlq: resolver.dlq.clone(),
+        changelog: unique_topic("idr-suppression-state"),
+        outputs: vec![suppressions.clone()],
+    };
+    let handoff = unique_topic("idr-suppression-handoff");
+    create_test_topics(&[
+        TopicRequest::plain(&suppressions, PARTITIONS, 1),
+        TopicRequest::compacted(&suppression_topics.changelog, PARTITIONS, 1),
+        TopicRequest::plain(&handoff, PARTITIONS, 1),
+    ])
+    .await;
+    let mut args = suppression_topics.runtime_args("suppression-0", 0);
+    args.extend([
+        "--suppressions-topic".to_owned(),
+        suppressions.clone(),
+        "--handoff-topic".to_owned(),
+        handoff,
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let binary = omnistream_testkit::workspace_binary("suppression");
+    let mut suppression = ServiceProcess::spawn(&binary, "identity-story-suppression", &args, &[]);
+    let mut stages = resolver.spawn(0);
+
+    let phone = ("phone", "+1 415 555 0100");
+    omnistream_testkit::produce_all(
+        &resolver.events,
+        [
+            story_event("s-1", "U-7", Channel::Email, consent(), &[("user_id", "U-7")]),
+            story_event(
+                "s-2",
+                "wa-14155550100",
+                Channel::Whatsapp,
+                EventPayload::SupportTicketOpened { ticket_id: "T-1".into(), topic: None },
+                &[phone],
+            ),
+            story_event(
+                "s-3",
+                "U-7",
+                Channel::Web,
+                EventPayload::Identify,
+                &[("user_id", "U-7"), ("email", "Ann@Example.com"), phone],
+            ),
+        ],
+    )
+    .await;
+
+    let topic = suppressions.clone();
+    let latest = tokio::task::spawn_blocking(move || {
+        let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        wait_until("the merged customer's email marketing is blocked", Duration::from_secs(90), || {
+            for message in read_committed_to_end(&topic) {
+                let key = String::from_utf8(message.key().expect("a key").to_vec()).expect("utf-8");
+                latest.insert(key, message.payload().map(<[u8]>::to_vec));
+            }
+            latest.get("U-7").cloned().flatten().is_some_and(|value| {
+                let record: omnistream_model::records::SuppressionState =
+                    decode_record(&value).expect("decodes");
+                record.marketing.iter().any(|c| {
+                    c.channel == Channel::Email && c.reasons.iter().any(|r| r.code == "support_ticket_open")
+                })
+            })
+        });
+        latest
+    })
+    .await
+    .expect("waiting task");
+    assert_eq!(latest.get("wa-14155550100"), Some(&None), "the loser's record is a tombstone");
+    assert!(read_committed_to_end(&resolver.dlq).is_empty(), "nothing dead-lettered");
+    assert!(suppression.is_running());
+    for stage in &mut stages {
+        assert!(stage.is_running());
+    }
+}
+
+fn consent() -> EventPayload {
+    EventPayload::ConsentChanged { purpose: omnistream_model::Purpose::Marketing, granted: true }
 }

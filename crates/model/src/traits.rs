@@ -68,6 +68,18 @@ impl TraitHistory {
         self.set_once.retain(|(_, once_at)| *once_at > at);
     }
 
+    /// Takes in another customer's history of the same trait (a merge): its base and its
+    /// `set_once`s, as if they had arrived after this one's (the trait rule decides by event
+    /// time, arrival order only breaks ties).
+    pub fn absorb(&mut self, other: &TraitHistory) {
+        if let Some((value, at)) = &other.base {
+            self.rebase(value.clone(), *at);
+        }
+        for (value, at) in &other.set_once {
+            self.set_once(value, *at);
+        }
+    }
+
     /// The trait now; `None` if no operation of it is known.
     pub fn resolved(&self) -> Option<Resolved<'_>> {
         match &self.base {

@@ -28,8 +28,9 @@ pub struct RuntimeArgs {
     pub input_topic: String,
 
     /// Internal topic through which a customer's state moves to another customer (merges), with
-    /// the input's partition count; default `<service>.handoff.v1`. Only services that hand off
-    /// state read or write it.
+    /// the input's partition count, conventionally `<service>.handoff.v1`. Only services that
+    /// hand off state use it, and only when it is set: merges (identity resolution) need it, and
+    /// without it an event asking for one is dead-lettered (`merge_without_handoff`).
     #[arg(long, env = "HANDOFF_TOPIC")]
     pub handoff_topic: Option<String>,
 
@@ -215,8 +216,7 @@ impl RuntimeConfig {
         Self {
             group_id: args.group_id.unwrap_or_else(|| service.name.to_owned()),
             changelog_topic: args.changelog_topic.unwrap_or_else(|| format!("{}.state.v1", service.name)),
-            handoff_topic: hands_off_state
-                .then(|| args.handoff_topic.unwrap_or_else(|| format!("{}.handoff.v1", service.name))),
+            handoff_topic: args.handoff_topic.filter(|_| hands_off_state),
             admin_addr: args.admin_addr.unwrap_or(service.default_admin_addr),
             service,
             kafka: args.kafka,

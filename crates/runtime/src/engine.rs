@@ -164,6 +164,8 @@ pub(crate) enum DeadLetterReason {
     RecordTooLarge,
     /// A handoff record that does not decode (or was written by a newer release).
     HandoffUnreadable,
+    /// It asks to move its customer's state (a merge) and no handoff topic is configured.
+    MergeWithoutHandoff,
 }
 
 impl DeadLetterReason {
@@ -174,6 +176,7 @@ impl DeadLetterReason {
             DeadLetterReason::StateLimit => "state_limit",
             DeadLetterReason::RecordTooLarge => "record_too_large",
             DeadLetterReason::HandoffUnreadable => "handoff_unreadable",
+            DeadLetterReason::MergeWithoutHandoff => "merge_without_handoff",
         }
     }
 }
@@ -671,6 +674,18 @@ impl<P: Processor> EngineCore<P> {
                 }
             }
         }
+        // A merge: the state `apply` leaves goes to the winner.
+        let winner = P::HANDS_OFF_STATE
+            .then(|| self.processor.handoff_target(&event))
+            .flatten()
+            .filter(|winner| winner != customer_id);
+        if let (Some(winner), None) = (&winner, &self.settings.handoff_topic) {
+            let text = format!(
+                "a merge of {customer_id} into {winner} needs the service's handoff topic (--handoff-topic)"
+            );
+            self.dead_letter(record, DeadLetterReason::MergeWithoutHandoff, &text, out);
+            return Ok(RecordOutcome::DeadLettered);
+        }
         let ledger = self.ledger.as_mut().expect("ledger opened");
         ledger.touch(partition, customer_id, Some((Input::Events, offset)));
         let entry = data.store.remember(customer_id, hash, self.settings.dedupe_window);
@@ -680,8 +695,8 @@ impl<P: Processor> EngineCore<P> {
         self.settings.outputs.bind(outputs, partition, &mut records);
         // A merge: the state the event left goes to the winner, with the dedupe memory (the
         // winner then drops this customer's retried events too); this customer's is forgotten.
-        let handoff = match P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten() {
-            Some(winner) if winner != customer_id => entry.state.take().map(|state| {
+        let handoff = match winner {
+            Some(winner) => entry.state.take().map(|state| {
                 let handed = Entry { recent: entry.recent.clone(), state: Some(state), merged_into: None };
                 crate::handoff::encode::<P>(&event, &handed).map(|value| (winner, value))
             }),
@@ -1284,10 +1299,14 @@ mod tests {
     }
 
     fn core_with(commit_max_records: usize) -> EngineCore<Tally> {
+        core_of(commit_max_records, Some("handoff".into()))
+    }
+
+    fn core_of(commit_max_records: usize, handoff_topic: Option<Arc<str>>) -> EngineCore<Tally> {
         let settings = CoreSettings {
             input_topic: "in".into(),
             outputs: OutputTopics(vec![("out", "out".into()), ("routed", "routed".into())]),
-            handoff_topic: Some("handoff".into()),
+            handoff_topic,
             dlq_topic: "dlq".into(),
             changelog_topic: "state".into(),
             commit_max_records,
@@ -1787,6 +1806,19 @@ mod tests {
         let retried = feed(&mut core, 1, 1, "c-2", &view("e-1", "c-2", BASE), BASE + 5).expect("fits");
         assert!(produced(&retried).is_empty(), "the loser's dedupe memory moved with the state");
         assert_eq!(core.state_of(1, "c-2").map(|count| count.count), Some(4));
+    }
+
+    #[test]
+    fn given_no_handoff_topic_when_an_event_asks_for_a_merge_then_it_is_dead_lettered_and_the_state_stays() {
+        let mut core = core_of(10_000, None);
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let merge = view_of("e-2", "c-1", BASE + 1, "merge:c-2");
+        let actions = feed(&mut core, 0, 1, "c-1", &merge, BASE + 1).expect("fits");
+        let dead = produced(&actions);
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].0, "dlq");
+        assert_eq!(header(&actions[0], "error.code"), Some("merge_without_handoff"));
+        assert_eq!(core.state_of(0, "c-1").map(|count| count.count), Some(1), "nothing moved or counted");
     }
 
     #[test]

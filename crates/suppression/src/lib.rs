@@ -183,12 +183,45 @@ impl Processor for Suppression {
             *state = None;
             return vec![Output::new(SUPPRESSIONS_OUTPUT, event.customer_id.clone(), None)];
         }
+        if let EventPayload::CustomersMerged { .. } = event.payload {
+            // Merged away: the runtime hands the memory to the winner; the record goes.
+            return vec![Output::new(SUPPRESSIONS_OUTPUT, event.customer_id.clone(), None)];
+        }
         let memory = state.get_or_insert_with(SuppressionMemory::default);
         remember(memory, event);
         memory.version += 1;
         memory.evaluated_at = memory.evaluated_at.max(now.timestamp_millis());
         let record = evaluate(memory, &self.rules, &event.customer_id, memory.evaluated_at);
         vec![Output::new(SUPPRESSIONS_OUTPUT, event.customer_id.clone(), Some(record))]
+    }
+
+    /// Merges (identity resolution, docs/identity.md): the loser's memory moves to the winner.
+    const HANDS_OFF_STATE: bool = true;
+
+    fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
+        match &event.payload {
+            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
+            _ => None,
+        }
+    }
+
+    /// The winner remembers what the loser did (its tickets, consents, bounces, sends, orders and
+    /// time zone), and every rule is evaluated again over both: the most restrictive reasons of
+    /// either stand, whichever of the two arrived first.
+    fn merge(
+        &self,
+        state: &mut Option<SuppressionMemory>,
+        customer_id: &str,
+        _from: &str,
+        handed: SuppressionMemory,
+        now: DateTime<Utc>,
+    ) -> Vec<Output<SuppressionState>> {
+        let memory = state.get_or_insert_with(SuppressionMemory::default);
+        absorb(memory, handed);
+        memory.version += 1;
+        memory.evaluated_at = memory.evaluated_at.max(now.timestamp_millis());
+        let record = evaluate(memory, &self.rules, customer_id, memory.evaluated_at);
+        vec![Output::new(SUPPRESSIONS_OUTPUT, customer_id.to_owned(), Some(record))]
     }
 
     fn next_timer(&self, state: &SuppressionMemory) -> Option<DateTime<Utc>> {
@@ -260,6 +293,40 @@ pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
         }
         _ => {}
     }
+}
+
+/// Takes in another customer's memory (a merge), fact by fact, with the rules `remember`
+/// applies to the events they came from.
+pub fn absorb(memory: &mut SuppressionMemory, loser: SuppressionMemory) {
+    for log in loser.tickets {
+        for fact in log.facts {
+            ticket(memory, &log.ticket_id).record(fact);
+        }
+    }
+    for mark in loser.consents {
+        match memory.consents.iter_mut().find(|c| c.channel == mark.channel && c.purpose == mark.purpose) {
+            Some(existing) if mark.at >= existing.at => *existing = mark,
+            Some(_) => {}
+            None => memory.consents.push(mark),
+        }
+    }
+    for (channel, granted_at) in loser.last_grants {
+        match memory.last_grants.iter_mut().find(|(c, _)| *c == channel) {
+            Some((_, last)) => *last = (*last).max(granted_at),
+            None => memory.last_grants.push((channel, granted_at)),
+        }
+        memory.hard_blocks.retain(|block| block.channel != channel || block.at > granted_at);
+    }
+    for block in loser.hard_blocks {
+        note_hard_block(memory, block.channel, block.spam, block.at);
+    }
+    memory.sends.extend(loser.sends);
+    memory.orders.extend(loser.orders);
+    memory.orders.sort_unstable();
+    let dropped = memory.orders.len().saturating_sub(ORDERS_KEPT);
+    memory.orders.drain(..dropped);
+    memory.timezone_history.absorb(&loser.timezone_history);
+    memory.evaluated_at = memory.evaluated_at.max(loser.evaluated_at);
 }
 
 /// The trait that names the customer's IANA time zone.

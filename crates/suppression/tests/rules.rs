@@ -586,3 +586,77 @@ fn a_resolution_dated_before_the_opening_leaves_the_ticket_open() {
     run.arrives(t(61), t(30), Channel::CallCenter, resolved("T-9"));
     assert_eq!(codes(run.marketing(Channel::Email)), vec![code::SUPPORT_TICKET_OPEN]);
 }
+
+/// The marketing reasons per channel of a record.
+fn marketing_reasons(record: &SuppressionState) -> Vec<(Channel, SuppressionStatus, Vec<String>)> {
+    record
+        .marketing
+        .iter()
+        .map(|c| (c.channel, c.status, c.reasons.iter().map(|r| r.code.to_string()).collect()))
+        .collect()
+}
+
+fn merged_record(outputs: &[omnistream_runtime::Output<SuppressionState>]) -> SuppressionState {
+    outputs[0].value.clone().expect("the winner's record")
+}
+
+#[test]
+fn given_a_whatsapp_ticket_on_one_customer_when_merged_with_the_email_customer_then_email_marketing_is_blocked_either_way()
+ {
+    let suppression = Suppression::default();
+    let of = |customer: &str, mut event: TouchpointEvent| {
+        event.customer_id = customer.into();
+        event
+    };
+    let mut phone = None;
+    suppression.apply(&mut phone, &of("c-phone", event(1, t(0), Channel::Whatsapp, opened("T-1"))), t(0));
+    suppression.apply(&mut phone, &of("c-phone", event(2, t(1), Channel::Sms, hard_bounce())), t(1));
+    let mut email = None;
+    suppression.apply(&mut email, &of("c-email", event(3, t(2), Channel::Email, consent(true))), t(2));
+    suppression.apply(&mut email, &of("c-email", event(4, t(3), Channel::Sms, consent(true))), t(3));
+
+    let into_email = merged_record(&suppression.merge(
+        &mut email.clone(),
+        "c-email",
+        "c-phone",
+        phone.clone().unwrap(),
+        t(4),
+    ));
+    let into_phone = merged_record(&suppression.merge(
+        &mut phone.clone(),
+        "c-phone",
+        "c-email",
+        email.clone().unwrap(),
+        t(4),
+    ));
+    let reasons = marketing_reasons(&into_email);
+    let email_marketing = reasons.iter().find(|(channel, ..)| *channel == Channel::Email).expect("email");
+    assert_eq!(email_marketing.1, Blocked, "{reasons:?}");
+    assert!(email_marketing.2.contains(&code::SUPPORT_TICKET_OPEN.to_owned()), "{reasons:?}");
+    // The SMS bounce (at 1) came before the SMS grant (at 3): lifted, whichever side held which.
+    let sms = reasons.iter().find(|(channel, ..)| *channel == Channel::Sms).expect("sms");
+    assert!(!sms.2.contains(&code::HARD_BOUNCE.to_owned()), "{reasons:?}");
+    assert_eq!(reasons, marketing_reasons(&into_phone), "the same whichever customer wins");
+    assert_eq!(into_email.transactional, into_phone.transactional);
+}
+
+#[test]
+fn given_a_merge_event_then_the_losers_record_is_a_tombstone_and_its_memory_stays_for_the_handoff() {
+    let suppression = Suppression::default();
+    let mut state = None;
+    suppression.apply(&mut state, &event(1, t(0), Channel::Whatsapp, opened("T-1")), t(0));
+    let merge = EventPayload::CustomersMerged {
+        winner: "c-0".into(),
+        merge_id: "m".into(),
+        identifier_type: "phone".into(),
+        identifier_value: "+14155550100".into(),
+        evidence_event_id: "e-9".into(),
+    };
+    let merge = event(2, t(1), Channel::Whatsapp, merge);
+    assert_eq!(suppression.handoff_target(&merge).as_deref(), Some("c-0"));
+    let before = state.clone();
+    let outputs = suppression.apply(&mut state, &merge, t(1));
+    assert_eq!(outputs.len(), 1);
+    assert_eq!((outputs[0].key.as_str(), outputs[0].value.is_none()), ("c-1", true));
+    assert_eq!(state, before, "untouched: the runtime moves it");
+}
