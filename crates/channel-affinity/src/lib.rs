@@ -321,6 +321,10 @@ impl Processor for ChannelAffinityProcessor {
         event: &TouchpointEvent,
         now: DateTime<Utc>,
     ) -> Vec<Output<ChannelAffinity>> {
+        if let EventPayload::CustomersMerged { .. } = event.payload {
+            // This service does not take merges yet (docs/identity.md): the loser's state stays.
+            return Vec::new();
+        }
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
             return vec![Output::new(AFFINITY_OUTPUT, event.customer_id.clone(), None)];

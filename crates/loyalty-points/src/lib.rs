@@ -197,6 +197,10 @@ impl Processor for LoyaltyPoints {
         event: &TouchpointEvent,
         now: DateTime<Utc>,
     ) -> Vec<Output<LoyaltyRecord>> {
+        if let EventPayload::CustomersMerged { .. } = event.payload {
+            // This service does not take merges yet (docs/identity.md): the loser's state stays.
+            return Vec::new();
+        }
         let customer_id = &event.customer_id;
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;

@@ -180,6 +180,10 @@ impl Processor for ProfileUpdater {
         event: &TouchpointEvent,
         _now: DateTime<Utc>,
     ) -> Vec<Output<Arc<CustomerProfile>>> {
+        if let EventPayload::CustomersMerged { .. } = event.payload {
+            // This service does not take merges yet (docs/identity.md): the loser's state stays.
+            return Vec::new();
+        }
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
             return vec![Output::new(PROFILES_OUTPUT, event.customer_id.clone(), None)];
