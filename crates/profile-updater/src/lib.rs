@@ -174,6 +174,42 @@ impl Processor for ProfileUpdater {
         limit_broken(state, &after).map_or(Ok(()), Err)
     }
 
+    /// Merges (identity resolution, docs/identity.md): the loser's profile moves to the winner.
+    const HANDS_OFF_STATE: bool = true;
+
+    fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
+        match &event.payload {
+            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
+            _ => None,
+        }
+    }
+
+    /// The winner's profile with the loser's folded in as if the loser's events had come after
+    /// the winner's own (SPEC 4.1's rules decide by event time; arrival only breaks ties).
+    fn merge(
+        &self,
+        state: &mut Option<ProfileState>,
+        customer_id: &str,
+        _from: &str,
+        handed: ProfileState,
+        _now: DateTime<Utc>,
+    ) -> Vec<Output<Arc<CustomerProfile>>> {
+        let merged = match state.take() {
+            Some(mut ours) => {
+                absorb(&mut ours, handed);
+                ours
+            }
+            None => {
+                let mut theirs = handed;
+                Arc::make_mut(&mut theirs.profile).customer_id = customer_id.to_owned();
+                theirs
+            }
+        };
+        let profile = Arc::clone(&merged.profile);
+        *state = Some(merged);
+        vec![Output::new(PROFILES_OUTPUT, customer_id.to_owned(), Some(profile))]
+    }
+
     fn apply(
         &self,
         state: &mut Option<ProfileState>,
@@ -181,8 +217,8 @@ impl Processor for ProfileUpdater {
         _now: DateTime<Utc>,
     ) -> Vec<Output<Arc<CustomerProfile>>> {
         if let EventPayload::CustomersMerged { .. } = event.payload {
-            // This service does not take merges yet (docs/identity.md): the loser's state stays.
-            return Vec::new();
+            // Merged away: the runtime hands the state to the winner; the profile goes.
+            return vec![Output::new(PROFILES_OUTPUT, event.customer_id.clone(), None)];
         }
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
@@ -327,6 +363,80 @@ fn show_tickets(state: &mut ProfileState) {
         });
     }
     keep_latest(&mut state.tickets, RESOLVED_TICKETS_KEPT, |log| log.open().is_some());
+}
+
+/// Folds another customer's state into this one (a merge), as if its events had arrived after
+/// this one's: counts and amounts add up, times widen, traits, consents and the last order go by
+/// event time (ties: the loser's, the later arrival), tickets join by id.
+pub fn absorb(state: &mut ProfileState, loser: ProfileState) {
+    for (name, _) in loser.profile.traits.iter() {
+        let mut history = state.trait_history(name);
+        history.absorb(&loser.trait_history(name));
+        let Some(entry) = trait_entry(&history) else { continue };
+        if history_of_entry(&entry) == history {
+            state.traits.remove(name.as_str());
+        } else {
+            state.traits.insert(name.clone(), history);
+        }
+        Arc::make_mut(&mut state.profile).traits.insert(name.clone(), entry);
+    }
+    // The loser's facts after this customer's: sequence numbers grow with arrival.
+    let after = state.profile.version;
+    for log in &loser.tickets {
+        for fact in &log.facts {
+            ticket_log(state, &log.ticket_id).record(TicketFact { seq: after + fact.seq, ..fact.clone() });
+        }
+    }
+    let theirs = &loser.profile;
+    let profile = Arc::make_mut(&mut state.profile);
+    profile.first_seen_at = profile.first_seen_at.min(theirs.first_seen_at);
+    profile.last_seen_at = profile.last_seen_at.max(theirs.last_seen_at);
+    for activity in &theirs.channels {
+        match profile.channels.binary_search_by_key(&activity.channel, |a| a.channel) {
+            Err(index) => profile.channels.insert(index, activity.clone()),
+            Ok(index) => {
+                let ours = &mut profile.channels[index];
+                ours.first_seen_at = ours.first_seen_at.min(activity.first_seen_at);
+                ours.last_seen_at = ours.last_seen_at.max(activity.last_seen_at);
+                for (event_type, count) in activity.event_counts.iter() {
+                    *ours.event_counts.get_or_insert_with(event_type, || (*event_type, 0)) += count;
+                }
+            }
+        }
+    }
+    profile.orders_count += theirs.orders_count;
+    profile.refunds_count += theirs.refunds_count;
+    for (currency, value) in theirs.lifetime_value_minor.iter() {
+        *profile.lifetime_value_minor.get_or_insert_with(currency, || (currency.clone(), 0)) += value;
+    }
+    for (currency, value) in theirs.refunded_value_minor.iter() {
+        *profile.refunded_value_minor.get_or_insert_with(currency, || (currency.clone(), 0)) += value;
+    }
+    if let Some(at) = theirs.last_order_at
+        && profile.last_order_at.is_none_or(|last| at >= last)
+    {
+        profile.last_order_at = Some(at);
+        profile.last_order_channel = theirs.last_order_channel;
+    }
+    for entry in &theirs.consents {
+        match profile.consents.iter_mut().find(|c| c.channel == entry.channel && c.purpose == entry.purpose) {
+            Some(existing) if entry.at >= existing.at => *existing = entry.clone(),
+            Some(_) => {}
+            None => profile.consents.push(entry.clone()),
+        }
+    }
+    profile.consents.sort_by_key(|c| (c.channel, c.purpose));
+    for identifier in &theirs.identifiers {
+        let value = TraitValue::String(identifier.value.clone());
+        note_identifier(profile, &identifier.kind, &value, identifier.first_seen_at);
+    }
+    if let Some(resolved) = &theirs.last_resolved_ticket
+        && profile.last_resolved_ticket.as_ref().is_none_or(|last| resolved.resolved_at > last.resolved_at)
+    {
+        profile.last_resolved_ticket = Some(resolved.clone());
+    }
+    profile.version += theirs.version;
+    show_tickets(state);
 }
 
 /// Folds one event into the state (everything but erasure).

@@ -14,7 +14,8 @@ use omnistream_model::records::CustomerProfile;
 use omnistream_model::{
     Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record, encode_event,
 };
-use omnistream_profile_updater::{PROFILES_OUTPUT, ProfileUpdater};
+use omnistream_profile_updater::{PROFILES_OUTPUT, ProfileState, ProfileUpdater};
+use omnistream_runtime::Processor;
 use omnistream_spec::{Record, profile};
 use omnistream_testkit::pipeline::{ServiceTopics, fold};
 use proptest::prelude::*;
@@ -139,6 +140,41 @@ proptest! {
         let last = outputs[&(PROFILES_OUTPUT.to_owned(), "c-1".to_owned())].last().cloned().flatten();
         let service = last.map(|bytes| decode_record::<CustomerProfile>(&bytes).unwrap());
         prop_assert_eq!(service, profile("c-1", &history(&events)), "{:#?}", events);
+    }
+}
+
+/// The core's state after `events`, as the runtime feeds them: each id once, an event over a
+/// limit left out.
+fn state_after(updater: &ProfileUpdater, events: &[TouchpointEvent]) -> Option<ProfileState> {
+    let mut state = None;
+    let mut seen = std::collections::HashSet::new();
+    for event in events {
+        if seen.insert(event.event_id.clone()) && updater.check_limits(state.as_ref(), event).is_ok() {
+            updater.apply(&mut state, event, base());
+        }
+    }
+    state
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// A merge (identity resolution) against the SPEC: the winner's profile after the loser's
+    /// state is folded in is the profile of the winner's events followed by the loser's, all under
+    /// the winner's id, recomputed from that whole history.
+    #[test]
+    fn a_merged_profile_is_the_specs_profile_of_both_histories(winner in stream("c-1"), loser in stream("c-2")) {
+        let updater = ProfileUpdater;
+        let mut merged = state_after(&updater, &winner);
+        let handed = state_after(&updater, &loser).expect("the loser has a profile");
+        let outputs = updater.merge(&mut merged, "c-1", "c-2", handed, base());
+        let record = outputs[0].value.as_deref().cloned();
+        let mut both = winner.clone();
+        both.extend(loser.iter().cloned().map(|mut event| {
+            event.customer_id = "c-1".into();
+            event
+        }));
+        prop_assert_eq!(record, profile("c-1", &history(&both)), "{:#?}", both);
     }
 }
 
