@@ -315,6 +315,31 @@ impl Processor for ChannelAffinityProcessor {
         }
     }
 
+    /// Merges (identity resolution, docs/identity.md): the loser's history moves to the winner.
+    const HANDS_OFF_STATE: bool = true;
+
+    fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
+        match &event.payload {
+            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
+            _ => None,
+        }
+    }
+
+    /// The winner's counts over both customers' facts, as of the handoff's time.
+    fn merge(
+        &self,
+        state: &mut Option<AffinityState>,
+        customer_id: &str,
+        _from: &str,
+        handed: AffinityState,
+        now: DateTime<Utc>,
+    ) -> Vec<Output<ChannelAffinity>> {
+        let state = state.get_or_insert_with(AffinityState::default);
+        absorb(state, &self.config, handed);
+        let record = affinity(state, &self.config, customer_id, now.timestamp_millis());
+        vec![Output::new(AFFINITY_OUTPUT, customer_id.to_owned(), Some(record))]
+    }
+
     fn apply(
         &self,
         state: &mut Option<AffinityState>,
@@ -322,8 +347,8 @@ impl Processor for ChannelAffinityProcessor {
         now: DateTime<Utc>,
     ) -> Vec<Output<ChannelAffinity>> {
         if let EventPayload::CustomersMerged { .. } = event.payload {
-            // This service does not take merges yet (docs/identity.md): the loser's state stays.
-            return Vec::new();
+            // Merged away: the runtime hands the state to the winner; the record goes.
+            return vec![Output::new(AFFINITY_OUTPUT, event.customer_id.clone(), None)];
         }
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
@@ -334,6 +359,66 @@ impl Processor for ChannelAffinityProcessor {
         // As of the partition clock (SPEC 4); counts of events dated ahead stay undecayed.
         let record = affinity(state, &self.config, &event.customer_id, now.timestamp_millis());
         vec![Output::new(AFFINITY_OUTPUT, event.customer_id.clone(), Some(record))]
+    }
+}
+
+/// Folds another customer's state into this one (a merge), as if its events had arrived after
+/// this one's: its kept facts join these in event-time order (its engagements deduplicated by
+/// message), its folded counts are added once decayed to the same time, and the rest as
+/// `apply_event` would have kept it.
+pub fn absorb(state: &mut AffinityState, config: &AffinityConfig, loser: AffinityState) {
+    let after = state.version;
+    for fact in loser.facts {
+        let seq = after + fact.seq;
+        if fact.kind == ENGAGEMENT {
+            let kept = state
+                .facts
+                .iter()
+                .position(|f| f.kind == ENGAGEMENT && f.channel == fact.channel && f.message == fact.message);
+            match kept {
+                Some(index) if (fact.at, seq) < state.facts[index].key() => {
+                    state.facts.remove(index);
+                }
+                Some(_) => continue,
+                None if state.engaged_messages.contains(&fact.message) => continue,
+                None => {}
+            }
+        }
+        state.insert(Fact { seq, ..fact });
+    }
+    // The folded counts, decayed to the later of the two fold times, then added.
+    let folded_at = match (state.folded_at, loser.folded_at) {
+        (Some(ours), Some(theirs)) => Some(ours.max(theirs)),
+        (ours, theirs) => ours.or(theirs),
+    };
+    let to = |at: Option<i64>| at.zip(folded_at).map_or(1.0, |(at, to)| decay(config, to - at));
+    let (ours_factor, theirs_factor) = (to(state.folded_at), to(loser.folded_at));
+    for (counts, theirs) in state.channels.iter_mut().zip(loser.channels) {
+        counts.sent = counts.sent * ours_factor + theirs.sent * theirs_factor;
+        counts.engaged = counts.engaged * ours_factor + theirs.engaged * theirs_factor;
+        counts.last_click_at = counts.last_click_at.max(theirs.last_click_at);
+        if let Some((granted, at)) = theirs.consent
+            && counts.consent.is_none_or(|(_, t)| at >= t)
+        {
+            counts.consent = Some((granted, at));
+        }
+    }
+    state.folded_at = folded_at;
+    for (ours, theirs) in state.unanswered.iter_mut().zip(loser.unanswered) {
+        *ours += theirs;
+    }
+    for message in loser.engaged_messages {
+        if !state.engaged_messages.contains(&message) {
+            if state.engaged_messages.len() >= ENGAGED_MESSAGES_KEPT {
+                state.engaged_messages.pop_front();
+            }
+            state.engaged_messages.push_back(message);
+        }
+    }
+    state.reference = state.reference.max(loser.reference);
+    state.version += loser.version;
+    while state.facts.len() > FACTS_KEPT {
+        state.fold_oldest(config);
     }
 }
 

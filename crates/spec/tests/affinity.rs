@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use omnistream_channel_affinity::{AFFINITY_OUTPUT, AffinityConfig, ChannelAffinityProcessor};
+use omnistream_channel_affinity::{AFFINITY_OUTPUT, AffinityConfig, AffinityState, ChannelAffinityProcessor};
 use omnistream_model::records::ChannelAffinity;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, decode_record, encode_event};
+use omnistream_runtime::Processor;
 use omnistream_spec::Record;
 use omnistream_spec::affinity::{AffinitySettings, MIN_SENDS_TOLERANCE, affinity, written_at};
 use omnistream_testkit::pipeline::ServiceTopics;
@@ -387,6 +388,54 @@ proptest! {
         records in stream("c-1", Mix::Tame),
     ) {
         agrees(&settings, &records)?;
+    }
+}
+
+/// The core's state after `records`, as the runtime feeds them (each id once, as of its append).
+fn state_after(
+    processor: &ChannelAffinityProcessor,
+    records: &[(TouchpointEvent, DateTime<Utc>)],
+) -> Option<AffinityState> {
+    let mut state = None;
+    let mut seen = std::collections::HashSet::new();
+    for (event, at) in records {
+        if seen.insert(event.event_id.clone()) {
+            processor.apply(&mut state, event, *at);
+        }
+    }
+    state
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// A merge (identity resolution) against the SPEC: the winner's record once the loser's state
+    /// is folded in is the record of the winner's events followed by the loser's, all under the
+    /// winner's id, recomputed from that whole history (erasures left out: they end a history).
+    #[test]
+    fn a_merged_affinity_is_the_specs_of_both_histories(
+        settings in settings(),
+        winner in stream("c-1", Mix::Full),
+        loser in stream("c-2", Mix::Full),
+    ) {
+        let kept = |records: Vec<(TouchpointEvent, DateTime<Utc>)>| -> Vec<(TouchpointEvent, DateTime<Utc>)> {
+            records.into_iter().filter(|(e, _)| !matches!(e.payload, EventPayload::ErasureRequested)).collect()
+        };
+        let (winner, loser) = (kept(winner), kept(loser));
+        prop_assume!(!loser.is_empty());
+        let processor = processor(&settings);
+        let mut merged = state_after(&processor, &winner);
+        let handed = state_after(&processor, &loser).expect("the loser has a state");
+        let at = winner.iter().chain(&loser).map(|(_, at)| *at).max().expect("records");
+        let outputs = processor.merge(&mut merged, "c-1", "c-2", handed, at);
+        let record = outputs[0].value.clone().expect("a record");
+        let mut both = winner.clone();
+        both.extend(loser.into_iter().map(|(mut event, at)| {
+            event.customer_id = "c-1".into();
+            (event, at)
+        }));
+        let model = affinity("c-1", &history(&both), record.as_of, &settings).expect("a model record");
+        agree(&record, &model, &settings).map_err(TestCaseError::fail)?;
     }
 }
 
