@@ -331,6 +331,7 @@ impl Processor for ChannelAffinityProcessor {
         state: &mut Option<AffinityState>,
         customer_id: &str,
         _from: &str,
+        _cause: &str,
         handed: AffinityState,
         now: DateTime<Utc>,
     ) -> Vec<Output<ChannelAffinity>> {

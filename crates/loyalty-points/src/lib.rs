@@ -197,11 +197,31 @@ impl Processor for LoyaltyPoints {
         event: &TouchpointEvent,
         now: DateTime<Utc>,
     ) -> Vec<Output<LoyaltyRecord>> {
-        if let EventPayload::CustomersMerged { .. } = event.payload {
-            // This service does not take merges yet (docs/identity.md): the loser's state stays.
-            return Vec::new();
-        }
         let customer_id = &event.customer_id;
+        if let EventPayload::CustomersMerged { winner, merge_id, .. } = &event.payload {
+            // Merged away: the runtime hands the state to the winner. The ledger says where the
+            // points went; the balance goes.
+            let Some(state) = state.as_ref() else { return Vec::new() };
+            let (active, pending) = (state.active(), state.pending());
+            let moved = LoyaltyLedgerEntry {
+                entry_id: event_entry_id(customer_id, &event.event_id, LedgerEntryKind::MergeOut),
+                customer_id: customer_id.clone(),
+                kind: LedgerEntryKind::MergeOut,
+                points: -active,
+                balance_after: BalanceAfter { active: 0, pending: 0 },
+                reason: Some(MERGE_REASON.to_owned()),
+                cause_event_id: event.event_id.clone(),
+                order_id: None,
+                channel: None,
+                negative_balance: false,
+                occurred_at: event.occurred_at,
+                redemption_id: None,
+                reason_detail: Some(format!(
+                    "{active} active and {pending} pending points moved to {winner} (merge {merge_id})"
+                )),
+            };
+            return vec![ledger_output(moved), Output::new(BALANCES_OUTPUT, customer_id.clone(), None)];
+        }
         if let EventPayload::ErasureRequested = event.payload {
             *state = None;
             let erase = LoyaltyLedgerEntry {
@@ -230,6 +250,53 @@ impl Processor for LoyaltyPoints {
         for movement in settle(state, at).into_iter().chain(apply_event(state, &self.rules, event, at)) {
             outputs.push(self.entry(customer_id, movement));
         }
+        outputs.push(self.balance_output(state, customer_id, at));
+        outputs
+    }
+
+    /// Merges (identity resolution, docs/identity.md): the loser's lots move to the winner.
+    const HANDS_OFF_STATE: bool = true;
+
+    fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
+        match &event.payload {
+            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
+            _ => None,
+        }
+    }
+
+    /// The winner takes the loser's lots (with their own activation and expiry), spending and
+    /// tier history, and says so in a `merge_in` entry.
+    fn merge(
+        &self,
+        state: &mut Option<LoyaltyState>,
+        customer_id: &str,
+        from: &str,
+        cause: &str,
+        handed: LoyaltyState,
+        now: DateTime<Utc>,
+    ) -> Vec<Output<LoyaltyRecord>> {
+        let state = state.get_or_insert_with(LoyaltyState::default);
+        let at = state.evaluated_at.max(handed.evaluated_at).max(now.timestamp_millis());
+        let (active, pending) = (handed.active(), handed.pending());
+        absorb(state, handed);
+        state.evaluated_at = at;
+        let merged_in = LoyaltyLedgerEntry {
+            entry_id: event_entry_id(customer_id, cause, LedgerEntryKind::MergeIn),
+            customer_id: customer_id.to_owned(),
+            kind: LedgerEntryKind::MergeIn,
+            points: active,
+            balance_after: BalanceAfter { active: state.active(), pending: state.pending() },
+            reason: Some(MERGE_REASON.to_owned()),
+            cause_event_id: cause.to_owned(),
+            order_id: None,
+            channel: None,
+            negative_balance: state.active() < 0,
+            occurred_at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+            redemption_id: None,
+            reason_detail: Some(format!("{active} active and {pending} pending points from {from}")),
+        };
+        let mut outputs = vec![ledger_output(merged_in)];
+        outputs.extend(settle(state, at).into_iter().map(|movement| self.entry(customer_id, movement)));
         outputs.push(self.balance_output(state, customer_id, at));
         outputs
     }
@@ -296,6 +363,33 @@ impl LoyaltyPoints {
         let balance = balance(state, &self.rules, customer_id, at);
         Output::new(BALANCES_OUTPUT, customer_id.to_owned(), Some(LoyaltyRecord::Balance(balance)))
     }
+}
+
+/// The reason code of the ledger entries of a merge.
+pub const MERGE_REASON: &str = "customers_merged";
+
+/// Takes in another customer's state (a merge): its lots keep their own activation and expiry,
+/// its spending, expiry and tier history add up, its redemptions stay answered once.
+pub fn absorb(state: &mut LoyaltyState, loser: LoyaltyState) {
+    state.lots.extend(loser.lots);
+    state.debt += loser.debt;
+    state.spent += loser.spent;
+    state.expired += loser.expired;
+    state.lifetime_earned += loser.lifetime_earned;
+    state.earned.extend(loser.earned);
+    state.earned.sort_unstable();
+    for redemption in loser.redemptions {
+        if !state.redemptions.contains(&redemption) {
+            if state.redemptions.len() >= REDEMPTIONS_KEPT {
+                state.redemptions.pop_front();
+            }
+            state.redemptions.push_back(redemption);
+        }
+    }
+    state.early_refunds.extend(loser.early_refunds);
+    let dropped = state.early_refunds.len().saturating_sub(EARLY_REFUNDS_KEPT);
+    state.early_refunds.drain(..dropped);
+    state.version += loser.version;
 }
 
 fn ledger_output(entry: LoyaltyLedgerEntry) -> Output<LoyaltyRecord> {
@@ -655,5 +749,7 @@ fn kind_name(kind: LedgerEntryKind) -> &'static str {
         LedgerEntryKind::Expire => "expire",
         LedgerEntryKind::Adjust => "adjust",
         LedgerEntryKind::Erase => "erase",
+        LedgerEntryKind::MergeOut => "merge_out",
+        LedgerEntryKind::MergeIn => "merge_in",
     }
 }

@@ -337,6 +337,10 @@ pub enum LedgerEntryKind {
     Expire,
     Adjust,
     Erase,
+    /// Points that left with the customer's state in a merge (identity resolution).
+    MergeOut,
+    /// Points that came with a merged customer's state.
+    MergeIn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

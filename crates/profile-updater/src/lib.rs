@@ -191,6 +191,7 @@ impl Processor for ProfileUpdater {
         state: &mut Option<ProfileState>,
         customer_id: &str,
         _from: &str,
+        _cause: &str,
         handed: ProfileState,
         _now: DateTime<Utc>,
     ) -> Vec<Output<Arc<CustomerProfile>>> {

@@ -215,6 +215,7 @@ impl Processor for MergingCounter {
         state: &mut Option<CounterState>,
         customer_id: &str,
         from: &str,
+        _cause: &str,
         handed: CounterState,
         _now: DateTime<Utc>,
     ) -> Vec<Output<Self::Record>> {

@@ -843,7 +843,9 @@ impl<P: Processor> EngineCore<P> {
         }
         let entry = data.store.remember_merged(&handoff.to, &handoff.entry.recent, hash, window);
         let outputs = match handoff.entry.state {
-            Some(handed) => self.processor.merge(&mut entry.state, &handoff.to, &handoff.from, handed, now),
+            Some(handed) => {
+                self.processor.merge(&mut entry.state, &handoff.to, &handoff.from, &handoff.id, handed, now)
+            }
             None => Vec::new(),
         };
         let mut records = std::mem::take(&mut self.bound);
@@ -1268,6 +1270,7 @@ mod tests {
             state: &mut Option<Count>,
             customer_id: &str,
             from: &str,
+            _cause: &str,
             handed: Count,
             _now: DateTime<Utc>,
         ) -> Vec<Output<String>> {

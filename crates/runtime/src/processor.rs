@@ -187,7 +187,8 @@ pub trait Processor: Send + 'static {
     }
 
     /// The winner's side of a handoff: folds the state handed over by `from` into the winner's
-    /// (`None` if the winner is new), as of the handoff record's append time. Applied once per
+    /// (`None` if the winner is new), as of the handoff record's append time; `cause` is the
+    /// event that asked for the merge (for records that must name it, as a ledger entry). Applied once per
     /// handoff (its id is remembered with the winner's event ids), in arrival order relative to
     /// the winner's own events: a merge should not depend on that order (counts add, traits by
     /// event time). It keeps the winner within its documented limits itself (no event to
@@ -197,6 +198,7 @@ pub trait Processor: Send + 'static {
         _state: &mut Option<Self::State>,
         _customer_id: &str,
         _from: &str,
+        _cause: &str,
         _handed: Self::State,
         _now: DateTime<Utc>,
     ) -> Vec<Output<Self::Record>> {

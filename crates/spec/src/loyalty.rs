@@ -801,6 +801,8 @@ pub fn kinds(expected: &Expected) -> BTreeSet<&'static str> {
             LedgerEntryKind::Expire => "expire",
             LedgerEntryKind::Adjust => "adjust",
             LedgerEntryKind::Erase => "erase",
+            LedgerEntryKind::MergeOut => "merge_out",
+            LedgerEntryKind::MergeIn => "merge_in",
         })
         .collect()
 }

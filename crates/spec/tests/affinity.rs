@@ -427,7 +427,7 @@ proptest! {
         let mut merged = state_after(&processor, &winner);
         let handed = state_after(&processor, &loser).expect("the loser has a state");
         let at = winner.iter().chain(&loser).map(|(_, at)| *at).max().expect("records");
-        let outputs = processor.merge(&mut merged, "c-1", "c-2", handed, at);
+        let outputs = processor.merge(&mut merged, "c-1", "c-2", "merge-1", handed, at);
         let record = outputs[0].value.clone().expect("a record");
         let mut both = winner.clone();
         both.extend(loser.into_iter().map(|(mut event, at)| {

@@ -17,6 +17,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules, Tier};
 use omnistream_model::records::{LedgerEntryKind, LoyaltyBalance, LoyaltyLedgerEntry};
 use omnistream_model::{Channel, EventPayload, TouchpointEvent, decode_record, encode_event};
+use omnistream_runtime::Processor;
+use omnistream_runtime::testing::ProcessorTest;
 use omnistream_spec::Record;
 use omnistream_spec::loyalty::{Expected, Ratio, Rules, kinds, loyalty};
 use omnistream_testkit::pipeline::ServiceTopics;
@@ -342,6 +344,65 @@ proptest! {
     #[test]
     fn loyalty_points_agrees_with_the_spec_on_every_valid_stream((records, until) in streams()) {
         check(&model_rules(), &records, until)?;
+    }
+}
+
+/// The state the real engine holds for `customer` after `records` and every timer up to `until`.
+fn engine_state(
+    service: &LoyaltyPoints,
+    records: &[(TouchpointEvent, i64)],
+    customer: &str,
+    until: i64,
+) -> Option<omnistream_loyalty_points::LoyaltyState> {
+    let mut test = ProcessorTest::new(service.clone());
+    for (event, appended) in records.iter().filter(|(event, _)| event.customer_id == customer) {
+        test.when_appended(event, time(*appended));
+    }
+    test.when_time_passes(time(until));
+    test.state(customer).cloned()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// A merge (identity resolution): what each customer earned, spent and lost stands as it was
+    /// decided, and the winner's balance is the sum of the two customers' balances the SPEC
+    /// recomputes from each one's own history, as of the merge.
+    #[test]
+    fn a_merged_balance_is_the_sum_of_the_two_specs_balances((records, until) in streams()) {
+        let rules = model_rules();
+        let histories = histories(&records);
+        prop_assume!(histories.len() >= 2);
+        let (winner, loser) = ("c0", "c1");
+        let (Some(ours), Some(theirs)) = (
+            loyalty(&rules, winner, &histories[winner], until).balance,
+            loyalty(&rules, loser, &histories[loser], until).balance,
+        ) else {
+            return Err(TestCaseError::reject("a customer erased last"));
+        };
+        let service = LoyaltyPoints::new(service_rules(&rules));
+        let mut merged = engine_state(&service, &records, winner, until);
+        let handed = engine_state(&service, &records, loser, until).expect("the loser's state");
+        let outputs = service.merge(&mut merged, winner, loser, "merge-1", handed, time(until));
+        let balance = outputs
+            .iter()
+            .rev()
+            .find_map(|output| match &output.value {
+                Some(omnistream_loyalty_points::LoyaltyRecord::Balance(balance)) => Some(balance.clone()),
+                _ => None,
+            })
+            .expect("the winner's balance");
+        let totals = |b: &LoyaltyBalance| [b.active, b.pending, b.spent, b.expired, b.lifetime_earned];
+        let sums: Vec<i64> = totals(&ours).iter().zip(totals(&theirs)).map(|(a, b)| a + b).collect();
+        prop_assert_eq!(totals(&balance).to_vec(), sums, "active, pending, spent, expired, lifetime");
+        let expiries = [ours.next_expiry, theirs.next_expiry].into_iter().flatten();
+        let soonest = expiries.clone().map(|e| e.at).min();
+        prop_assert_eq!(balance.next_expiry.map(|e| e.at), soonest, "the sooner expiry");
+        let Some(omnistream_loyalty_points::LoyaltyRecord::Ledger(entry)) = &outputs[0].value else {
+            panic!("a merge_in entry first")
+        };
+        prop_assert_eq!(entry.kind, LedgerEntryKind::MergeIn);
+        prop_assert_eq!(entry.points, theirs.active);
     }
 }
 

@@ -167,7 +167,7 @@ proptest! {
         let updater = ProfileUpdater;
         let mut merged = state_after(&updater, &winner);
         let handed = state_after(&updater, &loser).expect("the loser has a profile");
-        let outputs = updater.merge(&mut merged, "c-1", "c-2", handed, base());
+        let outputs = updater.merge(&mut merged, "c-1", "c-2", "merge-1", handed, base());
         let record = outputs[0].value.as_deref().cloned();
         let mut both = winner.clone();
         both.extend(loser.iter().cloned().map(|mut event| {

@@ -213,6 +213,7 @@ impl Processor for Suppression {
         state: &mut Option<SuppressionMemory>,
         customer_id: &str,
         _from: &str,
+        _cause: &str,
         handed: SuppressionMemory,
         now: DateTime<Utc>,
     ) -> Vec<Output<SuppressionState>> {

@@ -619,6 +619,7 @@ fn given_a_whatsapp_ticket_on_one_customer_when_merged_with_the_email_customer_t
         &mut email.clone(),
         "c-email",
         "c-phone",
+        "merge-1",
         phone.clone().unwrap(),
         t(4),
     ));
@@ -626,6 +627,7 @@ fn given_a_whatsapp_ticket_on_one_customer_when_merged_with_the_email_customer_t
         &mut phone.clone(),
         "c-phone",
         "c-email",
+        "merge-1",
         email.clone().unwrap(),
         t(4),
     ));
