@@ -212,7 +212,11 @@ impl IdentityRules {
     pub fn linkable(&self, identifier: &Identifier) -> Result<Identifier, Skipped> {
         let Some(compiled) = self.types.get(&identifier.kind) else { return Err(Skipped::UnknownType) };
         let value = if identifier.kind == CUSTOMER_ID {
-            identifier.value.trim().to_owned()
+            // Kept as sent: it is the customer's id in every record (a blank one links nothing).
+            if identifier.value.trim().is_empty() {
+                return Err(Skipped::Blocked("a blank customer id".into()));
+            }
+            identifier.value.clone()
         } else {
             normalize(&identifier.kind, &identifier.value).map_err(Skipped::Malformed)?
         };

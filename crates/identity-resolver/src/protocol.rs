@@ -245,6 +245,13 @@ pub fn merge_id(loser: &str, winner: &str, event_id: &str) -> String {
     format!("{:016x}", omnistream_runtime::event_id_hash(&text))
 }
 
+/// The canonical id of a customer first known by `identifier` alone (its producer's id links
+/// nothing): the same for every replay and every instance, and no personal data in a key.
+pub fn minted_customer_id(identifier: &Identifier) -> String {
+    let key = format!("{}:{}", identifier.kind, identifier.value);
+    format!("idr-{:016x}", omnistream_runtime::event_id_hash(&key))
+}
+
 /// The claim stage: one request for the identifier `key`.
 pub fn claim<E>(
     key: &Identifier,
@@ -270,18 +277,25 @@ pub fn claim<E>(
                 let owner = match owner {
                     Some(owner) => owner,
                     None => {
-                        // Unowned: the producer's customer claims it.
-                        current.owner = Some(event.customer_id.clone());
+                        // Unowned: the producer's customer claims it; a producer id that links
+                        // nothing (a till's shared `guest`) claims nothing, so a new customer,
+                        // named after the identifier, does.
+                        let claimant = if event.identifiers.iter().any(|i| i.kind == CUSTOMER_ID) {
+                            event.customer_id.clone()
+                        } else {
+                            minted_customer_id(key)
+                        };
+                        current.owner = Some(claimant.clone());
                         current.evidence = Some(event.evidence.clone());
                         effects.push(graph(current));
                         effects.push(Effect::Customer(
-                            event.customer_id.clone(),
+                            claimant.clone(),
                             CustomerRequest::Control(Control::Attach {
                                 identifier: key.clone(),
                                 evidence: event.evidence.clone(),
                             }),
                         ));
-                        event.customer_id.clone()
+                        claimant
                     }
                 };
                 for other in event.identifiers.iter().filter(|identifier| *identifier != key) {
@@ -320,17 +334,18 @@ pub fn claim<E>(
                 effects.push(graph(current));
             }
         }
+        // A customer's own id always names it: a refused link through it is a conflict, not a
+        // reason for it to stop linking.
+        ClaimRequest::Contest { .. } if own_customer.is_some() => {}
         ClaimRequest::Contest { evidence } => {
             if !current.contested {
                 current.contested = true;
                 // Whoever claimed it first does not keep it: the outcome does not depend on who
-                // was seen first. A customer's own id stays its own.
-                if own_customer.is_none() {
-                    current.evidence = None;
-                    if let Some(former) = current.owner.take() {
-                        let detach = Control::Detach { identifier: key.clone(), evidence };
-                        effects.push(Effect::Customer(former, CustomerRequest::Control(detach)));
-                    }
+                // was seen first.
+                current.evidence = None;
+                if let Some(former) = current.owner.take() {
+                    let detach = Control::Detach { identifier: key.clone(), evidence };
+                    effects.push(Effect::Customer(former, CustomerRequest::Control(detach)));
                 }
                 effects.push(graph(current));
             }

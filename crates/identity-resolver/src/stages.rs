@@ -220,6 +220,41 @@ fn conflict_record(conflict: Conflict) -> IdentityConflict {
     }
 }
 
+/// A producer's event as the router reads it: any valid event but `customers_merged`, which only
+/// the resolver writes (a forged one would move a customer's state to whoever it names).
+#[derive(Debug, Clone)]
+pub struct ProducerEvent(pub TouchpointEvent);
+
+impl InputEvent for ProducerEvent {
+    fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+        let event = TouchpointEvent::decode(bytes, now)?;
+        if let EventPayload::CustomersMerged { .. } = event.payload {
+            return Err(Rejection::single(
+                ErrorCode::UnknownType,
+                "type",
+                "customers_merged is written by identity-resolver, not accepted from producers",
+            ));
+        }
+        Ok(Self(event))
+    }
+
+    fn key(&self) -> &str {
+        self.0.key()
+    }
+
+    fn event_id(&self) -> &str {
+        self.0.event_id()
+    }
+
+    fn occurred_at_millis(&self) -> i64 {
+        self.0.occurred_at_millis()
+    }
+
+    fn is_erasure(&self) -> bool {
+        self.0.is_erasure()
+    }
+}
+
 /// Stage 1: re-keys each producer event to where it is resolved (its strongest identifier's
 /// claim), or straight to its customer when nothing of it links.
 #[derive(Debug, Clone, Default)]
@@ -228,7 +263,7 @@ pub struct Router {
 }
 
 impl Processor for Router {
-    type Input = TouchpointEvent;
+    type Input = ProducerEvent;
     /// Only that the customer was seen: the runtime keeps its recent event ids with it, so a
     /// producer's retry stops here.
     type State = ();
@@ -238,7 +273,7 @@ impl Processor for Router {
     fn apply(
         &self,
         state: &mut Option<()>,
-        event: &TouchpointEvent,
+        ProducerEvent(event): &ProducerEvent,
         _now: DateTime<Utc>,
     ) -> Vec<Output<StageRecord>> {
         *state = Some(());
@@ -289,5 +324,41 @@ impl Processor for Customers {
     ) -> Vec<Output<StageRecord>> {
         let CustomerMessage { customer_id, request } = input.message.clone();
         outputs(customer(&self.rules, &customer_id, state, request), input.event.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::DateTime;
+    use omnistream_model::{Channel, ErrorCode, EventPayload, TouchpointEvent, encode_event};
+    use omnistream_runtime::processor::InputEvent;
+
+    use super::ProducerEvent;
+
+    #[test]
+    fn given_a_customers_merged_event_from_a_producer_then_the_router_refuses_it() {
+        let forged = TouchpointEvent {
+            event_id: "e-1".into(),
+            customer_id: "c-victim".into(),
+            occurred_at: DateTime::from_timestamp(1_795_000_000, 0).expect("time"),
+            channel: Channel::Web,
+            source: None,
+            payload: EventPayload::CustomersMerged {
+                winner: "a-attacker".into(),
+                merge_id: "m".into(),
+                identifier_type: "email".into(),
+                identifier_value: "x@example.org".into(),
+                evidence_event_id: "e-0".into(),
+            },
+            context: BTreeMap::new(),
+            identifiers: Vec::new(),
+        };
+        let bytes = encode_event(&forged).expect("encodes");
+        let rejection = ProducerEvent::decode(&bytes, forged.occurred_at).expect_err("refused");
+        assert_eq!(rejection.first().code, ErrorCode::UnknownType, "{rejection}");
+        let view = TouchpointEvent { payload: EventPayload::PageViewed { url: "/".into() }, ..forged };
+        assert!(ProducerEvent::decode(&encode_event(&view).expect("encodes"), view.occurred_at).is_ok());
     }
 }

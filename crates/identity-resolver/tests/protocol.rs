@@ -370,3 +370,42 @@ fn given_two_customers_with_different_user_ids_on_one_phone_then_never_merged() 
         assert_eq!(network.canonical("c-a"), "c-a");
     }
 }
+
+#[test]
+fn given_a_tills_shared_guest_id_with_customers_emails_then_guest_claims_nothing_and_no_two_people_merge() {
+    let events = [
+        event(0, "guest", &[id("email", "ann@example.org")]),
+        event(1, "guest", &[id("email", "bob@example.org")]),
+        event(2, "c-ann", &[id("email", "ann@example.org")]),
+        event(3, "guest", &[]),
+        event(4, "c-bob", &[id("email", "bob@example.org")]),
+    ];
+    for network in each_order(&events, &[&[0, 1, 2, 3, 4], &[4, 3, 2, 1, 0]]) {
+        assert!(network.merges.iter().all(|merge| merge.loser != "guest" && merge.winner != "guest"));
+        assert_ne!(network.canonical("c-ann"), network.canonical("c-bob"), "{:?}", network.merges);
+        let under = |index: usize| {
+            let (_, customer) = network.resolved.iter().find(|(i, _)| *i == index).expect("published");
+            network.canonical(customer)
+        };
+        assert_eq!(under(0), "c-ann");
+        assert_eq!(under(1), "c-bob");
+        assert_eq!(under(3), "guest", "an anonymous till event stays the till's");
+    }
+}
+
+#[test]
+fn given_a_refused_link_through_a_customers_own_id_then_that_id_still_links_later() {
+    let events = [
+        event(0, "c-a", &[id("user_id", "U-1")]),
+        event(1, "c-b", &[id("user_id", "U-2")]),
+        event(2, "c-z", &[id("email", "z@example.org")]),
+        // c-b's producer says it is U-1 too: refused (two user ids), a conflict.
+        event(3, "c-b", &[id("user_id", "U-1")]),
+        event(4, "c-b", &[id("email", "z@example.org")]),
+    ];
+    for network in each_order(&events, &[&[0, 1, 2, 3, 4], &[0, 1, 2, 4, 3]]) {
+        assert_eq!(network.conflicts.len(), 1, "{:?}", network.conflicts);
+        assert_eq!(network.canonical("c-z"), "c-b", "{:?}", network.merges);
+        assert_eq!(network.canonical("c-a"), "c-a");
+    }
+}

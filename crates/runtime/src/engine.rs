@@ -166,6 +166,8 @@ pub(crate) enum DeadLetterReason {
     HandoffUnreadable,
     /// It asks to move its customer's state (a merge) and no handoff topic is configured.
     MergeWithoutHandoff,
+    /// It asks to merge its customer into itself (forged or broken input: the resolver never does).
+    MergeIntoItself,
 }
 
 impl DeadLetterReason {
@@ -177,6 +179,7 @@ impl DeadLetterReason {
             DeadLetterReason::RecordTooLarge => "record_too_large",
             DeadLetterReason::HandoffUnreadable => "handoff_unreadable",
             DeadLetterReason::MergeWithoutHandoff => "merge_without_handoff",
+            DeadLetterReason::MergeIntoItself => "merge_into_itself",
         }
     }
 }
@@ -675,10 +678,12 @@ impl<P: Processor> EngineCore<P> {
             }
         }
         // A merge: the state `apply` leaves goes to the winner.
-        let winner = P::HANDS_OFF_STATE
-            .then(|| self.processor.handoff_target(&event))
-            .flatten()
-            .filter(|winner| winner != customer_id);
+        let winner = P::HANDS_OFF_STATE.then(|| self.processor.handoff_target(&event)).flatten();
+        if winner.as_deref() == Some(customer_id) {
+            let text = format!("a merge of {customer_id} into itself");
+            self.dead_letter(record, DeadLetterReason::MergeIntoItself, &text, out);
+            return Ok(RecordOutcome::DeadLettered);
+        }
         if let (Some(winner), None) = (&winner, &self.settings.handoff_topic) {
             let text = format!(
                 "a merge of {customer_id} into {winner} needs the service's handoff topic (--handoff-topic)"
@@ -1822,6 +1827,17 @@ mod tests {
         assert_eq!(dead[0].0, "dlq");
         assert_eq!(header(&actions[0], "error.code"), Some("merge_without_handoff"));
         assert_eq!(core.state_of(0, "c-1").map(|count| count.count), Some(1), "nothing moved or counted");
+    }
+
+    #[test]
+    fn given_an_event_asking_to_merge_its_customer_into_itself_then_it_is_dead_lettered() {
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let merge = view_of("e-2", "c-1", BASE + 1, "merge:c-1");
+        let actions = feed(&mut core, 0, 1, "c-1", &merge, BASE + 1).expect("fits");
+        assert_eq!(produced(&actions).len(), 1);
+        assert_eq!(header(&actions[0], "error.code"), Some("merge_into_itself"));
+        assert_eq!(core.state_of(0, "c-1").map(|count| count.count), Some(1), "untouched");
     }
 
     #[test]
