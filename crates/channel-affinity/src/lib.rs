@@ -319,10 +319,7 @@ impl Processor for ChannelAffinityProcessor {
     const HANDS_OFF_STATE: bool = true;
 
     fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
-        match &event.payload {
-            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
-            _ => None,
-        }
+        event.merge_winner().map(str::to_owned)
     }
 
     /// The winner's counts over both customers' facts, as of the handoff's time.

@@ -258,10 +258,7 @@ impl Processor for LoyaltyPoints {
     const HANDS_OFF_STATE: bool = true;
 
     fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
-        match &event.payload {
-            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
-            _ => None,
-        }
+        event.merge_winner().map(str::to_owned)
     }
 
     /// The winner takes the loser's lots (with their own activation and expiry), spending and

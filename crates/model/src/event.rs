@@ -79,6 +79,15 @@ pub struct TouchpointEvent {
 }
 
 impl TouchpointEvent {
+    /// The customer a `customers_merged` event moves its customer's state to (identity
+    /// resolution): what a service's `handoff_target` answers.
+    pub fn merge_winner(&self) -> Option<&str> {
+        match &self.payload {
+            EventPayload::CustomersMerged { winner, .. } => Some(winner),
+            _ => None,
+        }
+    }
+
     pub fn event_type(&self) -> EventType {
         self.payload.event_type()
     }

@@ -178,10 +178,7 @@ impl Processor for ProfileUpdater {
     const HANDS_OFF_STATE: bool = true;
 
     fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
-        match &event.payload {
-            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
-            _ => None,
-        }
+        event.merge_winner().map(str::to_owned)
     }
 
     /// The winner's profile with the loser's folded in as if the loser's events had come after

@@ -199,10 +199,7 @@ impl Processor for Suppression {
     const HANDS_OFF_STATE: bool = true;
 
     fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
-        match &event.payload {
-            EventPayload::CustomersMerged { winner, .. } => Some(winner.clone()),
-            _ => None,
-        }
+        event.merge_winner().map(str::to_owned)
     }
 
     /// The winner remembers what the loser did (its tickets, consents, bounces, sends, orders and
