@@ -16,7 +16,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use omnistream_model::topics::{CHANNEL_AFFINITY, LOYALTY_BALANCES, LOYALTY_LEDGER, PROFILES, SUPPRESSIONS};
+use omnistream_model::topics::{
+    CHANNEL_AFFINITY, CUSTOMER_IDENTITY, LOYALTY_BALANCES, LOYALTY_LEDGER, PROFILES, SUPPRESSIONS,
+};
 use omnistream_model::{Channel, Purpose};
 use omnistream_runtime::KafkaArgs;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,6 +34,8 @@ use serde_json::json;
 use crate::materialize::TopicMetrics;
 use crate::reachability::reachability;
 use crate::store::{CustomerView, Source, Store};
+use omnistream_model::records::CustomerIdentity;
+use percent_encoding::utf8_percent_encode;
 
 /// Settings, as flags with environment variables (SPEC 7).
 #[derive(Debug, Clone, clap::Parser)]
@@ -57,6 +61,10 @@ pub struct ApiArgs {
     pub balances_topic: String,
     #[arg(long, env = "LEDGER_TOPIC", default_value = LOYALTY_LEDGER)]
     pub ledger_topic: String,
+    /// identity-resolver's records (docs/identity.md): an id merged into another answers as
+    /// that customer; `/identity` explains. Without resolution the topic stays empty.
+    #[arg(long, env = "IDENTITY_TOPIC", default_value = CUSTOMER_IDENTITY)]
+    pub identity_topic: String,
     /// Ledger entries kept per customer for `/loyalty` (the most recent).
     #[arg(long, env = "LEDGER_ENTRIES", default_value_t = 20)]
     pub ledger_entries: usize,
@@ -75,13 +83,14 @@ fn parse_channel(text: &str) -> Result<Channel, String> {
 }
 
 impl ApiArgs {
-    pub fn topics(&self) -> [(Source, &str); 5] {
+    pub fn topics(&self) -> [(Source, &str); 6] {
         [
             (Source::Profiles, &self.profiles_topic),
             (Source::Suppressions, &self.suppressions_topic),
             (Source::ChannelAffinity, &self.affinity_topic),
             (Source::Balances, &self.balances_topic),
             (Source::Ledger, &self.ledger_topic),
+            (Source::Identity, &self.identity_topic),
         ]
     }
 }
@@ -224,9 +233,39 @@ pub fn loyalty_document(customer_id: &str, view: &CustomerView) -> String {
     )
 }
 
+/// A customer found by one of its ids: the canonical id (another one when the id asked for
+/// was merged into it) and what is known of it.
+struct Found {
+    customer_id: String,
+    view: CustomerView,
+    /// The id asked for was merged into `customer_id`.
+    alias: bool,
+}
+
+impl Found {
+    /// The answer, naming the canonical customer's resource when the id was an alias.
+    fn respond(&self, path: &str, body: String) -> Response {
+        let mut response = json_response(StatusCode::OK, body);
+        if self.alias {
+            let location =
+                format!("/v1/customers/{}{path}", utf8_percent_encode(&self.customer_id, PATH_SEGMENT));
+            if let Ok(value) = header::HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::CONTENT_LOCATION, value);
+            }
+        }
+        response
+    }
+}
+
+/// What a path segment must escape (RFC 3986 `pchar`).
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 impl Api {
-    fn known(&self, customer_id: &str) -> Option<CustomerView> {
-        self.store.get(customer_id).filter(CustomerView::is_known)
+    /// A known customer by any of its ids (merged ones reach the winner).
+    fn known(&self, customer_id: &str) -> Option<Found> {
+        let (canonical, view) = self.store.canonical(customer_id)?;
+        view.is_known().then(|| Found { alias: canonical != customer_id, customer_id: canonical, view })
     }
 
     fn observe(&self, route: &'static str, started: Instant, response: Response) -> Response {
@@ -243,7 +282,7 @@ impl Api {
 async fn get_customer(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
     let started = Instant::now();
     let response = match api.known(&customer_id) {
-        Some(view) => json_response(StatusCode::OK, customer_document(&customer_id, &view)),
+        Some(found) => found.respond("", customer_document(&found.customer_id, &found.view)),
         None => not_found(&customer_id, "no customer"),
     };
     api.observe("customer", started, response)
@@ -269,10 +308,11 @@ async fn get_reachability(
                 json!({"error": {"code": "bad_purpose", "message": message}}).to_string(),
             )
         }
-        (Some(purpose), Some(CustomerView { suppression: Some((_, suppression)), affinity, .. })) => {
-            let view =
-                reachability(&suppression, affinity.as_ref().map(|(_, a)| &**a), purpose, chrono::Utc::now());
-            json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
+        (Some(purpose), Some(found @ Found { view: CustomerView { suppression: Some(_), .. }, .. })) => {
+            let (_, suppression) = found.view.suppression.as_ref().expect("matched");
+            let affinity = found.view.affinity.as_ref().map(|(_, a)| &**a);
+            let view = reachability(suppression, affinity, purpose, chrono::Utc::now());
+            found.respond("/reachability", serde_json::to_string(&view).expect("serializable"))
         }
         (Some(purpose), _) => {
             let now = chrono::Utc::now();
@@ -296,12 +336,68 @@ async fn get_reachability(
 async fn get_loyalty(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
     let started = Instant::now();
     let response = match api.known(&customer_id) {
-        Some(view) if view.balance.is_some() || !view.ledger.is_empty() => {
-            json_response(StatusCode::OK, loyalty_document(&customer_id, &view))
+        Some(found) if found.view.balance.is_some() || !found.view.ledger.is_empty() => {
+            found.respond("/loyalty", loyalty_document(&found.customer_id, &found.view))
         }
         _ => not_found(&customer_id, "no loyalty account for customer"),
     };
     api.observe("loyalty", started, response)
+}
+
+/// The identity document: the canonical customer's identifiers (with the event that linked
+/// each), every id merged into it (`aliases`) and every merge behind them with its evidence,
+/// oldest first.
+pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) -> String {
+    let parse = |(json, _): &(Arc<str>, Arc<CustomerIdentity>)| {
+        serde_json::from_str::<serde_json::Value>(json).expect("the record's own JSON")
+    };
+    let mut aliases: Vec<String> = Vec::new();
+    let mut merges = Vec::new();
+    let mut pending = vec![(customer_id.to_owned(), view.identity.clone())];
+    while let Some((into, identity)) = pending.pop() {
+        let Some(identity) = identity else { continue };
+        let Some(shown) = parse(&identity).get_mut("merges").map(serde_json::Value::take) else { continue };
+        for (merge, mut shown) in identity.1.merges.iter().zip(shown.as_array().cloned().unwrap_or_default())
+        {
+            if aliases.len() >= MAX_ALIASES || aliases.contains(&merge.merged_customer_id) {
+                continue;
+            }
+            aliases.push(merge.merged_customer_id.clone());
+            shown["into_customer_id"] = json!(into);
+            merges.push((merge.occurred_at, shown));
+            let merged = store.get(&merge.merged_customer_id).and_then(|view| view.identity);
+            pending.push((merge.merged_customer_id.clone(), merged));
+        }
+    }
+    merges.sort_by_key(|(occurred_at, _)| *occurred_at);
+    let identifiers = view
+        .identity
+        .as_ref()
+        .and_then(|identity| parse(identity).get_mut("identifiers").map(serde_json::Value::take));
+    json!({
+        "customer_id": customer_id,
+        "identifiers": identifiers.unwrap_or_else(|| json!([])),
+        "aliases": aliases,
+        "merges": merges.into_iter().map(|(_, merge)| merge).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// Ids listed as merged into one customer, at most (a guard, far above any real merge history).
+const MAX_ALIASES: usize = 10_000;
+
+async fn get_identity(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+    let started = Instant::now();
+    let found =
+        api.store.canonical(&customer_id).filter(|(_, view)| view.is_known() || view.identity.is_some());
+    let response = match found {
+        Some((canonical, view)) => {
+            let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
+            found.respond("/identity", identity_document(&api.store, &found.customer_id, &found.view))
+        }
+        None => not_found(&customer_id, "no customer"),
+    };
+    api.observe("identity", started, response)
 }
 
 /// The `/v1/customers` routes.
@@ -310,5 +406,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/customers/{id}", get(get_customer))
         .route("/v1/customers/{id}/reachability", get(get_reachability))
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))
+        .route("/v1/customers/{id}/identity", get(get_identity))
         .with_state(api)
 }

@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
 use omnistream_model::codec::decode_value;
-use omnistream_model::records::{ChannelAffinity, SuppressionState};
+use omnistream_model::records::{ChannelAffinity, CustomerIdentity, SuppressionState};
 use omnistream_model::{RecordKind, value_to_json};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
@@ -19,11 +19,19 @@ pub enum Source {
     ChannelAffinity,
     Balances,
     Ledger,
+    /// identity-resolver's record of the id: its identifiers and merges, or its winner.
+    Identity,
 }
 
 impl Source {
-    pub const ALL: [Source; 5] =
-        [Source::Profiles, Source::Suppressions, Source::ChannelAffinity, Source::Balances, Source::Ledger];
+    pub const ALL: [Source; 6] = [
+        Source::Profiles,
+        Source::Suppressions,
+        Source::ChannelAffinity,
+        Source::Balances,
+        Source::Ledger,
+        Source::Identity,
+    ];
 
     fn kind(self) -> RecordKind {
         match self {
@@ -32,6 +40,7 @@ impl Source {
             Source::ChannelAffinity => RecordKind::ChannelAffinity,
             Source::Balances => RecordKind::LoyaltyBalance,
             Source::Ledger => RecordKind::LoyaltyLedgerEntry,
+            Source::Identity => RecordKind::CustomerIdentity,
         }
     }
 }
@@ -44,6 +53,7 @@ pub struct Decoded {
     /// The typed forms reachability needs.
     pub suppression: Option<Arc<SuppressionState>>,
     pub affinity: Option<Arc<ChannelAffinity>>,
+    pub identity: Option<Arc<CustomerIdentity>>,
     /// A ledger `erase` entry: what came before it is forgotten.
     pub erases: bool,
 }
@@ -63,6 +73,10 @@ pub fn decode(source: Source, bytes: &[u8]) -> Result<Decoded, String> {
             Source::ChannelAffinity => Some(Arc::new(apache_avro::from_value(&value).map_err(typed_error)?)),
             _ => None,
         },
+        identity: match source {
+            Source::Identity => Some(Arc::new(apache_avro::from_value(&value).map_err(typed_error)?)),
+            _ => None,
+        },
         json: Arc::from(json.to_string()),
         erases,
     })
@@ -75,13 +89,16 @@ pub struct CustomerView {
     pub suppression: Option<(Arc<str>, Arc<SuppressionState>)>,
     pub affinity: Option<(Arc<str>, Arc<ChannelAffinity>)>,
     pub balance: Option<Arc<str>>,
+    /// What identity resolution knows of the id (`merged_into`: an alias of another customer).
+    pub identity: Option<(Arc<str>, Arc<CustomerIdentity>)>,
     /// Newest last.
     pub ledger: VecDeque<Arc<str>>,
 }
 
 impl CustomerView {
     /// Known: some service holds a current record of them. Ledger entries alone do not make a
-    /// customer known (after an erasure only the `erase` entry remains).
+    /// customer known (after an erasure only the `erase` entry remains), nor does an identity
+    /// record (an alias holds nothing else).
     pub fn is_known(&self) -> bool {
         self.profile.is_some()
             || self.suppression.is_some()
@@ -105,6 +122,7 @@ impl CustomerView {
             Source::Suppressions => self.suppression = record.and_then(|r| Some((r.json, r.suppression?))),
             Source::ChannelAffinity => self.affinity = record.and_then(|r| Some((r.json, r.affinity?))),
             Source::Balances => self.balance = record.map(|r| r.json),
+            Source::Identity => self.identity = record.and_then(|r| Some((r.json, r.identity?))),
             Source::Ledger => {
                 // The ledger is not compacted: a null value carries nothing to apply.
                 let Some(record) = record else { return };
@@ -121,6 +139,9 @@ impl CustomerView {
 }
 
 const SHARDS: usize = 16;
+
+/// The longest chain of merges an alias is followed through.
+pub const MAX_MERGE_CHAIN: usize = 64;
 
 /// Every customer, sharded so that lookups rarely wait for the writers.
 #[derive(Debug)]
@@ -148,7 +169,7 @@ impl Store {
                 // Ledger entries may arrive before the balance does: only a tombstone removes.
                 // An erased customer's `erase` entry stays, whatever order the topics' tombstones
                 // come in: reachability answers `erased` from it (SPEC 4.5).
-                if tombstone && !view.is_known() && view.erased_at().is_none() {
+                if tombstone && !view.is_known() && view.identity.is_none() && view.erased_at().is_none() {
                     shard.remove(customer_id);
                 }
             }
@@ -165,6 +186,24 @@ impl Store {
     pub fn get(&self, customer_id: &str) -> Option<CustomerView> {
         let shard = self.shard(customer_id).read().unwrap_or_else(std::sync::PoisonError::into_inner);
         shard.get(customer_id).cloned()
+    }
+
+    /// The customer an id stands for: itself, or, for an id merged into another (an alias), the
+    /// end of its chain of merges, with that customer's view.
+    pub fn canonical(&self, customer_id: &str) -> Option<(String, CustomerView)> {
+        let mut id = customer_id.to_owned();
+        let mut view = self.get(&id)?;
+        // A chain is as long as the merges one customer went through; the bound only guards
+        // against a cycle the resolver never writes.
+        for _ in 0..MAX_MERGE_CHAIN {
+            let Some(winner) = view.identity.as_ref().and_then(|(_, identity)| identity.merged_into.clone())
+            else {
+                return Some((id, view));
+            };
+            view = self.get(&winner).unwrap_or_default();
+            id = winner;
+        }
+        None
     }
 
     /// Customers held (known or with ledger entries only).
@@ -186,6 +225,7 @@ mod tests {
             json: Arc::from(json),
             suppression: None,
             affinity: None,
+            identity: None,
             erases: json.contains("erase"),
         })
     }

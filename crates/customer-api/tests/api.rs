@@ -5,19 +5,21 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::DateTime;
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
 use omnistream_model::records::{
-    ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
+    ChannelAffinity, CustomerIdentity, CustomerProfile, IdentityMerge, LinkedIdentifier, LoyaltyBalance,
+    LoyaltyLedgerEntry, SuppressionState,
 };
-use omnistream_model::{Channel, EventPayload, TouchpointEvent, decode_record, encode_event};
+use omnistream_model::{Channel, EventPayload, OutputRecord, TouchpointEvent, decode_record, encode_event};
 use omnistream_profile_updater::ProfileUpdater;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_suppression::{Rules, Suppression};
 use omnistream_testkit::pipeline::{OutputsByKey, fold, simulated_input};
 use omnistream_testkit::{
-    ServiceProcess, create_test_topics, free_port, http_get, producer, unique_topic, wait_until,
-    workspace_binary,
+    ServiceProcess, create_test_topics, free_port, http_get, http_get_with_headers, producer, unique_topic,
+    wait_until, workspace_binary,
 };
 use rdkafka::producer::FutureRecord;
 
@@ -56,10 +58,16 @@ fn last_values(outputs: &OutputsByKey, topic: &str) -> HashMap<String, Option<Ve
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_means_caught_up_and_tombstones_remove_customers() {
     let topic = |name: &str| unique_topic(&format!("api-{name}"));
-    let (profiles, suppressions, affinity, ledger, balances) =
-        (topic("profiles"), topic("suppressions"), topic("affinity"), topic("ledger"), topic("balances"));
+    let (profiles, suppressions, affinity, ledger, balances, identity) = (
+        topic("profiles"),
+        topic("suppressions"),
+        topic("affinity"),
+        topic("ledger"),
+        topic("balances"),
+        topic("identity"),
+    );
     let mut requests = vec![TopicRequest::plain(&ledger, 3, 1)];
-    for compacted in [&profiles, &suppressions, &affinity, &balances] {
+    for compacted in [&profiles, &suppressions, &affinity, &balances, &identity] {
         requests.push(TopicRequest::compacted(compacted, 3, 1));
     }
     create_test_topics(&requests).await;
@@ -92,6 +100,46 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     let last_balances = last_values(&outputs, &balances);
     let erased: Vec<&String> = last_profiles.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k).collect();
     assert!(!erased.is_empty(), "the simulation erases some customers");
+    // identity-resolver's records: `alias-2` was merged into `alias-1`, which was merged into
+    // the first known customer (written by hand: the API follows what the topic says, whoever wrote it).
+    let merged = |customer_id: &str, into: &str| CustomerIdentity {
+        customer_id: customer_id.into(),
+        merged_into: Some(into.into()),
+        identifiers: Vec::new(),
+        merges: Vec::new(),
+    };
+    let merge = |id: &str, loser: &str, at: i64| IdentityMerge {
+        merge_id: id.into(),
+        merged_customer_id: loser.into(),
+        identifier_type: "email".into(),
+        identifier_value: "ann@example.com".into(),
+        evidence_event_id: format!("evidence-of-{id}"),
+        occurred_at: DateTime::from_timestamp(at, 0).expect("time"),
+    };
+    let mut known: Vec<&String> = last_profiles.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k).collect();
+    known.sort();
+    let (winner, unresolved) = (known[0].clone(), known[1].clone());
+    let canonical = CustomerIdentity {
+        customer_id: winner.clone(),
+        merged_into: None,
+        identifiers: vec![LinkedIdentifier {
+            kind: "email".into(),
+            value: "ann@example.com".into(),
+            event_id: "e-login".into(),
+            occurred_at: DateTime::from_timestamp(1_795_000_000, 0).expect("time"),
+            channel: "web".into(),
+        }],
+        merges: vec![merge("m-late", "alias-1", 1_795_000_200)],
+    };
+    let alias_1 = CustomerIdentity {
+        merges: vec![merge("m-early", "alias-2", 1_795_000_100)],
+        ..merged("alias-1", &winner)
+    };
+    let mut identity_records = OutputsByKey::new();
+    for record in [canonical, alias_1, merged("alias-2", "alias-1")] {
+        identity_records.insert((identity.clone(), record.customer_id.clone()), vec![Some(record.encode())]);
+    }
+    publish(&identity_records).await;
 
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -113,6 +161,8 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
             &ledger,
             "--balances-topic",
             &balances,
+            "--identity-topic",
+            &identity,
         ],
         &[],
     );
@@ -157,8 +207,48 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
             }
         }
     }
+    // An alias answers as its canonical customer, and says which resource that is.
+    let (_, expected) = http_get(port, &format!("/v1/customers/{winner}")).expect("answers");
+    for (alias, path) in [("alias-2", ""), ("alias-1", "/loyalty"), ("alias-2", "/reachability")] {
+        let (status, headers, body) =
+            http_get_with_headers(port, &format!("/v1/customers/{alias}{path}")).expect("answers");
+        assert_eq!(status, 200, "{alias}{path}: {body}");
+        let location = headers.iter().find(|(name, _)| name == "content-location").map(|(_, v)| v.as_str());
+        assert_eq!(location, Some(format!("/v1/customers/{winner}{path}").as_str()), "{alias}{path}");
+        let document: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(document["customer_id"], winner.as_str(), "{alias}{path}: {body}");
+        if path.is_empty() {
+            assert_eq!(body, expected);
+        }
+    }
+    // The identity explains: the identifiers, every alias, every merge oldest first.
+    let (status, body) = http_get(port, "/v1/customers/alias-2/identity").expect("answers");
+    assert_eq!(status, 200, "{body}");
+    let explained: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        explained,
+        serde_json::json!({
+            "customer_id": winner,
+            "identifiers": [{"type": "email", "value": "ann@example.com", "event_id": "e-login",
+                             "occurred_at": "2026-11-18T11:06:40.000Z", "channel": "web"}],
+            "aliases": ["alias-1", "alias-2"],
+            "merges": [
+                {"merge_id": "m-early", "merged_customer_id": "alias-2", "into_customer_id": "alias-1",
+                 "identifier_type": "email", "identifier_value": "ann@example.com",
+                 "evidence_event_id": "evidence-of-m-early", "occurred_at": "2026-11-18T11:08:20.000Z"},
+                {"merge_id": "m-late", "merged_customer_id": "alias-1", "into_customer_id": winner,
+                 "identifier_type": "email", "identifier_value": "ann@example.com",
+                 "evidence_event_id": "evidence-of-m-late", "occurred_at": "2026-11-18T11:10:00.000Z"},
+            ],
+        })
+    );
+    // A customer resolution never saw has an empty identity; an id no one knows has none.
+    let (status, body) = http_get(port, &format!("/v1/customers/{unresolved}/identity")).expect("answers");
+    assert_eq!((status, body.contains("\"aliases\":[]")), (200, true), "{body}");
+    assert_eq!(http_get(port, "/v1/customers/nobody-at-all/identity").expect("answers").0, 404);
+
     // Lag is measured every few seconds: it comes down to 0 on every topic.
-    let topics = [&profiles, &suppressions, &affinity, &ledger, &balances];
+    let topics = [&profiles, &suppressions, &affinity, &ledger, &balances, &identity];
     let mut metrics = String::new();
     wait_until("lag 0 on every topic", Duration::from_secs(20), || {
         metrics = http_get(port, "/metrics").unwrap().1;

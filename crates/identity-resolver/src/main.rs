@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use omnistream_identity_resolver::IdentityRules;
 use omnistream_identity_resolver::stages::{
-    CONFLICTS_OUTPUT, CUSTOMERS_OUTPUT, Claims, Customers, REQUESTS_OUTPUT, RESOLVED_OUTPUT, Router,
+    CONFLICTS_OUTPUT, CUSTOMERS_OUTPUT, Claims, Customers, IDENTITY_OUTPUT, REQUESTS_OUTPUT, RESOLVED_OUTPUT,
+    Router,
 };
 use omnistream_model::services::{IDENTITY_CLAIMS, IDENTITY_CUSTOMERS, IDENTITY_ROUTER};
 use omnistream_model::topics;
@@ -55,6 +56,9 @@ enum Stage {
         /// Links refused by merge protection, for review.
         #[arg(long, env = "CONFLICTS_TOPIC", default_value = topics::IDENTITY_CONFLICTS)]
         conflicts_topic: String,
+        /// Each customer id's identifiers and merges (compacted): what the customer-api explains.
+        #[arg(long, env = "IDENTITY_TOPIC", default_value = topics::CUSTOMER_IDENTITY)]
+        identity_topic: String,
     },
 }
 
@@ -109,7 +113,7 @@ fn main() -> ExitCode {
                 .with_output(CUSTOMERS_OUTPUT, topics.customers_topic);
             run_service(service, runtime, Claims)
         }
-        Stage::Customers { mut runtime, topics, rules, resolved_topic, conflicts_topic } => {
+        Stage::Customers { mut runtime, topics, rules, resolved_topic, conflicts_topic, identity_topic } => {
             let rules = match rules.load() {
                 Ok(rules) => rules,
                 Err(code) => return code,
@@ -119,7 +123,8 @@ fn main() -> ExitCode {
                 .with_output(REQUESTS_OUTPUT, topics.requests_topic)
                 .with_output(CUSTOMERS_OUTPUT, topics.customers_topic)
                 .with_output(RESOLVED_OUTPUT, resolved_topic)
-                .with_output(CONFLICTS_OUTPUT, conflicts_topic);
+                .with_output(CONFLICTS_OUTPUT, conflicts_topic)
+                .with_output(IDENTITY_OUTPUT, identity_topic);
             run_service(service, runtime, Customers { rules })
         }
     }

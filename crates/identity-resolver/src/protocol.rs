@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use omnistream_model::{Channel, Identifier, TouchpointEvent};
+use omnistream_model::{Channel, EventPayload, Identifier, TouchpointEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::{CUSTOMER_ID, Holdings, IdentityRules, Refusal};
@@ -41,6 +41,10 @@ pub struct Routed<E> {
     /// blocked). The first is where it is resolved.
     pub identifiers: Vec<Identifier>,
     pub payload: E,
+    /// It asks to erase its customer (`erasure_requested`): the customer stage forgets what it
+    /// knows of the canonical customer, every alias merged into it and their identifiers.
+    #[serde(default)]
+    pub erasure: bool,
 }
 
 impl<E> Routed<E> {
@@ -60,6 +64,7 @@ impl<E> Routed<E> {
             customer_id: event.customer_id.clone(),
             identifiers,
             payload,
+            erasure: matches!(event.payload, EventPayload::ErasureRequested),
         }
     }
 
@@ -86,6 +91,8 @@ pub enum ClaimRequest<E> {
     Release { from: String, evidence: Evidence },
     /// This identifier linked two customers that may not be one: it links nothing any more.
     Contest { evidence: Evidence },
+    /// `from` was erased: the identifier is forgotten unless someone else owns it by now.
+    Erase { from: String, evidence: Evidence },
 }
 
 /// What the customer stage is asked, keyed by the customer id.
@@ -117,6 +124,11 @@ pub enum Control {
     Accepted { merge: Merge },
     /// The answer to this customer's offer: the two stay apart (a conflict was recorded).
     Refused { by: String, evidence: Evidence },
+    /// Erase the customer: an erasure that waited for its offer's answer, forwarded to the
+    /// winner if it was merged meanwhile (the person is the winner now).
+    Erase { evidence: Evidence },
+    /// This customer was merged into one being erased: forget it and what was merged into it.
+    Purge { evidence: Evidence },
 }
 
 impl<E> ClaimRequest<E> {
@@ -127,7 +139,8 @@ impl<E> ClaimRequest<E> {
             ClaimRequest::Link { evidence, .. }
             | ClaimRequest::Repoint { evidence, .. }
             | ClaimRequest::Release { evidence, .. }
-            | ClaimRequest::Contest { evidence } => evidence,
+            | ClaimRequest::Contest { evidence }
+            | ClaimRequest::Erase { evidence, .. } => evidence,
         }
     }
 }
@@ -142,7 +155,9 @@ impl<E> CustomerRequest<E> {
                 | Control::Detach { evidence, .. }
                 | Control::Link { evidence, .. }
                 | Control::Offer { evidence, .. }
-                | Control::Refused { evidence, .. },
+                | Control::Refused { evidence, .. }
+                | Control::Erase { evidence }
+                | Control::Purge { evidence },
             ) => evidence,
             CustomerRequest::Control(Control::Accepted { merge }) => &merge.evidence,
         }
@@ -187,6 +202,18 @@ pub enum Effect<E> {
     /// Published after the loser's last resolved event: its state moves to the winner.
     Merged(Merge),
     Conflict(Conflict),
+    /// A customer's identifiers, merges or `merged_into` changed: its record
+    /// (`customer.identity.v1`, compacted, keyed by the id); `None` once it was erased.
+    Identity {
+        customer_id: String,
+        state: Option<CustomerState>,
+    },
+    /// A customer was erased by an erasure that waited for its offer's answer: its services are
+    /// told by an `erasure_requested` of their own (the producer's went to the offering id).
+    Erased {
+        customer_id: String,
+        evidence: Evidence,
+    },
     /// The identity graph's record of an identifier (compacted, keyed by the identifier).
     Graph {
         identifier: Identifier,
@@ -337,6 +364,12 @@ pub fn claim<E>(
         // A customer's own id always names it: a refused link through it is a conflict, not a
         // reason for it to stop linking.
         ClaimRequest::Contest { .. } if own_customer.is_some() => {}
+        ClaimRequest::Erase { from, .. } => {
+            if owner.as_deref() == Some(from.as_str()) && !current.contested {
+                *current = ClaimState::default();
+                effects.push(graph(current));
+            }
+        }
         ClaimRequest::Contest { evidence } => {
             if !current.contested {
                 current.contested = true;
@@ -366,19 +399,60 @@ pub fn customer<E>(
 ) -> Vec<Effect<E>> {
     let current = state.get_or_insert_with(CustomerState::default);
     let mut effects = Vec::new();
+    // Only controls and erasures change what the customer's identity record shows.
+    let shown_before = match &request {
+        CustomerRequest::Event(event) if !event.erasure => None,
+        _ => Some(Shown::of(current)),
+    };
     match request {
         CustomerRequest::Event(event) => match &current.merged_into {
             Some(winner) => effects.push(Effect::Customer(winner.clone(), CustomerRequest::Event(event))),
-            None => effects.push(Effect::Resolved { customer_id: id.to_owned(), event }),
+            None => {
+                let erase = event.erasure.then(|| event.evidence.clone());
+                effects.push(Effect::Resolved { customer_id: id.to_owned(), event });
+                if let Some(evidence) = erase {
+                    let mut customer = Customer { rules, id, state: current };
+                    if customer.state.offering.is_some() {
+                        // Its identifiers may be on their way to a winner: decided by the answer.
+                        customer.state.deferred.push(Control::Erase { evidence });
+                    } else {
+                        customer.erase(evidence, &mut effects);
+                    }
+                }
+            }
         },
         CustomerRequest::Control(control) => {
             Customer { rules, id, state: current }.control(control, &mut effects)
         }
     }
+    if let Some(before) = shown_before
+        && before != Shown::of(current)
+    {
+        let shown = (*current != CustomerState::default()).then(|| current.clone());
+        effects.push(Effect::Identity { customer_id: id.to_owned(), state: shown });
+    }
     if *current == CustomerState::default() {
         *state = None;
     }
     effects
+}
+
+/// What a customer's identity record shows.
+#[derive(PartialEq)]
+struct Shown {
+    identifiers: BTreeMap<Identifier, Evidence>,
+    merged_into: Option<String>,
+    merges: usize,
+}
+
+impl Shown {
+    fn of(state: &CustomerState) -> Self {
+        Self {
+            identifiers: state.identifiers.clone(),
+            merged_into: state.merged_into.clone(),
+            merges: state.merges.len(),
+        }
+    }
 }
 
 struct Customer<'a> {
@@ -389,12 +463,16 @@ struct Customer<'a> {
 
 impl Customer<'_> {
     fn control<E>(&mut self, control: Control, effects: &mut Vec<Effect<E>>) {
-        if let Some(winner) = self.state.merged_into.clone() {
+        // A purge is for this id itself, merged or not.
+        let purge = matches!(control, Control::Purge { .. });
+        if let Some(winner) = self.state.merged_into.clone()
+            && !purge
+        {
             self.forward(winner, control, effects);
             return;
         }
         let answer = matches!(control, Control::Accepted { .. } | Control::Refused { .. });
-        if self.state.offering.is_some() && !answer {
+        if self.state.offering.is_some() && !answer && !purge {
             // Decided once the pending offer is answered (with what it then holds, or by the
             // winner it then belongs to).
             self.state.deferred.push(control);
@@ -499,7 +577,27 @@ impl Customer<'_> {
                 self.state.offering = None;
                 self.redispatch(effects);
             }
+            Control::Erase { evidence } => {
+                effects.push(Effect::Erased { customer_id: id, evidence: evidence.clone() });
+                self.erase(evidence, effects);
+            }
+            Control::Purge { evidence } => self.erase(evidence, effects),
         }
+    }
+
+    /// Forgets the customer: its identifiers' claims, the customers merged into it (and theirs),
+    /// its own record.
+    fn erase<E>(&mut self, evidence: Evidence, effects: &mut Vec<Effect<E>>) {
+        let id = self.id.to_owned();
+        for identifier in std::mem::take(&mut self.state.identifiers).into_keys() {
+            let erase = ClaimRequest::Erase { from: id.clone(), evidence: evidence.clone() };
+            effects.push(Effect::Claim(identifier, erase));
+        }
+        for merge in std::mem::take(&mut self.state.merges) {
+            let purge = Control::Purge { evidence: evidence.clone() };
+            effects.push(Effect::Customer(merge.loser, CustomerRequest::Control(purge)));
+        }
+        *self.state = CustomerState::default();
     }
 
     fn redispatch<E>(&mut self, effects: &mut Vec<Effect<E>>) {
@@ -528,11 +626,12 @@ impl Customer<'_> {
                     effects.push(to_customer(larger, Control::Link { other: smaller, identifier, evidence }));
                 }
             }
-            detach_or_offer @ (Control::Detach { .. } | Control::Offer { .. }) => {
-                effects.push(to_customer(winner, detach_or_offer));
+            passed_on @ (Control::Detach { .. } | Control::Offer { .. } | Control::Erase { .. }) => {
+                effects.push(to_customer(winner, passed_on));
             }
-            // Only an offering customer is answered, and it is not merged until answered.
-            Control::Accepted { .. } | Control::Refused { .. } => {}
+            // Only an offering customer is answered, and it is not merged until answered; a
+            // purge never reaches here.
+            Control::Accepted { .. } | Control::Refused { .. } | Control::Purge { .. } => {}
         }
     }
 }

@@ -5,7 +5,9 @@
 //! by canonical id.
 
 use chrono::{DateTime, Utc};
-use omnistream_model::records::{ConflictRule, IdentityConflict};
+use omnistream_model::records::{
+    ConflictRule, CustomerIdentity, IdentityConflict, IdentityMerge, LinkedIdentifier,
+};
 use omnistream_model::{
     ErrorCode, EventPayload, Identifier, OutputRecord, Rejection, TouchpointEvent, decode_event, encode_event,
 };
@@ -15,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::protocol::{
-    ClaimRequest, ClaimState, Conflict, CustomerRequest, CustomerState, Effect, Merge, Routed, claim,
-    customer,
+    ClaimRequest, ClaimState, Conflict, CustomerRequest, CustomerState, Effect, Evidence, Merge, Routed,
+    claim, customer,
 };
 use crate::{IdentityRules, Refusal};
 
@@ -25,6 +27,7 @@ pub const REQUESTS_OUTPUT: &str = "requests";
 pub const CUSTOMERS_OUTPUT: &str = "customers";
 pub const RESOLVED_OUTPUT: &str = "resolved";
 pub const CONFLICTS_OUTPUT: &str = "conflicts";
+pub const IDENTITY_OUTPUT: &str = "identity";
 
 /// An event as the stages carry it: its Avro bytes, decoded again only to be published.
 pub type EventBytes = ByteBuf;
@@ -56,6 +59,7 @@ pub enum StageRecord {
     Customer(CustomerMessage),
     Event(TouchpointEvent),
     Conflict(IdentityConflict),
+    Identity(CustomerIdentity),
 }
 
 impl OutputRecord for StageRecord {
@@ -68,6 +72,7 @@ impl OutputRecord for StageRecord {
             StageRecord::Customer(message) => internal(rmp_serde::to_vec(message)),
             StageRecord::Event(event) => event.encode(),
             StageRecord::Conflict(conflict) => conflict.encode(),
+            StageRecord::Identity(identity) => identity.encode(),
         }
     }
 }
@@ -174,8 +179,17 @@ fn output(effect: Effect<EventBytes>, event: Option<&TouchpointEvent>) -> Option
             let key = conflict.customer_id.clone();
             record(CONFLICTS_OUTPUT, key, StageRecord::Conflict(conflict_record(conflict)))
         }
-        // The claim stage's state is the graph (its changelog, compacted by identifier key); a
-        // published graph topic comes with the identity endpoint.
+        Effect::Identity { customer_id, state } => {
+            let identity = state.map(|state| identity_record(&customer_id, state));
+            Some(Output::rekeyed(IDENTITY_OUTPUT, customer_id, identity.map(StageRecord::Identity)))
+        }
+        Effect::Erased { customer_id, evidence } => record(
+            RESOLVED_OUTPUT,
+            customer_id.clone(),
+            StageRecord::Event(erasure_event(customer_id, evidence)),
+        ),
+        // The claim stage's state is the graph (its changelog, compacted by identifier key);
+        // `customer.identity.v1` shows it by customer.
         Effect::Graph { .. } => None,
     }
 }
@@ -201,6 +215,54 @@ pub fn merged_event(merge: Merge) -> TouchpointEvent {
         },
         context: Default::default(),
         identifiers: Vec::new(),
+    }
+}
+
+/// The `erasure_requested` the services of a customer erased by a forwarded erasure read.
+fn erasure_event(customer_id: String, evidence: Evidence) -> TouchpointEvent {
+    TouchpointEvent {
+        event_id: format!(
+            "erase-{:016x}",
+            omnistream_runtime::event_id_hash(&format!("{customer_id}\u{0}{}", evidence.event_id))
+        ),
+        customer_id,
+        occurred_at: time(evidence.occurred_at),
+        channel: evidence.channel,
+        source: Some("identity-resolver".into()),
+        payload: EventPayload::ErasureRequested,
+        context: Default::default(),
+        identifiers: Vec::new(),
+    }
+}
+
+/// A customer's `customer.identity.v1` record.
+pub fn identity_record(customer_id: &str, state: CustomerState) -> CustomerIdentity {
+    CustomerIdentity {
+        customer_id: customer_id.to_owned(),
+        merged_into: state.merged_into,
+        identifiers: state
+            .identifiers
+            .into_iter()
+            .map(|(identifier, evidence)| LinkedIdentifier {
+                kind: identifier.kind,
+                value: identifier.value,
+                event_id: evidence.event_id,
+                occurred_at: time(evidence.occurred_at),
+                channel: evidence.channel.as_str().to_owned(),
+            })
+            .collect(),
+        merges: state
+            .merges
+            .into_iter()
+            .map(|merge| IdentityMerge {
+                merge_id: merge.merge_id,
+                merged_customer_id: merge.loser,
+                identifier_type: merge.identifier.kind,
+                identifier_value: merge.identifier.value,
+                evidence_event_id: merge.evidence.event_id,
+                occurred_at: time(merge.evidence.occurred_at),
+            })
+            .collect(),
     }
 }
 
@@ -314,7 +376,7 @@ impl Processor for Customers {
     type State = CustomerState;
     type Record = StageRecord;
     const OUTPUTS: &'static [&'static str] =
-        &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT, RESOLVED_OUTPUT, CONFLICTS_OUTPUT];
+        &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT, RESOLVED_OUTPUT, CONFLICTS_OUTPUT, IDENTITY_OUTPUT];
 
     fn apply(
         &self,

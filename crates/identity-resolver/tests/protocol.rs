@@ -45,6 +45,10 @@ struct Network {
     merges: Vec<Merge>,
     conflicts: Vec<Conflict>,
     graph: BTreeMap<Identifier, (Option<String>, bool)>,
+    /// Each customer's last published identity record (`None`: a tombstone).
+    identity: BTreeMap<String, Option<CustomerState>>,
+    /// Customers erased by an erasure that waited for an answer.
+    erased: Vec<String>,
 }
 
 impl Network {
@@ -63,6 +67,10 @@ impl Network {
                 Effect::Graph { identifier, owner, contested } => {
                     self.graph.insert(identifier, (owner, contested));
                 }
+                Effect::Identity { customer_id, state } => {
+                    self.identity.insert(customer_id, state);
+                }
+                Effect::Erased { customer_id, .. } => self.erased.push(customer_id),
             }
         }
     }
@@ -224,6 +232,22 @@ fn check_against_model(network: &Network, events: &[TouchpointEvent], context: &
         }
     }
     assert!(held.is_empty(), "{context}: no live customer holds {held:?}");
+    // What `customer.identity.v1` shows of each customer is its state.
+    let ids: BTreeSet<&String> = network.customers.keys().chain(network.identity.keys()).collect();
+    for id in ids {
+        let shown = network
+            .identity
+            .get(id)
+            .cloned()
+            .flatten()
+            .map(|state| (state.identifiers, state.merged_into, state.merges));
+        let held = network
+            .customers
+            .get(id)
+            .cloned()
+            .map(|state| (state.identifiers, state.merged_into, state.merges));
+        assert_eq!(shown, held, "{context}: the identity record of {id}");
+    }
     let losers: Vec<&String> = network.merges.iter().map(|merge| &merge.loser).collect();
     let unique: BTreeSet<&String> = losers.iter().copied().collect();
     assert_eq!(losers.len(), unique.len(), "{context}: a customer merged twice: {losers:?}");
@@ -408,4 +432,116 @@ fn given_a_refused_link_through_a_customers_own_id_then_that_id_still_links_late
         assert_eq!(network.canonical("c-z"), "c-b", "{:?}", network.merges);
         assert_eq!(network.canonical("c-a"), "c-a");
     }
+}
+
+fn erasure(index: usize, customer_id: &str) -> TouchpointEvent {
+    TouchpointEvent { payload: EventPayload::ErasureRequested, ..event(index, customer_id, &[]) }
+}
+
+/// Everything the network remembers of `identifiers` and `customers`.
+fn remembered(network: &Network, identifiers: &[Identifier], customers: &[&str]) -> Vec<String> {
+    let mut left = Vec::new();
+    for identifier in identifiers {
+        if let Some(state) = network.claims.get(identifier) {
+            left.push(format!("claim {identifier:?}: {state:?}"));
+        }
+    }
+    for customer in customers {
+        if let Some(state) = network.customers.get(*customer) {
+            left.push(format!("customer {customer}: {state:?}"));
+        }
+        if let Some(Some(record)) = network.identity.get(*customer) {
+            left.push(format!("identity record of {customer}: {record:?}"));
+        }
+    }
+    left
+}
+
+#[test]
+fn given_a_merged_customer_when_an_alias_asks_for_erasure_then_every_identifier_and_alias_is_forgotten() {
+    let anne = [
+        id("anonymous_id", "7f3a"),
+        id("user_id", "U-1042"),
+        id("email", "ann@example.com"),
+        id("loyalty_card", "55"),
+    ];
+    let events = [
+        event(0, "anon-7f3a", &[anne[0].clone()]),
+        event(1, "U-1042", &[anne[0].clone(), anne[1].clone(), anne[2].clone()]),
+        event(2, "card-55", &[anne[3].clone(), anne[2].clone()]),
+        // Someone else, who must be untouched.
+        event(3, "bob", &[id("email", "bob@example.com")]),
+        // The erasure names the store's id, merged away by now.
+        erasure(4, "card-55"),
+    ];
+    for network in each_order(&events, &[&[0, 1, 2, 3, 4], &[2, 3, 1, 0, 4]]) {
+        let mut all: Vec<Identifier> = anne.to_vec();
+        all.extend(["anon-7f3a", "U-1042", "card-55"].map(|c| id(CUSTOMER_ID, c)));
+        let left = remembered(&network, &all, &["anon-7f3a", "U-1042", "card-55"]);
+        assert!(left.is_empty(), "remembered after the erasure: {left:#?}");
+        // The services were told under the canonical id, once.
+        let told: Vec<&String> =
+            network.resolved.iter().filter(|(index, _)| *index == 4).map(|(_, c)| c).collect();
+        assert_eq!(told, [&"U-1042".to_owned()]);
+        assert!(network.erased.is_empty(), "{:?}", network.erased);
+        assert!(network.claims.contains_key(&id("email", "bob@example.com")), "bob is untouched");
+        assert!(network.identity.get("bob").is_some_and(Option::is_some));
+    }
+    // After it, the same cookie starts a new customer of its own.
+    let mut network = each_order(&events, &[&[0, 1, 2, 3, 4]]).remove(0);
+    let again = event(5, "anon-new", &[anne[0].clone()]);
+    network.send(vec![Routed::new(&network.rules, &again, 5).first_stop()]);
+    while let Some(key) = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()) {
+        network.deliver(&key);
+    }
+    assert_eq!(network.resolved.last(), Some(&(5, "anon-new".to_owned())));
+}
+
+#[test]
+fn given_an_erasure_while_the_customer_offers_itself_then_it_waits_and_the_winner_is_erased() {
+    let events = [
+        event(0, "b-anon", &[id("anonymous_id", "a1")]),
+        event(1, "a-user", &[id("user_id", "U-1")]),
+        // Links b-anon to a-user: b-anon (the larger id) offers itself.
+        event(2, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]),
+        erasure(3, "b-anon"),
+    ];
+    let mut network = Network::default();
+    for index in [0, 1] {
+        network.send(vec![Routed::new(&network.rules, &events[index], index).first_stop()]);
+        while let Some(key) = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()) {
+            network.deliver(&key);
+        }
+    }
+    network.send(vec![Routed::new(&network.rules, &events[2], 2).first_stop()]);
+    // Deliver until b-anon has offered itself, then let the erasure reach it before the answer.
+    while network.customers.get("b-anon").is_none_or(|c| c.offering.is_none()) {
+        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
+        network.deliver(&key);
+    }
+    network.send(vec![Routed::new(&network.rules, &events[3], 3).first_stop()]);
+    let b_anon = Key::Customer("b-anon".into());
+    while network.queues.get(&b_anon).is_none_or(VecDeque::is_empty)
+        || !matches!(network.queues[&b_anon].back(), Some(Request::Customer(CustomerRequest::Event(_))))
+    {
+        let key = network
+            .queues
+            .iter()
+            .find(|(k, q)| !q.is_empty() && **k != b_anon && **k != Key::Customer("a-user".into()))
+            .map(|(k, _)| k.clone())
+            .expect("the erasure on its way");
+        network.deliver(&key);
+    }
+    // The erasure first, then the offer's answer.
+    let erasure_request = network.queues.get_mut(&b_anon).and_then(VecDeque::pop_back).expect("erasure");
+    network.queues.get_mut(&b_anon).expect("queue").push_front(erasure_request);
+    while let Some(key) = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()) {
+        network.deliver(&key);
+    }
+    // b-anon's services erased it at once; once merged, the person is a-user: erased too.
+    assert_eq!(network.resolved.iter().find(|(index, _)| *index == 3), Some(&(3, "b-anon".to_owned())));
+    assert_eq!(network.erased, ["a-user"]);
+    let all = [id("anonymous_id", "a1"), id("user_id", "U-1"), id(CUSTOMER_ID, "b-anon")];
+    let left = remembered(&network, &all, &["a-user", "b-anon"]);
+    assert!(left.is_empty(), "remembered after the erasure: {left:#?}");
 }

@@ -83,6 +83,7 @@ record_kinds!(
     }
     unreleased {
         IdentityConflict => "identity_conflict",
+        CustomerIdentity => "customer_identity",
     }
 );
 

@@ -426,3 +426,40 @@ pub struct IdentityConflict {
 impl AvroRecord for IdentityConflict {
     const KIND: RecordKind = RecordKind::IdentityConflict;
 }
+
+/// An identifier a customer holds, with the event that linked it (`customer.identity.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentifier {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    pub event_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub occurred_at: DateTime<Utc>,
+    pub channel: String,
+}
+
+/// A merge into a customer, with its evidence (`customer.identity.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityMerge {
+    pub merge_id: String,
+    pub merged_customer_id: String,
+    pub identifier_type: String,
+    pub identifier_value: String,
+    pub evidence_event_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// `customer.identity.v1`: what identity-resolver knows of one customer id (docs/identity.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerIdentity {
+    pub customer_id: String,
+    pub merged_into: Option<String>,
+    pub identifiers: Vec<LinkedIdentifier>,
+    pub merges: Vec<IdentityMerge>,
+}
+
+impl AvroRecord for CustomerIdentity {
+    const KIND: RecordKind = RecordKind::CustomerIdentity;
+}

@@ -190,6 +190,7 @@ pub const CUSTOMER_API: ServiceSpec = ServiceSpec {
         broadcast(&topics::CHANNEL_AFFINITY_TOPIC),
         broadcast(&topics::LOYALTY_BALANCES_TOPIC),
         broadcast(&topics::LOYALTY_LEDGER_TOPIC),
+        broadcast(&topics::CUSTOMER_IDENTITY_TOPIC),
     ],
     outputs: &[],
     changelog: None,
@@ -253,6 +254,7 @@ pub const IDENTITY_CUSTOMERS: ServiceSpec = ServiceSpec {
         ),
         output("resolved", "--resolved-topic", "RESOLVED_TOPIC", &topics::RESOLVED_EVENTS_TOPIC),
         output("conflicts", "--conflicts-topic", "CONFLICTS_TOPIC", &topics::IDENTITY_CONFLICTS_TOPIC),
+        output("identity", "--identity-topic", "IDENTITY_TOPIC", &topics::CUSTOMER_IDENTITY_TOPIC),
     ],
     changelog: Some(&changelog(
         topics::IDENTITY_CUSTOMERS_STATE,
@@ -277,12 +279,14 @@ pub fn stream_processors() -> impl Iterator<Item = &'static ServiceSpec> {
     SERVICES.iter().filter(|service| service.kind == ServiceKind::StreamProcessor)
 }
 
-/// Every topic of the pipeline (SPEC 3), once each: the events, their DLQ, each service's outputs
-/// and changelog.
+/// Every topic of the pipeline (SPEC 3), once each: the events, their DLQ, each service's and
+/// identity stage's outputs and changelog (the identity topics exist, empty, without resolution:
+/// the customer-api reads `customer.identity.v1` either way).
 pub fn pipeline_topics() -> Vec<&'static TopicSpec> {
     let mut topics: Vec<&'static TopicSpec> = vec![&topics::EVENTS_TOPIC, &topics::EVENTS_DLQ_TOPIC];
     let each = SERVICES
         .iter()
+        .chain(IDENTITY_STAGES)
         .flat_map(|service| service.outputs.iter().map(|output| output.topic).chain(service.changelog));
     for topic in each {
         if !topics.iter().any(|known| known.name == topic.name) {
@@ -333,6 +337,10 @@ mod tests {
             assert_eq!(a.kind == ServiceKind::StreamProcessor, a.changelog.is_some(), "{}", a.name);
         }
         let topics = pipeline_topics();
-        assert_eq!(topics.len(), 11, "SPEC 3's seven topics and four changelogs");
+        assert_eq!(
+            topics.len(),
+            19,
+            "SPEC 3's seven topics and four changelogs, identity's five topics and three changelogs"
+        );
     }
 }

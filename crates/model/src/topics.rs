@@ -48,6 +48,8 @@ pub const IDENTITY_REQUESTS: &str = "identity.requests.v1";
 pub const IDENTITY_CUSTOMERS: &str = "identity.customers.v1";
 pub const RESOLVED_EVENTS: &str = "touchpoint.resolved.v1";
 pub const IDENTITY_CONFLICTS: &str = "identity.conflicts.v1";
+/// Each customer id's identifiers and merges, or where it was merged (`CustomerIdentity`).
+pub const CUSTOMER_IDENTITY: &str = "customer.identity.v1";
 pub const IDENTITY_ROUTER_STATE: &str = "identity-router.state.v1";
 pub const IDENTITY_CLAIMS_STATE: &str = "identity-claims.state.v1";
 pub const IDENTITY_CUSTOMERS_STATE: &str = "identity-customers.state.v1";
@@ -90,6 +92,8 @@ pub const RESOLVED_EVENTS_TOPIC: TopicSpec = TopicSpec {
     cleanup: Cleanup::Delete { retention_ms: 7 * DAY_MS },
     value: "TouchpointEvent",
 };
+pub const CUSTOMER_IDENTITY_TOPIC: TopicSpec =
+    TopicSpec { name: CUSTOMER_IDENTITY, cleanup: Cleanup::Compact, value: "CustomerIdentity" };
 pub const IDENTITY_CONFLICTS_TOPIC: TopicSpec = TopicSpec {
     name: IDENTITY_CONFLICTS,
     cleanup: Cleanup::Delete { retention_ms: 365 * DAY_MS },

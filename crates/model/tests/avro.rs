@@ -37,6 +37,7 @@ fn java_fingerprint(kind: RecordKind) -> u64 {
         RecordKind::LoyaltyLedgerEntry => 0xf301_2414_488c_e72f,
         RecordKind::LoyaltyBalance => 0x48a9_355f_7cad_e0d6,
         RecordKind::IdentityConflict => 0x4e04_676a_1bf0_83e7,
+        RecordKind::CustomerIdentity => 0xefb4_d8b5_e547_6db4,
     }
 }
 
@@ -108,6 +109,7 @@ fn every_derived_record_round_trips_through_its_avsc() {
     round_trip(fixtures::ledger_entry());
     round_trip(fixtures::balance());
     round_trip(fixtures::conflict());
+    round_trip(fixtures::identity());
 }
 
 #[test]

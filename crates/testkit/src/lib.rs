@@ -344,6 +344,14 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.1 GET on 127.0.0.1: the status code and the body; `None` if nothing listens.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_with_headers(port, path).map(|(status, _, body)| (status, body))
+}
+
+/// A response's header lines: names lower-cased, values trimmed.
+pub type Headers = Vec<(String, String)>;
+
+/// `GET path`: the status, the response's headers and the body.
+pub fn http_get_with_headers(port: u16, path: &str) -> Option<(u16, Headers, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -351,8 +359,14 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-    Some((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Some((status, headers, body.to_owned()))
 }
 
 /// Writes `contents` to a new uniquely named file `<label>-<unique>.<extension>` in the temp dir.
