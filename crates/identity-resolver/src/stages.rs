@@ -16,11 +16,12 @@ use omnistream_runtime::{Output, Processor};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::protocol::Control;
 use crate::protocol::{
     ClaimRequest, ClaimState, Conflict, CustomerRequest, CustomerState, Effect, Evidence, Merge, Routed,
     claim, customer,
 };
-use crate::{IdentityRules, Refusal};
+use crate::{IdentityRules, Refusal, Skipped};
 
 /// Output roles (bound to topics by the registry, `omnistream_model::services`).
 pub const REQUESTS_OUTPUT: &str = "requests";
@@ -342,6 +343,24 @@ impl Processor for Router {
         let bytes = encode_event(event).unwrap_or_else(|error| panic!("a valid event encodes: {error}"));
         outputs(vec![Routed::new(&self.rules, event, ByteBuf::from(bytes)).first_stop()], None)
     }
+
+    fn count_domain_events(
+        &self,
+        ProducerEvent(event): &ProducerEvent,
+        _outputs: &[Output<StageRecord>],
+        count: &mut dyn FnMut(&'static str),
+    ) {
+        if event.identifiers.is_empty() {
+            return;
+        }
+        for (_, skipped) in self.rules.sort(event).skipped {
+            count(match skipped {
+                Skipped::Blocked(_) => "identifier_blocked",
+                Skipped::UnknownType => "identifier_unknown_type",
+                Skipped::Malformed(_) => "identifier_malformed",
+            });
+        }
+    }
 }
 
 /// Stage 2: the owner of each identifier.
@@ -362,6 +381,28 @@ impl Processor for Claims {
     ) -> Vec<Output<StageRecord>> {
         let message = input.message.clone();
         outputs(claim(&message.identifier, state, message.request), None)
+    }
+
+    fn count_domain_events(
+        &self,
+        _input: &ClaimInput,
+        outputs: &[Output<StageRecord>],
+        count: &mut dyn FnMut(&'static str),
+    ) {
+        for output in outputs {
+            if let Some(StageRecord::Customer(CustomerMessage {
+                request: CustomerRequest::Control(control),
+                ..
+            })) = &output.value
+            {
+                match control {
+                    Control::Attach { .. } => count("identifier_linked"),
+                    Control::Detach { .. } => count("identifier_contested"),
+                    Control::Link { .. } => count("customers_linked"),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -387,6 +428,26 @@ impl Processor for Customers {
         let CustomerMessage { customer_id, request } = input.message.clone();
         outputs(customer(&self.rules, &customer_id, state, request), input.event.as_ref())
     }
+
+    fn count_domain_events(
+        &self,
+        _input: &CustomerInput,
+        outputs: &[Output<StageRecord>],
+        count: &mut dyn FnMut(&'static str),
+    ) {
+        for output in outputs {
+            match &output.value {
+                Some(StageRecord::Event(event))
+                    if matches!(event.payload, EventPayload::CustomersMerged { .. }) =>
+                {
+                    count("merge");
+                }
+                Some(StageRecord::Conflict(_)) => count("conflict"),
+                None if output.role == IDENTITY_OUTPUT => count("identity_erased"),
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -394,10 +455,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     use chrono::DateTime;
-    use omnistream_model::{Channel, ErrorCode, EventPayload, TouchpointEvent, encode_event};
+    use omnistream_model::{Channel, ErrorCode, EventPayload, Identifier, TouchpointEvent, encode_event};
     use omnistream_runtime::processor::InputEvent;
+    use omnistream_runtime::{Output, Processor};
 
-    use super::ProducerEvent;
+    use super::*;
+    use crate::protocol::{ClaimRequest, Control, CustomerRequest, Evidence, Merge};
 
     #[test]
     fn given_a_customers_merged_event_from_a_producer_then_the_router_refuses_it() {
@@ -422,5 +485,78 @@ mod tests {
         assert_eq!(rejection.first().code, ErrorCode::UnknownType, "{rejection}");
         let view = TouchpointEvent { payload: EventPayload::PageViewed { url: "/".into() }, ..forged };
         assert!(ProducerEvent::decode(&encode_event(&view).expect("encodes"), view.occurred_at).is_ok());
+    }
+
+    fn counted<P: Processor>(
+        processor: &P,
+        input: &P::Input,
+        outputs: &[Output<P::Record>],
+    ) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        processor.count_domain_events(input, outputs, &mut |name| names.push(name));
+        names
+    }
+
+    #[test]
+    fn given_what_each_stage_did_then_it_counts_blocked_identifiers_links_merges_and_conflicts() {
+        let at = DateTime::from_timestamp(1_795_000_000, 0).expect("time");
+        let event = TouchpointEvent {
+            event_id: "e-1".into(),
+            customer_id: "c-1".into(),
+            occurred_at: at,
+            channel: Channel::Web,
+            source: None,
+            payload: EventPayload::Identify,
+            context: BTreeMap::new(),
+            identifiers: vec![
+                Identifier::new("email", "test@example.com"),
+                Identifier::new("email", "ann@example.com"),
+            ],
+        };
+        let router = Router::default();
+        let mut state = None;
+        let routed = router.apply(&mut state, &ProducerEvent(event.clone()), at);
+        assert_eq!(counted(&router, &ProducerEvent(event.clone()), &routed), ["identifier_blocked"]);
+
+        let evidence = Evidence { event_id: "e-1".into(), occurred_at: 0, channel: Channel::Web };
+        let attach = |control| {
+            let message =
+                CustomerMessage { customer_id: "c-1".into(), request: CustomerRequest::Control(control) };
+            vec![Output::rekeyed(CUSTOMERS_OUTPUT, "c-1".into(), Some(StageRecord::Customer(message)))]
+        };
+        let input = ClaimInput {
+            key: "email:ann@example.com".into(),
+            message: ClaimMessage {
+                identifier: Identifier::new("email", "ann@example.com"),
+                request: ClaimRequest::Contest { evidence: evidence.clone() },
+            },
+        };
+        let identifier = Identifier::new("email", "ann@example.com");
+        let linked = attach(Control::Attach { identifier: identifier.clone(), evidence: evidence.clone() });
+        assert_eq!(counted(&Claims, &input, &linked), ["identifier_linked"]);
+        let contested =
+            attach(Control::Detach { identifier: identifier.clone(), evidence: evidence.clone() });
+        assert_eq!(counted(&Claims, &input, &contested), ["identifier_contested"]);
+
+        let merge = Merge {
+            merge_id: "m".into(),
+            loser: "c-2".into(),
+            winner: "c-1".into(),
+            identifier,
+            evidence: evidence.clone(),
+        };
+        let customer_input = CustomerInput {
+            message: CustomerMessage {
+                customer_id: "c-2".into(),
+                request: CustomerRequest::Control(Control::Accepted { merge: merge.clone() }),
+            },
+            event: None,
+        };
+        let published = vec![
+            Output::rekeyed(RESOLVED_OUTPUT, "c-2".into(), Some(StageRecord::Event(merged_event(merge)))),
+            Output::rekeyed(RESOLVED_OUTPUT, "c-2".into(), Some(StageRecord::Event(event))),
+            Output::rekeyed(IDENTITY_OUTPUT, "c-3".into(), None),
+        ];
+        assert_eq!(counted(&Customers::default(), &customer_input, &published), ["merge", "identity_erased"]);
     }
 }

@@ -3,6 +3,7 @@
 
 mod dlq;
 mod http;
+mod identity;
 mod loyalty;
 mod publisher;
 mod simulate;
@@ -58,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: LoyaltyCommand,
     },
+    /// Identity resolution (docs/identity.md).
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
     /// Print the service registry (names, admin ports, inputs, outputs, changelogs) as JSON:
     /// what `deploy/services.json` holds for the demo and the Kubernetes checks.
     Services,
@@ -73,6 +79,13 @@ enum DlqCommand {
     /// Publish dead-lettered records back to the events topic, once per source record, if they
     /// now pass validation.
     Replay(dlq::ReplayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Why an id is the customer it is: its canonical customer, each identifier with the event
+    /// that linked it, every merge with its evidence (through the customer-api). Exit 1: unknown.
+    Explain(identity::ExplainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +108,7 @@ async fn main() -> ExitCode {
         Command::Loyalty { command: LoyaltyCommand::ExpiryCorrections(args) } => {
             loyalty::expiry_corrections_command(&cli.kafka, args).await
         }
+        Command::Identity { command: IdentityCommand::Explain(args) } => identity::explain(args).await,
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
         Command::Services => {
             print!("{}", omnistream_model::services::registry_json());

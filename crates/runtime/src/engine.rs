@@ -17,7 +17,7 @@ use crate::config::{ErasureConfig, RuntimeConfig};
 use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupStore};
-use crate::metrics::{ErrorCodeLabel, Metrics, RecordOutcome};
+use crate::metrics::{DomainEventLabel, ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{InputEvent, Output, Partitioning, Processor};
 use crate::record_limits::record_size;
 use crate::store::{Admission, Customers, Entry, PartitionStore, event_id_hash};
@@ -696,6 +696,10 @@ impl<P: Processor> EngineCore<P> {
         let entry = data.store.remember(customer_id, hash, self.settings.dedupe_window);
         let lookups = self.lookups.view(partition, self.lookups.as_of(partition_now));
         let outputs = self.processor.apply_with_lookups(&mut entry.state, &event, now, &lookups);
+        let domain_events = &self.metrics.domain_events;
+        self.processor.count_domain_events(&event, &outputs, &mut |name| {
+            domain_events.get_or_create(&DomainEventLabel { event: name }).inc();
+        });
         let mut records = std::mem::take(&mut self.bound);
         self.settings.outputs.bind(outputs, partition, &mut records);
         // A merge: the state the event left goes to the winner, with the dedupe memory (the

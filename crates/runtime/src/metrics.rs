@@ -62,6 +62,11 @@ pub struct ErrorCodeLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainEventLabel {
+    pub event: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
     pub partition: i32,
 }
@@ -90,6 +95,8 @@ pub struct Metrics {
     pub restored_records: Counter,
     pub restore_seconds: Histogram,
     pub customers: Gauge,
+    /// What the processor says its inputs did (`Processor::count_domain_events`).
+    pub domain_events: Family<DomainEventLabel, Counter>,
     /// The `processed` counters, resolved once: a label lookup per record is measurable.
     processed_by_outcome: [Counter; 4],
 }
@@ -124,6 +131,7 @@ impl Metrics {
             restored_records: Counter::default(),
             restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             customers: Gauge::default(),
+            domain_events: Family::default(),
             processed_by_outcome: Default::default(),
         };
         let mut metrics = metrics;
@@ -178,6 +186,11 @@ impl Metrics {
             metrics.restore_seconds.clone(),
         );
         r.register("customers", "Customers held in state", metrics.customers.clone());
+        r.register(
+            "domain_events",
+            "What the processor's inputs did, by event (e.g. identity merges)",
+            metrics.domain_events.clone(),
+        );
         let build = Info::new(BuildLabels { service: service.to_owned(), version: version.to_owned() });
         r.register("build", "Service name and version", build);
         metrics

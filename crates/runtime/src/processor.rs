@@ -132,6 +132,17 @@ pub trait Processor: Send + 'static {
         now: DateTime<Utc>,
     ) -> Vec<Output<Self::Record>>;
 
+    /// Names what one applied input did that an SRE counts (an identifier linked, a merge, a
+    /// conflict): each `count(name)` adds one to `omnistream_domain_events_total{event=name}`.
+    /// Called after `apply` with its outputs; the default counts nothing.
+    fn count_domain_events(
+        &self,
+        _event: &Self::Input,
+        _outputs: &[Output<Self::Record>],
+        _count: &mut dyn FnMut(&'static str),
+    ) {
+    }
+
     /// The table and broadcast inputs this processor reads (docs/runtime.md, "Table and broadcast
     /// inputs"); each role must be configured (`--table ROLE=TOPIC`, `--broadcast ROLE=TOPIC`).
     const LOOKUPS: &'static [LookupInput] = &[];
