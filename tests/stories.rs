@@ -346,12 +346,261 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
     .unwrap();
     assert_eq!(code.as_deref(), Some("malformed"));
 
-    every_record_decodes_with_fastavro(&stack.topics).await;
+    every_record_decodes_with_fastavro(&stack.topics, &SERVICE_RECORDS).await;
+}
+
+/// What the services write.
+const SERVICE_RECORDS: [&str; 6] = ["events", "profiles", "suppressions", "affinity", "ledger", "balances"];
+
+/// An event carrying identifiers (docs/identity.md), `ago` before now.
+fn identified(
+    id: &str,
+    customer: &str,
+    ago: chrono::Duration,
+    channel: &str,
+    kind: &str,
+    properties: Value,
+    identifiers: &[(&str, &str)],
+) -> Value {
+    let mut event = event(id, customer, ago, channel, kind, properties);
+    event["identifiers"] =
+        identifiers.iter().map(|(kind, value)| json!({"type": kind, "value": value})).collect();
+    event
+}
+
+/// Issue 16's stories with identity resolution on, through the gateway and the customer-api.
+/// Canonical ids are the smallest producer id of those linked (byte order: `U-1042` before
+/// `anon-…`, `card-…` and `wa-…`).
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_stories_one_customer_across_cookie_login_store_card_and_whatsapp() {
+    let stack = Stack::start(
+        "identity-stories",
+        StackOptions { suppression_rules: Some(STORY_RULES.into()), resolution: true, ..Default::default() },
+    )
+    .await;
+    let zero = chrono::Duration::zero();
+
+    // An anonymous visitor browses, logs in, then buys in store with a loyalty card whose
+    // holder gave the same email: one customer, one profile, one balance.
+    publish(
+        &stack,
+        vec![
+            identified(
+                "i1-view",
+                "anon-7f3a",
+                zero,
+                "web",
+                "page_viewed",
+                json!({"url": "/shoes"}),
+                &[("anonymous_id", "7f3a")],
+            ),
+            identified(
+                "i1-login",
+                "U-1042",
+                zero,
+                "web",
+                "identify",
+                json!({}),
+                &[("anonymous_id", "7f3a"), ("user_id", "U-1042"), ("email", "ann@example.com")],
+            ),
+        ],
+    )
+    .await;
+    let order = identified(
+        "i1-order",
+        "card-5555",
+        chrono::Duration::days(15),
+        "store",
+        "order_placed",
+        json!({"order_id": "o-i1", "value_minor": 12999, "currency": "EUR"}),
+        &[("loyalty_card", "5555 0001"), ("email", " Ann@Example.com")],
+    );
+    publish(&stack, vec![order]).await;
+    // The card's points, on the web account (the merge, then the handoff of the card's points,
+    // come a moment after the order).
+    let loyalty = stack
+        .api_until("/v1/customers/card-5555/loyalty", WAIT, |l| {
+            l["customer_id"] == "U-1042" && l["balance"]["active"] == 129
+        })
+        .await;
+    assert_eq!(loyalty["balance"]["customer_id"], "U-1042", "{loyalty}");
+    let document =
+        stack.api_until("/v1/customers/anon-7f3a", WAIT, |d| d["profile"]["orders_count"] == 1).await;
+    assert_eq!(document["customer_id"], "U-1042");
+    let channels: Vec<&str> = document["profile"]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel"].as_str().unwrap())
+        .collect();
+    assert!(channels.contains(&"web") && channels.contains(&"store"), "{channels:?}");
+    let (status, same) = stack.api("/v1/customers/U-1042").await;
+    assert_eq!((status, &same), (200, &document), "every id answers the one customer");
+    let identity = stack
+        .api_until("/v1/customers/card-5555/identity", WAIT, |i| i["aliases"].as_array().unwrap().len() == 2)
+        .await;
+    let mut aliases: Vec<&str> =
+        identity["aliases"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    aliases.sort_unstable();
+    assert_eq!(aliases, ["anon-7f3a", "card-5555"], "{identity}");
+    let held: Vec<(&str, &str)> = identity["identifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["type"].as_str().unwrap(), i["value"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("anonymous_id", "7f3a"),
+        ("user_id", "U-1042"),
+        ("email", "ann@example.com"),
+        ("loyalty_card", "55550001"),
+    ] {
+        assert!(held.contains(&expected), "{expected:?} in {identity}");
+    }
+    let evidence: Vec<&str> = identity["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["evidence_event_id"].as_str().unwrap())
+        .collect();
+    assert!(evidence.contains(&"i1-login") && evidence.contains(&"i1-order"), "{identity}");
+
+    // A ticket opened on WhatsApp, known by phone, suppresses the email promo once a login from
+    // the app links that phone to the account.
+    publish(
+        &stack,
+        vec![identified(
+            "i2-ticket",
+            "wa-14155550100",
+            zero,
+            "whatsapp",
+            "support_ticket_opened",
+            json!({"ticket_id": "T-9", "topic": "delivery"}),
+            &[("phone", "+1 415 555 0100")],
+        )],
+    )
+    .await;
+    stack.api_until("/v1/customers/wa-14155550100", WAIT, |d| !d["suppression"].is_null()).await;
+    let email_allowed = |r: &Value| r["allowed"].as_array().unwrap().iter().any(|c| c == "email");
+    assert!(email_allowed(&stack.api("/v1/customers/U-1042/reachability").await.1), "not linked yet");
+    publish(
+        &stack,
+        vec![identified(
+            "i2-login",
+            "U-1042",
+            zero,
+            "mobile_app",
+            "identify",
+            json!({}),
+            &[("user_id", "U-1042"), ("phone", "+14155550100")],
+        )],
+    )
+    .await;
+    let reachability =
+        stack.api_until("/v1/customers/U-1042/reachability", WAIT, |r| !email_allowed(r)).await;
+    let email =
+        reachability["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "email").unwrap();
+    assert_eq!(
+        (email["reasons"][0]["code"].as_str(), email["reasons"][0]["detail"].as_str()),
+        (Some("support_ticket_open"), Some("T-9")),
+        "{reachability}"
+    );
+
+    // A family email on two loyalty-card holders: they stay two customers, and the link is a
+    // conflict for review.
+    publish(
+        &stack,
+        vec![
+            identified(
+                "i3-a",
+                "card-1111",
+                zero,
+                "store",
+                "identify",
+                json!({}),
+                &[("loyalty_card", "1111"), ("email", "family@example.com")],
+            ),
+            identified(
+                "i3-b",
+                "card-2222",
+                zero,
+                "store",
+                "identify",
+                json!({}),
+                &[("loyalty_card", "2222"), ("email", "family@example.com")],
+            ),
+            // A blocked value links nothing: two till sales with the placeholder email.
+            identified(
+                "i4-a",
+                "till-a",
+                zero,
+                "store",
+                "page_viewed",
+                json!({"url": "/till"}),
+                &[("email", "test@example.com")],
+            ),
+            identified(
+                "i4-b",
+                "till-b",
+                zero,
+                "store",
+                "page_viewed",
+                json!({"url": "/till"}),
+                &[("email", "test@example.com")],
+            ),
+        ],
+    )
+    .await;
+    let conflicts = stack.topics.output("conflicts").to_owned();
+    let conflict = tokio::task::spawn_blocking(move || {
+        CommittedReader::from_beginning(&conflicts).read_until(WAIT, |message| {
+            let (_, value) = decode_any(message.payload()?).ok()?;
+            Some(omnistream_model::value_to_json(&value))
+        })
+    })
+    .await
+    .unwrap()
+    .expect("a conflict");
+    assert_eq!(
+        (
+            &conflict["customer_id"],
+            &conflict["other_customer_id"],
+            &conflict["rule"],
+            &conflict["identifier_value"]
+        ),
+        (&json!("card-1111"), &json!("card-2222"), &json!("different_strong"), &json!("family@example.com")),
+        "{conflict}"
+    );
+    for (id, other) in
+        [("card-1111", "card-2222"), ("card-2222", "card-1111"), ("till-a", "till-b"), ("till-b", "till-a")]
+    {
+        let document =
+            stack.api_until(&format!("/v1/customers/{id}"), WAIT, |d| !d["profile"].is_null()).await;
+        assert_eq!(document["customer_id"], id);
+        let identity = stack.api(&format!("/v1/customers/{id}/identity")).await.1;
+        assert_eq!(identity["aliases"], json!([]), "{id} and {other} stay apart: {identity}");
+    }
+
+    // Erasure through any alias forgets the customer, every alias and its identifiers.
+    publish(&stack, vec![now("i5-erase", "card-5555", "web", "erasure_requested", json!({}))]).await;
+    for id in ["U-1042", "anon-7f3a", "card-5555", "wa-14155550100"] {
+        let started = Instant::now();
+        while stack.api(&format!("/v1/customers/{id}/identity")).await.0 != 404
+            || stack.api(&format!("/v1/customers/{id}")).await.0 != 404
+        {
+            assert!(started.elapsed() < WAIT, "{id} still served after the erasure");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let mut required = SERVICE_RECORDS.to_vec();
+    required.extend(["resolved", "identity", "conflicts"]);
+    every_record_decodes_with_fastavro(&stack.topics, &required).await;
 }
 
 /// SPEC 2: any Avro library decodes every topic with the `.avsc` files alone. fastavro finds each
 /// record's writer schema by its own fingerprint and must read the same values as omnistream.
-async fn every_record_decodes_with_fastavro(stack_topics: &StackTopics) {
+async fn every_record_decodes_with_fastavro(stack_topics: &StackTopics, required: &[&str]) {
     let mut topics: Vec<(&'static str, String)> =
         stack_topics.outputs.iter().map(|(role, topic)| (*role, topic.clone())).collect();
     topics.push(("events", stack_topics.events.clone()));
@@ -370,8 +619,8 @@ async fn every_record_decodes_with_fastavro(stack_topics: &StackTopics) {
     })
     .await
     .unwrap();
-    for label in ["events", "profiles", "suppressions", "affinity", "ledger", "balances"] {
-        assert!(records.iter().any(|(l, _)| *l == label), "no {label} record to decode");
+    for label in required {
+        assert!(records.iter().any(|(l, _)| l == label), "no {label} record to decode");
     }
     let input: String = records.iter().map(|(label, bytes)| format!("{label} {}\n", hex(bytes))).collect();
     let decoded = run_fastavro(&input);

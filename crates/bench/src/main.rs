@@ -511,7 +511,10 @@ async fn main() -> anyhow::Result<()> {
         rows.extend(gateway_rows(&args).await?);
     }
     if selected("customer-api") {
-        rows.extend(api_rows(&args, &drained)?);
+        // Without resolution its identity topic is empty, but it must exist.
+        let identity = unique_topic("bench-identity");
+        create_test_topics(&[TopicRequest::compacted(&identity, args.partitions, 1)]).await;
+        rows.extend(api_rows(&args, &drained, &identity)?);
     }
 
     let machine = format!(
@@ -603,7 +606,7 @@ async fn gateway_rows(args: &Args) -> anyhow::Result<Vec<Row>> {
 
 /// The customer-api with every customer of the drained outputs loaded: `wrk` looking up random
 /// customers, against its own `/healthz` (the HTTP ceiling of this machine) just before.
-fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>) -> anyhow::Result<Vec<Row>> {
+fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>, identity: &str) -> anyhow::Result<Vec<Row>> {
     let topics = |name: &str| {
         drained.get(name).with_context(|| {
             format!("the customer-api benchmark serves {name}'s drained outputs: run it too")
@@ -611,7 +614,8 @@ fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>) -> anyhow::Result
     };
     let port = free_port();
     let http_addr = format!("127.0.0.1:{port}");
-    let mut api_args = vec!["--http-addr", &http_addr, "--admin-addr", "127.0.0.1:0"];
+    let mut api_args =
+        vec!["--http-addr", &http_addr, "--admin-addr", "127.0.0.1:0", "--identity-topic", identity];
     // It reads each processor's drained outputs under the flags the processor wrote them with.
     for spec in stream_processors() {
         let drained = topics(spec.name)?;

@@ -21,6 +21,9 @@ pub struct StackOptions {
     pub suppression_rules: Option<String>,
     /// Extra ingest-gateway flags.
     pub gateway_args: Vec<String>,
+    /// Identity resolution on (docs/identity.md): identity-resolver's three stages read the
+    /// events, and the services read the resolved events, each with its handoff topic.
+    pub resolution: bool,
 }
 
 /// The topics of one stack.
@@ -28,7 +31,9 @@ pub struct StackOptions {
 pub struct StackTopics {
     pub events: String,
     pub dlq: String,
-    /// Every stream processor's outputs, by role (`services.rs`): e.g. `profiles`, `ledger`.
+    /// Every stream processor's and identity stage's outputs, by role (`services.rs`): e.g.
+    /// `profiles`, `ledger`, `conflicts`, `identity` (the identity stages' only with resolution,
+    /// but `identity` always: the customer-api reads it).
     pub outputs: BTreeMap<&'static str, String>,
 }
 
@@ -43,6 +48,7 @@ impl StackTopics {
 #[derive(Debug)]
 struct Member {
     name: &'static str,
+    binary: &'static str,
     process: Option<ServiceProcess>,
     args: Vec<String>,
 }
@@ -66,35 +72,54 @@ impl Stack {
     pub async fn start(label: &str, options: StackOptions) -> Self {
         let bootstrap = options.bootstrap.clone().unwrap_or_else(|| bootstrap_servers().to_owned());
         let topic = |name: &str| unique_topic(&format!("{label}-{name}"));
+        let identity_stages = if options.resolution { services::IDENTITY_STAGES } else { &[] };
+        let identity_output = services::IDENTITY_CUSTOMERS.output("identity");
         let outputs: BTreeMap<&'static str, String> = stream_processors()
+            .chain(identity_stages)
             .flat_map(|service| service.outputs)
+            .chain([identity_output])
             .map(|output| (output.role, topic(output.role)))
             .collect();
         let topics = StackTopics { events: topic("events"), dlq: topic("dlq"), outputs };
         let group = unique_topic(&format!("{label}-group"));
         let changelog = |service: &str| format!("{group}.{service}.state");
+        let handoff = |service: &str| format!("{group}.{service}.handoff");
         let mut requests = vec![
             TopicRequest::events(&topics.events, PARTITIONS, 1),
             TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
         ];
-        for service in stream_processors() {
+        for service in stream_processors().chain(identity_stages) {
             for output in service.outputs {
-                requests.push(TopicRequest::for_spec(
-                    output.topic,
-                    topics.output(output.role),
-                    PARTITIONS,
-                    1,
-                ));
+                let request = TopicRequest::for_spec(output.topic, topics.output(output.role), PARTITIONS, 1);
+                if !requests.iter().any(|known| known.name == request.name) {
+                    requests.push(request);
+                }
             }
             requests.push(TopicRequest::compacted(&changelog(service.name), PARTITIONS, 1));
+            if options.resolution && service.kind == services::ServiceKind::StreamProcessor {
+                requests.push(TopicRequest::plain(&handoff(service.name), PARTITIONS, 1));
+            }
+        }
+        if !options.resolution {
+            requests.push(TopicRequest::for_spec(
+                identity_output.topic,
+                topics.output(identity_output.role),
+                PARTITIONS,
+                1,
+            ));
         }
         let mut admin = ClientConfig::new();
         admin.set("bootstrap.servers", &bootstrap);
         create_topics(&admin, &requests).await.expect("create the stack's topics");
 
-        let runtime = |service: &str| -> Vec<String> {
+        // With resolution the services read what the resolver publishes.
+        let services_input = match options.resolution {
+            true => topics.output("resolved").to_owned(),
+            false => topics.events.clone(),
+        };
+        let runtime = |service: &str, input: &str| -> Vec<String> {
             let flags = crate::RuntimeFlags {
-                input: &topics.events,
+                input,
                 dlq: &topics.dlq,
                 changelog: &changelog(service),
                 group: &format!("{group}-{service}"),
@@ -108,25 +133,36 @@ impl Stack {
         };
         let gateway_port = free_port();
         let api_port = free_port();
-        let mut members: Vec<(&'static str, Vec<String>)> = stream_processors()
-            .map(|service| {
-                let mut args = runtime(service.name);
-                for output in service.outputs {
-                    args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
-                }
-                (service.name, args)
-            })
-            .collect();
+        let mut members: Vec<(&'static str, &'static str, Vec<String>)> = Vec::new();
+        for (index, stage) in identity_stages.iter().enumerate() {
+            let subcommand = ["router", "claims", "customers"][index];
+            let mut args = vec![subcommand.to_owned()];
+            args.extend(runtime(stage.name, &topics.events));
+            for output in stage.outputs {
+                args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
+            }
+            members.push((stage.name, "identity-resolver", args));
+        }
+        for service in stream_processors() {
+            let mut args = runtime(service.name, &services_input);
+            for output in service.outputs {
+                args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
+            }
+            if options.resolution {
+                args.extend(["--handoff-topic".to_owned(), handoff(service.name)]);
+            }
+            members.push((service.name, service.name, args));
+        }
         if let Some(rules) = &options.suppression_rules {
             let file = temp_file("suppression-rules", "toml", rules);
-            let suppression = members.iter_mut().find(|(name, _)| *name == services::SUPPRESSION.name);
+            let suppression = members.iter_mut().find(|(name, _, _)| *name == services::SUPPRESSION.name);
             suppression
                 .expect("suppression runs")
-                .1
+                .2
                 .extend(["--rules".to_owned(), file.to_string_lossy().into_owned()]);
         }
         members.extend([
-            ("ingest-gateway", {
+            ("ingest-gateway", "ingest-gateway", {
                 let mut args: Vec<String> = [
                     "--bootstrap-servers",
                     &bootstrap,
@@ -142,7 +178,7 @@ impl Stack {
                 args.extend(options.gateway_args.iter().cloned());
                 args
             }),
-            ("customer-api", {
+            ("customer-api", "customer-api", {
                 let mut args: Vec<String> = [
                     "--bootstrap-servers",
                     &bootstrap,
@@ -154,7 +190,8 @@ impl Stack {
                 .map(str::to_owned)
                 .to_vec();
                 // It reads each processor's outputs under the same flags the processors write them.
-                for output in stream_processors().flat_map(|service| service.outputs) {
+                for output in stream_processors().flat_map(|service| service.outputs).chain([identity_output])
+                {
                     args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
                 }
                 args
@@ -166,7 +203,10 @@ impl Stack {
             gateway_port,
             api_port,
             label: label.to_owned(),
-            members: members.into_iter().map(|(name, args)| Member { name, process: None, args }).collect(),
+            members: members
+                .into_iter()
+                .map(|(name, binary, args)| Member { name, binary, process: None, args })
+                .collect(),
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
         };
         for index in 0..stack.members.len() {
@@ -183,7 +223,7 @@ impl Stack {
         let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
         let log = format!("{}-{}", self.label, member.name);
         member.process = Some(ServiceProcess::spawn(
-            &workspace_binary(member.name),
+            &workspace_binary(member.binary),
             &log,
             &args,
             &[("RUST_LOG", "info,rdkafka=warn")],
