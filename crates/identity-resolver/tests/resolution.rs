@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::Utc;
-use omnistream_model::records::IdentityConflict;
+use omnistream_model::records::{CustomerIdentity, IdentityConflict};
 use omnistream_model::{
     Channel, EventPayload, Identifier, TouchpointEvent, decode_event, decode_record, encode_event,
 };
@@ -101,19 +101,22 @@ struct Resolver {
     customers: String,
     resolved: String,
     conflicts: String,
+    identity: String,
     stages: [Stage; 3],
 }
 
 impl Resolver {
     async fn create() -> Self {
         let router_topics = ServiceTopics::create("idr-router", 0).await;
-        let [requests, customers, resolved, conflicts] =
-            ["idr-requests", "idr-customers", "idr-resolved", "idr-conflicts"].map(unique_topic);
-        create_test_topics(
-            &[&requests, &customers, &resolved, &conflicts]
-                .map(|topic| TopicRequest::plain(topic, PARTITIONS, 1)),
-        )
-        .await;
+        let [requests, customers, resolved, conflicts, identity] =
+            ["idr-requests", "idr-customers", "idr-resolved", "idr-conflicts", "idr-identity"]
+                .map(unique_topic);
+        let mut requested = [&requests, &customers, &conflicts]
+            .map(|topic| TopicRequest::plain(topic, PARTITIONS, 1))
+            .to_vec();
+        requested.push(TopicRequest::events(&resolved, PARTITIONS, 1));
+        requested.push(TopicRequest::compacted(&identity, PARTITIONS, 1));
+        create_test_topics(&requested).await;
         let internal = |label: &str, input: &str| {
             let topics = ServiceTopics {
                 group: unique_topic(&format!("{label}-group")),
@@ -136,6 +139,7 @@ impl Resolver {
         let mut customer_flags = links.clone();
         customer_flags.extend(["--resolved-topic".to_owned(), resolved.clone()]);
         customer_flags.extend(["--conflicts-topic".to_owned(), conflicts.clone()]);
+        customer_flags.extend(["--identity-topic".to_owned(), identity.clone()]);
         Self {
             events: router_topics.input.clone(),
             dlq: router_topics.dlq.clone(),
@@ -143,6 +147,7 @@ impl Resolver {
             customers,
             resolved,
             conflicts,
+            identity,
             stages: [
                 Stage { label: "router", topics: router_topics, extra: links.clone() },
                 Stage { label: "claims", topics: claims_topics, extra: links },
@@ -159,7 +164,8 @@ impl Resolver {
 #[tokio::test(flavor = "multi_thread")]
 async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are_sigkilled() {
     let resolver = Resolver::create().await;
-    let Resolver { events: events_topic, dlq, requests, customers, resolved, conflicts, stages } = &resolver;
+    let Resolver { events: events_topic, dlq, requests, customers, resolved, conflicts, identity, stages } =
+        &resolver;
     let events = workload(16);
     let mut input: Vec<(String, Vec<u8>)> = events
         .iter()
@@ -265,6 +271,41 @@ async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are
         .map(|m| decode_record(m.payload().expect("a value")).expect("a conflict"))
         .collect();
     assert!(refused.is_empty(), "no conflicts: {refused:?}");
+    // customer.identity.v1, as a compacted topic keeps it: each id's last record. The canonical
+    // customer of each component holds exactly the component's identifiers (its own id aside,
+    // the merged ids as `customer_id`), and every other id there points along its merges.
+    let mut records: BTreeMap<String, Option<CustomerIdentity>> = BTreeMap::new();
+    for message in read_committed_to_end(identity) {
+        let key = std::str::from_utf8(message.key().expect("a key")).expect("utf-8").to_owned();
+        records.insert(key, message.payload().map(|p| decode_record(p).expect("an identity record")));
+    }
+    let mut expected: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    for event in &events {
+        let name = &names[&format!("customer_id:{}", event.customer_id)];
+        let held = expected.entry(name.clone()).or_default();
+        for identifier in &event.identifiers {
+            held.insert((identifier.kind.clone(), identifier.value.clone()));
+        }
+        if &event.customer_id != name {
+            held.insert(("customer_id".to_owned(), event.customer_id.clone()));
+        }
+    }
+    for (name, held) in &expected {
+        let shown: BTreeSet<(String, String)> = match records.get(name) {
+            Some(Some(record)) => {
+                assert_eq!(record.merged_into, None, "{name} is canonical");
+                record.identifiers.iter().map(|i| (i.kind.clone(), i.value.clone())).collect()
+            }
+            _ => BTreeSet::new(),
+        };
+        assert_eq!(&shown, held, "the identity record of {name}");
+    }
+    for (id, winner) in &merged_into {
+        let record =
+            records.get(id).cloned().flatten().unwrap_or_else(|| panic!("no identity record of {id}"));
+        assert_eq!(record.merged_into.as_ref(), Some(winner), "{id}");
+        assert!(record.identifiers.is_empty(), "{id} holds nothing once merged");
+    }
     assert!(read_committed_to_end(dlq).is_empty(), "nothing dead-lettered");
     for (stage, process) in stages.iter().zip(running.iter_mut()) {
         assert!(process.is_running(), "{} still works", stage.label);
@@ -310,7 +351,7 @@ async fn a_whatsapp_ticket_suppresses_the_email_promo_of_the_same_person_once_a_
     create_test_topics(&[
         TopicRequest::plain(&suppressions, PARTITIONS, 1),
         TopicRequest::compacted(&suppression_topics.changelog, PARTITIONS, 1),
-        TopicRequest::plain(&handoff, PARTITIONS, 1),
+        TopicRequest::events(&handoff, PARTITIONS, 1),
     ])
     .await;
     let mut args = suppression_topics.runtime_args("suppression-0", 0);

@@ -68,6 +68,10 @@ pub struct ServiceSpec {
     /// Its state's changelog (stream processors).
     #[serde(serialize_with = "optional_topic_name")]
     pub changelog: Option<&'static TopicSpec>,
+    /// Its state handoff topic, for merges (docs/runtime.md, "State handoff"): used only when
+    /// given (`--handoff-topic`), with identity resolution on.
+    #[serde(serialize_with = "optional_topic_name")]
+    pub handoff: Option<&'static TopicSpec>,
 }
 
 impl ServiceSpec {
@@ -111,6 +115,14 @@ const fn changelog(name: &'static str, value: &'static str) -> TopicSpec {
     TopicSpec { name, cleanup: Cleanup::Compact, value }
 }
 
+const fn handoff(name: &'static str) -> TopicSpec {
+    TopicSpec {
+        name,
+        cleanup: Cleanup::Delete { retention_ms: 7 * topics::DAY_MS },
+        value: "a customer's state handed to the winner of a merge (MessagePack)",
+    }
+}
+
 const fn output(
     role: &'static str,
     flag: &'static str,
@@ -128,6 +140,7 @@ pub const PROFILE_UPDATER: ServiceSpec = ServiceSpec {
     inputs: &[stream(&topics::EVENTS_TOPIC)],
     outputs: &[output("profiles", "--profiles-topic", "PROFILES_TOPIC", &topics::PROFILES_TOPIC)],
     changelog: Some(&changelog(topics::PROFILE_UPDATER_STATE, "profile-updater state (MessagePack)")),
+    handoff: Some(&handoff(topics::PROFILE_UPDATER_HANDOFF)),
 };
 
 pub const SUPPRESSION: ServiceSpec = ServiceSpec {
@@ -143,6 +156,7 @@ pub const SUPPRESSION: ServiceSpec = ServiceSpec {
         &topics::SUPPRESSIONS_TOPIC,
     )],
     changelog: Some(&changelog(topics::SUPPRESSION_STATE, "suppression state (MessagePack)")),
+    handoff: Some(&handoff(topics::SUPPRESSION_HANDOFF)),
 };
 
 pub const CHANNEL_AFFINITY: ServiceSpec = ServiceSpec {
@@ -153,6 +167,7 @@ pub const CHANNEL_AFFINITY: ServiceSpec = ServiceSpec {
     inputs: &[stream(&topics::EVENTS_TOPIC)],
     outputs: &[output("affinity", "--affinity-topic", "AFFINITY_TOPIC", &topics::CHANNEL_AFFINITY_TOPIC)],
     changelog: Some(&changelog(topics::CHANNEL_AFFINITY_STATE, "channel-affinity state (MessagePack)")),
+    handoff: Some(&handoff(topics::CHANNEL_AFFINITY_HANDOFF)),
 };
 
 pub const LOYALTY_POINTS: ServiceSpec = ServiceSpec {
@@ -167,6 +182,7 @@ pub const LOYALTY_POINTS: ServiceSpec = ServiceSpec {
         output("ledger", "--ledger-topic", "LEDGER_TOPIC", &topics::LOYALTY_LEDGER_TOPIC),
     ],
     changelog: Some(&changelog(topics::LOYALTY_POINTS_STATE, "loyalty-points state (MessagePack)")),
+    handoff: Some(&handoff(topics::LOYALTY_POINTS_HANDOFF)),
 };
 
 pub const INGEST_GATEWAY: ServiceSpec = ServiceSpec {
@@ -177,6 +193,7 @@ pub const INGEST_GATEWAY: ServiceSpec = ServiceSpec {
     inputs: &[],
     outputs: &[output("events", "--events-topic", "EVENTS_TOPIC", &topics::EVENTS_TOPIC)],
     changelog: None,
+    handoff: None,
 };
 
 pub const CUSTOMER_API: ServiceSpec = ServiceSpec {
@@ -194,6 +211,7 @@ pub const CUSTOMER_API: ServiceSpec = ServiceSpec {
     ],
     outputs: &[],
     changelog: None,
+    handoff: None,
 };
 
 /// identity-resolver's stages (docs/identity.md), one process kind each, all from the
@@ -215,6 +233,7 @@ pub const IDENTITY_ROUTER: ServiceSpec = ServiceSpec {
         ),
     ],
     changelog: Some(&changelog(topics::IDENTITY_ROUTER_STATE, "identity-router state (MessagePack)")),
+    handoff: None,
 };
 
 pub const IDENTITY_CLAIMS: ServiceSpec = ServiceSpec {
@@ -236,6 +255,7 @@ pub const IDENTITY_CLAIMS: ServiceSpec = ServiceSpec {
         topics::IDENTITY_CLAIMS_STATE,
         "identity graph: owner of each identifier (MessagePack)",
     )),
+    handoff: None,
 };
 
 pub const IDENTITY_CUSTOMERS: ServiceSpec = ServiceSpec {
@@ -260,6 +280,7 @@ pub const IDENTITY_CUSTOMERS: ServiceSpec = ServiceSpec {
         topics::IDENTITY_CUSTOMERS_STATE,
         "identity-customers state: identifiers, merges (MessagePack)",
     )),
+    handoff: None,
 };
 
 /// identity-resolver's stages, in start order.
@@ -284,10 +305,9 @@ pub fn stream_processors() -> impl Iterator<Item = &'static ServiceSpec> {
 /// the customer-api reads `customer.identity.v1` either way).
 pub fn pipeline_topics() -> Vec<&'static TopicSpec> {
     let mut topics: Vec<&'static TopicSpec> = vec![&topics::EVENTS_TOPIC, &topics::EVENTS_DLQ_TOPIC];
-    let each = SERVICES
-        .iter()
-        .chain(IDENTITY_STAGES)
-        .flat_map(|service| service.outputs.iter().map(|output| output.topic).chain(service.changelog));
+    let each = SERVICES.iter().chain(IDENTITY_STAGES).flat_map(|service| {
+        service.outputs.iter().map(|output| output.topic).chain(service.changelog).chain(service.handoff)
+    });
     for topic in each {
         if !topics.iter().any(|known| known.name == topic.name) {
             topics.push(topic);
@@ -339,8 +359,8 @@ mod tests {
         let topics = pipeline_topics();
         assert_eq!(
             topics.len(),
-            19,
-            "SPEC 3's seven topics and four changelogs, identity's five topics and three changelogs"
+            23,
+            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs"
         );
     }
 }

@@ -22,7 +22,7 @@ pub struct TopicSpec {
     pub value: &'static str,
 }
 
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+pub(crate) const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 pub const EVENTS: &str = "touchpoint.events.v1";
 pub const EVENTS_DLQ: &str = "touchpoint.events.dlq.v1";
@@ -40,6 +40,23 @@ pub const SUPPRESSION_STATE: &str = "suppression.state.v1";
 pub const CHANNEL_AFFINITY_STATE: &str = "channel-affinity.state.v1";
 /// Changelog of loyalty-points' state.
 pub const LOYALTY_POINTS_STATE: &str = "loyalty-points.state.v1";
+
+/// The services' state handoff topics (docs/runtime.md, "State handoff"), used with resolution.
+pub const PROFILE_UPDATER_HANDOFF: &str = "profile-updater.handoff.v1";
+pub const SUPPRESSION_HANDOFF: &str = "suppression.handoff.v1";
+pub const CHANNEL_AFFINITY_HANDOFF: &str = "channel-affinity.handoff.v1";
+pub const LOYALTY_POINTS_HANDOFF: &str = "loyalty-points.handoff.v1";
+
+/// Topics whose records the services read by the broker's append time (SPEC 4, the partition
+/// clock): what they take as input, and their handoffs.
+pub const LOG_APPEND_TIME: &[&str] = &[
+    EVENTS,
+    RESOLVED_EVENTS,
+    PROFILE_UPDATER_HANDOFF,
+    SUPPRESSION_HANDOFF,
+    CHANNEL_AFFINITY_HANDOFF,
+    LOYALTY_POINTS_HANDOFF,
+];
 
 /// Identity resolution (docs/identity.md; optional): the claim stage's requests keyed by
 /// identifier, the customer stage's keyed by canonical id, the events resolved to canonical

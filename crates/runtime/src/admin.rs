@@ -37,7 +37,7 @@ impl TopicRequest {
             ],
         };
         let mut request = Self { name: name.to_owned(), partitions, replication, config };
-        if spec.name == omnistream_model::topics::EVENTS {
+        if omnistream_model::topics::LOG_APPEND_TIME.contains(&spec.name) {
             request.config.push(log_append_time());
         }
         request

@@ -96,8 +96,8 @@ impl Stack {
                 }
             }
             requests.push(TopicRequest::compacted(&changelog(service.name), PARTITIONS, 1));
-            if options.resolution && service.kind == services::ServiceKind::StreamProcessor {
-                requests.push(TopicRequest::plain(&handoff(service.name), PARTITIONS, 1));
+            if let (true, Some(spec)) = (options.resolution, service.handoff) {
+                requests.push(TopicRequest::for_spec(spec, &handoff(service.name), PARTITIONS, 1));
             }
         }
         if !options.resolution {
