@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on the local broker. Starts the four services, the ingest-gateway
-# and the customer-api, publishes simulated customers through the gateway over HTTP, and shows a
-# live view of a few customers through the customer-api. Ctrl-C stops everything; `make down`
-# stops anything left (and the broker).
+# `make demo`: the whole pipeline on the local broker. Starts identity-resolver's three stages, the
+# four services (reading the resolved events, with their handoff topics), the ingest-gateway and
+# the customer-api, publishes simulated customers through the gateway over HTTP, shows a live view
+# of a few customers through the customer-api, then one person across a cookie, a login and a
+# store card. DEMO_RESOLUTION=0 runs without resolution (the services read the producers' events).
+# Ctrl-C stops everything; `make down` stops anything left (and the broker).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 rate="${DEMO_RATE:-50}"
 seconds="${DEMO_SECONDS:-30}"
 customers="${DEMO_CUSTOMERS:-200}"
+resolution="${DEMO_RESOLUTION:-1}"
 logs=target/demo
 pid_file="$logs/pids"
 mkdir -p "$logs"
@@ -21,10 +24,14 @@ fi
 # one that failed to bind.
 # The service registry (crates/model/src/services.rs, written out by `omni services`): name, admin
 # port, HTTP port, one service per line, in start order.
-services="$(python3 -c '
-import json
-for s in json.load(open("deploy/services.json"))["services"]:
-    print(s["name"], s["admin_port"], s["http_port"] or "")
+# With resolution the identity stages come first (they are listed under identity_stages, each a
+# subcommand of identity-resolver), and each stream processor also gets its handoff topic.
+services="$(RESOLUTION="$resolution" python3 -c '
+import json, os
+registry = json.load(open("deploy/services.json"))
+stages = registry["identity_stages"] if os.environ["RESOLUTION"] == "1" else []
+for s in stages + registry["services"]:
+    print(s["name"], s["admin_port"], s["http_port"] or "", s.get("handoff") or "")
 ')"
 for port in $(awk '{print $2, $3}' <<<"$services"); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -54,7 +61,13 @@ trap 'exit 143' TERM
 
 start() {
   local name="$1"; shift
-  "target/release/$name" "$@" >"$logs/$name.log" 2>&1 &
+  local binary="$name"
+  # identity-router, identity-claims, identity-customers: `identity-resolver router|claims|customers`.
+  if [[ "$name" == identity-* ]]; then
+    binary=identity-resolver
+    set -- "${name#identity-}" "$@"
+  fi
+  "target/release/$binary" "$@" >"$logs/$name.log" 2>&1 &
   pids+=("$!")
   echo "$!" >>"$pid_file"
 }
@@ -72,9 +85,17 @@ wait_ready() {
 }
 
 echo "== starting $(awk '{print $1}' <<<"$services" | paste -sd' ') (logs in $logs/)"
-while read -r name _ http_port; do
+while read -r name _ http_port handoff; do
   # The stream processors' transactional ids: stable across demo runs, so a restart fences the last.
-  if [[ -z "$http_port" ]]; then start "$name" --instance-id demo; else start "$name"; fi
+  if [[ -n "$http_port" ]]; then
+    start "$name"
+  elif [[ -n "$handoff" ]]; then
+    # Reading the resolved events is a new input, so a consumer group of its own (docs/identity.md).
+    start "$name" --instance-id demo --input-topic touchpoint.resolved.v1 --handoff-topic "$handoff" \
+      --group-id "$name-resolved"
+  else
+    start "$name" --instance-id demo
+  fi
 done <<<"$services"
 while read -r name admin_port _; do
   wait_ready "$name" "$admin_port"
@@ -105,4 +126,26 @@ curl -s localhost:8081/v1/customers/c-000001 | python3 -c \
 echo "== may we send them marketing, and where? (GET /v1/customers/c-000001/reachability)"
 curl -s 'localhost:8081/v1/customers/c-000001/reachability?purpose=marketing' | python3 -c \
   'import json,sys; r=json.load(sys.stdin); print("   allowed, best first:", r.get("allowed")); [print("   ", c["channel"], c["status"], [x["code"] for x in c["reasons"]], c["until"] or "") for c in r.get("channels", []) if c["status"] != "allowed"]'
+if [[ "$resolution" == 1 ]]; then
+  echo "== one person, three ids: a cookie on the web, a login with an email, a store card with the same email"
+  at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  run="$(date +%s)"
+  curl -s -XPOST localhost:8080/v1/events -H 'content-type: application/json' -d '{"events": [
+    {"event_id": "demo-'"$run"'-1", "customer_id": "anon-'"$run"'", "occurred_at": "'"$at"'", "channel": "web", "type": "page_viewed",
+     "properties": {"url": "/shoes"}, "identifiers": [{"type": "anonymous_id", "value": "cookie-'"$run"'"}]},
+    {"event_id": "demo-'"$run"'-2", "customer_id": "U-'"$run"'", "occurred_at": "'"$at"'", "channel": "web", "type": "identify",
+     "properties": {}, "identifiers": [{"type": "anonymous_id", "value": "cookie-'"$run"'"}, {"type": "user_id", "value": "U-'"$run"'"},
+                                       {"type": "email", "value": "ann-'"$run"'@example.com"}]},
+    {"event_id": "demo-'"$run"'-3", "customer_id": "card-'"$run"'", "occurred_at": "'"$at"'", "channel": "store", "type": "order_placed",
+     "properties": {"order_id": "o-'"$run"'", "value_minor": 4999, "currency": "EUR"},
+     "identifiers": [{"type": "loyalty_card", "value": "'"$run"'"}, {"type": "email", "value": " Ann-'"$run"'@Example.com"}]}
+  ]}' >/dev/null
+  for _ in $(seq 1 50); do
+    curl -fsS "localhost:8081/v1/customers/card-$run/identity" 2>/dev/null | grep -q "anon-$run" && break
+    sleep 0.2
+  done
+  echo "   omni identity explain card-$run"
+  target/release/omni identity explain "card-$run" | sed 's/^/   /'
+  echo "   (GET /v1/customers/anon-$run answers U-$run's profile: one customer)"
+fi
 exit 0
