@@ -592,6 +592,13 @@ async fn identity_stories_one_customer_across_cookie_login_store_card_and_whatsa
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // Every id of the person, merged ones included, is erased (SPEC 4.5), not unknown.
+    for id in ["U-1042", "anon-7f3a", "card-5555", "wa-14155550100"] {
+        let path = format!("/v1/customers/{id}/reachability");
+        let answer =
+            stack.api_until(&path, WAIT, |r| r["channels"][0]["reasons"][0]["code"] == "erased").await;
+        assert_eq!(answer["allowed"], json!([]), "{id}: {answer}");
+    }
 
     let mut required = SERVICE_RECORDS.to_vec();
     required.extend(["resolved", "identity", "conflicts"]);

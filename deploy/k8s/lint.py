@@ -19,7 +19,9 @@ REGISTRY = json.loads((Path(__file__).resolve().parents[1] / "services.json").re
 SPEC_TOPICS = {t["name"]: "compact" if t["cleanup"] == "compact" else "delete" for t in REGISTRY["topics"]}
 STREAM_PROCESSORS = {s["name"] for s in REGISTRY["services"] if s["kind"] == "stream_processor"}
 HTTP = {s["name"] for s in REGISTRY["services"] if s["kind"] == "http"}
-ADMIN_PORTS = {s["name"]: s["admin_port"] for s in REGISTRY["services"]}
+# identity-resolver's stages: Deployments of their own (started by the identity-resolution component).
+IDENTITY_STAGES = {s["name"] for s in REGISTRY["identity_stages"]}
+ADMIN_PORTS = {s["name"]: s["admin_port"] for s in REGISTRY["services"] + REGISTRY["identity_stages"]}
 # Longest drain: the open transaction is committed or aborted within the transaction timeout.
 TRANSACTION_TIMEOUT_SECONDS = 10
 # The binaries' default (`--shutdown-grace-seconds`).
@@ -100,8 +102,8 @@ def lint(objects, source):
         by_kind.setdefault(obj["kind"], []).append(obj)
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
     config_maps = {m["metadata"]["name"]: m.get("data", {}) for m in by_kind.get("ConfigMap", [])}
-    if set(deployments) != STREAM_PROCESSORS | HTTP:
-        problems.append(f"{source}: Deployments {sorted(deployments)}, expected {sorted(STREAM_PROCESSORS | HTTP)}")
+    if set(deployments) != STREAM_PROCESSORS | HTTP | IDENTITY_STAGES:
+        problems.append(f"{source}: Deployments {sorted(deployments)}, expected {sorted(STREAM_PROCESSORS | HTTP | IDENTITY_STAGES)}")
     for name, deployment in deployments.items():
         check_deployment(f"{source}: Deployment {name}", deployment, problems, config_maps)
         admin = [p["containerPort"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", []) if p.get("name") == "admin"]
@@ -148,8 +150,10 @@ def lint(objects, source):
             problems.append(f"{source}: ScaledObject {name}: maxReplicaCount {spec.get('maxReplicaCount')} above the {input_partitions} partitions")
         for trigger in spec.get("triggers", []):
             meta = trigger.get("metadata", {})
-            if trigger.get("type") != "kafka" or meta.get("consumerGroup") != name or meta.get("topic") != "touchpoint.events.v1":
-                problems.append(f"{source}: ScaledObject {name}: expected a kafka trigger on its own group and the events topic")
+            # Its own group on the events, or, with identity resolution, its resolved group on them.
+            own = (meta.get("consumerGroup"), meta.get("topic")) in [(name, "touchpoint.events.v1"), (f"{name}-resolved", "touchpoint.resolved.v1")]
+            if trigger.get("type") != "kafka" or not own:
+                problems.append(f"{source}: ScaledObject {name}: expected a kafka trigger on its own group and the (resolved) events topic")
 
     if not by_kind.get("PodMonitor"):
         problems.append(f"{source}: no PodMonitor")
@@ -174,7 +178,7 @@ def lint_dashboard(path):
 def lint_image(dockerfile):
     """The image holds every registered binary (the manifests start them by path)."""
     text = dockerfile.read_text()
-    return [f"{dockerfile}: the image does not copy target/release/{name}" for name in sorted(STREAM_PROCESSORS | HTTP) if f"target/release/{name} " not in text]
+    return [f"{dockerfile}: the image does not copy target/release/{name}" for name in sorted(STREAM_PROCESSORS | HTTP | {"identity-resolver"}) if f"target/release/{name} " not in text]
 
 
 def main(dashboard, rendered):

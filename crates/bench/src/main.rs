@@ -4,6 +4,7 @@
 //! `bench/results/`.
 
 mod http;
+mod identity;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -251,6 +252,32 @@ fn metric(port: u16, name: &str) -> Option<f64> {
     body.lines().find(|line| line.starts_with(name)).and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
+/// The pass-through baseline's drain of `input` (`input_end` records): a plain copy, no
+/// transactions, no decoding, no state.
+async fn baseline_drain(
+    args: &Args,
+    input: &str,
+    input_end: i64,
+    watermarks: &BaseConsumer,
+) -> anyhow::Result<Drain> {
+    let baseline_out = unique_topic("bench-pass-out");
+    create_test_topics(&[TopicRequest::plain(&baseline_out, args.partitions, 1)]).await;
+    let passthrough = ServiceProcess::spawn(
+        &binary("passthrough")?,
+        "bench-passthrough",
+        &["--input-topic", input, "--output-topic", &baseline_out, "--group-id", &unique_topic("bench-pass")],
+        &[],
+    );
+    let baseline = time_drain(
+        &passthrough,
+        || watermark_sum(watermarks, &baseline_out, args.partitions),
+        input_end,
+        Duration::from_secs(600),
+    )?;
+    eprintln!("bench: baseline {:.0} events/s", baseline.events_per_second);
+    Ok(baseline)
+}
+
 /// Seconds of offered load before latency is measured.
 const WARM_UP_SECONDS: usize = 3;
 
@@ -273,16 +300,29 @@ async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<
     let port = free_port();
     let service = spawn_service(bench_service, &topics, &format!("bench-load-{}", bench_service.name), port)?;
     wait_ready(port, Duration::from_secs(60))?;
+    let events = simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0);
+    let mut latency = offered_load(args, &input, &topics.output, events)?;
+    latency.peak_rss = service.peak_rss_bytes().unwrap_or(0);
+    Ok(latency)
+}
 
+/// Offers `events` at `args.rate`/s to `input` and measures, per event after the warm-up, the
+/// time from its send to an `output` record caused by it (its `cause.event_id` header) becoming
+/// visible to a read_committed consumer. Erasures are left out (a tombstone names no event).
+fn offered_load(
+    args: &Args,
+    input: &str,
+    output: &str,
+    events: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<Latency> {
     // Erasures answer with a tombstone, which names no event: leave them out of the load.
-    let events: Vec<(String, Vec<u8>)> =
-        simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0)
-            .into_iter()
-            .filter(|(_, bytes)| {
-                let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
-                event.event_type() != omnistream_model::EventType::ErasureRequested
-            })
-            .collect();
+    let events: Vec<(String, Vec<u8>)> = events
+        .into_iter()
+        .filter(|(_, bytes)| {
+            let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
+            event.event_type() != omnistream_model::EventType::ErasureRequested
+        })
+        .collect();
     let warm_up = (args.rate * WARM_UP_SECONDS).min(events.len() / 2);
     let total = events.len() - warm_up;
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
@@ -295,7 +335,7 @@ async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<
         .create()?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..args.partitions {
-        assignment.add_partition_offset(&topics.output, partition, Offset::Beginning)?;
+        assignment.add_partition_offset(output, partition, Offset::Beginning)?;
     }
     reader.assign(&assignment)?;
     let reader_sent = sent_at.clone();
@@ -339,14 +379,12 @@ async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<
                 sent_at.lock().expect("lock").insert(event.event_id, Instant::now());
             }
             producer
-                .send(BaseRecord::to(&input).key(key.as_str()).payload(bytes.as_slice()))
+                .send(BaseRecord::to(input).key(key.as_str()).payload(bytes.as_slice()))
                 .map_err(|(e, _)| e)?;
         }
     }
     producer.flush(Duration::from_secs(30))?;
     let mut latencies = reading.join().expect("reader thread");
-    let peak_rss = service.peak_rss_bytes().unwrap_or(0);
-    drop(service);
     anyhow::ensure!(!latencies.is_empty(), "no output was seen");
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
@@ -356,7 +394,7 @@ async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<
         max_ms: *latencies.last().expect("not empty"),
         delivered: latencies.len(),
         offered: total,
-        peak_rss,
+        peak_rss: 0,
     })
 }
 
@@ -384,31 +422,7 @@ async fn main() -> anyhow::Result<()> {
     // Baseline: plain copy, no transactions, no decoding, no state. Measured next to each
     // service's drain (this machine's throughput drifts by a third over minutes), and the ratio
     // uses the mean of the two baselines around it.
-    let measure_baseline = || async {
-        let baseline_out = unique_topic("bench-pass-out");
-        create_test_topics(&[TopicRequest::plain(&baseline_out, args.partitions, 1)]).await;
-        let passthrough = ServiceProcess::spawn(
-            &binary("passthrough")?,
-            "bench-passthrough",
-            &[
-                "--input-topic",
-                &input,
-                "--output-topic",
-                &baseline_out,
-                "--group-id",
-                &unique_topic("bench-pass"),
-            ],
-            &[],
-        );
-        let baseline = time_drain(
-            &passthrough,
-            || watermark_sum(&watermarks, &baseline_out, args.partitions),
-            input_end,
-            Duration::from_secs(600),
-        )?;
-        eprintln!("bench: baseline {:.0} events/s", baseline.events_per_second);
-        anyhow::Ok(baseline)
-    };
+    let measure_baseline = || baseline_drain(&args, &input, input_end, &watermarks);
     let mut baseline = measure_baseline().await?;
     rows.push(row(
         "pass-through baseline, events/s",
@@ -507,6 +521,9 @@ async fn main() -> anyhow::Result<()> {
         drained.insert(name, topics);
     }
 
+    if selected("identity-resolver") {
+        rows.extend(identity::resolver_rows(&args, &watermarks).await?);
+    }
     if selected("ingest-gateway") {
         rows.extend(gateway_rows(&args).await?);
     }

@@ -125,7 +125,8 @@ fn main() -> ExitCode {
                 .with_output(RESOLVED_OUTPUT, resolved_topic)
                 .with_output(CONFLICTS_OUTPUT, conflicts_topic)
                 .with_output(IDENTITY_OUTPUT, identity_topic);
-            run_service(service, runtime, Customers { rules })
+            let erasure_horizon = chrono::Duration::days(i64::from(runtime.erasure_horizon_days));
+            run_service(service, runtime, Customers { rules, erasure_horizon })
         }
     }
 }

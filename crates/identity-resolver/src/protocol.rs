@@ -247,6 +247,11 @@ pub struct CustomerState {
     pub offering: Option<String>,
     /// Requests that wait for the answer to that offer.
     pub deferred: Vec<Control>,
+    /// When the id was last erased (unix millis, the erasure's event time): requests caused by
+    /// events dated at or before it are of the erased person and link nothing to the id. Kept for
+    /// the erasure horizon, then forgotten (`expire_erasure`).
+    #[serde(default)]
+    pub erased_at: Option<i64>,
 }
 
 impl CustomerState {
@@ -264,6 +269,35 @@ fn holdings_of<'a>(identifiers: impl IntoIterator<Item = &'a Identifier>) -> Hol
         holdings.entry(identifier.kind.clone()).or_default().insert(identifier.value.clone());
     }
     holdings
+}
+
+/// The event behind a control that can link something to a customer; `None` for the answers to
+/// its own offer and for erasures.
+fn control_evidence(control: &Control) -> Option<&Evidence> {
+    match control {
+        Control::Attach { evidence, .. }
+        | Control::Link { evidence, .. }
+        | Control::Offer { evidence, .. } => Some(evidence),
+        Control::Detach { .. }
+        | Control::Accepted { .. }
+        | Control::Refused { .. }
+        | Control::Erase { .. }
+        | Control::Purge { .. } => None,
+    }
+}
+
+impl CustomerState {
+    /// When the memory of an erasure lapses (`horizon` after it), if it is kept.
+    pub fn erasure_expires_at(&self, horizon_millis: i64) -> Option<i64> {
+        self.erased_at.map(|at| at.saturating_add(horizon_millis))
+    }
+
+    /// Forgets an erasure older than `horizon_millis` at `now_millis`.
+    pub fn expire_erasure(&mut self, now_millis: i64, horizon_millis: i64) {
+        if self.erasure_expires_at(horizon_millis).is_some_and(|expires| expires <= now_millis) {
+            self.erased_at = None;
+        }
+    }
 }
 
 /// A merge's id: the same for a replay of the same decision, different for every other.
@@ -407,6 +441,9 @@ pub fn customer<E>(
     match request {
         CustomerRequest::Event(event) => match &current.merged_into {
             Some(winner) => effects.push(Effect::Customer(winner.clone(), CustomerRequest::Event(event))),
+            // An event of the erased person that arrives late: the services drop it too.
+            None if !event.erasure
+                && current.erased_at.is_some_and(|at| event.evidence.occurred_at <= at) => {}
             None => {
                 let erase = event.erasure.then(|| event.evidence.clone());
                 effects.push(Effect::Resolved { customer_id: id.to_owned(), event });
@@ -428,7 +465,8 @@ pub fn customer<E>(
     if let Some(before) = shown_before
         && before != Shown::of(current)
     {
-        let shown = (*current != CustomerState::default()).then(|| current.clone());
+        // Nothing left to show (an erasure): a tombstone.
+        let shown = (!Shown::of(current).is_empty()).then(|| current.clone());
         effects.push(Effect::Identity { customer_id: id.to_owned(), state: shown });
     }
     if *current == CustomerState::default() {
@@ -446,6 +484,10 @@ struct Shown {
 }
 
 impl Shown {
+    fn is_empty(&self) -> bool {
+        self.identifiers.is_empty() && self.merged_into.is_none() && self.merges == 0
+    }
+
     fn of(state: &CustomerState) -> Self {
         Self {
             identifiers: state.identifiers.clone(),
@@ -479,6 +521,12 @@ impl Customer<'_> {
             return;
         }
         let id = self.id.to_owned();
+        if let Some(erased_at) = self.state.erased_at
+            && control_evidence(&control).is_some_and(|evidence| evidence.occurred_at <= erased_at)
+        {
+            self.refuse_for_erasure(control, effects);
+            return;
+        }
         match control {
             Control::Attach { identifier, evidence } => {
                 if self.state.identifiers.contains_key(&identifier) {
@@ -581,12 +629,35 @@ impl Customer<'_> {
                 effects.push(Effect::Erased { customer_id: id, evidence: evidence.clone() });
                 self.erase(evidence, effects);
             }
-            Control::Purge { evidence } => self.erase(evidence, effects),
+            // The merged id's services hold nothing of it (its state moved), but they mark it
+            // erased: its late events are dropped and it answers `erased`.
+            Control::Purge { evidence } => {
+                effects.push(Effect::Erased { customer_id: id, evidence: evidence.clone() });
+                self.erase(evidence, effects);
+            }
+        }
+    }
+
+    /// A request caused by an event of the person erased since: it links nothing to this id. An
+    /// identifier its claim gave the id is handed back, an offer is answered no (without a
+    /// conflict: nothing was judged), a link is dropped.
+    fn refuse_for_erasure<E>(&mut self, control: Control, effects: &mut Vec<Effect<E>>) {
+        let id = self.id.to_owned();
+        match control {
+            Control::Attach { identifier, evidence } => {
+                effects.push(Effect::Claim(identifier, ClaimRequest::Erase { from: id, evidence }));
+            }
+            Control::Offer { from, evidence, .. } => {
+                let refused = Control::Refused { by: id, evidence };
+                effects.push(Effect::Customer(from, CustomerRequest::Control(refused)));
+            }
+            _ => {}
         }
     }
 
     /// Forgets the customer: its identifiers' claims, the customers merged into it (and theirs),
-    /// its own record.
+    /// its own record; remembers only when, so that late requests of the erased person link
+    /// nothing to the id.
     fn erase<E>(&mut self, evidence: Evidence, effects: &mut Vec<Effect<E>>) {
         let id = self.id.to_owned();
         for identifier in std::mem::take(&mut self.state.identifiers).into_keys() {
@@ -597,7 +668,8 @@ impl Customer<'_> {
             let purge = Control::Purge { evidence: evidence.clone() };
             effects.push(Effect::Customer(merge.loser, CustomerRequest::Control(purge)));
         }
-        *self.state = CustomerState::default();
+        let erased_at = self.state.erased_at.max(Some(evidence.occurred_at));
+        *self.state = CustomerState { erased_at, ..CustomerState::default() };
     }
 
     fn redispatch<E>(&mut self, effects: &mut Vec<Effect<E>>) {

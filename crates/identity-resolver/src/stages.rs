@@ -410,6 +410,8 @@ impl Processor for Claims {
 #[derive(Debug, Clone, Default)]
 pub struct Customers {
     pub rules: IdentityRules,
+    /// How long an erased id remembers when it was erased (the runtime's erasure horizon).
+    pub erasure_horizon: chrono::Duration,
 }
 
 impl Processor for Customers {
@@ -427,6 +429,25 @@ impl Processor for Customers {
     ) -> Vec<Output<StageRecord>> {
         let CustomerMessage { customer_id, request } = input.message.clone();
         outputs(customer(&self.rules, &customer_id, state, request), input.event.as_ref())
+    }
+
+    fn next_timer(&self, state: &CustomerState) -> Option<DateTime<Utc>> {
+        state.erasure_expires_at(self.erasure_horizon.num_milliseconds()).map(time)
+    }
+
+    fn on_timer(
+        &self,
+        state: &mut Option<CustomerState>,
+        _customer_id: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Output<StageRecord>> {
+        if let Some(current) = state {
+            current.expire_erasure(now.timestamp_millis(), self.erasure_horizon.num_milliseconds());
+            if *current == CustomerState::default() {
+                *state = None;
+            }
+        }
+        Vec::new()
     }
 
     fn count_domain_events(

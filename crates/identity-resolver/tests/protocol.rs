@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::DateTime;
 use omnistream_identity_resolver::protocol::{
-    ClaimRequest, ClaimState, Conflict, CustomerRequest, CustomerState, Effect, Merge, Routed, claim,
-    customer,
+    ClaimRequest, ClaimState, Conflict, Control, CustomerRequest, CustomerState, Effect, Merge, Routed,
+    claim, customer,
 };
 use omnistream_identity_resolver::{CUSTOMER_ID, IdentityRules};
 use omnistream_model::{Channel, EventPayload, Identifier, TouchpointEvent};
@@ -447,7 +447,11 @@ fn remembered(network: &Network, identifiers: &[Identifier], customers: &[&str])
         }
     }
     for customer in customers {
-        if let Some(state) = network.customers.get(*customer) {
+        // When it was erased is all an erased id may keep (until the horizon).
+        let forgotten = |state: &CustomerState| {
+            CustomerState { erased_at: None, ..state.clone() } == CustomerState::default()
+        };
+        if let Some(state) = network.customers.get(*customer).filter(|state| !forgotten(state)) {
             left.push(format!("customer {customer}: {state:?}"));
         }
         if let Some(Some(record)) = network.identity.get(*customer) {
@@ -483,7 +487,10 @@ fn given_a_merged_customer_when_an_alias_asks_for_erasure_then_every_identifier_
         let told: Vec<&String> =
             network.resolved.iter().filter(|(index, _)| *index == 4).map(|(_, c)| c).collect();
         assert_eq!(told, [&"U-1042".to_owned()]);
-        assert!(network.erased.is_empty(), "{:?}", network.erased);
+        // The merged ids' services are told too (their late events dropped, `erased` answered).
+        let mut purged = network.erased.clone();
+        purged.sort();
+        assert_eq!(purged, ["anon-7f3a", "card-55"]);
         assert!(network.claims.contains_key(&id("email", "bob@example.com")), "bob is untouched");
         assert!(network.identity.get("bob").is_some_and(Option::is_some));
     }
@@ -538,10 +545,111 @@ fn given_an_erasure_while_the_customer_offers_itself_then_it_waits_and_the_winne
     while let Some(key) = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()) {
         network.deliver(&key);
     }
-    // b-anon's services erased it at once; once merged, the person is a-user: erased too.
+    // b-anon's services erased it at once; once merged, the person is a-user: erased too, and
+    // b-anon, merged into it, purged (its services mark it erased again).
     assert_eq!(network.resolved.iter().find(|(index, _)| *index == 3), Some(&(3, "b-anon".to_owned())));
-    assert_eq!(network.erased, ["a-user"]);
+    assert_eq!(network.erased, ["a-user", "b-anon"]);
     let all = [id("anonymous_id", "a1"), id("user_id", "U-1"), id(CUSTOMER_ID, "b-anon")];
     let left = remembered(&network, &all, &["a-user", "b-anon"]);
     assert!(left.is_empty(), "remembered after the erasure: {left:#?}");
+}
+
+fn run_to_end(network: &mut Network, events: &[TouchpointEvent], indices: &[usize]) {
+    for index in indices {
+        network.send(vec![Routed::new(&network.rules, &events[*index], *index).first_stop()]);
+        while let Some(key) = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()) {
+            network.deliver(&key);
+        }
+    }
+}
+
+fn at_second(mut event: TouchpointEvent, second: i64) -> TouchpointEvent {
+    event.occurred_at = DateTime::from_timestamp(1_795_000_000 + second, 0).expect("time");
+    event
+}
+
+#[test]
+fn given_an_erasure_carrying_identifiers_then_they_are_not_linked_to_the_erased_id_afterwards() {
+    let carried = [id("email", "e1@example.com"), id("phone", "+14155550199"), id("anonymous_id", "c-9")];
+    let events = [
+        event(0, "E1", &[]),
+        TouchpointEvent { payload: EventPayload::ErasureRequested, ..event(1, "E1", &carried) },
+    ];
+    let mut network = Network::default();
+    run_to_end(&mut network, &events, &[0, 1]);
+    let left = remembered(&network, &carried, &["E1"]);
+    assert!(left.is_empty(), "linked by the erasure itself: {left:#?}");
+    assert_eq!(network.identity.get("E1").cloned().flatten(), None, "no identity record");
+}
+
+#[test]
+fn given_an_erased_customer_when_a_late_event_from_before_the_erasure_arrives_then_it_links_nothing() {
+    let events = [
+        event(0, "U-1", &[id("user_id", "U-1"), id("anonymous_id", "7f3a")]),
+        erasure(5, "U-1"),
+        // Dated before the erasure, sent after it: the old cookie and an email never seen.
+        at_second(event(6, "U-1", &[id("anonymous_id", "7f3a"), id("email", "late@example.com")]), 2),
+    ];
+    let mut network = Network::default();
+    run_to_end(&mut network, &events, &[0, 1, 2]);
+    let all = [id("user_id", "U-1"), id("anonymous_id", "7f3a"), id("email", "late@example.com")];
+    let left = remembered(&network, &all, &["U-1"]);
+    assert!(left.is_empty(), "re-linked to the erased id: {left:#?}");
+    assert!(network.resolved.iter().all(|(index, _)| *index != 2), "the late event is not published");
+    // An event after the erasure is a new life of the id: linked as usual.
+    let after = at_second(event(7, "U-1", &[id("email", "new@example.com")]), 9);
+    let mut events = events.to_vec();
+    events.push(after);
+    run_to_end(&mut network, &events, &[3]);
+    assert!(network.customers["U-1"].identifiers.contains_key(&id("email", "new@example.com")));
+}
+
+#[test]
+fn given_a_merge_offer_that_reaches_a_customer_erased_meanwhile_then_it_is_refused_without_a_conflict() {
+    let events = [
+        event(0, "A-w", &[id("user_id", "U-w")]),
+        event(1, "B-l", &[id("anonymous_id", "c-l")]),
+        // Links B-l to A-w (B-l offers itself), and, a moment later, A-w asks to be erased.
+        event(2, "B-l", &[id("user_id", "U-w"), id("anonymous_id", "c-l")]),
+        erasure(3, "A-w"),
+    ];
+    let mut network = Network::default();
+    run_to_end(&mut network, &events, &[0, 1]);
+    for index in [2, 3] {
+        network.send(vec![Routed::new(&network.rules, &events[index], index).first_stop()]);
+    }
+    // A-w's queue gets the link event, then the erasure, then B-l's offer.
+    for key in [
+        Key::Claim(id("user_id", "U-w")),
+        Key::Claim(id(CUSTOMER_ID, "A-w")),
+        Key::Claim(id("anonymous_id", "c-l")),
+        Key::Customer("B-l".into()),
+    ] {
+        network.deliver(&key);
+    }
+    let queued: Vec<&Request> = network.queues[&Key::Customer("A-w".into())].iter().collect();
+    assert!(
+        matches!(
+            queued[..],
+            [
+                Request::Customer(CustomerRequest::Event(_)),
+                Request::Customer(CustomerRequest::Event(_)),
+                Request::Customer(CustomerRequest::Control(Control::Offer { .. }))
+            ]
+        ),
+        "{queued:?}"
+    );
+    while let Some(key) = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()) {
+        network.deliver(&key);
+    }
+    assert!(
+        network.merges.is_empty() && network.conflicts.is_empty(),
+        "{:?} {:?}",
+        network.merges,
+        network.conflicts
+    );
+    let b_l = &network.customers["B-l"];
+    assert_eq!((b_l.merged_into.as_ref(), b_l.offering.as_ref()), (None, None), "B-l stays itself");
+    let left = remembered(&network, &[id("user_id", "U-w")], &["A-w"]);
+    assert!(left.is_empty(), "{left:#?}");
 }
