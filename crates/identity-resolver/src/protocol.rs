@@ -70,10 +70,18 @@ impl<E> Routed<E> {
 
     /// Where the event goes first: the claim of its strongest identifier, or, with none that
     /// links (a till's shared `guest` and nothing else), straight to its producer's customer.
+    ///
+    /// An event whose only identifier is its own `customer_id` (most events: a page view, an
+    /// order) goes straight to its customer too: that claim always belongs to the customer or, once
+    /// merged, to its winner, which the customer stage follows itself (`merged_into`), so asking
+    /// the claim would answer nothing the customer does not know.
     pub fn first_stop(self) -> Effect<E> {
-        match self.identifiers.first() {
-            Some(strongest) => Effect::Claim(strongest.clone(), ClaimRequest::Resolve(self)),
-            None => Effect::Customer(self.customer_id.clone(), CustomerRequest::Event(self)),
+        match self.identifiers.as_slice() {
+            [] => Effect::Customer(self.customer_id.clone(), CustomerRequest::Event(self)),
+            [own] if own.kind == CUSTOMER_ID && own.value == self.customer_id => {
+                Effect::Customer(self.customer_id.clone(), CustomerRequest::Event(self))
+            }
+            [strongest, ..] => Effect::Claim(strongest.clone(), ClaimRequest::Resolve(self)),
         }
     }
 }

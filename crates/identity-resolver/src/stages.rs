@@ -9,7 +9,7 @@ use omnistream_model::records::{
     ConflictRule, CustomerIdentity, IdentityConflict, IdentityMerge, LinkedIdentifier,
 };
 use omnistream_model::{
-    ErrorCode, EventPayload, Identifier, OutputRecord, Rejection, TouchpointEvent, decode_event, encode_event,
+    ErrorCode, EventPayload, Identifier, OutputRecord, Rejection, TouchpointEvent, decode_event,
 };
 use omnistream_runtime::processor::InputEvent;
 use omnistream_runtime::{Output, Processor};
@@ -286,7 +286,11 @@ fn conflict_record(conflict: Conflict) -> IdentityConflict {
 /// A producer's event as the router reads it: any valid event but `customers_merged`, which only
 /// the resolver writes (a forged one would move a customer's state to whoever it names).
 #[derive(Debug, Clone)]
-pub struct ProducerEvent(pub TouchpointEvent);
+pub struct ProducerEvent {
+    pub event: TouchpointEvent,
+    /// As the producer wrote it: carried on to the customer stage as it is (no encoding again).
+    bytes: EventBytes,
+}
 
 impl InputEvent for ProducerEvent {
     fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
@@ -298,23 +302,23 @@ impl InputEvent for ProducerEvent {
                 "customers_merged is written by identity-resolver, not accepted from producers",
             ));
         }
-        Ok(Self(event))
+        Ok(Self { event, bytes: ByteBuf::from(bytes) })
     }
 
     fn key(&self) -> &str {
-        self.0.key()
+        self.event.key()
     }
 
     fn event_id(&self) -> &str {
-        self.0.event_id()
+        self.event.event_id()
     }
 
     fn occurred_at_millis(&self) -> i64 {
-        self.0.occurred_at_millis()
+        self.event.occurred_at_millis()
     }
 
     fn is_erasure(&self) -> bool {
-        self.0.is_erasure()
+        self.event.is_erasure()
     }
 }
 
@@ -336,17 +340,16 @@ impl Processor for Router {
     fn apply(
         &self,
         state: &mut Option<()>,
-        ProducerEvent(event): &ProducerEvent,
+        ProducerEvent { event, bytes }: &ProducerEvent,
         _now: DateTime<Utc>,
     ) -> Vec<Output<StageRecord>> {
         *state = Some(());
-        let bytes = encode_event(event).unwrap_or_else(|error| panic!("a valid event encodes: {error}"));
-        outputs(vec![Routed::new(&self.rules, event, ByteBuf::from(bytes)).first_stop()], None)
+        outputs(vec![Routed::new(&self.rules, event, bytes.clone()).first_stop()], None)
     }
 
     fn count_domain_events(
         &self,
-        ProducerEvent(event): &ProducerEvent,
+        ProducerEvent { event, .. }: &ProducerEvent,
         _outputs: &[Output<StageRecord>],
         count: &mut dyn FnMut(&'static str),
     ) {
@@ -536,8 +539,9 @@ mod tests {
         };
         let router = Router::default();
         let mut state = None;
-        let routed = router.apply(&mut state, &ProducerEvent(event.clone()), at);
-        assert_eq!(counted(&router, &ProducerEvent(event.clone()), &routed), ["identifier_blocked"]);
+        let input = ProducerEvent::decode(&encode_event(&event).expect("encodes"), at).expect("valid");
+        let routed = router.apply(&mut state, &input, at);
+        assert_eq!(counted(&router, &input, &routed), ["identifier_blocked"]);
 
         let evidence = Evidence { event_id: "e-1".into(), occurred_at: 0, channel: Channel::Web };
         let attach = |control| {
