@@ -59,6 +59,8 @@ pub enum StageRecord {
     Claim(ClaimMessage),
     Customer(CustomerMessage),
     Event(TouchpointEvent),
+    /// An event resolved to its producer's customer: its bytes as the producer wrote them.
+    Unchanged(EventBytes),
     Conflict(IdentityConflict),
     Identity(CustomerIdentity),
 }
@@ -72,6 +74,7 @@ impl OutputRecord for StageRecord {
             StageRecord::Claim(message) => internal(rmp_serde::to_vec(message)),
             StageRecord::Customer(message) => internal(rmp_serde::to_vec(message)),
             StageRecord::Event(event) => event.encode(),
+            StageRecord::Unchanged(bytes) => bytes.to_vec(),
             StageRecord::Conflict(conflict) => conflict.encode(),
             StageRecord::Identity(identity) => identity.encode(),
         }
@@ -114,8 +117,11 @@ impl InputEvent for ClaimInput {
     }
 }
 
-/// A customer stage record as its processor reads it, with the event it carries decoded: an
-/// event this build cannot read is dead-lettered with its code (by the runtime), not published.
+/// A customer stage record as its processor reads it, with the event it carries decoded when it
+/// is to be published under another customer than its producer's (its `customer_id` rewritten):
+/// an event this build cannot read is then dead-lettered with its code (by the runtime). An
+/// event that stays its producer's customer's (most) is published as the producer wrote it,
+/// which the router had validated.
 #[derive(Debug, Clone)]
 pub struct CustomerInput {
     pub message: CustomerMessage,
@@ -127,8 +133,10 @@ impl InputEvent for CustomerInput {
         let message: CustomerMessage =
             rmp_serde::from_slice(bytes).map_err(|error| malformed("a customer request", error))?;
         let event = match &message.request {
-            CustomerRequest::Event(routed) => Some(decode_event(&routed.payload)?),
-            CustomerRequest::Control(_) => None,
+            CustomerRequest::Event(routed) if routed.customer_id != message.customer_id => {
+                Some(decode_event(&routed.payload)?)
+            }
+            CustomerRequest::Event(_) | CustomerRequest::Control(_) => None,
         };
         Ok(Self { message, event })
     }
@@ -167,8 +175,11 @@ fn output(effect: Effect<EventBytes>, event: Option<&TouchpointEvent>) -> Option
             let message = CustomerMessage { customer_id: customer_id.clone(), request };
             record(CUSTOMERS_OUTPUT, customer_id, StageRecord::Customer(message))
         }
+        Effect::Resolved { customer_id, event: routed } if routed.customer_id == customer_id => {
+            record(RESOLVED_OUTPUT, customer_id, StageRecord::Unchanged(routed.payload))
+        }
         Effect::Resolved { customer_id, .. } => {
-            let mut resolved = event.expect("only an event's request resolves it").clone();
+            let mut resolved = event.expect("an event resolved to another customer is decoded").clone();
             resolved.customer_id.clone_from(&customer_id);
             record(RESOLVED_OUTPUT, customer_id, StageRecord::Event(resolved))
         }
