@@ -759,3 +759,82 @@ fn a_grant_of_the_same_instant_after_a_bounce_lifts_it() {
     let state = decode(replayed.outputs[&(SUPPRESSIONS.to_owned(), "x".to_owned())].last().unwrap()).unwrap();
     assert_eq!(channel(&state, Channel::Email).status, SuppressionStatus::Allowed, "{state:#?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Merges (identity resolution).
+
+/// The service's memory after its core applied `records` (each at its append time; retries and
+/// refused events skipped, as the runtime does).
+fn memory_after(
+    core: &Suppression,
+    records: &[(TouchpointEvent, DateTime<Utc>)],
+) -> Option<omnistream_suppression::SuppressionMemory> {
+    use omnistream_runtime::Processor;
+    let mut state = None;
+    let mut seen = std::collections::HashSet::new();
+    for (event, appended) in records {
+        if seen.insert(event.event_id.clone()) && core.check_limits(state.as_ref(), event).is_ok() {
+            core.apply(&mut state, event, *appended);
+        }
+    }
+    state
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// A merge against the SPEC: the winner's record once the loser's memory is folded in is the
+    /// SPEC's state of the winner's records followed by the loser's (as if they had arrived
+    /// after), all under the winner's id, as of the merge.
+    #[test]
+    fn a_merged_suppression_is_the_specs_state_of_both_histories(
+        busy in any::<bool>(),
+        base in base(),
+        winner_steps in prop::collection::vec(timed(), 1..20),
+        loser_steps in prop::collection::vec(timed(), 1..20),
+    ) {
+        use omnistream_runtime::Processor;
+        let rules = if busy { busy_rules() } else { Rules::default() };
+        let core = service(&rules);
+        // An erasure belongs to its customer's own history (erasure through merges: the
+        // identity tests); here the two histories are folded.
+        let kept = |records: Vec<(TouchpointEvent, DateTime<Utc>)>| -> Vec<(TouchpointEvent, DateTime<Utc>)> {
+            records.into_iter().filter(|(event, _)| !matches!(event.payload, EventPayload::ErasureRequested)).collect()
+        };
+        let winner = kept(records("c-1", base, &winner_steps));
+        // The loser's message ids are its own (the generator numbers them per stream).
+        let loser: Vec<(TouchpointEvent, DateTime<Utc>)> = kept(records("c-2", base, &loser_steps))
+            .into_iter()
+            .map(|(mut event, at)| {
+                if let EventPayload::MessageSent { message_id, .. } = &mut event.payload {
+                    *message_id = format!("loser-{message_id}");
+                }
+                (event, at)
+            })
+            .collect();
+        let Some(merged_at) = winner.iter().chain(&loser).map(|(_, at)| *at).max() else {
+            return Ok(());
+        };
+        let handed = memory_after(&core, &loser);
+        prop_assume!(handed.is_some());
+        let mut state = memory_after(&core, &winner);
+        let outputs = core.merge(&mut state, "c-1", "c-2", "merge-1", handed.expect("assumed"), merged_at);
+        let both: Vec<(TouchpointEvent, DateTime<Utc>)> = winner
+            .iter()
+            .cloned()
+            .chain(loser.iter().cloned().map(|(mut event, at)| {
+                event.customer_id = "c-1".into();
+                (event, at)
+            }))
+            .collect();
+        let strip = |state: Option<SuppressionState>| state.map(|mut state| {
+            state.version = 0;
+            state
+        });
+        let both = history(&both);
+        let expected = canonical(suppression("c-1", &both, merged_at, &rules));
+        // The service's known early `next_change_at` (see `excuse`) is tolerated here too.
+        let merged = excuse("c-1", &both, &rules, canonical(outputs[0].value.clone()), &expected);
+        prop_assert_eq!(strip(merged), strip(expected), "{:#?}", both);
+    }
+}
