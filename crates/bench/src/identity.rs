@@ -3,6 +3,8 @@
 //! from a send to the resolved event under a fixed load; the memory of its stages with every
 //! customer of the input in their state.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use omnistream_model::services::IDENTITY_STAGES;
@@ -10,6 +12,7 @@ use omnistream_model::{EventPayload, Identifier, decode_event, encode_event};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_testkit::{RuntimeFlags, ServiceProcess, create_test_topics, produce_all, unique_topic};
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message;
 
 use crate::{
     Args, Row, baseline_drain, binary, committed_sum, free_port, mib, offered_load, row, simulated,
@@ -216,6 +219,7 @@ pub async fn resolver_rows(args: &Args, watermarks: &BaseConsumer) -> anyhow::Re
     let events = with_links(simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0));
     let latency = offered_load(args, &load_input, &load_stages.resolved, events)?;
     drop(load_processes);
+    let merges = merge_latency(args).await?;
 
     let [router, claims, customers] = drain.peak_rss[..] else { anyhow::bail!("three stages") };
     let cpu: Vec<String> = drain.cpu_seconds.iter().map(|seconds| format!("{seconds:.1}")).collect();
@@ -275,5 +279,184 @@ pub async fn resolver_rows(args: &Args, watermarks: &BaseConsumer) -> anyhow::Re
             "",
             None,
         ),
+        row(
+            &format!("gateway to merged profile, p50 / p99 / max ({} merges)", merges.measured),
+            format!("{:.0} / {:.0} / {:.0} ms", merges.p50_ms, merges.p99_ms, merges.max_ms),
+            "",
+            None,
+        ),
     ])
+}
+
+/// Merges measured from the gateway to the merged profile.
+struct MergeLatency {
+    measured: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Merges to time, and how many are sent a second.
+const MERGES: usize = 200;
+const MERGES_PER_SECOND: u64 = 10;
+
+/// The whole path of a merge: the ingest-gateway, the resolver and profile-updater (reading the
+/// resolved events, with its handoff topic). Each of `MERGES` pairs is a customer `m-a-N` known by
+/// an email and a customer `m-b-N` with one event of its own; then an event of `m-b-N` carries
+/// that email (posted to the gateway: the clock starts). The profile is merged when `m-a-N`'s
+/// holds all three events: its own, the linking one, and `m-b-N`'s, handed over by the merge.
+async fn merge_latency(args: &Args) -> anyhow::Result<MergeLatency> {
+    use omnistream_model::records::CustomerProfile;
+    let input = unique_topic("bench-idr-merge-in");
+    let (profiles, handoff, changelog, dlq, group) = (
+        unique_topic("bench-idr-merge-profiles"),
+        unique_topic("bench-idr-merge-handoff"),
+        unique_topic("bench-idr-merge-profile-state"),
+        unique_topic("bench-idr-merge-profile-dlq"),
+        unique_topic("bench-idr-merge-profile-group"),
+    );
+    create_test_topics(&[
+        TopicRequest::events(&input, args.partitions, 1),
+        TopicRequest::plain(&profiles, args.partitions, 1),
+        TopicRequest::events(&handoff, args.partitions, 1),
+        TopicRequest::compacted(&changelog, args.partitions, 1),
+        TopicRequest::plain(&dlq, args.partitions, 1),
+    ])
+    .await;
+    let stages = Stages::create(args, &input, "merge").await;
+    let _stages = stages.spawn("merge")?;
+    let profile_port = free_port();
+    let profile_admin = format!("127.0.0.1:{profile_port}");
+    let flags = RuntimeFlags {
+        input: &stages.resolved,
+        dlq: &dlq,
+        changelog: &changelog,
+        group: &group,
+        instance: "bench",
+        admin_addr: &profile_admin,
+        session_timeout_ms: None,
+    };
+    let mut profile_args = flags.args();
+    profile_args.extend([
+        "--profiles-topic".to_owned(),
+        profiles.clone(),
+        "--handoff-topic".to_owned(),
+        handoff,
+    ]);
+    let profile_args: Vec<&str> = profile_args.iter().map(String::as_str).collect();
+    let _updater = ServiceProcess::spawn(
+        &binary("profile-updater")?,
+        "bench-merge-profile-updater",
+        &profile_args,
+        &[("RUST_LOG", "warn")],
+    );
+    wait_ready(profile_port, Duration::from_secs(60))?;
+    let gateway_port = free_port();
+    let gateway_addr = format!("127.0.0.1:{gateway_port}");
+    let _gateway = ServiceProcess::spawn(
+        &binary("ingest-gateway")?,
+        "bench-merge-gateway",
+        &[
+            "--events-topic",
+            &input,
+            "--http-addr",
+            &gateway_addr,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "0",
+        ],
+        &[("RUST_LOG", "warn")],
+    );
+    wait_ready(gateway_port, Duration::from_secs(60))?;
+
+    let event = |id: String, customer: String, identifiers: serde_json::Value| {
+        serde_json::json!({
+            "event_id": id, "customer_id": customer, "occurred_at": chrono::Utc::now().to_rfc3339(),
+            "channel": "web", "type": "page_viewed", "properties": {"url": "/"}, "identifiers": identifiers,
+        })
+    };
+    let email =
+        |n: usize| serde_json::json!([{"type": "email", "value": format!("merge-{n}@bench.example")}]);
+    for chunk in (0..MERGES).collect::<Vec<_>>().chunks(50) {
+        let events: Vec<serde_json::Value> = chunk
+            .iter()
+            .flat_map(|n| {
+                [
+                    event(format!("m-a-{n}-1"), format!("m-a-{n}"), email(*n)),
+                    event(format!("m-b-{n}-1"), format!("m-b-{n}"), serde_json::json!([])),
+                ]
+            })
+            .collect();
+        post_events(gateway_port, &serde_json::json!({ "events": events }))?;
+    }
+    // Both customers of every pair are resolved before the links are sent.
+    std::thread::sleep(Duration::from_secs(5));
+
+    let reader: BaseConsumer = omnistream_testkit::client_config()
+        .set("group.id", unique_topic("bench-merge-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    rdkafka::consumer::Consumer::subscribe(&reader, &[&profiles])?;
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let reader_sent = sent_at.clone();
+    let reading = std::thread::spawn(move || {
+        let mut latencies = Vec::with_capacity(MERGES);
+        let started = Instant::now();
+        while latencies.len() < MERGES && started.elapsed() < Duration::from_secs(120) {
+            let Some(Ok(message)) = reader.poll(Duration::from_millis(50)) else { continue };
+            let seen = Instant::now();
+            let Some(Ok(profile)) = message.payload().map(omnistream_model::decode_record::<CustomerProfile>)
+            else {
+                continue;
+            };
+            let events: i64 =
+                profile.channels.iter().flat_map(|c| c.event_counts.iter().map(|(_, n)| *n)).sum();
+            if events == 3
+                && let Some(sent) = reader_sent.lock().expect("lock").remove(&profile.customer_id)
+            {
+                latencies.push(seen.duration_since(sent).as_secs_f64() * 1000.0);
+            }
+        }
+        latencies
+    });
+    for n in 0..MERGES {
+        let started = Instant::now();
+        sent_at.lock().expect("lock").insert(format!("m-a-{n}"), Instant::now());
+        let link = event(format!("m-b-{n}-2"), format!("m-b-{n}"), email(n));
+        post_events(gateway_port, &serde_json::json!({ "events": [link] }))?;
+        let pause = Duration::from_millis(1_000 / MERGES_PER_SECOND).saturating_sub(started.elapsed());
+        std::thread::sleep(pause);
+    }
+    let mut latencies = reading.join().expect("reader thread");
+    anyhow::ensure!(latencies.len() == MERGES, "{} of {MERGES} merged profiles seen", latencies.len());
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    Ok(MergeLatency { measured: latencies.len(), p50_ms: at(0.5), p99_ms: at(0.99), max_ms: at(1.0) })
+}
+
+/// `POST /v1/events` on the gateway; every event must be accepted.
+fn post_events(port: u16, body: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let answer: serde_json::Value = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        response.starts_with("HTTP/1.1 200") && answer["rejected"] == 0 && answer["unavailable"] == 0,
+        "the gateway refused: {response}"
+    );
+    Ok(())
 }
