@@ -256,10 +256,13 @@ pub struct CustomerState {
     /// Requests that wait for the answer to that offer.
     pub deferred: Vec<Control>,
     /// When the id was last erased (unix millis, the erasure's event time): requests caused by
-    /// events dated at or before it are of the erased person and link nothing to the id. Kept for
-    /// the erasure horizon, then forgotten (`expire_erasure`).
+    /// events dated at or before it are of the erased person and link nothing to the id.
     #[serde(default)]
     pub erased_at: Option<i64>,
+    /// When `erased_at` is forgotten (unix millis): the erasure horizon after the stage applied
+    /// the erasure (its clock, not the erasure's event time, which may be long past).
+    #[serde(default)]
+    pub forget_erasure_at: Option<i64>,
 }
 
 impl CustomerState {
@@ -291,20 +294,6 @@ fn control_evidence(control: &Control) -> Option<&Evidence> {
         | Control::Refused { .. }
         | Control::Erase { .. }
         | Control::Purge { .. } => None,
-    }
-}
-
-impl CustomerState {
-    /// When the memory of an erasure lapses (`horizon` after it), if it is kept.
-    pub fn erasure_expires_at(&self, horizon_millis: i64) -> Option<i64> {
-        self.erased_at.map(|at| at.saturating_add(horizon_millis))
-    }
-
-    /// Forgets an erasure older than `horizon_millis` at `now_millis`.
-    pub fn expire_erasure(&mut self, now_millis: i64, horizon_millis: i64) {
-        if self.erasure_expires_at(horizon_millis).is_some_and(|expires| expires <= now_millis) {
-            self.erased_at = None;
-        }
     }
 }
 

@@ -434,19 +434,30 @@ impl Processor for Customers {
     type Record = StageRecord;
     const OUTPUTS: &'static [&'static str] =
         &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT, RESOLVED_OUTPUT, CONFLICTS_OUTPUT, IDENTITY_OUTPUT];
+    /// 2: `erased_at` and `forget_erasure_at` (an earlier build cannot read them: it says so).
+    const STATE_VERSION: u8 = 2;
 
     fn apply(
         &self,
         state: &mut Option<CustomerState>,
         input: &CustomerInput,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Vec<Output<StageRecord>> {
         let CustomerMessage { customer_id, request } = input.message.clone();
-        outputs(customer(&self.rules, &customer_id, state, request), input.event.as_ref())
+        let erased_before = state.as_ref().and_then(|current| current.erased_at);
+        let effects = customer(&self.rules, &customer_id, state, request);
+        // An erasure just applied is remembered for the horizon from now.
+        if let Some(current) = state
+            && current.erased_at.is_some()
+            && current.erased_at != erased_before
+        {
+            current.forget_erasure_at = Some((now + self.erasure_horizon).timestamp_millis());
+        }
+        outputs(effects, input.event.as_ref())
     }
 
     fn next_timer(&self, state: &CustomerState) -> Option<DateTime<Utc>> {
-        state.erasure_expires_at(self.erasure_horizon.num_milliseconds()).map(time)
+        state.forget_erasure_at.map(time)
     }
 
     fn on_timer(
@@ -455,8 +466,10 @@ impl Processor for Customers {
         _customer_id: &str,
         now: DateTime<Utc>,
     ) -> Vec<Output<StageRecord>> {
-        if let Some(current) = state {
-            current.expire_erasure(now.timestamp_millis(), self.erasure_horizon.num_milliseconds());
+        if let Some(current) = state
+            && current.forget_erasure_at.is_some_and(|at| at <= now.timestamp_millis())
+        {
+            (current.erased_at, current.forget_erasure_at) = (None, None);
             if *current == CustomerState::default() {
                 *state = None;
             }
@@ -520,6 +533,41 @@ mod tests {
         assert_eq!(rejection.first().code, ErrorCode::UnknownType, "{rejection}");
         let view = TouchpointEvent { payload: EventPayload::PageViewed { url: "/".into() }, ..forged };
         assert!(ProducerEvent::decode(&encode_event(&view).expect("encodes"), view.occurred_at).is_ok());
+    }
+
+    #[test]
+    fn given_an_erasure_dated_long_ago_then_it_is_remembered_for_the_horizon_from_when_it_was_applied() {
+        let customers =
+            Customers { rules: IdentityRules::default(), erasure_horizon: chrono::Duration::days(30) };
+        let now = DateTime::from_timestamp(1_795_000_000, 0).expect("time");
+        let long_ago = now - chrono::Duration::days(40);
+        let erasure = TouchpointEvent {
+            event_id: "e-erase".into(),
+            customer_id: "U-1".into(),
+            occurred_at: long_ago,
+            channel: Channel::Web,
+            source: None,
+            payload: EventPayload::ErasureRequested,
+            context: BTreeMap::new(),
+            identifiers: Vec::new(),
+        };
+        let routed = Routed::new(
+            &IdentityRules::default(),
+            &erasure,
+            ByteBuf::from(encode_event(&erasure).expect("encodes")),
+        );
+        let message = CustomerMessage { customer_id: "U-1".into(), request: CustomerRequest::Event(routed) };
+        let input =
+            CustomerInput::decode(&rmp_serde::to_vec(&message).expect("serializes"), now).expect("decodes");
+        let mut state = None;
+        customers.apply(&mut state, &input, now);
+        let remembered = state.as_ref().expect("the erasure is remembered");
+        assert_eq!(remembered.erased_at, Some(long_ago.timestamp_millis()));
+        assert_eq!(customers.next_timer(remembered), Some(now + chrono::Duration::days(30)));
+        customers.on_timer(&mut state, "U-1", now + chrono::Duration::days(29));
+        assert!(state.is_some(), "not before the horizon");
+        customers.on_timer(&mut state, "U-1", now + chrono::Duration::days(30));
+        assert_eq!(state, None, "forgotten at the horizon");
     }
 
     fn counted<P: Processor>(

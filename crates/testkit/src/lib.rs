@@ -288,7 +288,6 @@ impl ServiceProcess {
         }
     }
 
-    /// Peak resident set size so far (`VmHWM`), in bytes.
     /// CPU time the process used so far (user and system; Linux `/proc`, 100 ticks a second).
     pub fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
@@ -298,6 +297,7 @@ impl ServiceProcess {
         Some((ticks(11)? + ticks(12)?) / 100.0)
     }
 
+    /// Peak resident set size so far (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
