@@ -216,8 +216,9 @@ pub enum Effect<E> {
         customer_id: String,
         state: Option<CustomerState>,
     },
-    /// A customer was erased by an erasure that waited for its offer's answer: its services are
-    /// told by an `erasure_requested` of their own (the producer's went to the offering id).
+    /// A customer was erased by a request, not by the producer's event (an erasure that waited
+    /// for an offer's answer and went on to the winner, a purge of a merged id): its services are
+    /// told by an `erasure_requested` of their own.
     Erased {
         customer_id: String,
         evidence: Evidence,
@@ -665,8 +666,11 @@ impl Customer<'_> {
             let purge = Control::Purge { evidence: evidence.clone() };
             effects.push(Effect::Customer(merge.loser, CustomerRequest::Control(purge)));
         }
+        // Erased again: the horizon already running (or the one the stage sets for a later
+        // erasure) still ends the memory.
         let erased_at = self.state.erased_at.max(Some(evidence.occurred_at));
-        *self.state = CustomerState { erased_at, ..CustomerState::default() };
+        let forget_erasure_at = self.state.forget_erasure_at;
+        *self.state = CustomerState { erased_at, forget_erasure_at, ..CustomerState::default() };
     }
 
     fn redispatch<E>(&mut self, effects: &mut Vec<Effect<E>>) {

@@ -564,6 +564,19 @@ mod tests {
         let remembered = state.as_ref().expect("the erasure is remembered");
         assert_eq!(remembered.erased_at, Some(long_ago.timestamp_millis()));
         assert_eq!(customers.next_timer(remembered), Some(now + chrono::Duration::days(30)));
+        // The same erasure again (a retry under a new id) keeps the running horizon.
+        let again = CustomerInput::decode(
+            &rmp_serde::to_vec(&CustomerMessage {
+                customer_id: "U-1".into(),
+                request: input.message.request.clone(),
+            })
+            .expect("serializes"),
+            now,
+        )
+        .expect("decodes");
+        customers.apply(&mut state, &again, now + chrono::Duration::days(1));
+        let remembered = state.as_ref().expect("remembered");
+        assert_eq!(customers.next_timer(remembered), Some(now + chrono::Duration::days(30)));
         customers.on_timer(&mut state, "U-1", now + chrono::Duration::days(29));
         assert!(state.is_some(), "not before the horizon");
         customers.on_timer(&mut state, "U-1", now + chrono::Duration::days(30));
