@@ -117,14 +117,18 @@ impl Stack {
             true => topics.output("resolved").to_owned(),
             false => topics.events.clone(),
         };
-        let runtime = |service: &str, input: &str| -> Vec<String> {
+        // Each processor's admin port, to wait until it is ready (assigned, state restored).
+        let mut admin_ports: Vec<(&'static str, u16)> = Vec::new();
+        let mut runtime = |service: &'static str, input: &str| -> Vec<String> {
+            let admin_port = free_port();
+            admin_ports.push((service, admin_port));
             let flags = crate::RuntimeFlags {
                 input,
                 dlq: &topics.dlq,
                 changelog: &changelog(service),
                 group: &format!("{group}-{service}"),
                 instance: label,
-                admin_addr: "127.0.0.1:0",
+                admin_addr: &format!("127.0.0.1:{admin_port}"),
                 session_timeout_ms: Some(6_000),
             };
             let mut args = vec!["--bootstrap-servers".to_owned(), bootstrap.clone()];
@@ -212,7 +216,10 @@ impl Stack {
         for index in 0..stack.members.len() {
             stack.spawn(index);
         }
-        for (name, port) in [("ingest-gateway", gateway_port), ("customer-api", api_port)] {
+        // Tests time what the pipeline does, not how long its processes take to join their groups.
+        for (name, port) in
+            [("ingest-gateway", gateway_port), ("customer-api", api_port)].into_iter().chain(admin_ports)
+        {
             stack.wait_ready(name, port, Duration::from_secs(60)).await;
         }
         stack
@@ -302,9 +309,31 @@ impl Stack {
             }
             assert!(
                 started.elapsed() < deadline,
-                "{path} did not get there within {deadline:?}: {status} {body}"
+                "{path} did not get there within {deadline:?}: {status} {body}\n{}",
+                self.warnings()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The last warnings and errors each member logged, for a failed wait to show why.
+    pub fn warnings(&self) -> String {
+        let mut report = String::new();
+        for member in &self.members {
+            let Some(process) = &member.process else { continue };
+            let text = std::fs::read_to_string(&process.log).unwrap_or_default();
+            let troubles: Vec<&str> = text
+                .lines()
+                .filter(|line| {
+                    ["\"level\":\"WARN\"", "\"level\":\"ERROR\"", "Error: ", "panicked"]
+                        .iter()
+                        .any(|mark| line.contains(mark))
+                })
+                .collect();
+            for line in &troubles[troubles.len().saturating_sub(5)..] {
+                report.push_str(&format!("{}: {line}\n", member.name));
+            }
+        }
+        report
     }
 }
