@@ -4,6 +4,7 @@
 mod dlq;
 mod http;
 mod identity;
+mod journeys;
 mod loyalty;
 mod publisher;
 mod simulate;
@@ -64,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// Journey definitions (docs/journeys.md).
+    Journeys {
+        #[command(subcommand)]
+        command: JourneysCommand,
+    },
     /// Print the service registry (names, admin ports, inputs, outputs, changelogs) as JSON:
     /// what `deploy/services.json` holds for the demo and the Kubernetes checks.
     Services,
@@ -89,6 +95,13 @@ enum IdentityCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum JourneysCommand {
+    /// Check definition files: a summary of each journey that can run, else every problem with
+    /// its line. Exit 1: a file has a problem.
+    Check(journeys::CheckArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum LoyaltyCommand {
     /// Print (as JSON lines for `omni produce`) the adjustments that give back points expired
     /// before their calendar date by state version 1; run again, it prints only what is missing.
@@ -109,6 +122,7 @@ async fn main() -> ExitCode {
             loyalty::expiry_corrections_command(&cli.kafka, args).await
         }
         Command::Identity { command: IdentityCommand::Explain(args) } => identity::explain(args).await,
+        Command::Journeys { command: JourneysCommand::Check(args) } => journeys::check(args),
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
         Command::Services => {
             print!("{}", omnistream_model::services::registry_json());

@@ -151,3 +151,31 @@ async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes_keyed_by_
     assert_eq!(ids, ["e-fixed", "e-rekeyed"]);
     assert!(replayed.iter().all(|m| m.key() == Some(b"c-9".as_slice())), "keyed by customer_id");
 }
+
+#[test]
+fn journeys_check_summarizes_each_journey_and_names_each_problem_at_its_line() {
+    let root = omnistream_testkit::repo_root();
+    let shipped = root.join("journeys/black-friday.toml");
+    let output = omni(&["journeys", "check", shipped.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("ok: black-friday version 1, enters on page_viewed; steps: 5, sends: 3"),
+        "{stdout}"
+    );
+
+    let broken = omnistream_testkit::temp_file(
+        "journey",
+        "toml",
+        "id = \"j\"\nversion = 1\n[entry]\nevent = \"order_placed\"\n[[steps]]\nid = \"a\"\nwait = { for = \"soon\" }\nnext = \"b\"\n",
+    );
+    let output = omni(&["journeys", "check", shipped.to_str().unwrap(), broken.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let broken = broken.display();
+    assert!(stdout.contains(&format!("{broken}:7: step \"a\": wait.for \"soon\"")), "{stdout}");
+    assert!(stdout.contains(&format!("{broken}:8: no step \"b\" (steps: a, or \"end\")")), "{stdout}");
+
+    let output = omni(&["journeys", "check", "/no/such/journey.toml"]);
+    assert_eq!(output.status.code(), Some(2), "an unreadable file is not a verdict: {output:?}");
+}
