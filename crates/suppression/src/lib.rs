@@ -368,7 +368,7 @@ pub fn in_holdout(customer_id: &str, percent: f64) -> bool {
 }
 
 /// The customer's time zone: the `timezone` trait if it names an IANA zone, else UTC.
-fn zone(memory: &SuppressionMemory) -> Tz {
+pub fn zone(memory: &SuppressionMemory) -> Tz {
     match memory.timezone_history.value() {
         Some(TraitValue::String(name)) => name.parse::<Tz>().unwrap_or(Tz::UTC),
         _ => Tz::UTC,

@@ -1,0 +1,761 @@
+//! The journeys core (docs/journeys.md, "How a journey runs"): pure, one customer at a time.
+//!
+//! [`Engine::apply`] folds one of the customer's events: it feeds the embedded suppression and
+//! affinity cores (the same code and rules files as those services), ends every entry whose exit
+//! or goal the event matches (also while it waits), moves on every entry waiting for it, and
+//! enters the journeys it triggers. [`Engine::on_timer`] moves on the entries whose wait has
+//! ended. Both run steps until each entry waits or ends, and return the send decisions made.
+//! Time is the partition clock `now` (SPEC 4): replaying the same log decides the same.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Days, LocalResult, NaiveDateTime, Offset, TimeZone};
+use chrono_tz::Tz;
+use omnistream_channel_affinity::{AffinityConfig, AffinityState};
+use omnistream_model::records::SuppressionStatus;
+use omnistream_model::traits::TraitHistory;
+use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, event_to_json};
+use omnistream_suppression::{PreparedRules, SuppressionMemory};
+use serde::{Deserialize, Serialize};
+
+use crate::definition::{
+    Action, BranchCondition, ChannelChoice, Condition, EventFilter, Field, Journey, Reentry, Scalar, Test,
+    Trigger, Wait, WhenSuppressed,
+};
+
+/// Entries one customer is in at once, across journeys; a trigger beyond it does not enter.
+pub const MAX_ENTRIES: usize = 32;
+/// Ended entries remembered (re-entry, the state record): the latest.
+pub const ENDED_KEPT: usize = 64;
+/// Decisions not yet seen back as `message_sent` that still count as sends: the latest.
+pub const PENDING_KEPT: usize = 256;
+/// Traits kept for conditions (SPEC 4's profile limit).
+pub const TRAITS_KEPT: usize = 256;
+
+/// The journeys published: every version an entry may still be on, and the latest of each.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    versions: BTreeMap<(String, u32), Arc<Journey>>,
+}
+
+impl Definitions {
+    pub fn insert(&mut self, journey: Journey) {
+        self.versions.insert((journey.id.clone(), journey.version), Arc::new(journey));
+    }
+
+    pub fn get(&self, id: &str, version: u32) -> Option<&Journey> {
+        self.versions.get(&(id.to_owned(), version)).map(Arc::as_ref)
+    }
+
+    /// The latest version of each journey: what new entries enter.
+    pub fn latest(&self) -> impl Iterator<Item = &Journey> {
+        let mut latest: BTreeMap<&str, &Journey> = BTreeMap::new();
+        for ((id, _), journey) in &self.versions {
+            latest.insert(id, journey);
+        }
+        latest.into_values()
+    }
+}
+
+/// What journeys keeps of one customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerJourneys {
+    /// Suppression's own memory, fed the same events (and this service's decisions as sends).
+    pub suppression: SuppressionMemory,
+    pub affinity: AffinityState,
+    pub traits: BTreeMap<String, TraitHistory>,
+    pub entries: Vec<EntryState>,
+    /// The latest ended entries, oldest first.
+    pub ended: Vec<Ended>,
+    /// Decisions sent and not yet seen back as `message_sent`, oldest first: already counted as
+    /// sends, so their `message_sent` is not counted again.
+    pub pending: Vec<String>,
+}
+
+/// One entry into one journey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryState {
+    pub journey: String,
+    /// The version it entered with: it stays on it.
+    pub version: u32,
+    /// The trigger event's id: with the journey, it names the entry in every decision id.
+    pub entry_id: String,
+    /// The `per` re-entry key's value.
+    pub key: Option<String>,
+    pub entered_at: i64,
+    pub step: usize,
+    pub step_since: i64,
+    /// Decisions the entry made so far: with the step, it makes each decision id unique (a loop
+    /// through a send decides again under a new id).
+    pub attempt: u32,
+    /// Waiting until then (unix millis): a timer, an event wait's timeout, a suppressed send's
+    /// next try.
+    pub waiting_until: Option<i64>,
+    /// Decision ids of its sends: `of_this_journey` matches engagement with them.
+    pub messages: Vec<String>,
+    /// Steps whose branch condition `happened` matched an event since the entry.
+    pub happened: Vec<usize>,
+}
+
+/// How an entry ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// It ran through its last step.
+    Completed,
+    /// A goal event.
+    Goal { event_id: String },
+    /// An `exit_when` event.
+    Exited { event_id: String },
+    /// An exit step.
+    ExitStep { reason: String },
+    /// A send the customer could not be reached by, with `when_suppressed = "exit"`.
+    Suppressed,
+    /// Its version is no longer published.
+    Withdrawn,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    pub journey: String,
+    pub version: u32,
+    pub entry_id: String,
+    pub key: Option<String>,
+    pub at: i64,
+    pub reason: EndReason,
+}
+
+/// A send decision (`journey.actions.v1`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The same for a replay of the same decision; the sender's idempotency key and the
+    /// `message_id` of the message it sends.
+    pub decision_id: String,
+    pub customer_id: String,
+    pub journey: String,
+    pub version: u32,
+    pub entry_id: String,
+    pub step: String,
+    pub attempt: u32,
+    pub decided_at: i64,
+    pub template: String,
+    pub outcome: Outcome,
+    /// What decided it: each channel considered with suppression's verdict, and affinity's
+    /// ranking of the messaging channels.
+    pub considered: Vec<Considered>,
+    pub ranking: Vec<Channel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Send(Channel),
+    /// Not allowed on any channel considered: the journey goes on without it.
+    Skipped,
+    /// Not allowed yet: tried again by `until` or on the customer's next event.
+    Waiting {
+        until: i64,
+    },
+    /// Not allowed: the entry ends.
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Considered {
+    pub channel: Channel,
+    pub status: SuppressionStatus,
+    /// Suppression's first reason code, if not allowed.
+    pub reason: Option<String>,
+    pub until: Option<i64>,
+}
+
+/// The rules of the embedded cores.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub suppression: Arc<PreparedRules>,
+    pub affinity: AffinityConfig,
+}
+
+impl Engine {
+    /// Folds one of the customer's events (not an erasure: the runtime forgets the customer).
+    pub fn apply(
+        &self,
+        definitions: &Definitions,
+        state: &mut CustomerJourneys,
+        customer_id: &str,
+        event: &TouchpointEvent,
+        now: i64,
+    ) -> Vec<Decision> {
+        self.remember(state, event);
+        let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
+        let entries = std::mem::take(&mut state.entries);
+        for mut entry in entries {
+            let Some(journey) = definitions.get(&entry.journey, entry.version) else {
+                end(state, entry, now, EndReason::Withdrawn);
+                continue;
+            };
+            if let Some(reason) = exit_reason(journey, &entry, event) {
+                end(state, entry, now, reason);
+                continue;
+            }
+            for (position, step) in journey.steps.iter().enumerate() {
+                if let Action::Branch { condition: BranchCondition::Happened(filter), .. } = &step.action
+                    && !entry.happened.contains(&position)
+                    && matches(filter, event, &entry.messages)
+                {
+                    entry.happened.push(position);
+                }
+            }
+            let moved = match &journey.steps[entry.step].action {
+                Action::WaitForEvent { filter, next, .. } if matches(filter, event, &entry.messages) => {
+                    Some(*next)
+                }
+                // A send waiting for suppression tries again on every event (a ticket resolved).
+                Action::Send { .. } if entry.waiting_until.is_some() => Some(Some(entry.step)),
+                _ => None,
+            };
+            match moved {
+                Some(target) => run.go(state, journey, entry, target),
+                None => state.entries.push(entry),
+            }
+        }
+        for journey in definitions.latest() {
+            if let Some(entry) = self.enters(state, journey, event, now) {
+                run.go(state, journey, entry, Some(0));
+            }
+        }
+        run.decisions
+    }
+
+    /// Moves on every entry whose wait ended by `now`.
+    pub fn on_timer(
+        &self,
+        definitions: &Definitions,
+        state: &mut CustomerJourneys,
+        customer_id: &str,
+        now: i64,
+    ) -> Vec<Decision> {
+        let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
+        let entries = std::mem::take(&mut state.entries);
+        for entry in entries {
+            let Some(journey) = definitions.get(&entry.journey, entry.version) else {
+                end(state, entry, now, EndReason::Withdrawn);
+                continue;
+            };
+            if entry.waiting_until.is_none_or(|until| until > now) {
+                state.entries.push(entry);
+                continue;
+            }
+            let target = match &journey.steps[entry.step].action {
+                Action::Wait { next, .. } => *next,
+                Action::WaitForEvent { on_timeout, .. } => *on_timeout,
+                // A suppressed send's next try (it skips itself once its wait is over).
+                _ => Some(entry.step),
+            };
+            run.go(state, journey, entry, target);
+        }
+        run.decisions
+    }
+
+    /// When [`Engine::on_timer`] should run next.
+    pub fn next_timer(state: &CustomerJourneys) -> Option<i64> {
+        state.entries.iter().filter_map(|entry| entry.waiting_until).min()
+    }
+
+    /// Feeds the embedded cores and the traits. A `message_sent` of one of this service's own
+    /// decisions was counted when decided.
+    fn remember(&self, state: &mut CustomerJourneys, event: &TouchpointEvent) {
+        let own_send = match &event.payload {
+            EventPayload::MessageSent { message_id, .. } => {
+                let position = state.pending.iter().position(|pending| pending == message_id);
+                position.map(|position| state.pending.remove(position)).is_some()
+            }
+            _ => false,
+        };
+        if !own_send {
+            omnistream_suppression::remember(&mut state.suppression, event);
+            omnistream_channel_affinity::apply_event(&mut state.affinity, &self.affinity, event);
+        }
+        if let EventPayload::TraitsUpdated { set, set_once, unset } = &event.payload {
+            let at = event.occurred_at.timestamp_millis();
+            let room = |traits: &BTreeMap<String, TraitHistory>, name: &String| {
+                traits.contains_key(name) || traits.len() < TRAITS_KEPT
+            };
+            for (name, value) in set {
+                if room(&state.traits, name) {
+                    state.traits.entry(name.clone()).or_default().set(value, at);
+                }
+            }
+            for (name, value) in set_once {
+                if room(&state.traits, name) {
+                    state.traits.entry(name.clone()).or_default().set_once(value, at);
+                }
+            }
+            for name in unset {
+                if let Some(history) = state.traits.get_mut(name) {
+                    history.unset(at);
+                }
+            }
+        }
+    }
+
+    /// The entry `event` starts in `journey`, if it triggers it and re-entry allows.
+    fn enters(
+        &self,
+        state: &CustomerJourneys,
+        journey: &Journey,
+        event: &TouchpointEvent,
+        now: i64,
+    ) -> Option<EntryState> {
+        let Trigger::Event(trigger) = &journey.entry.trigger else { return None };
+        if !matches(trigger, event, &[]) || !trigger_traits_pass(trigger, state) {
+            return None;
+        }
+        let same_journey = |journey_id: &str| journey_id == journey.id;
+        // The same trigger event again (a producer's retry under a new offset) enters nothing.
+        let seen = |entry_id: &str| {
+            state.entries.iter().any(|entry| same_journey(&entry.journey) && entry.entry_id == entry_id)
+                || state.ended.iter().any(|ended| same_journey(&ended.journey) && ended.entry_id == entry_id)
+        };
+        if seen(&event.event_id) || state.entries.len() >= MAX_ENTRIES {
+            return None;
+        }
+        let inside = state.entries.iter().any(|entry| same_journey(&entry.journey));
+        let key = match &journey.entry.reentry {
+            Reentry::Once => {
+                if inside || state.ended.iter().any(|ended| same_journey(&ended.journey)) {
+                    return None;
+                }
+                None
+            }
+            Reentry::After(cool_down) => {
+                let cool_down = i64::try_from(cool_down.as_millis()).unwrap_or(i64::MAX);
+                let last_end =
+                    state.ended.iter().filter(|ended| same_journey(&ended.journey)).map(|e| e.at).max();
+                if inside || last_end.is_some_and(|at| now < at.saturating_add(cool_down)) {
+                    return None;
+                }
+                None
+            }
+            Reentry::PerKey(property) => {
+                let key = property_text(event, property)?;
+                let used = state
+                    .entries
+                    .iter()
+                    .any(|e| same_journey(&e.journey) && e.key.as_ref() == Some(&key))
+                    || state.ended.iter().any(|e| same_journey(&e.journey) && e.key.as_ref() == Some(&key));
+                if used {
+                    return None;
+                }
+                Some(key)
+            }
+        };
+        Some(EntryState {
+            journey: journey.id.clone(),
+            version: journey.version,
+            entry_id: event.event_id.clone(),
+            key,
+            entered_at: now,
+            step: 0,
+            step_since: now,
+            attempt: 0,
+            waiting_until: None,
+            messages: Vec::new(),
+            happened: Vec::new(),
+        })
+    }
+}
+
+/// Steps run at one instant.
+struct Run<'a> {
+    engine: &'a Engine,
+    customer_id: &'a str,
+    now: i64,
+    decisions: Vec<Decision>,
+}
+
+impl Run<'_> {
+    /// Moves `entry` to `target` (`None`: the end) and runs steps until it waits or ends.
+    fn go(
+        &mut self,
+        state: &mut CustomerJourneys,
+        journey: &Journey,
+        mut entry: EntryState,
+        target: Option<usize>,
+    ) {
+        let mut target = target;
+        // `check` refuses loops with no wait, so a run passes each step at most once.
+        for _ in 0..=journey.steps.len() {
+            let Some(position) = target else {
+                end(state, entry, self.now, EndReason::Completed);
+                return;
+            };
+            // A send waiting for suppression, tried again: its wait goes on.
+            let retry = position == entry.step && entry.waiting_until.is_some();
+            if position != entry.step {
+                entry.step = position;
+                entry.step_since = self.now;
+            }
+            entry.waiting_until = None;
+            let step = &journey.steps[position];
+            target = match &step.action {
+                Action::Send { channels, template, when_suppressed, next } => {
+                    let choice = Choice {
+                        step: &step.id,
+                        channels,
+                        template,
+                        when_suppressed: *when_suppressed,
+                        retry,
+                    };
+                    match self.send(state, journey, &mut entry, &choice) {
+                        Sent::Done => *next,
+                        Sent::Wait(until) => {
+                            entry.waiting_until = Some(until);
+                            state.entries.push(entry);
+                            return;
+                        }
+                        Sent::Exit => {
+                            end(state, entry, self.now, EndReason::Suppressed);
+                            return;
+                        }
+                    }
+                }
+                Action::Wait { wait, .. } => {
+                    entry.waiting_until = Some(match wait {
+                        Wait::For(duration) => self.now.saturating_add(millis(*duration)),
+                        Wait::UntilLocalTime { time, days_later } => {
+                            let zone = omnistream_suppression::zone(&state.suppression);
+                            local_time_after(zone, self.now, *time, *days_later)
+                        }
+                    });
+                    state.entries.push(entry);
+                    return;
+                }
+                Action::WaitForEvent { timeout, .. } => {
+                    entry.waiting_until = Some(self.now.saturating_add(millis(*timeout)));
+                    state.entries.push(entry);
+                    return;
+                }
+                Action::Branch { condition, then, otherwise } => {
+                    let holds = match condition {
+                        BranchCondition::Happened(_) => entry.happened.contains(&position),
+                        BranchCondition::Trait(condition) => trait_passes(condition, state),
+                        BranchCondition::AffinityFirst(channel) => {
+                            ranking(self.engine, state, self.customer_id, self.now).first() == Some(channel)
+                        }
+                    };
+                    if holds { *then } else { *otherwise }
+                }
+                Action::Exit { reason } => {
+                    end(state, entry, self.now, EndReason::ExitStep { reason: reason.clone() });
+                    return;
+                }
+            };
+        }
+        unreachable!("a checked journey's run passes each step at most once");
+    }
+
+    /// Decides a send: the allowed channels of the choice, ranked by affinity.
+    fn send(
+        &mut self,
+        state: &mut CustomerJourneys,
+        journey: &Journey,
+        entry: &mut EntryState,
+        choice: &Choice<'_>,
+    ) -> Sent {
+        let Choice { step, channels, template, when_suppressed, retry } = *choice;
+        let verdict = omnistream_suppression::evaluate(
+            &mut state.suppression,
+            &self.engine.suppression,
+            self.customer_id,
+            self.now,
+        );
+        let ranking = ranking(self.engine, state, self.customer_id, self.now);
+        let candidates: Vec<Channel> = match channels {
+            ChannelChoice::Fixed(channel) => vec![*channel],
+            ChannelChoice::BestOf(list) | ChannelChoice::EveryAllowed(list) => {
+                // Affinity's order; a channel it does not rank (none) keeps the list's order.
+                let ranked = ranking.iter().copied().filter(|c| list.contains(c));
+                let unranked = list.iter().copied().filter(|c| !ranking.contains(c));
+                ranked.chain(unranked).collect()
+            }
+        };
+        let considered: Vec<Considered> = candidates
+            .iter()
+            .map(|channel| {
+                let status = verdict.marketing.iter().find(|s| s.channel == *channel);
+                Considered {
+                    channel: *channel,
+                    status: status.map_or(SuppressionStatus::Allowed, |s| s.status),
+                    reason: status.and_then(|s| s.reasons.first()).map(|r| r.code.to_string()),
+                    until: status.and_then(|s| s.until).map(|until| until.timestamp_millis()),
+                }
+            })
+            .collect();
+        let allowed: Vec<Channel> =
+            considered.iter().filter(|c| c.status == SuppressionStatus::Allowed).map(|c| c.channel).collect();
+        let chosen: Vec<Channel> = match channels {
+            ChannelChoice::EveryAllowed(_) => allowed,
+            ChannelChoice::Fixed(_) | ChannelChoice::BestOf(_) => allowed.into_iter().take(1).collect(),
+        };
+        let decision = |outcome: Outcome, channel: Option<Channel>| Decision {
+            decision_id: decision_id(
+                &journey.id,
+                journey.version,
+                self.customer_id,
+                &entry.entry_id,
+                step,
+                entry.attempt,
+                channel,
+            ),
+            customer_id: self.customer_id.to_owned(),
+            journey: journey.id.clone(),
+            version: journey.version,
+            entry_id: entry.entry_id.clone(),
+            step: step.to_owned(),
+            attempt: entry.attempt,
+            decided_at: self.now,
+            template: template.to_owned(),
+            outcome,
+            considered: considered.clone(),
+            ranking: ranking.clone(),
+        };
+        if !chosen.is_empty() {
+            for channel in chosen {
+                let sent = decision(Outcome::Send(channel), Some(channel));
+                // Counted as a send now, so another journey's send meets the cap at once.
+                state.suppression.sends.push((channel, self.now));
+                omnistream_channel_affinity::apply_event(
+                    &mut state.affinity,
+                    &self.engine.affinity,
+                    &own_send_event(self.customer_id, &sent, channel),
+                );
+                state.pending.push(sent.decision_id.clone());
+                if state.pending.len() > PENDING_KEPT {
+                    state.pending.remove(0);
+                }
+                entry.messages.push(sent.decision_id.clone());
+                self.decisions.push(sent);
+            }
+            entry.attempt += 1;
+            return Sent::Done;
+        }
+        let outcome = match when_suppressed {
+            WhenSuppressed::Skip => Outcome::Skipped,
+            WhenSuppressed::Exit => Outcome::Exited,
+            WhenSuppressed::Wait(max) => {
+                let give_up = entry.step_since.saturating_add(millis(max));
+                // The earliest time a channel's reason lapses, else the end of the wait (a ticket
+                // has no time: the next event tries again).
+                let lapse = considered.iter().filter_map(|c| c.until).filter(|until| *until > self.now).min();
+                let until = lapse.map_or(give_up, |lapse| lapse.min(give_up));
+                if self.now >= give_up { Outcome::Skipped } else { Outcome::Waiting { until } }
+            }
+        };
+        // One record when a send starts waiting and one when it ends, not one per try.
+        let first_try_or_final = !retry || !matches!(outcome, Outcome::Waiting { .. });
+        let result = match outcome {
+            Outcome::Waiting { until } => Sent::Wait(until),
+            Outcome::Exited => Sent::Exit,
+            _ => Sent::Done,
+        };
+        if first_try_or_final {
+            self.decisions.push(decision(outcome, None));
+            entry.attempt += 1;
+        }
+        result
+    }
+}
+
+/// A send step as [`Run::send`] decides it.
+struct Choice<'a> {
+    step: &'a str,
+    channels: &'a ChannelChoice,
+    template: &'a str,
+    when_suppressed: WhenSuppressed,
+    /// Tried again while waiting for suppression.
+    retry: bool,
+}
+
+enum Sent {
+    Done,
+    Wait(i64),
+    Exit,
+}
+
+/// The `message_sent` a decision stands for, as affinity counts it.
+fn own_send_event(customer_id: &str, decision: &Decision, channel: Channel) -> TouchpointEvent {
+    TouchpointEvent {
+        event_id: decision.decision_id.clone(),
+        customer_id: customer_id.to_owned(),
+        occurred_at: DateTime::from_timestamp_millis(decision.decided_at).unwrap_or_default(),
+        channel,
+        source: Some("journeys".into()),
+        payload: EventPayload::MessageSent {
+            message_id: decision.decision_id.clone(),
+            campaign_id: Some(format!("{}/{}", decision.journey, decision.step)),
+            purpose: Purpose::Marketing,
+        },
+        context: Default::default(),
+        identifiers: Vec::new(),
+    }
+}
+
+fn ranking(engine: &Engine, state: &CustomerJourneys, customer_id: &str, now: i64) -> Vec<Channel> {
+    omnistream_channel_affinity::affinity(&state.affinity, &engine.affinity, customer_id, now).ranking
+}
+
+fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReason) {
+    state.ended.push(Ended {
+        journey: entry.journey,
+        version: entry.version,
+        entry_id: entry.entry_id,
+        key: entry.key,
+        at,
+        reason,
+    });
+    if state.ended.len() > ENDED_KEPT {
+        state.ended.remove(0);
+    }
+}
+
+fn exit_reason(journey: &Journey, entry: &EntryState, event: &TouchpointEvent) -> Option<EndReason> {
+    let event_id = || event.event_id.clone();
+    if journey.goals.iter().any(|goal| matches(goal, event, &entry.messages)) {
+        return Some(EndReason::Goal { event_id: event_id() });
+    }
+    if journey.exit_when.iter().any(|exit| matches(exit, event, &entry.messages)) {
+        return Some(EndReason::Exited { event_id: event_id() });
+    }
+    None
+}
+
+/// Whether `event` passes `filter`'s type, channel and property conditions; `messages` are the
+/// entry's own message ids (`of_this_journey`). Trait conditions are read from the state by the
+/// caller.
+pub fn matches(filter: &EventFilter, event: &TouchpointEvent, messages: &[String]) -> bool {
+    if event.event_type() != filter.event
+        || !(filter.channels.is_empty() || filter.channels.contains(&event.channel))
+    {
+        return false;
+    }
+    if filter.of_this_journey && !message_id(event).is_some_and(|id| messages.iter().any(|m| m == id)) {
+        return false;
+    }
+    let properties = || event_to_json(event)["properties"].clone();
+    filter.conditions.iter().all(|condition| match &condition.field {
+        Field::Property(name) => passes(&condition.test, properties().get(name)),
+        Field::Trait(_) => true,
+    })
+}
+
+fn trigger_traits_pass(filter: &EventFilter, state: &CustomerJourneys) -> bool {
+    filter
+        .conditions
+        .iter()
+        .filter(|condition| matches!(condition.field, Field::Trait(_)))
+        .all(|condition| trait_passes(condition, state))
+}
+
+fn trait_passes(condition: &Condition, state: &CustomerJourneys) -> bool {
+    let Field::Trait(name) = &condition.field else { return false };
+    let value = state.traits.get(name).and_then(TraitHistory::value).map(|value| match value {
+        TraitValue::Null => serde_json::Value::Null,
+        TraitValue::Bool(b) => serde_json::Value::from(*b),
+        TraitValue::Long(n) => serde_json::Value::from(*n),
+        TraitValue::Double(x) => serde_json::Value::from(*x),
+        TraitValue::String(s) => serde_json::Value::from(s.as_str()),
+    });
+    passes(&condition.test, value.as_ref())
+}
+
+fn passes(test: &Test, value: Option<&serde_json::Value>) -> bool {
+    let value = value.filter(|value| !value.is_null());
+    let equal = |scalar: &Scalar, value: &serde_json::Value| match scalar {
+        Scalar::Bool(b) => value.as_bool() == Some(*b),
+        Scalar::Integer(n) => value.as_f64() == Some(*n as f64),
+        Scalar::Float(x) => value.as_f64() == Some(*x),
+        Scalar::Text(text) => value.as_str() == Some(text.as_str()),
+    };
+    match test {
+        Test::Exists(expected) => value.is_some() == *expected,
+        Test::Equals(scalar) => value.is_some_and(|value| equal(scalar, value)),
+        Test::OneOf(scalars) => value.is_some_and(|value| scalars.iter().any(|scalar| equal(scalar, value))),
+        Test::AtLeast(bound) => value.and_then(serde_json::Value::as_f64).is_some_and(|x| x >= *bound),
+        Test::AtMost(bound) => value.and_then(serde_json::Value::as_f64).is_some_and(|x| x <= *bound),
+        Test::StartsWith(prefix) => {
+            value.and_then(serde_json::Value::as_str).is_some_and(|s| s.starts_with(prefix.as_str()))
+        }
+    }
+}
+
+fn property_text(event: &TouchpointEvent, name: &str) -> Option<String> {
+    match event_to_json(event)["properties"].get(name)? {
+        serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+fn message_id(event: &TouchpointEvent) -> Option<&str> {
+    match &event.payload {
+        EventPayload::MessageDelivered { message_id }
+        | EventPayload::MessageOpened { message_id }
+        | EventPayload::MessageClicked { message_id, .. }
+        | EventPayload::MessageBounced { message_id, .. }
+        | EventPayload::SpamReported { message_id } => Some(message_id),
+        _ => None,
+    }
+}
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A decision's id: hex of a hash of what names it, so a replay decides the same id.
+pub fn decision_id(
+    journey: &str,
+    version: u32,
+    customer_id: &str,
+    entry_id: &str,
+    step: &str,
+    attempt: u32,
+    channel: Option<Channel>,
+) -> String {
+    let channel = channel.map_or("", Channel::as_str);
+    let text = format!(
+        "{journey}\u{0}{version}\u{0}{customer_id}\u{0}{entry_id}\u{0}{step}\u{0}{attempt}\u{0}{channel}"
+    );
+    format!("jd-{:016x}", omnistream_runtime::event_id_hash(&text))
+}
+
+/// The instant of local `time` in `zone`, `days_later` days after the local date of `now`
+/// (0: the next such time, today if still ahead). A local time that does not exist (clocks
+/// jump forward over it) is taken later by the length of the gap, as java.time does (02:30 on
+/// the night 02:00 becomes 03:00 is 03:30); one that happens twice (clocks go back) is the first.
+pub fn local_time_after(zone: Tz, now: i64, time: chrono::NaiveTime, days_later: u32) -> i64 {
+    let now_utc = DateTime::from_timestamp_millis(now).unwrap_or_default();
+    let today = now_utc.with_timezone(&zone).date_naive();
+    let at = |days: u32| {
+        let date = today.checked_add_days(Days::new(u64::from(days))).unwrap_or(today);
+        resolve(zone, date.and_time(time))
+    };
+    let candidate = at(days_later);
+    if days_later == 0 && candidate <= now { at(1) } else { candidate }
+}
+
+fn resolve(zone: Tz, local: NaiveDateTime) -> i64 {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => at.timestamp_millis(),
+        LocalResult::None => {
+            // In a gap: the offset in force before it, applied to the local time.
+            let before = local - chrono::Duration::hours(3);
+            let offset = match zone.from_local_datetime(&before) {
+                LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => {
+                    at.offset().fix().local_minus_utc()
+                }
+                LocalResult::None => 0,
+            };
+            (local - chrono::Duration::seconds(i64::from(offset))).and_utc().timestamp_millis()
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The journeys core, given/when/then with explicit clocks: the flows on the shipped
+//! definitions, decisions worked out by hand from them and from suppression's default rules
+//! (SPEC 4.2: email 1 per 16 h; quiet hours 21:00-08:00 for sms, whatsapp and push; an open
+//! ticket blocks marketing).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveTime, Utc};
+use chrono_tz::Tz;
+use omnistream_channel_affinity::AffinityConfig;
+use omnistream_journeys::core::{
+    CustomerJourneys, Decision, Definitions, EndReason, Engine, Outcome, local_time_after,
+};
+use omnistream_model::{Channel, TouchpointEvent, event_from_json};
+use omnistream_suppression::Rules;
+use serde_json::{Value, json};
+
+const CUSTOMER: &str = "c-1";
+
+fn at(text: &str) -> i64 {
+    DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis()
+}
+
+fn event(id: &str, kind: &str, channel: &str, when: &str, properties: Value) -> TouchpointEvent {
+    let json = json!({
+        "event_id": id, "customer_id": CUSTOMER, "occurred_at": when, "channel": channel,
+        "type": kind, "properties": properties,
+    });
+    event_from_json(&json, DateTime::parse_from_rfc3339(when).unwrap().with_timezone(&Utc)).unwrap()
+}
+
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../../journeys/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// A customer, the engine with the default rules, and the journeys published.
+struct Given {
+    engine: Engine,
+    definitions: Definitions,
+    state: CustomerJourneys,
+}
+
+impl Given {
+    fn journeys(texts: &[&str]) -> Self {
+        let mut definitions = Definitions::default();
+        for text in texts {
+            definitions
+                .insert(omnistream_journeys::check(text).unwrap_or_else(|problems| panic!("{problems}")));
+        }
+        let engine =
+            Engine { suppression: Arc::new(Rules::default().prepare()), affinity: AffinityConfig::default() };
+        Self { engine, definitions, state: CustomerJourneys::default() }
+    }
+
+    /// The event arrives when it happened.
+    fn when(&mut self, event: &TouchpointEvent) -> Vec<Decision> {
+        let now = event.occurred_at.timestamp_millis();
+        self.engine.apply(&self.definitions, &mut self.state, CUSTOMER, event, now)
+    }
+
+    /// The next timer fires (it must be due by `until`).
+    fn timer(&mut self, until: &str) -> (i64, Vec<Decision>) {
+        let due = Engine::next_timer(&self.state).expect("a timer");
+        assert!(due <= at(until), "due {} after {until}", DateTime::from_timestamp_millis(due).unwrap());
+        (due, self.engine.on_timer(&self.definitions, &mut self.state, CUSTOMER, due))
+    }
+}
+
+fn sends(decisions: &[Decision]) -> Vec<(String, Channel, String)> {
+    decisions
+        .iter()
+        .filter_map(|d| match d.outcome {
+            Outcome::Send(channel) => Some((d.step.clone(), channel, d.template.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn send(step: &str, channel: Channel, template: &str) -> (String, Channel, String) {
+    (step.to_owned(), channel, template.to_owned())
+}
+
+fn black_friday_view(when: &str) -> TouchpointEvent {
+    event("bf-view", "page_viewed", "web", when, json!({"url": "/black-friday/shoes"}))
+}
+
+#[test]
+fn black_friday_runs_email_then_the_best_of_sms_and_whatsapp_then_a_push_a_day_later() {
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    let decisions = given.when(&black_friday_view("2026-11-27T10:00:00Z"));
+    assert_eq!(sends(&decisions), [send("offer", Channel::Email, "bf-offer")]);
+    // Not opened within 4 hours: the follow-up, on SMS (no history: affinity ranks sms before
+    // whatsapp, as the channels are listed).
+    let (due, decisions) = given.timer("2026-11-27T14:00:00Z");
+    assert_eq!(due, at("2026-11-27T14:00:00Z"));
+    assert_eq!(sends(&decisions), [send("follow-up", Channel::Sms, "bf-follow-up")]);
+    let (due, decisions) = given.timer("2026-11-28T14:00:00Z");
+    assert_eq!(due, at("2026-11-28T14:00:00Z"), "24 hours after the follow-up");
+    assert_eq!(sends(&decisions), [send("bonus", Channel::Push, "bf-bonus")]);
+    assert!(given.state.entries.is_empty());
+    assert_eq!(given.state.ended[0].reason, EndReason::Completed);
+    assert_eq!(Engine::next_timer(&given.state), None);
+}
+
+#[test]
+fn opening_the_offer_skips_the_follow_up_and_a_click_ends_the_journey_at_once_mid_wait() {
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    let offer = given.when(&black_friday_view("2026-11-27T10:00:00Z")).remove(0);
+    let opened = event(
+        "open-1",
+        "message_opened",
+        "email",
+        "2026-11-27T11:00:00Z",
+        json!({"message_id": offer.decision_id}),
+    );
+    assert!(given.when(&opened).is_empty());
+    assert_eq!(
+        Engine::next_timer(&given.state),
+        Some(at("2026-11-28T11:00:00Z")),
+        "the 24 h wait, from the open"
+    );
+    // A click in the middle of the 24 hours ends it now, not when the wait ends.
+    let clicked = event(
+        "click-1",
+        "message_clicked",
+        "email",
+        "2026-11-27T15:00:00Z",
+        json!({"message_id": offer.decision_id, "url": "https://shop/bf"}),
+    );
+    assert!(given.when(&clicked).is_empty());
+    assert!(given.state.entries.is_empty());
+    assert_eq!(given.state.ended[0].reason, EndReason::Exited { event_id: "click-1".into() });
+    assert_eq!(Engine::next_timer(&given.state), None, "nothing left to fire");
+}
+
+#[test]
+fn an_open_of_another_campaigns_message_is_not_this_journeys() {
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    given.when(&black_friday_view("2026-11-27T10:00:00Z"));
+    let other = event(
+        "open-x",
+        "message_opened",
+        "email",
+        "2026-11-27T11:00:00Z",
+        json!({"message_id": "newsletter-7"}),
+    );
+    given.when(&other);
+    let (_, decisions) = given.timer("2026-11-27T14:00:00Z");
+    assert_eq!(sends(&decisions), [send("follow-up", Channel::Sms, "bf-follow-up")]);
+}
+
+#[test]
+fn an_order_is_the_goal_whatever_step_the_customer_is_in() {
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    given.when(&black_friday_view("2026-11-27T10:00:00Z"));
+    given.timer("2026-11-27T14:00:00Z");
+    let order = event(
+        "order-1",
+        "order_placed",
+        "web",
+        "2026-11-27T20:00:00Z",
+        json!({"order_id": "o-1", "value_minor": 5000, "currency": "EUR"}),
+    );
+    assert!(given.when(&order).is_empty());
+    assert_eq!(given.state.ended[0].reason, EndReason::Goal { event_id: "order-1".into() });
+    // Entered once: viewing again enters nothing.
+    assert!(
+        given
+            .when(&event(
+                "bf-view-2",
+                "page_viewed",
+                "web",
+                "2026-11-28T10:00:00Z",
+                json!({"url": "/black-friday"})
+            ))
+            .is_empty()
+    );
+    assert!(given.state.entries.is_empty());
+}
+
+#[test]
+fn a_ticket_opened_mid_journey_holds_the_next_send_until_it_is_resolved() {
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    given.when(&black_friday_view("2026-11-27T10:00:00Z"));
+    let ticket = json!({"ticket_id": "T-1", "topic": "delivery"});
+    given.when(&event("t-open", "support_ticket_opened", "whatsapp", "2026-11-27T12:00:00Z", ticket));
+    let (_, decisions) = given.timer("2026-11-27T14:00:00Z");
+    assert_eq!(decisions.len(), 1);
+    let held = &decisions[0];
+    assert_eq!(
+        held.outcome,
+        Outcome::Waiting { until: at("2026-11-30T14:00:00Z") },
+        "at most 3 days: {held:?}"
+    );
+    assert_eq!(held.considered[0].reason.as_deref(), Some("support_ticket_open"));
+    // Another event while the ticket is open: still held, and no second record.
+    assert!(
+        given
+            .when(&event("v-2", "page_viewed", "web", "2026-11-27T15:00:00Z", json!({"url": "/"})))
+            .is_empty()
+    );
+    let resolved = event(
+        "t-done",
+        "support_ticket_resolved",
+        "call_center",
+        "2026-11-27T16:00:00Z",
+        json!({"ticket_id": "T-1"}),
+    );
+    let decisions = given.when(&resolved);
+    assert_eq!(sends(&decisions), [send("follow-up", Channel::Sms, "bf-follow-up")]);
+    assert_ne!(decisions[0].decision_id, held.decision_id, "a new decision, its own id");
+    assert_eq!(Engine::next_timer(&given.state), Some(at("2026-11-28T16:00:00Z")));
+}
+
+#[test]
+fn two_journeys_cannot_both_pass_the_email_cap() {
+    let welcome = "id = \"welcome\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n[[steps]]\nid = \"hello\"\nsend = { channel = \"email\", template = \"welcome\" }\n";
+    let promo = "id = \"promo\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n[[steps]]\nid = \"deal\"\nsend = { channel = \"email\", template = \"deal\" }\n";
+    let mut given = Given::journeys(&[welcome, promo]);
+    let decisions = given.when(&event(
+        "view",
+        "product_viewed",
+        "web",
+        "2026-11-27T10:00:00Z",
+        json!({"product_id": "p-1"}),
+    ));
+    let outcomes: Vec<(&str, &Outcome)> =
+        decisions.iter().map(|d| (d.journey.as_str(), &d.outcome)).collect();
+    // Journeys enter in id order: promo sends, welcome meets the cap its send just filled.
+    assert_eq!(outcomes, [("promo", &Outcome::Send(Channel::Email)), ("welcome", &Outcome::Skipped)]);
+    assert_eq!(decisions[1].considered[0].reason.as_deref(), Some("frequency_cap"));
+    // The dispatcher's message_sent for promo's decision is not counted a second time: 16 hours
+    // after the decision the cap is free again.
+    let sent = event(
+        "sent-1",
+        "message_sent",
+        "email",
+        "2026-11-27T10:00:01Z",
+        json!({"message_id": decisions[0].decision_id, "campaign_id": "promo/deal", "purpose": "marketing"}),
+    );
+    given.when(&sent);
+    assert_eq!(given.state.suppression.sends.len(), 1);
+    assert!(given.state.pending.is_empty());
+}
+
+#[test]
+fn store_to_inbox_sends_at_ten_the_next_morning_in_the_customers_zone_across_dst() {
+    let mut given = Given::journeys(&[&shipped("store-to-inbox")]);
+    let zone = json!({"set": {"timezone": "America/New_York"}, "set_once": {}, "unset": []});
+    given.when(&event("tz", "traits_updated", "web", "2026-03-01T12:00:00Z", zone));
+    // Saturday 7 March 2026, 15:00 in New York (EST, UTC-5); clocks go forward that night.
+    let order = |id: &str, order_id: &str, when: &str| {
+        event(
+            id,
+            "order_placed",
+            "store",
+            when,
+            json!({"order_id": order_id, "value_minor": 4000, "currency": "USD"}),
+        )
+    };
+    assert!(given.when(&order("s-1", "o-1", "2026-03-07T20:00:00Z")).is_empty());
+    // 10:00 on Sunday is EDT (UTC-4): 14:00Z, not 15:00Z.
+    assert_eq!(Engine::next_timer(&given.state), Some(at("2026-03-08T14:00:00Z")));
+    // A second store order is a second entry (per order id); the same order again is none.
+    given.when(&order("s-2", "o-2", "2026-03-07T21:00:00Z"));
+    given.when(&order("s-3", "o-1", "2026-03-07T22:00:00Z"));
+    assert_eq!(given.state.entries.len(), 2);
+    let (_, decisions) = given.timer("2026-03-08T14:00:00Z");
+    // Both due at once; one email per 16 h: the first entry's offer goes out, the second skips.
+    let outcomes: Vec<&Outcome> = decisions.iter().map(|d| &d.outcome).collect();
+    assert_eq!(outcomes, [&Outcome::Send(Channel::Email), &Outcome::Skipped]);
+}
+
+#[test]
+fn a_producer_retry_of_the_trigger_enters_nothing_and_a_replay_decides_the_same_ids() {
+    let run = || {
+        let mut given = Given::journeys(&[&shipped("black-friday")]);
+        let mut decisions = given.when(&black_friday_view("2026-11-27T10:00:00Z"));
+        decisions.extend(given.when(&black_friday_view("2026-11-27T10:00:05Z")));
+        decisions.extend(given.timer("2026-11-27T14:00:00Z").1);
+        decisions
+    };
+    let first = run();
+    assert_eq!(sends(&first).len(), 2, "the retry entered nothing: {first:?}");
+    let ids = |decisions: &[Decision]| decisions.iter().map(|d| d.decision_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&run()));
+    assert_ne!(first[0].decision_id, first[1].decision_id);
+}
+
+#[test]
+fn local_times_in_a_gap_move_later_by_the_gap_and_in_an_overlap_take_the_first() {
+    let new_york: Tz = "America/New_York".parse().unwrap();
+    let time = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+    let cases = [
+        ("02:30 on the night clocks skip it", "2026-03-07T23:00:00Z", time(2, 30), 1, "2026-03-08T07:30:00Z"),
+        (
+            "01:30 twice when clocks go back: the first",
+            "2026-10-31T16:00:00Z",
+            time(1, 30),
+            1,
+            "2026-11-01T05:30:00Z",
+        ),
+        (
+            "10:00 already past today: tomorrow",
+            "2026-06-01T15:00:00Z",
+            time(10, 0),
+            0,
+            "2026-06-02T14:00:00Z",
+        ),
+        ("10:00 still ahead today: today", "2026-06-01T12:00:00Z", time(10, 0), 0, "2026-06-01T14:00:00Z"),
+        (
+            "the local date, not UTC's (23:00 local is 04:00Z)",
+            "2026-06-02T03:00:00Z",
+            time(10, 0),
+            1,
+            "2026-06-02T14:00:00Z",
+        ),
+    ];
+    for (story, now, local, days, expected) in cases {
+        assert_eq!(local_time_after(new_york, at(now), local, days), at(expected), "{story}");
+    }
+}
