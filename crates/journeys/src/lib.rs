@@ -1,8 +1,9 @@
 //! journeys (issue 17, docs/journeys.md): multi-step cross-channel flows that act on the
-//! resolved customer. This crate holds the definitions a marketer writes and checks them; the
-//! service that runs them is built on it.
+//! resolved customer: the definitions a marketer writes and their checks, the pure core that runs
+//! them per customer, and the records it writes. The service on the runtime is built on it.
 
 pub mod core;
 pub mod definition;
+pub mod records;
 
 pub use definition::{Journey, Problem, Problems, check};

@@ -320,3 +320,75 @@ fn local_times_in_a_gap_move_later_by_the_gap_and_in_an_overlap_take_the_first()
         assert_eq!(local_time_after(new_york, at(now), local, days), at(expected), "{story}");
     }
 }
+
+/// fastavro's reading of records, with only the `.avsc` files (tests/interop/fastavro_decode.py).
+fn fastavro(records: &[Vec<u8>]) -> Vec<Value> {
+    use std::io::Write;
+    let root = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));
+    let python =
+        std::env::var("OMNISTREAM_PYTHON").unwrap_or_else(|_| format!("{root}/target/py/bin/python3"));
+    let mut child = std::process::Command::new(&python)
+        .arg(format!("{root}/tests/interop/fastavro_decode.py"))
+        .arg(format!("{root}/schemas"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (`make py-deps` installs fastavro in target/py)"));
+    let input: String = records
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| {
+            format!("r{index} {}\n", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        })
+        .collect();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn decisions_and_state_are_records_any_avro_library_reads() {
+    use omnistream_journeys::records::{action_record, state_record};
+    use omnistream_model::OutputRecord;
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    let ticket = json!({"ticket_id": "T-1", "topic": "delivery"});
+    let mut decisions = given.when(&black_friday_view("2026-11-27T10:00:00Z"));
+    given.when(&event("t-open", "support_ticket_opened", "whatsapp", "2026-11-27T12:00:00Z", ticket));
+    decisions.extend(given.timer("2026-11-27T14:00:00Z").1);
+    let mut records: Vec<Vec<u8>> = decisions.iter().map(|d| action_record(d).encode()).collect();
+    records.push(state_record(CUSTOMER, &given.state, &given.definitions).encode());
+    let read = fastavro(&records);
+    let offer = &read[0]["value"];
+    assert_eq!(read[0]["schema"], "journey_action.avsc");
+    assert_eq!(
+        (&offer["journey_id"], &offer["step"], &offer["outcome"], &offer["channel"], &offer["decided_at"]),
+        (
+            &json!("black-friday"),
+            &json!("offer"),
+            &json!("send"),
+            &json!("email"),
+            &json!(at("2026-11-27T10:00:00Z"))
+        ),
+        "{offer}"
+    );
+    assert_eq!(offer["decision_id"], json!(decisions[0].decision_id));
+    let held = &read[1]["value"];
+    assert_eq!(
+        (&held["outcome"], &held["channel"], &held["waiting_until"]),
+        (&json!("waiting"), &Value::Null, &json!(at("2026-11-30T14:00:00Z"))),
+        "{held}"
+    );
+    assert_eq!(held["considered"][0]["reason"], "support_ticket_open", "{held}");
+    let state = &read[2]["value"];
+    assert_eq!(read[2]["schema"], "journey_state.avsc");
+    assert_eq!(
+        (&state["entries"][0]["step"], &state["entries"][0]["entered_at"], &state["last_exits"]),
+        (&json!("follow-up"), &json!(at("2026-11-27T10:00:00Z")), &json!([])),
+        "{state}"
+    );
+}

@@ -84,6 +84,9 @@ record_kinds!(
     unreleased {
         IdentityConflict => "identity_conflict",
         CustomerIdentity => "customer_identity",
+        JourneyAction => "journey_action",
+        CustomerJourneyState => "journey_state",
+        JourneyDefinition => "journey_definition",
     }
 );
 

@@ -463,3 +463,113 @@ pub struct CustomerIdentity {
 impl AvroRecord for CustomerIdentity {
     const KIND: RecordKind = RecordKind::CustomerIdentity;
 }
+
+/// What a journey's send step decided (`journey.actions.v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JourneyOutcome {
+    Send,
+    Skipped,
+    Waiting,
+    Exited,
+}
+
+/// A channel a send step considered, with suppression's verdict (`journey.actions.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsideredChannel {
+    pub channel: String,
+    pub status: String,
+    pub reason: Option<String>,
+    #[serde(with = "ts_milliseconds_option")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// `journey.actions.v1`: one send decision of the journeys service (docs/journeys.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneyAction {
+    pub decision_id: String,
+    pub customer_id: String,
+    pub journey_id: String,
+    pub journey_version: i32,
+    pub entry_id: String,
+    pub step: String,
+    pub attempt: i32,
+    #[serde(with = "ts_milliseconds")]
+    pub decided_at: DateTime<Utc>,
+    pub template: String,
+    pub outcome: JourneyOutcome,
+    pub channel: Option<String>,
+    #[serde(with = "ts_milliseconds_option")]
+    pub waiting_until: Option<DateTime<Utc>>,
+    pub considered: Vec<ConsideredChannel>,
+    pub ranking: Vec<String>,
+}
+
+impl AvroRecord for JourneyAction {
+    const KIND: RecordKind = RecordKind::JourneyAction;
+}
+
+/// An entry a customer is in (`journey.states.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneyEntry {
+    pub journey_id: String,
+    pub journey_version: i32,
+    pub entry_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub entered_at: DateTime<Utc>,
+    pub step: String,
+    #[serde(with = "ts_milliseconds")]
+    pub step_since: DateTime<Utc>,
+    #[serde(with = "ts_milliseconds_option")]
+    pub waiting_until: Option<DateTime<Utc>>,
+}
+
+/// Why an entry ended (`journey.states.v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JourneyExitReason {
+    Completed,
+    Goal,
+    Exited,
+    ExitStep,
+    Suppressed,
+    Withdrawn,
+}
+
+/// An ended entry (`journey.states.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneyExit {
+    pub journey_id: String,
+    pub journey_version: i32,
+    pub entry_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub at: DateTime<Utc>,
+    pub reason: JourneyExitReason,
+    pub detail: Option<String>,
+}
+
+/// `journey.states.v1`: the journeys a customer is in and how the latest ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerJourneyState {
+    pub customer_id: String,
+    pub entries: Vec<JourneyEntry>,
+    pub last_exits: Vec<JourneyExit>,
+}
+
+impl AvroRecord for CustomerJourneyState {
+    const KIND: RecordKind = RecordKind::CustomerJourneyState;
+}
+
+/// `journey.definitions.v1`: one published version of a journey, keyed `journey_id:version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JourneyDefinition {
+    pub journey_id: String,
+    pub version: i32,
+    pub source: String,
+    #[serde(with = "ts_milliseconds")]
+    pub published_at: DateTime<Utc>,
+}
+
+impl AvroRecord for JourneyDefinition {
+    const KIND: RecordKind = RecordKind::JourneyDefinition;
+}

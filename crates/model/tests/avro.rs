@@ -38,6 +38,9 @@ fn java_fingerprint(kind: RecordKind) -> u64 {
         RecordKind::LoyaltyBalance => 0x48a9_355f_7cad_e0d6,
         RecordKind::IdentityConflict => 0x4e04_676a_1bf0_83e7,
         RecordKind::CustomerIdentity => 0xefb4_d8b5_e547_6db4,
+        RecordKind::JourneyAction => 0xc028_0ec7_d83d_143b,
+        RecordKind::CustomerJourneyState => 0x1f24_fc4a_0b2e_e0f3,
+        RecordKind::JourneyDefinition => 0x287c_2375_d4c5_cdb3,
     }
 }
 
@@ -110,6 +113,9 @@ fn every_derived_record_round_trips_through_its_avsc() {
     round_trip(fixtures::balance());
     round_trip(fixtures::conflict());
     round_trip(fixtures::identity());
+    round_trip(fixtures::journey_action());
+    round_trip(fixtures::journey_state());
+    round_trip(fixtures::journey_definition());
 }
 
 #[test]
