@@ -304,7 +304,9 @@ pub fn stream_processors() -> impl Iterator<Item = &'static ServiceSpec> {
 /// identity stage's outputs and changelog (the identity topics exist, empty, without resolution:
 /// the customer-api reads `customer.identity.v1` either way).
 pub fn pipeline_topics() -> Vec<&'static TopicSpec> {
-    let mut topics: Vec<&'static TopicSpec> = vec![&topics::EVENTS_TOPIC, &topics::EVENTS_DLQ_TOPIC];
+    // Journey definitions are written by `omni journeys publish` before the journeys service reads them.
+    let mut topics: Vec<&'static TopicSpec> =
+        vec![&topics::EVENTS_TOPIC, &topics::EVENTS_DLQ_TOPIC, &topics::JOURNEY_DEFINITIONS_TOPIC];
     let each = SERVICES.iter().chain(IDENTITY_STAGES).flat_map(|service| {
         service.outputs.iter().map(|output| output.topic).chain(service.changelog).chain(service.handoff)
     });

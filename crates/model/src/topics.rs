@@ -67,6 +67,8 @@ pub const RESOLVED_EVENTS: &str = "touchpoint.resolved.v1";
 pub const IDENTITY_CONFLICTS: &str = "identity.conflicts.v1";
 /// Each customer id's identifiers and merges, or where it was merged (`CustomerIdentity`).
 pub const CUSTOMER_IDENTITY: &str = "customer.identity.v1";
+/// Published journey definitions, one record per version (`JourneyDefinition`, key `id:version`).
+pub const JOURNEY_DEFINITIONS: &str = "journey.definitions.v1";
 pub const IDENTITY_ROUTER_STATE: &str = "identity-router.state.v1";
 pub const IDENTITY_CLAIMS_STATE: &str = "identity-claims.state.v1";
 pub const IDENTITY_CUSTOMERS_STATE: &str = "identity-customers.state.v1";
@@ -111,6 +113,8 @@ pub const RESOLVED_EVENTS_TOPIC: TopicSpec = TopicSpec {
 };
 pub const CUSTOMER_IDENTITY_TOPIC: TopicSpec =
     TopicSpec { name: CUSTOMER_IDENTITY, cleanup: Cleanup::Compact, value: "CustomerIdentity" };
+pub const JOURNEY_DEFINITIONS_TOPIC: TopicSpec =
+    TopicSpec { name: JOURNEY_DEFINITIONS, cleanup: Cleanup::Compact, value: "JourneyDefinition" };
 pub const IDENTITY_CONFLICTS_TOPIC: TopicSpec = TopicSpec {
     name: IDENTITY_CONFLICTS,
     cleanup: Cleanup::Delete { retention_ms: 365 * DAY_MS },

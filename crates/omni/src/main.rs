@@ -99,6 +99,9 @@ enum JourneysCommand {
     /// Check definition files: a summary of each journey that can run, else every problem with
     /// its line. Exit 1: a file has a problem.
     Check(journeys::CheckArgs),
+    /// Publish checked definition files to `journey.definitions.v1`, one record per version.
+    /// Exit 1: a file has a problem (nothing is published) or its version is taken.
+    Publish(journeys::PublishArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +126,9 @@ async fn main() -> ExitCode {
         }
         Command::Identity { command: IdentityCommand::Explain(args) } => identity::explain(args).await,
         Command::Journeys { command: JourneysCommand::Check(args) } => journeys::check(args),
+        Command::Journeys { command: JourneysCommand::Publish(args) } => {
+            journeys::publish(&cli.kafka, args).await
+        }
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
         Command::Services => {
             print!("{}", omnistream_model::services::registry_json());

@@ -179,3 +179,51 @@ fn journeys_check_summarizes_each_journey_and_names_each_problem_at_its_line() {
     let output = omni(&["journeys", "check", "/no/such/journey.toml"]);
     assert_eq!(output.status.code(), Some(2), "an unreadable file is not a verdict: {output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn journeys_publish_writes_each_version_once_and_never_changes_a_published_one() {
+    let topic = fresh_topic("journey-definitions", 2).await;
+    let root = omnistream_testkit::repo_root();
+    let shipped = root.join("journeys/store-to-inbox.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let publish = |file: &std::path::Path| {
+        let output = omni(&["journeys", "publish", "--topic", &topic, file.to_str().unwrap()]);
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let file = |label: &str, text: &str| omnistream_testkit::temp_file(label, "toml", text);
+
+    let (code, out) = publish(&shipped);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("published store-to-inbox:1"), "{out}");
+    let (code, out) = publish(&shipped);
+    assert_eq!((code, out.contains("store-to-inbox:1 is published already")), (Some(0), true), "{out}");
+    // Version 1 edited: refused; as version 2: published; version 1 again afterwards: refused.
+    let edited = text.replace("10:00", "09:30");
+    let (code, out) = publish(&file("edited", &edited));
+    assert_eq!((code, out.contains("published with other text: raise version")), (Some(1), true), "{out}");
+    let (code, out) = publish(&file("v2", &edited.replace("version = 1", "version = 2")));
+    assert_eq!((code, out.contains("published store-to-inbox:2")), (Some(0), true), "{out}");
+    let (code, out) = publish(&file("v1-again", &text.replace("version = 1", "version = 1\n# a comment")));
+    assert_eq!(code, Some(1), "{out}");
+    // A file with a problem: nothing is published, not even the good one beside it.
+    let broken = file("broken", &text.replace("version = 1", "version = 3").replace("10:00", "25:00"));
+    let good = file("good", &edited.replace("version = 1", "version = 4"));
+    let output =
+        omni(&["journeys", "publish", "--topic", &topic, good.to_str().unwrap(), broken.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!((output.status.code(), out.contains("nothing published")), (Some(1), true), "{out}");
+
+    // Every publish above has ended: the topic holds all it will.
+    let records = omnistream_testkit::read_committed_to_end(&topic);
+    let mut versions: Vec<(String, i32, bool)> = records
+        .iter()
+        .map(|message| {
+            let key = String::from_utf8_lossy(message.key().unwrap()).into_owned();
+            let definition: omnistream_model::records::JourneyDefinition =
+                omnistream_model::decode_record(message.payload().unwrap()).unwrap();
+            (key, definition.version, definition.source.contains("09:30"))
+        })
+        .collect();
+    versions.sort();
+    assert_eq!(versions, [("store-to-inbox:1".into(), 1, false), ("store-to-inbox:2".into(), 2, true)]);
+}
