@@ -18,6 +18,7 @@ use omnistream_model::traits::TraitHistory;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, event_to_json};
 use omnistream_suppression::{PreparedRules, SuppressionMemory};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::definition::{
     Action, BranchCondition, ChannelChoice, Condition, EventFilter, Field, Journey, Reentry, Scalar, Test,
@@ -30,6 +31,10 @@ pub const MAX_ENTRIES: usize = 32;
 pub const ENDED_KEPT: usize = 64;
 /// Decisions not yet seen back as `message_sent` that still count as sends: the latest.
 pub const PENDING_KEPT: usize = 256;
+/// `per` re-entry keys remembered per journey (an order id enters once among the latest these).
+pub const KEYS_KEPT: usize = 256;
+/// Trigger event ids remembered per journey.
+pub const TRIGGERS_KEPT: usize = 16;
 /// Traits kept for conditions (SPEC 4's profile limit).
 pub const TRAITS_KEPT: usize = 256;
 
@@ -71,6 +76,22 @@ pub struct CustomerJourneys {
     /// Decisions sent and not yet seen back as `message_sent`, oldest first: already counted as
     /// sends, so their `message_sent` is not counted again.
     pub pending: Vec<String>,
+    /// What re-entry needs of each journey the customer ever entered (kept as long as the
+    /// customer: `once` is for good, unlike the latest ended entries above).
+    #[serde(default)]
+    pub entered: BTreeMap<String, Entered>,
+}
+
+/// Re-entry's memory of one journey.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entered {
+    /// When the last entry ended; `None` while one runs.
+    pub last_end: Option<i64>,
+    /// The `per` keys entered with: the latest [`KEYS_KEPT`].
+    pub keys: Vec<String>,
+    /// The trigger event ids of the latest [`TRIGGERS_KEPT`] entries: a producer's retry of one
+    /// enters nothing.
+    pub triggers: Vec<String>,
 }
 
 /// One entry into one journey.
@@ -185,7 +206,7 @@ impl Engine {
         event: &TouchpointEvent,
         now: i64,
     ) -> Vec<Decision> {
-        self.remember(state, event);
+        self.remember(state, customer_id, event, now);
         let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
         let entries = std::mem::take(&mut state.entries);
         for mut entry in entries {
@@ -193,20 +214,23 @@ impl Engine {
                 end(state, entry, now, EndReason::Withdrawn);
                 continue;
             };
-            if let Some(reason) = exit_reason(journey, &entry, event) {
+            if let Some(reason) = exit_reason(journey, &entry, event, &state.traits) {
                 end(state, entry, now, reason);
                 continue;
             }
             for (position, step) in journey.steps.iter().enumerate() {
                 if let Action::Branch { condition: BranchCondition::Happened(filter), .. } = &step.action
                     && !entry.happened.contains(&position)
-                    && matches(filter, event, &entry.messages)
+                    && event.occurred_at.timestamp_millis() >= entry.entered_at
+                    && matches(filter, event, &entry.messages, &state.traits)
                 {
                     entry.happened.push(position);
                 }
             }
             let moved = match &journey.steps[entry.step].action {
-                Action::WaitForEvent { filter, next, .. } if matches(filter, event, &entry.messages) => {
+                Action::WaitForEvent { filter, next, .. }
+                    if matches(filter, event, &entry.messages, &state.traits) =>
+                {
                     Some(*next)
                 }
                 // A send waiting for suppression tries again on every event (a ticket resolved).
@@ -220,6 +244,12 @@ impl Engine {
         }
         for journey in definitions.latest() {
             if let Some(entry) = self.enters(state, journey, event, now) {
+                let entered = state.entered.entry(journey.id.clone()).or_default();
+                keep_latest(&mut entered.triggers, entry.entry_id.clone(), TRIGGERS_KEPT);
+                if let Some(key) = &entry.key {
+                    keep_latest(&mut entered.keys, key.clone(), KEYS_KEPT);
+                }
+                entered.last_end = None;
                 run.go(state, journey, entry, Some(0));
             }
         }
@@ -263,7 +293,7 @@ impl Engine {
 
     /// Feeds the embedded cores and the traits. A `message_sent` of one of this service's own
     /// decisions was counted when decided.
-    fn remember(&self, state: &mut CustomerJourneys, event: &TouchpointEvent) {
+    fn remember(&self, state: &mut CustomerJourneys, customer_id: &str, event: &TouchpointEvent, now: i64) {
         let own_send = match &event.payload {
             EventPayload::MessageSent { message_id, .. } => {
                 let position = state.pending.iter().position(|pending| pending == message_id);
@@ -275,6 +305,10 @@ impl Engine {
             omnistream_suppression::remember(&mut state.suppression, event);
             omnistream_channel_affinity::apply_event(&mut state.affinity, &self.affinity, event);
         }
+        // As the suppression service does after every event: what can no longer matter is
+        // forgotten, so the copy stays within suppression's documented bounds.
+        let at = now.max(state.suppression.evaluated_at);
+        omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
         if let EventPayload::TraitsUpdated { set, set_once, unset } = &event.payload {
             let at = event.occurred_at.timestamp_millis();
             let room = |traits: &BTreeMap<String, TraitHistory>, name: &String| {
@@ -307,30 +341,22 @@ impl Engine {
         now: i64,
     ) -> Option<EntryState> {
         let Trigger::Event(trigger) = &journey.entry.trigger else { return None };
-        if !matches(trigger, event, &[]) || !trigger_traits_pass(trigger, state) {
+        if !matches(trigger, event, &[], &state.traits) {
             return None;
         }
-        let same_journey = |journey_id: &str| journey_id == journey.id;
-        // The same trigger event again (a producer's retry under a new offset) enters nothing.
-        let seen = |entry_id: &str| {
-            state.entries.iter().any(|entry| same_journey(&entry.journey) && entry.entry_id == entry_id)
-                || state.ended.iter().any(|ended| same_journey(&ended.journey) && ended.entry_id == entry_id)
-        };
-        if seen(&event.event_id) || state.entries.len() >= MAX_ENTRIES {
+        let entered = state.entered.get(&journey.id);
+        // The same trigger event again (a producer's retry) enters nothing.
+        if entered.is_some_and(|e| e.triggers.contains(&event.event_id)) || state.entries.len() >= MAX_ENTRIES
+        {
             return None;
         }
-        let inside = state.entries.iter().any(|entry| same_journey(&entry.journey));
+        let inside = state.entries.iter().any(|entry| entry.journey == journey.id);
         let key = match &journey.entry.reentry {
-            Reentry::Once => {
-                if inside || state.ended.iter().any(|ended| same_journey(&ended.journey)) {
-                    return None;
-                }
-                None
-            }
+            Reentry::Once if entered.is_some() => return None,
+            Reentry::Once => None,
             Reentry::After(cool_down) => {
-                let cool_down = i64::try_from(cool_down.as_millis()).unwrap_or(i64::MAX);
-                let last_end =
-                    state.ended.iter().filter(|ended| same_journey(&ended.journey)).map(|e| e.at).max();
+                let cool_down = millis(*cool_down);
+                let last_end = entered.and_then(|e| e.last_end);
                 if inside || last_end.is_some_and(|at| now < at.saturating_add(cool_down)) {
                     return None;
                 }
@@ -338,12 +364,7 @@ impl Engine {
             }
             Reentry::PerKey(property) => {
                 let key = property_text(event, property)?;
-                let used = state
-                    .entries
-                    .iter()
-                    .any(|e| same_journey(&e.journey) && e.key.as_ref() == Some(&key))
-                    || state.ended.iter().any(|e| same_journey(&e.journey) && e.key.as_ref() == Some(&key));
-                if used {
+                if entered.is_some_and(|e| e.keys.contains(&key)) {
                     return None;
                 }
                 Some(key)
@@ -438,7 +459,7 @@ impl Run<'_> {
                 Action::Branch { condition, then, otherwise } => {
                     let holds = match condition {
                         BranchCondition::Happened(_) => entry.happened.contains(&position),
-                        BranchCondition::Trait(condition) => trait_passes(condition, state),
+                        BranchCondition::Trait(condition) => trait_passes(condition, &state.traits),
                         BranchCondition::AffinityFirst(channel) => {
                             ranking(self.engine, state, self.customer_id, self.now).first() == Some(channel)
                         }
@@ -463,20 +484,34 @@ impl Run<'_> {
         choice: &Choice<'_>,
     ) -> Sent {
         let Choice { step, channels, template, when_suppressed, retry } = *choice;
+        let at = self.now.max(state.suppression.evaluated_at);
         let verdict = omnistream_suppression::evaluate(
             &mut state.suppression,
             &self.engine.suppression,
             self.customer_id,
-            self.now,
+            at,
         );
         let ranking = ranking(self.engine, state, self.customer_id, self.now);
         let candidates: Vec<Channel> = match channels {
             ChannelChoice::Fixed(channel) => vec![*channel],
             ChannelChoice::BestOf(list) | ChannelChoice::EveryAllowed(list) => {
-                // Affinity's order; a channel it does not rank (none) keeps the list's order.
-                let ranked = ranking.iter().copied().filter(|c| list.contains(c));
-                let unranked = list.iter().copied().filter(|c| !ranking.contains(c));
-                ranked.chain(unranked).collect()
+                // By affinity's score; equal scores (no history yet) keep the journey's order. A
+                // channel affinity leaves out of its ranking (no marketing consent) comes last.
+                let scores = omnistream_channel_affinity::affinity(
+                    &state.affinity,
+                    &self.engine.affinity,
+                    self.customer_id,
+                    self.now,
+                );
+                let score = |channel: &Channel| {
+                    let ranked = scores.ranking.contains(channel);
+                    let score =
+                        scores.channels.iter().find(|c| c.channel == *channel).map_or(0.0, |c| c.score);
+                    if ranked { score } else { f64::NEG_INFINITY }
+                };
+                let mut ordered = list.clone();
+                ordered.sort_by(|a, b| score(b).total_cmp(&score(a)));
+                ordered
             }
         };
         let considered: Vec<Considered> = candidates
@@ -604,7 +639,16 @@ fn ranking(engine: &Engine, state: &CustomerJourneys, customer_id: &str, now: i6
     omnistream_channel_affinity::affinity(&state.affinity, &engine.affinity, customer_id, now).ranking
 }
 
+fn keep_latest(list: &mut Vec<String>, item: String, kept: usize) {
+    list.push(item);
+    if list.len() > kept {
+        list.remove(0);
+    }
+}
+
 fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReason) {
+    let entered = state.entered.entry(entry.journey.clone()).or_default();
+    entered.last_end = Some(entered.last_end.map_or(at, |last| last.max(at)));
     state.ended.push(Ended {
         journey: entry.journey,
         version: entry.version,
@@ -618,21 +662,31 @@ fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReas
     }
 }
 
-fn exit_reason(journey: &Journey, entry: &EntryState, event: &TouchpointEvent) -> Option<EndReason> {
+fn exit_reason(
+    journey: &Journey,
+    entry: &EntryState,
+    event: &TouchpointEvent,
+    traits: &BTreeMap<String, TraitHistory>,
+) -> Option<EndReason> {
     let event_id = || event.event_id.clone();
-    if journey.goals.iter().any(|goal| matches(goal, event, &entry.messages)) {
+    if journey.goals.iter().any(|goal| matches(goal, event, &entry.messages, traits)) {
         return Some(EndReason::Goal { event_id: event_id() });
     }
-    if journey.exit_when.iter().any(|exit| matches(exit, event, &entry.messages)) {
+    if journey.exit_when.iter().any(|exit| matches(exit, event, &entry.messages, traits)) {
         return Some(EndReason::Exited { event_id: event_id() });
     }
     None
 }
 
-/// Whether `event` passes `filter`'s type, channel and property conditions; `messages` are the
-/// entry's own message ids (`of_this_journey`). Trait conditions are read from the state by the
-/// caller.
-pub fn matches(filter: &EventFilter, event: &TouchpointEvent, messages: &[String]) -> bool {
+/// Whether `event` passes `filter`: its type, channels, property conditions (on the event) and
+/// trait conditions (on the customer's traits); `messages` are the entry's own message ids
+/// (`of_this_journey`).
+pub fn matches(
+    filter: &EventFilter,
+    event: &TouchpointEvent,
+    messages: &[String],
+    traits: &BTreeMap<String, TraitHistory>,
+) -> bool {
     if event.event_type() != filter.event
         || !(filter.channels.is_empty() || filter.channels.contains(&event.channel))
     {
@@ -644,21 +698,13 @@ pub fn matches(filter: &EventFilter, event: &TouchpointEvent, messages: &[String
     let properties = || event_to_json(event)["properties"].clone();
     filter.conditions.iter().all(|condition| match &condition.field {
         Field::Property(name) => passes(&condition.test, properties().get(name)),
-        Field::Trait(_) => true,
+        Field::Trait(_) => trait_passes(condition, traits),
     })
 }
 
-fn trigger_traits_pass(filter: &EventFilter, state: &CustomerJourneys) -> bool {
-    filter
-        .conditions
-        .iter()
-        .filter(|condition| matches!(condition.field, Field::Trait(_)))
-        .all(|condition| trait_passes(condition, state))
-}
-
-fn trait_passes(condition: &Condition, state: &CustomerJourneys) -> bool {
+fn trait_passes(condition: &Condition, traits: &BTreeMap<String, TraitHistory>) -> bool {
     let Field::Trait(name) = &condition.field else { return false };
-    let value = state.traits.get(name).and_then(TraitHistory::value).map(|value| match value {
+    let value = traits.get(name).and_then(TraitHistory::value).map(|value| match value {
         TraitValue::Null => serde_json::Value::Null,
         TraitValue::Bool(b) => serde_json::Value::from(*b),
         TraitValue::Long(n) => serde_json::Value::from(*n),
@@ -711,7 +757,7 @@ fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A decision's id: hex of a hash of what names it, so a replay decides the same id.
+/// A decision's id: a hash of what names it, so a replay decides the same id.
 pub fn decision_id(
     journey: &str,
     version: u32,
@@ -725,11 +771,16 @@ pub fn decision_id(
     let text = format!(
         "{journey}\u{0}{version}\u{0}{customer_id}\u{0}{entry_id}\u{0}{step}\u{0}{attempt}\u{0}{channel}"
     );
-    format!("jd-{:016x}", omnistream_runtime::event_id_hash(&text))
+    // 128 bits of SHA-256: an idempotency key at a provider must not collide, even for ids a
+    // producer chose to make it (a 64-bit hash would, after some billions of decisions).
+    let digest = Sha256::digest(text.as_bytes());
+    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("jd-{hex}")
 }
 
 /// The instant of local `time` in `zone`, `days_later` days after the local date of `now`
-/// (0: the next such time, today if still ahead). A local time that does not exist (clocks
+/// (0: the next such time, today if still ahead, also the second time of a time that happens
+/// twice). A local time that does not exist (clocks
 /// jump forward over it) is taken later by the length of the gap, as java.time does (02:30 on
 /// the night 02:00 becomes 03:00 is 03:30); one that happens twice (clocks go back) is the first.
 pub fn local_time_after(zone: Tz, now: i64, time: chrono::NaiveTime, days_later: u32) -> i64 {
@@ -740,7 +791,16 @@ pub fn local_time_after(zone: Tz, now: i64, time: chrono::NaiveTime, days_later:
         resolve(zone, date.and_time(time))
     };
     let candidate = at(days_later);
-    if days_later == 0 && candidate <= now { at(1) } else { candidate }
+    if days_later > 0 || candidate > now {
+        return candidate;
+    }
+    // Past the first of a time that happens twice today (clocks go back): the second may be ahead.
+    if let LocalResult::Ambiguous(_, second) = zone.from_local_datetime(&today.and_time(time))
+        && second.timestamp_millis() > now
+    {
+        return second.timestamp_millis();
+    }
+    at(1)
 }
 
 fn resolve(zone: Tz, local: NaiveDateTime) -> i64 {

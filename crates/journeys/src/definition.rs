@@ -17,6 +17,9 @@ use toml::Spanned;
 
 /// Most steps a journey has: a flow longer than this is several journeys.
 pub const MAX_STEPS: usize = 100;
+/// Shortest duration: a timer fires by the millisecond partition clock, and a wait shorter than
+/// this is no wait (a loop through it would spin).
+pub const MIN_DURATION: Duration = Duration::from_secs(1);
 /// Longest duration a journey waits for anything: timers are state, kept per customer.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most days a local-time wait looks ahead.
@@ -389,9 +392,15 @@ impl Checker<'_> {
         if !id_ok {
             self.problem(&raw.id, format!("id {id:?}: use 1 to 64 of a-z, 0-9 and -"));
         }
-        let version = u32::try_from(*raw.version.get_ref()).ok().filter(|version| *version >= 1);
+        // At most 2^31 - 1: the records carry it as an Avro int.
+        let version = u32::try_from(*raw.version.get_ref())
+            .ok()
+            .filter(|version| *version >= 1 && i32::try_from(*version).is_ok());
         if version.is_none() {
-            self.problem(&raw.version, "version: a whole number from 1 up, raised by every published edit");
+            self.problem(
+                &raw.version,
+                "version: a whole number from 1 to 2147483647, raised by every published edit",
+            );
         }
         let entry = self.entry(raw.entry);
         let exit_when = self.filters(raw.exit_when);
@@ -561,10 +570,20 @@ impl Checker<'_> {
     }
 
     fn duration(&mut self, spanned: &Spanned<String>, what: &str) -> Option<Duration> {
-        match humantime::parse_duration(spanned.get_ref()) {
-            Ok(duration) if !duration.is_zero() && duration <= MAX_DURATION => Some(duration),
+        let text = spanned.get_ref();
+        // humantime reads `M` as 30.44 days and `y` as 365.25: neither is a calendar month or
+        // year (SPEC 4), and `1M` is too close to `1m`.
+        if text.contains('M') || text.contains('y') || text.contains("month") {
+            self.problem(
+                spanned,
+                format!("{what} {text:?}: months and years have no fixed length: write days (30d)"),
+            );
+            return None;
+        }
+        match humantime::parse_duration(text) {
+            Ok(duration) if duration >= MIN_DURATION && duration <= MAX_DURATION => Some(duration),
             Ok(_) => {
-                self.problem(spanned, format!("{what}: more than nothing and at most 366 days"));
+                self.problem(spanned, format!("{what}: at least 1s and at most 366 days"));
                 None
             }
             Err(error) => {
@@ -589,6 +608,8 @@ impl Checker<'_> {
             let id = step.get_ref().id.get_ref();
             if id.is_empty() || id.len() > 64 {
                 self.problem(&step.get_ref().id, "a step id has 1 to 64 characters");
+            } else if id == "end" {
+                self.problem(&step.get_ref().id, "\"end\" is where a journey ends: name the step otherwise");
             } else if index.insert(id.clone(), position).is_some() {
                 self.problem(&step.get_ref().id, format!("step {id:?} twice"));
             }
@@ -864,7 +885,6 @@ impl Checker<'_> {
                             names.join(" → ")
                         );
                         self.problem_at(lines[successor], message);
-                        return;
                     }
                     Some(successor) => {
                         state[successor] = 1;
@@ -961,7 +981,11 @@ mod tests {
             ("two steps with one id", with_steps("[[steps]]\nid = \"a\"\nwait = { for = \"1h\" }\n[[steps]]\nid = \"a\"\nwait = { for = \"1h\" }\n"), 9, "step \"a\" twice"),
             ("a wait for an event with no timeout", with_steps("[[steps]]\nid = \"a\"\nwait = { event = { event = \"message_opened\" } }\n"), 7, "needs a timeout"),
             ("a duration that does not parse", with_steps("[[steps]]\nid = \"a\"\nwait = { for = \"4 hourz\" }\n"), 7, "wait.for \"4 hourz\""),
-            ("a zero duration", with_steps("[[steps]]\nid = \"a\"\nwait = { for = \"0s\" }\n"), 7, "more than nothing"),
+            ("a zero duration", with_steps("[[steps]]\nid = \"a\"\nwait = { for = \"0s\" }\n"), 7, "at least 1s"),
+            ("a wait under a second", with_steps("[[steps]]\nid = \"a\"\nwait = { for = \"500ms\" }\n"), 7, "at least 1s"),
+            ("a month", with_steps("[[steps]]\nid = \"a\"\nwait = { for = \"1M\" }\n"), 7, "months and years"),
+            ("a step named end", with_steps("[[steps]]\nid = \"end\"\nexit = {}\n"), 6, "\"end\" is where a journey ends"),
+            ("a version over an Avro int", "id = \"j\"\nversion = 2147483648\n[entry]\nevent = \"page_viewed\"\n[[steps]]\nid = \"a\"\nexit = {}\n".into(), 2, "version"),
             ("a local time that is not one", with_steps("[[steps]]\nid = \"a\"\nwait = { until_local_time = \"25:00\" }\n"), 7, "is not HH:MM"),
             ("a step nothing leads to", with_steps("[[steps]]\nid = \"a\"\nexit = {}\n[[steps]]\nid = \"b\"\nexit = {}\n"), 8, "no step leads to step \"b\""),
             ("a loop with no wait", with_steps("[[steps]]\nid = \"a\"\nsend = { channel = \"email\", template = \"t\" }\n[[steps]]\nid = \"b\"\nbranch = { if = { affinity_first = \"sms\" }, then = \"a\", else = \"end\" }\n"), 5, "a loop with no wait: a → b"),
@@ -983,6 +1007,17 @@ mod tests {
                 "{story}: expected line {line} {complaint:?}, got {problems:?}\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn given_two_loops_with_no_wait_when_checked_then_both_are_named() {
+        let text = with_steps(
+            "[[steps]]\nid = \"a\"\nbranch = { if = { affinity_first = \"sms\" }, then = \"a\", else = \"b\" }\n[[steps]]\nid = \"b\"\nbranch = { if = { affinity_first = \"sms\" }, then = \"b\", else = \"end\" }\n",
+        );
+        let problems = check(&text).unwrap_err().0;
+        let loops: Vec<usize> =
+            problems.iter().filter(|p| p.message.contains("a loop with no wait")).map(|p| p.line).collect();
+        assert_eq!(loops, [5, 8], "{problems:?}");
     }
 
     #[test]

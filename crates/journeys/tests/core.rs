@@ -315,10 +315,24 @@ fn local_times_in_a_gap_move_later_by_the_gap_and_in_an_overlap_take_the_first()
             1,
             "2026-06-02T14:00:00Z",
         ),
+        (
+            "past the first 01:30 of the night clocks go back: the second, an hour on",
+            "2026-11-01T05:45:00Z",
+            time(1, 30),
+            0,
+            "2026-11-01T06:30:00Z",
+        ),
     ];
     for (story, now, local, days, expected) in cases {
         assert_eq!(local_time_after(new_york, at(now), local, days), at(expected), "{story}");
     }
+    // Lord Howe Island moves its clocks by 30 minutes: 02:15 on the night 02:00 becomes 02:30
+    // is taken 30 minutes later, 02:45 at +11:00.
+    let lord_howe: Tz = "Australia/Lord_Howe".parse().unwrap();
+    assert_eq!(
+        local_time_after(lord_howe, at("2026-10-03T12:00:00Z"), time(2, 15), 1),
+        at("2026-10-03T15:45:00Z")
+    );
 }
 
 /// fastavro's reading of records, with only the `.avsc` files (tests/interop/fastavro_decode.py).
@@ -391,4 +405,95 @@ fn decisions_and_state_are_records_any_avro_library_reads() {
         (&json!("follow-up"), &json!(at("2026-11-27T10:00:00Z")), &json!([])),
         "{state}"
     );
+}
+
+/// A journey whose goal, exit and waits are for VIPs only.
+const VIP: &str = "id = \"vip\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n\
+    [[goals]]\nevent = \"order_placed\"\nwhere = [{ trait = \"vip\", equals = true }]\n\
+    [[steps]]\nid = \"w\"\nwait = { event = { event = \"page_viewed\", where = [{ trait = \"vip\", equals = true }] }, timeout = \"1d\", on_timeout = \"late\" }\nnext = \"hit\"\n\
+    [[steps]]\nid = \"hit\"\nsend = { channel = \"email\", template = \"hit\" }\nnext = \"end\"\n\
+    [[steps]]\nid = \"late\"\nsend = { channel = \"email\", template = \"late\" }\n";
+
+fn vip(when: &str, value: bool) -> TouchpointEvent {
+    event("vip", "traits_updated", "web", when, json!({"set": {"vip": value}, "set_once": {}, "unset": []}))
+}
+
+fn order(id: &str, order_id: &str, when: &str) -> TouchpointEvent {
+    event(
+        id,
+        "order_placed",
+        "web",
+        when,
+        json!({"order_id": order_id, "value_minor": 100, "currency": "EUR"}),
+    )
+}
+
+#[test]
+fn trait_conditions_hold_in_goals_and_waits_not_only_at_entry() {
+    let mut given = Given::journeys(&[VIP]);
+    given.when(&event("pv", "product_viewed", "web", "2026-06-01T10:00:00Z", json!({"product_id": "p"})));
+    // Not a VIP: neither the page view nor the order counts.
+    assert!(
+        given
+            .when(&event("v1", "page_viewed", "web", "2026-06-01T11:00:00Z", json!({"url": "/"})))
+            .is_empty()
+    );
+    given.when(&order("o1", "o-1", "2026-06-01T11:30:00Z"));
+    assert_eq!(given.state.entries.len(), 1, "{:?}", given.state.ended);
+    // A VIP now: the next page view ends the wait.
+    given.when(&vip("2026-06-01T12:00:00Z", true));
+    let decisions =
+        given.when(&event("v2", "page_viewed", "web", "2026-06-01T13:00:00Z", json!({"url": "/"})));
+    assert_eq!(sends(&decisions), [send("hit", Channel::Email, "hit")]);
+}
+
+#[test]
+fn once_is_for_good_and_an_order_id_enters_once_however_many_entries_came_between() {
+    let once =
+        "id = \"bf\"\nversion = 1\n[entry]\nevent = \"page_viewed\"\n[[steps]]\nid = \"x\"\nexit = {}\n";
+    let per = "id = \"k\"\nversion = 1\n[entry]\nevent = \"order_placed\"\nreentry = { per = \"order_id\" }\n[[steps]]\nid = \"x\"\nexit = {}\n";
+    let mut given = Given::journeys(&[once, per]);
+    given.when(&event("pv-1", "page_viewed", "web", "2026-06-01T10:00:00Z", json!({"url": "/bf"})));
+    for n in 0..100 {
+        given.when(&order(&format!("e-{n}"), &format!("o-{n}"), "2026-06-02T10:00:00Z"));
+    }
+    given.when(&event("pv-2", "page_viewed", "web", "2026-06-03T10:00:00Z", json!({"url": "/bf"})));
+    given.when(&order("e-again", "o-0", "2026-06-03T11:00:00Z"));
+    let entered: Vec<&str> = given.state.ended.iter().map(|e| e.entry_id.as_str()).collect();
+    assert!(!entered.contains(&"pv-2") && !entered.contains(&"e-again"), "{entered:?}");
+}
+
+#[test]
+fn best_of_with_no_history_keeps_the_journeys_order() {
+    let text = "id = \"b\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n[[steps]]\nid = \"s\"\nsend = { best_of = [\"whatsapp\", \"sms\"], template = \"t\" }\n";
+    let mut given = Given::journeys(&[text]);
+    let decisions =
+        given.when(&event("pv", "product_viewed", "web", "2026-06-01T12:00:00Z", json!({"product_id": "p"})));
+    assert_eq!(sends(&decisions), [send("s", Channel::Whatsapp, "t")]);
+}
+
+#[test]
+fn the_embedded_suppression_forgets_what_can_no_longer_matter() {
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    // A send every 3 hours for a year, by other campaigns: only those inside the email cap's
+    // 16-hour window can matter (at most 6).
+    let start = at("2025-01-01T00:00:00Z");
+    for n in 0..3000i64 {
+        let when = DateTime::from_timestamp_millis(start + n * 3 * 3600 * 1000).unwrap().to_rfc3339();
+        let sent = json!({"message_id": format!("m-{n}"), "purpose": "marketing"});
+        given.when(&event(&format!("m-{n}"), "message_sent", "email", &when, sent));
+    }
+    assert!(given.state.suppression.sends.len() <= 6, "{} sends kept", given.state.suppression.sends.len());
+}
+
+#[test]
+fn happened_means_dated_since_the_entry_not_arrived_since() {
+    let text = "id = \"h\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n[[steps]]\nid = \"w\"\nwait = { for = \"1h\" }\n[[steps]]\nid = \"b\"\nbranch = { if = { happened = { event = \"cart_updated\" } }, then = \"end\", else = \"s\" }\n[[steps]]\nid = \"s\"\nsend = { channel = \"email\", template = \"t\" }\n";
+    let mut given = Given::journeys(&[text]);
+    given.when(&event("pv", "product_viewed", "web", "2026-06-01T10:00:00Z", json!({"product_id": "p"})));
+    let cart = json!({"cart_id": "c", "items": 1, "value_minor": 1, "currency": "EUR"});
+    let late = event("c", "cart_updated", "web", "2026-06-01T09:00:00Z", cart);
+    given.engine.apply(&given.definitions, &mut given.state, CUSTOMER, &late, at("2026-06-01T10:30:00Z"));
+    let (_, decisions) = given.timer("2026-06-01T11:00:00Z");
+    assert_eq!(sends(&decisions), [send("s", Channel::Email, "t")], "the cart was before the entry");
 }

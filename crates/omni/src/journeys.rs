@@ -28,11 +28,20 @@ pub struct CheckArgs {
 }
 
 /// Checks each file: a one-line summary of a journey that can run, else every problem as
-/// `FILE:LINE: message`. Exit 1 when any file has a problem.
+/// `FILE:LINE: message`. Exit 1 when any file has a problem, 2 when one could not be read.
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
+    let mut unreadable = false;
     for file in &args.files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(error) => {
+                // The others are still checked; exit 2 says one could not be.
+                eprintln!("omni: reading {}: {error}", file.display());
+                unreadable = true;
+                continue;
+            }
+        };
         match omnistream_journeys::check(&text) {
             Ok(journey) => {
                 let entry = match &journey.entry.trigger {
@@ -57,7 +66,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(match (unreadable, failed) {
+        (true, _) => ExitCode::from(2),
+        (false, true) => ExitCode::FAILURE,
+        (false, false) => ExitCode::SUCCESS,
+    })
 }
 
 #[derive(Debug, Args)]

@@ -176,8 +176,9 @@ fn journeys_check_summarizes_each_journey_and_names_each_problem_at_its_line() {
     assert!(stdout.contains(&format!("{broken}:7: step \"a\": wait.for \"soon\"")), "{stdout}");
     assert!(stdout.contains(&format!("{broken}:8: no step \"b\" (steps: a, or \"end\")")), "{stdout}");
 
-    let output = omni(&["journeys", "check", "/no/such/journey.toml"]);
+    let output = omni(&["journeys", "check", "/no/such/journey.toml", shipped.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2), "an unreadable file is not a verdict: {output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok: black-friday"), "the others are checked");
 }
 
 #[tokio::test(flavor = "multi_thread")]
