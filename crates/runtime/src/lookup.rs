@@ -217,6 +217,29 @@ impl<'a> Lookups<'a> {
         }
     }
 
+    /// Every key of the lookup input `role` with its value as of the record's time less the
+    /// grace, in key order (a broadcast input's definitions, all of them): deleted keys and keys
+    /// first written later are left out.
+    pub fn entries(&self, role: &str) -> Vec<(&'a str, &'a [u8])> {
+        let Some(store) = self.store else { return Vec::new() };
+        let Some(input) = store.inputs.iter().find(|input| input.role == role) else { return Vec::new() };
+        let partitions = match input.scope {
+            LookupScope::Table => self.partition..=self.partition,
+            LookupScope::Broadcast => 0..=i32::MAX,
+        };
+        let from = LookupPartition { role: input.role, partition: *partitions.start() };
+        let to = LookupPartition { role: input.role, partition: *partitions.end() };
+        let mut entries: Vec<(&'a str, &'a [u8])> = store
+            .read
+            .range(from..=to)
+            .flat_map(|(_, versions)| {
+                versions.by_key.keys().filter_map(|key| Some((key.as_str(), versions.get(key, self.as_of)?)))
+            })
+            .collect();
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        entries
+    }
+
     /// The time lookups are made as of (unix millis).
     pub fn as_of(&self) -> i64 {
         self.as_of
@@ -263,6 +286,23 @@ mod tests {
         store.on_record(campaign(1), "current".into(), 5_000, Some(b"spring".to_vec()));
         assert_eq!(store.view(0, 6_000).get("campaign", "current"), Some(&b"spring"[..]));
         assert_eq!(store.view(3, 6_000).get("campaign", "current"), Some(&b"spring"[..]), "every partition");
+    }
+
+    #[test]
+    fn every_broadcast_entry_is_listed_as_of_the_time_across_partitions() {
+        let mut store = store();
+        let campaign = |partition| LookupPartition { role: "campaign", partition };
+        store.on_record(campaign(1), "b".into(), 5_000, Some(b"b1".to_vec()));
+        store.on_record(campaign(0), "a".into(), 5_000, Some(b"a1".to_vec()));
+        store.on_record(campaign(0), "a".into(), 7_000, Some(b"a2".to_vec()));
+        store.on_record(campaign(1), "b".into(), 8_000, None);
+        store.on_record(campaign(0), "c".into(), 9_000, Some(b"c1".to_vec()));
+        let entries = |as_of| store.view(2, as_of).entries("campaign");
+        assert_eq!(entries(4_999), vec![]);
+        assert_eq!(entries(6_000), vec![("a", &b"a1"[..]), ("b", &b"b1"[..])]);
+        assert_eq!(entries(8_500), vec![("a", &b"a2"[..])], "b deleted at 8 000");
+        assert_eq!(entries(9_000), vec![("a", &b"a2"[..]), ("c", &b"c1"[..])]);
+        assert_eq!(store.view(0, 9_000).entries("unknown"), vec![]);
     }
 
     #[test]
