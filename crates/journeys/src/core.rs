@@ -505,8 +505,12 @@ impl Run<'_> {
                 );
                 let score = |channel: &Channel| {
                     let ranked = scores.ranking.contains(channel);
-                    let score =
-                        scores.channels.iter().find(|c| c.channel == *channel).map_or(0.0, |c| c.score);
+                    // To nine places: scores equal but for rounding are equal.
+                    let score = scores
+                        .channels
+                        .iter()
+                        .find(|c| c.channel == *channel)
+                        .map_or(0.0, |c| (c.score * 1e9).round());
                     if ranked { score } else { f64::NEG_INFINITY }
                 };
                 let mut ordered = list.clone();

@@ -9,6 +9,7 @@
 //! 4.2–4.4 in [`suppression`], [`affinity`] and [`loyalty`].
 
 pub mod affinity;
+pub mod journeys;
 pub mod loyalty;
 pub mod suppression;
 

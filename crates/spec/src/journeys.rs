@@ -1,0 +1,378 @@
+//! SPEC 4.6 and docs/journeys.md, journeys, as a walk over a customer's whole history: the send
+//! decisions one journey makes for one customer, recomputed from scratch.
+//!
+//! The service folds each event into per-entry state and sets timers. This model keeps nothing
+//! between queries: it finds the entry in the history, then walks the steps forward in time,
+//! asking the history at each point (the first matching event in a window, the first exit event
+//! before a time) and asking this crate's own suppression and affinity models (SPEC 4.2, 4.3),
+//! given the history plus the journey's own earlier sends, whether and where a send may go.
+//!
+//! Scope: the journeys the differential test generates (crates/spec/tests/journeys.rs): an event
+//! trigger by type, re-entry once, goals and exits by type (optionally on this journey's
+//! messages), steps in order: sends (one channel, or the best of several), waits for a duration,
+//! waits for an event with a timeout that may jump forward, an exit. No branches, no local-time
+//! waits (the pure core's tables cover those), no conditions.
+//!
+//! Decisions where the docs are silent, as the service makes them: a timer and a record never
+//! fall on the same millisecond here (the generator makes sure), so their order is not modelled.
+
+use chrono::{DateTime, Utc};
+use omnistream_model::records::SuppressionStatus;
+use omnistream_model::{Channel, EventPayload, EventType, Purpose, TouchpointEvent};
+use sha2::{Digest, Sha256};
+
+use crate::Record;
+use crate::affinity::{AffinitySettings, affinity};
+use crate::suppression::{Rules, suppression};
+
+/// Which events match: a type, and for engagement only with this journey's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub event: EventType,
+    pub of_this_journey: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenSuppressed {
+    Skip,
+    Exit,
+    /// Wait at most this many millis.
+    Wait(i64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// One channel, or the best of several by affinity.
+    Send {
+        id: String,
+        channels: Vec<Channel>,
+        template: String,
+        when_suppressed: WhenSuppressed,
+    },
+    WaitFor {
+        id: String,
+        millis: i64,
+    },
+    /// Waits for an event; at the timeout goes to `on_timeout` (a later step, `None`: the end).
+    WaitEvent {
+        id: String,
+        filter: Filter,
+        timeout: i64,
+        on_timeout: Option<usize>,
+    },
+    Exit {
+        id: String,
+    },
+}
+
+impl Step {
+    fn id(&self) -> &str {
+        match self {
+            Step::Send { id, .. }
+            | Step::WaitFor { id, .. }
+            | Step::WaitEvent { id, .. }
+            | Step::Exit { id } => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journey {
+    pub id: String,
+    pub version: u32,
+    pub trigger: EventType,
+    pub goals: Vec<Filter>,
+    pub exits: Vec<Filter>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Send(Channel),
+    Skipped,
+    Waiting { until: i64 },
+    Exited,
+}
+
+/// One decision, as `journey.actions.v1` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub decision_id: String,
+    pub step: String,
+    pub attempt: u32,
+    pub decided_at: i64,
+    pub outcome: Outcome,
+}
+
+/// docs/journeys.md: "128 bits of SHA-256 of (journey, version, customer, entry, step, the
+/// entry's count of decisions so far, channel)", fields joined by NUL, hex, prefixed `jd-`.
+pub fn decision_id(
+    journey: &str,
+    version: u32,
+    customer_id: &str,
+    entry_id: &str,
+    step: &str,
+    attempt: u32,
+    channel: Option<Channel>,
+) -> String {
+    let channel = channel.map_or("", Channel::as_str);
+    let text = format!(
+        "{journey}\u{0}{version}\u{0}{customer_id}\u{0}{entry_id}\u{0}{step}\u{0}{attempt}\u{0}{channel}"
+    );
+    let digest = Sha256::digest(text.as_bytes());
+    format!("jd-{}", digest[..16].iter().map(|byte| format!("{byte:02x}")).collect::<String>())
+}
+
+fn message_id(event: &TouchpointEvent) -> Option<&str> {
+    match &event.payload {
+        EventPayload::MessageDelivered { message_id }
+        | EventPayload::MessageOpened { message_id }
+        | EventPayload::MessageClicked { message_id, .. }
+        | EventPayload::MessageBounced { message_id, .. }
+        | EventPayload::SpamReported { message_id } => Some(message_id),
+        _ => None,
+    }
+}
+
+/// The walk's knowledge: the history and the sends decided so far.
+struct Walk<'a> {
+    customer_id: &'a str,
+    journey: &'a Journey,
+    history: &'a [Record],
+    rules: &'a Rules,
+    settings: &'a AffinitySettings,
+    entry_id: String,
+    /// Index of the entry's record: what comes after it in the log can move the entry.
+    entry_index: usize,
+    decisions: Vec<Decision>,
+    /// Own sends, as the `message_sent` records suppression and affinity count.
+    sends: Vec<Record>,
+}
+
+impl Walk<'_> {
+    fn matches(&self, filter: &Filter, record: &Record) -> bool {
+        record.event.event_type() == filter.event
+            && (!filter.of_this_journey
+                || message_id(&record.event).is_some_and(|id| {
+                    self.decisions.iter().any(|d| {
+                        d.decision_id == id
+                            && d.decided_at <= record.appended_at
+                            && matches!(d.outcome, Outcome::Send(_))
+                    })
+                }))
+    }
+
+    /// Records after the entry arriving in `(from, to)`.
+    fn arrivals(&self, from: i64, to: i64) -> impl Iterator<Item = &Record> + '_ {
+        self.history[self.entry_index + 1..]
+            .iter()
+            .filter(move |r| r.appended_at > from && r.appended_at < to)
+    }
+
+    /// The first goal or exit event arriving in `(from, to)`.
+    fn exit_between(&self, from: i64, to: i64) -> Option<i64> {
+        let filters: Vec<&Filter> = self.journey.goals.iter().chain(&self.journey.exits).collect();
+        self.arrivals(from, to).find(|r| filters.iter().any(|f| self.matches(f, r))).map(|r| r.appended_at)
+    }
+
+    /// What the models know at `at`: the history applied by then and the sends decided before.
+    fn known(&self, at: i64) -> Vec<Record> {
+        let mut known: Vec<Record> = self.history.iter().filter(|r| r.appended_at <= at).cloned().collect();
+        known.extend(self.sends.iter().filter(|s| s.appended_at <= at).cloned());
+        known.sort_by_key(|r| r.appended_at);
+        known
+    }
+
+    fn decide(&mut self, step: &str, at: i64, outcome: Outcome) {
+        let attempt = u32::try_from(self.decisions.len()).unwrap_or(u32::MAX);
+        let channel = match outcome {
+            Outcome::Send(channel) => Some(channel),
+            _ => None,
+        };
+        let id = decision_id(
+            &self.journey.id,
+            self.journey.version,
+            self.customer_id,
+            &self.entry_id,
+            step,
+            attempt,
+            channel,
+        );
+        if let Some(channel) = channel {
+            self.sends.push(Record { event: own_send(self.customer_id, &id, channel, at), appended_at: at });
+        }
+        self.decisions.push(Decision {
+            decision_id: id,
+            step: step.to_owned(),
+            attempt,
+            decided_at: at,
+            outcome,
+        });
+    }
+
+    /// One try of a send at `at`: the channel to send on, else the earliest time a considered
+    /// channel's reason lapses after `at`.
+    fn try_send(&self, channels: &[Channel], at: i64) -> Result<Channel, Option<i64>> {
+        let known = self.known(at);
+        let now = DateTime::<Utc>::from_timestamp_millis(at).unwrap_or_default();
+        let verdict = suppression(self.customer_id, &known, now, self.rules);
+        let mut ordered = channels.to_vec();
+        if channels.len() > 1 {
+            // docs: the best score first; equal scores keep the journey's order; a channel
+            // affinity does not rank (no marketing consent) last.
+            let scores = affinity(self.customer_id, &known, now, self.settings);
+            let score = |channel: &Channel| -> f64 {
+                let Some(scores) = &scores else { return 0.0 };
+                if !scores.ranking.contains(channel) {
+                    return f64::NEG_INFINITY;
+                }
+                scores
+                    .channels
+                    .iter()
+                    .find(|c| c.channel == *channel)
+                    .map_or(0.0, |c| (c.score * 1e9).round())
+            };
+            ordered.sort_by(|a, b| score(b).total_cmp(&score(a)));
+        }
+        let mut lapse: Option<i64> = None;
+        for channel in ordered {
+            let status = verdict.as_ref().and_then(|v| v.marketing.iter().find(|s| s.channel == channel));
+            match status {
+                None => return Ok(channel),
+                Some(s) if s.status == SuppressionStatus::Allowed => return Ok(channel),
+                Some(s) => {
+                    if let Some(until) = s.until.map(|u| u.timestamp_millis()).filter(|u| *u > at) {
+                        lapse = Some(lapse.map_or(until, |l: i64| l.min(until)));
+                    }
+                }
+            }
+        }
+        Err(lapse)
+    }
+}
+
+fn own_send(customer_id: &str, decision_id: &str, channel: Channel, at: i64) -> TouchpointEvent {
+    TouchpointEvent {
+        event_id: decision_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        occurred_at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+        channel,
+        source: None,
+        payload: EventPayload::MessageSent {
+            message_id: decision_id.to_owned(),
+            campaign_id: None,
+            purpose: Purpose::Marketing,
+        },
+        context: Default::default(),
+        identifiers: Vec::new(),
+    }
+}
+
+/// The decisions `journey` makes for the customer of `history` (offset order, `appended_at` the
+/// partition clock) up to `until`.
+pub fn decisions(
+    customer_id: &str,
+    journey: &Journey,
+    history: &[Record],
+    rules: &Rules,
+    settings: &AffinitySettings,
+    until: i64,
+) -> Vec<Decision> {
+    let Some(entry_index) = history.iter().position(|r| r.event.event_type() == journey.trigger) else {
+        return Vec::new();
+    };
+    let entered_at = history[entry_index].appended_at;
+    let mut walk = Walk {
+        customer_id,
+        journey,
+        history,
+        rules,
+        settings,
+        entry_id: history[entry_index].event.event_id.clone(),
+        entry_index,
+        decisions: Vec::new(),
+        sends: Vec::new(),
+    };
+    let mut at = entered_at;
+    let mut position = Some(0);
+    while let Some(index) = position {
+        let step = &journey.steps[index];
+        let id = step.id().to_owned();
+        match step {
+            Step::Send { channels, when_suppressed, .. } => {
+                let started = at;
+                let mut waiting = false;
+                let mut time = at;
+                let sent = loop {
+                    match walk.try_send(channels, time) {
+                        Ok(channel) => break Some((channel, time)),
+                        Err(lapse) => match when_suppressed {
+                            WhenSuppressed::Skip => {
+                                walk.decide(&id, time, Outcome::Skipped);
+                                break None;
+                            }
+                            WhenSuppressed::Exit => {
+                                walk.decide(&id, time, Outcome::Exited);
+                                return walk.decisions;
+                            }
+                            WhenSuppressed::Wait(max) => {
+                                let give_up = started + max;
+                                if time >= give_up {
+                                    walk.decide(&id, time, Outcome::Skipped);
+                                    break None;
+                                }
+                                let until_try = lapse.map_or(give_up, |l| l.min(give_up));
+                                if !waiting {
+                                    walk.decide(&id, time, Outcome::Waiting { until: until_try });
+                                    waiting = true;
+                                }
+                                // The next try: the customer's next event, else the time set.
+                                let next_event = walk.arrivals(time, until_try).next().map(|r| r.appended_at);
+                                let next = next_event.unwrap_or(until_try);
+                                if next > until || walk.exit_between(time, next + 1).is_some() {
+                                    return walk.decisions;
+                                }
+                                time = next;
+                            }
+                        },
+                    }
+                };
+                if let Some((channel, time)) = sent {
+                    walk.decide(&id, time, Outcome::Send(channel));
+                }
+                at = time;
+                position = (index + 1 < journey.steps.len()).then_some(index + 1);
+            }
+            Step::WaitFor { millis, .. } => {
+                let due = at + millis;
+                if due > until || walk.exit_between(at, due).is_some() {
+                    return walk.decisions;
+                }
+                at = due;
+                position = (index + 1 < journey.steps.len()).then_some(index + 1);
+            }
+            Step::WaitEvent { filter, timeout, on_timeout, .. } => {
+                let due = at + timeout;
+                let exit = walk.exit_between(at, due);
+                let matched = walk.arrivals(at, due).find(|r| walk.matches(filter, r)).map(|r| r.appended_at);
+                match (matched, exit) {
+                    // An event that is both an exit and the awaited one ends the entry first.
+                    (_, Some(exit)) if matched.is_none_or(|m| exit <= m) => return walk.decisions,
+                    (Some(matched), _) => {
+                        at = matched;
+                        position = (index + 1 < journey.steps.len()).then_some(index + 1);
+                    }
+                    _ => {
+                        if due > until {
+                            return walk.decisions;
+                        }
+                        at = due;
+                        position = *on_timeout;
+                    }
+                }
+            }
+            Step::Exit { .. } => return walk.decisions,
+        }
+    }
+    walk.decisions
+}

@@ -1,0 +1,286 @@
+//! journeys' pure core against the model of `omnistream_spec::journeys`: the same random journey
+//! (written once as the TOML a marketer writes, once as the model's description) and the same
+//! random history of one customer, fed to the core as the runtime would (timers due before a
+//! record fire before it), must give the same decisions: ids, steps, times, outcomes, channels.
+//! The model walks the history with the crate's own suppression and affinity models; nothing of
+//! the core's is shared but the definition file's shape.
+
+use std::sync::Arc;
+
+use chrono::DateTime;
+use omnistream_channel_affinity::AffinityConfig;
+use omnistream_journeys::core::{CustomerJourneys, Decision, Definitions, Engine, Outcome};
+use omnistream_model::{Channel, EventType, event_from_json};
+use omnistream_spec::Record;
+use omnistream_spec::affinity::AffinitySettings;
+use omnistream_spec::journeys::{self as model, Filter, Step, WhenSuppressed};
+use omnistream_spec::suppression::Rules;
+use proptest::prelude::*;
+use serde_json::json;
+
+const CUSTOMER: &str = "c-j";
+/// 2026-03-02T09:00:00Z, a Monday.
+const BASE: i64 = 1_772_442_000_000;
+const HOUR: i64 = 3_600_000;
+
+#[derive(Debug, Clone)]
+enum StepSpec {
+    Send { channels: Vec<Channel>, suppressed: WhenSuppressed },
+    WaitFor(i64),
+    WaitEvent { opened: bool, timeout: i64, skip_to: Option<usize> },
+}
+
+#[derive(Debug, Clone)]
+struct JourneySpec {
+    product_trigger: bool,
+    goal_order: bool,
+    exit_on_click: bool,
+    steps: Vec<StepSpec>,
+    exit_last: bool,
+}
+
+fn channel() -> impl Strategy<Value = Channel> {
+    prop::sample::select(Channel::MESSAGING.to_vec())
+}
+
+fn step() -> impl Strategy<Value = StepSpec> {
+    let suppressed = prop_oneof![
+        Just(WhenSuppressed::Skip),
+        Just(WhenSuppressed::Exit),
+        prop::sample::select(vec![HOUR, 6 * HOUR, 48 * HOUR]).prop_map(WhenSuppressed::Wait),
+    ];
+    let channels = prop_oneof![
+        channel().prop_map(|c| vec![c]),
+        (channel(), channel()).prop_filter("two channels", |(a, b)| a != b).prop_map(|(a, b)| vec![a, b]),
+    ];
+    prop_oneof![
+        (channels, suppressed).prop_map(|(channels, suppressed)| StepSpec::Send { channels, suppressed }),
+        prop::sample::select(vec![600_000, HOUR, 4 * HOUR, 20 * HOUR]).prop_map(StepSpec::WaitFor),
+        (any::<bool>(), prop::sample::select(vec![HOUR, 4 * HOUR, 24 * HOUR]), prop::option::of(2usize..4))
+            .prop_map(|(opened, timeout, skip_to)| StepSpec::WaitEvent { opened, timeout, skip_to }),
+    ]
+}
+
+fn journey() -> impl Strategy<Value = JourneySpec> {
+    (any::<bool>(), any::<bool>(), any::<bool>(), prop::collection::vec(step(), 1..5), any::<bool>())
+        .prop_map(|(product_trigger, goal_order, exit_on_click, steps, exit_last)| JourneySpec {
+            product_trigger,
+            goal_order,
+            exit_on_click,
+            steps,
+            exit_last,
+        })
+}
+
+fn duration(millis: i64) -> String {
+    format!("{}s", millis / 1000)
+}
+
+/// The journey as TOML for the core, and as the model's description.
+fn written(spec: &JourneySpec) -> (String, model::Journey) {
+    let trigger = if spec.product_trigger { EventType::ProductViewed } else { EventType::PageViewed };
+    let mut text = format!("id = \"gen\"\nversion = 1\n[entry]\nevent = \"{trigger}\"\n");
+    let mut goals = Vec::new();
+    let mut exits = Vec::new();
+    if spec.goal_order {
+        text.push_str("[[goals]]\nevent = \"order_placed\"\n");
+        goals.push(Filter { event: EventType::OrderPlaced, of_this_journey: false });
+    }
+    if spec.exit_on_click {
+        text.push_str("[[exit_when]]\nevent = \"message_clicked\"\nof_this_journey = true\n");
+        exits.push(Filter { event: EventType::MessageClicked, of_this_journey: true });
+    }
+    let count = spec.steps.len() + usize::from(spec.exit_last);
+    let mut steps = Vec::new();
+    for (index, step) in spec.steps.iter().enumerate() {
+        let id = format!("s{index}");
+        text.push_str(&format!("[[steps]]\nid = \"{id}\"\n"));
+        match step {
+            StepSpec::Send { channels, suppressed } => {
+                let choice = match channels.as_slice() {
+                    [one] => format!("channel = \"{one}\""),
+                    many => format!(
+                        "best_of = [{}]",
+                        many.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                let policy = match suppressed {
+                    WhenSuppressed::Skip => "when_suppressed = \"skip\"".to_owned(),
+                    WhenSuppressed::Exit => "when_suppressed = \"exit\"".to_owned(),
+                    WhenSuppressed::Wait(max) => {
+                        format!("when_suppressed = \"wait\", max_wait = \"{}\"", duration(*max))
+                    }
+                };
+                text.push_str(&format!("send = {{ {choice}, template = \"t{index}\", {policy} }}\n"));
+                steps.push(Step::Send {
+                    id,
+                    channels: channels.clone(),
+                    template: format!("t{index}"),
+                    when_suppressed: *suppressed,
+                });
+            }
+            StepSpec::WaitFor(millis) => {
+                text.push_str(&format!("wait = {{ for = \"{}\" }}\n", duration(*millis)));
+                steps.push(Step::WaitFor { id, millis: *millis });
+            }
+            StepSpec::WaitEvent { opened, timeout, skip_to } => {
+                // A jump forward past the next step, to a step that exists, else the end.
+                let target = skip_to.map(|ahead| index + ahead).filter(|target| *target < count);
+                let (event, of_this) =
+                    if *opened { ("message_opened", true) } else { ("page_viewed", false) };
+                let on_timeout = target.map_or("end".to_owned(), |t| format!("s{t}"));
+                text.push_str(&format!(
+                    "wait = {{ event = {{ event = \"{event}\", of_this_journey = {of_this} }}, timeout = \"{}\", on_timeout = \"{on_timeout}\" }}\n",
+                    duration(*timeout)
+                ));
+                let filter = Filter {
+                    event: if *opened { EventType::MessageOpened } else { EventType::PageViewed },
+                    of_this_journey: of_this,
+                };
+                steps.push(Step::WaitEvent { id, filter, timeout: *timeout, on_timeout: target });
+            }
+        }
+    }
+    if spec.exit_last {
+        let id = format!("s{}", spec.steps.len());
+        text.push_str(&format!("[[steps]]\nid = \"{id}\"\nexit = {{}}\n"));
+        steps.push(Step::Exit { id });
+    }
+    let journey = model::Journey { id: "gen".into(), version: 1, trigger, goals, exits, steps };
+    (text, journey)
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    PageView,
+    ProductView,
+    Order,
+    /// An open or click of the n-th message the journey sent so far (none: another campaign's).
+    Opened(usize),
+    Clicked(usize),
+    TicketOpened,
+    TicketResolved,
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        4 => Just(Kind::PageView),
+        3 => Just(Kind::ProductView),
+        1 => Just(Kind::Order),
+        2 => (0usize..3).prop_map(Kind::Opened),
+        1 => (0usize..3).prop_map(Kind::Clicked),
+        1 => Just(Kind::TicketOpened),
+        1 => Just(Kind::TicketResolved),
+    ]
+}
+
+fn history() -> impl Strategy<Value = (Option<&'static str>, Vec<(Kind, i64)>)> {
+    let zone = prop::option::of(prop::sample::select(vec!["UTC", "America/New_York", "Asia/Tokyo"]));
+    // Gaps of whole seconds, from a minute to ten hours.
+    let events = prop::collection::vec((kind(), 60i64..36_000), 5..25);
+    (zone, events)
+}
+
+fn iso(millis: i64) -> String {
+    DateTime::from_timestamp_millis(millis).unwrap().to_rfc3339()
+}
+
+fn comparable(decisions: &[Decision]) -> Vec<(String, String, u32, String, String)> {
+    decisions
+        .iter()
+        .map(|d| {
+            let outcome = match d.outcome {
+                Outcome::Send(channel) => format!("send {channel}"),
+                Outcome::Skipped => "skipped".into(),
+                Outcome::Waiting { until } => format!("waiting until {}", iso(until)),
+                Outcome::Exited => "exited".into(),
+            };
+            (d.decision_id.clone(), d.step.clone(), d.attempt, iso(d.decided_at), outcome)
+        })
+        .collect()
+}
+
+fn model_comparable(decisions: &[model::Decision]) -> Vec<(String, String, u32, String, String)> {
+    decisions
+        .iter()
+        .map(|d| {
+            let outcome = match d.outcome {
+                model::Outcome::Send(channel) => format!("send {channel}"),
+                model::Outcome::Skipped => "skipped".into(),
+                model::Outcome::Waiting { until } => format!("waiting until {}", iso(until)),
+                model::Outcome::Exited => "exited".into(),
+            };
+            (d.decision_id.clone(), d.step.clone(), d.attempt, iso(d.decided_at), outcome)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_core_decides_what_the_model_recomputes_from_the_whole_history(
+        spec in journey(),
+        (zone, events) in history(),
+    ) {
+        let (text, model_journey) = written(&spec);
+        let journey = omnistream_journeys::check(&text).map_err(|p| TestCaseError::fail(format!("{p}\n{text}")))?;
+        let mut definitions = Definitions::default();
+        definitions.insert(journey);
+        let engine = Engine {
+            suppression: Arc::new(omnistream_suppression::Rules::default().prepare()),
+            affinity: AffinityConfig::default(),
+        };
+        let mut state = CustomerJourneys::default();
+        let mut decided: Vec<Decision> = Vec::new();
+        let mut fed: Vec<Record> = Vec::new();
+        // Every event at a different millisecond of its second (never 0): no record falls on a
+        // timer's instant, which whole-second waits from other records' times would need.
+        let mut at = BASE;
+        let mut timeline: Vec<(serde_json::Value, i64)> = Vec::new();
+        if let Some(zone) = zone {
+            timeline.push((json!({"type": "traits_updated", "channel": "web", "properties": {"set": {"timezone": zone}, "set_once": {}, "unset": []}}), at + 1));
+        }
+        for (index, (kind, gap)) in events.iter().enumerate() {
+            at += gap * 1000;
+            let millis = at + 2 + i64::try_from(index).unwrap() * 37 % 997;
+            let value = match kind {
+                Kind::PageView => json!({"type": "page_viewed", "channel": "web", "properties": {"url": "/p"}}),
+                Kind::ProductView => json!({"type": "product_viewed", "channel": "web", "properties": {"product_id": "p-1"}}),
+                Kind::Order => json!({"type": "order_placed", "channel": "web", "properties": {"order_id": format!("o-{index}"), "value_minor": 1000, "currency": "EUR"}}),
+                Kind::Opened(n) => json!({"type": "message_opened", "channel": "email", "properties": {"message_id": n}}),
+                Kind::Clicked(n) => json!({"type": "message_clicked", "channel": "email", "properties": {"message_id": n}}),
+                Kind::TicketOpened => json!({"type": "support_ticket_opened", "channel": "call_center", "properties": {"ticket_id": "T-1", "topic": "delivery"}}),
+                Kind::TicketResolved => json!({"type": "support_ticket_resolved", "channel": "call_center", "properties": {"ticket_id": "T-1"}}),
+            };
+            timeline.push((value, millis));
+        }
+        for (index, (mut value, time)) in timeline.into_iter().enumerate() {
+            // The core, as the runtime drives it: timers due before the record fire first.
+            while let Some(due) = Engine::next_timer(&state).filter(|due| *due < time) {
+                decided.extend(engine.on_timer(&definitions, &mut state, CUSTOMER, due));
+            }
+            // An engagement names the n-th message the journey sent by now, if any.
+            if let Some(n) = value["properties"]["message_id"].as_u64() {
+                let sent: Vec<&Decision> = decided.iter().filter(|d| matches!(d.outcome, Outcome::Send(_))).collect();
+                let id = sent.get(usize::try_from(n).unwrap()).map_or("another-campaign".to_owned(), |d| d.decision_id.clone());
+                value["properties"]["message_id"] = json!(id);
+                if value["type"] == "message_clicked" {
+                    value["properties"]["url"] = json!("https://shop/x");
+                }
+            }
+            value["event_id"] = json!(format!("e-{index}"));
+            value["customer_id"] = json!(CUSTOMER);
+            value["occurred_at"] = json!(iso(time));
+            let event = event_from_json(&value, DateTime::from_timestamp_millis(time).unwrap()).unwrap();
+            decided.extend(engine.apply(&definitions, &mut state, CUSTOMER, &event, time));
+            fed.push(Record { event, appended_at: time });
+        }
+        let until = at + 72 * HOUR;
+        while let Some(due) = Engine::next_timer(&state).filter(|due| *due <= until) {
+            decided.extend(engine.on_timer(&definitions, &mut state, CUSTOMER, due));
+        }
+        let expected = model::decisions(CUSTOMER, &model_journey, &fed, &Rules::default(), &AffinitySettings::default(), until);
+        prop_assert_eq!(comparable(&decided), model_comparable(&expected), "{}", text);
+    }
+}
