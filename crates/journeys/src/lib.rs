@@ -4,6 +4,7 @@
 
 pub mod core;
 pub mod definition;
+pub mod processor;
 pub mod records;
 
 pub use definition::{Journey, Problem, Problems, check};
