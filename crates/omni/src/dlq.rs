@@ -11,10 +11,8 @@ use anyhow::Context;
 use omnistream_model::decode_and_validate;
 use omnistream_model::topics::{EVENTS, EVENTS_DLQ};
 use omnistream_runtime::KafkaArgs;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::publisher::Publisher;
 
@@ -52,35 +50,14 @@ fn header<'a>(message: &'a rdkafka::message::BorrowedMessage<'_>, key: &str) -> 
 }
 
 pub async fn replay(kafka: &KafkaArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let consumer: BaseConsumer = kafka
-        .client_config()?
-        .set("group.id", format!("omni-dlq-replay-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .context("cannot create the Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(&args.dlq_topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read metadata of {}", args.dlq_topic))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!partitions.is_empty(), "topic {} does not exist", args.dlq_topic);
-    let mut assignment = TopicPartitionList::new();
-    for partition in &partitions {
-        assignment.add_partition_offset(&args.dlq_topic, *partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
+    let (consumer, partitions) = crate::committed::from_beginning(kafka, &args.dlq_topic, "dlq-replay")?;
 
     let mut publisher = if args.dry_run { None } else { Some(Publisher::new(kafka, &args.events_topic)?) };
     let mut seen: HashSet<(String, String, String)> = HashSet::new();
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut counts = Counts::default();
     let since = args.since.map(|t| t.timestamp_millis());
-    while at_end.len() < partitions.len() {
+    while at_end.len() < partitions {
         let message = match consumer.poll(Duration::from_secs(1)) {
             None => continue,
             Some(Err(KafkaError::PartitionEOF(partition))) => {

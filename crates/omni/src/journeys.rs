@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -13,10 +12,7 @@ use omnistream_model::records::JourneyDefinition;
 use omnistream_model::topics::JOURNEY_DEFINITIONS;
 use omnistream_model::{OutputRecord, decode_record};
 use omnistream_runtime::KafkaArgs;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::publisher::Publisher;
 
@@ -153,54 +149,22 @@ fn read_published(
     kafka: &KafkaArgs,
     topic: &str,
 ) -> anyhow::Result<BTreeMap<(String, u32), JourneyDefinition>> {
-    let consumer: BaseConsumer = kafka
-        .client_config()?
-        .set("group.id", format!("omni-journeys-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .context("cannot create the Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist (omni topics create makes it)");
-    let mut assignment = TopicPartitionList::new();
-    for partition in &partitions {
-        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
     let mut published = BTreeMap::new();
-    let mut at_end = std::collections::HashSet::new();
-    while at_end.len() < partitions.len() {
-        match consumer.poll(Duration::from_secs(1)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                at_end.insert(partition);
+    crate::committed::each_to_end(kafka, topic, "journeys", |message| {
+        let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
+        let Some((id, version)) = key.rsplit_once(':') else { return Ok(()) };
+        let Ok(version) = version.parse::<u32>() else { return Ok(()) };
+        match message.payload() {
+            Some(bytes) => {
+                let definition: JourneyDefinition = decode_record(bytes)
+                    .with_context(|| format!("{topic} at {}@{}", message.partition(), message.offset()))?;
+                published.insert((id.to_owned(), version), definition);
             }
-            Some(Err(error)) => return Err(error).with_context(|| format!("reading {topic}")),
-            Some(Ok(message)) => {
-                let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
-                let Some((id, version)) = key.rsplit_once(':') else { continue };
-                let Ok(version) = version.parse::<u32>() else { continue };
-                match message.payload() {
-                    Some(bytes) => {
-                        let definition: JourneyDefinition = decode_record(bytes).with_context(|| {
-                            format!("{topic} at {}@{}", message.partition(), message.offset())
-                        })?;
-                        published.insert((id.to_owned(), version), definition);
-                    }
-                    None => {
-                        published.remove(&(id.to_owned(), version));
-                    }
-                }
+            None => {
+                published.remove(&(id.to_owned(), version));
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(published)
 }

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -14,10 +13,7 @@ use omnistream_model::records::LoyaltyLedgerEntry;
 use omnistream_model::topics::LOYALTY_LEDGER;
 use omnistream_model::{decode_record, format_timestamp};
 use omnistream_runtime::KafkaArgs;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -71,45 +67,15 @@ pub async fn expiry_corrections_command(
 
 /// Every committed entry of the ledger, in offset order per partition.
 fn read_ledger(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<LoyaltyLedgerEntry>> {
-    let consumer: BaseConsumer = kafka
-        .client_config()?
-        .set("group.id", format!("omni-ledger-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .context("cannot create the Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist");
-    let mut assignment = TopicPartitionList::new();
-    for partition in &partitions {
-        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
     let mut entries = Vec::new();
-    let mut at_end = std::collections::HashSet::new();
-    while at_end.len() < partitions.len() {
-        match consumer.poll(Duration::from_secs(1)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                at_end.insert(partition);
-            }
-            Some(Err(error)) => return Err(error).context("reading the ledger"),
-            Some(Ok(message)) => {
-                let Some(value) = message.payload() else { continue };
-                let entry = decode_record::<LoyaltyLedgerEntry>(value).with_context(|| {
-                    format!("ledger record {}@{} does not decode", message.partition(), message.offset())
-                })?;
-                entries.push(entry);
-            }
+    crate::committed::each_to_end(kafka, topic, "ledger", |message| {
+        if let Some(value) = message.payload() {
+            let entry = decode_record::<LoyaltyLedgerEntry>(value).with_context(|| {
+                format!("ledger record {}@{} does not decode", message.partition(), message.offset())
+            })?;
+            entries.push(entry);
         }
-    }
+        Ok(())
+    })?;
     Ok(entries)
 }

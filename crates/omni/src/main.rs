@@ -1,6 +1,7 @@
 //! `omni`: the omnistream command line. Publish events from a file, tail any pipeline topic as
 //! JSON, simulate omnichannel customers, and create the pipeline topics.
 
+mod committed;
 mod dlq;
 mod http;
 mod identity;
