@@ -4,7 +4,6 @@
 
 pub mod core;
 pub mod definition;
-pub mod processor;
 pub mod records;
 
 pub use definition::{Journey, Problem, Problems, check};
