@@ -259,14 +259,6 @@ impl<P: Processor> Driver<P> {
         if let Err(failure) = result {
             self.handle(consumer, failure);
         }
-        // Timers that waited for lookup partitions: their ends are checked now, so that the next
-        // sweep finds them proven (unless a transaction on them is still open).
-        let unproven = self.core.take_tick_unproven();
-        if let Some(lookups) = &mut self.lookups {
-            for from in unproven {
-                lookups.check_read_to_end(from, &mut self.core);
-            }
-        }
     }
 
     pub(crate) fn commit_due(&self, now: Instant) -> bool {

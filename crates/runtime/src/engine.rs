@@ -336,9 +336,6 @@ pub(crate) struct EngineCore<P: Processor> {
     horizon_ms: i64,
     partitions: FxHashMap<i32, PartitionData<P::State>>,
     pending_restore: BTreeSet<i32>,
-    /// Lookup partitions a timer sweep found not known read far enough for its timers: the driver
-    /// checks their ends ([`Self::take_tick_unproven`]) and a later sweep fires the timers.
-    tick_unproven: Vec<LookupPartition>,
     /// Partitions to seek to their committed offset once restored: records of theirs arrived
     /// before the restore (and were skipped), or an abort threw their progress away.
     rewind_after_restore: FxHashSet<i32>,
@@ -392,7 +389,6 @@ impl<P: Processor> EngineCore<P> {
             metrics,
             partitions: FxHashMap::default(),
             pending_restore: BTreeSet::new(),
-            tick_unproven: Vec::new(),
             rewind_after_restore: FxHashSet::default(),
             ledger: None,
             too_large: FxHashMap::default(),
@@ -476,14 +472,6 @@ impl<P: Processor> EngineCore<P> {
         let Some(data) = self.partitions.get(&record.partition) else { return };
         let applied_as_of = data.store.applies_as_of(self.stamped(record, clock));
         self.lookups.unproven(record.partition, self.lookups.as_of(applied_as_of), out);
-    }
-
-    /// The lookup partitions the last timer sweep waited for, each once.
-    pub(crate) fn take_tick_unproven(&mut self) -> Vec<LookupPartition> {
-        let mut unproven = std::mem::take(&mut self.tick_unproven);
-        unproven.sort_unstable();
-        unproven.dedup();
-        unproven
     }
 
     /// The partitions to restore now; the driver reads their changelogs and [`Self::install`]s each.
@@ -997,13 +985,6 @@ impl<P: Processor> EngineCore<P> {
             if !timer_due {
                 continue;
             }
-            // Timers see lookups as of their time, like records: not before the lookup
-            // partitions are known read that far (the driver checks their ends, a later tick fires).
-            let unproven_before = self.tick_unproven.len();
-            self.lookups.unproven(partition, self.lookups.as_of(up_to), &mut self.tick_unproven);
-            if self.tick_unproven.len() > unproven_before {
-                continue;
-            }
             self.open_ledger(clock.instant, out);
             if !self.fire_due(partition, up_to, out) {
                 // The transaction is full: the rest fire after its commit, at the next sweep.
@@ -1033,9 +1014,7 @@ impl<P: Processor> EngineCore<P> {
                 Some(entry) => {
                     // Kept to undo the timer should its records not fit (below): timers are few.
                     before = Some(entry.state.clone());
-                    let lookups = self.lookups.view(partition, self.lookups.as_of(due));
-                    let outputs =
-                        self.processor.on_timer_with_lookups(&mut entry.state, &customer_id, now, &lookups);
+                    let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
                     self.settings.outputs.bind(outputs, partition, &mut records);
                     let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     // A timer that does not move forward would fire forever.
@@ -1216,7 +1195,6 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::lookup::{LookupInput, LookupScope, Lookups};
 
     const BASE: i64 = 1_795_000_000_000;
 
@@ -1245,8 +1223,6 @@ mod tests {
         type State = Count;
         type Record = String;
         const OUTPUTS: &'static [&'static str] = &["out", "routed"];
-        const LOOKUPS: &'static [LookupInput] =
-            &[LookupInput { role: "campaign", scope: LookupScope::Broadcast }];
 
         fn apply(
             &self,
@@ -1322,22 +1298,6 @@ mod tests {
                 count.idle_at = None;
             }
             vec![out(customer_id, &format!("idle at {}", now.timestamp_millis() - BASE))]
-        }
-
-        /// Names the campaign of the broadcast input's key `current`, if any, as of the timer.
-        fn on_timer_with_lookups(
-            &self,
-            state: &mut Option<Count>,
-            customer_id: &str,
-            now: DateTime<Utc>,
-            lookups: &Lookups<'_>,
-        ) -> Vec<Output<String>> {
-            let mut outputs = self.on_timer(state, customer_id, now);
-            if let (Some(campaign), Some(value)) = (lookups.get("campaign", "current"), &mut outputs[0].value)
-            {
-                value.push_str(&format!(" in {}", String::from_utf8_lossy(campaign)));
-            }
-            outputs
         }
     }
 
@@ -1683,27 +1643,6 @@ mod tests {
         core.on_end_of_partition(0);
         core.on_tick(clock(BASE + 10_000), &mut actions);
         assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("idle at 1000"))]);
-    }
-
-    #[test]
-    fn given_a_broadcast_input_then_a_timer_fires_once_it_is_read_that_far_and_sees_it_as_of_its_due_time() {
-        let mut core = core();
-        let campaign = LookupPartition { role: "campaign", partition: 0 };
-        core.lookups_mut().set_broadcast_partitions("campaign", 1);
-        core.lookups_mut().on_record(campaign, "current".into(), BASE, Some(b"spring".to_vec()));
-        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
-        core.lookups_mut().on_record(campaign, "current".into(), BASE + 500, Some(b"summer".to_vec()));
-        core.on_end_of_partition(0);
-        let mut actions = Vec::new();
-        core.on_tick(clock(BASE + 10_000), &mut actions);
-        assert!(produced(&actions).is_empty(), "the campaign topic is not known read to 10 000");
-        assert_eq!(core.take_tick_unproven(), vec![campaign], "the driver is asked to check its end");
-        // A version after the timer's due time, then the end is found: it fires, as of 1 000.
-        core.lookups_mut().on_record(campaign, "current".into(), BASE + 5_000, Some(b"autumn".to_vec()));
-        core.lookups_mut().read_to_end(campaign, BASE + 10_000);
-        core.on_tick(clock(BASE + 10_000), &mut actions);
-        assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("idle at 1000 in summer"))]);
-        assert!(core.take_tick_unproven().is_empty());
     }
 
     #[test]

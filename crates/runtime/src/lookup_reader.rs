@@ -257,11 +257,7 @@ impl LookupReader {
     /// when the check began, reached by the consumer's position (which moves past transaction
     /// markers; an open transaction holds it back until decided). Tells the core when the check
     /// began; a partition written to all the time is proven this way too.
-    pub(crate) fn check_read_to_end<P: Processor>(
-        &mut self,
-        from: LookupPartition,
-        core: &mut EngineCore<P>,
-    ) -> bool {
+    fn check_read_to_end<P: Processor>(&mut self, from: LookupPartition, core: &mut EngineCore<P>) -> bool {
         let topic = &self.topics[from.role];
         let (began, low, target) = match self.targets.get(&from) {
             Some(target) => *target,

@@ -183,20 +183,6 @@ pub trait Processor: Send + 'static {
         Vec::new()
     }
 
-    /// `on_timer` for a processor with [`Self::LOOKUPS`]: `lookups` answer as of the timer's due
-    /// time less the lookup grace, as for a record appended then, the same on every replay (the
-    /// runtime fires it only once the lookup partitions are known read that far). The default
-    /// ignores them.
-    fn on_timer_with_lookups(
-        &self,
-        state: &mut Option<Self::State>,
-        customer_id: &str,
-        now: DateTime<Utc>,
-        _lookups: &Lookups<'_>,
-    ) -> Vec<Output<Self::Record>> {
-        self.on_timer(state, customer_id, now)
-    }
-
     /// Whether this processor moves state between customers (merges). The runtime then also
     /// reads and writes its handoff topic (`HANDOFF_TOPIC`, co-partitioned with the input); see
     /// docs/runtime.md, "State handoff".

@@ -217,11 +217,6 @@ impl<P: Processor> ProcessorTest<P> {
     /// The partition has caught up and the wall clock reads `wall`: due timers fire.
     pub fn when_time_passes(&mut self, wall: DateTime<Utc>) -> Then {
         self.core.on_end_of_partition(0);
-        // Every lookup record is given up front: each input is read to its end by now.
-        for input in P::LOOKUPS {
-            let from = LookupPartition { role: input.role, partition: 0 };
-            self.core.lookups_mut().read_to_end(from, wall.timestamp_millis());
-        }
         let mut actions = Vec::new();
         self.core.on_tick(Now { instant: Instant::now(), wall }, &mut actions);
         self.commit();
