@@ -361,8 +361,8 @@ mod tests {
         let topics = pipeline_topics();
         assert_eq!(
             topics.len(),
-            23,
-            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs"
+            24,
+            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journey definitions"
         );
     }
 }
