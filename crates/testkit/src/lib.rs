@@ -52,6 +52,26 @@ pub fn unique_topic(label: &str) -> String {
 /// Creates the topics of a test.
 pub async fn create_test_topics(requests: &[TopicRequest]) {
     create_topics(&client_config(), requests).await.expect("create test topics");
+    // The controller answers before the broker's metadata has every new topic: a process started
+    // at once could find one missing and stop (as it should; CI failed that way).
+    let expected: Vec<(String, usize)> = requests
+        .iter()
+        .map(|request| (request.name.clone(), usize::try_from(request.partitions).unwrap_or(0)))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let reader: BaseConsumer = client_config().create().expect("metadata consumer");
+        wait_until("the new topics are in the broker's metadata", Duration::from_secs(30), || {
+            expected.iter().all(|(name, partitions)| {
+                reader.fetch_metadata(Some(name), Duration::from_secs(5)).ok().is_some_and(|metadata| {
+                    metadata.topics().first().is_some_and(|topic| {
+                        topic.error().is_none() && topic.partitions().len() == *partitions
+                    })
+                })
+            })
+        });
+    })
+    .await
+    .expect("the metadata wait");
 }
 
 /// Deletes every topic whose name starts with `prefix` and returns how many there were: unique
