@@ -253,6 +253,11 @@ impl<P: Processor> Driver<P> {
         }
         let mut actions = std::mem::take(&mut self.actions);
         self.core.on_tick(now, &mut actions);
+        if let Some(lookups) = &mut self.lookups {
+            // Due timers waiting for their lookups fire at a later sweep once these are proven.
+            let unproven = self.core.take_unproven_for_timers();
+            lookups.check_without_waiting(unproven, &mut self.core);
+        }
         let result = self.execute(consumer, &mut actions);
         actions.clear();
         self.actions = actions;

@@ -356,6 +356,20 @@ pub(crate) struct EngineCore<P: Processor> {
     bound: Vec<OutRecord>,
     /// Commits since table versions were last pruned.
     commits_since_prune: u32,
+    /// Lookup partitions a due timer waits for (not known read as of its due time less the
+    /// grace): the driver checks whether they are read to their end, without waiting.
+    unproven_for_timers: Vec<LookupPartition>,
+}
+
+/// How far [`EngineCore::fire_due`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fired {
+    /// Every timer due up to the time asked.
+    All,
+    /// The transaction is full: the rest fire after its commit.
+    Full,
+    /// The next due timer waits until its lookups are known complete.
+    WaitingForLookups,
 }
 
 impl<P: Processor> std::fmt::Debug for EngineCore<P> {
@@ -397,6 +411,7 @@ impl<P: Processor> EngineCore<P> {
             fatal: None,
             bound: Vec::new(),
             commits_since_prune: 0,
+            unproven_for_timers: Vec::new(),
         }
     }
 
@@ -472,6 +487,11 @@ impl<P: Processor> EngineCore<P> {
         let Some(data) = self.partitions.get(&record.partition) else { return };
         let applied_as_of = data.store.applies_as_of(self.stamped(record, clock));
         self.lookups.unproven(record.partition, self.lookups.as_of(applied_as_of), out);
+    }
+
+    /// The lookup partitions the last sweep's timers wait for, for the driver to check.
+    pub(crate) fn take_unproven_for_timers(&mut self) -> Vec<LookupPartition> {
+        std::mem::take(&mut self.unproven_for_timers)
     }
 
     /// The partitions to restore now; the driver reads their changelogs and [`Self::install`]s each.
@@ -597,8 +617,10 @@ impl<P: Processor> EngineCore<P> {
         let stamped = self.stamped(record, clock);
         let data = self.partitions.get_mut(&partition).expect("restored partition");
         let (partition_now, timers_up_to) = data.store.on_record(stamped);
-        // A timer due before this record fires before it is applied.
-        if !self.fire_due(partition, timers_up_to, out) {
+        // A timer due before this record fires before it is applied. One due after the record's
+        // own time (the wall clock moved the partition clock) whose lookups are not yet known
+        // complete fires later, after the record: as it would on a replay.
+        if self.fire_due(partition, timers_up_to, out) == Fired::Full {
             // More timers are due than one transaction takes: this record comes again after the
             // commit, and the next batch of timers with it.
             out.push(Action::Seek { input: Input::Events, partition, offset: record.offset });
@@ -986,24 +1008,34 @@ impl<P: Processor> EngineCore<P> {
                 continue;
             }
             self.open_ledger(clock.instant, out);
-            if !self.fire_due(partition, up_to, out) {
+            match self.fire_due(partition, up_to, out) {
+                Fired::All | Fired::WaitingForLookups => {}
                 // The transaction is full: the rest fire after its commit, at the next sweep.
-                break;
+                Fired::Full => break,
             }
         }
     }
 
     /// Fires `partition`'s timers due at or before `up_to` (its clock), each as of its due time,
     /// so that replaying the log writes the same records however late it is replayed. Each counts
-    /// as a record of the open transaction: returns false, with timers still due, once the
-    /// transaction holds `commit_max_records`, so one commit never holds an outage's backlog.
-    fn fire_due(&mut self, partition: i32, up_to: i64, out: &mut Vec<Action>) -> bool {
+    /// as a record of the open transaction: stops, with timers still due, once the transaction
+    /// holds `commit_max_records`, so one commit never holds an outage's backlog. A processor with
+    /// lookups has a timer fire only once its lookups are known complete as of its due time less
+    /// the grace; until then it and the later ones wait, and the lookup partitions in question
+    /// are noted for the driver to check.
+    fn fire_due(&mut self, partition: i32, up_to: i64, out: &mut Vec<Action>) -> Fired {
         loop {
             let data = self.partitions.get_mut(&partition).expect("partition");
-            let Some((due, customer_id)) = data.store.due_timer(up_to) else { return true };
+            let Some((due, customer_id)) = data.store.due_timer(up_to) else { return Fired::All };
             let ledger = self.ledger.as_mut().expect("ledger opened");
             if ledger.records >= self.settings.commit_max_records {
-                return false;
+                return Fired::Full;
+            }
+            let as_of = self.lookups.as_of(due);
+            let waiting_for = self.unproven_for_timers.len();
+            self.lookups.unproven(partition, as_of, &mut self.unproven_for_timers);
+            if self.unproven_for_timers.len() > waiting_for {
+                return Fired::WaitingForLookups;
             }
             ledger.records += 1;
             ledger.touch(partition, &customer_id, None);
@@ -1014,7 +1046,9 @@ impl<P: Processor> EngineCore<P> {
                 Some(entry) => {
                     // Kept to undo the timer should its records not fit (below): timers are few.
                     before = Some(entry.state.clone());
-                    let outputs = self.processor.on_timer(&mut entry.state, &customer_id, now);
+                    let lookups = self.lookups.view(partition, as_of);
+                    let outputs =
+                        self.processor.on_timer_with_lookups(&mut entry.state, &customer_id, now, &lookups);
                     self.settings.outputs.bind(outputs, partition, &mut records);
                     let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     // A timer that does not move forward would fire forever.
@@ -1195,6 +1229,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::lookup::{LookupInput, LookupScope, Lookups};
 
     const BASE: i64 = 1_795_000_000_000;
 
@@ -1315,7 +1350,11 @@ mod tests {
     }
 
     fn core_of(commit_max_records: usize, handoff_topic: Option<Arc<str>>) -> EngineCore<Tally> {
-        let settings = CoreSettings {
+        assigned(Tally, settings(commit_max_records, handoff_topic))
+    }
+
+    fn settings(commit_max_records: usize, handoff_topic: Option<Arc<str>>) -> CoreSettings {
+        CoreSettings {
             input_topic: "in".into(),
             outputs: OutputTopics(vec![("out", "out".into()), ("routed", "routed".into())]),
             handoff_topic,
@@ -1331,9 +1370,13 @@ mod tests {
                 key: Some(b"test".to_vec()),
                 suppress_after: false,
             },
-        };
+        }
+    }
+
+    /// A core of `processor` with partitions 0 and 1 assigned and restored empty.
+    fn assigned<P: Processor>(processor: P, settings: CoreSettings) -> EngineCore<P> {
         let metrics = Arc::new(Metrics::register(&mut Registry::default(), "test", "0"));
-        let mut core = EngineCore::new(Tally, settings, Box::new(SmallTopics), metrics);
+        let mut core = EngineCore::new(processor, settings, Box::new(SmallTopics), metrics);
         core.on_assigned([0, 1]);
         for partition in core.take_pending_restore() {
             core.install(partition, RestoredPartition::default(), false);
@@ -1384,8 +1427,8 @@ mod tests {
     }
 
     /// Feeds one record of `input`.
-    fn feed_input(
-        core: &mut EngineCore<Tally>,
+    fn feed_input<P: Processor>(
+        core: &mut EngineCore<P>,
         input: Input,
         partition: i32,
         offset: i64,
@@ -1643,6 +1686,112 @@ mod tests {
         core.on_end_of_partition(0);
         core.on_tick(clock(BASE + 10_000), &mut actions);
         assert_eq!(produced(&actions), vec![("out", Some("c-1"), some("idle at 1000"))]);
+    }
+
+    /// Reminds a customer 1 s after their last page view with the text the broadcast input
+    /// `texts` has under "greeting" as of then (less the grace).
+    #[derive(Debug)]
+    struct Reminder;
+
+    impl Processor for Reminder {
+        type Input = TouchpointEvent;
+        type State = i64;
+        type Record = String;
+        const OUTPUTS: &'static [&'static str] = &["out"];
+        const LOOKUPS: &'static [LookupInput] =
+            &[LookupInput { role: "texts", scope: LookupScope::Broadcast }];
+
+        fn apply(
+            &self,
+            state: &mut Option<i64>,
+            _event: &TouchpointEvent,
+            now: DateTime<Utc>,
+        ) -> Vec<Output<String>> {
+            *state = Some(now.timestamp_millis() + 1_000);
+            Vec::new()
+        }
+
+        fn next_timer(&self, due: &i64) -> Option<DateTime<Utc>> {
+            DateTime::from_timestamp_millis(*due)
+        }
+
+        fn on_timer_with_lookups(
+            &self,
+            state: &mut Option<i64>,
+            customer_id: &str,
+            _now: DateTime<Utc>,
+            lookups: &Lookups<'_>,
+        ) -> Vec<Output<String>> {
+            *state = None;
+            let text =
+                lookups.get("texts", "greeting").map(|text| String::from_utf8_lossy(text).into_owned());
+            vec![out(customer_id, text.as_deref().unwrap_or("nothing"))]
+        }
+    }
+
+    const TEXTS: LookupPartition = LookupPartition { role: "texts", partition: 0 };
+
+    /// Lookups as of 1 s before; lookup writers' transactions last at most 0.5 s.
+    fn reminder_core() -> EngineCore<Reminder> {
+        let settings =
+            CoreSettings { lookup_grace_ms: 1_000, lookup_writer_timeout_ms: 500, ..settings(10_000, None) };
+        let mut core = assigned(Reminder, settings);
+        core.lookups_mut().set_broadcast_partitions("texts", 1);
+        core
+    }
+
+    fn sweep<P: Processor>(core: &mut EngineCore<P>, wall: i64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        core.on_tick(clock(wall), &mut actions);
+        actions
+    }
+
+    #[test]
+    fn given_a_timer_whose_lookups_are_not_known_complete_then_it_waits_for_them_and_sees_them_as_of_its_time()
+     {
+        let mut core = reminder_core();
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        core.on_end_of_partition(0);
+        core.lookups_mut().on_record(TEXTS, "greeting".into(), BASE - 10, Some(b"hello".to_vec()));
+        assert!(produced(&sweep(&mut core, BASE + 5_000)).is_empty(), "nothing says texts is read to BASE");
+        assert_eq!(core.take_unproven_for_timers(), vec![TEXTS], "the driver is asked to check its end");
+        core.lookups_mut().read_to_end(TEXTS, BASE + 499);
+        assert!(
+            produced(&sweep(&mut core, BASE + 5_000)).is_empty(),
+            "a transaction begun at BASE could still be open then"
+        );
+        core.take_unproven_for_timers();
+        core.lookups_mut().read_to_end(TEXTS, BASE + 500);
+        core.lookups_mut().on_record(TEXTS, "greeting".into(), BASE + 1, Some(b"later".to_vec()));
+        assert_eq!(
+            produced(&sweep(&mut core, BASE + 5_000)),
+            vec![("out", Some("c-1"), some("hello"))],
+            "due at BASE + 1 s: as of BASE, not the version appended after"
+        );
+        assert!(core.take_unproven_for_timers().is_empty());
+    }
+
+    #[test]
+    fn given_a_timer_waiting_for_lookups_then_a_record_before_its_due_time_is_applied_first() {
+        let mut core = reminder_core();
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        core.on_end_of_partition(0);
+        sweep(&mut core, BASE + 5_000);
+        core.take_unproven_for_timers();
+        let actions =
+            feed_input(&mut core, Input::Events, 0, 1, "c-2", &view("e-2", "c-2", BASE + 200), BASE + 200)
+                .expect("fits");
+        assert!(
+            !actions.iter().any(|action| matches!(action, Action::Seek { .. })),
+            "applied, not put back: {actions:?}"
+        );
+        core.lookups_mut().on_record(TEXTS, "greeting".into(), BASE + 100, Some(b"hi".to_vec()));
+        core.lookups_mut().on_record(TEXTS, "other".into(), BASE + 9_000, None);
+        assert_eq!(
+            produced(&sweep(&mut core, BASE + 5_000)),
+            vec![("out", Some("c-1"), some("nothing")), ("out", Some("c-2"), some("hi"))],
+            "c-1's timer as of BASE (before the greeting), c-2's as of BASE + 200 ms"
+        );
     }
 
     #[test]

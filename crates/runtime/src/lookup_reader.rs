@@ -232,6 +232,20 @@ impl LookupReader {
         }
     }
 
+    /// Starts or continues the check of whether each of `partitions` is read to its end, without
+    /// waiting: for timers, which a sweep fires once their lookups are proven.
+    pub(crate) fn check_without_waiting<P: Processor>(
+        &mut self,
+        mut partitions: Vec<LookupPartition>,
+        core: &mut EngineCore<P>,
+    ) {
+        partitions.sort_unstable();
+        partitions.dedup();
+        for from in partitions {
+            self.check_read_to_end(from, core);
+        }
+    }
+
     fn read_to_end<P: Processor>(
         &mut self,
         partitions: &[LookupPartition],

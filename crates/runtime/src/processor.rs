@@ -183,6 +183,20 @@ pub trait Processor: Send + 'static {
         Vec::new()
     }
 
+    /// `on_timer` for a processor with [`Self::LOOKUPS`]: `lookups` answers as of the due time
+    /// less the lookup grace. The runtime fires a timer only once every lookup partition is known
+    /// read that far, so a timer sees the same versions live as on any replay; it waits (late)
+    /// rather than see fewer. The default ignores them.
+    fn on_timer_with_lookups(
+        &self,
+        state: &mut Option<Self::State>,
+        customer_id: &str,
+        now: DateTime<Utc>,
+        _lookups: &Lookups<'_>,
+    ) -> Vec<Output<Self::Record>> {
+        self.on_timer(state, customer_id, now)
+    }
+
     /// Whether this processor moves state between customers (merges). The runtime then also
     /// reads and writes its handoff topic (`HANDOFF_TOPIC`, co-partitioned with the input); see
     /// docs/runtime.md, "State handoff".
