@@ -31,9 +31,9 @@ import json, os
 registry = json.load(open("deploy/services.json"))
 stages = registry["identity_stages"] if os.environ["RESOLUTION"] == "1" else []
 for s in stages + registry["services"]:
-    print(s["name"], s["admin_port"], s["http_port"] or "", s.get("handoff") or "")
+    print(s["name"], s["admin_port"], s["http_port"] or "-", s.get("handoff") or "-")
 ')"
-for port in $(awk '{print $2, $3}' <<<"$services"); do
+for port in $(awk '{print $2; if ($3 != "-") print $3}' <<<"$services"); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "something already listens on 127.0.0.1:$port; stop it (make down) and run make demo again" >&2
     exit 1
@@ -87,11 +87,13 @@ wait_ready() {
 echo "== starting $(awk '{print $1}' <<<"$services" | paste -sd' ') (logs in $logs/)"
 while read -r name _ http_port handoff; do
   # The stream processors' transactional ids: stable across demo runs, so a restart fences the last.
-  if [[ -n "$http_port" ]]; then
+  if [[ "$http_port" != - ]]; then
     start "$name"
-  elif [[ -n "$handoff" ]]; then
+  elif [[ "$resolution" == 1 && "$name" != identity-* ]]; then
     # Reading the resolved events is a new input, so a consumer group of its own (docs/identity.md).
-    start "$name" --instance-id demo --input-topic touchpoint.resolved.v1 --handoff-topic "$handoff" \
+    handoff_args=()
+    [[ "$handoff" != - ]] && handoff_args=(--handoff-topic "$handoff")
+    start "$name" --instance-id demo --input-topic touchpoint.resolved.v1 "${handoff_args[@]}" \
       --group-id "$name-resolved"
   else
     start "$name" --instance-id demo

@@ -42,6 +42,41 @@ impl Default for AffinityConfig {
     }
 }
 
+/// The model's settings as flags and environment variables: channel-affinity's, and journeys'
+/// (which embeds the same core and must rank by the same settings).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AffinityArgs {
+    /// Half-life of the exponential decay of sends and engagements, in days.
+    #[arg(long, env = "AFFINITY_HALF_LIFE_DAYS", default_value_t = 30.0)]
+    pub half_life_days: f64,
+    /// Beta prior alpha (pseudo-engagements).
+    #[arg(long, env = "AFFINITY_PRIOR_ALPHA", default_value_t = 1.0)]
+    pub prior_alpha: f64,
+    /// Beta prior beta (pseudo-sends without engagement).
+    #[arg(long, env = "AFFINITY_PRIOR_BETA", default_value_t = 1.0)]
+    pub prior_beta: f64,
+    /// Decayed sends below which a channel is `insufficient_data`.
+    #[arg(long, env = "AFFINITY_MIN_SENDS", default_value_t = 3.0)]
+    pub min_sends: f64,
+    /// Engagement weight of an order placed within 24 h of a click, for the clicked channel.
+    #[arg(long, env = "AFFINITY_ORDER_WEIGHT", default_value_t = 1.0)]
+    pub order_weight: f64,
+}
+
+impl AffinityArgs {
+    /// The checked settings.
+    pub fn config(&self) -> Result<AffinityConfig, String> {
+        let config = AffinityConfig {
+            half_life_days: self.half_life_days,
+            prior_alpha: self.prior_alpha,
+            prior_beta: self.prior_beta,
+            min_sends: self.min_sends,
+            order_weight: self.order_weight,
+        };
+        config.check().map(|()| config)
+    }
+}
+
 impl AffinityConfig {
     /// Rejects settings that make the model meaningless.
     pub fn check(&self) -> Result<(), String> {

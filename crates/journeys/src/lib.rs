@@ -5,5 +5,6 @@
 pub mod core;
 pub mod definition;
 pub mod records;
+pub mod service;
 
 pub use definition::{Journey, Problem, Problems, check};

@@ -185,6 +185,20 @@ pub const LOYALTY_POINTS: ServiceSpec = ServiceSpec {
     handoff: Some(&handoff(topics::LOYALTY_POINTS_HANDOFF)),
 };
 
+pub const JOURNEYS: ServiceSpec = ServiceSpec {
+    name: "journeys",
+    kind: ServiceKind::StreamProcessor,
+    admin_port: 9110,
+    http_port: None,
+    inputs: &[stream(&topics::EVENTS_TOPIC), broadcast(&topics::JOURNEY_DEFINITIONS_TOPIC)],
+    outputs: &[
+        output("actions", "--actions-topic", "ACTIONS_TOPIC", &topics::JOURNEY_ACTIONS_TOPIC),
+        output("states", "--journey-states-topic", "JOURNEY_STATES_TOPIC", &topics::JOURNEY_STATES_TOPIC),
+    ],
+    changelog: Some(&changelog(topics::JOURNEYS_STATE, "journeys state (MessagePack)")),
+    handoff: None,
+};
+
 pub const INGEST_GATEWAY: ServiceSpec = ServiceSpec {
     name: "ingest-gateway",
     kind: ServiceKind::Http,
@@ -288,7 +302,7 @@ pub const IDENTITY_STAGES: &[ServiceSpec] = &[IDENTITY_ROUTER, IDENTITY_CLAIMS, 
 
 /// Every service, in start order (the gateway last but one: the processors are ready for it).
 pub const SERVICES: &[ServiceSpec] =
-    &[PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY, LOYALTY_POINTS, INGEST_GATEWAY, CUSTOMER_API];
+    &[PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY, LOYALTY_POINTS, JOURNEYS, INGEST_GATEWAY, CUSTOMER_API];
 
 /// The service of this name.
 pub fn service(name: &str) -> Option<&'static ServiceSpec> {
@@ -304,11 +318,20 @@ pub fn stream_processors() -> impl Iterator<Item = &'static ServiceSpec> {
 /// identity stage's outputs and changelog (the identity topics exist, empty, without resolution:
 /// the customer-api reads `customer.identity.v1` either way).
 pub fn pipeline_topics() -> Vec<&'static TopicSpec> {
-    // Journey definitions are written by `omni journeys publish` before the journeys service reads them.
-    let mut topics: Vec<&'static TopicSpec> =
-        vec![&topics::EVENTS_TOPIC, &topics::EVENTS_DLQ_TOPIC, &topics::JOURNEY_DEFINITIONS_TOPIC];
+    let mut topics: Vec<&'static TopicSpec> = vec![&topics::EVENTS_TOPIC, &topics::EVENTS_DLQ_TOPIC];
+    // A broadcast input of a service is written by a tool (`omni journeys publish`), not a service.
     let each = SERVICES.iter().chain(IDENTITY_STAGES).flat_map(|service| {
-        service.outputs.iter().map(|output| output.topic).chain(service.changelog).chain(service.handoff)
+        let written_by_tools = service.inputs.iter().filter(|input| input.kind == InputKind::Broadcast);
+        let written_by_tools = written_by_tools
+            .map(|input| input.topic)
+            .filter(|_| service.kind == ServiceKind::StreamProcessor);
+        service
+            .outputs
+            .iter()
+            .map(|output| output.topic)
+            .chain(service.changelog)
+            .chain(service.handoff)
+            .chain(written_by_tools)
     });
     for topic in each {
         if !topics.iter().any(|known| known.name == topic.name) {
@@ -361,8 +384,8 @@ mod tests {
         let topics = pipeline_topics();
         assert_eq!(
             topics.len(),
-            24,
-            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journey definitions"
+            27,
+            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journeys' definitions, actions, states and changelog"
         );
     }
 }

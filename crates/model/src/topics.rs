@@ -40,6 +40,11 @@ pub const SUPPRESSION_STATE: &str = "suppression.state.v1";
 pub const CHANNEL_AFFINITY_STATE: &str = "channel-affinity.state.v1";
 /// Changelog of loyalty-points' state.
 pub const LOYALTY_POINTS_STATE: &str = "loyalty-points.state.v1";
+/// journeys' send decisions (`JourneyAction`, key customer id), its customers' journeys
+/// (`CustomerJourneyState`, compacted), and its changelog.
+pub const JOURNEY_ACTIONS: &str = "journey.actions.v1";
+pub const JOURNEY_STATES: &str = "journey.states.v1";
+pub const JOURNEYS_STATE: &str = "journeys.state.v1";
 
 /// The services' state handoff topics (docs/runtime.md, "State handoff"), used with resolution.
 pub const PROFILE_UPDATER_HANDOFF: &str = "profile-updater.handoff.v1";
@@ -56,6 +61,8 @@ pub const LOG_APPEND_TIME: &[&str] = &[
     SUPPRESSION_HANDOFF,
     CHANNEL_AFFINITY_HANDOFF,
     LOYALTY_POINTS_HANDOFF,
+    // A broadcast input of journeys: its lookups go by append time.
+    JOURNEY_DEFINITIONS,
 ];
 
 /// Identity resolution (docs/identity.md; optional): the claim stage's requests keyed by
@@ -115,6 +122,13 @@ pub const CUSTOMER_IDENTITY_TOPIC: TopicSpec =
     TopicSpec { name: CUSTOMER_IDENTITY, cleanup: Cleanup::Compact, value: "CustomerIdentity" };
 pub const JOURNEY_DEFINITIONS_TOPIC: TopicSpec =
     TopicSpec { name: JOURNEY_DEFINITIONS, cleanup: Cleanup::Compact, value: "JourneyDefinition" };
+pub const JOURNEY_ACTIONS_TOPIC: TopicSpec = TopicSpec {
+    name: JOURNEY_ACTIONS,
+    cleanup: Cleanup::Delete { retention_ms: 30 * DAY_MS },
+    value: "JourneyAction",
+};
+pub const JOURNEY_STATES_TOPIC: TopicSpec =
+    TopicSpec { name: JOURNEY_STATES, cleanup: Cleanup::Compact, value: "CustomerJourneyState" };
 pub const IDENTITY_CONFLICTS_TOPIC: TopicSpec = TopicSpec {
     name: IDENTITY_CONFLICTS,
     cleanup: Cleanup::Delete { retention_ms: 365 * DAY_MS },

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use omnistream_model::services::{self, stream_processors};
+use omnistream_model::services::{self, OutputSpec, stream_processors};
+use omnistream_model::topics::JOURNEY_DEFINITIONS_TOPIC;
 use omnistream_runtime::admin::{TopicRequest, create_topics};
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -35,6 +36,8 @@ pub struct StackTopics {
     /// `profiles`, `ledger`, `conflicts`, `identity` (the identity stages' only with resolution,
     /// but `identity` always: the customer-api reads it).
     pub outputs: BTreeMap<&'static str, String>,
+    /// The journeys service's published definitions (`omni journeys publish --topic`).
+    pub definitions: String,
 }
 
 impl StackTopics {
@@ -80,13 +83,19 @@ impl Stack {
             .chain([identity_output])
             .map(|output| (output.role, topic(output.role)))
             .collect();
-        let topics = StackTopics { events: topic("events"), dlq: topic("dlq"), outputs };
+        let topics = StackTopics {
+            events: topic("events"),
+            dlq: topic("dlq"),
+            outputs,
+            definitions: topic("definitions"),
+        };
         let group = unique_topic(&format!("{label}-group"));
         let changelog = |service: &str| format!("{group}.{service}.state");
         let handoff = |service: &str| format!("{group}.{service}.handoff");
         let mut requests = vec![
             TopicRequest::events(&topics.events, PARTITIONS, 1),
             TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
+            TopicRequest::for_spec(&JOURNEY_DEFINITIONS_TOPIC, &topics.definitions, 1, 1),
         ];
         for service in stream_processors().chain(identity_stages) {
             for output in service.outputs {
@@ -152,18 +161,33 @@ impl Stack {
             for output in service.outputs {
                 args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
             }
-            if options.resolution {
+            if options.resolution && service.handoff.is_some() {
                 args.extend(["--handoff-topic".to_owned(), handoff(service.name)]);
+            }
+            if service.name == services::JOURNEYS.name {
+                args.extend(["--definitions-topic".to_owned(), topics.definitions.clone()]);
+                // A definition a test publishes reaches events appended the grace later: 4 s, not
+                // the default 15 (the grace stays longer than the transaction timeout).
+                args.extend(
+                    ["--lookup-grace-ms", "4000", "--transaction-timeout-ms", "3000"].map(str::to_owned),
+                );
             }
             members.push((service.name, service.name, args));
         }
         if let Some(rules) = &options.suppression_rules {
-            let file = temp_file("suppression-rules", "toml", rules);
-            let suppression = members.iter_mut().find(|(name, _, _)| *name == services::SUPPRESSION.name);
-            suppression
-                .expect("suppression runs")
-                .2
-                .extend(["--rules".to_owned(), file.to_string_lossy().into_owned()]);
+            // journeys decides sends by the suppression service's rules file.
+            let file = temp_file("suppression-rules", "toml", rules).to_string_lossy().into_owned();
+            for (name, _, args) in &mut members {
+                match *name {
+                    name if name == services::SUPPRESSION.name => {
+                        args.extend(["--rules".to_owned(), file.clone()])
+                    }
+                    name if name == services::JOURNEYS.name => {
+                        args.extend(["--suppression-rules".to_owned(), file.clone()]);
+                    }
+                    _ => {}
+                }
+            }
         }
         members.extend([
             ("ingest-gateway", "ingest-gateway", {
@@ -193,8 +217,14 @@ impl Stack {
                 ]
                 .map(str::to_owned)
                 .to_vec();
-                // It reads each processor's outputs under the same flags the processors write them.
-                for output in stream_processors().flat_map(|service| service.outputs).chain([identity_output])
+                // It reads the processors' outputs it serves under the flags the processors write them.
+                let served = |output: &&OutputSpec| {
+                    services::CUSTOMER_API.inputs.iter().any(|input| input.topic.name == output.topic.name)
+                };
+                for output in stream_processors()
+                    .flat_map(|service| service.outputs)
+                    .chain([identity_output])
+                    .filter(served)
                 {
                     args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
                 }
@@ -235,6 +265,29 @@ impl Stack {
             &args,
             &[("RUST_LOG", "info,rdkafka=warn")],
         ));
+    }
+
+    /// Publishes journey definitions (TOML texts) to the stack's definitions topic with
+    /// `omni journeys publish`, as an operator would; panics if it refuses one. Events appended
+    /// 4 s later (the stack's lookup grace) enter them.
+    pub fn publish_journeys(&self, definitions: &[&str]) {
+        let files: Vec<std::path::PathBuf> =
+            definitions.iter().map(|text| temp_file("journey", "toml", text)).collect();
+        let output = std::process::Command::new(workspace_binary("omni"))
+            .args(["journeys", "publish", "--topic", &self.topics.definitions])
+            .args(&files)
+            .env("KAFKA_BOOTSTRAP_SERVERS", &self.bootstrap)
+            .output()
+            .expect("omni journeys publish");
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for file in files {
+            std::fs::remove_file(file).ok();
+        }
     }
 
     /// Waits until `GET /readyz` on `port` answers 200.
