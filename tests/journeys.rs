@@ -6,11 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use omnistream_model::decode_record;
 use omnistream_model::records::{CustomerJourneyState, JourneyAction, JourneyExitReason, JourneyOutcome};
-use omnistream_testkit::read_committed_to_end;
+use omnistream_model::{EventPayload, decode_event};
 use omnistream_testkit::stack::{Stack, StackOptions};
+use omnistream_testkit::{ServiceProcess, free_port, read_committed_to_end, unique_topic, workspace_binary};
 use rdkafka::message::Message;
 use serde_json::{Value, json};
 
@@ -119,6 +123,47 @@ fn send(step: &str, channel: &str) -> (String, JourneyOutcome, Option<String>) {
     (step.to_owned(), JourneyOutcome::Send, Some(channel.to_owned()))
 }
 
+/// A provider's webhook: records every call's path and `Idempotency-Key`, and answers the first
+/// call of each key 503 (a provider's hiccup: the dispatcher must retry with the same key).
+#[derive(Debug, Clone, Default)]
+struct Sink {
+    calls: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Sink {
+    async fn start(&self) -> u16 {
+        let port = free_port();
+        let calls = Arc::clone(&self.calls);
+        let app = axum::Router::new().route(
+            "/{channel}",
+            axum::routing::post(
+                move |axum::extract::Path(channel): axum::extract::Path<String>, headers: HeaderMap| {
+                    let calls = Arc::clone(&calls);
+                    async move {
+                        let key = headers
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let mut calls = calls.lock().expect("calls");
+                        let first = !calls.iter().any(|(_, seen)| *seen == key);
+                        calls.push((channel, key));
+                        if first { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the sink");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    fn calls_of(&self, key: &str) -> Vec<String> {
+        let calls = self.calls.lock().expect("calls");
+        calls.iter().filter(|(_, seen)| seen == key).map(|(channel, _)| channel.clone()).collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn black_friday_through_the_gateway_with_a_goal_mid_wait_a_ticket_a_retry_and_a_sigkill() {
     let mut stack = Stack::start(
@@ -127,6 +172,31 @@ async fn black_friday_through_the_gateway_with_a_goal_mid_wait_a_ticket_a_retry_
     )
     .await;
     stack.publish_journeys(&[BLACK_FRIDAY]);
+    // The sender side: every send through a webhook, its message_sent back into the pipeline.
+    let sink = Sink::default();
+    let sink_port = sink.start().await;
+    let webhooks: Vec<String> = ["email", "sms", "whatsapp", "push"]
+        .iter()
+        .flat_map(|channel| {
+            ["--webhook".to_owned(), format!("{channel}=http://127.0.0.1:{sink_port}/{channel}")]
+        })
+        .collect();
+    let group = unique_topic("journeys-dispatcher");
+    let mut dispatch_args = vec![
+        "journeys",
+        "dispatch",
+        "--actions-topic",
+        stack.topics.output("actions"),
+        "--events-topic",
+        &stack.topics.events,
+        "--group-id",
+        &group,
+        "--backoff-ms",
+        "50",
+    ];
+    dispatch_args.extend(webhooks.iter().map(String::as_str));
+    let dispatcher =
+        ServiceProcess::spawn(&workspace_binary("omni"), "journeys-dispatcher", &dispatch_args, &[]);
     // Events appended the lookup grace (4 s) after the definition see it.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
@@ -212,6 +282,15 @@ async fn black_friday_through_the_gateway_with_a_goal_mid_wait_a_ticket_a_retry_
     };
     assert_eq!(ended.last_exits[0].reason, JourneyExitReason::Goal);
     assert_eq!(ended.last_exits[0].detail.as_deref(), Some("bf-goal-order"));
+    // The support desk's view of it, through the customer-api.
+    let served = stack
+        .api_until("/v1/customers/c-goal/journeys", Duration::from_secs(30), |doc| {
+            doc["last_exits"].as_array().is_some_and(|exits| !exits.is_empty())
+        })
+        .await;
+    assert_eq!(served["entries"], json!([]), "{served}");
+    assert_eq!(served["last_exits"][0]["reason"], "goal", "{served}");
+    assert_eq!(served["last_exits"][0]["detail"], "bf-goal-order", "{served}");
     // Past the end of the last call (12 s after the follow-up): still no bonus.
     let follow_up_at = of(&followed, "c-goal")[1].decided_at;
     let bonus_due = follow_up_at + chrono::Duration::seconds(14);
@@ -230,4 +309,39 @@ async fn black_friday_through_the_gateway_with_a_goal_mid_wait_a_ticket_a_retry_
     assert_eq!(unique.len(), ids.len(), "a decision repeated: {settled:#?}");
     assert!(settled.values().flatten().all(|a| a.journey_id == "bf-test" && a.journey_version == 1));
     assert_eq!(of(&settled, "c-goal")[0].entry_id, "bf-goal-view");
+
+    // Each send went through its channel's webhook under its decision id, retried once after the
+    // 503, and came back as a message_sent with that id.
+    let sends: Vec<&JourneyAction> =
+        settled.values().flatten().filter(|a| a.outcome == JourneyOutcome::Send).collect();
+    let started = Instant::now();
+    let sent_back = loop {
+        let sent_back: Vec<(String, String)> = read_committed_to_end(&stack.topics.events)
+            .iter()
+            .filter_map(|message| decode_event(message.payload()?).ok())
+            .filter_map(|event| match event.payload {
+                EventPayload::MessageSent { message_id, .. } => Some((event.event_id, message_id)),
+                _ => None,
+            })
+            .collect();
+        if sent_back.len() >= sends.len() {
+            break sent_back;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "message_sent back: {sent_back:?} of {sends:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for send in &sends {
+        let channel = send.channel.clone().expect("a send's channel");
+        assert_eq!(sink.calls_of(&send.decision_id), vec![channel.clone(), channel], "{send:?}");
+        let id = send.decision_id.clone();
+        assert_eq!(
+            sent_back.iter().filter(|sent| **sent == (id.clone(), id.clone())).count(),
+            1,
+            "{sent_back:?}"
+        );
+    }
+    dispatcher.kill();
 }

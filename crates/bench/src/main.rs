@@ -533,10 +533,16 @@ async fn main() -> anyhow::Result<()> {
         rows.extend(gateway_rows(&args).await?);
     }
     if selected("customer-api") {
-        // Without resolution its identity topic is empty, but it must exist.
+        // Without resolution its identity topic is empty, as is its journeys topic here, but
+        // they must exist.
         let identity = unique_topic("bench-identity");
-        create_test_topics(&[TopicRequest::compacted(&identity, args.partitions, 1)]).await;
-        rows.extend(api_rows(&args, &drained, &identity)?);
+        let journeys = unique_topic("bench-journey-states");
+        create_test_topics(&[
+            TopicRequest::compacted(&identity, args.partitions, 1),
+            TopicRequest::compacted(&journeys, args.partitions, 1),
+        ])
+        .await;
+        rows.extend(api_rows(&args, &drained, &identity, &journeys)?);
     }
 
     let machine = format!(
@@ -628,7 +634,12 @@ async fn gateway_rows(args: &Args) -> anyhow::Result<Vec<Row>> {
 
 /// The customer-api with every customer of the drained outputs loaded: `wrk` looking up random
 /// customers, against its own `/healthz` (the HTTP ceiling of this machine) just before.
-fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>, identity: &str) -> anyhow::Result<Vec<Row>> {
+fn api_rows(
+    args: &Args,
+    drained: &HashMap<&str, BenchTopics>,
+    identity: &str,
+    journeys: &str,
+) -> anyhow::Result<Vec<Row>> {
     let topics = |name: &str| {
         drained.get(name).with_context(|| {
             format!("the customer-api benchmark serves {name}'s drained outputs: run it too")
@@ -636,8 +647,16 @@ fn api_rows(args: &Args, drained: &HashMap<&str, BenchTopics>, identity: &str) -
     };
     let port = free_port();
     let http_addr = format!("127.0.0.1:{port}");
-    let mut api_args =
-        vec!["--http-addr", &http_addr, "--admin-addr", "127.0.0.1:0", "--identity-topic", identity];
+    let mut api_args = vec![
+        "--http-addr",
+        &http_addr,
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--identity-topic",
+        identity,
+        "--journey-states-topic",
+        journeys,
+    ];
     // It reads each processor's drained outputs under the flags the processor wrote them with.
     for spec in per_event_processors() {
         let drained = topics(spec.name)?;

@@ -17,7 +17,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use omnistream_model::topics::{
-    CHANNEL_AFFINITY, CUSTOMER_IDENTITY, LOYALTY_BALANCES, LOYALTY_LEDGER, PROFILES, SUPPRESSIONS,
+    CHANNEL_AFFINITY, CUSTOMER_IDENTITY, JOURNEY_STATES, LOYALTY_BALANCES, LOYALTY_LEDGER, PROFILES,
+    SUPPRESSIONS,
 };
 use omnistream_model::{Channel, Purpose};
 use omnistream_runtime::KafkaArgs;
@@ -65,6 +66,9 @@ pub struct ApiArgs {
     /// that customer; `/identity` explains. Without resolution the topic stays empty.
     #[arg(long, env = "IDENTITY_TOPIC", default_value = CUSTOMER_IDENTITY)]
     pub identity_topic: String,
+    /// journeys' records of each customer's journeys (docs/journeys.md).
+    #[arg(long, env = "JOURNEY_STATES_TOPIC", default_value = JOURNEY_STATES)]
+    pub journey_states_topic: String,
     /// Ledger entries kept per customer for `/loyalty` (the most recent).
     #[arg(long, env = "LEDGER_ENTRIES", default_value_t = 20)]
     pub ledger_entries: usize,
@@ -83,7 +87,7 @@ fn parse_channel(text: &str) -> Result<Channel, String> {
 }
 
 impl ApiArgs {
-    pub fn topics(&self) -> [(Source, &str); 6] {
+    pub fn topics(&self) -> [(Source, &str); 7] {
         [
             (Source::Profiles, &self.profiles_topic),
             (Source::Suppressions, &self.suppressions_topic),
@@ -91,6 +95,7 @@ impl ApiArgs {
             (Source::Balances, &self.balances_topic),
             (Source::Ledger, &self.ledger_topic),
             (Source::Identity, &self.identity_topic),
+            (Source::Journeys, &self.journey_states_topic),
         ]
     }
 }
@@ -383,6 +388,18 @@ pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) 
     .to_string()
 }
 
+async fn get_journeys(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+    let started = Instant::now();
+    let response = match api.known(&customer_id) {
+        Some(found) if found.view.journeys.is_some() => {
+            let body = found.view.journeys.as_deref().expect("matched").to_owned();
+            found.respond("/journeys", body)
+        }
+        _ => not_found(&customer_id, "no journey entered by customer"),
+    };
+    api.observe("journeys", started, response)
+}
+
 /// Ids listed as merged into one customer, at most (a guard, far above any real merge history).
 const MAX_ALIASES: usize = 10_000;
 
@@ -407,5 +424,6 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/customers/{id}/reachability", get(get_reachability))
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))
         .route("/v1/customers/{id}/identity", get(get_identity))
+        .route("/v1/customers/{id}/journeys", get(get_journeys))
         .with_state(api)
 }

@@ -21,16 +21,19 @@ pub enum Source {
     Ledger,
     /// identity-resolver's record of the id: its identifiers and merges, or its winner.
     Identity,
+    /// journeys' record of the customer's journeys: entries, steps, last exits.
+    Journeys,
 }
 
 impl Source {
-    pub const ALL: [Source; 6] = [
+    pub const ALL: [Source; 7] = [
         Source::Profiles,
         Source::Suppressions,
         Source::ChannelAffinity,
         Source::Balances,
         Source::Ledger,
         Source::Identity,
+        Source::Journeys,
     ];
 
     fn kind(self) -> RecordKind {
@@ -41,6 +44,7 @@ impl Source {
             Source::Balances => RecordKind::LoyaltyBalance,
             Source::Ledger => RecordKind::LoyaltyLedgerEntry,
             Source::Identity => RecordKind::CustomerIdentity,
+            Source::Journeys => RecordKind::CustomerJourneyState,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct CustomerView {
     pub identity: Option<(Arc<str>, Arc<CustomerIdentity>)>,
     /// Newest last.
     pub ledger: VecDeque<Arc<str>>,
+    /// The journeys the customer is in, and their last exits.
+    pub journeys: Option<Arc<str>>,
 }
 
 impl CustomerView {
@@ -123,6 +129,7 @@ impl CustomerView {
             Source::ChannelAffinity => self.affinity = record.and_then(|r| Some((r.json, r.affinity?))),
             Source::Balances => self.balance = record.map(|r| r.json),
             Source::Identity => self.identity = record.and_then(|r| Some((r.json, r.identity?))),
+            Source::Journeys => self.journeys = record.map(|r| r.json),
             Source::Ledger => {
                 // The ledger is not compacted: a null value carries nothing to apply.
                 let Some(record) = record else { return };

@@ -222,6 +222,7 @@ pub const CUSTOMER_API: ServiceSpec = ServiceSpec {
         broadcast(&topics::LOYALTY_BALANCES_TOPIC),
         broadcast(&topics::LOYALTY_LEDGER_TOPIC),
         broadcast(&topics::CUSTOMER_IDENTITY_TOPIC),
+        broadcast(&topics::JOURNEY_STATES_TOPIC),
     ],
     outputs: &[],
     changelog: None,

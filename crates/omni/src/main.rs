@@ -2,6 +2,7 @@
 //! JSON, simulate omnichannel customers, and create the pipeline topics.
 
 mod committed;
+mod dispatch;
 mod dlq;
 mod http;
 mod identity;
@@ -103,6 +104,10 @@ enum JourneysCommand {
     /// Publish checked definition files to `journey.definitions.v1`, one record per version.
     /// Exit 1: a file has a problem (nothing is published) or its version is taken.
     Publish(journeys::PublishArgs),
+    /// Send the journeys' decisions: each `send` through its channel's webhook (the decision id
+    /// as `Idempotency-Key`, retried with backoff), then its `message_sent` to the events topic.
+    /// Runs until interrupted.
+    Dispatch(dispatch::DispatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +134,9 @@ async fn main() -> ExitCode {
         Command::Journeys { command: JourneysCommand::Check(args) } => journeys::check(args),
         Command::Journeys { command: JourneysCommand::Publish(args) } => {
             journeys::publish(&cli.kafka, args).await
+        }
+        Command::Journeys { command: JourneysCommand::Dispatch(args) } => {
+            dispatch::run(&cli.kafka, args).await
         }
         Command::Topics { command } => topics::run(&cli.kafka, command).await,
         Command::Services => {

@@ -51,7 +51,13 @@ pub fn unique_topic(label: &str) -> String {
 
 /// Creates the topics of a test.
 pub async fn create_test_topics(requests: &[TopicRequest]) {
-    create_topics(&client_config(), requests).await.expect("create test topics");
+    create_topics_and_wait(client_config(), requests).await;
+}
+
+/// Creates topics with the client `config` (its bootstrap servers) and returns once the broker's
+/// metadata has each of them with its partitions.
+pub async fn create_topics_and_wait(config: ClientConfig, requests: &[TopicRequest]) {
+    create_topics(&config, requests).await.expect("create test topics");
     // The controller answers before the broker's metadata has every new topic: a process started
     // at once could find one missing and stop (as it should; CI failed that way).
     let expected: Vec<(String, usize)> = requests
@@ -59,7 +65,7 @@ pub async fn create_test_topics(requests: &[TopicRequest]) {
         .map(|request| (request.name.clone(), usize::try_from(request.partitions).unwrap_or(0)))
         .collect();
     tokio::task::spawn_blocking(move || {
-        let reader: BaseConsumer = client_config().create().expect("metadata consumer");
+        let reader: BaseConsumer = config.create().expect("metadata consumer");
         wait_until("the new topics are in the broker's metadata", Duration::from_secs(30), || {
             expected.iter().all(|(name, partitions)| {
                 reader.fetch_metadata(Some(name), Duration::from_secs(5)).ok().is_some_and(|metadata| {

@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 
 use omnistream_model::services::{self, OutputSpec, stream_processors};
 use omnistream_model::topics::JOURNEY_DEFINITIONS_TOPIC;
-use omnistream_runtime::admin::{TopicRequest, create_topics};
+use omnistream_runtime::admin::TopicRequest;
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
 use crate::pipeline::PARTITIONS;
-use crate::{ServiceProcess, bootstrap_servers, free_port, temp_file, unique_topic, workspace_binary};
+use crate::{
+    ServiceProcess, bootstrap_servers, create_topics_and_wait, free_port, temp_file, unique_topic,
+    workspace_binary,
+};
 
 /// How a stack is started.
 #[derive(Debug, Clone, Default)]
@@ -119,7 +122,9 @@ impl Stack {
         }
         let mut admin = ClientConfig::new();
         admin.set("bootstrap.servers", &bootstrap);
-        create_topics(&admin, &requests).await.expect("create the stack's topics");
+        // Every process finds its topics: a just-created one can be missing from a broker's
+        // metadata for a moment (a processor then stops, as it should).
+        create_topics_and_wait(admin, &requests).await;
 
         // With resolution the services read what the resolver publishes.
         let services_input = match options.resolution {
