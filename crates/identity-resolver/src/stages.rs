@@ -360,10 +360,11 @@ impl Processor for Router {
 
     fn count_domain_events(
         &self,
-        ProducerEvent { event, .. }: &ProducerEvent,
+        input: Option<&ProducerEvent>,
         _outputs: &[Output<StageRecord>],
         count: &mut dyn FnMut(&'static str),
     ) {
+        let Some(ProducerEvent { event, .. }) = input else { return };
         if event.identifiers.is_empty() {
             return;
         }
@@ -399,7 +400,7 @@ impl Processor for Claims {
 
     fn count_domain_events(
         &self,
-        _input: &ClaimInput,
+        _input: Option<&ClaimInput>,
         outputs: &[Output<StageRecord>],
         count: &mut dyn FnMut(&'static str),
     ) {
@@ -479,7 +480,7 @@ impl Processor for Customers {
 
     fn count_domain_events(
         &self,
-        _input: &CustomerInput,
+        _input: Option<&CustomerInput>,
         outputs: &[Output<StageRecord>],
         count: &mut dyn FnMut(&'static str),
     ) {
@@ -589,7 +590,7 @@ mod tests {
         outputs: &[Output<P::Record>],
     ) -> Vec<&'static str> {
         let mut names = Vec::new();
-        processor.count_domain_events(input, outputs, &mut |name| names.push(name));
+        processor.count_domain_events(Some(input), outputs, &mut |name| names.push(name));
         names
     }
 

@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::records::JourneyDefinition;
+use omnistream_model::records::{CustomerJourneyState, JourneyAction, JourneyDefinition, JourneyOutcome};
 use omnistream_model::{EventPayload, OutputRecord, TouchpointEvent, decode_record};
 use omnistream_runtime::{LookupInput, LookupScope, Lookups, Output, Processor};
 
-use crate::core::{CustomerJourneys, Decision, Definitions, Engine};
+use crate::core::{CustomerJourneys, Decision, Definitions, EndReason, Ended, Engine, EntryState};
 use crate::records::{action_record, state_record};
 
 /// The broadcast input of published definitions (`--definitions-topic`).
@@ -20,15 +20,19 @@ pub const STATES_OUTPUT: &str = "states";
 /// One record journeys writes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JourneyRecord {
-    Action(omnistream_model::records::JourneyAction),
-    State(omnistream_model::records::CustomerJourneyState),
+    Action(JourneyAction),
+    State {
+        record: CustomerJourneyState,
+        /// What changed, for the metrics (not written): `journey_entered`, `journey_ended_<reason>`.
+        transitions: Vec<&'static str>,
+    },
 }
 
 impl OutputRecord for JourneyRecord {
     fn encode(&self) -> Vec<u8> {
         match self {
             JourneyRecord::Action(action) => action.encode(),
-            JourneyRecord::State(state) => state.encode(),
+            JourneyRecord::State { record, .. } => record.encode(),
         }
     }
 }
@@ -131,10 +135,9 @@ impl Processor for Journeys {
         }
         let definitions = self.definitions(lookups);
         let journeys = state.get_or_insert_with(CustomerJourneys::default);
-        let (before_entries, before_last_end) = (journeys.entries.clone(), journeys.ended.last().cloned());
+        let before = Before::of(journeys);
         let decisions = self.engine.apply(&definitions, journeys, customer_id, event, now.timestamp_millis());
-        let changed = before_entries != journeys.entries || before_last_end.as_ref() != journeys.ended.last();
-        changed_outputs(customer_id, &decisions, changed, journeys, &definitions)
+        outputs(customer_id, &decisions, &before, journeys, &definitions)
     }
 
     fn next_timer(&self, state: &CustomerJourneys) -> Option<DateTime<Utc>> {
@@ -150,50 +153,173 @@ impl Processor for Journeys {
     ) -> Vec<Output<JourneyRecord>> {
         let Some(journeys) = state else { return Vec::new() };
         let definitions = self.definitions(lookups);
+        let before = Before::of(journeys);
         let decisions = self.engine.on_timer(&definitions, journeys, customer_id, now.timestamp_millis());
-        changed_outputs(customer_id, &decisions, true, journeys, &definitions)
+        outputs(customer_id, &decisions, &before, journeys, &definitions)
     }
 
     fn count_domain_events(
         &self,
-        _event: &TouchpointEvent,
+        _input: Option<&TouchpointEvent>,
         outputs: &[Output<JourneyRecord>],
         count: &mut dyn FnMut(&'static str),
     ) {
         for output in outputs {
-            if let Some(JourneyRecord::Action(action)) = &output.value {
-                count(match action.outcome {
-                    omnistream_model::records::JourneyOutcome::Send => "journey_decision_send",
-                    omnistream_model::records::JourneyOutcome::Skipped => "journey_decision_skipped",
-                    omnistream_model::records::JourneyOutcome::Waiting => "journey_decision_waiting",
-                    omnistream_model::records::JourneyOutcome::Exited => "journey_decision_exited",
-                });
+            match &output.value {
+                Some(JourneyRecord::Action(action)) => count(match action.outcome {
+                    JourneyOutcome::Send => "journey_decision_send",
+                    JourneyOutcome::Skipped => "journey_decision_skipped",
+                    JourneyOutcome::Waiting => "journey_decision_waiting",
+                    JourneyOutcome::Exited => "journey_decision_exited",
+                }),
+                Some(JourneyRecord::State { transitions, .. }) => {
+                    transitions.iter().for_each(|name| count(name))
+                }
+                _ => {}
             }
         }
     }
 }
 
-/// The decisions' records, and the customer's journeys record when their entries or ends changed.
-fn changed_outputs(
+/// What a customer's journeys were before an event or timer, to tell what it changed.
+struct Before {
+    entries: Vec<EntryState>,
+    last_end: Option<Ended>,
+}
+
+impl Before {
+    fn of(state: &CustomerJourneys) -> Self {
+        Self { entries: state.entries.clone(), last_end: state.ended.last().cloned() }
+    }
+
+    fn changed(&self, state: &CustomerJourneys) -> bool {
+        self.entries != state.entries || self.last_end.as_ref() != state.ended.last()
+    }
+
+    /// The entries that ended since, oldest first: those after the last one known (the list
+    /// drops its oldest first).
+    fn ended_since<'a>(&self, state: &'a CustomerJourneys) -> &'a [Ended] {
+        let from = match &self.last_end {
+            Some(last) => state.ended.iter().rposition(|ended| ended == last).map_or(0, |at| at + 1),
+            None => 0,
+        };
+        &state.ended[from..]
+    }
+
+    /// What changed, by metric name: an entry started (also one that ended at once), an entry
+    /// ended, by reason.
+    fn transitions(&self, state: &CustomerJourneys) -> Vec<&'static str> {
+        let was_in = |journey: &str, entry_id: &str| {
+            self.entries.iter().any(|entry| entry.journey == journey && entry.entry_id == entry_id)
+        };
+        let ended = self.ended_since(state);
+        let entered = state.entries.iter().filter(|entry| !was_in(&entry.journey, &entry.entry_id)).count()
+            + ended.iter().filter(|end| !was_in(&end.journey, &end.entry_id)).count();
+        let reasons = ended.iter().map(|end| match end.reason {
+            EndReason::Completed => "journey_ended_completed",
+            EndReason::Goal { .. } => "journey_ended_goal",
+            EndReason::Exited { .. } => "journey_ended_exited",
+            EndReason::ExitStep { .. } => "journey_ended_exit_step",
+            EndReason::Suppressed => "journey_ended_suppressed",
+            EndReason::Withdrawn => "journey_ended_withdrawn",
+        });
+        std::iter::repeat_n("journey_entered", entered).chain(reasons).collect()
+    }
+}
+
+/// The decisions' records, and the customer's journeys record when an entry started, moved or
+/// ended.
+fn outputs(
     customer_id: &str,
     decisions: &[Decision],
-    changed: bool,
+    before: &Before,
     state: &CustomerJourneys,
     definitions: &Definitions,
 ) -> Vec<Output<JourneyRecord>> {
     let mut outputs: Vec<Output<JourneyRecord>> = decisions
         .iter()
         .map(|decision| {
-            Output::new(
-                ACTIONS_OUTPUT,
-                customer_id.to_owned(),
-                Some(JourneyRecord::Action(action_record(decision))),
-            )
+            let record = JourneyRecord::Action(action_record(decision));
+            Output::new(ACTIONS_OUTPUT, customer_id.to_owned(), Some(record))
         })
         .collect();
-    if changed {
+    if before.changed(state) {
         let record = state_record(customer_id, state, definitions);
-        outputs.push(Output::new(STATES_OUTPUT, customer_id.to_owned(), Some(JourneyRecord::State(record))));
+        let value = JourneyRecord::State { record, transitions: before.transitions(state) };
+        outputs.push(Output::new(STATES_OUTPUT, customer_id.to_owned(), Some(value)));
     }
     outputs
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use omnistream_channel_affinity::AffinityConfig;
+    use omnistream_model::event_from_json;
+    use omnistream_suppression::Rules;
+    use serde_json::json;
+
+    use super::*;
+
+    const FLOW: &str = r#"
+id = "flow"
+version = 1
+[entry]
+event = "page_viewed"
+[[goals]]
+event = "order_placed"
+[[steps]]
+id = "offer"
+send = { channel = "email", template = "t" }
+[[steps]]
+id = "pause"
+wait = { for = "1h" }
+"#;
+
+    fn event(id: &str, kind: &str, at: &str, properties: serde_json::Value) -> TouchpointEvent {
+        let json = json!({
+            "event_id": id, "customer_id": "c-1", "occurred_at": at, "channel": "web",
+            "type": kind, "properties": properties,
+        });
+        event_from_json(&json, Utc::now()).expect("a valid event")
+    }
+
+    /// Applies `event` as of its time; the metric names its outputs count and whether the
+    /// customer's journeys record was written.
+    fn step(
+        journeys: &Journeys,
+        definitions: &Definitions,
+        state: &mut CustomerJourneys,
+        event: &TouchpointEvent,
+    ) -> (Vec<&'static str>, bool) {
+        let before = Before::of(state);
+        let now = event.occurred_at.timestamp_millis();
+        let decisions = journeys.engine.apply(definitions, state, "c-1", event, now);
+        let outputs = outputs("c-1", &decisions, &before, state, definitions);
+        let mut names = Vec::new();
+        journeys.count_domain_events(Some(event), &outputs, &mut |name| names.push(name));
+        (names, outputs.iter().any(|output| output.role == STATES_OUTPUT))
+    }
+
+    #[test]
+    fn an_entry_its_send_and_its_goal_are_counted_once_and_an_event_that_changes_nothing_writes_nothing() {
+        let journeys = Journeys::new(Engine {
+            suppression: Arc::new(Rules::default().prepare()),
+            affinity: AffinityConfig::default(),
+        });
+        let mut definitions = Definitions::default();
+        definitions.insert(crate::check(FLOW).expect("a valid flow"));
+        let mut state = CustomerJourneys::default();
+        let view = event("v-1", "page_viewed", "2026-12-03T12:00:00Z", json!({"url": "/"}));
+        assert_eq!(
+            step(&journeys, &definitions, &mut state, &view),
+            (vec!["journey_decision_send", "journey_entered"], true)
+        );
+        let retried = step(&journeys, &definitions, &mut state, &view);
+        assert_eq!(retried, (vec![], false), "a retry of the trigger enters nothing and writes nothing");
+        let order = json!({"order_id": "o-1", "value_minor": 100, "currency": "EUR"});
+        let order = event("o-1", "order_placed", "2026-12-03T12:10:00Z", order);
+        assert_eq!(step(&journeys, &definitions, &mut state, &order), (vec!["journey_ended_goal"], true));
+    }
 }

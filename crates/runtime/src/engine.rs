@@ -719,7 +719,7 @@ impl<P: Processor> EngineCore<P> {
         let lookups = self.lookups.view(partition, self.lookups.as_of(partition_now));
         let outputs = self.processor.apply_with_lookups(&mut entry.state, &event, now, &lookups);
         let domain_events = &self.metrics.domain_events;
-        self.processor.count_domain_events(&event, &outputs, &mut |name| {
+        self.processor.count_domain_events(Some(&event), &outputs, &mut |name| {
             domain_events.get_or_create(&DomainEventLabel { event: name }).inc();
         });
         let mut records = std::mem::take(&mut self.bound);
@@ -1049,6 +1049,10 @@ impl<P: Processor> EngineCore<P> {
                     let lookups = self.lookups.view(partition, as_of);
                     let outputs =
                         self.processor.on_timer_with_lookups(&mut entry.state, &customer_id, now, &lookups);
+                    let domain_events = &self.metrics.domain_events;
+                    self.processor.count_domain_events(None, &outputs, &mut |name| {
+                        domain_events.get_or_create(&DomainEventLabel { event: name }).inc();
+                    });
                     self.settings.outputs.bind(outputs, partition, &mut records);
                     let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
                     // A timer that does not move forward would fire forever.

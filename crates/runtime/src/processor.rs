@@ -132,12 +132,13 @@ pub trait Processor: Send + 'static {
         now: DateTime<Utc>,
     ) -> Vec<Output<Self::Record>>;
 
-    /// Names what one applied input did that an SRE counts (an identifier linked, a merge, a
-    /// conflict): each `count(name)` adds one to `omnistream_domain_events_total{event=name}`.
-    /// Called after `apply` with its outputs; the default counts nothing.
+    /// Names what one applied input or fired timer did that an SRE counts (an identifier linked,
+    /// a merge, a conflict, a journey's decision): each `count(name)` adds one to
+    /// `omnistream_domain_events_total{event=name}`. Called after `apply` with the input and its
+    /// outputs, and after `on_timer` with `None` and its outputs; the default counts nothing.
     fn count_domain_events(
         &self,
-        _event: &Self::Input,
+        _input: Option<&Self::Input>,
         _outputs: &[Output<Self::Record>],
         _count: &mut dyn FnMut(&'static str),
     ) {
