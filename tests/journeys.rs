@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 const RULES: &str = "frequency_caps = []\nquiet_hours = []\n";
 
 /// The shipped Black Friday flow (journeys/black-friday.toml) with its waits compressed to
-/// seconds: offer by email; not opened within 3 s, a follow-up by SMS or WhatsApp; then 12 s
-/// more (room for the test to order first) and a push. An order ends it (goal); a click on one of its messages exits it.
+/// seconds: offer by email; not opened within 3 s, a follow-up by SMS or WhatsApp; then 20 s
+/// more (room for the test to order first, a SIGKILL's recovery included) and a push. An order ends it (goal); a click on one of its messages exits it.
 const BLACK_FRIDAY: &str = r#"
 id = "bf-test"
 version = 1
@@ -55,7 +55,7 @@ send = { best_of = ["sms", "whatsapp"], template = "bf-follow-up", when_suppress
 
 [[steps]]
 id = "last-call"
-wait = { for = "12s" }
+wait = { for = "20s" }
 
 [[steps]]
 id = "bonus"
@@ -230,8 +230,8 @@ async fn black_friday_through_the_gateway_with_a_goal_mid_wait_a_ticket_a_retry_
     let email = waiting.considered.iter().find(|c| c.channel == "email").expect("email considered");
     assert_ne!(email.status, "allowed", "marketing is suppressed while a ticket is open: {waiting:?}");
 
-    // Mid-flow: the journeys service is SIGKILLed while c-goal waits for an open, and restarts.
-    stack.sigkill_and_restart("journeys");
+    // Mid-flow: the ticket is resolved, and at once the journeys service is SIGKILLed (while
+    // c-goal waits for an open and the resolution may be in flight), and restarts.
     publish(
         &stack,
         vec![event(
@@ -243,6 +243,7 @@ async fn black_friday_through_the_gateway_with_a_goal_mid_wait_a_ticket_a_retry_
         )],
     )
     .await;
+    stack.sigkill_and_restart("journeys");
 
     // Not opened within 3 s: the follow-up (no affinity data: SMS, first in the list).
     let followed = decisions_until(&stack, "c-goal's follow-up, c-ticket's offer", |actions| {
@@ -291,14 +292,21 @@ async fn black_friday_through_the_gateway_with_a_goal_mid_wait_a_ticket_a_retry_
     assert_eq!(served["entries"], json!([]), "{served}");
     assert_eq!(served["last_exits"][0]["reason"], "goal", "{served}");
     assert_eq!(served["last_exits"][0]["detail"], "bf-goal-order", "{served}");
-    // Past the end of the last call (12 s after the follow-up): still no bonus.
+    // Past the end of the last call (20 s after the follow-up): still no bonus.
     let follow_up_at = of(&followed, "c-goal")[1].decided_at;
-    let bonus_due = follow_up_at + chrono::Duration::seconds(14);
+    let bonus_due = follow_up_at + chrono::Duration::seconds(22);
     if let Ok(left) = (bonus_due - Utc::now()).to_std() {
         tokio::time::sleep(left).await;
     }
     let settled = actions(&stack);
     assert_eq!(summary(of(&settled, "c-goal")).len(), 2, "no push after the goal: {settled:#?}");
+    let ticket = summary(of(&settled, "c-ticket"));
+    assert_eq!(ticket[..2], [("offer".to_owned(), JourneyOutcome::Waiting, None), send("offer", "email")]);
+    assert_eq!(
+        ticket.iter().filter(|decision| decision.0 == "offer").count(),
+        2,
+        "one wait, one send: {ticket:?}"
+    );
 
     // Neither lost nor repeated across the SIGKILL: every decision id once, and each one the id
     // of its (journey, entry, step, attempt).

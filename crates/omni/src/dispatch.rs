@@ -25,11 +25,14 @@ use tracing::{error, info, warn};
 /// Decision ids delivered by this process remembered to drop a repeat (a rebalance re-reads what
 /// was not committed yet).
 const DELIVERED_KEPT: usize = 100_000;
+/// The longest wait between two tries of a webhook that is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct DispatchArgs {
     /// `CHANNEL=URL`: the webhook that sends on a channel (email, sms, whatsapp, push); repeat per
-    /// channel. A decision for a channel without one is logged and skipped.
+    /// channel. Decisions for other channels are left to another dispatcher (run one per channel,
+    /// each with its own `--group-id`, so that one provider's outage holds back only its channel).
     #[arg(long = "webhook", required = true, value_parser = channel_and_url)]
     webhooks: Vec<(Channel, String)>,
     #[arg(long, env = "ACTIONS_TOPIC", default_value = JOURNEY_ACTIONS)]
@@ -39,12 +42,13 @@ pub struct DispatchArgs {
     events_topic: String,
     #[arg(long, env = "DISPATCH_GROUP_ID", default_value = "journey-dispatcher")]
     group_id: String,
-    /// Tries per decision before it is given up (logged as an error, its offset committed).
-    #[arg(long, env = "DISPATCH_MAX_ATTEMPTS", default_value_t = 8)]
-    max_attempts: u32,
     /// The first retry's delay (milliseconds); each next one doubles, up to 30 s.
     #[arg(long, env = "DISPATCH_BACKOFF_MS", default_value_t = 200)]
     backoff_ms: u64,
+    /// A decision older than this (seconds since it was decided) is not sent but logged: a
+    /// message a day late is worse than none, and a provider keeps idempotency keys about a day.
+    #[arg(long, env = "DISPATCH_MAX_AGE_SECONDS", default_value_t = 86_400)]
+    max_age_seconds: i64,
 }
 
 fn channel_and_url(text: &str) -> Result<(Channel, String), String> {
@@ -60,8 +64,8 @@ fn channel_and_url(text: &str) -> Result<(Channel, String), String> {
 #[derive(Debug, PartialEq, Eq)]
 enum Delivery {
     Sent,
-    /// The webhook refused it for good (a 4xx other than 408 and 429), or every try failed.
-    GivenUp(String),
+    /// The webhook refused it for good (a 4xx other than 408 and 429).
+    Refused(String),
 }
 
 pub async fn run(kafka: &KafkaArgs, args: DispatchArgs) -> anyhow::Result<ExitCode> {
@@ -87,18 +91,29 @@ pub async fn run(kafka: &KafkaArgs, args: DispatchArgs) -> anyhow::Result<ExitCo
         };
         let action = match message.payload().map(decode_record::<JourneyAction>) {
             Some(Ok(action)) => action,
-            Some(Err(error)) => {
-                error!(offset = message.offset(), %error, "not a decision; skipped");
-                consumer.commit_message(&message, CommitMode::Async)?;
-                continue;
-            }
+            // Written by a newer release, or not a decision: skipping it could lose a send.
+            Some(Err(error)) => bail!(
+                "{} partition {} offset {} is not a decision this release reads: {error}",
+                message.topic(),
+                message.partition(),
+                message.offset()
+            ),
             None => {
                 consumer.commit_message(&message, CommitMode::Async)?;
                 continue;
             }
         };
-        if action.outcome == JourneyOutcome::Send && !delivered.0.contains(&action.decision_id) {
-            match deliver(&http, &webhooks, &args, &action).await {
+        let channel = action.channel.as_deref().and_then(Channel::parse);
+        let webhook = channel.and_then(|channel| webhooks.get(&channel));
+        let age = Utc::now() - action.decided_at;
+        let to_send = action.outcome == JourneyOutcome::Send && !delivered.0.contains(&action.decision_id);
+        if let (true, Some(url)) = (to_send, webhook) {
+            if age > chrono::Duration::seconds(args.max_age_seconds) {
+                error!(decision_id = %action.decision_id, customer_id = %action.customer_id, age_seconds = age.num_seconds(), "decision too old to send; not sent");
+                consumer.commit_message(&message, CommitMode::Sync).context("committing a decision")?;
+                continue;
+            }
+            match deliver(&http, url, &args, &action).await {
                 Delivery::Sent => {
                     publish_sent(&producer, &args.events_topic, &action).await?;
                     if delivered.1.len() >= DELIVERED_KEPT
@@ -109,8 +124,8 @@ pub async fn run(kafka: &KafkaArgs, args: DispatchArgs) -> anyhow::Result<ExitCo
                     delivered.0.insert(action.decision_id.clone());
                     delivered.1.push_back(action.decision_id.clone());
                 }
-                Delivery::GivenUp(why) => {
-                    error!(decision_id = %action.decision_id, customer_id = %action.customer_id, %why, "decision not sent");
+                Delivery::Refused(why) => {
+                    error!(decision_id = %action.decision_id, customer_id = %action.customer_id, %why, "decision refused by the webhook; not sent");
                 }
             }
         }
@@ -121,23 +136,14 @@ pub async fn run(kafka: &KafkaArgs, args: DispatchArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// Calls the channel's webhook until it answers 2xx, refuses for good, or the tries run out.
-async fn deliver(
-    http: &reqwest::Client,
-    webhooks: &BTreeMap<Channel, String>,
-    args: &DispatchArgs,
-    action: &JourneyAction,
-) -> Delivery {
-    let Some(channel) = action.channel.as_deref().and_then(Channel::parse) else {
-        return Delivery::GivenUp("a send without a channel".to_owned());
-    };
-    let Some(url) = webhooks.get(&channel) else {
-        return Delivery::GivenUp(format!("no --webhook for {}", channel.as_str()));
-    };
+/// Calls the webhook until it answers 2xx or refuses for good. A webhook that is down (5xx,
+/// 408, 429, no answer) is tried again with the same key, for as long as it takes: the decision
+/// is not committed meanwhile, so stopping the dispatcher loses nothing.
+async fn deliver(http: &reqwest::Client, url: &str, args: &DispatchArgs, action: &JourneyAction) -> Delivery {
     let body = json!({
         "decision_id": action.decision_id,
         "customer_id": action.customer_id,
-        "channel": channel.as_str(),
+        "channel": action.channel,
         "template": action.template,
         "journey_id": action.journey_id,
         "journey_version": action.journey_version,
@@ -145,28 +151,28 @@ async fn deliver(
         "decided_at": action.decided_at.to_rfc3339(),
     });
     let mut delay = Duration::from_millis(args.backoff_ms);
-    let mut last = String::new();
-    for attempt in 1..=args.max_attempts.max(1) {
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
         let sent = http.post(url).header("Idempotency-Key", &action.decision_id).json(&body).send().await;
-        match sent {
+        let failure = match sent {
             Ok(response) if response.status().is_success() => return Delivery::Sent,
             Ok(response) => {
                 let status = response.status();
-                last = format!("{url} answered {status}");
                 let retryable = status.is_server_error()
                     || status == reqwest::StatusCode::TOO_MANY_REQUESTS
                     || status == reqwest::StatusCode::REQUEST_TIMEOUT;
                 if !retryable {
-                    return Delivery::GivenUp(last);
+                    return Delivery::Refused(format!("{url} answered {status}"));
                 }
+                format!("{url} answered {status}")
             }
-            Err(error) => last = format!("{url}: {error}"),
-        }
-        warn!(decision_id = %action.decision_id, attempt, %last, "webhook failed; retrying");
+            Err(error) => format!("{url}: {error}"),
+        };
+        warn!(decision_id = %action.decision_id, attempt, %failure, "webhook failed; trying again");
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = (delay * 2).min(MAX_BACKOFF);
     }
-    Delivery::GivenUp(last)
 }
 
 /// The `message_sent` of a delivered decision, keyed by its customer; its event id is the
@@ -177,7 +183,9 @@ async fn publish_sent(producer: &FutureProducer, topic: &str, action: &JourneyAc
     let event = TouchpointEvent {
         event_id: action.decision_id.clone(),
         customer_id: action.customer_id.clone(),
-        occurred_at: Utc::now(),
+        // When it was decided: a repeat after a crash is the same event, and frequency caps
+        // count it when journeys counted it.
+        occurred_at: action.decided_at,
         channel,
         source: Some("journey-dispatcher".to_owned()),
         payload: EventPayload::MessageSent {

@@ -254,9 +254,13 @@ impl<P: Processor> Driver<P> {
         let mut actions = std::mem::take(&mut self.actions);
         self.core.on_tick(now, &mut actions);
         if let Some(lookups) = &mut self.lookups {
-            // Due timers waiting for their lookups fire at a later sweep once these are proven.
+            // Due timers waiting for their lookups fire once these are proven: now, if this check
+            // proves them (a quiet topic read to its end), else at a later sweep.
             let unproven = self.core.take_unproven_for_timers();
-            lookups.check_without_waiting(unproven, &mut self.core);
+            if !unproven.is_empty() && lookups.check_without_waiting(unproven, &mut self.core) {
+                self.core.on_tick(now, &mut actions);
+                self.core.take_unproven_for_timers();
+            }
         }
         let result = self.execute(consumer, &mut actions);
         actions.clear();

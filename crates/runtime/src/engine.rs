@@ -616,11 +616,11 @@ impl<P: Processor> EngineCore<P> {
         // of this host's clock than any broker's would be is held to the wall clock.
         let stamped = self.stamped(record, clock);
         let data = self.partitions.get_mut(&partition).expect("restored partition");
-        let (partition_now, timers_up_to) = data.store.on_record(stamped);
-        // A timer due before this record fires before it is applied. One due after the record's
-        // own time (the wall clock moved the partition clock) whose lookups are not yet known
-        // complete fires later, after the record: as it would on a replay.
-        if self.fire_due(partition, timers_up_to, out) == Fired::Full {
+        let partition_now = data.store.on_record(stamped);
+        // A timer due before this record fires before it is applied; one due after the record's
+        // own time (the wall clock moved the partition clock past it) fires at a sweep, after the
+        // record: as on a replay.
+        if self.fire_due(partition, partition_now, out) == Fired::Full {
             // More timers are due than one transaction takes: this record comes again after the
             // commit, and the next batch of timers with it.
             out.push(Action::Seek { input: Input::Events, partition, offset: record.offset });
@@ -1177,7 +1177,12 @@ impl<P: Processor> EngineCore<P> {
         self.commits_since_prune += 1;
         if !self.lookups.is_empty()
             && self.commits_since_prune >= PRUNE_EVERY_COMMITS
-            && let Some(oldest) = self.partitions.values().map(|data| data.store.clock()).min()
+            // A timer looks up as of its due time, which may be long past (a backlog of timers).
+            && let Some(oldest) = self
+                .partitions
+                .values()
+                .map(|data| data.store.earliest_timer().map_or(data.store.clock(), |due| due.min(data.store.clock())))
+                .min()
         {
             // No record of these partitions is applied as of an earlier time any more, replays
             // after an abort included (they come after the committed offsets), but for records
@@ -1795,6 +1800,111 @@ mod tests {
             produced(&sweep(&mut core, BASE + 5_000)),
             vec![("out", Some("c-1"), some("nothing")), ("out", Some("c-2"), some("hi"))],
             "c-1's timer as of BASE (before the greeting), c-2's as of BASE + 200 ms"
+        );
+    }
+
+    /// As `Reminder`, but the text is the customer's row of the *table* `tiers`.
+    #[derive(Debug)]
+    struct TableReminder;
+
+    impl Processor for TableReminder {
+        type Input = TouchpointEvent;
+        type State = i64;
+        type Record = String;
+        const OUTPUTS: &'static [&'static str] = &["out"];
+        const LOOKUPS: &'static [LookupInput] = &[LookupInput { role: "tiers", scope: LookupScope::Table }];
+
+        fn apply(
+            &self,
+            state: &mut Option<i64>,
+            _event: &TouchpointEvent,
+            now: DateTime<Utc>,
+        ) -> Vec<Output<String>> {
+            *state = Some(now.timestamp_millis() + 1_000);
+            Vec::new()
+        }
+
+        fn next_timer(&self, due: &i64) -> Option<DateTime<Utc>> {
+            DateTime::from_timestamp_millis(*due)
+        }
+
+        fn on_timer_with_lookups(
+            &self,
+            state: &mut Option<i64>,
+            customer_id: &str,
+            _now: DateTime<Utc>,
+            lookups: &Lookups<'_>,
+        ) -> Vec<Output<String>> {
+            *state = None;
+            let text = lookups.get("tiers", customer_id).map(|t| String::from_utf8_lossy(t).into_owned());
+            vec![out(customer_id, text.as_deref().unwrap_or("nothing"))]
+        }
+    }
+
+    fn commit_now<P: Processor>(core: &mut EngineCore<P>) {
+        core.plan_commit(|_| Ok::<(), TooLarge>(())).expect("fits");
+        core.committed();
+    }
+
+    /// A backlog of overdue timers spans commits (commit_max_records): after 64 commits the table
+    /// versions older than (partition clock - grace - timeout) are pruned, though the timers still
+    /// due look up as of (their due time - grace), far earlier.
+    #[test]
+    fn given_overdue_timers_across_many_commits_then_pruned_tables_still_answer_as_of_their_due_times() {
+        let settings =
+            CoreSettings { lookup_grace_ms: 1_000, lookup_writer_timeout_ms: 500, ..settings(1, None) };
+        let mut core = assigned(TableReminder, settings);
+        let tiers = LookupPartition { role: "tiers", partition: 0 };
+        for i in 0..80 {
+            let id = format!("c-{i:02}");
+            feed_input(&mut core, Input::Events, 0, i, &id, &view(&format!("e-{i}"), &id, BASE), BASE)
+                .expect("fits");
+            core.lookups_mut().on_record(tiers, id.clone(), BASE - 500, Some(b"silver".to_vec()));
+        }
+        commit_now(&mut core);
+        for i in 0..80 {
+            // Appended after every timer's lookup time (BASE): no timer may see it.
+            core.lookups_mut().on_record(tiers, format!("c-{i:02}"), BASE + 100, Some(b"gold".to_vec()));
+        }
+        core.on_end_of_partition(0);
+        // Another partition's clock is where the wall clock is (its records are live).
+        feed_input(&mut core, Input::Events, 1, 0, "d-1", &view("x-1", "d-1", BASE + 60_000), BASE + 60_000)
+            .expect("fits");
+        let mut seen = Vec::new();
+        for _ in 0..81 {
+            let actions = sweep(&mut core, BASE + 60_000);
+            seen.extend(
+                produced(&actions)
+                    .into_iter()
+                    .map(|(_, key, value)| (key.unwrap().to_owned(), value.unwrap())),
+            );
+            commit_now(&mut core);
+        }
+        assert_eq!(seen.len(), 80);
+        let wrong: Vec<_> = seen.iter().filter(|(_, text)| text != "silver").collect();
+        assert!(wrong.is_empty(), "{} of 80 timers saw other than silver: {wrong:?}", wrong.len());
+    }
+
+    /// A timer waiting at a sweep is proven before the next one (the sweep's own check, or a
+    /// record's); a record appended before the timer's due time, delivered now, comes after it.
+    /// On a replay the record comes first and moves the timer.
+    #[test]
+    fn given_a_proven_timer_due_after_a_record_then_it_does_not_fire_before_that_record() {
+        let mut core = reminder_core();
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        core.on_end_of_partition(0);
+        assert!(produced(&sweep(&mut core, BASE + 1_000)).is_empty(), "waits");
+        // The driver's check after the sweep finds texts read to its end (a quiet topic).
+        for from in core.take_unproven_for_timers() {
+            core.lookups_mut().read_to_end(from, BASE + 1_000);
+        }
+        // c-1's own event appended at BASE + 500 (< due BASE + 1 000), delivered now.
+        let actions =
+            feed_input(&mut core, Input::Events, 0, 1, "c-1", &view("e-2", "c-1", BASE + 500), BASE + 500)
+                .expect("fits");
+        assert!(
+            produced(&actions).is_empty(),
+            "the timer due at BASE + 1 s fired before a record appended at BASE + 0.5 s: {actions:?}"
         );
     }
 

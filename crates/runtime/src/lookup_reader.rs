@@ -233,17 +233,20 @@ impl LookupReader {
     }
 
     /// Starts or continues the check of whether each of `partitions` is read to its end, without
-    /// waiting: for timers, which a sweep fires once their lookups are proven.
+    /// waiting: for timers, which a sweep fires once their lookups are proven. Returns whether
+    /// every one was found read to its end.
     pub(crate) fn check_without_waiting<P: Processor>(
         &mut self,
         mut partitions: Vec<LookupPartition>,
         core: &mut EngineCore<P>,
-    ) {
+    ) -> bool {
         partitions.sort_unstable();
         partitions.dedup();
+        let mut all = true;
         for from in partitions {
-            self.check_read_to_end(from, core);
+            all &= self.check_read_to_end(from, core);
         }
+        all
     }
 
     fn read_to_end<P: Processor>(

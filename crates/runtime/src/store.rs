@@ -98,12 +98,14 @@ impl<S> PartitionStore<S> {
     }
 
     /// A record appended at `stamped` (unix millis) was consumed: returns the time to apply it as
-    /// of and the time up to which timers are due before it. Neither goes backwards.
-    pub(crate) fn on_record(&mut self, stamped: i64) -> (i64, i64) {
+    /// of, which is also the time up to which timers are due before it (a timer due later, after
+    /// the wall clock moved the partition clock, fires at a sweep: after the record, as on a
+    /// replay). It never goes backwards.
+    pub(crate) fn on_record(&mut self, stamped: i64) -> i64 {
         self.caught_up = false;
         self.record_clock = self.record_clock.max(stamped);
         self.clock = self.clock.max(self.record_clock);
-        (self.record_clock, self.clock)
+        self.record_clock
     }
 
     /// The partition clock (unix millis; 0 until the first record after a restore).
@@ -224,6 +226,11 @@ impl<S> PartitionStore<S> {
     }
 
     /// The earliest timer due at or before `up_to`.
+    /// When the earliest timer is due.
+    pub(crate) fn earliest_timer(&self) -> Option<i64> {
+        self.timers.first().map(|(due, _)| *due)
+    }
+
     pub(crate) fn due_timer(&self, up_to: i64) -> Option<(i64, String)> {
         // Peeked before cloning: this runs before every record.
         match self.timers.first() {
@@ -270,17 +277,18 @@ mod tests {
     #[test]
     fn the_partition_clock_follows_append_times_and_the_wall_clock_only_when_caught_up() {
         let mut store = Store::default();
-        assert_eq!(store.on_record(1_000), (1_000, 1_000), "given a first record at 1,000");
-        assert_eq!(store.on_record(900), (1_000, 1_000), "an earlier append time does not move it back");
+        assert_eq!(store.on_record(1_000), 1_000, "given a first record at 1,000");
+        assert_eq!(store.on_record(900), 1_000, "an earlier append time does not move it back");
         assert_eq!(store.follow_wall(5_000), 1_000, "with lag the wall clock is not followed");
         store.on_end_of_partition();
         assert_eq!(store.follow_wall(5_000), 5_000, "caught up, the sweep follows the wall clock");
         assert_eq!(store.follow_wall(4_000), 5_000, "a wall clock set back does not move it back");
         assert_eq!(
             store.on_record(4_500),
-            (4_500, 5_000),
-            "a record appended before the clock is applied as of its own time, timers due by the clock"
+            4_500,
+            "a record appended before the clock is applied as of its own time, timers due by then"
         );
+        assert_eq!(store.clock(), 5_000, "the sweeps' clock stays");
         assert_eq!(store.follow_wall(9_000), 5_000, "a record means lag again until the next end");
     }
 
