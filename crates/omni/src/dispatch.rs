@@ -113,7 +113,12 @@ pub async fn run(kafka: &KafkaArgs, args: DispatchArgs) -> anyhow::Result<ExitCo
                 consumer.commit_message(&message, CommitMode::Sync).context("committing a decision")?;
                 continue;
             }
-            match deliver(&http, url, &args, &action).await {
+            // Interrupted while a webhook is down: the decision is not committed, nothing is lost.
+            let delivery = tokio::select! {
+                delivery = deliver(&http, url, &args, &action) => delivery,
+                _ = tokio::signal::ctrl_c() => break,
+            };
+            match delivery {
                 Delivery::Sent => {
                     publish_sent(&producer, &args.events_topic, &action).await?;
                     if delivered.1.len() >= DELIVERED_KEPT
