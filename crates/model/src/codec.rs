@@ -87,6 +87,7 @@ record_kinds!(
         JourneyAction => "journey_action",
         CustomerJourneyState => "journey_state",
         JourneyDefinition => "journey_definition",
+        CatalogEvent => "catalog_event",
     }
 );
 

@@ -573,3 +573,39 @@ pub struct JourneyDefinition {
 impl AvroRecord for JourneyDefinition {
     const KIND: RecordKind = RecordKind::JourneyDefinition;
 }
+
+/// What changed in a product (`catalog.events.v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogEventType {
+    ProductPriceChanged,
+    ProductRestocked,
+}
+
+/// `catalog.events.v1`: a change to a product, keyed by `product_id` (docs/journeys.md, "Catalog
+/// triggers"). The price fields are set for `product_price_changed` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEvent {
+    pub event_id: String,
+    pub product_id: String,
+    #[serde(with = "ts_milliseconds")]
+    pub occurred_at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub kind: CatalogEventType,
+    pub old_minor: Option<i64>,
+    pub new_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub source: Option<String>,
+}
+
+impl CatalogEvent {
+    /// A price change to a lower price in the same currency.
+    pub fn is_price_drop(&self) -> bool {
+        self.kind == CatalogEventType::ProductPriceChanged
+            && matches!((self.old_minor, self.new_minor), (Some(old), Some(new)) if new < old)
+    }
+}
+
+impl AvroRecord for CatalogEvent {
+    const KIND: RecordKind = RecordKind::CatalogEvent;
+}

@@ -190,7 +190,11 @@ pub const JOURNEYS: ServiceSpec = ServiceSpec {
     kind: ServiceKind::StreamProcessor,
     admin_port: 9110,
     http_port: None,
-    inputs: &[stream(&topics::EVENTS_TOPIC), broadcast(&topics::JOURNEY_DEFINITIONS_TOPIC)],
+    inputs: &[
+        stream(&topics::EVENTS_TOPIC),
+        broadcast(&topics::JOURNEY_DEFINITIONS_TOPIC),
+        broadcast(&topics::CATALOG_EVENTS_TOPIC),
+    ],
     outputs: &[
         output("actions", "--actions-topic", "ACTIONS_TOPIC", &topics::JOURNEY_ACTIONS_TOPIC),
         output("states", "--journey-states-topic", "JOURNEY_STATES_TOPIC", &topics::JOURNEY_STATES_TOPIC),
@@ -205,7 +209,10 @@ pub const INGEST_GATEWAY: ServiceSpec = ServiceSpec {
     admin_port: 9105,
     http_port: Some(8080),
     inputs: &[],
-    outputs: &[output("events", "--events-topic", "EVENTS_TOPIC", &topics::EVENTS_TOPIC)],
+    outputs: &[
+        output("events", "--events-topic", "EVENTS_TOPIC", &topics::EVENTS_TOPIC),
+        output("catalog", "--catalog-topic", "CATALOG_TOPIC", &topics::CATALOG_EVENTS_TOPIC),
+    ],
     changelog: None,
     handoff: None,
 };
@@ -385,8 +392,8 @@ mod tests {
         let topics = pipeline_topics();
         assert_eq!(
             topics.len(),
-            27,
-            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journeys' definitions, actions, states and changelog"
+            28,
+            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journeys' definitions, catalog events, actions, states and changelog"
         );
     }
 }

@@ -63,6 +63,8 @@ pub const LOG_APPEND_TIME: &[&str] = &[
     LOYALTY_POINTS_HANDOFF,
     // A broadcast input of journeys: its lookups go by append time.
     JOURNEY_DEFINITIONS,
+    // Another broadcast input of journeys, whose records also trigger entries by append time.
+    CATALOG_EVENTS,
 ];
 
 /// Identity resolution (docs/identity.md; optional): the claim stage's requests keyed by
@@ -76,6 +78,8 @@ pub const IDENTITY_CONFLICTS: &str = "identity.conflicts.v1";
 pub const CUSTOMER_IDENTITY: &str = "customer.identity.v1";
 /// Published journey definitions, one record per version (`JourneyDefinition`, key `id:version`).
 pub const JOURNEY_DEFINITIONS: &str = "journey.definitions.v1";
+/// Changes to products (`CatalogEvent`, key product id): price drops and restocks enter journeys.
+pub const CATALOG_EVENTS: &str = "catalog.events.v1";
 pub const IDENTITY_ROUTER_STATE: &str = "identity-router.state.v1";
 pub const IDENTITY_CLAIMS_STATE: &str = "identity-claims.state.v1";
 pub const IDENTITY_CUSTOMERS_STATE: &str = "identity-customers.state.v1";
@@ -122,6 +126,10 @@ pub const CUSTOMER_IDENTITY_TOPIC: TopicSpec =
     TopicSpec { name: CUSTOMER_IDENTITY, cleanup: Cleanup::Compact, value: "CustomerIdentity" };
 pub const JOURNEY_DEFINITIONS_TOPIC: TopicSpec =
     TopicSpec { name: JOURNEY_DEFINITIONS, cleanup: Cleanup::Compact, value: "JourneyDefinition" };
+/// Compacted: a journeys instance reads it whole at start, and only a product's recent changes
+/// still trigger anything.
+pub const CATALOG_EVENTS_TOPIC: TopicSpec =
+    TopicSpec { name: CATALOG_EVENTS, cleanup: Cleanup::Compact, value: "CatalogEvent" };
 pub const JOURNEY_ACTIONS_TOPIC: TopicSpec = TopicSpec {
     name: JOURNEY_ACTIONS,
     cleanup: Cleanup::Delete { retention_ms: 30 * DAY_MS },

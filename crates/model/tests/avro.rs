@@ -41,6 +41,7 @@ fn java_fingerprint(kind: RecordKind) -> u64 {
         RecordKind::JourneyAction => 0xc028_0ec7_d83d_143b,
         RecordKind::CustomerJourneyState => 0x1f24_fc4a_0b2e_e0f3,
         RecordKind::JourneyDefinition => 0x287c_2375_d4c5_cdb3,
+        RecordKind::CatalogEvent => 0xebe5_1e84_5063_f730,
     }
 }
 
@@ -116,6 +117,7 @@ fn every_derived_record_round_trips_through_its_avsc() {
     round_trip(fixtures::journey_action());
     round_trip(fixtures::journey_state());
     round_trip(fixtures::journey_definition());
+    round_trip(fixtures::catalog_event());
 }
 
 #[test]
