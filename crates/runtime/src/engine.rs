@@ -16,7 +16,7 @@ use tracing::debug;
 use crate::config::{ErasureConfig, RuntimeConfig};
 use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::handoff::HandoffError;
-use crate::lookup::{LookupPartition, LookupStore};
+use crate::lookup::{LookupPartition, LookupScope, LookupStore};
 use crate::metrics::{DomainEventLabel, ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{InputEvent, Output, Partitioning, Processor};
 use crate::record_limits::record_size;
@@ -389,6 +389,12 @@ impl<P: Processor> EngineCore<P> {
         limits: Box<dyn TopicLimits>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        assert!(
+            P::WATCHED.is_none_or(|role| P::LOOKUPS
+                .iter()
+                .any(|i| i.role == role && i.scope == LookupScope::Broadcast)),
+            "a processor watches one of its broadcast inputs"
+        );
         Self {
             lookups: LookupStore::new(
                 P::LOOKUPS,
@@ -510,9 +516,13 @@ impl<P: Processor> EngineCore<P> {
     ) -> bool {
         let RestoredPartition { customers, markers } = restored;
         let processor = &self.processor;
-        let store = PartitionStore::restored(customers, markers, |state| {
-            processor.next_timer(state).map(|due| due.timestamp_millis())
-        });
+        let lookups = &self.lookups;
+        let store = PartitionStore::restored(
+            customers,
+            markers,
+            |state| due_of(processor, lookups, state),
+            |state| watches_of(processor, Some(state)).unwrap_or_default(),
+        );
         self.partitions.insert(partition, PartitionData { store, next_offsets: Default::default() });
         let rewind = self.rewind_after_restore.remove(&partition) || rewind;
         self.update_gauges();
@@ -733,7 +743,8 @@ impl<P: Processor> EngineCore<P> {
             }),
             _ => None,
         };
-        let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+        let due = entry.state.as_ref().and_then(|state| due_of(&self.processor, &self.lookups, state));
+        let watches = watches_of(&self.processor, entry.state.as_ref());
         if event.is_erasure() {
             // Erased: nothing of the customer stays, not even where its merges went.
             entry.merged_into = None;
@@ -749,7 +760,10 @@ impl<P: Processor> EngineCore<P> {
         if let Some(Ok((winner, _))) = &handoff {
             data.store.settle_handed_off(customer_id, winner);
         } else {
-            data.store.settle(customer_id, due.map(|due| due.timestamp_millis()));
+            data.store.settle(customer_id, due);
+            if let Some(watches) = watches {
+                data.store.watch(customer_id, &watches);
+            }
         }
         // Checked before anything is produced: either may abort the transaction.
         let handoff = match handoff {
@@ -881,8 +895,12 @@ impl<P: Processor> EngineCore<P> {
         };
         let mut records = std::mem::take(&mut self.bound);
         self.settings.outputs.bind(outputs, partition, &mut records);
-        let due = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
-        data.store.settle(&handoff.to, due.map(|due| due.timestamp_millis()));
+        let due = entry.state.as_ref().and_then(|state| due_of(&self.processor, &self.lookups, state));
+        let watches = watches_of(&self.processor, entry.state.as_ref());
+        data.store.settle(&handoff.to, due);
+        if let Some(watches) = watches {
+            data.store.watch(&handoff.to, &watches);
+        }
         let oversized = self.oversized(&records, Some(&handoff.id));
         out.extend(
             records
@@ -1041,6 +1059,7 @@ impl<P: Processor> EngineCore<P> {
             ledger.touch(partition, &customer_id, None);
             let now = DateTime::from_timestamp_millis(due).unwrap_or_default();
             let mut before = None;
+            let mut watches = None;
             let mut records = std::mem::take(&mut self.bound);
             let next = match data.store.entry_mut(&customer_id) {
                 Some(entry) => {
@@ -1054,9 +1073,11 @@ impl<P: Processor> EngineCore<P> {
                         domain_events.get_or_create(&DomainEventLabel { event: name }).inc();
                     });
                     self.settings.outputs.bind(outputs, partition, &mut records);
-                    let next = entry.state.as_ref().and_then(|state| self.processor.next_timer(state));
+                    let next =
+                        entry.state.as_ref().and_then(|state| due_of(&self.processor, &self.lookups, state));
+                    watches = watches_of(&self.processor, entry.state.as_ref());
                     // A timer that does not move forward would fire forever.
-                    next.map(|next| next.timestamp_millis()).filter(|next| *next > due)
+                    next.filter(|next| *next > due)
                 }
                 None => None,
             };
@@ -1081,7 +1102,28 @@ impl<P: Processor> EngineCore<P> {
                 continue;
             }
             data.store.settle(&customer_id, next);
+            if let Some(watches) = watches {
+                data.store.watch(&customer_id, &watches);
+            }
         }
+    }
+
+    /// A record of a lookup topic, in log order. A version of the watched input wakes the
+    /// customers waiting for its key (`Processor::watches`) in every partition held.
+    pub(crate) fn on_lookup_record(
+        &mut self,
+        from: LookupPartition,
+        key: String,
+        appended: i64,
+        value: Option<Vec<u8>>,
+    ) {
+        if P::WATCHED == Some(from.role) {
+            let due = appended.saturating_add(self.lookups.grace_ms());
+            for data in self.partitions.values_mut() {
+                data.store.wake_watchers(&key, appended, due);
+            }
+        }
+        self.lookups.on_record(from, key, appended, value);
     }
 
     /// The open transaction's commit: a changelog record per customer it touched (their final
@@ -1229,6 +1271,28 @@ impl<P: Processor> EngineCore<P> {
 /// The core without a broker: one test per rule of docs/runtime.md ("Per record" and the
 /// failure table) that needs no Kafka. The expected actions are written out by hand from the
 /// docs, not computed by the core.
+/// When a customer's timer is due (unix millis): the processor's own next timer, or the append
+/// time plus the grace of the first watched version the customer has not seen, if earlier.
+fn due_of<P: Processor>(processor: &P, lookups: &LookupStore, state: &P::State) -> Option<i64> {
+    let own = processor.next_timer(state).map(|due| due.timestamp_millis());
+    let Some(role) = P::WATCHED else { return own };
+    let watched = processor
+        .watches(state)
+        .into_iter()
+        .filter_map(|(key, since)| lookups.first_after(role, key, since))
+        .map(|appended| appended.saturating_add(lookups.grace_ms()))
+        .min();
+    own.into_iter().chain(watched).min()
+}
+
+/// The keys a customer in `state` waits for, owned for the store's index; `None` for a
+/// processor that watches nothing.
+fn watches_of<P: Processor>(processor: &P, state: Option<&P::State>) -> Option<Vec<(String, i64)>> {
+    P::WATCHED?;
+    let watches = state.map(|state| processor.watches(state)).unwrap_or_default();
+    Some(watches.into_iter().map(|(key, since)| (key.to_owned(), since)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1238,7 +1302,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::lookup::{LookupInput, LookupScope, Lookups};
+    use crate::lookup::{LookupInput, Lookups};
 
     const BASE: i64 = 1_795_000_000_000;
 
@@ -1801,6 +1865,146 @@ mod tests {
             vec![("out", Some("c-1"), some("nothing")), ("out", Some("c-2"), some("hi"))],
             "c-1's timer as of BASE (before the greeting), c-2's as of BASE + 200 ms"
         );
+    }
+
+    /// Watches the catalog key its customer last viewed (the page's url): each version of it
+    /// appended after the view comes out once, as `value@appended`.
+    #[derive(Debug)]
+    struct Watcher;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Watching {
+        key: String,
+        since: i64,
+    }
+
+    impl Processor for Watcher {
+        type Input = TouchpointEvent;
+        type State = Watching;
+        type Record = String;
+        const OUTPUTS: &'static [&'static str] = &["out"];
+        const LOOKUPS: &'static [LookupInput] =
+            &[LookupInput { role: "catalog", scope: LookupScope::Broadcast }];
+        const WATCHED: Option<&'static str> = Some("catalog");
+
+        fn apply(
+            &self,
+            _: &mut Option<Watching>,
+            _: &TouchpointEvent,
+            _: DateTime<Utc>,
+        ) -> Vec<Output<String>> {
+            unreachable!("the runtime gives lookups")
+        }
+
+        fn apply_with_lookups(
+            &self,
+            state: &mut Option<Watching>,
+            event: &TouchpointEvent,
+            _now: DateTime<Utc>,
+            lookups: &Lookups<'_>,
+        ) -> Vec<Output<String>> {
+            if let EventPayload::PageViewed { url } = &event.payload {
+                *state = Some(Watching { key: url.clone(), since: lookups.as_of() });
+            }
+            Vec::new()
+        }
+
+        fn watches<'s>(&self, state: &'s Watching) -> Vec<(&'s str, i64)> {
+            vec![(state.key.as_str(), state.since)]
+        }
+
+        fn on_timer_with_lookups(
+            &self,
+            state: &mut Option<Watching>,
+            customer_id: &str,
+            _now: DateTime<Utc>,
+            lookups: &Lookups<'_>,
+        ) -> Vec<Output<String>> {
+            let Some(watching) = state else { return Vec::new() };
+            let seen = watching.since;
+            watching.since = lookups.as_of();
+            match lookups.get_versioned("catalog", &watching.key) {
+                Some((value, appended)) if appended > seen => {
+                    let text = String::from_utf8_lossy(value);
+                    vec![out(customer_id, &format!("{text}@{}", appended - BASE))]
+                }
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    const CATALOG: LookupPartition = LookupPartition { role: "catalog", partition: 0 };
+
+    /// Lookups as of 1 s before; the catalog proven read far ahead (this is about waking).
+    fn watcher_core() -> EngineCore<Watcher> {
+        let settings =
+            CoreSettings { lookup_grace_ms: 1_000, lookup_writer_timeout_ms: 500, ..settings(10_000, None) };
+        let mut core = assigned(Watcher, settings);
+        core.lookups_mut().set_broadcast_partitions("catalog", 1);
+        core.lookups_mut().read_to_end(CATALOG, BASE + 1_000_000);
+        core
+    }
+
+    #[test]
+    fn given_a_customer_watching_a_key_then_each_later_version_read_fires_its_timer_as_of_its_append_time() {
+        let mut core = watcher_core();
+        let view = |id, customer, at, key| view_of(id, customer, at, key);
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE, "p"), BASE)
+            .expect("fits");
+        feed_input(&mut core, Input::Events, 0, 1, "c-3", &view("e-3", "c-3", BASE, "q"), BASE)
+            .expect("fits");
+        core.on_end_of_partition(0);
+        core.on_lookup_record(CATALOG, "p".into(), BASE + 2_000, Some(b"drop".to_vec()));
+        core.on_lookup_record(CATALOG, "q".into(), BASE - 5_000, Some(b"old".to_vec()));
+        assert_eq!(
+            produced(&sweep(&mut core, BASE + 2_999)),
+            vec![],
+            "due at its append time plus the grace"
+        );
+        assert_eq!(
+            produced(&sweep(&mut core, BASE + 3_000)),
+            vec![("out", Some("c-1"), some("drop@2000"))],
+            "c-3 viewed q after q's version: nothing"
+        );
+        commit_now(&mut core);
+        let actions = feed_input(
+            &mut core,
+            Input::Events,
+            0,
+            2,
+            "c-2",
+            &view("e-2", "c-2", BASE + 6_000, "p"),
+            BASE + 6_000,
+        )
+        .expect("fits");
+        assert!(produced(&actions).is_empty());
+        core.on_lookup_record(CATALOG, "p".into(), BASE + 4_000, Some(b"drop2".to_vec()));
+        core.on_lookup_record(CATALOG, "other".into(), BASE + 4_500, Some(b"x".to_vec()));
+        assert_eq!(
+            produced(&sweep(&mut core, BASE + 20_000)),
+            vec![("out", Some("c-1"), some("drop2@4000"))],
+            "c-2 viewed p after drop2 (as of 5 000)"
+        );
+        commit_now(&mut core);
+        assert_eq!(produced(&sweep(&mut core, BASE + 30_000)), vec![], "each version once");
+    }
+
+    #[test]
+    fn given_a_restored_customer_then_a_version_read_before_the_restore_fires_its_timer() {
+        let mut core = watcher_core();
+        core.on_lookup_record(CATALOG, "p".into(), BASE + 2_000, Some(b"drop".to_vec()));
+        core.on_revoked(&[0]);
+        core.on_assigned([0]);
+        assert_eq!(core.take_pending_restore(), vec![0]);
+        let watching = Watching { key: "p".into(), since: BASE };
+        let entry = Entry { recent: Default::default(), state: Some(watching), merged_into: None };
+        let restored = RestoredPartition {
+            customers: [("c-1".to_owned(), Box::new(entry))].into_iter().collect(),
+            markers: Markers::default(),
+        };
+        core.install(0, restored, false);
+        core.on_end_of_partition(0);
+        assert_eq!(produced(&sweep(&mut core, BASE + 10_000)), vec![("out", Some("c-1"), some("drop@2000"))]);
     }
 
     /// As `Reminder`, but the text is the customer's row of the *table* `tiers`.

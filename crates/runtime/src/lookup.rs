@@ -161,6 +161,29 @@ impl LookupStore {
         }
     }
 
+    /// When the first version of broadcast `key` of `role` appended after `since` was appended.
+    pub(crate) fn first_after(&self, role: &str, key: &str, since: i64) -> Option<i64> {
+        let from = LookupPartition { role: self.role_name(role)?, partition: 0 };
+        let to = LookupPartition { partition: i32::MAX, ..from };
+        self.read
+            .range(from..=to)
+            .filter_map(|(_, versions)| {
+                let versions = versions.by_key.get(key)?;
+                let later = versions.partition_point(|version| version.appended <= since);
+                versions.get(later).map(|version| version.appended)
+            })
+            .min()
+    }
+
+    fn role_name(&self, role: &str) -> Option<&'static str> {
+        self.inputs.iter().find(|input| input.role == role).map(|input| input.role)
+    }
+
+    /// The grace lookups are made with (unix millis).
+    pub(crate) fn grace_ms(&self) -> i64 {
+        self.grace_ms
+    }
+
     /// The view of `partition`'s lookups as of `as_of`.
     pub(crate) fn view(&self, partition: i32, as_of: i64) -> Lookups<'_> {
         Lookups { store: Some(self), partition, as_of }
@@ -197,24 +220,26 @@ impl<'a> Lookups<'a> {
     /// The value of `key` in the lookup input `role` as of the record's time less the grace;
     /// `None` if it had none then (or a tombstone).
     pub fn get(&self, role: &str, key: &str) -> Option<&'a [u8]> {
+        self.get_versioned(role, key).map(|(value, _)| value)
+    }
+
+    /// As [`Self::get`], with the time the value was appended (unix millis): a processor tells a
+    /// version it has seen from a newer one.
+    pub fn get_versioned(&self, role: &str, key: &str) -> Option<(&'a [u8], i64)> {
         let store = self.store?;
         let input = store.inputs.iter().find(|input| input.role == role)?;
-        match input.scope {
-            LookupScope::Table => {
-                let from = LookupPartition { role: input.role, partition: self.partition };
-                store.read.get(&from)?.get(key, self.as_of)
-            }
-            // A broadcast key lives on one partition of its topic (the producer's hash of it).
-            LookupScope::Broadcast => store
-                .read
-                .range(
-                    LookupPartition { role: input.role, partition: 0 }..=LookupPartition {
-                        role: input.role,
-                        partition: i32::MAX,
-                    },
-                )
-                .find_map(|(_, versions)| versions.get(key, self.as_of)),
-        }
+        let partitions = match input.scope {
+            LookupScope::Table => self.partition..=self.partition,
+            LookupScope::Broadcast => 0..=i32::MAX,
+        };
+        let from = LookupPartition { role: input.role, partition: *partitions.start() };
+        let to = LookupPartition { role: input.role, partition: *partitions.end() };
+        store.read.range(from..=to).find_map(|(_, versions)| {
+            let versions = versions.by_key.get(key)?;
+            let newer = versions.partition_point(|version| version.appended <= self.as_of);
+            let version = versions[..newer].last()?;
+            Some((version.value.as_deref()?, version.appended))
+        })
     }
 
     /// Every key of the lookup input `role` with its value as of the record's time less the

@@ -185,7 +185,7 @@ impl LookupReader {
                         )));
                     };
                     let from = LookupPartition { role, partition: message.partition() };
-                    core.lookups_mut().on_record(from, key, appended, message.payload().map(<[u8]>::to_vec));
+                    core.on_lookup_record(from, key, appended, message.payload().map(<[u8]>::to_vec));
                 }
                 Some(Err(error)) => warn!(%error, "lookup reader"),
                 None => return Ok(()),

@@ -198,6 +198,21 @@ pub trait Processor: Send + 'static {
         self.on_timer(state, customer_id, now)
     }
 
+    /// The broadcast input (a role of [`Self::LOOKUPS`]) whose records a customer can wait for,
+    /// as journeys waits for the catalog events of the products a customer viewed: see
+    /// [`Self::watches`].
+    const WATCHED: Option<&'static str> = None;
+
+    /// The keys of the [`Self::WATCHED`] input this customer waits for, each with the append time
+    /// (unix millis) it has seen that key through. A version of a key appended at `T`, later than
+    /// that, fires the customer's timer at `T` plus the lookup grace, whenever it is read, so that
+    /// `on_timer_with_lookups` sees it as of `T` on every replay. That timer must move each key's
+    /// time to at least its lookups' `as_of`, as a timer must move `next_timer`. Listed after
+    /// every event, timer and restore; the default waits for nothing.
+    fn watches<'s>(&self, _state: &'s Self::State) -> Vec<(&'s str, i64)> {
+        Vec::new()
+    }
+
     /// Whether this processor moves state between customers (merges). The runtime then also
     /// reads and writes its handoff topic (`HANDOFF_TOPIC`, co-partitioned with the input); see
     /// docs/runtime.md, "State handoff".

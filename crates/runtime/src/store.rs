@@ -61,6 +61,10 @@ pub(crate) struct PartitionStore<S> {
     /// record fetched just after the clock followed the wall clock past its append time is still
     /// applied as of that time (a replay must apply it so).
     record_clock: i64,
+    /// The watched input's keys each customer waits for, with the append time it has seen each
+    /// through (`Processor::watches`), and the same by key: a version read wakes its watchers.
+    watching: FxHashMap<String, Vec<(String, i64)>>,
+    watchers: FxHashMap<String, FxHashMap<String, i64>>,
     /// The consumer reached the end of the partition and no record came since.
     caught_up: bool,
     /// Erased customers of this partition.
@@ -73,6 +77,8 @@ impl<S> Default for PartitionStore<S> {
             customers: FxHashMap::default(),
             timers: BTreeSet::new(),
             timer_of: FxHashMap::default(),
+            watching: FxHashMap::default(),
+            watchers: FxHashMap::default(),
             clock: 0,
             record_clock: 0,
             caught_up: false,
@@ -87,11 +93,15 @@ impl<S> PartitionStore<S> {
         customers: Customers<S>,
         markers: Markers,
         next_timer: impl Fn(&S) -> Option<i64>,
+        watches: impl Fn(&S) -> Vec<(String, i64)>,
     ) -> Self {
         let mut store = Self { markers, ..Self::default() };
         for (customer_id, entry) in customers {
             let due = entry.state.as_ref().and_then(&next_timer);
             store.set_timer(&customer_id, due);
+            if let Some(state) = &entry.state {
+                store.watch(&customer_id, &watches(state));
+            }
             store.customers.insert(customer_id, entry);
         }
         store
@@ -190,6 +200,7 @@ impl<S> PartitionStore<S> {
             .is_some_and(|entry| entry.state.is_none() && entry.merged_into.is_none())
         {
             self.customers.remove(customer_id);
+            self.watch(customer_id, &[]);
         }
         self.set_timer(customer_id, due);
     }
@@ -223,9 +234,53 @@ impl<S> PartitionStore<S> {
             entry.merged_into = Some(Box::new(winner.to_owned()));
         }
         self.set_timer(customer_id, None);
+        self.watch(customer_id, &[]);
     }
 
-    /// The earliest timer due at or before `up_to`.
+    /// The keys `customer_id` waits for now (see `watching`); unchanged lists cost no allocation.
+    pub(crate) fn watch(&mut self, customer_id: &str, watches: &[(String, i64)]) {
+        let current = self.watching.get(customer_id).map_or(&[][..], Vec::as_slice);
+        let unchanged = current.len() == watches.len()
+            && current
+                .iter()
+                .zip(watches)
+                .all(|((key, since), (new_key, new_since))| key == new_key && since == new_since);
+        if unchanged {
+            return;
+        }
+        for (key, _) in self.watching.remove(customer_id).unwrap_or_default() {
+            if let Some(customers) = self.watchers.get_mut(&key) {
+                customers.remove(customer_id);
+                if customers.is_empty() {
+                    self.watchers.remove(&key);
+                }
+            }
+        }
+        if watches.is_empty() {
+            return;
+        }
+        for (key, since) in watches {
+            self.watchers.entry(key.clone()).or_default().insert(customer_id.to_owned(), *since);
+        }
+        self.watching.insert(customer_id.to_owned(), watches.to_vec());
+    }
+
+    /// A version of watched `key` appended at `appended` was read: each customer that has not
+    /// seen the key through that time gets its timer at `due` at the latest.
+    pub(crate) fn wake_watchers(&mut self, key: &str, appended: i64, due: i64) {
+        let Some(customers) = self.watchers.get(key) else { return };
+        let woken: Vec<String> = customers
+            .iter()
+            .filter(|(customer_id, since)| {
+                **since < appended && self.timer_of.get(*customer_id).is_none_or(|current| *current > due)
+            })
+            .map(|(customer_id, _)| customer_id.clone())
+            .collect();
+        for customer_id in woken {
+            self.set_timer(&customer_id, Some(due));
+        }
+    }
+
     /// When the earliest timer is due.
     pub(crate) fn earliest_timer(&self) -> Option<i64> {
         self.timers.first().map(|(due, _)| *due)
@@ -382,8 +437,12 @@ mod tests {
             ErasureMarker { erased_at: 100, recorded_at: 100, recent: VecDeque::new() },
             1_000,
         );
-        let mut store =
-            Store::restored(customers, markers, |state| (*state > 0).then_some(i64::from(*state)));
+        let mut store = Store::restored(
+            customers,
+            markers,
+            |state| (*state > 0).then_some(i64::from(*state)),
+            |_| Vec::new(),
+        );
         assert_eq!(store.due_timer(i64::MAX), Some((500, "c-1".to_owned())));
         assert_eq!(
             store.admit("c-2", || key.id("c-2"), 0, Some(7), false),
