@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Days, LocalResult, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use omnistream_channel_affinity::{AffinityConfig, AffinityState};
-use omnistream_model::records::SuppressionStatus;
+use omnistream_model::records::{CatalogEvent, CatalogEventType, SuppressionStatus};
 use omnistream_model::traits::TraitHistory;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, event_to_json};
 use omnistream_suppression::{PreparedRules, SuppressionMemory};
@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::definition::{
-    Action, BranchCondition, ChannelChoice, Condition, EventFilter, Field, Journey, Reentry, Scalar, Test,
-    Trigger, Wait, WhenSuppressed,
+    Action, BranchCondition, CatalogChange, ChannelChoice, Condition, EventFilter, Field, Journey, Reentry,
+    Scalar, Test, Trigger, Wait, WhenSuppressed,
 };
 
 /// Entries one customer is in at once, across journeys; a trigger beyond it does not enter.
@@ -37,6 +37,10 @@ pub const KEYS_KEPT: usize = 256;
 pub const TRIGGERS_KEPT: usize = 16;
 /// Traits kept for conditions (SPEC 4's profile limit).
 pub const TRAITS_KEPT: usize = 256;
+/// Products viewed kept for catalog triggers: the latest viewed.
+pub const INTERESTS_KEPT: usize = 32;
+/// How long a view is kept for catalog triggers (the longest `entry.within`).
+pub const INTEREST_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
 
 /// The journeys published: every version an entry may still be on, and the latest of each.
 #[derive(Debug, Clone, Default)]
@@ -80,6 +84,22 @@ pub struct CustomerJourneys {
     /// customer: `once` is for good, unlike the latest ended entries above).
     #[serde(default)]
     pub entered: BTreeMap<String, Entered>,
+    /// The products the customer viewed, for catalog triggers: the latest [`INTERESTS_KEPT`]
+    /// within [`INTEREST_KEPT_FOR`].
+    #[serde(default)]
+    pub interests: Vec<Interest>,
+}
+
+/// A product the customer viewed: its catalog events appended after `seen_through` may enter
+/// them in a journey (docs/journeys.md, "Catalog triggers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interest {
+    pub product_id: String,
+    /// The latest view (the event's time, at most the time it was applied).
+    pub viewed_at: i64,
+    /// The append time (unix millis) through which the product's catalog events were seen: a
+    /// change before the view triggers nothing.
+    pub seen_through: i64,
 }
 
 /// Re-entry's memory of one journey.
@@ -156,6 +176,8 @@ pub struct Decision {
     pub journey: String,
     pub version: u32,
     pub entry_id: String,
+    /// The entry's key: a catalog trigger's product, a `per` re-entry key's value.
+    pub entry_key: Option<String>,
     pub step: String,
     pub attempt: u32,
     pub decided_at: i64,
@@ -206,7 +228,9 @@ impl Engine {
         event: &TouchpointEvent,
         now: i64,
     ) -> Vec<Decision> {
-        self.remember(state, customer_id, event, now);
+        let catalog_triggers =
+            definitions.latest().any(|journey| matches!(journey.entry.trigger, Trigger::Catalog { .. }));
+        self.remember(state, customer_id, event, now, catalog_triggers);
         let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
         let entries = std::mem::take(&mut state.entries);
         for mut entry in entries {
@@ -244,16 +268,53 @@ impl Engine {
         }
         for journey in definitions.latest() {
             if let Some(entry) = self.enters(state, journey, event, now) {
-                let entered = state.entered.entry(journey.id.clone()).or_default();
-                keep_latest(&mut entered.triggers, entry.entry_id.clone(), TRIGGERS_KEPT);
-                if let Some(key) = &entry.key {
-                    keep_latest(&mut entered.keys, key.clone(), KEYS_KEPT);
-                }
-                entered.last_end = None;
-                run.go(state, journey, entry, Some(0));
+                run.enter(state, journey, entry);
             }
         }
         run.decisions
+    }
+
+    /// A catalog event of a product the customer viewed (read as of `now` less the lookup
+    /// grace): enters the journeys it triggers for a customer who viewed the product within
+    /// their window. The caller then marks the product's events seen ([`Self::seen_catalog`]).
+    pub fn on_catalog(
+        &self,
+        definitions: &Definitions,
+        state: &mut CustomerJourneys,
+        customer_id: &str,
+        event: &CatalogEvent,
+        now: i64,
+    ) -> Vec<Decision> {
+        let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
+        let Some(viewed_at) = state
+            .interests
+            .iter()
+            .find(|interest| interest.product_id == event.product_id)
+            .map(|i| i.viewed_at)
+        else {
+            return run.decisions;
+        };
+        for journey in definitions.latest() {
+            let Trigger::Catalog { change, within } = &journey.entry.trigger else { continue };
+            let fits = match change {
+                CatalogChange::PriceDrop => event.is_price_drop(),
+                CatalogChange::BackInStock => event.kind == CatalogEventType::ProductRestocked,
+            };
+            if !fits || viewed_at < now.saturating_sub(millis(*within)) {
+                continue;
+            }
+            if let Some(entry) = admit(state, journey, &event.event_id, Some(event.product_id.clone()), now) {
+                run.enter(state, journey, entry);
+            }
+        }
+        run.decisions
+    }
+
+    /// The products whose catalog events the customer has seen through `as_of` (unix millis).
+    pub fn seen_catalog(state: &mut CustomerJourneys, as_of: i64) {
+        for interest in &mut state.interests {
+            interest.seen_through = interest.seen_through.max(as_of);
+        }
     }
 
     /// Moves on every entry whose wait ended by `now`.
@@ -293,7 +354,16 @@ impl Engine {
 
     /// Feeds the embedded cores and the traits. A `message_sent` of one of this service's own
     /// decisions was counted when decided.
-    fn remember(&self, state: &mut CustomerJourneys, customer_id: &str, event: &TouchpointEvent, now: i64) {
+    /// Product views are kept only while a catalog trigger is published (`catalog_triggers`):
+    /// each is a key the runtime indexes.
+    fn remember(
+        &self,
+        state: &mut CustomerJourneys,
+        customer_id: &str,
+        event: &TouchpointEvent,
+        now: i64,
+        catalog_triggers: bool,
+    ) {
         let own_send = match &event.payload {
             EventPayload::MessageSent { message_id, .. } => {
                 let position = state.pending.iter().position(|pending| pending == message_id);
@@ -309,6 +379,17 @@ impl Engine {
         // forgotten, so the copy stays within suppression's documented bounds.
         let at = now.max(state.suppression.evaluated_at);
         omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
+        if let EventPayload::ProductViewed { product_id } = &event.payload {
+            state.interests.retain(|interest| interest.product_id != *product_id);
+            let viewed_at = event.occurred_at.timestamp_millis().min(now);
+            state.interests.push(Interest { product_id: product_id.clone(), viewed_at, seen_through: now });
+        }
+        let kept_from = now.saturating_sub(millis(INTEREST_KEPT_FOR));
+        state.interests.retain(|interest| catalog_triggers && interest.viewed_at >= kept_from);
+        if state.interests.len() > INTERESTS_KEPT {
+            state.interests.sort_by_key(|interest| std::cmp::Reverse(interest.viewed_at));
+            state.interests.truncate(INTERESTS_KEPT);
+        }
         if let EventPayload::TraitsUpdated { set, set_once, unset } = &event.payload {
             let at = event.occurred_at.timestamp_millis();
             let room = |traits: &BTreeMap<String, TraitHistory>, name: &String| {
@@ -344,46 +425,60 @@ impl Engine {
         if !matches(trigger, event, &[], &state.traits) {
             return None;
         }
-        let entered = state.entered.get(&journey.id);
-        // The same trigger event again (a producer's retry) enters nothing.
-        if entered.is_some_and(|e| e.triggers.contains(&event.event_id)) || state.entries.len() >= MAX_ENTRIES
-        {
-            return None;
-        }
-        let inside = state.entries.iter().any(|entry| entry.journey == journey.id);
         let key = match &journey.entry.reentry {
-            Reentry::Once if entered.is_some() => return None,
-            Reentry::Once => None,
-            Reentry::After(cool_down) => {
-                let cool_down = millis(*cool_down);
-                let last_end = entered.and_then(|e| e.last_end);
-                if inside || last_end.is_some_and(|at| now < at.saturating_add(cool_down)) {
-                    return None;
-                }
-                None
-            }
-            Reentry::PerKey(property) => {
-                let key = property_text(event, property)?;
-                if entered.is_some_and(|e| e.keys.contains(&key)) {
-                    return None;
-                }
-                Some(key)
-            }
+            Reentry::PerKey(property) => Some(property_text(event, property)?),
+            _ => None,
         };
-        Some(EntryState {
-            journey: journey.id.clone(),
-            version: journey.version,
-            entry_id: event.event_id.clone(),
-            key,
-            entered_at: now,
-            step: 0,
-            step_since: now,
-            attempt: 0,
-            waiting_until: None,
-            messages: Vec::new(),
-            happened: Vec::new(),
-        })
+        admit(state, journey, &event.event_id, key, now)
     }
+}
+
+/// The entry a trigger `entry_id` starts in `journey`, if re-entry allows: `key` is the `per`
+/// re-entry key's value (or a catalog trigger's product).
+fn admit(
+    state: &CustomerJourneys,
+    journey: &Journey,
+    entry_id: &str,
+    key: Option<String>,
+    now: i64,
+) -> Option<EntryState> {
+    let entered = state.entered.get(&journey.id);
+    // The same trigger again (a producer's retry) enters nothing.
+    if entered.is_some_and(|e| e.triggers.iter().any(|trigger| trigger == entry_id))
+        || state.entries.len() >= MAX_ENTRIES
+    {
+        return None;
+    }
+    let inside = state.entries.iter().any(|entry| entry.journey == journey.id);
+    match &journey.entry.reentry {
+        Reentry::Once if entered.is_some() => return None,
+        Reentry::Once => {}
+        Reentry::After(cool_down) => {
+            let cool_down = millis(*cool_down);
+            let last_end = entered.and_then(|e| e.last_end);
+            if inside || last_end.is_some_and(|at| now < at.saturating_add(cool_down)) {
+                return None;
+            }
+        }
+        Reentry::PerKey(_) => {
+            if entered.is_some_and(|e| key.as_ref().is_some_and(|key| e.keys.contains(key))) {
+                return None;
+            }
+        }
+    }
+    Some(EntryState {
+        journey: journey.id.clone(),
+        version: journey.version,
+        entry_id: entry_id.to_owned(),
+        key,
+        entered_at: now,
+        step: 0,
+        step_since: now,
+        attempt: 0,
+        waiting_until: None,
+        messages: Vec::new(),
+        happened: Vec::new(),
+    })
 }
 
 /// Steps run at one instant.
@@ -395,6 +490,17 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Starts `entry` at the journey's first step, remembered for re-entry.
+    fn enter(&mut self, state: &mut CustomerJourneys, journey: &Journey, entry: EntryState) {
+        let entered = state.entered.entry(journey.id.clone()).or_default();
+        keep_latest(&mut entered.triggers, entry.entry_id.clone(), TRIGGERS_KEPT);
+        if let (Reentry::PerKey(_), Some(key)) = (&journey.entry.reentry, &entry.key) {
+            keep_latest(&mut entered.keys, key.clone(), KEYS_KEPT);
+        }
+        entered.last_end = None;
+        self.go(state, journey, entry, Some(0));
+    }
+
     /// Moves `entry` to `target` (`None`: the end) and runs steps until it waits or ends.
     fn go(
         &mut self,
@@ -550,6 +656,7 @@ impl Run<'_> {
             journey: journey.id.clone(),
             version: journey.version,
             entry_id: entry.entry_id.clone(),
+            entry_key: entry.key.clone(),
             step: step.to_owned(),
             attempt: entry.attempt,
             decided_at: self.now,

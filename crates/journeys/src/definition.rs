@@ -66,7 +66,7 @@ pub struct Entry {
 pub enum Trigger {
     /// One of the customer's own events.
     Event(EventFilter),
-    /// A product's catalog event: every customer who viewed or carted it within `within`.
+    /// A product's catalog event: every customer who viewed it within `within`.
     Catalog { change: CatalogChange, within: Duration },
 }
 
@@ -444,11 +444,16 @@ impl Checker<'_> {
                 let Some(within) = raw.within else {
                     self.problem(
                         &at,
-                        "entry: a catalog trigger needs within = \"30d\" (how recent a view or cart counts)",
+                        "entry: a catalog trigger needs within = \"30d\" (how recent a view counts)",
                     );
                     return None;
                 };
-                Trigger::Catalog { change, within: self.duration(&within, "entry.within")? }
+                let window = self.duration(&within, "entry.within")?;
+                if window > crate::core::INTEREST_KEPT_FOR {
+                    self.problem(&within, "entry.within: at most 90d (how long a view is kept)");
+                    return None;
+                }
+                Trigger::Catalog { change, within: window }
             }
             (Some(_), Some(_)) => {
                 self.problem(&at, "entry: event or catalog, not both");

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use clap::Parser;
 use omnistream_channel_affinity::AffinityArgs;
 use omnistream_journeys::core::Engine;
-use omnistream_journeys::service::{ACTIONS_OUTPUT, DEFINITIONS_INPUT, Journeys, STATES_OUTPUT};
-use omnistream_model::topics::{JOURNEY_ACTIONS, JOURNEY_DEFINITIONS, JOURNEY_STATES};
+use omnistream_journeys::service::{
+    ACTIONS_OUTPUT, CATALOG_INPUT, DEFINITIONS_INPUT, Journeys, STATES_OUTPUT,
+};
+use omnistream_model::topics::{CATALOG_EVENTS, JOURNEY_ACTIONS, JOURNEY_DEFINITIONS, JOURNEY_STATES};
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 use omnistream_suppression::Rules;
 
@@ -27,6 +29,10 @@ struct Args {
     /// Compacted topic of published definitions (`omni journeys publish`), read whole.
     #[arg(long, env = "DEFINITIONS_TOPIC", default_value = JOURNEY_DEFINITIONS)]
     definitions_topic: String,
+    /// Compacted topic of products' price changes and restocks (the gateway's
+    /// `POST /v1/catalog/events`), read whole: they enter the customers who viewed the product.
+    #[arg(long, env = "CATALOG_TOPIC", default_value = CATALOG_EVENTS)]
+    catalog_topic: String,
     /// The suppression service's rules file: sends are decided by the same rules.
     #[arg(long, env = "SUPPRESSION_RULES")]
     suppression_rules: Option<PathBuf>,
@@ -47,8 +53,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    args.runtime.broadcasts.retain(|(role, _)| role != DEFINITIONS_INPUT);
+    args.runtime.broadcasts.retain(|(role, _)| role != DEFINITIONS_INPUT && role != CATALOG_INPUT);
     args.runtime.broadcasts.push((DEFINITIONS_INPUT.to_owned(), args.definitions_topic));
+    args.runtime.broadcasts.push((CATALOG_INPUT.to_owned(), args.catalog_topic));
     let engine = Engine { suppression: Arc::new(suppression.prepare()), affinity };
     let service = ServiceInfo::registered(&omnistream_model::services::JOURNEYS, env!("CARGO_PKG_VERSION"))
         .with_output(ACTIONS_OUTPUT, args.actions_topic)

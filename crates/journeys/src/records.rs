@@ -31,6 +31,7 @@ pub fn action_record(decision: &Decision) -> JourneyAction {
         journey_id: decision.journey.clone(),
         journey_version: version(decision.version),
         entry_id: decision.entry_id.clone(),
+        entry_key: decision.entry_key.clone(),
         step: decision.step.clone(),
         attempt: i32::try_from(decision.attempt).unwrap_or(i32::MAX),
         decided_at: time(decision.decided_at),

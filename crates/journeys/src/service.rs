@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::records::{CustomerJourneyState, JourneyAction, JourneyDefinition, JourneyOutcome};
+use omnistream_model::records::{
+    CatalogEvent, CustomerJourneyState, JourneyAction, JourneyDefinition, JourneyOutcome,
+};
 use omnistream_model::{EventPayload, OutputRecord, TouchpointEvent, decode_record};
 use omnistream_runtime::{LookupInput, LookupScope, Lookups, Output, Processor};
 
@@ -14,6 +16,9 @@ use crate::records::{action_record, state_record};
 
 /// The broadcast input of published definitions (`--definitions-topic`).
 pub const DEFINITIONS_INPUT: &str = "definitions";
+/// The broadcast input of catalog events (`--catalog-topic`), keyed by product: watched for the
+/// products each customer viewed.
+pub const CATALOG_INPUT: &str = "catalog";
 pub const ACTIONS_OUTPUT: &str = "actions";
 pub const STATES_OUTPUT: &str = "states";
 
@@ -104,8 +109,15 @@ impl Processor for Journeys {
     type State = CustomerJourneys;
     type Record = JourneyRecord;
     const OUTPUTS: &'static [&'static str] = &[ACTIONS_OUTPUT, STATES_OUTPUT];
-    const LOOKUPS: &'static [LookupInput] =
-        &[LookupInput { role: DEFINITIONS_INPUT, scope: LookupScope::Broadcast }];
+    const LOOKUPS: &'static [LookupInput] = &[
+        LookupInput { role: DEFINITIONS_INPUT, scope: LookupScope::Broadcast },
+        LookupInput { role: CATALOG_INPUT, scope: LookupScope::Broadcast },
+    ];
+    const WATCHED: Option<&'static str> = Some(CATALOG_INPUT);
+
+    fn watches<'s>(&self, state: &'s CustomerJourneys) -> Vec<(&'s str, i64)> {
+        state.interests.iter().map(|interest| (interest.product_id.as_str(), interest.seen_through)).collect()
+    }
 
     /// As [`Self::apply_with_lookups`] with no journey published (the runtime always gives the
     /// lookups; this is for a caller without them): every entry ends as withdrawn.
@@ -154,7 +166,12 @@ impl Processor for Journeys {
         let Some(journeys) = state else { return Vec::new() };
         let definitions = self.definitions(lookups);
         let before = Before::of(journeys);
-        let decisions = self.engine.on_timer(&definitions, journeys, customer_id, now.timestamp_millis());
+        let now = now.timestamp_millis();
+        let mut decisions = self.engine.on_timer(&definitions, journeys, customer_id, now);
+        for event in catalog_events_unseen(journeys, lookups) {
+            decisions.extend(self.engine.on_catalog(&definitions, journeys, customer_id, &event, now));
+        }
+        Engine::seen_catalog(journeys, lookups.as_of());
         outputs(customer_id, &decisions, &before, journeys, &definitions)
     }
 
@@ -179,6 +196,31 @@ impl Processor for Journeys {
             }
         }
     }
+}
+
+/// The catalog events of the customer's viewed products appended since they were last seen, as
+/// of the lookups' time, in append order. A record this build cannot read is left out with an
+/// error in the log (the topic's writers are the gateway and `omni produce`, which check it).
+fn catalog_events_unseen(journeys: &CustomerJourneys, lookups: &Lookups<'_>) -> Vec<CatalogEvent> {
+    let mut unseen: Vec<(i64, CatalogEvent)> = journeys
+        .interests
+        .iter()
+        .filter_map(|interest| {
+            let (bytes, appended) = lookups.get_versioned(CATALOG_INPUT, &interest.product_id)?;
+            if appended <= interest.seen_through {
+                return None;
+            }
+            match decode_record::<CatalogEvent>(bytes) {
+                Ok(event) => Some((appended, event)),
+                Err(error) => {
+                    tracing::error!(product_id = interest.product_id, %error, "a catalog event is left out");
+                    None
+                }
+            }
+        })
+        .collect();
+    unseen.sort_by_key(|(appended, _)| *appended);
+    unseen.into_iter().map(|(_, event)| event).collect()
 }
 
 /// What a customer's journeys were before an event or timer, to tell what it changed.

@@ -11,6 +11,7 @@ use omnistream_channel_affinity::AffinityConfig;
 use omnistream_journeys::core::{
     CustomerJourneys, Decision, Definitions, EndReason, Engine, Outcome, local_time_after,
 };
+use omnistream_model::records::{CatalogEvent, CatalogEventType};
 use omnistream_model::{Channel, TouchpointEvent, event_from_json};
 use omnistream_suppression::Rules;
 use serde_json::{Value, json};
@@ -496,4 +497,142 @@ fn happened_means_dated_since_the_entry_not_arrived_since() {
     given.engine.apply(&given.definitions, &mut given.state, CUSTOMER, &late, at("2026-06-01T10:30:00Z"));
     let (_, decisions) = given.timer("2026-06-01T11:00:00Z");
     assert_eq!(sends(&decisions), [send("s", Channel::Email, "t")], "the cart was before the entry");
+}
+
+fn catalog(
+    id: &str,
+    product: &str,
+    when: &str,
+    kind: CatalogEventType,
+    prices: Option<(i64, i64)>,
+) -> CatalogEvent {
+    CatalogEvent {
+        event_id: id.to_owned(),
+        product_id: product.to_owned(),
+        occurred_at: DateTime::parse_from_rfc3339(when).unwrap().with_timezone(&Utc),
+        kind,
+        old_minor: prices.map(|(old, _)| old),
+        new_minor: prices.map(|(_, new)| new),
+        currency: prices.map(|_| "EUR".to_owned()),
+        source: None,
+    }
+}
+
+fn price(id: &str, product: &str, when: &str, old: i64, new: i64) -> CatalogEvent {
+    catalog(id, product, when, CatalogEventType::ProductPriceChanged, Some((old, new)))
+}
+
+fn restock(id: &str, product: &str, when: &str) -> CatalogEvent {
+    catalog(id, product, when, CatalogEventType::ProductRestocked, None)
+}
+
+fn product_view(id: &str, product: &str, when: &str) -> TouchpointEvent {
+    event(id, "product_viewed", "web", when, json!({"product_id": product}))
+}
+
+impl Given {
+    /// The catalog event reaches the customer at `when` (its append time plus the grace).
+    fn catalog(&mut self, event: &CatalogEvent, when: &str) -> Vec<Decision> {
+        let decisions = self.engine.on_catalog(&self.definitions, &mut self.state, CUSTOMER, event, at(when));
+        Engine::seen_catalog(&mut self.state, at(when));
+        decisions
+    }
+
+    /// The journeys entered, in order: (journey, entry id, entry key).
+    fn entered(&self) -> Vec<(String, String, Option<String>)> {
+        let ended = self.state.ended.iter().map(|e| (e.journey.clone(), e.entry_id.clone(), e.key.clone()));
+        let running =
+            self.state.entries.iter().map(|e| (e.journey.clone(), e.entry_id.clone(), e.key.clone()));
+        ended.chain(running).collect()
+    }
+}
+
+fn entry(journey: &str, entry_id: &str, product: &str) -> (String, String, Option<String>) {
+    (journey.to_owned(), entry_id.to_owned(), Some(product.to_owned()))
+}
+
+#[test]
+fn a_price_drop_enters_a_customer_who_viewed_the_product_within_the_window_and_nothing_else_does() {
+    let mut given = Given::journeys(&[&shipped("price-drop")]);
+    given.when(&product_view("v-1", "sku-1", "2026-11-01T10:00:00Z"));
+    given.when(&product_view("v-2", "sku-2", "2026-11-20T10:00:00Z"));
+    assert!(
+        given
+            .catalog(&price("up", "sku-2", "2026-11-21T10:00:00Z", 1_000, 1_200), "2026-11-21T10:00:01Z")
+            .is_empty()
+    );
+    assert!(
+        given
+            .catalog(&price("same", "sku-2", "2026-11-21T11:00:00Z", 1_000, 1_000), "2026-11-21T11:00:01Z")
+            .is_empty()
+    );
+    assert!(
+        given.catalog(&restock("back", "sku-2", "2026-11-21T12:00:00Z"), "2026-11-21T12:00:01Z").is_empty(),
+        "a restock is not a drop"
+    );
+    assert!(
+        given
+            .catalog(&price("other", "sku-9", "2026-11-21T13:00:00Z", 1_000, 900), "2026-11-21T13:00:01Z")
+            .is_empty(),
+        "not viewed"
+    );
+    assert!(
+        given
+            .catalog(&price("late", "sku-1", "2026-12-01T10:00:01Z", 1_000, 900), "2026-12-01T10:00:02Z")
+            .is_empty(),
+        "sku-1 viewed 30 days and 2 s before: outside the 30 days"
+    );
+    assert!(given.entered().is_empty());
+    let decisions =
+        given.catalog(&price("drop", "sku-2", "2026-11-22T10:00:00Z", 1_000, 999), "2026-11-22T10:00:01Z");
+    assert_eq!(given.entered(), [entry("price-drop", "drop", "sku-2")]);
+    // No history: affinity's ranking keeps its own order (email, sms, whatsapp, push), so
+    // email ranks first and the route takes the email step.
+    assert_eq!(sends(&decisions), [send("email", Channel::Email, "price-drop-email")]);
+    assert_eq!(decisions[0].entry_key.as_deref(), Some("sku-2"), "the sender learns the product");
+}
+
+#[test]
+fn a_retried_catalog_event_enters_nothing_and_a_later_restock_enters_again_after_the_cool_down() {
+    let mut given = Given::journeys(&[&shipped("back-in-stock")]);
+    given.when(&product_view("v-1", "sku-1", "2026-11-01T10:00:00Z"));
+    let first = given.catalog(&restock("r-1", "sku-1", "2026-11-02T10:00:00Z"), "2026-11-02T10:00:01Z");
+    assert_eq!(sends(&first), [send("notify", Channel::Email, "back-in-stock")]);
+    assert!(
+        given.catalog(&restock("r-1", "sku-1", "2026-11-05T10:00:00Z"), "2026-11-05T10:00:01Z").is_empty(),
+        "the producer's retry of r-1, days later"
+    );
+    assert!(
+        given.catalog(&restock("r-2", "sku-1", "2026-11-02T20:00:00Z"), "2026-11-02T20:00:01Z").is_empty(),
+        "within the day's cool-down"
+    );
+    let again = given.catalog(&restock("r-3", "sku-1", "2026-11-06T10:00:00Z"), "2026-11-06T10:00:01Z");
+    // Email was sent once and never opened: it now scores below the untried channels, which tie
+    // and keep the journey's order.
+    assert_eq!(sends(&again), [send("notify", Channel::Push, "back-in-stock")]);
+    assert_eq!(
+        given.entered(),
+        [entry("back-in-stock", "r-1", "sku-1"), entry("back-in-stock", "r-3", "sku-1")]
+    );
+}
+
+#[test]
+fn views_are_kept_only_while_a_catalog_journey_is_published_and_a_change_before_the_view_is_seen() {
+    let mut given = Given::journeys(&[&shipped("black-friday")]);
+    given.when(&product_view("v-1", "sku-1", "2026-11-01T10:00:00Z"));
+    assert!(given.state.interests.is_empty(), "no catalog trigger published: nothing to watch");
+    let mut given = Given::journeys(&[&shipped("price-drop")]);
+    given.when(&product_view("v-1", "sku-1", "2026-11-01T10:00:00Z"));
+    assert_eq!(given.state.interests.len(), 1);
+    assert_eq!(
+        given.state.interests[0].seen_through,
+        at("2026-11-01T10:00:00Z"),
+        "changes appended before the view are seen"
+    );
+    for n in 0..40 {
+        given.when(&product_view(&format!("v-{n}"), &format!("p-{n}"), "2026-11-02T10:00:00Z"));
+    }
+    assert_eq!(given.state.interests.len(), omnistream_journeys::core::INTERESTS_KEPT);
+    given.when(&product_view("v-late", "sku-7", "2027-03-01T10:00:00Z"));
+    assert_eq!(given.state.interests.len(), 1, "views older than 90 days are forgotten");
 }

@@ -503,6 +503,7 @@ pub struct JourneyAction {
     pub waiting_until: Option<DateTime<Utc>>,
     pub considered: Vec<ConsideredChannel>,
     pub ranking: Vec<String>,
+    pub entry_key: Option<String>,
 }
 
 impl AvroRecord for JourneyAction {
@@ -580,6 +581,24 @@ impl AvroRecord for JourneyDefinition {
 pub enum CatalogEventType {
     ProductPriceChanged,
     ProductRestocked,
+}
+
+impl CatalogEventType {
+    /// The wire name (JSON value, Avro enum symbol).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatalogEventType::ProductPriceChanged => "product_price_changed",
+            CatalogEventType::ProductRestocked => "product_restocked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "product_price_changed" => Some(CatalogEventType::ProductPriceChanged),
+            "product_restocked" => Some(CatalogEventType::ProductRestocked),
+            _ => None,
+        }
+    }
 }
 
 /// `catalog.events.v1`: a change to a product, keyed by `product_id` (docs/journeys.md, "Catalog

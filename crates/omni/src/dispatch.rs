@@ -153,6 +153,7 @@ async fn deliver(http: &reqwest::Client, url: &str, args: &DispatchArgs, action:
         "journey_id": action.journey_id,
         "journey_version": action.journey_version,
         "step": action.step,
+        "entry_key": action.entry_key,
         "decided_at": action.decided_at.to_rfc3339(),
     });
     let mut delay = Duration::from_millis(args.backoff_ms);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use omnistream_model::services::{self, OutputSpec, stream_processors};
-use omnistream_model::topics::JOURNEY_DEFINITIONS_TOPIC;
+use omnistream_model::topics::{CATALOG_EVENTS_TOPIC, JOURNEY_DEFINITIONS_TOPIC};
 use omnistream_runtime::admin::TopicRequest;
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -41,6 +41,8 @@ pub struct StackTopics {
     pub outputs: BTreeMap<&'static str, String>,
     /// The journeys service's published definitions (`omni journeys publish --topic`).
     pub definitions: String,
+    /// Products' catalog events (the gateway's `POST /v1/catalog/events`, read by journeys).
+    pub catalog: String,
 }
 
 impl StackTopics {
@@ -91,6 +93,7 @@ impl Stack {
             dlq: topic("dlq"),
             outputs,
             definitions: topic("definitions"),
+            catalog: topic("catalog"),
         };
         let group = unique_topic(&format!("{label}-group"));
         let changelog = |service: &str| format!("{group}.{service}.state");
@@ -99,6 +102,8 @@ impl Stack {
             TopicRequest::events(&topics.events, PARTITIONS, 1),
             TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
             TopicRequest::for_spec(&JOURNEY_DEFINITIONS_TOPIC, &topics.definitions, 1, 1),
+            // Two partitions: a broadcast input is read whole, whichever partition a product is on.
+            TopicRequest::for_spec(&CATALOG_EVENTS_TOPIC, &topics.catalog, 2, 1),
         ];
         for service in stream_processors().chain(identity_stages) {
             for output in service.outputs {
@@ -171,6 +176,7 @@ impl Stack {
             }
             if service.name == services::JOURNEYS.name {
                 args.extend(["--definitions-topic".to_owned(), topics.definitions.clone()]);
+                args.extend(["--catalog-topic".to_owned(), topics.catalog.clone()]);
                 // A definition a test publishes reaches events appended the grace later: 4 s, not
                 // the default 15 (the grace stays longer than the transaction timeout).
                 args.extend(
@@ -201,6 +207,8 @@ impl Stack {
                     &bootstrap,
                     "--events-topic",
                     &topics.events,
+                    "--catalog-topic",
+                    &topics.catalog,
                     "--http-addr",
                     &format!("127.0.0.1:{gateway_port}"),
                     "--admin-addr",
@@ -334,8 +342,17 @@ impl Stack {
     /// `POST /v1/events` on the gateway with `body` (and `api_key` as bearer token): status and
     /// the JSON answer.
     pub async fn post_events(&self, body: &Value, api_key: Option<&str>) -> (u16, Value) {
+        self.post("/v1/events", body, api_key).await
+    }
+
+    /// `POST /v1/catalog/events` on the gateway, as [`Self::post_events`].
+    pub async fn post_catalog_events(&self, body: &Value, api_key: Option<&str>) -> (u16, Value) {
+        self.post("/v1/catalog/events", body, api_key).await
+    }
+
+    async fn post(&self, path: &str, body: &Value, api_key: Option<&str>) -> (u16, Value) {
         let mut request =
-            self.client.post(format!("http://127.0.0.1:{}/v1/events", self.gateway_port)).json(body);
+            self.client.post(format!("http://127.0.0.1:{}{path}", self.gateway_port)).json(body);
         if let Some(key) = api_key {
             request = request.bearer_auth(key);
         }
