@@ -276,7 +276,8 @@ impl Engine {
 
     /// A catalog event of a product the customer viewed (read as of `now` less the lookup
     /// grace): enters the journeys it triggers for a customer who viewed the product within
-    /// their window. The caller then marks the product's events seen ([`Self::seen_catalog`]).
+    /// their window before the change happened (its `occurred_at`). The caller then marks the
+    /// product's events seen ([`Self::seen_catalog`]).
     pub fn on_catalog(
         &self,
         definitions: &Definitions,
@@ -300,7 +301,10 @@ impl Engine {
                 CatalogChange::PriceDrop => event.is_price_drop(),
                 CatalogChange::BackInStock => event.kind == CatalogEventType::ProductRestocked,
             };
-            if !fits || viewed_at < now.saturating_sub(millis(*within)) {
+            // Viewed within the window before the change happened: a view after it (a
+            // producer's retry of the change reaching a later viewer) saw the new price.
+            let happened = event.occurred_at.timestamp_millis();
+            if !fits || viewed_at > happened || viewed_at < happened.saturating_sub(millis(*within)) {
                 continue;
             }
             if let Some(entry) = admit(state, journey, &event.event_id, Some(event.product_id.clone()), now) {

@@ -583,6 +583,14 @@ fn a_price_drop_enters_a_customer_who_viewed_the_product_within_the_window_and_n
         "sku-1 viewed 30 days and 2 s before: outside the 30 days"
     );
     assert!(given.entered().is_empty());
+    let mut given_later = Given::journeys(&[&shipped("price-drop")]);
+    given_later.when(&product_view("v-9", "sku-2", "2026-11-22T10:00:05Z"));
+    assert!(
+        given_later
+            .catalog(&price("drop", "sku-2", "2026-11-22T10:00:00Z", 1_000, 999), "2026-11-22T10:01:00Z")
+            .is_empty(),
+        "viewed after the drop happened (a producer's retry read later): the customer saw the new price"
+    );
     let decisions =
         given.catalog(&price("drop", "sku-2", "2026-11-22T10:00:00Z", 1_000, 999), "2026-11-22T10:00:01Z");
     assert_eq!(given.entered(), [entry("price-drop", "drop", "sku-2")]);
