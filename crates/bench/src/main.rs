@@ -5,6 +5,7 @@
 
 mod http;
 mod identity;
+mod journeys;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -168,7 +169,7 @@ const COUNTER: BenchService =
     BenchService { name: "event-counter", output_flag: "--output-topic", other_outputs: &[] };
 
 /// The registry's stream processors whose first output has one record per event, which is how
-/// the bench times them; journeys writes per decision (its rows are still to come: issue 17).
+/// the bench times them; journeys writes per decision and has rows of its own (`journeys.rs`).
 fn per_event_processors() -> impl Iterator<Item = &'static omnistream_model::services::ServiceSpec> {
     stream_processors().filter(|spec| spec.name != omnistream_model::services::JOURNEYS.name)
 }
@@ -528,6 +529,9 @@ async fn main() -> anyhow::Result<()> {
 
     if selected("identity-resolver") {
         rows.extend(identity::resolver_rows(&args, &watermarks).await?);
+    }
+    if selected("journeys") {
+        rows.extend(journeys::journeys_rows(&args, &watermarks).await?);
     }
     if selected("ingest-gateway") {
         rows.extend(gateway_rows(&args).await?);
