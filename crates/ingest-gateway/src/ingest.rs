@@ -1,9 +1,13 @@
-//! The pure part of `POST /v1/events`: a body becomes events (each validated per SPEC 2 and
-//! encoded as Avro, or rejected with every error), and the per-event results become a status.
+//! The pure part of `POST /v1/events` and `POST /v1/catalog/events`: a body becomes events (each
+//! validated and encoded as Avro, or rejected with every error), and the per-event results become
+//! a status.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use omnistream_model::{ErrorCode, Rejection, ValidationError, encode_event, event_from_json};
+use omnistream_model::catalog::catalog_event_from_json;
+use omnistream_model::{
+    CodecError, ErrorCode, Rejection, ValidationError, encode_event, encode_record, event_from_json,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -45,18 +49,40 @@ pub struct Parsed {
     pub outcome: Result<Encoded, Rejection>,
 }
 
-/// A valid event: its Kafka key (the customer id) and Avro single-object bytes.
+/// A valid event: its Kafka key and Avro single-object bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
     pub key: String,
     pub value: Vec<u8>,
 }
 
-/// Parses a body with one event or `{"events": [...]}` and validates every event at `now`.
+/// How one JSON event of an endpoint becomes a record, validated at `now`.
+pub type EncodeJson = fn(&Value, DateTime<Utc>) -> Result<Encoded, Rejection>;
+
+/// A touchpoint event (SPEC 2), keyed by customer.
+pub fn touchpoint_event(value: &Value, now: DateTime<Utc>) -> Result<Encoded, Rejection> {
+    let event = event_from_json(value, now)?;
+    let value = encode_event(&event).map_err(unencodable)?;
+    Ok(Encoded { key: event.customer_id, value })
+}
+
+/// A catalog event (`catalog.events.v1`), keyed by product.
+pub fn catalog_event(value: &Value, now: DateTime<Utc>) -> Result<Encoded, Rejection> {
+    let event = catalog_event_from_json(value, now)?;
+    let value = encode_record(&event).map_err(unencodable)?;
+    Ok(Encoded { key: event.product_id, value })
+}
+
+fn unencodable(error: CodecError) -> Rejection {
+    Rejection::single(ErrorCode::Malformed, "$", error.to_string())
+}
+
+/// Parses a body with one event or `{"events": [...]}` and encodes every event with `encode`.
 pub fn parse_request(
     body: &[u8],
     max_events: usize,
     now: DateTime<Utc>,
+    encode: EncodeJson,
 ) -> Result<Vec<Parsed>, RequestError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let events = match value {
@@ -73,16 +99,13 @@ pub fn parse_request(
     if events.len() > max_events {
         return Err(RequestError::TooManyEvents { count: events.len(), max: max_events });
     }
-    Ok(events.iter().map(|event| parse_event(event, now)).collect())
-}
-
-fn parse_event(value: &Value, now: DateTime<Utc>) -> Parsed {
-    let event_id = value.get("event_id").and_then(Value::as_str).map(str::to_owned);
-    let outcome = event_from_json(value, now).and_then(|event| match encode_event(&event) {
-        Ok(bytes) => Ok(Encoded { key: event.customer_id, value: bytes }),
-        Err(e) => Err(Rejection::single(ErrorCode::Malformed, "$", e.to_string())),
-    });
-    Parsed { event_id, outcome }
+    Ok(events
+        .iter()
+        .map(|event| Parsed {
+            event_id: event.get("event_id").and_then(Value::as_str).map(str::to_owned),
+            outcome: encode(event, now),
+        })
+        .collect())
 }
 
 /// What happened to one event of a request.
@@ -91,7 +114,7 @@ fn parse_event(value: &Value, now: DateTime<Utc>) -> Parsed {
 pub enum Outcome {
     /// Kafka acknowledged it (`acks=all`).
     Accepted { partition: i32, offset: i64 },
-    /// It breaks a rule of SPEC 2; nothing of it was published.
+    /// It breaks a validation rule; nothing of it was published.
     Rejected { errors: Vec<ValidationError> },
     /// Kafka did not acknowledge it in time: retry it with the same `event_id`.
     Unavailable { message: String },
@@ -145,7 +168,8 @@ impl IngestResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omnistream_model::{Identifier, decode_event};
+    use omnistream_model::records::CatalogEvent;
+    use omnistream_model::{Identifier, decode_event, decode_record};
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -166,15 +190,35 @@ mod tests {
 
     #[test]
     fn a_single_event_and_a_batch_are_both_accepted_forms() {
-        let single = parse_request(page_view("e1").to_string().as_bytes(), 1000, now()).unwrap();
+        let single =
+            parse_request(page_view("e1").to_string().as_bytes(), 1000, now(), touchpoint_event).unwrap();
         assert_eq!(single.len(), 1);
         let Ok(encoded) = &single[0].outcome else { panic!("valid") };
         assert_eq!(encoded.key, "c-1");
         assert_eq!(decode_event(&encoded.value).unwrap().event_id, "e1");
 
         let batch = json!({"events": [page_view("e1"), page_view("e2")]}).to_string();
-        let parsed = parse_request(batch.as_bytes(), 1000, now()).unwrap();
+        let parsed = parse_request(batch.as_bytes(), 1000, now(), touchpoint_event).unwrap();
         assert_eq!(parsed.iter().map(|p| p.event_id.clone().unwrap()).collect::<Vec<_>>(), ["e1", "e2"]);
+    }
+
+    #[test]
+    fn a_catalog_body_is_keyed_by_product_and_each_event_validated_on_its_own() {
+        let price_drop = json!({"event_id": "price-1", "product_id": "sku-42", "occurred_at": "2026-11-23T11:00:00Z",
+                                "type": "product_price_changed",
+                                "properties": {"old_minor": 4999, "new_minor": 3999, "currency": "EUR"}});
+        let restock_with_a_price = json!({"event_id": "stock-1", "product_id": "sku-42",
+                                          "occurred_at": "2026-11-23T11:00:00Z", "type": "product_restocked",
+                                          "properties": {"new_minor": 3999}});
+        let batch = json!({"events": [price_drop, restock_with_a_price, page_view("e1")]});
+        let parsed = parse_request(batch.to_string().as_bytes(), 1000, now(), catalog_event).unwrap();
+        let Ok(encoded) = &parsed[0].outcome else { panic!("valid: {:?}", parsed[0]) };
+        assert_eq!(encoded.key, "sku-42");
+        let event: CatalogEvent = decode_record(&encoded.value).unwrap();
+        assert!(event.is_price_drop());
+        assert_eq!(codes(&parsed[1]), [("unknown_field", "properties.new_minor".to_owned())]);
+        assert_eq!(parsed[2].event_id.as_deref(), Some("e1"), "named by its id even when rejected");
+        assert!(codes(&parsed[2]).contains(&("missing_field", "product_id".to_owned())), "{:?}", parsed[2]);
     }
 
     #[test]
@@ -189,7 +233,7 @@ mod tests {
             (&too_many, RequestError::TooManyEvents { count: 3, max: 2 }, StatusCode::PAYLOAD_TOO_LARGE),
         ];
         for (body, expected, status) in cases {
-            let error = parse_request(body.as_bytes(), 2, now()).unwrap_err();
+            let error = parse_request(body.as_bytes(), 2, now(), touchpoint_event).unwrap_err();
             match (&error, expected) {
                 (RequestError::InvalidJson(_), RequestError::InvalidJson(_)) => {}
                 _ => assert_eq!(&error, expected, "{body}"),
@@ -209,7 +253,7 @@ mod tests {
         unknown["channel"] = json!("fax");
         let batch =
             json!({"events": [page_view("e1"), negative, future, unknown, {"customer_id": "c-1"}, 7]});
-        let parsed = parse_request(batch.to_string().as_bytes(), 1000, now()).unwrap();
+        let parsed = parse_request(batch.to_string().as_bytes(), 1000, now(), touchpoint_event).unwrap();
         assert!(parsed[0].outcome.is_ok());
         assert_eq!(codes(&parsed[1]), [("negative_amount", "properties.value_minor".to_owned())]);
         assert_eq!(codes(&parsed[2]), [("future_timestamp", "occurred_at".to_owned())]);
@@ -239,7 +283,7 @@ mod tests {
         let mut empty_identify = page_view("e4");
         empty_identify["type"] = json!("identify");
         let batch = json!({"events": [login, no_country_code, bad_type, empty_identify]});
-        let parsed = parse_request(batch.to_string().as_bytes(), 1000, now()).unwrap();
+        let parsed = parse_request(batch.to_string().as_bytes(), 1000, now(), touchpoint_event).unwrap();
         let event = decode_event(&parsed[0].outcome.as_ref().unwrap().value).unwrap();
         assert_eq!(
             event.identifiers,

@@ -2,6 +2,8 @@
 //! `POST /v1/events` takes one event or `{"events": [...]}`, validates each per SPEC 2, encodes the
 //! valid ones as Avro and publishes them with an idempotent `acks=all` producer; the answer comes
 //! only after Kafka acknowledged every accepted event, with one result per event.
+//! `POST /v1/catalog/events` does the same for catalog events (price changes, restocks), keyed by
+//! product.
 
 pub mod auth;
 pub mod ingest;
@@ -14,14 +16,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use omnistream_model::topics::EVENTS;
+use omnistream_model::topics::{CATALOG_EVENTS, EVENTS};
 use omnistream_runtime::KafkaArgs;
-use omnistream_runtime::metrics::ErrorCodeLabel;
 use omnistream_runtime::server::Health;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,12 +37,16 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::auth::{ApiKeys, AuthError, Caller};
-use crate::ingest::{EventResult, IngestResponse, Outcome, parse_request};
+use crate::ingest::{EncodeJson, EventResult, IngestResponse, Outcome, parse_request};
 use crate::rate_limit::{RateLimit, RateLimiter};
 
 /// Settings, as flags with environment variables (SPEC 7).
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "ingest-gateway", version, about = "Touchpoint events over HTTP, validated, into Kafka")]
+#[command(
+    name = "ingest-gateway",
+    version,
+    about = "Touchpoint and catalog events over HTTP, validated, into Kafka"
+)]
 pub struct GatewayArgs {
     #[command(flatten)]
     pub shutdown: omnistream_runtime::server::ShutdownArgs,
@@ -50,7 +55,11 @@ pub struct GatewayArgs {
     /// Topic the events are published to.
     #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]
     pub events_topic: String,
-    /// Public HTTP address (`POST /v1/events`, and `/healthz`, `/readyz`, `/metrics`).
+    /// Topic the catalog events (`POST /v1/catalog/events`) are published to.
+    #[arg(long, env = "CATALOG_TOPIC", default_value = CATALOG_EVENTS)]
+    pub catalog_topic: String,
+    /// Public HTTP address (`POST /v1/events`, `POST /v1/catalog/events`, and `/healthz`,
+    /// `/readyz`, `/metrics`).
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Admin address (`/healthz`, `/readyz`, `/metrics` only), for probes and scraping.
@@ -90,14 +99,34 @@ pub enum GatewayError {
     BadRate(f64),
 }
 
+/// Every metric of a request is labelled with its endpoint (`route="/v1/catalog/events"`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
+    route: String,
     status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
+    route: String,
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabel {
+    route: String,
+    error_code: String,
+}
+
+type Histograms = Family<RouteLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 /// The gateway's metrics, under `omnistream_gateway_`.
@@ -105,9 +134,9 @@ struct OutcomeLabel {
 struct GatewayMetrics {
     requests: Family<StatusLabel, Counter>,
     events: Family<OutcomeLabel, Counter>,
-    rejections: Family<ErrorCodeLabel, Counter>,
-    request_seconds: Histogram,
-    kafka_ack_seconds: Histogram,
+    rejections: Family<RejectionLabel, Counter>,
+    request_seconds: Histograms,
+    kafka_ack_seconds: Histograms,
     producer_resets: Counter,
 }
 
@@ -117,15 +146,27 @@ impl GatewayMetrics {
             requests: Family::default(),
             events: Family::default(),
             rejections: Family::default(),
-            request_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
-            kafka_ack_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            kafka_ack_seconds: Family::new_with_constructor(latency_histogram),
             producer_resets: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("omnistream_gateway");
-        r.register("requests", "HTTP requests to /v1/events by status", metrics.requests.clone());
-        r.register("events", "Events by outcome (accepted, rejected, unavailable)", metrics.events.clone());
-        r.register("rejected_events", "Rejected events by first error code", metrics.rejections.clone());
-        r.register("request_seconds", "Time to answer /v1/events", metrics.request_seconds.clone());
+        r.register("requests", "HTTP requests by endpoint and status", metrics.requests.clone());
+        r.register(
+            "events",
+            "Events by endpoint and outcome (accepted, rejected, unavailable)",
+            metrics.events.clone(),
+        );
+        r.register(
+            "rejected_events",
+            "Rejected events by endpoint and first error code",
+            metrics.rejections.clone(),
+        );
+        r.register(
+            "request_seconds",
+            "Time to answer a request, by endpoint",
+            metrics.request_seconds.clone(),
+        );
         r.register(
             "kafka_ack_seconds",
             "Time from producing a request's events to Kafka acknowledging all of them",
@@ -140,9 +181,18 @@ impl GatewayMetrics {
     }
 }
 
+/// One endpoint: how each of its events is read, and the topic it goes to.
+#[derive(Debug)]
+struct Route {
+    path: &'static str,
+    encode: EncodeJson,
+    topic: String,
+}
+
 /// The gateway: configuration, the producer, keys, limits and metrics.
 pub struct Gateway {
-    events_topic: String,
+    events: Route,
+    catalog: Route,
     max_events: usize,
     delivery_timeout: Duration,
     producer_config: ClientConfig,
@@ -156,7 +206,8 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("events_topic", &self.events_topic)
+            .field("events_topic", &self.events.topic)
+            .field("catalog_topic", &self.catalog.topic)
             .field("open", &self.is_open())
             .finish()
     }
@@ -186,7 +237,16 @@ impl Gateway {
             Info::new(vec![("service", "ingest-gateway"), ("version", env!("CARGO_PKG_VERSION"))]),
         );
         Ok(Self {
-            events_topic: args.events_topic.clone(),
+            events: Route {
+                path: EVENTS_ROUTE,
+                encode: ingest::touchpoint_event,
+                topic: args.events_topic.clone(),
+            },
+            catalog: Route {
+                path: CATALOG_ROUTE,
+                encode: ingest::catalog_event,
+                topic: args.catalog_topic.clone(),
+            },
             max_events: args.max_events,
             delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
             producer_config,
@@ -242,7 +302,7 @@ impl Gateway {
                 let producer = gateway.producer();
                 producer
                     .client()
-                    .fetch_metadata(Some(&gateway.events_topic), Duration::from_secs(2))
+                    .fetch_metadata(Some(&gateway.events.topic), Duration::from_secs(2))
                     .map(|metadata| {
                         metadata.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty())
                     })
@@ -251,7 +311,7 @@ impl Gateway {
             .await
             .unwrap_or(false);
             if reachable != self.health.is_ready() {
-                info!(reachable, topic = %self.events_topic, "Kafka reachability changed");
+                info!(reachable, topic = %self.events.topic, "Kafka reachability changed");
             }
             self.health.set_ready(reachable);
             tokio::select! {
@@ -268,8 +328,8 @@ impl Gateway {
         }
     }
 
-    async fn ingest(&self, caller: &Caller, body: &[u8]) -> Response {
-        let parsed = match parse_request(body, self.max_events, chrono::Utc::now()) {
+    async fn ingest(&self, route: &Route, caller: &Caller, body: &[u8]) -> Response {
+        let parsed = match parse_request(body, self.max_events, chrono::Utc::now(), route.encode) {
             Ok(parsed) => parsed,
             Err(error) => return error_response(error.status(), error.code(), &error.to_string()),
         };
@@ -292,8 +352,7 @@ impl Gateway {
         for (index, item) in parsed.into_iter().enumerate() {
             let outcome = match item.outcome {
                 Ok(encoded) => {
-                    let record =
-                        FutureRecord::to(&self.events_topic).key(&encoded.key).payload(&encoded.value);
+                    let record = FutureRecord::to(&route.topic).key(&encoded.key).payload(&encoded.value);
                     match producer.send_result(record) {
                         Ok(delivery) => {
                             pending.push((index, delivery));
@@ -304,8 +363,11 @@ impl Gateway {
                     }
                 }
                 Err(rejection) => {
-                    let code = rejection.first().code.as_str().to_owned();
-                    self.metrics.rejections.get_or_create(&ErrorCodeLabel { error_code: code }).inc();
+                    let label = RejectionLabel {
+                        route: route.path.to_owned(),
+                        error_code: rejection.first().code.as_str().to_owned(),
+                    };
+                    self.metrics.rejections.get_or_create(&label).inc();
                     Outcome::Rejected { errors: rejection.0 }
                 }
             };
@@ -327,7 +389,8 @@ impl Gateway {
             }))
             .await;
         if !acknowledged.is_empty() {
-            self.metrics.kafka_ack_seconds.observe(produced_at.elapsed().as_secs_f64());
+            let label = RouteLabel { route: route.path.to_owned() };
+            self.metrics.kafka_ack_seconds.get_or_create(&label).observe(produced_at.elapsed().as_secs_f64());
         }
         for (index, outcome) in acknowledged {
             results[index].outcome = outcome;
@@ -338,11 +401,13 @@ impl Gateway {
             ("rejected", response.rejected),
             ("unavailable", response.unavailable),
         ] {
-            self.metrics.events.get_or_create(&OutcomeLabel { outcome }).inc_by(count as u64);
+            let label = OutcomeLabel { route: route.path.to_owned(), outcome };
+            self.metrics.events.get_or_create(&label).inc_by(count as u64);
         }
         if response.unavailable > 0 {
             warn!(
                 caller = caller.name(),
+                route = route.path,
                 unavailable = response.unavailable,
                 "Kafka did not acknowledge events"
             );
@@ -364,6 +429,8 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
 /// counts and times every answer.
 async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    // Only matched routes get here (a route layer), so the label takes no arbitrary paths.
+    let route = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str).to_owned();
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let response = match gateway.keys.authenticate(authorization) {
         Ok(caller) => {
@@ -380,18 +447,43 @@ async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Request,
             response
         }
     };
-    gateway.metrics.requests.get_or_create(&StatusLabel { status: response.status().as_u16() }).inc();
-    gateway.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    gateway.metrics.requests.get_or_create(&StatusLabel { route: route.clone(), status }).inc();
+    gateway
+        .metrics
+        .request_seconds
+        .get_or_create(&RouteLabel { route })
+        .observe(started.elapsed().as_secs_f64());
     response
 }
+
+const EVENTS_ROUTE: &str = "/v1/events";
+const CATALOG_ROUTE: &str = "/v1/catalog/events";
 
 async fn post_events(
     State(gateway): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    publish(&gateway, &gateway.events, &caller, body).await
+}
+
+async fn post_catalog_events(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    publish(&gateway, &gateway.catalog, &caller, body).await
+}
+
+async fn publish(
+    gateway: &Gateway,
+    route: &Route,
+    caller: &Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match body {
-        Ok(body) => gateway.ingest(&caller, &body).await,
+        Ok(body) => gateway.ingest(route, caller, &body).await,
         Err(rejection) => {
             let status = rejection.status();
             let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
@@ -400,11 +492,34 @@ async fn post_events(
     }
 }
 
-/// `POST /v1/events`, with the body limit applied.
+/// `POST /v1/events` and `POST /v1/catalog/events`, with the body limit applied.
 pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/v1/events", post(post_events))
+        .route(EVENTS_ROUTE, post(post_events))
+        .route(CATALOG_ROUTE, post(post_catalog_events))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .route_layer(middleware::from_fn_with_state(gateway.clone(), authenticate))
         .with_state(gateway)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use omnistream_model::services::INGEST_GATEWAY;
+
+    use super::GatewayArgs;
+
+    #[test]
+    fn every_output_of_the_registry_is_a_flag_with_its_environment_variable_and_default() {
+        let command = GatewayArgs::command();
+        for output in INGEST_GATEWAY.outputs {
+            let flag = output.flag.trim_start_matches("--");
+            let arg = command.get_arguments().find(|arg| arg.get_long() == Some(flag));
+            let arg = arg.unwrap_or_else(|| panic!("{} is not a flag of the gateway", output.flag));
+            assert_eq!(arg.get_env().and_then(|env| env.to_str()), Some(output.env), "{}", output.flag);
+            let default: Vec<_> =
+                arg.get_default_values().iter().filter_map(|value| value.to_str()).collect();
+            assert_eq!(default, [output.topic.name], "{}", output.flag);
+        }
+    }
 }

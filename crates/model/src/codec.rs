@@ -102,7 +102,9 @@ fn draft_texts(kind: RecordKind) -> &'static [&'static str] {
         RecordKind::LoyaltyLedgerEntry => {
             &[include_str!("../../../schemas/drafts/loyalty_ledger_entry.2026-12-02.avsc")]
         }
-        RecordKind::JourneyAction => &[include_str!("../../../schemas/drafts/journey_action.2026-12-03.avsc")],
+        RecordKind::JourneyAction => {
+            &[include_str!("../../../schemas/drafts/journey_action.2026-12-03.avsc")]
+        }
         _ => &[],
     }
 }

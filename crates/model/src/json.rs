@@ -142,10 +142,12 @@ fn identifiers_from_json(value: Option<&Value>, errors: &mut Errors) -> Vec<Iden
     identifiers
 }
 
-struct Fields<'a, 'e> {
-    object: &'a Map<String, Value>,
-    prefix: &'static str,
-    errors: &'e mut Errors,
+/// Reads the fields of one JSON object and records each problem under the field's dotted path
+/// (the prefix, then the name); a null field counts as absent.
+pub(crate) struct Fields<'a, 'e> {
+    pub(crate) object: &'a Map<String, Value>,
+    pub(crate) prefix: &'static str,
+    pub(crate) errors: &'e mut Errors,
 }
 
 impl Fields<'_, '_> {
@@ -167,7 +169,7 @@ impl Fields<'_, '_> {
         self.errors.push(ErrorCode::WrongFieldType, &path, format!("must be {expected}"));
     }
 
-    fn optional_string(&mut self, name: &str) -> Option<String> {
+    pub(crate) fn optional_string(&mut self, name: &str) -> Option<String> {
         match self.get(name)? {
             Value::String(text) => Some(text.clone()),
             _ => {
@@ -177,7 +179,7 @@ impl Fields<'_, '_> {
         }
     }
 
-    fn required_string(&mut self, name: &str) -> Option<String> {
+    pub(crate) fn required_string(&mut self, name: &str) -> Option<String> {
         let value = self.optional_string(name);
         if value.is_none() && self.get(name).is_none() {
             self.missing(name);
@@ -196,7 +198,7 @@ impl Fields<'_, '_> {
         }
     }
 
-    fn required_i64(&mut self, name: &str) -> Option<i64> {
+    pub(crate) fn required_i64(&mut self, name: &str) -> Option<i64> {
         if self.get(name).is_none() {
             self.missing(name);
             return None;
@@ -252,7 +254,7 @@ impl Fields<'_, '_> {
         parsed
     }
 
-    fn timestamp(&mut self, name: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn timestamp(&mut self, name: &str) -> Option<DateTime<Utc>> {
         let text = self.required_string(name)?;
         match DateTime::parse_from_rfc3339(&text) {
             Ok(time) => Some(truncate_to_millis(time.with_timezone(&Utc))),

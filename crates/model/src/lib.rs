@@ -4,6 +4,7 @@
 
 pub mod avro_write;
 pub mod canonical;
+pub mod catalog;
 pub mod codec;
 pub mod event;
 pub mod identifiers;

@@ -52,6 +52,9 @@ pub enum ErrorCode {
     /// An identifier whose type name or value is malformed (an email without `@`, a phone
     /// without its country code).
     InvalidIdentifier,
+    /// A key a catalog event does not have: its schema keeps no extra context, so a key that would
+    /// be dropped silently is refused (touchpoint events keep theirs in `context`).
+    UnknownField,
 }
 
 impl ErrorCode {
@@ -72,6 +75,7 @@ impl ErrorCode {
             ErrorCode::InvalidCurrency => "invalid_currency",
             ErrorCode::TypeMismatch => "type_mismatch",
             ErrorCode::InvalidIdentifier => "invalid_identifier",
+            ErrorCode::UnknownField => "unknown_field",
         }
     }
 }
@@ -139,7 +143,7 @@ impl Errors {
         self.0.extend(other.0);
     }
 
-    fn id(&mut self, field: &str, value: &str) {
+    pub(crate) fn id(&mut self, field: &str, value: &str) {
         self.length(field, value, 1, MAX_ID_LEN);
     }
 
@@ -164,7 +168,7 @@ impl Errors {
         }
     }
 
-    fn amount(&mut self, field: &str, value_minor: i64) {
+    pub(crate) fn amount(&mut self, field: &str, value_minor: i64) {
         if value_minor < 0 {
             self.push(ErrorCode::NegativeAmount, field, format!("{value_minor} is negative"));
         } else if value_minor > MAX_VALUE_MINOR {
@@ -172,12 +176,23 @@ impl Errors {
         }
     }
 
-    fn currency(&mut self, field: &str, currency: &str) {
+    pub(crate) fn currency(&mut self, field: &str, currency: &str) {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
             self.push(
                 ErrorCode::InvalidCurrency,
                 field,
                 format!("{currency:?} is not an ISO 4217 code (three upper-case letters)"),
+            );
+        }
+    }
+
+    /// The clock-skew allowance: a fact may be dated at most 24 h after `now`.
+    pub(crate) fn not_too_far_ahead(&mut self, field: &str, time: DateTime<Utc>, now: DateTime<Utc>) {
+        if time > now + MAX_FUTURE {
+            self.push(
+                ErrorCode::FutureTimestamp,
+                field,
+                format!("{} is more than 24 h after now ({now})", time.to_rfc3339()),
             );
         }
     }
@@ -214,13 +229,7 @@ pub fn validate(event: &TouchpointEvent, now: DateTime<Utc>) -> Result<(), Rejec
     let mut errors = Errors::default();
     errors.id("event_id", &event.event_id);
     errors.id("customer_id", &event.customer_id);
-    if event.occurred_at > now + MAX_FUTURE {
-        errors.push(
-            ErrorCode::FutureTimestamp,
-            "occurred_at",
-            format!("{} is more than 24 h after now ({now})", event.occurred_at.to_rfc3339()),
-        );
-    }
+    errors.not_too_far_ahead("occurred_at", event.occurred_at, now);
     if let Some(source) = &event.source {
         errors.id("source", source);
     }

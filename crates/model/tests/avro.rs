@@ -434,6 +434,7 @@ fn data_written_with_a_draft_schema_decodes() {
         panic!("a record")
     };
     fields.retain(|(name, _)| name != "entry_key");
-    let bytes = with("drafts/journey_action.2026-12-03.avsc", DRAFT_ACTION_FINGERPRINT, Value::Record(fields));
+    let bytes =
+        with("drafts/journey_action.2026-12-03.avsc", DRAFT_ACTION_FINGERPRINT, Value::Record(fields));
     assert_eq!(decode_record::<JourneyAction>(&bytes).unwrap(), action, "written before entry_key");
 }

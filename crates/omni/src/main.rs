@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use omnistream_model::topics::EVENTS;
+use omnistream_model::topics::{CATALOG_EVENTS, EVENTS};
 use omnistream_runtime::KafkaArgs;
 use omnistream_runtime::logging::{self, LogFormat};
+use publisher::Lines;
 
 #[derive(Debug, Parser)]
 #[command(name = "omni", version, about = "The omnistream command line", long_about = None)]
@@ -35,16 +36,24 @@ struct Cli {
 enum Command {
     /// Validate JSON-lines events, encode them as Avro and publish them (idempotent, acks=all).
     ///
-    /// Each line is one event in the JSON form of SPEC 2. Rejected lines are reported with their
-    /// line number and error codes and nothing of them is published; the exit code is 1 when any
-    /// line was rejected.
+    /// Each line is one event in the JSON form of SPEC 2 (`--file`), or one catalog event
+    /// (`--catalog`: a price change or a restock, keyed by product). Rejected lines are reported
+    /// with their line number and error codes and nothing of them is published; the exit code is 1
+    /// when any line was rejected.
+    #[command(group(clap::ArgGroup::new("input").required(true).args(["file", "catalog"])))]
     Produce {
-        /// JSON-lines file of events; `-` reads standard input.
+        /// JSON-lines file of touchpoint events; `-` reads standard input.
         #[arg(long, short)]
-        file: PathBuf,
-        /// Topic to publish to.
+        file: Option<PathBuf>,
+        /// Topic the touchpoint events go to.
         #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]
         topic: String,
+        /// JSON-lines file of catalog events instead; `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Topic the catalog events go to.
+        #[arg(long, env = "CATALOG_TOPIC", default_value = CATALOG_EVENTS)]
+        catalog_topic: String,
     },
     /// Print the records of a topic as JSON lines, decoding Avro (read_committed).
     Tail(tail::TailArgs),
@@ -122,7 +131,14 @@ async fn main() -> ExitCode {
     logging::init(LogFormat::Text);
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Produce { file, topic } => publisher::produce_file(&cli.kafka, &file, &topic).await,
+        Command::Produce { file, topic, catalog, catalog_topic } => {
+            let (file, topic, lines) = match (catalog, file) {
+                (Some(catalog), _) => (catalog, catalog_topic, Lines::Catalog),
+                (None, Some(file)) => (file, topic, Lines::Touchpoint),
+                (None, None) => unreachable!("clap requires one of --file and --catalog"),
+            };
+            publisher::produce_file(&cli.kafka, &file, &topic, lines).await
+        }
         Command::Tail(args) => tail::run(&cli.kafka, args).await,
         Command::Simulate(args) => simulate::run(&cli.kafka, args).await,
         Command::Watch(args) => watch::run(args).await,

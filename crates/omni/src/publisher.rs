@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use omnistream_model::{encode_event, parse_event_json};
+use omnistream_model::catalog::parse_catalog_event_json;
+use omnistream_model::{encode_event, encode_record, parse_event_json};
 use omnistream_runtime::KafkaArgs;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer;
@@ -76,8 +77,22 @@ impl Publisher {
     }
 }
 
+/// What the lines of an `omni produce` file are.
+#[derive(Debug, Clone, Copy)]
+pub enum Lines {
+    /// Touchpoint events (SPEC 2), keyed by customer.
+    Touchpoint,
+    /// Catalog events, keyed by product.
+    Catalog,
+}
+
 /// `omni produce`: validates each line, publishes the valid ones, names the rejected ones.
-pub async fn produce_file(kafka: &KafkaArgs, file: &Path, topic: &str) -> anyhow::Result<ExitCode> {
+pub async fn produce_file(
+    kafka: &KafkaArgs,
+    file: &Path,
+    topic: &str,
+    lines: Lines,
+) -> anyhow::Result<ExitCode> {
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
@@ -92,11 +107,17 @@ pub async fn produce_file(kafka: &KafkaArgs, file: &Path, topic: &str) -> anyhow
         if line.trim().is_empty() {
             continue;
         }
-        match parse_event_json(&line, chrono::Utc::now()) {
-            Ok(event) => {
-                let bytes = encode_event(&event)?;
-                publisher.send(&event.customer_id, &bytes).await?;
+        let now = chrono::Utc::now();
+        // A record that passed validation but cannot be encoded is a bug, not a bad line: `?` below.
+        let parsed = match lines {
+            Lines::Touchpoint => {
+                parse_event_json(&line, now).map(|event| (event.customer_id.clone(), encode_event(&event)))
             }
+            Lines::Catalog => parse_catalog_event_json(&line, now)
+                .map(|event| (event.product_id.clone(), encode_record(&event))),
+        };
+        match parsed {
+            Ok((key, bytes)) => publisher.send(&key, &bytes?).await?,
             Err(rejection) => {
                 rejected += 1;
                 for error in &rejection.0 {
@@ -106,6 +127,10 @@ pub async fn produce_file(kafka: &KafkaArgs, file: &Path, topic: &str) -> anyhow
         }
     }
     let published = publisher.finish().await?;
-    eprintln!("published {published} events to {topic}, rejected {rejected} lines");
+    let what = match lines {
+        Lines::Touchpoint => "events",
+        Lines::Catalog => "catalog events",
+    };
+    eprintln!("published {published} {what} to {topic}, rejected {rejected} lines");
     Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -3,7 +3,8 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use omnistream_model::decode_event;
+use omnistream_model::records::CatalogEvent;
+use omnistream_model::{decode_event, decode_record};
 use omnistream_testkit::{bootstrap_servers, consume_committed, fresh_topic};
 use rdkafka::message::Message;
 
@@ -62,6 +63,47 @@ async fn produce_publishes_the_valid_lines_and_names_the_bad_ones() {
             .any(|e| e["type"] == "support_ticket_opened" && e["properties"]["ticket_id"] == "T-77")
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_catalog_publishes_the_valid_lines_keyed_by_product_and_names_the_bad_ones() {
+    let topic = fresh_topic("produce-catalog", 3).await;
+    let lines = [
+        r#"{"event_id":"price-1","product_id":"sku-42","occurred_at":"2026-12-03T10:00:00Z","type":"product_price_changed","properties":{"old_minor":4999,"new_minor":3999,"currency":"EUR"},"source":"pim"}"#,
+        r#"{"event_id":"price-2","product_id":"sku-42","occurred_at":"2026-12-03T10:05:00Z","type":"product_price_changed","properties":{"old_minor":3999,"new_minor":-1,"currency":"EUR"}}"#,
+        r#"{"event_id":"stock-1","product_id":"sku-7","occurred_at":"2026-12-03T11:00:00+01:00","type":"product_restocked"}"#,
+        r#"{"event_id":"e-1","customer_id":"c-1","occurred_at":"2026-12-03T10:00:00Z","channel":"web","type":"page_viewed","properties":{"url":"/"}}"#,
+    ];
+    let file = omnistream_testkit::temp_file("catalog", "jsonl", &(lines.join("\n") + "\n"));
+
+    let output = omni(&["produce", "--catalog", file.to_str().unwrap(), "--catalog-topic", &topic]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "rejected lines make the exit code 1; stderr: {stderr}");
+    assert!(stderr.contains("line 2: negative_amount at properties.new_minor"), "{stderr}");
+    assert!(
+        stderr.contains("line 4: unknown_field at customer_id"),
+        "a touchpoint event is no catalog event: {stderr}"
+    );
+    assert!(stderr.contains("line 4: missing_field at product_id"), "{stderr}");
+    assert!(!stderr.contains("line 1:") && !stderr.contains("line 3:"), "{stderr}");
+    assert!(stderr.contains("published 2 catalog events"), "{stderr}");
+
+    // The publish has ended: the topic holds all it will.
+    let published: Vec<(String, CatalogEvent)> = omnistream_testkit::read_committed_to_end(&topic)
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(m.key().unwrap()).into_owned(),
+                decode_record(m.payload().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let mut keys_and_ids: Vec<(&str, &str)> =
+        published.iter().map(|(key, event)| (key.as_str(), event.event_id.as_str())).collect();
+    keys_and_ids.sort();
+    assert_eq!(keys_and_ids, [("sku-42", "price-1"), ("sku-7", "stock-1")]);
+    let restock = &published.iter().find(|(key, _)| key == "sku-7").unwrap().1;
+    assert_eq!(restock.occurred_at.to_rfc3339(), "2026-12-03T10:00:00+00:00", "the offset read as UTC");
 }
 
 #[test]
@@ -221,7 +263,7 @@ async fn journeys_publish_writes_each_version_once_and_never_changes_a_published
         .map(|message| {
             let key = String::from_utf8_lossy(message.key().unwrap()).into_owned();
             let definition: omnistream_model::records::JourneyDefinition =
-                omnistream_model::decode_record(message.payload().unwrap()).unwrap();
+                decode_record(message.payload().unwrap()).unwrap();
             (key, definition.version, definition.source.contains("09:30"))
         })
         .collect();
