@@ -108,8 +108,8 @@ done <<<"$services"
 
 # Journeys: the Black Friday flow, and its sender side: every decision to send goes through a
 # local webhook sink (it prints what a provider would send), and comes back as message_sent.
-echo "== publishing journeys/black-friday.toml; dispatching its decisions to a webhook sink (log: $logs/webhook-sink.log)"
-target/release/omni journeys publish journeys/black-friday.toml | sed 's/^/   /'
+echo "== publishing journeys/black-friday.toml and price-drop.toml; dispatching their decisions to a webhook sink (log: $logs/webhook-sink.log)"
+target/release/omni journeys publish journeys/black-friday.toml journeys/price-drop.toml | sed 's/^/   /'
 python3 deploy/local/webhook-sink.py 8090 >"$logs/webhook-sink.log" 2>&1 &
 pids+=("$!")
 echo "$!" >>"$pid_file"
@@ -181,4 +181,17 @@ curl -s "localhost:8081/v1/customers/bf-$run/journeys" | python3 -c \
   'import json,sys; d=json.load(sys.stdin); [print("   ", e["journey_id"], "step", e["step"], "since", e["step_since"], "until", e["waiting_until"]) for e in d.get("entries", [])]'
 for _ in $(seq 1 25); do grep -q "bf-$run" "$logs/webhook-sink.log" && break; sleep 0.2; done
 grep "bf-$run" "$logs/webhook-sink.log" | sed 's/^/   webhook sink: /' || echo "   (no send yet: suppression may hold it, e.g. quiet hours; see journey.actions.v1 with omni tail)"
+
+# A catalog trigger: the price drop reaches the customer who viewed the product, the lookup grace
+# (15 s) after it was appended.
+echo "== Price drop: pd-$run views sku-$run; then its price drops (POST /v1/catalog/events)"
+curl -s -XPOST localhost:8080/v1/events -H 'content-type: application/json' -d '{"event_id": "pd-view-'"$run"'", "customer_id": "pd-'"$run"'",
+  "occurred_at": "'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'", "channel": "web", "type": "product_viewed", "properties": {"product_id": "sku-'"$run"'"}}' >/dev/null
+sleep 1
+curl -s -XPOST localhost:8080/v1/catalog/events -H 'content-type: application/json' -d '{"event_id": "drop-'"$run"'", "product_id": "sku-'"$run"'",
+  "occurred_at": "'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'", "type": "product_price_changed", "properties": {"old_minor": 4999, "new_minor": 3999, "currency": "EUR"}}' \
+  | sed 's/^/   /'
+echo
+for _ in $(seq 1 150); do grep -q "pd-$run" "$logs/webhook-sink.log" && break; sleep 0.2; done
+grep "pd-$run" "$logs/webhook-sink.log" | sed 's/^/   webhook sink: /' || echo "   (no send yet: suppression may hold it; see journey.actions.v1 with omni tail)"
 exit 0

@@ -11,6 +11,7 @@ class Sink(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         print(
             f"would send {body.get('template')} by {self.path.strip('/')} to {body.get('customer_id')}"
+            f"{' about ' + body['entry_key'] if body.get('entry_key') else ''}"
             f" (journey {body.get('journey_id')}, step {body.get('step')},"
             f" Idempotency-Key {self.headers.get('idempotency-key')})",
             flush=True,

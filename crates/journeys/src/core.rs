@@ -303,7 +303,8 @@ impl Engine {
             };
             // Viewed within the window before the change happened: a view after it (a
             // producer's retry of the change reaching a later viewer) saw the new price.
-            let happened = event.occurred_at.timestamp_millis();
+            // A producer's clock ahead (up to 24 h, SPEC 4) dates it at most when it was read.
+            let happened = event.occurred_at.timestamp_millis().min(now);
             if !fits || viewed_at > happened || viewed_at < happened.saturating_sub(millis(*within)) {
                 continue;
             }
@@ -312,6 +313,16 @@ impl Engine {
             }
         }
         run.decisions
+    }
+
+    /// Forgets, at a timer, the views older than [`INTEREST_KEPT_FOR`], and every view when no
+    /// catalog journey is published any more, as an event does: a customer without events is
+    /// not watched for good.
+    pub fn forget_stale_interests(state: &mut CustomerJourneys, definitions: &Definitions, now: i64) {
+        if !definitions.latest().any(|journey| matches!(journey.entry.trigger, Trigger::Catalog { .. })) {
+            state.interests.clear();
+        }
+        forget_old_interests(state, now);
     }
 
     /// The products whose catalog events the customer has seen through `as_of` (unix millis).
@@ -384,12 +395,19 @@ impl Engine {
         let at = now.max(state.suppression.evaluated_at);
         omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
         if let EventPayload::ProductViewed { product_id } = &event.payload {
+            // Changes appended before this view was are seen (the customer saw the new price); a
+            // view applied late does not make a change seen before new again.
+            let seen_before =
+                state.interests.iter().find(|i| i.product_id == *product_id).map(|i| i.seen_through);
             state.interests.retain(|interest| interest.product_id != *product_id);
             let viewed_at = event.occurred_at.timestamp_millis().min(now);
-            state.interests.push(Interest { product_id: product_id.clone(), viewed_at, seen_through: now });
+            let seen_through = seen_before.map_or(now, |seen| seen.max(now));
+            state.interests.push(Interest { product_id: product_id.clone(), viewed_at, seen_through });
         }
-        let kept_from = now.saturating_sub(millis(INTEREST_KEPT_FOR));
-        state.interests.retain(|interest| catalog_triggers && interest.viewed_at >= kept_from);
+        if !catalog_triggers {
+            state.interests.clear();
+        }
+        forget_old_interests(state, now);
         if state.interests.len() > INTERESTS_KEPT {
             state.interests.sort_by_key(|interest| std::cmp::Reverse(interest.viewed_at));
             state.interests.truncate(INTERESTS_KEPT);
@@ -752,6 +770,11 @@ fn own_send_event(customer_id: &str, decision: &Decision, channel: Channel) -> T
 
 fn ranking(engine: &Engine, state: &CustomerJourneys, customer_id: &str, now: i64) -> Vec<Channel> {
     omnistream_channel_affinity::affinity(&state.affinity, &engine.affinity, customer_id, now).ranking
+}
+
+fn forget_old_interests(state: &mut CustomerJourneys, now: i64) {
+    let kept_from = now.saturating_sub(millis(INTEREST_KEPT_FOR));
+    state.interests.retain(|interest| interest.viewed_at >= kept_from);
 }
 
 fn keep_latest(list: &mut Vec<String>, item: String, kept: usize) {

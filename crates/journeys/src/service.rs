@@ -168,6 +168,7 @@ impl Processor for Journeys {
         let before = Before::of(journeys);
         let now = now.timestamp_millis();
         let mut decisions = self.engine.on_timer(&definitions, journeys, customer_id, now);
+        Engine::forget_stale_interests(journeys, &definitions, now);
         for event in catalog_events_unseen(journeys, lookups) {
             decisions.extend(self.engine.on_catalog(&definitions, journeys, customer_id, &event, now));
         }
@@ -198,25 +199,22 @@ impl Processor for Journeys {
     }
 }
 
-/// The catalog events of the customer's viewed products appended since they were last seen, as
-/// of the lookups' time, in append order. A record this build cannot read is left out with an
+/// Every catalog event of the customer's viewed products appended since they were last seen, up
+/// to the lookups' time, in append order. A record this build cannot read is left out with an
 /// error in the log (the topic's writers are the gateway and `omni produce`, which check it).
 fn catalog_events_unseen(journeys: &CustomerJourneys, lookups: &Lookups<'_>) -> Vec<CatalogEvent> {
     let mut unseen: Vec<(i64, CatalogEvent)> = journeys
         .interests
         .iter()
-        .filter_map(|interest| {
-            let (bytes, appended) = lookups.get_versioned(CATALOG_INPUT, &interest.product_id)?;
-            if appended <= interest.seen_through {
-                return None;
-            }
-            match decode_record::<CatalogEvent>(bytes) {
+        .flat_map(|interest| {
+            let versions = lookups.versions_after(CATALOG_INPUT, &interest.product_id, interest.seen_through);
+            versions.into_iter().filter_map(|(bytes, appended)| match decode_record::<CatalogEvent>(bytes) {
                 Ok(event) => Some((appended, event)),
                 Err(error) => {
                     tracing::error!(product_id = interest.product_id, %error, "a catalog event is left out");
                     None
                 }
-            }
+            })
         })
         .collect();
     unseen.sort_by_key(|(appended, _)| *appended);

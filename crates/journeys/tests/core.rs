@@ -644,3 +644,29 @@ fn views_are_kept_only_while_a_catalog_journey_is_published_and_a_change_before_
     given.when(&product_view("v-late", "sku-7", "2027-03-01T10:00:00Z"));
     assert_eq!(given.state.interests.len(), 1, "views older than 90 days are forgotten");
 }
+
+#[test]
+fn a_catalog_change_dated_ahead_by_its_producers_clock_counts_when_it_was_read() {
+    let hour_window = shipped("price-drop").replace("within = \"30d\"", "within = \"1h\"");
+    let mut given = Given::journeys(&[&hour_window]);
+    given.when(&product_view("v-1", "sku-1", "2026-11-20T10:00:00Z"));
+    let ahead = price("drop", "sku-1", "2026-11-21T06:00:00Z", 1_000, 900);
+    let decisions = given.catalog(&ahead, "2026-11-20T10:30:00Z");
+    assert_eq!(
+        given.entered(),
+        [entry("price-drop", "drop", "sku-1")],
+        "dated 20 h ahead, read 30 min after the view"
+    );
+    assert_eq!(decisions.len(), 1);
+}
+
+#[test]
+fn a_view_applied_after_a_later_sweep_does_not_make_a_seen_change_new_again() {
+    let mut given = Given::journeys(&[&shipped("price-drop")]);
+    given.when(&product_view("v-1", "sku-1", "2026-11-20T10:00:00Z"));
+    given.catalog(&price("drop", "sku-1", "2026-11-20T11:00:00Z", 1_000, 900), "2026-11-20T11:00:15Z");
+    // A view appended before the sweep's time, applied after it (the clock followed the wall).
+    let late = product_view("v-2", "sku-1", "2026-11-20T11:00:05Z");
+    given.engine.apply(&given.definitions, &mut given.state, CUSTOMER, &late, at("2026-11-20T11:00:05Z"));
+    assert_eq!(given.state.interests[0].seen_through, at("2026-11-20T11:00:15Z"));
+}

@@ -127,9 +127,14 @@ pub const CUSTOMER_IDENTITY_TOPIC: TopicSpec =
 pub const JOURNEY_DEFINITIONS_TOPIC: TopicSpec =
     TopicSpec { name: JOURNEY_DEFINITIONS, cleanup: Cleanup::Compact, value: "JourneyDefinition" };
 /// Compacted: a journeys instance reads it whole at start, and only a product's recent changes
-/// still trigger anything.
+/// still trigger anything; but not before the events they may concern are gone
+/// ([`CATALOG_EVENTS_MIN_COMPACTION_LAG_MS`]).
 pub const CATALOG_EVENTS_TOPIC: TopicSpec =
     TopicSpec { name: CATALOG_EVENTS, cleanup: Cleanup::Compact, value: "CatalogEvent" };
+/// A catalog change stays readable as long as the events it may concern (their retention): a
+/// replay after a crash or a rebalance must find a drop that a later rise of the same product
+/// would compact away.
+pub const CATALOG_EVENTS_MIN_COMPACTION_LAG_MS: i64 = 7 * DAY_MS;
 pub const JOURNEY_ACTIONS_TOPIC: TopicSpec = TopicSpec {
     name: JOURNEY_ACTIONS,
     cleanup: Cleanup::Delete { retention_ms: 30 * DAY_MS },

@@ -40,6 +40,10 @@ impl TopicRequest {
         if omnistream_model::topics::LOG_APPEND_TIME.contains(&spec.name) {
             request.config.push(log_append_time());
         }
+        if spec.name == omnistream_model::topics::CATALOG_EVENTS {
+            let lag_ms = omnistream_model::topics::CATALOG_EVENTS_MIN_COMPACTION_LAG_MS;
+            request.config.push(("min.compaction.lag.ms".to_owned(), lag_ms.to_string()));
+        }
         request
     }
 

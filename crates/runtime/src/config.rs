@@ -95,7 +95,7 @@ pub struct RuntimeArgs {
     pub suppress_after_erasure: bool,
 
     /// How often due timers are fired (milliseconds).
-    #[arg(long, env = "TIMER_INTERVAL_MS", default_value_t = 1_000)]
+    #[arg(long, env = "TIMER_INTERVAL_MS", default_value_t = 200)]
     pub timer_interval_ms: u64,
 
     /// Admin server (health, readiness, metrics); default per service.

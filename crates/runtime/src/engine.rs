@@ -1073,11 +1073,13 @@ impl<P: Processor> EngineCore<P> {
                         domain_events.get_or_create(&DomainEventLabel { event: name }).inc();
                     });
                     self.settings.outputs.bind(outputs, partition, &mut records);
-                    let next =
-                        entry.state.as_ref().and_then(|state| due_of(&self.processor, &self.lookups, state));
                     watches = watches_of(&self.processor, entry.state.as_ref());
-                    // A timer that does not move forward would fire forever.
-                    next.filter(|next| *next > due)
+                    // A timer that does not move forward would fire forever; each source is
+                    // checked on its own, so one that does not move hides no later one.
+                    entry.state.as_ref().and_then(|state| {
+                        let parts = due_parts(&self.processor, &self.lookups, state);
+                        parts.into_iter().flatten().filter(|next| *next > due).min()
+                    })
                 }
                 None => None,
             };
@@ -1268,21 +1270,23 @@ impl<P: Processor> EngineCore<P> {
     }
 }
 
-/// The core without a broker: one test per rule of docs/runtime.md ("Per record" and the
-/// failure table) that needs no Kafka. The expected actions are written out by hand from the
-/// docs, not computed by the core.
 /// When a customer's timer is due (unix millis): the processor's own next timer, or the append
 /// time plus the grace of the first watched version the customer has not seen, if earlier.
 fn due_of<P: Processor>(processor: &P, lookups: &LookupStore, state: &P::State) -> Option<i64> {
+    due_parts(processor, lookups, state).into_iter().flatten().min()
+}
+
+/// The processor's own next timer, and the first watched version's append time plus the grace.
+fn due_parts<P: Processor>(processor: &P, lookups: &LookupStore, state: &P::State) -> [Option<i64>; 2] {
     let own = processor.next_timer(state).map(|due| due.timestamp_millis());
-    let Some(role) = P::WATCHED else { return own };
+    let Some(role) = P::WATCHED else { return [own, None] };
     let watched = processor
         .watches(state)
         .into_iter()
         .filter_map(|(key, since)| lookups.first_after(role, key, since))
         .map(|appended| appended.saturating_add(lookups.grace_ms()))
         .min();
-    own.into_iter().chain(watched).min()
+    [own, watched]
 }
 
 /// The keys a customer in `state` waits for, owned for the store's index; `None` for a
@@ -1293,6 +1297,9 @@ fn watches_of<P: Processor>(processor: &P, state: Option<&P::State>) -> Option<V
     Some(watches.into_iter().map(|(key, since)| (key.to_owned(), since)).collect())
 }
 
+/// The core without a broker: one test per rule of docs/runtime.md ("Per record" and the
+/// failure table) that needs no Kafka. The expected actions are written out by hand from the
+/// docs, not computed by the core.
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1876,6 +1883,8 @@ mod tests {
     struct Watching {
         key: String,
         since: i64,
+        /// A timer of its own that never moves (a view of `stuck:KEY` sets it at the view).
+        stuck: Option<i64>,
     }
 
     impl Processor for Watcher {
@@ -1900,13 +1909,21 @@ mod tests {
             &self,
             state: &mut Option<Watching>,
             event: &TouchpointEvent,
-            _now: DateTime<Utc>,
+            now: DateTime<Utc>,
             lookups: &Lookups<'_>,
         ) -> Vec<Output<String>> {
             if let EventPayload::PageViewed { url } = &event.payload {
-                *state = Some(Watching { key: url.clone(), since: lookups.as_of() });
+                let (key, stuck) = match url.strip_prefix("stuck:") {
+                    Some(key) => (key, Some(now.timestamp_millis())),
+                    None => (url.as_str(), None),
+                };
+                *state = Some(Watching { key: key.to_owned(), since: lookups.as_of(), stuck });
             }
             Vec::new()
+        }
+
+        fn next_timer(&self, state: &Watching) -> Option<DateTime<Utc>> {
+            state.stuck.and_then(DateTime::from_timestamp_millis)
         }
 
         fn watches<'s>(&self, state: &'s Watching) -> Vec<(&'s str, i64)> {
@@ -1990,13 +2007,27 @@ mod tests {
     }
 
     #[test]
+    fn given_an_own_timer_that_does_not_move_then_a_watched_version_still_fires() {
+        let mut core = watcher_core();
+        let view = view_of("e-1", "c-1", BASE, "stuck:p");
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view, BASE).expect("fits");
+        core.on_end_of_partition(0);
+        core.on_lookup_record(CATALOG, "p".into(), BASE + 2_000, Some(b"drop".to_vec()));
+        assert_eq!(
+            produced(&sweep(&mut core, BASE + 5_000)),
+            vec![("out", Some("c-1"), some("drop@2000"))],
+            "the own timer at BASE fires and is dropped; the version's at BASE + 3 s still fires"
+        );
+    }
+
+    #[test]
     fn given_a_restored_customer_then_a_version_read_before_the_restore_fires_its_timer() {
         let mut core = watcher_core();
         core.on_lookup_record(CATALOG, "p".into(), BASE + 2_000, Some(b"drop".to_vec()));
         core.on_revoked(&[0]);
         core.on_assigned([0]);
         assert_eq!(core.take_pending_restore(), vec![0]);
-        let watching = Watching { key: "p".into(), since: BASE };
+        let watching = Watching { key: "p".into(), since: BASE, stuck: None };
         let entry = Entry { recent: Default::default(), state: Some(watching), merged_into: None };
         let restored = RestoredPartition {
             customers: [("c-1".to_owned(), Box::new(entry))].into_iter().collect(),

@@ -242,6 +242,35 @@ impl<'a> Lookups<'a> {
         })
     }
 
+    /// Every version of `key` in the lookup input `role` appended after `after` and by the lookup
+    /// time, with its append time, oldest first (of every partition: a key can move when a
+    /// topic's partitions are added): a processor watching the key sees each change once, also
+    /// two in one producer batch (one append time). Tombstones are left out.
+    pub fn versions_after(&self, role: &str, key: &str, after: i64) -> Vec<(&'a [u8], i64)> {
+        let Some(store) = self.store else { return Vec::new() };
+        let Some(input) = store.inputs.iter().find(|input| input.role == role) else { return Vec::new() };
+        let partitions = match input.scope {
+            LookupScope::Table => self.partition..=self.partition,
+            LookupScope::Broadcast => 0..=i32::MAX,
+        };
+        let from = LookupPartition { role: input.role, partition: *partitions.start() };
+        let to = LookupPartition { role: input.role, partition: *partitions.end() };
+        let mut found: Vec<(&'a [u8], i64)> = store
+            .read
+            .range(from..=to)
+            .filter_map(|(_, versions)| versions.by_key.get(key))
+            .flat_map(|versions| {
+                let first = versions.partition_point(|version| version.appended <= after);
+                let last = versions.partition_point(|version| version.appended <= self.as_of);
+                versions[first..last.max(first)]
+                    .iter()
+                    .filter_map(|version| Some((version.value.as_deref()?, version.appended)))
+            })
+            .collect();
+        found.sort_by_key(|(_, appended)| *appended);
+        found
+    }
+
     /// Every key of the lookup input `role` with its value as of the record's time less the
     /// grace, in key order (a broadcast input's definitions, all of them): deleted keys and keys
     /// first written later are left out.
@@ -328,6 +357,26 @@ mod tests {
         assert_eq!(entries(8_500), vec![("a", &b"a2"[..])], "b deleted at 8 000");
         assert_eq!(entries(9_000), vec![("a", &b"a2"[..]), ("c", &b"c1"[..])]);
         assert_eq!(store.view(0, 9_000).entries("unknown"), vec![]);
+    }
+
+    #[test]
+    fn versions_after_a_time_are_listed_oldest_first_from_every_partition_up_to_the_lookup_time() {
+        let mut store = store();
+        let campaign = |partition| LookupPartition { role: "campaign", partition };
+        store.on_record(campaign(0), "p".into(), 1_000, Some(b"seen".to_vec()));
+        store.on_record(campaign(0), "p".into(), 2_000, Some(b"restock".to_vec()));
+        store.on_record(campaign(0), "p".into(), 2_000, Some(b"drop".to_vec()));
+        store.on_record(campaign(0), "p".into(), 2_500, None);
+        store.on_record(campaign(1), "p".into(), 3_000, Some(b"moved".to_vec()));
+        store.on_record(campaign(1), "p".into(), 9_000, Some(b"later".to_vec()));
+        let after = |as_of| store.view(0, as_of).versions_after("campaign", "p", 1_000);
+        assert_eq!(
+            after(5_000),
+            vec![(&b"restock"[..], 2_000), (&b"drop"[..], 2_000), (&b"moved"[..], 3_000)],
+            "one batch's two changes, the tombstone left out, the other partition's"
+        );
+        assert_eq!(after(500), vec![]);
+        assert_eq!(store.view(0, 5_000).versions_after("unknown", "p", 0), vec![]);
     }
 
     #[test]
