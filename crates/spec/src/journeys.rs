@@ -8,7 +8,8 @@
 //! given the history plus the journey's own earlier sends, whether and where a send may go.
 //!
 //! Scope: the journeys the differential test generates (crates/spec/tests/journeys.rs): an event
-//! trigger by type, re-entry once, goals and exits by type (optionally on this journey's
+//! trigger by type or a price drop of a product the customer viewed (docs/journeys.md, "Catalog
+//! triggers"), re-entry once, goals and exits by type (optionally on this journey's
 //! messages), steps in order: sends (one channel, or the best of several), waits for a duration,
 //! waits for an event with a timeout that may jump forward, an exit. No branches, no local-time
 //! waits (the pure core's tables cover those), no conditions.
@@ -76,11 +77,38 @@ impl Step {
     }
 }
 
+/// What enters a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// An event of this type.
+    Event(EventType),
+    /// A price drop of a product viewed within this many millis before the drop happened.
+    PriceDrop { within: i64 },
+}
+
+/// The catalog changes journeys read, and the lookup grace after which each reaches a customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    pub changes: Vec<CatalogChange>,
+    pub grace: i64,
+}
+
+/// A catalog change as journeys reads it: appended to the catalog topic at `appended_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogChange {
+    pub event_id: String,
+    pub product_id: String,
+    pub occurred_at: i64,
+    pub old_minor: i64,
+    pub new_minor: i64,
+    pub appended_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Journey {
     pub id: String,
     pub version: u32,
-    pub trigger: EventType,
+    pub trigger: Trigger,
     pub goals: Vec<Filter>,
     pub exits: Vec<Filter>,
     pub steps: Vec<Step>,
@@ -142,8 +170,8 @@ struct Walk<'a> {
     rules: &'a Rules,
     settings: &'a AffinitySettings,
     entry_id: String,
-    /// Index of the entry's record: what comes after it in the log can move the entry.
-    entry_index: usize,
+    /// Index of the first record after the entry: what comes after it in the log can move it.
+    after_entry: usize,
     decisions: Vec<Decision>,
     /// Own sends, as the `message_sent` records suppression and affinity count.
     sends: Vec<Record>,
@@ -164,9 +192,7 @@ impl Walk<'_> {
 
     /// Records after the entry arriving in `(from, to)`.
     fn arrivals(&self, from: i64, to: i64) -> impl Iterator<Item = &Record> + '_ {
-        self.history[self.entry_index + 1..]
-            .iter()
-            .filter(move |r| r.appended_at > from && r.appended_at < to)
+        self.history[self.after_entry..].iter().filter(move |r| r.appended_at > from && r.appended_at < to)
     }
 
     /// The first goal or exit event arriving in `(from, to)`.
@@ -268,28 +294,59 @@ fn own_send(customer_id: &str, decision_id: &str, channel: Channel, at: i64) -> 
     }
 }
 
+/// The entry: its id, its time, and the index of the first record after it.
+fn entry(journey: &Journey, history: &[Record], catalog: &Catalog) -> Option<(String, i64, usize)> {
+    match journey.trigger {
+        Trigger::Event(trigger) => {
+            let index = history.iter().position(|r| r.event.event_type() == trigger)?;
+            Some((history[index].event.event_id.clone(), history[index].appended_at, index + 1))
+        }
+        Trigger::PriceDrop { within } => {
+            // A change reaches the customer the grace after it was appended; of the drops, in that
+            // order, the first for which the customer's latest view of the product by then was
+            // appended before the change (else it saw the new price) and happened within the
+            // window before the change (its time, at most when it was read).
+            let mut drops: Vec<&CatalogChange> =
+                catalog.changes.iter().filter(|c| c.new_minor < c.old_minor).collect();
+            drops.sort_by_key(|c| c.appended_at);
+            drops.into_iter().find_map(|change| {
+                let arrives = change.appended_at + catalog.grace;
+                let latest_view = history.iter().rev().find(|r| {
+                    r.appended_at < arrives
+                        && matches!(&r.event.payload, EventPayload::ProductViewed { product_id } if *product_id == change.product_id)
+                })?;
+                let viewed = latest_view.event.occurred_at.timestamp_millis().min(latest_view.appended_at);
+                let happened = change.occurred_at.min(arrives);
+                let entered = latest_view.appended_at < change.appended_at && viewed <= happened && viewed >= happened - within;
+                let after = history.iter().position(|r| r.appended_at >= arrives).unwrap_or(history.len());
+                entered.then(|| (change.event_id.clone(), arrives, after))
+            })
+        }
+    }
+}
+
 /// The decisions `journey` makes for the customer of `history` (offset order, `appended_at` the
-/// partition clock) up to `until`.
+/// partition clock) up to `until`, with the product changes of `catalog`.
 pub fn decisions(
     customer_id: &str,
     journey: &Journey,
     history: &[Record],
+    catalog: &Catalog,
     rules: &Rules,
     settings: &AffinitySettings,
     until: i64,
 ) -> Vec<Decision> {
-    let Some(entry_index) = history.iter().position(|r| r.event.event_type() == journey.trigger) else {
+    let Some((entry_id, entered_at, after_entry)) = entry(journey, history, catalog) else {
         return Vec::new();
     };
-    let entered_at = history[entry_index].appended_at;
     let mut walk = Walk {
         customer_id,
         journey,
         history,
         rules,
         settings,
-        entry_id: history[entry_index].event.event_id.clone(),
-        entry_index,
+        entry_id,
+        after_entry,
         decisions: Vec::new(),
         sends: Vec::new(),
     };

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 use omnistream_channel_affinity::AffinityConfig;
 use omnistream_journeys::core::{CustomerJourneys, Decision, Definitions, Engine, Outcome};
+use omnistream_model::records::{CatalogEvent, CatalogEventType};
 use omnistream_model::{Channel, EventType, event_from_json};
 use omnistream_spec::Record;
 use omnistream_spec::affinity::AffinitySettings;
@@ -30,9 +31,17 @@ enum StepSpec {
     WaitEvent { opened: bool, timeout: i64, skip_to: Option<usize> },
 }
 
+#[derive(Debug, Clone, Copy)]
+enum TriggerSpec {
+    PageView,
+    ProductView,
+    /// A price drop of a product viewed within this many millis before it.
+    PriceDrop(i64),
+}
+
 #[derive(Debug, Clone)]
 struct JourneySpec {
-    product_trigger: bool,
+    trigger: TriggerSpec,
     goal_order: bool,
     exit_on_click: bool,
     steps: Vec<StepSpec>,
@@ -61,15 +70,24 @@ fn step() -> impl Strategy<Value = StepSpec> {
     ]
 }
 
+fn trigger() -> impl Strategy<Value = TriggerSpec> {
+    prop_oneof![
+        Just(TriggerSpec::PageView),
+        Just(TriggerSpec::ProductView),
+        prop::sample::select(vec![HOUR, 10 * HOUR, 30 * 24 * HOUR]).prop_map(TriggerSpec::PriceDrop),
+    ]
+}
+
 fn journey() -> impl Strategy<Value = JourneySpec> {
-    (any::<bool>(), any::<bool>(), any::<bool>(), prop::collection::vec(step(), 1..5), any::<bool>())
-        .prop_map(|(product_trigger, goal_order, exit_on_click, steps, exit_last)| JourneySpec {
-            product_trigger,
+    (trigger(), any::<bool>(), any::<bool>(), prop::collection::vec(step(), 1..5), any::<bool>()).prop_map(
+        |(trigger, goal_order, exit_on_click, steps, exit_last)| JourneySpec {
+            trigger,
             goal_order,
             exit_on_click,
             steps,
             exit_last,
-        })
+        },
+    )
 }
 
 fn duration(millis: i64) -> String {
@@ -78,8 +96,25 @@ fn duration(millis: i64) -> String {
 
 /// The journey as TOML for the core, and as the model's description.
 fn written(spec: &JourneySpec) -> (String, model::Journey) {
-    let trigger = if spec.product_trigger { EventType::ProductViewed } else { EventType::PageViewed };
-    let mut text = format!("id = \"gen\"\nversion = 1\n[entry]\nevent = \"{trigger}\"\n");
+    let (mut text, trigger) = match spec.trigger {
+        TriggerSpec::PageView | TriggerSpec::ProductView => {
+            let event = match spec.trigger {
+                TriggerSpec::PageView => EventType::PageViewed,
+                _ => EventType::ProductViewed,
+            };
+            (
+                format!("id = \"gen\"\nversion = 1\n[entry]\nevent = \"{event}\"\n"),
+                model::Trigger::Event(event),
+            )
+        }
+        TriggerSpec::PriceDrop(within) => (
+            format!(
+                "id = \"gen\"\nversion = 1\n[entry]\ncatalog = \"price_drop\"\nwithin = \"{}\"\n",
+                duration(within)
+            ),
+            model::Trigger::PriceDrop { within },
+        ),
+    };
     let mut goals = Vec::new();
     let mut exits = Vec::new();
     if spec.goal_order {
@@ -181,6 +216,47 @@ fn history() -> impl Strategy<Value = (Option<&'static str>, Vec<(Kind, i64)>)> 
     (zone, events)
 }
 
+/// A product change: after which event (its index), how many seconds later it is appended, of
+/// which product (`p-1` is the one viewed), a drop or a rise, and when its producer dates it.
+#[derive(Debug, Clone)]
+struct ChangeSpec {
+    after_event: usize,
+    delay_seconds: i64,
+    viewed_product: bool,
+    drop: bool,
+    dated: Dated,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Dated {
+    /// Seconds after its append (negative: before, so a view in between came after it; up to a
+    /// day ahead).
+    FromAppend(i64),
+    /// Millis from the edge of the window that the latest view before its append opened.
+    FromWindowEdge(i64),
+}
+
+fn catalog() -> impl Strategy<Value = Vec<ChangeSpec>> {
+    let dated = prop_oneof![
+        (-7_200i64..0).prop_map(Dated::FromAppend),
+        (0i64..86_400).prop_map(Dated::FromAppend),
+        (-1i64..=1).prop_map(Dated::FromWindowEdge),
+    ];
+    let change = (0usize..25, 1i64..7_200, prop::bool::weighted(0.75), any::<bool>(), dated).prop_map(
+        |(after_event, delay_seconds, viewed_product, drop, dated)| ChangeSpec {
+            after_event,
+            delay_seconds,
+            viewed_product,
+            drop,
+            dated,
+        },
+    );
+    prop::collection::vec(change, 0..4)
+}
+
+/// The lookup grace of the runtime's defaults.
+const GRACE: i64 = 15_000;
+
 fn iso(millis: i64) -> String {
     DateTime::from_timestamp_millis(millis).unwrap().to_rfc3339()
 }
@@ -222,6 +298,7 @@ proptest! {
     fn the_core_decides_what_the_model_recomputes_from_the_whole_history(
         spec in journey(),
         (zone, events) in history(),
+        changes in catalog(),
     ) {
         let (text, model_journey) = written(&spec);
         let journey = omnistream_journeys::check(&text).map_err(|p| TestCaseError::fail(format!("{p}\n{text}")))?;
@@ -255,10 +332,80 @@ proptest! {
             };
             timeline.push((value, millis));
         }
+        // Catalog changes, each appended at a time no record or other change has (999 ms into
+        // its second; records are at 2 + 37k ms), reaching the customer the grace later.
+        let event_times: Vec<i64> = timeline.iter().map(|(_, time)| *time).collect();
+        let view_times: Vec<i64> = timeline.iter()
+            .filter(|(value, _)| value["type"] == "product_viewed")
+            .map(|(_, time)| *time)
+            .collect();
+        let within = match spec.trigger {
+            TriggerSpec::PriceDrop(within) => within,
+            _ => HOUR,
+        };
+        let mut catalog = model::Catalog { changes: Vec::new(), grace: GRACE };
+        for (n, change) in changes.iter().enumerate() {
+            let after = event_times[change.after_event.min(event_times.len() - 1)];
+            let appended = (after / 1000 + change.delay_seconds) * 1000 + 999;
+            if catalog.changes.iter().any(|c| c.appended_at == appended) {
+                continue;
+            }
+            let (old_minor, new_minor) = if change.drop { (2_000, 1_500) } else { (1_500, 2_000) };
+            catalog.changes.push(model::CatalogChange {
+                event_id: format!("change-{n}"),
+                product_id: if change.viewed_product { "p-1" } else { "p-2" }.to_owned(),
+                occurred_at: match change.dated {
+                    Dated::FromAppend(seconds) => appended + seconds * 1000,
+                    Dated::FromWindowEdge(millis) => {
+                        let viewed = view_times.iter().rev().find(|time| **time < appended).copied().unwrap_or(BASE);
+                        viewed + within + millis
+                    }
+                },
+                old_minor,
+                new_minor,
+                appended_at: appended,
+            });
+        }
+        // What the runtime and the service do at a customer's timer: the core's own timers, then
+        // each change of a viewed product appended since it was seen, up to the due time less
+        // the grace, oldest first.
+        let due_of = |state: &CustomerJourneys| {
+            let watched = state.interests.iter().filter_map(|interest| {
+                catalog.changes.iter()
+                    .filter(|c| c.product_id == interest.product_id && c.appended_at > interest.seen_through)
+                    .map(|c| c.appended_at + GRACE)
+                    .min()
+            });
+            Engine::next_timer(state).into_iter().chain(watched).min()
+        };
+        let fire = |state: &mut CustomerJourneys, due: i64| -> Vec<Decision> {
+            let mut decisions = engine.on_timer(&definitions, state, CUSTOMER, due);
+            Engine::forget_stale_interests(state, &definitions, due);
+            let mut unseen: Vec<&model::CatalogChange> = catalog.changes.iter()
+                .filter(|c| state.interests.iter().any(|i| i.product_id == c.product_id && c.appended_at > i.seen_through))
+                .filter(|c| c.appended_at <= due - GRACE)
+                .collect();
+            unseen.sort_by_key(|c| c.appended_at);
+            for change in unseen {
+                let event = CatalogEvent {
+                    event_id: change.event_id.clone(),
+                    product_id: change.product_id.clone(),
+                    occurred_at: DateTime::from_timestamp_millis(change.occurred_at).unwrap(),
+                    kind: CatalogEventType::ProductPriceChanged,
+                    old_minor: Some(change.old_minor),
+                    new_minor: Some(change.new_minor),
+                    currency: Some("EUR".into()),
+                    source: None,
+                };
+                decisions.extend(engine.on_catalog(&definitions, state, CUSTOMER, &event, due));
+            }
+            Engine::seen_catalog(state, due - GRACE);
+            decisions
+        };
         for (index, (mut value, time)) in timeline.into_iter().enumerate() {
             // The core, as the runtime drives it: timers due before the record fire first.
-            while let Some(due) = Engine::next_timer(&state).filter(|due| *due < time) {
-                decided.extend(engine.on_timer(&definitions, &mut state, CUSTOMER, due));
+            while let Some(due) = due_of(&state).filter(|due| *due < time) {
+                decided.extend(fire(&mut state, due));
             }
             // An engagement names the n-th message the journey sent by now, if any.
             if let Some(n) = value["properties"]["message_id"].as_u64() {
@@ -277,10 +424,10 @@ proptest! {
             fed.push(Record { event, appended_at: time });
         }
         let until = at + 72 * HOUR;
-        while let Some(due) = Engine::next_timer(&state).filter(|due| *due <= until) {
-            decided.extend(engine.on_timer(&definitions, &mut state, CUSTOMER, due));
+        while let Some(due) = due_of(&state).filter(|due| *due <= until) {
+            decided.extend(fire(&mut state, due));
         }
-        let expected = model::decisions(CUSTOMER, &model_journey, &fed, &Rules::default(), &AffinitySettings::default(), until);
+        let expected = model::decisions(CUSTOMER, &model_journey, &fed, &catalog, &Rules::default(), &AffinitySettings::default(), until);
         prop_assert_eq!(comparable(&decided), model_comparable(&expected), "{}", text);
     }
 }
