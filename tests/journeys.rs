@@ -475,3 +475,141 @@ async fn a_price_drop_through_the_gateway_fans_out_to_the_customers_who_viewed_t
     assert_eq!(ids.len(), unique.len(), "no decision twice, the SIGKILL included");
     assert!(stack.restart_exited().is_empty(), "{}", stack.warnings());
 }
+
+/// Black Friday with room for a login between the offer and the follow-up.
+const BLACK_FRIDAY_SLOW: &str = r#"
+id = "bf-merge"
+version = 1
+
+[entry]
+event = "page_viewed"
+where = [{ property = "url", starts_with = "/black-friday" }]
+reentry = "once"
+
+[[goals]]
+event = "order_placed"
+
+[[steps]]
+id = "offer"
+send = { channel = "email", template = "bf-offer" }
+
+[[steps]]
+id = "opened"
+wait = { event = { event = "message_opened", of_this_journey = true }, timeout = "45s", on_timeout = "follow-up" }
+next = "end"
+
+[[steps]]
+id = "follow-up"
+send = { channel = "sms", template = "bf-follow-up" }
+"#;
+
+fn identified(
+    id: &str,
+    customer: &str,
+    kind: &str,
+    properties: Value,
+    identifiers: &[(&str, &str)],
+) -> Value {
+    let mut event = event(id, customer, "web", kind, properties);
+    event["identifiers"] =
+        identifiers.iter().map(|(kind, value)| json!({"type": kind, "value": value})).collect();
+    event
+}
+
+/// Waits until `check` holds of the committed journeys record of `customer` (`None`: none or
+/// a tombstone).
+fn journeys_until(
+    stack: &Stack,
+    customer: &str,
+    what: &str,
+    check: impl Fn(&Option<CustomerJourneyState>) -> bool,
+) -> Option<CustomerJourneyState> {
+    let started = Instant::now();
+    loop {
+        let state = journeys_of(stack, customer);
+        if check(&state) {
+            return state;
+        }
+        assert!(started.elapsed() < Duration::from_secs(40), "{what}: {state:#?}\n{}", stack.warnings());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// With identity resolution: a cookie enters Black Friday, then logs in (its customer is merged
+/// into the account, canonical by byte order); the entry goes on under the account, and the
+/// account's order ends it at once (the follow-up never goes). The journeys service is SIGKILLed
+/// once the merge has landed: the moved entry comes back from its changelog.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journey_entered_as_a_cookie_goes_on_under_the_account_it_logs_in_to_and_ends_at_its_order() {
+    let mut stack = Stack::start(
+        "journeys-merge",
+        StackOptions { suppression_rules: Some(RULES.into()), resolution: true, ..Default::default() },
+    )
+    .await;
+    stack.publish_journeys(&[BLACK_FRIDAY_SLOW]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let view = identified(
+        "jm-view",
+        "anon-9c1d",
+        "page_viewed",
+        json!({"url": "/black-friday"}),
+        &[("anonymous_id", "9c1d")],
+    );
+    publish(&stack, vec![view]).await;
+    let offered =
+        decisions_until(&stack, "the offer to the cookie", |actions| !of(actions, "anon-9c1d").is_empty());
+    assert_eq!(summary(of(&offered, "anon-9c1d")), vec![send("offer", "email")]);
+
+    let login = identified(
+        "jm-login",
+        "U-2001",
+        "identify",
+        json!({}),
+        &[("anonymous_id", "9c1d"), ("user_id", "U-2001")],
+    );
+    publish(&stack, vec![login]).await;
+    let moved = journeys_until(&stack, "U-2001", "the cookie's entry under the account", |state| {
+        state.as_ref().is_some_and(|s| s.entries.iter().any(|e| e.entry_id == "jm-view"))
+    })
+    .expect("the account's journeys");
+    assert_eq!(moved.entries.len(), 1, "{moved:?}");
+    assert_eq!(
+        (moved.entries[0].journey_id.as_str(), moved.entries[0].step.as_str()),
+        ("bf-merge", "opened")
+    );
+    journeys_until(&stack, "anon-9c1d", "the cookie's record gone", Option::is_none);
+    stack.sigkill_and_restart("journeys");
+
+    publish(
+        &stack,
+        vec![identified(
+            "jm-order",
+            "U-2001",
+            "order_placed",
+            json!({"order_id": "o-jm", "value_minor": 4999, "currency": "EUR"}),
+            &[("user_id", "U-2001")],
+        )],
+    )
+    .await;
+    let ended = journeys_until(&stack, "U-2001", "the moved entry ended by the order", |state| {
+        state.as_ref().is_some_and(|s| s.entries.is_empty() && !s.last_exits.is_empty())
+    })
+    .expect("the account's journeys");
+    let exit = &ended.last_exits[0];
+    assert_eq!(
+        (exit.entry_id.as_str(), exit.reason, exit.detail.as_deref()),
+        ("jm-view", JourneyExitReason::Goal, Some("jm-order")),
+        "{ended:?}"
+    );
+    // Past the 45 s the follow-up would have waited from the offer: nothing else was decided,
+    // for either id.
+    let offered_at = offered["anon-9c1d"][0].decided_at;
+    while Utc::now() < offered_at + chrono::Duration::seconds(47) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let all = actions(&stack);
+    assert_eq!(summary(of(&all, "anon-9c1d")), vec![send("offer", "email")]);
+    assert!(of(&all, "U-2001").is_empty(), "{all:#?}");
+    let dead_lettered = read_committed_to_end(&stack.topics.dlq);
+    assert!(dead_lettered.is_empty(), "{} records dead-lettered\n{}", dead_lettered.len(), stack.warnings());
+}

@@ -154,6 +154,10 @@ pub enum EndReason {
     Suppressed,
     /// Its version is no longer published.
     Withdrawn,
+    /// Its customer was merged into another (docs/journeys.md, "Merges") that was in the same
+    /// journey: `continued_by` is the entry that goes on for both (the one entered first), none
+    /// if the merged customer was over [`MAX_ENTRIES`].
+    Merged { continued_by: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +317,89 @@ impl Engine {
             }
         }
         run.decisions
+    }
+
+    /// Folds a merged customer's journeys (`handed`) into this one's (a merge's state handoff,
+    /// docs/journeys.md, "Merges"), as of `now`. One person runs a journey once at a time: of two
+    /// entries into the same journey the one entered first goes on (ties: the smaller entry id)
+    /// and the other ends as merged; every other entry moves over where it was (step, wait,
+    /// messages). What entries and sends depend on is united: suppression's and affinity's
+    /// memories by their own merges, traits by event time, re-entry's memory, the latest ended
+    /// entries, the sends not yet seen back and the viewed products. Decides nothing: the
+    /// moved entries go on at their timers and at the customer's next events. The result does
+    /// not depend on which of the two is the winner.
+    pub fn merge(&self, state: &mut CustomerJourneys, customer_id: &str, handed: CustomerJourneys, now: i64) {
+        omnistream_suppression::absorb(&mut state.suppression, handed.suppression);
+        let at = now.max(state.suppression.evaluated_at);
+        omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
+        omnistream_channel_affinity::absorb(&mut state.affinity, &self.affinity, handed.affinity);
+        for (name, history) in handed.traits {
+            let room = state.traits.len() < TRAITS_KEPT;
+            match state.traits.get_mut(&name) {
+                Some(kept) => kept.absorb(&history),
+                None if room => {
+                    state.traits.insert(name, history);
+                }
+                None => {}
+            }
+        }
+        for (journey, theirs) in handed.entered {
+            let ours = state.entered.entry(journey).or_default();
+            ours.last_end = ours.last_end.max(theirs.last_end);
+            for key in theirs.keys {
+                if !ours.keys.contains(&key) {
+                    keep_latest(&mut ours.keys, key, KEYS_KEPT);
+                }
+            }
+            for trigger in theirs.triggers {
+                if !ours.triggers.contains(&trigger) {
+                    keep_latest(&mut ours.triggers, trigger, TRIGGERS_KEPT);
+                }
+            }
+        }
+        state.ended.extend(handed.ended);
+        state.ended.sort_by_key(|ended| ended.at);
+        let dropped = state.ended.len().saturating_sub(ENDED_KEPT);
+        state.ended.drain(..dropped);
+        for pending in handed.pending {
+            if !state.pending.contains(&pending) {
+                keep_latest(&mut state.pending, pending, PENDING_KEPT);
+            }
+        }
+        for theirs in handed.interests {
+            match state.interests.iter_mut().find(|ours| ours.product_id == theirs.product_id) {
+                // A change either side has seen is seen: it entered (or not) that side already.
+                Some(ours) => {
+                    ours.viewed_at = ours.viewed_at.max(theirs.viewed_at);
+                    ours.seen_through = ours.seen_through.max(theirs.seen_through);
+                }
+                None => state.interests.push(theirs),
+            }
+        }
+        state.interests.sort_by_key(|interest| std::cmp::Reverse(interest.viewed_at));
+        state.interests.truncate(INTERESTS_KEPT);
+        // The entries: the first entered of each journey goes on, within the limit.
+        let mut entries = std::mem::take(&mut state.entries);
+        entries.extend(handed.entries);
+        entries.sort_by(|a, b| (a.entered_at, &a.entry_id).cmp(&(b.entered_at, &b.entry_id)));
+        for entry in entries {
+            let going_on = state.entries.iter().find(|kept| kept.journey == entry.journey);
+            let continued_by = match going_on {
+                Some(kept) => Some(kept.entry_id.clone()),
+                None if state.entries.len() < MAX_ENTRIES => {
+                    state.entries.push(entry);
+                    continue;
+                }
+                None => None,
+            };
+            end(state, entry, now, EndReason::Merged { continued_by });
+        }
+        // `end` marked the journey ended; one of its entries still runs.
+        for entry in &state.entries {
+            if let Some(entered) = state.entered.get_mut(&entry.journey) {
+                entered.last_end = None;
+            }
+        }
     }
 
     /// Forgets, at a timer, the views older than [`INTEREST_KEPT_FOR`], and every view when no

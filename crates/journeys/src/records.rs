@@ -93,6 +93,7 @@ pub fn state_record(
                     EndReason::ExitStep { reason } => (JourneyExitReason::ExitStep, Some(reason.clone())),
                     EndReason::Suppressed => (JourneyExitReason::Suppressed, None),
                     EndReason::Withdrawn => (JourneyExitReason::Withdrawn, None),
+                    EndReason::Merged { continued_by } => (JourneyExitReason::Merged, continued_by.clone()),
                 };
                 JourneyExit {
                     journey_id: ended.journey.clone(),

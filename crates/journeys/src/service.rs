@@ -145,11 +145,50 @@ impl Processor for Journeys {
                 false => Vec::new(),
             };
         }
+        if let EventPayload::CustomersMerged { .. } = event.payload {
+            // Merged away: the runtime hands the journeys to the winner; the record goes.
+            return match state.is_some() {
+                true => vec![Output::new(STATES_OUTPUT, customer_id.to_owned(), None)],
+                false => Vec::new(),
+            };
+        }
         let definitions = self.definitions(lookups);
         let journeys = state.get_or_insert_with(CustomerJourneys::default);
         let before = Before::of(journeys);
         let decisions = self.engine.apply(&definitions, journeys, customer_id, event, now.timestamp_millis());
         outputs(customer_id, &decisions, &before, journeys, &definitions)
+    }
+
+    /// Merges (identity resolution, docs/journeys.md, "Merges"): the loser's entries go on
+    /// under the winner, one per journey.
+    const HANDS_OFF_STATE: bool = true;
+
+    fn handoff_target(&self, event: &TouchpointEvent) -> Option<String> {
+        event.merge_winner().map(str::to_owned)
+    }
+
+    fn merge_with_lookups(
+        &self,
+        state: &mut Option<CustomerJourneys>,
+        customer_id: &str,
+        _from: &str,
+        _cause: &str,
+        handed: CustomerJourneys,
+        now: DateTime<Utc>,
+        lookups: &Lookups<'_>,
+    ) -> Vec<Output<JourneyRecord>> {
+        let definitions = self.definitions(lookups);
+        let journeys = state.get_or_insert_with(CustomerJourneys::default);
+        let running = journeys.entries.len() + handed.entries.len();
+        self.engine.merge(journeys, customer_id, handed, now.timestamp_millis());
+        let record = state_record(customer_id, journeys, &definitions);
+        // Moved entries are not new: only those the merge ended count.
+        let transitions = vec!["journey_ended_merged"; running - journeys.entries.len()];
+        vec![Output::new(
+            STATES_OUTPUT,
+            customer_id.to_owned(),
+            Some(JourneyRecord::State { record, transitions }),
+        )]
     }
 
     fn next_timer(&self, state: &CustomerJourneys) -> Option<DateTime<Utc>> {
@@ -262,6 +301,7 @@ impl Before {
             EndReason::ExitStep { .. } => "journey_ended_exit_step",
             EndReason::Suppressed => "journey_ended_suppressed",
             EndReason::Withdrawn => "journey_ended_withdrawn",
+            EndReason::Merged { .. } => "journey_ended_merged",
         });
         std::iter::repeat_n("journey_entered", entered).chain(reasons).collect()
     }
@@ -361,5 +401,62 @@ wait = { for = "1h" }
         let order = json!({"order_id": "o-1", "value_minor": 100, "currency": "EUR"});
         let order = event("o-1", "order_placed", "2026-12-03T12:10:00Z", order);
         assert_eq!(step(&journeys, &definitions, &mut state, &order), (vec!["journey_ended_goal"], true));
+    }
+
+    #[test]
+    fn a_merge_tombstones_the_losers_record_and_the_winners_counts_only_the_entries_it_ended() {
+        let journeys = Journeys::new(Engine {
+            suppression: Arc::new(Rules::default().prepare()),
+            affinity: AffinityConfig::default(),
+        });
+        let mut definitions = Definitions::default();
+        definitions.insert(crate::check(FLOW).expect("a valid flow"));
+        let mut loser = CustomerJourneys::default();
+        step(
+            &journeys,
+            &definitions,
+            &mut loser,
+            &event("v-1", "page_viewed", "2026-12-03T12:00:00Z", json!({"url": "/"})),
+        );
+        let mut winner = CustomerJourneys::default();
+        step(
+            &journeys,
+            &definitions,
+            &mut winner,
+            &event("v-2", "page_viewed", "2026-12-03T12:05:00Z", json!({"url": "/"})),
+        );
+        let mut merge = event("m-1", "page_viewed", "2026-12-03T12:10:00Z", json!({"url": "/"}));
+        merge.payload = EventPayload::CustomersMerged {
+            winner: "c-0".into(),
+            merge_id: "m".into(),
+            identifier_type: "email".into(),
+            identifier_value: "a@example.com".into(),
+            evidence_event_id: "e-9".into(),
+        };
+        assert_eq!(journeys.handoff_target(&merge).as_deref(), Some("c-0"));
+        let mut held = Some(loser);
+        let before = held.clone();
+        let outputs = journeys.apply(&mut held, &merge, merge.occurred_at);
+        assert_eq!(outputs.len(), 1);
+        assert_eq!((outputs[0].key.as_str(), outputs[0].value.is_none()), ("c-1", true));
+        assert_eq!(held, before, "untouched: the runtime moves it");
+        let mut state = Some(winner);
+        let handed = held.expect("the loser's journeys");
+        let outputs = journeys.merge_with_lookups(
+            &mut state,
+            "c-0",
+            "c-1",
+            "m-1",
+            handed,
+            merge.occurred_at,
+            &Lookups::none(),
+        );
+        let mut names = Vec::new();
+        journeys.count_domain_events(None, &outputs, &mut |name| names.push(name));
+        assert_eq!(names, ["journey_ended_merged"], "the moved entry is not a new one");
+        let Some(JourneyRecord::State { record, .. }) = &outputs[0].value else { panic!("{outputs:?}") };
+        assert_eq!((record.customer_id.as_str(), record.entries[0].entry_id.as_str()), ("c-0", "v-1"));
+        assert_eq!(record.last_exits[0].reason, omnistream_model::records::JourneyExitReason::Merged);
+        assert_eq!(record.last_exits[0].detail.as_deref(), Some("v-1"));
     }
 }

@@ -670,3 +670,123 @@ fn a_view_applied_after_a_later_sweep_does_not_make_a_seen_change_new_again() {
     given.engine.apply(&given.definitions, &mut given.state, CUSTOMER, &late, at("2026-11-20T11:00:05Z"));
     assert_eq!(given.state.interests[0].seen_through, at("2026-11-20T11:00:15Z"));
 }
+
+/// A browse journey: a product view, three hours later an SMS; an order is its goal.
+const BROWSE: &str = "id = \"browse\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n[[goals]]\nevent = \"order_placed\"\n[[steps]]\nid = \"pause\"\nwait = { for = \"3h\" }\n[[steps]]\nid = \"nudge\"\nsend = { channel = \"sms\", template = \"browse\" }\n";
+
+impl Given {
+    /// `other`'s journeys are merged into this customer's at `when` (the runtime's handoff).
+    fn merged_with(&mut self, other: &Given, when: &str) {
+        self.engine.merge(&mut self.state, CUSTOMER, other.state.clone(), at(when));
+    }
+
+    fn running(&self) -> Vec<(String, String)> {
+        let mut running: Vec<(String, String)> =
+            self.state.entries.iter().map(|e| (e.journey.clone(), e.entry_id.clone())).collect();
+        running.sort();
+        running
+    }
+}
+
+fn running(journey: &str, entry_id: &str) -> (String, String) {
+    (journey.to_owned(), entry_id.to_owned())
+}
+
+#[test]
+fn a_merge_goes_on_with_the_first_entry_of_a_journey_both_were_in_and_moves_the_others_whoever_wins() {
+    let journeys = [shipped("black-friday"), BROWSE.to_owned()];
+    let journeys: Vec<&str> = journeys.iter().map(String::as_str).collect();
+    // The cookie entered Black Friday at 09:00 and browse at 11:00; the account Black Friday at
+    // 10:00. Both got the offer email.
+    let mut cookie = Given::journeys(&journeys);
+    cookie.when(&black_friday_view("2026-11-27T09:00:00Z"));
+    cookie.when(&product_view("pv-c", "p-1", "2026-11-27T11:00:00Z"));
+    let mut account = Given::journeys(&journeys);
+    let account_view =
+        event("bf-view-a", "page_viewed", "web", "2026-11-27T10:00:00Z", json!({"url": "/black-friday"}));
+    account.when(&account_view);
+    let mut cookie_wins = Given::journeys(&journeys);
+    cookie_wins.state = cookie.state.clone();
+    cookie_wins.merged_with(&account, "2026-11-27T12:00:00Z");
+    account.merged_with(&cookie, "2026-11-27T12:00:00Z");
+    // Black Friday goes on with the cookie's entry (entered first); browse moved over.
+    assert_eq!(account.running(), [running("black-friday", "bf-view"), running("browse", "pv-c")]);
+    assert_eq!(cookie_wins.running(), account.running(), "whichever customer wins");
+    let merged_end = account.state.ended.last().expect("an ended entry");
+    assert_eq!((merged_end.entry_id.as_str(), merged_end.at), ("bf-view-a", at("2026-11-27T12:00:00Z")));
+    assert_eq!(merged_end.reason, EndReason::Merged { continued_by: Some("bf-view".into()) });
+    assert_eq!(account.state.entered["black-friday"].last_end, None, "one still runs");
+    // Both emails count for the cap; the moved entries go on at their own times.
+    assert_eq!(account.state.suppression.sends.len(), 2);
+    let (due, decisions) = account.timer("2026-11-27T13:00:00Z");
+    assert_eq!(due, at("2026-11-27T13:00:00Z"), "the cookie's offer unopened 4 hours");
+    assert_eq!(sends(&decisions), [send("follow-up", Channel::Sms, "bf-follow-up")]);
+    let (due, decisions) = account.timer("2026-11-27T14:00:00Z");
+    assert_eq!(due, at("2026-11-27T14:00:00Z"), "browse's 3 hours from 11:00");
+    // One SMS a day (SPEC 4.2), whichever journey and customer it came from.
+    assert_eq!((decisions[0].step.as_str(), &decisions[0].outcome), ("nudge", &Outcome::Skipped));
+    assert_eq!(decisions[0].considered[0].reason.as_deref(), Some("frequency_cap"));
+    // An order by the account ends both at once.
+    given_no_decisions(account.when(&order("ord", "o-1", "2026-11-27T15:00:00Z")));
+    assert!(account.state.entries.is_empty());
+    let goals = account.state.ended.iter().filter(|e| e.reason == EndReason::Goal { event_id: "ord".into() });
+    assert_eq!(goals.count(), 1, "browse had completed; Black Friday ends by the goal");
+}
+
+fn given_no_decisions(decisions: Vec<Decision>) {
+    assert!(decisions.is_empty(), "{decisions:?}");
+}
+
+#[test]
+fn a_ticket_the_merged_customer_opened_holds_the_winners_send() {
+    let mut account = Given::journeys(&[&shipped("black-friday")]);
+    account.when(&black_friday_view("2026-11-27T08:00:00Z"));
+    let mut phone = Given::journeys(&[&shipped("black-friday")]);
+    let ticket = json!({"ticket_id": "T-1", "topic": "delivery"});
+    phone.when(&event("t-open", "support_ticket_opened", "whatsapp", "2026-11-27T09:00:00Z", ticket));
+    account.merged_with(&phone, "2026-11-27T10:00:00Z");
+    let (_, decisions) = account.timer("2026-11-27T12:00:00Z");
+    assert_eq!(decisions[0].outcome, Outcome::Waiting { until: at("2026-11-30T12:00:00Z") });
+    assert_eq!(decisions[0].considered[0].reason.as_deref(), Some("support_ticket_open"));
+}
+
+#[test]
+fn once_counts_for_both_and_a_merge_over_the_entry_limit_ends_the_latest_entered() {
+    let mut cookie = Given::journeys(&[&shipped("black-friday")]);
+    cookie.when(&black_friday_view("2026-11-27T08:00:00Z"));
+    cookie.when(&order("ord", "o-1", "2026-11-27T08:30:00Z"));
+    let mut account = Given::journeys(&[&shipped("black-friday")]);
+    account.merged_with(&cookie, "2026-11-27T10:00:00Z");
+    let again =
+        event("bf-view-2", "page_viewed", "web", "2026-11-27T11:00:00Z", json!({"url": "/black-friday"}));
+    given_no_decisions(account.when(&again));
+    assert!(account.state.entries.is_empty(), "entered once, as the cookie");
+    // 20 journeys each side, all different: 32 go on, the 8 entered last end.
+    let flows: Vec<String> = (0..40)
+        .map(|n| format!("id = \"j{n:02}\"\nversion = 1\n[entry]\nevent = \"page_viewed\"\nwhere = [{{ property = \"url\", equals = \"/{n}\" }}]\n[[steps]]\nid = \"w\"\nwait = {{ for = \"1d\" }}\n"))
+        .collect();
+    let flows: Vec<&str> = flows.iter().map(String::as_str).collect();
+    let mut one = Given::journeys(&flows);
+    let mut other = Given::journeys(&flows);
+    for n in 0..40 {
+        let view = event(
+            &format!("v-{n:02}"),
+            "page_viewed",
+            "web",
+            &format!("2026-11-27T{:02}:{:02}:00Z", 8 + n / 20, n % 20 * 2),
+            json!({"url": format!("/{n}")}),
+        );
+        if n % 2 == 0 {
+            one.when(&view)
+        } else {
+            other.when(&view)
+        };
+    }
+    one.merged_with(&other, "2026-11-28T00:00:00Z");
+    assert_eq!(one.state.entries.len(), 32);
+    let over: Vec<(&str, &EndReason)> =
+        one.state.ended.iter().map(|e| (e.entry_id.as_str(), &e.reason)).collect();
+    let expected: Vec<String> = (32..40).map(|n| format!("v-{n:02}")).collect();
+    assert_eq!(over.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
+    assert!(over.iter().all(|(_, reason)| **reason == EndReason::Merged { continued_by: None }));
+}

@@ -105,6 +105,9 @@ fn draft_texts(kind: RecordKind) -> &'static [&'static str] {
         RecordKind::JourneyAction => {
             &[include_str!("../../../schemas/drafts/journey_action.2026-12-03.avsc")]
         }
+        RecordKind::CustomerJourneyState => {
+            &[include_str!("../../../schemas/drafts/journey_state.2026-12-04.avsc")]
+        }
         _ => &[],
     }
 }

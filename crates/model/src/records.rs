@@ -535,6 +535,7 @@ pub enum JourneyExitReason {
     ExitStep,
     Suppressed,
     Withdrawn,
+    Merged,
 }
 
 /// An ended entry (`journey.states.v1`).

@@ -200,7 +200,7 @@ pub const JOURNEYS: ServiceSpec = ServiceSpec {
         output("states", "--journey-states-topic", "JOURNEY_STATES_TOPIC", &topics::JOURNEY_STATES_TOPIC),
     ],
     changelog: Some(&changelog(topics::JOURNEYS_STATE, "journeys state (MessagePack)")),
-    handoff: None,
+    handoff: Some(&handoff(topics::JOURNEYS_HANDOFF)),
 };
 
 pub const INGEST_GATEWAY: ServiceSpec = ServiceSpec {
@@ -392,8 +392,8 @@ mod tests {
         let topics = pipeline_topics();
         assert_eq!(
             topics.len(),
-            28,
-            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journeys' definitions, catalog events, actions, states and changelog"
+            29,
+            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journeys' definitions, catalog events, actions, states, changelog and handoff topic"
         );
     }
 }

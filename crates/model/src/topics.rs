@@ -51,6 +51,7 @@ pub const PROFILE_UPDATER_HANDOFF: &str = "profile-updater.handoff.v1";
 pub const SUPPRESSION_HANDOFF: &str = "suppression.handoff.v1";
 pub const CHANNEL_AFFINITY_HANDOFF: &str = "channel-affinity.handoff.v1";
 pub const LOYALTY_POINTS_HANDOFF: &str = "loyalty-points.handoff.v1";
+pub const JOURNEYS_HANDOFF: &str = "journeys.handoff.v1";
 
 /// Topics whose records the services read by the broker's append time (SPEC 4, the partition
 /// clock): what they take as input, and their handoffs.
@@ -61,6 +62,7 @@ pub const LOG_APPEND_TIME: &[&str] = &[
     SUPPRESSION_HANDOFF,
     CHANNEL_AFFINITY_HANDOFF,
     LOYALTY_POINTS_HANDOFF,
+    JOURNEYS_HANDOFF,
     // A broadcast input of journeys: its lookups go by append time.
     JOURNEY_DEFINITIONS,
     // Another broadcast input of journeys, whose records also trigger entries by append time.

@@ -39,7 +39,7 @@ fn java_fingerprint(kind: RecordKind) -> u64 {
         RecordKind::IdentityConflict => 0x4e04_676a_1bf0_83e7,
         RecordKind::CustomerIdentity => 0xefb4_d8b5_e547_6db4,
         RecordKind::JourneyAction => 0x54ec_e41b_9ff8_cd21,
-        RecordKind::CustomerJourneyState => 0x1f24_fc4a_0b2e_e0f3,
+        RecordKind::CustomerJourneyState => 0x7459_6c5c_991e_bdeb,
         RecordKind::JourneyDefinition => 0x287c_2375_d4c5_cdb3,
         RecordKind::CatalogEvent => 0xebe5_1e84_5063_f730,
     }
@@ -403,6 +403,7 @@ fn every_event_type_written_with_v1_reads_back_by_name() {
 const DRAFT_EVENT_FINGERPRINT: u64 = 0x4f4e_e5f9_b04e_e602;
 const DRAFT_LEDGER_FINGERPRINT: u64 = 0x54db_131a_3860_79a2;
 const DRAFT_ACTION_FINGERPRINT: u64 = 0xc028_0ec7_d83d_143b;
+const DRAFT_STATE_FINGERPRINT: u64 = 0x1f24_fc4a_0b2e_e0f3;
 
 /// Data written with a draft text decodes to the same record: the event types the draft knew
 /// (all but `customers_merged`), and a ledger entry of a kind it knew.
@@ -437,4 +438,8 @@ fn data_written_with_a_draft_schema_decodes() {
     let bytes =
         with("drafts/journey_action.2026-12-03.avsc", DRAFT_ACTION_FINGERPRINT, Value::Record(fields));
     assert_eq!(decode_record::<JourneyAction>(&bytes).unwrap(), action, "written before entry_key");
+    let state = fixtures::journey_state();
+    let value = decode_value(RecordKind::CustomerJourneyState, &encode_record(&state).unwrap()).unwrap();
+    let bytes = with("drafts/journey_state.2026-12-04.avsc", DRAFT_STATE_FINGERPRINT, value);
+    assert_eq!(decode_record::<CustomerJourneyState>(&bytes).unwrap(), state, "written before merged");
 }

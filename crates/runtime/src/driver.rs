@@ -200,7 +200,7 @@ impl<P: Processor> Driver<P> {
         self.records_seen = self.records_seen.wrapping_add(1);
         let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
         if let Some(lookups) = &mut self.lookups
-            && record.input == Input::Events
+            && matches!(record.input, Input::Events | Input::Handoff)
             && let Err(error) = lookups.wait_until_complete(&mut self.core, record, now)
         {
             self.fail(error);

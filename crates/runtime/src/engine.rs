@@ -482,8 +482,8 @@ impl<P: Processor> EngineCore<P> {
         &mut self.lookups
     }
 
-    /// The lookup partitions not yet known to be read far enough for `record` (an events
-    /// record): the driver reads on until each has a later version or is read to its end.
+    /// The lookup partitions not yet known to be read far enough for `record` (an events or a
+    /// handoff record): the driver reads on until each has a later version or is read to its end.
     pub(crate) fn unproven_lookups(
         &self,
         record: &InputRecord<'_>,
@@ -887,10 +887,17 @@ impl<P: Processor> EngineCore<P> {
             };
         }
         let entry = data.store.remember_merged(&handoff.to, &handoff.entry.recent, hash, window);
+        let lookups = self.lookups.view(partition, self.lookups.as_of(stamped));
         let outputs = match handoff.entry.state {
-            Some(handed) => {
-                self.processor.merge(&mut entry.state, &handoff.to, &handoff.from, &handoff.id, handed, now)
-            }
+            Some(handed) => self.processor.merge_with_lookups(
+                &mut entry.state,
+                &handoff.to,
+                &handoff.from,
+                &handoff.id,
+                handed,
+                now,
+                &lookups,
+            ),
             None => Vec::new(),
         };
         let mut records = std::mem::take(&mut self.bound);

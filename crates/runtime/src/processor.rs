@@ -245,4 +245,20 @@ pub trait Processor: Send + 'static {
     ) -> Vec<Output<Self::Record>> {
         Vec::new()
     }
+
+    /// `merge` for a processor with [`Self::LOOKUPS`]: `lookups` answers as of the handoff
+    /// record's append time less the lookup grace. The default ignores them.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_with_lookups(
+        &self,
+        state: &mut Option<Self::State>,
+        customer_id: &str,
+        from: &str,
+        cause: &str,
+        handed: Self::State,
+        now: DateTime<Utc>,
+        _lookups: &Lookups<'_>,
+    ) -> Vec<Output<Self::Record>> {
+        self.merge(state, customer_id, from, cause, handed, now)
+    }
 }
