@@ -10,16 +10,18 @@
 //! Scope: the journeys the differential test generates (crates/spec/tests/journeys.rs): an event
 //! trigger by type or a price drop of a product the customer viewed (docs/journeys.md, "Catalog
 //! triggers"), re-entry once, goals and exits by type (optionally on this journey's
-//! messages), steps in order: sends (one channel, or the best of several), waits for a duration,
-//! waits for an event with a timeout that may jump forward, an exit. No branches, no local-time
-//! waits (the pure core's tables cover those), no conditions.
+//! messages), steps: sends (one channel, or the best of several), waits for a duration, waits for
+//! a local time in the customer's zone (DST gaps and overlaps as docs/journeys.md says), waits for
+//! an event with a timeout that may jump forward, branches (an event happened since the entry, a
+//! trait's value, affinity's first channel) that jump forward, an exit. No entry conditions.
 //!
 //! Decisions where the docs are silent, as the service makes them: a timer and a record never
 //! fall on the same millisecond here (the generator makes sure), so their order is not modelled.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, Duration, LocalResult, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use omnistream_model::records::SuppressionStatus;
-use omnistream_model::{Channel, EventPayload, EventType, Purpose, TouchpointEvent};
+use omnistream_model::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
 use sha2::{Digest, Sha256};
 
 use crate::Record;
@@ -61,9 +63,34 @@ pub enum Step {
         timeout: i64,
         on_timeout: Option<usize>,
     },
+    /// Waits until `time` in the customer's zone, `days_later` local days after the wait
+    /// starts (0: the next such time, today if still ahead).
+    WaitLocal {
+        id: String,
+        time: NaiveTime,
+        days_later: u32,
+    },
+    /// Goes to `then` or `otherwise` (a step, `None`: the end).
+    Branch {
+        id: String,
+        condition: Condition,
+        then: Option<usize>,
+        otherwise: Option<usize>,
+    },
     Exit {
         id: String,
     },
+}
+
+/// A branch's condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// A matching event dated since the entry arrived by the branch.
+    Happened(Filter),
+    /// The trait's value now is this text.
+    TraitIs { name: String, value: String },
+    /// Affinity ranks this channel first now.
+    AffinityFirst(Channel),
 }
 
 impl Step {
@@ -72,6 +99,8 @@ impl Step {
             Step::Send { id, .. }
             | Step::WaitFor { id, .. }
             | Step::WaitEvent { id, .. }
+            | Step::WaitLocal { id, .. }
+            | Step::Branch { id, .. }
             | Step::Exit { id } => id,
         }
     }
@@ -170,6 +199,7 @@ struct Walk<'a> {
     rules: &'a Rules,
     settings: &'a AffinitySettings,
     entry_id: String,
+    entered_at: i64,
     /// Index of the first record after the entry: what comes after it in the log can move it.
     after_entry: usize,
     decisions: Vec<Decision>,
@@ -207,6 +237,69 @@ impl Walk<'_> {
         known.extend(self.sends.iter().filter(|s| s.appended_at <= at).cloned());
         known.sort_by_key(|r| r.appended_at);
         known
+    }
+
+    /// The latest value (by event time; a tie: the later arrival) a `traits_updated` applied by
+    /// `at` set `name` to, unless a later one unset it.
+    fn trait_at(&self, name: &str, at: i64) -> Option<&TraitValue> {
+        let mut latest: Option<(i64, Option<&TraitValue>)> = None;
+        for record in self.history.iter().filter(|r| r.appended_at <= at) {
+            let EventPayload::TraitsUpdated { set, unset, .. } = &record.event.payload else { continue };
+            let time = record.event.occurred_at.timestamp_millis();
+            let value = match (set.get(name), unset.iter().any(|n| n == name)) {
+                (Some(value), _) => Some(value),
+                (None, true) => None,
+                (None, false) => continue,
+            };
+            if latest.is_none_or(|(t, _)| time >= t) {
+                latest = Some((time, value));
+            }
+        }
+        latest.and_then(|(_, value)| value)
+    }
+
+    fn holds(&self, condition: &Condition, at: i64) -> bool {
+        match condition {
+            Condition::Happened(filter) => self.history[self.after_entry..].iter().any(|r| {
+                r.appended_at <= at
+                    && r.event.occurred_at.timestamp_millis() >= self.entered_at
+                    && self.matches(filter, r)
+            }),
+            Condition::TraitIs { name, value } => {
+                matches!(self.trait_at(name, at), Some(TraitValue::String(v)) if v == value)
+            }
+            Condition::AffinityFirst(channel) => {
+                let now = DateTime::<Utc>::from_timestamp_millis(at).unwrap_or_default();
+                affinity(self.customer_id, &self.known(at), now, self.settings)
+                    .is_some_and(|scores| scores.ranking.first() == Some(channel))
+            }
+        }
+    }
+
+    /// When a wait for `time`, `days_later`, started at `at` ends.
+    fn local_due(&self, time: NaiveTime, days_later: u32, at: i64) -> i64 {
+        let zone = match self.trait_at("timezone", at) {
+            Some(TraitValue::String(name)) => name.parse::<Tz>().unwrap_or(Tz::UTC),
+            _ => Tz::UTC,
+        };
+        let today =
+            DateTime::<Utc>::from_timestamp_millis(at).unwrap_or_default().with_timezone(&zone).date_naive();
+        if days_later > 0 {
+            return local_instant(zone, (today + Days::new(u64::from(days_later))).and_time(time));
+        }
+        // The next instant the zone's clock reads `time` (either of an overlap's two), else
+        // tomorrow's.
+        let local = today.and_time(time);
+        let today_instants = match zone.from_local_datetime(&local) {
+            LocalResult::Ambiguous(first, second) => {
+                vec![first.timestamp_millis(), second.timestamp_millis()]
+            }
+            _ => vec![local_instant(zone, local)],
+        };
+        today_instants
+            .into_iter()
+            .find(|instant| *instant > at)
+            .unwrap_or_else(|| local_instant(zone, (today + Days::new(1)).and_time(time)))
     }
 
     fn decide(&mut self, step: &str, at: i64, outcome: Outcome) {
@@ -274,6 +367,20 @@ impl Walk<'_> {
             }
         }
         Err(lapse)
+    }
+}
+
+/// The instant a local time names: the first of an overlap's two; in a gap (the clocks jump
+/// past it) as many minutes after the gap as it falls into it, i.e. read with the offset before.
+fn local_instant(zone: Tz, local: NaiveDateTime) -> i64 {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Single(instant) | LocalResult::Ambiguous(instant, _) => instant.timestamp_millis(),
+        LocalResult::None => {
+            // No zone moves twice within a day: three hours earlier is before the gap.
+            let before = zone.from_local_datetime(&(local - Duration::hours(3))).earliest();
+            let offset = before.map_or(0, |b| i64::from(chrono::Offset::fix(b.offset()).local_minus_utc()));
+            (local.and_utc().timestamp() - offset) * 1000
+        }
     }
 }
 
@@ -346,6 +453,7 @@ pub fn decisions(
         rules,
         settings,
         entry_id,
+        entered_at,
         after_entry,
         decisions: Vec::new(),
         sends: Vec::new(),
@@ -400,8 +508,14 @@ pub fn decisions(
                 at = time;
                 position = (index + 1 < journey.steps.len()).then_some(index + 1);
             }
-            Step::WaitFor { millis, .. } => {
-                let due = at + millis;
+            Step::WaitFor { .. } | Step::WaitLocal { .. } => {
+                let due = match *step {
+                    Step::WaitLocal { time, days_later, .. } => walk.local_due(time, days_later, at),
+                    Step::WaitFor { millis, .. } => at + millis,
+                    Step::Send { .. } | Step::WaitEvent { .. } | Step::Branch { .. } | Step::Exit { .. } => {
+                        at
+                    }
+                };
                 if due > until || walk.exit_between(at, due).is_some() {
                     return walk.decisions;
                 }
@@ -427,6 +541,9 @@ pub fn decisions(
                         position = *on_timeout;
                     }
                 }
+            }
+            Step::Branch { condition, then, otherwise, .. } => {
+                position = if walk.holds(condition, at) { *then } else { *otherwise };
             }
             Step::Exit { .. } => return walk.decisions,
         }

@@ -26,9 +26,39 @@ const HOUR: i64 = 3_600_000;
 
 #[derive(Debug, Clone)]
 enum StepSpec {
-    Send { channels: Vec<Channel>, suppressed: WhenSuppressed },
+    Send {
+        channels: Vec<Channel>,
+        suppressed: WhenSuppressed,
+    },
     WaitFor(i64),
-    WaitEvent { opened: bool, timeout: i64, skip_to: Option<usize> },
+    WaitEvent {
+        opened: bool,
+        timeout: i64,
+        skip_to: Option<usize>,
+    },
+    /// Until a local time ("HH:MM"), some days later.
+    WaitLocal {
+        time: &'static str,
+        days_later: u32,
+    },
+    /// To the step this many ahead (past the last: the end) when the condition holds, else to
+    /// the next (every step stays reachable: `check` refuses one that is not); after a wait of
+    /// its own, if any (so that something may have happened).
+    Branch {
+        condition: ConditionSpec,
+        then_ahead: usize,
+        wait_before: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ConditionSpec {
+    /// An open of this journey's messages, or a page view.
+    Happened {
+        opened: bool,
+    },
+    TierGold,
+    AffinityFirst(Channel),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,10 +93,23 @@ fn step() -> impl Strategy<Value = StepSpec> {
         (channel(), channel()).prop_filter("two channels", |(a, b)| a != b).prop_map(|(a, b)| vec![a, b]),
     ];
     prop_oneof![
-        (channels, suppressed).prop_map(|(channels, suppressed)| StepSpec::Send { channels, suppressed }),
-        prop::sample::select(vec![600_000, HOUR, 4 * HOUR, 20 * HOUR]).prop_map(StepSpec::WaitFor),
-        (any::<bool>(), prop::sample::select(vec![HOUR, 4 * HOUR, 24 * HOUR]), prop::option::of(2usize..4))
+        3 => (channels, suppressed).prop_map(|(channels, suppressed)| StepSpec::Send { channels, suppressed }),
+        2 => prop::sample::select(vec![600_000, HOUR, 4 * HOUR, 20 * HOUR]).prop_map(StepSpec::WaitFor),
+        2 => (any::<bool>(), prop::sample::select(vec![HOUR, 4 * HOUR, 24 * HOUR]), prop::option::of(2usize..4))
             .prop_map(|(opened, timeout, skip_to)| StepSpec::WaitEvent { opened, timeout, skip_to }),
+        // 02:30 falls into New York's gap on 2026-03-08 (the histories span it).
+        1 => (prop::sample::select(vec!["10:00", "02:30", "00:00", "23:59"]), 0u32..3)
+            .prop_map(|(time, days_later)| StepSpec::WaitLocal { time, days_later }),
+        2 => (condition(), 2usize..4, prop::option::weighted(0.7, prop::sample::select(vec![HOUR, 10 * HOUR])))
+            .prop_map(|(condition, then_ahead, wait_before)| StepSpec::Branch { condition, then_ahead, wait_before }),
+    ]
+}
+
+fn condition() -> impl Strategy<Value = ConditionSpec> {
+    prop_oneof![
+        any::<bool>().prop_map(|opened| ConditionSpec::Happened { opened }),
+        Just(ConditionSpec::TierGold),
+        channel().prop_map(ConditionSpec::AffinityFirst),
     ]
 }
 
@@ -125,10 +168,34 @@ fn written(spec: &JourneySpec) -> (String, model::Journey) {
         text.push_str("[[exit_when]]\nevent = \"message_clicked\"\nof_this_journey = true\n");
         exits.push(Filter { event: EventType::MessageClicked, of_this_journey: true });
     }
-    let count = spec.steps.len() + usize::from(spec.exit_last);
+    // Where each generated step starts among the written ones (a branch's own wait comes first),
+    // and the written step a jump to the n-th generated one lands on (none: the end).
+    let mut starts = Vec::new();
+    let mut written_count = 0;
+    for step in &spec.steps {
+        starts.push(written_count);
+        written_count += match step {
+            StepSpec::Branch { wait_before: Some(_), .. } => 2,
+            _ => 1,
+        };
+    }
+    let exit_at = written_count;
+    let position = |generated: usize| match starts.get(generated) {
+        Some(start) => Some(*start),
+        None => (generated == spec.steps.len() && spec.exit_last).then_some(exit_at),
+    };
+    let name = |target: Option<usize>| target.map_or("end".to_owned(), |t| format!("s{t}"));
     let mut steps = Vec::new();
     for (index, step) in spec.steps.iter().enumerate() {
-        let id = format!("s{index}");
+        let mut id = format!("s{}", starts[index]);
+        if let StepSpec::Branch { wait_before: Some(millis), .. } = step {
+            text.push_str(&format!(
+                "[[steps]]\nid = \"{id}\"\nwait = {{ for = \"{}\" }}\n",
+                duration(*millis)
+            ));
+            steps.push(Step::WaitFor { id, millis: *millis });
+            id = format!("s{}", starts[index] + 1);
+        }
         text.push_str(&format!("[[steps]]\nid = \"{id}\"\n"));
         match step {
             StepSpec::Send { channels, suppressed } => {
@@ -160,10 +227,10 @@ fn written(spec: &JourneySpec) -> (String, model::Journey) {
             }
             StepSpec::WaitEvent { opened, timeout, skip_to } => {
                 // A jump forward past the next step, to a step that exists, else the end.
-                let target = skip_to.map(|ahead| index + ahead).filter(|target| *target < count);
+                let target = skip_to.and_then(|ahead| position(index + ahead));
                 let (event, of_this) =
                     if *opened { ("message_opened", true) } else { ("page_viewed", false) };
-                let on_timeout = target.map_or("end".to_owned(), |t| format!("s{t}"));
+                let on_timeout = name(target);
                 text.push_str(&format!(
                     "wait = {{ event = {{ event = \"{event}\", of_this_journey = {of_this} }}, timeout = \"{}\", on_timeout = \"{on_timeout}\" }}\n",
                     duration(*timeout)
@@ -174,10 +241,49 @@ fn written(spec: &JourneySpec) -> (String, model::Journey) {
                 };
                 steps.push(Step::WaitEvent { id, filter, timeout: *timeout, on_timeout: target });
             }
+            StepSpec::WaitLocal { time, days_later } => {
+                text.push_str(&format!(
+                    "wait = {{ until_local_time = \"{time}\", days_later = {days_later} }}\n"
+                ));
+                let time = chrono::NaiveTime::parse_from_str(time, "%H:%M").unwrap();
+                steps.push(Step::WaitLocal { id, time, days_later: *days_later });
+            }
+            StepSpec::Branch { condition, then_ahead, .. } => {
+                let (then, otherwise) = (position(index + then_ahead), position(index + 1));
+                let (written, condition) = match condition {
+                    ConditionSpec::Happened { opened: true } => (
+                        "happened = { event = \"message_opened\", of_this_journey = true }".to_owned(),
+                        model::Condition::Happened(Filter {
+                            event: EventType::MessageOpened,
+                            of_this_journey: true,
+                        }),
+                    ),
+                    ConditionSpec::Happened { opened: false } => (
+                        "happened = { event = \"page_viewed\" }".to_owned(),
+                        model::Condition::Happened(Filter {
+                            event: EventType::PageViewed,
+                            of_this_journey: false,
+                        }),
+                    ),
+                    ConditionSpec::TierGold => (
+                        "trait = { trait = \"tier\", equals = \"gold\" }".to_owned(),
+                        model::Condition::TraitIs { name: "tier".into(), value: "gold".into() },
+                    ),
+                    ConditionSpec::AffinityFirst(channel) => {
+                        (format!("affinity_first = \"{channel}\""), model::Condition::AffinityFirst(*channel))
+                    }
+                };
+                text.push_str(&format!(
+                    "branch = {{ if = {{ {written} }}, then = \"{}\", else = \"{}\" }}\n",
+                    name(then),
+                    name(otherwise)
+                ));
+                steps.push(Step::Branch { id, condition, then, otherwise });
+            }
         }
     }
     if spec.exit_last {
-        let id = format!("s{}", spec.steps.len());
+        let id = format!("s{exit_at}");
         text.push_str(&format!("[[steps]]\nid = \"{id}\"\nexit = {{}}\n"));
         steps.push(Step::Exit { id });
     }
@@ -195,6 +301,8 @@ enum Kind {
     Clicked(usize),
     TicketOpened,
     TicketResolved,
+    /// The `tier` trait set to gold or not.
+    Tier(bool),
 }
 
 fn kind() -> impl Strategy<Value = Kind> {
@@ -206,6 +314,7 @@ fn kind() -> impl Strategy<Value = Kind> {
         1 => (0usize..3).prop_map(Kind::Clicked),
         1 => Just(Kind::TicketOpened),
         1 => Just(Kind::TicketResolved),
+        1 => any::<bool>().prop_map(Kind::Tier),
     ]
 }
 
@@ -292,7 +401,7 @@ fn model_comparable(decisions: &[model::Decision]) -> Vec<(String, String, u32, 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
     #[test]
     fn the_core_decides_what_the_model_recomputes_from_the_whole_history(
@@ -329,6 +438,7 @@ proptest! {
                 Kind::Clicked(n) => json!({"type": "message_clicked", "channel": "email", "properties": {"message_id": n}}),
                 Kind::TicketOpened => json!({"type": "support_ticket_opened", "channel": "call_center", "properties": {"ticket_id": "T-1", "topic": "delivery"}}),
                 Kind::TicketResolved => json!({"type": "support_ticket_resolved", "channel": "call_center", "properties": {"ticket_id": "T-1"}}),
+                Kind::Tier(gold) => json!({"type": "traits_updated", "channel": "web", "properties": {"set": {"tier": if *gold { "gold" } else { "silver" }}, "set_once": {}, "unset": []}}),
             };
             timeline.push((value, millis));
         }
