@@ -137,6 +137,10 @@ pub struct EntryState {
     pub messages: Vec<String>,
     /// Steps whose branch condition `happened` matched an event since the entry.
     pub happened: Vec<usize>,
+    /// The customer it entered as, when a merge moved it to another: part of its decision ids,
+    /// so they cannot repeat the winner's own (a catalog entry's id is the same for everyone).
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// How an entry ended.
@@ -319,16 +323,25 @@ impl Engine {
         run.decisions
     }
 
-    /// Folds a merged customer's journeys (`handed`) into this one's (a merge's state handoff,
-    /// docs/journeys.md, "Merges"), as of `now`. One person runs a journey once at a time: of two
-    /// entries into the same journey the one entered first goes on (ties: the smaller entry id)
-    /// and the other ends as merged; every other entry moves over where it was (step, wait,
-    /// messages). What entries and sends depend on is united: suppression's and affinity's
-    /// memories by their own merges, traits by event time, re-entry's memory, the latest ended
-    /// entries, the sends not yet seen back and the viewed products. Decides nothing: the
-    /// moved entries go on at their timers and at the customer's next events. The result does
-    /// not depend on which of the two is the winner.
-    pub fn merge(&self, state: &mut CustomerJourneys, customer_id: &str, handed: CustomerJourneys, now: i64) {
+    /// Folds the journeys of `from`, merged into this customer (`handed`, a merge's state
+    /// handoff, docs/journeys.md, "Merges"), as of `now`. One person runs a journey (with a `per`
+    /// key: a key) once at a time: of two such entries the one entered first goes on, with the
+    /// other's messages, and the other ends as merged; an entry on a version no longer published
+    /// ends as withdrawn; every other entry moves over where it was (step, wait, messages). What
+    /// entries and sends depend on is united: suppression's and affinity's memories by their own
+    /// merges, traits by event time, re-entry's memory, the latest ended entries, the sends not
+    /// yet seen back and the viewed products. Decides nothing: the moved entries go on at their
+    /// timers and at the customer's next events. Which entries go on does not depend on which
+    /// customer won. Returns how each entry it ended ended.
+    pub fn merge(
+        &self,
+        definitions: &Definitions,
+        state: &mut CustomerJourneys,
+        customer_id: &str,
+        from: &str,
+        handed: CustomerJourneys,
+        now: i64,
+    ) -> Vec<EndReason> {
         omnistream_suppression::absorb(&mut state.suppression, handed.suppression);
         let at = now.max(state.suppression.evaluated_at);
         omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
@@ -378,28 +391,57 @@ impl Engine {
         }
         state.interests.sort_by_key(|interest| std::cmp::Reverse(interest.viewed_at));
         state.interests.truncate(INTERESTS_KEPT);
-        // The entries: the first entered of each journey goes on, within the limit.
+        // The entries on a version no longer published end as they would at the next event;
+        // of the rest, the first entered of each journey (and `per` key) goes on, within the limit.
         let mut entries = std::mem::take(&mut state.entries);
-        entries.extend(handed.entries);
-        entries.sort_by(|a, b| (a.entered_at, &a.entry_id).cmp(&(b.entered_at, &b.entry_id)));
+        entries.extend(handed.entries.into_iter().map(|entry| EntryState {
+            origin: entry.origin.clone().or_else(|| Some(from.to_owned())),
+            ..entry
+        }));
+        entries.sort_by(|a, b| precedence(a).cmp(&precedence(b)));
+        let mut ended = Vec::new();
         for entry in entries {
-            let going_on = state.entries.iter().find(|kept| kept.journey == entry.journey);
+            if definitions.get(&entry.journey, entry.version).is_none() {
+                ended.push(EndReason::Withdrawn);
+                end(state, entry, now, EndReason::Withdrawn);
+                continue;
+            }
+            let room = state.entries.len() < MAX_ENTRIES;
+            let going_on =
+                state.entries.iter_mut().find(|kept| kept.journey == entry.journey && kept.key == entry.key);
             let continued_by = match going_on {
-                Some(kept) => Some(kept.entry_id.clone()),
-                None if state.entries.len() < MAX_ENTRIES => {
+                Some(kept) => {
+                    // The person may answer either one's messages: both count for the one that
+                    // goes on (an open, a click, a `happened` branch).
+                    for message in &entry.messages {
+                        if !kept.messages.contains(message) {
+                            kept.messages.push(message.clone());
+                        }
+                    }
+                    // Branch positions name steps of one version.
+                    for position in entry.happened.iter().filter(|_| kept.version == entry.version) {
+                        if !kept.happened.contains(position) {
+                            kept.happened.push(*position);
+                        }
+                    }
+                    Some(kept.entry_id.clone())
+                }
+                None if room => {
                     state.entries.push(entry);
                     continue;
                 }
                 None => None,
             };
+            ended.push(EndReason::Merged { continued_by: continued_by.clone() });
             end(state, entry, now, EndReason::Merged { continued_by });
         }
-        // `end` marked the journey ended; one of its entries still runs.
+        // `end` marked the journey ended; one of its entries may still run.
         for entry in &state.entries {
             if let Some(entered) = state.entered.get_mut(&entry.journey) {
                 entered.last_end = None;
             }
         }
+        ended
     }
 
     /// Forgets, at a timer, the views older than [`INTEREST_KEPT_FOR`], and every view when no
@@ -587,6 +629,7 @@ fn admit(
         waiting_until: None,
         messages: Vec::new(),
         happened: Vec::new(),
+        origin: None,
     })
 }
 
@@ -756,7 +799,7 @@ impl Run<'_> {
                 &journey.id,
                 journey.version,
                 self.customer_id,
-                &entry.entry_id,
+                (&entry.entry_id, entry.origin.as_deref()),
                 step,
                 entry.attempt,
                 channel,
@@ -871,6 +914,23 @@ fn keep_latest(list: &mut Vec<String>, item: String, kept: usize) {
     }
 }
 
+/// The order in which a merge lets entries go on: the first entered, then by what tells two
+/// entries of one catalog change apart (each customer's decision ids), so that which goes on
+/// does not depend on which customer won.
+#[allow(clippy::type_complexity)]
+fn precedence(entry: &EntryState) -> (i64, &str, &[String], usize, i64, u32, Option<i64>, u32) {
+    (
+        entry.entered_at,
+        &entry.entry_id,
+        &entry.messages,
+        entry.step,
+        entry.step_since,
+        entry.attempt,
+        entry.waiting_until,
+        entry.version,
+    )
+}
+
 fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReason) {
     let entered = state.entered.entry(entry.journey.clone()).or_default();
     entered.last_end = Some(entered.last_end.map_or(at, |last| last.max(at)));
@@ -982,20 +1042,25 @@ fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A decision's id: a hash of what names it, so a replay decides the same id.
+/// A decision's id: a hash of what names it, so a replay decides the same id. The entry is named
+/// by its id and, if a merge moved it, the customer it entered as.
 pub fn decision_id(
     journey: &str,
     version: u32,
     customer_id: &str,
-    entry_id: &str,
+    (entry_id, origin): (&str, Option<&str>),
     step: &str,
     attempt: u32,
     channel: Option<Channel>,
 ) -> String {
     let channel = channel.map_or("", Channel::as_str);
-    let text = format!(
+    let mut text = format!(
         "{journey}\u{0}{version}\u{0}{customer_id}\u{0}{entry_id}\u{0}{step}\u{0}{attempt}\u{0}{channel}"
     );
+    if let Some(origin) = origin {
+        text.push('\u{0}');
+        text.push_str(origin);
+    }
     // 128 bits of SHA-256: an idempotency key at a provider must not collide, even for ids a
     // producer chose to make it (a 64-bit hash would, after some billions of decisions).
     let digest = Sha256::digest(text.as_bytes());

@@ -171,7 +171,7 @@ impl Processor for Journeys {
         &self,
         state: &mut Option<CustomerJourneys>,
         customer_id: &str,
-        _from: &str,
+        from: &str,
         _cause: &str,
         handed: CustomerJourneys,
         now: DateTime<Utc>,
@@ -179,11 +179,15 @@ impl Processor for Journeys {
     ) -> Vec<Output<JourneyRecord>> {
         let definitions = self.definitions(lookups);
         let journeys = state.get_or_insert_with(CustomerJourneys::default);
-        let running = journeys.entries.len() + handed.entries.len();
-        self.engine.merge(journeys, customer_id, handed, now.timestamp_millis());
+        let ended =
+            self.engine.merge(&definitions, journeys, customer_id, from, handed, now.timestamp_millis());
+        // A customer who was never in a journey still has no record.
+        if journeys.entries.is_empty() && journeys.ended.is_empty() {
+            return Vec::new();
+        }
         let record = state_record(customer_id, journeys, &definitions);
         // Moved entries are not new: only those the merge ended count.
-        let transitions = vec!["journey_ended_merged"; running - journeys.entries.len()];
+        let transitions = ended.iter().map(ended_metric).collect();
         vec![Output::new(
             STATES_OUTPUT,
             customer_id.to_owned(),
@@ -294,16 +298,21 @@ impl Before {
         let ended = self.ended_since(state);
         let entered = state.entries.iter().filter(|entry| !was_in(&entry.journey, &entry.entry_id)).count()
             + ended.iter().filter(|end| !was_in(&end.journey, &end.entry_id)).count();
-        let reasons = ended.iter().map(|end| match end.reason {
-            EndReason::Completed => "journey_ended_completed",
-            EndReason::Goal { .. } => "journey_ended_goal",
-            EndReason::Exited { .. } => "journey_ended_exited",
-            EndReason::ExitStep { .. } => "journey_ended_exit_step",
-            EndReason::Suppressed => "journey_ended_suppressed",
-            EndReason::Withdrawn => "journey_ended_withdrawn",
-            EndReason::Merged { .. } => "journey_ended_merged",
-        });
+        let reasons = ended.iter().map(|end| ended_metric(&end.reason));
         std::iter::repeat_n("journey_entered", entered).chain(reasons).collect()
+    }
+}
+
+/// The metric of an entry's end, by reason.
+fn ended_metric(reason: &EndReason) -> &'static str {
+    match reason {
+        EndReason::Completed => "journey_ended_completed",
+        EndReason::Goal { .. } => "journey_ended_goal",
+        EndReason::Exited { .. } => "journey_ended_exited",
+        EndReason::ExitStep { .. } => "journey_ended_exit_step",
+        EndReason::Suppressed => "journey_ended_suppressed",
+        EndReason::Withdrawn => "journey_ended_withdrawn",
+        EndReason::Merged { .. } => "journey_ended_merged",
     }
 }
 
@@ -442,6 +451,8 @@ wait = { for = "1h" }
         assert_eq!(held, before, "untouched: the runtime moves it");
         let mut state = Some(winner);
         let handed = held.expect("the loser's journeys");
+        // The flow as published: what the cache holds for the lookups (none here) it last read.
+        journeys.cache.lock().expect("cache").parsed = Arc::new(definitions.clone());
         let outputs = journeys.merge_with_lookups(
             &mut state,
             "c-0",
@@ -458,5 +469,17 @@ wait = { for = "1h" }
         assert_eq!((record.customer_id.as_str(), record.entries[0].entry_id.as_str()), ("c-0", "v-1"));
         assert_eq!(record.last_exits[0].reason, omnistream_model::records::JourneyExitReason::Merged);
         assert_eq!(record.last_exits[0].detail.as_deref(), Some("v-1"));
+        // A customer never in a journey still has no record after a merge of another such.
+        let mut nobody = None;
+        let outputs = journeys.merge_with_lookups(
+            &mut nobody,
+            "c-5",
+            "c-6",
+            "m-2",
+            CustomerJourneys::default(),
+            merge.occurred_at,
+            &Lookups::none(),
+        );
+        assert!(outputs.is_empty(), "{outputs:?}");
     }
 }

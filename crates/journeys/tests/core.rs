@@ -675,9 +675,11 @@ fn a_view_applied_after_a_later_sweep_does_not_make_a_seen_change_new_again() {
 const BROWSE: &str = "id = \"browse\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n[[goals]]\nevent = \"order_placed\"\n[[steps]]\nid = \"pause\"\nwait = { for = \"3h\" }\n[[steps]]\nid = \"nudge\"\nsend = { channel = \"sms\", template = \"browse\" }\n";
 
 impl Given {
-    /// `other`'s journeys are merged into this customer's at `when` (the runtime's handoff).
-    fn merged_with(&mut self, other: &Given, when: &str) {
-        self.engine.merge(&mut self.state, CUSTOMER, other.state.clone(), at(when));
+    /// `other`'s journeys (customer `c-other`) are merged into this customer's at `when` (the
+    /// runtime's handoff); how each entry the merge ended ended.
+    fn merged_with(&mut self, other: &Given, when: &str) -> Vec<EndReason> {
+        let handed = other.state.clone();
+        self.engine.merge(&self.definitions, &mut self.state, CUSTOMER, "c-other", handed, at(when))
     }
 
     fn running(&self) -> Vec<(String, String)> {
@@ -789,4 +791,121 @@ fn once_counts_for_both_and_a_merge_over_the_entry_limit_ends_the_latest_entered
     let expected: Vec<String> = (32..40).map(|n| format!("v-{n:02}")).collect();
     assert_eq!(over.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
     assert!(over.iter().all(|(_, reason)| **reason == EndReason::Merged { continued_by: None }));
+}
+
+fn store_order(id: &str, order_id: &str, when: &str) -> TouchpointEvent {
+    event(
+        id,
+        "order_placed",
+        "store",
+        when,
+        json!({"order_id": order_id, "value_minor": 100, "currency": "EUR"}),
+    )
+}
+
+#[test]
+fn entries_with_different_per_keys_all_go_on_and_only_the_same_key_twice_is_one() {
+    let mut account = Given::journeys(&[&shipped("store-to-inbox")]);
+    account.when(&store_order("so-1", "o-1", "2026-11-27T09:00:00Z"));
+    account.when(&store_order("so-2", "o-2", "2026-11-27T09:10:00Z"));
+    let empty = Given::journeys(&[&shipped("store-to-inbox")]);
+    assert_eq!(account.merged_with(&empty, "2026-11-27T10:00:00Z"), []);
+    let mut card = Given::journeys(&[&shipped("store-to-inbox")]);
+    card.when(&store_order("so-3", "o-3", "2026-11-27T09:20:00Z"));
+    // The same order scanned under the card too (a receipt and a card scan): one entry.
+    card.when(&store_order("so-1-card", "o-1", "2026-11-27T09:30:00Z"));
+    let ended = account.merged_with(&card, "2026-11-27T11:00:00Z");
+    assert_eq!(ended, [EndReason::Merged { continued_by: Some("so-1".into()) }]);
+    let keys: Vec<Option<&str>> = account.state.entries.iter().map(|e| e.key.as_deref()).collect();
+    assert_eq!(keys, [Some("o-1"), Some("o-2"), Some("o-3")]);
+}
+
+#[test]
+fn a_click_on_the_ended_duplicates_offer_ends_the_entry_that_went_on() {
+    let bf = shipped("black-friday");
+    let mut cookie = Given::journeys(&[&bf]);
+    cookie.when(&black_friday_view("2026-11-27T09:00:00Z"));
+    let mut account = Given::journeys(&[&bf]);
+    let view =
+        event("bf-view-a", "page_viewed", "web", "2026-11-27T10:00:00Z", json!({"url": "/black-friday"}));
+    let offer = account.when(&view).remove(0);
+    account.merged_with(&cookie, "2026-11-27T10:30:00Z");
+    assert_eq!(account.running(), [running("black-friday", "bf-view")], "the cookie's entered first");
+    let click = event(
+        "click",
+        "message_clicked",
+        "email",
+        "2026-11-27T11:00:00Z",
+        json!({"message_id": offer.decision_id, "url": "https://shop/bf"}),
+    );
+    given_no_decisions(account.when(&click));
+    assert!(account.state.entries.is_empty());
+    assert_eq!(account.state.ended.last().unwrap().reason, EndReason::Exited { event_id: "click".into() });
+}
+
+#[test]
+fn two_entries_of_one_price_drop_keep_the_same_one_whoever_wins() {
+    // Viewed the product 20 days ago (both), then a drop: both enter under the drop's id.
+    let drop = shipped("price-drop");
+    let entered = |name: &str| {
+        let mut given = Given::journeys(&[&drop]);
+        given.when(&event(
+            &format!("{name}-view"),
+            "product_viewed",
+            "web",
+            "2026-11-01T10:00:00Z",
+            json!({"product_id": "sku-1"}),
+        ));
+        if name == "phone" {
+            // This one opted out of email: its first message goes elsewhere.
+            let consent = json!({"channel": "email", "purpose": "marketing", "granted": false});
+            given.when(&event("optout", "consent_changed", "email", "2026-11-02T10:00:00Z", consent));
+        }
+        given.catalog(&price("drop", "sku-1", "2026-11-21T10:00:00Z", 5000, 4000), "2026-11-21T10:00:15Z");
+        given
+    };
+    let (email, phone) = (entered("email"), entered("phone"));
+    let mut into_email = Given::journeys(&[&drop]);
+    into_email.state = email.state.clone();
+    into_email.merged_with(&phone, "2026-11-21T11:00:00Z");
+    let mut into_phone = Given::journeys(&[&drop]);
+    into_phone.state = phone.state.clone();
+    into_phone.merged_with(&email, "2026-11-21T11:00:00Z");
+    assert_eq!(into_email.state.entries.len(), 1);
+    assert_eq!(into_email.state.entries[0].messages, into_phone.state.entries[0].messages);
+}
+
+#[test]
+fn a_moved_entry_of_a_catalog_change_decides_other_ids_than_the_winners_own_entry_of_it() {
+    let flow = "id = \"pd\"\nversion = 1\n[entry]\ncatalog = \"price_drop\"\nwithin = \"30d\"\n[[steps]]\nid = \"look\"\nwait = { event = { event = \"page_viewed\" }, timeout = \"2d\" }\n[[steps]]\nid = \"mail\"\nsend = { channel = \"email\", template = \"pd\" }\n";
+    let entered = || {
+        let mut given = Given::journeys(&[flow]);
+        given.when(&product_view("pv", "sku-1", "2026-11-01T10:00:00Z"));
+        given.catalog(&price("drop", "sku-1", "2026-11-21T10:00:00Z", 5000, 4000), "2026-11-21T10:00:15Z");
+        given
+    };
+    // The winner looked again and got the mail (its entry completed); the other still waits.
+    let mut winner = entered();
+    let own = winner.when(&event("page", "page_viewed", "web", "2026-11-21T12:00:00Z", json!({"url": "/"})));
+    let cookie = entered();
+    winner.merged_with(&cookie, "2026-11-21T13:00:00Z");
+    let (_, moved) = winner.timer("2026-11-23T10:00:15Z");
+    assert_eq!((own.len(), moved.len()), (1, 1), "{own:?} {moved:?}");
+    assert_eq!((own[0].step.as_str(), moved[0].step.as_str()), ("mail", "mail"));
+    assert_ne!(own[0].decision_id, moved[0].decision_id, "one entry id, two entries: two sends");
+}
+
+#[test]
+fn an_entry_on_a_withdrawn_version_does_not_beat_one_on_the_published_version() {
+    let v1 = "id = \"j\"\nversion = 1\n[entry]\nevent = \"page_viewed\"\n[[steps]]\nid = \"w\"\nwait = { for = \"1d\" }\n";
+    let v2 = v1.replace("version = 1", "version = 2");
+    let mut account = Given::journeys(&[v1]);
+    account.when(&event("pv-a", "page_viewed", "web", "2026-11-27T09:00:00Z", json!({"url": "/"})));
+    let mut cookie = Given::journeys(&[&v2]);
+    cookie.when(&event("pv-c", "page_viewed", "web", "2026-11-27T10:00:00Z", json!({"url": "/"})));
+    // Only version 2 is published now.
+    account.definitions = cookie.definitions.clone();
+    let ended = account.merged_with(&cookie, "2026-11-27T11:00:00Z");
+    assert_eq!(ended, [EndReason::Withdrawn]);
+    assert_eq!(account.running(), [running("j", "pv-c")]);
 }
