@@ -909,3 +909,42 @@ fn an_entry_on_a_withdrawn_version_does_not_beat_one_on_the_published_version() 
     assert_eq!(ended, [EndReason::Withdrawn]);
     assert_eq!(account.running(), [running("j", "pv-c")]);
 }
+
+/// An entry as the release before merges wrote it to the changelog: the same fields, in order,
+/// without `origin`.
+#[derive(serde::Serialize)]
+struct EntryBeforeMerges {
+    journey: String,
+    version: u32,
+    entry_id: String,
+    key: Option<String>,
+    entered_at: i64,
+    step: usize,
+    step_since: i64,
+    attempt: u32,
+    waiting_until: Option<i64>,
+    messages: Vec<String>,
+    happened: Vec<usize>,
+}
+
+#[test]
+fn an_entry_written_before_merges_restores_entered_as_its_own_customer() {
+    let old = EntryBeforeMerges {
+        journey: "bf".into(),
+        version: 2,
+        entry_id: "e-1".into(),
+        key: None,
+        entered_at: 1,
+        step: 3,
+        step_since: 4,
+        attempt: 5,
+        waiting_until: Some(6),
+        messages: vec!["jd-1".into()],
+        happened: vec![2],
+    };
+    // MessagePack arrays, as the runtime writes its changelog.
+    let bytes = rmp_serde::to_vec(&old).expect("encodes");
+    let entry: omnistream_journeys::core::EntryState = rmp_serde::from_slice(&bytes).expect("restores");
+    assert_eq!((entry.entry_id.as_str(), entry.step, entry.happened.as_slice()), ("e-1", 3, &[2][..]));
+    assert_eq!(entry.origin, None);
+}
