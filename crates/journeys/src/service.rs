@@ -391,14 +391,20 @@ wait = { for = "1h" }
         (names, outputs.iter().any(|output| output.role == STATES_OUTPUT))
     }
 
-    #[test]
-    fn an_entry_its_send_and_its_goal_are_counted_once_and_an_event_that_changes_nothing_writes_nothing() {
+    /// The processor with the default rules, and [`FLOW`] published.
+    fn given_the_flow() -> (Journeys, Definitions) {
         let journeys = Journeys::new(Engine {
             suppression: Arc::new(Rules::default().prepare()),
             affinity: AffinityConfig::default(),
         });
         let mut definitions = Definitions::default();
         definitions.insert(crate::check(FLOW).expect("a valid flow"));
+        (journeys, definitions)
+    }
+
+    #[test]
+    fn an_entry_its_send_and_its_goal_are_counted_once_and_an_event_that_changes_nothing_writes_nothing() {
+        let (journeys, definitions) = given_the_flow();
         let mut state = CustomerJourneys::default();
         let view = event("v-1", "page_viewed", "2026-12-03T12:00:00Z", json!({"url": "/"}));
         assert_eq!(
@@ -414,12 +420,7 @@ wait = { for = "1h" }
 
     #[test]
     fn a_merge_tombstones_the_losers_record_and_the_winners_counts_only_the_entries_it_ended() {
-        let journeys = Journeys::new(Engine {
-            suppression: Arc::new(Rules::default().prepare()),
-            affinity: AffinityConfig::default(),
-        });
-        let mut definitions = Definitions::default();
-        definitions.insert(crate::check(FLOW).expect("a valid flow"));
+        let (journeys, definitions) = given_the_flow();
         let mut loser = CustomerJourneys::default();
         step(
             &journeys,
