@@ -58,16 +58,19 @@ fn last_values(outputs: &OutputsByKey, topic: &str) -> HashMap<String, Option<Ve
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_means_caught_up_and_tombstones_remove_customers() {
     let topic = |name: &str| unique_topic(&format!("api-{name}"));
-    let (profiles, suppressions, affinity, ledger, balances, identity) = (
+    let (profiles, suppressions, affinity, ledger, balances, identity, journeys) = (
         topic("profiles"),
         topic("suppressions"),
         topic("affinity"),
         topic("ledger"),
         topic("balances"),
         topic("identity"),
+        topic("journeys"),
     );
     let mut requests = vec![TopicRequest::plain(&ledger, 3, 1)];
-    for compacted in [&profiles, &suppressions, &affinity, &balances, &identity] {
+    // Every topic it reads is the test's own (an empty one for journeys): a default name would
+    // wait for whatever that topic holds on a shared broker, or for it to exist on a fresh one.
+    for compacted in [&profiles, &suppressions, &affinity, &balances, &identity, &journeys] {
         requests.push(TopicRequest::compacted(compacted, 3, 1));
     }
     create_test_topics(&requests).await;
@@ -163,6 +166,8 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
             &balances,
             "--identity-topic",
             &identity,
+            "--journey-states-topic",
+            &journeys,
         ],
         &[],
     );
