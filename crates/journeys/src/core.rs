@@ -525,12 +525,17 @@ impl Engine {
         omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
         if let EventPayload::ProductViewed { product_id } = &event.payload {
             // Changes appended before this view was are seen (the customer saw the new price); a
-            // view applied late does not make a change seen before new again.
-            let seen_before =
-                state.interests.iter().find(|i| i.product_id == *product_id).map(|i| i.seen_through);
+            // view applied late does not make a change seen before new again, nor (dated
+            // earlier) the latest view older: windows go by event time (SPEC 4).
+            let before = state
+                .interests
+                .iter()
+                .find(|i| i.product_id == *product_id)
+                .map(|i| (i.viewed_at, i.seen_through));
             state.interests.retain(|interest| interest.product_id != *product_id);
-            let viewed_at = event.occurred_at.timestamp_millis().min(now);
-            let seen_through = seen_before.map_or(now, |seen| seen.max(now));
+            let dated = event.occurred_at.timestamp_millis().min(now);
+            let viewed_at = before.map_or(dated, |(viewed, _)| viewed.max(dated));
+            let seen_through = before.map_or(now, |(_, seen)| seen.max(now));
             state.interests.push(Interest { product_id: product_id.clone(), viewed_at, seen_through });
         }
         if !catalog_triggers {

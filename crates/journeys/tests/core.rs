@@ -671,6 +671,18 @@ fn a_view_applied_after_a_later_sweep_does_not_make_a_seen_change_new_again() {
     assert_eq!(given.state.interests[0].seen_through, at("2026-11-20T11:00:15Z"));
 }
 
+#[test]
+fn a_view_arriving_late_but_dated_earlier_does_not_age_the_latest_view() {
+    let mut given = Given::journeys(&[&shipped("price-drop")]);
+    given.when(&product_view("v-new", "sku-1", "2026-11-20T10:00:00Z"));
+    // A store's offline batch: a view from October, arriving a day later.
+    let old = product_view("v-old", "sku-1", "2026-10-01T10:00:00Z");
+    given.engine.apply(&given.definitions, &mut given.state, CUSTOMER, &old, at("2026-11-21T10:00:00Z"));
+    let decisions =
+        given.catalog(&price("drop", "sku-1", "2026-11-25T10:00:00Z", 1_000, 900), "2026-11-25T10:00:15Z");
+    assert_eq!(decisions.len(), 1, "viewed on 20 November, within the 30 days: {:?}", given.state);
+}
+
 /// A browse journey: a product view, three hours later an SMS; an order is its goal.
 const BROWSE: &str = "id = \"browse\"\nversion = 1\n[entry]\nevent = \"product_viewed\"\n[[goals]]\nevent = \"order_placed\"\n[[steps]]\nid = \"pause\"\nwait = { for = \"3h\" }\n[[steps]]\nid = \"nudge\"\nsend = { channel = \"sms\", template = \"browse\" }\n";
 

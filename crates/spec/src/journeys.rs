@@ -418,13 +418,19 @@ fn entry(journey: &Journey, history: &[Record], catalog: &Catalog) -> Option<(St
             drops.sort_by_key(|c| c.appended_at);
             drops.into_iter().find_map(|change| {
                 let arrives = change.appended_at + catalog.grace;
-                let latest_view = history.iter().rev().find(|r| {
-                    r.appended_at < arrives
-                        && matches!(&r.event.payload, EventPayload::ProductViewed { product_id } if *product_id == change.product_id)
-                })?;
-                let viewed = latest_view.event.occurred_at.timestamp_millis().min(latest_view.appended_at);
+                let views: Vec<&Record> = history
+                    .iter()
+                    .filter(|r| {
+                        r.appended_at < arrives
+                            && matches!(&r.event.payload, EventPayload::ProductViewed { product_id } if *product_id == change.product_id)
+                    })
+                    .collect();
+                // Seen if any view arrived after the change; the window by the latest date (a
+                // view's date, at most when it arrived).
+                let last_arrived = views.last()?;
+                let viewed = views.iter().map(|r| r.event.occurred_at.timestamp_millis().min(r.appended_at)).max()?;
                 let happened = change.occurred_at.min(arrives);
-                let entered = latest_view.appended_at < change.appended_at && viewed <= happened && viewed >= happened - within;
+                let entered = last_arrived.appended_at < change.appended_at && viewed <= happened && viewed >= happened - within;
                 let after = history.iter().position(|r| r.appended_at >= arrives).unwrap_or(history.len());
                 entered.then(|| (change.event_id.clone(), arrives, after))
             })

@@ -294,7 +294,8 @@ fn written(spec: &JourneySpec) -> (String, model::Journey) {
 #[derive(Debug, Clone)]
 enum Kind {
     PageView,
-    ProductView,
+    /// Dated this many minutes before it arrives (a store's offline batch, a slow app).
+    ProductView(i64),
     Order,
     /// An open or click of the n-th message the journey sent so far (none: another campaign's).
     Opened(usize),
@@ -308,7 +309,7 @@ enum Kind {
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
         4 => Just(Kind::PageView),
-        3 => Just(Kind::ProductView),
+        3 => prop_oneof![7 => Just(0i64), 3 => 1i64..43_200].prop_map(Kind::ProductView),
         1 => Just(Kind::Order),
         2 => (0usize..3).prop_map(Kind::Opened),
         1 => (0usize..3).prop_map(Kind::Clicked),
@@ -432,7 +433,7 @@ proptest! {
             let millis = at + 2 + i64::try_from(index).unwrap() * 37 % 997;
             let value = match kind {
                 Kind::PageView => json!({"type": "page_viewed", "channel": "web", "properties": {"url": "/p"}}),
-                Kind::ProductView => json!({"type": "product_viewed", "channel": "web", "properties": {"product_id": "p-1"}}),
+                Kind::ProductView(back) => json!({"type": "product_viewed", "channel": "web", "occurred_at": iso(millis - back * 60_000), "properties": {"product_id": "p-1"}}),
                 Kind::Order => json!({"type": "order_placed", "channel": "web", "properties": {"order_id": format!("o-{index}"), "value_minor": 1000, "currency": "EUR"}}),
                 Kind::Opened(n) => json!({"type": "message_opened", "channel": "email", "properties": {"message_id": n}}),
                 Kind::Clicked(n) => json!({"type": "message_clicked", "channel": "email", "properties": {"message_id": n}}),
@@ -528,7 +529,9 @@ proptest! {
             }
             value["event_id"] = json!(format!("e-{index}"));
             value["customer_id"] = json!(CUSTOMER);
-            value["occurred_at"] = json!(iso(time));
+            if value.get("occurred_at").is_none() {
+                value["occurred_at"] = json!(iso(time));
+            }
             let event = event_from_json(&value, DateTime::from_timestamp_millis(time).unwrap()).unwrap();
             decided.extend(engine.apply(&definitions, &mut state, CUSTOMER, &event, time));
             fed.push(Record { event, appended_at: time });
