@@ -155,7 +155,10 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub decision_id: String,
+    /// The entry's key: a catalog trigger's product.
+    pub entry_key: Option<String>,
     pub step: String,
+    pub template: String,
     pub attempt: u32,
     pub decided_at: i64,
     pub outcome: Outcome,
@@ -199,6 +202,7 @@ struct Walk<'a> {
     rules: &'a Rules,
     settings: &'a AffinitySettings,
     entry_id: String,
+    entry_key: Option<String>,
     entered_at: i64,
     /// Index of the first record after the entry: what comes after it in the log can move it.
     after_entry: usize,
@@ -302,7 +306,7 @@ impl Walk<'_> {
             .unwrap_or_else(|| local_instant(zone, (today + Days::new(1)).and_time(time)))
     }
 
-    fn decide(&mut self, step: &str, at: i64, outcome: Outcome) {
+    fn decide(&mut self, step: &str, template: &str, at: i64, outcome: Outcome) {
         let attempt = u32::try_from(self.decisions.len()).unwrap_or(u32::MAX);
         let channel = match outcome {
             Outcome::Send(channel) => Some(channel),
@@ -322,6 +326,8 @@ impl Walk<'_> {
         }
         self.decisions.push(Decision {
             decision_id: id,
+            entry_key: self.entry_key.clone(),
+            template: template.to_owned(),
             step: step.to_owned(),
             attempt,
             decided_at: at,
@@ -401,12 +407,16 @@ fn own_send(customer_id: &str, decision_id: &str, channel: Channel, at: i64) -> 
     }
 }
 
-/// The entry: its id, its time, and the index of the first record after it.
-fn entry(journey: &Journey, history: &[Record], catalog: &Catalog) -> Option<(String, i64, usize)> {
+/// The entry: its id, its key, its time, and the index of the first record after it.
+fn entry(
+    journey: &Journey,
+    history: &[Record],
+    catalog: &Catalog,
+) -> Option<(String, Option<String>, i64, usize)> {
     match journey.trigger {
         Trigger::Event(trigger) => {
             let index = history.iter().position(|r| r.event.event_type() == trigger)?;
-            Some((history[index].event.event_id.clone(), history[index].appended_at, index + 1))
+            Some((history[index].event.event_id.clone(), None, history[index].appended_at, index + 1))
         }
         Trigger::PriceDrop { within } => {
             // A change reaches the customer the grace after it was appended; of the drops, in that
@@ -432,7 +442,7 @@ fn entry(journey: &Journey, history: &[Record], catalog: &Catalog) -> Option<(St
                 let happened = change.occurred_at.min(arrives);
                 let entered = last_arrived.appended_at < change.appended_at && viewed <= happened && viewed >= happened - within;
                 let after = history.iter().position(|r| r.appended_at >= arrives).unwrap_or(history.len());
-                entered.then(|| (change.event_id.clone(), arrives, after))
+                entered.then(|| (change.event_id.clone(), Some(change.product_id.clone()), arrives, after))
             })
         }
     }
@@ -449,7 +459,7 @@ pub fn decisions(
     settings: &AffinitySettings,
     until: i64,
 ) -> Vec<Decision> {
-    let Some((entry_id, entered_at, after_entry)) = entry(journey, history, catalog) else {
+    let Some((entry_id, entry_key, entered_at, after_entry)) = entry(journey, history, catalog) else {
         return Vec::new();
     };
     let mut walk = Walk {
@@ -459,6 +469,7 @@ pub fn decisions(
         rules,
         settings,
         entry_id,
+        entry_key,
         entered_at,
         after_entry,
         decisions: Vec::new(),
@@ -470,7 +481,7 @@ pub fn decisions(
         let step = &journey.steps[index];
         let id = step.id().to_owned();
         match step {
-            Step::Send { channels, when_suppressed, .. } => {
+            Step::Send { channels, when_suppressed, template, .. } => {
                 let started = at;
                 let mut waiting = false;
                 let mut time = at;
@@ -479,22 +490,22 @@ pub fn decisions(
                         Ok(channel) => break Some((channel, time)),
                         Err(lapse) => match when_suppressed {
                             WhenSuppressed::Skip => {
-                                walk.decide(&id, time, Outcome::Skipped);
+                                walk.decide(&id, template, time, Outcome::Skipped);
                                 break None;
                             }
                             WhenSuppressed::Exit => {
-                                walk.decide(&id, time, Outcome::Exited);
+                                walk.decide(&id, template, time, Outcome::Exited);
                                 return walk.decisions;
                             }
                             WhenSuppressed::Wait(max) => {
                                 let give_up = started + max;
                                 if time >= give_up {
-                                    walk.decide(&id, time, Outcome::Skipped);
+                                    walk.decide(&id, template, time, Outcome::Skipped);
                                     break None;
                                 }
                                 let until_try = lapse.map_or(give_up, |l| l.min(give_up));
                                 if !waiting {
-                                    walk.decide(&id, time, Outcome::Waiting { until: until_try });
+                                    walk.decide(&id, template, time, Outcome::Waiting { until: until_try });
                                     waiting = true;
                                 }
                                 // The next try: the customer's next event, else the time set.
@@ -509,7 +520,7 @@ pub fn decisions(
                     }
                 };
                 if let Some((channel, time)) = sent {
-                    walk.decide(&id, time, Outcome::Send(channel));
+                    walk.decide(&id, template, time, Outcome::Send(channel));
                 }
                 at = time;
                 position = (index + 1 < journey.steps.len()).then_some(index + 1);

@@ -23,6 +23,8 @@ const CUSTOMER: &str = "c-j";
 /// 2026-03-02T09:00:00Z, a Monday.
 const BASE: i64 = 1_772_442_000_000;
 const HOUR: i64 = 3_600_000;
+/// An engagement with the latest message the journey sent (see [`Kind::Opened`]).
+const LATEST: usize = 99;
 
 #[derive(Debug, Clone)]
 enum StepSpec {
@@ -297,7 +299,8 @@ enum Kind {
     /// Dated this many minutes before it arrives (a store's offline batch, a slow app).
     ProductView(i64),
     Order,
-    /// An open or click of the n-th message the journey sent so far (none: another campaign's).
+    /// An open or click of the n-th message the journey sent so far (none: another campaign's;
+    /// [`LATEST`]: the latest one).
     Opened(usize),
     Clicked(usize),
     TicketOpened,
@@ -312,6 +315,7 @@ fn kind() -> impl Strategy<Value = Kind> {
         3 => prop_oneof![7 => Just(0i64), 3 => 1i64..43_200].prop_map(Kind::ProductView),
         1 => Just(Kind::Order),
         2 => (0usize..3).prop_map(Kind::Opened),
+        2 => Just(Kind::Opened(LATEST)),
         1 => (0usize..3).prop_map(Kind::Clicked),
         1 => Just(Kind::TicketOpened),
         1 => Just(Kind::TicketResolved),
@@ -371,7 +375,10 @@ fn iso(millis: i64) -> String {
     DateTime::from_timestamp_millis(millis).unwrap().to_rfc3339()
 }
 
-fn comparable(decisions: &[Decision]) -> Vec<(String, String, u32, String, String)> {
+/// (id, step, attempt, time, outcome, template, entry key) of each decision.
+type Comparable = (String, String, u32, String, String, String, Option<String>);
+
+fn comparable(decisions: &[Decision]) -> Vec<Comparable> {
     decisions
         .iter()
         .map(|d| {
@@ -381,12 +388,13 @@ fn comparable(decisions: &[Decision]) -> Vec<(String, String, u32, String, Strin
                 Outcome::Waiting { until } => format!("waiting until {}", iso(until)),
                 Outcome::Exited => "exited".into(),
             };
-            (d.decision_id.clone(), d.step.clone(), d.attempt, iso(d.decided_at), outcome)
+            let (template, key) = (d.template.clone(), d.entry_key.clone());
+            (d.decision_id.clone(), d.step.clone(), d.attempt, iso(d.decided_at), outcome, template, key)
         })
         .collect()
 }
 
-fn model_comparable(decisions: &[model::Decision]) -> Vec<(String, String, u32, String, String)> {
+fn model_comparable(decisions: &[model::Decision]) -> Vec<Comparable> {
     decisions
         .iter()
         .map(|d| {
@@ -396,7 +404,8 @@ fn model_comparable(decisions: &[model::Decision]) -> Vec<(String, String, u32, 
                 model::Outcome::Waiting { until } => format!("waiting until {}", iso(until)),
                 model::Outcome::Exited => "exited".into(),
             };
-            (d.decision_id.clone(), d.step.clone(), d.attempt, iso(d.decided_at), outcome)
+            let (template, key) = (d.template.clone(), d.entry_key.clone());
+            (d.decision_id.clone(), d.step.clone(), d.attempt, iso(d.decided_at), outcome, template, key)
         })
         .collect()
 }
@@ -521,7 +530,9 @@ proptest! {
             // An engagement names the n-th message the journey sent by now, if any.
             if let Some(n) = value["properties"]["message_id"].as_u64() {
                 let sent: Vec<&Decision> = decided.iter().filter(|d| matches!(d.outcome, Outcome::Send(_))).collect();
-                let id = sent.get(usize::try_from(n).unwrap()).map_or("another-campaign".to_owned(), |d| d.decision_id.clone());
+                let n = usize::try_from(n).unwrap();
+                let picked = if n == LATEST { sent.last() } else { sent.get(n) };
+                let id = picked.map_or("another-campaign".to_owned(), |d| d.decision_id.clone());
                 value["properties"]["message_id"] = json!(id);
                 if value["type"] == "message_clicked" {
                     value["properties"]["url"] = json!("https://shop/x");
