@@ -124,7 +124,19 @@ fn trigger() -> impl Strategy<Value = TriggerSpec> {
 }
 
 fn journey() -> impl Strategy<Value = JourneySpec> {
-    (trigger(), any::<bool>(), any::<bool>(), prop::collection::vec(step(), 1..5), any::<bool>()).prop_map(
+    let steps = (prop::collection::vec(step(), 1..5), prop::bool::weighted(0.8)).prop_map(
+        |(mut steps, send_last)| {
+            // Mostly a send last: every wait and branch before it then shows in the decisions.
+            if send_last {
+                steps.push(StepSpec::Send {
+                    channels: vec![Channel::Email],
+                    suppressed: WhenSuppressed::Skip,
+                });
+            }
+            steps
+        },
+    );
+    (trigger(), any::<bool>(), any::<bool>(), steps, any::<bool>()).prop_map(
         |(trigger, goal_order, exit_on_click, steps, exit_last)| JourneySpec {
             trigger,
             goal_order,
