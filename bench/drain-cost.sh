@@ -7,19 +7,27 @@
 # Creates fresh topics (`omni topics create --prefix`), publishes the same simulated events
 # (fixed seed) to them, runs the service under valgrind until its group committed every input
 # offset, stops it with SIGTERM and prints instructions per event. Run it for two builds (e.g. a
-# worktree of the previous commit) to compare them.
+# worktree of the previous commit) to compare them. journeys runs the bench's drain journey
+# (bench/journeys/drain.toml).
 set -euo pipefail
 bin="$1"; service="$2"; events="${3:-20000}"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 prefix="cost-$service-$(date +%s%N)-"
 omni=target/release/omni
 "$omni" topics create --prefix "$prefix" --partitions 2 >/dev/null
+lookups=()
+if [[ "$service" == journeys ]]; then
+  # The bench's drain journey, published a lookup grace (15 s) before the events so they see it.
+  "$omni" journeys publish --topic "${prefix}journey.definitions.v1" bench/journeys/drain.toml >/dev/null
+  lookups=(--definitions-topic "${prefix}journey.definitions.v1" --catalog-topic "${prefix}catalog.events.v1")
+  sleep 16
+fi
 "$omni" simulate --topic "${prefix}touchpoint.events.v1" --events "$events" --customers 2000 --seed 7 --duplicates 0 \
   --start 2026-11-01T00:00:00Z --step-ms 10 --rate 1000000 2>/dev/null
 port=$((20000 + RANDOM % 20000))
 flags=(--input-topic "${prefix}touchpoint.events.v1" --dlq-topic "${prefix}touchpoint.events.dlq.v1"
   --changelog-topic "${prefix}$service.state.v1" --group-id "${prefix}group" --instance-id cost
-  --admin-addr "127.0.0.1:$port")
+  --admin-addr "127.0.0.1:$port" "${lookups[@]}")
 for output in $(python3 -c "
 import json, sys
 for s in json.load(open('deploy/services.json'))['services']:

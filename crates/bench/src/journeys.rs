@@ -30,24 +30,7 @@ use crate::{
 /// The drain's journey: a page view enters (again a day after the last entry ended); an offer on
 /// the best of three channels, then a day's wait for an open: every entered customer is still in
 /// it when the drain ends. An order is the goal; a click on the offer exits.
-const DRAIN_JOURNEY: &str = r#"
-id = "bench-drain"
-version = 1
-[entry]
-event = "page_viewed"
-reentry = { after = "1d" }
-[[goals]]
-event = "order_placed"
-[[exit_when]]
-event = "message_clicked"
-of_this_journey = true
-[[steps]]
-id = "offer"
-send = { best_of = ["email", "sms", "whatsapp"], template = "bench-offer", when_suppressed = "skip" }
-[[steps]]
-id = "opened"
-wait = { event = { event = "message_opened", of_this_journey = true }, timeout = "1d", on_timeout = "end" }
-"#;
+const DRAIN_JOURNEY: &str = include_str!("../../../bench/journeys/drain.toml");
 
 /// The load's journey: a page view enters (again a second after the last entry ended); an email,
 /// two seconds' wait (a timer per entry), a second send. An order is the goal.

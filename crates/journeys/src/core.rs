@@ -238,7 +238,7 @@ impl Engine {
     ) -> Vec<Decision> {
         let catalog_triggers =
             definitions.latest().any(|journey| matches!(journey.entry.trigger, Trigger::Catalog { .. }));
-        self.remember(state, customer_id, event, now, catalog_triggers);
+        self.remember(state, event, now, catalog_triggers);
         let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
         let entries = std::mem::take(&mut state.entries);
         for mut entry in entries {
@@ -503,7 +503,6 @@ impl Engine {
     fn remember(
         &self,
         state: &mut CustomerJourneys,
-        customer_id: &str,
         event: &TouchpointEvent,
         now: i64,
         catalog_triggers: bool,
@@ -520,9 +519,10 @@ impl Engine {
             omnistream_channel_affinity::apply_event(&mut state.affinity, &self.affinity, event);
         }
         // As the suppression service does after every event: what can no longer matter is
-        // forgotten, so the copy stays within suppression's documented bounds.
+        // forgotten, so the copy stays within suppression's documented bounds (without building
+        // the record suppression publishes: 7 % of a drain).
         let at = now.max(state.suppression.evaluated_at);
-        omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
+        omnistream_suppression::forget_expired(&mut state.suppression, &self.suppression, at);
         if let EventPayload::ProductViewed { product_id } = &event.payload {
             // Changes appended before this view was are seen (the customer saw the new price); a
             // view applied late does not make a change seen before new again, nor (dated
@@ -1068,9 +1068,8 @@ pub fn decision_id(
     }
     // 128 bits of SHA-256: an idempotency key at a provider must not collide, even for ids a
     // producer chose to make it (a 64-bit hash would, after some billions of decisions).
-    let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("jd-{hex}")
+    // The precision caps the digits: the first 16 bytes as 32 lower-case hex digits.
+    format!("jd-{:.32x}", Sha256::digest(text.as_bytes()))
 }
 
 /// The instant of local `time` in `zone`, `days_later` days after the local date of `now`

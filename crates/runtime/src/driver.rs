@@ -476,6 +476,7 @@ impl<P: Processor> Driver<P> {
             }
         }
         consumer.resume(&input)?;
+        wake_fetcher(consumer, &input);
         self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
         info!(
             partitions = ?partitions,
@@ -537,6 +538,22 @@ impl<P: Processor> Driver<P> {
 
 /// Produces one record; those caused by an event carry its id in the header
 /// `cause.event_id`, so any output can be traced back to its input.
+/// Asks the offsets of every resumed partition, to wake librdkafka's fetcher: a resume does not
+/// wake it (only a request, an answer or its one-second idle timeout does:
+/// `rd_kafka_max_block_ms`), so the first records after every restore came a second late. The
+/// answer is not needed. A broker that does not answer is asked no more (the fetcher then wakes
+/// by itself), so an outage holds the loop for one timeout.
+fn wake_fetcher<C: ConsumerContext>(consumer: &BaseConsumer<C>, resumed: &TopicPartitionList) {
+    for element in resumed.elements() {
+        if let Err(error) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
+        {
+            debug!(%error, partition = element.partition(), "offsets asked to wake the fetcher");
+            return;
+        }
+    }
+}
+
 fn send(producer: &TxnProducer, out: &OutRecord) -> Result<(), Failure> {
     let mut record = BaseRecord::<str, [u8]>::to(&out.topic);
     if let Some(partition) = out.partition {

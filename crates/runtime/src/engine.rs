@@ -242,6 +242,9 @@ struct PartitionData<S> {
     next_offsets: [Option<i64>; Input::ALL.len()],
 }
 
+/// Per partition, the customers a transaction changed, with the last input record applied to each.
+type Touched = FxHashMap<i32, FxHashMap<String, Option<(Input, i64)>>>;
+
 /// The open transaction: whose changelog records to write when it commits.
 #[derive(Debug)]
 struct Ledger {
@@ -249,7 +252,7 @@ struct Ledger {
     records: usize,
     /// Every customer (by partition) this transaction changed, with the last input record applied
     /// to them (`None` if only timers did): the cause of a changelog record.
-    touched: FxHashMap<i32, FxHashMap<String, Option<(Input, i64)>>>,
+    touched: Touched,
     /// Timestamp (unix millis) of every input record, for the end-to-end latency.
     record_timestamps: Vec<i64>,
     /// Erasure markers this transaction created or expired, by partition: a set, so that an
@@ -340,6 +343,9 @@ pub(crate) struct EngineCore<P: Processor> {
     /// before the restore (and were skipped), or an abort threw their progress away.
     rewind_after_restore: FxHashSet<i32>,
     ledger: Option<Ledger>,
+    /// The last committed ledger's touched maps, emptied: the next ledger reuses their capacity
+    /// (growing a map of thousands of customers from empty every commit cost 5 % of a drain).
+    spare_touched: Touched,
     /// Input records (input, partition, offset) to dead-letter with `record_too_large` when they
     /// are read again after the abort their outputs caused.
     too_large: FxHashMap<(Input, i32, i64), String>,
@@ -411,6 +417,7 @@ impl<P: Processor> EngineCore<P> {
             pending_restore: BTreeSet::new(),
             rewind_after_restore: FxHashSet::default(),
             ledger: None,
+            spare_touched: Touched::default(),
             too_large: FxHashMap::default(),
             joined: false,
             assignment_generation: 0,
@@ -553,12 +560,13 @@ impl<P: Processor> EngineCore<P> {
     }
 
     fn open_ledger(&mut self, now: Instant, out: &mut Vec<Action>) -> &mut Ledger {
+        let spare = &mut self.spare_touched;
         self.ledger.get_or_insert_with(|| {
             out.push(Action::BeginTransaction);
             Ledger {
                 started: now,
                 records: 0,
-                touched: FxHashMap::default(),
+                touched: std::mem::take(spare),
                 record_timestamps: Vec::new(),
                 markers: BTreeSet::new(),
                 noted_dead_letters: Vec::new(),
@@ -1243,7 +1251,10 @@ impl<P: Processor> EngineCore<P> {
             self.lookups.prune_tables(as_of);
         }
         self.update_gauges();
-        self.ledger.take().map(|ledger| ledger.record_timestamps).unwrap_or_default()
+        let Some(mut ledger) = self.ledger.take() else { return Vec::new() };
+        ledger.touched.values_mut().for_each(FxHashMap::clear);
+        self.spare_touched = ledger.touched;
+        ledger.record_timestamps
     }
 
     /// The open transaction was aborted (or there was none, and the position moved past a record

@@ -20,6 +20,8 @@ pub(crate) type RestoredPartitions<S> = HashMap<i32, RestoredPartition<S>>;
 
 /// How long a restore may take before the service gives up and exits (to be restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long asking a changelog partition's offsets may take (liveness is not ticked meanwhile).
+const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads changelog partitions from the beginning to their end (the last stable offset, as
 /// read_committed) with an assign-only consumer, within [`RESTORE_TIMEOUT`]; every poll ticks
@@ -36,15 +38,26 @@ pub(crate) fn read_changelog<P: Processor>(
     set_restore_consumer(&mut client, config);
     let reader: BaseConsumer<ReadToEndContext> =
         client.create_with_context(ReadToEndContext { reader: "changelog reader" })?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
-    }
-    reader.assign(&assignment)?;
-    let mut remaining: HashSet<i32> = partitions.iter().copied().collect();
     let mut restored: RestoredPartitions<P::State> =
         partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
+    // An empty partition (a first start) is not read: reading one to its end cost over half a
+    // second (an offset lookup, then a fetch), asking its offsets one round trip.
+    let mut remaining: HashSet<i32> = HashSet::new();
+    for partition in partitions {
+        let (low, high) = reader.fetch_watermarks(&config.changelog_topic, *partition, OFFSETS_TIMEOUT)?;
+        if high > low {
+            remaining.insert(*partition);
+        }
+    }
+    if remaining.is_empty() {
+        return Ok(restored);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for partition in &remaining {
+        assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
+    }
+    reader.assign(&assignment)?;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
             return Err(RuntimeError::Restore(format!(

@@ -133,7 +133,11 @@ fn create_consumer<P: Processor>(
         .set("statistics.interval.ms", "5000")
         // librdkafka prefetches up to 64 MiB by default; a quarter keeps the pipeline full here
         // and leaves the memory to state.
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", "16384")
+        // A full prefetch queue stops fetching for this long (default 1 s): a backlog drained
+        // faster than that left the loop without records (a 1,000,000-event drain: 9.4 s → 9.1 s,
+        // median of 3 alternating runs).
+        .set("fetch.queue.backoff.ms", "20");
     let consumer: BaseConsumer<EngineContext<P>> = client.create_with_context(context)?;
     Ok(consumer)
 }

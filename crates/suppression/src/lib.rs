@@ -491,8 +491,9 @@ pub fn evaluate(
     }
 }
 
-/// Drops what no longer changes any answer from `at` on (evaluation times only grow).
-fn forget_expired(memory: &mut SuppressionMemory, rules: &PreparedRules, at: i64) {
+/// Drops what no longer changes any answer from `at` on (evaluation times only grow): what
+/// [`evaluate`] does first, for a caller that keeps the memory without publishing its record.
+pub fn forget_expired(memory: &mut SuppressionMemory, rules: &PreparedRules, at: i64) {
     // Every blocking ticket stays; of the others, the latest by event time.
     keep_latest(&mut memory.tickets, CLOSED_TICKETS_KEPT, |ticket| blocking(ticket, rules, at).is_some());
     memory.sends.retain(|(channel, sent_at)| sent_at.saturating_add(rules.longest_window_ms(*channel)) > at);
