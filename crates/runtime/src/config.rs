@@ -62,6 +62,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "COMMIT_INTERVAL_MS", default_value_t = 100)]
     pub commit_interval_ms: u64,
 
+    /// While the service keeps up (its latest record was appended less than the commit interval
+    /// ago), commit a transaction once it is this old (milliseconds): its outputs are visible
+    /// sooner, and a backlog still commits by the interval.
+    #[arg(long, env = "COMMIT_KEEPING_UP_MS", default_value_t = 20)]
+    pub commit_keeping_up_ms: u64,
+
     /// Commit a transaction after this many input records even before the interval.
     #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 10_000)]
     pub commit_max_records: usize,
@@ -196,6 +202,7 @@ pub struct RuntimeConfig {
     pub dlq_topic: String,
     pub changelog_topic: String,
     pub commit_interval: Duration,
+    pub commit_keeping_up: Duration,
     pub commit_max_records: usize,
     pub transaction_timeout: Duration,
     pub session_timeout: Duration,
@@ -227,6 +234,7 @@ impl RuntimeConfig {
             lookup_grace: Duration::from_millis(args.lookup_grace_ms),
             dlq_topic: args.dlq_topic,
             commit_interval: Duration::from_millis(args.commit_interval_ms),
+            commit_keeping_up: Duration::from_millis(args.commit_keeping_up_ms),
             commit_max_records: args.commit_max_records.max(1),
             transaction_timeout: Duration::from_millis(args.transaction_timeout_ms),
             session_timeout: Duration::from_millis(args.session_timeout_ms),

@@ -200,6 +200,8 @@ pub(crate) struct CoreSettings {
     pub(crate) changelog_topic: Arc<str>,
     pub(crate) commit_max_records: usize,
     pub(crate) commit_interval: Duration,
+    /// How old a transaction commits while the latest record was fresh (see `Ledger::keeping_up`).
+    pub(crate) commit_keeping_up: Duration,
     pub(crate) dedupe_window: usize,
     pub(crate) erasure: ErasureConfig,
     /// Lookups answer as of a record's time less this (milliseconds).
@@ -225,6 +227,7 @@ impl CoreSettings {
             changelog_topic: config.changelog_topic.as_str().into(),
             commit_max_records: config.commit_max_records,
             commit_interval: config.commit_interval,
+            commit_keeping_up: config.commit_keeping_up,
             dedupe_window: config.dedupe_window,
             erasure: config.erasure.clone(),
             lookup_grace_ms: i64::try_from(config.lookup_grace.as_millis()).unwrap_or(i64::MAX),
@@ -250,6 +253,9 @@ type Touched = FxHashMap<i32, FxHashMap<String, Option<(Input, i64)>>>;
 struct Ledger {
     started: Instant,
     records: usize,
+    /// The latest input record was appended less than the commit interval before it was applied:
+    /// the service keeps up, and the transaction commits after `commit_keeping_up`.
+    keeping_up: bool,
     /// Every customer (by partition) this transaction changed, with the last input record applied
     /// to them (`None` if only timers did): the cause of a changelog record.
     touched: Touched,
@@ -554,8 +560,10 @@ impl<P: Processor> EngineCore<P> {
     /// Whether the open transaction should be committed now.
     pub(crate) fn commit_due(&self, now: Instant) -> bool {
         self.ledger.as_ref().is_some_and(|ledger| {
+            let age = now.duration_since(ledger.started);
             ledger.records >= self.settings.commit_max_records
-                || now.duration_since(ledger.started) >= self.settings.commit_interval
+                || age >= self.settings.commit_interval
+                || (ledger.keeping_up && age >= self.settings.commit_keeping_up)
         })
     }
 
@@ -566,6 +574,7 @@ impl<P: Processor> EngineCore<P> {
             Ledger {
                 started: now,
                 records: 0,
+                keeping_up: false,
                 touched: std::mem::take(spare),
                 record_timestamps: Vec::new(),
                 markers: BTreeSet::new(),
@@ -611,6 +620,8 @@ impl<P: Processor> EngineCore<P> {
         ledger.records += 1;
         if let Some(millis) = record.timestamp {
             ledger.record_timestamps.push(millis);
+            let lag = clock.wall.timestamp_millis().saturating_sub(millis);
+            ledger.keeping_up = u128::try_from(lag).unwrap_or(0) < self.settings.commit_interval.as_millis();
         }
         if let Some(data) = self.partitions.get_mut(&partition) {
             data.next_offsets[record.input.index()] = Some(record.offset + 1);
@@ -1460,6 +1471,7 @@ mod tests {
             changelog_topic: "state".into(),
             commit_max_records,
             commit_interval: Duration::from_millis(100),
+            commit_keeping_up: Duration::from_millis(20),
             dedupe_window: 8,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
@@ -2180,6 +2192,29 @@ mod tests {
         let (_, offsets) = plan(&mut core);
         assert_eq!(offsets, Vec::new(), "the record did not count as progress");
         assert!(core.commit_due(Instant::now()), "a full transaction is due");
+    }
+
+    #[test]
+    fn given_fresh_records_then_the_transaction_commits_sooner_than_a_backlogs() {
+        let commits_after = |lag_ms: i64| {
+            let mut core = core();
+            let mut actions = Vec::new();
+            let record = InputRecord {
+                input: Input::Events,
+                partition: 0,
+                offset: 0,
+                key: Some(b"c-1"),
+                payload: Some(&view("e-1", "c-1", BASE)),
+                timestamp: Some(BASE),
+            };
+            let opened = clock(BASE + lag_ms);
+            core.on_record(&record, opened, &mut actions).expect("fits");
+            [0, 19, 20, 99, 100].map(|ms| core.commit_due(opened.instant + Duration::from_millis(ms)))
+        };
+        assert_eq!(commits_after(0), [false, false, true, true, true], "appended just now: after 20 ms");
+        assert_eq!(commits_after(99), [false, false, true, true, true], "appended within the interval");
+        assert_eq!(commits_after(-5_000), [false, false, true, true, true], "stamped ahead of this clock");
+        assert_eq!(commits_after(100), [false, false, false, false, true], "a backlog: after the interval");
     }
 
     #[test]

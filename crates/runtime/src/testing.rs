@@ -97,6 +97,7 @@ impl<P: Processor> ProcessorTest<P> {
             // One transaction per step, however many timers it fires (a Seek would need a broker).
             commit_max_records: usize::MAX,
             commit_interval: Duration::from_millis(100),
+            commit_keeping_up: Duration::from_millis(20),
             dedupe_window: 64,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
