@@ -15,7 +15,9 @@ use chrono_tz::Tz;
 use omnistream_channel_affinity::{AffinityConfig, AffinityState};
 use omnistream_model::records::{CatalogEvent, CatalogEventType, SuppressionStatus};
 use omnistream_model::traits::TraitHistory;
-use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, event_to_json};
+use omnistream_model::{
+    Channel, EventPayload, Purpose, SortedMap, TouchpointEvent, TraitValue, event_to_json,
+};
 use omnistream_suppression::{PreparedRules, SuppressionMemory};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -45,25 +47,25 @@ pub const INTEREST_KEPT_FOR: std::time::Duration = std::time::Duration::from_sec
 /// The journeys published: every version an entry may still be on, and the latest of each.
 #[derive(Debug, Clone, Default)]
 pub struct Definitions {
-    versions: BTreeMap<(String, u32), Arc<Journey>>,
+    /// By journey id, then version: looked up on every event without building a key.
+    versions: BTreeMap<String, BTreeMap<u32, Arc<Journey>>>,
 }
 
 impl Definitions {
     pub fn insert(&mut self, journey: Journey) {
-        self.versions.insert((journey.id.clone(), journey.version), Arc::new(journey));
+        self.versions.entry(journey.id.clone()).or_default().insert(journey.version, Arc::new(journey));
     }
 
     pub fn get(&self, id: &str, version: u32) -> Option<&Journey> {
-        self.versions.get(&(id.to_owned(), version)).map(Arc::as_ref)
+        self.versions.get(id)?.get(&version).map(Arc::as_ref)
     }
 
-    /// The latest version of each journey: what new entries enter.
+    /// The latest version of each journey, by id: what new entries enter.
     pub fn latest(&self) -> impl Iterator<Item = &Journey> {
-        let mut latest: BTreeMap<&str, &Journey> = BTreeMap::new();
-        for ((id, _), journey) in &self.versions {
-            latest.insert(id, journey);
-        }
-        latest.into_values()
+        self.versions
+            .values()
+            .filter_map(|versions| versions.last_key_value())
+            .map(|(_, journey)| journey.as_ref())
     }
 }
 
@@ -73,7 +75,9 @@ pub struct CustomerJourneys {
     /// Suppression's own memory, fed the same events (and this service's decisions as sends).
     pub suppression: SuppressionMemory,
     pub affinity: AffinityState,
-    pub traits: BTreeMap<String, TraitHistory>,
+    /// Sorted vectors, not `BTreeMap`s: a tree allocates eleven slots for its first entry, and
+    /// every customer keeps one (the same MessagePack map either way).
+    pub traits: SortedMap<String, TraitHistory>,
     pub entries: Vec<EntryState>,
     /// The latest ended entries, oldest first.
     pub ended: Vec<Ended>,
@@ -83,7 +87,7 @@ pub struct CustomerJourneys {
     /// What re-entry needs of each journey the customer ever entered (kept as long as the
     /// customer: `once` is for good, unlike the latest ended entries above).
     #[serde(default)]
-    pub entered: BTreeMap<String, Entered>,
+    pub entered: SortedMap<String, Entered>,
     /// The products the customer viewed, for catalog triggers: the latest [`INTERESTS_KEPT`]
     /// within [`INTEREST_KEPT_FOR`].
     #[serde(default)]
@@ -357,7 +361,7 @@ impl Engine {
             }
         }
         for (journey, theirs) in handed.entered {
-            let ours = state.entered.entry(journey).or_default();
+            let ours = state.entered.get_or_insert_with(&journey, || (journey.clone(), Entered::default()));
             ours.last_end = ours.last_end.max(theirs.last_end);
             for key in theirs.keys {
                 if !ours.keys.contains(&key) {
@@ -548,17 +552,23 @@ impl Engine {
         }
         if let EventPayload::TraitsUpdated { set, set_once, unset } = &event.payload {
             let at = event.occurred_at.timestamp_millis();
-            let room = |traits: &BTreeMap<String, TraitHistory>, name: &String| {
+            let room = |traits: &SortedMap<String, TraitHistory>, name: &String| {
                 traits.contains_key(name) || traits.len() < TRAITS_KEPT
             };
             for (name, value) in set {
                 if room(&state.traits, name) {
-                    state.traits.entry(name.clone()).or_default().set(value, at);
+                    state
+                        .traits
+                        .get_or_insert_with(name, || (name.clone(), TraitHistory::default()))
+                        .set(value, at);
                 }
             }
             for (name, value) in set_once {
                 if room(&state.traits, name) {
-                    state.traits.entry(name.clone()).or_default().set_once(value, at);
+                    state
+                        .traits
+                        .get_or_insert_with(name, || (name.clone(), TraitHistory::default()))
+                        .set_once(value, at);
                 }
             }
             for name in unset {
@@ -649,7 +659,8 @@ struct Run<'a> {
 impl Run<'_> {
     /// Starts `entry` at the journey's first step, remembered for re-entry.
     fn enter(&mut self, state: &mut CustomerJourneys, journey: &Journey, entry: EntryState) {
-        let entered = state.entered.entry(journey.id.clone()).or_default();
+        let entered =
+            state.entered.get_or_insert_with(&journey.id, || (journey.id.clone(), Entered::default()));
         keep_latest(&mut entered.triggers, entry.entry_id.clone(), TRIGGERS_KEPT);
         if let (Reentry::PerKey(_), Some(key)) = (&journey.entry.reentry, &entry.key) {
             keep_latest(&mut entered.keys, key.clone(), KEYS_KEPT);
@@ -937,7 +948,8 @@ fn precedence(entry: &EntryState) -> (i64, &str, &[String], usize, i64, u32, Opt
 }
 
 fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReason) {
-    let entered = state.entered.entry(entry.journey.clone()).or_default();
+    let entered =
+        state.entered.get_or_insert_with(&entry.journey, || (entry.journey.clone(), Entered::default()));
     entered.last_end = Some(entered.last_end.map_or(at, |last| last.max(at)));
     state.ended.push(Ended {
         journey: entry.journey,
@@ -956,7 +968,7 @@ fn exit_reason(
     journey: &Journey,
     entry: &EntryState,
     event: &TouchpointEvent,
-    traits: &BTreeMap<String, TraitHistory>,
+    traits: &SortedMap<String, TraitHistory>,
 ) -> Option<EndReason> {
     let event_id = || event.event_id.clone();
     if journey.goals.iter().any(|goal| matches(goal, event, &entry.messages, traits)) {
@@ -975,7 +987,7 @@ pub fn matches(
     filter: &EventFilter,
     event: &TouchpointEvent,
     messages: &[String],
-    traits: &BTreeMap<String, TraitHistory>,
+    traits: &SortedMap<String, TraitHistory>,
 ) -> bool {
     if event.event_type() != filter.event
         || !(filter.channels.is_empty() || filter.channels.contains(&event.channel))
@@ -992,7 +1004,7 @@ pub fn matches(
     })
 }
 
-fn trait_passes(condition: &Condition, traits: &BTreeMap<String, TraitHistory>) -> bool {
+fn trait_passes(condition: &Condition, traits: &SortedMap<String, TraitHistory>) -> bool {
     let Field::Trait(name) = &condition.field else { return false };
     let value = traits.get(name).and_then(TraitHistory::value).map(|value| match value {
         TraitValue::Null => serde_json::Value::Null,

@@ -68,6 +68,22 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.position(key).ok().map(|index| &self.entries[index].1)
     }
 
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.position(key).ok().map(|index| &mut self.entries[index].1)
+    }
+
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.position(key).is_ok()
+    }
+
     /// Inserts or replaces the value of `key`; returns the value it replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.position(&key) {
@@ -125,6 +141,16 @@ where
 
     fn index(&self, key: &Q) -> &V {
         self.get(key).expect("no entry for the key")
+    }
+}
+
+impl<K, V> IntoIterator for SortedMap<K, V> {
+    type Item = (K, V);
+    type IntoIter = std::vec::IntoIter<(K, V)>;
+
+    /// The entries in key order.
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
     }
 }
 

@@ -158,6 +158,34 @@ fn hand_written_profiles_are_byte_identical_to_serde() {
 }
 
 #[test]
+fn hand_written_journey_actions_are_byte_identical_to_serde() {
+    let mut action = fixtures::journey_action();
+    assert_hand_written_matches_serde(&action);
+    action.outcome = JourneyOutcome::Exited;
+    action.channel = None;
+    action.waiting_until = Some(action.decided_at);
+    action.considered.clear();
+    action.ranking.clear();
+    action.entry_key = None;
+    action.attempt = -1;
+    action.journey_version = i32::MAX;
+    assert_hand_written_matches_serde(&action);
+}
+
+#[test]
+fn hand_written_journey_states_are_byte_identical_to_serde() {
+    let mut state = fixtures::journey_state();
+    assert_hand_written_matches_serde(&state);
+    state.entries[0].waiting_until = None;
+    state.last_exits[0].reason = JourneyExitReason::Merged;
+    state.last_exits[0].detail = None;
+    assert_hand_written_matches_serde(&state);
+    state.entries.clear();
+    state.last_exits.clear();
+    assert_hand_written_matches_serde(&state);
+}
+
+#[test]
 fn hand_written_suppression_states_are_byte_identical_to_serde() {
     let mut state = fixtures::suppression();
     assert_hand_written_matches_serde(&state);
