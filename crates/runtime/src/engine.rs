@@ -1051,7 +1051,10 @@ impl<P: Processor> EngineCore<P> {
             if !timer_due {
                 continue;
             }
-            self.open_ledger(clock.instant, out);
+            let keeping_up = wall.saturating_sub(up_to) < self.settings.commit_interval.as_millis() as i64;
+            let ledger = self.open_ledger(clock.instant, out);
+            // Timers of a caught-up partition fire on time: their decisions are visible as soon.
+            ledger.keeping_up |= keeping_up;
             match self.fire_due(partition, up_to, out) {
                 Fired::All | Fired::WaitingForLookups => {}
                 // The transaction is full: the rest fire after its commit, at the next sweep.
@@ -2215,6 +2218,32 @@ mod tests {
         assert_eq!(commits_after(99), [false, false, true, true, true], "appended within the interval");
         assert_eq!(commits_after(-5_000), [false, false, true, true, true], "stamped ahead of this clock");
         assert_eq!(commits_after(100), [false, false, false, false, true], "a backlog: after the interval");
+    }
+
+    #[test]
+    fn given_timers_a_sweep_fires_on_time_then_their_transaction_commits_sooner() {
+        let mut core = core();
+        // A backlog's record: applied a minute after it was appended; its timer is due a second
+        // after it.
+        let mut actions = Vec::new();
+        let record = InputRecord {
+            input: Input::Events,
+            partition: 0,
+            offset: 0,
+            key: Some(b"c-1"),
+            payload: Some(&view("e-1", "c-1", BASE)),
+            timestamp: Some(BASE),
+        };
+        core.on_record(&record, clock(BASE + 60_000), &mut actions).expect("fits");
+        plan(&mut core);
+        core.committed();
+        core.on_end_of_partition(0);
+        let opened = clock(BASE + 1_050);
+        let mut actions = Vec::new();
+        core.on_tick(opened, &mut actions);
+        assert!(!produced(&actions).is_empty(), "the timer fired: {actions:?}");
+        let due = [0, 19, 20].map(|ms| core.commit_due(opened.instant + Duration::from_millis(ms)));
+        assert_eq!(due, [false, false, true], "the caught-up partition's timer commits after 20 ms");
     }
 
     #[test]
