@@ -527,7 +527,9 @@ impl Engine {
         // the record suppression publishes: 7 % of a drain).
         let at = now.max(state.suppression.evaluated_at);
         omnistream_suppression::forget_expired(&mut state.suppression, &self.suppression, at);
-        if let EventPayload::ProductViewed { product_id } = &event.payload {
+        if let EventPayload::ProductViewed { product_id } = &event.payload
+            && catalog_triggers
+        {
             // Changes appended before this view was are seen (the customer saw the new price); a
             // view applied late does not make a change seen before new again, nor (dated
             // earlier) the latest view older: windows go by event time (SPEC 4).
@@ -543,7 +545,9 @@ impl Engine {
             state.interests.push(Interest { product_id: product_id.clone(), viewed_at, seen_through });
         }
         if !catalog_triggers {
-            state.interests.clear();
+            // Its memory too: most customers view products, and this stays empty until a
+            // catalog trigger is published.
+            state.interests = Vec::new();
         }
         forget_old_interests(state, now);
         if state.interests.len() > INTERESTS_KEPT {
