@@ -68,8 +68,10 @@ pub struct RuntimeArgs {
     #[arg(long, env = "COMMIT_KEEPING_UP_MS", default_value_t = 20)]
     pub commit_keeping_up_ms: u64,
 
-    /// Commit a transaction after this many input records even before the interval.
-    #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 10_000)]
+    /// Commit a transaction after this many input records even before the interval. The interval
+    /// governs up to 500,000 records/s; at 10,000 a drain of 130,000/s committed every 75 ms and
+    /// spent 7 % longer waiting for commits (journeys, median of 3 alternating runs).
+    #[arg(long, env = "COMMIT_MAX_RECORDS", default_value_t = 50_000)]
     pub commit_max_records: usize,
 
     /// Transaction timeout (milliseconds): how long a crashed instance's open transaction can hold
