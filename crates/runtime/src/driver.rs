@@ -536,8 +536,6 @@ impl<P: Processor> Driver<P> {
     }
 }
 
-/// Produces one record; those caused by an event carry its id in the header
-/// `cause.event_id`, so any output can be traced back to its input.
 /// Asks the offsets of every resumed partition, to wake librdkafka's fetcher: a resume does not
 /// wake it (only a request, an answer or its one-second idle timeout does:
 /// `rd_kafka_max_block_ms`), so the first records after every restore came a second late. The
@@ -554,6 +552,8 @@ fn wake_fetcher<C: ConsumerContext>(consumer: &BaseConsumer<C>, resumed: &TopicP
     }
 }
 
+/// Produces one record; those caused by an event carry its id in the header
+/// `cause.event_id`, so any output can be traced back to its input.
 fn send(producer: &TxnProducer, out: &OutRecord) -> Result<(), Failure> {
     let mut record = BaseRecord::<str, [u8]>::to(&out.topic);
     if let Some(partition) = out.partition {

@@ -1052,10 +1052,12 @@ impl<P: Processor> EngineCore<P> {
                 continue;
             }
             let keeping_up = wall.saturating_sub(up_to) < self.settings.commit_interval.as_millis() as i64;
-            let ledger = self.open_ledger(clock.instant, out);
+            let before = self.open_ledger(clock.instant, out).records;
+            let fired = self.fire_due(partition, up_to, out);
             // Timers of a caught-up partition fire on time: their decisions are visible as soon.
-            ledger.keeping_up |= keeping_up;
-            match self.fire_due(partition, up_to, out) {
+            let ledger = self.ledger.as_mut().expect("ledger opened above");
+            ledger.keeping_up |= keeping_up && ledger.records > before;
+            match fired {
                 Fired::All | Fired::WaitingForLookups => {}
                 // The transaction is full: the rest fire after its commit, at the next sweep.
                 Fired::Full => break,

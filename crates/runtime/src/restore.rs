@@ -20,8 +20,9 @@ pub(crate) type RestoredPartitions<S> = HashMap<i32, RestoredPartition<S>>;
 
 /// How long a restore may take before the service gives up and exits (to be restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long asking a changelog partition's offsets may take (liveness is not ticked meanwhile).
-const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long asking a changelog partition's offsets may take (liveness is not ticked meanwhile);
+/// a partition whose offsets do not come in time is read to its end as if it had records.
+const OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads changelog partitions from the beginning to their end (the last stable offset, as
 /// read_committed) with an assign-only consumer, within [`RESTORE_TIMEOUT`]; every poll ticks
@@ -42,12 +43,16 @@ pub(crate) fn read_changelog<P: Processor>(
         partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     // An empty partition (a first start) is not read: reading one to its end cost over half a
-    // second (an offset lookup, then a fetch), asking its offsets one round trip.
+    // second (an offset lookup, then a fetch), asking its offsets one round trip. One whose
+    // offsets do not come is read as before, within the restore's own timeout.
     let mut remaining: HashSet<i32> = HashSet::new();
     for partition in partitions {
-        let (low, high) = reader.fetch_watermarks(&config.changelog_topic, *partition, OFFSETS_TIMEOUT)?;
-        if high > low {
-            remaining.insert(*partition);
+        health.tick();
+        match reader.fetch_watermarks(&config.changelog_topic, *partition, OFFSETS_TIMEOUT) {
+            Ok((low, high)) if high <= low => {}
+            _ => {
+                remaining.insert(*partition);
+            }
         }
     }
     if remaining.is_empty() {
