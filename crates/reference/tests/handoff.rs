@@ -226,6 +226,9 @@ fn merging_counter(topics: &ServiceTopics, handoff: &str, label: &str) -> Servic
             "--merges",
             "--commit-interval-ms",
             "3000",
+            // Also while it keeps up (a fresh record would otherwise commit after 20 ms).
+            "--commit-keeping-up-ms",
+            "3000",
         ]
         .map(String::from),
     );

@@ -2199,21 +2199,26 @@ mod tests {
         assert!(core.commit_due(Instant::now()), "a full transaction is due");
     }
 
+    /// c-1's view appended at BASE, applied when `clock` says (a record's lag behind the wall).
+    fn applied_at(core: &mut EngineCore<Tally>, clock: Now) {
+        let payload = view("e-1", "c-1", BASE);
+        let record = InputRecord {
+            input: Input::Events,
+            partition: 0,
+            offset: 0,
+            key: Some(b"c-1"),
+            payload: Some(&payload),
+            timestamp: Some(BASE),
+        };
+        core.on_record(&record, clock, &mut Vec::new()).expect("fits");
+    }
+
     #[test]
     fn given_fresh_records_then_the_transaction_commits_sooner_than_a_backlogs() {
         let commits_after = |lag_ms: i64| {
             let mut core = core();
-            let mut actions = Vec::new();
-            let record = InputRecord {
-                input: Input::Events,
-                partition: 0,
-                offset: 0,
-                key: Some(b"c-1"),
-                payload: Some(&view("e-1", "c-1", BASE)),
-                timestamp: Some(BASE),
-            };
             let opened = clock(BASE + lag_ms);
-            core.on_record(&record, opened, &mut actions).expect("fits");
+            applied_at(&mut core, opened);
             [0, 19, 20, 99, 100].map(|ms| core.commit_due(opened.instant + Duration::from_millis(ms)))
         };
         assert_eq!(commits_after(0), [false, false, true, true, true], "appended just now: after 20 ms");
@@ -2227,16 +2232,7 @@ mod tests {
         let mut core = core();
         // A backlog's record: applied a minute after it was appended; its timer is due a second
         // after it.
-        let mut actions = Vec::new();
-        let record = InputRecord {
-            input: Input::Events,
-            partition: 0,
-            offset: 0,
-            key: Some(b"c-1"),
-            payload: Some(&view("e-1", "c-1", BASE)),
-            timestamp: Some(BASE),
-        };
-        core.on_record(&record, clock(BASE + 60_000), &mut actions).expect("fits");
+        applied_at(&mut core, clock(BASE + 60_000));
         plan(&mut core);
         core.committed();
         core.on_end_of_partition(0);
