@@ -361,7 +361,7 @@ impl Engine {
             }
         }
         for (journey, theirs) in handed.entered {
-            let ours = state.entered.get_or_insert_with(&journey, || (journey.clone(), Entered::default()));
+            let ours = state.entered.get_or_default(&journey);
             ours.last_end = ours.last_end.max(theirs.last_end);
             for key in theirs.keys {
                 if !ours.keys.contains(&key) {
@@ -561,18 +561,12 @@ impl Engine {
             };
             for (name, value) in set {
                 if room(&state.traits, name) {
-                    state
-                        .traits
-                        .get_or_insert_with(name, || (name.clone(), TraitHistory::default()))
-                        .set(value, at);
+                    state.traits.get_or_default(name.as_str()).set(value, at);
                 }
             }
             for (name, value) in set_once {
                 if room(&state.traits, name) {
-                    state
-                        .traits
-                        .get_or_insert_with(name, || (name.clone(), TraitHistory::default()))
-                        .set_once(value, at);
+                    state.traits.get_or_default(name.as_str()).set_once(value, at);
                 }
             }
             for name in unset {
@@ -663,8 +657,7 @@ struct Run<'a> {
 impl Run<'_> {
     /// Starts `entry` at the journey's first step, remembered for re-entry.
     fn enter(&mut self, state: &mut CustomerJourneys, journey: &Journey, entry: EntryState) {
-        let entered =
-            state.entered.get_or_insert_with(&journey.id, || (journey.id.clone(), Entered::default()));
+        let entered = state.entered.get_or_default(&journey.id);
         keep_latest(&mut entered.triggers, entry.entry_id.clone(), TRIGGERS_KEPT);
         if let (Reentry::PerKey(_), Some(key)) = (&journey.entry.reentry, &entry.key) {
             keep_latest(&mut entered.keys, key.clone(), KEYS_KEPT);
@@ -952,8 +945,7 @@ fn precedence(entry: &EntryState) -> (i64, &str, &[String], usize, i64, u32, Opt
 }
 
 fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReason) {
-    let entered =
-        state.entered.get_or_insert_with(&entry.journey, || (entry.journey.clone(), Entered::default()));
+    let entered = state.entered.get_or_default(&entry.journey);
     entered.last_end = Some(entered.last_end.map_or(at, |last| last.max(at)));
     state.ended.push(Ended {
         journey: entry.journey,

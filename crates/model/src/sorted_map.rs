@@ -120,6 +120,16 @@ impl<K: Ord, V> SortedMap<K, V> {
         &mut self.entries[index].1
     }
 
+    /// The value of `key`, a default one inserted first if absent.
+    pub fn get_or_default<Q>(&mut self, key: &Q) -> &mut V
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        V: Default,
+    {
+        self.get_or_insert_with(key, || (key.to_owned(), V::default()))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
