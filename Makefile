@@ -10,13 +10,13 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-reset topics demo test lint k8s-check down bench
+.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
 	@echo "make test          fmt, clippy, the Kubernetes manifests check and every test (starts Kafka when needed)"
 	@echo "make k8s-check     render the Kubernetes overlays and validate them offline"
-	@echo "make kafka-up      start the local broker (kafka-down, kafka-status; kafka-reset deletes its data)"
+	@echo "make kafka-up      start the local broker (kafka-down, kafka-status; kafka-prune deletes test topics, kafka-reset all data)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
 	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
 	@echo "make down          stop everything local"
@@ -33,7 +33,11 @@ kafka-down:
 kafka-status:
 	@bash $(KAFKA) status
 
-# Tests and benchmarks create uniquely named topics; on a long-lived dev broker they pile up.
+# Tests and benchmarks create uniquely named topics; on a long-lived dev broker they pile up, and a
+# broker with thousands of partitions takes minutes to start. `make test` prunes before and after.
+kafka-prune:
+	@bash $(KAFKA) prune
+
 kafka-reset:
 	@bash $(KAFKA) reset
 
@@ -57,9 +61,10 @@ py-deps:
 	@target/py/bin/python3 -c 'import fastavro' 2>/dev/null || { python3 -m venv target/py && \
 	  target/py/bin/pip install --quiet --disable-pip-version-check fastavro==$(FASTAVRO_VERSION); }
 
-test: kafka-up lint k8s-check py-deps
+test: kafka-up kafka-prune lint k8s-check py-deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace
+	@bash $(KAFKA) prune
 
 down:
 	@bash deploy/local/demo-down.sh

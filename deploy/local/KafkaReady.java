@@ -1,5 +1,8 @@
-// Waits until a Kafka cluster answers a metadata request (DescribeCluster), or fails at a deadline.
-// Run as a single-file source program: java -cp '<kafka libs>/*' KafkaReady.java <bootstrap> <timeout-seconds>
+// Waits until a Kafka cluster answers a metadata request (DescribeCluster), or fails at a deadline
+// or, given the broker's pid, as soon as that process is gone.
+// Run as a single-file source program:
+//   java -cp '<kafka libs>/*' KafkaReady.java <bootstrap> <timeout-seconds> [broker-pid]
+import java.util.Optional;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
@@ -10,6 +13,8 @@ public class KafkaReady {
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0];
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.parseLong(args[1]));
+        Optional<ProcessHandle> broker =
+                args.length > 2 ? ProcessHandle.of(Long.parseLong(args[2])) : Optional.empty();
         Properties props = new Properties();
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "2000");
@@ -28,6 +33,10 @@ public class KafkaReady {
                     }
                 } catch (Exception e) {
                     lastError = e.getMessage();
+                }
+                if (args.length > 2 && broker.map(process -> !process.isAlive()).orElse(true)) {
+                    System.err.println("kafka broker (pid " + args[2] + ") exited before it was ready");
+                    System.exit(1);
                 }
                 Thread.sleep(200);
             }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka (KRaft, broker+controller) assembled from Maven Central jars.
-#   kafka.sh up|down|status|restart|reset|jars
-# `reset` stops the broker and deletes its data: every topic the tests and benchmarks left behind.
+#   kafka.sh up|down|status|restart|prune|reset|jars
+# `prune` deletes the topics tests and benchmarks create (`test.*`, `cost-*`), which a long-lived
+# broker otherwise keeps; `reset` stops the broker and deletes all its data.
 # Idempotent: `up` when running and `down` when stopped exit 0.
 # When KAFKA_BOOTSTRAP_SERVERS is set, nothing local is started: `up`/`status` only check that
 # cluster answers a metadata request, `down` does nothing.
@@ -14,7 +15,9 @@ libs="$cache/kafka-$kafka_version/libs"
 home="${OMNISTREAM_KAFKA_HOME:-$cache/broker}"
 port="${OMNISTREAM_KAFKA_PORT:-9092}"
 controller_port="${OMNISTREAM_KAFKA_CONTROLLER_PORT:-9093}"
-ready_timeout="${OMNISTREAM_KAFKA_READY_TIMEOUT:-90}"
+# A broker loads every partition's log before it answers: thousands of leftover test partitions
+# took 80 s on this 2-core machine. The wait ends early if the broker process exits.
+ready_timeout="${OMNISTREAM_KAFKA_READY_TIMEOUT:-300}"
 pid_file="$home/kafka.pid"
 log_file="$home/kafka.log"
 local_bootstrap="127.0.0.1:$port"
@@ -41,10 +44,24 @@ running_pid() {
   return 1
 }
 
+# wait_ready BOOTSTRAP [BROKER_PID]
 wait_ready() {
-  local bootstrap="$1"
   ensure_jars
-  java -cp "$libs/*" "$here/KafkaReady.java" "$bootstrap" "$ready_timeout"
+  java -cp "$libs/*" "$here/KafkaReady.java" "$1" "$ready_timeout" ${2:+"$2"}
+}
+
+# The names tests (`unique_topic`: test.<label>.<uuid>) and bench/drain-cost.sh (cost-<service>-<ns>-)
+# give their topics.
+test_topics='test\..*|cost-.*'
+
+prune() {
+  if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    log "KAFKA_BOOTSTRAP_SERVERS is set: not deleting topics on a cluster of yours"
+    return
+  fi
+  running_pid >/dev/null || { log "not running: nothing to prune"; return; }
+  ensure_jars
+  java -cp "$libs/*" "$here/KafkaPrune.java" "$local_bootstrap" "$test_topics" | sed 's/^/kafka: /' >&2
 }
 
 write_config() {
@@ -107,9 +124,10 @@ up() {
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
     -Dkafka.logs.dir="$home" -cp "$libs/*" kafka.Kafka "$home/server.properties" \
     >"$log_file" 2>&1 </dev/null 9>&- &
-  echo $! >"$pid_file"
-  if ! wait_ready "$local_bootstrap"; then
-    log "broker did not become ready within ${ready_timeout}s; last lines of $log_file:"
+  local broker_pid=$!
+  echo "$broker_pid" >"$pid_file"
+  if ! wait_ready "$local_bootstrap" "$broker_pid"; then
+    log "broker not ready (it exited, or ${ready_timeout}s passed); last lines of $log_file:"
     tail -40 "$log_file" >&2
     exit 1
   fi
@@ -139,7 +157,7 @@ down() {
 
 status() {
   if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
-    OMNISTREAM_KAFKA_READY_TIMEOUT=5 wait_ready "$KAFKA_BOOTSTRAP_SERVERS"
+    ready_timeout=5 wait_ready "$KAFKA_BOOTSTRAP_SERVERS"
     return
   fi
   local pid
@@ -162,6 +180,7 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   restart) down; up ;;
+  prune) prune ;;
   reset)
     [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]] || { log "KAFKA_BOOTSTRAP_SERVERS is set: not resetting a cluster of yours"; exit 2; }
     down
@@ -169,5 +188,5 @@ case "${1:-}" in
     rm -rf "$home/data" "$log_file" "$home/format.log"
     ;;
   jars) ensure_jars; echo "$libs" ;;
-  *) echo "usage: $0 up|down|status|restart|reset|jars" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart|prune|reset|jars" >&2; exit 2 ;;
 esac
