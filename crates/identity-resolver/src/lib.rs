@@ -113,6 +113,9 @@ pub enum Refusal {
     DifferentStrong { kind: String, values: Vec<String> },
     #[error("together they would hold {count} values of {kind}, more than its limit of {limit}")]
     OverLimit { kind: String, count: usize, limit: usize },
+    /// Not a rule's: an offer to merge that no answer came to (`protocol::customer_timer`).
+    #[error("no answer to {offers} offers to merge over a day: the two stay apart")]
+    Unanswered { offers: u32 },
 }
 
 #[derive(Debug, Clone)]

@@ -264,6 +264,43 @@ pub struct CustomerState {
     /// the erasure (its clock, not the erasure's event time, which may be long past).
     #[serde(default)]
     pub forget_erasure_at: Option<i64>,
+    /// The pending offer's link and when it is sent again (`offering` says to whom).
+    #[serde(default)]
+    pub offer: Option<PendingOffer>,
+}
+
+/// An offer waiting for its answer. An offer or its answer that is dead-lettered (a record the
+/// next stage cannot read) would leave the customer deferring its requests forever: the offer is
+/// sent again, then given up (docs/identity.md, "Lost offers").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOffer {
+    /// The link that made the offer.
+    pub identifier: Identifier,
+    pub evidence: Evidence,
+    /// When it was first sent, and when it is sent again (unix millis, the stage's clock).
+    pub sent_at: i64,
+    pub due: i64,
+    /// How often it was sent again.
+    pub resends: u32,
+}
+
+/// An unanswered offer is sent again after a minute, then after twice the wait before, at most
+/// an hour, and given up a day after it was first sent. An answer normally comes within a few
+/// commit intervals; a stage that lags a day behind another is an outage the conflict names.
+pub const OFFER_FIRST_RESEND_MILLIS: i64 = 60_000;
+pub const OFFER_MAX_RESEND_WAIT_MILLIS: i64 = 3_600_000;
+pub const OFFER_GIVEN_UP_AFTER_MILLIS: i64 = 86_400_000;
+
+impl PendingOffer {
+    fn new(identifier: Identifier, evidence: Evidence, now: i64) -> Self {
+        Self { identifier, evidence, sent_at: now, due: now + OFFER_FIRST_RESEND_MILLIS, resends: 0 }
+    }
+
+    fn resent(&mut self, now: i64) {
+        self.resends += 1;
+        let wait = OFFER_FIRST_RESEND_MILLIS.saturating_mul(1 << self.resends.min(16));
+        self.due = now + wait.min(OFFER_MAX_RESEND_WAIT_MILLIS);
+    }
 }
 
 impl CustomerState {
@@ -422,12 +459,14 @@ pub fn claim<E>(
     effects
 }
 
-/// The customer stage: one request for the customer `id`.
+/// The customer stage: one request for the customer `id` at `now` (unix millis, the stage's
+/// clock: when a pending offer is sent again).
 pub fn customer<E>(
     rules: &IdentityRules,
     id: &str,
     state: &mut Option<CustomerState>,
     request: CustomerRequest<E>,
+    now: i64,
 ) -> Vec<Effect<E>> {
     let current = state.get_or_insert_with(CustomerState::default);
     let mut effects = Vec::new();
@@ -446,7 +485,7 @@ pub fn customer<E>(
                 let erase = event.erasure.then(|| event.evidence.clone());
                 effects.push(Effect::Resolved { customer_id: id.to_owned(), event });
                 if let Some(evidence) = erase {
-                    let mut customer = Customer { rules, id, state: current };
+                    let mut customer = Customer { rules, id, state: current, now };
                     if customer.state.offering.is_some() {
                         // Its identifiers may be on their way to a winner: decided by the answer.
                         customer.state.deferred.push(Control::Erase { evidence });
@@ -457,9 +496,21 @@ pub fn customer<E>(
             }
         },
         CustomerRequest::Control(control) => {
-            Customer { rules, id, state: current }.control(control, &mut effects)
+            Customer { rules, id, state: current, now }.control(control, &mut effects)
         }
     }
+    finish(id, state, shown_before, &mut effects);
+    effects
+}
+
+/// Publishes the customer's identity record if what it shows changed, and drops an empty state.
+fn finish<E>(
+    id: &str,
+    state: &mut Option<CustomerState>,
+    shown_before: Option<Shown>,
+    effects: &mut Vec<Effect<E>>,
+) {
+    let Some(current) = state.as_mut() else { return };
     if let Some(before) = shown_before
         && before != Shown::of(current)
     {
@@ -470,7 +521,6 @@ pub fn customer<E>(
     if *current == CustomerState::default() {
         *state = None;
     }
-    effects
 }
 
 /// What a customer's identity record shows.
@@ -495,10 +545,60 @@ impl Shown {
     }
 }
 
+/// The customer stage's timer for the customer `id` at `now` (unix millis): its pending offer,
+/// unanswered when due, is sent again with what the customer holds now, or, a day after it was
+/// first sent, given up: recorded as a conflict, and the deferred requests are taken up as after
+/// a refusal.
+pub fn customer_timer<E>(
+    rules: &IdentityRules,
+    id: &str,
+    state: &mut Option<CustomerState>,
+    now: i64,
+) -> Vec<Effect<E>> {
+    let mut effects = Vec::new();
+    let Some(current) = state.as_mut().filter(|current| offer_due(current).is_some_and(|due| due <= now))
+    else {
+        return effects;
+    };
+    let shown_before = Some(Shown::of(current));
+    let (Some(to), Some(mut offer)) = (current.offering.clone(), current.offer.take()) else {
+        unreachable!("an offer is due")
+    };
+    if now - offer.sent_at >= OFFER_GIVEN_UP_AFTER_MILLIS {
+        current.offering = None;
+        effects.push(Effect::Conflict(Conflict {
+            customer_id: id.to_owned(),
+            other: Some(to),
+            identifier: offer.identifier,
+            evidence: offer.evidence,
+            refusal: Refusal::Unanswered { offers: offer.resends + 1 },
+        }));
+        Customer { rules, id, state: current, now }.redispatch(&mut effects);
+    } else {
+        offer.resent(now);
+        let again = Control::Offer {
+            from: id.to_owned(),
+            holdings: current.identifiers.clone(),
+            identifier: offer.identifier.clone(),
+            evidence: offer.evidence.clone(),
+        };
+        current.offer = Some(offer);
+        effects.push(Effect::Customer(to, CustomerRequest::Control(again)));
+    }
+    finish(id, state, shown_before, &mut effects);
+    effects
+}
+
+/// When the customer's pending offer is due to be sent again.
+pub fn offer_due(state: &CustomerState) -> Option<i64> {
+    state.offering.as_ref().and(state.offer.as_ref()).map(|offer| offer.due)
+}
+
 struct Customer<'a> {
     rules: &'a IdentityRules,
     id: &'a str,
     state: &'a mut CustomerState,
+    now: i64,
 }
 
 impl Customer<'_> {
@@ -559,6 +659,8 @@ impl Customer<'_> {
                 }
                 std::cmp::Ordering::Less => {
                     self.state.offering = Some(other.clone());
+                    self.state.offer =
+                        Some(PendingOffer::new(identifier.clone(), evidence.clone(), self.now));
                     let offer = Control::Offer {
                         from: id,
                         holdings: self.state.identifiers.clone(),
@@ -569,6 +671,13 @@ impl Customer<'_> {
                 }
             },
             Control::Offer { from, mut holdings, identifier, evidence } => {
+                // Sent again after its first copy was accepted (the answer was lost): the same
+                // answer again, nothing merged twice.
+                if let Some(merge) = self.state.merges.iter().find(|merge| merge.loser == from) {
+                    let accepted = Control::Accepted { merge: merge.clone() };
+                    effects.push(Effect::Customer(from, CustomerRequest::Control(accepted)));
+                    return;
+                }
                 holdings.insert(Identifier::new(CUSTOMER_ID, from.as_str()), evidence.clone());
                 match self.rules.may_join(&self.state.holdings(&id), &holdings_of(holdings.keys())) {
                     Ok(()) => {
@@ -613,6 +722,7 @@ impl Customer<'_> {
             }
             Control::Accepted { merge } => {
                 self.state.offering = None;
+                self.state.offer = None;
                 self.state.merged_into = Some(merge.winner.clone());
                 // The winner holds them now.
                 self.state.identifiers.clear();
@@ -621,6 +731,7 @@ impl Customer<'_> {
             }
             Control::Refused { .. } => {
                 self.state.offering = None;
+                self.state.offer = None;
                 self.redispatch(effects);
             }
             Control::Erase { evidence } => {

@@ -19,7 +19,7 @@ use serde_bytes::ByteBuf;
 use crate::protocol::Control;
 use crate::protocol::{
     ClaimRequest, ClaimState, Conflict, CustomerRequest, CustomerState, Effect, Evidence, Merge, Routed,
-    claim, customer,
+    claim, customer, customer_timer, offer_due,
 };
 use crate::{IdentityRules, Refusal, Skipped};
 
@@ -289,6 +289,7 @@ fn conflict_record(conflict: Conflict) -> IdentityConflict {
         rule: match conflict.refusal {
             Refusal::DifferentStrong { .. } => ConflictRule::DifferentStrong,
             Refusal::OverLimit { .. } => ConflictRule::OverLimit,
+            Refusal::Unanswered { .. } => ConflictRule::Unanswered,
         },
         reason: conflict.refusal.to_string(),
     }
@@ -429,14 +430,32 @@ pub struct Customers {
     pub erasure_horizon: chrono::Duration,
 }
 
+impl Customers {
+    /// An erasure just applied is remembered for the horizon from now.
+    fn remember_erasure(
+        &self,
+        state: &mut Option<CustomerState>,
+        erased_before: Option<i64>,
+        now: DateTime<Utc>,
+    ) {
+        if let Some(current) = state
+            && current.erased_at.is_some()
+            && current.erased_at != erased_before
+        {
+            current.forget_erasure_at = Some((now + self.erasure_horizon).timestamp_millis());
+        }
+    }
+}
+
 impl Processor for Customers {
     type Input = CustomerInput;
     type State = CustomerState;
     type Record = StageRecord;
     const OUTPUTS: &'static [&'static str] =
         &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT, RESOLVED_OUTPUT, CONFLICTS_OUTPUT, IDENTITY_OUTPUT];
-    /// 2: `erased_at` and `forget_erasure_at` (an earlier build cannot read them: it says so).
-    const STATE_VERSION: u8 = 2;
+    /// 2: `erased_at` and `forget_erasure_at`; 3: `offer` (an earlier build cannot read them:
+    /// it says so).
+    const STATE_VERSION: u8 = 3;
 
     fn apply(
         &self,
@@ -446,25 +465,19 @@ impl Processor for Customers {
     ) -> Vec<Output<StageRecord>> {
         let CustomerMessage { customer_id, request } = input.message.clone();
         let erased_before = state.as_ref().and_then(|current| current.erased_at);
-        let effects = customer(&self.rules, &customer_id, state, request);
-        // An erasure just applied is remembered for the horizon from now.
-        if let Some(current) = state
-            && current.erased_at.is_some()
-            && current.erased_at != erased_before
-        {
-            current.forget_erasure_at = Some((now + self.erasure_horizon).timestamp_millis());
-        }
+        let effects = customer(&self.rules, &customer_id, state, request, now.timestamp_millis());
+        self.remember_erasure(state, erased_before, now);
         outputs(effects, input.event.as_ref())
     }
 
     fn next_timer(&self, state: &CustomerState) -> Option<DateTime<Utc>> {
-        state.forget_erasure_at.map(time)
+        state.forget_erasure_at.into_iter().chain(offer_due(state)).min().map(time)
     }
 
     fn on_timer(
         &self,
         state: &mut Option<CustomerState>,
-        _customer_id: &str,
+        customer_id: &str,
         now: DateTime<Utc>,
     ) -> Vec<Output<StageRecord>> {
         if let Some(current) = state
@@ -475,12 +488,16 @@ impl Processor for Customers {
                 *state = None;
             }
         }
-        Vec::new()
+        let erased_before = state.as_ref().and_then(|current| current.erased_at);
+        let effects = customer_timer(&self.rules, customer_id, state, now.timestamp_millis());
+        // A deferred erasure taken up when the offer is given up.
+        self.remember_erasure(state, erased_before, now);
+        outputs(effects, None)
     }
 
     fn count_domain_events(
         &self,
-        _input: Option<&CustomerInput>,
+        input: Option<&CustomerInput>,
         outputs: &[Output<StageRecord>],
         count: &mut dyn FnMut(&'static str),
     ) {
@@ -490,6 +507,15 @@ impl Processor for Customers {
                     if matches!(event.payload, EventPayload::CustomersMerged { .. }) =>
                 {
                     count("merge");
+                }
+                // Offers the customer stage sends at a timer are sent again: their first copy or
+                // its answer went missing (dead-lettered).
+                Some(StageRecord::Customer(CustomerMessage {
+                    request: CustomerRequest::Control(Control::Offer { .. }),
+                    ..
+                })) if input.is_none() => count("offer_resent"),
+                Some(StageRecord::Conflict(conflict)) if conflict.rule == ConflictRule::Unanswered => {
+                    count("offer_given_up");
                 }
                 Some(StageRecord::Conflict(_)) => count("conflict"),
                 None if output.role == IDENTITY_OUTPUT => count("identity_erased"),
@@ -582,6 +608,56 @@ mod tests {
         assert!(state.is_some(), "not before the horizon");
         customers.on_timer(&mut state, "U-1", now + chrono::Duration::days(30));
         assert_eq!(state, None, "forgotten at the horizon");
+    }
+
+    #[test]
+    fn given_an_unanswered_offer_then_the_timer_sends_it_again_and_gives_up_a_day_later_counting_both() {
+        let customers = Customers::default();
+        let now = DateTime::from_timestamp(1_795_000_000, 0).expect("time");
+        let evidence = Evidence { event_id: "e-1".into(), occurred_at: 0, channel: Channel::Web };
+        // c-2 learns it is linked to c-1 (the smaller id): it offers itself.
+        let link = Control::Link {
+            other: "c-1".into(),
+            identifier: Identifier::new("email", "ann@example.com"),
+            evidence,
+        };
+        let message = CustomerMessage { customer_id: "c-2".into(), request: CustomerRequest::Control(link) };
+        let input = CustomerInput { message, event: None };
+        let mut state = None;
+        let offered = customers.apply(&mut state, &input, now);
+        let is_offer_to_c1 = |output: &Output<StageRecord>| {
+            output.key == "c-1"
+                && matches!(
+                    &output.value,
+                    Some(StageRecord::Customer(CustomerMessage {
+                        request: CustomerRequest::Control(Control::Offer { .. }),
+                        ..
+                    }))
+                )
+        };
+        assert!(offered.iter().any(is_offer_to_c1));
+        let timer_counts = |outputs: &[Output<StageRecord>]| {
+            let mut names = Vec::new();
+            customers.count_domain_events(None, outputs, &mut |name| names.push(name));
+            names
+        };
+        let due = customers.next_timer(state.as_ref().expect("waits")).expect("a timer");
+        assert_eq!(due, now + chrono::Duration::minutes(1));
+        let again = customers.on_timer(&mut state, "c-2", due);
+        assert!(again.iter().all(is_offer_to_c1) && again.len() == 1, "{again:?}");
+        assert_eq!(timer_counts(&again), ["offer_resent"]);
+        let mut last = Vec::new();
+        while let Some(due) = state.as_ref().and_then(|current| customers.next_timer(current)) {
+            last = customers.on_timer(&mut state, "c-2", due);
+        }
+        let [given_up] = last.as_slice() else { panic!("{last:?}") };
+        let Some(StageRecord::Conflict(conflict)) = &given_up.value else { panic!("{given_up:?}") };
+        assert_eq!(
+            (conflict.rule, conflict.other_customer_id.as_deref()),
+            (ConflictRule::Unanswered, Some("c-1"))
+        );
+        assert_eq!(timer_counts(&last), ["offer_given_up"]);
+        assert_eq!(state, None, "nothing left to remember of c-2");
     }
 
     fn counted<P: Processor>(

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::DateTime;
 use omnistream_identity_resolver::protocol::{
-    ClaimRequest, ClaimState, Conflict, Control, CustomerRequest, CustomerState, Effect, Merge, Routed,
-    claim, customer,
+    ClaimRequest, ClaimState, Conflict, Control, CustomerRequest, CustomerState, Effect, Merge,
+    OFFER_GIVEN_UP_AFTER_MILLIS, Routed, claim, customer, customer_timer, offer_due,
 };
 use omnistream_identity_resolver::{CUSTOMER_ID, IdentityRules};
 use omnistream_model::{Channel, EventPayload, Identifier, TouchpointEvent};
@@ -49,6 +49,13 @@ struct Network {
     identity: BTreeMap<String, Option<CustomerState>>,
     /// Customers erased by an erasure that waited for an answer.
     erased: Vec<String>,
+    /// The customer stage's clock (unix millis): it moves only to fire timers.
+    now: i64,
+    /// How many offers and answers may still be lost in flight (a dead-lettered request), and
+    /// the chance that the next one is.
+    losses_left: usize,
+    loss_chance: f64,
+    lost: usize,
 }
 
 impl Network {
@@ -88,7 +95,7 @@ impl Network {
             }
             (Key::Customer(id), Request::Customer(request)) => {
                 let mut state = self.customers.remove(id);
-                let effects = customer(&self.rules, id, &mut state, request);
+                let effects = customer(&self.rules, id, &mut state, request, self.now);
                 if let Some(state) = state {
                     self.customers.insert(id.clone(), state);
                 }
@@ -117,10 +124,43 @@ impl Network {
                 let first = routed.first_stop();
                 self.send(vec![first]);
             } else if let Some(key) = busy.choose(rng) {
-                self.deliver(key);
+                if self.losses_left > 0 && self.offer_or_answer_next(key) && rng.random_bool(self.loss_chance)
+                {
+                    self.queues.get_mut(key).and_then(VecDeque::pop_front);
+                    self.losses_left -= 1;
+                    self.lost += 1;
+                } else {
+                    self.deliver(key);
+                }
             } else {
                 return;
             }
+        }
+    }
+
+    fn offer_or_answer_next(&self, key: &Key) -> bool {
+        matches!(
+            self.queues.get(key).and_then(VecDeque::front),
+            Some(Request::Customer(CustomerRequest::Control(
+                Control::Offer { .. } | Control::Accepted { .. } | Control::Refused { .. }
+            )))
+        )
+    }
+
+    /// Moves the clock to the next pending offer's due time and fires every customer's timer,
+    /// then delivers what that sent, until no offer is pending.
+    fn settle(&mut self, rng: &mut ChaCha8Rng) {
+        while let Some(due) = self.customers.values().filter_map(offer_due).min() {
+            self.now = self.now.max(due);
+            for id in self.customers.keys().cloned().collect::<Vec<_>>() {
+                let mut state = self.customers.remove(&id);
+                let effects = customer_timer(&self.rules, &id, &mut state, self.now);
+                if let Some(state) = state {
+                    self.customers.insert(id, state);
+                }
+                self.send(effects);
+            }
+            self.run(&[], &[], rng);
         }
     }
 
@@ -225,6 +265,8 @@ fn check_against_model(network: &Network, events: &[TouchpointEvent], context: &
             state.offering.is_none() && state.deferred.is_empty(),
             "{context}: {customer_id} still waits"
         );
+        let losers: BTreeSet<&String> = state.merges.iter().map(|merge| &merge.loser).collect();
+        assert_eq!(losers.len(), state.merges.len(), "{context}: {customer_id} merged one twice");
         if state.merged_into.is_none() {
             let own: BTreeSet<Identifier> =
                 state.identifiers.keys().filter(|i| i.kind != CUSTOMER_ID).cloned().collect();
@@ -272,6 +314,92 @@ fn given_linked_events_in_any_arrival_order_then_resolution_matches_the_componen
         }
         assert!(outcomes.windows(2).all(|pair| pair[0] == pair[1]), "seed {seed}: outcomes differ");
     }
+}
+
+#[test]
+fn given_offers_and_answers_lost_in_flight_then_resent_offers_still_resolve_to_the_components() {
+    let mut lost = 0;
+    for seed in 0..300 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let events = people_and_events(&mut rng);
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.shuffle(&mut rng);
+        let mut network = Network { losses_left: 4, loss_chance: 0.5, ..Network::default() };
+        network.run(&events, &order, &mut rng);
+        network.settle(&mut rng);
+        check_against_model(&network, &events, &format!("seed {seed}, {} lost", network.lost));
+        lost += network.lost;
+    }
+    assert!(lost > 100, "the test loses requests: {lost}");
+}
+
+#[test]
+fn given_an_offer_whose_answer_was_lost_when_it_is_sent_again_then_the_same_merge_is_answered_once_more() {
+    let events = [
+        event(0, "b-anon", &[id("anonymous_id", "a1")]),
+        event(1, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]),
+    ];
+    let mut network = Network::default();
+    run_to_end(&mut network, &events, &[0]);
+    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
+    // Deliver until a-user accepted; lose the answer.
+    while network.customers.get("a-user").is_none_or(|c| c.merges.is_empty()) {
+        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
+        network.deliver(&key);
+    }
+    let answer = network.queues.get_mut(&Key::Customer("b-anon".into())).and_then(VecDeque::pop_front);
+    assert!(matches!(answer, Some(Request::Customer(CustomerRequest::Control(Control::Accepted { .. })))));
+    run_to_end(&mut network, &events, &[]);
+    let due = offer_due(&network.customers["b-anon"]).expect("b-anon waits for its answer");
+    // Not before it is due.
+    let mut state = network.customers.remove("b-anon");
+    assert!(customer_timer::<Payload>(&network.rules, "b-anon", &mut state, due - 1).is_empty());
+    network.customers.insert("b-anon".into(), state.expect("kept"));
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    network.settle(&mut rng);
+    assert_eq!(network.merges.len(), 1, "{:?}", network.merges);
+    assert_eq!(network.customers["a-user"].merges.len(), 1);
+    assert_eq!(network.customers["b-anon"].merged_into.as_deref(), Some("a-user"));
+    check_against_model(&network, &events, "the answer lost once");
+}
+
+#[test]
+fn given_every_offer_lost_then_it_is_given_up_after_a_day_with_a_conflict_and_the_deferred_requests_go_on() {
+    let events = [
+        event(0, "b-anon", &[id("anonymous_id", "a1")]),
+        event(1, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]),
+        // Waits behind b-anon's offer: a new identifier for b-anon.
+        event(2, "b-anon", &[id("email", "b@example.org")]),
+    ];
+    let mut network = Network { losses_left: usize::MAX, loss_chance: 1.0, ..Network::default() };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    network.run(&events, &[0, 1, 2], &mut rng);
+    let b_anon = &network.customers["b-anon"];
+    assert_eq!(b_anon.offering.as_deref(), Some("a-user"));
+    assert_eq!(b_anon.deferred.len(), 1, "the email's attachment waits: {:?}", b_anon.deferred);
+    let sent_at = network.now;
+    network.settle(&mut rng);
+    // Sent at 0, again after 1, 2, 4, 8, 16, 32 minutes, then hourly: the day is up at 24 h.
+    assert_eq!(network.now - sent_at, OFFER_GIVEN_UP_AFTER_MILLIS + 3 * 60_000, "given up when");
+    assert_eq!(network.lost, 1 + 6 + 22, "offers lost");
+    let [conflict] = network.conflicts.as_slice() else { panic!("{:?}", network.conflicts) };
+    assert_eq!((conflict.customer_id.as_str(), conflict.other.as_deref()), ("b-anon", Some("a-user")));
+    assert_eq!(
+        conflict.refusal.to_string(),
+        "no answer to 29 offers to merge over a day: the two stay apart"
+    );
+    let b_anon = &network.customers["b-anon"];
+    assert_eq!(
+        (b_anon.offering.as_ref(), b_anon.offer.as_ref(), b_anon.merged_into.as_ref()),
+        (None, None, None)
+    );
+    assert!(b_anon.deferred.is_empty());
+    assert!(b_anon.identifiers.contains_key(&id("email", "b@example.org")), "{:?}", b_anon.identifiers);
+    assert_eq!(
+        network.identity["b-anon"].as_ref().map(|shown| shown.identifiers.len()),
+        Some(b_anon.identifiers.len()),
+        "the identity record shows the attachment taken up"
+    );
 }
 
 impl Network {

@@ -407,6 +407,9 @@ pub enum ConflictRule {
     DifferentStrong,
     /// Together they would hold more values of a type than its limit.
     OverLimit,
+    /// No rule: an offer to merge got no answer for a day and was given up (an internal request
+    /// was dead-lettered); the two stay apart until another link.
+    Unanswered,
 }
 
 /// `identity.conflicts.v1`: a link identity-resolver refused, for review (docs/identity.md).

@@ -36,7 +36,7 @@ fn java_fingerprint(kind: RecordKind) -> u64 {
         RecordKind::ChannelAffinity => 0x9143_0dff_6a42_e93d,
         RecordKind::LoyaltyLedgerEntry => 0xf301_2414_488c_e72f,
         RecordKind::LoyaltyBalance => 0x48a9_355f_7cad_e0d6,
-        RecordKind::IdentityConflict => 0x4e04_676a_1bf0_83e7,
+        RecordKind::IdentityConflict => 0xecdb_1a71_610a_bb4c,
         RecordKind::CustomerIdentity => 0xefb4_d8b5_e547_6db4,
         RecordKind::JourneyAction => 0x54ec_e41b_9ff8_cd21,
         RecordKind::CustomerJourneyState => 0x7459_6c5c_991e_bdeb,
