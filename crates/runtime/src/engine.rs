@@ -246,7 +246,19 @@ struct PartitionData<S> {
 }
 
 /// Per partition, the customers a transaction changed, with the last input record applied to each.
-type Touched = FxHashMap<i32, FxHashMap<String, Option<(Input, i64)>>>;
+type Touched = FxHashMap<i32, FxHashMap<String, Touch>>;
+
+/// A customer the open transaction changed.
+#[derive(Debug, Clone, Copy)]
+struct Touch {
+    /// The last input record applied to them (`None` if only timers did): the cause of the
+    /// changelog record.
+    cause: Option<(Input, i64)>,
+    /// They had an entry when the transaction first touched them. One without an entry then or
+    /// at commit needs no changelog record: its key's last record is a tombstone or none (most
+    /// of identity-resolver's customers: an event that only passes through leaves no state).
+    had_entry: bool,
+}
 
 /// The open transaction: whose changelog records to write when it commits.
 #[derive(Debug)]
@@ -256,8 +268,7 @@ struct Ledger {
     /// The latest input record was appended less than the commit interval before it was applied:
     /// the service keeps up, and the transaction commits after `commit_keeping_up`.
     keeping_up: bool,
-    /// Every customer (by partition) this transaction changed, with the last input record applied
-    /// to them (`None` if only timers did): the cause of a changelog record.
+    /// Every customer (by partition) this transaction changed.
     touched: Touched,
     /// Timestamp (unix millis) of every input record, for the end-to-end latency.
     record_timestamps: Vec<i64>,
@@ -276,12 +287,19 @@ impl Ledger {
         self.markers.extend(marked);
     }
 
-    fn touch(&mut self, partition: i32, customer_id: &str, offset: Option<(Input, i64)>) {
+    /// `has_entry` says whether the customer has a store entry now (asked at their first touch).
+    fn touch(
+        &mut self,
+        partition: i32,
+        customer_id: &str,
+        offset: Option<(Input, i64)>,
+        has_entry: impl FnOnce() -> bool,
+    ) {
         let ids = self.touched.entry(partition).or_default();
         match ids.get_mut(customer_id) {
-            Some(cause) => *cause = offset.or(*cause),
+            Some(touch) => touch.cause = offset.or(touch.cause),
             None => {
-                ids.insert(customer_id.to_owned(), offset);
+                ids.insert(customer_id.to_owned(), Touch { cause: offset, had_entry: has_entry() });
             }
         }
     }
@@ -743,7 +761,9 @@ impl<P: Processor> EngineCore<P> {
             return Ok(RecordOutcome::DeadLettered);
         }
         let ledger = self.ledger.as_mut().expect("ledger opened");
-        ledger.touch(partition, customer_id, Some((Input::Events, offset)));
+        ledger.touch(partition, customer_id, Some((Input::Events, offset)), || {
+            data.store.entry(customer_id).is_some()
+        });
         let entry = data.store.remember(customer_id, hash, self.settings.dedupe_window);
         let lookups = self.lookups.view(partition, self.lookups.as_of(partition_now));
         let outputs = self.processor.apply_with_lookups(&mut entry.state, &event, now, &lookups);
@@ -886,7 +906,9 @@ impl<P: Processor> EngineCore<P> {
             Admission::Duplicate => return Ok(Some(RecordOutcome::Duplicate)),
             Admission::New(_) => {}
         }
-        ledger.touch(partition, &handoff.to, Some((Input::Handoff, offset)));
+        ledger.touch(partition, &handoff.to, Some((Input::Handoff, offset)), || {
+            data.store.entry(&handoff.to).is_some()
+        });
         let window = self.settings.dedupe_window;
         let forward = data.store.entry(&handoff.to).and_then(|entry| entry.merged_into.as_deref().cloned());
         if let Some(next) = forward.filter(|next| *next != handoff.to) {
@@ -1087,7 +1109,7 @@ impl<P: Processor> EngineCore<P> {
                 return Fired::WaitingForLookups;
             }
             ledger.records += 1;
-            ledger.touch(partition, &customer_id, None);
+            ledger.touch(partition, &customer_id, None, || data.store.entry(&customer_id).is_some());
             let now = DateTime::from_timestamp_millis(due).unwrap_or_default();
             let mut before = None;
             let mut watches = None;
@@ -1186,10 +1208,11 @@ impl<P: Processor> EngineCore<P> {
         let touched = ledger
             .touched
             .iter()
-            .flat_map(|(partition, ids)| ids.iter().map(move |(id, cause)| (*partition, id, *cause)));
-        for (partition, customer_id, cause) in touched {
+            .flat_map(|(partition, ids)| ids.iter().map(move |(id, touch)| (*partition, id, *touch)));
+        for (partition, customer_id, Touch { cause, had_entry }) in touched {
             let Some(data) = self.partitions.get(&partition) else { continue };
             let value = match data.store.entry(customer_id) {
+                None if !had_entry => continue,
                 None => None,
                 Some(entry) => {
                     let mut value = Vec::with_capacity(256);
@@ -2248,6 +2271,8 @@ mod tests {
     fn given_an_erasure_then_the_changelog_gets_a_tombstone_and_a_marker_that_drops_older_events() {
         let mut core = core();
         feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        plan(&mut core);
+        core.committed();
         let erase = event_bytes("e-2", "c-1", BASE + 10, EventPayload::ErasureRequested);
         feed(&mut core, 0, 1, "c-1", &erase, BASE + 10).expect("fits");
         let (commit, _) = plan(&mut core);
@@ -2265,6 +2290,24 @@ mod tests {
         assert!(produced(&retry).is_empty(), "a retry of an erased event: dropped");
         let back = feed(&mut core, 0, 4, "c-1", &view("e-9", "c-1", BASE + 40), BASE + 40).expect("fits");
         assert_eq!(produced(&back), vec![("out", Some("c-1"), some("1"))], "a new relationship starts at 1");
+    }
+
+    #[test]
+    fn given_a_customer_without_state_before_and_after_a_transaction_then_no_changelog_record_is_written() {
+        let mut core = core();
+        // Never seen, erased: nothing was or is stored under c-1; only the erasure's marker.
+        let erase = event_bytes("e-1", "c-1", BASE, EventPayload::ErasureRequested);
+        feed(&mut core, 0, 0, "c-1", &erase, BASE).expect("fits");
+        // Seen and erased within one transaction: nothing of c-2 was committed either.
+        feed(&mut core, 0, 1, "c-2", &view("e-2", "c-2", BASE), BASE).expect("fits");
+        let erase = event_bytes("e-3", "c-2", BASE + 1, EventPayload::ErasureRequested);
+        feed(&mut core, 0, 2, "c-2", &erase, BASE + 1).expect("fits");
+        let (commit, _) = plan(&mut core);
+        let records = produced(&commit);
+        assert_eq!(records.len(), 2, "two markers, no tombstones: {records:?}");
+        assert!(
+            records.iter().all(|(_, key, value)| !matches!(*key, Some("c-1" | "c-2")) && value.is_some())
+        );
     }
 
     #[test]
