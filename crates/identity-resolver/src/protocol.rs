@@ -267,7 +267,21 @@ pub struct CustomerState {
     /// The pending offer's link and when it is sent again (`offering` says to whom).
     #[serde(default)]
     pub offer: Option<PendingOffer>,
+    /// The offers it refused, latest last (at most [`REFUSALS_REMEMBERED`]): a copy sent again
+    /// is refused again without a second conflict, even if what it holds changed since.
+    #[serde(default)]
+    pub refused: Vec<RefusedOffer>,
 }
+
+/// An offer a customer refused: who sent it and the event of its link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedOffer {
+    pub from: String,
+    pub event_id: String,
+}
+
+/// Refusals are rare (a conflict each); a copy of an offer comes within a day of the first.
+pub const REFUSALS_REMEMBERED: usize = 32;
 
 /// An offer waiting for its answer. An offer or its answer that is dead-lettered (a record the
 /// next stage cannot read) would leave the customer deferring its requests forever: the offer is
@@ -603,6 +617,11 @@ struct Customer<'a> {
 
 impl Customer<'_> {
     fn control<E>(&mut self, control: Control, effects: &mut Vec<Effect<E>>) {
+        if let Control::Offer { from, evidence, .. } = &control
+            && self.answer_again(from, evidence, effects)
+        {
+            return;
+        }
         // A purge is for this id itself, merged or not.
         let purge = matches!(control, Control::Purge { .. });
         if let Some(winner) = self.state.merged_into.clone()
@@ -671,13 +690,6 @@ impl Customer<'_> {
                 }
             },
             Control::Offer { from, mut holdings, identifier, evidence } => {
-                // Sent again after its first copy was accepted (the answer was lost): the same
-                // answer again, nothing merged twice.
-                if let Some(merge) = self.state.merges.iter().find(|merge| merge.loser == from) {
-                    let accepted = Control::Accepted { merge: merge.clone() };
-                    effects.push(Effect::Customer(from, CustomerRequest::Control(accepted)));
-                    return;
-                }
                 holdings.insert(Identifier::new(CUSTOMER_ID, from.as_str()), evidence.clone());
                 match self.rules.may_join(&self.state.holdings(&id), &holdings_of(holdings.keys())) {
                     Ok(()) => {
@@ -715,20 +727,35 @@ impl Customer<'_> {
                             identifier,
                             ClaimRequest::Contest { evidence: evidence.clone() },
                         ));
+                        if self.state.refused.len() >= REFUSALS_REMEMBERED {
+                            self.state.refused.remove(0);
+                        }
+                        let event_id = evidence.event_id.clone();
+                        self.state.refused.push(RefusedOffer { from: from.clone(), event_id });
                         let refused = Control::Refused { by: id, evidence };
                         effects.push(Effect::Customer(from, CustomerRequest::Control(refused)));
                     }
                 }
             }
             Control::Accepted { merge } => {
+                let given_up = self.state.offer.is_none();
                 self.state.offering = None;
                 self.state.offer = None;
                 self.state.merged_into = Some(merge.winner.clone());
-                // The winner holds them now.
-                self.state.identifiers.clear();
+                let held = std::mem::take(&mut self.state.identifiers);
+                if given_up {
+                    // Accepted after the offer was given up: what it linked since goes to the
+                    // winner too (the winner holds what it offered).
+                    for (identifier, evidence) in held {
+                        self.forward(merge.winner.clone(), Control::Attach { identifier, evidence }, effects);
+                    }
+                }
                 effects.push(Effect::Merged(merge));
                 self.redispatch(effects);
             }
+            // A copy's answer to an offer answered already, or given up: nothing pending.
+            Control::Refused { evidence, .. }
+                if self.state.offer.as_ref().is_none_or(|offer| offer.evidence != evidence) => {}
             Control::Refused { .. } => {
                 self.state.offering = None;
                 self.state.offer = None;
@@ -782,6 +809,26 @@ impl Customer<'_> {
         let erased_at = self.state.erased_at.max(Some(evidence.occurred_at));
         let forget_erasure_at = self.state.forget_erasure_at;
         *self.state = CustomerState { erased_at, forget_erasure_at, ..CustomerState::default() };
+    }
+
+    /// An offer this customer answered already (the sender sent it again: the answer was lost, or
+    /// late): the same answer, nothing merged or refused twice. Asked before a merged customer
+    /// forwards the offer to its winner, which would judge it anew.
+    fn answer_again<E>(&mut self, from: &str, evidence: &Evidence, effects: &mut Vec<Effect<E>>) -> bool {
+        let answer = if let Some(merge) = self.state.merges.iter().find(|merge| merge.loser == from) {
+            Control::Accepted { merge: merge.clone() }
+        } else if self
+            .state
+            .refused
+            .iter()
+            .any(|refused| refused.from == from && refused.event_id == evidence.event_id)
+        {
+            Control::Refused { by: self.id.to_owned(), evidence: evidence.clone() }
+        } else {
+            return false;
+        };
+        effects.push(Effect::Customer(from.to_owned(), CustomerRequest::Control(answer)));
+        true
     }
 
     fn redispatch<E>(&mut self, effects: &mut Vec<Effect<E>>) {

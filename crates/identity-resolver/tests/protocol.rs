@@ -56,6 +56,10 @@ struct Network {
     losses_left: usize,
     loss_chance: f64,
     lost: usize,
+    /// The chance that, while requests are in flight, the clock jumps to the next pending
+    /// offer's due time and the timers fire: a stage lagging behind sends copies of offers whose
+    /// answers are merely on their way.
+    early_timer_chance: f64,
 }
 
 impl Network {
@@ -118,7 +122,9 @@ impl Network {
                 .map(|(key, _)| key.clone())
                 .collect();
             let inject = pending.peek().is_some() && (busy.is_empty() || rng.random_bool(0.3));
-            if inject {
+            if !busy.is_empty() && self.early_timer_chance > 0.0 && rng.random_bool(self.early_timer_chance) {
+                self.fire_timers();
+            } else if inject {
                 let index = pending.next().expect("peeked");
                 let routed = Routed::new(&self.rules, &events[index], index);
                 let first = routed.first_stop();
@@ -150,18 +156,30 @@ impl Network {
     /// Moves the clock to the next pending offer's due time and fires every customer's timer,
     /// then delivers what that sent, until no offer is pending.
     fn settle(&mut self, rng: &mut ChaCha8Rng) {
-        while let Some(due) = self.customers.values().filter_map(offer_due).min() {
-            self.now = self.now.max(due);
-            for id in self.customers.keys().cloned().collect::<Vec<_>>() {
-                let mut state = self.customers.remove(&id);
-                let effects = customer_timer(&self.rules, &id, &mut state, self.now);
-                if let Some(state) = state {
-                    self.customers.insert(id, state);
-                }
-                self.send(effects);
+        // A day of resends is 29 rounds: a timer that answers nothing must fail, not hang.
+        for _ in 0..1_000 {
+            if !self.fire_timers() {
+                return;
             }
             self.run(&[], &[], rng);
         }
+        panic!("offers still pending after 1,000 rounds of timers");
+    }
+
+    /// Moves the clock to the next pending offer's due time and fires every customer's timer;
+    /// `false` when no offer is pending.
+    fn fire_timers(&mut self) -> bool {
+        let Some(due) = self.customers.values().filter_map(offer_due).min() else { return false };
+        self.now = self.now.max(due);
+        for id in self.customers.keys().cloned().collect::<Vec<_>>() {
+            let mut state = self.customers.remove(&id);
+            let effects = customer_timer(&self.rules, &id, &mut state, self.now);
+            if let Some(state) = state {
+                self.customers.insert(id, state);
+            }
+            self.send(effects);
+        }
+        true
     }
 
     /// Follows merges from `id` to the customer it ends in.
@@ -317,14 +335,15 @@ fn given_linked_events_in_any_arrival_order_then_resolution_matches_the_componen
 }
 
 #[test]
-fn given_offers_and_answers_lost_in_flight_then_resent_offers_still_resolve_to_the_components() {
+fn given_offers_and_answers_lost_or_copied_in_flight_then_resent_offers_still_resolve_to_the_components() {
     let mut lost = 0;
     for seed in 0..300 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let events = people_and_events(&mut rng);
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.shuffle(&mut rng);
-        let mut network = Network { losses_left: 4, loss_chance: 0.5, ..Network::default() };
+        let mut network =
+            Network { losses_left: 4, loss_chance: 0.5, early_timer_chance: 0.05, ..Network::default() };
         network.run(&events, &order, &mut rng);
         network.settle(&mut rng);
         check_against_model(&network, &events, &format!("seed {seed}, {} lost", network.lost));
@@ -361,6 +380,84 @@ fn given_an_offer_whose_answer_was_lost_when_it_is_sent_again_then_the_same_merg
     assert_eq!(network.customers["a-user"].merges.len(), 1);
     assert_eq!(network.customers["b-anon"].merged_into.as_deref(), Some("a-user"));
     check_against_model(&network, &events, "the answer lost once");
+}
+
+#[test]
+fn given_a_copy_of_an_accepted_offer_reaching_a_winner_merged_since_then_it_answers_itself_and_nothing_merges_twice()
+ {
+    let events = [
+        event(0, "b-anon", &[id("anonymous_id", "a1")]),
+        event(1, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]),
+        // Then a-user is merged into 0-x (a smaller id) through the user id.
+        event(2, "0-x", &[id("user_id", "U-1")]),
+    ];
+    let mut network = Network::default();
+    run_to_end(&mut network, &events, &[0]);
+    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
+    while network.customers.get("a-user").is_none_or(|c| c.merges.is_empty()) {
+        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
+        network.deliver(&key);
+    }
+    // a-user accepted; the answer is on its way (held here) while a-user merges into 0-x.
+    let b_anon = Key::Customer("b-anon".into());
+    let answer = network.queues.get_mut(&b_anon).and_then(VecDeque::pop_front).expect("the answer");
+    run_to_end(&mut network, &events, &[2]);
+    assert_eq!(network.customers["a-user"].merged_into.as_deref(), Some("0-x"));
+    // b-anon's timer sends its offer again; then the first answer arrives too.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    assert!(network.fire_timers());
+    network.run(&[], &[], &mut rng);
+    network.queues.entry(b_anon).or_default().push_back(answer);
+    network.run(&[], &[], &mut rng);
+    assert!(
+        network.customers["0-x"].merges.iter().all(|merge| merge.loser != "b-anon"),
+        "0-x merged b-anon a second time: {:?}",
+        network.customers["0-x"].merges
+    );
+    assert_eq!(network.customers["b-anon"].merged_into.as_deref(), Some("a-user"));
+    check_against_model(&network, &events, "a copy reaching a merged winner");
+}
+
+#[test]
+fn given_an_offer_given_up_when_its_acceptance_comes_late_then_what_the_sender_linked_since_goes_to_the_winner()
+ {
+    let events = [
+        event(0, "b-anon", &[id("anonymous_id", "a1")]),
+        event(1, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]),
+        event(2, "b-anon", &[id("email", "b@example.org")]),
+    ];
+    let mut network = Network::default();
+    run_to_end(&mut network, &events, &[0]);
+    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
+    let a_user = Key::Customer("a-user".into());
+    let offer = loop {
+        let offered = matches!(
+            network.queues.get(&a_user).and_then(VecDeque::front),
+            Some(Request::Customer(CustomerRequest::Control(Control::Offer { .. })))
+        );
+        if offered {
+            break network.queues.get_mut(&a_user).and_then(VecDeque::pop_front).expect("the offer");
+        }
+        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
+        network.deliver(&key);
+    };
+    // Every copy lost for a day: given up. Then b-anon links an email.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    network.losses_left = usize::MAX;
+    network.loss_chance = 1.0;
+    network.run(&[], &[], &mut rng);
+    network.settle(&mut rng);
+    network.losses_left = 0;
+    assert_eq!(network.conflicts.len(), 1, "given up: {:?}", network.conflicts);
+    run_to_end(&mut network, &events, &[2]);
+    assert!(network.customers["b-anon"].identifiers.contains_key(&id("email", "b@example.org")));
+    // The first offer arrives at last, a day late.
+    network.queues.entry(a_user).or_default().push_back(offer);
+    network.run(&[], &[], &mut rng);
+    assert_eq!(network.customers["b-anon"].merged_into.as_deref(), Some("a-user"));
+    let a_user = &network.customers["a-user"];
+    assert!(a_user.identifiers.contains_key(&id("email", "b@example.org")), "{:?}", a_user.identifiers);
+    assert_eq!(network.graph[&id("email", "b@example.org")], (Some("a-user".to_owned()), false));
 }
 
 #[test]
@@ -479,6 +576,26 @@ fn given_a_family_email_on_two_card_holders_then_they_stay_apart_and_the_link_is
         assert!(under.contains(&"news-9"), "{under:?}");
     }
     assert_eq!(networks[0].graph, networks[1].graph);
+    // Offers sent again while their answers are on their way, some lost: the same one conflict.
+    for seed in 0..100 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Half the seeds lose nothing: both copies of an offer arrive.
+        let losses_left = if seed % 2 == 0 { 0 } else { 2 };
+        let mut network =
+            Network { losses_left, loss_chance: 0.5, early_timer_chance: 0.3, ..Network::default() };
+        let mut order = vec![0, 1];
+        order.shuffle(&mut rng);
+        order.push(2);
+        // Each event and what it leads to, lost requests sent again included, before the next.
+        for index in order {
+            network.run(&events, &[index], &mut rng);
+            network.settle(&mut rng);
+        }
+        assert!(network.merges.is_empty(), "seed {seed}: {:?}", network.merges);
+        assert_eq!(network.conflicts.len(), 1, "seed {seed}: {:?}", network.conflicts);
+        assert_eq!(network.graph, networks[0].graph, "seed {seed}");
+        assert!(network.customers.values().all(|c| c.offering.is_none() && c.deferred.is_empty()));
+    }
 }
 
 #[test]
