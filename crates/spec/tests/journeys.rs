@@ -21,7 +21,11 @@ use serde_json::json;
 
 const CUSTOMER: &str = "c-j";
 /// 2026-03-02T09:00:00Z, a Monday.
-const BASE: i64 = 1_772_442_000_000;
+/// Where histories start (09:00 UTC): 2026-03-02, and the day before each clock change of the
+/// zones below: New York springs forward on 03-08 (a gap), Berlin on 03-29; Berlin falls back on
+/// 10-25 and New York on 11-01 (local times that happen twice).
+const BASES: [i64; 5] =
+    [1_772_442_000_000, 1_772_874_000_000, 1_774_688_400_000, 1_792_832_400_000, 1_793_437_200_000];
 const HOUR: i64 = 3_600_000;
 /// An engagement with the latest message the journey sent (see [`Kind::Opened`]).
 const LATEST: usize = 99;
@@ -99,8 +103,9 @@ fn step() -> impl Strategy<Value = StepSpec> {
         2 => prop::sample::select(vec![600_000, HOUR, 4 * HOUR, 20 * HOUR]).prop_map(StepSpec::WaitFor),
         2 => (any::<bool>(), prop::sample::select(vec![HOUR, 4 * HOUR, 24 * HOUR]), prop::option::of(2usize..4))
             .prop_map(|(opened, timeout, skip_to)| StepSpec::WaitEvent { opened, timeout, skip_to }),
-        // 02:30 falls into New York's gap on 2026-03-08 (the histories span it).
-        1 => (prop::sample::select(vec!["10:00", "02:30", "00:00", "23:59"]), 0u32..3)
+        // 02:30 falls into the gaps of New York (2026-03-08) and Berlin (03-29) and twice into
+        // Berlin's 10-25; 01:30 twice into New York's 11-01 (see BASES).
+        1 => (prop::sample::select(vec!["10:00", "02:30", "01:30", "00:00", "23:59"]), 0u32..3)
             .prop_map(|(time, days_later)| StepSpec::WaitLocal { time, days_later }),
         2 => (condition(), 2usize..4, prop::option::weighted(0.7, prop::sample::select(vec![HOUR, 10 * HOUR])))
             .prop_map(|(condition, then_ahead, wait_before)| StepSpec::Branch { condition, then_ahead, wait_before }),
@@ -335,11 +340,16 @@ fn kind() -> impl Strategy<Value = Kind> {
     ]
 }
 
-fn history() -> impl Strategy<Value = (Option<&'static str>, Vec<(Kind, i64)>)> {
-    let zone = prop::option::of(prop::sample::select(vec!["UTC", "America/New_York", "Asia/Tokyo"]));
+fn history() -> impl Strategy<Value = (i64, Option<&'static str>, Vec<(Kind, i64)>)> {
+    let zone = prop::option::of(prop::sample::select(vec![
+        "UTC",
+        "America/New_York",
+        "Asia/Tokyo",
+        "Europe/Berlin",
+    ]));
     // Gaps of whole seconds, from a minute to ten hours.
     let events = prop::collection::vec((kind(), 60i64..36_000), 5..25);
-    (zone, events)
+    (prop::sample::select(BASES.to_vec()), zone, events)
 }
 
 /// A product change: after which event (its index), how many seconds later it is appended, of
@@ -428,7 +438,7 @@ proptest! {
     #[test]
     fn the_core_decides_what_the_model_recomputes_from_the_whole_history(
         spec in journey(),
-        (zone, events) in history(),
+        (base, zone, events) in history(),
         changes in catalog(),
     ) {
         let (text, model_journey) = written(&spec);
@@ -444,7 +454,7 @@ proptest! {
         let mut fed: Vec<Record> = Vec::new();
         // Every event at a different millisecond of its second (never 0): no record falls on a
         // timer's instant, which whole-second waits from other records' times would need.
-        let mut at = BASE;
+        let mut at = base;
         let mut timeline: Vec<(serde_json::Value, i64)> = Vec::new();
         if let Some(zone) = zone {
             timeline.push((json!({"type": "traits_updated", "channel": "web", "properties": {"set": {"timezone": zone}, "set_once": {}, "unset": []}}), at + 1));
@@ -489,7 +499,7 @@ proptest! {
                 occurred_at: match change.dated {
                     Dated::FromAppend(seconds) => appended + seconds * 1000,
                     Dated::FromWindowEdge(millis) => {
-                        let viewed = view_times.iter().rev().find(|time| **time < appended).copied().unwrap_or(BASE);
+                        let viewed = view_times.iter().rev().find(|time| **time < appended).copied().unwrap_or(base);
                         viewed + within + millis
                     }
                 },
