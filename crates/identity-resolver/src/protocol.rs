@@ -267,17 +267,17 @@ pub struct CustomerState {
     /// The pending offer's link and when it is sent again (`offering` says to whom).
     #[serde(default)]
     pub offer: Option<PendingOffer>,
-    /// The offers it refused, latest last (at most [`REFUSALS_REMEMBERED`]): a copy sent again
-    /// is refused again without a second conflict, even if what it holds changed since.
+    /// The offers it refused, or accepted before an erasure, latest last (at most
+    /// [`REFUSALS_REMEMBERED`], by [`offer_fingerprint`]: an erased customer keeps no alias id):
+    /// a copy sent again is refused without a second conflict, even if what it holds changed
+    /// since.
     #[serde(default)]
-    pub refused: Vec<RefusedOffer>,
+    pub refused: Vec<u64>,
 }
 
-/// An offer a customer refused: who sent it and the event of its link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefusedOffer {
-    pub from: String,
-    pub event_id: String,
+/// An offer by who sent it and the event of its link.
+pub fn offer_fingerprint(from: &str, event_id: &str) -> u64 {
+    omnistream_runtime::event_id_hash(&format!("{from}\u{0}{event_id}"))
 }
 
 /// Refusals are rare (a conflict each); a copy of an offer comes within a day of the first.
@@ -730,15 +730,18 @@ impl Customer<'_> {
                         if self.state.refused.len() >= REFUSALS_REMEMBERED {
                             self.state.refused.remove(0);
                         }
-                        let event_id = evidence.event_id.clone();
-                        self.state.refused.push(RefusedOffer { from: from.clone(), event_id });
+                        self.state.refused.push(offer_fingerprint(&from, &evidence.event_id));
                         let refused = Control::Refused { by: id, evidence };
                         effects.push(Effect::Customer(from, CustomerRequest::Control(refused)));
                     }
                 }
             }
+            // A late acceptance of an offer given up by a customer erased since: nothing of it
+            // is left to merge.
+            Control::Accepted { .. } if self.state.offer.is_none() && self.state.erased_at.is_some() => {}
             Control::Accepted { merge } => {
-                let given_up = self.state.offer.is_none();
+                // Not the answer to the pending offer, if any: one given up.
+                let given_up = self.state.offer.as_ref().is_none_or(|offer| offer.evidence != merge.evidence);
                 self.state.offering = None;
                 self.state.offer = None;
                 self.state.merged_into = Some(merge.winner.clone());
@@ -800,15 +803,21 @@ impl Customer<'_> {
             let erase = ClaimRequest::Erase { from: id.clone(), evidence: evidence.clone() };
             effects.push(Effect::Claim(identifier, erase));
         }
+        // The offers it answered are answered no from now on: a copy still on its way must not
+        // bring the erased customers' identifiers back, nor be judged anew after a refusal.
+        let mut answered = std::mem::take(&mut self.state.refused);
         for merge in std::mem::take(&mut self.state.merges) {
+            answered.push(offer_fingerprint(&merge.loser, &merge.evidence.event_id));
             let purge = Control::Purge { evidence: evidence.clone() };
             effects.push(Effect::Customer(merge.loser, CustomerRequest::Control(purge)));
         }
+        answered.drain(..answered.len().saturating_sub(REFUSALS_REMEMBERED));
         // Erased again: the horizon already running (or the one the stage sets for a later
         // erasure) still ends the memory.
         let erased_at = self.state.erased_at.max(Some(evidence.occurred_at));
         let forget_erasure_at = self.state.forget_erasure_at;
-        *self.state = CustomerState { erased_at, forget_erasure_at, ..CustomerState::default() };
+        *self.state =
+            CustomerState { erased_at, forget_erasure_at, refused: answered, ..CustomerState::default() };
     }
 
     /// An offer this customer answered already (the sender sent it again: the answer was lost, or
@@ -817,12 +826,7 @@ impl Customer<'_> {
     fn answer_again<E>(&mut self, from: &str, evidence: &Evidence, effects: &mut Vec<Effect<E>>) -> bool {
         let answer = if let Some(merge) = self.state.merges.iter().find(|merge| merge.loser == from) {
             Control::Accepted { merge: merge.clone() }
-        } else if self
-            .state
-            .refused
-            .iter()
-            .any(|refused| refused.from == from && refused.event_id == evidence.event_id)
-        {
+        } else if self.state.refused.contains(&offer_fingerprint(from, &evidence.event_id)) {
             Control::Refused { by: self.id.to_owned(), evidence: evidence.clone() }
         } else {
             return false;

@@ -484,6 +484,8 @@ impl Processor for Customers {
             && current.forget_erasure_at.is_some_and(|at| at <= now.timestamp_millis())
         {
             (current.erased_at, current.forget_erasure_at) = (None, None);
+            // What the erasure left to answer copies with: they come within a day.
+            current.refused.clear();
             if *current == CustomerState::default() {
                 *state = None;
             }

@@ -461,6 +461,42 @@ fn given_an_offer_given_up_when_its_acceptance_comes_late_then_what_the_sender_l
 }
 
 #[test]
+fn given_a_winner_erased_between_two_copies_of_an_accepted_offer_then_the_second_is_refused_and_nothing_comes_back()
+ {
+    let events = [
+        at_second(event(0, "b-anon", &[id("anonymous_id", "a1")]), 0),
+        at_second(event(1, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]), 100),
+        // Dated before the link: the link's copies are not refused for being older.
+        at_second(erasure(2, "a-user"), 90),
+    ];
+    let mut network = Network::default();
+    run_to_end(&mut network, &events, &[0]);
+    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
+    while network.customers.get("a-user").is_none_or(|c| c.merges.is_empty()) {
+        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
+        network.deliver(&key);
+    }
+    // The acceptance on its way, b-anon's timer sends a copy; a-user's erasure goes first.
+    let b_anon = Key::Customer("b-anon".into());
+    let answer = network.queues.get_mut(&b_anon).and_then(VecDeque::pop_front).expect("the answer");
+    assert!(matches!(answer, Request::Customer(CustomerRequest::Control(Control::Accepted { .. }))));
+    assert!(network.fire_timers());
+    network.send(vec![Routed::new(&network.rules, &events[2], 2).first_stop()]);
+    let a_user = Key::Customer("a-user".into());
+    let erasure_request = network.queues.get_mut(&a_user).and_then(VecDeque::pop_back).expect("erasure");
+    network.queues.get_mut(&a_user).expect("queue").push_front(erasure_request);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    network.run(&[], &[], &mut rng);
+    network.queues.entry(b_anon).or_default().push_back(answer);
+    network.run(&[], &[], &mut rng);
+    assert!(network.conflicts.is_empty(), "{:?}", network.conflicts);
+    let all = [id("anonymous_id", "a1"), id("user_id", "U-1"), id(CUSTOMER_ID, "b-anon")];
+    let left = remembered(&network, &all, &["a-user", "b-anon"]);
+    assert!(left.is_empty(), "the copy brought back: {left:#?}");
+    assert!(network.merges.is_empty(), "the erased b-anon merged late: {:?}", network.merges);
+}
+
+#[test]
 fn given_every_offer_lost_then_it_is_given_up_after_a_day_with_a_conflict_and_the_deferred_requests_go_on() {
     let events = [
         event(0, "b-anon", &[id("anonymous_id", "a1")]),
@@ -692,9 +728,11 @@ fn remembered(network: &Network, identifiers: &[Identifier], customers: &[&str])
         }
     }
     for customer in customers {
-        // When it was erased is all an erased id may keep (until the horizon).
+        // When it was erased, and the fingerprints of offers it answered (no id), is all an
+        // erased id may keep (until the horizon).
         let forgotten = |state: &CustomerState| {
-            CustomerState { erased_at: None, ..state.clone() } == CustomerState::default()
+            CustomerState { erased_at: None, refused: Vec::new(), ..state.clone() }
+                == CustomerState::default()
         };
         if let Some(state) = network.customers.get(*customer).filter(|state| !forgotten(state)) {
             left.push(format!("customer {customer}: {state:?}"));
