@@ -352,6 +352,22 @@ fn given_offers_and_answers_lost_or_copied_in_flight_then_resent_offers_still_re
     assert!(lost > 100, "the test loses requests: {lost}");
 }
 
+/// Runs `events[0]` (b-anon's), then `events[1]` (a-user's, linking b-anon's identifier) until
+/// a-user accepted b-anon's offer, and takes the acceptance out of b-anon's queue.
+fn held_acceptance(network: &mut Network, events: &[TouchpointEvent]) -> Request {
+    run_to_end(network, events, &[0]);
+    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
+    while network.customers.get("a-user").is_none_or(|c| c.merges.is_empty()) {
+        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
+        network.deliver(&key);
+    }
+    let answer = network.queues.get_mut(&Key::Customer("b-anon".into())).and_then(VecDeque::pop_front);
+    match answer {
+        Some(answer @ Request::Customer(CustomerRequest::Control(Control::Accepted { .. }))) => answer,
+        other => panic!("not the acceptance: {other:?}"),
+    }
+}
+
 #[test]
 fn given_an_offer_whose_answer_was_lost_when_it_is_sent_again_then_the_same_merge_is_answered_once_more() {
     let events = [
@@ -359,15 +375,8 @@ fn given_an_offer_whose_answer_was_lost_when_it_is_sent_again_then_the_same_merg
         event(1, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]),
     ];
     let mut network = Network::default();
-    run_to_end(&mut network, &events, &[0]);
-    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
-    // Deliver until a-user accepted; lose the answer.
-    while network.customers.get("a-user").is_none_or(|c| c.merges.is_empty()) {
-        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
-        network.deliver(&key);
-    }
-    let answer = network.queues.get_mut(&Key::Customer("b-anon".into())).and_then(VecDeque::pop_front);
-    assert!(matches!(answer, Some(Request::Customer(CustomerRequest::Control(Control::Accepted { .. })))));
+    // a-user accepted; lose the answer.
+    held_acceptance(&mut network, &events);
     run_to_end(&mut network, &events, &[]);
     let due = offer_due(&network.customers["b-anon"]).expect("b-anon waits for its answer");
     // Not before it is due.
@@ -392,15 +401,9 @@ fn given_a_copy_of_an_accepted_offer_reaching_a_winner_merged_since_then_it_answ
         event(2, "0-x", &[id("user_id", "U-1")]),
     ];
     let mut network = Network::default();
-    run_to_end(&mut network, &events, &[0]);
-    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
-    while network.customers.get("a-user").is_none_or(|c| c.merges.is_empty()) {
-        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
-        network.deliver(&key);
-    }
     // a-user accepted; the answer is on its way (held here) while a-user merges into 0-x.
+    let answer = held_acceptance(&mut network, &events);
     let b_anon = Key::Customer("b-anon".into());
-    let answer = network.queues.get_mut(&b_anon).and_then(VecDeque::pop_front).expect("the answer");
     run_to_end(&mut network, &events, &[2]);
     assert_eq!(network.customers["a-user"].merged_into.as_deref(), Some("0-x"));
     // b-anon's timer sends its offer again; then the first answer arrives too.
@@ -470,16 +473,9 @@ fn given_a_winner_erased_between_two_copies_of_an_accepted_offer_then_the_second
         at_second(erasure(2, "a-user"), 90),
     ];
     let mut network = Network::default();
-    run_to_end(&mut network, &events, &[0]);
-    network.send(vec![Routed::new(&network.rules, &events[1], 1).first_stop()]);
-    while network.customers.get("a-user").is_none_or(|c| c.merges.is_empty()) {
-        let key = network.queues.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).expect("busy");
-        network.deliver(&key);
-    }
     // The acceptance on its way, b-anon's timer sends a copy; a-user's erasure goes first.
+    let answer = held_acceptance(&mut network, &events);
     let b_anon = Key::Customer("b-anon".into());
-    let answer = network.queues.get_mut(&b_anon).and_then(VecDeque::pop_front).expect("the answer");
-    assert!(matches!(answer, Request::Customer(CustomerRequest::Control(Control::Accepted { .. }))));
     assert!(network.fire_timers());
     network.send(vec![Routed::new(&network.rules, &events[2], 2).first_stop()]);
     let a_user = Key::Customer("a-user".into());
