@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on the local broker. Starts identity-resolver's three stages, the
+# `make demo`: the whole pipeline on the local broker. Starts identity-resolver's two stages, the
 # five services (reading the resolved events, the four older ones with their handoff topics), the
 # ingest-gateway and the customer-api, publishes simulated customers through the gateway over
 # HTTP, shows a live view of a few customers through the customer-api, then one person across a
@@ -65,7 +65,7 @@ trap 'exit 143' TERM
 start() {
   local name="$1"; shift
   local binary="$name"
-  # identity-router, identity-claims, identity-customers: `identity-resolver router|claims|customers`.
+  # identity-claims, identity-customers: `identity-resolver claims|customers`.
   if [[ "$name" == identity-* ]]; then
     binary=identity-resolver
     set -- "${name#identity-}" "$@"

@@ -1,4 +1,4 @@
-//! `make bench`, identity-resolver: its three stages draining a preloaded input on which 10 % of
+//! `make bench`, identity-resolver: its two stages draining a preloaded input on which 10 % of
 //! the events carry a new link, against the pass-through baseline on the same input; the latency
 //! from a send to the resolved event under a fixed load; the memory of its stages with every
 //! customer of the input in their state.
@@ -50,7 +50,8 @@ fn with_links(events: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
 
 /// The resolver's topics and command lines.
 struct Stages {
-    router_group: String,
+    /// The customer stage's group: the one that reads the producers' events.
+    events_group: String,
     resolved: String,
     /// (stage name, arguments), in start order.
     commands: Vec<(&'static str, Vec<String>)>,
@@ -71,9 +72,11 @@ impl Stages {
             }
         }
         let mut commands = Vec::new();
-        let mut router_group = String::new();
+        let mut events_group = String::new();
         let mut admin_ports = Vec::new();
-        for (stage, subcommand) in IDENTITY_STAGES.iter().zip(["router", "claims", "customers"]) {
+        for stage in IDENTITY_STAGES {
+            // `identity-claims` runs as `identity-resolver claims`.
+            let subcommand = stage.name.trim_start_matches("identity-");
             let (changelog, group) =
                 (topic(&format!("{subcommand}-state")), topic(&format!("{subcommand}-group")));
             requests.push(TopicRequest::compacted(&changelog, args.partitions, 1));
@@ -95,17 +98,17 @@ impl Stages {
                 let (_, name) = outputs.iter().find(|(role, _)| *role == output.role).expect("created");
                 command.extend([output.flag.to_owned(), name.clone()]);
             }
-            if subcommand == "router" {
-                router_group = group;
+            if subcommand == "customers" {
+                events_group = group;
             }
             commands.push((stage.name, command));
         }
         create_test_topics(&requests).await;
         let resolved = outputs.into_iter().find(|(role, _)| *role == "resolved").expect("resolved").1;
-        Self { router_group, resolved, commands, admin_ports }
+        Self { events_group, resolved, commands, admin_ports }
     }
 
-    /// Starts the three stages and waits until each is ready.
+    /// Starts the stages and waits until each is ready.
     fn spawn(&self, label: &str) -> anyhow::Result<Vec<ServiceProcess>> {
         let binary = binary("identity-resolver")?;
         let processes: Vec<ServiceProcess> = self
@@ -128,7 +131,7 @@ impl Stages {
     }
 }
 
-/// A drain of the three stages: from the first resolved record to the last, once the router
+/// A drain of the stages: from the first resolved record to the last, once the customer stage
 /// read the whole input and the resolved topic stopped growing (merges settled).
 struct Resolution {
     events_per_second: f64,
@@ -172,7 +175,7 @@ fn time_resolution(
             (last_end, last_change) = (end, Instant::now());
         }
         if last_change.elapsed() >= SETTLED
-            && committed_sum(&stages.router_group, input, args.partitions) >= input_end
+            && committed_sum(&stages.events_group, input, args.partitions) >= input_end
         {
             let seconds = first_output
                 .map(|first| last_change.duration_since(first))
@@ -221,18 +224,18 @@ pub async fn resolver_rows(args: &Args, watermarks: &BaseConsumer) -> anyhow::Re
     drop(load_processes);
     let merges = merge_latency(args).await?;
 
-    let [router, claims, customers] = drain.peak_rss[..] else { anyhow::bail!("three stages") };
+    let [claims, customers] = drain.peak_rss[..] else { anyhow::bail!("two stages") };
     let cpu: Vec<String> = drain.cpu_seconds.iter().map(|seconds| format!("{seconds:.1}")).collect();
     let per_100k = |bytes: u64| mib(bytes) * 100_000.0 / f64::from(args.customers);
     Ok(vec![
         row(
-            "identity-resolver (3 stages, 10 % new links, 0.5 % merges), events/s",
+            "identity-resolver (2 stages, 10 % new links, 0.5 % merges), events/s",
             format!("{:.0} ({:.1} s)", drain.events_per_second, drain.seconds),
             "",
             None,
         ),
         row(
-            "identity-resolver, CPU seconds of the drain, router / claims / customers (2 cores)",
+            "identity-resolver, CPU seconds of the drain, claims / customers (2 cores)",
             cpu.join(" / "),
             "",
             None,
@@ -265,11 +268,8 @@ pub async fn resolver_rows(args: &Args, watermarks: &BaseConsumer) -> anyhow::Re
             Some(latency.delivered == latency.offered),
         ),
         row(
-            &format!(
-                "identity-resolver, peak RSS router / claims / customers ({} customers)",
-                args.customers
-            ),
-            format!("{:.0} / {:.0} / {:.0} MiB", mib(router), mib(claims), mib(customers)),
+            &format!("identity-resolver, peak RSS claims / customers ({} customers)", args.customers),
+            format!("{:.0} / {:.0} MiB", mib(claims), mib(customers)),
             "",
             None,
         ),

@@ -1,6 +1,6 @@
 //! `identity-resolver`: one canonical customer across cookies, logins, emails, phones and cards
-//! (docs/identity.md). One binary, three stages, each its own process kind:
-//! `identity-resolver router|claims|customers`.
+//! (docs/identity.md). One binary, two stages, each its own process kind:
+//! `identity-resolver claims|customers`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +9,8 @@ use clap::{Parser, Subcommand};
 use omnistream_identity_resolver::IdentityRules;
 use omnistream_identity_resolver::stages::{
     CONFLICTS_OUTPUT, CUSTOMERS_OUTPUT, Claims, Customers, IDENTITY_OUTPUT, REQUESTS_OUTPUT, RESOLVED_OUTPUT,
-    Router,
 };
-use omnistream_model::services::{IDENTITY_CLAIMS, IDENTITY_CUSTOMERS, IDENTITY_ROUTER};
+use omnistream_model::services::{IDENTITY_CLAIMS, IDENTITY_CUSTOMERS};
 use omnistream_model::topics;
 use omnistream_runtime::{RuntimeArgs, ServiceInfo, run_service};
 
@@ -24,15 +23,6 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Stage {
-    /// Re-keys the producers' events (`--input-topic`) by their strongest identifier.
-    Router {
-        #[command(flatten)]
-        runtime: RuntimeArgs,
-        #[command(flatten)]
-        topics: InternalTopics,
-        #[command(flatten)]
-        rules: RulesArg,
-    },
     /// Owns each identifier: the first claim wins. Reads `--requests-topic` (its input flag is
     /// ignored: it reads what it writes).
     Claims {
@@ -42,7 +32,8 @@ enum Stage {
         topics: InternalTopics,
     },
     /// Each canonical customer: identifiers, merges, conflicts; publishes the resolved events.
-    /// Reads `--customers-topic`.
+    /// Reads the producers' events (`--input-topic`) and its own requests (`--customers-topic`,
+    /// with as many partitions).
     Customers {
         #[command(flatten)]
         runtime: RuntimeArgs,
@@ -96,16 +87,6 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn main() -> ExitCode {
     match Args::parse().stage {
-        Stage::Router { runtime, topics, rules } => {
-            let rules = match rules.load() {
-                Ok(rules) => rules,
-                Err(code) => return code,
-            };
-            let service = ServiceInfo::registered(&IDENTITY_ROUTER, VERSION)
-                .with_output(REQUESTS_OUTPUT, topics.requests_topic)
-                .with_output(CUSTOMERS_OUTPUT, topics.customers_topic);
-            run_service(service, runtime, Router { rules })
-        }
         Stage::Claims { mut runtime, topics } => {
             runtime.input_topic.clone_from(&topics.requests_topic);
             let service = ServiceInfo::registered(&IDENTITY_CLAIMS, VERSION)
@@ -113,12 +94,11 @@ fn main() -> ExitCode {
                 .with_output(CUSTOMERS_OUTPUT, topics.customers_topic);
             run_service(service, runtime, Claims)
         }
-        Stage::Customers { mut runtime, topics, rules, resolved_topic, conflicts_topic, identity_topic } => {
+        Stage::Customers { runtime, topics, rules, resolved_topic, conflicts_topic, identity_topic } => {
             let rules = match rules.load() {
                 Ok(rules) => rules,
                 Err(code) => return code,
             };
-            runtime.input_topic.clone_from(&topics.customers_topic);
             let service = ServiceInfo::registered(&IDENTITY_CUSTOMERS, VERSION)
                 .with_output(REQUESTS_OUTPUT, topics.requests_topic)
                 .with_output(CUSTOMERS_OUTPUT, topics.customers_topic)

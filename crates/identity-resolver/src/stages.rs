@@ -1,8 +1,8 @@
-//! identity-resolver's three stages as runtime processors (docs/identity.md, "Stages"): each is
+//! identity-resolver's two stages as runtime processors (docs/identity.md, "Stages"): each is
 //! exactly once on its own (its own consumer group, changelog and transactions), and they talk
-//! through two internal topics that each stage both reads and writes: the claim stage's
-//! `identity.requests.v1` keyed by identifier, the customer stage's `identity.customers.v1` keyed
-//! by canonical id.
+//! through two internal topics: the claim stage's `identity.requests.v1` keyed by identifier,
+//! which it reads and writes, and the customer stage's `identity.customers.v1` keyed by canonical
+//! id, its feedback topic beside the producers' events (keyed by the same customer ids).
 
 use chrono::{DateTime, Utc};
 use omnistream_model::records::{
@@ -117,11 +117,11 @@ impl InputEvent for ClaimInput {
     }
 }
 
-/// A customer stage record as its processor reads it, with the event it carries decoded when it
-/// is to be published under another customer than its producer's (its `customer_id` rewritten):
-/// an event this build cannot read is then dead-lettered with its code (by the runtime). An
-/// event that stays its producer's customer's (most) is published as the producer wrote it,
-/// which the router had validated.
+/// A customer stage request (`identity.customers.v1`) as its processor reads it, with the event
+/// it carries decoded when it is to be published under another customer than its producer's (its
+/// `customer_id` rewritten): an event this build cannot read is then dead-lettered with its code
+/// (by the runtime). An event that stays its producer's customer's is published as the producer
+/// wrote it, which the customer stage had validated when it read it from the events.
 #[derive(Debug, Clone)]
 pub struct CustomerInput {
     pub message: CustomerMessage,
@@ -295,12 +295,13 @@ fn conflict_record(conflict: Conflict) -> IdentityConflict {
     }
 }
 
-/// A producer's event as the router reads it: any valid event but `customers_merged`, which only
-/// the resolver writes (a forged one would move a customer's state to whoever it names).
+/// A producer's event as the customer stage reads it: any valid event but `customers_merged`,
+/// which only the resolver writes (a forged one would move a customer's state to whoever it
+/// names).
 #[derive(Debug, Clone)]
 pub struct ProducerEvent {
     pub event: TouchpointEvent,
-    /// As the producer wrote it: carried on to the customer stage as it is (no encoding again).
+    /// As the producer wrote it: carried on to a claim and published as it is (no encoding again).
     bytes: EventBytes,
 }
 
@@ -334,52 +335,7 @@ impl InputEvent for ProducerEvent {
     }
 }
 
-/// Stage 1: re-keys each producer event to where it is resolved (its strongest identifier's
-/// claim), or straight to its customer when nothing of it links.
-#[derive(Debug, Clone, Default)]
-pub struct Router {
-    pub rules: IdentityRules,
-}
-
-impl Processor for Router {
-    type Input = ProducerEvent;
-    /// Only that the customer was seen: the runtime keeps its recent event ids with it, so a
-    /// producer's retry stops here.
-    type State = ();
-    type Record = StageRecord;
-    const OUTPUTS: &'static [&'static str] = &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT];
-
-    fn apply(
-        &self,
-        state: &mut Option<()>,
-        ProducerEvent { event, bytes }: &ProducerEvent,
-        _now: DateTime<Utc>,
-    ) -> Vec<Output<StageRecord>> {
-        *state = Some(());
-        outputs(vec![Routed::new(&self.rules, event, bytes.clone()).first_stop()], None)
-    }
-
-    fn count_domain_events(
-        &self,
-        input: Option<&ProducerEvent>,
-        _outputs: &[Output<StageRecord>],
-        count: &mut dyn FnMut(&'static str),
-    ) {
-        let Some(ProducerEvent { event, .. }) = input else { return };
-        if event.identifiers.is_empty() {
-            return;
-        }
-        for (_, skipped) in self.rules.sort(event).skipped {
-            count(match skipped {
-                Skipped::Blocked(_) => "identifier_blocked",
-                Skipped::UnknownType => "identifier_unknown_type",
-                Skipped::Malformed(_) => "identifier_malformed",
-            });
-        }
-    }
-}
-
-/// Stage 2: the owner of each identifier.
+/// The claim stage: the owner of each identifier.
 #[derive(Debug, Clone, Default)]
 pub struct Claims;
 
@@ -422,7 +378,64 @@ impl Processor for Claims {
     }
 }
 
-/// Stage 3: each canonical customer's identifiers and merges; publishes the resolved events.
+/// What the customer stage reads: the producers' events (its events topic, keyed by the
+/// producer's `customer_id`) and its own requests (its feedback topic, keyed by canonical id).
+#[derive(Debug, Clone)]
+pub enum CustomerStageInput {
+    Producer(ProducerEvent),
+    Request(CustomerInput),
+}
+
+impl InputEvent for CustomerStageInput {
+    fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+        ProducerEvent::decode(bytes, now).map(Self::Producer)
+    }
+
+    fn decode_feedback(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+        CustomerInput::decode(bytes, now).map(Self::Request)
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Self::Producer(producer) => producer.key(),
+            Self::Request(request) => request.key(),
+        }
+    }
+
+    fn event_id(&self) -> &str {
+        match self {
+            Self::Producer(producer) => producer.event_id(),
+            Self::Request(request) => request.event_id(),
+        }
+    }
+
+    /// A producer's retry stops here (the runtime's dedupe per producer customer); requests are
+    /// written in the stages' own transactions, never retried, and one event causes several.
+    fn deduped(&self) -> bool {
+        matches!(self, Self::Producer(_))
+    }
+
+    fn occurred_at_millis(&self) -> i64 {
+        match self {
+            Self::Producer(producer) => producer.occurred_at_millis(),
+            Self::Request(request) => request.occurred_at_millis(),
+        }
+    }
+
+    /// A producer's erasure: the runtime then drops the producer customer's earlier events that
+    /// come late, as it does for every service (the protocol erases the identity state itself).
+    fn is_erasure(&self) -> bool {
+        match self {
+            Self::Producer(producer) => producer.is_erasure(),
+            Self::Request(_) => false,
+        }
+    }
+}
+
+/// The customer stage: each canonical customer's identifiers and merges; publishes the resolved
+/// events. A producer's event with an identifier to resolve goes to its strongest identifier's
+/// claim first; one with none (most) is resolved here at once, under its own customer (or the
+/// one that customer was merged into).
 #[derive(Debug, Clone, Default)]
 pub struct Customers {
     pub rules: IdentityRules,
@@ -431,6 +444,21 @@ pub struct Customers {
 }
 
 impl Customers {
+    /// A request to `customer_id`, applied to its state.
+    fn request(
+        &self,
+        state: &mut Option<CustomerState>,
+        customer_id: &str,
+        request: CustomerRequest<EventBytes>,
+        event: Option<&TouchpointEvent>,
+        now: DateTime<Utc>,
+    ) -> Vec<Output<StageRecord>> {
+        let erased_before = state.as_ref().and_then(|current| current.erased_at);
+        let effects = customer(&self.rules, customer_id, state, request, now.timestamp_millis());
+        self.remember_erasure(state, erased_before, now);
+        outputs(effects, event)
+    }
+
     /// An erasure just applied is remembered for the horizon from now.
     fn remember_erasure(
         &self,
@@ -448,11 +476,14 @@ impl Customers {
 }
 
 impl Processor for Customers {
-    type Input = CustomerInput;
+    type Input = CustomerStageInput;
     type State = CustomerState;
     type Record = StageRecord;
     const OUTPUTS: &'static [&'static str] =
         &[REQUESTS_OUTPUT, CUSTOMERS_OUTPUT, RESOLVED_OUTPUT, CONFLICTS_OUTPUT, IDENTITY_OUTPUT];
+    const FEEDBACK: Option<&'static str> = Some(CUSTOMERS_OUTPUT);
+    /// Most customers keep no state here (their events pass on), but their retries must stop.
+    const DEDUPE_WITHOUT_STATE: bool = true;
     /// 2: `erased_at` and `forget_erasure_at`; 3: `offer` (an earlier build cannot read them:
     /// it says so).
     const STATE_VERSION: u8 = 3;
@@ -460,14 +491,22 @@ impl Processor for Customers {
     fn apply(
         &self,
         state: &mut Option<CustomerState>,
-        input: &CustomerInput,
+        input: &CustomerStageInput,
         now: DateTime<Utc>,
     ) -> Vec<Output<StageRecord>> {
-        let CustomerMessage { customer_id, request } = input.message.clone();
-        let erased_before = state.as_ref().and_then(|current| current.erased_at);
-        let effects = customer(&self.rules, &customer_id, state, request, now.timestamp_millis());
-        self.remember_erasure(state, erased_before, now);
-        outputs(effects, input.event.as_ref())
+        match input {
+            CustomerStageInput::Producer(ProducerEvent { event, bytes }) => {
+                match Routed::new(&self.rules, event, bytes.clone()).first_stop() {
+                    Effect::Customer(customer_id, request) => {
+                        self.request(state, &customer_id, request, Some(event), now)
+                    }
+                    claim => outputs(vec![claim], None),
+                }
+            }
+            CustomerStageInput::Request(CustomerInput { message, event }) => {
+                self.request(state, &message.customer_id, message.request.clone(), event.as_ref(), now)
+            }
+        }
     }
 
     fn next_timer(&self, state: &CustomerState) -> Option<DateTime<Utc>> {
@@ -499,10 +538,21 @@ impl Processor for Customers {
 
     fn count_domain_events(
         &self,
-        input: Option<&CustomerInput>,
+        input: Option<&CustomerStageInput>,
         outputs: &[Output<StageRecord>],
         count: &mut dyn FnMut(&'static str),
     ) {
+        if let Some(CustomerStageInput::Producer(ProducerEvent { event, .. })) = input
+            && !event.identifiers.is_empty()
+        {
+            for (_, skipped) in self.rules.sort(event).skipped {
+                count(match skipped {
+                    Skipped::Blocked(_) => "identifier_blocked",
+                    Skipped::UnknownType => "identifier_unknown_type",
+                    Skipped::Malformed(_) => "identifier_malformed",
+                });
+            }
+        }
         for output in outputs {
             match &output.value {
                 Some(StageRecord::Event(event))
@@ -586,23 +636,15 @@ mod tests {
             ByteBuf::from(encode_event(&erasure).expect("encodes")),
         );
         let message = CustomerMessage { customer_id: "U-1".into(), request: CustomerRequest::Event(routed) };
-        let input =
-            CustomerInput::decode(&rmp_serde::to_vec(&message).expect("serializes"), now).expect("decodes");
+        let bytes = rmp_serde::to_vec(&message).expect("serializes");
+        let input = CustomerStageInput::decode_feedback(&bytes, now).expect("decodes");
         let mut state = None;
         customers.apply(&mut state, &input, now);
         let remembered = state.as_ref().expect("the erasure is remembered");
         assert_eq!(remembered.erased_at, Some(long_ago.timestamp_millis()));
         assert_eq!(customers.next_timer(remembered), Some(now + chrono::Duration::days(30)));
         // The same erasure again (a retry under a new id) keeps the running horizon.
-        let again = CustomerInput::decode(
-            &rmp_serde::to_vec(&CustomerMessage {
-                customer_id: "U-1".into(),
-                request: input.message.request.clone(),
-            })
-            .expect("serializes"),
-            now,
-        )
-        .expect("decodes");
+        let again = CustomerStageInput::decode_feedback(&bytes, now).expect("decodes");
         customers.apply(&mut state, &again, now + chrono::Duration::days(1));
         let remembered = state.as_ref().expect("remembered");
         assert_eq!(customers.next_timer(remembered), Some(now + chrono::Duration::days(30)));
@@ -624,7 +666,7 @@ mod tests {
             evidence,
         };
         let message = CustomerMessage { customer_id: "c-2".into(), request: CustomerRequest::Control(link) };
-        let input = CustomerInput { message, event: None };
+        let input = CustomerStageInput::Request(CustomerInput { message, event: None });
         let mut state = None;
         let offered = customers.apply(&mut state, &input, now);
         let is_offer_to_c1 = |output: &Output<StageRecord>| {
@@ -688,11 +730,11 @@ mod tests {
                 Identifier::new("email", "ann@example.com"),
             ],
         };
-        let router = Router::default();
+        let customers = Customers::default();
         let mut state = None;
-        let input = ProducerEvent::decode(&encode_event(&event).expect("encodes"), at).expect("valid");
-        let routed = router.apply(&mut state, &input, at);
-        assert_eq!(counted(&router, &input, &routed), ["identifier_blocked"]);
+        let input = CustomerStageInput::decode(&encode_event(&event).expect("encodes"), at).expect("valid");
+        let routed = customers.apply(&mut state, &input, at);
+        assert_eq!(counted(&customers, &input, &routed), ["identifier_blocked"]);
 
         let evidence = Evidence { event_id: "e-1".into(), occurred_at: 0, channel: Channel::Web };
         let attach = |control| {
@@ -721,18 +763,82 @@ mod tests {
             identifier,
             evidence: evidence.clone(),
         };
-        let customer_input = CustomerInput {
+        let customer_input = CustomerStageInput::Request(CustomerInput {
             message: CustomerMessage {
                 customer_id: "c-2".into(),
                 request: CustomerRequest::Control(Control::Accepted { merge: merge.clone() }),
             },
             event: None,
-        };
+        });
         let published = vec![
             Output::rekeyed(RESOLVED_OUTPUT, "c-2".into(), Some(StageRecord::Event(merged_event(merge)))),
             Output::rekeyed(RESOLVED_OUTPUT, "c-2".into(), Some(StageRecord::Event(event))),
             Output::rekeyed(IDENTITY_OUTPUT, "c-3".into(), None),
         ];
-        assert_eq!(counted(&Customers::default(), &customer_input, &published), ["merge", "identity_erased"]);
+        assert_eq!(counted(&customers, &customer_input, &published), ["merge", "identity_erased"]);
+    }
+
+    fn page_view(event_id: &str, customer_id: &str, identifiers: Vec<Identifier>) -> TouchpointEvent {
+        TouchpointEvent {
+            event_id: event_id.into(),
+            customer_id: customer_id.into(),
+            occurred_at: DateTime::from_timestamp(1_795_000_000, 0).expect("time"),
+            channel: Channel::Web,
+            source: None,
+            payload: EventPayload::PageViewed { url: "/".into() },
+            context: BTreeMap::new(),
+            identifiers,
+        }
+    }
+
+    #[test]
+    fn given_a_producer_event_then_the_customer_stage_resolves_it_at_once_or_sends_it_to_its_claim() {
+        let customers = Customers::default();
+        let at = DateTime::from_timestamp(1_795_000_000, 0).expect("time");
+        let read = |event: &TouchpointEvent| {
+            let bytes = encode_event(event).expect("encodes");
+            (CustomerStageInput::decode(&bytes, at).expect("valid"), bytes)
+        };
+        // No identifier but its customer's: published under it at once, as the producer wrote it.
+        let (plain, bytes) = read(&page_view("e-1", "c-7", Vec::new()));
+        let mut state = None;
+        let outputs = customers.apply(&mut state, &plain, at);
+        let [resolved] = outputs.as_slice() else { panic!("{outputs:?}") };
+        assert_eq!((resolved.role, resolved.key.as_str()), (RESOLVED_OUTPUT, "c-7"));
+        assert_eq!(resolved.value.as_ref().map(OutputRecord::encode), Some(bytes.clone()));
+        assert!(plain.deduped() && !plain.is_erasure());
+        // An email: the event waits for the email's owner, at its claim.
+        let (linked, _) = read(&page_view("e-2", "c-7", vec![Identifier::new("email", "ann@example.com")]));
+        let outputs = customers.apply(&mut state, &linked, at);
+        let [claim] = outputs.as_slice() else { panic!("{outputs:?}") };
+        assert_eq!((claim.role, claim.key.as_str()), (REQUESTS_OUTPUT, "email:ann@example.com"));
+        assert_eq!(state, None, "a customer with nothing linked keeps no state");
+        // A request the stage wrote to itself is never taken for a producer's retry.
+        let request = CustomerMessage {
+            customer_id: "c-7".into(),
+            request: CustomerRequest::Control(Control::Attach {
+                identifier: Identifier::new("email", "ann@example.com"),
+                evidence: Evidence { event_id: "e-2".into(), occurred_at: 0, channel: Channel::Web },
+            }),
+        };
+        let feedback = rmp_serde::to_vec(&request).expect("serializes");
+        let attached = CustomerStageInput::decode_feedback(&feedback, at).expect("decodes");
+        assert!(!attached.deduped());
+        customers.apply(&mut state, &attached, at);
+        assert!(state.is_some_and(|state| state.identifiers.len() == 1));
+        // Neither door reads the other's records: a request on the events topic is not an event.
+        assert!(CustomerStageInput::decode(&feedback, at).is_err());
+        assert!(CustomerStageInput::decode_feedback(&bytes, at).is_err());
+    }
+
+    #[test]
+    fn given_a_producer_retry_of_an_event_that_left_no_state_then_the_runtime_still_drops_it() {
+        let mut stage = omnistream_runtime::testing::ProcessorTest::new(Customers::default());
+        let event = page_view("e-1", "c-7", Vec::new());
+        assert_eq!(stage.when(&event).values(RESOLVED_OUTPUT).len(), 1);
+        assert_eq!(stage.state("c-7"), None, "nothing linked: no state");
+        let retry =
+            TouchpointEvent { occurred_at: event.occurred_at + chrono::Duration::seconds(1), ..event };
+        assert!(stage.when(&retry).records.is_empty(), "the retry is dropped by its id");
     }
 }

@@ -1,4 +1,4 @@
-//! The three stages on the real broker, SIGKILLed at random moments while linked events flow
+//! The two stages on the real broker, SIGKILLed at random moments while linked events flow
 //! through them, some sent twice (producer retries). The oracle is the union-find model
 //! (`model/`), not the resolver: every event is published once, under a customer whose merges
 //! (read back from the resolved topic) end at its component's smallest customer id; each
@@ -93,7 +93,7 @@ impl Stage {
     }
 }
 
-/// The resolver's topics (fresh) and its three stages' command lines.
+/// The resolver's topics (fresh) and its two stages' command lines.
 struct Resolver {
     events: String,
     dlq: String,
@@ -102,12 +102,13 @@ struct Resolver {
     resolved: String,
     conflicts: String,
     identity: String,
-    stages: [Stage; 3],
+    stages: [Stage; 2],
 }
 
 impl Resolver {
     async fn create() -> Self {
-        let router_topics = ServiceTopics::create("idr-router", 0).await;
+        // The customer stage reads the producers' events (and its own requests).
+        let customers_topics = ServiceTopics::create("idr-customers", 0).await;
         let [requests, customers, resolved, conflicts, identity] =
             ["idr-requests", "idr-customers", "idr-resolved", "idr-conflicts", "idr-identity"]
                 .map(unique_topic);
@@ -121,15 +122,14 @@ impl Resolver {
             let topics = ServiceTopics {
                 group: unique_topic(&format!("{label}-group")),
                 input: input.to_owned(),
-                dlq: router_topics.dlq.clone(),
+                dlq: customers_topics.dlq.clone(),
                 changelog: unique_topic(&format!("{label}-state")),
                 outputs: Vec::new(),
             };
             (TopicRequest::compacted(&topics.changelog, PARTITIONS, 1), topics)
         };
         let (claims_state, claims_topics) = internal("idr-claims", &requests);
-        let (customers_state, customers_topics) = internal("idr-customers", &customers);
-        create_test_topics(&[claims_state, customers_state]).await;
+        create_test_topics(&[claims_state]).await;
         let links = vec![
             "--requests-topic".to_owned(),
             requests.clone(),
@@ -141,15 +141,14 @@ impl Resolver {
         customer_flags.extend(["--conflicts-topic".to_owned(), conflicts.clone()]);
         customer_flags.extend(["--identity-topic".to_owned(), identity.clone()]);
         Self {
-            events: router_topics.input.clone(),
-            dlq: router_topics.dlq.clone(),
+            events: customers_topics.input.clone(),
+            dlq: customers_topics.dlq.clone(),
             requests,
             customers,
             resolved,
             conflicts,
             identity,
             stages: [
-                Stage { label: "router", topics: router_topics, extra: links.clone() },
                 Stage { label: "claims", topics: claims_topics, extra: links },
                 Stage { label: "customers", topics: customers_topics, extra: customer_flags },
             ],
@@ -180,7 +179,7 @@ async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are
     }
     let producing = produce_at_rate(events_topic.clone(), input, 400);
     let mut running = resolver.spawn(0);
-    // Four rounds: each SIGKILLs one stage, or all three, once the resolved topic grew.
+    // Four rounds: each SIGKILLs one stage, or both, once the resolved topic grew.
     let mut mid_stream = 0;
     for run in 1..=4 {
         let before = end_offsets(resolved);
@@ -196,8 +195,8 @@ async fn linked_events_resolve_to_their_components_exactly_once_while_stages_are
         if end_offsets(resolved) < EVENTS as i64 {
             mid_stream += 1;
         }
-        let victims: Vec<usize> = match rng.random_range(0..4) {
-            3 => vec![0, 1, 2],
+        let victims: Vec<usize> = match rng.random_range(0..3) {
+            2 => vec![0, 1],
             one => vec![one],
         };
         for victim in victims {

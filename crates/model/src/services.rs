@@ -237,27 +237,8 @@ pub const CUSTOMER_API: ServiceSpec = ServiceSpec {
 };
 
 /// identity-resolver's stages (docs/identity.md), one process kind each, all from the
-/// `identity-resolver` binary (`identity-resolver router|claims|customers`). Optional: without
+/// `identity-resolver` binary (`identity-resolver claims|customers`). Optional: without
 /// them the services read the producers' events as they are.
-pub const IDENTITY_ROUTER: ServiceSpec = ServiceSpec {
-    name: "identity-router",
-    kind: ServiceKind::StreamProcessor,
-    admin_port: 9107,
-    http_port: None,
-    inputs: &[stream(&topics::EVENTS_TOPIC)],
-    outputs: &[
-        output("requests", "--requests-topic", "IDENTITY_REQUESTS_TOPIC", &topics::IDENTITY_REQUESTS_TOPIC),
-        output(
-            "customers",
-            "--customers-topic",
-            "IDENTITY_CUSTOMERS_TOPIC",
-            &topics::IDENTITY_CUSTOMERS_TOPIC,
-        ),
-    ],
-    changelog: Some(&changelog(topics::IDENTITY_ROUTER_STATE, "identity-router state (MessagePack)")),
-    handoff: None,
-};
-
 pub const IDENTITY_CLAIMS: ServiceSpec = ServiceSpec {
     name: "identity-claims",
     kind: ServiceKind::StreamProcessor,
@@ -285,7 +266,7 @@ pub const IDENTITY_CUSTOMERS: ServiceSpec = ServiceSpec {
     kind: ServiceKind::StreamProcessor,
     admin_port: 9109,
     http_port: None,
-    inputs: &[stream(&topics::IDENTITY_CUSTOMERS_TOPIC)],
+    inputs: &[stream(&topics::EVENTS_TOPIC), stream(&topics::IDENTITY_CUSTOMERS_TOPIC)],
     outputs: &[
         output("requests", "--requests-topic", "IDENTITY_REQUESTS_TOPIC", &topics::IDENTITY_REQUESTS_TOPIC),
         output(
@@ -306,7 +287,7 @@ pub const IDENTITY_CUSTOMERS: ServiceSpec = ServiceSpec {
 };
 
 /// identity-resolver's stages, in start order.
-pub const IDENTITY_STAGES: &[ServiceSpec] = &[IDENTITY_ROUTER, IDENTITY_CLAIMS, IDENTITY_CUSTOMERS];
+pub const IDENTITY_STAGES: &[ServiceSpec] = &[IDENTITY_CLAIMS, IDENTITY_CUSTOMERS];
 
 /// Every service, in start order (the gateway last but one: the processors are ready for it).
 pub const SERVICES: &[ServiceSpec] =
@@ -392,8 +373,8 @@ mod tests {
         let topics = pipeline_topics();
         assert_eq!(
             topics.len(),
-            29,
-            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and three changelogs, journeys' definitions, catalog events, actions, states, changelog and handoff topic"
+            28,
+            "SPEC 3's seven topics, four changelogs and four handoff topics, identity's five topics and two changelogs, journeys' definitions, catalog events, actions, states, changelog and handoff topic"
         );
     }
 }

@@ -82,7 +82,6 @@ pub const CUSTOMER_IDENTITY: &str = "customer.identity.v1";
 pub const JOURNEY_DEFINITIONS: &str = "journey.definitions.v1";
 /// Changes to products (`CatalogEvent`, key product id): price drops and restocks enter journeys.
 pub const CATALOG_EVENTS: &str = "catalog.events.v1";
-pub const IDENTITY_ROUTER_STATE: &str = "identity-router.state.v1";
 pub const IDENTITY_CLAIMS_STATE: &str = "identity-claims.state.v1";
 pub const IDENTITY_CUSTOMERS_STATE: &str = "identity-customers.state.v1";
 

@@ -196,6 +196,8 @@ pub struct RuntimeConfig {
     pub input_topic: String,
     /// `None` for a service that does not hand off state.
     pub handoff_topic: Option<String>,
+    /// The topic of the processor's [`crate::Processor::FEEDBACK`] output, read as a second input.
+    pub feedback_topic: Option<String>,
     /// Table inputs as (role, topic).
     pub tables: Vec<(String, String)>,
     /// Broadcast inputs as (role, topic).
@@ -216,9 +218,14 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    /// The settings of `service`; `hands_off_state` as its processor's
-    /// [`crate::Processor::HANDS_OFF_STATE`].
-    pub fn resolve(args: RuntimeArgs, service: ServiceInfo, hands_off_state: bool) -> Self {
+    /// The settings of `service`; `hands_off_state` and `feedback` as its processor's
+    /// [`crate::Processor::HANDS_OFF_STATE`] and [`crate::Processor::FEEDBACK`].
+    pub fn resolve(
+        args: RuntimeArgs,
+        service: ServiceInfo,
+        hands_off_state: bool,
+        feedback: Option<&str>,
+    ) -> Self {
         let instance_id = args.instance_id.unwrap_or_else(|| {
             hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "local".to_owned())
         });
@@ -226,6 +233,9 @@ impl RuntimeConfig {
             group_id: args.group_id.unwrap_or_else(|| service.name.to_owned()),
             changelog_topic: args.changelog_topic.unwrap_or_else(|| format!("{}.state.v1", service.name)),
             handoff_topic: args.handoff_topic.filter(|_| hands_off_state),
+            feedback_topic: feedback.and_then(|role| {
+                service.outputs.iter().find(|(bound, _)| *bound == role).map(|(_, topic)| topic.clone())
+            }),
             admin_addr: args.admin_addr.unwrap_or(service.default_admin_addr),
             service,
             kafka: args.kafka,

@@ -200,7 +200,6 @@ impl<P: Processor> Driver<P> {
         self.records_seen = self.records_seen.wrapping_add(1);
         let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
         if let Some(lookups) = &mut self.lookups
-            && matches!(record.input, Input::Events | Input::Handoff)
             && let Err(error) = lookups.wait_until_complete(&mut self.core, record, now)
         {
             self.fail(error);
@@ -487,11 +486,13 @@ impl<P: Processor> Driver<P> {
         Ok(())
     }
 
-    /// The topics the service consumes: the events, and its handoff topic if it hands off state.
+    /// The topics the service consumes: the events, its handoff topic if it hands off state,
+    /// its feedback topic if it has one.
     fn input_topics(&self) -> impl Iterator<Item = &str> {
         Input::ALL.into_iter().filter_map(|input| match input {
             Input::Events => Some(self.config.input_topic.as_str()),
             Input::Handoff => self.config.handoff_topic.as_deref(),
+            Input::Feedback => self.config.feedback_topic.as_deref(),
         })
     }
 

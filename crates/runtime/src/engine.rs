@@ -47,10 +47,12 @@ pub(crate) enum Input {
     Events,
     /// The service's own handoff topic: states moving to another customer (docs/runtime.md).
     Handoff,
+    /// What the service wrote to its own customers (`Processor::FEEDBACK`): applied as events.
+    Feedback,
 }
 
 impl Input {
-    pub(crate) const ALL: [Input; 2] = [Input::Events, Input::Handoff];
+    pub(crate) const ALL: [Input; 3] = [Input::Events, Input::Handoff, Input::Feedback];
 
     fn index(self) -> usize {
         self as usize
@@ -196,6 +198,8 @@ pub(crate) struct CoreSettings {
     pub(crate) outputs: OutputTopics,
     /// Where states go to their new customer; `None` unless the processor hands off state.
     pub(crate) handoff_topic: Option<Arc<str>>,
+    /// The processor's feedback topic, if it has one.
+    pub(crate) feedback_topic: Option<Arc<str>>,
     pub(crate) dlq_topic: Arc<str>,
     pub(crate) changelog_topic: Arc<str>,
     pub(crate) commit_max_records: usize,
@@ -223,6 +227,7 @@ impl CoreSettings {
                     .collect(),
             ),
             handoff_topic: config.handoff_topic.as_deref().map(Arc::from),
+            feedback_topic: config.feedback_topic.as_deref().map(Arc::from),
             dlq_topic: config.dlq_topic.as_str().into(),
             changelog_topic: config.changelog_topic.as_str().into(),
             commit_max_records: config.commit_max_records,
@@ -623,7 +628,7 @@ impl<P: Processor> EngineCore<P> {
         }
         self.open_ledger(clock.instant, out);
         let outcome = match record.input {
-            Input::Events => match self.on_event_record(record, clock, out)? {
+            Input::Events | Input::Feedback => match self.on_event_record(record, clock, out)? {
                 Some(outcome) => outcome,
                 None => return Ok(()),
             },
@@ -648,8 +653,8 @@ impl<P: Processor> EngineCore<P> {
         Ok(())
     }
 
-    /// A record of the events topic: moves the partition clock, fires the timers due before it,
-    /// then applies it. `None`: it waits for the next transaction (a `Seek` says so).
+    /// A record of the events (or feedback) topic: moves the partition clock, fires the timers
+    /// due before it, then applies it. `None`: it waits for the next transaction (a `Seek` says so).
     fn on_event_record(
         &mut self,
         record: &InputRecord<'_>,
@@ -670,7 +675,7 @@ impl<P: Processor> EngineCore<P> {
         if self.fire_due(partition, partition_now, out) == Fired::Full {
             // More timers are due than one transaction takes: this record comes again after the
             // commit, and the next batch of timers with it.
-            out.push(Action::Seek { input: Input::Events, partition, offset: record.offset });
+            out.push(Action::Seek { input: record.input, partition, offset: record.offset });
             return Ok(None);
         }
         // Markers past their horizon by this record's time no longer judge it, whenever the
@@ -708,6 +713,7 @@ impl<P: Processor> EngineCore<P> {
         }
         let decoded = match record.payload {
             None => Err(Rejection::single(ErrorCode::Malformed, "$", "null value")),
+            Some(bytes) if record.input == Input::Feedback => P::Input::decode_feedback(bytes, now),
             Some(bytes) => P::Input::decode(bytes, now),
         };
         let event = match decoded {
@@ -729,13 +735,17 @@ impl<P: Processor> EngineCore<P> {
         let customer_id = event.key();
         let hash = event.deduped().then(|| event_id_hash(event.event_id()));
         let marker_key = &self.marker_key;
-        let admission = data.store.admit(
-            customer_id,
-            || marker_key.id(customer_id),
-            event.occurred_at_millis(),
-            hash,
-            self.settings.erasure.suppress_after,
-        );
+        let admission = if record.input == Input::Feedback {
+            data.store.admit_unjudged(customer_id, hash)
+        } else {
+            data.store.admit(
+                customer_id,
+                || marker_key.id(customer_id),
+                event.occurred_at_millis(),
+                hash,
+                self.settings.erasure.suppress_after,
+            )
+        };
         match admission {
             Admission::Erased => return Ok(RecordOutcome::Erased),
             Admission::Duplicate => return Ok(RecordOutcome::Duplicate),
@@ -761,7 +771,7 @@ impl<P: Processor> EngineCore<P> {
             return Ok(RecordOutcome::DeadLettered);
         }
         let ledger = self.ledger.as_mut().expect("ledger opened");
-        ledger.touch(partition, customer_id, Some((Input::Events, offset)), || {
+        ledger.touch(partition, customer_id, Some((record.input, offset)), || {
             data.store.entry(customer_id).is_some()
         });
         let entry = data.store.remember(customer_id, hash, self.settings.dedupe_window);
@@ -799,7 +809,7 @@ impl<P: Processor> EngineCore<P> {
         if let Some(Ok((winner, _))) = &handoff {
             data.store.settle_handed_off(customer_id, winner);
         } else {
-            data.store.settle(customer_id, due);
+            data.store.settle(customer_id, due, P::DEDUPE_WITHOUT_STATE);
             if let Some(watches) = watches {
                 data.store.watch(customer_id, &watches);
             }
@@ -819,8 +829,8 @@ impl<P: Processor> EngineCore<P> {
             records.clear();
             self.bound = records;
             // The state already changed: the abort rebuilds it from the changelog.
-            self.too_large.insert((Input::Events, partition, offset), message.clone());
-            return Err(TooLarge { input: Input::Events, partition, offset, message });
+            self.too_large.insert((record.input, partition, offset), message.clone());
+            return Err(TooLarge { input: record.input, partition, offset, message });
         }
         if let Some((last, others)) = records.split_last_mut() {
             // The event's own id is the last output's cause; the others get a copy (most events
@@ -945,7 +955,7 @@ impl<P: Processor> EngineCore<P> {
         self.settings.outputs.bind(outputs, partition, &mut records);
         let due = entry.state.as_ref().and_then(|state| due_of(&self.processor, &self.lookups, state));
         let watches = watches_of(&self.processor, entry.state.as_ref());
-        data.store.settle(&handoff.to, due);
+        data.store.settle(&handoff.to, due, P::DEDUPE_WITHOUT_STATE);
         if let Some(watches) = watches {
             data.store.watch(&handoff.to, &watches);
         }
@@ -1003,6 +1013,7 @@ impl<P: Processor> EngineCore<P> {
         match input {
             Input::Events => &self.settings.input_topic,
             Input::Handoff => self.settings.handoff_topic.as_ref().unwrap_or(&self.settings.input_topic),
+            Input::Feedback => self.settings.feedback_topic.as_ref().unwrap_or(&self.settings.input_topic),
         }
     }
 
@@ -1153,10 +1164,10 @@ impl<P: Processor> EngineCore<P> {
                 if let (Some(state), Some(entry)) = (before, data.store.entry_mut(&customer_id)) {
                     entry.state = state;
                 }
-                data.store.settle(&customer_id, None);
+                data.store.settle(&customer_id, None, P::DEDUPE_WITHOUT_STATE);
                 continue;
             }
-            data.store.settle(&customer_id, next);
+            data.store.settle(&customer_id, next, P::DEDUPE_WITHOUT_STATE);
             if let Some(watches) = watches {
                 data.store.watch(&customer_id, &watches);
             }
@@ -1495,6 +1506,7 @@ mod tests {
             input_topic: "in".into(),
             outputs: OutputTopics(vec![("out", "out".into()), ("routed", "routed".into())]),
             handoff_topic,
+            feedback_topic: None,
             dlq_topic: "dlq".into(),
             changelog_topic: "state".into(),
             commit_max_records,
@@ -1610,14 +1622,14 @@ mod tests {
         }
     }
 
-    fn plan(core: &mut EngineCore<Tally>) -> (Vec<Action>, Vec<(Input, i32, i64)>) {
+    fn plan<P: Processor>(core: &mut EngineCore<P>) -> (Vec<Action>, Vec<(Input, i32, i64)>) {
         let mut actions = Vec::new();
         let offsets = plan_into(core, &mut actions).expect("fits").expect("a transaction is open");
         (actions, offsets.into_iter().map(|o| (o.input, o.partition, o.next)).collect())
     }
 
-    fn plan_into(
-        core: &mut EngineCore<Tally>,
+    fn plan_into<P: Processor>(
+        core: &mut EngineCore<P>,
         actions: &mut Vec<Action>,
     ) -> Result<Option<Vec<CommitOffset>>, TooLarge> {
         core.plan_commit(|record| {
@@ -2545,5 +2557,135 @@ mod tests {
         assert!(core.take_fatal().is_some_and(|reason| reason.contains("newer release")));
         let (_, offsets) = plan(&mut core);
         assert_eq!(offsets, vec![], "its offset is not committed");
+    }
+
+    /// Counts each customer's events; a view of the url "relay:X" writes a note to X on its
+    /// feedback output ("notes", `key|event_id|occurred_at`), which counts as one of X's events.
+    #[derive(Debug)]
+    struct Relay;
+
+    #[derive(Debug)]
+    enum Relayed {
+        Event(TouchpointEvent),
+        Note { key: String, event_id: String, at: i64 },
+    }
+
+    impl InputEvent for Relayed {
+        fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+            TouchpointEvent::decode(bytes, now).map(Relayed::Event)
+        }
+
+        fn decode_feedback(bytes: &[u8], _now: DateTime<Utc>) -> Result<Self, Rejection> {
+            let text = std::str::from_utf8(bytes).unwrap_or_default();
+            match text.split('|').collect::<Vec<_>>()[..] {
+                [key, event_id, at] if at.parse::<i64>().is_ok() => Ok(Relayed::Note {
+                    key: key.to_owned(),
+                    event_id: event_id.to_owned(),
+                    at: at.parse().expect("checked"),
+                }),
+                _ => Err(Rejection::single(ErrorCode::Malformed, "$", "not a note")),
+            }
+        }
+
+        fn key(&self) -> &str {
+            match self {
+                Relayed::Event(event) => &event.customer_id,
+                Relayed::Note { key, .. } => key,
+            }
+        }
+
+        fn event_id(&self) -> &str {
+            match self {
+                Relayed::Event(event) => &event.event_id,
+                Relayed::Note { event_id, .. } => event_id,
+            }
+        }
+
+        fn deduped(&self) -> bool {
+            matches!(self, Relayed::Event(_))
+        }
+
+        fn occurred_at_millis(&self) -> i64 {
+            match self {
+                Relayed::Event(event) => event.occurred_at_millis(),
+                Relayed::Note { at, .. } => *at,
+            }
+        }
+
+        fn is_erasure(&self) -> bool {
+            matches!(self, Relayed::Event(event) if event.is_erasure())
+        }
+    }
+
+    impl Processor for Relay {
+        type Input = Relayed;
+        type State = u32;
+        type Record = String;
+        const OUTPUTS: &'static [&'static str] = &["out", "notes"];
+        const FEEDBACK: Option<&'static str> = Some("notes");
+
+        fn apply(
+            &self,
+            state: &mut Option<u32>,
+            input: &Relayed,
+            _now: DateTime<Utc>,
+        ) -> Vec<Output<String>> {
+            if input.is_erasure() {
+                *state = None;
+                return Vec::new();
+            }
+            if let Relayed::Event(event) = input
+                && let EventPayload::PageViewed { url } = &event.payload
+                && let Some(to) = url.strip_prefix("relay:")
+            {
+                let note = format!("{to}|note-{}|{}", event.event_id, event.occurred_at_millis());
+                return vec![Output::rekeyed("notes", to.to_owned(), Some(note))];
+            }
+            let count = state.get_or_insert(0);
+            *count += 1;
+            vec![Output::new("out", input.key().to_owned(), Some(count.to_string()))]
+        }
+    }
+
+    #[test]
+    fn given_a_feedback_topic_then_its_records_are_applied_as_events_but_no_erasure_marker_judges_them() {
+        let settings = CoreSettings {
+            outputs: OutputTopics(vec![("out", "out".into()), ("notes", "notes".into())]),
+            feedback_topic: Some("notes".into()),
+            ..settings(10_000, None)
+        };
+        let mut core = assigned(Relay, settings);
+        // c-1 writes a note to c-2 (the same partition here: the topics are co-partitioned).
+        let relayed = feed_input(
+            &mut core,
+            Input::Events,
+            0,
+            0,
+            "c-1",
+            &view_of("e-1", "c-1", BASE, "relay:c-2"),
+            BASE,
+        )
+        .expect("fits");
+        let (_, _, note) = produced(&relayed).pop().expect("a note");
+        let note = note.expect("a value");
+        assert_eq!(produced(&relayed), vec![("notes", Some("c-2"), Some(note.clone()))]);
+        // c-2 is erased as of BASE + 10: its own late event from before is dropped, the note
+        // (written by the service, dated BASE) is applied.
+        let erasure = event_bytes("e-erase", "c-2", BASE + 10, EventPayload::ErasureRequested);
+        feed_input(&mut core, Input::Events, 0, 1, "c-2", &erasure, BASE + 20).expect("fits");
+        let late = feed_input(&mut core, Input::Events, 0, 2, "c-2", &view("e-late", "c-2", BASE), BASE + 30)
+            .expect("fits");
+        assert!(produced(&late).is_empty(), "an event from before the erasure is dropped");
+        let noted =
+            feed_input(&mut core, Input::Feedback, 0, 5, "c-2", note.as_bytes(), BASE + 40).expect("fits");
+        assert_eq!(produced(&noted), vec![("out", Some("c-2"), some("1"))]);
+        // A record the feedback decoder refuses is dead-lettered naming the feedback topic.
+        let refused =
+            feed_input(&mut core, Input::Feedback, 0, 6, "c-2", b"garbage", BASE + 50).expect("fits");
+        let dead =
+            refused.iter().find(|action| header(action, "source.topic").is_some()).expect("dead-lettered");
+        assert_eq!(header(dead, "source.topic"), Some("notes"));
+        let (_, offsets) = plan(&mut core);
+        assert_eq!(offsets, vec![(Input::Events, 0, 3), (Input::Feedback, 0, 7)]);
     }
 }

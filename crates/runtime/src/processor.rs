@@ -1,7 +1,7 @@
 //! The contract a service implements: a pure fold of one customer's events, plus timers.
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{EventPayload, OutputRecord, Rejection, TouchpointEvent};
+use omnistream_model::{ErrorCode, EventPayload, OutputRecord, Rejection, TouchpointEvent};
 use serde::Serialize;
 
 use crate::lookup::{LookupInput, Lookups};
@@ -70,6 +70,13 @@ pub trait InputEvent: Sized + Send + 'static {
     /// Whether it asks to erase its customer (SPEC 4.6).
     fn is_erasure(&self) -> bool {
         false
+    }
+
+    /// Decodes a record of the processor's feedback topic ([`Processor::FEEDBACK`]): what the
+    /// service wrote to itself, in its own format. Only the input of a processor with a feedback
+    /// topic is asked; the default refuses, as a record no stage of this processor writes.
+    fn decode_feedback(_bytes: &[u8], _now: DateTime<Utc>) -> Result<Self, Rejection> {
+        Err(Rejection::single(ErrorCode::Malformed, "$", "this processor reads no feedback topic"))
     }
 }
 
@@ -212,6 +219,21 @@ pub trait Processor: Send + 'static {
     fn watches<'s>(&self, _state: &'s Self::State) -> Vec<(&'s str, i64)> {
         Vec::new()
     }
+
+    /// Whether a customer's dedupe memory is kept when `apply` leaves them no state. Without it
+    /// the entry is forgotten (a tombstone), which suits a processor whose `apply` changes
+    /// nothing for a customer without state; one that publishes for customers it keeps nothing of
+    /// (identity's customer stage passes most events on) needs it to drop their retries.
+    const DEDUPE_WITHOUT_STATE: bool = false;
+
+    /// The output role whose topic the service reads back as a second input, co-partitioned with
+    /// its events: requests it sends to its own customers (identity's customer stage forwards an
+    /// event to the customer it was merged into). Its records are decoded by
+    /// [`InputEvent::decode_feedback`] and applied as events are (they move the partition clock:
+    /// the topic uses append time), but erasure markers do not judge them: the processor wrote
+    /// them and decides itself what an erased customer does with them. See docs/runtime.md,
+    /// "Feedback topic".
+    const FEEDBACK: Option<&'static str> = None;
 
     /// Whether this processor moves state between customers (merges). The runtime then also
     /// reads and writes its handoff topic (`HANDOFF_TOPIC`, co-partitioned with the input); see

@@ -34,7 +34,11 @@ pub fn run_service<P: Processor>(service: ServiceInfo, args: RuntimeArgs, proces
         error!(%message, "the processor's outputs and the service's disagree");
         return ExitCode::FAILURE;
     }
-    let config = Arc::new(RuntimeConfig::resolve(args, service, P::HANDS_OFF_STATE));
+    if let Some(role) = P::FEEDBACK.filter(|role| !P::OUTPUTS.contains(role)) {
+        error!(role, "the processor reads back an output it does not write");
+        return ExitCode::FAILURE;
+    }
+    let config = Arc::new(RuntimeConfig::resolve(args, service, P::HANDS_OFF_STATE, P::FEEDBACK));
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -64,6 +68,7 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
         transactional_id = %config.transactional_id(),
         input = %config.input_topic,
         handoff = ?config.handoff_topic,
+        feedback = ?config.feedback_topic,
         changelog = %config.changelog_topic,
         "starting"
     );
@@ -116,10 +121,11 @@ fn create_consumer<P: Processor>(
     context: EngineContext<P>,
 ) -> Result<EngineConsumer<P>, RuntimeError> {
     let mut client = config.kafka.client_config()?;
-    // A handoff topic is co-partitioned with the input: partition p of both must go to the same
-    // member, which the range assignor does (as Kafka Streams' own assignor does for a task's
-    // topics); cooperative-sticky balances each topic on its own.
-    let assignment = if config.handoff_topic.is_some() { "range" } else { "cooperative-sticky" };
+    // A handoff or feedback topic is co-partitioned with the input: partition p of each must go
+    // to the same member, which the range assignor does (as Kafka Streams' own assignor does for
+    // a task's topics); cooperative-sticky balances each topic on its own.
+    let co_partitioned = config.handoff_topic.is_some() || config.feedback_topic.is_some();
+    let assignment = if co_partitioned { "range" } else { "cooperative-sticky" };
     client
         .set("group.id", &config.group_id)
         .set("partition.assignment.strategy", assignment)
@@ -168,13 +174,19 @@ fn processing_loop<P: Processor>(
     )));
     let context = EngineContext { driver: driver.clone(), metrics, input_topic: config.input_topic.clone() };
     let consumer = Arc::new(create_consumer(&config, context)?);
+    let side_inputs: Vec<(Input, &str)> =
+        [(Input::Handoff, &config.handoff_topic), (Input::Feedback, &config.feedback_topic)]
+            .into_iter()
+            .filter_map(|(input, topic)| topic.as_deref().map(|topic| (input, topic)))
+            .collect();
     let mut topics = vec![config.input_topic.as_str()];
-    if let Some(handoff) = &config.handoff_topic {
-        check_co_partitioned(&consumer, &config.input_topic, handoff)?;
-        topics.push(handoff);
+    for (_, topic) in &side_inputs {
+        check_co_partitioned(&consumer, &config.input_topic, topic)?;
+        topics.push(topic);
     }
     consumer.subscribe(&topics)?;
-    let mut handoffs = HandoffQueues::<P>::default();
+    let mut side_queues: Vec<SideQueues<P>> =
+        side_inputs.iter().map(|(input, topic)| SideQueues::new(*input, topic)).collect();
     let mut clock = LoopClock::new();
     let mut last_timers = clock.read().instant;
     let mut iterations: u64 = 0;
@@ -189,8 +201,8 @@ fn processing_loop<P: Processor>(
         }
         {
             let mut driver = driver.lock().expect("driver lock");
-            if let Some(topic) = &config.handoff_topic {
-                handoffs.follow(&consumer, topic, &driver);
+            for queues in &mut side_queues {
+                queues.follow(&consumer, &driver);
             }
             driver.recover(&consumer)?;
             health.set_ready(driver.is_ready());
@@ -200,12 +212,15 @@ fn processing_loop<P: Processor>(
         let mut driver = driver.lock().expect("driver lock");
         match polled {
             Some(Ok(message)) => {
-                // Only a service that hands off state reads a second topic here (reading the
-                // topic name costs a UTF-8 check per record).
-                let input = if config.handoff_topic.is_none() || message.topic() == config.input_topic {
+                // Only a service with a side input reads a second topic here (reading the topic
+                // name costs a UTF-8 check per record): before its queues are split.
+                let input = if side_inputs.is_empty() || message.topic() == config.input_topic {
                     Input::Events
                 } else {
-                    Input::Handoff
+                    side_inputs
+                        .iter()
+                        .find(|(_, topic)| message.topic() == *topic)
+                        .map_or(Input::Events, |(input, _)| *input)
                 };
                 let record = InputRecord {
                     input,
@@ -217,12 +232,14 @@ fn processing_loop<P: Processor>(
                 };
                 driver.on_record(&consumer, &record, now);
             }
-            // Only the events' partitions are on this queue (the handoff topic's have their own).
+            // Only the events' partitions are on this queue (the side inputs' have their own).
             Some(Err(KafkaError::PartitionEOF(partition))) => driver.on_end_of_partition(partition),
             None => {}
             Some(Err(error)) => warn!(%error, "consumer error"),
         }
-        handoffs.poll(&consumer, &mut driver, now);
+        for queues in &side_queues {
+            queues.poll(&consumer, &mut driver, now);
+        }
         driver.poll_lookups();
         if now.instant.duration_since(last_timers) >= config.timer_interval {
             last_timers = now.instant;
@@ -234,45 +251,46 @@ fn processing_loop<P: Processor>(
     }
 }
 
-/// The handoff topic's partitions, each on a queue of its own: librdkafka's end-of-partition
-/// event names no topic, and only the events' end may let a partition clock follow the wall clock.
-struct HandoffQueues<P: Processor> {
+/// A side input's partitions (the handoff or the feedback topic), each on a queue of its own:
+/// librdkafka's end-of-partition event names no topic, and only the events' end may let a
+/// partition clock follow the wall clock.
+struct SideQueues<P: Processor> {
+    input: Input,
+    topic: String,
     queues: std::collections::BTreeMap<i32, PartitionQueue<EngineContext<P>>>,
     generation: u64,
 }
 
-impl<P: Processor> Default for HandoffQueues<P> {
-    fn default() -> Self {
-        Self { queues: std::collections::BTreeMap::new(), generation: 0 }
+impl<P: Processor> SideQueues<P> {
+    fn new(input: Input, topic: &str) -> Self {
+        Self { input, topic: topic.to_owned(), queues: std::collections::BTreeMap::new(), generation: 0 }
     }
-}
 
-impl<P: Processor> HandoffQueues<P> {
     /// After a rebalance: a queue per owned partition, split anew for every one (rust-rdkafka
     /// documents that an assign deactivates earlier splits; librdkafka keeps a disabled forward,
     /// so splitting again is at worst redundant). The newly assigned are still paused (resumed
     /// once restored), so nothing of theirs went to the main queue; a record that did would still
     /// be told apart by its topic there.
-    fn follow(&mut self, consumer: &Arc<EngineConsumer<P>>, topic: &str, driver: &Driver<P>) {
+    fn follow(&mut self, consumer: &Arc<EngineConsumer<P>>, driver: &Driver<P>) {
         if driver.assignment_generation() == self.generation {
             return;
         }
         self.generation = driver.assignment_generation();
         self.queues.clear();
         for partition in driver.owned_partitions() {
-            if let Some(queue) = consumer.split_partition_queue(topic, partition) {
+            if let Some(queue) = consumer.split_partition_queue(&self.topic, partition) {
                 self.queues.insert(partition, queue);
             }
         }
     }
 
-    /// One record of each handoff partition that has one.
+    /// One record of each partition that has one.
     fn poll(&self, consumer: &EngineConsumer<P>, driver: &mut Driver<P>, now: Now) {
         for queue in self.queues.values() {
             match queue.poll(Duration::ZERO) {
                 Some(Ok(message)) => {
                     let record = InputRecord {
-                        input: Input::Handoff,
+                        input: self.input,
                         partition: message.partition(),
                         offset: message.offset(),
                         key: message.key(),
@@ -282,18 +300,19 @@ impl<P: Processor> HandoffQueues<P> {
                     driver.on_record(consumer, &record, now);
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(error)) => warn!(%error, "handoff consumer error"),
+                Some(Err(error)) => warn!(%error, topic = %self.topic, "side input consumer error"),
             }
         }
     }
 }
 
-/// A handoff record is keyed by the winner and partitioned like the events (murmur2 of the key):
-/// it reaches the winner's store only if both topics have the same partition count.
+/// A handoff record (keyed by the winner) and a feedback record are partitioned like the events
+/// (murmur2 of the key): they reach their customer's store only if the topics have the same
+/// partition count.
 fn check_co_partitioned<P: Processor>(
     consumer: &EngineConsumer<P>,
     input: &str,
-    handoff: &str,
+    side: &str,
 ) -> Result<(), RuntimeError> {
     let count = |topic: &str| -> Result<usize, RuntimeError> {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
@@ -303,10 +322,10 @@ fn check_co_partitioned<P: Processor>(
         }
         Ok(partitions)
     };
-    let (events, handoffs) = (count(input)?, count(handoff)?);
-    if events != handoffs {
+    let (events, sides) = (count(input)?, count(side)?);
+    if events != sides {
         return Err(RuntimeError::Restore(format!(
-            "the handoff topic {handoff} has {handoffs} partitions, the input {input} {events}: they must be equal"
+            "the topic {side} has {sides} partitions, the input {input} {events}: they must be equal"
         )));
     }
     Ok(())

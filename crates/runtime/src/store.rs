@@ -157,6 +157,12 @@ impl<S> PartitionStore<S> {
         {
             return Admission::Erased;
         }
+        self.admit_unjudged(customer_id, hash)
+    }
+
+    /// `admit` for a record no erasure marker judges (a feedback record: the processor wrote it
+    /// and decides what an erased customer does with it).
+    pub(crate) fn admit_unjudged(&self, customer_id: &str, hash: Option<u64>) -> Admission<'_, S> {
         match self.customers.get(customer_id) {
             Some(entry) if hash.is_some_and(|hash| entry.recent.contains(&hash)) => Admission::Duplicate,
             entry => Admission::New(entry.and_then(|entry| entry.state.as_ref())),
@@ -191,14 +197,13 @@ impl<S> PartitionStore<S> {
     }
 
     /// After the processor ran for `customer_id`: an entry without state is forgotten (its
-    /// changelog record becomes a tombstone) unless it was merged into another, and the
+    /// changelog record becomes a tombstone) unless it was merged into another or, when
+    /// `keep_dedupe` ([`crate::Processor::DEDUPE_WITHOUT_STATE`]), it remembers event ids; the
     /// customer's timer moves to `due`.
-    pub(crate) fn settle(&mut self, customer_id: &str, due: Option<i64>) {
-        if self
-            .customers
-            .get(customer_id)
-            .is_some_and(|entry| entry.state.is_none() && entry.merged_into.is_none())
-        {
+    pub(crate) fn settle(&mut self, customer_id: &str, due: Option<i64>, keep_dedupe: bool) {
+        if self.customers.get(customer_id).is_some_and(|entry| {
+            entry.state.is_none() && entry.merged_into.is_none() && (!keep_dedupe || entry.recent.is_empty())
+        }) {
             self.customers.remove(customer_id);
             self.watch(customer_id, &[]);
         }
@@ -322,7 +327,7 @@ mod tests {
 
     fn with_state(store: &mut Store, customer: &str, event: &str, state: u32, due: Option<i64>) {
         store.remember(customer, Some(event_id_hash(event)), 3).state = Some(state);
-        store.settle(customer, due);
+        store.settle(customer, due, false);
     }
 
     fn no_marker() -> MarkerId {
@@ -409,15 +414,15 @@ mod tests {
         assert_eq!(store.due_timer(199), None, "none due yet");
         assert_eq!(store.due_timer(200), Some((200, "c-2".to_owned())), "due at its time");
         assert_eq!(store.due_timer(1_000), Some((200, "c-2".to_owned())), "earliest first");
-        store.settle("c-2", Some(400));
+        store.settle("c-2", Some(400), false);
         assert_eq!(store.due_timer(1_000), Some((300, "c-1".to_owned())), "c-2 moved past c-1");
-        store.settle("c-1", None);
+        store.settle("c-1", None, false);
         assert_eq!(store.due_timer(1_000), Some((400, "c-2".to_owned())), "c-1 cancelled");
-        store.settle("c-9", Some(100));
-        store.settle("c-9", None);
+        store.settle("c-9", Some(100), false);
+        store.settle("c-9", None, false);
         assert_eq!(store.due_timer(1_000), Some((400, "c-2".to_owned())), "a customer without entry too");
         store.entry_mut("c-2").expect("c-2 has state").state = None;
-        store.settle("c-2", None);
+        store.settle("c-2", None, false);
         assert_eq!(store.due_timer(i64::MAX), None, "no timers left");
         assert!(store.entry("c-2").is_none(), "a customer without state is forgotten");
         assert_eq!(store.customer_count(), 2);

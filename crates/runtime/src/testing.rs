@@ -4,7 +4,8 @@
 //! refusals (dead-lettered), records validated as of the partition clock, timers fired as of
 //! their due time, outputs with their keys and encoded values, each output role written to a
 //! topic named after the role. A state handoff (a merge) is delivered to the
-//! winner within the same step, as the handoff topic would deliver it.
+//! winner within the same step, as the handoff topic would deliver it, and so is a record of the
+//! processor's feedback output (`Processor::FEEDBACK`), after the step's own transaction.
 //!
 //! ```ignore
 //! let then = ProcessorTest::new(MyService::default()).given([opened]).when(&resolved);
@@ -77,6 +78,7 @@ pub struct ProcessorTest<P: Processor> {
     core: EngineCore<P>,
     offset: i64,
     handoff_offset: i64,
+    feedback_offset: i64,
 }
 
 impl<P: Processor> std::fmt::Debug for ProcessorTest<P> {
@@ -92,6 +94,7 @@ impl<P: Processor> ProcessorTest<P> {
             input_topic: "test.events".into(),
             outputs: OutputTopics(P::OUTPUTS.iter().map(|role| (*role, Arc::from(*role))).collect()),
             handoff_topic: P::HANDS_OFF_STATE.then(|| TEST_HANDOFF.into()),
+            feedback_topic: P::FEEDBACK.map(Arc::from),
             dlq_topic: TEST_DLQ.into(),
             changelog_topic: "test.state".into(),
             // One transaction per step, however many timers it fires (a Seek would need a broker).
@@ -112,7 +115,7 @@ impl<P: Processor> ProcessorTest<P> {
         core.on_assigned([0]);
         core.take_pending_restore();
         core.install(0, RestoredPartition::default(), false);
-        Self { core, offset: 0, handoff_offset: 0 }
+        Self { core, offset: 0, handoff_offset: 0, feedback_offset: 0 }
     }
 
     pub fn processor(&self) -> &P {
@@ -181,19 +184,24 @@ impl<P: Processor> ProcessorTest<P> {
         };
         self.offset += 1;
         let mut actions = self.step(&record, appended);
-        // The handoffs it sent reach their winner (one partition here) in later transactions.
+        // The handoffs and feedback records it sent reach their customer (one partition here) in
+        // later transactions, in the order they were sent.
         let mut delivered = 0;
-        while let Some((key, value)) = handoff_at(&actions, delivered) {
+        while let Some((input, key, value)) = self.side_record_at(&actions, delivered) {
             delivered += 1;
+            let offset = match input {
+                Input::Feedback => &mut self.feedback_offset,
+                _ => &mut self.handoff_offset,
+            };
             let record = InputRecord {
-                input: Input::Handoff,
+                input,
                 partition: 0,
-                offset: self.handoff_offset,
+                offset: *offset,
                 key: Some(key.as_bytes()),
                 payload: Some(&value),
                 timestamp: Some(appended.timestamp_millis()),
             };
-            self.handoff_offset += 1;
+            *offset += 1;
             let more = self.step(&record, appended);
             actions.extend(more);
         }
@@ -236,17 +244,29 @@ impl<P: Processor> ProcessorTest<P> {
     }
 }
 
-/// The `nth` handoff record among `actions`, as (winner, value).
-fn handoff_at(actions: &[Action], nth: usize) -> Option<(String, Vec<u8>)> {
-    actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::Produce(record) if record.topic.as_ref() == TEST_HANDOFF => {
-                Some((record.key.clone().unwrap_or_default(), record.value.clone().unwrap_or_default()))
-            }
-            _ => None,
-        })
-        .nth(nth)
+impl<P: Processor> ProcessorTest<P> {
+    /// The `nth` record among `actions` that comes back as an input: a handoff or a feedback
+    /// record, as (input, key, value).
+    fn side_record_at(&self, actions: &[Action], nth: usize) -> Option<(Input, String, Vec<u8>)> {
+        actions
+            .iter()
+            .filter_map(|action| {
+                let Action::Produce(record) = action else { return None };
+                let input = if record.topic.as_ref() == TEST_HANDOFF {
+                    Input::Handoff
+                } else if P::FEEDBACK.is_some_and(|role| record.topic.as_ref() == role) {
+                    Input::Feedback
+                } else {
+                    return None;
+                };
+                Some((
+                    input,
+                    record.key.clone().unwrap_or_default(),
+                    record.value.clone().unwrap_or_default(),
+                ))
+            })
+            .nth(nth)
+    }
 }
 
 fn collect(actions: Vec<Action>) -> Then {

@@ -25,7 +25,7 @@ pub struct StackOptions {
     pub suppression_rules: Option<String>,
     /// Extra ingest-gateway flags.
     pub gateway_args: Vec<String>,
-    /// Identity resolution on (docs/identity.md): identity-resolver's three stages read the
+    /// Identity resolution on (docs/identity.md): identity-resolver's two stages read the
     /// events, and the services read the resolved events, each with its handoff topic.
     pub resolution: bool,
 }
@@ -157,8 +157,9 @@ impl Stack {
         let gateway_port = free_port();
         let api_port = free_port();
         let mut members: Vec<(&'static str, &'static str, Vec<String>)> = Vec::new();
-        for (index, stage) in identity_stages.iter().enumerate() {
-            let subcommand = ["router", "claims", "customers"][index];
+        for stage in identity_stages {
+            // `identity-claims` runs as `identity-resolver claims`.
+            let subcommand = stage.name.trim_start_matches("identity-");
             let mut args = vec![subcommand.to_owned()];
             args.extend(runtime(stage.name, &topics.events));
             for output in stage.outputs {
