@@ -553,6 +553,9 @@ impl Processor for Customers {
                 });
             }
         }
+        let unanswered = |output: &Output<StageRecord>| matches!(&output.value, Some(StageRecord::Conflict(conflict)) if conflict.rule == ConflictRule::Unanswered);
+        // A timer that gives an offer up may send a first offer elsewhere (a deferred link).
+        let gave_up = outputs.iter().any(unanswered);
         for output in outputs {
             match &output.value {
                 Some(StageRecord::Event(event))
@@ -565,7 +568,7 @@ impl Processor for Customers {
                 Some(StageRecord::Customer(CustomerMessage {
                     request: CustomerRequest::Control(Control::Offer { .. }),
                     ..
-                })) if input.is_none() => count("offer_resent"),
+                })) if input.is_none() && !gave_up => count("offer_resent"),
                 Some(StageRecord::Conflict(conflict)) if conflict.rule == ConflictRule::Unanswered => {
                     count("offer_given_up");
                 }
@@ -655,7 +658,8 @@ mod tests {
     }
 
     #[test]
-    fn given_an_unanswered_offer_then_the_timer_sends_it_again_and_gives_up_a_day_later_counting_both() {
+    fn given_an_unanswered_offer_then_the_timer_sends_it_again_and_gives_up_a_day_later_counting_only_resends()
+     {
         let customers = Customers::default();
         let now = DateTime::from_timestamp(1_795_000_000, 0).expect("time");
         let evidence = Evidence { event_id: "e-1".into(), occurred_at: 0, channel: Channel::Web };
@@ -669,6 +673,19 @@ mod tests {
         let input = CustomerStageInput::Request(CustomerInput { message, event: None });
         let mut state = None;
         let offered = customers.apply(&mut state, &input, now);
+        // While it waits, c-2 is linked to c-0 too: deferred until the answer (or the give-up).
+        let to_c0 = Control::Link {
+            other: "c-0".into(),
+            identifier: Identifier::new("phone", "+442079460000"),
+            evidence: Evidence { event_id: "e-2".into(), occurred_at: 0, channel: Channel::Web },
+        };
+        let deferred =
+            CustomerMessage { customer_id: "c-2".into(), request: CustomerRequest::Control(to_c0) };
+        customers.apply(
+            &mut state,
+            &CustomerStageInput::Request(CustomerInput { message: deferred, event: None }),
+            now,
+        );
         let is_offer_to_c1 = |output: &Output<StageRecord>| {
             output.key == "c-1"
                 && matches!(
@@ -690,18 +707,27 @@ mod tests {
         let again = customers.on_timer(&mut state, "c-2", due);
         assert!(again.iter().all(is_offer_to_c1) && again.len() == 1, "{again:?}");
         assert_eq!(timer_counts(&again), ["offer_resent"]);
-        let mut last = Vec::new();
-        while let Some(due) = state.as_ref().and_then(|current| customers.next_timer(current)) {
-            last = customers.on_timer(&mut state, "c-2", due);
-        }
-        let [given_up] = last.as_slice() else { panic!("{last:?}") };
-        let Some(StageRecord::Conflict(conflict)) = &given_up.value else { panic!("{given_up:?}") };
-        assert_eq!(
-            (conflict.rule, conflict.other_customer_id.as_deref()),
-            (ConflictRule::Unanswered, Some("c-1"))
-        );
+        let last = loop {
+            let due = state.as_ref().and_then(|current| customers.next_timer(current)).expect("a timer");
+            let outputs = customers.on_timer(&mut state, "c-2", due);
+            if !outputs.iter().all(is_offer_to_c1) {
+                break outputs;
+            }
+        };
+        let conflicts: Vec<_> = last
+            .iter()
+            .filter_map(|output| match &output.value {
+                Some(StageRecord::Conflict(conflict)) => {
+                    Some((conflict.rule, conflict.other_customer_id.as_deref()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(conflicts, [(ConflictRule::Unanswered, Some("c-1"))]);
+        // The deferred link goes on: c-2's first offer to c-0, not a resend.
+        assert!(last.iter().any(|output| output.key == "c-0"), "{last:?}");
         assert_eq!(timer_counts(&last), ["offer_given_up"]);
-        assert_eq!(state, None, "nothing left to remember of c-2");
+        assert_eq!(state.and_then(|state| state.offering).as_deref(), Some("c-0"));
     }
 
     fn counted<P: Processor>(

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::DateTime;
 use omnistream_identity_resolver::protocol::{
-    ClaimRequest, ClaimState, Conflict, Control, CustomerRequest, CustomerState, Effect, Merge,
+    ClaimRequest, ClaimState, Conflict, Control, CustomerRequest, CustomerState, Effect, Evidence, Merge,
     OFFER_GIVEN_UP_AFTER_MILLIS, Routed, claim, customer, customer_timer, offer_due,
 };
 use omnistream_identity_resolver::{CUSTOMER_ID, IdentityRules};
@@ -389,6 +389,30 @@ fn given_an_offer_whose_answer_was_lost_when_it_is_sent_again_then_the_same_merg
     assert_eq!(network.customers["a-user"].merges.len(), 1);
     assert_eq!(network.customers["b-anon"].merged_into.as_deref(), Some("a-user"));
     check_against_model(&network, &events, "the answer lost once");
+}
+
+#[test]
+fn given_a_pending_offer_when_a_refusal_of_another_offer_arrives_then_only_the_refusal_of_this_one_ends_it() {
+    let events = [
+        event(0, "b-anon", &[id("anonymous_id", "a1")]),
+        event(1, "a-user", &[id("user_id", "U-1"), id("anonymous_id", "a1")]),
+    ];
+    let mut network = Network::default();
+    // b-anon offered itself to a-user; a-user's acceptance is held back.
+    held_acceptance(&mut network, &events);
+    let pending = network.customers["b-anon"].offer.clone().expect("b-anon waits for its answer");
+    let now = pending.sent_at + 1;
+    let refusal = |evidence| CustomerRequest::Control(Control::Refused { by: "a-user".into(), evidence });
+    // The answer to a copy of an offer answered or given up before: stale.
+    let stale = Evidence { event_id: "e-earlier".into(), ..pending.evidence.clone() };
+    let mut state = network.customers.remove("b-anon");
+    let effects = customer::<Payload>(&network.rules, "b-anon", &mut state, refusal(stale), now);
+    assert!(effects.is_empty(), "{effects:?}");
+    let kept = state.as_ref().expect("b-anon is kept");
+    assert_eq!((kept.offering.as_deref(), kept.offer.as_ref()), (Some("a-user"), Some(&pending)));
+    // The refusal of the pending offer ends it.
+    customer::<Payload>(&network.rules, "b-anon", &mut state, refusal(pending.evidence.clone()), now);
+    assert!(state.as_ref().is_none_or(|state| state.offering.is_none() && state.offer.is_none()));
 }
 
 #[test]
