@@ -50,6 +50,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "LOOKUP_GRACE_MS", default_value_t = 15_000)]
     pub lookup_grace_ms: u64,
 
+    /// How far before the oldest partition clock a broadcast lookup may still be asked (hours):
+    /// a partition assigned later resumes at most this far behind (the events' retention, 7
+    /// days). Older broadcast versions superseded since are dropped.
+    #[arg(long, env = "BROADCAST_HORIZON_HOURS", default_value_t = 168)]
+    pub broadcast_horizon_hours: u64,
+
     /// Dead-letter topic for records that cannot be decoded or fail validation.
     #[arg(long, env = "DLQ_TOPIC", default_value = EVENTS_DLQ)]
     pub dlq_topic: String,
@@ -203,6 +209,7 @@ pub struct RuntimeConfig {
     /// Broadcast inputs as (role, topic).
     pub broadcasts: Vec<(String, String)>,
     pub lookup_grace: Duration,
+    pub broadcast_horizon: Duration,
     pub dlq_topic: String,
     pub changelog_topic: String,
     pub commit_interval: Duration,
@@ -244,6 +251,7 @@ impl RuntimeConfig {
             tables: args.tables,
             broadcasts: args.broadcasts,
             lookup_grace: Duration::from_millis(args.lookup_grace_ms),
+            broadcast_horizon: Duration::from_secs(args.broadcast_horizon_hours.saturating_mul(3_600)),
             dlq_topic: args.dlq_topic,
             commit_interval: Duration::from_millis(args.commit_interval_ms),
             commit_keeping_up: Duration::from_millis(args.commit_keeping_up_ms),

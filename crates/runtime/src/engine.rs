@@ -29,7 +29,7 @@ pub const CAUSE_HEADER: &str = "cause.event_id";
 /// create time, not a broker's.
 const MAX_BROKER_CLOCK_LEAD_MS: i64 = 60_000;
 
-/// Table versions are pruned once in this many commits (a walk over every key).
+/// Lookup versions are pruned once in this many commits (a walk over every key).
 const PRUNE_EVERY_COMMITS: u32 = 64;
 
 /// The processing loop's clock reading for one iteration: monotonic and wall time.
@@ -212,6 +212,8 @@ pub(crate) struct CoreSettings {
     pub(crate) lookup_grace_ms: i64,
     /// How long a lookup topic's writer may keep a transaction open (this service's own timeout).
     pub(crate) lookup_writer_timeout_ms: i64,
+    /// How far before the oldest partition clock broadcast versions are kept (milliseconds).
+    pub(crate) broadcast_horizon_ms: i64,
 }
 
 impl CoreSettings {
@@ -238,6 +240,7 @@ impl CoreSettings {
             lookup_grace_ms: i64::try_from(config.lookup_grace.as_millis()).unwrap_or(i64::MAX),
             lookup_writer_timeout_ms: i64::try_from(config.transaction_timeout.as_millis())
                 .unwrap_or(i64::MAX),
+            broadcast_horizon_ms: i64::try_from(config.broadcast_horizon.as_millis()).unwrap_or(i64::MAX),
         }
     }
 }
@@ -1298,7 +1301,7 @@ impl<P: Processor> EngineCore<P> {
             // a writer's open transaction held back behind the clock: the writers' timeout more.
             self.commits_since_prune = 0;
             let as_of = self.lookups.as_of(oldest).saturating_sub(self.settings.lookup_writer_timeout_ms);
-            self.lookups.prune_tables(as_of);
+            self.lookups.prune(as_of, as_of.saturating_sub(self.settings.broadcast_horizon_ms));
         }
         self.update_gauges();
         let Some(mut ledger) = self.ledger.take() else { return Vec::new() };
@@ -1515,6 +1518,7 @@ mod tests {
             dedupe_window: 8,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
+            broadcast_horizon_ms: 7 * 86_400_000,
             erasure: ErasureConfig {
                 horizon: Duration::from_secs(86_400),
                 key: Some(b"test".to_vec()),

@@ -189,16 +189,15 @@ impl LookupStore {
         Lookups { store: Some(self), partition, as_of }
     }
 
-    /// Drops table versions no lookup at or after `as_of` can return. Broadcast versions are
-    /// kept (the topics are small): a partition assigned later may still look up as of an
-    /// earlier time, and a broadcast topic is not read again, unlike its table partition.
-    pub(crate) fn prune_tables(&mut self, as_of: i64) {
+    /// Drops table versions no lookup at or after `tables_as_of` can return, and broadcast
+    /// versions none at or after `broadcasts_as_of` can: a partition assigned later may still
+    /// look up a broadcast as of an earlier time (up to the broadcast horizon), and a broadcast
+    /// topic is not read again, unlike its table partition.
+    pub(crate) fn prune(&mut self, tables_as_of: i64, broadcasts_as_of: i64) {
         let inputs = &self.inputs;
         let is_table = |role: &str| inputs.iter().any(|i| i.role == role && i.scope == LookupScope::Table);
         for (from, versions) in &mut self.read {
-            if is_table(from.role) {
-                versions.prune(as_of);
-            }
+            versions.prune(if is_table(from.role) { tables_as_of } else { broadcasts_as_of });
         }
     }
 }
@@ -409,10 +408,26 @@ mod tests {
             store.on_record(tier(0), "k".into(), time, value.map(<[u8]>::to_vec));
         }
         store.on_record(tier(0), "gone".into(), 1_500, None);
-        store.prune_tables(2_500);
+        store.prune(2_500, i64::MIN);
         assert_eq!(store.view(0, 2_500).get("tiers", "k"), Some(&b"b"[..]));
         assert_eq!(store.view(0, 3_000).get("tiers", "k"), Some(&b"c"[..]));
         assert_eq!(store.read[&tier(0)].by_key["k"].len(), 2, "the version before 2 500 is gone");
         assert!(!store.read[&tier(0)].by_key.contains_key("gone"));
+    }
+
+    #[test]
+    fn broadcast_versions_are_pruned_only_up_to_their_own_horizon() {
+        let mut store = store();
+        let campaign = |partition| LookupPartition { role: "campaign", partition };
+        for time in [1_000, 2_000, 3_000] {
+            store.on_record(tier(0), "k".into(), time, Some(time.to_string().into_bytes()));
+            store.on_record(campaign(0), "c".into(), time, Some(time.to_string().into_bytes()));
+        }
+        // Tables as of 3 000, broadcasts as of 2 500 (a horizon of 500 before).
+        store.prune(3_000, 2_500);
+        assert_eq!(store.read[&tier(0)].by_key["k"].len(), 1, "only the table's latest");
+        assert_eq!(store.read[&campaign(0)].by_key["c"].len(), 2, "the broadcast's version of 2 500 stays");
+        assert_eq!(store.view(0, 2_500).get("campaign", "c"), Some(&b"2000"[..]));
+        assert_eq!(store.view(0, 1_500).get("campaign", "c"), None, "before the horizon: pruned");
     }
 }

@@ -190,6 +190,7 @@ fn processing_loop<P: Processor>(
     let mut clock = LoopClock::new();
     let mut last_timers = clock.read().instant;
     let mut iterations: u64 = 0;
+    let mut side_busy = false;
     loop {
         let now = clock.read();
         iterations = iterations.wrapping_add(1);
@@ -207,8 +208,11 @@ fn processing_loop<P: Processor>(
             driver.recover(&consumer)?;
             health.set_ready(driver.is_ready());
         }
-        // Polled without the lock: the rebalance callbacks inside take it.
-        let polled = consumer.poll(Duration::from_millis(10));
+        // Polled without the lock: the rebalance callbacks inside take it. It waits for a record
+        // only while the side inputs have none either: their records come one per partition per
+        // turn, and a feedback topic can be as busy as the events.
+        let wait = if side_busy { Duration::ZERO } else { Duration::from_millis(10) };
+        let polled = consumer.poll(wait);
         let mut driver = driver.lock().expect("driver lock");
         match polled {
             Some(Ok(message)) => {
@@ -237,8 +241,9 @@ fn processing_loop<P: Processor>(
             None => {}
             Some(Err(error)) => warn!(%error, "consumer error"),
         }
+        side_busy = false;
         for queues in &side_queues {
-            queues.poll(&consumer, &mut driver, now);
+            side_busy |= queues.poll(&consumer, &mut driver, now);
         }
         driver.poll_lookups();
         if now.instant.duration_since(last_timers) >= config.timer_interval {
@@ -284,8 +289,9 @@ impl<P: Processor> SideQueues<P> {
         }
     }
 
-    /// One record of each partition that has one.
-    fn poll(&self, consumer: &EngineConsumer<P>, driver: &mut Driver<P>, now: Now) {
+    /// One record of each partition that has one; whether any had one.
+    fn poll(&self, consumer: &EngineConsumer<P>, driver: &mut Driver<P>, now: Now) -> bool {
+        let mut delivered = false;
         for queue in self.queues.values() {
             match queue.poll(Duration::ZERO) {
                 Some(Ok(message)) => {
@@ -298,11 +304,13 @@ impl<P: Processor> SideQueues<P> {
                         timestamp: message.timestamp().to_millis(),
                     };
                     driver.on_record(consumer, &record, now);
+                    delivered = true;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                 Some(Err(error)) => warn!(%error, topic = %self.topic, "side input consumer error"),
             }
         }
+        delivered
     }
 }
 

@@ -104,6 +104,7 @@ impl<P: Processor> ProcessorTest<P> {
             dedupe_window: 64,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
+            broadcast_horizon_ms: i64::MAX,
             erasure: ErasureConfig {
                 horizon: Duration::from_secs(30 * 86_400),
                 key: None,
