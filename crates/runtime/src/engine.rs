@@ -631,10 +631,17 @@ impl<P: Processor> EngineCore<P> {
         }
         self.open_ledger(clock.instant, out);
         let outcome = match record.input {
-            Input::Events | Input::Feedback => match self.on_event_record(record, clock, out)? {
+            Input::Events => match self.on_event_record(record, clock, out)? {
                 Some(outcome) => outcome,
                 None => return Ok(()),
             },
+            // As of its own time, as a handoff record: the clock is the events' (a feedback topic
+            // is stamped by its writer, and its end says nothing of the events').
+            Input::Feedback => {
+                let stamped = self.stamped(record, clock);
+                let now = DateTime::from_timestamp_millis(stamped).unwrap_or(clock.wall);
+                self.apply_record(record, stamped, now, out)?
+            }
             Input::Handoff => match self.apply_handoff(record, clock, out)? {
                 Some(outcome) => outcome,
                 None if self.fatal.is_some() => return Ok(()),
@@ -656,8 +663,8 @@ impl<P: Processor> EngineCore<P> {
         Ok(())
     }
 
-    /// A record of the events (or feedback) topic: moves the partition clock, fires the timers
-    /// due before it, then applies it. `None`: it waits for the next transaction (a `Seek` says so).
+    /// A record of the events topic: moves the partition clock, fires the timers due before it,
+    /// then applies it. `None`: it waits for the next transaction (a `Seek` says so).
     fn on_event_record(
         &mut self,
         record: &InputRecord<'_>,
@@ -678,7 +685,7 @@ impl<P: Processor> EngineCore<P> {
         if self.fire_due(partition, partition_now, out) == Fired::Full {
             // More timers are due than one transaction takes: this record comes again after the
             // commit, and the next batch of timers with it.
-            out.push(Action::Seek { input: record.input, partition, offset: record.offset });
+            out.push(Action::Seek { input: Input::Events, partition, offset: record.offset });
             return Ok(None);
         }
         // Markers past their horizon by this record's time no longer judge it, whenever the
@@ -805,6 +812,11 @@ impl<P: Processor> EngineCore<P> {
                 recorded_at: partition_now,
                 recent: entry.recent.clone(),
             };
+            if P::DEDUPE_WITHOUT_STATE {
+                // The marker judges the customer's retries now, until the horizon: an entry kept
+                // for its dedupe memory alone would keep the erased id for ever.
+                entry.recent.clear();
+            }
             let id = self.marker_key.id(customer_id);
             data.store.markers.insert(id, marker, self.horizon_ms);
             ledger.mark([(partition, id)]);
@@ -2564,7 +2576,8 @@ mod tests {
     }
 
     /// Counts each customer's events; a view of the url "relay:X" writes a note to X on its
-    /// feedback output ("notes", `key|event_id|occurred_at`), which counts as one of X's events.
+    /// feedback output ("notes", `key|event_id|occurred_at`), which counts as one of X's events
+    /// (the relaying customer keeps no state, only its dedupe memory).
     #[derive(Debug)]
     struct Relay;
 
@@ -2627,6 +2640,7 @@ mod tests {
         type Record = String;
         const OUTPUTS: &'static [&'static str] = &["out", "notes"];
         const FEEDBACK: Option<&'static str> = Some("notes");
+        const DEDUPE_WITHOUT_STATE: bool = true;
 
         fn apply(
             &self,
@@ -2652,7 +2666,8 @@ mod tests {
     }
 
     #[test]
-    fn given_a_feedback_topic_then_its_records_are_applied_as_events_but_no_erasure_marker_judges_them() {
+    fn given_a_feedback_topic_then_its_records_are_applied_as_of_their_time_and_no_erasure_marker_judges_them()
+     {
         let settings = CoreSettings {
             outputs: OutputTopics(vec![("out", "out".into()), ("notes", "notes".into())]),
             feedback_topic: Some("notes".into()),
@@ -2680,9 +2695,16 @@ mod tests {
         let late = feed_input(&mut core, Input::Events, 0, 2, "c-2", &view("e-late", "c-2", BASE), BASE + 30)
             .expect("fits");
         assert!(produced(&late).is_empty(), "an event from before the erasure is dropped");
-        let noted =
-            feed_input(&mut core, Input::Feedback, 0, 5, "c-2", note.as_bytes(), BASE + 40).expect("fits");
+        // c-1 keeps its dedupe memory without state; c-2's erasure left no entry behind.
+        assert_eq!(core.customer_count(), 1);
+        let retry = view_of("e-1", "c-1", BASE, "relay:c-2");
+        let retried = feed_input(&mut core, Input::Events, 0, 3, "c-1", &retry, BASE + 35).expect("fits");
+        assert!(produced(&retried).is_empty(), "a retry of a customer without state is dropped");
+        // Stamped by its writer a minute ahead: applied as of then, the events' clock unmoved.
+        let noted = feed_input(&mut core, Input::Feedback, 0, 5, "c-2", note.as_bytes(), BASE + 59_000)
+            .expect("fits");
         assert_eq!(produced(&noted), vec![("out", Some("c-2"), some("1"))]);
+        assert_eq!(core.partitions[&0].store.clock(), BASE + 35);
         // A record the feedback decoder refuses is dead-lettered naming the feedback topic.
         let refused =
             feed_input(&mut core, Input::Feedback, 0, 6, "c-2", b"garbage", BASE + 50).expect("fits");
@@ -2690,6 +2712,6 @@ mod tests {
             refused.iter().find(|action| header(action, "source.topic").is_some()).expect("dead-lettered");
         assert_eq!(header(dead, "source.topic"), Some("notes"));
         let (_, offsets) = plan(&mut core);
-        assert_eq!(offsets, vec![(Input::Events, 0, 3), (Input::Feedback, 0, 7)]);
+        assert_eq!(offsets, vec![(Input::Events, 0, 4), (Input::Feedback, 0, 7)]);
     }
 }

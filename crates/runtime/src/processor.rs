@@ -229,10 +229,11 @@ pub trait Processor: Send + 'static {
     /// The output role whose topic the service reads back as a second input, co-partitioned with
     /// its events: requests it sends to its own customers (identity's customer stage forwards an
     /// event to the customer it was merged into). Its records are decoded by
-    /// [`InputEvent::decode_feedback`] and applied as events are (they move the partition clock:
-    /// the topic uses append time), but erasure markers do not judge them: the processor wrote
-    /// them and decides itself what an erased customer does with them. See docs/runtime.md,
-    /// "Feedback topic".
+    /// [`InputEvent::decode_feedback`] and applied as events are, but as of their own timestamp
+    /// (the partition clock stays the events': a feedback topic is stamped by its writer, and its
+    /// end says nothing of the events'), and erasure markers do not judge them: the processor
+    /// wrote them and decides itself what an erased customer does with them. See
+    /// docs/runtime.md, "Feedback topic".
     const FEEDBACK: Option<&'static str> = None;
 
     /// Whether this processor moves state between customers (merges). The runtime then also
