@@ -92,6 +92,18 @@ pub struct CustomerJourneys {
     /// within [`INTEREST_KEPT_FOR`].
     #[serde(default)]
     pub interests: Vec<Interest>,
+    /// Per published journey, the latest event that matched one of its goals (those about the
+    /// journey's own messages aside), in or out of the journey: a merge ends the other
+    /// customer's entries that were running then (docs/journeys.md, "Merges").
+    #[serde(default)]
+    pub goals: SortedMap<String, GoalReached>,
+}
+
+/// When (the partition clock) an event last matched a goal of a journey, and which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoalReached {
+    pub at: i64,
+    pub event_id: String,
 }
 
 /// A product the customer viewed: its catalog events appended after `seen_through` may enter
@@ -243,6 +255,13 @@ impl Engine {
         let catalog_triggers =
             definitions.latest().any(|journey| matches!(journey.entry.trigger, Trigger::Catalog { .. }));
         self.remember(state, event, now, catalog_triggers);
+        for journey in definitions.latest() {
+            // No messages: a goal about the journey's own messages needs the entry's.
+            if journey.goals.iter().any(|goal| matches(goal, event, &[], &state.traits)) {
+                let reached = GoalReached { at: now, event_id: event.event_id.clone() };
+                state.goals.insert(journey.id.clone(), reached);
+            }
+        }
         let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
         let entries = std::mem::take(&mut state.entries);
         for mut entry in entries {
@@ -334,7 +353,9 @@ impl Engine {
     /// ends as withdrawn; every other entry moves over where it was (step, wait, messages). What
     /// entries and sends depend on is united: suppression's and affinity's memories by their own
     /// merges, traits by event time, re-entry's memory, the latest ended entries, the sends not
-    /// yet seen back and the viewed products. Decides nothing: the moved entries go on at their
+    /// yet seen back and the viewed products. A goal either reached while the other's entry of
+    /// that journey ran ends that entry (as `Goal`, with the goal's event). Decides nothing:
+    /// the moved entries go on at their
     /// timers and at the customer's next events. Which entries go on does not depend on which
     /// customer won. Returns how each entry it ended ended.
     pub fn merge(
@@ -343,9 +364,24 @@ impl Engine {
         state: &mut CustomerJourneys,
         customer_id: &str,
         from: &str,
-        handed: CustomerJourneys,
+        mut handed: CustomerJourneys,
         now: i64,
     ) -> Vec<EndReason> {
+        // A goal one of them reached ends the other's entries of that journey that were running
+        // then: one person, and the goal was met (journeys keeps no event history to look in).
+        let mut ended = Vec::new();
+        let (ours, theirs) = (std::mem::take(&mut state.entries), std::mem::take(&mut handed.entries));
+        let (ours, theirs) = (
+            end_reached(state, ours, &handed.goals, now, &mut ended),
+            end_reached(state, theirs, &state.goals.clone(), now, &mut ended),
+        );
+        state.entries = ours;
+        handed.entries = theirs;
+        for (journey, reached) in std::mem::take(&mut handed.goals).iter() {
+            if state.goals.get(journey).is_none_or(|kept| kept.at < reached.at) {
+                state.goals.insert(journey.clone(), reached.clone());
+            }
+        }
         omnistream_suppression::absorb(&mut state.suppression, handed.suppression);
         let at = now.max(state.suppression.evaluated_at);
         omnistream_suppression::evaluate(&mut state.suppression, &self.suppression, customer_id, at);
@@ -403,7 +439,6 @@ impl Engine {
             ..entry
         }));
         entries.sort_by(|a, b| precedence(a).cmp(&precedence(b)));
-        let mut ended = Vec::new();
         for entry in entries {
             if definitions.get(&entry.journey, entry.version).is_none() {
                 ended.push(EndReason::Withdrawn);
@@ -958,6 +993,29 @@ fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReas
     if state.ended.len() > ENDED_KEPT {
         state.ended.remove(0);
     }
+}
+
+/// Of `entries`, ends those whose journey's goal `goals` (the other customer's) records as
+/// reached while they ran, and returns the others.
+fn end_reached(
+    state: &mut CustomerJourneys,
+    entries: Vec<EntryState>,
+    goals: &SortedMap<String, GoalReached>,
+    now: i64,
+    ended: &mut Vec<EndReason>,
+) -> Vec<EntryState> {
+    let mut going_on = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match goals.get(&entry.journey) {
+            Some(reached) if reached.at >= entry.entered_at => {
+                let reason = EndReason::Goal { event_id: reached.event_id.clone() };
+                ended.push(reason.clone());
+                end(state, entry, now, reason);
+            }
+            _ => going_on.push(entry),
+        }
+    }
+    going_on
 }
 
 fn exit_reason(

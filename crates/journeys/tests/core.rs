@@ -707,6 +707,38 @@ fn running(journey: &str, entry_id: &str) -> (String, String) {
 }
 
 #[test]
+fn a_goal_the_other_customer_reached_while_an_entry_ran_ends_it_at_the_merge_either_way() {
+    // The cookie browsed at 09:00 (browse: an order is its goal); the account, never in browse,
+    // ordered at 10:00. One person: the cookie's entry ends at the merge, as the goal.
+    let mut cookie = Given::journeys(&[BROWSE]);
+    cookie.when(&product_view("pv-1", "p-1", "2026-11-27T09:00:00Z"));
+    let mut account = Given::journeys(&[BROWSE]);
+    account.when(&order("order-1", "o-1", "2026-11-27T10:00:00Z"));
+    assert!(account.state.entries.is_empty(), "an order enters nothing");
+    let ended = account.merged_with(&cookie, "2026-11-27T10:30:00Z");
+    assert_eq!(ended, [EndReason::Goal { event_id: "order-1".into() }]);
+    assert!(account.running().is_empty());
+    // The other way round: the winner's entry ends by the loser's order.
+    let mut account = Given::journeys(&[BROWSE]);
+    account.when(&product_view("pv-2", "p-1", "2026-11-27T09:00:00Z"));
+    let mut cookie = Given::journeys(&[BROWSE]);
+    cookie.when(&order("order-2", "o-2", "2026-11-27T10:00:00Z"));
+    let ended = account.merged_with(&cookie, "2026-11-27T10:30:00Z");
+    assert_eq!(ended, [EndReason::Goal { event_id: "order-2".into() }]);
+    assert_eq!(account.state.goals.get("browse").map(|goal| goal.event_id.as_str()), Some("order-2"));
+}
+
+#[test]
+fn a_goal_reached_before_the_other_customer_entered_does_not_end_its_entry() {
+    let mut account = Given::journeys(&[BROWSE]);
+    account.when(&order("order-1", "o-1", "2026-11-27T08:00:00Z"));
+    let mut cookie = Given::journeys(&[BROWSE]);
+    cookie.when(&product_view("pv-1", "p-1", "2026-11-27T09:00:00Z"));
+    assert!(account.merged_with(&cookie, "2026-11-27T10:30:00Z").is_empty());
+    assert_eq!(account.running(), [running("browse", "pv-1")]);
+}
+
+#[test]
 fn a_merge_goes_on_with_the_first_entry_of_a_journey_both_were_in_and_moves_the_others_whoever_wins() {
     let journeys = [shipped("black-friday"), BROWSE.to_owned()];
     let journeys: Vec<&str> = journeys.iter().map(String::as_str).collect();
