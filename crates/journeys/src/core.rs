@@ -60,6 +60,11 @@ impl Definitions {
         self.versions.get(id)?.get(&version).map(Arc::as_ref)
     }
 
+    /// Every published version of every journey.
+    pub fn all(&self) -> impl Iterator<Item = &Journey> {
+        self.versions.values().flat_map(BTreeMap::values).map(Arc::as_ref)
+    }
+
     /// The latest version of each journey, by id: what new entries enter.
     pub fn latest(&self) -> impl Iterator<Item = &Journey> {
         self.versions
@@ -92,16 +97,18 @@ pub struct CustomerJourneys {
     /// within [`INTEREST_KEPT_FOR`].
     #[serde(default)]
     pub interests: Vec<Interest>,
-    /// Per published journey, the latest event that matched one of its goals (those about the
-    /// journey's own messages aside), in or out of the journey: a merge ends the other
-    /// customer's entries that were running then (docs/journeys.md, "Merges").
+    /// Per published journey version, the latest event that matched one of its goals (those
+    /// about the journey's own messages aside), in or out of the journey: a merge ends the other
+    /// customer's entries on that version that were running then (docs/journeys.md, "Merges").
     #[serde(default)]
-    pub goals: SortedMap<String, GoalReached>,
+    pub goals: Vec<GoalReached>,
 }
 
-/// When (the partition clock) an event last matched a goal of a journey, and which.
+/// When (the partition clock) an event last matched a goal of a journey version, and which.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GoalReached {
+    pub journey: String,
+    pub version: u32,
     pub at: i64,
     pub event_id: String,
 }
@@ -255,11 +262,17 @@ impl Engine {
         let catalog_triggers =
             definitions.latest().any(|journey| matches!(journey.entry.trigger, Trigger::Catalog { .. }));
         self.remember(state, event, now, catalog_triggers);
-        for journey in definitions.latest() {
+        for journey in definitions.all() {
             // No messages: a goal about the journey's own messages needs the entry's.
             if journey.goals.iter().any(|goal| matches(goal, event, &[], &state.traits)) {
-                let reached = GoalReached { at: now, event_id: event.event_id.clone() };
-                state.goals.insert(journey.id.clone(), reached);
+                let (journey, version) = (journey.id.clone(), journey.version);
+                let reached = GoalReached { journey, version, at: now, event_id: event.event_id.clone() };
+                // One per published version: the latest.
+                state.goals.retain(|kept| {
+                    definitions.get(&kept.journey, kept.version).is_some()
+                        && (kept.journey != reached.journey || kept.version != reached.version)
+                });
+                state.goals.push(reached);
             }
         }
         let mut run = Run { engine: self, customer_id, now, decisions: Vec::new() };
@@ -372,14 +385,20 @@ impl Engine {
         let mut ended = Vec::new();
         let (ours, theirs) = (std::mem::take(&mut state.entries), std::mem::take(&mut handed.entries));
         let (ours, theirs) = (
-            end_reached(state, ours, &handed.goals, now, &mut ended),
-            end_reached(state, theirs, &state.goals.clone(), now, &mut ended),
+            end_reached(definitions, state, ours, &handed.goals, &mut ended),
+            end_reached(definitions, state, theirs, &state.goals.clone(), &mut ended),
         );
         state.entries = ours;
         handed.entries = theirs;
-        for (journey, reached) in std::mem::take(&mut handed.goals).iter() {
-            if state.goals.get(journey).is_none_or(|kept| kept.at < reached.at) {
-                state.goals.insert(journey.clone(), reached.clone());
+        for reached in std::mem::take(&mut handed.goals) {
+            let kept = state
+                .goals
+                .iter_mut()
+                .find(|kept| kept.journey == reached.journey && kept.version == reached.version);
+            match kept {
+                Some(kept) if kept.at < reached.at => *kept = reached,
+                Some(_) => {}
+                None => state.goals.push(reached),
             }
         }
         omnistream_suppression::absorb(&mut state.suppression, handed.suppression);
@@ -995,22 +1014,25 @@ fn end(state: &mut CustomerJourneys, entry: EntryState, at: i64, reason: EndReas
     }
 }
 
-/// Of `entries`, ends those whose journey's goal `goals` (the other customer's) records as
-/// reached while they ran, and returns the others.
+/// Of `entries`, ends those whose version's goal `goals` (the other customer's) records as
+/// reached while they ran, as of the goal (as the goal would have, applied to them), and returns
+/// the others. An entry on a version no longer published is left to end as withdrawn.
 fn end_reached(
+    definitions: &Definitions,
     state: &mut CustomerJourneys,
     entries: Vec<EntryState>,
-    goals: &SortedMap<String, GoalReached>,
-    now: i64,
+    goals: &[GoalReached],
     ended: &mut Vec<EndReason>,
 ) -> Vec<EntryState> {
     let mut going_on = Vec::with_capacity(entries.len());
     for entry in entries {
-        match goals.get(&entry.journey) {
-            Some(reached) if reached.at >= entry.entered_at => {
+        let published = definitions.get(&entry.journey, entry.version).is_some();
+        match goals.iter().find(|goal| goal.journey == entry.journey && goal.version == entry.version) {
+            Some(reached) if published && reached.at >= entry.entered_at => {
                 let reason = EndReason::Goal { event_id: reached.event_id.clone() };
                 ended.push(reason.clone());
-                end(state, entry, now, reason);
+                let at = reached.at;
+                end(state, entry, at, reason);
             }
             _ => going_on.push(entry),
         }

@@ -725,7 +725,26 @@ fn a_goal_the_other_customer_reached_while_an_entry_ran_ends_it_at_the_merge_eit
     cookie.when(&order("order-2", "o-2", "2026-11-27T10:00:00Z"));
     let ended = account.merged_with(&cookie, "2026-11-27T10:30:00Z");
     assert_eq!(ended, [EndReason::Goal { event_id: "order-2".into() }]);
-    assert_eq!(account.state.goals.get("browse").map(|goal| goal.event_id.as_str()), Some("order-2"));
+    let goals: Vec<_> =
+        account.state.goals.iter().map(|g| (g.journey.as_str(), g.version, g.event_id.as_str())).collect();
+    assert_eq!(goals, [("browse", 1, "order-2")]);
+    // Ended as of the order, as the order would have ended it (re-entry counts from then).
+    assert_eq!(account.state.ended.last().map(|ended| ended.at), Some(at("2026-11-27T10:00:00Z")));
+}
+
+#[test]
+fn a_merge_judges_an_entry_by_the_goals_of_its_own_version() {
+    // The cookie entered browse v1 (an order is its goal); v2, published since, ends on a click.
+    let v2 = BROWSE
+        .replace("version = 1", "version = 2")
+        .replace("[[goals]]\nevent = \"order_placed\"", "[[goals]]\nevent = \"message_clicked\"");
+    assert_ne!(v2, BROWSE);
+    let mut cookie = Given::journeys(&[BROWSE]);
+    cookie.when(&product_view("pv-1", "p-1", "2026-11-27T09:00:00Z"));
+    let mut account = Given::journeys(&[BROWSE, &v2]);
+    account.when(&order("order-1", "o-1", "2026-11-27T10:00:00Z"));
+    let ended = account.merged_with(&cookie, "2026-11-27T10:30:00Z");
+    assert_eq!(ended, [EndReason::Goal { event_id: "order-1".into() }], "v1's goal, though v2 is the latest");
 }
 
 #[test]
