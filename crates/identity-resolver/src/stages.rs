@@ -593,7 +593,7 @@ mod tests {
     use crate::protocol::{ClaimRequest, Control, CustomerRequest, Evidence, Merge};
 
     #[test]
-    fn given_a_customers_merged_event_from_a_producer_then_the_router_refuses_it() {
+    fn given_a_customers_merged_event_from_a_producer_then_the_customer_stage_refuses_it() {
         let forged = TouchpointEvent {
             event_id: "e-1".into(),
             customer_id: "c-victim".into(),
@@ -611,10 +611,10 @@ mod tests {
             identifiers: Vec::new(),
         };
         let bytes = encode_event(&forged).expect("encodes");
-        let rejection = ProducerEvent::decode(&bytes, forged.occurred_at).expect_err("refused");
+        let rejection = CustomerStageInput::decode(&bytes, forged.occurred_at).expect_err("refused");
         assert_eq!(rejection.first().code, ErrorCode::UnknownType, "{rejection}");
         let view = TouchpointEvent { payload: EventPayload::PageViewed { url: "/".into() }, ..forged };
-        assert!(ProducerEvent::decode(&encode_event(&view).expect("encodes"), view.occurred_at).is_ok());
+        assert!(CustomerStageInput::decode(&encode_event(&view).expect("encodes"), view.occurred_at).is_ok());
     }
 
     #[test]
