@@ -374,7 +374,20 @@ pub fn end_offsets(topic: &str) -> i64 {
 
 /// A TCP port free right now on 127.0.0.1 (for a child's admin or HTTP server).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    // Never the same port twice in one test binary: its tests start stacks in parallel, and a
+    // port released here can be handed out again before the first process binds it (a gateway
+    // that then could not bind left the stack's readiness check answered by another process's
+    // admin server, and its events by a 404).
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A plain HTTP/1.1 GET on 127.0.0.1: the status code and the body; `None` if nothing listens.
