@@ -374,17 +374,21 @@ pub fn end_offsets(topic: &str) -> i64 {
 
 /// A TCP port free right now on 127.0.0.1 (for a child's admin or HTTP server).
 pub fn free_port() -> u16 {
-    // Never the same port twice in one test binary: its tests start stacks in parallel, and a
-    // port released here can be handed out again before the first process binds it (a gateway
-    // that then could not bind left the stack's readiness check answered by another process's
-    // admin server, and its events by a 404).
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Below Linux's ephemeral range (32768 and up), where bind(0) and every outgoing connection
+    // (a service's to the broker) take their ports: a port picked there and released can be
+    // taken by a connection before the child binds it (a gateway that then could not bind left
+    // the stack's readiness check answered by another process's admin server, and its events by
+    // a 404). Each port once per test binary, from a start of its own (binaries run one by one,
+    // but their children may linger a moment).
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
     loop {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(offset < SPAN, "no free port left below the ephemeral range");
+        let port = u16::try_from(LOW + (start + offset) % SPAN).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
