@@ -2,9 +2,14 @@
 //! writer schema, then the datum) for every record of omnistream, with the `.avsc` files in
 //! `schemas/` as the source of truth. Data written with a released schema is read with the current
 //! one through Avro schema resolution.
+//!
+//! Every reader also accepts the Confluent wire format (magic byte `0`, 4-byte big-endian schema
+//! id, then the datum) for the schema ids a schema registry has taught it ([`learn_schema`]);
+//! writers convert their single-object bytes with [`to_confluent`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
+use std::io::Read;
+use std::sync::{LazyLock, RwLock};
 
 use apache_avro::headers::HeaderBuilder;
 use apache_avro::rabin::Rabin;
@@ -22,6 +27,10 @@ use crate::validate::{ErrorCode, Rejection};
 /// Marker that starts every Avro single-object encoded value.
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
+/// First byte of the Confluent wire format.
+pub const CONFLUENT_MAGIC: u8 = 0;
+/// Magic byte and the 4-byte schema id.
+pub const CONFLUENT_HEADER_LEN: usize = 5;
 
 /// Declares the record kinds, each with its `.avsc` file (`schemas/<file>.avsc`, released versions
 /// in `schemas/released/v1/`; a kind added since has none yet): the enum and its tables come from
@@ -206,11 +215,114 @@ fn fingerprint_of(header: &[u8; HEADER_LEN]) -> [u8; 8] {
     fingerprint
 }
 
-/// Which record kind single-object encoded bytes hold, if their fingerprint is known.
+/// Which record kind encoded bytes hold, if their writer schema is known (a single-object
+/// fingerprint, or a schema id learned from a registry).
 pub fn record_kind_of(bytes: &[u8]) -> Option<RecordKind> {
-    let fingerprint: [u8; 8] = bytes.get(2..HEADER_LEN)?.try_into().ok()?;
-    (bytes.starts_with(&SINGLE_OBJECT_MARKER)).then_some(())?;
-    REGISTRY.writers.get(&fingerprint).map(|registered| registered.kind)
+    writer_and_datum(bytes).ok().map(|(writer, _)| writer.kind)
+}
+
+// ---- The Confluent wire format ----
+
+/// Writer schemas learned from a schema registry, by schema id. An id whose schema is one of
+/// omnistream's known texts shares its entry; another text of an omnistream record (a producer's
+/// own copy, with fields of an older or newer version) is registered once and kept for the
+/// process's life: a registry holds few versions.
+static LEARNED: LazyLock<RwLock<HashMap<u32, &'static Registered>>> = LazyLock::new(Default::default);
+
+/// The schema id of Confluent wire-format bytes (`None` for any other encoding).
+pub fn confluent_schema_id(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [CONFLUENT_MAGIC, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// Whether a registry's schema `id` has been learned by this process.
+pub fn is_schema_id_known(id: u32) -> bool {
+    learned(id).is_some()
+}
+
+fn learned(id: u32) -> Option<&'static Registered> {
+    LEARNED.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).copied()
+}
+
+/// Why a registry's schema cannot be read as an omnistream record.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error("schema id {id} does not parse as Avro: {message}")]
+    Unparsable { id: u32, message: String },
+    #[error("schema id {id} is the record {name}, which is none of omnistream's")]
+    NotOmnistream { id: u32, name: String },
+}
+
+/// Teaches this process the registry's schema `id` (its Avro `text`): Confluent bytes with that
+/// id decode from now on, with Avro schema resolution when the text is not omnistream's own.
+pub fn learn_schema(id: u32, text: &str) -> Result<RecordKind, LearnError> {
+    if let Some(known) = learned(id) {
+        return Ok(known.kind);
+    }
+    let unparsable = |message: String| LearnError::Unparsable { id, message };
+    let fingerprint = crate::canonical::fingerprint(text).map_err(|e| unparsable(e.to_string()))?;
+    let registered: &'static Registered = match REGISTRY.writers.get(&fingerprint) {
+        Some(known) => known,
+        None => {
+            let schema = Schema::parse_str(text).map_err(|e| unparsable(e.to_string()))?;
+            let name = match &schema {
+                Schema::Record(record) => record.name.fullname(None),
+                other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)),
+            };
+            let kind = RecordKind::ALL
+                .into_iter()
+                .find(
+                    |kind| matches!(kind.schema(), Schema::Record(ours) if ours.name.fullname(None) == name),
+                )
+                .ok_or(LearnError::NotOmnistream { id, name })?;
+            Box::leak(Box::new(register(kind, text, Some(fingerprint))))
+        }
+    };
+    LEARNED.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, registered);
+    Ok(registered.kind)
+}
+
+/// Turns single-object bytes (what every encoder here writes) into the Confluent wire format
+/// with schema `id`: the same datum behind a 5-byte header instead of the 10-byte one.
+pub fn to_confluent(mut single_object: Vec<u8>, id: u32) -> Vec<u8> {
+    debug_assert!(single_object.starts_with(&SINGLE_OBJECT_MARKER), "single-object bytes");
+    let mut header = [0u8; CONFLUENT_HEADER_LEN];
+    header[0] = CONFLUENT_MAGIC;
+    header[1..].copy_from_slice(&id.to_be_bytes());
+    single_object.splice(..HEADER_LEN, header);
+    single_object
+}
+
+/// The writer schema of encoded bytes, by their header, and the datum after it.
+fn writer_and_datum(bytes: &[u8]) -> Result<(&'static Registered, &[u8]), Rejection> {
+    if let Some(id) = confluent_schema_id(bytes) {
+        let writer = learned(id).ok_or_else(|| {
+            Rejection::single(
+                ErrorCode::UnknownSchema,
+                "$",
+                format!("unknown schema id {id} (Confluent wire format; not learned from a schema registry)"),
+            )
+        })?;
+        return Ok((writer, &bytes[CONFLUENT_HEADER_LEN..]));
+    }
+    if bytes.len() < HEADER_LEN || !bytes.starts_with(&SINGLE_OBJECT_MARKER) {
+        return Err(Rejection::single(
+            ErrorCode::Malformed,
+            "$",
+            "neither Avro single-object encoding (C3 01) nor the Confluent wire format (00 and a schema id)",
+        ));
+    }
+    let fingerprint: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
+    match REGISTRY.writers.get(&fingerprint) {
+        Some(writer) => Ok((writer, &bytes[HEADER_LEN..])),
+        None => Err(Rejection::single(
+            ErrorCode::UnknownSchema,
+            "$",
+            format!("unknown schema fingerprint {}", hex(&fingerprint)),
+        )),
+    }
 }
 
 thread_local! {
@@ -259,21 +371,7 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
 
 /// The datum read with its writer's schema, not resolved to the current one.
 fn read_as_written(kind: RecordKind, bytes: &[u8]) -> Result<(Value, &'static Registered), Rejection> {
-    if bytes.len() < HEADER_LEN || !bytes.starts_with(&SINGLE_OBJECT_MARKER) {
-        return Err(Rejection::single(
-            ErrorCode::Malformed,
-            "$",
-            "not Avro single-object encoding (no C3 01 marker)",
-        ));
-    }
-    let fingerprint: [u8; 8] = bytes[2..HEADER_LEN].try_into().expect("8 bytes");
-    let Some(writer) = REGISTRY.writers.get(&fingerprint) else {
-        return Err(Rejection::single(
-            ErrorCode::UnknownSchema,
-            "$",
-            format!("unknown schema fingerprint {}", hex(&fingerprint)),
-        ));
-    };
+    let (writer, datum) = writer_and_datum(bytes)?;
     if writer.kind != kind {
         return Err(Rejection::single(
             ErrorCode::WrongRecordType,
@@ -284,8 +382,11 @@ fn read_as_written(kind: RecordKind, bytes: &[u8]) -> Result<(Value, &'static Re
     let invalid = |e: apache_avro::Error| {
         Rejection::single(ErrorCode::Malformed, "$", format!("invalid Avro datum: {e}"))
     };
-    let mut datum = bytes;
-    let value = writer.reader.read_value(&mut datum).map_err(invalid)?;
+    // The reader checks the single-object header it was built with: given back in front of the
+    // datum whatever the bytes' own header was.
+    let mut input = writer.header.as_slice().chain(datum);
+    let value = writer.reader.read_value(&mut input).map_err(invalid)?;
+    let (_, datum) = input.into_inner();
     if !datum.is_empty() {
         return Err(Rejection::single(
             ErrorCode::Malformed,
@@ -374,11 +475,17 @@ pub fn encode_event(event: &TouchpointEvent) -> Result<Vec<u8>, CodecError> {
 /// [`crate::decode_and_validate`]). Data written with the current schema is read directly (every
 /// service does this per record); data of a released schema goes through schema resolution.
 pub fn decode_event(bytes: &[u8]) -> Result<TouchpointEvent, Rejection> {
-    let current = &REGISTRY.current[&RecordKind::TouchpointEvent].header;
-    match bytes.strip_prefix(current.as_slice()) {
-        Some(datum) => read_current_event(datum),
-        None => decode_event_resolved(bytes),
+    let current = &REGISTRY.current[&RecordKind::TouchpointEvent];
+    if let Some(datum) = bytes.strip_prefix(current.header.as_slice()) {
+        return read_current_event(datum);
     }
+    if let Some(writer) = confluent_schema_id(bytes).and_then(learned)
+        && writer.kind == RecordKind::TouchpointEvent
+        && writer.canonical_form == current.canonical_form
+    {
+        return read_current_event(&bytes[CONFLUENT_HEADER_LEN..]);
+    }
+    decode_event_resolved(bytes)
 }
 
 /// The general path: any known writer schema (current or released). The datum is read with its

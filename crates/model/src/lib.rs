@@ -18,8 +18,9 @@ pub mod traits;
 pub mod validate;
 
 pub use codec::{
-    AvroRecord, CodecError, OutputRecord, RecordKind, decode_any, decode_event, decode_record, encode_event,
-    encode_record, value_to_json,
+    AvroRecord, CodecError, LearnError, OutputRecord, RecordKind, confluent_schema_id, decode_any,
+    decode_event, decode_record, encode_event, encode_record, is_schema_id_known, learn_schema, to_confluent,
+    value_to_json,
 };
 pub use event::{Channel, EventPayload, EventType, Purpose, TouchpointEvent, TraitValue};
 pub use identifiers::Identifier;
