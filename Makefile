@@ -5,18 +5,20 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 KAFKA := deploy/local/kafka.sh
+REGISTRY := deploy/local/registry.sh
 OMNI := target/release/omni
 PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset topics demo test lint k8s-check down bench
+.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
 	@echo "make test          fmt, clippy, the Kubernetes manifests check and every test (starts Kafka when needed)"
 	@echo "make k8s-check     render the Kubernetes overlays and validate them offline"
 	@echo "make kafka-up      start the local broker (kafka-down, kafka-status; kafka-prune deletes test topics, kafka-reset all data)"
+	@echo "make registry-up   start the local schema registry, Apicurio (registry-down, registry-status; SCHEMA_REGISTRY_URL uses yours)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
 	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
 	@echo "make down          stop everything local"
@@ -40,6 +42,15 @@ kafka-prune:
 
 kafka-reset:
 	@bash $(KAFKA) reset
+
+registry-up:
+	@bash $(REGISTRY) up
+
+registry-down:
+	@bash $(REGISTRY) down
+
+registry-status:
+	@bash $(REGISTRY) status
 
 topics: kafka-up build
 	$(OMNI) topics create --partitions $(PARTITIONS)
@@ -69,6 +80,7 @@ test: kafka-up kafka-prune lint k8s-check py-deps
 down:
 	@bash deploy/local/demo-down.sh
 	@bash $(KAFKA) down
+	@bash $(REGISTRY) down
 
 # Benchmarks are a command, not a timed test: throughput against a same-run baseline, latency
 # percentiles, memory and restore time; the table is kept under bench/results/.

@@ -59,7 +59,8 @@ macro_rules! record_kinds {
                 }
             }
 
-            fn current_text(self) -> &'static str {
+            /// The current `.avsc` text (what a schema registry is given).
+            pub fn schema_text(self) -> &'static str {
                 match self {
                     $(RecordKind::$kind => include_str!(concat!("../../../schemas/", $file, ".avsc")),)+
                     $(RecordKind::$new_kind => include_str!(concat!("../../../schemas/", $new_file, ".avsc")),)*
@@ -198,13 +199,13 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
     let mut writers = HashMap::new();
     for kind in RecordKind::ALL {
         let written = kind.released_texts().iter().chain(draft_texts(kind)).copied();
-        for text in written.chain([kind.current_text()]) {
+        for text in written.chain([kind.schema_text()]) {
             let registered = register(kind, text, None);
             let legacy = legacy_fingerprint(&registered.schema);
             writers.insert(fingerprint_of(&registered.header), registered);
             writers.insert(legacy, register(kind, text, Some(legacy)));
         }
-        current.insert(kind, register(kind, kind.current_text(), None));
+        current.insert(kind, register(kind, kind.schema_text(), None));
     }
     Registry { current, writers }
 });
