@@ -74,6 +74,14 @@ macro_rules! record_kinds {
                     $(RecordKind::$new_kind => &[],)*
                 }
             }
+            /// The kind whose record is named `name` (`CustomerProfile`; the registry's topics
+            /// name their values so).
+            pub fn named(name: &str) -> Option<RecordKind> {
+                RecordKind::ALL.into_iter().find(|kind| {
+                    matches!(kind.schema(), Schema::Record(record) if record.name.name == name)
+                })
+            }
+
             /// The current schema, parsed once.
             pub fn schema(self) -> &'static Schema {
                 &REGISTRY.current[&self].schema

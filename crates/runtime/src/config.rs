@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use omnistream_model::topics::{EVENTS, EVENTS_DLQ};
 
+use omnistream_model::RecordKind;
+use omnistream_schema_registry::SchemaRegistryArgs;
+
 use crate::kafka::KafkaArgs;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -13,6 +16,8 @@ pub struct RuntimeArgs {
     pub shutdown: crate::server::ShutdownArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub schema_registry: SchemaRegistryArgs,
 
     /// Consumer group; default: the service name.
     #[arg(long, env = "KAFKA_GROUP_ID")]
@@ -197,6 +202,7 @@ impl std::fmt::Debug for ErasureConfig {
 pub struct RuntimeConfig {
     pub service: ServiceInfo,
     pub kafka: KafkaArgs,
+    pub schema_registry: SchemaRegistryArgs,
     pub group_id: String,
     pub instance_id: String,
     pub input_topic: String,
@@ -246,6 +252,7 @@ impl RuntimeConfig {
             admin_addr: args.admin_addr.unwrap_or(service.default_admin_addr),
             service,
             kafka: args.kafka,
+            schema_registry: args.schema_registry,
             instance_id,
             input_topic: args.input_topic,
             tables: args.tables,
@@ -267,6 +274,17 @@ impl RuntimeConfig {
             timer_interval: Duration::from_millis(args.timer_interval_ms.max(10)),
             shutdown_grace: args.shutdown.grace(),
         }
+    }
+
+    /// Each output topic with the Avro record it holds, as the service registry says (`None`:
+    /// another encoding, or a service the registry does not list).
+    pub fn written_records(&self) -> Vec<(&str, Option<RecordKind>)> {
+        let spec = omnistream_model::services::service(self.service.name);
+        let record = |role: &str| {
+            let output = spec?.outputs.iter().find(|output| output.role == role)?;
+            RecordKind::named(output.topic.value)
+        };
+        self.service.outputs.iter().map(|(role, topic)| (topic.as_str(), record(role))).collect()
     }
 
     /// One transactional id per instance (KIP-447): stable across restarts.

@@ -27,6 +27,7 @@ use crate::metrics::{Metrics, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::Processor;
 use crate::server::Health;
 use crate::{RuntimeError, TxnProducer};
+use omnistream_schema_registry::{SchemaCheck, SchemaLearner};
 
 /// How a failed transactional call must be handled (librdkafka's error classes, plus Jepsen's
 /// advice to treat an unknown outcome as a reason to start over, not to retry).
@@ -90,6 +91,11 @@ pub(crate) struct Driver<P: Processor> {
     records_seen: u64,
     /// The table and broadcast inputs' reader, if the processor has any.
     lookups: Option<LookupReader>,
+    /// Learns the schema ids of input records in the Confluent wire format.
+    schemas: Arc<SchemaLearner>,
+    /// Input partitions paused at a record whose schema id is being learned: resumed at that
+    /// record once it is (a registry that is down holds them, never dead-letters them).
+    waiting_for_schema: Vec<(Input, i32)>,
 }
 
 impl<P: Processor> std::fmt::Debug for Driver<P> {
@@ -109,9 +115,12 @@ impl<P: Processor> Driver<P> {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         lookups: Option<LookupReader>,
+        schemas: Arc<SchemaLearner>,
     ) -> Self {
         Self {
             lookups,
+            schemas,
+            waiting_for_schema: Vec::new(),
             core,
             config,
             producer,
@@ -161,6 +170,8 @@ impl<P: Processor> Driver<P> {
         if let Some(lookups) = &mut self.lookups {
             lookups.unassign_tables::<P>(partitions);
         }
+        self.waiting_for_schema.retain(|(_, partition)| !partitions.contains(partition));
+        self.metrics.partitions_waiting_for_schema.set(self.waiting_for_schema.len() as i64);
     }
 
     /// Before the next poll: stops on a fatal failure, re-creates the producer after an unknown
@@ -196,6 +207,12 @@ impl<P: Processor> Driver<P> {
             // reset (or the exit) comes first, and the reset rewinds to the committed offsets.
             return;
         }
+        if let Some(payload) = record.payload
+            && let SchemaCheck::Wait(id) = self.schemas.check(payload)
+        {
+            self.hold_for_schema(consumer, record, id);
+            return;
+        }
         // Clock reads cost here (no TSC in some VMs): time one record in 32.
         self.records_seen = self.records_seen.wrapping_add(1);
         let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
@@ -221,6 +238,54 @@ impl<P: Processor> Driver<P> {
         if let Some(started) = timed {
             self.metrics.processing_seconds.observe(started.elapsed().as_secs_f64());
         }
+    }
+
+    /// Pauses the record's partition at it until its schema id is learned: the records before it
+    /// commit as usual, it and those after it are read again once resumed.
+    fn hold_for_schema<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        record: &InputRecord<'_>,
+        id: u32,
+    ) {
+        let topic = self.core.topic_of(record.input).clone();
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, record.partition);
+        let held = consumer.pause(&list).and_then(|()| {
+            consumer.seek(&topic, record.partition, Offset::Offset(record.offset), Duration::from_secs(10))
+        });
+        if let Err(error) = held {
+            // Not paused at the record: start over from the committed offsets.
+            warn!(%error, "cannot pause a partition to wait for its schema");
+            self.handle(consumer, Failure::Abortable(error));
+            return;
+        }
+        info!(topic = %topic, partition = record.partition, offset = record.offset, id, "waiting for the schema registry to tell a schema id");
+        if !self.waiting_for_schema.contains(&(record.input, record.partition)) {
+            self.waiting_for_schema.push((record.input, record.partition));
+        }
+        self.metrics.partitions_waiting_for_schema.set(self.waiting_for_schema.len() as i64);
+    }
+
+    /// Resumes the partitions held for schema ids once none is being learned any more (those
+    /// whose state is being restored are resumed by the restore).
+    pub(crate) fn resume_learned<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if self.waiting_for_schema.is_empty() || self.schemas.waiting() > 0 {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (input, partition) in self.waiting_for_schema.drain(..) {
+            if self.core.is_restored(partition) {
+                list.add_partition(self.core.topic_of(input), partition);
+            }
+        }
+        self.metrics.partitions_waiting_for_schema.set(0);
+        if let Err(error) = consumer.resume(&list) {
+            warn!(%error, "cannot resume the partitions that waited for their schema");
+            self.handle(consumer, Failure::Abortable(error));
+            return;
+        }
+        wake_fetcher(consumer, &list);
     }
 
     /// Takes in what the table and broadcast inputs' reader has, without waiting.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use omnistream_model::{ErrorCode, OutputRecord, Rejection};
+use omnistream_model::{ErrorCode, OutputRecord, Rejection, to_confluent};
+use omnistream_schema_registry::TopicWriters;
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::debug;
 
@@ -94,11 +95,16 @@ pub(crate) struct OutRecord {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
-/// Each output role of the processor and the topic configuration binds it to.
+/// Each output role of the processor, the topic configuration binds it to, and the schema id
+/// its records are written with if that topic takes the Confluent wire format.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct OutputTopics(pub(crate) Vec<(&'static str, Arc<str>)>);
+pub(crate) struct OutputTopics(Vec<(&'static str, Arc<str>, Option<u32>)>);
 
 impl OutputTopics {
+    pub(crate) fn new(roles: Vec<(&'static str, Arc<str>)>, writers: &TopicWriters) -> Self {
+        Self(roles.into_iter().map(|(role, topic)| (role, topic.clone(), writers.id_of(&topic))).collect())
+    }
+
     /// Appends `outputs` to `records` as records of their roles' topics, encoded, on `partition`
     /// when they stay with the input's partition number; no cause yet.
     fn bind<R: OutputRecord>(&self, outputs: Vec<Output<R>>, partition: i32, records: &mut Vec<OutRecord>) {
@@ -106,11 +112,11 @@ impl OutputTopics {
     }
 
     fn bind_one<R: OutputRecord>(&self, output: Output<R>, partition: i32) -> OutRecord {
-        let topic = self
+        let (topic, schema_id) = self
             .0
             .iter()
-            .find(|(role, _)| *role == output.role)
-            .map(|(_, topic)| topic.clone())
+            .find(|(role, _, _)| *role == output.role)
+            .map(|(_, topic, schema_id)| (topic.clone(), *schema_id))
             // The start checks every declared role has a topic: this one was not declared.
             .unwrap_or_else(|| panic!("output role {:?} is not in the processor's OUTPUTS", output.role));
         let partition = match output.partitioning {
@@ -121,7 +127,10 @@ impl OutputTopics {
             topic,
             partition,
             key: Some(output.key),
-            value: output.value.map(|record| record.encode()),
+            value: output.value.map(|record| match schema_id {
+                Some(id) => to_confluent(record.encode(), id),
+                None => record.encode(),
+            }),
             cause: None,
             headers: Vec::new(),
         }
@@ -217,16 +226,18 @@ pub(crate) struct CoreSettings {
 }
 
 impl CoreSettings {
-    pub(crate) fn new(config: &RuntimeConfig) -> Self {
+    /// `writers`: the schema ids of the output topics written in the Confluent format.
+    pub(crate) fn new(config: &RuntimeConfig, writers: &TopicWriters) -> Self {
         Self {
             input_topic: config.input_topic.as_str().into(),
-            outputs: OutputTopics(
+            outputs: OutputTopics::new(
                 config
                     .service
                     .outputs
                     .iter()
                     .map(|(role, topic)| (*role, Arc::from(topic.as_str())))
                     .collect(),
+                writers,
             ),
             handoff_topic: config.handoff_topic.as_deref().map(Arc::from),
             feedback_topic: config.feedback_topic.as_deref().map(Arc::from),
@@ -471,6 +482,11 @@ impl<P: Processor> EngineCore<P> {
     /// Joined the group, every owned partition restored.
     pub(crate) fn is_ready(&self) -> bool {
         self.joined && self.pending_restore.is_empty()
+    }
+
+    /// Whether `partition` is owned and its state restored (it may be processed).
+    pub(crate) fn is_restored(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition) && !self.pending_restore.contains(&partition)
     }
 
     pub(crate) fn has_pending_restore(&self) -> bool {
@@ -1519,7 +1535,10 @@ mod tests {
     fn settings(commit_max_records: usize, handoff_topic: Option<Arc<str>>) -> CoreSettings {
         CoreSettings {
             input_topic: "in".into(),
-            outputs: OutputTopics(vec![("out", "out".into()), ("routed", "routed".into())]),
+            outputs: OutputTopics::new(
+                vec![("out", "out".into()), ("routed", "routed".into())],
+                &TopicWriters::default(),
+            ),
             handoff_topic,
             feedback_topic: None,
             dlq_topic: "dlq".into(),
@@ -2669,7 +2688,10 @@ mod tests {
     fn given_a_feedback_topic_then_its_records_are_applied_as_of_their_time_and_no_erasure_marker_judges_them()
      {
         let settings = CoreSettings {
-            outputs: OutputTopics(vec![("out", "out".into()), ("notes", "notes".into())]),
+            outputs: OutputTopics::new(
+                vec![("out", "out".into()), ("notes", "notes".into())],
+                &TopicWriters::default(),
+            ),
             feedback_topic: Some("notes".into()),
             ..settings(10_000, None)
         };

@@ -59,6 +59,8 @@ pub enum RuntimeError {
     Handoff(String),
     #[error("state restore failed: {0}")]
     Restore(String),
+    #[error("schema registry: {0}")]
+    SchemaRegistry(#[from] omnistream_schema_registry::RegistryError),
     #[error("admin server: {0}")]
     Admin(#[from] std::io::Error),
     #[error("the last commit before stopping had an unknown outcome; a restart restores from Kafka")]

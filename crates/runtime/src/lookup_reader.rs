@@ -4,7 +4,10 @@
 //! assignment reads them again, as a restore reads the changelog.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use omnistream_schema_registry::SchemaLearner;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, Timestamp};
@@ -28,6 +31,8 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct LookupReader {
     consumer: BaseConsumer<ReadToEndContext>,
+    /// Learns the schema ids of records in the Confluent wire format.
+    schemas: Arc<SchemaLearner>,
     /// Role of each topic, and topic of each role.
     roles: HashMap<String, &'static str>,
     topics: HashMap<&'static str, String>,
@@ -52,6 +57,7 @@ impl LookupReader {
         config: &RuntimeConfig,
         core: &mut EngineCore<P>,
         health: &Health,
+        schemas: Arc<SchemaLearner>,
     ) -> Result<Option<Self>, RuntimeError> {
         if P::LOOKUPS.is_empty() {
             if !config.tables.is_empty() || !config.broadcasts.is_empty() {
@@ -85,6 +91,7 @@ impl LookupReader {
         let consumer: BaseConsumer<ReadToEndContext> =
             client.create_with_context(ReadToEndContext { reader: "lookup reader" })?;
         let mut reader = Self {
+            schemas,
             consumer,
             roles,
             topics,
@@ -185,6 +192,12 @@ impl LookupReader {
                         )));
                     };
                     let from = LookupPartition { role, partition: message.partition() };
+                    // A lookup version cannot be skipped: one of a schema id not known yet holds
+                    // the reader (and so the service, as a broker outage does) until the
+                    // registry tells it; a stop outlasting its grace period exits anyway.
+                    if let Some(payload) = message.payload() {
+                        self.schemas.wait_until_ready(payload, || true);
+                    }
                     core.on_lookup_record(from, key, appended, message.payload().map(<[u8]>::to_vec));
                 }
                 Some(Err(error)) => warn!(%error, "lookup reader"),

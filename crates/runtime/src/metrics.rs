@@ -95,6 +95,8 @@ pub struct Metrics {
     pub restored_records: Counter,
     pub restore_seconds: Histogram,
     pub customers: Gauge,
+    /// Input partitions paused at a record whose schema id is being learned from the registry.
+    pub partitions_waiting_for_schema: Gauge,
     /// What the processor says its inputs did (`Processor::count_domain_events`).
     pub domain_events: Family<DomainEventLabel, Counter>,
     /// The `processed` counters, resolved once: a label lookup per record is measurable.
@@ -131,6 +133,7 @@ impl Metrics {
             restored_records: Counter::default(),
             restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             customers: Gauge::default(),
+            partitions_waiting_for_schema: Gauge::default(),
             domain_events: Family::default(),
             processed_by_outcome: Default::default(),
         };
@@ -186,6 +189,11 @@ impl Metrics {
             metrics.restore_seconds.clone(),
         );
         r.register("customers", "Customers held in state", metrics.customers.clone());
+        r.register(
+            "partitions_waiting_for_schema",
+            "Input partitions paused at a record whose schema id the schema registry has not told yet",
+            metrics.partitions_waiting_for_schema.clone(),
+        );
         r.register(
             "domain_events",
             "What the processor's inputs did, by event (e.g. identity merges)",

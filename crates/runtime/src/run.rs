@@ -156,14 +156,17 @@ fn processing_loop<P: Processor>(
     shutdown: CancellationToken,
 ) -> Result<(), RuntimeError> {
     health.tick();
+    // Registered before anything is written: a schema the registry refuses stops the start.
+    let writers = config.schema_registry.writers(&config.written_records())?;
+    let schemas = Arc::new(config.schema_registry.learner()?);
     let producer = create_transactional_producer(&config)?;
     let mut core = EngineCore::new(
         processor,
-        CoreSettings::new(&config),
+        CoreSettings::new(&config, &writers),
         Box::new(RecordLimits::new(&config)?),
         metrics.clone(),
     );
-    let lookups = LookupReader::start(&config, &mut core, &health)?;
+    let lookups = LookupReader::start(&config, &mut core, &health, schemas.clone())?;
     let driver = Arc::new(Mutex::new(Driver::new(
         core,
         config.clone(),
@@ -171,6 +174,7 @@ fn processing_loop<P: Processor>(
         metrics.clone(),
         health.clone(),
         lookups,
+        schemas,
     )));
     let context = EngineContext { driver: driver.clone(), metrics, input_topic: config.input_topic.clone() };
     let consumer = Arc::new(create_consumer(&config, context)?);
@@ -246,6 +250,7 @@ fn processing_loop<P: Processor>(
             side_busy |= queues.poll(&consumer, &mut driver, now);
         }
         driver.poll_lookups();
+        driver.resume_learned(&consumer);
         if now.instant.duration_since(last_timers) >= config.timer_interval {
             last_timers = now.instant;
             driver.on_tick(&consumer, now);

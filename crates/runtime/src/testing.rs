@@ -92,7 +92,10 @@ impl<P: Processor> ProcessorTest<P> {
     pub fn new(processor: P) -> Self {
         let settings = CoreSettings {
             input_topic: "test.events".into(),
-            outputs: OutputTopics(P::OUTPUTS.iter().map(|role| (*role, Arc::from(*role))).collect()),
+            outputs: OutputTopics::new(
+                P::OUTPUTS.iter().map(|role| (*role, Arc::from(*role))).collect(),
+                &omnistream_schema_registry::TopicWriters::default(),
+            ),
             handoff_topic: P::HANDS_OFF_STATE.then(|| TEST_HANDOFF.into()),
             feedback_topic: P::FEEDBACK.map(Arc::from),
             dlq_topic: TEST_DLQ.into(),

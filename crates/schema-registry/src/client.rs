@@ -22,6 +22,10 @@ pub enum RegistryError {
         "the topic {topic} is written in the Confluent wire format, which needs a schema registry (SCHEMA_REGISTRY_URL)"
     )]
     NoRegistry { topic: String },
+    #[error(
+        "the topic {topic} does not hold Avro records: it cannot be written in the Confluent wire format"
+    )]
+    NotAvro { topic: String },
     #[error("schema registry settings: {0}")]
     Settings(String),
     #[error("the schema registry at {url} cannot be reached: {message}")]

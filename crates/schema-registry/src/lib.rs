@@ -88,9 +88,11 @@ impl SchemaRegistryArgs {
     }
 
     /// Registers the schema of each topic this process writes in the Confluent format (`topics`:
-    /// each with the record it holds) and returns the ids to write with. Fails on a topic in the
-    /// Confluent format without a registry, or a schema the registry refuses.
-    pub fn writers(&self, topics: &[(&str, RecordKind)]) -> Result<TopicWriters, RegistryError> {
+    /// each with the Avro record it holds, `None` for another encoding) and returns the ids to
+    /// write with. Fails on a topic in the Confluent format without a registry or without an Avro
+    /// record, or a schema the registry refuses; a registry that cannot be reached is asked again
+    /// for up to [`START_PATIENCE`].
+    pub fn writers(&self, topics: &[(&str, Option<RecordKind>)]) -> Result<TopicWriters, RegistryError> {
         let confluent: Vec<_> =
             topics.iter().filter(|(topic, _)| self.format_of(topic) == WireFormat::Confluent).collect();
         let mut ids = HashMap::new();
@@ -100,7 +102,18 @@ impl SchemaRegistryArgs {
         let client =
             self.client()?.ok_or_else(|| RegistryError::NoRegistry { topic: confluent[0].0.to_owned() })?;
         for (topic, kind) in confluent {
-            let id = client.register_backward(&format!("{topic}-value"), *kind)?;
+            let kind = kind.ok_or_else(|| RegistryError::NotAvro { topic: (*topic).to_owned() })?;
+            let subject = format!("{topic}-value");
+            let started = std::time::Instant::now();
+            let id = loop {
+                match client.register_backward(&subject, kind) {
+                    Err(error) if error.is_transient() && started.elapsed() < START_PATIENCE => {
+                        tracing::warn!(%error, subject, "schema registry not answering; asking again");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                    registered => break registered?,
+                }
+            };
             ids.insert((*topic).to_owned(), id);
         }
         Ok(TopicWriters { ids })
@@ -112,6 +125,10 @@ impl SchemaRegistryArgs {
         Ok(SchemaLearner::start(self.client()?))
     }
 }
+
+/// How long a writer asks an unreachable registry at start before it gives up (exit non-zero,
+/// for the orchestrator to restart it).
+pub const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The schema id each topic written in the Confluent format is written with.
 #[derive(Debug, Clone, Default)]
@@ -168,12 +185,27 @@ mod tests {
         let error = cli
             .registry
             .writers(&[
-                ("touchpoint.events.v1", RecordKind::TouchpointEvent),
-                ("customer.profiles.v1", RecordKind::CustomerProfile),
+                ("touchpoint.events.v1", Some(RecordKind::TouchpointEvent)),
+                ("customer.profiles.v1", Some(RecordKind::CustomerProfile)),
             ])
             .unwrap_err();
         assert!(error.to_string().contains("customer.profiles.v1"), "{error}");
-        let single = cli.registry.writers(&[("touchpoint.events.v1", RecordKind::TouchpointEvent)]).unwrap();
+        let single =
+            cli.registry.writers(&[("touchpoint.events.v1", Some(RecordKind::TouchpointEvent))]).unwrap();
         assert_eq!(single.id_of("touchpoint.events.v1"), None);
+        let internal = Cli::parse_from([
+            "x",
+            "--schema-registry-url",
+            "http://127.0.0.1:1",
+            "--wire-format",
+            "confluent",
+        ])
+        .registry
+        .writers(&[("identity.requests.v1", None)])
+        .unwrap_err();
+        assert!(
+            matches!(&internal, RegistryError::NotAvro { topic } if topic == "identity.requests.v1"),
+            "{internal}"
+        );
     }
 }
