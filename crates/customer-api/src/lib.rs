@@ -46,6 +46,8 @@ pub struct ApiArgs {
     pub shutdown: omnistream_runtime::server::ShutdownArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub schema_registry: omnistream_schema_registry::SchemaRegistryArgs,
     /// Public HTTP address (the `/v1/customers` routes, and `/healthz`, `/readyz`, `/metrics`).
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8081")]
     pub http_addr: SocketAddr,

@@ -26,6 +26,7 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
     tokio::spawn(server::cancel_on_signal(shutdown.clone(), args.shutdown.grace()));
 
     let client = args.kafka.client_config()?;
+    let schemas = Arc::new(args.schema_registry.learner()?);
     let topics = args.topics();
     let catch_up = Arc::new(CatchUp::new(topics.len(), health.clone()));
     let mut readers = Vec::new();
@@ -38,6 +39,7 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
             metrics: metrics.topic(topic),
             catch_up: catch_up.clone(),
             health: health.clone(),
+            schemas: schemas.clone(),
         };
         let stop = shutdown.clone();
         readers.push(tokio::task::spawn_blocking(move || {

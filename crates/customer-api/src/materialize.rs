@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use omnistream_runtime::kafka::ReadToEndContext;
 use omnistream_runtime::server::Health;
+use omnistream_schema_registry::SchemaLearner;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::ClientConfig;
@@ -62,6 +63,8 @@ pub struct TopicReader {
     pub metrics: TopicMetrics,
     pub catch_up: Arc<CatchUp>,
     pub health: Arc<Health>,
+    /// Learns the schema ids of records in the Confluent wire format.
+    pub schemas: Arc<SchemaLearner>,
 }
 
 impl TopicReader {
@@ -95,7 +98,16 @@ impl TopicReader {
             self.health.tick();
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Ok(message)) => self.apply(&message),
+                Some(Ok(message)) => {
+                    // A record of a schema id not known yet holds this topic's reader (the views
+                    // of the other topics go on) until the registry tells it; never skipped.
+                    if let Some(bytes) = message.payload()
+                        && !self.schemas.wait_until_ready(bytes, || !shutdown.is_cancelled())
+                    {
+                        break;
+                    }
+                    self.apply(&message);
+                }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     at_end_once.insert(partition);
                     if !caught_up && at_end_once.len() == partitions.len() {

@@ -22,8 +22,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use omnistream_model::topics::{CATALOG_EVENTS, EVENTS};
+use omnistream_model::{RecordKind, to_confluent};
 use omnistream_runtime::KafkaArgs;
 use omnistream_runtime::server::Health;
+use omnistream_schema_registry::WireFormatArgs;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -52,6 +54,8 @@ pub struct GatewayArgs {
     pub shutdown: omnistream_runtime::server::ShutdownArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub schema_registry: WireFormatArgs,
     /// Topic the events are published to.
     #[arg(long, env = "EVENTS_TOPIC", default_value = EVENTS)]
     pub events_topic: String,
@@ -93,6 +97,8 @@ pub enum GatewayError {
     Config(#[from] omnistream_runtime::kafka::ConfigError),
     #[error("Kafka producer: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("schema registry: {0}")]
+    SchemaRegistry(#[from] omnistream_schema_registry::RegistryError),
     #[error("--rate-limit-burst ({burst}) must be at least --max-events ({max_events})")]
     BurstBelowBatch { burst: f64, max_events: usize },
     #[error("--rate-limit must be a number of events per second, 0 or more (0 turns it off); got {0}")]
@@ -187,6 +193,18 @@ struct Route {
     path: &'static str,
     encode: EncodeJson,
     topic: String,
+    /// The registry's schema id when the topic takes the Confluent wire format.
+    schema_id: Option<u32>,
+}
+
+impl Route {
+    /// An encoded event's bytes in the topic's wire format.
+    fn wire_bytes(&self, single_object: Vec<u8>) -> Vec<u8> {
+        match self.schema_id {
+            Some(id) => to_confluent(single_object, id),
+            None => single_object,
+        }
+    }
 }
 
 /// The gateway: configuration, the producer, keys, limits and metrics.
@@ -231,6 +249,11 @@ impl Gateway {
         let mut producer_config = args.kafka.idempotent_producer_config()?;
         producer_config.set("message.timeout.ms", args.delivery_timeout_ms.to_string());
         let producer = Arc::new(producer_config.create::<FutureProducer>()?);
+        // Registered before the first event is taken: a schema the registry refuses stops the start.
+        let writers = args.schema_registry.writers(&[
+            (args.events_topic.as_str(), Some(RecordKind::TouchpointEvent)),
+            (args.catalog_topic.as_str(), Some(RecordKind::CatalogEvent)),
+        ])?;
         registry.register(
             "omnistream_build",
             "Service name and version",
@@ -241,11 +264,13 @@ impl Gateway {
                 path: EVENTS_ROUTE,
                 encode: ingest::touchpoint_event,
                 topic: args.events_topic.clone(),
+                schema_id: writers.id_of(&args.events_topic),
             },
             catalog: Route {
                 path: CATALOG_ROUTE,
                 encode: ingest::catalog_event,
                 topic: args.catalog_topic.clone(),
+                schema_id: writers.id_of(&args.catalog_topic),
             },
             max_events: args.max_events,
             delivery_timeout: Duration::from_millis(args.delivery_timeout_ms),
@@ -352,7 +377,8 @@ impl Gateway {
         for (index, item) in parsed.into_iter().enumerate() {
             let outcome = match item.outcome {
                 Ok(encoded) => {
-                    let record = FutureRecord::to(&route.topic).key(&encoded.key).payload(&encoded.value);
+                    let value = route.wire_bytes(encoded.value);
+                    let record = FutureRecord::to(&route.topic).key(&encoded.key).payload(&value);
                     match producer.send_result(record) {
                         Ok(delivery) => {
                             pending.push((index, delivery));

@@ -89,20 +89,22 @@ pub async fn run(kafka: &KafkaArgs, args: DispatchArgs) -> anyhow::Result<ExitCo
             message = consumer.recv() => message.context("consuming decisions")?,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let action = match message.payload().map(decode_record::<JourneyAction>) {
-            Some(Ok(action)) => action,
-            // Written by a newer release, or not a decision: skipping it could lose a send.
-            Some(Err(error)) => bail!(
-                "{} partition {} offset {} is not a decision this release reads: {error}",
-                message.topic(),
-                message.partition(),
-                message.offset()
-            ),
-            None => {
-                consumer.commit_message(&message, CommitMode::Async)?;
-                continue;
-            }
-        };
+        let action =
+            match message.payload().map(|bytes| decode_record::<JourneyAction>(crate::avro::readable(bytes)))
+            {
+                Some(Ok(action)) => action,
+                // Written by a newer release, or not a decision: skipping it could lose a send.
+                Some(Err(error)) => bail!(
+                    "{} partition {} offset {} is not a decision this release reads: {error}",
+                    message.topic(),
+                    message.partition(),
+                    message.offset()
+                ),
+                None => {
+                    consumer.commit_message(&message, CommitMode::Async)?;
+                    continue;
+                }
+            };
         let channel = action.channel.as_deref().and_then(Channel::parse);
         let webhook = channel.and_then(|channel| webhooks.get(&channel));
         let age = Utc::now() - action.decided_at;
@@ -202,8 +204,9 @@ async fn publish_sent(producer: &FutureProducer, topic: &str, action: &JourneyAc
         context: BTreeMap::new(),
         identifiers: Vec::new(),
     };
-    let bytes = encode_event(&event)?;
-    let record = FutureRecord::to(topic).key(&action.customer_id).payload(&bytes);
+    let encoded = encode_event(&event)?;
+    let bytes = crate::avro::wire_bytes(topic, &encoded)?;
+    let record = FutureRecord::to(topic).key(&action.customer_id).payload(bytes.as_ref());
     if let Err((error, _)) = producer.send(record, Duration::from_secs(60)).await {
         bail!("cannot publish message_sent of {}: {error}", action.decision_id);
     }

@@ -94,7 +94,7 @@ pub async fn replay(kafka: &KafkaArgs, args: ReplayArgs) -> anyhow::Result<ExitC
             counts.still_invalid += 1;
             continue;
         };
-        let event = match decode_and_validate(value, chrono::Utc::now()) {
+        let event = match decode_and_validate(crate::avro::readable(value), chrono::Utc::now()) {
             Ok(event) => event,
             Err(rejection) => {
                 counts.still_invalid += 1;

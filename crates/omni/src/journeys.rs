@@ -156,7 +156,7 @@ fn read_published(
         let Ok(version) = version.parse::<u32>() else { return Ok(()) };
         match message.payload() {
             Some(bytes) => {
-                let definition: JourneyDefinition = decode_record(bytes)
+                let definition: JourneyDefinition = decode_record(crate::avro::readable(bytes))
                     .with_context(|| format!("{topic} at {}@{}", message.partition(), message.offset()))?;
                 published.insert((id.to_owned(), version), definition);
             }

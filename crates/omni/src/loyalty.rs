@@ -70,9 +70,10 @@ fn read_ledger(kafka: &KafkaArgs, topic: &str) -> anyhow::Result<Vec<LoyaltyLedg
     let mut entries = Vec::new();
     crate::committed::each_to_end(kafka, topic, "ledger", |message| {
         if let Some(value) = message.payload() {
-            let entry = decode_record::<LoyaltyLedgerEntry>(value).with_context(|| {
-                format!("ledger record {}@{} does not decode", message.partition(), message.offset())
-            })?;
+            let entry =
+                decode_record::<LoyaltyLedgerEntry>(crate::avro::readable(value)).with_context(|| {
+                    format!("ledger record {}@{} does not decode", message.partition(), message.offset())
+                })?;
             entries.push(entry);
         }
         Ok(())

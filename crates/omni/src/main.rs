@@ -1,6 +1,7 @@
 //! `omni`: the omnistream command line. Publish events from a file, tail any pipeline topic as
 //! JSON, simulate omnichannel customers, and create the pipeline topics.
 
+mod avro;
 mod committed;
 mod dispatch;
 mod dlq;
@@ -28,6 +29,8 @@ use publisher::Lines;
 struct Cli {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: omnistream_schema_registry::WireFormatArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,6 +133,10 @@ enum LoyaltyCommand {
 async fn main() -> ExitCode {
     logging::init(LogFormat::Text);
     let cli = Cli::parse();
+    if let Err(error) = avro::init(cli.registry.clone()) {
+        eprintln!("omni: {error:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Produce { file, topic, catalog, catalog_topic } => {
             let (file, topic, lines) = match (catalog, file) {

@@ -35,9 +35,12 @@ impl Publisher {
     }
 
     /// Enqueues one record; waits for deliveries when librdkafka's queue is full.
+    /// An omnistream record in single-object encoding goes out in the topic's wire format
+    /// (`--wire-format`); other bytes as they are.
     pub async fn send(&mut self, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let payload = crate::avro::wire_bytes(&self.topic, payload)?;
         loop {
-            let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+            let record = FutureRecord::to(&self.topic).key(key).payload(payload.as_ref());
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     self.in_flight.push(delivery);

@@ -101,7 +101,7 @@ pub async fn run(kafka: &KafkaArgs, args: TailArgs) -> anyhow::Result<ExitCode> 
 fn render_value(payload: Option<&[u8]>) -> Value {
     match payload {
         None => Value::Null,
-        Some(bytes) => match decode_any(bytes) {
+        Some(bytes) => match decode_any(crate::avro::readable(bytes)) {
             Ok((_, value)) => value_to_json(&value),
             Err(_) => json!({"undecoded": String::from_utf8_lossy(bytes)}),
         },

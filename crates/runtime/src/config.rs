@@ -6,7 +6,7 @@ use std::time::Duration;
 use omnistream_model::topics::{EVENTS, EVENTS_DLQ};
 
 use omnistream_model::RecordKind;
-use omnistream_schema_registry::SchemaRegistryArgs;
+use omnistream_schema_registry::WireFormatArgs;
 
 use crate::kafka::KafkaArgs;
 
@@ -17,7 +17,7 @@ pub struct RuntimeArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
-    pub schema_registry: SchemaRegistryArgs,
+    pub schema_registry: WireFormatArgs,
 
     /// Consumer group; default: the service name.
     #[arg(long, env = "KAFKA_GROUP_ID")]
@@ -202,7 +202,7 @@ impl std::fmt::Debug for ErasureConfig {
 pub struct RuntimeConfig {
     pub service: ServiceInfo,
     pub kafka: KafkaArgs,
-    pub schema_registry: SchemaRegistryArgs,
+    pub schema_registry: WireFormatArgs,
     pub group_id: String,
     pub instance_id: String,
     pub input_topic: String,

@@ -54,6 +54,14 @@ pub struct SchemaRegistryArgs {
     /// PEM file of the private key of `--schema-registry-certificate`.
     #[arg(long, env = "SCHEMA_REGISTRY_KEY_LOCATION", requires = "schema_registry_certificate")]
     pub schema_registry_key: Option<PathBuf>,
+}
+
+/// What a process that writes Avro records needs: the registry, and the wire format of each
+/// topic it writes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WireFormatArgs {
+    #[command(flatten)]
+    pub registry: SchemaRegistryArgs,
 
     /// How this process writes Avro records: `single-object` (no registry) or `confluent`.
     #[arg(long, env = "WIRE_FORMAT", value_enum, default_value = "single-object")]
@@ -73,6 +81,19 @@ fn topic_and_format(text: &str) -> Result<(String, WireFormat), String> {
 }
 
 impl SchemaRegistryArgs {
+    /// A client of the configured registry, if there is one.
+    pub fn client(&self) -> Result<Option<RegistryClient>, RegistryError> {
+        self.schema_registry_url.as_deref().map(|url| RegistryClient::new(url, self)).transpose()
+    }
+
+    /// The learner of the schema ids this process reads (one without a registry learns none:
+    /// a Confluent record then cannot be decoded, and is refused as `unknown_schema`).
+    pub fn learner(&self) -> Result<SchemaLearner, RegistryError> {
+        Ok(SchemaLearner::start(self.client()?))
+    }
+}
+
+impl WireFormatArgs {
     /// The format this process writes `topic` in.
     pub fn format_of(&self, topic: &str) -> WireFormat {
         self.wire_format_topics
@@ -80,11 +101,6 @@ impl SchemaRegistryArgs {
             .rev()
             .find(|(name, _)| name == topic)
             .map_or(self.wire_format, |(_, format)| *format)
-    }
-
-    /// A client of the configured registry, if there is one.
-    pub fn client(&self) -> Result<Option<RegistryClient>, RegistryError> {
-        self.schema_registry_url.as_deref().map(|url| RegistryClient::new(url, self)).transpose()
     }
 
     /// Registers the schema of each topic this process writes in the Confluent format (`topics`:
@@ -99,8 +115,10 @@ impl SchemaRegistryArgs {
         if confluent.is_empty() {
             return Ok(TopicWriters { ids });
         }
-        let client =
-            self.client()?.ok_or_else(|| RegistryError::NoRegistry { topic: confluent[0].0.to_owned() })?;
+        let client = self
+            .registry
+            .client()?
+            .ok_or_else(|| RegistryError::NoRegistry { topic: confluent[0].0.to_owned() })?;
         for (topic, kind) in confluent {
             let kind = kind.ok_or_else(|| RegistryError::NotAvro { topic: (*topic).to_owned() })?;
             let subject = format!("{topic}-value");
@@ -117,12 +135,6 @@ impl SchemaRegistryArgs {
             ids.insert((*topic).to_owned(), id);
         }
         Ok(TopicWriters { ids })
-    }
-
-    /// The learner of the schema ids this process reads (one without a registry learns none:
-    /// a Confluent record then cannot be decoded, and is refused as `unknown_schema`).
-    pub fn learner(&self) -> Result<SchemaLearner, RegistryError> {
-        Ok(SchemaLearner::start(self.client()?))
     }
 }
 
@@ -160,7 +172,7 @@ mod tests {
     #[derive(Debug, Parser)]
     struct Cli {
         #[command(flatten)]
-        registry: SchemaRegistryArgs,
+        registry: WireFormatArgs,
     }
 
     #[test]
