@@ -68,9 +68,12 @@ k8s-check:
 
 # fastavro (PyPI), the independent Avro library the interop test decodes every topic with.
 FASTAVRO_VERSION := 1.13.1
+# confluent-kafka (PyPI), the stock Confluent client the schema registry test publishes and reads with.
+CONFLUENT_KAFKA_VERSION := 2.16.1
 py-deps:
-	@target/py/bin/python3 -c 'import fastavro' 2>/dev/null || { python3 -m venv target/py && \
-	  target/py/bin/pip install --quiet --disable-pip-version-check fastavro==$(FASTAVRO_VERSION); }
+	@target/py/bin/python3 -c 'import fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null || { python3 -m venv target/py && \
+	  target/py/bin/pip install --quiet --disable-pip-version-check fastavro==$(FASTAVRO_VERSION) \
+	    "confluent-kafka[avro,schemaregistry]==$(CONFLUENT_KAFKA_VERSION)"; }
 
 test: kafka-up kafka-prune lint k8s-check py-deps
 	$(CARGO) build --release --workspace --bins

@@ -120,7 +120,13 @@ impl WireFormatArgs {
             .client()?
             .ok_or_else(|| RegistryError::NoRegistry { topic: confluent[0].0.to_owned() })?;
         for (topic, kind) in confluent {
-            let kind = kind.ok_or_else(|| RegistryError::NotAvro { topic: (*topic).to_owned() })?;
+            // `--wire-format` covers the Avro topics; naming another topic is a mistake.
+            let named = self.wire_format_topics.iter().any(|(name, _)| name == topic);
+            let kind = match kind {
+                Some(kind) => *kind,
+                None if named => return Err(RegistryError::NotAvro { topic: (*topic).to_owned() }),
+                None => continue,
+            };
             let subject = format!("{topic}-value");
             let started = std::time::Instant::now();
             let id = loop {
@@ -205,16 +211,12 @@ mod tests {
         let single =
             cli.registry.writers(&[("touchpoint.events.v1", Some(RecordKind::TouchpointEvent))]).unwrap();
         assert_eq!(single.id_of("touchpoint.events.v1"), None);
-        let internal = Cli::parse_from([
-            "x",
-            "--schema-registry-url",
-            "http://127.0.0.1:1",
-            "--wire-format",
-            "confluent",
-        ])
-        .registry
-        .writers(&[("identity.requests.v1", None)])
-        .unwrap_err();
+        let internal = ["x", "--schema-registry-url", "http://127.0.0.1:1", "--wire-format", "confluent"];
+        let skipped = Cli::parse_from(internal).registry.writers(&[("identity.requests.v1", None)]).unwrap();
+        assert_eq!(skipped.id_of("identity.requests.v1"), None, "the default covers Avro topics only");
+        let named = internal.into_iter().chain(["--wire-format-topic", "identity.requests.v1=confluent"]);
+        let internal =
+            Cli::parse_from(named).registry.writers(&[("identity.requests.v1", None)]).unwrap_err();
         assert!(
             matches!(&internal, RegistryError::NotAvro { topic } if topic == "identity.requests.v1"),
             "{internal}"

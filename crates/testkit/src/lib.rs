@@ -37,6 +37,19 @@ pub fn bootstrap_servers() -> &'static str {
     })
 }
 
+/// The test schema registry's Confluent-compatible API (`deploy/local/registry.sh up`, started on
+/// first use), or `SCHEMA_REGISTRY_URL`'s.
+pub fn registry_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let script = repo_root().join("deploy/local/registry.sh");
+        let status = Command::new("bash").arg(&script).arg("up").status().expect("run registry.sh");
+        assert!(status.success(), "{} up failed", script.display());
+        let url = Command::new("bash").arg(&script).arg("url").output().expect("run registry.sh url");
+        String::from_utf8(url.stdout).expect("a URL").trim().to_owned()
+    })
+}
+
 /// A client configuration pointing at the test broker.
 pub fn client_config() -> ClientConfig {
     let mut config = ClientConfig::new();

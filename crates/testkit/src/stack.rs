@@ -28,6 +28,9 @@ pub struct StackOptions {
     /// Identity resolution on (docs/identity.md): identity-resolver's two stages read the
     /// events, and the services read the resolved events, each with its handoff topic.
     pub resolution: bool,
+    /// A schema registry (its Confluent-compatible API): every process that writes Avro writes
+    /// the Confluent wire format (`--wire-format confluent`), every reader learns schema ids.
+    pub registry: Option<String>,
 }
 
 /// The topics of one stack.
@@ -136,6 +139,18 @@ impl Stack {
             true => topics.output("resolved").to_owned(),
             false => topics.events.clone(),
         };
+        let registry_flags: Vec<String> = match &options.registry {
+            Some(url) => vec!["--schema-registry-url".to_owned(), url.clone()],
+            None => Vec::new(),
+        };
+        let confluent: Vec<String> = match &options.registry {
+            Some(_) => registry_flags
+                .iter()
+                .cloned()
+                .chain(["--wire-format".to_owned(), "confluent".to_owned()])
+                .collect(),
+            None => Vec::new(),
+        };
         // Each processor's admin port, to wait until it is ready (assigned, state restored).
         let mut admin_ports: Vec<(&'static str, u16)> = Vec::new();
         let mut runtime = |service: &'static str, input: &str| -> Vec<String> {
@@ -152,6 +167,7 @@ impl Stack {
             };
             let mut args = vec!["--bootstrap-servers".to_owned(), bootstrap.clone()];
             args.extend(flags.args());
+            args.extend(confluent.iter().cloned());
             args
         };
         let gateway_port = free_port();
@@ -217,6 +233,7 @@ impl Stack {
                 ]
                 .map(str::to_owned)
                 .to_vec();
+                args.extend(confluent.iter().cloned());
                 args.extend(options.gateway_args.iter().cloned());
                 args
             }),
@@ -231,6 +248,7 @@ impl Stack {
                 ]
                 .map(str::to_owned)
                 .to_vec();
+                args.extend(registry_flags.iter().cloned());
                 // It reads the processors' outputs it serves under the flags the processors write them.
                 let served = |output: &&OutputSpec| {
                     services::CUSTOMER_API.inputs.iter().any(|input| input.topic.name == output.topic.name)
