@@ -55,7 +55,9 @@ registry-status:
 topics: kafka-up build
 	$(OMNI) topics create --partitions $(PARTITIONS)
 
-demo: topics
+# DEMO_REGISTRY=1: the Confluent wire format through the local schema registry (and the stock
+# Python client that reads it back, from py-deps).
+demo: topics $(if $(filter 1,$(DEMO_REGISTRY)),py-deps)
 	@DEMO_RATE=$(DEMO_RATE) DEMO_SECONDS=$(DEMO_SECONDS) bash deploy/local/demo.sh
 
 lint:

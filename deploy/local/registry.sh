@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A real schema registry for dev, tests and the demo: Apicurio Registry from Maven Central (no
-# Docker), in-memory storage, its Confluent-compatible API at http://127.0.0.1:PORT/apis/ccompat/v7.
-#   registry.sh up|down|status|url
+# Docker), its Confluent-compatible API at http://127.0.0.1:PORT/apis/ccompat/v7 (PORT 8089).
+#   registry.sh up|down|status|url|reset
 # Idempotent: `up` when running and `down` when stopped exit 0. When SCHEMA_REGISTRY_URL is set,
 # nothing local is started: `up`/`status` only check that registry answers.
-# In-memory: a restart forgets every schema (writers register theirs again at start).
+# Its schemas are kept in an H2 file under the cache (the records on the local broker name their
+# ids, so they must outlive a restart); `reset` stops it and deletes them.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -66,11 +67,12 @@ up() {
   fi
   command -v java >/dev/null || { log "Java 17+ is required to run the registry"; exit 1; }
   ensure_app
-  mkdir -p "$home"
+  mkdir -p "$home/data"
   log "starting Apicurio Registry $version at $local_url (log: $log_file)"
   # setsid: it outlives the shell that started it; 9>&-: it must not hold the lock below.
   setsid java ${OMNISTREAM_REGISTRY_HEAP_OPTS:--Xms128m -Xmx512m} \
     -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$port" \
+    -Dapicurio.datasource.url="jdbc:h2:file:$home/data/registry" \
     -jar "$app/apicurio-registry-app-$version-runner.jar" >"$log_file" 2>&1 </dev/null 9>&- &
   local registry_pid=$!
   echo "$registry_pid" >"$pid_file"
@@ -121,5 +123,11 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   url) echo "${SCHEMA_REGISTRY_URL:-$local_url}" ;;
-  *) echo "usage: $0 up|down|status|url" >&2; exit 2 ;;
+  reset)
+    [[ -z "${SCHEMA_REGISTRY_URL:-}" ]] || { log "SCHEMA_REGISTRY_URL is set: not resetting a registry of yours"; exit 2; }
+    down
+    log "deleting $home/data"
+    rm -rf "$home/data" "$log_file"
+    ;;
+  *) echo "usage: $0 up|down|status|url|reset" >&2; exit 2 ;;
 esac

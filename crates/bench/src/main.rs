@@ -6,6 +6,7 @@
 mod http;
 mod identity;
 mod journeys;
+mod wire_format;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -47,8 +48,8 @@ struct Args {
     /// Duration of the latency benchmark, seconds.
     #[arg(long, default_value_t = 60)]
     load_seconds: u64,
-    /// Benchmark only these services (repeatable); default: every one. The table is kept only
-    /// for a full run.
+    /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost);
+    /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
     services: Vec<String>,
     /// Duration of each HTTP load (gateway, customer-api), seconds.
@@ -223,6 +224,17 @@ fn spawn_service(
     label: &str,
     admin_port: u16,
 ) -> anyhow::Result<ServiceProcess> {
+    spawn_service_with(service, topics, label, admin_port, &[])
+}
+
+/// [`spawn_service`] with `extra` flags.
+fn spawn_service_with(
+    service: BenchService,
+    topics: &BenchTopics,
+    label: &str,
+    admin_port: u16,
+    extra: &[String],
+) -> anyhow::Result<ServiceProcess> {
     let admin = format!("127.0.0.1:{admin_port}");
     let flags = RuntimeFlags {
         input: &topics.input,
@@ -238,6 +250,7 @@ fn spawn_service(
     for (output, topic) in service.other_outputs.iter().zip(&topics.other_outputs) {
         args.extend([output.flag.to_owned(), topic.clone()]);
     }
+    args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Ok(ServiceProcess::spawn(&binary(service.name)?, label, &args, &[("RUST_LOG", "info,rdkafka=warn")]))
 }
@@ -562,6 +575,9 @@ async fn main() -> anyhow::Result<()> {
         drained.insert(name, topics);
     }
 
+    if selected("wire-format") {
+        rows.extend(wire_format::wire_format_rows(&args, &input, input_end).await?);
+    }
     if selected("identity-resolver") {
         rows.extend(identity::resolver_rows(&args, &watermarks).await?);
     }

@@ -102,7 +102,10 @@ impl TopicReader {
                     // A record of a schema id not known yet holds this topic's reader (the views
                     // of the other topics go on) until the registry tells it; never skipped.
                     if let Some(bytes) = message.payload()
-                        && !self.schemas.wait_until_ready(bytes, || !shutdown.is_cancelled())
+                        && !self.schemas.wait_until_ready(bytes, || {
+                            self.health.tick();
+                            !shutdown.is_cancelled()
+                        })
                     {
                         break;
                     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use omnistream_schema_registry::{SchemaCheck, SchemaLearner};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -27,7 +28,6 @@ use crate::metrics::{Metrics, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::Processor;
 use crate::server::Health;
 use crate::{RuntimeError, TxnProducer};
-use omnistream_schema_registry::{SchemaCheck, SchemaLearner};
 
 /// How a failed transactional call must be handled (librdkafka's error classes, plus Jepsen's
 /// advice to treat an unknown outcome as a reason to start over, not to retry).
