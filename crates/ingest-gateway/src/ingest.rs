@@ -109,7 +109,7 @@ pub fn parse_request(
 }
 
 /// What happened to one event of a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     /// Kafka acknowledged it (`acks=all`).
@@ -120,7 +120,7 @@ pub enum Outcome {
     Unavailable { message: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventResult {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,7 +130,7 @@ pub struct EventResult {
 }
 
 /// The response body: counts and one result per event, in request order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IngestResponse {
     pub accepted: usize,
     pub rejected: usize,

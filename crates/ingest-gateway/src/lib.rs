@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod ingest;
+pub mod openapi;
 pub mod rate_limit;
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use omnistream_model::topics::{CATALOG_EVENTS, EVENTS};
 use omnistream_model::{RecordKind, to_confluent};
 use omnistream_runtime::KafkaArgs;
@@ -35,8 +36,10 @@ use prometheus_client::registry::Registry;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use serde_json::json;
 use tracing::{info, warn};
+use utoipa::OpenApi;
+
+use crate::openapi::{CatalogRequest, ErrorBody, ErrorDetail, EventsRequest, GatewayApi};
 
 use crate::auth::{ApiKeys, AuthError, Caller};
 use crate::ingest::{EncodeJson, EventResult, IngestResponse, Outcome, parse_request};
@@ -448,7 +451,8 @@ impl Gateway {
 }
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.to_owned() } };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Authenticates before the body is read (an unknown caller never gets to send a megabyte), and
@@ -486,6 +490,25 @@ async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Request,
 const EVENTS_ROUTE: &str = "/v1/events";
 const CATALOG_ROUTE: &str = "/v1/catalog/events";
 
+/// Publishes touchpoint events to the events topic, keyed by `customer_id`.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = EventsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "every event accepted (Kafka acknowledged it, acks=all)", body = IngestResponse),
+        (status = 207, description = "some events rejected, the others accepted", body = IngestResponse),
+        (status = 400, description = "not JSON, neither an event nor a batch, an empty batch, or an unreadable body", body = ErrorBody),
+        (status = 401, description = "no API key, or an unknown one", body = ErrorBody),
+        (status = 413, description = "body over MAX_BODY_BYTES, or more events than MAX_EVENTS_PER_REQUEST", body = ErrorBody),
+        (status = 422, description = "every event rejected; nothing published", body = IngestResponse),
+        (status = 429, description = "over the API key's rate limit", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, description = "Kafka did not acknowledge some events in time: send the `unavailable` ones again with their event_id", body = IngestResponse,
+            headers(("Retry-After" = String, description = "seconds"))),
+    )
+)]
 async fn post_events(
     State(gateway): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
@@ -494,6 +517,25 @@ async fn post_events(
     publish(&gateway, &gateway.events, &caller, body).await
 }
 
+/// Publishes catalog events to the catalog topic, keyed by `product_id`.
+#[utoipa::path(
+    post,
+    path = "/v1/catalog/events",
+    tag = "catalog",
+    request_body(content = CatalogRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "every event accepted (Kafka acknowledged it, acks=all)", body = IngestResponse),
+        (status = 207, description = "some events rejected, the others accepted", body = IngestResponse),
+        (status = 400, description = "not JSON, neither an event nor a batch, an empty batch, or an unreadable body", body = ErrorBody),
+        (status = 401, description = "no API key, or an unknown one", body = ErrorBody),
+        (status = 413, description = "body over MAX_BODY_BYTES, or more events than MAX_EVENTS_PER_REQUEST", body = ErrorBody),
+        (status = 422, description = "every event rejected; nothing published", body = IngestResponse),
+        (status = 429, description = "over the API key's rate limit", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, description = "Kafka did not acknowledge some events in time: send the `unavailable` ones again with their event_id", body = IngestResponse,
+            headers(("Retry-After" = String, description = "seconds"))),
+    )
+)]
 async fn post_catalog_events(
     State(gateway): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
@@ -520,12 +562,18 @@ async fn publish(
 
 /// `POST /v1/events` and `POST /v1/catalog/events`, with the body limit applied.
 pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
+    let document = GatewayApi::openapi().to_json().expect("the OpenAPI document serializes");
     Router::new()
         .route(EVENTS_ROUTE, post(post_events))
         .route(CATALOG_ROUTE, post(post_catalog_events))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .route_layer(middleware::from_fn_with_state(gateway.clone(), authenticate))
         .with_state(gateway)
+        // Not behind the API keys: the document says how to call the gateway.
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+        )
 }
 
 #[cfg(test)]

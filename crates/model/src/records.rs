@@ -632,6 +632,7 @@ impl AvroRecord for JourneyDefinition {
 
 /// What changed in a product (`catalog.events.v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CatalogEventType {
     ProductPriceChanged,

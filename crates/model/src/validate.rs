@@ -26,6 +26,7 @@ pub const MAX_ITEMS: i32 = 100_000;
 
 /// Stable, machine-readable reason an event was rejected (DLQ header `error.code`, gateway response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The bytes or the JSON text cannot be decoded at all.
@@ -88,6 +89,7 @@ impl fmt::Display for ErrorCode {
 
 /// One rule an event broke.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[error("{code} at `{field}`: {message}")]
 pub struct ValidationError {
     pub code: ErrorCode,
