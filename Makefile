@@ -72,10 +72,12 @@ k8s-check:
 FASTAVRO_VERSION := 1.13.1
 # confluent-kafka (PyPI), the stock Confluent client the schema registry test publishes and reads with.
 CONFLUENT_KAFKA_VERSION := 2.16.1
+# schemathesis (PyPI) checks the HTTP servers' answers against their OpenAPI documents.
+SCHEMATHESIS_VERSION := 4.32.5
 py-deps:
-	@target/py/bin/python3 -c 'import fastavro, confluent_kafka.schema_registry.avro' 2>/dev/null || { python3 -m venv target/py && \
+	@target/py/bin/python3 -c 'import fastavro, confluent_kafka.schema_registry.avro, schemathesis' 2>/dev/null || { python3 -m venv target/py && \
 	  target/py/bin/pip install --quiet --disable-pip-version-check fastavro==$(FASTAVRO_VERSION) \
-	    "confluent-kafka[avro,schemaregistry]==$(CONFLUENT_KAFKA_VERSION)"; }
+	    "confluent-kafka[avro,schemaregistry]==$(CONFLUENT_KAFKA_VERSION)" schemathesis==$(SCHEMATHESIS_VERSION); }
 
 test: kafka-up kafka-prune lint k8s-check py-deps
 	$(CARGO) build --release --workspace --bins

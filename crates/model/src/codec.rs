@@ -293,10 +293,16 @@ pub fn learn_schema(id: u32, text: &str) -> Result<RecordKind, LearnError> {
     Ok(registered.kind)
 }
 
-/// Turns single-object bytes (what every encoder here writes) into the Confluent wire format
-/// with schema `id`: the same datum behind a 5-byte header instead of the 10-byte one.
+/// Turns single-object bytes written with the schema registered as `id` (what every encoder here
+/// writes with the current schemas) into the Confluent wire format: the same datum behind a 5-byte
+/// header instead of the 10-byte one. Other bytes are returned as they are: data of an older
+/// schema version (a replayed or passed-through record) would otherwise be read with `id`'s
+/// schema, and bytes already in the Confluent format keep their id.
 pub fn to_confluent(mut single_object: Vec<u8>, id: u32) -> Vec<u8> {
-    debug_assert!(single_object.starts_with(&SINGLE_OBJECT_MARKER), "single-object bytes");
+    let Some(writer) = learned(id) else { return single_object };
+    if !single_object.starts_with(&writer.header) {
+        return single_object;
+    }
     let mut header = [0u8; CONFLUENT_HEADER_LEN];
     header[0] = CONFLUENT_MAGIC;
     header[1..].copy_from_slice(&id.to_be_bytes());
@@ -488,9 +494,9 @@ pub fn decode_event(bytes: &[u8]) -> Result<TouchpointEvent, Rejection> {
     if let Some(datum) = bytes.strip_prefix(current.header.as_slice()) {
         return read_current_event(datum);
     }
+    // The header holds the canonical form's fingerprint: equal headers, equal forms.
     if let Some(writer) = confluent_schema_id(bytes).and_then(learned)
-        && writer.kind == RecordKind::TouchpointEvent
-        && writer.canonical_form == current.canonical_form
+        && writer.header == current.header
     {
         return read_current_event(&bytes[CONFLUENT_HEADER_LEN..]);
     }

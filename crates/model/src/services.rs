@@ -293,9 +293,9 @@ pub const IDENTITY_STAGES: &[ServiceSpec] = &[IDENTITY_CLAIMS, IDENTITY_CUSTOMER
 pub const SERVICES: &[ServiceSpec] =
     &[PROFILE_UPDATER, SUPPRESSION, CHANNEL_AFFINITY, LOYALTY_POINTS, JOURNEYS, INGEST_GATEWAY, CUSTOMER_API];
 
-/// The service of this name.
+/// The service or identity stage of this name.
 pub fn service(name: &str) -> Option<&'static ServiceSpec> {
-    SERVICES.iter().find(|service| service.name == name)
+    SERVICES.iter().chain(IDENTITY_STAGES).find(|service| service.name == name)
 }
 
 /// The stream processors, in start order.

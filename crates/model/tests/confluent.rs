@@ -64,12 +64,29 @@ fn to_confluent_puts_magic_zero_and_the_big_endian_id_in_front_of_the_same_datum
         identifiers: Vec::new(),
     };
     let single_object = encode_event(&event).unwrap();
+    assert_eq!(
+        to_confluent(single_object.clone(), 0x0102_0304),
+        single_object,
+        "an id not learned: unchanged"
+    );
+    learn_schema(0x0102_0304, EVENT_SCHEMA).unwrap();
     let bytes = to_confluent(single_object.clone(), 0x0102_0304);
     assert_eq!(&bytes[..5], &[0x00, 0x01, 0x02, 0x03, 0x04]);
     assert_eq!(&bytes[5..], &single_object[10..], "the datum is unchanged");
-
-    learn_schema(0x0102_0304, EVENT_SCHEMA).unwrap();
     assert_eq!(decode_event(&bytes).unwrap(), event);
+    assert_eq!(to_confluent(bytes.clone(), 0x0102_0304), bytes, "Confluent bytes keep their id");
+}
+
+#[test]
+fn bytes_of_an_older_schema_version_are_not_given_the_current_schema_id() {
+    // Version 1's event (no `identifiers`), as a replayed dead letter would carry it.
+    let v1 = include_str!("../../../schemas/released/v1/touchpoint_event.avsc");
+    let fingerprint = omnistream_model::canonical::fingerprint(v1).unwrap();
+    let mut old = vec![0xC3, 0x01];
+    old.extend_from_slice(&fingerprint);
+    old.extend_from_slice(b"datum of version 1");
+    learn_schema(7_007, EVENT_SCHEMA).unwrap();
+    assert_eq!(to_confluent(old.clone(), 7_007), old);
 }
 
 #[test]

@@ -38,27 +38,42 @@ pub fn readable(bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// Single-object bytes of an omnistream record in `topic`'s wire format (other bytes as they are).
-pub fn wire_bytes<'a>(topic: &str, single_object: &'a [u8]) -> anyhow::Result<Cow<'a, [u8]>> {
+/// Registers `kind`'s schema for `topic` if the topic is written in the Confluent format: a
+/// command calls it before it does anything (a refused schema stops it first).
+pub fn prepare(topic: &str, kind: RecordKind) -> anyhow::Result<()> {
+    schema_id(topic, kind).map(drop)
+}
+
+/// The schema id `kind` is written with on `topic`, registered on first use; `None` for a topic
+/// written in single-object encoding.
+fn schema_id(topic: &str, kind: RecordKind) -> anyhow::Result<Option<u32>> {
     let registry = registry();
-    if registry.args.format_of(topic) == WireFormat::SingleObject
-        || !single_object.starts_with(&SINGLE_OBJECT_MARKER)
-    {
-        return Ok(Cow::Borrowed(single_object));
+    if registry.args.format_of(topic) == WireFormat::SingleObject {
+        return Ok(None);
     }
-    let Some(kind) = record_kind_of(single_object) else { return Ok(Cow::Borrowed(single_object)) };
     let mut ids = registry.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let id = match ids.get(&(topic.to_owned(), kind)) {
-        Some(id) => *id,
-        None => {
-            let writers = registry
-                .args
-                .writers(&[(topic, Some(kind))])
-                .with_context(|| format!("cannot register the schema of {topic}"))?;
-            let id = writers.id_of(topic).expect("a topic in the Confluent format gets an id");
-            ids.insert((topic.to_owned(), kind), id);
-            id
-        }
+    if let Some(id) = ids.get(&(topic.to_owned(), kind)) {
+        return Ok(Some(*id));
+    }
+    let writers = registry
+        .args
+        .writers(&[(topic, Some(kind))])
+        .with_context(|| format!("cannot register the schema of {topic}"))?;
+    let id = writers.id_of(topic).expect("a topic in the Confluent format gets an id");
+    ids.insert((topic.to_owned(), kind), id);
+    Ok(Some(id))
+}
+
+/// Single-object bytes of an omnistream record in `topic`'s wire format (other bytes, and
+/// records of an older schema version, as they are: see `to_confluent`).
+pub fn wire_bytes<'a>(topic: &str, single_object: &'a [u8]) -> anyhow::Result<Cow<'a, [u8]>> {
+    let Some(kind) =
+        record_kind_of(single_object).filter(|_| single_object.starts_with(&SINGLE_OBJECT_MARKER))
+    else {
+        return Ok(Cow::Borrowed(single_object));
     };
-    Ok(Cow::Owned(to_confluent(single_object.to_vec(), id)))
+    Ok(match schema_id(topic, kind)? {
+        Some(id) => Cow::Owned(to_confluent(single_object.to_vec(), id)),
+        None => Cow::Borrowed(single_object),
+    })
 }

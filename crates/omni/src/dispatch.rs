@@ -69,6 +69,8 @@ enum Delivery {
 }
 
 pub async fn run(kafka: &KafkaArgs, args: DispatchArgs) -> anyhow::Result<ExitCode> {
+    // Before any webhook is called: a send must not happen that cannot be reported back.
+    crate::avro::prepare(&args.events_topic, omnistream_model::RecordKind::TouchpointEvent)?;
     let webhooks: BTreeMap<Channel, String> = args.webhooks.iter().cloned().collect();
     let consumer: StreamConsumer = kafka
         .client_config()?

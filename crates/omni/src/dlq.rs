@@ -50,6 +50,9 @@ fn header<'a>(message: &'a rdkafka::message::BorrowedMessage<'_>, key: &str) -> 
 }
 
 pub async fn replay(kafka: &KafkaArgs, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if !args.dry_run {
+        crate::avro::prepare(&args.events_topic, omnistream_model::RecordKind::TouchpointEvent)?;
+    }
     let (consumer, partitions) = crate::committed::from_beginning(kafka, &args.dlq_topic, "dlq-replay")?;
 
     let mut publisher = if args.dry_run { None } else { Some(Publisher::new(kafka, &args.events_topic)?) };

@@ -102,6 +102,7 @@ pub async fn publish(kafka: &KafkaArgs, args: PublishArgs) -> anyhow::Result<Exi
         println!("nothing published");
         return Ok(ExitCode::FAILURE);
     }
+    crate::avro::prepare(&args.topic, omnistream_model::RecordKind::JourneyDefinition)?;
     let published = read_published(kafka, &args.topic)?;
     let mut publisher = Publisher::new(kafka, &args.topic)?;
     for (file, text, journey) in journeys {

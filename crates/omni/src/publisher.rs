@@ -102,6 +102,11 @@ pub async fn produce_file(
         let opened = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         Box::new(BufReader::new(opened))
     };
+    let kind = match lines {
+        Lines::Touchpoint => omnistream_model::RecordKind::TouchpointEvent,
+        Lines::Catalog => omnistream_model::RecordKind::CatalogEvent,
+    };
+    crate::avro::prepare(topic, kind)?;
     let mut publisher = Publisher::new(kafka, topic)?;
     let mut rejected = 0u64;
     for (index, line) in reader.lines().enumerate() {

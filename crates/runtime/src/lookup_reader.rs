@@ -193,10 +193,19 @@ impl LookupReader {
                     };
                     let from = LookupPartition { role, partition: message.partition() };
                     // A lookup version cannot be skipped: one of a schema id not known yet holds
-                    // the reader (and so the service, as a broker outage does) until the
-                    // registry tells it; a stop outlasting its grace period exits anyway.
-                    if let Some(payload) = message.payload() {
-                        self.schemas.wait_until_ready(payload, || true);
+                    // the reader (and so the service) until the registry tells it, as a broker
+                    // outage does, and as long: then the service stops, to be restarted.
+                    let started = Instant::now();
+                    if let Some(payload) = message.payload()
+                        && !self.schemas.wait_until_ready(payload, || started.elapsed() < WAIT_TIMEOUT)
+                    {
+                        return Err(RuntimeError::Lookup(format!(
+                            "{} at {}@{}: the schema registry did not tell its schema id in {} s",
+                            message.topic(),
+                            message.partition(),
+                            message.offset(),
+                            WAIT_TIMEOUT.as_secs()
+                        )));
                     }
                     core.on_lookup_record(from, key, appended, message.payload().map(<[u8]>::to_vec));
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use omnistream_model::RecordKind;
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use crate::SchemaRegistryArgs;
@@ -126,26 +126,39 @@ impl RegistryClient {
         RegistryError::Refused { request, status: answer.status, message: message_of(&answer.body) }
     }
 
-    /// The subject's compatibility level, set to BACKWARD first if the subject has none (a
-    /// registry checks nothing without one; Apicurio reports an unset level as NONE). A level
-    /// set otherwise by an operator is kept.
+    /// The compatibility level that applies to the subject, set to BACKWARD on the subject
+    /// first if none applies (a registry checks nothing without one; Apicurio reports an unset
+    /// level as NONE). A level an operator set, on the subject or globally, is kept. A registry
+    /// that does not let this client set it (403) keeps its own rules: said, not fatal.
     pub fn ensure_backward(&self, subject: &str) -> Result<String, RegistryError> {
+        let level_at = |path: &str| -> Result<Option<String>, RegistryError> {
+            let answer = self.call("GET", path, None)?;
+            match answer.status {
+                200 => Ok(answer.body["compatibilityLevel"].as_str().map(str::to_owned)),
+                404 => Ok(None),
+                _ => Err(Self::refused(format!("GET {path}"), &answer)),
+            }
+        };
         let path = format!("/config/{subject}");
-        let answer = self.call("GET", &path, None)?;
-        let level = match answer.status {
-            200 => answer.body["compatibilityLevel"].as_str().unwrap_or("NONE").to_owned(),
-            404 => "NONE".to_owned(),
-            _ => return Err(Self::refused(format!("GET {path}"), &answer)),
+        let level = match level_at(&path)? {
+            Some(level) => level,
+            None => level_at("/config")?.unwrap_or_else(|| "NONE".to_owned()),
         };
         if level != "NONE" {
             return Ok(level);
         }
         let answer = self.call("PUT", &path, Some(&json!({"compatibility": "BACKWARD"})))?;
-        if answer.status != 200 {
-            return Err(Self::refused(format!("PUT {path}"), &answer));
+        match answer.status {
+            200 => {
+                info!(subject, "schema registry: compatibility set to BACKWARD");
+                Ok("BACKWARD".to_owned())
+            }
+            401 | 403 => {
+                warn!(subject, answer = %message_of(&answer.body), "schema registry: not allowed to set BACKWARD; the registry's rules apply");
+                Ok(level)
+            }
+            _ => Err(Self::refused(format!("PUT {path}"), &answer)),
         }
-        info!(subject, "schema registry: compatibility set to BACKWARD");
-        Ok("BACKWARD".to_owned())
     }
 
     /// Registers `kind`'s current schema under `subject` (an existing identical version answers
@@ -175,6 +188,25 @@ impl RegistryClient {
             .map_err(|e| RegistryError::Settings(format!("the registry's id {id} for {subject}: {e}")))?;
         info!(subject, id, "schema registry: schema registered");
         Ok(id)
+    }
+
+    /// Fails when the URL answers but is not a Confluent-compatible API (`GET /subjects` is not
+    /// a JSON list: a wrong path would otherwise answer 404 to every schema id, and every record
+    /// of one would be refused); a registry that does not answer passes (it may come back).
+    pub fn check_api(&self) -> Result<(), RegistryError> {
+        match self.call("GET", "/subjects", None) {
+            Ok(answer) if answer.status == 200 && answer.body.is_array() => Ok(()),
+            Ok(answer) => Err(RegistryError::Settings(format!(
+                "{} is not a Confluent-compatible schema registry API: GET /subjects answered {} {}",
+                self.base,
+                answer.status,
+                message_of(&answer.body)
+            ))),
+            Err(error) => {
+                warn!(%error, "the schema registry does not answer yet");
+                Ok(())
+            }
+        }
     }
 
     /// The Avro text of schema `id`.

@@ -89,7 +89,7 @@ impl SchemaRegistryArgs {
     /// The learner of the schema ids this process reads (one without a registry learns none:
     /// a Confluent record then cannot be decoded, and is refused as `unknown_schema`).
     pub fn learner(&self) -> Result<SchemaLearner, RegistryError> {
-        Ok(SchemaLearner::start(self.client()?))
+        SchemaLearner::start(self.client()?)
     }
 }
 
