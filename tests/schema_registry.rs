@@ -191,6 +191,20 @@ async fn register(subject: &str, schema: &str) -> u64 {
     answer["id"].as_u64().unwrap_or_else(|| panic!("{answer}"))
 }
 
+/// Fresh events, profiles, dead-letter and changelog topics of one profile-updater, created.
+async fn profile_updater_topics(label: &str) -> [String; 4] {
+    let [events, profiles, dlq, changelog] =
+        ["events", "profiles", "dlq", "state"].map(|name| unique_topic(&format!("{label}-{name}")));
+    create_test_topics(&[
+        TopicRequest::compacted(&changelog, 2, 1),
+        TopicRequest::events(&events, 2, 1),
+        TopicRequest::compacted(&profiles, 2, 1),
+        TopicRequest::plain(&dlq, 2, 1),
+    ])
+    .await;
+    [events, profiles, dlq, changelog]
+}
+
 fn profile_updater(
     label: &str,
     events: &str,
@@ -224,15 +238,7 @@ fn profile_updater(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schema_the_registry_refuses_as_incompatible_stops_the_start_naming_the_field() {
-    let [events, profiles, dlq, changelog] =
-        ["events", "profiles", "dlq", "state"].map(|name| unique_topic(&format!("incompatible-{name}")));
-    create_test_topics(&[
-        TopicRequest::compacted(&changelog, 2, 1),
-        TopicRequest::events(&events, 2, 1),
-        TopicRequest::compacted(&profiles, 2, 1),
-        TopicRequest::plain(&dlq, 2, 1),
-    ])
-    .await;
+    let [events, profiles, dlq, changelog] = profile_updater_topics("incompatible").await;
     // An earlier version of the profile without `orders_count`: the current one adds it without
     // a default, so it cannot read what the earlier one wrote (BACKWARD).
     let mut earlier: Value = serde_json::from_str(include_str!("../schemas/customer_profile.avsc")).unwrap();
@@ -283,15 +289,7 @@ async fn a_record_of_a_schema_id_not_known_while_the_registry_is_down_waits_and_
     let up = Arc::new(AtomicBool::new(false));
     let proxy = switchable_proxy(address.parse().unwrap(), up.clone()).await;
 
-    let [events, profiles, dlq, changelog] =
-        ["events", "profiles", "dlq", "state"].map(|name| unique_topic(&format!("registry-down-{name}")));
-    create_test_topics(&[
-        TopicRequest::compacted(&changelog, 2, 1),
-        TopicRequest::events(&events, 2, 1),
-        TopicRequest::compacted(&profiles, 2, 1),
-        TopicRequest::plain(&dlq, 2, 1),
-    ])
-    .await;
+    let [events, profiles, dlq, changelog] = profile_updater_topics("registry-down").await;
     let admin_port = free_port();
     let proxied = format!("http://127.0.0.1:{proxy}{path}");
     let _service = profile_updater(

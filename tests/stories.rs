@@ -327,7 +327,7 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
     assert_eq!(answer["results"][3]["status"], "accepted", "{answer}");
     assert_eq!(answer["results"][4]["errors"][0]["code"], "invalid_identifier");
     assert_eq!(answer["results"][4]["errors"][0]["field"], "identifiers[0].value");
-    produce_all(&stack.topics.events, [("c-s6".to_owned(), b"\x00not avro at all".to_vec())]).await;
+    produce_all(&stack.topics.events, [("c-s6".to_owned(), b"\x01not avro at all".to_vec())]).await;
     publish(&stack, vec![now("s6-after", "c-s6", "web", "page_viewed", json!({"url": "/after"}))]).await;
     let document = stack.api_until("/v1/customers/c-s6", WAIT, |d| page_views(d) == 2).await;
     assert_eq!(document["profile"]["orders_count"], 0, "the rejected order was not published");

@@ -490,59 +490,59 @@ async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Request,
 const EVENTS_ROUTE: &str = "/v1/events";
 const CATALOG_ROUTE: &str = "/v1/catalog/events";
 
-/// Publishes touchpoint events to the events topic, keyed by `customer_id`.
-#[utoipa::path(
-    post,
-    path = "/v1/events",
-    tag = "events",
-    request_body(content = EventsRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "every event accepted (Kafka acknowledged it, acks=all)", body = IngestResponse),
-        (status = 207, description = "some events rejected, the others accepted", body = IngestResponse),
-        (status = 400, description = "not JSON, neither an event nor a batch, an empty batch, or an unreadable body", body = ErrorBody),
-        (status = 401, description = "no API key, or an unknown one", body = ErrorBody),
-        (status = 413, description = "body over MAX_BODY_BYTES, or more events than MAX_EVENTS_PER_REQUEST", body = ErrorBody),
-        (status = 422, description = "every event rejected; nothing published", body = IngestResponse),
-        (status = 429, description = "over the API key's rate limit", body = ErrorBody,
-            headers(("Retry-After" = String, description = "seconds"))),
-        (status = 503, description = "Kafka did not acknowledge some events in time: send the `unavailable` ones again with their event_id", body = IngestResponse,
-            headers(("Retry-After" = String, description = "seconds"))),
-    )
-)]
-async fn post_events(
-    State(gateway): State<Arc<Gateway>>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    publish(&gateway, &gateway.events, &caller, body).await
+/// A route taking one event or a batch, with the answers both ingest routes give (their
+/// `utoipa::path`: one list, so the two cannot drift apart).
+macro_rules! ingest_route {
+    ($path:literal, $tag:literal, $body:ident, $handler:item) => {
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = $tag,
+            request_body(content = $body, content_type = "application/json"),
+            responses(
+                (status = 200, description = "every event accepted (Kafka acknowledged it, acks=all)", body = IngestResponse),
+                (status = 207, description = "some events rejected, the others accepted", body = IngestResponse),
+                (status = 400, description = "not JSON, neither an event nor a batch, an empty batch, or an unreadable body", body = ErrorBody),
+                (status = 401, description = "no API key, or an unknown one", body = ErrorBody),
+                (status = 413, description = "body over MAX_BODY_BYTES, or more events than MAX_EVENTS_PER_REQUEST", body = ErrorBody),
+                (status = 422, description = "every event rejected; nothing published", body = IngestResponse),
+                (status = 429, description = "over the API key's rate limit", body = ErrorBody,
+                    headers(("Retry-After" = String, description = "seconds"))),
+                (status = 503, description = "Kafka did not acknowledge some events in time: send the `unavailable` ones again with their event_id", body = IngestResponse,
+                    headers(("Retry-After" = String, description = "seconds"))),
+            )
+        )]
+        $handler
+    };
 }
 
-/// Publishes catalog events to the catalog topic, keyed by `product_id`.
-#[utoipa::path(
-    post,
-    path = "/v1/catalog/events",
-    tag = "catalog",
-    request_body(content = CatalogRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "every event accepted (Kafka acknowledged it, acks=all)", body = IngestResponse),
-        (status = 207, description = "some events rejected, the others accepted", body = IngestResponse),
-        (status = 400, description = "not JSON, neither an event nor a batch, an empty batch, or an unreadable body", body = ErrorBody),
-        (status = 401, description = "no API key, or an unknown one", body = ErrorBody),
-        (status = 413, description = "body over MAX_BODY_BYTES, or more events than MAX_EVENTS_PER_REQUEST", body = ErrorBody),
-        (status = 422, description = "every event rejected; nothing published", body = IngestResponse),
-        (status = 429, description = "over the API key's rate limit", body = ErrorBody,
-            headers(("Retry-After" = String, description = "seconds"))),
-        (status = 503, description = "Kafka did not acknowledge some events in time: send the `unavailable` ones again with their event_id", body = IngestResponse,
-            headers(("Retry-After" = String, description = "seconds"))),
-    )
-)]
-async fn post_catalog_events(
-    State(gateway): State<Arc<Gateway>>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    publish(&gateway, &gateway.catalog, &caller, body).await
-}
+ingest_route!(
+    "/v1/events",
+    "events",
+    EventsRequest,
+    /// Publishes touchpoint events to the events topic, keyed by `customer_id`.
+    async fn post_events(
+        State(gateway): State<Arc<Gateway>>,
+        Extension(caller): Extension<Caller>,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Response {
+        publish(&gateway, &gateway.events, &caller, body).await
+    }
+);
+
+ingest_route!(
+    "/v1/catalog/events",
+    "catalog",
+    CatalogRequest,
+    /// Publishes catalog events to the catalog topic, keyed by `product_id`.
+    async fn post_catalog_events(
+        State(gateway): State<Arc<Gateway>>,
+        Extension(caller): Extension<Caller>,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Response {
+        publish(&gateway, &gateway.catalog, &caller, body).await
+    }
+);
 
 async fn publish(
     gateway: &Gateway,

@@ -126,9 +126,11 @@ async fn poison_records_go_to_the_dlq_with_their_headers_and_good_ones_are_proce
     let good = simulated(1_000, 23, 0.0);
     // Keys sort in the order the poison is produced, to match DLQ records to their cause.
     let poison: Vec<(String, Vec<u8>, &str)> = vec![
-        ("c-000001".into(), b"\x00\x01garbage".to_vec(), "malformed"),
+        ("c-000001".into(), b"\x01\x02garbage".to_vec(), "malformed"),
         ("c-000002".into(), br#"{"event_id":"x","type":"page_viewed"}"#.to_vec(), "malformed"),
         ("c-000003".into(), vec![0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9], "unknown_schema"),
+        // The Confluent wire format (magic 0, schema id 7) with no registry to tell the id.
+        ("c-000004".into(), vec![0, 0, 0, 0, 7, 2, 4], "unknown_schema"),
         ("z-someone-else".into(), good[0].1.clone(), "key_mismatch"),
     ];
     let mut input = Vec::new();
