@@ -3,6 +3,7 @@
 //! and serves the customer document, reachability ("may I send, and where?") and loyalty.
 
 pub mod materialize;
+pub mod openapi;
 pub mod reachability;
 pub mod store;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +37,7 @@ use serde_json::json;
 use crate::materialize::TopicMetrics;
 use crate::reachability::reachability;
 use crate::store::{CustomerView, Source, Store};
+use omnistream_model::openapi::ErrorBody;
 use omnistream_model::records::CustomerIdentity;
 use percent_encoding::utf8_percent_encode;
 
@@ -204,9 +207,12 @@ fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    (status, axum::Json(ErrorBody::new(code, message))).into_response()
+}
+
 fn not_found(customer_id: &str, what: &str) -> Response {
-    let body = json!({"error": {"code": "not_found", "message": format!("{what} {customer_id:?}")}});
-    json_response(StatusCode::NOT_FOUND, body.to_string())
+    error_response(StatusCode::NOT_FOUND, "not_found", format!("{what} {customer_id:?}"))
 }
 
 fn raw_or_null(raw: Option<&str>) -> &str {
@@ -286,6 +292,16 @@ impl Api {
     }
 }
 
+#[utoipa::path(
+    get,
+    tag = "customers",
+    path = "/v1/customers/{id}",
+    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
+    responses(
+        (status = 200, description = "the customer document", body = openapi::CustomerDocument, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
+        (status = 404, description = "no service holds a current record of the customer (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn get_customer(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
     let started = Instant::now();
     let response = match api.known(&customer_id) {
@@ -300,20 +316,38 @@ struct ReachabilityQuery {
     purpose: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    tag = "customers",
+    path = "/v1/customers/{id}/reachability",
+    params(
+        ("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1),
+        ("purpose" = Option<Purpose>, Query, description = "what the message is for (default marketing)"),
+    ),
+    responses(
+        (status = 200, description = "the channels a message may go out on now, in affinity order, and why the others may not; an id never seen answers the defaults (`known: false`)", body = reachability::Reachability, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
+        (status = 400, description = "a purpose other than marketing or transactional, or given twice (`bad_purpose`)", body = ErrorBody),
+    )
+)]
 async fn get_reachability(
     State(api): State<Arc<Api>>,
     Path(customer_id): Path<String>,
-    Query(query): Query<ReachabilityQuery>,
+    query: Result<Query<ReachabilityQuery>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
+    let query = match query {
+        Ok(Query(query)) => query,
+        // e.g. `purpose` twice
+        Err(rejection) => {
+            let response = error_response(StatusCode::BAD_REQUEST, "bad_purpose", rejection.body_text());
+            return api.observe("reachability", started, response);
+        }
+    };
     let purpose_text = query.purpose.as_deref().unwrap_or("marketing");
     let response = match (Purpose::parse(purpose_text), api.known(&customer_id)) {
         (None, _) => {
             let message = format!("purpose {purpose_text:?} is not marketing or transactional");
-            json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"code": "bad_purpose", "message": message}}).to_string(),
-            )
+            error_response(StatusCode::BAD_REQUEST, "bad_purpose", message)
         }
         (Some(purpose), Some(found @ Found { view: CustomerView { suppression: Some(_), .. }, .. })) => {
             let (_, suppression) = found.view.suppression.as_ref().expect("matched");
@@ -340,6 +374,16 @@ async fn get_reachability(
     api.observe("reachability", started, response)
 }
 
+#[utoipa::path(
+    get,
+    tag = "customers",
+    path = "/v1/customers/{id}/loyalty",
+    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
+    responses(
+        (status = 200, description = "the balance and recent ledger entries", body = openapi::LoyaltyDocument, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
+        (status = 404, description = "no loyalty account for the customer (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn get_loyalty(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
     let started = Instant::now();
     let response = match api.known(&customer_id) {
@@ -390,6 +434,16 @@ pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) 
     .to_string()
 }
 
+#[utoipa::path(
+    get,
+    tag = "customers",
+    path = "/v1/customers/{id}/journeys",
+    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
+    responses(
+        (status = 200, description = "the journeys the customer is in and how the latest ended", body = openapi::CustomerJourneyStateRecord, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
+        (status = 404, description = "the customer entered no journey (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn get_journeys(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
     let started = Instant::now();
     let response = match api.known(&customer_id) {
@@ -405,6 +459,16 @@ async fn get_journeys(State(api): State<Arc<Api>>, Path(customer_id): Path<Strin
 /// Ids listed as merged into one customer, at most (a guard, far above any real merge history).
 const MAX_ALIASES: usize = 10_000;
 
+#[utoipa::path(
+    get,
+    tag = "customers",
+    path = "/v1/customers/{id}/identity",
+    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
+    responses(
+        (status = 200, description = "identifiers, aliases and merges", body = openapi::IdentityDocument, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
+        (status = 404, description = "neither a known customer nor an id identity resolution knows (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn get_identity(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
     let started = Instant::now();
     let found =
@@ -419,13 +483,20 @@ async fn get_identity(State(api): State<Arc<Api>>, Path(customer_id): Path<Strin
     api.observe("identity", started, response)
 }
 
-/// The `/v1/customers` routes.
+/// The `/v1/customers` routes and `/openapi.json`; any other path answers a JSON 404.
 pub fn router(api: Arc<Api>) -> Router {
+    use utoipa::OpenApi;
+    let document = openapi::CustomerApiDoc::openapi().to_json().expect("the OpenAPI document serializes");
     Router::new()
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+        )
         .route("/v1/customers/{id}", get(get_customer))
         .route("/v1/customers/{id}/reachability", get(get_reachability))
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))
         .route("/v1/customers/{id}/identity", get(get_identity))
         .route("/v1/customers/{id}/journeys", get(get_journeys))
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route".to_owned()) })
         .with_state(api)
 }

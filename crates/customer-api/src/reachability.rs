@@ -8,7 +8,7 @@ use omnistream_model::records::{
 use omnistream_model::{Channel, Purpose, format_timestamp};
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reachability {
     pub customer_id: String,
     /// False for an id suppression holds no state of: never seen (the defaults), or erased.
@@ -30,7 +30,7 @@ pub struct Reachability {
     pub ranked_by_affinity: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ChannelReachability {
     pub channel: Channel,
     pub status: SuppressionStatus,
@@ -42,7 +42,7 @@ pub struct ChannelReachability {
     pub insufficient_data: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reason {
     pub code: String,
     pub detail: Option<String>,

@@ -9,8 +9,8 @@ use chrono::DateTime;
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
 use omnistream_model::records::{
-    ChannelAffinity, CustomerIdentity, CustomerProfile, IdentityMerge, LinkedIdentifier, LoyaltyBalance,
-    LoyaltyLedgerEntry, SuppressionState,
+    ChannelAffinity, CustomerIdentity, CustomerJourneyState, CustomerProfile, IdentityMerge, JourneyEntry,
+    JourneyExit, JourneyExitReason, LinkedIdentifier, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
 };
 use omnistream_model::{Channel, EventPayload, OutputRecord, TouchpointEvent, decode_record, encode_event};
 use omnistream_profile_updater::ProfileUpdater;
@@ -142,6 +142,28 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     for record in [canonical, alias_1, merged("alias-2", "alias-1")] {
         identity_records.insert((identity.clone(), record.customer_id.clone()), vec![Some(record.encode())]);
     }
+    // journeys' record of the first known customer (by hand, as identity's).
+    let journey_state = CustomerJourneyState {
+        customer_id: winner.clone(),
+        entries: vec![JourneyEntry {
+            journey_id: "welcome".into(),
+            journey_version: 2,
+            entry_id: "welcome:2:e1".into(),
+            entered_at: DateTime::from_timestamp(1_795_000_000, 0).expect("time"),
+            step: "wait".into(),
+            step_since: DateTime::from_timestamp(1_795_000_000, 0).expect("time"),
+            waiting_until: DateTime::from_timestamp(1_795_086_400, 0),
+        }],
+        last_exits: vec![JourneyExit {
+            journey_id: "cart".into(),
+            journey_version: 1,
+            entry_id: "cart:1:e0".into(),
+            at: DateTime::from_timestamp(1_794_990_000, 0).expect("time"),
+            reason: JourneyExitReason::Goal,
+            detail: None,
+        }],
+    };
+    identity_records.insert((journeys.clone(), winner.clone()), vec![Some(journey_state.encode())]);
     publish(&identity_records).await;
 
     let port = free_port();
@@ -263,5 +285,55 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     });
     for topic in topics {
         assert!(metrics.contains(&format!("omnistream_api_records_total{{topic=\"{topic}\"}}")), "{metrics}");
+    }
+
+    let erased_id = erased[0].clone();
+    the_document_matches_the_answers(port, &[&winner, "alias-1", "alias-2", &unresolved, &erased_id]);
+}
+
+/// The OpenAPI document against the running API: schemathesis (PyPI) generates requests from it
+/// (ids drawn half the time from `ids`, customers the topics hold) and checks every answer
+/// against it; then every status code the document lists for each route is produced.
+fn the_document_matches_the_answers(port: u16, ids: &[&str]) {
+    let config = std::env::temp_dir().join(format!("customer-api-schemathesis-{port}.toml"));
+    let values: Vec<String> = ids.iter().map(|id| format!("{id:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[dictionaries.customers]\nvalues = [{}]\n[parameters]\n\"path.id\" = {{ dictionary = \"customers\", probability = 0.5 }}\n",
+            values.join(", ")
+        ),
+    )
+    .expect("writes the settings");
+    omnistream_testkit::schemathesis(
+        &config,
+        &format!("http://127.0.0.1:{port}/openapi.json"),
+        &["--max-examples", "60"],
+    );
+
+    let (_, document) = http_get(port, "/openapi.json").expect("answers");
+    let document: serde_json::Value = serde_json::from_str(&document).expect("JSON");
+    let paths = document["paths"].as_object().expect("paths");
+    assert_eq!(paths.len(), 5, "every /v1/customers route is documented");
+    let winner = ids[0];
+    for (path, operation) in paths {
+        let documented: Vec<u16> = operation["get"]["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .map(|status| status.parse().expect("a status"))
+            .collect();
+        let mut produced: Vec<u16> = Vec::new();
+        for query in ["", "?purpose=transactional", "?purpose=upsell"] {
+            for id in [winner, "alias-2", "nobody-at-all"] {
+                let route = format!("{}{query}", path.replace("{id}", id));
+                let status = http_get(port, &route).expect("answers").0;
+                if !produced.contains(&status) {
+                    produced.push(status);
+                }
+            }
+        }
+        produced.sort_unstable();
+        assert_eq!(produced, documented, "{path}: the statuses produced and the ones documented");
     }
 }

@@ -39,7 +39,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::{info, warn};
 use utoipa::OpenApi;
 
-use crate::openapi::{CatalogRequest, ErrorBody, ErrorDetail, EventsRequest, GatewayApi};
+use crate::openapi::{CatalogRequest, EventsRequest, GatewayApi};
+use omnistream_model::openapi::ErrorBody;
 
 use crate::auth::{ApiKeys, AuthError, Caller};
 use crate::ingest::{EncodeJson, EventResult, IngestResponse, Outcome, parse_request};
@@ -451,8 +452,7 @@ impl Gateway {
 }
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.to_owned() } };
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(ErrorBody::new(code, message))).into_response()
 }
 
 /// Authenticates before the body is read (an unknown caller never gets to send a megabyte), and
@@ -502,11 +502,11 @@ macro_rules! ingest_route {
             responses(
                 (status = 200, description = "every event accepted (Kafka acknowledged it, acks=all)", body = IngestResponse),
                 (status = 207, description = "some events rejected, the others accepted", body = IngestResponse),
-                (status = 400, description = "not JSON, neither an event nor a batch, an empty batch, or an unreadable body", body = ErrorBody),
-                (status = 401, description = "no API key, or an unknown one", body = ErrorBody),
-                (status = 413, description = "body over MAX_BODY_BYTES, or more events than MAX_EVENTS_PER_REQUEST", body = ErrorBody),
+                (status = 400, description = "not JSON, neither an event nor a batch (`malformed`), an empty batch (`empty_batch`), or an unreadable body (`bad_body`)", body = ErrorBody),
+                (status = 401, description = "no API key, or an unknown one (`unauthorized`)", body = ErrorBody),
+                (status = 413, description = "body over MAX_BODY_BYTES (`body_too_large`), or more events than MAX_EVENTS_PER_REQUEST (`too_many_events`)", body = ErrorBody),
                 (status = 422, description = "every event rejected; nothing published", body = IngestResponse),
-                (status = 429, description = "over the API key's rate limit", body = ErrorBody,
+                (status = 429, description = "over the API key's rate limit (`rate_limited`)", body = ErrorBody,
                     headers(("Retry-After" = String, description = "seconds"))),
                 (status = 503, description = "Kafka did not acknowledge some events in time: send the `unavailable` ones again with their event_id", body = IngestResponse,
                     headers(("Retry-After" = String, description = "seconds"))),

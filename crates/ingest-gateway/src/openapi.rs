@@ -6,7 +6,6 @@
 use omnistream_model::records::CatalogEventType;
 use omnistream_model::validate::{MAX_ID_LEN, MAX_TEXT_LEN};
 use omnistream_model::{Channel, EventType};
-use serde::Serialize;
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, SchemaType,
     Type,
@@ -37,20 +36,6 @@ impl Modify for BearerKeys {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
-}
-
-/// A refused request (not one of its events): `{"error": {"code", "message"}}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable code: `malformed`, `empty_batch`, `too_many_events`, `body_too_large`, `bad_body`,
-    /// `unauthorized`, `rate_limited`.
-    pub code: String,
-    pub message: String,
 }
 
 fn string() -> ObjectBuilder {

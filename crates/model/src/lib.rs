@@ -9,6 +9,9 @@ pub mod codec;
 pub mod event;
 pub mod identifiers;
 pub mod json;
+pub mod json_schema;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod records;
 pub mod services;
 pub mod sorted_map;

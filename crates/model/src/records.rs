@@ -162,6 +162,7 @@ impl AvroRecord for CustomerProfile {
 
 /// Declared in the order of the Avro enum's symbols: the variant index is the symbol's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressionStatus {
     Allowed,

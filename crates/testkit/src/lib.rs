@@ -25,6 +25,24 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
 }
 
+/// Runs schemathesis (PyPI, `make py-deps` installs it in target/py) against the OpenAPI document
+/// at `document_url` with every check, the settings file `config` and `args`; fails the test
+/// with schemathesis's report when an answer does not match the document.
+pub fn schemathesis(config: &std::path::Path, document_url: &str, args: &[&str]) {
+    let output = Command::new(repo_root().join("target/py/bin/st"))
+        .arg("--config-file")
+        .arg(config)
+        .args(["run", document_url, "--checks", "all", "--seed", "1"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("schemathesis: {e} (`make py-deps` installs it in target/py)"));
+    assert!(
+        output.status.success(),
+        "schemathesis found answers that do not match the document:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
 /// Bootstrap servers of a running broker: `KAFKA_BOOTSTRAP_SERVERS`, or the local broker, which
 /// this starts (once per process) with `deploy/local/kafka.sh up` if it is not running.
 pub fn bootstrap_servers() -> &'static str {
