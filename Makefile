@@ -6,12 +6,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 KAFKA := deploy/local/kafka.sh
 REGISTRY := deploy/local/registry.sh
+JAEGER := deploy/local/jaeger.sh
 OMNI := target/release/omni
 PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status topics demo test lint k8s-check down bench
+.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status jaeger-up jaeger-down jaeger-status topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
@@ -19,6 +20,7 @@ help:
 	@echo "make k8s-check     render the Kubernetes overlays and validate them offline"
 	@echo "make kafka-up      start the local broker (kafka-down, kafka-status; kafka-prune deletes test topics, kafka-reset all data)"
 	@echo "make registry-up   start the local schema registry, Apicurio (registry-down, registry-status; SCHEMA_REGISTRY_URL uses yours)"
+	@echo "make jaeger-up     start a local Jaeger (OTLP on :4318, query API on :16686) for OTEL_EXPORTER_OTLP_ENDPOINT (jaeger-down, jaeger-status)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
 	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
 	@echo "make down          stop everything local"
@@ -51,6 +53,15 @@ registry-down:
 
 registry-status:
 	@bash $(REGISTRY) status
+
+jaeger-up:
+	@bash $(JAEGER) up
+
+jaeger-down:
+	@bash $(JAEGER) down
+
+jaeger-status:
+	@bash $(JAEGER) status
 
 topics: kafka-up build
 	$(OMNI) topics create --partitions $(PARTITIONS)
@@ -88,6 +99,7 @@ down:
 	@bash deploy/local/demo-down.sh
 	@bash $(KAFKA) down
 	@bash $(REGISTRY) down
+	@bash $(JAEGER) down
 
 # Benchmarks are a command, not a timed test: throughput against a same-run baseline, latency
 # percentiles, memory and restore time; the table is kept under bench/results/.

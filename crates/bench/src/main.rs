@@ -3,9 +3,11 @@
 //! load, its memory, and the time to restore its state. Prints a markdown table and keeps it under
 //! `bench/results/`.
 
+mod drain_variants;
 mod http;
 mod identity;
 mod journeys;
+mod trace_context;
 mod wire_format;
 
 use std::collections::HashMap;
@@ -48,7 +50,8 @@ struct Args {
     /// Duration of the latency benchmark, seconds.
     #[arg(long, default_value_t = 60)]
     load_seconds: u64,
-    /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost);
+    /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost,
+    /// `trace-context` the cost of trace headers and of exporting spans);
     /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
     services: Vec<String>,
@@ -224,7 +227,7 @@ fn spawn_service(
     label: &str,
     admin_port: u16,
 ) -> anyhow::Result<ServiceProcess> {
-    spawn_service_with(service, topics, label, admin_port, &[])
+    spawn_service_with(service, topics, label, admin_port, &[], &[])
 }
 
 /// [`spawn_service`] with `extra` flags.
@@ -234,6 +237,7 @@ fn spawn_service_with(
     label: &str,
     admin_port: u16,
     extra: &[String],
+    env: &[(&str, &str)],
 ) -> anyhow::Result<ServiceProcess> {
     let admin = format!("127.0.0.1:{admin_port}");
     let flags = RuntimeFlags {
@@ -252,7 +256,9 @@ fn spawn_service_with(
     }
     args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Ok(ServiceProcess::spawn(&binary(service.name)?, label, &args, &[("RUST_LOG", "info,rdkafka=warn")]))
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "info,rdkafka=warn"));
+    Ok(ServiceProcess::spawn(&binary(service.name)?, label, &args, &env))
 }
 
 fn wait_ready(port: u16, deadline: Duration) -> anyhow::Result<Duration> {
@@ -576,7 +582,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if selected("wire-format") {
-        rows.extend(wire_format::wire_format_rows(&args, &input, input_end).await?);
+        rows.extend(wire_format::wire_format_rows(&args, &input).await?);
+    }
+    if selected("trace-context") {
+        rows.extend(trace_context::trace_context_rows(&args, &input).await?);
     }
     if selected("identity-resolver") {
         rows.extend(identity::resolver_rows(&args, &watermarks).await?);

@@ -292,24 +292,39 @@ impl Api {
     }
 }
 
-#[utoipa::path(
-    get,
-    tag = "customers",
-    path = "/v1/customers/{id}",
-    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
-    responses(
-        (status = 200, description = "the customer document", body = openapi::CustomerDocument, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
-        (status = 404, description = "no service holds a current record of the customer (`not_found`)", body = ErrorBody),
-    )
-)]
-async fn get_customer(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
-    let started = Instant::now();
-    let response = match api.known(&customer_id) {
-        Some(found) => found.respond("", customer_document(&found.customer_id, &found.view)),
-        None => not_found(&customer_id, "no customer"),
+/// A `GET /v1/customers/{id}…` route's documentation (`utoipa::path`): the id parameter, the 200
+/// with its `Content-Location` for merged ids and the 404 are the same for each.
+macro_rules! customer_route {
+    ($path:literal, $body:ty, $found:literal, $not_found:literal, $handler:item) => {
+        #[utoipa::path(
+            get,
+            tag = "customers",
+            path = $path,
+            params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
+            responses(
+                (status = 200, description = $found, body = $body,
+                    headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
+                (status = 404, description = $not_found, body = ErrorBody),
+            )
+        )]
+        $handler
     };
-    api.observe("customer", started, response)
 }
+
+customer_route!(
+    "/v1/customers/{id}",
+    openapi::CustomerDocument,
+    "the customer document",
+    "no service holds a current record of the customer (`not_found`)",
+    async fn get_customer(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+        let started = Instant::now();
+        let response = match api.known(&customer_id) {
+            Some(found) => found.respond("", customer_document(&found.customer_id, &found.view)),
+            None => not_found(&customer_id, "no customer"),
+        };
+        api.observe("customer", started, response)
+    }
+);
 
 #[derive(Debug, Deserialize)]
 struct ReachabilityQuery {
@@ -374,26 +389,22 @@ async fn get_reachability(
     api.observe("reachability", started, response)
 }
 
-#[utoipa::path(
-    get,
-    tag = "customers",
-    path = "/v1/customers/{id}/loyalty",
-    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
-    responses(
-        (status = 200, description = "the balance and recent ledger entries", body = openapi::LoyaltyDocument, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
-        (status = 404, description = "no loyalty account for the customer (`not_found`)", body = ErrorBody),
-    )
-)]
-async fn get_loyalty(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
-    let started = Instant::now();
-    let response = match api.known(&customer_id) {
-        Some(found) if found.view.balance.is_some() || !found.view.ledger.is_empty() => {
-            found.respond("/loyalty", loyalty_document(&found.customer_id, &found.view))
-        }
-        _ => not_found(&customer_id, "no loyalty account for customer"),
-    };
-    api.observe("loyalty", started, response)
-}
+customer_route!(
+    "/v1/customers/{id}/loyalty",
+    openapi::LoyaltyDocument,
+    "the balance and recent ledger entries",
+    "no loyalty account for the customer (`not_found`)",
+    async fn get_loyalty(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+        let started = Instant::now();
+        let response = match api.known(&customer_id) {
+            Some(found) if found.view.balance.is_some() || !found.view.ledger.is_empty() => {
+                found.respond("/loyalty", loyalty_document(&found.customer_id, &found.view))
+            }
+            _ => not_found(&customer_id, "no loyalty account for customer"),
+        };
+        api.observe("loyalty", started, response)
+    }
+);
 
 /// The identity document: the canonical customer's identifiers (with the event that linked
 /// each), every id merged into it (`aliases`) and every merge behind them with its evidence,
@@ -434,54 +445,46 @@ pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) 
     .to_string()
 }
 
-#[utoipa::path(
-    get,
-    tag = "customers",
-    path = "/v1/customers/{id}/journeys",
-    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
-    responses(
-        (status = 200, description = "the journeys the customer is in and how the latest ended", body = openapi::CustomerJourneyStateRecord, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
-        (status = 404, description = "the customer entered no journey (`not_found`)", body = ErrorBody),
-    )
-)]
-async fn get_journeys(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
-    let started = Instant::now();
-    let response = match api.known(&customer_id) {
-        Some(found) if found.view.journeys.is_some() => {
-            let body = found.view.journeys.as_deref().expect("matched").to_owned();
-            found.respond("/journeys", body)
-        }
-        _ => not_found(&customer_id, "no journey entered by customer"),
-    };
-    api.observe("journeys", started, response)
-}
+customer_route!(
+    "/v1/customers/{id}/journeys",
+    openapi::CustomerJourneyStateRecord,
+    "the journeys the customer is in and how the latest ended",
+    "the customer entered no journey (`not_found`)",
+    async fn get_journeys(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+        let started = Instant::now();
+        let response = match api.known(&customer_id) {
+            Some(found) if found.view.journeys.is_some() => {
+                let body = found.view.journeys.as_deref().expect("matched").to_owned();
+                found.respond("/journeys", body)
+            }
+            _ => not_found(&customer_id, "no journey entered by customer"),
+        };
+        api.observe("journeys", started, response)
+    }
+);
 
 /// Ids listed as merged into one customer, at most (a guard, far above any real merge history).
 const MAX_ALIASES: usize = 10_000;
 
-#[utoipa::path(
-    get,
-    tag = "customers",
-    path = "/v1/customers/{id}/identity",
-    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
-    responses(
-        (status = 200, description = "identifiers, aliases and merges", body = openapi::IdentityDocument, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
-        (status = 404, description = "neither a known customer nor an id identity resolution knows (`not_found`)", body = ErrorBody),
-    )
-)]
-async fn get_identity(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
-    let started = Instant::now();
-    let found =
-        api.store.canonical(&customer_id).filter(|(_, view)| view.is_known() || view.identity.is_some());
-    let response = match found {
-        Some((canonical, view)) => {
-            let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
-            found.respond("/identity", identity_document(&api.store, &found.customer_id, &found.view))
-        }
-        None => not_found(&customer_id, "no customer"),
-    };
-    api.observe("identity", started, response)
-}
+customer_route!(
+    "/v1/customers/{id}/identity",
+    openapi::IdentityDocument,
+    "identifiers, aliases and merges",
+    "neither a known customer nor an id identity resolution knows (`not_found`)",
+    async fn get_identity(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+        let started = Instant::now();
+        let found =
+            api.store.canonical(&customer_id).filter(|(_, view)| view.is_known() || view.identity.is_some());
+        let response = match found {
+            Some((canonical, view)) => {
+                let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
+                found.respond("/identity", identity_document(&api.store, &found.customer_id, &found.view))
+            }
+            None => not_found(&customer_id, "no customer"),
+        };
+        api.observe("identity", started, response)
+    }
+);
 
 /// The `/v1/customers` routes and `/openapi.json`; any other path answers a JSON 404.
 pub fn router(api: Arc<Api>) -> Router {

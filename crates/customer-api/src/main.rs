@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    run_process(serve(ApiArgs::parse()))
+    run_process("customer-api", serve(ApiArgs::parse()))
 }
 
 async fn serve(args: ApiArgs) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,10 @@ use omnistream_model::topics::{CATALOG_EVENTS, EVENTS};
 use omnistream_model::{RecordKind, to_confluent};
 use omnistream_runtime::KafkaArgs;
 use omnistream_runtime::server::Health;
+use omnistream_runtime::trace::{self, TRACEPARENT, TRACESTATE, TraceContext};
 use omnistream_schema_registry::WireFormatArgs;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +38,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::{info, warn};
 use utoipa::OpenApi;
@@ -357,7 +361,40 @@ impl Gateway {
         }
     }
 
-    async fn ingest(&self, route: &Route, caller: &Caller, body: &[u8]) -> Response {
+    async fn ingest(
+        &self,
+        route: &Route,
+        caller: &Caller,
+        body: &[u8],
+        incoming: Option<TraceContext>,
+    ) -> Response {
+        // With spans exported, the request's span is the parent the events name (a new trace
+        // when the request carried none); without, the events carry the request's context as is.
+        let (mut span, carried) = match trace::start_span("ingest", SpanKind::Server, incoming.as_ref()) {
+            Some((span, carried)) => (Some(span), Some(carried)),
+            None => (None, incoming),
+        };
+        let response = self.ingest_traced(route, caller, body, carried.as_ref()).await;
+        if let Some(span) = &mut span {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(response.status().as_u16()),
+            ));
+            if response.status().is_server_error() {
+                span.set_status(Status::error("events not acknowledged by Kafka"));
+            }
+            span.end();
+        }
+        response
+    }
+
+    async fn ingest_traced(
+        &self,
+        route: &Route,
+        caller: &Caller,
+        body: &[u8],
+        trace: Option<&TraceContext>,
+    ) -> Response {
         let parsed = match parse_request(body, self.max_events, chrono::Utc::now(), route.encode) {
             Ok(parsed) => parsed,
             Err(error) => return error_response(error.status(), error.code(), &error.to_string()),
@@ -382,7 +419,15 @@ impl Gateway {
             let outcome = match item.outcome {
                 Ok(encoded) => {
                     let value = route.wire_bytes(encoded.value);
-                    let record = FutureRecord::to(&route.topic).key(&encoded.key).payload(&value);
+                    let mut record = FutureRecord::to(&route.topic).key(&encoded.key).payload(&value);
+                    if let Some(trace) = trace {
+                        let headers = trace
+                            .headers()
+                            .fold(OwnedHeaders::new_with_capacity(2), |headers, (key, value)| {
+                                headers.insert(Header { key, value: Some(value) })
+                            });
+                        record = record.headers(headers);
+                    }
                     match producer.send_result(record) {
                         Ok(delivery) => {
                             pending.push((index, delivery));
@@ -439,6 +484,7 @@ impl Gateway {
                 caller = caller.name(),
                 route = route.path,
                 unavailable = response.unavailable,
+                trace_id = trace.map(TraceContext::trace_id),
                 "Kafka did not acknowledge events"
             );
             self.replace_producer_if_fatal(&producer);
@@ -499,6 +545,10 @@ macro_rules! ingest_route {
             path = $path,
             tag = $tag,
             request_body(content = $body, content_type = "application/json"),
+            params(
+                ("traceparent" = Option<String>, Header, description = "W3C trace context: the events carry it on to every service (a malformed one is ignored)"),
+                ("tracestate" = Option<String>, Header, description = "W3C trace context, carried with `traceparent`"),
+            ),
             responses(
                 (status = 200, description = "every event accepted (Kafka acknowledged it, acks=all)", body = IngestResponse),
                 (status = 207, description = "some events rejected, the others accepted", body = IngestResponse),
@@ -524,9 +574,10 @@ ingest_route!(
     async fn post_events(
         State(gateway): State<Arc<Gateway>>,
         Extension(caller): Extension<Caller>,
+        headers: HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        publish(&gateway, &gateway.events, &caller, body).await
+        publish(&gateway, &gateway.events, &caller, &headers, body).await
     }
 );
 
@@ -538,9 +589,10 @@ ingest_route!(
     async fn post_catalog_events(
         State(gateway): State<Arc<Gateway>>,
         Extension(caller): Extension<Caller>,
+        headers: HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        publish(&gateway, &gateway.catalog, &caller, body).await
+        publish(&gateway, &gateway.catalog, &caller, &headers, body).await
     }
 );
 
@@ -548,10 +600,25 @@ async fn publish(
     gateway: &Gateway,
     route: &Route,
     caller: &Caller,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match body {
-        Ok(body) => gateway.ingest(route, caller, &body).await,
+        Ok(body) => {
+            // A malformed `traceparent` is ignored (W3C trace-context 3.2.2), as is a `tracestate`
+            // without one.
+            // W3C trace-context: a `traceparent` sent twice is ignored; several `tracestate`
+            // headers are one list.
+            let texts = |name| {
+                headers.get_all(name).iter().map(|value| value.to_str().ok()).collect::<Option<Vec<_>>>()
+            };
+            let traceparent = texts(TRACEPARENT).filter(|values| values.len() == 1).map(|values| values[0]);
+            let tracestate =
+                texts(TRACESTATE).filter(|values| !values.is_empty()).map(|values| values.join(","));
+            let incoming =
+                traceparent.and_then(|traceparent| TraceContext::checked(traceparent, tracestate.as_deref()));
+            gateway.ingest(route, caller, &body, incoming).await
+        }
         Err(rejection) => {
             let status = rejection.status();
             let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 fn main() -> ExitCode {
-    run_process(serve(GatewayArgs::parse()))
+    run_process("ingest-gateway", serve(GatewayArgs::parse()))
 }
 
 async fn serve(args: GatewayArgs) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 
 use crate::publisher::Publisher;
+use omnistream_runtime::trace::TraceContext;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -109,7 +110,9 @@ pub async fn replay(kafka: &KafkaArgs, args: ReplayArgs) -> anyhow::Result<ExitC
         // (or for having no key) is valid and only needed the right key.
         counts.replayed += 1;
         if let Some(publisher) = publisher.as_mut() {
-            publisher.send(&event.customer_id, value).await?;
+            // The dead letter kept the event's trace context: the replay goes on in that trace.
+            let trace = TraceContext::from_record(message.headers());
+            publisher.send_traced(&event.customer_id, value, trace.as_deref()).await?;
         }
     }
     if let Some(publisher) = publisher {

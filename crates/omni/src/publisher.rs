@@ -11,7 +11,9 @@ use futures::stream::FuturesUnordered;
 use omnistream_model::catalog::parse_catalog_event_json;
 use omnistream_model::{encode_event, encode_record, parse_event_json};
 use omnistream_runtime::KafkaArgs;
+use omnistream_runtime::trace::TraceContext;
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::producer::future_producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -38,9 +40,26 @@ impl Publisher {
     /// An omnistream record in single-object encoding goes out in the topic's wire format
     /// (`--wire-format`); other bytes as they are.
     pub async fn send(&mut self, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        self.send_traced(key, payload, None).await
+    }
+
+    /// As `send`, with a W3C trace context as the record's headers.
+    pub async fn send_traced(
+        &mut self,
+        key: &str,
+        payload: &[u8],
+        trace: Option<&TraceContext>,
+    ) -> anyhow::Result<()> {
         let payload = crate::avro::wire_bytes(&self.topic, payload)?;
         loop {
-            let record = FutureRecord::to(&self.topic).key(key).payload(payload.as_ref());
+            let mut record = FutureRecord::to(&self.topic).key(key).payload(payload.as_ref());
+            if let Some(trace) = trace {
+                let headers =
+                    trace.headers().fold(OwnedHeaders::new_with_capacity(2), |headers, (key, value)| {
+                        headers.insert(Header { key, value: Some(value) })
+                    });
+                record = record.headers(headers);
+            }
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     self.in_flight.push(delivery);

@@ -137,7 +137,7 @@ fn simulate_is_deterministic_for_a_seed_and_start() {
 async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes_keyed_by_its_customer() {
     use omnistream_model::{encode_event, parse_event_json};
     use omnistream_testkit::producer;
-    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
     use rdkafka::producer::FutureRecord;
 
     let dlq = fresh_topic("replay-dlq", 1).await;
@@ -162,7 +162,11 @@ async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes_keyed_by_
             .insert(Header { key: "error.code", value: Some(*code) })
             .insert(Header { key: "source.topic", value: Some("touchpoint.events.v1") })
             .insert(Header { key: "source.partition", value: Some("0") })
-            .insert(Header { key: "source.offset", value: Some(*offset) });
+            .insert(Header { key: "source.offset", value: Some(*offset) })
+            .insert(Header {
+                key: "traceparent",
+                value: Some(&format!("00-{:032x}-{:016x}-01", 9, offset.len())),
+            });
         let record = FutureRecord::to(&dlq).key(*key).payload(value).headers(headers);
         producer.send(record, Duration::from_secs(10)).await.expect("produced");
     }
@@ -192,6 +196,12 @@ async fn dlq_replay_publishes_each_source_record_once_if_it_now_passes_keyed_by_
         replayed.iter().map(|m| decode_event(m.payload().unwrap()).unwrap().event_id).collect();
     assert_eq!(ids, ["e-fixed", "e-rekeyed"]);
     assert!(replayed.iter().all(|m| m.key() == Some(b"c-9".as_slice())), "keyed by customer_id");
+    let traceparents: Vec<Option<&[u8]>> = replayed
+        .iter()
+        .map(|m| m.headers().and_then(|h| h.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value))
+        .collect();
+    let carried = b"00-00000000000000000000000000000009-0000000000000001-01".as_slice();
+    assert_eq!(traceparents, [Some(carried), Some(carried)], "the dead letters' trace context");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use omnistream_schema_registry::{SchemaCheck, SchemaLearner};
+use opentelemetry::trace::{Span as _, SpanKind, Status};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -27,6 +28,7 @@ use crate::lookup_reader::LookupReader;
 use crate::metrics::{Metrics, TransactionOutcome, TransactionOutcomeLabel};
 use crate::processor::Processor;
 use crate::server::Health;
+use crate::trace::{self, TransactionSpans};
 use crate::{RuntimeError, TxnProducer};
 
 /// How a failed transactional call must be handled (librdkafka's error classes, plus Jepsen's
@@ -96,6 +98,9 @@ pub(crate) struct Driver<P: Processor> {
     /// Input partitions paused at a record whose schema id is being learned: resumed at that
     /// record once it is (a registry that is down holds them, never dead-letters them).
     waiting_for_schema: Vec<(Input, i32)>,
+    /// The spans of the records in the open transaction (when spans are exported): its commit
+    /// span links to them.
+    transaction_spans: TransactionSpans,
 }
 
 impl<P: Processor> std::fmt::Debug for Driver<P> {
@@ -121,6 +126,7 @@ impl<P: Processor> Driver<P> {
             lookups,
             schemas,
             waiting_for_schema: Vec::new(),
+            transaction_spans: TransactionSpans::default(),
             core,
             config,
             producer,
@@ -213,6 +219,14 @@ impl<P: Processor> Driver<P> {
             self.hold_for_schema(consumer, record, id);
             return;
         }
+        // A record that carries a trace context: its span (when spans are exported) is the parent
+        // its outputs name. (The lines logged about one record name its trace id as a field: a
+        // `tracing` span per record would cost more than the record's processing.)
+        let (span, carried) = record
+            .trace
+            .and_then(|parent| trace::start_span("process", SpanKind::Consumer, Some(parent)))
+            .map_or((None, None), |(span, carried)| (Some(span), Some(Arc::new(carried))));
+        let record = &InputRecord { trace: carried.as_ref().or(record.trace), ..*record };
         // Clock reads cost here (no TSC in some VMs): time one record in 32.
         self.records_seen = self.records_seen.wrapping_add(1);
         let timed = self.records_seen.is_multiple_of(32).then(Instant::now);
@@ -232,6 +246,16 @@ impl<P: Processor> Driver<P> {
         }
         actions.clear();
         self.actions = actions;
+        if let Some(mut span) = span {
+            if let Err(failure) = &result {
+                span.set_status(Status::error(format!("{failure:?}")));
+            }
+            // A record of a partition not restored yet is read again later: not in this transaction.
+            if self.core.has_open_transaction() {
+                self.transaction_spans.add(span.span_context());
+            }
+            span.end();
+        }
         if let Err(failure) = result {
             self.handle(consumer, failure);
         }
@@ -260,7 +284,14 @@ impl<P: Processor> Driver<P> {
             self.handle(consumer, Failure::Abortable(error));
             return;
         }
-        info!(topic = %topic, partition = record.partition, offset = record.offset, id, "waiting for the schema registry to tell a schema id");
+        info!(
+            topic = %topic,
+            partition = record.partition,
+            offset = record.offset,
+            id,
+            trace_id = record.trace.map(|trace| trace.trace_id()),
+            "waiting for the schema registry to tell a schema id"
+        );
         if !self.waiting_for_schema.contains(&(record.input, record.partition)) {
             self.waiting_for_schema.push((record.input, record.partition));
         }
@@ -367,10 +398,19 @@ impl<P: Processor> Driver<P> {
     /// offsets with the group metadata (KIP-447), then the commit itself.
     pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         if !self.core.has_open_transaction() {
+            self.transaction_spans.clear();
             return;
         }
         let started = Instant::now();
-        match self.try_commit(consumer) {
+        let mut span = self.transaction_spans.start_commit_span();
+        let committed = self.try_commit(consumer);
+        if let Some(span) = &mut span {
+            if let Err(failure) = &committed {
+                span.set_status(Status::error(format!("{failure:?}")));
+            }
+            span.end();
+        }
+        match committed {
             Ok(()) => {
                 self.producer_in_transaction = false;
                 let now = Utc::now().timestamp_millis();
@@ -453,6 +493,7 @@ impl<P: Processor> Driver<P> {
     /// until restored). The rebuild happens even with no transaction open: the record whose
     /// failure led here was polled (the position is past it) but not processed.
     pub(crate) fn abort<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        self.transaction_spans.clear();
         // A record refused before its transaction's first action ran (too large) leaves a ledger
         // but no producer transaction: still an abort, for the metric.
         if !self.producer_in_transaction && self.core.has_open_transaction() {
@@ -494,6 +535,7 @@ impl<P: Processor> Driver<P> {
     fn reset<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
         self.metrics.producer_resets.inc();
         self.producer_in_transaction = false;
+        self.transaction_spans.clear();
         self.core.reset();
         self.producer = crate::create_transactional_producer(&self.config)?;
         self.restore_pending(consumer, true)
@@ -631,10 +673,13 @@ fn send(producer: &TxnProducer, out: &OutRecord) -> Result<(), Failure> {
     if let Some(value) = &out.value {
         record = record.payload(value.as_slice());
     }
-    if out.cause.is_some() || !out.headers.is_empty() {
-        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len() + 1);
+    if out.cause.is_some() || out.trace.is_some() || !out.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(out.headers.len() + 3);
         if let Some(cause) = &out.cause {
             headers = headers.insert(Header { key: CAUSE_HEADER, value: Some(cause.as_str()) });
+        }
+        for (name, value) in out.trace.iter().flat_map(|trace| trace.headers()) {
+            headers = headers.insert(Header { key: name, value: Some(value) });
         }
         for (name, value) in &out.headers {
             headers = headers.insert(Header { key: name, value: Some(value.as_str()) });

@@ -20,8 +20,14 @@ use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupScope, LookupStore};
 use crate::metrics::{DomainEventLabel, ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{InputEvent, Output, Partitioning, Processor};
-use crate::record_limits::record_size;
+use crate::record_limits::{header_size, record_size};
 use crate::store::{Admission, Customers, Entry, PartitionStore, event_id_hash};
+use crate::trace::TraceContext;
+
+/// What a record's trace context headers add to its size.
+fn trace_size(trace: Option<&Arc<TraceContext>>) -> usize {
+    trace.map_or(0, |trace| trace.headers().map(|(name, value)| header_size(name, value)).sum())
+}
 
 /// Header of every output record naming the `event_id` that caused it.
 pub const CAUSE_HEADER: &str = "cause.event_id";
@@ -70,6 +76,8 @@ pub(crate) struct InputRecord<'a> {
     pub(crate) payload: Option<&'a [u8]>,
     /// The record's timestamp (the broker's append time on the events topic), unix millis.
     pub(crate) timestamp: Option<i64>,
+    /// The trace context its outputs carry on (`trace.rs`).
+    pub(crate) trace: Option<&'a Arc<TraceContext>>,
 }
 
 /// An input position to commit with the transaction (KIP-447): the offset after the last
@@ -92,6 +100,8 @@ pub(crate) struct OutRecord {
     pub(crate) value: Option<Vec<u8>>,
     /// The `event_id` that caused it, written as [`CAUSE_HEADER`].
     pub(crate) cause: Option<String>,
+    /// The trace context of the record that caused it, written as its W3C headers.
+    pub(crate) trace: Option<Arc<TraceContext>>,
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
@@ -132,6 +142,7 @@ impl OutputTopics {
                 None => record.encode(),
             }),
             cause: None,
+            trace: None,
             headers: Vec::new(),
         }
     }
@@ -847,14 +858,16 @@ impl<P: Processor> EngineCore<P> {
         }
         // Checked before anything is produced: either may abort the transaction.
         let handoff = match handoff {
-            Some(Ok((winner, value))) => Some(self.handoff_record(winner, value, event.event_id())),
+            Some(Ok((winner, value))) => {
+                Some(self.handoff_record(winner, value, event.event_id(), record.trace))
+            }
             Some(Err(message)) => Some(Err(message)),
             None => None,
         };
         let too_large = match &handoff {
             Some(Err(message)) => Some(message.clone()),
             _ if records.is_empty() => None,
-            _ => self.oversized(&records, Some(event.event_id())),
+            _ => self.oversized(&records, Some(event.event_id()), record.trace),
         };
         if let Some(message) = too_large {
             records.clear();
@@ -868,8 +881,10 @@ impl<P: Processor> EngineCore<P> {
             // have one output: no allocation on this path).
             for output in others {
                 output.cause = Some(event.event_id().to_owned());
+                output.trace = record.trace.cloned();
             }
             last.cause = Some(event.event_id().to_owned());
+            last.trace = record.trace.cloned();
             out.extend(records.drain(..).map(Action::Produce));
         }
         self.bound = records;
@@ -880,9 +895,15 @@ impl<P: Processor> EngineCore<P> {
     }
 
     /// The handoff record of a merge `cause` asked for, unless it is too large for its topic.
-    fn handoff_record(&mut self, winner: String, value: Vec<u8>, cause: &str) -> Result<OutRecord, String> {
+    fn handoff_record(
+        &mut self,
+        winner: String,
+        value: Vec<u8>,
+        cause: &str,
+        trace: Option<&Arc<TraceContext>>,
+    ) -> Result<OutRecord, String> {
         let topic = self.settings.handoff_topic.clone().expect("a handoff topic when handing off state");
-        let size = record_size(&winner, Some(&value), &[(CAUSE_HEADER, cause)]);
+        let size = record_size(&winner, Some(&value), &[(CAUSE_HEADER, cause)]) + trace_size(trace);
         let limit = self.limits.limit(&topic);
         if size > limit {
             return Err(format!("a {size}-byte handoff record for {topic} exceeds its {limit}-byte limit"));
@@ -895,6 +916,7 @@ impl<P: Processor> EngineCore<P> {
             key: Some(winner),
             value: Some(value),
             cause: Some(cause.to_owned()),
+            trace: trace.cloned(),
             headers: Vec::new(),
         })
     }
@@ -957,7 +979,7 @@ impl<P: Processor> EngineCore<P> {
             // id (so a cycle of merges drops it at its second visit rather than circle forever).
             data.store.remember(&handoff.to, Some(hash), window);
             let value = record.payload.unwrap_or_default().to_vec();
-            return match self.handoff_record(next, value, &handoff.id) {
+            return match self.handoff_record(next, value, &handoff.id, record.trace) {
                 Ok(forwarded) => {
                     out.push(Action::Produce(forwarded));
                     Ok(Some(RecordOutcome::Applied))
@@ -990,13 +1012,14 @@ impl<P: Processor> EngineCore<P> {
         if let Some(watches) = watches {
             data.store.watch(&handoff.to, &watches);
         }
-        let oversized = self.oversized(&records, Some(&handoff.id));
-        out.extend(
-            records
-                .drain(..)
-                .filter(|_| oversized.is_none())
-                .map(|output| Action::Produce(OutRecord { cause: Some(handoff.id.clone()), ..output })),
-        );
+        let oversized = self.oversized(&records, Some(&handoff.id), record.trace);
+        out.extend(records.drain(..).filter(|_| oversized.is_none()).map(|output| {
+            Action::Produce(OutRecord {
+                cause: Some(handoff.id.clone()),
+                trace: record.trace.cloned(),
+                ..output
+            })
+        }));
         self.bound = records;
         if let Some(message) = oversized {
             self.too_large.insert((Input::Handoff, partition, offset), message.clone());
@@ -1021,7 +1044,12 @@ impl<P: Processor> EngineCore<P> {
     }
 
     /// Why one of `outputs` cannot be sent, if one is larger than its topic takes.
-    fn oversized(&mut self, outputs: &[OutRecord], cause: Option<&str>) -> Option<String> {
+    fn oversized(
+        &mut self,
+        outputs: &[OutRecord],
+        cause: Option<&str>,
+        trace: Option<&Arc<TraceContext>>,
+    ) -> Option<String> {
         let cause_header;
         let headers: &[(&str, &str)] = match cause {
             Some(event_id) => {
@@ -1032,7 +1060,8 @@ impl<P: Processor> EngineCore<P> {
         };
         outputs.iter().find_map(|output| {
             let size =
-                record_size(output.key.as_deref().unwrap_or_default(), output.value.as_deref(), headers);
+                record_size(output.key.as_deref().unwrap_or_default(), output.value.as_deref(), headers)
+                    + trace_size(trace);
             let limit = self.limits.limit(&output.topic);
             (size > limit)
                 .then(|| format!("a {size}-byte record for {} exceeds its {limit}-byte limit", output.topic))
@@ -1064,6 +1093,9 @@ impl<P: Processor> EngineCore<P> {
             ("source.partition", record.partition.to_string()),
             ("source.offset", record.offset.to_string()),
         ];
+        if let Some(trace) = record.trace {
+            headers.extend(trace.headers().map(|(name, value)| (name, value.to_owned())));
+        }
         // A record the input topic took may still not fit the DLQ with its headers (or this
         // producer's limit): sending it would abort every transaction that retries it. It goes
         // without its value then, with a header saying so; the input topic still holds it.
@@ -1084,6 +1116,7 @@ impl<P: Processor> EngineCore<P> {
             key,
             value,
             cause: None,
+            trace: None,
             headers,
         }));
         self.metrics.dead_lettered.get_or_create(&ErrorCodeLabel { error_code: code.to_owned() }).inc();
@@ -1092,6 +1125,7 @@ impl<P: Processor> EngineCore<P> {
             error.message = text,
             partition = record.partition,
             offset = record.offset,
+            trace_id = record.trace.map(|trace| trace.trace_id()),
             "dead-lettered"
         );
     }
@@ -1181,7 +1215,7 @@ impl<P: Processor> EngineCore<P> {
             self.metrics.timers_fired.inc();
             // Checked before the entry settles: a timer that erased the state must still find
             // the entry to undo.
-            let oversized = self.oversized(&records, None);
+            let oversized = self.oversized(&records, None, None);
             if oversized.is_none() {
                 out.extend(records.drain(..).map(Action::Produce));
             }
@@ -1245,6 +1279,7 @@ impl<P: Processor> EngineCore<P> {
             key: Some(key),
             value,
             cause: None,
+            trace: None,
             headers: Vec::new(),
         };
         let touched = ledger
@@ -1629,6 +1664,7 @@ mod tests {
             key: Some(key.as_bytes()),
             payload: Some(payload),
             timestamp: Some(appended),
+            trace: None,
         };
         core.on_record(&record, clock(appended), &mut actions)?;
         Ok(actions)
@@ -1697,6 +1733,40 @@ mod tests {
         assert_eq!(produced(&commit)[0].0, "state");
         assert_eq!(core.committed(), vec![BASE, BASE + 5], "the records' timestamps, for the latency");
         assert!(!core.has_open_transaction());
+    }
+
+    #[test]
+    fn given_a_record_with_a_trace_context_then_its_outputs_and_its_dead_letter_carry_it() {
+        let mut core = core();
+        let trace = Arc::new(TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+            tracestate: Some("congo=t61rcWkgMzE".to_owned()),
+        });
+        let traced = |core: &mut EngineCore<Tally>, offset: i64, payload: &[u8]| {
+            let record = InputRecord {
+                input: Input::Events,
+                partition: 0,
+                offset,
+                key: Some(b"c-1"),
+                payload: Some(payload),
+                timestamp: Some(BASE),
+                trace: Some(&trace),
+            };
+            let mut actions = Vec::new();
+            core.on_record(&record, clock(BASE), &mut actions).expect("fits");
+            actions
+        };
+        let actions = traced(&mut core, 0, &view("e-1", "c-1", BASE));
+        let Some(Action::Produce(output)) = actions.last() else { panic!("an output") };
+        assert_eq!(output.trace.as_deref(), Some(&*trace), "the output");
+        let actions = traced(&mut core, 1, b"not avro");
+        let dead = actions.last().expect("a DLQ record");
+        assert_eq!(header(dead, "error.code"), Some("malformed"));
+        assert_eq!(header(dead, "traceparent"), Some(trace.traceparent.as_str()), "the dead letter");
+        assert_eq!(header(dead, "tracestate"), Some("congo=t61rcWkgMzE"));
+        let untraced = feed(&mut core, 0, 2, "c-1", &view("e-2", "c-1", BASE), BASE).expect("fits");
+        let Some(Action::Produce(output)) = untraced.last() else { panic!("an output") };
+        assert_eq!(output.trace, None, "a record without one");
     }
 
     #[test]
@@ -2279,6 +2349,7 @@ mod tests {
             key: Some(b"c-1"),
             payload: Some(&payload),
             timestamp: Some(BASE),
+            trace: None,
         };
         core.on_record(&record, clock, &mut Vec::new()).expect("fits");
     }

@@ -25,6 +25,7 @@ mod run;
 pub mod server;
 mod store;
 pub mod testing;
+pub mod trace;
 
 pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
 pub use engine::CAUSE_HEADER;

@@ -22,7 +22,12 @@ pub fn record_size(key: &str, value: Option<&[u8]>, headers: &[(&str, &str)]) ->
     RECORD_OVERHEAD
         + key.len()
         + value.map_or(0, <[u8]>::len)
-        + headers.iter().map(|(name, value)| name.len() + value.len() + 10).sum::<usize>()
+        + headers.iter().map(|(name, value)| header_size(name, value)).sum::<usize>()
+}
+
+/// What one header adds to a record's size.
+pub fn header_size(name: &str, value: &str) -> usize {
+    name.len() + value.len() + 10
 }
 
 /// The maximum record size per topic: the smaller of the topic's `max.message.bytes` (asked of

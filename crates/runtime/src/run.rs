@@ -24,12 +24,20 @@ use crate::metrics::Metrics;
 use crate::processor::Processor;
 use crate::record_limits::RecordLimits;
 use crate::server::{self, Health};
+use crate::trace::TraceContext;
 use crate::{RuntimeError, create_transactional_producer};
 
 /// Runs a service until SIGTERM/SIGINT (exit 0 after committing and leaving the group) or a fatal
 /// error (exit 1, for the orchestrator to restart it).
 pub fn run_service<P: Processor>(service: ServiceInfo, args: RuntimeArgs, processor: P) -> ExitCode {
     logging::init(LogFormat::Json);
+    let _telemetry = match crate::trace::init(service.name) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            error!(%error, "cannot export spans (OTEL_EXPORTER_OTLP_ENDPOINT)");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(message) = service.check_outputs(P::OUTPUTS) {
         error!(%message, "the processor's outputs and the service's disagree");
         return ExitCode::FAILURE;
@@ -230,6 +238,7 @@ fn processing_loop<P: Processor>(
                         .find(|(_, topic)| message.topic() == *topic)
                         .map_or(Input::Events, |(input, _)| *input)
                 };
+                let trace = TraceContext::from_record(message.headers());
                 let record = InputRecord {
                     input,
                     partition: message.partition(),
@@ -237,6 +246,7 @@ fn processing_loop<P: Processor>(
                     key: message.key(),
                     payload: message.payload(),
                     timestamp: message.timestamp().to_millis(),
+                    trace: trace.as_ref(),
                 };
                 driver.on_record(&consumer, &record, now);
             }
@@ -300,6 +310,7 @@ impl<P: Processor> SideQueues<P> {
         for queue in self.queues.values() {
             match queue.poll(Duration::ZERO) {
                 Some(Ok(message)) => {
+                    let trace = TraceContext::from_record(message.headers());
                     let record = InputRecord {
                         input: self.input,
                         partition: message.partition(),
@@ -307,6 +318,7 @@ impl<P: Processor> SideQueues<P> {
                         key: message.key(),
                         payload: message.payload(),
                         timestamp: message.timestamp().to_millis(),
+                        trace: trace.as_ref(),
                     };
                     driver.on_record(consumer, &record, now);
                     delivered = true;

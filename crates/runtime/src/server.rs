@@ -148,10 +148,20 @@ pub async fn cancel_on_signal(shutdown: CancellationToken, grace: Duration) {
     }
 }
 
-/// The `main` of an HTTP process: JSON logs, a multi-threaded runtime, exit 0 after a clean stop
-/// and 1 (logged) on an error.
-pub fn run_process<E: std::fmt::Display>(serve: impl Future<Output = Result<(), E>>) -> ExitCode {
+/// The `main` of an HTTP process: JSON logs, spans exported when OTLP is configured
+/// (`trace.rs`), a multi-threaded runtime, exit 0 after a clean stop and 1 (logged) on an error.
+pub fn run_process<E: std::fmt::Display>(
+    service: &'static str,
+    serve: impl Future<Output = Result<(), E>>,
+) -> ExitCode {
     crate::logging::init(crate::logging::LogFormat::Json);
+    let _telemetry = match crate::trace::init(service) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            tracing::error!(%error, "cannot export spans (OTEL_EXPORTER_OTLP_ENDPOINT)");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

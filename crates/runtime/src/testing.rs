@@ -185,6 +185,7 @@ impl<P: Processor> ProcessorTest<P> {
             key,
             payload,
             timestamp: Some(appended.timestamp_millis()),
+            trace: None,
         };
         self.offset += 1;
         let mut actions = self.step(&record, appended);
@@ -204,6 +205,7 @@ impl<P: Processor> ProcessorTest<P> {
                 key: Some(key.as_bytes()),
                 payload: Some(&value),
                 timestamp: Some(appended.timestamp_millis()),
+                trace: None,
             };
             *offset += 1;
             let more = self.step(&record, appended);

@@ -68,6 +68,22 @@ pub fn registry_url() -> &'static str {
     })
 }
 
+/// The test trace backend (`deploy/local/jaeger.sh up`, built and started on first use): its
+/// OTLP endpoint and its query API.
+pub fn jaeger_urls() -> &'static (String, String) {
+    static URLS: OnceLock<(String, String)> = OnceLock::new();
+    URLS.get_or_init(|| {
+        let script = repo_root().join("deploy/local/jaeger.sh");
+        let status = Command::new("bash").arg(&script).arg("up").status().expect("run jaeger.sh");
+        assert!(status.success(), "{} up failed", script.display());
+        let url = |which: &str| {
+            let output = Command::new("bash").arg(&script).arg(which).output().expect("run jaeger.sh");
+            String::from_utf8(output.stdout).expect("a URL").trim().to_owned()
+        };
+        (url("url"), url("query-url"))
+    })
+}
+
 /// A client configuration pointing at the test broker.
 pub fn client_config() -> ClientConfig {
     let mut config = ClientConfig::new();

@@ -31,6 +31,8 @@ pub struct StackOptions {
     /// A schema registry (its Confluent-compatible API): every process that writes Avro writes
     /// the Confluent wire format (`--wire-format confluent`), every reader learns schema ids.
     pub registry: Option<String>,
+    /// Environment variables of every process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The topics of one stack.
@@ -73,6 +75,7 @@ pub struct Stack {
     pub gateway_port: u16,
     pub api_port: u16,
     label: String,
+    env: Vec<(String, String)>,
     members: Vec<Member>,
     client: reqwest::Client,
 }
@@ -269,6 +272,7 @@ impl Stack {
             gateway_port,
             api_port,
             label: label.to_owned(),
+            env: options.env.clone(),
             members: members
                 .into_iter()
                 .map(|(name, binary, args)| Member { name, binary, process: None, args })
@@ -291,12 +295,9 @@ impl Stack {
         let member = &mut self.members[index];
         let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
         let log = format!("{}-{}", self.label, member.name);
-        member.process = Some(ServiceProcess::spawn(
-            &workspace_binary(member.binary),
-            &log,
-            &args,
-            &[("RUST_LOG", "info,rdkafka=warn")],
-        ));
+        let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "info,rdkafka=warn")];
+        env.extend(self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+        member.process = Some(ServiceProcess::spawn(&workspace_binary(member.binary), &log, &args, &env));
     }
 
     /// Publishes journey definitions (TOML texts) to the stack's definitions topic with

@@ -1,0 +1,98 @@
+//! profile-updater drains the same events in several variants (an input topic, flags and
+//! environment each), three times each, alternating so the machine's noise falls on all of them;
+//! each variant's outputs are checked, and the medians compared with the first variant's.
+
+use std::time::Duration;
+
+use omnistream_testkit::free_port;
+use rdkafka::message::OwnedMessage;
+
+use crate::{
+    Args, BenchService, Row, bench_services, bench_topics, committed_sum, row, spawn_service_with, time_drain,
+};
+
+const RUNS: usize = 3;
+
+/// Checks what a run wrote to the output topic (`Err` names what is wrong).
+pub type OutputCheck<'a> = Box<dyn Fn(&[OwnedMessage]) -> anyhow::Result<()> + 'a>;
+
+/// One way of running the drain.
+pub struct Variant<'a> {
+    pub name: &'static str,
+    pub input: &'a str,
+    pub flags: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub check: OutputCheck<'a>,
+    /// The least ratio of its median to the first variant's that meets the target (none: shown).
+    pub min_ratio: Option<f64>,
+}
+
+/// Median, min and max.
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[values.len() / 2], values[0], values[values.len() - 1])
+}
+
+/// Runs every variant `RUNS` times; a row per variant (events/s, median and range) and a row per
+/// later variant with its ratio to the first, against its `min_ratio`.
+pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) -> anyhow::Result<Vec<Row>> {
+    let service: BenchService = bench_services()
+        .into_iter()
+        .find(|service| service.name == omnistream_model::services::PROFILE_UPDATER.name)
+        .expect("profile-updater is benchmarked");
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for run in 0..RUNS {
+        for (variant, samples) in variants.iter().zip(&mut samples) {
+            let name = variant.name;
+            // Topic names take no spaces.
+            let slug: String =
+                name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+            let topics =
+                bench_topics(&format!("{label}-{slug}-{run}"), variant.input, args.partitions, service).await;
+            let port = free_port();
+            let env: Vec<(&str, &str)> = variant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let process = spawn_service_with(
+                service,
+                &topics,
+                &format!("bench-{label}-{slug}-{run}"),
+                port,
+                &variant.flags,
+                &env,
+            )?;
+            let input_end = omnistream_testkit::end_offsets(variant.input);
+            let drain = time_drain(
+                &process,
+                || committed_sum(&topics.group, variant.input, args.partitions),
+                input_end,
+                Duration::from_secs(900),
+            )?;
+            let status = process.terminate(Duration::from_secs(30));
+            anyhow::ensure!(status.success(), "profile-updater ({name}) exited with {status}");
+            (variant.check)(&omnistream_testkit::read_committed_to_end(&topics.output))
+                .map_err(|problem| anyhow::anyhow!("profile-updater ({name}): {problem}"))?;
+            eprintln!("bench: profile-updater, {name} run {run}: {:.0} events/s", drain.events_per_second);
+            samples.push(drain.events_per_second);
+        }
+    }
+    let mut rows = Vec::new();
+    for (variant, values) in variants.iter().zip(&samples) {
+        let (median, min, max) = spread(values.clone());
+        rows.push(row(
+            &format!("profile-updater drain, {}, events/s, median of {RUNS} (min–max)", variant.name),
+            format!("{median:.0} ({min:.0}–{max:.0})"),
+            "",
+            None,
+        ));
+    }
+    let baseline = spread(samples[0].clone()).0;
+    for (variant, values) in variants.iter().zip(&samples).skip(1) {
+        let ratio = spread(values.clone()).0 / baseline;
+        rows.push(row(
+            &format!("{} / {} (medians)", variant.name, variants[0].name),
+            format!("{ratio:.3}"),
+            &variant.min_ratio.map(|min| format!(">= {min}")).unwrap_or_default(),
+            variant.min_ratio.map(|min| ratio >= min),
+        ));
+    }
+    Ok(rows)
+}
