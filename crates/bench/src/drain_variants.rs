@@ -22,6 +22,8 @@ pub struct Variant<'a> {
     pub input: &'a str,
     pub flags: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Another build's binaries (`--baseline-build`); default: this build's.
+    pub binary_dir: Option<&'a std::path::Path>,
     pub check: OutputCheck<'a>,
     /// The least ratio of its median to the first variant's that meets the target (none: shown).
     pub min_ratio: Option<f64>,
@@ -58,6 +60,7 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
                 port,
                 &variant.flags,
                 &env,
+                variant.binary_dir,
             )?;
             let input_end = omnistream_testkit::end_offsets(variant.input);
             let drain = time_drain(

@@ -58,6 +58,11 @@ struct Args {
     /// Duration of each HTTP load (gateway, customer-api), seconds.
     #[arg(long, default_value_t = 20)]
     http_seconds: u64,
+    /// A directory holding an earlier build's service binaries (e.g. the previous release's
+    /// `target/release`): `trace-context` then drains with its profile-updater too, the baseline
+    /// for what this build costs on records without a trace context.
+    #[arg(long)]
+    baseline_build: Option<PathBuf>,
     /// Where to keep the results table.
     #[arg(long, default_value = "bench/results")]
     results_dir: PathBuf,
@@ -227,7 +232,7 @@ fn spawn_service(
     label: &str,
     admin_port: u16,
 ) -> anyhow::Result<ServiceProcess> {
-    spawn_service_with(service, topics, label, admin_port, &[], &[])
+    spawn_service_with(service, topics, label, admin_port, &[], &[], None)
 }
 
 /// [`spawn_service`] with `extra` flags.
@@ -238,6 +243,7 @@ fn spawn_service_with(
     admin_port: u16,
     extra: &[String],
     env: &[(&str, &str)],
+    binary_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<ServiceProcess> {
     let admin = format!("127.0.0.1:{admin_port}");
     let flags = RuntimeFlags {
@@ -258,7 +264,11 @@ fn spawn_service_with(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut env = env.to_vec();
     env.push(("RUST_LOG", "info,rdkafka=warn"));
-    Ok(ServiceProcess::spawn(&binary(service.name)?, label, &args, &env))
+    let binary = match binary_dir {
+        Some(dir) => dir.join(service.name).to_string_lossy().into_owned(),
+        None => binary(service.name)?,
+    };
+    Ok(ServiceProcess::spawn(&binary, label, &args, &env))
 }
 
 fn wait_ready(port: u16, deadline: Duration) -> anyhow::Result<Duration> {

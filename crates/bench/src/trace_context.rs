@@ -51,20 +51,35 @@ pub async fn trace_context_rows(args: &Args, input: &str) -> anyhow::Result<Vec<
         delivery.await?.map_err(|(error, _)| error)?;
     }
     let exporting = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), otlp.clone())];
-    let variants = [
+    let mut variants = Vec::new();
+    if let Some(dir) = &args.baseline_build {
+        variants.push(Variant {
+            name: "no trace context, baseline build",
+            input,
+            flags: Vec::new(),
+            env: Vec::new(),
+            binary_dir: Some(dir.as_path()),
+            check: Box::new(traced(false)),
+            min_ratio: None,
+        });
+    }
+    variants.extend([
         Variant {
             name: "no trace context",
             input,
             flags: Vec::new(),
             env: Vec::new(),
+            binary_dir: None,
             check: Box::new(traced(false)),
-            min_ratio: None,
+            // Against an earlier build: what trace support costs records without a context.
+            min_ratio: args.baseline_build.as_ref().map(|_| 0.97),
         },
         Variant {
             name: "trace context, no exporter",
             input: &traced_input,
             flags: Vec::new(),
             env: Vec::new(),
+            binary_dir: None,
             check: Box::new(traced(true)),
             min_ratio: Some(0.95),
         },
@@ -73,10 +88,11 @@ pub async fn trace_context_rows(args: &Args, input: &str) -> anyhow::Result<Vec<
             input: &traced_input,
             flags: Vec::new(),
             env: exporting,
+            binary_dir: None,
             check: Box::new(traced(true)),
             // Exporting a span per record is the price of turning it on: measured, no target.
             min_ratio: None,
         },
-    ];
+    ]);
     drain_variants(args, "trace", &variants).await
 }

@@ -48,6 +48,7 @@ pub async fn wire_format_rows(args: &Args, input: &str) -> anyhow::Result<Vec<Ro
             input,
             flags: Vec::new(),
             env: Vec::new(),
+            binary_dir: None,
             check: Box::new(formats(false)),
             min_ratio: None,
         },
@@ -58,6 +59,7 @@ pub async fn wire_format_rows(args: &Args, input: &str) -> anyhow::Result<Vec<Ro
                 .map(str::to_owned)
                 .to_vec(),
             env: Vec::new(),
+            binary_dir: None,
             check: Box::new(formats(true)),
             min_ratio: Some(0.95),
         },

@@ -297,4 +297,26 @@ mod tests {
             assert_eq!(TraceContext::checked(malformed, None), None, "{malformed:?}");
         }
     }
+
+    /// A commit links at most 128 spans, without their trace state, and counts every sampled one.
+    #[test]
+    fn a_transaction_keeps_at_most_its_links_and_counts_its_sampled_records() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+        use super::{MAX_COMMIT_LINKS, TransactionSpans};
+
+        let state: TraceState = "congo=t61rcWkgMzE".parse().expect("a trace state");
+        let span = |n: u64, flags| {
+            SpanContext::new(TraceId::from(u128::from(n)), SpanId::from(n), flags, true, state.clone())
+        };
+        let mut spans = TransactionSpans::default();
+        for n in 1..=200 {
+            spans.add(&span(n, TraceFlags::SAMPLED));
+            spans.add(&span(1000 + n, TraceFlags::default()));
+        }
+        assert_eq!((spans.links.len(), spans.records), (MAX_COMMIT_LINKS, 200));
+        assert!(spans.links.iter().all(|link| link.trace_state() == &TraceState::NONE && !link.is_remote()));
+        spans.clear();
+        assert_eq!((spans.links.len(), spans.records), (0, 0));
+    }
 }
