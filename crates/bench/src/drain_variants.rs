@@ -1,5 +1,6 @@
-//! profile-updater drains the same events in several variants (an input topic, flags and
-//! environment each), three times each, alternating so the machine's noise falls on all of them;
+//! profile-updater drains the same events in several variants (an input topic, flags,
+//! environment and build each), three times each, alternating (every other round reversed) so the
+//! machine's noise and drift fall on all of them;
 //! each variant's outputs are checked, and the medians compared with the first variant's.
 
 use std::time::Duration;
@@ -44,7 +45,12 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
         .expect("profile-updater is benchmarked");
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for run in 0..RUNS {
-        for (variant, samples) in variants.iter().zip(&mut samples) {
+        // Every other round in reverse order, so that no variant always runs first or last.
+        let mut order: Vec<(&Variant<'_>, &mut Vec<f64>)> = variants.iter().zip(&mut samples).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for (variant, samples) in order {
             let name = variant.name;
             // Topic names take no spaces.
             let slug: String =
