@@ -162,18 +162,27 @@ async fn one_event_is_followed_through_the_gateway_and_every_service_in_jaeger()
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_an_exporter_the_context_is_copied_as_it_came_and_the_logs_carry_the_trace_id() {
-    let topics = ServiceTopics::create("trace-copy", 1).await;
+/// A traced record through profile-updater (`TRACE_CONTEXT=trace_context`, no exporter): a valid
+/// event and a malformed record, each with its own `traceparent` and the `tracestate`.
+struct Traced {
+    topics: ServiceTopics,
+    service: ServiceProcess,
+    good_parent_header: String,
+    bad_parent_header: String,
+    bad_trace: String,
+}
+
+async fn traced_records_through_profile_updater(label: &str, trace_context: &str) -> Traced {
+    let topics = ServiceTopics::create(label, 1).await;
     let port = free_port();
-    let mut args = topics.runtime_args("trace-copy", port);
+    let mut args = topics.runtime_args(label, port);
     args.extend([services::PROFILE_UPDATER.outputs[0].flag.to_owned(), topics.outputs[0].clone()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let service = ServiceProcess::spawn(
         &workspace_binary("profile-updater"),
-        "trace-copy",
+        label,
         &args,
-        &[("RUST_LOG", "info,rdkafka=warn,omnistream_runtime=debug")],
+        &[("RUST_LOG", "info,rdkafka=warn,omnistream_runtime=debug"), ("TRACE_CONTEXT", trace_context)],
     );
 
     let (good_trace, good_parent) = fresh_ids();
@@ -203,6 +212,13 @@ async fn without_an_exporter_the_context_is_copied_as_it_came_and_the_logs_carry
             .await
             .expect("acknowledged");
     }
+    Traced { topics, service, good_parent_header, bad_parent_header, bad_trace }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_exporter_the_context_is_copied_as_it_came_and_the_logs_carry_the_trace_id() {
+    let Traced { topics, service, good_parent_header, bad_parent_header, bad_trace } =
+        traced_records_through_profile_updater("trace-copy", "true").await;
 
     let outputs = consume_committed(&topics.outputs[0], 1, Duration::from_secs(60));
     let profile = outputs.first().expect("a profile");
@@ -219,5 +235,16 @@ async fn without_an_exporter_the_context_is_copied_as_it_came_and_the_logs_carry
             line.contains("dead-lettered") && line.contains(&format!("\"trace_id\":\"{bad_trace}\""))
         })
     });
+    service.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_trace_context_off_no_record_header_is_read_or_written() {
+    let Traced { topics, service, .. } = traced_records_through_profile_updater("trace-off", "false").await;
+    let outputs = consume_committed(&topics.outputs[0], 1, Duration::from_secs(60));
+    let profile = outputs.first().expect("a profile");
+    assert_eq!(header(profile, "traceparent"), None, "the output");
+    let dead = consume_committed(&topics.dlq, 1, Duration::from_secs(60));
+    assert_eq!(header(dead.first().expect("a dead letter"), "traceparent"), None, "the dead letter");
     service.kill();
 }

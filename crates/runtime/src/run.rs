@@ -197,8 +197,10 @@ fn processing_loop<P: Processor>(
         topics.push(topic);
     }
     consumer.subscribe(&topics)?;
-    let mut side_queues: Vec<SideQueues<P>> =
-        side_inputs.iter().map(|(input, topic)| SideQueues::new(*input, topic)).collect();
+    let mut side_queues: Vec<SideQueues<P>> = side_inputs
+        .iter()
+        .map(|(input, topic)| SideQueues::new(*input, topic, config.trace_context))
+        .collect();
     let mut clock = LoopClock::new();
     let mut last_timers = clock.read().instant;
     let mut iterations: u64 = 0;
@@ -238,7 +240,8 @@ fn processing_loop<P: Processor>(
                         .find(|(_, topic)| message.topic() == *topic)
                         .map_or(Input::Events, |(input, _)| *input)
                 };
-                let trace = TraceContext::from_record(message.headers());
+                let trace =
+                    config.trace_context.then(|| TraceContext::from_record(message.headers())).flatten();
                 let record = InputRecord {
                     input,
                     partition: message.partition(),
@@ -279,11 +282,19 @@ struct SideQueues<P: Processor> {
     topic: String,
     queues: std::collections::BTreeMap<i32, PartitionQueue<EngineContext<P>>>,
     generation: u64,
+    /// `TRACE_CONTEXT`: read the records' trace headers.
+    trace_context: bool,
 }
 
 impl<P: Processor> SideQueues<P> {
-    fn new(input: Input, topic: &str) -> Self {
-        Self { input, topic: topic.to_owned(), queues: std::collections::BTreeMap::new(), generation: 0 }
+    fn new(input: Input, topic: &str, trace_context: bool) -> Self {
+        Self {
+            input,
+            topic: topic.to_owned(),
+            trace_context,
+            queues: std::collections::BTreeMap::new(),
+            generation: 0,
+        }
     }
 
     /// After a rebalance: a queue per owned partition, split anew for every one (rust-rdkafka
@@ -310,7 +321,8 @@ impl<P: Processor> SideQueues<P> {
         for queue in self.queues.values() {
             match queue.poll(Duration::ZERO) {
                 Some(Ok(message)) => {
-                    let trace = TraceContext::from_record(message.headers());
+                    let trace =
+                        self.trace_context.then(|| TraceContext::from_record(message.headers())).flatten();
                     let record = InputRecord {
                         input: self.input,
                         partition: message.partition(),
