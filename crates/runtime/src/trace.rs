@@ -3,7 +3,8 @@
 //! writes them on the outputs (and the DLQ records) an input causes. With
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` set, each process also exports its spans over OTLP (HTTP,
 //! protobuf): the headers then name this process's span as the parent of the next one. Without
-//! it nothing is parsed or created: the headers are copied as they came.
+//! it no span is created: a well-formed context is copied as it came. `TRACE_CONTEXT=false`
+//! (services) reads and writes no trace header at all.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
