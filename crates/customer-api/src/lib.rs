@@ -33,10 +33,11 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::error;
 
 use crate::materialize::TopicMetrics;
 use crate::reachability::reachability;
-use crate::store::{CustomerView, Source, Store};
+use crate::store::{CustomerView, Source, Store, StoreError};
 use omnistream_model::openapi::ErrorBody;
 use omnistream_model::records::CustomerIdentity;
 use percent_encoding::utf8_percent_encode;
@@ -81,6 +82,15 @@ pub struct ApiArgs {
     /// rules (`consent_required`): reachability of an id never seen blocks them with `no_consent`.
     #[arg(long, env = "CONSENT_REQUIRED", value_delimiter = ',', value_parser = parse_channel)]
     pub consent_required: Vec<Channel>,
+    /// Directory of the materialized view (`customer-api.redb`): give each replica its own
+    /// volume to resume after a restart. Deleting it costs a rebuild from the topics. Without
+    /// it, a temporary directory removed at exit: every start reads the topics from the
+    /// beginning.
+    #[arg(long, env = "STORE_DIR")]
+    pub store_dir: Option<std::path::PathBuf>,
+    /// The store's page cache, MiB: the bulk of the API's memory, whatever the customer count.
+    #[arg(long, env = "STORE_CACHE_MIB", default_value_t = 64)]
+    pub store_cache_mib: usize,
     /// The services' erasure horizon (SPEC 4.5): for this many days after an erasure,
     /// reachability answers every channel `blocked` with reason `erased`.
     #[arg(long, env = "ERASURE_HORIZON_DAYS", default_value_t = 30)]
@@ -173,7 +183,7 @@ impl ApiMetrics {
         }
     }
 
-    pub fn set_customers(&self, customers: usize) {
+    pub fn set_customers(&self, customers: u64) {
         self.customers.set(i64::try_from(customers).unwrap_or(i64::MAX));
     }
 }
@@ -276,9 +286,17 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet =
 
 impl Api {
     /// A known customer by any of its ids (merged ones reach the winner).
-    fn known(&self, customer_id: &str) -> Option<Found> {
-        let (canonical, view) = self.store.canonical(customer_id)?;
-        view.is_known().then(|| Found { alias: canonical != customer_id, customer_id: canonical, view })
+    fn known(&self, customer_id: &str) -> Result<Option<Found>, StoreError> {
+        let Some((canonical, view)) = self.store.canonical(customer_id)? else { return Ok(None) };
+        Ok(view.is_known().then(|| Found { alias: canonical != customer_id, customer_id: canonical, view }))
+    }
+
+    /// An answer, or a 500 when the local store cannot be read (a disk failing).
+    fn answer(&self, answer: impl FnOnce() -> Result<Response, StoreError>) -> Response {
+        answer().unwrap_or_else(|error| {
+            error!(%error, "the store cannot be read");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "store_unavailable", error.to_string())
+        })
     }
 
     fn observe(&self, route: &'static str, started: Instant, response: Response) -> Response {
@@ -305,6 +323,7 @@ macro_rules! customer_route {
                 (status = 200, description = $found, body = $body,
                     headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
                 (status = 404, description = $not_found, body = ErrorBody),
+                (status = 500, description = "the local store cannot be read (`store_unavailable`)", body = ErrorBody),
             )
         )]
         $handler
@@ -318,10 +337,12 @@ customer_route!(
     "no service holds a current record of the customer (`not_found`)",
     async fn get_customer(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
-        let response = match api.known(&customer_id) {
-            Some(found) => found.respond("", customer_document(&found.customer_id, &found.view)),
-            None => not_found(&customer_id, "no customer"),
-        };
+        let response = api.answer(|| {
+            Ok(match api.known(&customer_id)? {
+                Some(found) => found.respond("", customer_document(&found.customer_id, &found.view)),
+                None => not_found(&customer_id, "no customer"),
+            })
+        });
         api.observe("customer", started, response)
     }
 );
@@ -342,6 +363,7 @@ struct ReachabilityQuery {
     responses(
         (status = 200, description = "the channels a message may go out on now, in affinity order, and why the others may not; an id never seen answers the defaults (`known: false`)", body = reachability::Reachability, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
         (status = 400, description = "a purpose other than marketing or transactional, or given twice (`bad_purpose`)", body = ErrorBody),
+        (status = 500, description = "the local store cannot be read (`store_unavailable`)", body = ErrorBody),
     )
 )]
 async fn get_reachability(
@@ -359,7 +381,8 @@ async fn get_reachability(
         }
     };
     let purpose_text = query.purpose.as_deref().unwrap_or("marketing");
-    let response = match (Purpose::parse(purpose_text), api.known(&customer_id)) {
+    let response = api.answer(|| {
+        Ok(match (Purpose::parse(purpose_text), api.known(&customer_id)?) {
         (None, _) => {
             let message = format!("purpose {purpose_text:?} is not marketing or transactional");
             error_response(StatusCode::BAD_REQUEST, "bad_purpose", message)
@@ -374,7 +397,7 @@ async fn get_reachability(
             let now = chrono::Utc::now();
             let erased_until = api
                 .store
-                .get(&customer_id)
+                .get(&customer_id)?
                 .filter(|view| !view.is_known())
                 .and_then(|view| view.erased_at())
                 .map(|erased_at| erased_at + api.defaults.erasure_horizon)
@@ -385,7 +408,8 @@ async fn get_reachability(
             };
             json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
         }
-    };
+        })
+    });
     api.observe("reachability", started, response)
 }
 
@@ -396,12 +420,14 @@ customer_route!(
     "no loyalty account for the customer (`not_found`)",
     async fn get_loyalty(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
-        let response = match api.known(&customer_id) {
-            Some(found) if found.view.balance.is_some() || !found.view.ledger.is_empty() => {
-                found.respond("/loyalty", loyalty_document(&found.customer_id, &found.view))
-            }
-            _ => not_found(&customer_id, "no loyalty account for customer"),
-        };
+        let response = api.answer(|| {
+            Ok(match api.known(&customer_id)? {
+                Some(found) if found.view.balance.is_some() || !found.view.ledger.is_empty() => {
+                    found.respond("/loyalty", loyalty_document(&found.customer_id, &found.view))
+                }
+                _ => not_found(&customer_id, "no loyalty account for customer"),
+            })
+        });
         api.observe("loyalty", started, response)
     }
 );
@@ -409,7 +435,7 @@ customer_route!(
 /// The identity document: the canonical customer's identifiers (with the event that linked
 /// each), every id merged into it (`aliases`) and every merge behind them with its evidence,
 /// oldest first.
-pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) -> String {
+pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) -> Result<String, StoreError> {
     let parse = |(json, _): &(Arc<str>, Arc<CustomerIdentity>)| {
         serde_json::from_str::<serde_json::Value>(json).expect("the record's own JSON")
     };
@@ -427,7 +453,7 @@ pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) 
             aliases.push(merge.merged_customer_id.clone());
             shown["into_customer_id"] = json!(into);
             merges.push((merge.occurred_at, shown));
-            let merged = store.get(&merge.merged_customer_id).and_then(|view| view.identity);
+            let merged = store.get(&merge.merged_customer_id)?.and_then(|view| view.identity);
             pending.push((merge.merged_customer_id.clone(), merged));
         }
     }
@@ -436,13 +462,13 @@ pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) 
         .identity
         .as_ref()
         .and_then(|identity| parse(identity).get_mut("identifiers").map(serde_json::Value::take));
-    json!({
+    Ok(json!({
         "customer_id": customer_id,
         "identifiers": identifiers.unwrap_or_else(|| json!([])),
         "aliases": aliases,
         "merges": merges.into_iter().map(|(_, merge)| merge).collect::<Vec<_>>(),
     })
-    .to_string()
+    .to_string())
 }
 
 customer_route!(
@@ -452,13 +478,15 @@ customer_route!(
     "the customer entered no journey (`not_found`)",
     async fn get_journeys(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
-        let response = match api.known(&customer_id) {
-            Some(found) if found.view.journeys.is_some() => {
-                let body = found.view.journeys.as_deref().expect("matched").to_owned();
-                found.respond("/journeys", body)
-            }
-            _ => not_found(&customer_id, "no journey entered by customer"),
-        };
+        let response = api.answer(|| {
+            Ok(match api.known(&customer_id)? {
+                Some(found) if found.view.journeys.is_some() => {
+                    let body = found.view.journeys.as_deref().expect("matched").to_owned();
+                    found.respond("/journeys", body)
+                }
+                _ => not_found(&customer_id, "no journey entered by customer"),
+            })
+        });
         api.observe("journeys", started, response)
     }
 );
@@ -473,15 +501,18 @@ customer_route!(
     "neither a known customer nor an id identity resolution knows (`not_found`)",
     async fn get_identity(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
-        let found =
-            api.store.canonical(&customer_id).filter(|(_, view)| view.is_known() || view.identity.is_some());
-        let response = match found {
-            Some((canonical, view)) => {
-                let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
-                found.respond("/identity", identity_document(&api.store, &found.customer_id, &found.view))
-            }
-            None => not_found(&customer_id, "no customer"),
-        };
+        let response = api.answer(|| {
+            let found =
+                api.store.canonical(&customer_id)?.filter(|(_, view)| view.is_known() || view.identity.is_some());
+            Ok(match found {
+                Some((canonical, view)) => {
+                    let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
+                    let body = identity_document(&api.store, &found.customer_id, &found.view)?;
+                    found.respond("/identity", body)
+                }
+                None => not_found(&customer_id, "no customer"),
+            })
+        });
         api.observe("identity", started, response)
     }
 );

@@ -1,10 +1,13 @@
 //! Reads the derived topics into the [`Store`]: one consumer per topic (read_committed, every
-//! partition from the beginning, no consumer group: every replica holds every customer). The API
-//! is ready once every partition of every topic reached its end once.
+//! partition, no consumer group: every replica holds every customer), each handing what it read
+//! to one writer that commits batches with their offsets. A restart resumes from the stored
+//! offsets when the topics still hold what follows them, and rebuilds from the beginning when
+//! not. The API is ready once every partition of every topic reached its end once after start.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use omnistream_runtime::kafka::ReadToEndContext;
@@ -13,14 +16,17 @@ use omnistream_schema_registry::SchemaLearner;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::store::{Source, Store, decode};
+use crate::store::{Batch, Change, Source, Store, StoreError, incoming};
 
 /// How often each topic's lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
@@ -45,12 +51,21 @@ impl CatchUp {
         Self { remaining: AtomicUsize::new(topics), health }
     }
 
-    fn topic_caught_up(&self) {
+    pub fn topic_caught_up(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             info!("caught up with every derived topic: ready");
             self.health.set_ready(true);
         }
     }
+}
+
+/// What a reader hands the writer.
+#[derive(Debug)]
+pub enum Update {
+    /// A record read, and the next offset of its partition.
+    Record { topic: Arc<str>, partition: i32, next_offset: i64, change: Change },
+    /// The reader reached the end of each of its partitions once: ready when it is stored.
+    CaughtUp,
 }
 
 /// Everything one topic's reader needs.
@@ -59,9 +74,10 @@ pub struct TopicReader {
     pub source: Source,
     pub topic: String,
     pub config: ClientConfig,
-    pub store: Arc<Store>,
+    /// Where each partition resumes (the next offset); from the beginning when absent.
+    pub resume: FxHashMap<i32, i64>,
+    pub updates: SyncSender<Update>,
     pub metrics: TopicMetrics,
-    pub catch_up: Arc<CatchUp>,
     pub health: Arc<Health>,
     /// Learns the schema ids of records in the Confluent wire format.
     pub schemas: Arc<SchemaLearner>,
@@ -87,10 +103,13 @@ impl TopicReader {
         }
         let mut assignment = TopicPartitionList::new();
         for partition in &partitions {
-            assignment.add_partition_offset(&self.topic, *partition, Offset::Beginning)?;
+            let offset = self.resume.get(partition).map_or(Offset::Beginning, |next| Offset::Offset(*next));
+            assignment.add_partition_offset(&self.topic, *partition, offset)?;
         }
         consumer.assign(&assignment)?;
-        info!(topic = %self.topic, partitions = partitions.len(), "reading from the beginning");
+        let resumed = partitions.iter().filter(|p| self.resume.contains_key(p)).count();
+        info!(topic = %self.topic, partitions = partitions.len(), resumed, "reading");
+        let topic: Arc<str> = Arc::from(self.topic.as_str());
         let mut at_end_once: HashSet<i32> = HashSet::new();
         let mut caught_up = false;
         let mut last_lag: Option<Instant> = None;
@@ -109,14 +128,22 @@ impl TopicReader {
                     {
                         break;
                     }
-                    self.apply(&message);
+                    if let Some(change) = self.change(&message) {
+                        let next_offset = message.offset() + 1;
+                        let update = Update::Record { topic: topic.clone(), partition: message.partition(), next_offset, change };
+                        if self.updates.send(update).is_err() {
+                            break; // the writer stopped: the API stops
+                        }
+                    }
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     at_end_once.insert(partition);
                     if !caught_up && at_end_once.len() == partitions.len() {
                         caught_up = true;
-                        info!(topic = %self.topic, "caught up");
-                        self.catch_up.topic_caught_up();
+                        info!(topic = %self.topic, "read to the end");
+                        if self.updates.send(Update::CaughtUp).is_err() {
+                            break;
+                        }
                     }
                 }
                 Some(Err(error)) => warn!(topic = %self.topic, error = %error, "consumer error"),
@@ -132,25 +159,26 @@ impl TopicReader {
         Ok(())
     }
 
-    fn apply(&self, message: &rdkafka::message::BorrowedMessage<'_>) {
+    /// The record checked and ready to store; `None` (counted, logged) when it cannot be.
+    fn change(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Change> {
         self.metrics.records.inc();
         let Some(Ok(customer_id)) = message.key_view::<str>() else {
             self.metrics.undecodable.inc();
             warn!(topic = %self.topic, offset = message.offset(), "record without a UTF-8 customer id key");
-            return;
+            return None;
         };
         let record = match message.payload() {
             None => None,
-            Some(bytes) => match decode(self.source, bytes) {
-                Ok(decoded) => Some(decoded),
+            Some(bytes) => match incoming(self.source, bytes) {
+                Ok(record) => Some(record),
                 Err(error) => {
                     self.metrics.undecodable.inc();
                     warn!(topic = %self.topic, partition = message.partition(), offset = message.offset(), error, "record does not decode; skipped");
-                    return;
+                    return None;
                 }
             },
         };
-        self.store.apply(self.source, customer_id, record);
+        Some(Change { source: self.source, customer_id: customer_id.to_owned(), record })
     }
 
     /// The topic's partitions, waiting while it does not exist yet.
@@ -202,4 +230,187 @@ impl TopicReader {
         }
         Some(lag)
     }
+}
+
+/// Changes written per transaction at most.
+const MAX_BATCH: usize = 20_000;
+/// How often an idle writer records that the store is up to date (see [`resume_positions`]).
+const IDLE_COMMIT: Duration = Duration::from_secs(60);
+
+/// Writes what the readers read, in batches with their offsets, until every reader has
+/// stopped; a topic counts as caught up once what its reader read to the end is stored.
+pub fn write_updates(
+    store: &Store,
+    updates: &Receiver<Update>,
+    catch_up: &CatchUp,
+) -> Result<(), StoreError> {
+    let mut last_commit = Instant::now();
+    loop {
+        let first = match updates.recv_timeout(Duration::from_millis(500)) {
+            Ok(update) => update,
+            Err(RecvTimeoutError::Timeout) => {
+                if last_commit.elapsed() >= IDLE_COMMIT {
+                    store.write(&Batch::default())?;
+                    last_commit = Instant::now();
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        let mut batch = Batch::default();
+        let mut caught_up = 0;
+        let mut next = Some(first);
+        while let Some(update) = next.take() {
+            match update {
+                Update::Record { topic, partition, next_offset, change } => {
+                    batch.changes.push(change);
+                    batch.positions.insert((topic, partition), next_offset);
+                }
+                Update::CaughtUp => caught_up += 1,
+            }
+            if batch.changes.len() < MAX_BATCH {
+                next = updates.try_recv().ok();
+            }
+        }
+        store.write(&batch)?;
+        last_commit = Instant::now();
+        for _ in 0..caught_up {
+            catch_up.topic_caught_up();
+        }
+    }
+}
+
+/// Kafka's default `delete.retention.ms`: how long a compacted topic keeps a tombstone.
+const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// The shortest time the compacted `topics` keep a tombstone (`delete.retention.ms`): a store
+/// last written longer ago may have missed one, an erasure among them, and is rebuilt.
+pub async fn tombstone_retention(config: &ClientConfig, topics: &[&str]) -> Duration {
+    let admin: AdminClient<DefaultClientContext> = match config.create() {
+        Ok(admin) => admin,
+        Err(error) => {
+            warn!(%error, "cannot ask the topics' delete.retention.ms; assuming Kafka's default");
+            return DEFAULT_TOMBSTONE_RETENTION;
+        }
+    };
+    let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = match admin.describe_configs(&resources, &options).await {
+        Ok(results) => results,
+        Err(error) => {
+            warn!(%error, "cannot ask the topics' delete.retention.ms; assuming Kafka's default");
+            return DEFAULT_TOMBSTONE_RETENTION;
+        }
+    };
+    results
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|resource| {
+            resource.get("cleanup.policy").and_then(|e| e.value.as_deref()).is_some_and(|p| p.contains("compact"))
+        })
+        .filter_map(|resource| resource.get("delete.retention.ms")?.value.as_deref()?.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .min()
+        .unwrap_or(DEFAULT_TOMBSTONE_RETENTION)
+}
+
+/// Where each topic's reader resumes: the stored offsets when the store can go on from them,
+/// otherwise nothing (the store is emptied and every topic read from the beginning). It cannot
+/// when it was last written longer ago than `tombstone_retention`, when it holds a topic no
+/// longer read, or when a partition's stored offset is no longer on the topic (records removed
+/// by retention, or a topic deleted and created again).
+pub fn resume_positions(
+    store: &Store,
+    config: &ClientConfig,
+    topics: &[&str],
+    tombstone_retention: Duration,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Result<FxHashMap<(String, i32), i64>, ResumeError> {
+    let stored = store.offsets()?;
+    if stored.is_empty() {
+        info!("the store is empty: reading every topic from the beginning");
+        return Ok(stored);
+    }
+    let consumer: BaseConsumer<ReadToEndContext> = config
+        .clone()
+        .set("group.id", "customer-api")
+        .create_with_context(ReadToEndContext { reader: "customer-api" })?;
+    let stale = loop {
+        health.tick();
+        match stale_reason(store, &consumer, &stored, topics, tombstone_retention) {
+            Ok(reason) => break reason,
+            Err(error) if shutdown.is_cancelled() => return Err(error.into()),
+            Err(error) => {
+                warn!(%error, "cannot check the stored offsets against the topics yet; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    match stale {
+        Some(reason) => {
+            warn!(reason, "rebuilding the store from the beginning of every topic");
+            store.reset()?;
+            Ok(FxHashMap::default())
+        }
+        None => {
+            info!(partitions = stored.len(), "resuming from the stored offsets");
+            Ok(stored)
+        }
+    }
+}
+
+/// Why the store cannot go on from its offsets, if it cannot; an error when the cluster does
+/// not answer.
+fn stale_reason(
+    store: &Store,
+    consumer: &BaseConsumer<ReadToEndContext>,
+    stored: &FxHashMap<(String, i32), i64>,
+    topics: &[&str],
+    tombstone_retention: Duration,
+) -> Result<Option<String>, KafkaError> {
+    let committed_at = store.committed_at().ok().flatten();
+    let age = committed_at.map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default());
+    if age.is_none_or(|age| age > tombstone_retention) {
+        return Ok(Some(format!(
+            "the store was last written {committed_at:?}, longer ago than the topics keep tombstones ({} s)",
+            tombstone_retention.as_secs()
+        )));
+    }
+    for ((topic, partition), next) in stored {
+        if !topics.contains(&topic.as_str()) {
+            return Ok(Some(format!("the store holds records of {topic}, a topic no longer read")));
+        }
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        let Some(found) = metadata.topics().first() else {
+            return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition));
+        };
+        match found.error().map(RDKafkaErrorCode::from) {
+            None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {}
+            Some(code) => return Err(KafkaError::MetadataFetch(code)),
+        }
+        if found.error().is_some() || !found.partitions().iter().any(|p| p.id() == *partition) {
+            return Ok(Some(format!("{topic} partition {partition} no longer exists")));
+        }
+        let (low, high) = consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))?;
+        if *next < low {
+            return Ok(Some(format!(
+                "{topic} partition {partition} starts at offset {low}: the records from {next} on were removed"
+            )));
+        }
+        if *next > high {
+            return Ok(Some(format!(
+                "{topic} partition {partition} ends at offset {high}, before the stored {next}: the topic was created again"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
 }

@@ -384,6 +384,24 @@ pub fn decode_value(kind: RecordKind, bytes: &[u8]) -> Result<Value, Rejection> 
     Ok(value)
 }
 
+/// `kind`'s record as single-object bytes of its current schema: `bytes` themselves when they
+/// are written with it (checked by decoding), otherwise the decoded value written anew (an
+/// older schema, or the Confluent wire format). What a store that outlives the writers keeps.
+pub fn to_current_single_object(kind: RecordKind, bytes: &[u8]) -> Result<(Value, Vec<u8>), Rejection> {
+    let value = decode_value(kind, bytes)?;
+    if bytes.starts_with(&REGISTRY.current[&kind].header) {
+        return Ok((value, bytes.to_vec()));
+    }
+    let current = encode_value(kind, value.clone())
+        .map_err(|e| Rejection::single(ErrorCode::Malformed, "$", e.to_string()))?;
+    Ok((value, current))
+}
+
+/// The single-object header (marker and fingerprint) of `kind`'s current schema.
+pub fn current_header(kind: RecordKind) -> [u8; HEADER_LEN] {
+    REGISTRY.current[&kind].header
+}
+
 /// The datum read with its writer's schema, not resolved to the current one.
 fn read_as_written(kind: RecordKind, bytes: &[u8]) -> Result<(Value, &'static Registered), Rejection> {
     let (writer, datum) = writer_and_datum(bytes)?;
