@@ -383,31 +383,31 @@ async fn get_reachability(
     let purpose_text = query.purpose.as_deref().unwrap_or("marketing");
     let response = api.answer(|| {
         Ok(match (Purpose::parse(purpose_text), api.known(&customer_id)?) {
-        (None, _) => {
-            let message = format!("purpose {purpose_text:?} is not marketing or transactional");
-            error_response(StatusCode::BAD_REQUEST, "bad_purpose", message)
-        }
-        (Some(purpose), Some(found @ Found { view: CustomerView { suppression: Some(_), .. }, .. })) => {
-            let (_, suppression) = found.view.suppression.as_ref().expect("matched");
-            let affinity = found.view.affinity.as_ref().map(|(_, a)| &**a);
-            let view = reachability(suppression, affinity, purpose, chrono::Utc::now());
-            found.respond("/reachability", serde_json::to_string(&view).expect("serializable"))
-        }
-        (Some(purpose), _) => {
-            let now = chrono::Utc::now();
-            let erased_until = api
-                .store
-                .get(&customer_id)?
-                .filter(|view| !view.is_known())
-                .and_then(|view| view.erased_at())
-                .map(|erased_at| erased_at + api.defaults.erasure_horizon)
-                .filter(|until| *until > now);
-            let view = match erased_until {
-                Some(until) => reachability::erased(&customer_id, purpose, until, now),
-                None => reachability::unknown(&customer_id, purpose, &api.defaults.consent_required, now),
-            };
-            json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
-        }
+            (None, _) => {
+                let message = format!("purpose {purpose_text:?} is not marketing or transactional");
+                error_response(StatusCode::BAD_REQUEST, "bad_purpose", message)
+            }
+            (Some(purpose), Some(found @ Found { view: CustomerView { suppression: Some(_), .. }, .. })) => {
+                let (_, suppression) = found.view.suppression.as_ref().expect("matched");
+                let affinity = found.view.affinity.as_ref().map(|(_, a)| &**a);
+                let view = reachability(suppression, affinity, purpose, chrono::Utc::now());
+                found.respond("/reachability", serde_json::to_string(&view).expect("serializable"))
+            }
+            (Some(purpose), _) => {
+                let now = chrono::Utc::now();
+                let erased_until = api
+                    .store
+                    .get(&customer_id)?
+                    .filter(|view| !view.is_known())
+                    .and_then(|view| view.erased_at())
+                    .map(|erased_at| erased_at + api.defaults.erasure_horizon)
+                    .filter(|until| *until > now);
+                let view = match erased_until {
+                    Some(until) => reachability::erased(&customer_id, purpose, until, now),
+                    None => reachability::unknown(&customer_id, purpose, &api.defaults.consent_required, now),
+                };
+                json_response(StatusCode::OK, serde_json::to_string(&view).expect("serializable"))
+            }
         })
     });
     api.observe("reachability", started, response)
@@ -435,7 +435,11 @@ customer_route!(
 /// The identity document: the canonical customer's identifiers (with the event that linked
 /// each), every id merged into it (`aliases`) and every merge behind them with its evidence,
 /// oldest first.
-pub fn identity_document(store: &Store, customer_id: &str, view: &CustomerView) -> Result<String, StoreError> {
+pub fn identity_document(
+    store: &Store,
+    customer_id: &str,
+    view: &CustomerView,
+) -> Result<String, StoreError> {
     let parse = |(json, _): &(Arc<str>, Arc<CustomerIdentity>)| {
         serde_json::from_str::<serde_json::Value>(json).expect("the record's own JSON")
     };
@@ -502,8 +506,10 @@ customer_route!(
     async fn get_identity(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
         let response = api.answer(|| {
-            let found =
-                api.store.canonical(&customer_id)?.filter(|(_, view)| view.is_known() || view.identity.is_some());
+            let found = api
+                .store
+                .canonical(&customer_id)?
+                .filter(|(_, view)| view.is_known() || view.identity.is_some());
             Ok(match found {
                 Some((canonical, view)) => {
                     let found = Found { alias: canonical != customer_id, customer_id: canonical, view };

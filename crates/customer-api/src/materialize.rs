@@ -130,7 +130,12 @@ impl TopicReader {
                     }
                     if let Some(change) = self.change(&message) {
                         let next_offset = message.offset() + 1;
-                        let update = Update::Record { topic: topic.clone(), partition: message.partition(), next_offset, change };
+                        let update = Update::Record {
+                            topic: topic.clone(),
+                            partition: message.partition(),
+                            next_offset,
+                            change,
+                        };
                         if self.updates.send(update).is_err() {
                             break; // the writer stopped: the API stops
                         }
@@ -306,7 +311,10 @@ pub async fn tombstone_retention(config: &ClientConfig, topics: &[&str]) -> Dura
         .into_iter()
         .filter_map(Result::ok)
         .filter(|resource| {
-            resource.get("cleanup.policy").and_then(|e| e.value.as_deref()).is_some_and(|p| p.contains("compact"))
+            resource
+                .get("cleanup.policy")
+                .and_then(|e| e.value.as_deref())
+                .is_some_and(|p| p.contains("compact"))
         })
         .filter_map(|resource| resource.get("delete.retention.ms")?.value.as_deref()?.parse::<u64>().ok())
         .map(Duration::from_millis)

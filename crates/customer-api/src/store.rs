@@ -131,7 +131,9 @@ pub fn incoming(source: Source, bytes: &[u8]) -> Result<Incoming, String> {
 
 fn is_erase_entry(value: &Value) -> bool {
     let Value::Record(fields) = value else { return false };
-    fields.iter().any(|(name, value)| name == "kind" && matches!(value, Value::Enum(_, symbol) if symbol == "erase"))
+    fields
+        .iter()
+        .any(|(name, value)| name == "kind" && matches!(value, Value::Enum(_, symbol) if symbol == "erase"))
 }
 
 /// One record read from a topic, to apply.
@@ -327,13 +329,17 @@ impl Store {
 
     /// When the store last committed: it was up to date with its offsets then.
     pub fn committed_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let millis = self.meta(COMMITTED_AT_KEY)?.and_then(|bytes| Some(i64::from_le_bytes(bytes.try_into().ok()?)));
+        let millis =
+            self.meta(COMMITTED_AT_KEY)?.and_then(|bytes| Some(i64::from_le_bytes(bytes.try_into().ok()?)));
         Ok(millis.and_then(DateTime::from_timestamp_millis))
     }
 
     /// Customers with at least one record.
     pub fn customers(&self) -> Result<u64, StoreError> {
-        Ok(self.meta(CUSTOMERS_KEY)?.and_then(|bytes| Some(u64::from_le_bytes(bytes.try_into().ok()?))).unwrap_or(0))
+        Ok(self
+            .meta(CUSTOMERS_KEY)?
+            .and_then(|bytes| Some(u64::from_le_bytes(bytes.try_into().ok()?)))
+            .unwrap_or(0))
     }
 
     /// Writes a batch and its partitions' next offsets in one transaction, durable when this
@@ -371,7 +377,8 @@ impl Store {
             // The ledger is not compacted: a null value carries nothing to apply.
             (None, Source::Ledger) => {}
             (Some(record), Source::Ledger) => {
-                let existing = if record.erases { None } else { records.get(key)?.map(|v| v.value().to_vec()) };
+                let existing =
+                    if record.erases { None } else { records.get(key)?.map(|v| v.value().to_vec()) };
                 let mut entries = existing.as_deref().map(ledger_entries).unwrap_or_default();
                 entries.push(&record.bytes);
                 let keep = entries.len().saturating_sub(self.ledger_entries);
@@ -430,7 +437,10 @@ impl Store {
         }
     }
 
-    fn view(table: &redb::ReadOnlyTable<(&'static str, u8), &'static [u8]>, id: &str) -> Result<Option<CustomerView>, StoreError> {
+    fn view(
+        table: &redb::ReadOnlyTable<(&'static str, u8), &'static [u8]>,
+        id: &str,
+    ) -> Result<Option<CustomerView>, StoreError> {
         let mut view = CustomerView::default();
         let mut held = false;
         for entry in table.range((id, 0)..=(id, u8::MAX))? {
@@ -443,7 +453,9 @@ impl Store {
                 match decode(source, record) {
                     Ok(decoded) => view.set(source, decoded),
                     // It decoded when it was stored, under the same schemas (the store's format).
-                    Err(error) => warn!(customer_id = id, ?source, error, "a stored record does not decode; left out"),
+                    Err(error) => {
+                        warn!(customer_id = id, ?source, error, "a stored record does not decode; left out")
+                    }
                 }
             }
         }
@@ -537,11 +549,17 @@ mod tests {
     }
 
     fn change(source: Source, record: Option<Incoming>) -> Batch {
-        Batch { changes: vec![Change { source, customer_id: "c-1".into(), record }], positions: FxHashMap::default() }
+        Batch {
+            changes: vec![Change { source, customer_id: "c-1".into(), record }],
+            positions: FxHashMap::default(),
+        }
     }
 
     fn points(view: &CustomerView) -> Vec<i64> {
-        view.ledger.iter().map(|json| serde_json::from_str::<serde_json::Value>(json).unwrap()["points"].as_i64().unwrap()).collect()
+        view.ledger
+            .iter()
+            .map(|json| serde_json::from_str::<serde_json::Value>(json).unwrap()["points"].as_i64().unwrap())
+            .collect()
     }
 
     #[test]

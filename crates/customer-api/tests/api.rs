@@ -322,6 +322,8 @@ fn the_document_matches_the_answers(port: u16, ids: &[&str]) {
             .expect("responses")
             .keys()
             .map(|status| status.parse().expect("a status"))
+            // 500 answers a store that cannot be read (a failing disk): not brought about here.
+            .filter(|status| *status != 500)
             .collect();
         let mut produced: Vec<u16> = Vec::new();
         for query in ["", "?purpose=transactional", "?purpose=upsell"] {
