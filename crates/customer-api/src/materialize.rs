@@ -226,11 +226,12 @@ impl TopicReader {
         for partition in partitions {
             let (_, high) =
                 consumer.fetch_watermarks(&self.topic, *partition, Duration::from_secs(1)).ok()?;
+            // Until a partition yields a record its position is unknown: where it resumed.
             let position = positions
                 .find_partition(&self.topic, *partition)
                 .and_then(|e| e.offset().to_raw())
                 .filter(|offset| *offset >= 0)
-                .unwrap_or(0);
+                .unwrap_or_else(|| self.resume.get(partition).copied().unwrap_or(0));
             lag += (high - position).max(0);
         }
         Some(lag)
