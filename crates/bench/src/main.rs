@@ -3,6 +3,7 @@
 //! load, its memory, and the time to restore its state. Prints a markdown table and keeps it under
 //! `bench/results/`.
 
+mod api_scale;
 mod drain_variants;
 mod http;
 mod identity;
@@ -55,6 +56,9 @@ struct Args {
     /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
     services: Vec<String>,
+    /// Customers of the customer-api's scale benchmark (`customer-api-scale`).
+    #[arg(long, default_value_t = 1_000_000)]
+    api_customers: u32,
     /// Duration of each HTTP load (gateway, customer-api), seconds.
     #[arg(long, default_value_t = 20)]
     http_seconds: u64,
@@ -605,6 +609,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if selected("ingest-gateway") {
         rows.extend(gateway_rows(&args).await?);
+    }
+    if selected("customer-api-scale") {
+        rows.extend(api_scale::api_scale_rows(&args).await?);
     }
     if selected("customer-api") {
         // Without resolution its identity topic is empty, as is its journeys topic here, but

@@ -89,7 +89,7 @@ pub struct ApiArgs {
     #[arg(long, env = "STORE_DIR")]
     pub store_dir: Option<std::path::PathBuf>,
     /// The store's page cache, MiB: the bulk of the API's memory, whatever the customer count.
-    #[arg(long, env = "STORE_CACHE_MIB", default_value_t = 64)]
+    #[arg(long, env = "STORE_CACHE_MIB", default_value_t = 32)]
     pub store_cache_mib: usize,
     /// The services' erasure horizon (SPEC 4.5): for this many days after an erasure,
     /// reachability answers every channel `blocked` with reason `erased`.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// Updates the readers may hold for the writer: at most one full batch waits.
-const PENDING_UPDATES: usize = 20_000;
+const PENDING_UPDATES: usize = 2_000;
 
 fn main() -> ExitCode {
     run_process("customer-api", serve(ApiArgs::parse()))

@@ -96,6 +96,16 @@ impl TopicReader {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
+            // Seven readers prefetch at once: librdkafka's defaults (64 MiB queued, 50 MiB per
+            // fetch) would outgrow the store's whole budget while catching up. A full queue
+            // then holds fetching back 1 s by default, which halved the catch-up: 20 ms.
+            .set("queued.max.messages.kbytes", "1024")
+            .set("fetch.max.bytes", "1048576")
+            .set("fetch.queue.backoff.ms", "20")
+            // A fetch at the end of a partition waits this long on the broker: the end of each
+            // partition (readiness) is known within it. The default 500 ms made a restart
+            // ready in 1.5 s instead of 0.4 s.
+            .set("fetch.wait.max.ms", "100")
             .create_with_context(ReadToEndContext { reader: "customer-api" })?;
         let partitions = self.wait_for_partitions(&consumer, shutdown);
         if partitions.is_empty() {
@@ -238,8 +248,12 @@ impl TopicReader {
     }
 }
 
-/// Changes written per transaction at most.
-const MAX_BATCH: usize = 20_000;
+/// Changes written per transaction at most: a transaction's pages stay in memory until it
+/// commits.
+const MAX_BATCH: usize = 2_000;
+/// How often a commit is made durable (fsync): one per transaction made the disk's flush time
+/// the catch-up's limit. A crash loses at most this much, offsets included, and reads it again.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// How often an idle writer records that the store is up to date (see [`resume_positions`]).
 const IDLE_COMMIT: Duration = Duration::from_secs(60);
 
@@ -251,17 +265,22 @@ pub fn write_updates(
     catch_up: &CatchUp,
 ) -> Result<(), StoreError> {
     let mut last_commit = Instant::now();
+    let mut last_durable = Instant::now();
+    let mut pending_durable = false;
     loop {
-        let first = match updates.recv_timeout(Duration::from_millis(500)) {
+        let first = match updates.recv_timeout(Duration::from_millis(200)) {
             Ok(update) => update,
             Err(RecvTimeoutError::Timeout) => {
-                if last_commit.elapsed() >= IDLE_COMMIT {
-                    store.write(&Batch::default())?;
-                    last_commit = Instant::now();
+                if pending_durable || last_commit.elapsed() >= IDLE_COMMIT {
+                    store.write(&Batch::default(), true)?;
+                    (last_commit, last_durable, pending_durable) = (Instant::now(), Instant::now(), false);
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => {
+                // A clean stop leaves everything read on disk.
+                return if pending_durable { store.write(&Batch::default(), true) } else { Ok(()) };
+            }
         };
         let mut batch = Batch::default();
         let mut caught_up = 0;
@@ -278,8 +297,14 @@ pub fn write_updates(
                 next = updates.try_recv().ok();
             }
         }
-        store.write(&batch)?;
+        let durable = last_durable.elapsed() >= DURABLE_EVERY;
+        store.write(&batch, durable)?;
         last_commit = Instant::now();
+        if durable {
+            (last_durable, pending_durable) = (last_commit, false);
+        } else {
+            pending_durable = true;
+        }
         for _ in 0..caught_up {
             catch_up.topic_caught_up();
         }

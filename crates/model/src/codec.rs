@@ -348,7 +348,7 @@ thread_local! {
 
 /// Encodes a value of `kind`'s current schema as single-object bytes, with this thread's writer:
 /// writers keep their schema's names resolved, which per call dominated encoding.
-fn encode_value(kind: RecordKind, value: Value) -> Result<Vec<u8>, CodecError> {
+pub fn encode_value(kind: RecordKind, value: Value) -> Result<Vec<u8>, CodecError> {
     WRITERS.with(|writers| {
         let mut writers = writers.borrow_mut();
         let writer = match writers.entry(kind) {
