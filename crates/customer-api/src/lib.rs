@@ -2,6 +2,7 @@
 //! suppressions, channel affinities, loyalty balances and recent ledger entries (read_committed)
 //! and serves the customer document, reachability ("may I send, and where?") and loyalty.
 
+pub mod access;
 pub mod materialize;
 pub mod openapi;
 pub mod reachability;
@@ -12,10 +13,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::RequestPartsExt;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use omnistream_model::topics::{
@@ -24,6 +27,7 @@ use omnistream_model::topics::{
 };
 use omnistream_model::{Channel, Purpose};
 use omnistream_runtime::KafkaArgs;
+use omnistream_runtime::auth::AuthError;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,8 +37,9 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
-use tracing::error;
+use tracing::{error, info};
 
+use crate::access::{Access, Refusal, Scope, redact};
 use crate::materialize::TopicMetrics;
 use crate::reachability::reachability;
 use crate::store::{CustomerView, Source, Store, StoreError};
@@ -91,6 +96,21 @@ pub struct ApiArgs {
     /// The store's page cache, MiB: the bulk of the API's memory, whatever the customer count.
     #[arg(long, env = "STORE_CACHE_MIB", default_value_t = 32)]
     pub store_cache_mib: usize,
+    /// API keys as `name:secret`, comma separated (a Secret); none = open to anyone (a warning
+    /// at start).
+    #[arg(long, env = "CUSTOMER_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// What each key may read: `name=scope+scope`, comma separated, one entry per key. Scopes:
+    /// `read:profile` (the customer document, identity, journeys), `read:reachability`,
+    /// `read:loyalty`; redactions: `redact:identifiers`, `redact:traits`.
+    #[arg(long, env = "CUSTOMER_API_KEY_SCOPES", value_delimiter = ',')]
+    pub api_key_scopes: Vec<String>,
+    /// Requests per second per API key (sustained); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_REQUESTS_PER_SECOND", default_value_t = 0.0)]
+    pub rate_limit: f64,
+    /// Requests per API key in a burst.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 100.0)]
+    pub rate_limit_burst: f64,
     /// The services' erasure horizon (SPEC 4.5): for this many days after an erasure,
     /// reachability answers every channel `blocked` with reason `erased`.
     #[arg(long, env = "ERASURE_HORIZON_DAYS", default_value_t = 30)]
@@ -191,6 +211,8 @@ impl ApiMetrics {
 /// What the handlers share.
 #[derive(Debug)]
 pub struct Api {
+    /// Who may read what.
+    pub access: Access,
     pub store: Arc<Store>,
     pub metrics: Arc<ApiMetrics>,
     /// What an id without a suppression state is answered (SPEC 6).
@@ -322,7 +344,11 @@ macro_rules! customer_route {
             responses(
                 (status = 200, description = $found, body = $body,
                     headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
+                (status = 401, description = "no API key, or an unknown one (`unauthorized`)", body = ErrorBody),
+                (status = 403, description = "the API key lacks the route's scope (`forbidden`)", body = ErrorBody),
                 (status = 404, description = $not_found, body = ErrorBody),
+                (status = 429, description = "over the API key's rate limit (`rate_limited`)", body = ErrorBody,
+                    headers(("Retry-After" = String, description = "seconds"))),
                 (status = 500, description = "the local store cannot be read (`store_unavailable`)", body = ErrorBody),
             )
         )]
@@ -363,6 +389,10 @@ struct ReachabilityQuery {
     responses(
         (status = 200, description = "the channels a message may go out on now, in affinity order, and why the others may not; an id never seen answers the defaults (`known: false`)", body = reachability::Reachability, headers(("Content-Location" = String, description = "the canonical customer's resource, when the id asked for was merged into it"))),
         (status = 400, description = "a purpose other than marketing or transactional, or given twice (`bad_purpose`)", body = ErrorBody),
+        (status = 401, description = "no API key, or an unknown one (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "the API key lacks the scope `read:reachability` (`forbidden`)", body = ErrorBody),
+        (status = 429, description = "over the API key's rate limit (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds"))),
         (status = 500, description = "the local store cannot be read (`store_unavailable`)", body = ErrorBody),
     )
 )]
@@ -523,20 +553,110 @@ customer_route!(
     }
 );
 
+/// Each customer route: its path, its metrics label and the scope it needs.
+const CUSTOMER_ROUTES: [(&str, &str, Scope); 5] = [
+    ("/v1/customers/{id}", "customer", Scope::ReadProfile),
+    ("/v1/customers/{id}/reachability", "reachability", Scope::ReadReachability),
+    ("/v1/customers/{id}/loyalty", "loyalty", Scope::ReadLoyalty),
+    ("/v1/customers/{id}/identity", "identity", Scope::ReadProfile),
+    ("/v1/customers/{id}/journeys", "journeys", Scope::ReadProfile),
+];
+
+/// Admits a request to a customer route (its key, its rate, its scope), hides what the key's
+/// redactions name, and writes the audit line: who read which customer's what, and the answer.
+async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let matched = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    let Some((_, route, scope)) = CUSTOMER_ROUTES.into_iter().find(|(path, _, _)| *path == matched) else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let customer_id = parts.extract::<Path<String>>().await.map(|Path(id)| id).unwrap_or_default();
+    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let (caller, response) = match api.access.admit(authorization, started) {
+        Err(Refusal::Unauthenticated(error)) => {
+            let message = match error {
+                AuthError::Missing => "missing bearer API key (Authorization: Bearer <key>)",
+                AuthError::Unknown => "unknown API key",
+            };
+            let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            (None, api.observe(route, started, response))
+        }
+        Err(Refusal::RateLimited(caller, wait)) => {
+            let message = format!("over the rate limit of API key {:?}; retry later", caller.name());
+            let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds.max(1)));
+            (Some(caller), api.observe(route, started, response))
+        }
+        Ok((caller, grants)) if !grants.allows(scope) => {
+            let message = format!("API key {:?} lacks the scope {}", caller.name(), scope.as_str());
+            let response = error_response(StatusCode::FORBIDDEN, "forbidden", message);
+            (Some(caller), api.observe(route, started, response))
+        }
+        Ok((caller, grants)) => {
+            let response = next.run(Request::from_parts(parts, body)).await;
+            let response = if grants.redactions.is_empty() || response.status() != StatusCode::OK {
+                response
+            } else {
+                redacted(response, &grants.redactions).await
+            };
+            (Some(caller), response)
+        }
+    };
+    info!(
+        target: "audit",
+        caller = caller.as_ref().map_or("unauthenticated", |c| c.name()),
+        route,
+        customer_id,
+        status = response.status().as_u16(),
+        "customer read"
+    );
+    response
+}
+
+/// The answer with what `redactions` name hidden.
+async fn redacted(response: Response, redactions: &[access::Redaction]) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_unavailable",
+            "answer lost".to_owned(),
+        );
+    };
+    let Ok(mut document) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_unavailable",
+            "answer lost".to_owned(),
+        );
+    };
+    redact(&mut document, redactions);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(document.to_string()))
+}
+
 /// The `/v1/customers` routes and `/openapi.json`; any other path answers a JSON 404.
 pub fn router(api: Arc<Api>) -> Router {
     use utoipa::OpenApi;
     let document = openapi::CustomerApiDoc::openapi().to_json().expect("the OpenAPI document serializes");
-    Router::new()
-        .route(
-            "/openapi.json",
-            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
-        )
+    let customers = Router::new()
         .route("/v1/customers/{id}", get(get_customer))
         .route("/v1/customers/{id}/reachability", get(get_reachability))
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))
         .route("/v1/customers/{id}/identity", get(get_identity))
         .route("/v1/customers/{id}/journeys", get(get_journeys))
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard));
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+        )
+        .merge(customers)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route".to_owned()) })
         .with_state(api)
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use omnistream_customer_api::access::Access;
 use omnistream_customer_api::materialize::{
     CatchUp, TopicReader, Update, resume_positions, tombstone_retention, write_updates,
 };
 use omnistream_customer_api::store::Store;
 use omnistream_customer_api::{Api, ApiArgs, ApiMetrics, router};
+use omnistream_runtime::rate_limit::RateLimit;
 use omnistream_runtime::server::{self, Health, admin_router, run_process};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +56,24 @@ impl Drop for StoreDir {
 }
 
 async fn serve(args: ApiArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rate_limit.is_finite() && args.rate_limit >= 0.0,
+        "--rate-limit must be requests per second, 0 or more (0 turns it off); got {}",
+        args.rate_limit
+    );
+    anyhow::ensure!(
+        args.rate_limit == 0.0 || args.rate_limit_burst >= 1.0,
+        "--rate-limit-burst must be at least 1; got {}",
+        args.rate_limit_burst
+    );
+    let access = Access::new(
+        args.api_keys.iter().map(String::as_str),
+        args.api_key_scopes.iter().map(String::as_str),
+        RateLimit { per_second: args.rate_limit, burst: args.rate_limit_burst },
+    )?;
+    if access.is_open() {
+        warn!("no CUSTOMER_API_KEYS: anyone who can reach the API reads every customer");
+    }
     let mut registry = Registry::default();
     let metrics = Arc::new(ApiMetrics::register(&mut registry));
     let health = Arc::new(Health::new("catching up with the derived topics"));
@@ -134,7 +154,7 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     let admin = admin_router(registry, health.clone());
     let defaults = omnistream_customer_api::ReachabilityDefaults::from_args(&args);
-    let api = Arc::new(Api { store, metrics, defaults });
+    let api = Arc::new(Api { access, store, metrics, defaults });
     let public = router(api).merge(admin.clone());
     let served = server::serve_http(public, args.http_addr, admin, args.admin_addr, shutdown.clone()).await;
     // A port that cannot be bound (or a server that failed) must stop the topic readers too.

@@ -5,6 +5,7 @@
 
 use omnistream_model::codec::RecordKind;
 use omnistream_model::json_schema::record_json_schema;
+use omnistream_model::openapi::BearerKeys;
 use serde_json::{Value, json};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
@@ -24,7 +25,9 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         crate::get_loyalty,
         crate::get_identity,
         crate::get_journeys
-    )
+    ),
+    modifiers(&BearerKeys),
+    security(("api_key" = []))
 )]
 pub struct CustomerApiDoc;
 

@@ -18,8 +18,8 @@ use omnistream_runtime::admin::TopicRequest;
 use omnistream_suppression::{Rules, Suppression};
 use omnistream_testkit::pipeline::{OutputsByKey, fold, simulated_input};
 use omnistream_testkit::{
-    ServiceProcess, create_test_topics, free_port, http_get, http_get_with_headers, producer, unique_topic,
-    wait_until, workspace_binary,
+    Headers, ServiceProcess, create_test_topics, free_port, http_get, http_get_sending,
+    http_get_with_headers, producer, unique_topic, wait_until, workspace_binary,
 };
 use rdkafka::producer::FutureRecord;
 
@@ -166,33 +166,27 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     identity_records.insert((journeys.clone(), winner.clone()), vec![Some(journey_state.encode())]);
     publish(&identity_records).await;
 
+    let topic_flags = [
+        "--profiles-topic",
+        &profiles,
+        "--suppressions-topic",
+        &suppressions,
+        "--affinity-topic",
+        &affinity,
+        "--ledger-topic",
+        &ledger,
+        "--balances-topic",
+        &balances,
+        "--identity-topic",
+        &identity,
+        "--journey-states-topic",
+        &journeys,
+    ];
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let _api = ServiceProcess::spawn(
-        &workspace_binary("customer-api"),
-        "api-ready",
-        &[
-            "--http-addr",
-            &addr,
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--profiles-topic",
-            &profiles,
-            "--suppressions-topic",
-            &suppressions,
-            "--affinity-topic",
-            &affinity,
-            "--ledger-topic",
-            &ledger,
-            "--balances-topic",
-            &balances,
-            "--identity-topic",
-            &identity,
-            "--journey-states-topic",
-            &journeys,
-        ],
-        &[],
-    );
+    let mut args = vec!["--http-addr", &addr, "--admin-addr", "127.0.0.1:0"];
+    args.extend(topic_flags);
+    let _api = ServiceProcess::spawn(&workspace_binary("customer-api"), "api-ready", &args, &[]);
     wait_until("the customer-api is ready", Duration::from_secs(60), || {
         http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
     });
@@ -288,13 +282,165 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     }
 
     let erased_id = erased[0].clone();
-    the_document_matches_the_answers(port, &[&winner, "alias-1", "alias-2", &unresolved, &erased_id]);
+
+    // A customer whose profile holds identifiers and traits, for the redaction below.
+    let revealing = last_profiles
+        .iter()
+        .filter_map(|(id, bytes)| Some((id, decode_record::<CustomerProfile>(bytes.as_ref()?).ok()?)))
+        .find(|(_, profile)| !profile.identifiers.is_empty() && !profile.traits.is_empty())
+        .map(|(id, _)| id.clone())
+        .expect("the simulation gives some customer identifiers and traits");
+    let keyed = start_api("api-keys", &topic_flags, KEYS, SCOPES, None);
+    the_document_matches_the_answers(keyed.1, &[&winner, "alias-1", "alias-2", &unresolved, &erased_id]);
+    keys_scopes_and_audit(&keyed, port, &revealing);
+    a_key_over_its_rate_waits(&topic_flags, &revealing);
+}
+
+const SUPPORT_KEY: &str = "0123456789abcdef-support";
+const SENDER_KEY: &str = "fedcba9876543210-sender";
+const FULL_KEY: &str = "00112233445566778899-full";
+const KEYS: &str =
+    "support:0123456789abcdef-support,sender:fedcba9876543210-sender,full:00112233445566778899-full";
+const SCOPES: &str = "support=read:profile+read:loyalty+redact:identifiers+redact:traits,\
+                      sender=read:reachability,full=read:profile+read:reachability+read:loyalty";
+
+/// A customer-api over `topic_flags`' topics with these keys and scopes (and rate limit, as
+/// requests per second and burst), once ready.
+fn start_api(
+    label: &str,
+    topic_flags: &[&str],
+    keys: &str,
+    scopes: &str,
+    rate: Option<(&str, &str)>,
+) -> (ServiceProcess, u16) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["--http-addr", &addr, "--admin-addr", "127.0.0.1:0"];
+    args.extend(topic_flags);
+    let mut env = vec![("CUSTOMER_API_KEYS", keys), ("CUSTOMER_API_KEY_SCOPES", scopes)];
+    if let Some((per_second, burst)) = rate {
+        env.extend([("RATE_LIMIT_REQUESTS_PER_SECOND", per_second), ("RATE_LIMIT_BURST", burst)]);
+    }
+    let api = ServiceProcess::spawn(&workspace_binary("customer-api"), label, &args, &env);
+    wait_until(&format!("{label} is ready"), Duration::from_secs(60), || {
+        http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
+    });
+    (api, port)
+}
+
+fn get_with_key(port: u16, path: &str, key: Option<&str>) -> (u16, Headers, String) {
+    let bearer = key.map(|key| format!("Bearer {key}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|value| ("Authorization", value.as_str())).collect();
+    http_get_sending(port, path, &headers).expect("answers")
+}
+
+/// The audit lines of an API's log.
+fn audit_lines(api: &ServiceProcess) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(&api.log).expect("the log");
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "audit")
+        .collect()
+}
+
+fn audited(audit: &[serde_json::Value], caller: &str, route: &str, status: u16, customer_id: &str) -> bool {
+    audit.iter().any(|l| {
+        l["caller"] == caller
+            && l["route"] == route
+            && l["status"] == status
+            && l["customer_id"] == customer_id
+    })
+}
+
+/// Over its burst, a key waits: 429 with `Retry-After`, audited.
+fn a_key_over_its_rate_waits(topic_flags: &[&str], revealing: &str) {
+    let (api, port) = start_api("api-rate", topic_flags, KEYS, SCOPES, Some(("1", "5")));
+    let reachability = format!("/v1/customers/{revealing}/reachability");
+    let answers: Vec<(u16, Headers)> = (0..8)
+        .map(|_| {
+            let (status, headers, _) = get_with_key(port, &reachability, Some(SENDER_KEY));
+            (status, headers)
+        })
+        .collect();
+    let allowed = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert!((5..=6).contains(&allowed), "{allowed} of 8 allowed");
+    let (_, headers) = answers.iter().find(|(status, _)| *status == 429).expect("a 429");
+    assert!(headers.iter().any(|(name, value)| name == "retry-after" && value == "1"), "{headers:?}");
+    // Another key has a bucket of its own.
+    assert_eq!(get_with_key(port, &reachability, Some(FULL_KEY)).0, 200);
+    // Log lines are written by a background thread: wait for it.
+    wait_until("the 429 is audited", Duration::from_secs(10), || {
+        audited(&audit_lines(&api), "sender", "reachability", 429, revealing)
+    });
+}
+
+/// An API with keys, over the same topics: every route refuses a request without a key (401) or
+/// with a key lacking its scope (403); a key's redactions hide identifier and trait values and
+/// nothing else (against the open API's answer); each read of a customer writes an audit line
+/// naming the key, the route, the customer and the answer.
+fn keys_scopes_and_audit((api, port): &(ServiceProcess, u16), open_port: u16, revealing: &str) {
+    let port = *port;
+    let get = |path: &str, key: Option<&str>| get_with_key(port, path, key);
+    let routes = ["", "/reachability", "/loyalty", "/identity", "/journeys"];
+    for route in routes {
+        let path = format!("/v1/customers/{revealing}{route}");
+        let (status, headers, body) = get(&path, None);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(headers.iter().any(|(name, value)| name == "www-authenticate" && value == "Bearer"));
+        assert_eq!(get(&path, Some("not-a-key-at-all")).0, 401, "{path}");
+        let lacking = if route == "/reachability" { SUPPORT_KEY } else { SENDER_KEY };
+        let (status, _, body) = get(&path, Some(lacking));
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("\"forbidden\""), "{body}");
+    }
+
+    // Redactions: identifier and trait values hidden, the rest as the open API answers.
+    let strip = |body: &str| {
+        let mut document: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        let revealed = document["profile"].as_object_mut().map(|profile| {
+            (profile.remove("identifiers").unwrap_or_default(), profile.remove("traits").unwrap_or_default())
+        });
+        (document, revealed.unwrap_or_default())
+    };
+    let path = format!("/v1/customers/{revealing}");
+    let (status, _, redacted) = get(&path, Some(SUPPORT_KEY));
+    assert_eq!(status, 200, "{redacted}");
+    let (_, open) = http_get(open_port, &path).expect("answers");
+    let ((redacted_rest, (identifiers, traits)), (open_rest, (open_identifiers, open_traits))) =
+        (strip(&redacted), strip(&open));
+    assert_eq!(redacted_rest, open_rest, "only identifiers and traits differ");
+    let values = |list: &serde_json::Value| -> Vec<serde_json::Value> {
+        match list {
+            serde_json::Value::Array(items) => items.iter().map(|item| item["value"].clone()).collect(),
+            serde_json::Value::Object(entries) => {
+                entries.values().map(|entry| entry["value"].clone()).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    for (hidden, shown) in [(&identifiers, &open_identifiers), (&traits, &open_traits)] {
+        assert!(!values(shown).is_empty() && values(shown).iter().all(|v| *v != "[redacted]"), "{shown}");
+        assert!(values(hidden).iter().all(|v| *v == "[redacted]"), "{hidden}");
+        assert_eq!(values(hidden).len(), values(shown).len());
+    }
+    let (status, _, explained) = get("/v1/customers/alias-2/identity", Some(SUPPORT_KEY));
+    assert_eq!(status, 200, "{explained}");
+    assert!(!explained.contains("ann@example.com") && explained.contains("[redacted]"), "{explained}");
+
+    // The audit: who read which customer's what, and the answer.
+    wait_until("the reads are audited", Duration::from_secs(10), || {
+        let audit = audit_lines(api);
+        audited(&audit, "support", "customer", 200, revealing)
+            && audited(&audit, "unauthenticated", "loyalty", 401, revealing)
+            && audited(&audit, "sender", "customer", 403, revealing)
+    });
 }
 
 /// The OpenAPI document against the running API: schemathesis (PyPI) generates requests from it
 /// (ids drawn half the time from `ids`, customers the topics hold) and checks every answer
 /// against it; then every status code the document lists for each route is produced.
 fn the_document_matches_the_answers(port: u16, ids: &[&str]) {
+    let authorization = format!("Authorization: Bearer {FULL_KEY}");
     let config = std::env::temp_dir().join(format!("customer-api-schemathesis-{port}.toml"));
     let values: Vec<String> = ids.iter().map(|id| format!("{id:?}")).collect();
     std::fs::write(
@@ -308,7 +454,7 @@ fn the_document_matches_the_answers(port: u16, ids: &[&str]) {
     omnistream_testkit::schemathesis(
         &config,
         &format!("http://127.0.0.1:{port}/openapi.json"),
-        &["--max-examples", "60"],
+        &["--max-examples", "60", "-H", &authorization],
     );
 
     let (_, document) = http_get(port, "/openapi.json").expect("answers");
@@ -323,13 +469,15 @@ fn the_document_matches_the_answers(port: u16, ids: &[&str]) {
             .keys()
             .map(|status| status.parse().expect("a status"))
             // 500 answers a store that cannot be read (a failing disk): not brought about here.
-            .filter(|status| *status != 500)
+            // 401 and 403 come from other keys (`keys_scopes_and_audit`), 429 from a rate limit
+            // (`a_key_over_its_rate_waits`).
+            .filter(|status| ![401, 403, 429, 500].contains(status))
             .collect();
         let mut produced: Vec<u16> = Vec::new();
         for query in ["", "?purpose=transactional", "?purpose=upsell"] {
             for id in [winner, "alias-2", "nobody-at-all"] {
                 let route = format!("{}{query}", path.replace("{id}", id));
-                let status = http_get(port, &route).expect("answers").0;
+                let status = get_with_key(port, &route, Some(FULL_KEY)).0;
                 if !produced.contains(&status) {
                     produced.push(status);
                 }

@@ -5,10 +5,8 @@
 //! `POST /v1/catalog/events` does the same for catalog events (price changes, restocks), keyed by
 //! product.
 
-pub mod auth;
 pub mod ingest;
 pub mod openapi;
-pub mod rate_limit;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -46,9 +44,9 @@ use utoipa::OpenApi;
 use crate::openapi::{CatalogRequest, EventsRequest, GatewayApi};
 use omnistream_model::openapi::ErrorBody;
 
-use crate::auth::{ApiKeys, AuthError, Caller};
 use crate::ingest::{EncodeJson, EventResult, IngestResponse, Outcome, parse_request};
-use crate::rate_limit::{RateLimit, RateLimiter};
+use omnistream_runtime::auth::{ApiKeys, AuthError, Caller};
+use omnistream_runtime::rate_limit::{RateLimit, RateLimiter};
 
 /// Settings, as flags with environment variables (SPEC 7).
 #[derive(Debug, Clone, clap::Parser)]
@@ -100,7 +98,7 @@ pub struct GatewayArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error(transparent)]
-    ApiKeys(#[from] auth::ApiKeysError),
+    ApiKeys(#[from] omnistream_runtime::auth::ApiKeysError),
     #[error(transparent)]
     Config(#[from] omnistream_runtime::kafka::ConfigError),
     #[error("Kafka producer: {0}")]

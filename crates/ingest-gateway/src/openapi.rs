@@ -3,6 +3,7 @@
 //! the model's own tables (channels, event types, id and text lengths), so the document follows
 //! what is validated. Per-type properties are checked per event and answered per event (422/207).
 
+use omnistream_model::openapi::BearerKeys;
 use omnistream_model::records::CatalogEventType;
 use omnistream_model::validate::{MAX_ID_LEN, MAX_TEXT_LEN};
 use omnistream_model::{Channel, EventType};
@@ -10,9 +11,8 @@ use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, SchemaType,
     Type,
 };
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -27,16 +27,6 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
     security(("api_key" = []))
 )]
 pub struct GatewayApi;
-
-/// `Authorization: Bearer <secret>` with a key of `GATEWAY_API_KEYS` (none configured: open).
-struct BearerKeys;
-
-impl Modify for BearerKeys {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-    }
-}
 
 fn string() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)

@@ -21,3 +21,16 @@ impl ErrorBody {
         Self { error: ErrorDetail { code: code.to_owned(), message: message.into() } }
     }
 }
+
+/// The `api_key` security scheme: `Authorization: Bearer <secret>` with one of the service's API
+/// keys (none configured: open).
+#[derive(Debug)]
+pub struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}

@@ -5,6 +5,7 @@
 //! topic, the admin server (health, readiness, metrics), JSON logs and graceful shutdown.
 
 pub mod admin;
+pub mod auth;
 pub mod changelog;
 pub mod config;
 mod context;
@@ -18,6 +19,7 @@ pub mod lookup;
 mod lookup_reader;
 pub mod metrics;
 pub mod processor;
+pub mod rate_limit;
 pub mod record_limits;
 mod restore;
 pub mod rules_file;

@@ -451,10 +451,16 @@ pub type Headers = Vec<(String, String)>;
 
 /// `GET path`: the status, the response's headers and the body.
 pub fn http_get_with_headers(port: u16, path: &str) -> Option<(u16, Headers, String)> {
+    http_get_sending(port, path, &[])
+}
+
+/// `GET path` with these request headers: the status, the response's headers and the body.
+pub fn http_get_sending(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, Headers, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

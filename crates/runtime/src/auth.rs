@@ -65,6 +65,11 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 
+    /// The keys' names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(name, _)| name.as_str())
+    }
+
     /// The caller of a request with this `Authorization` header value.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         if self.is_open() {
