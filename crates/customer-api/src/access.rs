@@ -17,16 +17,20 @@ pub enum Scope {
     ReadProfile,
     ReadReachability,
     ReadLoyalty,
+    /// Everything held on a customer at once (a subject-access request).
+    Export,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::ReadProfile, Scope::ReadReachability, Scope::ReadLoyalty];
+    pub const ALL: [Scope; 4] =
+        [Scope::ReadProfile, Scope::ReadReachability, Scope::ReadLoyalty, Scope::Export];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::ReadProfile => "read:profile",
             Scope::ReadReachability => "read:reachability",
             Scope::ReadLoyalty => "read:loyalty",
+            Scope::Export => "export",
         }
     }
 }

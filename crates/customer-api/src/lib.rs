@@ -42,7 +42,7 @@ use tracing::{error, info};
 use crate::access::{Access, Refusal, Scope, redact};
 use crate::materialize::TopicMetrics;
 use crate::reachability::reachability;
-use crate::store::{CustomerView, Source, Store, StoreError};
+use crate::store::{CustomerView, LedgerDepth, Source, Store, StoreError};
 use omnistream_model::openapi::ErrorBody;
 use omnistream_model::records::CustomerIdentity;
 use percent_encoding::utf8_percent_encode;
@@ -309,7 +309,9 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet =
 impl Api {
     /// A known customer by any of its ids (merged ones reach the winner).
     fn known(&self, customer_id: &str) -> Result<Option<Found>, StoreError> {
-        let Some((canonical, view)) = self.store.canonical(customer_id)? else { return Ok(None) };
+        let Some((canonical, view)) = self.store.canonical(customer_id, LedgerDepth::Recent)? else {
+            return Ok(None);
+        };
         Ok(view.is_known().then(|| Found { alias: canonical != customer_id, customer_id: canonical, view }))
     }
 
@@ -538,7 +540,7 @@ customer_route!(
         let response = api.answer(|| {
             let found = api
                 .store
-                .canonical(&customer_id)?
+                .canonical(&customer_id, LedgerDepth::Recent)?
                 .filter(|(_, view)| view.is_known() || view.identity.is_some());
             Ok(match found {
                 Some((canonical, view)) => {
@@ -553,13 +555,56 @@ customer_route!(
     }
 );
 
+/// Everything held on a customer, for a subject-access request: every derived record, every
+/// ledger entry held (oldest first, since the last erasure), the identity document and the
+/// journeys, with the time of the export.
+pub fn export_document(customer_id: &str, view: &CustomerView, identity: &str) -> String {
+    let entries: Vec<&str> = view.ledger.iter().map(|entry| &**entry).collect();
+    format!(
+        r#"{{"customer_id":{},"exported_at":{},"profile":{},"suppression":{},"channel_affinity":{},"loyalty":{{"balance":{},"entries":[{}]}},"identity":{},"journeys":{}}}"#,
+        json!(customer_id),
+        json!(omnistream_model::format_timestamp(chrono::Utc::now())),
+        raw_or_null(view.profile.as_deref()),
+        raw_or_null(view.suppression.as_ref().map(|(json, _)| &**json)),
+        raw_or_null(view.affinity.as_ref().map(|(json, _)| &**json)),
+        raw_or_null(view.balance.as_deref()),
+        entries.join(","),
+        identity,
+        raw_or_null(view.journeys.as_deref()),
+    )
+}
+
+customer_route!(
+    "/v1/customers/{id}/export",
+    openapi::ExportDocument,
+    "everything held on the customer (scope `export`)",
+    "no service holds a current record of the customer (`not_found`)",
+    async fn get_export(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+        let started = Instant::now();
+        let response = api.answer(|| {
+            let found =
+                api.store.canonical(&customer_id, LedgerDepth::All)?.filter(|(_, view)| view.is_known());
+            Ok(match found {
+                Some((canonical, view)) => {
+                    let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
+                    let identity = identity_document(&api.store, &found.customer_id, &found.view)?;
+                    found.respond("/export", export_document(&found.customer_id, &found.view, &identity))
+                }
+                None => not_found(&customer_id, "no customer"),
+            })
+        });
+        api.observe("export", started, response)
+    }
+);
+
 /// Each customer route: its path, its metrics label and the scope it needs.
-const CUSTOMER_ROUTES: [(&str, &str, Scope); 5] = [
+const CUSTOMER_ROUTES: [(&str, &str, Scope); 6] = [
     ("/v1/customers/{id}", "customer", Scope::ReadProfile),
     ("/v1/customers/{id}/reachability", "reachability", Scope::ReadReachability),
     ("/v1/customers/{id}/loyalty", "loyalty", Scope::ReadLoyalty),
     ("/v1/customers/{id}/identity", "identity", Scope::ReadProfile),
     ("/v1/customers/{id}/journeys", "journeys", Scope::ReadProfile),
+    ("/v1/customers/{id}/export", "export", Scope::Export),
 ];
 
 /// Admits a request to a customer route (its key, its rate, its scope), hides what the key's
@@ -650,6 +695,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))
         .route("/v1/customers/{id}/identity", get(get_identity))
         .route("/v1/customers/{id}/journeys", get(get_journeys))
+        .route("/v1/customers/{id}/export", get(get_export))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard));
     Router::new()
         .route(

@@ -193,7 +193,12 @@ impl TopicReader {
                 }
             },
         };
-        Some(Change { source: self.source, customer_id: customer_id.to_owned(), record })
+        Some(Change {
+            source: self.source,
+            customer_id: customer_id.to_owned(),
+            offset: message.offset(),
+            record,
+        })
     }
 
     /// The topic's partitions, waiting while it does not exist yet.

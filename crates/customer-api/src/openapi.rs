@@ -24,7 +24,8 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         crate::get_reachability,
         crate::get_loyalty,
         crate::get_identity,
-        crate::get_journeys
+        crate::get_journeys,
+        crate::get_export
     ),
     modifiers(&BearerKeys),
     security(("api_key" = []))
@@ -143,6 +144,39 @@ document!(
     IdentityDocument,
     [],
     identity_document()
+);
+
+document!(
+    /// `GET /v1/customers/{id}/export`.
+    ExportDocument,
+    [
+        CustomerProfileRecord,
+        SuppressionStateRecord,
+        ChannelAffinityRecord,
+        LoyaltyBalanceRecord,
+        LoyaltyLedgerEntryRecord,
+        CustomerJourneyStateRecord
+    ],
+    object(
+        json!({
+            "customer_id": { "type": "string" },
+            "exported_at": { "type": "string", "format": "date-time" },
+            "profile": or_null(component("CustomerProfile")),
+            "suppression": or_null(component("SuppressionState")),
+            "channel_affinity": or_null(component("ChannelAffinity")),
+            "loyalty": object(
+                json!({
+                    "balance": or_null(component("LoyaltyBalance")),
+                    "entries": { "type": "array", "items": component("LoyaltyLedgerEntry"),
+                                 "description": "every ledger entry held, oldest first (since the last erasure)" },
+                }),
+                "the balance and every ledger entry",
+            ),
+            "identity": identity_document(),
+            "journeys": or_null(component("CustomerJourneyState")),
+        }),
+        "everything held on the customer, for a subject-access request",
+    )
 );
 
 /// The canonical customer's identifiers as identity-resolver records them, every id merged into

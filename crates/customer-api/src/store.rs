@@ -74,8 +74,11 @@ impl Source {
     }
 }
 
-/// (customer id, source) → the record's bytes; the ledger's value holds its recent entries.
+/// (customer id, source) → the record's bytes, for every source but the ledger.
 const RECORDS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("records");
+/// (customer id, offset) → a ledger entry: every entry since the customer's last `erase` (one
+/// customer's entries are on one partition, so offsets order them).
+const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ledger");
 /// (topic, partition) → the next offset to read.
 const OFFSETS: TableDefinition<(&str, i32), i64> = TableDefinition::new("offsets");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -90,7 +93,7 @@ const CUSTOMERS_KEY: &str = "customers";
 /// The layout version and every current schema's fingerprint: a build with another schema
 /// rebuilds rather than read records it was not written for.
 fn format() -> Vec<u8> {
-    let mut format = b"omnistream-customer-api-store/1".to_vec();
+    let mut format = b"omnistream-customer-api-store/2".to_vec();
     for source in Source::ALL {
         format.extend_from_slice(&current_header(source.kind()));
     }
@@ -141,6 +144,8 @@ fn is_erase_entry(value: &Value) -> bool {
 pub struct Change {
     pub source: Source,
     pub customer_id: String,
+    /// Its offset on its partition.
+    pub offset: i64,
     /// `None`: a tombstone.
     pub record: Option<Incoming>,
 }
@@ -230,29 +235,6 @@ impl CustomerView {
     }
 }
 
-/// The ledger's stored value: its entries, oldest first, each as a little-endian u32 length and
-/// its bytes.
-fn ledger_entries(value: &[u8]) -> Vec<&[u8]> {
-    let mut entries = Vec::new();
-    let mut rest = value;
-    while let Some((length, tail)) = rest.split_first_chunk::<4>() {
-        let length = u32::from_le_bytes(*length) as usize;
-        let Some((entry, tail)) = tail.split_at_checked(length) else { break };
-        entries.push(entry);
-        rest = tail;
-    }
-    entries
-}
-
-fn ledger_value<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut value = Vec::new();
-    for entry in entries {
-        value.extend_from_slice(&u32::try_from(entry.len()).expect("a Kafka record fits u32").to_le_bytes());
-        value.extend_from_slice(entry);
-    }
-    value
-}
-
 /// The longest chain of merges an alias is followed through.
 pub const MAX_MERGE_CHAIN: usize = 64;
 
@@ -268,7 +250,26 @@ impl std::fmt::Debug for Store {
     }
 }
 
-type Records<'txn> = redb::Table<'txn, (&'static str, u8), &'static [u8]>;
+/// The tables a write changes.
+struct Tables<'txn> {
+    records: redb::Table<'txn, (&'static str, u8), &'static [u8]>,
+    ledger: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+}
+
+/// One read snapshot's tables.
+struct Snapshot {
+    records: redb::ReadOnlyTable<(&'static str, u8), &'static [u8]>,
+    ledger: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+}
+
+/// How many ledger entries a view decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerDepth {
+    /// The most recent `--ledger-entries`.
+    Recent,
+    /// Every entry held (a subject-access export).
+    All,
+}
 
 impl Store {
     /// Opens (or creates) the store at `path`, with a page cache of `cache_bytes`. A store of
@@ -293,6 +294,7 @@ impl Store {
     pub fn reset(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.delete_table(RECORDS)?;
+        txn.delete_table(LEDGER)?;
         txn.delete_table(OFFSETS)?;
         txn.delete_table(META)?;
         txn.open_table(META)?.insert(FORMAT_KEY, format().as_slice())?;
@@ -356,14 +358,14 @@ impl Store {
             txn.set_durability(Durability::None)?;
         }
         {
-            let mut records = txn.open_table(RECORDS)?;
+            let mut tables = Tables { records: txn.open_table(RECORDS)?, ledger: txn.open_table(LEDGER)? };
             let mut meta = txn.open_table(META)?;
             let mut customers = meta
                 .get(CUSTOMERS_KEY)?
                 .and_then(|bytes| Some(i64::from_le_bytes(bytes.value().try_into().ok()?)))
                 .unwrap_or(0);
             for change in &batch.changes {
-                customers += self.apply(&mut records, change)?;
+                customers += Self::apply(&mut tables, change)?;
             }
             meta.insert(CUSTOMERS_KEY, customers.max(0).to_le_bytes().as_slice())?;
             meta.insert(COMMITTED_AT_KEY, Utc::now().timestamp_millis().to_le_bytes().as_slice())?;
@@ -377,47 +379,46 @@ impl Store {
     }
 
     /// Applies one change; answers the change in the number of customers (-1, 0 or 1).
-    fn apply(&self, records: &mut Records<'_>, change: &Change) -> Result<i64, StoreError> {
+    fn apply(tables: &mut Tables<'_>, change: &Change) -> Result<i64, StoreError> {
         let id = change.customer_id.as_str();
-        let held_before = Self::holds_any(records, id)?;
+        let held_before = Self::holds_any(tables, id)?;
         let key = (id, change.source.tag());
         match (&change.record, change.source) {
             // The ledger is not compacted: a null value carries nothing to apply.
             (None, Source::Ledger) => {}
             (Some(record), Source::Ledger) => {
-                let existing =
-                    if record.erases { None } else { records.get(key)?.map(|v| v.value().to_vec()) };
-                let mut entries = existing.as_deref().map(ledger_entries).unwrap_or_default();
-                entries.push(&record.bytes);
-                let keep = entries.len().saturating_sub(self.ledger_entries);
-                records.insert(key, ledger_value(entries.into_iter().skip(keep)).as_slice())?;
+                if record.erases {
+                    tables.ledger.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+                }
+                let offset = u64::try_from(change.offset).unwrap_or_default();
+                tables.ledger.insert((id, offset), record.bytes.as_slice())?;
             }
             (Some(record), _) => {
-                records.insert(key, record.bytes.as_slice())?;
+                tables.records.insert(key, record.bytes.as_slice())?;
             }
             (None, _) => {
-                records.remove(key)?;
+                tables.records.remove(key)?;
                 // A customer left without a record that makes them known, nor an identity, is
                 // gone with their ledger entries and journeys, unless the newest entry is their
                 // `erase`: reachability answers `erased` from it (SPEC 4.5), whatever order the
                 // topics' tombstones come in.
-                if !Self::holds_identifying_record(records, id)? && !Self::erased(records, id)? {
-                    for source in [Source::Ledger, Source::Journeys] {
-                        records.remove((id, source.tag()))?;
-                    }
+                if !Self::holds_identifying_record(tables, id)? && !Self::erased(tables, id)? {
+                    tables.records.remove((id, Source::Journeys.tag()))?;
+                    tables.ledger.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
                 }
             }
         }
-        let held_after = Self::holds_any(records, id)?;
+        let held_after = Self::holds_any(tables, id)?;
         Ok(i64::from(held_after) - i64::from(held_before))
     }
 
-    fn holds_any(records: &Records<'_>, id: &str) -> Result<bool, StoreError> {
-        Ok(records.range((id, 0)..=(id, u8::MAX))?.next().transpose()?.is_some())
+    fn holds_any(tables: &Tables<'_>, id: &str) -> Result<bool, StoreError> {
+        Ok(tables.records.range((id, 0)..=(id, u8::MAX))?.next().transpose()?.is_some()
+            || tables.ledger.range((id, 0)..=(id, u64::MAX))?.next().transpose()?.is_some())
     }
 
-    fn holds_identifying_record(records: &Records<'_>, id: &str) -> Result<bool, StoreError> {
-        for entry in records.range((id, 0)..=(id, u8::MAX))? {
+    fn holds_identifying_record(tables: &Tables<'_>, id: &str) -> Result<bool, StoreError> {
+        for entry in tables.records.range((id, 0)..=(id, u8::MAX))? {
             let (key, _) = entry?;
             let source = Source::from_tag(key.value().1);
             if source.is_some_and(|s| s.makes_known() || s == Source::Identity) {
@@ -427,60 +428,85 @@ impl Store {
         Ok(false)
     }
 
-    fn erased(records: &Records<'_>, id: &str) -> Result<bool, StoreError> {
-        let Some(ledger) = records.get((id, Source::Ledger.tag()))? else { return Ok(false) };
-        let newest = ledger_entries(ledger.value()).last().map(|entry| entry.to_vec());
-        Ok(newest.is_some_and(|entry| {
-            decode_value(RecordKind::LoyaltyLedgerEntry, &entry).is_ok_and(|value| is_erase_entry(&value))
-        }))
+    fn erased(tables: &Tables<'_>, id: &str) -> Result<bool, StoreError> {
+        let Some(newest) = tables.ledger.range((id, 0)..=(id, u64::MAX))?.next_back().transpose()? else {
+            return Ok(false);
+        };
+        let newest = newest.1.value().to_vec();
+        Ok(decode_value(RecordKind::LoyaltyLedgerEntry, &newest).is_ok_and(|value| is_erase_entry(&value)))
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        fn existing<T>(result: Result<T, TableError>) -> Result<Option<T>, StoreError> {
+            match result {
+                Ok(table) => Ok(Some(table)),
+                Err(TableError::TableDoesNotExist(_)) => Ok(None),
+                Err(error) => Err(error.into()),
+            }
+        }
+        let txn = self.db.begin_read()?;
+        // Both are created by the first write after a reset.
+        let (Some(records), Some(ledger)) =
+            (existing(txn.open_table(RECORDS))?, existing(txn.open_table(LEDGER))?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot { records, ledger }))
     }
 
     /// What the store holds of a customer, decoded; `None` when it holds nothing.
     pub fn get(&self, customer_id: &str) -> Result<Option<CustomerView>, StoreError> {
-        let txn = self.db.begin_read()?;
-        match txn.open_table(RECORDS) {
-            Ok(table) => Self::view(&table, customer_id),
-            Err(TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
+        let Some(snapshot) = self.snapshot()? else { return Ok(None) };
+        self.view(&snapshot, customer_id, LedgerDepth::Recent)
     }
 
     fn view(
-        table: &redb::ReadOnlyTable<(&'static str, u8), &'static [u8]>,
+        &self,
+        snapshot: &Snapshot,
         id: &str,
+        depth: LedgerDepth,
     ) -> Result<Option<CustomerView>, StoreError> {
         let mut view = CustomerView::default();
         let mut held = false;
-        for entry in table.range((id, 0)..=(id, u8::MAX))? {
+        let mut add = |source: Source, stored: &[u8]| match decode(source, stored) {
+            Ok(decoded) => view.set(source, decoded),
+            // It decoded when it was stored, under the same schemas (the store's format).
+            Err(error) => {
+                warn!(customer_id = id, ?source, error, "a stored record does not decode; left out")
+            }
+        };
+        for entry in snapshot.records.range((id, 0)..=(id, u8::MAX))? {
             let (key, value) = entry?;
             held = true;
-            let Some(source) = Source::from_tag(key.value().1) else { continue };
-            let stored = value.value();
-            let records = if source == Source::Ledger { ledger_entries(stored) } else { vec![stored] };
-            for record in records {
-                match decode(source, record) {
-                    Ok(decoded) => view.set(source, decoded),
-                    // It decoded when it was stored, under the same schemas (the store's format).
-                    Err(error) => {
-                        warn!(customer_id = id, ?source, error, "a stored record does not decode; left out")
-                    }
-                }
+            if let Some(source) = Source::from_tag(key.value().1) {
+                add(source, value.value());
             }
+        }
+        let limit = match depth {
+            LedgerDepth::Recent => self.ledger_entries,
+            LedgerDepth::All => usize::MAX,
+        };
+        let mut entries = Vec::new();
+        for entry in snapshot.ledger.range((id, 0)..=(id, u64::MAX))?.rev().take(limit) {
+            entries.push(entry?.1);
+        }
+        held |= !entries.is_empty();
+        for entry in entries.iter().rev() {
+            add(Source::Ledger, entry.value());
         }
         Ok(held.then_some(view))
     }
 
     /// The customer an id stands for: itself, or, for an id merged into another (an alias), the
     /// end of its chain of merges, with that customer's view. One snapshot for the whole chain.
-    pub fn canonical(&self, customer_id: &str) -> Result<Option<(String, CustomerView)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(RECORDS) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
+    pub fn canonical(
+        &self,
+        customer_id: &str,
+        depth: LedgerDepth,
+    ) -> Result<Option<(String, CustomerView)>, StoreError> {
+        let Some(snapshot) = self.snapshot()? else { return Ok(None) };
         let mut id = customer_id.to_owned();
-        let Some(mut view) = Self::view(&table, &id)? else { return Ok(None) };
+        let Some(mut view) = self.view(&snapshot, &id, depth)? else { return Ok(None) };
         // A chain is as long as the merges one customer went through; the bound only guards
         // against a cycle the resolver never writes.
         for _ in 0..MAX_MERGE_CHAIN {
@@ -488,7 +514,7 @@ impl Store {
             else {
                 return Ok(Some((id, view)));
             };
-            view = Self::view(&table, &winner)?.unwrap_or_default();
+            view = self.view(&snapshot, &winner, depth)?.unwrap_or_default();
             id = winner;
         }
         Ok(None)
@@ -562,9 +588,14 @@ mod tests {
         }
     }
 
+    fn next_offset() -> i64 {
+        static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn change(source: Source, record: Option<Incoming>) -> Batch {
         Batch {
-            changes: vec![Change { source, customer_id: "c-1".into(), record }],
+            changes: vec![Change { source, customer_id: "c-1".into(), offset: next_offset(), record }],
             positions: FxHashMap::default(),
         }
     }

@@ -10,7 +10,8 @@ use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
 use omnistream_model::records::{
     ChannelAffinity, CustomerIdentity, CustomerJourneyState, CustomerProfile, IdentityMerge, JourneyEntry,
-    JourneyExit, JourneyExitReason, LinkedIdentifier, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
+    JourneyExit, JourneyExitReason, LedgerEntryKind, LinkedIdentifier, LoyaltyBalance, LoyaltyLedgerEntry,
+    SuppressionState,
 };
 use omnistream_model::{Channel, EventPayload, OutputRecord, TouchpointEvent, decode_record, encode_event};
 use omnistream_profile_updater::ProfileUpdater;
@@ -291,6 +292,51 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
         .map(|(id, _)| id.clone())
         .expect("the simulation gives some customer identifiers and traits");
     let keyed = start_api("api-keys", &topic_flags, KEYS, SCOPES, None);
+    // The subject-access export: every ledger entry the topic holds for the customer since its
+    // last erasure (counted from the fold's records), and what the other routes answer.
+    let (exported, entries_written) = last_profiles
+        .iter()
+        .filter(|(_, profile)| profile.is_some())
+        .filter_map(|(id, _)| {
+            let entries = outputs.get(&(ledger.clone(), id.clone()))?;
+            let since_erasure = entries
+                .iter()
+                .rev()
+                .take_while(|entry| {
+                    entry.as_ref().is_none_or(|bytes| {
+                        !matches!(
+                            decode_record::<LoyaltyLedgerEntry>(bytes).map(|e| e.kind),
+                            Ok(LedgerEntryKind::Erase)
+                        )
+                    })
+                })
+                .count();
+            Some((id.clone(), since_erasure))
+        })
+        .max_by_key(|(_, count)| *count)
+        .expect("customers with ledger entries");
+    assert!(entries_written > 4, "a customer with more entries than /loyalty shows: {entries_written}");
+    let (status, _, export) =
+        get_with_key(keyed.1, &format!("/v1/customers/{exported}/export"), Some(FULL_KEY));
+    assert_eq!(status, 200, "{export}");
+    let export: serde_json::Value = serde_json::from_str(&export).expect("JSON");
+    assert_eq!(export["loyalty"]["entries"].as_array().map(Vec::len), Some(entries_written), "{exported}");
+    let part = |route: &str| -> serde_json::Value {
+        let body = get_with_key(keyed.1, &format!("/v1/customers/{exported}{route}"), Some(FULL_KEY)).2;
+        serde_json::from_str(&body).expect("JSON")
+    };
+    let document = part("");
+    for field in ["profile", "suppression", "channel_affinity"] {
+        assert_eq!(export[field], document[field], "{field}");
+    }
+    assert_eq!(export["loyalty"]["balance"], document["loyalty"]);
+    assert_eq!(export["identity"], part("/identity"));
+    let mut recent = part("/loyalty")["recent_entries"].as_array().cloned().expect("entries");
+    assert_eq!(recent.len(), 4);
+    recent.reverse();
+    let all = export["loyalty"]["entries"].as_array().expect("entries");
+    assert_eq!(all[all.len() - recent.len()..], recent[..], "the newest entries are /loyalty's");
+
     the_document_matches_the_answers(keyed.1, &[&winner, "alias-1", "alias-2", &unresolved, &erased_id]);
     keys_scopes_and_audit(&keyed, port, &revealing);
     a_key_over_its_rate_waits(&topic_flags, &revealing);
@@ -302,7 +348,7 @@ const FULL_KEY: &str = "00112233445566778899-full";
 const KEYS: &str =
     "support:0123456789abcdef-support,sender:fedcba9876543210-sender,full:00112233445566778899-full";
 const SCOPES: &str = "support=read:profile+read:loyalty+redact:identifiers+redact:traits,\
-                      sender=read:reachability,full=read:profile+read:reachability+read:loyalty";
+                      sender=read:reachability,full=read:profile+read:reachability+read:loyalty+export";
 
 /// A customer-api over `topic_flags`' topics with these keys and scopes (and rate limit, as
 /// requests per second and burst), once ready.
@@ -317,7 +363,9 @@ fn start_api(
     let addr = format!("127.0.0.1:{port}");
     let mut args = vec!["--http-addr", &addr, "--admin-addr", "127.0.0.1:0"];
     args.extend(topic_flags);
-    let mut env = vec![("CUSTOMER_API_KEYS", keys), ("CUSTOMER_API_KEY_SCOPES", scopes)];
+    // Fewer recent ledger entries than the simulation gives a customer: the export shows more.
+    let mut env =
+        vec![("CUSTOMER_API_KEYS", keys), ("CUSTOMER_API_KEY_SCOPES", scopes), ("LEDGER_ENTRIES", "4")];
     if let Some((per_second, burst)) = rate {
         env.extend([("RATE_LIMIT_REQUESTS_PER_SECOND", per_second), ("RATE_LIMIT_BURST", burst)]);
     }
@@ -381,7 +429,7 @@ fn a_key_over_its_rate_waits(topic_flags: &[&str], revealing: &str) {
 fn keys_scopes_and_audit((api, port): &(ServiceProcess, u16), open_port: u16, revealing: &str) {
     let port = *port;
     let get = |path: &str, key: Option<&str>| get_with_key(port, path, key);
-    let routes = ["", "/reachability", "/loyalty", "/identity", "/journeys"];
+    let routes = ["", "/reachability", "/loyalty", "/identity", "/journeys", "/export"];
     for route in routes {
         let path = format!("/v1/customers/{revealing}{route}");
         let (status, headers, body) = get(&path, None);
@@ -460,7 +508,7 @@ fn the_document_matches_the_answers(port: u16, ids: &[&str]) {
     let (_, document) = http_get(port, "/openapi.json").expect("answers");
     let document: serde_json::Value = serde_json::from_str(&document).expect("JSON");
     let paths = document["paths"].as_object().expect("paths");
-    assert_eq!(paths.len(), 5, "every /v1/customers route is documented");
+    assert_eq!(paths.len(), 6, "every /v1/customers route is documented");
     let winner = ids[0];
     for (path, operation) in paths {
         let documented: Vec<u16> = operation["get"]["responses"]
