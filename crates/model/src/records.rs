@@ -61,6 +61,30 @@ pub struct ConsentEntry {
     pub at: DateTime<Utc>,
 }
 
+/// One grant or revocation of consent, in the profile's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentChange {
+    pub channel: Channel,
+    pub purpose: Purpose,
+    pub granted: bool,
+    /// The `consent_changed` event.
+    pub event_id: String,
+    /// The event's `occurred_at`.
+    #[serde(with = "ts_milliseconds")]
+    pub at: DateTime<Utc>,
+}
+
+impl ConsentChange {
+    /// The history's order: by event time, then event id (the same whatever order the events
+    /// came in, and across a merge).
+    pub fn order_key(&self) -> (DateTime<Utc>, &str) {
+        (self.at, &self.event_id)
+    }
+}
+
+/// The most consent changes a profile keeps (the newest).
+pub const CONSENT_HISTORY_LIMIT: usize = 200;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identifier {
     /// `email` or `phone`.
@@ -91,6 +115,10 @@ pub struct CustomerProfile {
     pub open_tickets: Vec<OpenTicket>,
     pub last_resolved_ticket: Option<ResolvedTicket>,
     pub consents: Vec<ConsentEntry>,
+    /// Every grant and revocation, oldest first (see [`ConsentChange::order_key`]), the newest
+    /// [`CONSENT_HISTORY_LIMIT`].
+    #[serde(default)]
+    pub consent_history: Vec<ConsentChange>,
     pub identifiers: Vec<Identifier>,
     /// Number of events applied.
     pub version: i64,
@@ -149,6 +177,13 @@ impl AvroRecord for CustomerProfile {
             w.index(consent.purpose.index());
             w.boolean(consent.granted);
             w.timestamp(consent.at);
+        });
+        w.block(self.consent_history.iter(), |w, change| {
+            w.index(change.channel.index());
+            w.index(change.purpose.index());
+            w.boolean(change.granted);
+            w.string(&change.event_id);
+            w.timestamp(change.at);
         });
         w.block(self.identifiers.iter(), |w, identifier| {
             w.string(&identifier.kind);

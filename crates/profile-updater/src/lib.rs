@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use omnistream_model::records::{
-    ChannelActivity, ConsentEntry, CustomerProfile, Identifier, OpenTicket, ResolvedTicket, TraitEntry,
+    CONSENT_HISTORY_LIMIT, ChannelActivity, ConsentChange, ConsentEntry, CustomerProfile, Identifier,
+    OpenTicket, ResolvedTicket, TraitEntry,
 };
 use omnistream_model::tickets::{TicketFact, TicketLog, keep_latest};
 use omnistream_model::traits::{Resolved, TraitHistory};
@@ -73,6 +74,7 @@ impl ProfileState {
                 open_tickets: Vec::new(),
                 last_resolved_ticket: None,
                 consents: Vec::new(),
+                consent_history: Vec::new(),
                 identifiers: Vec::new(),
                 version: 0,
             }),
@@ -424,6 +426,9 @@ pub fn absorb(state: &mut ProfileState, loser: ProfileState) {
         }
     }
     profile.consents.sort_by_key(|c| (c.channel, c.purpose));
+    profile.consent_history.extend(theirs.consent_history.iter().cloned());
+    profile.consent_history.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    keep_newest_consent_changes(&mut profile.consent_history);
     for identifier in &theirs.identifiers {
         let value = TraitValue::String(identifier.value.clone());
         note_identifier(profile, &identifier.kind, &value, identifier.first_seen_at);
@@ -465,6 +470,16 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
                 value_minor;
         }
         EventPayload::ConsentChanged { purpose, granted } => {
+            let change = ConsentChange {
+                channel: event.channel,
+                purpose: *purpose,
+                granted: *granted,
+                event_id: event.event_id.clone(),
+                at,
+            };
+            let position = profile.consent_history.partition_point(|c| c.order_key() <= change.order_key());
+            profile.consent_history.insert(position, change);
+            keep_newest_consent_changes(&mut profile.consent_history);
             let entry = ConsentEntry { channel: event.channel, purpose: *purpose, granted: *granted, at };
             match profile.consents.iter_mut().find(|c| c.channel == event.channel && c.purpose == *purpose) {
                 Some(existing) if at >= existing.at => *existing = entry,
@@ -479,6 +494,12 @@ pub fn apply_event(state: &mut ProfileState, event: &TouchpointEvent) {
     }
     profile.version += 1;
     note_ticket(state, event);
+}
+
+/// The history keeps the newest [`CONSENT_HISTORY_LIMIT`] changes.
+fn keep_newest_consent_changes(history: &mut Vec<ConsentChange>) {
+    let excess = history.len().saturating_sub(CONSENT_HISTORY_LIMIT);
+    history.drain(..excess);
 }
 
 /// Applies one event's trait operations in the order `set`, `set_once`, `unset` (one event, one

@@ -299,6 +299,29 @@ fn consent_per_channel_and_purpose_by_event_time() {
 }
 
 #[test]
+fn the_consent_history_lists_every_change_by_event_time_and_keeps_the_newest_200() {
+    let consent = |minute, granted| {
+        event(minute, Channel::Sms, EventPayload::ConsentChanged { purpose: Purpose::Marketing, granted })
+    };
+    // Given a revocation, then a grant that happened before it (late), then a grant after.
+    let p = profile(&[consent(5, false), consent(2, true), consent(9, true)]);
+    // Then the history is in event time, each change with its event.
+    let history: Vec<(bool, DateTime<Utc>)> = p.consent_history.iter().map(|c| (c.granted, c.at)).collect();
+    assert_eq!(history, [(true, t(2)), (false, t(5)), (true, t(9))]);
+    assert!(p.consent_history.iter().all(|c| c.channel == Channel::Sms && !c.event_id.is_empty()));
+    assert!(p.consents[0].granted, "the current consent is the newest by event time");
+
+    // Given 250 changes in shuffled minutes, only the newest 200 by event time stay.
+    let mut minutes: Vec<i64> = (0..250).collect();
+    minutes.reverse();
+    minutes.swap(3, 200);
+    let events: Vec<TouchpointEvent> = minutes.iter().map(|m| consent(*m, m % 2 == 0)).collect();
+    let p = profile(&events);
+    let kept: Vec<DateTime<Utc>> = p.consent_history.iter().map(|c| c.at).collect();
+    assert_eq!(kept, (50..250).map(t).collect::<Vec<_>>());
+}
+
+#[test]
 fn email_and_phone_traits_are_identifiers() {
     let p = profile(&[
         event(2, Channel::Web, traits(&[("email", text("a@example.com")), ("name", text("Ada"))], &[], &[])),

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use omnistream_model::records::{
-    ChannelActivity, ConsentEntry, CustomerProfile, Identifier, OpenTicket, ResolvedTicket, TraitEntry,
+    CONSENT_HISTORY_LIMIT, ChannelActivity, ConsentChange, ConsentEntry, CustomerProfile, Identifier,
+    OpenTicket, ResolvedTicket, TraitEntry,
 };
 use omnistream_model::{EventPayload, TouchpointEvent, TraitValue};
 
@@ -103,6 +104,7 @@ pub fn profile(customer_id: &str, history: &[Record]) -> Option<CustomerProfile>
         open_tickets: tickets(&events).0,
         last_resolved_ticket: tickets(&events).1,
         consents: consents(&events),
+        consent_history: consent_history(&events),
         identifiers: identifiers(&events),
         version: events.len() as i64,
     })
@@ -278,6 +280,25 @@ fn consents(events: &[&TouchpointEvent]) -> Vec<ConsentEntry> {
         }
     }
     latest.into_values().map(|(_, _, entry)| entry).collect()
+}
+
+/// Every consent change, by event time then event id, the newest `CONSENT_HISTORY_LIMIT`.
+fn consent_history(events: &[&TouchpointEvent]) -> Vec<ConsentChange> {
+    let mut history: Vec<ConsentChange> = events
+        .iter()
+        .filter_map(|event| match &event.payload {
+            EventPayload::ConsentChanged { purpose, granted } => Some(ConsentChange {
+                channel: event.channel,
+                purpose: *purpose,
+                granted: *granted,
+                event_id: event.event_id.clone(),
+                at: event.occurred_at,
+            }),
+            _ => None,
+        })
+        .collect();
+    history.sort_by(|a, b| (a.at, &a.event_id).cmp(&(b.at, &b.event_id)));
+    history.split_off(history.len().saturating_sub(CONSENT_HISTORY_LIMIT))
 }
 
 /// Every email and phone in `set`/`set_once` traits, in the order first seen (offset order), with
