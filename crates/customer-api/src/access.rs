@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use omnistream_model::records::IDENTIFIER_TRAITS;
 use omnistream_runtime::auth::{ApiKeys, ApiKeysError, AuthError, Caller};
 use omnistream_runtime::rate_limit::{RateLimit, RateLimiter};
 use serde_json::Value;
@@ -172,8 +173,9 @@ impl Access {
 /// The text that replaces a redacted value.
 pub const REDACTED: &str = "[redacted]";
 
-/// Hides what `redactions` name anywhere in an answer: the `value` of each entry of an
-/// `identifiers` list and every `identifier_value`; the `value` of each entry of a `traits` map.
+/// Hides what `redactions` name anywhere in an answer: identifiers, the `value` of each entry of
+/// an `identifiers` list, every `identifier_value` and the values of the traits identifiers are
+/// read from (`email`, `phone`); traits, the `value` of each entry of a `traits` map.
 pub fn redact(document: &mut Value, redactions: &[Redaction]) {
     let identifiers = redactions.contains(&Redaction::Identifiers);
     let traits = redactions.contains(&Redaction::Traits);
@@ -192,7 +194,13 @@ pub fn redact(document: &mut Value, redactions: &[Redaction]) {
                     ("identifier_value", value @ Value::String(_)) if identifiers => {
                         *value = Value::from(REDACTED)
                     }
-                    ("traits", Value::Object(entries)) if traits => entries.values_mut().for_each(hide),
+                    ("traits", Value::Object(entries)) if traits || identifiers => {
+                        for (trait_name, entry) in entries.iter_mut() {
+                            if traits || IDENTIFIER_TRAITS.contains(&trait_name.as_str()) {
+                                hide(entry);
+                            }
+                        }
+                    }
                     (_, field) => redact(field, redactions),
                 }
             }
@@ -287,7 +295,8 @@ mod tests {
             "customer_id": "c-1",
             "profile": {
                 "identifiers": [{"kind": "email", "value": "ann@example.com", "first_seen_at": "2026-12-01T10:00:00.000Z"}],
-                "traits": {"tier": {"value": "gold", "updated_at": "2026-12-01T10:00:00.000Z"}},
+                "traits": {"tier": {"value": "gold", "updated_at": "2026-12-01T10:00:00.000Z"},
+                           "email": {"value": "ann@example.com", "updated_at": "2026-12-01T10:00:00.000Z"}},
                 "orders_count": 2,
             },
             "merges": [{"identifier_type": "email", "identifier_value": "ann@example.com"}],
@@ -298,6 +307,10 @@ mod tests {
         assert_eq!(identifiers["profile"]["identifiers"][0]["kind"], "email");
         assert_eq!(identifiers["merges"][0]["identifier_value"], REDACTED);
         assert_eq!(identifiers["profile"]["traits"]["tier"]["value"], "gold");
+        assert_eq!(
+            identifiers["profile"]["traits"]["email"]["value"], REDACTED,
+            "identifiers are read from it"
+        );
 
         let mut traits = document.clone();
         redact(&mut traits, &[Redaction::Traits]);

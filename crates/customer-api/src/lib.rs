@@ -102,7 +102,7 @@ pub struct ApiArgs {
     pub api_keys: Vec<String>,
     /// What each key may read: `name=scope+scope`, comma separated, one entry per key. Scopes:
     /// `read:profile` (the customer document, identity, journeys), `read:reachability`,
-    /// `read:loyalty`; redactions: `redact:identifiers`, `redact:traits`.
+    /// `read:loyalty`, `export`; redactions: `redact:identifiers`, `redact:traits`.
     #[arg(long, env = "CUSTOMER_API_KEY_SCOPES", value_delimiter = ',')]
     pub api_key_scopes: Vec<String>,
     /// Requests per second per API key (sustained); 0 turns the limit off.
@@ -291,6 +291,7 @@ impl Found {
     /// The answer, naming the canonical customer's resource when the id was an alias.
     fn respond(&self, path: &str, body: String) -> Response {
         let mut response = json_response(StatusCode::OK, body);
+        response.extensions_mut().insert(CanonicalId(self.customer_id.clone()));
         if self.alias {
             let location =
                 format!("/v1/customers/{}{path}", utf8_percent_encode(&self.customer_id, PATH_SEGMENT));
@@ -301,6 +302,11 @@ impl Found {
         response
     }
 }
+
+/// The customer an answer is about (the id asked for may have been merged into it): for the
+/// audit line.
+#[derive(Debug, Clone)]
+struct CanonicalId(String);
 
 /// What a path segment must escape (RFC 3986 `pchar`).
 const PATH_SEGMENT: &percent_encoding::AsciiSet =
@@ -471,7 +477,7 @@ pub fn identity_document(
     store: &Store,
     customer_id: &str,
     view: &CustomerView,
-) -> Result<String, StoreError> {
+) -> Result<serde_json::Value, StoreError> {
     let parse = |(json, _): &(Arc<str>, Arc<CustomerIdentity>)| {
         serde_json::from_str::<serde_json::Value>(json).expect("the record's own JSON")
     };
@@ -503,8 +509,7 @@ pub fn identity_document(
         "identifiers": identifiers.unwrap_or_else(|| json!([])),
         "aliases": aliases,
         "merges": merges.into_iter().map(|(_, merge)| merge).collect::<Vec<_>>(),
-    })
-    .to_string())
+    }))
 }
 
 customer_route!(
@@ -546,7 +551,7 @@ customer_route!(
                 Some((canonical, view)) => {
                     let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
                     let body = identity_document(&api.store, &found.customer_id, &found.view)?;
-                    found.respond("/identity", body)
+                    found.respond("/identity", body.to_string())
                 }
                 None => not_found(&customer_id, "no customer"),
             })
@@ -556,12 +561,30 @@ customer_route!(
 );
 
 /// Everything held on a customer, for a subject-access request: every derived record, every
-/// ledger entry held (oldest first, since the last erasure), the identity document and the
-/// journeys, with the time of the export.
-pub fn export_document(customer_id: &str, view: &CustomerView, identity: &str) -> String {
+/// ledger entry held (oldest first, since the last erasure), the identity document, the
+/// journeys, what is still held under each id merged into the customer (its ledger entries from
+/// before the merge, its journeys record), and the time of the export.
+pub fn export_document(
+    store: &Store,
+    customer_id: &str,
+    view: &CustomerView,
+    identity: serde_json::Value,
+) -> Result<String, StoreError> {
     let entries: Vec<&str> = view.ledger.iter().map(|entry| &**entry).collect();
-    format!(
-        r#"{{"customer_id":{},"exported_at":{},"profile":{},"suppression":{},"channel_affinity":{},"loyalty":{{"balance":{},"entries":[{}]}},"identity":{},"journeys":{}}}"#,
+    let mut merged_ids = Vec::new();
+    let aliases = identity["aliases"].as_array().cloned().unwrap_or_default();
+    for alias in aliases.iter().filter_map(serde_json::Value::as_str) {
+        let Some(held) = store.get_with(alias, LedgerDepth::All)? else { continue };
+        let entries: Vec<&str> = held.ledger.iter().map(|entry| &**entry).collect();
+        merged_ids.push(format!(
+            r#"{{"customer_id":{},"ledger_entries":[{}],"journeys":{}}}"#,
+            json!(alias),
+            entries.join(","),
+            raw_or_null(held.journeys.as_deref())
+        ));
+    }
+    Ok(format!(
+        r#"{{"customer_id":{},"exported_at":{},"profile":{},"suppression":{},"channel_affinity":{},"loyalty":{{"balance":{},"entries":[{}]}},"identity":{},"journeys":{},"merged_ids":[{}]}}"#,
         json!(customer_id),
         json!(omnistream_model::format_timestamp(chrono::Utc::now())),
         raw_or_null(view.profile.as_deref()),
@@ -571,24 +594,29 @@ pub fn export_document(customer_id: &str, view: &CustomerView, identity: &str) -
         entries.join(","),
         identity,
         raw_or_null(view.journeys.as_deref()),
-    )
+        merged_ids.join(","),
+    ))
 }
 
 customer_route!(
     "/v1/customers/{id}/export",
     openapi::ExportDocument,
     "everything held on the customer (scope `export`)",
-    "no service holds a current record of the customer (`not_found`)",
+    "neither a known customer nor an id identity resolution knows (`not_found`)",
     async fn get_export(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
         let response = api.answer(|| {
-            let found =
-                api.store.canonical(&customer_id, LedgerDepth::All)?.filter(|(_, view)| view.is_known());
+            // As `/identity`: identifiers alone are personal data held.
+            let found = api
+                .store
+                .canonical(&customer_id, LedgerDepth::All)?
+                .filter(|(_, view)| view.is_known() || view.identity.is_some());
             Ok(match found {
                 Some((canonical, view)) => {
                     let found = Found { alias: canonical != customer_id, customer_id: canonical, view };
                     let identity = identity_document(&api.store, &found.customer_id, &found.view)?;
-                    found.respond("/export", export_document(&found.customer_id, &found.view, &identity))
+                    let body = export_document(&api.store, &found.customer_id, &found.view, identity)?;
+                    found.respond("/export", body)
                 }
                 None => not_found(&customer_id, "no customer"),
             })
@@ -612,12 +640,15 @@ const CUSTOMER_ROUTES: [(&str, &str, Scope); 6] = [
 async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str);
+    // Every route behind the guard is listed: one that is not is refused, not let through.
     let Some((_, route, scope)) = CUSTOMER_ROUTES.into_iter().find(|(path, _, _)| *path == matched) else {
-        return next.run(request).await;
+        let message = format!("route {matched:?} has no scope");
+        return error_response(StatusCode::FORBIDDEN, "forbidden", message);
     };
     let (mut parts, body) = request.into_parts();
     let customer_id = parts.extract::<Path<String>>().await.map(|Path(id)| id).unwrap_or_default();
     let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let mut redactions = Vec::new();
     let (caller, response) = match api.access.admit(authorization, started) {
         Err(Refusal::Unauthenticated(error)) => {
             let message = match error {
@@ -643,6 +674,7 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
             (Some(caller), api.observe(route, started, response))
         }
         Ok((caller, grants)) => {
+            redactions = grants.redactions.iter().map(|r| r.as_str()).collect();
             let response = next.run(Request::from_parts(parts, body)).await;
             let response = if grants.redactions.is_empty() || response.status() != StatusCode::OK {
                 response
@@ -657,6 +689,8 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
         caller = caller.as_ref().map_or("unauthenticated", |c| c.name()),
         route,
         customer_id,
+        canonical_id = response.extensions().get::<CanonicalId>().map_or(customer_id.as_str(), |id| id.0.as_str()),
+        redactions = redactions.join(","),
         status = response.status().as_u16(),
         "customer read"
     );

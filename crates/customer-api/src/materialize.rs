@@ -66,6 +66,9 @@ pub enum Update {
     Record { topic: Arc<str>, partition: i32, next_offset: i64, change: Change },
     /// The reader reached the end of each of its partitions once: ready when it is stored.
     CaughtUp,
+    /// The reader is at the end of this partition now (it read everything the broker holds):
+    /// the store is up to date with it as of now (see [`resume_positions`]).
+    AtEnd { topic: Arc<str>, partition: i32 },
 }
 
 /// Everything one topic's reader needs.
@@ -121,6 +124,8 @@ impl TopicReader {
         info!(topic = %self.topic, partitions = partitions.len(), resumed, "reading");
         let topic: Arc<str> = Arc::from(self.topic.as_str());
         let mut at_end_once: HashSet<i32> = HashSet::new();
+        // Partitions whose end the reader reached and that gave no record since.
+        let mut at_end: HashSet<i32> = HashSet::new();
         let mut caught_up = false;
         let mut last_lag: Option<Instant> = None;
         while !shutdown.is_cancelled() {
@@ -138,6 +143,7 @@ impl TopicReader {
                     {
                         break;
                     }
+                    at_end.remove(&message.partition());
                     if let Some(change) = self.change(&message) {
                         let next_offset = message.offset() + 1;
                         let update = Update::Record {
@@ -153,6 +159,10 @@ impl TopicReader {
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     at_end_once.insert(partition);
+                    at_end.insert(partition);
+                    if self.updates.send(Update::AtEnd { topic: topic.clone(), partition }).is_err() {
+                        break;
+                    }
                     if !caught_up && at_end_once.len() == partitions.len() {
                         caught_up = true;
                         info!(topic = %self.topic, "read to the end");
@@ -168,6 +178,15 @@ impl TopicReader {
                 // Unknown (the broker does not answer) keeps the last value rather than 0.
                 if let Some(lag) = self.lag(&consumer, &partitions) {
                     self.metrics.lag.set(lag);
+                    // The broker answers and nothing came since the end: still up to date.
+                    // (librdkafka reports an end once; a reader waiting on the registry, or one
+                    // the broker does not answer, sends nothing and its partitions age.)
+                    for partition in &at_end {
+                        let update = Update::AtEnd { topic: topic.clone(), partition: *partition };
+                        if self.updates.send(update).is_err() {
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -259,8 +278,6 @@ const MAX_BATCH: usize = 2_000;
 /// How often a commit is made durable (fsync): one per transaction made the disk's flush time
 /// the catch-up's limit. A crash loses at most this much, offsets included, and reads it again.
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
-/// How often an idle writer records that the store is up to date (see [`resume_positions`]).
-const IDLE_COMMIT: Duration = Duration::from_secs(60);
 
 /// Writes what the readers read, in batches with their offsets, until every reader has
 /// stopped; a topic counts as caught up once what its reader read to the end is stored.
@@ -269,16 +286,15 @@ pub fn write_updates(
     updates: &Receiver<Update>,
     catch_up: &CatchUp,
 ) -> Result<(), StoreError> {
-    let mut last_commit = Instant::now();
     let mut last_durable = Instant::now();
     let mut pending_durable = false;
     loop {
         let first = match updates.recv_timeout(Duration::from_millis(200)) {
             Ok(update) => update,
             Err(RecvTimeoutError::Timeout) => {
-                if pending_durable || last_commit.elapsed() >= IDLE_COMMIT {
+                if pending_durable {
                     store.write(&Batch::default(), true)?;
-                    (last_commit, last_durable, pending_durable) = (Instant::now(), Instant::now(), false);
+                    (last_durable, pending_durable) = (Instant::now(), false);
                 }
                 continue;
             }
@@ -297,6 +313,9 @@ pub fn write_updates(
                     batch.positions.insert((topic, partition), next_offset);
                 }
                 Update::CaughtUp => caught_up += 1,
+                Update::AtEnd { topic, partition } => {
+                    batch.at_end.insert((topic, partition), chrono::Utc::now().timestamp_millis());
+                }
             }
             if batch.changes.len() < MAX_BATCH {
                 next = updates.try_recv().ok();
@@ -304,9 +323,8 @@ pub fn write_updates(
         }
         let durable = last_durable.elapsed() >= DURABLE_EVERY;
         store.write(&batch, durable)?;
-        last_commit = Instant::now();
         if durable {
-            (last_durable, pending_durable) = (last_commit, false);
+            (last_durable, pending_durable) = (Instant::now(), false);
         } else {
             pending_durable = true;
         }
@@ -408,13 +426,18 @@ fn stale_reason(
     topics: &[&str],
     tombstone_retention: Duration,
 ) -> Result<Option<String>, KafkaError> {
-    let committed_at = store.committed_at().ok().flatten();
-    let age = committed_at.map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default());
-    if age.is_none_or(|age| age > tombstone_retention) {
-        return Ok(Some(format!(
-            "the store was last written {committed_at:?}, longer ago than the topics keep tombstones ({} s)",
-            tombstone_retention.as_secs()
-        )));
+    // A partition the store has not been up to date with for longer than the topics keep
+    // tombstones may have missed one (an erasure among them).
+    let fresh = store.fresh().ok().unwrap_or_default();
+    let now = chrono::Utc::now();
+    for (topic, partition) in stored.keys() {
+        let at_end = fresh.get(&(topic.clone(), *partition));
+        if at_end.is_none_or(|at| (now - *at).to_std().unwrap_or_default() > tombstone_retention) {
+            return Ok(Some(format!(
+                "{topic} partition {partition} was last read to its end {at_end:?}, longer ago than the topics keep tombstones ({} s)",
+                tombstone_retention.as_secs()
+            )));
+        }
     }
     for ((topic, partition), next) in stored {
         if !topics.contains(&topic.as_str()) {

@@ -174,6 +174,16 @@ document!(
             ),
             "identity": identity_document(),
             "journeys": or_null(component("CustomerJourneyState")),
+            "merged_ids": { "type": "array", "description": "what is still held under each id merged into the customer",
+                            "items": object(
+                                json!({
+                                    "customer_id": { "type": "string" },
+                                    "ledger_entries": { "type": "array", "items": component("LoyaltyLedgerEntry"),
+                                                        "description": "its ledger entries from before the merge, oldest first" },
+                                    "journeys": or_null(component("CustomerJourneyState")),
+                                }),
+                                "an id merged into the customer",
+                            ) },
         }),
         "everything held on the customer, for a subject-access request",
     )

@@ -66,12 +66,6 @@ impl Source {
     fn from_tag(tag: u8) -> Option<Source> {
         Source::ALL.get(usize::from(tag)).copied()
     }
-
-    /// Sources that make a customer known (SPEC 6): ledger entries alone do not (after an erasure
-    /// only the `erase` entry remains), nor do an identity or a journeys record.
-    fn makes_known(self) -> bool {
-        matches!(self, Source::Profiles | Source::Suppressions | Source::ChannelAffinity | Source::Balances)
-    }
 }
 
 /// (customer id, source) → the record's bytes, for every source but the ledger.
@@ -81,12 +75,12 @@ const RECORDS: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("record
 const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ledger");
 /// (topic, partition) → the next offset to read.
 const OFFSETS: TableDefinition<(&str, i32), i64> = TableDefinition::new("offsets");
+/// (topic, partition) → when its reader was last at its end (milliseconds since the epoch).
+const FRESH: TableDefinition<(&str, i32), i64> = TableDefinition::new("fresh");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// What the stored bytes mean; a store written under another format is rebuilt.
 const FORMAT_KEY: &str = "format";
-/// When the store last committed (milliseconds since the epoch, little-endian).
-const COMMITTED_AT_KEY: &str = "committed_at";
 /// Customers with at least one record (u64, little-endian).
 const CUSTOMERS_KEY: &str = "customers";
 
@@ -155,6 +149,8 @@ pub struct Change {
 pub struct Batch {
     pub changes: Vec<Change>,
     pub positions: FxHashMap<(Arc<str>, i32), i64>,
+    /// Partitions whose reader was at the end, and when (milliseconds since the epoch).
+    pub at_end: FxHashMap<(Arc<str>, i32), i64>,
 }
 
 /// One record decoded for an answer.
@@ -296,6 +292,7 @@ impl Store {
         txn.delete_table(RECORDS)?;
         txn.delete_table(LEDGER)?;
         txn.delete_table(OFFSETS)?;
+        txn.delete_table(FRESH)?;
         txn.delete_table(META)?;
         txn.open_table(META)?.insert(FORMAT_KEY, format().as_slice())?;
         txn.commit()?;
@@ -329,11 +326,23 @@ impl Store {
         Ok(offsets)
     }
 
-    /// When the store last committed: it was up to date with its offsets then.
-    pub fn committed_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let millis =
-            self.meta(COMMITTED_AT_KEY)?.and_then(|bytes| Some(i64::from_le_bytes(bytes.try_into().ok()?)));
-        Ok(millis.and_then(DateTime::from_timestamp_millis))
+    /// When the store was last up to date with each partition (its reader at the end).
+    pub fn fresh(&self) -> Result<FxHashMap<(String, i32), DateTime<Utc>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(FRESH) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(FxHashMap::default()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut fresh = FxHashMap::default();
+        for entry in table.iter()? {
+            let (key, millis) = entry?;
+            let (topic, partition) = key.value();
+            if let Some(at) = DateTime::from_timestamp_millis(millis.value()) {
+                fresh.insert((topic.to_owned(), partition), at);
+            }
+        }
+        Ok(fresh)
     }
 
     /// Customers with at least one record.
@@ -344,8 +353,8 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Writes a batch and its partitions' next offsets in one transaction (an empty batch records
-    /// only that the store is up to date now). `durable`: on disk when this returns (fsync);
+    /// Writes a batch, its partitions' next offsets and which are at their end, in one
+    /// transaction. `durable`: on disk when this returns (fsync);
     /// otherwise a crash loses it, with its offsets, back to the last durable one.
     pub fn write(&self, batch: &Batch, durable: bool) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
@@ -368,10 +377,13 @@ impl Store {
                 customers += Self::apply(&mut tables, change)?;
             }
             meta.insert(CUSTOMERS_KEY, customers.max(0).to_le_bytes().as_slice())?;
-            meta.insert(COMMITTED_AT_KEY, Utc::now().timestamp_millis().to_le_bytes().as_slice())?;
             let mut offsets = txn.open_table(OFFSETS)?;
             for ((topic, partition), next) in &batch.positions {
                 offsets.insert((&**topic, *partition), next)?;
+            }
+            let mut fresh = txn.open_table(FRESH)?;
+            for ((topic, partition), at) in &batch.at_end {
+                fresh.insert((&**topic, *partition), at)?;
             }
         }
         txn.commit()?;
@@ -396,16 +408,11 @@ impl Store {
             (Some(record), _) => {
                 tables.records.insert(key, record.bytes.as_slice())?;
             }
+            // A tombstone removes its own record only. Ledger entries stay until an `erase`
+            // entry replaces them (SPEC 4.5 keeps that one): what a merged id earned before its
+            // merge stays held (and exported) whatever order the topics' records come in.
             (None, _) => {
                 tables.records.remove(key)?;
-                // A customer left without a record that makes them known, nor an identity, is
-                // gone with their ledger entries and journeys, unless the newest entry is their
-                // `erase`: reachability answers `erased` from it (SPEC 4.5), whatever order the
-                // topics' tombstones come in.
-                if !Self::holds_identifying_record(tables, id)? && !Self::erased(tables, id)? {
-                    tables.records.remove((id, Source::Journeys.tag()))?;
-                    tables.ledger.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
-                }
             }
         }
         let held_after = Self::holds_any(tables, id)?;
@@ -415,25 +422,6 @@ impl Store {
     fn holds_any(tables: &Tables<'_>, id: &str) -> Result<bool, StoreError> {
         Ok(tables.records.range((id, 0)..=(id, u8::MAX))?.next().transpose()?.is_some()
             || tables.ledger.range((id, 0)..=(id, u64::MAX))?.next().transpose()?.is_some())
-    }
-
-    fn holds_identifying_record(tables: &Tables<'_>, id: &str) -> Result<bool, StoreError> {
-        for entry in tables.records.range((id, 0)..=(id, u8::MAX))? {
-            let (key, _) = entry?;
-            let source = Source::from_tag(key.value().1);
-            if source.is_some_and(|s| s.makes_known() || s == Source::Identity) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    fn erased(tables: &Tables<'_>, id: &str) -> Result<bool, StoreError> {
-        let Some(newest) = tables.ledger.range((id, 0)..=(id, u64::MAX))?.next_back().transpose()? else {
-            return Ok(false);
-        };
-        let newest = newest.1.value().to_vec();
-        Ok(decode_value(RecordKind::LoyaltyLedgerEntry, &newest).is_ok_and(|value| is_erase_entry(&value)))
     }
 
     fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
@@ -456,8 +444,17 @@ impl Store {
 
     /// What the store holds of a customer, decoded; `None` when it holds nothing.
     pub fn get(&self, customer_id: &str) -> Result<Option<CustomerView>, StoreError> {
+        self.get_with(customer_id, LedgerDepth::Recent)
+    }
+
+    /// As [`Store::get`], with the ledger entries of `depth`.
+    pub fn get_with(
+        &self,
+        customer_id: &str,
+        depth: LedgerDepth,
+    ) -> Result<Option<CustomerView>, StoreError> {
         let Some(snapshot) = self.snapshot()? else { return Ok(None) };
-        self.view(&snapshot, customer_id, LedgerDepth::Recent)
+        self.view(&snapshot, customer_id, depth)
     }
 
     fn view(
@@ -596,7 +593,7 @@ mod tests {
     fn change(source: Source, record: Option<Incoming>) -> Batch {
         Batch {
             changes: vec![Change { source, customer_id: "c-1".into(), offset: next_offset(), record }],
-            positions: FxHashMap::default(),
+            ..Batch::default()
         }
     }
 
@@ -645,12 +642,15 @@ mod tests {
     }
 
     #[test]
-    fn a_tombstone_leaving_only_ledger_entries_removes_them() {
+    fn a_tombstone_removes_its_record_only_and_ledger_entries_stay_until_an_erasure() {
         let t = temp_store(2);
         t.store.write_durably(&change(Source::Ledger, Some(entry(1, LedgerEntryKind::Earn)))).unwrap();
         t.store.write_durably(&change(Source::Balances, Some(balance(5)))).unwrap();
         t.store.write_durably(&change(Source::Balances, None)).unwrap();
-        assert!(t.store.get("c-1").unwrap().is_none());
+        let view = t.store.get("c-1").unwrap().expect("the entry is still held");
+        assert!(!view.is_known() && view.balance.is_none());
+        assert_eq!(points(&view), [1]);
+        assert_eq!(t.store.customers().unwrap(), 1);
     }
 
     #[test]
@@ -658,12 +658,17 @@ mod tests {
         let t = temp_store(2);
         let mut batch = change(Source::Balances, Some(balance(5)));
         batch.positions.insert((Arc::from("balances"), 3), 42);
+        batch.at_end.insert((Arc::from("balances"), 3), 1_795_000_000_000);
         t.store.write(&batch, true).unwrap();
         let path = t.dir.join("store.redb");
         let mut t = t;
         t.store = Store::open(&t.dir.join("other.redb"), 1 << 20, 2).unwrap();
         let reopened = Store::open(&path, 1 << 20, 2).unwrap();
         assert_eq!(reopened.offsets().unwrap().get(&("balances".to_owned(), 3)), Some(&42));
+        assert_eq!(
+            reopened.fresh().unwrap().get(&("balances".to_owned(), 3)),
+            DateTime::from_timestamp_millis(1_795_000_000_000).as_ref()
+        );
         assert!(reopened.get("c-1").unwrap().is_some());
         reopened.reset().unwrap();
         assert!(reopened.offsets().unwrap().is_empty());

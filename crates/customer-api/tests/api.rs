@@ -331,6 +331,16 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     }
     assert_eq!(export["loyalty"]["balance"], document["loyalty"]);
     assert_eq!(export["identity"], part("/identity"));
+    // Merged ids: what each still holds is listed under it.
+    let (_, _, merged) = get_with_key(keyed.1, &format!("/v1/customers/{winner}/export"), Some(FULL_KEY));
+    let merged: serde_json::Value = serde_json::from_str(&merged).expect("JSON");
+    let listed: Vec<&str> = merged["merged_ids"]
+        .as_array()
+        .expect("merged ids")
+        .iter()
+        .filter_map(|m| m["customer_id"].as_str())
+        .collect();
+    assert_eq!(listed, ["alias-1", "alias-2"], "{merged}");
     let mut recent = part("/loyalty")["recent_entries"].as_array().cloned().expect("entries");
     assert_eq!(recent.len(), 4);
     recent.reverse();
@@ -345,10 +355,12 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
 const SUPPORT_KEY: &str = "0123456789abcdef-support";
 const SENDER_KEY: &str = "fedcba9876543210-sender";
 const FULL_KEY: &str = "00112233445566778899-full";
-const KEYS: &str =
-    "support:0123456789abcdef-support,sender:fedcba9876543210-sender,full:00112233445566778899-full";
+const MARKETER_KEY: &str = "99887766554433221100-marketer";
+const KEYS: &str = "support:0123456789abcdef-support,sender:fedcba9876543210-sender,\
+                    full:00112233445566778899-full,marketer:99887766554433221100-marketer";
 const SCOPES: &str = "support=read:profile+read:loyalty+redact:identifiers+redact:traits,\
-                      sender=read:reachability,full=read:profile+read:reachability+read:loyalty+export";
+                      sender=read:reachability,full=read:profile+read:reachability+read:loyalty+export,\
+                      marketer=read:profile+redact:identifiers";
 
 /// A customer-api over `topic_flags`' topics with these keys and scopes (and rate limit, as
 /// requests per second and burst), once ready.
@@ -470,6 +482,21 @@ fn keys_scopes_and_audit((api, port): &(ServiceProcess, u16), open_port: u16, re
         assert!(!values(shown).is_empty() && values(shown).iter().all(|v| *v != "[redacted]"), "{shown}");
         assert!(values(hidden).iter().all(|v| *v == "[redacted]"), "{hidden}");
         assert_eq!(values(hidden).len(), values(shown).len());
+    }
+    // Identifiers alone: the traits they are read from (email, phone) are hidden too, the
+    // other traits are not.
+    let (status, _, marketed) = get(&path, Some(MARKETER_KEY));
+    assert_eq!(status, 200, "{marketed}");
+    let marketed: serde_json::Value = serde_json::from_str(&marketed).expect("JSON");
+    let open_document: serde_json::Value = serde_json::from_str(&open).expect("JSON");
+    for (name, entry) in marketed["profile"]["traits"].as_object().expect("traits") {
+        let shown = &open_document["profile"]["traits"][name]["value"];
+        let expected = if ["email", "phone"].contains(&name.as_str()) {
+            &serde_json::json!("[redacted]")
+        } else {
+            shown
+        };
+        assert_eq!(&entry["value"], expected, "trait {name}");
     }
     let (status, _, explained) = get("/v1/customers/alias-2/identity", Some(SUPPORT_KEY));
     assert_eq!(status, 200, "{explained}");

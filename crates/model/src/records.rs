@@ -82,6 +82,9 @@ impl ConsentChange {
     }
 }
 
+/// The traits whose string values are a customer's identifiers (the profile's `identifiers`).
+pub const IDENTIFIER_TRAITS: &[&str] = &["email", "phone"];
+
 /// The most consent changes a profile keeps (the newest).
 pub const CONSENT_HISTORY_LIMIT: usize = 200;
 
@@ -115,13 +118,14 @@ pub struct CustomerProfile {
     pub open_tickets: Vec<OpenTicket>,
     pub last_resolved_ticket: Option<ResolvedTicket>,
     pub consents: Vec<ConsentEntry>,
-    /// Every grant and revocation, oldest first (see [`ConsentChange::order_key`]), the newest
-    /// [`CONSENT_HISTORY_LIMIT`].
-    #[serde(default)]
-    pub consent_history: Vec<ConsentChange>,
     pub identifiers: Vec<Identifier>,
     /// Number of events applied.
     pub version: i64,
+    /// Every grant and revocation, oldest first (see [`ConsentChange::order_key`]), the newest
+    /// [`CONSENT_HISTORY_LIMIT`]. Last, with a default: states saved before it (MessagePack, by
+    /// position) and Avro records of v1 still read.
+    #[serde(default)]
+    pub consent_history: Vec<ConsentChange>,
 }
 
 impl AvroRecord for CustomerProfile {
@@ -178,6 +182,12 @@ impl AvroRecord for CustomerProfile {
             w.boolean(consent.granted);
             w.timestamp(consent.at);
         });
+        w.block(self.identifiers.iter(), |w, identifier| {
+            w.string(&identifier.kind);
+            w.string(&identifier.value);
+            w.timestamp(identifier.first_seen_at);
+        });
+        w.long(self.version);
         w.block(self.consent_history.iter(), |w, change| {
             w.index(change.channel.index());
             w.index(change.purpose.index());
@@ -185,12 +195,6 @@ impl AvroRecord for CustomerProfile {
             w.string(&change.event_id);
             w.timestamp(change.at);
         });
-        w.block(self.identifiers.iter(), |w, identifier| {
-            w.string(&identifier.kind);
-            w.string(&identifier.value);
-            w.timestamp(identifier.first_seen_at);
-        });
-        w.long(self.version);
         Ok(())
     }
 }

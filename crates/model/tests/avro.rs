@@ -32,7 +32,7 @@ fn schema_from_file(relative: &str) -> Schema {
 fn java_fingerprint(kind: RecordKind) -> u64 {
     match kind {
         RecordKind::TouchpointEvent => 0xbca4_e2bf_e9cd_367b,
-        RecordKind::CustomerProfile => 0x674d_6925_5bb4_5057,
+        RecordKind::CustomerProfile => 0xc39a_23ef_ebb9_d583,
         RecordKind::SuppressionState => 0x1511_0f89_df27_8c8d,
         RecordKind::ChannelAffinity => 0x9143_0dff_6a42_e93d,
         RecordKind::LoyaltyLedgerEntry => 0xf301_2414_488c_e72f,

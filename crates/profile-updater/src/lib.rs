@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use omnistream_model::records::{
-    CONSENT_HISTORY_LIMIT, ChannelActivity, ConsentChange, ConsentEntry, CustomerProfile, Identifier,
-    OpenTicket, ResolvedTicket, TraitEntry,
+    CONSENT_HISTORY_LIMIT, ChannelActivity, ConsentChange, ConsentEntry, CustomerProfile, IDENTIFIER_TRAITS,
+    Identifier, OpenTicket, ResolvedTicket, TraitEntry,
 };
 use omnistream_model::tickets::{TicketFact, TicketLog, keep_latest};
 use omnistream_model::traits::{Resolved, TraitHistory};
@@ -32,8 +32,6 @@ pub const MAX_TRAIT_BYTES: usize = 64 * 1024;
 pub const MAX_OPEN_TICKETS: usize = 64;
 /// Currencies of lifetime value and refunds per customer.
 pub const MAX_CURRENCIES: usize = 32;
-/// Traits whose string values are identifiers of the customer.
-const IDENTIFIER_TRAITS: &[&str] = &["email", "phone"];
 
 /// The service's state of one customer: the profile it publishes, and what it needs to stay
 /// correct with late events.

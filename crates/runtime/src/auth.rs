@@ -15,6 +15,8 @@ pub enum ApiKeysError {
     ShortSecret(String),
     #[error("API key name {0:?} is used twice")]
     DuplicateName(String),
+    #[error("API keys {0:?} and {1:?} have the same secret: a caller could not be told apart")]
+    SharedSecret(String, String),
 }
 
 /// Who a request is from, for the rate limit and the logs.
@@ -55,6 +57,9 @@ impl ApiKeys {
             }
             if keys.iter().any(|(known, _)| known == name) {
                 return Err(ApiKeysError::DuplicateName(name.to_owned()));
+            }
+            if let Some((other, _)) = keys.iter().find(|(_, known)| known == secret) {
+                return Err(ApiKeysError::SharedSecret(other.clone(), name.to_owned()));
             }
             keys.push((name.to_owned(), secret.to_owned()));
         }
@@ -142,6 +147,10 @@ mod tests {
         assert_eq!(ApiKeys::parse(["nocolon"]).unwrap_err(), ApiKeysError::NotNamePair("…".into()));
         assert_eq!(ApiKeys::parse(["web:short"]).unwrap_err(), ApiKeysError::ShortSecret("web".into()));
         assert_eq!(ApiKeys::parse([WEB, WEB]).unwrap_err(), ApiKeysError::DuplicateName("web".into()));
+        assert_eq!(
+            ApiKeys::parse([WEB, "pos:0123456789abcdef"]).unwrap_err(),
+            ApiKeysError::SharedSecret("web".into(), "pos".into())
+        );
         assert!(!ApiKeys::parse([":0123456789abcdef"]).unwrap_err().to_string().contains("0123"));
     }
 }
