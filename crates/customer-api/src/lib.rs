@@ -314,8 +314,8 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet =
 
 impl Api {
     /// A known customer by any of its ids (merged ones reach the winner).
-    fn known(&self, customer_id: &str) -> Result<Option<Found>, StoreError> {
-        let Some((canonical, view)) = self.store.canonical(customer_id, LedgerDepth::Recent)? else {
+    fn known(&self, customer_id: &str, depth: LedgerDepth) -> Result<Option<Found>, StoreError> {
+        let Some((canonical, view)) = self.store.canonical(customer_id, depth)? else {
             return Ok(None);
         };
         Ok(view.is_known().then(|| Found { alias: canonical != customer_id, customer_id: canonical, view }))
@@ -372,7 +372,7 @@ customer_route!(
     async fn get_customer(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
         let response = api.answer(|| {
-            Ok(match api.known(&customer_id)? {
+            Ok(match api.known(&customer_id, LedgerDepth::None)? {
                 Some(found) => found.respond("", customer_document(&found.customer_id, &found.view)),
                 None => not_found(&customer_id, "no customer"),
             })
@@ -420,7 +420,7 @@ async fn get_reachability(
     };
     let purpose_text = query.purpose.as_deref().unwrap_or("marketing");
     let response = api.answer(|| {
-        Ok(match (Purpose::parse(purpose_text), api.known(&customer_id)?) {
+        Ok(match (Purpose::parse(purpose_text), api.known(&customer_id, LedgerDepth::None)?) {
             (None, _) => {
                 let message = format!("purpose {purpose_text:?} is not marketing or transactional");
                 error_response(StatusCode::BAD_REQUEST, "bad_purpose", message)
@@ -459,7 +459,7 @@ customer_route!(
     async fn get_loyalty(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
         let response = api.answer(|| {
-            Ok(match api.known(&customer_id)? {
+            Ok(match api.known(&customer_id, LedgerDepth::Recent)? {
                 Some(found) if found.view.balance.is_some() || !found.view.ledger.is_empty() => {
                     found.respond("/loyalty", loyalty_document(&found.customer_id, &found.view))
                 }
@@ -520,7 +520,7 @@ customer_route!(
     async fn get_journeys(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
         let started = Instant::now();
         let response = api.answer(|| {
-            Ok(match api.known(&customer_id)? {
+            Ok(match api.known(&customer_id, LedgerDepth::None)? {
                 Some(found) if found.view.journeys.is_some() => {
                     let body = found.view.journeys.as_deref().expect("matched").to_owned();
                     found.respond("/journeys", body)
@@ -545,7 +545,7 @@ customer_route!(
         let response = api.answer(|| {
             let found = api
                 .store
-                .canonical(&customer_id, LedgerDepth::Recent)?
+                .canonical(&customer_id, LedgerDepth::None)?
                 .filter(|(_, view)| view.is_known() || view.identity.is_some());
             Ok(match found {
                 Some((canonical, view)) => {

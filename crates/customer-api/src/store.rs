@@ -261,6 +261,8 @@ struct Snapshot {
 /// How many ledger entries a view decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LedgerDepth {
+    /// None: answers that show no ledger skip decoding it.
+    None,
     /// The most recent `--ledger-entries`.
     Recent,
     /// Every entry held (a subject-access export).
@@ -480,6 +482,7 @@ impl Store {
             }
         }
         let limit = match depth {
+            LedgerDepth::None => 0,
             LedgerDepth::Recent => self.ledger_entries,
             LedgerDepth::All => usize::MAX,
         };
