@@ -231,6 +231,15 @@ impl CustomerView {
     }
 }
 
+/// A table opened for reading; `None` before the first write created it.
+fn existing<T>(result: Result<T, TableError>) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The longest chain of merges an alias is followed through.
 pub const MAX_MERGE_CHAIN: usize = 64;
 
@@ -303,48 +312,38 @@ impl Store {
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(META) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
+        let Some(table) = existing(txn.open_table(META))? else { return Ok(None) };
         Ok(table.get(key)?.map(|value| value.value().to_vec()))
+    }
+
+    /// A table of (topic, partition) → number, whole.
+    fn by_partition(
+        &self,
+        definition: TableDefinition<(&str, i32), i64>,
+    ) -> Result<FxHashMap<(String, i32), i64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(table) = existing(txn.open_table(definition))? else { return Ok(FxHashMap::default()) };
+        let mut values = FxHashMap::default();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let (topic, partition) = key.value();
+            values.insert((topic.to_owned(), partition), value.value());
+        }
+        Ok(values)
     }
 
     /// The next offset of every partition the store holds records up to.
     pub fn offsets(&self) -> Result<FxHashMap<(String, i32), i64>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(OFFSETS) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(FxHashMap::default()),
-            Err(error) => return Err(error.into()),
-        };
-        let mut offsets = FxHashMap::default();
-        for entry in table.iter()? {
-            let (key, offset) = entry?;
-            let (topic, partition) = key.value();
-            offsets.insert((topic.to_owned(), partition), offset.value());
-        }
-        Ok(offsets)
+        self.by_partition(OFFSETS)
     }
 
     /// When the store was last up to date with each partition (its reader at the end).
     pub fn fresh(&self) -> Result<FxHashMap<(String, i32), DateTime<Utc>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(FRESH) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(FxHashMap::default()),
-            Err(error) => return Err(error.into()),
-        };
-        let mut fresh = FxHashMap::default();
-        for entry in table.iter()? {
-            let (key, millis) = entry?;
-            let (topic, partition) = key.value();
-            if let Some(at) = DateTime::from_timestamp_millis(millis.value()) {
-                fresh.insert((topic.to_owned(), partition), at);
-            }
-        }
-        Ok(fresh)
+        let millis = self.by_partition(FRESH)?;
+        Ok(millis
+            .into_iter()
+            .filter_map(|(key, at)| Some((key, DateTime::from_timestamp_millis(at)?)))
+            .collect())
     }
 
     /// Customers with at least one record.
@@ -427,13 +426,6 @@ impl Store {
     }
 
     fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        fn existing<T>(result: Result<T, TableError>) -> Result<Option<T>, StoreError> {
-            match result {
-                Ok(table) => Ok(Some(table)),
-                Err(TableError::TableDoesNotExist(_)) => Ok(None),
-                Err(error) => Err(error.into()),
-            }
-        }
         let txn = self.db.begin_read()?;
         // Both are created by the first write after a reset.
         let (Some(records), Some(ledger)) =
