@@ -12,7 +12,7 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: py-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status jaeger-up jaeger-down jaeger-status topics demo test lint k8s-check down bench
+.PHONY: py-deps browser-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status jaeger-up jaeger-down jaeger-status topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
@@ -90,7 +90,12 @@ py-deps:
 	  target/py/bin/pip install --quiet --disable-pip-version-check fastavro==$(FASTAVRO_VERSION) \
 	    "confluent-kafka[avro,schemaregistry]==$(CONFLUENT_KAFKA_VERSION)" schemathesis==$(SCHEMATHESIS_VERSION); }
 
-test: kafka-up kafka-prune lint k8s-check py-deps
+# Debian's headless Chromium and its WebDriver, for the customer 360 page's browser test.
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+test: kafka-up kafka-prune lint k8s-check py-deps browser-deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) test --release --workspace
 	@bash $(KAFKA) prune

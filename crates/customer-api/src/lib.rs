@@ -3,10 +3,12 @@
 //! and serves the customer document, reachability ("may I send, and where?") and loyalty.
 
 pub mod access;
+pub mod changes;
 pub mod materialize;
 pub mod openapi;
 pub mod reachability;
 pub mod store;
+pub mod ui;
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -40,6 +42,7 @@ use serde_json::json;
 use tracing::{error, info};
 
 use crate::access::{Access, Refusal, Scope, redact};
+use crate::changes::ChangeFeed;
 use crate::materialize::TopicMetrics;
 use crate::reachability::reachability;
 use crate::store::{CustomerView, LedgerDepth, Source, Store, StoreError};
@@ -217,6 +220,8 @@ pub struct Api {
     pub metrics: Arc<ApiMetrics>,
     /// What an id without a suppression state is answered (SPEC 6).
     pub defaults: ReachabilityDefaults,
+    /// The customers each commit changed, for `/changes`.
+    pub changes: ChangeFeed,
 }
 
 /// Reachability of ids suppression holds no state of.
@@ -625,14 +630,35 @@ customer_route!(
     }
 );
 
+#[utoipa::path(
+    get,
+    tag = "customers",
+    path = "/v1/customers/{id}/changes",
+    params(("id" = String, Path, description = "a customer id, or any id merged into one", min_length = 1)),
+    responses(
+        (status = 200, description = "server-sent events (`text/event-stream`): `open` once, then `change` after every update of the customer under any of its ids, each with data `{\"customer_id\": id}`; read the customer again on each. Comments keep an idle stream open; it ends when the API stops", content_type = "text/event-stream", body = String),
+        (status = 401, description = "no API key, or an unknown one (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "the API key lacks the scope `read:profile` (`forbidden`)", body = ErrorBody),
+        (status = 429, description = "over the API key's rate limit (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds"))),
+    )
+)]
+async fn get_changes(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
+    let started = Instant::now();
+    // Watching an id no service knows yet is allowed: the page waits for its first record.
+    let response = api.changes.watch(api.store.clone(), customer_id).into_response();
+    api.observe("changes", started, response)
+}
+
 /// Each customer route: its path, its metrics label and the scope it needs.
-const CUSTOMER_ROUTES: [(&str, &str, Scope); 6] = [
+const CUSTOMER_ROUTES: [(&str, &str, Scope); 7] = [
     ("/v1/customers/{id}", "customer", Scope::ReadProfile),
     ("/v1/customers/{id}/reachability", "reachability", Scope::ReadReachability),
     ("/v1/customers/{id}/loyalty", "loyalty", Scope::ReadLoyalty),
     ("/v1/customers/{id}/identity", "identity", Scope::ReadProfile),
     ("/v1/customers/{id}/journeys", "journeys", Scope::ReadProfile),
     ("/v1/customers/{id}/export", "export", Scope::Export),
+    ("/v1/customers/{id}/changes", "changes", Scope::ReadProfile),
 ];
 
 /// Admits a request to a customer route (its key, its rate, its scope), hides what the key's
@@ -676,7 +702,12 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
         Ok((caller, grants)) => {
             redactions = grants.redactions.iter().map(|r| r.as_str()).collect();
             let response = next.run(Request::from_parts(parts, body)).await;
-            let response = if grants.redactions.is_empty() || response.status() != StatusCode::OK {
+            // A stream of changes names only the id asked for: nothing to redact, and no end to
+            // read it to.
+            let response = if grants.redactions.is_empty()
+                || response.status() != StatusCode::OK
+                || route == "changes"
+            {
                 response
             } else {
                 redacted(response, &grants.redactions).await
@@ -730,6 +761,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/customers/{id}/identity", get(get_identity))
         .route("/v1/customers/{id}/journeys", get(get_journeys))
         .route("/v1/customers/{id}/export", get(get_export))
+        .route("/v1/customers/{id}/changes", get(get_changes))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard));
     Router::new()
         .route(
@@ -737,6 +769,7 @@ pub fn router(api: Arc<Api>) -> Router {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
         )
         .merge(customers)
+        .merge(ui::router())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route".to_owned()) })
         .with_state(api)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use omnistream_customer_api::access::Access;
+use omnistream_customer_api::changes::ChangeFeed;
 use omnistream_customer_api::materialize::{
     CatchUp, TopicReader, Update, resume_positions, tombstone_retention, write_updates,
 };
@@ -103,10 +104,11 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
 
     let catch_up = CatchUp::new(topics.len(), health.clone());
     let (updates, pending) = std::sync::mpsc::sync_channel::<Update>(PENDING_UPDATES);
+    let changes = ChangeFeed::new(shutdown.clone());
     let writer = {
-        let (store, stop) = (store.clone(), shutdown.clone());
+        let (store, stop, changes) = (store.clone(), shutdown.clone(), changes.clone());
         tokio::task::spawn_blocking(move || {
-            let result = write_updates(&store, &pending, &catch_up);
+            let result = write_updates(&store, &pending, &catch_up, &changes);
             // A store that cannot be written stops the API: an orchestrator restarts it.
             stop.cancel();
             result
@@ -154,7 +156,7 @@ async fn serve(args: ApiArgs) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     let admin = admin_router(registry, health.clone());
     let defaults = omnistream_customer_api::ReachabilityDefaults::from_args(&args);
-    let api = Arc::new(Api { access, store, metrics, defaults });
+    let api = Arc::new(Api { access, store, metrics, defaults, changes });
     let public = router(api).merge(admin.clone());
     let served = server::serve_http(public, args.http_addr, admin, args.admin_addr, shutdown.clone()).await;
     // A port that cannot be bound (or a server that failed) must stop the topic readers too.

@@ -26,6 +26,7 @@ use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::changes::ChangeFeed;
 use crate::store::{Batch, Change, Source, Store, StoreError, incoming};
 
 /// How often each topic's lag is measured.
@@ -285,6 +286,7 @@ pub fn write_updates(
     store: &Store,
     updates: &Receiver<Update>,
     catch_up: &CatchUp,
+    changes: &ChangeFeed,
 ) -> Result<(), StoreError> {
     let mut last_durable = Instant::now();
     let mut pending_durable = false;
@@ -323,6 +325,7 @@ pub fn write_updates(
         }
         let durable = last_durable.elapsed() >= DURABLE_EVERY;
         store.write(&batch, durable)?;
+        changes.committed(batch.changes.iter().map(|change| change.customer_id.as_str()));
         if durable {
             (last_durable, pending_durable) = (Instant::now(), false);
         } else {

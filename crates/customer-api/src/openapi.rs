@@ -25,7 +25,8 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
         crate::get_loyalty,
         crate::get_identity,
         crate::get_journeys,
-        crate::get_export
+        crate::get_export,
+        crate::get_changes
     ),
     modifiers(&BearerKeys),
     security(("api_key" = []))

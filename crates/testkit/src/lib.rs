@@ -2,6 +2,7 @@
 //! `KAFKA_BOOTSTRAP_SERVERS` names), unique topics per test, produce and consume helpers, child
 //! service processes, and (in [`pipeline`]) the exactly-once comparison with a pure fold.
 
+pub mod browser;
 pub mod pipeline;
 pub mod replay;
 pub mod stack;

@@ -25,6 +25,8 @@ pub struct StackOptions {
     pub suppression_rules: Option<String>,
     /// Extra ingest-gateway flags.
     pub gateway_args: Vec<String>,
+    /// Extra customer-api flags (e.g. its API keys).
+    pub api_args: Vec<String>,
     /// Identity resolution on (docs/identity.md): identity-resolver's two stages read the
     /// events, and the services read the resolved events, each with its handoff topic.
     pub resolution: bool,
@@ -74,6 +76,8 @@ pub struct Stack {
     /// Public HTTP ports.
     pub gateway_port: u16,
     pub api_port: u16,
+    /// Sent as bearer token by [`Self::api`] (an API started with keys in `api_args`).
+    pub api_key: Option<String>,
     label: String,
     env: Vec<(String, String)>,
     members: Vec<Member>,
@@ -263,6 +267,7 @@ impl Stack {
                 {
                     args.extend([output.flag.to_owned(), topics.output(output.role).to_owned()]);
                 }
+                args.extend(options.api_args.iter().cloned());
                 args
             }),
         ]);
@@ -271,6 +276,7 @@ impl Stack {
             bootstrap,
             gateway_port,
             api_port,
+            api_key: None,
             label: label.to_owned(),
             env: options.env.clone(),
             members: members
@@ -383,12 +389,11 @@ impl Stack {
 
     /// `GET` on the customer-api: status and JSON body (`Null` when it is not JSON).
     pub async fn api(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("http://127.0.0.1:{}{path}", self.api_port))
-            .send()
-            .await
-            .expect("the API answers");
+        let mut request = self.client.get(format!("http://127.0.0.1:{}{path}", self.api_port));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("the API answers");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
