@@ -350,6 +350,106 @@ async fn ready_means_caught_up_and_tombstones_remove_customers() {
     the_document_matches_the_answers(keyed.1, &[&winner, "alias-1", "alias-2", &unresolved, &erased_id]);
     keys_scopes_and_audit(&keyed, port, &revealing);
     a_key_over_its_rate_waits(&topic_flags, &revealing);
+    let profile_of = |id: &str| last_profiles[id].clone().expect("a current profile");
+    changes_follow_the_customer(
+        &keyed,
+        &profiles,
+        (&winner, profile_of(&winner)),
+        (&revealing, profile_of(&revealing)),
+    )
+    .await;
+}
+
+/// `/changes` as a client reads it: server-sent events over one connection (HTTP/1.0, so the
+/// stream is the body as sent, without chunks).
+struct EventStream {
+    lines: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl EventStream {
+    /// Opens the stream; panics unless it answers 200 with `text/event-stream`.
+    fn open(port: u16, customer_id: &str, key: &str) -> Self {
+        use std::io::{BufRead, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
+        write!(
+            stream,
+            "GET /v1/customers/{customer_id}/changes HTTP/1.0\r\nAuthorization: Bearer {key}\r\n\r\n"
+        )
+        .expect("sent");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a timeout");
+        let mut lines = std::io::BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            lines.read_line(&mut line).expect("the answer's head");
+            if line.trim().is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+        Self { lines }
+    }
+
+    /// The next event (its name and data) within `wait`; `None` when none came.
+    fn next(&mut self, wait: Duration) -> Option<(String, serde_json::Value)> {
+        use std::io::BufRead;
+        self.lines.get_ref().set_read_timeout(Some(wait)).expect("a timeout");
+        let (mut name, mut data) = (String::new(), String::new());
+        loop {
+            let mut line = String::new();
+            match self.lines.read_line(&mut line) {
+                Ok(0) => panic!("the stream ended"),
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(error) => panic!("reading the stream: {error}"),
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim());
+            } else if line.is_empty() && !name.is_empty() {
+                return Some((name, serde_json::from_str(&data).expect("JSON data")));
+            }
+        }
+    }
+}
+
+/// Watchers of `/changes` are told when their customer changes, under any of its ids, and
+/// only then: a record published again for one customer reaches its watcher and not another's.
+/// `alias-2` is watched through its chain of merges (alias-2 → alias-1 → the winner).
+async fn changes_follow_the_customer(
+    (api, port): &(ServiceProcess, u16),
+    profiles: &str,
+    (winner, winner_profile): (&str, Vec<u8>),
+    (other, other_profile): (&str, Vec<u8>),
+) {
+    assert_ne!(winner, other);
+    let mut alias = EventStream::open(*port, "alias-2", FULL_KEY);
+    let mut watched = EventStream::open(*port, other, FULL_KEY);
+    let wait = Duration::from_secs(15);
+    assert_eq!(alias.next(wait), Some(("open".to_owned(), serde_json::json!({"customer_id": "alias-2"}))));
+    assert_eq!(watched.next(wait), Some(("open".to_owned(), serde_json::json!({"customer_id": other}))));
+
+    omnistream_testkit::produce_all(profiles, [(other.to_owned(), other_profile)]).await;
+    assert_eq!(watched.next(wait), Some(("change".to_owned(), serde_json::json!({"customer_id": other}))));
+    assert_eq!(alias.next(Duration::from_secs(2)), None, "another customer's change is not the alias's");
+
+    omnistream_testkit::produce_all(profiles, [(winner.to_owned(), winner_profile)]).await;
+    assert_eq!(alias.next(wait), Some(("change".to_owned(), serde_json::json!({"customer_id": "alias-2"}))));
+    assert_eq!(watched.next(Duration::from_secs(2)), None);
+    wait_until("the watch is audited", Duration::from_secs(10), || {
+        audited(&audit_lines(api), "full", "changes", 200, "alias-2")
+    });
 }
 
 const SUPPORT_KEY: &str = "0123456789abcdef-support";
@@ -441,7 +541,7 @@ fn a_key_over_its_rate_waits(topic_flags: &[&str], revealing: &str) {
 fn keys_scopes_and_audit((api, port): &(ServiceProcess, u16), open_port: u16, revealing: &str) {
     let port = *port;
     let get = |path: &str, key: Option<&str>| get_with_key(port, path, key);
-    let routes = ["", "/reachability", "/loyalty", "/identity", "/journeys", "/export"];
+    let routes = ["", "/reachability", "/loyalty", "/identity", "/journeys", "/export", "/changes"];
     for route in routes {
         let path = format!("/v1/customers/{revealing}{route}");
         let (status, headers, body) = get(&path, None);
@@ -529,15 +629,16 @@ fn the_document_matches_the_answers(port: u16, ids: &[&str]) {
     omnistream_testkit::schemathesis(
         &config,
         &format!("http://127.0.0.1:{port}/openapi.json"),
-        &["--max-examples", "60", "-H", &authorization],
+        // `/changes` never ends while the API runs: `changes_follow_the_customer` reads it.
+        &["--max-examples", "60", "-H", &authorization, "--exclude-path", "/v1/customers/{id}/changes"],
     );
 
     let (_, document) = http_get(port, "/openapi.json").expect("answers");
     let document: serde_json::Value = serde_json::from_str(&document).expect("JSON");
     let paths = document["paths"].as_object().expect("paths");
-    assert_eq!(paths.len(), 6, "every /v1/customers route is documented");
+    assert_eq!(paths.len(), 7, "every /v1/customers route is documented");
     let winner = ids[0];
-    for (path, operation) in paths {
+    for (path, operation) in paths.iter().filter(|(path, _)| !path.ends_with("/changes")) {
         let documented: Vec<u16> = operation["get"]["responses"]
             .as_object()
             .expect("responses")
