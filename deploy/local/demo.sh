@@ -130,6 +130,8 @@ pids+=("$!")
 echo "$!" >>"$pid_file"
 
 cat <<TEXT
+== the customer 360 page, live while the demo runs (this API has no keys: leave the key empty):
+   http://127.0.0.1:8081/ui#customer=c-000001
 == try it yourself while it runs:
    curl -s -XPOST localhost:8080/v1/events -H 'content-type: application/json' -d '{"event_id": "demo-1", "customer_id": "c-000001", "occurred_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "channel": "whatsapp", "type": "support_ticket_opened", "properties": {"ticket_id": "T-77", "topic": "delivery"}}'
    curl -s localhost:8081/v1/customers/c-000001
