@@ -1,8 +1,9 @@
 //! The customer 360 page (`/ui`) in a real browser (headless Chromium from Debian's packages,
 //! over WebDriver) against the whole pipeline on the broker: events go in through the gateway,
 //! and what the page shows is checked against figures worked out by hand from those events, not
-//! against the API's own answers. It covers the unauthorized, found, live-update, missing-scope
-//! and not-found states, and leaves a screenshot at `target/ui/customer-360.png`.
+//! against the API's own answers. It covers the unauthorized state, a search by email (identity
+//! resolution on), the found state, a live update, a missing scope and the not-found state, and
+//! leaves a screenshot at `target/ui/customer-360.png`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +46,8 @@ async fn the_customer_360_page_shows_one_customer_live() {
             "agent=read:profile+read:reachability+read:loyalty,desk=read:profile+read:reachability"
                 .to_owned(),
         ],
+        // Identity resolution links the email the first event carries to the customer.
+        resolution: true,
         ..StackOptions::default()
     };
     let mut stack = Stack::start("ui", options).await;
@@ -52,14 +55,16 @@ async fn the_customer_360_page_shows_one_customer_live() {
     // 20 days ago an order of EUR 129.90 on the web: past the 14-day return window, so its 129
     // points are spendable at once (1 point per euro). Marketing email consent given, SMS
     // consent withdrawn; one marketing email sent and opened.
+    let mut login = event(
+        "ui-1",
+        30 * 24 * 60,
+        "web",
+        "traits_updated",
+        json!({"set": {"first_name": "Ann", "nickname": HOSTILE}}),
+    );
+    login["identifiers"] = json!([{"type": "email", "value": " Ann@Example.COM"}]);
     let events = vec![
-        event(
-            "ui-1",
-            30 * 24 * 60,
-            "web",
-            "traits_updated",
-            json!({"set": {"first_name": "Ann", "nickname": HOSTILE}}),
-        ),
+        login,
         event(
             "ui-2",
             20 * 24 * 60,
@@ -81,6 +86,9 @@ async fn the_customer_360_page_shows_one_customer_live() {
                 && d["channel_affinity"].is_object()
                 && d["loyalty"]["active"] == 129
         })
+        .await;
+    stack
+        .api_until(&format!("{path}/identity"), WAIT, |i| i["identifiers"][0]["value"] == "ann@example.com")
         .await;
 
     let browser = Browser::start(2400).await;
@@ -104,8 +112,11 @@ async fn the_customer_360_page_shows_one_customer_live() {
             .unwrap()
     );
 
-    // Found, with a key that reads everything the page shows.
+    // Found by email (spelled otherwise than the event did), with a key that reads everything
+    // the page shows.
     browser.fill("#api-key", AGENT_KEY).await;
+    browser.click("#search-by option[value=email]").await;
+    browser.fill("#customer-id", "ann@EXAMPLE.com").await;
     browser.click("#search button").await;
     browser.wait_for_text("#customer-title", WAIT, |text| text == format!("Customer {CUSTOMER}")).await;
     assert_eq!(browser.text("#alert").await, "", "no alert once authorized");
@@ -148,6 +159,7 @@ async fn the_customer_360_page_shows_one_customer_live() {
     let affinity = browser.text("#affinity").await;
     assert!(affinity.starts_with("Channel affinity\nEmail"), "{affinity}");
     assert_eq!(browser.text("#journeys").await, "Journeys\nNot in any journey.");
+    assert!(words(&browser.text("#identity").await).contains("email ann@example.com"));
     browser.wait_for_text("#live", WAIT, |text| text == "Live updates: on").await;
 
     // Live: a ticket opened on WhatsApp shows up without a reload (the marker set in this page
@@ -178,7 +190,15 @@ async fn the_customer_360_page_shows_one_customer_live() {
     let shot = browser.screenshot(Path::new("target/ui/customer-360.png")).await;
     assert!(std::fs::metadata(&shot).expect("the screenshot").len() > 10_000, "{}", shot.display());
 
+    // An email no one has.
+    browser.fill("#customer-id", "nobody@example.com\u{E007}").await;
+    browser
+        .wait_for_text("#message", WAIT, |text| text == "No customer with the email nobody@example.com.")
+        .await;
+
     // A key without `read:loyalty`: the rest shows, loyalty says why it does not.
+    browser.click("#search-by option[value=customer_id]").await;
+    browser.fill("#customer-id", CUSTOMER).await;
     browser.fill("#api-key", DESK_KEY).await;
     browser.click("#search button").await;
     browser

@@ -650,8 +650,99 @@ async fn get_changes(State(api): State<Arc<Api>>, Path(customer_id): Path<String
     api.observe("changes", started, response)
 }
 
+/// The customers an identifier is linked to (`GET /v1/customers?identifier_type=…`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CustomerMatches {
+    pub identifier_type: String,
+    /// As normalized (`ann@example.com` for ` Ann@Example.COM`).
+    pub identifier_value: String,
+    /// Canonical customer ids, in id order; empty when no one is linked to it. Identity
+    /// resolution's records are searched: without resolution this is always empty.
+    pub customers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IdentifierQuery {
+    identifier_type: Option<String>,
+    identifier_value: Option<String>,
+}
+
+/// Matches listed at most (an identifier shared by more customers is not one person's).
+const MAX_MATCHES: usize = 100;
+
+/// What a search was for, for the audit line (a search names no customer in its path).
+#[derive(Debug, Clone)]
+struct Searched(String);
+
+#[utoipa::path(
+    get,
+    tag = "customers",
+    path = "/v1/customers",
+    params(
+        ("identifier_type" = String, Query, description = "`email`, `phone`, `loyalty_card`, `user_id`, `anonymous_id`, `device_id` or a custom type", pattern = "^[a-z][a-z0-9_]{0,31}$"),
+        ("identifier_value" = String, Query, description = "the value, in any spelling a producer may send (normalized as events' identifiers are)", min_length = 1),
+    ),
+    responses(
+        (status = 200, description = "the customers identity resolution links the identifier to (possibly none)", body = CustomerMatches),
+        (status = 400, description = "a parameter missing, or a value that is not an identifier of its type (`bad_identifier`)", body = ErrorBody),
+        (status = 401, description = "no API key, or an unknown one (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "the API key lacks the scope `read:profile` (`forbidden`)", body = ErrorBody),
+        (status = 429, description = "over the API key's rate limit (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds"))),
+        (status = 500, description = "the local store cannot be read (`store_unavailable`)", body = ErrorBody),
+    )
+)]
+async fn find_customers(
+    State(api): State<Arc<Api>>,
+    query: Result<Query<IdentifierQuery>, QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let bad = |message: String| error_response(StatusCode::BAD_REQUEST, "bad_identifier", message);
+    let (kind, raw) = match query {
+        Ok(Query(IdentifierQuery { identifier_type: Some(kind), identifier_value: Some(raw) })) => {
+            (kind, raw)
+        }
+        Ok(_) => {
+            let response = bad("identifier_type and identifier_value are both required".to_owned());
+            return api.observe("lookup", started, response);
+        }
+        Err(rejection) => return api.observe("lookup", started, bad(rejection.body_text())),
+    };
+    let value = match omnistream_model::identifiers::normalize(&kind, &raw) {
+        Ok(value) => value,
+        Err(error) => return api.observe("lookup", started, bad(format!("{kind} {raw:?}: {error}"))),
+    };
+    let response = api.answer(|| {
+        let mut customers: Vec<String> = Vec::new();
+        for id in api.store.lookup(&kind, &value, MAX_MATCHES)? {
+            // An id merged into another answers as that one.
+            let canonical =
+                api.store.canonical(&id, LedgerDepth::None)?.map_or(id, |(canonical, _)| canonical);
+            if !customers.contains(&canonical) {
+                customers.push(canonical);
+            }
+        }
+        customers.sort();
+        let mut response = json_response(
+            StatusCode::OK,
+            serde_json::to_string(&CustomerMatches {
+                identifier_type: kind.clone(),
+                identifier_value: value.clone(),
+                customers: customers.clone(),
+            })
+            .expect("serializable"),
+        );
+        response.extensions_mut().insert(CanonicalId(customers.join(",")));
+        Ok(response)
+    });
+    let mut response = api.observe("lookup", started, response);
+    response.extensions_mut().insert(Searched(format!("{kind}:{value}")));
+    response
+}
+
 /// Each customer route: its path, its metrics label and the scope it needs.
-const CUSTOMER_ROUTES: [(&str, &str, Scope); 7] = [
+const CUSTOMER_ROUTES: [(&str, &str, Scope); 8] = [
+    ("/v1/customers", "lookup", Scope::ReadProfile),
     ("/v1/customers/{id}", "customer", Scope::ReadProfile),
     ("/v1/customers/{id}/reachability", "reachability", Scope::ReadReachability),
     ("/v1/customers/{id}/loyalty", "loyalty", Scope::ReadLoyalty),
@@ -715,6 +806,9 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
             (Some(caller), response)
         }
     };
+    // A search names no customer in its path: its line names what was searched for.
+    let customer_id =
+        response.extensions().get::<Searched>().map_or(customer_id, |searched| searched.0.clone());
     info!(
         target: "audit",
         caller = caller.as_ref().map_or("unauthenticated", |c| c.name()),
@@ -755,6 +849,7 @@ pub fn router(api: Arc<Api>) -> Router {
     use utoipa::OpenApi;
     let document = openapi::CustomerApiDoc::openapi().to_json().expect("the OpenAPI document serializes");
     let customers = Router::new()
+        .route("/v1/customers", get(find_customers))
         .route("/v1/customers/{id}", get(get_customer))
         .route("/v1/customers/{id}/reachability", get(get_reachability))
         .route("/v1/customers/{id}/loyalty", get(get_loyalty))

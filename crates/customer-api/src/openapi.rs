@@ -20,6 +20,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
                        `Content-Location` names the canonical resource."
     ),
     paths(
+        crate::find_customers,
         crate::get_customer,
         crate::get_reachability,
         crate::get_loyalty,

@@ -78,6 +78,9 @@ const OFFSETS: TableDefinition<(&str, i32), i64> = TableDefinition::new("offsets
 /// (topic, partition) → when its reader was last at its end (milliseconds since the epoch).
 const FRESH: TableDefinition<(&str, i32), i64> = TableDefinition::new("fresh");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// (identifier type, normalized value, customer id): the ids identity resolution links each
+/// identifier to, for finding a customer by email or phone.
+const IDENTIFIERS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("identifiers");
 
 /// What the stored bytes mean; a store written under another format is rebuilt.
 const FORMAT_KEY: &str = "format";
@@ -87,7 +90,7 @@ const CUSTOMERS_KEY: &str = "customers";
 /// The layout version and every current schema's fingerprint: a build with another schema
 /// rebuilds rather than read records it was not written for.
 fn format() -> Vec<u8> {
-    let mut format = b"omnistream-customer-api-store/2".to_vec();
+    let mut format = b"omnistream-customer-api-store/3".to_vec();
     for source in Source::ALL {
         format.extend_from_slice(&current_header(source.kind()));
     }
@@ -117,13 +120,37 @@ pub struct Incoming {
     pub bytes: Vec<u8>,
     /// A ledger `erase` entry: what came before it is forgotten.
     pub erases: bool,
+    /// An identity record's identifiers (type, normalized value).
+    pub identifiers: Vec<(String, String)>,
 }
 
 /// Checks Avro bytes (single-object or Confluent) from `source`'s topic and gives them in the
 /// current schema.
 pub fn incoming(source: Source, bytes: &[u8]) -> Result<Incoming, String> {
     let (value, bytes) = to_current_single_object(source.kind(), bytes).map_err(|e| e.to_string())?;
-    Ok(Incoming { bytes, erases: source == Source::Ledger && is_erase_entry(&value) })
+    let identifiers = if source == Source::Identity { identifiers_of(&value) } else { Vec::new() };
+    Ok(Incoming { bytes, erases: source == Source::Ledger && is_erase_entry(&value), identifiers })
+}
+
+/// The (type, value) of each of an identity record's `identifiers`.
+fn identifiers_of(value: &Value) -> Vec<(String, String)> {
+    let field = |fields: &[(String, Value)], name: &str| -> Option<String> {
+        fields.iter().find(|(n, _)| n == name).and_then(|(_, v)| match v {
+            Value::String(text) => Some(text.clone()),
+            _ => None,
+        })
+    };
+    let Value::Record(fields) = value else { return Vec::new() };
+    let Some((_, Value::Array(items))) = fields.iter().find(|(name, _)| name == "identifiers") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Value::Record(fields) => Some((field(fields, "type")?, field(fields, "value")?)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn is_erase_entry(value: &Value) -> bool {
@@ -259,6 +286,7 @@ impl std::fmt::Debug for Store {
 struct Tables<'txn> {
     records: redb::Table<'txn, (&'static str, u8), &'static [u8]>,
     ledger: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    identifiers: redb::Table<'txn, (&'static str, &'static str, &'static str), ()>,
 }
 
 /// One read snapshot's tables.
@@ -305,6 +333,7 @@ impl Store {
         txn.delete_table(OFFSETS)?;
         txn.delete_table(FRESH)?;
         txn.delete_table(META)?;
+        txn.delete_table(IDENTIFIERS)?;
         txn.open_table(META)?.insert(FORMAT_KEY, format().as_slice())?;
         txn.commit()?;
         Ok(())
@@ -368,7 +397,11 @@ impl Store {
             txn.set_durability(Durability::None)?;
         }
         {
-            let mut tables = Tables { records: txn.open_table(RECORDS)?, ledger: txn.open_table(LEDGER)? };
+            let mut tables = Tables {
+                records: txn.open_table(RECORDS)?,
+                ledger: txn.open_table(LEDGER)?,
+                identifiers: txn.open_table(IDENTIFIERS)?,
+            };
             let mut meta = txn.open_table(META)?;
             let mut customers = meta
                 .get(CUSTOMERS_KEY)?
@@ -396,6 +429,9 @@ impl Store {
         let id = change.customer_id.as_str();
         let held_before = Self::holds_any(tables, id)?;
         let key = (id, change.source.tag());
+        if change.source == Source::Identity {
+            Self::index_identifiers(tables, id, change.record.as_ref())?;
+        }
         match (&change.record, change.source) {
             // The ledger is not compacted: a null value carries nothing to apply.
             (None, Source::Ledger) => {}
@@ -418,6 +454,48 @@ impl Store {
         }
         let held_after = Self::holds_any(tables, id)?;
         Ok(i64::from(held_after) - i64::from(held_before))
+    }
+
+    /// Replaces the identifiers indexed for `id` (those of its stored identity record) with
+    /// the new record's.
+    fn index_identifiers(
+        tables: &mut Tables<'_>,
+        id: &str,
+        record: Option<&Incoming>,
+    ) -> Result<(), StoreError> {
+        let stored = tables.records.get((id, Source::Identity.tag()))?.map(|bytes| bytes.value().to_vec());
+        if let Some(bytes) = stored {
+            match decode_value(RecordKind::CustomerIdentity, &bytes) {
+                Ok(value) => {
+                    for (kind, value) in identifiers_of(&value) {
+                        tables.identifiers.remove((kind.as_str(), value.as_str(), id))?;
+                    }
+                }
+                // Written by this build's schema when it was stored: not expected.
+                Err(error) => warn!(customer_id = id, %error, "a stored identity record does not decode"),
+            }
+        }
+        for (kind, value) in record.map_or(&[][..], |record| record.identifiers.as_slice()) {
+            tables.identifiers.insert((kind.as_str(), value.as_str(), id), ())?;
+        }
+        Ok(())
+    }
+
+    /// The customers an identifier (type, normalized value) is linked to, as identity
+    /// resolution's records say; at most `limit`, in id order.
+    pub fn lookup(&self, kind: &str, value: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(table) = existing(txn.open_table(IDENTIFIERS))? else { return Ok(Vec::new()) };
+        let mut ids = Vec::new();
+        for entry in table.range((kind, value, "")..)?.take(limit) {
+            let (key, _) = entry?;
+            let (k, v, id) = key.value();
+            if (k, v) != (kind, value) {
+                break;
+            }
+            ids.push(id.to_owned());
+        }
+        Ok(ids)
     }
 
     fn holds_any(tables: &Tables<'_>, id: &str) -> Result<bool, StoreError> {
@@ -597,6 +675,44 @@ mod tests {
             .iter()
             .map(|json| serde_json::from_str::<serde_json::Value>(json).unwrap()["points"].as_i64().unwrap())
             .collect()
+    }
+
+    fn identity(emails: &[&str]) -> Incoming {
+        let record = CustomerIdentity {
+            customer_id: "c-1".into(),
+            merged_into: None,
+            identifiers: emails
+                .iter()
+                .map(|email| omnistream_model::records::LinkedIdentifier {
+                    kind: "email".into(),
+                    value: (*email).into(),
+                    event_id: "e-1".into(),
+                    occurred_at: "2026-12-01T10:00:00Z".parse().unwrap(),
+                    channel: "web".into(),
+                })
+                .collect(),
+            merges: Vec::new(),
+        };
+        incoming(Source::Identity, &encode_record(&record).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn identifiers_find_the_customer_their_current_identity_record_lists() {
+        let t = temp_store(2);
+        let find = |email: &str| t.store.lookup("email", email, 10).unwrap();
+        t.store
+            .write_durably(&change(Source::Identity, Some(identity(&["ann@example.com", "a@work.example"]))))
+            .unwrap();
+        assert_eq!(find("ann@example.com"), ["c-1"]);
+        assert_eq!(find("a@work.example"), ["c-1"]);
+        assert!(find("ann@example.co").is_empty(), "a prefix is not a match");
+        // The next record replaces the identifiers: the one it no longer lists finds no one.
+        t.store.write_durably(&change(Source::Identity, Some(identity(&["ann@example.com"])))).unwrap();
+        assert_eq!(find("ann@example.com"), ["c-1"]);
+        assert!(find("a@work.example").is_empty());
+        assert!(t.store.lookup("phone", "ann@example.com", 10).unwrap().is_empty(), "types differ");
+        t.store.write_durably(&change(Source::Identity, None)).unwrap();
+        assert!(find("ann@example.com").is_empty(), "a tombstone (an erasure) unlists them");
     }
 
     #[test]

@@ -465,10 +465,48 @@ async function watch(customerId) {
 
 function show(customerId) {
   state.customerId = customerId;
+  byId("matches").hidden = true;
   showAlert("");
   showMessage(`Reading customer ${customerId}…`);
   load(customerId, "search");
   watch(customerId);
+}
+
+const SEARCH_WORDS = { email: "email", phone: "phone number", loyalty_card: "loyalty card" };
+
+// An email, phone or card: the customers identity resolution links it to; one is shown, several
+// are listed to choose from.
+async function find(kind, raw) {
+  stopWatching();
+  state.generation++;
+  byId("customer").hidden = true;
+  byId("matches").hidden = true;
+  showAlert("");
+  showMessage(`Looking for the ${SEARCH_WORDS[kind]} ${raw}…`);
+  const query = new URLSearchParams({ identifier_type: kind, identifier_value: raw });
+  const answer = await read(`/v1/customers?${query}`);
+  if (answer.status === 401) {
+    showMessage("");
+    return showAlert("Not authorized: the API key is missing or not known. Enter a valid key and search again.");
+  }
+  if (answer.status !== 200) {
+    showMessage("");
+    const message = answer.body && answer.body.error ? answer.body.error.message : `HTTP ${answer.status}`;
+    return showAlert(answer.status === 403 ? "Your API key may not search customers." : `Cannot search: ${message}`);
+  }
+  const { customers, identifier_value: value } = answer.body;
+  if (customers.length === 1) return show(customers[0]);
+  if (customers.length === 0) {
+    return showMessage(`No customer with the ${SEARCH_WORDS[kind]} ${value}.`);
+  }
+  showMessage(`${customers.length} customers have the ${SEARCH_WORDS[kind]} ${value}: choose one.`);
+  const matches = byId("matches");
+  matches.replaceChildren(el("ul", {}, customers.map((id) => {
+    const button = el("button", { type: "button" }, id);
+    button.addEventListener("click", () => show(id));
+    return el("li", {}, button);
+  })));
+  matches.hidden = false;
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -481,6 +519,8 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!customerId) return;
     if (keyInput.value) sessionStorage.setItem(KEY_STORAGE, keyInput.value);
     else sessionStorage.removeItem(KEY_STORAGE);
+    const kind = byId("search-by").value;
+    if (kind !== "customer_id") return find(kind, customerId);
     // The id goes in the address (to share or reload), never the key.
     history.replaceState(null, "", `#customer=${encodeURIComponent(customerId)}`);
     show(customerId);
