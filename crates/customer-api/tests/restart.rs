@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
+use omnistream_model::OutputRecord;
 use omnistream_model::decode_record;
-use omnistream_model::records::CustomerProfile;
+use omnistream_model::records::{CustomerIdentity, CustomerProfile, LinkedIdentifier};
 use omnistream_profile_updater::ProfileUpdater;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_suppression::{Rules, Suppression};
@@ -117,6 +118,64 @@ fn assert_same_answers(label: &str, port: u16, oracle: u16, ids: &BTreeSet<Strin
     assert!(differing.is_empty(), "{label}: answers differ from a store built from scratch: {differing:#?}");
 }
 
+/// Identity records of the first `count` customers, three each (one per published third): an
+/// email `a-…`, then `b-…` in its place, then `b-…` and a phone, or, for every third customer, a
+/// tombstone. The store's index of identifiers must drop what a newer record no longer lists.
+fn identity_records(topic: &str, customers: &[String]) -> OutputsByKey {
+    let record = |id: &str, identifiers: &[(&str, String)]| {
+        let linked = identifiers
+            .iter()
+            .map(|(kind, value)| LinkedIdentifier {
+                kind: (*kind).into(),
+                value: value.clone(),
+                event_id: format!("e-{id}"),
+                occurred_at: "2026-12-01T10:00:00Z".parse().expect("time"),
+                channel: "web".into(),
+            })
+            .collect();
+        CustomerIdentity {
+            customer_id: id.into(),
+            merged_into: None,
+            identifiers: linked,
+            merges: Vec::new(),
+        }
+        .encode()
+    };
+    let mut records = OutputsByKey::new();
+    for (n, id) in customers.iter().enumerate() {
+        let last = (n % 3 != 0).then(|| {
+            record(id, &[("email", format!("b-{id}@example.com")), ("phone", format!("+1415555{n:04}"))])
+        });
+        records.insert(
+            (topic.to_owned(), id.clone()),
+            vec![
+                Some(record(id, &[("email", format!("a-{id}@example.com"))])),
+                Some(record(id, &[("email", format!("b-{id}@example.com"))])),
+                last,
+            ],
+        );
+    }
+    records
+}
+
+/// What searching each identifier finds after all three parts, worked out from
+/// [`identity_records`]: replaced and tombstoned identifiers find no one.
+fn assert_lookups(label: &str, port: u16, customers: &[String]) {
+    let find = |kind: &str, value: &str| -> serde_json::Value {
+        let query =
+            format!("/v1/customers?identifier_type={kind}&identifier_value={}", value.replace('+', "%2B"));
+        let (status, body) = http_get(port, &query).expect("answers");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["customers"].clone()
+    };
+    for (n, id) in customers.iter().enumerate() {
+        let held = if n % 3 == 0 { serde_json::json!([]) } else { serde_json::json!([id]) };
+        assert_eq!(find("email", &format!("a-{id}@example.com")), serde_json::json!([]), "{label}: {id}");
+        assert_eq!(find("email", &format!("b-{id}@example.com")), held, "{label}: {id}");
+        assert_eq!(find("phone", &format!("+1415555{n:04}")), held, "{label}: {id}");
+    }
+}
+
 /// Publishes the part `[from, to)` of each key's records (tombstones as null values); answers
 /// how many records that is.
 async fn publish_part(outputs: &OutputsByKey, part: std::ops::Range<usize>, parts: usize) -> usize {
@@ -172,6 +231,8 @@ async fn a_restart_resumes_a_kill_loses_nothing_and_a_stale_store_is_rebuilt() {
         fold(&LoyaltyPoints::new(LoyaltyRules::default()), &[&topics.ledger, &topics.balances], &input).0,
     );
     let mut ids: BTreeSet<String> = outputs.keys().map(|(_, key)| key.clone()).collect();
+    let resolved: Vec<String> = ids.iter().take(60).cloned().collect();
+    outputs.extend(identity_records(&topics.identity, &resolved));
     ids.insert("nobody-at-all".into());
     let store_dir = std::env::temp_dir().join(format!("customer-api-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store_dir);
@@ -236,6 +297,7 @@ async fn a_restart_resumes_a_kill_loses_nothing_and_a_stale_store_is_rebuilt() {
     }
     let scratch = start_api("api-restart-scratch", &topics, None);
     assert_same_answers("after a kill", third.port, scratch.port, &ids);
+    assert_lookups("after a kill", third.port, &resolved);
     assert!(third.process.terminate(Duration::from_secs(30)).success());
     assert!(scratch.process.terminate(Duration::from_secs(30)).success());
 
