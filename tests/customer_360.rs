@@ -2,8 +2,8 @@
 //! over WebDriver) against the whole pipeline on the broker: events go in through the gateway,
 //! and what the page shows is checked against figures worked out by hand from those events, not
 //! against the API's own answers. It covers the unauthorized state, a search by email (identity
-//! resolution on), the found state, a live update, a missing scope and the not-found state, and
-//! leaves a screenshot at `target/ui/customer-360.png`.
+//! resolution on), the found state, a live update, a missing scope, the not-found and erased
+//! states, and leaves a screenshot at `target/ui/customer-360.png`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -221,5 +221,39 @@ async fn the_customer_360_page_shows_one_customer_live() {
             .await
             .unwrap()
     );
+
+    // Erased: a customer with points asks to be forgotten (SPEC 4.5); the page says so, and
+    // nothing of them is left on it.
+    let gone = |id: &str, kind: &str, properties: Value| {
+        let mut event = event(id, 1, "web", kind, properties);
+        event["customer_id"] = json!("c-ui-gone");
+        event
+    };
+    let order =
+        gone("ui-g1", "order_placed", json!({"order_id": "o-ui-g", "value_minor": 5000, "currency": "EUR"}));
+    let erasure = gone("ui-g2", "erasure_requested", json!({}));
+    let (status, answer) = stack.post_events(&json!({ "events": [order, erasure] }), None).await;
+    assert_eq!(status, 200, "{answer}");
+    stack
+        .api_until("/v1/customers/c-ui-gone/reachability", WAIT, |r| {
+            r["known"] == false && r["channels"][0]["reasons"][0]["code"] == "erased"
+        })
+        .await;
+    browser.fill("#customer-id", "c-ui-gone\u{E007}").await;
+    browser
+        .wait_for_text("#message", WAIT, |text| {
+            text == "Customer “c-ui-gone” was erased at their request: nothing is held on them."
+        })
+        .await;
+    // Hidden text reads as "" through WebDriver whatever it holds: the document is asked.
+    let left = browser
+        .client
+        .execute(
+            "return document.getElementById('customer-title').textContent + document.querySelectorAll('#customer .body *').length",
+            vec![],
+        )
+        .await
+        .expect("runs");
+    assert_eq!(left, json!("0"), "nothing of the previous customer is left in the page");
     browser.close().await;
 }

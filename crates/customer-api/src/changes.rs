@@ -18,8 +18,12 @@ use crate::identity_document;
 use crate::store::{LedgerDepth, Store};
 
 /// Commits a slow watcher may fall behind by before it is told it missed some (and reads
-/// the customer again anyway).
-const FEED_CAPACITY: usize = 256;
+/// the customer again anyway). The feed holds this many commits' ids while anyone watches: at
+/// most 64 × 2,000 ids, a few MiB.
+const FEED_CAPACITY: usize = 64;
+
+/// Streams open at once, at most: each scans every commit's ids.
+pub const MAX_WATCHERS: usize = 1_000;
 
 /// How often an idle stream sends a comment, so that proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -53,15 +57,20 @@ impl ChangeFeed {
 
     /// The events of one watched customer: `open` first, then `change` after every commit
     /// that touched it, under any of its ids (the id asked for, the customer it was merged
-    /// into, the ids merged into that one), until the client leaves or the API stops.
+    /// into, the ids merged into that one), until the client leaves or the API stops. With it,
+    /// the customer the id stands for now. `None` when [`MAX_WATCHERS`] streams are open.
     pub fn watch(
         &self,
         store: Arc<Store>,
         customer_id: String,
-    ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    ) -> Option<(Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, String)> {
+        if self.commits.receiver_count() >= MAX_WATCHERS {
+            return None;
+        }
+        let (ids, canonical) = watched_ids(&store, &customer_id);
         let state = Watch {
             commits: self.commits.subscribe(),
-            ids: watched_ids(&store, &customer_id),
+            ids,
             store,
             customer_id,
             shutdown: self.shutdown.clone(),
@@ -71,7 +80,7 @@ impl ChangeFeed {
             let event = state.next().await?;
             Some((Ok(event), state))
         });
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        Some((Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)), canonical))
     }
 }
 
@@ -97,14 +106,14 @@ impl Watch {
                 commit = self.commits.recv() => commit,
             };
             match commit {
-                Ok(changed) if changed.iter().any(|id| self.ids.contains(&**id)) => {
-                    // A merge may have given the customer new ids, or made it another's alias.
-                    self.ids = watched_ids(&self.store, &self.customer_id);
+                Ok(changed) if !changed.iter().any(|id| self.ids.contains(&**id)) => {}
+                // A merge may have given the customer new ids, or made it another's alias; if
+                // commits were missed, whether the customer was among them is unknown: say it
+                // may have been.
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    self.ids = watched_ids(&self.store, &self.customer_id).0;
                     return Some(self.event("change"));
                 }
-                Ok(_) => {}
-                // Whether the customer was among the commits missed is unknown: say it may be.
-                Err(RecvError::Lagged(_)) => return Some(self.event("change")),
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -115,8 +124,9 @@ impl Watch {
     }
 }
 
-/// `customer_id`, the customer it stands for and every id merged into that one.
-fn watched_ids(store: &Store, customer_id: &str) -> HashSet<String> {
+/// `customer_id`, the customer it stands for and every id merged into that one; and the
+/// customer it stands for.
+fn watched_ids(store: &Store, customer_id: &str) -> (HashSet<String>, String) {
     let mut ids = HashSet::from([customer_id.to_owned()]);
     match store.canonical(customer_id, LedgerDepth::None) {
         Ok(Some((canonical, view))) => {
@@ -124,10 +134,13 @@ fn watched_ids(store: &Store, customer_id: &str) -> HashSet<String> {
                 let aliases = identity["aliases"].as_array().cloned().unwrap_or_default();
                 ids.extend(aliases.iter().filter_map(|alias| alias.as_str().map(str::to_owned)));
             }
-            ids.insert(canonical);
+            ids.insert(canonical.clone());
+            (ids, canonical)
         }
-        Ok(None) => {}
-        Err(error) => warn!(%error, "the store cannot be read: watching the id asked for only"),
+        Ok(None) => (ids, customer_id.to_owned()),
+        Err(error) => {
+            warn!(%error, "the store cannot be read: watching the id asked for only");
+            (ids, customer_id.to_owned())
+        }
     }
-    ids
 }

@@ -641,12 +641,27 @@ customer_route!(
         (status = 403, description = "the API key lacks the scope `read:profile` (`forbidden`)", body = ErrorBody),
         (status = 429, description = "over the API key's rate limit (`rate_limited`)", body = ErrorBody,
             headers(("Retry-After" = String, description = "seconds"))),
+        (status = 503, description = "as many streams are open as the API serves (`too_many_watchers`)", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds"))),
     )
 )]
 async fn get_changes(State(api): State<Arc<Api>>, Path(customer_id): Path<String>) -> Response {
     let started = Instant::now();
     // Watching an id no service knows yet is allowed: the page waits for its first record.
-    let response = api.changes.watch(api.store.clone(), customer_id).into_response();
+    let response = match api.changes.watch(api.store.clone(), customer_id) {
+        Some((stream, canonical)) => {
+            let mut response = stream.into_response();
+            response.extensions_mut().insert(CanonicalId(canonical));
+            response
+        }
+        None => {
+            let message =
+                format!("{} streams are open, the most this API serves; retry later", changes::MAX_WATCHERS);
+            let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "too_many_watchers", message);
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+            response
+        }
+    };
     api.observe("changes", started, response)
 }
 
@@ -670,7 +685,8 @@ struct IdentifierQuery {
 /// Matches listed at most (an identifier shared by more customers is not one person's).
 const MAX_MATCHES: usize = 100;
 
-/// What a search was for, for the audit line (a search names no customer in its path).
+/// The identifier type a search was by, for the audit line: the value itself is personal data
+/// that would outlive an erasure in the logs; the customers found are the line's `canonical_id`.
 #[derive(Debug, Clone)]
 struct Searched(String);
 
@@ -686,7 +702,7 @@ struct Searched(String);
         (status = 200, description = "the customers identity resolution links the identifier to (possibly none)", body = CustomerMatches),
         (status = 400, description = "a parameter missing, or a value that is not an identifier of its type (`bad_identifier`)", body = ErrorBody),
         (status = 401, description = "no API key, or an unknown one (`unauthorized`)", body = ErrorBody),
-        (status = 403, description = "the API key lacks the scope `read:profile` (`forbidden`)", body = ErrorBody),
+        (status = 403, description = "the API key lacks the scope `read:profile`, or redacts identifiers (`forbidden`)", body = ErrorBody),
         (status = 429, description = "over the API key's rate limit (`rate_limited`)", body = ErrorBody,
             headers(("Retry-After" = String, description = "seconds"))),
         (status = 500, description = "the local store cannot be read (`store_unavailable`)", body = ErrorBody),
@@ -710,7 +726,7 @@ async fn find_customers(
     };
     let value = match omnistream_model::identifiers::normalize(&kind, &raw) {
         Ok(value) => value,
-        Err(error) => return api.observe("lookup", started, bad(format!("{kind} {raw:?}: {error}"))),
+        Err(error) => return api.observe("lookup", started, bad(format!("identifier_value: {error}"))),
     };
     let response = api.answer(|| {
         let mut customers: Vec<String> = Vec::new();
@@ -736,7 +752,7 @@ async fn find_customers(
         Ok(response)
     });
     let mut response = api.observe("lookup", started, response);
-    response.extensions_mut().insert(Searched(format!("{kind}:{value}")));
+    response.extensions_mut().insert(Searched(kind));
     response
 }
 
@@ -790,6 +806,16 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
             let response = error_response(StatusCode::FORBIDDEN, "forbidden", message);
             (Some(caller), api.observe(route, started, response))
         }
+        // A key that may not see identifiers may not test them either: a search answers whether
+        // an email or phone belongs to a customer.
+        Ok((caller, grants))
+            if route == "lookup" && grants.redactions.contains(&access::Redaction::Identifiers) =>
+        {
+            let message =
+                format!("API key {:?} redacts identifiers: it may not search by them", caller.name());
+            let response = error_response(StatusCode::FORBIDDEN, "forbidden", message);
+            (Some(caller), api.observe(route, started, response))
+        }
         Ok((caller, grants)) => {
             redactions = grants.redactions.iter().map(|r| r.as_str()).collect();
             let response = next.run(Request::from_parts(parts, body)).await;
@@ -808,7 +834,7 @@ async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Res
     };
     // A search names no customer in its path: its line names what was searched for.
     let customer_id =
-        response.extensions().get::<Searched>().map_or(customer_id, |searched| searched.0.clone());
+        response.extensions().get::<Searched>().map_or(customer_id, |searched| format!("{}:*", searched.0));
     info!(
         target: "audit",
         caller = caller.as_ref().map_or("unauthenticated", |c| c.name()),

@@ -31,7 +31,8 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver on a free port and opens a headless window of 1280×`height`.
+    /// Starts chromedriver on a free port and opens a headless window of 1280×`height`, in US
+    /// English (dates and money are formatted as the browser's language says).
     pub async fn start(height: u32) -> Self {
         let chromium = program("CHROMIUM", "/usr/bin/chromium");
         let chromedriver = program("CHROMEDRIVER", "/usr/bin/chromedriver");
@@ -50,7 +51,7 @@ impl Browser {
             "goog:chromeOptions": {
                 "binary": chromium,
                 // --no-sandbox: CI and this machine run as root, where Chromium's sandbox cannot start.
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--lang=en-US",
                          format!("--window-size=1280,{height}"), format!("--user-data-dir={}", profile.display())],
             }
         });

@@ -5,6 +5,9 @@
 
 const KEY_STORAGE = "omnistream.customer360.apiKey";
 const RECONNECT_MS = 2000;
+const RECONNECT_MAX_MS = 30000;
+// The API sends a comment every 15 s: a stream silent for longer is dead, whatever TCP says.
+const IDLE_MS = 45000;
 const RELOAD_DEBOUNCE_MS = 250;
 
 const byId = (id) => document.getElementById(id);
@@ -104,13 +107,28 @@ function when(text) {
   return el("time", { datetime: text, title: text }, `${dateFormat.format(date)} (${relative(date)})`);
 }
 
+// Digits of each currency's minor unit as ISO 4217 (and the producers' minor amounts) count
+// them, as loyalty-points does (crates/loyalty-points/src/rules.rs): browsers' tables differ for
+// some (IQD, for one).
+const ZERO_DIGITS = ["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
+  "VND", "VUV", "XAF", "XOF", "XPF"];
+const THREE_DIGITS = ["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+const FOUR_DIGITS = ["CLF", "UYW"];
+
+function minorDigits(currency) {
+  if (ZERO_DIGITS.includes(currency)) return 0;
+  if (THREE_DIGITS.includes(currency)) return 3;
+  return FOUR_DIGITS.includes(currency) ? 4 : 2;
+}
+
 function money(minorByCurrency) {
   const entries = Object.entries(minorByCurrency || {});
   if (entries.length === 0) return "none yet";
   return entries.map(([currency, minor]) => {
+    const digits = minorDigits(currency);
     try {
-      const format = new Intl.NumberFormat(undefined, { style: "currency", currency });
-      const digits = format.resolvedOptions().maximumFractionDigits;
+      const format = new Intl.NumberFormat(undefined,
+        { style: "currency", currency, minimumFractionDigits: digits, maximumFractionDigits: digits });
       return format.format(minor / 10 ** digits);
     } catch {
       return `${minor} ${currency} (minor units)`;
@@ -339,8 +357,18 @@ function showMessage(text) {
 
 function showAlert(text) {
   const alert = byId("alert");
-  alert.textContent = text;
+  // The same text again is not announced again (a stream reconnecting while the API is down).
+  if (alert.textContent !== text) alert.textContent = text;
   alert.hidden = !text;
+}
+
+// Hides the customer and forgets what was shown of them (an erased one among them).
+function clearCustomer() {
+  const article = byId("customer");
+  article.hidden = true;
+  byId("customer-title").textContent = "";
+  byId("updated").textContent = "";
+  for (const body of article.querySelectorAll(".body")) body.replaceChildren();
 }
 
 async function load(customerId, reason) {
@@ -355,7 +383,7 @@ async function load(customerId, reason) {
   const answers = [document, marketing, transactional, loyalty, journeys, identity];
   const article = byId("customer");
   if (answers.some((a) => a.status === 401)) {
-    article.hidden = true;
+    clearCustomer();
     showMessage("");
     showAlert("Not authorized: the API key is missing or not known. Enter a valid key and search again.");
     stopWatching();
@@ -364,7 +392,7 @@ async function load(customerId, reason) {
   // Known to no service (an id merged into a known one is known): the reachability of an
   // unknown id is answered too, with `known: false`.
   if (document.status === 404 && identity.status !== 200 && !(marketing.status === 200 && marketing.body.known)) {
-    article.hidden = true;
+    clearCustomer();
     showAlert("");
     const erased = marketing.status === 200
       && marketing.body.channels.some((c) => c.reasons.some((r) => r.code === "erased"));
@@ -374,22 +402,24 @@ async function load(customerId, reason) {
     return;
   }
   const failed = answers.find((a) => a.status === 0 || a.status >= 500);
-  showAlert(failed ? `Some of the customer could not be read: ${failed.body.error.message}` : "");
+  const why = failed && (failed.body?.error?.message || `HTTP ${failed.status}`);
+  showAlert(failed ? `Some of the customer could not be read: ${why}` : "");
   const canonical = [document, identity, loyalty].find((a) => a.status === 200)?.body.customer_id || customerId;
   byId("customer-title").textContent = `Customer ${canonical}`;
   const merged = byId("merged");
   merged.hidden = canonical === customerId;
   merged.textContent = merged.hidden ? "" : `“${customerId}” was merged into this customer.`;
-  const profile = document.status === 200 ? document.body.profile : null;
-  if (document.status === 403) {
-    for (const id of ["profile", "tickets", "consent"]) fill(id, refusal(document, "profiles"));
-  } else {
+  // 404 here: an id identity resolution knows but no service has a record of yet.
+  if (document.status === 200 || document.status === 404) {
+    const profile = document.status === 200 ? document.body.profile : null;
     renderProfile(profile);
     renderTickets(profile);
     renderConsent(profile);
+    renderAffinity(document.status === 200 ? document.body.channel_affinity : null);
+  } else {
+    for (const id of ["profile", "tickets", "consent"]) fill(id, refusal(document, "profiles"));
+    fill("affinity", refusal(document, "channel affinity"));
   }
-  if (document.status === 200) renderAffinity(document.body.channel_affinity);
-  else fill("affinity", refusal(document, "channel affinity"));
   renderReachability(marketing, transactional);
   renderLoyalty(loyalty);
   renderJourneys(journeys);
@@ -399,7 +429,9 @@ async function load(customerId, reason) {
   const time = new Date().toLocaleTimeString();
   byId("updated").textContent = `Read at ${time}.`;
   showMessage(reason === "change" ? `Updated at ${time}: new records arrived.` : `Showing customer ${canonical}.`);
-  if (firstShown) article.focus();
+  // A search moves focus to the customer (its first reading may be the one the stream's
+  // `open` asks for); a live update must not pull focus out of what the person types.
+  if (firstShown && reason !== "change") article.focus();
 }
 
 // ---- live updates ---------------------------------------------------------------------------
@@ -413,12 +445,13 @@ function setLive(stateName, text) {
 function stopWatching() {
   if (state.stream) state.stream.abort();
   state.stream = null;
+  clearTimeout(state.reloadTimer);
   setLive("off", "off");
 }
 
-function scheduleReload() {
+function scheduleReload(reason) {
   clearTimeout(state.reloadTimer);
-  state.reloadTimer = setTimeout(() => load(state.customerId, "change"), RELOAD_DEBOUNCE_MS);
+  state.reloadTimer = setTimeout(() => load(state.customerId, reason), RELOAD_DEBOUNCE_MS);
 }
 
 // EventSource cannot send an Authorization header: the stream is read with fetch.
@@ -427,37 +460,60 @@ async function watch(customerId) {
   const controller = new AbortController();
   state.stream = controller;
   setLive("connecting", "connecting…");
+  let wait = RECONNECT_MS;
   while (!controller.signal.aborted) {
+    // One connection; aborted with the watch, or by the idle watchdog.
+    const connection = new AbortController();
+    const stop = () => connection.abort();
+    controller.signal.addEventListener("abort", stop);
+    let watchdog = setTimeout(stop, IDLE_MS);
     try {
       const response = await fetch(`/v1/customers/${encodeURIComponent(customerId)}/changes`,
-        { headers: { ...headers(), Accept: "text/event-stream" }, signal: controller.signal });
+        { headers: { ...headers(), Accept: "text/event-stream" }, signal: connection.signal });
       if (response.status === 401 || response.status === 403) {
         setLive("off", "not allowed for this API key");
         return;
       }
-      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      if (!response.ok || !response.body) {
+        const retryAfter = Number(response.headers.get("Retry-After"));
+        if (retryAfter > 0) wait = Math.max(wait, retryAfter * 1000);
+        throw new Error(`HTTP ${response.status}`);
+      }
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        clearTimeout(watchdog);
+        watchdog = setTimeout(stop, IDLE_MS);
         buffer += value.replaceAll("\r\n", "\n");
         let end;
         while ((end = buffer.indexOf("\n\n")) >= 0) {
           const block = buffer.slice(0, end);
           buffer = buffer.slice(end + 2);
           const kind = block.split("\n").find((line) => line.startsWith("event:"))?.slice(6).trim();
-          if (kind === "open") setLive("on", "on");
-          if (kind === "change") scheduleReload();
+          if (kind === "open") {
+            setLive("on", "on");
+            wait = RECONNECT_MS;
+            // What changed between the page's reads and this stream's start (or while it was
+            // reconnecting) is read now.
+            scheduleReload("open");
+          }
+          if (kind === "change") scheduleReload("change");
         }
       }
-    } catch (error) {
-      if (controller.signal.aborted) return;
+    } catch {
+      // Aborted, or the network dropped: decided below.
+    } finally {
+      clearTimeout(watchdog);
+      controller.signal.removeEventListener("abort", stop);
     }
-    // The API restarted or the network dropped: read again what may have been missed.
-    setLive("connecting", "reconnecting…");
-    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
-    if (!controller.signal.aborted) scheduleReload();
+    if (controller.signal.aborted) return;
+    // The API restarted, the network dropped or the stream went silent: try again, waiting
+    // longer each time (up to 30 s) so that a struggling API is not read harder.
+    setLive("connecting", `reconnecting in ${Math.round(wait / 1000)} s…`);
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    wait = Math.min(wait * 2, RECONNECT_MAX_MS);
   }
 }
 
@@ -478,13 +534,15 @@ const SEARCH_WORDS = { email: "email", phone: "phone number", loyalty_card: "loy
 // are listed to choose from.
 async function find(kind, raw) {
   stopWatching();
-  state.generation++;
-  byId("customer").hidden = true;
+  const generation = ++state.generation;
+  clearCustomer();
   byId("matches").hidden = true;
   showAlert("");
   showMessage(`Looking for the ${SEARCH_WORDS[kind]} ${raw}…`);
   const query = new URLSearchParams({ identifier_type: kind, identifier_value: raw });
   const answer = await read(`/v1/customers?${query}`);
+  // A newer search started meanwhile: its answer is the one to show.
+  if (generation !== state.generation) return;
   if (answer.status === 401) {
     showMessage("");
     return showAlert("Not authorized: the API key is missing or not known. Enter a valid key and search again.");
@@ -492,10 +550,13 @@ async function find(kind, raw) {
   if (answer.status !== 200) {
     showMessage("");
     const message = answer.body && answer.body.error ? answer.body.error.message : `HTTP ${answer.status}`;
-    return showAlert(answer.status === 403 ? "Your API key may not search customers." : `Cannot search: ${message}`);
+    return showAlert(answer.status === 403 ? `Your API key may not search by ${SEARCH_WORDS[kind]}: ${message}` : `Cannot search: ${message}`);
   }
   const { customers, identifier_value: value } = answer.body;
-  if (customers.length === 1) return show(customers[0]);
+  if (customers.length === 1) {
+    history.replaceState(null, "", `#customer=${encodeURIComponent(customers[0])}`);
+    return show(customers[0]);
+  }
   if (customers.length === 0) {
     return showMessage(`No customer with the ${SEARCH_WORDS[kind]} ${value}.`);
   }
@@ -503,7 +564,10 @@ async function find(kind, raw) {
   const matches = byId("matches");
   matches.replaceChildren(el("ul", {}, customers.map((id) => {
     const button = el("button", { type: "button" }, id);
-    button.addEventListener("click", () => show(id));
+    button.addEventListener("click", () => {
+      history.replaceState(null, "", `#customer=${encodeURIComponent(id)}`);
+      show(id);
+    });
     return el("li", {}, button);
   })));
   matches.hidden = false;
