@@ -82,6 +82,14 @@ impl Browser {
         }
     }
 
+    /// Whether the first element `css` matches is shown (false when none matches).
+    pub async fn is_displayed(&self, css: &str) -> bool {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
     /// Waits until the text of `css` satisfies `check`; panics with the last text after `deadline`.
     pub async fn wait_for_text(&self, css: &str, deadline: Duration, check: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
