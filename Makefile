@@ -19,6 +19,7 @@ help:
 	@echo "make test          fmt, clippy, the Kubernetes manifests check and every test (starts Kafka when needed)"
 	@echo "make k8s-check     render the Kubernetes overlays and validate them offline"
 	@echo "make kafka-up      start the local broker (kafka-down, kafka-status; kafka-prune deletes test topics, kafka-reset all data)"
+	@echo "                   BROKERS=3: a replicated 3-node cluster instead (127.0.0.1:19091-19093)"
 	@echo "make registry-up   start the local schema registry, Apicurio (registry-down, registry-status; SCHEMA_REGISTRY_URL uses yours)"
 	@echo "make jaeger-up     start a local Jaeger (OTLP on :4318, query API on :16686) for OTEL_EXPORTER_OTLP_ENDPOINT (jaeger-down, jaeger-status)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"

@@ -1,5 +1,6 @@
-// Waits until a Kafka cluster answers a metadata request (DescribeCluster), or fails at a deadline
-// or, given the broker's pid, as soon as that process is gone.
+// Waits until a Kafka cluster answers a metadata request (DescribeCluster) naming at least
+// OMNISTREAM_KAFKA_MIN_BROKERS brokers (1 by default), or fails at a deadline or, given the
+// broker's pid, as soon as that process is gone.
 // Run as a single-file source program:
 //   java -cp '<kafka libs>/*' KafkaReady.java <bootstrap> <timeout-seconds> [broker-pid]
 import java.util.Optional;
@@ -20,17 +21,20 @@ public class KafkaReady {
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "2000");
         props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "3000");
         props.put(AdminClientConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "500");
+        String minimum = System.getenv("OMNISTREAM_KAFKA_MIN_BROKERS");
+        int wanted = minimum == null || minimum.isEmpty() ? 1 : Integer.parseInt(minimum);
         String lastError = "no attempt";
         try (Admin admin = Admin.create(props)) {
             while (System.nanoTime() < deadline) {
                 try {
                     var cluster = admin.describeCluster(new DescribeClusterOptions().timeoutMs(3000));
                     int brokers = cluster.nodes().get().size();
-                    if (brokers > 0) {
+                    if (brokers >= wanted) {
                         System.out.println("kafka ready at " + bootstrap + ": cluster " + cluster.clusterId().get()
                                 + ", " + brokers + " broker(s)");
                         return;
                     }
+                    lastError = brokers + " of " + wanted + " brokers up";
                 } catch (Exception e) {
                     lastError = e.getMessage();
                 }

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka (KRaft, broker+controller) assembled from Maven Central jars.
 #   kafka.sh up|down|status|restart|prune|reset|jars
+# BROKERS=3: a replicated cluster instead, three nodes each broker and controller (a 3-voter
+# KRaft quorum: any one node, the active controller included, can die and a quorum remains),
+# replication factor 3, min.insync.replicas 2, on 127.0.0.1:19091-19093 (controllers
+# 19191-19193), data under ~/.cache/omnistream/cluster; its own commands:
+#   BROKERS=3 kafka.sh up|down|status|reset|kill-node N|stop-node N|start-node N
+# (kill-node: SIGKILL; stop-node: SIGTERM, a clean stop). Point clients at it with
+# KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19091,127.0.0.1:19092,127.0.0.1:19093.
 # `prune` deletes the topics tests and benchmarks create (`test.*`, `cost-*`), which a long-lived
 # broker otherwise keeps; `reset` stops the broker and deletes all its data.
 # Idempotent: `up` when running and `down` when stopped exit 0.
@@ -169,6 +176,177 @@ status() {
     return 3
   fi
 }
+
+# ---- the replicated cluster (BROKERS=3) -----------------------------------------------------
+
+cluster_home="${OMNISTREAM_KAFKA_CLUSTER_HOME:-$cache/cluster}"
+cluster_nodes=3
+node_port() { echo $((19090 + $1)); }
+node_controller_port() { echo $((19190 + $1)); }
+cluster_bootstrap() {
+  local node list=()
+  for node in $(seq 1 "$cluster_nodes"); do list+=("127.0.0.1:$(node_port "$node")"); done
+  (IFS=,; echo "${list[*]}")
+}
+cluster_voters() {
+  local node list=()
+  for node in $(seq 1 "$cluster_nodes"); do list+=("$node@127.0.0.1:$(node_controller_port "$node")"); done
+  (IFS=,; echo "${list[*]}")
+}
+
+node_pid() {
+  local pid_file="$cluster_home/node-$1/kafka.pid"
+  [[ -f "$pid_file" ]] || return 1
+  local pid; pid="$(cat "$pid_file")"
+  if kill -0 "$pid" 2>/dev/null && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null; then
+    echo "$pid"; return 0
+  fi
+  return 1
+}
+
+write_node_config() {
+  local node=$1 dir="$cluster_home/node-$1"
+  mkdir -p "$dir/data"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$node
+controller.quorum.voters=$(cluster_voters)
+listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node")
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=6
+auto.create.topics.enable=false
+# Every topic on all three nodes; a write is acknowledged (acks=all) once two hold it, so one
+# node can die without losing an acknowledged write or stopping writes.
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# A replica that has not read a leader's log since the last election must not become leader.
+unclean.leader.election.enable=false
+group.initial.rebalance.delay.ms=0
+log.cleaner.min.compaction.lag.ms=0
+log.segment.bytes=67108864
+log.retention.check.interval.ms=60000
+PROPS
+}
+
+start_node() {
+  local node=$1 dir="$cluster_home/node-$1"
+  if pid="$(node_pid "$node")"; then
+    log "node $node already running (pid $pid)"
+    return
+  fi
+  write_node_config "$node"
+  log "starting node $node at 127.0.0.1:$(node_port "$node") (log: $dir/kafka.log)"
+  setsid java ${OMNISTREAM_KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
+    -Dkafka.logs.dir="$dir" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/kafka.log" 2>&1 </dev/null 9>&- &
+  echo "$!" >"$dir/kafka.pid"
+}
+
+# stop_node N SIGNAL
+stop_node() {
+  local node=$1 signal=$2 pid
+  if ! pid="$(node_pid "$node")"; then
+    log "node $node not running"
+    return
+  fi
+  log "node $node: $signal (pid $pid)"
+  kill "-$signal" "$pid"
+  for _ in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$cluster_home/node-$node/kafka.pid"; return; }
+    sleep 0.1
+  done
+  log "node $node did not stop within 30s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$cluster_home/node-$node/kafka.pid"
+}
+
+cluster_up() {
+  ensure_jars
+  command -v java >/dev/null || { log "Java 17+ is required to run the brokers"; exit 1; }
+  local node
+  if [[ ! -f "$cluster_home/node-1/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid)"
+    log "formatting KRaft storage of $cluster_nodes nodes in $cluster_home (cluster $cluster_id)"
+    for node in $(seq 1 "$cluster_nodes"); do
+      write_node_config "$node"
+      java -cp "$libs/*" -Dlog4j2.configurationFile="$here/log4j2.properties" \
+        kafka.tools.StorageTool format -t "$cluster_id" -c "$cluster_home/node-$node/server.properties" \
+        >>"$cluster_home/format.log" 2>&1 \
+        || { log "storage format of node $node failed:"; tail -20 "$cluster_home/format.log" >&2; exit 1; }
+    done
+  fi
+  for node in $(seq 1 "$cluster_nodes"); do start_node "$node"; done
+  if ! OMNISTREAM_KAFKA_MIN_BROKERS="$cluster_nodes" wait_ready "$(cluster_bootstrap)"; then
+    log "cluster not ready within ${ready_timeout}s; last lines of each node's log:"
+    for node in $(seq 1 "$cluster_nodes"); do tail -15 "$cluster_home/node-$node/kafka.log" >&2; done
+    exit 1
+  fi
+  log "use it with KAFKA_BOOTSTRAP_SERVERS=$(cluster_bootstrap)"
+}
+
+cluster_status() {
+  local node pid up=0
+  for node in $(seq 1 "$cluster_nodes"); do
+    if pid="$(node_pid "$node")"; then
+      log "node $node running (pid $pid) at 127.0.0.1:$(node_port "$node")"
+      up=$((up + 1))
+    else
+      log "node $node not running"
+    fi
+  done
+  ((up > 0)) || return 3
+  ready_timeout=5 wait_ready "$(cluster_bootstrap)"
+}
+
+cluster_command() {
+  local node
+  case "${1:-}" in
+    up) cluster_up ;;
+    # All at once: stopped one by one, the last nodes lose their quorum and wait for it.
+    down)
+      for node in $(seq 1 "$cluster_nodes"); do stop_node "$node" TERM & done
+      wait
+      ;;
+    status) cluster_status ;;
+    reset)
+      for node in $(seq 1 "$cluster_nodes"); do stop_node "$node" TERM & done
+      wait
+      log "deleting $cluster_home"
+      rm -rf "$cluster_home"
+      ;;
+    kill-node|stop-node|start-node)
+      [[ "${2:-}" =~ ^[1-3]$ ]] || { echo "usage: BROKERS=3 $0 $1 1|2|3" >&2; exit 2; }
+      case "$1" in
+        kill-node) stop_node "$2" KILL ;;
+        stop-node) stop_node "$2" TERM ;;
+        start-node) ensure_jars; start_node "$2" ;;
+      esac
+      ;;
+    *) echo "usage: BROKERS=3 $0 up|down|status|reset|kill-node N|stop-node N|start-node N" >&2; exit 2 ;;
+  esac
+}
+
+if [[ "${BROKERS:-1}" != 1 ]]; then
+  [[ "$BROKERS" == 3 ]] || { log "BROKERS is 1 (one broker) or 3 (a replicated cluster), not $BROKERS"; exit 2; }
+  mkdir -p "$cluster_home"
+  exec 9>"$cluster_home/.lock"
+  flock 9
+  cluster_command "$@"
+  exit 0
+fi
 
 # One caller at a time: tests in parallel processes may all ask for `up`.
 mkdir -p "$home"
