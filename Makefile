@@ -12,7 +12,7 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: py-deps browser-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status jaeger-up jaeger-down jaeger-status topics demo test lint k8s-check down bench
+.PHONY: fuzz py-deps browser-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status jaeger-up jaeger-down jaeger-status topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
@@ -24,6 +24,7 @@ help:
 	@echo "make jaeger-up     start a local Jaeger (OTLP on :4318, query API on :16686) for OTEL_EXPORTER_OTLP_ENDPOINT (jaeger-down, jaeger-status)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
 	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
+	@echo "make fuzz          every fuzz target for FUZZ_SECONDS (600) each, with cargo-fuzz and the nightly toolchain"
 	@echo "make down          stop everything local"
 
 build:
@@ -106,6 +107,23 @@ down:
 	@bash $(KAFKA) down
 	@bash $(REGISTRY) down
 	@bash $(JAEGER) down
+
+# Fuzzing (issue 20): each target of crates/fuzz-targets under libFuzzer for FUZZ_SECONDS, with
+# the nightly toolchain and cargo-fuzz (installed once). New inputs go to target/fuzz-corpus/; a
+# crash is left in fuzz/artifacts/<target>/: fix it and keep the input in fuzz/regressions/<target>/
+# (make test replays every one). FUZZ_TARGETS picks some.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= touchpoint_avro touchpoint_json gateway_body rules_files changelog_state
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for target in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$target; \
+	  echo "== fuzz $$target for $(FUZZ_SECONDS) s (log: target/fuzz-$$target.log)"; \
+	  (cd fuzz && $(CARGO) +nightly fuzz run $$target ../target/fuzz-corpus/$$target corpus/$$target \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >../target/fuzz-$$target.log 2>&1) \
+	    || { tail -40 target/fuzz-$$target.log; echo "fuzz: $$target failed; the input is in fuzz/artifacts/$$target/"; exit 1; }; \
+	  grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" target/fuzz-$$target.log; \
+	done
 
 # Benchmarks are a command, not a timed test: throughput against a same-run baseline, latency
 # percentiles, memory and restore time; the table is kept under bench/results/.
