@@ -116,6 +116,9 @@ FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?= touchpoint_avro touchpoint_json gateway_body rules_files changelog_state
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@# librdkafka is built with CMake there (fuzz/Cargo.toml says why), which needs libcurl's headers.
+	@ls /usr/include/*/curl/curl.h /usr/include/curl/curl.h >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq libcurl4-openssl-dev; }
 	@for target in $(FUZZ_TARGETS); do \
 	  mkdir -p target/fuzz-corpus/$$target; \
 	  echo "== fuzz $$target for $(FUZZ_SECONDS) s (log: target/fuzz-$$target.log)"; \

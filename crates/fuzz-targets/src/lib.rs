@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
 use omnistream_model::codec::{current_header, decode_event_resolved};
-use omnistream_model::{RecordKind, decode_event, encode_event, event_from_json};
+use omnistream_model::{
+    EventPayload, RecordKind, TouchpointEvent, TraitValue, decode_event, encode_event, event_from_json,
+};
 use omnistream_profile_updater::ProfileUpdater;
 use omnistream_runtime::changelog;
 use omnistream_runtime::processor::Processor;
@@ -32,16 +34,38 @@ pub fn touchpoint_avro(data: &[u8]) {
     let fast = decode_event(&bytes);
     let general = decode_event_resolved(&bytes);
     match (&fast, &general) {
-        (Ok(fast), Ok(general)) => assert_eq!(fast, general, "the two readers read different events"),
+        (Ok(fast), Ok(general)) => {
+            assert_eq!(comparable(fast), comparable(general), "the two readers read different events");
+        }
         (Err(_), Err(_)) => {}
         _ => panic!("one reader accepts what the other refuses: {fast:?} / {general:?}"),
     }
     // Any bytes, headers included, as a consumer may meet them.
     let _ = decode_event(data);
     if let Ok(event) = fast {
-        let encoded = encode_event(&event).expect("a decoded event encodes");
-        assert_eq!(decode_event(&encoded).expect("its encoding decodes"), event);
+        round_trips(&event);
     }
+}
+
+/// The event with every NaN trait (a valid Avro double, which equals nothing, itself included)
+/// replaced by a marker no JSON or Avro value can be, so that equal events compare equal.
+fn comparable(event: &TouchpointEvent) -> TouchpointEvent {
+    let mut event = event.clone();
+    if let EventPayload::TraitsUpdated { set, set_once, .. } = &mut event.payload {
+        for value in set.values_mut().chain(set_once.values_mut()) {
+            if matches!(value, TraitValue::Double(double) if double.is_nan()) {
+                *value = TraitValue::String("\u{0}NaN".into());
+            }
+        }
+    }
+    event
+}
+
+/// An event encodes to Avro that decodes to the same event.
+fn round_trips(event: &TouchpointEvent) {
+    let bytes = encode_event(event).expect("a decoded or accepted event encodes");
+    let decoded = decode_event(&bytes).expect("its encoding decodes");
+    assert_eq!(comparable(&decoded), comparable(event), "an event changed through its own round trip");
 }
 
 /// The JSON form of an event (gateway, `omni produce`): parsed and validated at [`now`]; an
@@ -49,8 +73,7 @@ pub fn touchpoint_avro(data: &[u8]) {
 pub fn touchpoint_json(data: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
     let Ok(event) = event_from_json(&value, now()) else { return };
-    let encoded = encode_event(&event).expect("an accepted event encodes");
-    assert_eq!(decode_event(&encoded).expect("its encoding decodes"), event);
+    round_trips(&event);
 }
 
 /// The gateway's `POST /v1/events` body: one event or `{"events": [...]}`. Every event of an
@@ -105,7 +128,7 @@ pub fn rules_files(data: &[u8]) {
 }
 
 /// A customer's life in a few events, and a year passing: what a service does with its rules.
-fn drive<P: Processor<Input = omnistream_model::TouchpointEvent>>(processor: P) {
+fn drive<P: Processor<Input = TouchpointEvent>>(processor: P) {
     let events = [
         r#"{"event_id":"f-1","customer_id":"c-1","occurred_at":"2026-12-05T11:00:00Z","channel":"email","type":"consent_changed","properties":{"purpose":"marketing","granted":true}}"#,
         r#"{"event_id":"f-2","customer_id":"c-1","occurred_at":"2026-12-05T11:01:00Z","channel":"web","type":"order_placed","properties":{"order_id":"o-1","value_minor":12990,"currency":"EUR"}}"#,
