@@ -117,7 +117,7 @@ FUZZ_TARGETS ?= touchpoint_avro touchpoint_json gateway_body rules_files changel
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@# librdkafka is built with CMake there (fuzz/Cargo.toml says why), which needs libcurl's headers.
-	@ls /usr/include/*/curl/curl.h /usr/include/curl/curl.h >/dev/null 2>&1 || \
+	@test -n "$$(ls /usr/include/curl/curl.h /usr/include/*/curl/curl.h 2>/dev/null)" || \
 	  { apt-get update -qq && apt-get install -y -qq libcurl4-openssl-dev; }
 	@for target in $(FUZZ_TARGETS); do \
 	  mkdir -p target/fuzz-corpus/$$target; \
