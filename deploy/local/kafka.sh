@@ -5,7 +5,7 @@
 # KRaft quorum: any one node, the active controller included, can die and a quorum remains),
 # replication factor 3, min.insync.replicas 2, on 127.0.0.1:19091-19093 (controllers
 # 19191-19193), data under ~/.cache/omnistream/cluster; its own commands:
-#   BROKERS=3 kafka.sh up|down|status|reset|kill-node N|stop-node N|start-node N
+#   BROKERS=3 kafka.sh up|down|status|reset|controller|kill-node N|stop-node N|start-node N
 # (kill-node: SIGKILL; stop-node: SIGTERM, a clean stop). Point clients at it with
 # KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19091,127.0.0.1:19092,127.0.0.1:19093.
 # `prune` deletes the topics tests and benchmarks create (`test.*`, `cost-*`), which a long-lived
@@ -211,11 +211,14 @@ write_node_config() {
 process.roles=broker,controller
 node.id=$node
 controller.quorum.voters=$(cluster_voters)
-listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node")
+# FAULTY: what `make chaos` runs the services on. It advertises the port of the chaos harness's
+# TCP proxy (19391-19393, which forwards to 19291-19293 and delays, blackholes or cuts on
+# command), so that every connection of a client bootstrapped there goes through the proxy.
+listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node"),FAULTY://127.0.0.1:$((19290 + node))
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node"),FAULTY://127.0.0.1:$((19390 + node))
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,FAULTY:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=6
 auto.create.topics.enable=false
@@ -321,6 +324,12 @@ cluster_command() {
       wait
       ;;
     status) cluster_status ;;
+    # The active controller's node id, as the running nodes' quorum state files record it (the
+    # highest leader epoch wins: a node that was down may still name an old leader).
+    controller)
+      cat "$cluster_home"/node-*/data/__cluster_metadata-0/quorum-state 2>/dev/null \
+        | grep -o '"leaderId":[0-9-]*,"leaderEpoch":[0-9]*' | sort -t: -k3 -n | tail -1 | sed 's/"leaderId":\([0-9-]*\),.*/\1/'
+      ;;
     reset)
       for node in $(seq 1 "$cluster_nodes"); do stop_node "$node" TERM & done
       wait
@@ -335,7 +344,7 @@ cluster_command() {
         start-node) ensure_jars; start_node "$2" ;;
       esac
       ;;
-    *) echo "usage: BROKERS=3 $0 up|down|status|reset|kill-node N|stop-node N|start-node N" >&2; exit 2 ;;
+    *) echo "usage: BROKERS=3 $0 up|down|status|reset|controller|kill-node N|stop-node N|start-node N" >&2; exit 2 ;;
   esac
 }
 

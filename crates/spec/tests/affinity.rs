@@ -24,14 +24,11 @@ use omnistream_model::records::ChannelAffinity;
 use omnistream_model::{Channel, EventPayload, Purpose, TouchpointEvent, decode_record, encode_event};
 use omnistream_runtime::Processor;
 use omnistream_spec::Record;
-use omnistream_spec::affinity::{AffinitySettings, MIN_SENDS_TOLERANCE, affinity, written_at};
+use omnistream_spec::affinity::{AffinitySettings, affinity, agree, close, written_at};
 use omnistream_testkit::pipeline::ServiceTopics;
 use omnistream_testkit::replay::replay;
 use proptest::prelude::*;
 use proptest::sample::Index;
-
-/// Relative tolerance of the doubles.
-const TOLERANCE: f64 = 1e-9;
 
 fn base() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
@@ -296,61 +293,6 @@ fn history(records: &[(TouchpointEvent, DateTime<Utc>)]) -> Vec<Record> {
         .iter()
         .map(|(event, at)| Record { event: event.clone(), appended_at: at.timestamp_millis() })
         .collect()
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= TOLERANCE * a.abs().max(b.abs()) + 1e-300
-}
-
-/// The service's record against the model's at the same `as_of`: `Err` names the first difference.
-fn agree(
-    service: &ChannelAffinity,
-    model: &ChannelAffinity,
-    settings: &AffinitySettings,
-) -> Result<(), String> {
-    let fail = |what: String| Err(format!("{what}\nservice: {service:#?}\nmodel: {model:#?}"));
-    if (&service.customer_id, service.as_of, service.version)
-        != (&model.customer_id, model.as_of, model.version)
-    {
-        return fail("customer_id, as_of or version".into());
-    }
-    if service.half_life_days != model.half_life_days || service.channels.len() != model.channels.len() {
-        return fail("half_life_days or the channels listed".into());
-    }
-    let threshold = settings.min_sends * (1.0 - MIN_SENDS_TOLERANCE);
-    for (s, m) in service.channels.iter().zip(&model.channels) {
-        let doubles = [(s.sent, m.sent), (s.engaged, m.engaged), (s.score, m.score), (s.std_dev, m.std_dev)];
-        if s.channel != m.channel || s.marketing_consent != m.marketing_consent {
-            return fail(format!("{:?}: channel or consent", m.channel));
-        }
-        if !doubles.iter().all(|(a, b)| close(*a, *b)) {
-            return fail(format!("{:?}: sent, engaged, score or std_dev", m.channel));
-        }
-        if s.insufficient_data != m.insufficient_data && !close(m.sent, threshold) {
-            return fail(format!("{:?}: insufficient_data", m.channel));
-        }
-    }
-    // The ranked set is the model's; the order is the model's up to ties within the tolerance.
-    let mut ranked = service.ranking.clone();
-    let mut expected = model.ranking.clone();
-    ranked.sort_by_key(|c| c.index());
-    expected.sort_by_key(|c| c.index());
-    if ranked != expected {
-        return fail("the channels ranked".into());
-    }
-    let key = |channel: &Channel| {
-        let s = service.channels.iter().find(|s| s.channel == *channel).expect("listed");
-        (s.insufficient_data, s.score)
-    };
-    for pair in service.ranking.windows(2) {
-        let ((worse_data, first), (better_data, second)) = (key(&pair[0]), key(&pair[1]));
-        if (worse_data && !better_data)
-            || (worse_data == better_data && second > first && !close(first, second))
-        {
-            return fail("the ranking order".into());
-        }
-    }
-    Ok(())
 }
 
 /// The last record the core wrote for `customer` (`None`: none or a tombstone) and the model's.

@@ -20,7 +20,7 @@ use omnistream_model::{
     Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record, encode_event,
 };
 use omnistream_spec::Record;
-use omnistream_spec::suppression::{Cap, Quiet, Rules, suppression};
+use omnistream_spec::suppression::{Cap, Quiet, Rules, canonical, excuse, suppression};
 use omnistream_suppression::SUPPRESSIONS_OUTPUT as SUPPRESSIONS;
 use omnistream_suppression::{FrequencyCap, QuietHours, Suppression};
 use omnistream_testkit::replay::replay;
@@ -264,49 +264,8 @@ fn history(records: &[(TouchpointEvent, DateTime<Utc>)]) -> Vec<Record> {
 // ---------------------------------------------------------------------------------------------
 // Comparison.
 
-/// A record with its reasons in a canonical order (the SPEC lists "the reasons", a set) and its
-/// channels by channel.
-fn canonical(state: Option<SuppressionState>) -> Option<SuppressionState> {
-    let sort = |channels: &mut Vec<ChannelSuppression>| {
-        channels.sort_by_key(|c| c.channel);
-        for channel in channels {
-            channel.reasons.sort_by(|a, b| (&a.code, &a.detail, a.until).cmp(&(&b.code, &b.detail, b.until)));
-        }
-    };
-    state.map(|mut state| {
-        sort(&mut state.marketing);
-        sort(&mut state.transactional);
-        state
-    })
-}
-
 fn decode(value: &Option<Vec<u8>>) -> Option<SuppressionState> {
     value.as_deref().map(|bytes| decode_record::<SuppressionState>(bytes).expect("a SuppressionState"))
-}
-
-/// KNOWN DEFECT (see `next_change_at_names_a_time_when_nothing_changes`): the service may name
-/// an earlier `next_change_at` than the SPEC's when its state is the same then (its timer
-/// re-emits an unchanged record). Tolerated so that the rest stays covered: such a time is
-/// replaced by the SPEC's after checking that nothing changes at it; a later one (a change the
-/// service would miss) is never tolerated.
-fn excuse(
-    customer: &str,
-    history: &[Record],
-    rules: &Rules,
-    state: Option<SuppressionState>,
-    expected: &Option<SuppressionState>,
-) -> Option<SuppressionState> {
-    let (Some(mut state), Some(expected)) = (state.clone(), expected.as_ref()) else { return state };
-    if let Some(early) = state.next_change_at
-        && expected.next_change_at.is_none_or(|spec| early < spec)
-        && early > state.evaluated_at
-        && let Some(then) = canonical(suppression(customer, history, early, rules))
-        && (&then.marketing, &then.transactional, then.holdout)
-            == (&expected.marketing, &expected.transactional, expected.holdout)
-    {
-        state.next_change_at = expected.next_change_at;
-    }
-    Some(state)
 }
 
 /// Replays every prefix of `records` through the core (each up to just before the next record's

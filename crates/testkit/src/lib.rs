@@ -260,6 +260,11 @@ pub fn read_committed_to_end(topic: &str) -> Vec<OwnedMessage> {
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
                 ended.insert(partition);
             }
+            // A broker that restarted (the chaos harness): the client reconnects by itself.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                | rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+            ))) => {}
             Some(Err(error)) => panic!("reading {topic}: {error}"),
             None => {}
         }
@@ -338,6 +343,16 @@ impl ServiceProcess {
     pub fn kill(mut self) {
         self.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: the process freezes (heartbeats and all) until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
     /// SIGTERM, without waiting.
@@ -495,10 +510,14 @@ pub fn omni_produce(topic: &str, lines: &[String]) {
     std::fs::remove_file(file).ok();
 }
 
-/// A binary of this workspace, built next to the test executables (`target/<profile>/<name>`).
+/// A binary of this workspace, built next to the test executables (`target/<profile>/<name>`)
+/// or next to the binary that asks (the chaos harness).
 pub fn workspace_binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(std::path::Path::parent).expect("target directory");
+    let mut dir = exe.parent().expect("target directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target directory");
+    }
     let path = dir.join(name);
     assert!(path.exists(), "{} is not built: run `cargo build --release --workspace --bins`", path.display());
     path.to_string_lossy().into_owned()

@@ -35,6 +35,8 @@ pub struct StackOptions {
     pub registry: Option<String>,
     /// Environment variables of every process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub env: Vec<(String, String)>,
+    /// Replicas of every topic; default 1 (the single test broker).
+    pub replication_factor: Option<i32>,
 }
 
 /// The topics of one stack.
@@ -66,6 +68,8 @@ struct Member {
     binary: &'static str,
     process: Option<ServiceProcess>,
     args: Vec<String>,
+    /// Where `GET /readyz` answers.
+    ready_port: u16,
 }
 
 /// Every omnistream process of one pipeline.
@@ -105,26 +109,28 @@ impl Stack {
             definitions: topic("definitions"),
             catalog: topic("catalog"),
         };
+        let replicas = options.replication_factor.unwrap_or(1);
         let group = unique_topic(&format!("{label}-group"));
         let changelog = |service: &str| format!("{group}.{service}.state");
         let handoff = |service: &str| format!("{group}.{service}.handoff");
         let mut requests = vec![
-            TopicRequest::events(&topics.events, PARTITIONS, 1),
-            TopicRequest::plain(&topics.dlq, PARTITIONS, 1),
-            TopicRequest::for_spec(&JOURNEY_DEFINITIONS_TOPIC, &topics.definitions, 1, 1),
+            TopicRequest::events(&topics.events, PARTITIONS, replicas),
+            TopicRequest::plain(&topics.dlq, PARTITIONS, replicas),
+            TopicRequest::for_spec(&JOURNEY_DEFINITIONS_TOPIC, &topics.definitions, 1, replicas),
             // Two partitions: a broadcast input is read whole, whichever partition a product is on.
-            TopicRequest::for_spec(&CATALOG_EVENTS_TOPIC, &topics.catalog, 2, 1),
+            TopicRequest::for_spec(&CATALOG_EVENTS_TOPIC, &topics.catalog, 2, replicas),
         ];
         for service in stream_processors().chain(identity_stages) {
             for output in service.outputs {
-                let request = TopicRequest::for_spec(output.topic, topics.output(output.role), PARTITIONS, 1);
+                let request =
+                    TopicRequest::for_spec(output.topic, topics.output(output.role), PARTITIONS, replicas);
                 if !requests.iter().any(|known| known.name == request.name) {
                     requests.push(request);
                 }
             }
-            requests.push(TopicRequest::compacted(&changelog(service.name), PARTITIONS, 1));
+            requests.push(TopicRequest::compacted(&changelog(service.name), PARTITIONS, replicas));
             if let (true, Some(spec)) = (options.resolution, service.handoff) {
-                requests.push(TopicRequest::for_spec(spec, &handoff(service.name), PARTITIONS, 1));
+                requests.push(TopicRequest::for_spec(spec, &handoff(service.name), PARTITIONS, replicas));
             }
         }
         if !options.resolution {
@@ -132,7 +138,7 @@ impl Stack {
                 identity_output.topic,
                 topics.output(identity_output.role),
                 PARTITIONS,
-                1,
+                replicas,
             ));
         }
         let mut admin = ClientConfig::new();
@@ -180,6 +186,11 @@ impl Stack {
         let gateway_port = free_port();
         let api_port = free_port();
         let mut members: Vec<(&'static str, &'static str, Vec<String>)> = Vec::new();
+        let ready_port = |name: &str, admin_ports: &[(&'static str, u16)]| match name {
+            "ingest-gateway" => gateway_port,
+            "customer-api" => api_port,
+            _ => admin_ports.iter().find(|(service, _)| *service == name).expect("an admin port").1,
+        };
         for stage in identity_stages {
             // `identity-claims` runs as `identity-resolver claims`.
             let subcommand = stage.name.trim_start_matches("identity-");
@@ -281,7 +292,10 @@ impl Stack {
             env: options.env.clone(),
             members: members
                 .into_iter()
-                .map(|(name, binary, args)| Member { name, binary, process: None, args })
+                .map(|(name, binary, args)| {
+                    let ready_port = ready_port(name, &admin_ports);
+                    Member { name, binary, process: None, args, ready_port }
+                })
                 .collect(),
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
         };
@@ -359,10 +373,70 @@ impl Stack {
     /// SIGKILLs a process and starts it again with the same flags (same instance id).
     pub fn sigkill_and_restart(&mut self, name: &str) {
         let index = self.members.iter().position(|m| m.name == name).expect("a stack member");
+        self.sigkill_and_restart_instance(index);
+    }
+
+    /// The indexes of a member's instances (the first started, then those [`Self::add_instance`]
+    /// added and not removed).
+    pub fn instances(&self, name: &str) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|&index| self.members[index].name == name && self.members[index].process.is_some())
+            .collect()
+    }
+
+    /// The process of instance `index`, when it runs.
+    pub fn process(&self, index: usize) -> Option<&ServiceProcess> {
+        self.members[index].process.as_ref()
+    }
+
+    /// A member's name by index.
+    pub fn name(&self, index: usize) -> &'static str {
+        self.members[index].name
+    }
+
+    /// SIGKILLs instance `index` and starts it again with the same flags (same instance id).
+    pub fn sigkill_and_restart_instance(&mut self, index: usize) {
         if let Some(process) = self.members[index].process.take() {
             process.kill();
         }
         self.spawn(index);
+    }
+
+    /// One more instance of a stream processor, as an autoscaler adds one: the same flags under
+    /// its own instance id (hence transactional id) and admin port. Returns its index.
+    pub fn add_instance(&mut self, name: &str) -> usize {
+        let first = self.members.iter().position(|m| m.name == name).expect("a stack member");
+        let (member_name, binary) = (self.members[first].name, self.members[first].binary);
+        let number = self.members.len();
+        let ready_port = free_port();
+        let mut args = self.members[first].args.clone();
+        for (flag, value) in [
+            ("--instance-id", format!("{}-{number}", self.label)),
+            ("--admin-addr", format!("127.0.0.1:{ready_port}")),
+        ] {
+            let at = args.iter().position(|arg| arg == flag).expect("a runtime flag") + 1;
+            args[at] = value;
+        }
+        self.members.push(Member { name: member_name, binary, process: None, args, ready_port });
+        self.spawn(number);
+        number
+    }
+
+    /// Takes instance `index` out of the stack (not restarted, not counted as running); the
+    /// caller stops it, e.g. with SIGTERM as an autoscaler does.
+    pub fn detach_instance(&mut self, index: usize) -> Option<ServiceProcess> {
+        self.members[index].process.take()
+    }
+
+    /// Whether instance `index` answers `GET /readyz` with 200.
+    pub async fn is_ready(&self, index: usize) -> bool {
+        let url = format!("http://127.0.0.1:{}/readyz", self.members[index].ready_port);
+        matches!(self.client.get(&url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// The indexes of every running instance.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.members.len()).filter(|&index| self.members[index].process.is_some()).collect()
     }
 
     /// `POST /v1/events` on the gateway with `body` (and `api_key` as bearer token): status and

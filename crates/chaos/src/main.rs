@@ -1,0 +1,302 @@
+//! `make chaos` (issue 20): the whole pipeline (gateway, the five stream processors, the customer
+//! API) on a 3-node Kafka cluster, under a seeded schedule of faults while simulated customers'
+//! events flow through the gateway and straight to Kafka. When the traffic stops and the faults
+//! heal, every derived topic must be the executable SPEC's for the input as the broker holds it.
+//! Prints a report (and writes it with `--report`); exits 1 on any divergence.
+
+mod cluster;
+mod faults;
+mod proxy;
+mod traffic;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use omnistream_testkit::stack::{Stack, StackOptions};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::faults::{Fault, Kind, LANES, World};
+use crate::proxy::Proxy;
+
+#[derive(Debug, Parser)]
+#[command(about = "The pipeline on a 3-broker cluster under seeded faults, checked against the SPEC")]
+struct Args {
+    /// Seed of the fault schedule and of the simulated customers.
+    #[arg(long, env = "CHAOS_SEED", default_value_t = 1)]
+    seed: u64,
+    /// Faults of every kind.
+    #[arg(long, env = "CHAOS_FAULTS", default_value_t = 50)]
+    faults_per_kind: usize,
+    /// Events per second.
+    #[arg(long, env = "CHAOS_RATE", default_value_t = 40)]
+    rate: u32,
+    #[arg(long, env = "CHAOS_CUSTOMERS", default_value_t = 1_000)]
+    customers: u32,
+    /// Where to write the report (Markdown) besides printing it.
+    #[arg(long, env = "CHAOS_REPORT")]
+    report: Option<PathBuf>,
+    /// The cluster's home and node 3's disk image.
+    #[arg(long, default_value = "target/chaos")]
+    work_dir: PathBuf,
+    /// How long the pipeline may take to settle after the faults before a divergence counts.
+    #[arg(long, default_value_t = 300)]
+    settle_seconds: u64,
+    /// One fault at a time (one lane of every kind): each recovery time is that fault's alone.
+    #[arg(long, env = "CHAOS_SEQUENTIAL")]
+    sequential: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The test kit's readers and the direct producer go to the cluster itself, not through the proxy.
+    if std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok().as_deref() != Some(Cluster::bootstrap().as_str()) {
+        bail!("run with KAFKA_BOOTSTRAP_SERVERS={} (make chaos sets it)", Cluster::bootstrap());
+    }
+    let work_dir = omnistream_testkit::repo_root().join(&args.work_dir);
+    std::fs::create_dir_all(&work_dir)?;
+    eprintln!("chaos: starting the 3-node cluster in {}", work_dir.display());
+    let cluster = Cluster::start(&work_dir)?;
+    let outcome = run(&args, cluster).await;
+    outcome.and_then(|divergence| match divergence {
+        0 => Ok(()),
+        n => bail!("{n} divergences"),
+    })
+}
+
+async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
+    let started = Instant::now();
+    let proxy = Proxy::start(&Cluster::faulty_routes()).await?;
+    let options = StackOptions {
+        bootstrap: Some(Cluster::faulty_bootstrap()),
+        replication_factor: Some(3),
+        ..StackOptions::default()
+    };
+    let mut stack = Stack::start("chaos", options).await;
+    // Two instances of each of the four older services from the start: a paused one's partitions
+    // move to the other, so it comes back as a zombie that must be fenced.
+    for name in ["profile-updater", "suppression", "channel-affinity", "loyalty-points"] {
+        stack.add_instance(name);
+    }
+    let topics = verify::Topics {
+        events: stack.topics.events.clone(),
+        profiles: stack.topics.output("profiles").to_owned(),
+        suppressions: stack.topics.output("suppressions").to_owned(),
+        affinity: stack.topics.output("affinity").to_owned(),
+        ledger: stack.topics.output("ledger").to_owned(),
+        balances: stack.topics.output("balances").to_owned(),
+    };
+    let mut in_sync =
+        vec![stack.topics.events.clone(), "__consumer_offsets".to_owned(), "__transaction_state".to_owned()];
+    in_sync.extend(stack.topics.outputs.values().cloned());
+    let gateway = format!("http://127.0.0.1:{}", stack.gateway_port);
+    let world = Arc::new(World {
+        stack: Mutex::new(stack),
+        cluster,
+        proxy,
+        topics: in_sync,
+        client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        exits: Mutex::new(BTreeMap::new()),
+    });
+
+    let stop_traffic = CancellationToken::new();
+    let traffic = tokio::spawn(traffic::run(
+        gateway,
+        topics.events.clone(),
+        Cluster::bootstrap(),
+        args.seed,
+        args.customers,
+        args.rate,
+        stop_traffic.clone(),
+    ));
+    let stop_supervisor = CancellationToken::new();
+    let supervisor = tokio::spawn(faults::supervise(world.clone(), stop_supervisor.clone()));
+    eprintln!("chaos: pipeline up after {:.0} s; faults begin", started.elapsed().as_secs_f64());
+    let faults_started = Instant::now();
+    let every_kind: Vec<Kind> = LANES.iter().flat_map(|(_, kinds)| kinds.iter().copied()).collect();
+    let lanes: Vec<(&'static str, Vec<Kind>)> = match args.sequential {
+        true => vec![("all", every_kind)],
+        false => LANES.iter().map(|(name, kinds)| (*name, kinds.to_vec())).collect(),
+    };
+    let lane_names: Vec<String> = lanes
+        .iter()
+        .map(|(name, kinds)| {
+            format!("{name}: {}", kinds.iter().map(Kind::to_string).collect::<Vec<_>>().join(", "))
+        })
+        .collect();
+    let lanes: Vec<_> = lanes
+        .into_iter()
+        .enumerate()
+        .map(|(n, (name, kinds))| {
+            let seed = args.seed * 100 + n as u64;
+            tokio::spawn(faults::lane(world.clone(), name, kinds, args.faults_per_kind, seed))
+        })
+        .collect();
+    let mut faults: Vec<Fault> = Vec::new();
+    for lane in lanes {
+        faults.extend(lane.await.context("a fault lane")?);
+    }
+    let faulted_for = faults_started.elapsed();
+    stop_traffic.cancel();
+    let published = traffic.await.context("the traffic")?;
+    stop_supervisor.cancel();
+    supervisor.await?;
+    let exits = world.exits.lock().await.clone();
+    eprintln!("chaos: faults done after {:.0} s; checking against the SPEC", faulted_for.as_secs_f64());
+
+    let accepted = published.accepted.clone();
+    let settle = Duration::from_secs(args.settle_seconds);
+    let verdict = tokio::task::spawn_blocking(move || verify::verify(&topics, &accepted, settle)).await?;
+    let report = report(args, &lane_names, &faults, faulted_for, &published, &verdict, &exits);
+    println!("{report}");
+    if let Some(path) = &args.report {
+        std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("chaos: report written to {}", path.display());
+    }
+    let divergence = verdict.divergence() + faults.iter().filter(|f| f.recovery.is_none()).count();
+    // The processes stop before the cluster does.
+    let world = Arc::into_inner(world).context("the world is still shared")?;
+    drop(world.stack.into_inner());
+    Ok(divergence)
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn report(
+    args: &Args,
+    lanes: &[String],
+    faults: &[Fault],
+    faulted_for: Duration,
+    published: &traffic::Published,
+    verdict: &verify::Verdict,
+    exits: &BTreeMap<&'static str, u32>,
+) -> String {
+    let mut out = String::new();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# make chaos, {} (commit {commit})\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    let _ = writeln!(
+        out,
+        "`omnistream-chaos --seed {} --faults-per-kind {} --rate {} --customers {}{}`: 3 Kafka 4.1 nodes \
+         (each broker and controller, RF 3, min ISR 2), the gateway, the five stream processors (the \
+         four older ones with two instances each), the customer API; services reach the brokers \
+         through the fault proxy. Faults ran for {} s in {} lane(s) side by side ({}).\n",
+        args.seed,
+        args.faults_per_kind,
+        args.rate,
+        args.customers,
+        if args.sequential { " --sequential" } else { "" },
+        seconds(faulted_for),
+        lanes.len(),
+        lanes.join("; ")
+    );
+    let _ = writeln!(out, "## Faults\n");
+    let _ = writeln!(
+        out,
+        "Recovery: from the heal (restart, SIGCONT, link cleared, disk freed) until the cluster's \
+         replicas are in sync again (broker faults) and an event published through the gateway shows \
+         in the customer API's profile. Faults of other lanes may overlap.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| kind | what | injected | held (median / max s) | recovery median s | recovery max s | not recovered |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    let mut kinds: Vec<Kind> = faults.iter().map(|f| f.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let of: Vec<&Fault> = faults.iter().filter(|f| f.kind == kind).collect();
+        let mut held: Vec<Duration> = of.iter().map(|f| f.held).collect();
+        let mut recovered: Vec<Duration> = of.iter().filter_map(|f| f.recovery).collect();
+        let _ = writeln!(
+            out,
+            "| {kind} | {} | {} | {} / {} | {} | {} | {} |",
+            kind.describe(),
+            of.len(),
+            seconds(median(&mut held)),
+            seconds(held.last().copied().unwrap_or_default()),
+            seconds(median(&mut recovered)),
+            seconds(recovered.last().copied().unwrap_or_default()),
+            of.len() - recovered.len()
+        );
+    }
+    let failed: Vec<&Fault> =
+        faults.iter().filter(|f| f.target.starts_with("failed") || f.target == "unavailable").collect();
+    for fault in failed.iter().take(10) {
+        let _ = writeln!(out, "\n- {}: {}", fault.kind, fault.target);
+    }
+    let restarts: Vec<String> = exits.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "\nProcesses that exited by themselves (fatal errors, non-zero exit) and were restarted by the \
+         harness as an orchestrator would: {}.\n",
+        if restarts.is_empty() { "none".to_owned() } else { restarts.join(", ") }
+    );
+    let _ = writeln!(out, "## Traffic\n");
+    let _ = writeln!(
+        out,
+        "- straight to Kafka (idempotent producer): {} events, {} re-sent after a delivery error\n\
+         - through the gateway: {} events accepted in {} requests, {} sent again after no answer or `unavailable`, {} rejected\n\
+         - the events topic holds {} records of {} customers (producer retries and re-sends included: \
+         the services drop them by `event_id`, and so does the SPEC)\n",
+        published.direct,
+        published.direct_resends,
+        published.accepted.len(),
+        published.gateway_requests,
+        published.gateway_retries,
+        published.gateway_rejected,
+        verdict.input_records,
+        verdict.customers
+    );
+    let _ = writeln!(out, "## Against the SPEC\n");
+    let _ = writeln!(
+        out,
+        "Checked {} s after the traffic stopped (the first check that passed, or the last).\n",
+        seconds(verdict.settled_after)
+    );
+    let _ = writeln!(out, "| check | divergences |");
+    let _ = writeln!(out, "|---|---:|");
+    for check in [
+        "gateway 2xx, not in the topic",
+        "profiles",
+        "profile version written twice",
+        "ledger",
+        "ledger entry id twice",
+        "balances",
+        "suppressions",
+        "affinity",
+    ] {
+        let found = verdict.checks.get(check).map_or(0, Vec::len);
+        let _ = writeln!(out, "| {check} | {found} |");
+    }
+    let _ = writeln!(out, "\n**Divergence: {}**", verdict.divergence());
+    for (check, failures) in &verdict.checks {
+        for failure in failures.iter().take(5) {
+            let _ = writeln!(out, "- {check}: {failure}");
+        }
+    }
+    out
+}

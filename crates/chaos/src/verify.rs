@@ -1,0 +1,213 @@
+//! After the faults healed: every derived topic against the executable SPEC (`omnistream_spec`,
+//! which recomputes each customer from the whole input history and shares no code with the
+//! services), every gateway `accepted` against the events topic, and duplicates counted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use omnistream_model::records::{
+    ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
+};
+use omnistream_model::{AvroRecord, decode_event, decode_record};
+use omnistream_spec::affinity::{AffinitySettings, affinity, agree, written_at};
+use omnistream_spec::suppression::{canonical, excuse, suppression};
+use omnistream_spec::{Record, loyalty, profile};
+use rdkafka::message::Message;
+
+/// The topics to check.
+pub struct Topics {
+    pub events: String,
+    pub profiles: String,
+    pub suppressions: String,
+    pub affinity: String,
+    pub ledger: String,
+    pub balances: String,
+}
+
+/// Divergences by check; all must be 0.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub input_records: usize,
+    pub customers: usize,
+    pub checks: BTreeMap<&'static str, Vec<String>>,
+    pub settled_after: Duration,
+}
+
+impl Verdict {
+    pub fn divergence(&self) -> usize {
+        self.checks.values().map(Vec::len).sum()
+    }
+}
+
+/// Every committed record of `topic` as (key, value decoded or `None` for a tombstone).
+fn read<T: AvroRecord>(topic: &str) -> Vec<(String, Option<T>)> {
+    omnistream_testkit::read_committed_to_end(topic)
+        .iter()
+        .map(|message| {
+            let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+            let value =
+                message.payload().map(|bytes| decode_record::<T>(bytes).expect("a record the schema reads"));
+            (key, value)
+        })
+        .collect()
+}
+
+fn last<T: Clone>(records: &[(String, Option<T>)]) -> BTreeMap<String, Option<T>> {
+    records.iter().cloned().collect()
+}
+
+/// Checks until every check passes or `deadline` (the pipeline may still be catching up); the
+/// last verdict.
+pub fn verify(topics: &Topics, accepted: &BTreeSet<String>, deadline: Duration) -> Verdict {
+    let started = Instant::now();
+    loop {
+        let mut verdict = check(topics, accepted);
+        verdict.settled_after = started.elapsed();
+        if verdict.divergence() == 0 || started.elapsed() > deadline {
+            return verdict;
+        }
+        eprintln!(
+            "chaos: {} divergences after {:.0} s ({}); checking again",
+            verdict.divergence(),
+            started.elapsed().as_secs_f64(),
+            verdict
+                .checks
+                .iter()
+                .map(|(name, d)| format!("{name} {}", d.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        std::thread::sleep(Duration::from_secs(10));
+    }
+}
+
+fn check(topics: &Topics, accepted: &BTreeSet<String>) -> Verdict {
+    let mut histories: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let mut input_ids: BTreeSet<String> = BTreeSet::new();
+    let input = omnistream_testkit::read_committed_to_end(&topics.events);
+    for message in &input {
+        let event =
+            decode_event(message.payload().unwrap_or_default()).expect("only valid events are published");
+        let appended_at = message.timestamp().to_millis().expect("an append time");
+        input_ids.insert(event.event_id.clone());
+        histories.entry(event.customer_id.clone()).or_default().push(Record { event, appended_at });
+    }
+    let mut verdict =
+        Verdict { input_records: input.len(), customers: histories.len(), ..Verdict::default() };
+    let mut fail = |check: &'static str, what: String| verdict.checks.entry(check).or_default().push(what);
+    for id in accepted.difference(&input_ids) {
+        fail("gateway 2xx, not in the topic", id.clone());
+    }
+
+    // SPEC 4.1: each customer's last profile; and no profile version written twice.
+    let profiles = read::<CustomerProfile>(&topics.profiles);
+    let mut versions: BTreeMap<&str, i64> = BTreeMap::new();
+    for (key, value) in &profiles {
+        match value {
+            Some(p) if versions.get(key.as_str()).is_some_and(|&v| p.version <= v) => {
+                fail("profile version written twice", format!("{key} v{}", p.version));
+            }
+            Some(p) => {
+                versions.insert(key, p.version);
+            }
+            None => {
+                versions.remove(key.as_str());
+            }
+        }
+    }
+    let profiles = last(&profiles);
+    for (customer, history) in &histories {
+        let want = profile(customer, history);
+        let got = profiles.get(customer).cloned().flatten();
+        if got != want {
+            fail(
+                "profiles",
+                format!(
+                    "{customer}: v{:?}, the SPEC's v{:?}",
+                    got.map(|p| p.version),
+                    want.map(|p| p.version)
+                ),
+            );
+        }
+    }
+
+    // SPEC 4.4: each customer's ledger in order, its balances, no entry id twice.
+    let rules = loyalty::Rules::default();
+    let until = Utc::now().timestamp_millis();
+    let mut ledgers: BTreeMap<String, Vec<LoyaltyLedgerEntry>> = BTreeMap::new();
+    let mut entry_ids: BTreeSet<String> = BTreeSet::new();
+    for (_, entry) in read::<LoyaltyLedgerEntry>(&topics.ledger) {
+        let entry = entry.expect("the ledger has no tombstones");
+        if !entry_ids.insert(entry.entry_id.clone()) {
+            fail("ledger entry id twice", entry.entry_id.clone());
+        }
+        ledgers.entry(entry.customer_id.clone()).or_default().push(entry);
+    }
+    let mut balances: BTreeMap<String, Vec<Option<LoyaltyBalance>>> = BTreeMap::new();
+    for (key, balance) in read::<LoyaltyBalance>(&topics.balances) {
+        balances.entry(key).or_default().push(balance);
+    }
+    for (customer, history) in &histories {
+        let want = loyalty::loyalty(&rules, customer, history, until);
+        let ledger = ledgers.get(customer).cloned().unwrap_or_default();
+        if ledger != want.ledger {
+            fail("ledger", format!("{customer}: {} entries, the SPEC's {}", ledger.len(), want.ledger.len()));
+        }
+        let written = balances.get(customer).cloned().unwrap_or_default();
+        if written.len() != want.balances_written || written.last().cloned().flatten() != want.balance {
+            fail(
+                "balances",
+                format!("{customer}: {} records, the SPEC's {}", written.len(), want.balances_written),
+            );
+        }
+    }
+
+    // SPEC 4.2: each customer's last record is the SPEC's as of its `evaluated_at`, with every
+    // event applied and no change pending that it should have written by now.
+    let suppressions = last(&read::<SuppressionState>(&topics.suppressions));
+    let rules = omnistream_spec::suppression::Rules::default();
+    let read_at = Utc::now();
+    for (customer, history) in &histories {
+        let complete = suppression(customer, history, read_at, &rules);
+        let got = suppressions.get(customer).cloned().flatten();
+        let expected = match &got {
+            Some(state) => suppression(customer, history, state.evaluated_at, &rules),
+            None => complete.clone(),
+        };
+        let pending = got
+            .as_ref()
+            .and_then(|s| s.next_change_at)
+            .is_some_and(|at| at < read_at - chrono::Duration::seconds(5));
+        let all_applied = got.as_ref().map(|s| s.version) == complete.as_ref().map(|s| s.version);
+        let expected = canonical(expected);
+        let got = excuse(customer, history, &rules, canonical(got), &expected);
+        if got != expected || pending || !all_applied {
+            fail("suppressions", format!("{customer}: v{:?}", got.map(|s| s.version)));
+        }
+    }
+
+    // SPEC 4.3: each customer's last affinity is the SPEC's at its `as_of`, as of the last event.
+    let affinities = last(&read::<ChannelAffinity>(&topics.affinity));
+    let settings = AffinitySettings::default();
+    for (customer, history) in &histories {
+        let got = affinities.get(customer).cloned().flatten();
+        let clock = written_at(history);
+        let agreed = match (&got, clock) {
+            (Some(s), Some(clock)) if s.as_of == clock => {
+                match affinity(customer, history, s.as_of, &settings) {
+                    Some(model) => {
+                        agree(s, &model, &settings).map_err(|d| d.lines().next().unwrap_or("").to_owned())
+                    }
+                    None => Err("the SPEC has none".to_owned()),
+                }
+            }
+            (None, None) => Ok(()),
+            _ => Err(format!("as_of {:?}, the last event's {clock:?}", got.map(|s| s.as_of))),
+        };
+        if let Err(difference) = agreed {
+            fail("affinity", format!("{customer}: {difference}"));
+        }
+    }
+    verdict
+}
