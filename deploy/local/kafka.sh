@@ -211,7 +211,7 @@ write_node_config() {
 process.roles=broker,controller
 node.id=$node
 controller.quorum.voters=$(cluster_voters)
-# FAULTY: what `make chaos` runs the services on. It advertises the port of the chaos harness's
+# FAULTY: what make chaos runs the services on. It advertises the port of the chaos harness's
 # TCP proxy (19391-19393, which forwards to 19291-19293 and delays, blackholes or cuts on
 # command), so that every connection of a client bootstrapped there goes through the proxy.
 listeners=PLAINTEXT://127.0.0.1:$(node_port "$node"),CONTROLLER://127.0.0.1:$(node_controller_port "$node"),FAULTY://127.0.0.1:$((19290 + node))

@@ -30,6 +30,15 @@ impl Cluster {
         // What an interrupted run left: nodes first (they hold files on the disk), then the disk.
         cluster.kafka(&["down"])?;
         cluster.unmount();
+        // The BROKERS=3 dev cluster listens on the same ports: `up` would take it for this one.
+        if let Some(port) = (1..=NODES).map(|node| 19090 + u16::from(node)).find(|port| {
+            std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], *port).into(), Duration::from_secs(1))
+                .is_ok()
+        }) {
+            bail!(
+                "something listens on 127.0.0.1:{port}: stop the BROKERS=3 cluster first (make kafka-down BROKERS=3)"
+            );
+        }
         cluster.kafka(&["reset"])?;
         let data = cluster.home.join(format!("node-{DISK_NODE}/data"));
         std::fs::create_dir_all(&data)?;

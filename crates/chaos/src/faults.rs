@@ -100,6 +100,8 @@ pub struct World {
     pub exits: Mutex<BTreeMap<&'static str, u32>>,
 }
 
+/// The target of a fault this machine cannot inject (no loop device): not counted as unrecovered.
+pub const UNAVAILABLE: &str = "unavailable";
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(300);
 const PROCESSORS: [&str; 5] =
     ["profile-updater", "suppression", "channel-affinity", "loyalty-points", "journeys"];
@@ -127,7 +129,7 @@ pub async fn lane(
             eprintln!("chaos: {name}: no loop-mounted disk, no {kind}");
             faults.extend((0..count).map(|_| Fault {
                 kind,
-                target: "unavailable".into(),
+                target: UNAVAILABLE.into(),
                 held: Duration::ZERO,
                 recovery: None,
             }));

@@ -161,7 +161,9 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
         eprintln!("chaos: report written to {}", path.display());
     }
-    let divergence = verdict.divergence() + faults.iter().filter(|f| f.recovery.is_none()).count();
+    let unrecovered =
+        faults.iter().filter(|f| f.recovery.is_none() && f.target != faults::UNAVAILABLE).count();
+    let divergence = verdict.divergence() + unrecovered;
     // The processes stop before the cluster does.
     let world = Arc::into_inner(world).context("the world is still shared")?;
     drop(world.stack.into_inner());
@@ -221,9 +223,9 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "| kind | what | injected | held (median / max s) | recovery median s | recovery max s | not recovered |"
+        "| kind | what | injected | failed to inject | held (median / max s) | recovery median s | recovery max s | not recovered |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
     let mut kinds: Vec<Kind> = faults.iter().map(|f| f.kind).collect();
     kinds.sort();
     kinds.dedup();
@@ -233,9 +235,10 @@ fn report(
         let mut recovered: Vec<Duration> = of.iter().filter_map(|f| f.recovery).collect();
         let _ = writeln!(
             out,
-            "| {kind} | {} | {} | {} / {} | {} | {} | {} |",
+            "| {kind} | {} | {} | {} | {} / {} | {} | {} | {} |",
             kind.describe(),
             of.len(),
+            of.iter().filter(|f| f.target.starts_with("failed") || f.target == faults::UNAVAILABLE).count(),
             seconds(median(&mut held)),
             seconds(held.last().copied().unwrap_or_default()),
             seconds(median(&mut recovered)),
@@ -244,7 +247,7 @@ fn report(
         );
     }
     let failed: Vec<&Fault> =
-        faults.iter().filter(|f| f.target.starts_with("failed") || f.target == "unavailable").collect();
+        faults.iter().filter(|f| f.target.starts_with("failed") || f.target == faults::UNAVAILABLE).collect();
     for fault in failed.iter().take(10) {
         let _ = writeln!(out, "\n- {}: {}", fault.kind, fault.target);
     }
