@@ -65,7 +65,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&work_dir)?;
     eprintln!("chaos: starting the 3-node cluster in {}", work_dir.display());
     let cluster = Cluster::start(&work_dir)?;
-    let outcome = run(&args, cluster).await;
+    // Interrupted, the run's processes and the cluster stop as their owners drop.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        outcome = run(&args, cluster) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
+    };
     outcome.and_then(|divergence| match divergence {
         0 => Ok(()),
         n => bail!("{n} divergences"),
@@ -83,26 +89,24 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
     let mut stack = Stack::start("chaos", options).await;
     // Two instances of each of the four older services from the start: a paused one's partitions
     // move to the other, so it comes back as a zombie that must be fenced.
-    for name in ["profile-updater", "suppression", "channel-affinity", "loyalty-points"] {
+    for name in faults::SCALED {
         stack.add_instance(name);
     }
     let topics = verify::Topics {
         events: stack.topics.events.clone(),
+        dlq: stack.topics.dlq.clone(),
         profiles: stack.topics.output("profiles").to_owned(),
         suppressions: stack.topics.output("suppressions").to_owned(),
         affinity: stack.topics.output("affinity").to_owned(),
         ledger: stack.topics.output("ledger").to_owned(),
         balances: stack.topics.output("balances").to_owned(),
     };
-    let mut in_sync =
-        vec![stack.topics.events.clone(), "__consumer_offsets".to_owned(), "__transaction_state".to_owned()];
-    in_sync.extend(stack.topics.outputs.values().cloned());
     let gateway = format!("http://127.0.0.1:{}", stack.gateway_port);
     let world = Arc::new(World {
         stack: Mutex::new(stack),
         cluster,
         proxy,
-        topics: in_sync,
+        events_topic: topics.events.clone(),
         client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         exits: Mutex::new(BTreeMap::new()),
     });
@@ -146,28 +150,83 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
     }
     let faulted_for = faults_started.elapsed();
     stop_traffic.cancel();
-    let published = traffic.await.context("the traffic")?;
-    stop_supervisor.cancel();
-    supervisor.await?;
-    let exits = world.exits.lock().await.clone();
+    let published = Arc::new(traffic.await.context("the traffic")?);
     eprintln!("chaos: faults done after {:.0} s; checking against the SPEC", faulted_for.as_secs_f64());
 
-    let accepted = published.accepted.clone();
+    // Settled (every check passes, or the deadline), the processes stop as in a deploy (SIGTERM);
+    // a zombie's late write would land now: the checks run once more on what is then committed.
+    let topics = Arc::new(topics);
     let settle = Duration::from_secs(args.settle_seconds);
-    let verdict = tokio::task::spawn_blocking(move || verify::verify(&topics, &accepted, settle)).await?;
-    let report = report(args, &lane_names, &faults, faulted_for, &published, &verdict, &exits);
+    let (t, p) = (topics.clone(), published.clone());
+    let settled = tokio::task::spawn_blocking(move || verify::verify(&t, &p, settle)).await?;
+    stop_supervisor.cancel();
+    supervisor.await?;
+    let stops = stop_every_process(&world).await;
+    let (t, p) = (topics.clone(), published.clone());
+    let mut verdict = tokio::task::spawn_blocking(move || verify::verify(&t, &p, Duration::ZERO)).await?;
+    verdict.settled_after = settled.settled_after;
+    for fault in &faults {
+        if fault.target.starts_with(faults::FAILED) {
+            verdict.checks.entry("faults that could not be injected").or_default().push(fault.target.clone());
+        } else if fault.recovery.is_none() && fault.target != faults::UNAVAILABLE {
+            verdict
+                .checks
+                .entry("faults not recovered from")
+                .or_default()
+                .push(format!("{}: {}", fault.kind, fault.target));
+        }
+    }
+    let exits = world.exits.lock().await.clone();
+    let outcome = Outcome {
+        lanes: &lane_names,
+        faults: &faults,
+        faulted_for,
+        published: &published,
+        verdict: &verdict,
+        exits: &exits,
+        stops: &stops,
+    };
+    let report = report(args, &outcome);
     println!("{report}");
     if let Some(path) = &args.report {
         std::fs::write(path, &report).with_context(|| format!("write {}", path.display()))?;
         eprintln!("chaos: report written to {}", path.display());
     }
-    let unrecovered =
-        faults.iter().filter(|f| f.recovery.is_none() && f.target != faults::UNAVAILABLE).count();
-    let divergence = verdict.divergence() + unrecovered;
+    let divergence = verdict.divergence();
     // The processes stop before the cluster does.
     let world = Arc::into_inner(world).context("the world is still shared")?;
     drop(world.stack.into_inner());
     Ok(divergence)
+}
+
+/// SIGTERM to every process of the pipeline, as a deploy does: (exit code or signal, count), and
+/// how many did not stop within a minute (then killed).
+async fn stop_every_process(world: &Arc<World>) -> BTreeMap<String, u32> {
+    let processes: Vec<_> = {
+        let mut stack = world.stack.lock().await;
+        stack.running().into_iter().filter_map(|index| stack.detach_instance(index)).collect()
+    };
+    for process in &processes {
+        process.send_sigterm();
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut stops: BTreeMap<String, u32> = BTreeMap::new();
+        let started = Instant::now();
+        for mut process in processes {
+            while process.is_running() && started.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let outcome = match (process.is_running(), process.exit_code()) {
+                (true, _) => "still running a minute after SIGTERM (killed)".to_owned(),
+                (false, Some(code)) => format!("exit {code}"),
+                (false, None) => "killed by a signal".to_owned(),
+            };
+            *stops.entry(outcome).or_default() += 1;
+        }
+        stops
+    })
+    .await
+    .unwrap_or_default()
 }
 
 fn seconds(d: Duration) -> String {
@@ -179,15 +238,21 @@ fn median(values: &mut [Duration]) -> Duration {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
-fn report(
-    args: &Args,
-    lanes: &[String],
-    faults: &[Fault],
+/// What a run did, for its report.
+struct Outcome<'a> {
+    lanes: &'a [String],
+    faults: &'a [Fault],
     faulted_for: Duration,
-    published: &traffic::Published,
-    verdict: &verify::Verdict,
-    exits: &BTreeMap<&'static str, u32>,
-) -> String {
+    published: &'a traffic::Published,
+    verdict: &'a verify::Verdict,
+    /// Processes that exited by themselves, by name.
+    exits: &'a BTreeMap<&'static str, u32>,
+    /// How the processes ended at the final SIGTERM.
+    stops: &'a BTreeMap<String, u32>,
+}
+
+fn report(args: &Args, outcome: &Outcome<'_>) -> String {
+    let Outcome { lanes, faults, faulted_for, published, verdict, exits, stops } = *outcome;
     let mut out = String::new();
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -258,40 +323,51 @@ fn report(
          harness as an orchestrator would: {}.\n",
         if restarts.is_empty() { "none".to_owned() } else { restarts.join(", ") }
     );
+    let stopped: Vec<String> = stops.iter().map(|(outcome, n)| format!("{n}: {outcome}")).collect();
+    let _ = writeln!(
+        out,
+        "At the end every process got SIGTERM, as in a deploy ({}), and the checks ran once more on \
+         what was then committed.\n",
+        stopped.join("; ")
+    );
     let _ = writeln!(out, "## Traffic\n");
     let _ = writeln!(
         out,
-        "- straight to Kafka (idempotent producer): {} events, {} re-sent after a delivery error\n\
-         - through the gateway: {} events accepted in {} requests, {} sent again after no answer or `unavailable`, {} rejected\n\
-         - the events topic holds {} records of {} customers (producer retries and re-sends included: \
-         the services drop them by `event_id`, and so does the SPEC)\n",
-        published.direct,
+        "- {} events generated ({} customers; 1 % are producer retries of the event before)\n\
+         - straight to Kafka (idempotent producer, the gateway's partitioner): {} acknowledged, {} \
+         re-sent after a delivery error\n\
+         - through the gateway: {} `accepted` in {} requests, {} sent again after no answer or \
+         `unavailable`, {} rejected\n\
+         - given up after 10 minutes of failures: {}\n\
+         - the events topic holds {} records of {} customers (the probes' included; retries and \
+         re-sends are there as often as they were stored: the services drop them by `event_id`, and \
+         so does the SPEC)\n",
+        published.generated.len(),
+        args.customers,
+        published.direct.len(),
         published.direct_resends,
         published.accepted.len(),
         published.gateway_requests,
         published.gateway_retries,
         published.gateway_rejected,
+        published.abandoned,
         verdict.input_records,
         verdict.customers
     );
     let _ = writeln!(out, "## Against the SPEC\n");
     let _ = writeln!(
         out,
-        "Checked {} s after the traffic stopped (the first check that passed, or the last).\n",
+        "Every customer's records recomputed by `crates/spec` from the events topic as the brokers hold \
+         it (append times included); settled {} s after the traffic stopped (the first check that \
+         passed, or the deadline). journeys runs and is faulted but not checked: no journey is \
+         published in this run.\n",
         seconds(verdict.settled_after)
     );
     let _ = writeln!(out, "| check | divergences |");
     let _ = writeln!(out, "|---|---:|");
-    for check in [
-        "gateway 2xx, not in the topic",
-        "profiles",
-        "profile version written twice",
-        "ledger",
-        "ledger entry id twice",
-        "balances",
-        "suppressions",
-        "affinity",
-    ] {
+    for check in
+        verify::CHECKS.iter().chain(&["faults not recovered from", "faults that could not be injected"])
+    {
         let found = verdict.checks.get(check).map_or(0, Vec::len);
         let _ = writeln!(out, "| {check} | {found} |");
     }

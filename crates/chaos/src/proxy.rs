@@ -119,8 +119,9 @@ async fn pump(
                 }
             }
         }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
+        tokio::select! {
+            written = to.write_all(&buffer[..n]) => if written.is_err() { return },
+            _ = cut(&mut state, generation) => return,
         }
     }
 }

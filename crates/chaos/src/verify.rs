@@ -15,15 +15,35 @@ use omnistream_spec::suppression::{canonical, excuse, suppression};
 use omnistream_spec::{Record, loyalty, profile};
 use rdkafka::message::Message;
 
+use crate::traffic::Published;
+
 /// The topics to check.
 pub struct Topics {
     pub events: String,
+    pub dlq: String,
     pub profiles: String,
     pub suppressions: String,
     pub affinity: String,
     pub ledger: String,
     pub balances: String,
 }
+
+/// Every check, in the report's order.
+pub const CHECKS: [&str; 13] = [
+    "gateway 2xx, not in the topic",
+    "direct ack, not in the topic",
+    "events nobody published",
+    "dead letters",
+    "profiles",
+    "profile version written twice or back",
+    "ledger",
+    "ledger entry id twice",
+    "balances",
+    "suppressions",
+    "affinity",
+    "a version went back",
+    "outputs of customers not in the input",
+];
 
 /// Divergences by check; all must be 0.
 #[derive(Debug, Default)]
@@ -59,10 +79,10 @@ fn last<T: Clone>(records: &[(String, Option<T>)]) -> BTreeMap<String, Option<T>
 
 /// Checks until every check passes or `deadline` (the pipeline may still be catching up); the
 /// last verdict.
-pub fn verify(topics: &Topics, accepted: &BTreeSet<String>, deadline: Duration) -> Verdict {
+pub fn verify(topics: &Topics, published: &Published, deadline: Duration) -> Verdict {
     let started = Instant::now();
     loop {
-        let mut verdict = check(topics, accepted);
+        let mut verdict = check(topics, published);
         verdict.settled_after = started.elapsed();
         if verdict.divergence() == 0 || started.elapsed() > deadline {
             return verdict;
@@ -82,39 +102,79 @@ pub fn verify(topics: &Topics, accepted: &BTreeSet<String>, deadline: Duration) 
     }
 }
 
-fn check(topics: &Topics, accepted: &BTreeSet<String>) -> Verdict {
+/// Per key, each record's `version` against the last one (a tombstone starts again): a version
+/// going back is a stale write (a zombie's); `strictly`, the same version twice is a duplicate.
+fn versions_in_order<T>(
+    records: &[(String, Option<T>)],
+    version: impl Fn(&T) -> i64,
+    strictly: bool,
+) -> Vec<String> {
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut out_of_order = Vec::new();
+    for (key, value) in records {
+        match value {
+            Some(record) => {
+                let v = version(record);
+                if last.get(key.as_str()).is_some_and(|&before| v < before || (strictly && v == before)) {
+                    out_of_order.push(format!("{key} v{v} after v{}", last[key.as_str()]));
+                }
+                last.insert(key, v);
+            }
+            None => {
+                last.remove(key.as_str());
+            }
+        }
+    }
+    out_of_order
+}
+
+fn check(topics: &Topics, published: &Published) -> Verdict {
     let mut histories: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-    let mut input_ids: BTreeSet<String> = BTreeSet::new();
+    let mut stored: BTreeMap<(i32, i64), String> = BTreeMap::new();
     let input = omnistream_testkit::read_committed_to_end(&topics.events);
     for message in &input {
         let event =
             decode_event(message.payload().unwrap_or_default()).expect("only valid events are published");
         let appended_at = message.timestamp().to_millis().expect("an append time");
-        input_ids.insert(event.event_id.clone());
+        stored.insert((message.partition(), message.offset()), event.event_id.clone());
         histories.entry(event.customer_id.clone()).or_default().push(Record { event, appended_at });
     }
     let mut verdict =
         Verdict { input_records: input.len(), customers: histories.len(), ..Verdict::default() };
     let mut fail = |check: &'static str, what: String| verdict.checks.entry(check).or_default().push(what);
-    for id in accepted.difference(&input_ids) {
-        fail("gateway 2xx, not in the topic", id.clone());
+    // Every acknowledged event is where Kafka said it put it; nothing else was added.
+    for (check, acknowledged) in [
+        ("gateway 2xx, not in the topic", &published.accepted),
+        ("direct ack, not in the topic", &published.direct),
+    ] {
+        for (id, partition, offset) in acknowledged {
+            // A delivery acknowledged after an idempotent retry may come without its offset
+            // (librdkafka reports -1001): then it must be somewhere in its partition.
+            let found = match *offset {
+                offset if offset >= 0 => stored.get(&(*partition, offset)) == Some(id),
+                _ => stored
+                    .range((*partition, i64::MIN)..=(*partition, i64::MAX))
+                    .any(|(_, stored)| stored == id),
+            };
+            if !found {
+                fail(check, format!("{id} at {partition}/{offset}"));
+            }
+        }
+    }
+    for id in stored.values() {
+        if !published.generated.contains(id) && !id.starts_with("probe-") {
+            fail("events nobody published", id.clone());
+        }
+    }
+    // Every event is valid: nothing may be dead-lettered.
+    for message in omnistream_testkit::read_committed_to_end(&topics.dlq) {
+        fail("dead letters", format!("{}/{}", message.partition(), message.offset()));
     }
 
     // SPEC 4.1: each customer's last profile; and no profile version written twice.
     let profiles = read::<CustomerProfile>(&topics.profiles);
-    let mut versions: BTreeMap<&str, i64> = BTreeMap::new();
-    for (key, value) in &profiles {
-        match value {
-            Some(p) if versions.get(key.as_str()).is_some_and(|&v| p.version <= v) => {
-                fail("profile version written twice", format!("{key} v{}", p.version));
-            }
-            Some(p) => {
-                versions.insert(key, p.version);
-            }
-            None => {
-                versions.remove(key.as_str());
-            }
-        }
+    for what in versions_in_order(&profiles, |p| p.version, true) {
+        fail("profile version written twice or back", what);
     }
     let profiles = last(&profiles);
     for (customer, history) in &histories {
@@ -145,7 +205,11 @@ fn check(topics: &Topics, accepted: &BTreeSet<String>) -> Verdict {
         ledgers.entry(entry.customer_id.clone()).or_default().push(entry);
     }
     let mut balances: BTreeMap<String, Vec<Option<LoyaltyBalance>>> = BTreeMap::new();
-    for (key, balance) in read::<LoyaltyBalance>(&topics.balances) {
+    let balance_records = read::<LoyaltyBalance>(&topics.balances);
+    for what in versions_in_order(&balance_records, |b| b.version, false) {
+        fail("a version went back", format!("balances {what}"));
+    }
+    for (key, balance) in balance_records {
         balances.entry(key).or_default().push(balance);
     }
     for (customer, history) in &histories {
@@ -165,7 +229,11 @@ fn check(topics: &Topics, accepted: &BTreeSet<String>) -> Verdict {
 
     // SPEC 4.2: each customer's last record is the SPEC's as of its `evaluated_at`, with every
     // event applied and no change pending that it should have written by now.
-    let suppressions = last(&read::<SuppressionState>(&topics.suppressions));
+    let suppression_records = read::<SuppressionState>(&topics.suppressions);
+    for what in versions_in_order(&suppression_records, |s| s.version, false) {
+        fail("a version went back", format!("suppressions {what}"));
+    }
+    let suppressions = last(&suppression_records);
     let rules = omnistream_spec::suppression::Rules::default();
     let read_at = Utc::now();
     for (customer, history) in &histories {
@@ -188,7 +256,11 @@ fn check(topics: &Topics, accepted: &BTreeSet<String>) -> Verdict {
     }
 
     // SPEC 4.3: each customer's last affinity is the SPEC's at its `as_of`, as of the last event.
-    let affinities = last(&read::<ChannelAffinity>(&topics.affinity));
+    let affinity_records = read::<ChannelAffinity>(&topics.affinity);
+    for what in versions_in_order(&affinity_records, |a| a.version, false) {
+        fail("a version went back", format!("affinity {what}"));
+    }
+    let affinities = last(&affinity_records);
     let settings = AffinitySettings::default();
     for (customer, history) in &histories {
         let got = affinities.get(customer).cloned().flatten();
@@ -207,6 +279,19 @@ fn check(topics: &Topics, accepted: &BTreeSet<String>) -> Verdict {
         };
         if let Err(difference) = agreed {
             fail("affinity", format!("{customer}: {difference}"));
+        }
+    }
+    // No output for a customer the input does not have.
+    let outputs = [
+        ("profiles", profiles.keys().cloned().collect::<Vec<_>>()),
+        ("suppressions", suppressions.keys().cloned().collect()),
+        ("affinity", affinities.keys().cloned().collect()),
+        ("balances", balances.keys().cloned().collect()),
+        ("ledger", ledgers.keys().cloned().collect()),
+    ];
+    for (topic, customers) in outputs {
+        for customer in customers.iter().filter(|c| !histories.contains_key(*c)) {
+            fail("outputs of customers not in the input", format!("{topic}: {customer}"));
         }
     }
     verdict

@@ -104,6 +104,7 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
         }
     });
     tokio::spawn(server::cancel_on_signal(shutdown.clone(), config.shutdown_grace));
+    tokio::spawn(server::exit_when_stalled(health.clone(), shutdown.clone()));
 
     let loop_config = config.clone();
     let loop_shutdown = shutdown.clone();

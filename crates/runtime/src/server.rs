@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 /// slowest blocking call it makes (a transactional call; a restore ticks as it reads).
 const MAX_TICK_AGE_MS: i64 = 60_000;
 
+/// How long a stream processor's loop may go without a tick before the process exits 1 by itself:
+/// twice the liveness limit, so that an orchestrator's probe acts first where there is one.
+const STALL_EXIT_AFTER_MS: i64 = 2 * MAX_TICK_AGE_MS;
+
 /// Liveness and readiness as the processing loop (or a server's own checks) report them.
 #[derive(Debug)]
 pub struct Health {
@@ -46,7 +50,40 @@ impl Health {
     }
 
     fn alive(&self) -> bool {
-        chrono::Utc::now().timestamp_millis() - self.last_tick_ms.load(Ordering::Relaxed) < MAX_TICK_AGE_MS
+        self.tick_age_ms() < MAX_TICK_AGE_MS
+    }
+
+    fn tick_age_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis() - self.last_tick_ms.load(Ordering::Relaxed)
+    }
+
+    /// Ticked once, then not for [`STALL_EXIT_AFTER_MS`].
+    fn stuck(&self) -> bool {
+        self.last_tick_ms.load(Ordering::Relaxed) > 0 && self.tick_age_ms() >= STALL_EXIT_AFTER_MS
+    }
+}
+
+/// Ends the process (exit 1) once the processing loop, having ticked at least once, has not
+/// ticked for [`STALL_EXIT_AFTER_MS`]: a blocking Kafka call that ignores its timeout holds the
+/// loop, and with it the group's rebalance and the instance's partitions, until someone kills it.
+/// `make chaos` found one: librdkafka's `send_offsets_to_transaction` blocked for minutes after
+/// a broker kill (librdkafka #5456, open: the coordinator request's timeout is never checked).
+/// Where no liveness probe restarts the process, this does; the successor's `init_transactions`
+/// fences the stuck producer, and nothing it did is committed.
+pub async fn exit_when_stalled(health: Arc<Health>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if health.stuck() {
+            let stalled_ms = health.tick_age_ms();
+            tracing::error!(
+                stalled_ms,
+                "the processing loop is stuck in a Kafka call; exiting for a restart"
+            );
+            std::process::exit(1);
+        }
     }
 }
 
@@ -230,4 +267,25 @@ pub async fn serve(
     let listener = bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticked_ms_ago(health: &Health, ago: i64) {
+        health.last_tick_ms.store(chrono::Utc::now().timestamp_millis() - ago, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn only_a_loop_that_ticked_and_then_stopped_for_two_minutes_is_stuck() {
+        let health = Health::new("starting");
+        assert!(!health.stuck(), "never ticked: still starting (joining, restoring)");
+        health.tick();
+        assert!(!health.stuck() && health.alive());
+        ticked_ms_ago(&health, 61_000);
+        assert!(!health.alive() && !health.stuck(), "past the liveness limit: the probe acts first");
+        ticked_ms_ago(&health, 120_000);
+        assert!(health.stuck());
+    }
 }

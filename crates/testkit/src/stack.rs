@@ -70,6 +70,8 @@ struct Member {
     args: Vec<String>,
     /// Where `GET /readyz` answers.
     ready_port: u16,
+    /// How often it was started.
+    starts: u32,
 }
 
 /// Every omnistream process of one pipeline.
@@ -294,7 +296,7 @@ impl Stack {
                 .into_iter()
                 .map(|(name, binary, args)| {
                     let ready_port = ready_port(name, &admin_ports);
-                    Member { name, binary, process: None, args, ready_port }
+                    Member { name, binary, process: None, args, ready_port, starts: 0 }
                 })
                 .collect(),
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
@@ -312,9 +314,19 @@ impl Stack {
     }
 
     fn spawn(&mut self, index: usize) {
+        // An added instance logs to a file of its own.
+        let added = self.members[..index].iter().any(|m| m.name == self.members[index].name);
         let member = &mut self.members[index];
         let args: Vec<&str> = member.args.iter().map(String::as_str).collect();
-        let log = format!("{}-{}", self.label, member.name);
+        let mut log = match added {
+            true => format!("{}-{}-{index}", self.label, member.name),
+            false => format!("{}-{}", self.label, member.name),
+        };
+        // A restart logs to a file of its own: the last words of the process before are evidence.
+        if member.starts > 0 {
+            log = format!("{log}.{}", member.starts);
+        }
+        member.starts += 1;
         let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "info,rdkafka=warn")];
         env.extend(self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())));
         member.process = Some(ServiceProcess::spawn(&workspace_binary(member.binary), &log, &args, &env));
@@ -417,7 +429,7 @@ impl Stack {
             let at = args.iter().position(|arg| arg == flag).expect("a runtime flag") + 1;
             args[at] = value;
         }
-        self.members.push(Member { name: member_name, binary, process: None, args, ready_port });
+        self.members.push(Member { name: member_name, binary, process: None, args, ready_port, starts: 0 });
         self.spawn(number);
         number
     }
