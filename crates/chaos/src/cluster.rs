@@ -90,9 +90,22 @@ impl Cluster {
         std::fs::remove_dir(data.join("lost+found")).context("remove lost+found")
     }
 
+    /// Unmounts node 3's disk if mounted: a node just stopped may hold its files a moment longer,
+    /// so it tries for 5 s, then detaches it lazily.
     fn unmount(&self) {
         let data = self.home.join(format!("node-{DISK_NODE}/data"));
-        let _ = Command::new("umount").arg(&data).output();
+        let mounted = || {
+            std::fs::read_to_string("/proc/mounts")
+                .is_ok_and(|mounts| mounts.lines().any(|line| line.split(' ').nth(1) == data.to_str()))
+        };
+        for _ in 0..10 {
+            if !mounted() {
+                return;
+            }
+            let _ = Command::new("umount").arg(&data).output();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&data).output();
     }
 
     /// `kafka.sh <args>` for this cluster; its output on failure.

@@ -3,7 +3,7 @@
 //! owns reached its count. After each fault is healed, the lane measures recovery end to end: an
 //! event published through the gateway must show in the customer API's profile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,9 +69,10 @@ impl std::fmt::Display for Kind {
 
 /// The lanes: kinds in one lane never overlap (e.g. one broker down at a time: with
 /// `min.insync.replicas=2` a second would stop writes, which is an outage, not a fault to survive).
-pub const LANES: [(&str, &[Kind]); 4] = [
+pub const LANES: [(&str, &[Kind]); 5] = [
     ("processes", &[Kind::ServiceKill, Kind::GatewayKill]),
-    ("zombies", &[Kind::ServicePause, Kind::Rebalance]),
+    ("zombies", &[Kind::ServicePause]),
+    ("autoscaler", &[Kind::Rebalance]),
     ("brokers", &[Kind::LeaderKill, Kind::ControllerKill, Kind::DiskFull]),
     ("network", &[Kind::SlowLink]),
 ];
@@ -98,6 +99,8 @@ pub struct World {
     pub client: reqwest::Client,
     /// Processes that exited by themselves (a fatal error), restarted by the supervisor.
     pub exits: Mutex<BTreeMap<&'static str, u32>>,
+    /// Instances frozen by a pause: the autoscaler lane does not remove them meanwhile.
+    pub paused: Mutex<BTreeSet<usize>>,
 }
 
 /// The target of a fault this machine cannot inject (no loop device): not counted as unrecovered.
@@ -133,7 +136,7 @@ pub async fn lane(
 ) -> Vec<Fault> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut faults: Vec<Fault> = Vec::new();
-    let mut probes = 0;
+    let mut probes: Vec<tokio::task::JoinHandle<Fault>> = Vec::new();
     let mut slow_links: u32 = 0;
     loop {
         let due: Vec<Kind> = kinds
@@ -141,6 +144,7 @@ pub async fn lane(
             .copied()
             .filter(|kind| faults.iter().filter(|f| f.kind == *kind).count() < count)
             .collect();
+        let injected_so_far = |kind: Kind| faults.iter().filter(|f| f.kind == kind).count();
         let Some(&kind) = due.choose(&mut rng) else { break };
         if kind == Kind::DiskFull && !world.cluster.can_fill_disk() {
             eprintln!("chaos: {name}: no loop-mounted disk, no {kind}");
@@ -169,23 +173,35 @@ pub async fn lane(
             eprintln!("chaos: {name}: {kind} failed: {error:#}");
             Injected::now(format!("{FAILED}: {error:#}"), Duration::ZERO)
         });
-        // A broker fault has healed once every replica is back in sync, and the pipeline when an
-        // event flows through it again.
+        // A broker fault has healed once every replica is back in sync (the next may begin then:
+        // one node down at a time), and the pipeline when an event flows through it again. The
+        // probe runs on while the lane goes on.
         let in_sync = match kind {
             Kind::LeaderKill | Kind::ControllerKill | Kind::DiskFull => wait_in_sync().await,
             _ => true,
         };
-        let recovered = in_sync && probe(&world, name, &mut probes).await;
-        let recovery = recovered.then(|| injected.healed.elapsed());
-        eprintln!(
-            "chaos: {name}: {kind} #{} on {}: held {:.1} s, recovered in {}",
-            faults.iter().filter(|f| f.kind == kind).count() + 1,
-            injected.target,
-            injected.held.as_secs_f64(),
-            recovery.map_or("never".to_owned(), |r| format!("{:.1} s", r.as_secs_f64()))
-        );
-        faults.push(Fault { kind, target: injected.target, held: injected.held, recovery });
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1_500))).await;
+        let number = injected_so_far(kind) + 1;
+        faults.push(Fault { kind, target: injected.target.clone(), held: injected.held, recovery: None });
+        let probe_id = format!("probe-{name}-{kind}-{number}");
+        probes.push(tokio::spawn({
+            let world = world.clone();
+            async move {
+                let recovered = in_sync && probe(&world, &probe_id).await;
+                let recovery = recovered.then(|| injected.healed.elapsed());
+                eprintln!(
+                    "chaos: {name}: {kind} #{number} on {}: held {:.1} s, recovered in {}",
+                    injected.target,
+                    injected.held.as_secs_f64(),
+                    recovery.map_or("never".to_owned(), |r| format!("{:.1} s", r.as_secs_f64()))
+                );
+                Fault { kind, target: injected.target, held: injected.held, recovery }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
+    }
+    let mut faults = Vec::new();
+    for probe in probes {
+        faults.push(probe.await.expect("a probe"));
     }
     faults
 }
@@ -230,12 +246,17 @@ async fn gateway_kill(world: &Arc<World>) -> anyhow::Result<Injected> {
 async fn service_pause(world: &Arc<World>, rng: &mut ChaCha8Rng) -> anyhow::Result<Injected> {
     let (index, target) = instance_of(world, &SCALED, rng).await?;
     let held = Duration::from_millis(rng.random_range(9_000..14_000));
-    world.stack.lock().await.process(index).context("gone")?.pause();
+    {
+        let stack = world.stack.lock().await;
+        stack.process(index).context("gone")?.pause();
+        world.paused.lock().await.insert(index);
+    }
     tokio::time::sleep(held).await;
     // Killed meanwhile by another lane: the new process runs anyway.
     if let Some(process) = world.stack.lock().await.process(index) {
         process.resume();
     }
+    world.paused.lock().await.remove(&index);
     Ok(Injected::now(target, held))
 }
 
@@ -260,9 +281,11 @@ async fn rebalance(world: &Arc<World>, rng: &mut ChaCha8Rng) -> anyhow::Result<I
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..3_000))).await;
     let removed: Vec<_> = {
         let mut stack = world.stack.lock().await;
-        let mut instances = stack.instances(name);
+        let paused = world.paused.lock().await;
+        let mut instances: Vec<usize> =
+            stack.instances(name).into_iter().filter(|i| !paused.contains(i)).collect();
         let mut removed = Vec::new();
-        while instances.len() > 2 {
+        while stack.instances(name).len() > 2 && !instances.is_empty() {
             let at = rng.random_range(0..instances.len());
             removed.extend(stack.detach_instance(instances.remove(at)));
         }
@@ -361,20 +384,17 @@ async fn wait_in_sync() -> bool {
     }
 }
 
-/// Publishes the lane's next probe, an order of its probe customer, through the gateway
-/// (retried until accepted) and waits until the customer API shows it applied by all four
-/// older services (every `version` counts the events applied). A probe not seen in time is a
-/// divergence; the lane then goes on from what the API shows.
-async fn probe(world: &World, lane: &str, probes: &mut i64) -> bool {
-    *probes += 1;
-    let customer = format!("probe-{lane}");
+/// Publishes a probe, an order of a customer of its own (so probes land on every partition),
+/// through the gateway (retried until accepted) and waits until the customer API shows it
+/// applied by all four older services (each record's `version` counts the events applied).
+async fn probe(world: &World, customer: &str) -> bool {
     let event = json!({
-        "event_id": format!("probe-{lane}-{probes}"),
+        "event_id": customer,
         "customer_id": customer,
         "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "channel": "web",
         "type": "order_placed",
-        "properties": {"order_id": format!("probe-{probes}"), "value_minor": 100, "currency": "EUR"}
+        "properties": {"order_id": customer, "value_minor": 100, "currency": "EUR"}
     });
     let (gateway, api) = {
         let stack = world.stack.lock().await;
@@ -390,23 +410,17 @@ async fn probe(world: &World, lane: &str, probes: &mut i64) -> bool {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let mut seen = None;
     while accepted && Instant::now() < deadline {
         let answer = world.client.get(format!("http://127.0.0.1:{api}/v1/customers/{customer}")).send().await;
         if let Ok(response) = answer
             && let Ok(body) = response.json::<serde_json::Value>().await
+            && ["profile", "suppression", "channel_affinity", "loyalty"]
+                .iter()
+                .all(|section| body[section]["version"].as_i64().is_some_and(|version| version >= 1))
         {
-            let versions = ["profile", "suppression", "channel_affinity", "loyalty"]
-                .map(|section| body[section]["version"].as_i64().unwrap_or(0));
-            seen = versions.iter().min().copied();
-            if seen.is_some_and(|version| version >= *probes) {
-                return true;
-            }
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if let Some(version) = seen {
-        *probes = version;
     }
     false
 }

@@ -86,6 +86,13 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         replication_factor: Some(3),
         ..StackOptions::default()
     };
+    // The processes' logs (target/test-logs/chaos-*.log) are this run's evidence.
+    let logs = omnistream_testkit::repo_root().join("target/test-logs");
+    for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("chaos-") {
+            std::fs::remove_file(entry.path()).ok();
+        }
+    }
     let mut stack = Stack::start("chaos", options).await;
     // Two instances of each of the four older services from the start: a paused one's partitions
     // move to the other, so it comes back as a zombie that must be fenced.
@@ -109,6 +116,7 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         events_topic: topics.events.clone(),
         client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         exits: Mutex::new(BTreeMap::new()),
+        paused: Mutex::new(std::collections::BTreeSet::new()),
     });
 
     let stop_traffic = CancellationToken::new();
@@ -197,6 +205,29 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
     let world = Arc::into_inner(world).context("the world is still shared")?;
     drop(world.stack.into_inner());
     Ok(divergence)
+}
+
+/// Why processes of this run stopped on their own, from their logs: the error of each
+/// `stopping on error` (its first words) and each exit of the stall watchdog, counted.
+fn exit_reasons() -> BTreeMap<String, u32> {
+    let logs = omnistream_testkit::repo_root().join("target/test-logs");
+    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("chaos-") {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).unwrap_or_default().lines() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let reason = match record["message"].as_str() {
+                Some("stopping on error") => record["error"].as_str().unwrap_or("?").to_owned(),
+                Some(message) if message.contains("stuck in a Kafka call") => message.to_owned(),
+                _ => continue,
+            };
+            let reason: String = reason.chars().take(140).collect();
+            *reasons.entry(format!("`{reason}`")).or_default() += 1;
+        }
+    }
+    reasons
 }
 
 /// SIGTERM to every process of the pipeline, as a deploy does: (exit code or signal, count), and
@@ -317,12 +348,20 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
         let _ = writeln!(out, "\n- {}: {}", fault.kind, fault.target);
     }
     let restarts: Vec<String> = exits.iter().map(|(name, n)| format!("{name} {n}")).collect();
+    let reasons: Vec<String> = exit_reasons().iter().map(|(reason, n)| format!("{n} × {reason}")).collect();
     let _ = writeln!(
         out,
         "\nProcesses that exited by themselves (fatal errors, non-zero exit) and were restarted by the \
          harness as an orchestrator would: {}.\n",
         if restarts.is_empty() { "none".to_owned() } else { restarts.join(", ") }
     );
+    if !reasons.is_empty() {
+        let _ = writeln!(out, "Why, from their logs (`stopping on error` and the stall watchdog):\n");
+        for reason in &reasons {
+            let _ = writeln!(out, "- {reason}");
+        }
+        let _ = writeln!(out);
+    }
     let stopped: Vec<String> = stops.iter().map(|(outcome, n)| format!("{n}: {outcome}")).collect();
     let _ = writeln!(
         out,

@@ -29,6 +29,12 @@ fn one_fault_of_every_kind_leaves_every_derived_topic_as_the_spec_says() {
             break status;
         }
         if started.elapsed() > Duration::from_secs(600) {
+            // SIGTERM first: the harness then stops the cluster and the pipeline it started.
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let stopping = Instant::now();
+            while child.try_wait().expect("wait").is_none() && stopping.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(500));
+            }
             let _ = child.kill();
             panic!("omnistream-chaos did not finish within 10 minutes; see target/chaos-test/chaos.log");
         }
@@ -45,6 +51,7 @@ fn one_fault_of_every_kind_leaves_every_derived_topic_as_the_spec_says() {
         "rebalance",
         "leader_kill",
         "controller_kill",
+        "disk_full",
         "slow_link",
     ] {
         assert!(text.contains(&format!("| {kind} |")), "no {kind} in the report:\n{text}");
