@@ -183,10 +183,12 @@ pub async fn lane(
         let number = injected_so_far(kind) + 1;
         faults.push(Fault { kind, target: injected.target.clone(), held: injected.held, recovery: None });
         let probe_id = format!("probe-{name}-{kind}-{number}");
+        let (done, recovered_or_not) = tokio::sync::oneshot::channel::<()>();
         probes.push(tokio::spawn({
             let world = world.clone();
             async move {
                 let recovered = in_sync && probe(&world, &probe_id).await;
+                let _ = done.send(());
                 let recovery = recovered.then(|| injected.healed.elapsed());
                 eprintln!(
                     "chaos: {name}: {kind} #{number} on {}: held {:.1} s, recovered in {}",
@@ -197,6 +199,9 @@ pub async fn lane(
                 Fault { kind, target: injected.target, held: injected.held, recovery }
             }
         }));
+        // The next fault once this one's probe came through, or after 30 s at most: faults overlap
+        // only when recovery is slow.
+        let _ = tokio::time::timeout(Duration::from_secs(30), recovered_or_not).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
     }
     let mut faults = Vec::new();
