@@ -133,6 +133,7 @@ pub async fn lane(
     kinds: Vec<Kind>,
     count: usize,
     seed: u64,
+    budget: Option<Instant>,
 ) -> Vec<Fault> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut faults: Vec<Fault> = Vec::new();
@@ -146,6 +147,10 @@ pub async fn lane(
             .collect();
         let injected_so_far = |kind: Kind| faults.iter().filter(|f| f.kind == kind).count();
         let Some(&kind) = due.choose(&mut rng) else { break };
+        if budget.is_some_and(|end| Instant::now() > end) {
+            eprintln!("chaos: {name}: the time budget is spent");
+            break;
+        }
         if kind == Kind::DiskFull && !world.cluster.can_fill_disk() {
             eprintln!("chaos: {name}: no loop-mounted disk, no {kind}");
             faults.extend((0..count).map(|_| Fault {
@@ -199,9 +204,9 @@ pub async fn lane(
                 Fault { kind, target: injected.target, held: injected.held, recovery }
             }
         }));
-        // The next fault once this one's probe came through, or after 30 s at most: faults overlap
+        // The next fault once this one's probe came through, or after 15 s at most: faults overlap
         // only when recovery is slow.
-        let _ = tokio::time::timeout(Duration::from_secs(30), recovered_or_not).await;
+        let _ = tokio::time::timeout(Duration::from_secs(15), recovered_or_not).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2_000))).await;
     }
     let mut faults = Vec::new();

@@ -52,6 +52,10 @@ struct Args {
     /// One fault at a time (one lane of every kind): each recovery time is that fault's alone.
     #[arg(long, env = "CHAOS_SEQUENTIAL")]
     sequential: bool,
+    /// Stop injecting after this many minutes even if some kind has not reached its count (the
+    /// report says so); the checks run as usual.
+    #[arg(long, env = "CHAOS_MAX_MINUTES")]
+    max_minutes: Option<u64>,
 }
 
 #[tokio::main]
@@ -144,12 +148,13 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
             format!("{name}: {}", kinds.iter().map(Kind::to_string).collect::<Vec<_>>().join(", "))
         })
         .collect();
+    let budget = args.max_minutes.map(|minutes| Instant::now() + Duration::from_secs(minutes * 60));
     let lanes: Vec<_> = lanes
         .into_iter()
         .enumerate()
         .map(|(n, (name, kinds))| {
             let seed = args.seed * 100 + n as u64;
-            tokio::spawn(faults::lane(world.clone(), name, kinds, args.faults_per_kind, seed))
+            tokio::spawn(faults::lane(world.clone(), name, kinds, args.faults_per_kind, seed, budget))
         })
         .collect();
     let mut faults: Vec<Fault> = Vec::new();
@@ -297,7 +302,7 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "`omnistream-chaos --seed {} --faults-per-kind {} --rate {} --customers {}{}`: 3 Kafka 4.1 nodes \
+        "`omnistream-chaos --seed {} --faults-per-kind {} --rate {} --customers {}{}{}`: 3 Kafka 4.1 nodes \
          (each broker and controller, RF 3, min ISR 2), the gateway, the five stream processors (the \
          four older ones with two instances each), the customer API; services reach the brokers \
          through the fault proxy. Faults ran for {} s in {} lane(s) side by side ({}).\n",
@@ -306,6 +311,7 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
         args.rate,
         args.customers,
         if args.sequential { " --sequential" } else { "" },
+        args.max_minutes.map_or(String::new(), |m| format!(" --max-minutes {m}")),
         seconds(faulted_for),
         lanes.len(),
         lanes.join("; ")
@@ -340,6 +346,21 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
             seconds(median(&mut recovered)),
             seconds(recovered.last().copied().unwrap_or_default()),
             of.len() - recovered.len()
+        );
+    }
+    let short: Vec<String> = LANES
+        .iter()
+        .flat_map(|(_, kinds)| kinds.iter())
+        .map(|kind| (kind, faults.iter().filter(|f| f.kind == *kind).count()))
+        .filter(|(_, n)| *n < args.faults_per_kind)
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    if !short.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n**Fewer than {} faults** of: {} (the time budget, `--max-minutes`, ran out first).",
+            args.faults_per_kind,
+            short.join(", ")
         );
     }
     let failed: Vec<&Fault> =
