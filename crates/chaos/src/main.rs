@@ -320,8 +320,9 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
     let _ = writeln!(
         out,
         "Recovery: from the heal (restart, SIGCONT, link cleared, disk freed) until the cluster's \
-         replicas are in sync again (broker faults) and an event published through the gateway shows \
-         in the customer API's profile. Faults of other lanes may overlap.\n"
+         replicas are in sync again (broker faults) and an order published through the gateway for a \
+         new customer shows in the customer API, applied by all four older services. Faults of \
+         other lanes overlap.\n"
     );
     let _ = writeln!(
         out,
