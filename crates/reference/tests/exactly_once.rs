@@ -2,17 +2,23 @@
 //! committed output (read_committed) must equal the pure fold of its input, whatever happens to
 //! the process. A lost event shows as a gap in a customer's counts, a duplicate as a repeat.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use omnistream_model::{Channel, EventPayload, TouchpointEvent, encode_event};
-use omnistream_reference::{CountRecord, EventCounter};
+use omnistream_reference::{CountRecord, CounterState, EventCounter};
+use omnistream_runtime::Entry;
 use omnistream_testkit::pipeline::{
     OutputsByKey, ServiceTopics, assert_same_outputs, committed_outputs, fold, kill_repeatedly,
     output_may_be_complete, produce_at_rate, records_in, simulated_input,
 };
-use omnistream_testkit::{ServiceProcess, consume_committed, free_port, http_get, produce_all, wait_until};
+use omnistream_testkit::{
+    ServiceProcess, client_config, consume_committed, free_port, http_get, produce_all, unique_topic,
+    wait_until,
+};
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const CUSTOMERS: u32 = 2_000;
 
@@ -198,19 +204,7 @@ async fn after_a_restart_every_customer_has_the_state_it_had_before() {
     // One more event for every customer the counter remembers: each must continue its count.
     let more: Vec<(String, Vec<u8>)> = remembered_customers(&before)
         .into_iter()
-        .map(|customer| {
-            let event = TouchpointEvent {
-                event_id: format!("after-restart-{customer}"),
-                customer_id: customer.clone(),
-                occurred_at: Utc::now(),
-                channel: Channel::Web,
-                source: None,
-                payload: EventPayload::PageViewed { url: "https://shop.example".into() },
-                context: Default::default(),
-                identifiers: Vec::new(),
-            };
-            (customer, encode_event(&event).unwrap())
-        })
+        .map(|customer| page_view(&format!("after-restart-{customer}"), &customer))
         .collect();
     let mut all = first_half;
     all.extend(more.iter().cloned());
@@ -335,4 +329,72 @@ async fn a_zombie_with_the_same_instance_id_is_fenced_and_exits_non_zero() {
     producing.await.expect("producer task");
     assert_exactly_once(&topics, &expected, Duration::from_secs(120)).await;
     assert!(successor.is_running());
+}
+
+/// A changelog transaction still undecided when a partition is restored (its commit marker not
+/// written yet: on three nodes `make chaos` saw a changelog's marker come after the offsets'
+/// one) is waited for, and its state installed; reading to the first end of partition (the last
+/// stable offset) would start the customer over from nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_waits_for_a_changelog_transaction_not_yet_decided() {
+    let topics = topics("undecided").await;
+    let customer = "c-undecided";
+    // A predecessor's last transaction: the customer's count at 41, not committed yet.
+    let writer: BaseProducer = client_config()
+        .set("transactional.id", unique_topic("undecided-writer"))
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("a transactional producer");
+    writer.init_transactions(Duration::from_secs(30)).expect("init");
+    writer.begin_transaction().expect("begin");
+    let entry = Entry {
+        recent: VecDeque::new(),
+        state: Some(CounterState { count: 41, idle_at: None }),
+        merged_into: None,
+    };
+    let mut value = Vec::new();
+    omnistream_runtime::changelog::encode::<EventCounter>(&entry, &mut value);
+    writer.send(BaseRecord::to(&topics.changelog).key(customer).payload(&value)).expect("queued");
+    writer.flush(Duration::from_secs(10)).expect("flushed");
+
+    let port = free_port();
+    let service = counter_with_args(&topics, "undecided", "undecided", port, &[]);
+    let restoring = tokio::task::spawn_blocking(move || {
+        wait_until("the counter restores", Duration::from_secs(30), || {
+            http_get(port, "/metrics").is_some_and(|(_, body)| {
+                metric(&body, "omnistream_restoring_partitions").is_some_and(|n| n > 0.0)
+            })
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        http_get(port, "/readyz").map(|r| r.0)
+    });
+    assert_ne!(restoring.await.unwrap(), Some(200), "ready before the transaction was decided");
+    writer.commit_transaction(Duration::from_secs(30)).expect("commit");
+    produce_all(&topics.input, [page_view("after-restore", customer)]).await;
+
+    let outputs = consume_committed(&topics.outputs[0], 1, Duration::from_secs(60));
+    let counts: Vec<u64> =
+        outputs.iter().filter_map(|m| m.payload()).map(|p| count_record(p).count).collect();
+    assert_eq!(counts, vec![42], "the restored count (41) plus the new event");
+    assert!(
+        tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .success()
+    );
+}
+
+/// A page view of `customer`, keyed for the input topic.
+fn page_view(event_id: &str, customer: &str) -> (String, Vec<u8>) {
+    let event = TouchpointEvent {
+        event_id: event_id.into(),
+        customer_id: customer.into(),
+        occurred_at: Utc::now(),
+        channel: Channel::Web,
+        source: None,
+        payload: EventPayload::PageViewed { url: "https://shop.example/".into() },
+        context: Default::default(),
+        identifiers: Vec::new(),
+    };
+    (customer.to_owned(), encode_event(&event).expect("encodes"))
 }

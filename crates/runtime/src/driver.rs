@@ -553,9 +553,9 @@ impl<P: Processor> Driver<P> {
         }
         let started = Instant::now();
         let input = self.input_partitions(&partitions);
-        // Offsets first: a read_committed fetch waits while the last transaction's commit markers
-        // are still being written (KIP-447, require_stable), and by then the changelog's are too
-        // in practice, so the state read next is not older than the offsets it resumes from.
+        // Offsets first: a read_committed fetch waits while the last transaction's offsets are
+        // still pending (KIP-447, require_stable); the restore then waits for that transaction's
+        // changelog marker too, so the state read is not older than the offsets it resumes from.
         let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
         if let Some(lookups) = &mut self.lookups {
             lookups.assign_tables(&partitions, &mut self.core, &self.health)?;

@@ -24,9 +24,21 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// a partition whose offsets do not come in time is read to its end as if it had records.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reads changelog partitions from the beginning to their end (the last stable offset, as
-/// read_committed) with an assign-only consumer, within [`RESTORE_TIMEOUT`]; every poll ticks
-/// `health`, so a long restore does not fail liveness (the timeout bounds a stuck one).
+/// How often the end of a transaction still open on a changelog partition is asked for.
+const DECIDED_POLL: Duration = Duration::from_millis(100);
+
+/// Reads changelog partitions from the beginning to their end with an assign-only read_committed
+/// consumer, within [`RESTORE_TIMEOUT`]; every poll ticks `health`, so a long restore does not
+/// fail liveness (the timeout bounds a stuck one).
+///
+/// "The end" is the high watermark when the restore starts, not the first end of partition a
+/// read_committed reader meets: that one is the last stable offset, which stops short of a
+/// transaction whose commit marker is not written yet. The offsets the input resumes from may
+/// be that transaction's already (the coordinator writes each partition's marker on its own, and
+/// on three nodes `make chaos` saw the changelog's come after the offsets' one), and restoring
+/// without its records lost a customer's last events and wrote their versions twice. So the
+/// reader is assigned only once every transaction that was open on the partition is decided (a
+/// zombie's is aborted within the transaction timeout).
 pub(crate) fn read_changelog<P: Processor>(
     processor: &P,
     config: &RuntimeConfig,
@@ -42,22 +54,14 @@ pub(crate) fn read_changelog<P: Processor>(
     let mut restored: RestoredPartitions<P::State> =
         partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let ends = changelog_ends(config, partitions, health)?;
     // An empty partition (a first start) is not read: reading one to its end cost over half a
-    // second (an offset lookup, then a fetch), asking its offsets one round trip. One whose
-    // offsets do not come is read as before, within the restore's own timeout.
-    let mut remaining: HashSet<i32> = HashSet::new();
-    for partition in partitions {
-        health.tick();
-        match reader.fetch_watermarks(&config.changelog_topic, *partition, OFFSETS_TIMEOUT) {
-            Ok((low, high)) if high <= low => {}
-            _ => {
-                remaining.insert(*partition);
-            }
-        }
-    }
+    // second (an offset lookup, then a fetch), asking its offsets one round trip.
+    let mut remaining: HashSet<i32> = ends.keys().copied().collect();
     if remaining.is_empty() {
         return Ok(restored);
     }
+    wait_until_decided(&reader, &config.changelog_topic, &ends, deadline, health)?;
     let mut assignment = TopicPartitionList::new();
     for partition in &remaining {
         assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
@@ -107,4 +111,65 @@ fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
         .set("fetch.max.bytes", "104857600")
         .set("max.partition.fetch.bytes", "10485760")
         .set("queued.max.messages.kbytes", "16384");
+}
+
+/// The high watermark (read_uncommitted: open transactions included) of every changelog partition
+/// that has records, or `None` for one whose offsets did not come in time (read as before: to
+/// its first end).
+fn changelog_ends(
+    config: &RuntimeConfig,
+    partitions: &[i32],
+    health: &Health,
+) -> Result<HashMap<i32, Option<i64>>, RuntimeError> {
+    let mut client = config.kafka.client_config()?;
+    client.set("group.id", format!("{}-restore", config.group_id)).set("isolation.level", "read_uncommitted");
+    let asker: BaseConsumer<ReadToEndContext> =
+        client.create_with_context(ReadToEndContext { reader: "changelog offsets" })?;
+    let mut ends = HashMap::new();
+    for partition in partitions {
+        health.tick();
+        match asker.fetch_watermarks(&config.changelog_topic, *partition, OFFSETS_TIMEOUT) {
+            Ok((low, high)) if high <= low => {}
+            Ok((_, high)) => {
+                ends.insert(*partition, Some(high));
+            }
+            Err(_) => {
+                ends.insert(*partition, None);
+            }
+        }
+    }
+    Ok(ends)
+}
+
+/// Waits until the last stable offset of every partition in `ends` has reached its end: every
+/// transaction open on it then is decided, so the reader's end of partition is the end.
+fn wait_until_decided(
+    reader: &BaseConsumer<ReadToEndContext>,
+    topic: &str,
+    ends: &HashMap<i32, Option<i64>>,
+    deadline: Instant,
+    health: &Health,
+) -> Result<(), RuntimeError> {
+    let mut undecided: Vec<(i32, i64)> =
+        ends.iter().filter_map(|(partition, end)| end.map(|end| (*partition, end))).collect();
+    while !undecided.is_empty() {
+        health.tick();
+        // The reader is read_committed: its high watermark is the last stable offset. One whose
+        // offsets do not come is asked again.
+        undecided.retain(|(partition, end)| {
+            !matches!(reader.fetch_watermarks(topic, *partition, OFFSETS_TIMEOUT),
+                Ok((_, stable)) if stable >= *end)
+        });
+        if undecided.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Restore(format!(
+                "transactions on changelog partitions {undecided:?} (partition, end) not decided in {} s",
+                RESTORE_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(DECIDED_POLL);
+    }
+    Ok(())
 }
