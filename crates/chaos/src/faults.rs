@@ -84,9 +84,9 @@ pub struct Fault {
     pub target: String,
     /// How long the fault lasted before it was healed.
     pub held: Duration,
-    /// From the heal until an event published through the gateway showed in the API (`None`:
-    /// not within the deadline).
-    pub recovery: Option<Duration>,
+    /// From the heal until an event published through the gateway showed in the API, or why it
+    /// did not within the deadline (the last answer the probe got).
+    pub recovery: Result<Duration, String>,
 }
 
 /// Everything the faults act on.
@@ -157,7 +157,7 @@ pub async fn lane(
                 kind,
                 target: UNAVAILABLE.into(),
                 held: Duration::ZERO,
-                recovery: None,
+                recovery: Err("not injected".into()),
             }));
             continue;
         }
@@ -186,20 +186,30 @@ pub async fn lane(
             _ => true,
         };
         let number = injected_so_far(kind) + 1;
-        faults.push(Fault { kind, target: injected.target.clone(), held: injected.held, recovery: None });
+        faults.push(Fault {
+            kind,
+            target: injected.target.clone(),
+            held: injected.held,
+            recovery: Err("probing".into()),
+        });
         let probe_id = format!("probe-{name}-{kind}-{number}");
         let (done, recovered_or_not) = tokio::sync::oneshot::channel::<()>();
         probes.push(tokio::spawn({
             let world = world.clone();
             async move {
-                let recovered = in_sync && probe(&world, &probe_id).await;
+                let recovery = if in_sync {
+                    probe(&world, &probe_id).await.map(|()| injected.healed.elapsed())
+                } else {
+                    Err("the replicas did not get in sync".into())
+                };
                 let _ = done.send(());
-                let recovery = recovered.then(|| injected.healed.elapsed());
                 eprintln!(
                     "chaos: {name}: {kind} #{number} on {}: held {:.1} s, recovered in {}",
                     injected.target,
                     injected.held.as_secs_f64(),
-                    recovery.map_or("never".to_owned(), |r| format!("{:.1} s", r.as_secs_f64()))
+                    recovery
+                        .as_ref()
+                        .map_or_else(|why| format!("never ({why})"), |r| format!("{:.1} s", r.as_secs_f64()))
                 );
                 Fault { kind, target: injected.target, held: injected.held, recovery }
             }
@@ -396,8 +406,9 @@ async fn wait_in_sync() -> bool {
 
 /// Publishes a probe, an order of a customer of its own (so probes land on every partition),
 /// through the gateway (retried until accepted) and waits until the customer API shows it
-/// applied by all four older services (each record's `version` counts the events applied).
-async fn probe(world: &World, customer: &str) -> bool {
+/// applied by all four older services (each record's `version` counts the events applied). Not
+/// within the deadline: the last answer it got, to tell where it stuck.
+async fn probe(world: &World, customer: &str) -> Result<(), String> {
     let event = json!({
         "event_id": customer,
         "customer_id": customer,
@@ -411,28 +422,42 @@ async fn probe(world: &World, customer: &str) -> bool {
         (stack.gateway_port, stack.api_port)
     };
     let deadline = Instant::now() + RECOVERY_DEADLINE;
+    let mut last = String::from("nothing asked");
     let mut accepted = false;
     while !accepted && Instant::now() < deadline {
         let answer =
             world.client.post(format!("http://127.0.0.1:{gateway}/v1/events")).json(&event).send().await;
-        accepted = answer.is_ok_and(|response| response.status().as_u16() == 200);
+        match answer {
+            Ok(response) if response.status().as_u16() == 200 => accepted = true,
+            Ok(response) => {
+                let status = response.status();
+                last = format!("gateway {status}: {}", response.text().await.unwrap_or_default());
+            }
+            Err(error) => last = format!("gateway: {error}"),
+        }
         if !accepted {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     while accepted && Instant::now() < deadline {
         let answer = world.client.get(format!("http://127.0.0.1:{api}/v1/customers/{customer}")).send().await;
-        if let Ok(response) = answer
-            && let Ok(body) = response.json::<serde_json::Value>().await
-            && ["profile", "suppression", "channel_affinity", "loyalty"]
-                .iter()
-                .all(|section| body[section]["version"].as_i64().is_some_and(|version| version >= 1))
-        {
-            return true;
+        match answer {
+            Ok(response) => match response.json::<serde_json::Value>().await {
+                Ok(body)
+                    if ["profile", "suppression", "channel_affinity", "loyalty"].iter().all(|section| {
+                        body[section]["version"].as_i64().is_some_and(|version| version >= 1)
+                    }) =>
+                {
+                    return Ok(());
+                }
+                Ok(body) => last = format!("accepted; the API: {body}"),
+                Err(error) => last = format!("accepted; the API: {error}"),
+            },
+            Err(error) => last = format!("accepted; the API: {error}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    false
+    Err(last.chars().take(300).collect())
 }
 
 /// Restarts every process that exited by itself, as an orchestrator would, every second.

@@ -181,12 +181,14 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
     for fault in &faults {
         if fault.target.starts_with(faults::FAILED) {
             verdict.checks.entry("faults that could not be injected").or_default().push(fault.target.clone());
-        } else if fault.recovery.is_none() && fault.target != faults::UNAVAILABLE {
+        } else if let Err(why) = &fault.recovery
+            && fault.target != faults::UNAVAILABLE
+        {
             verdict
                 .checks
                 .entry("faults not recovered from")
                 .or_default()
-                .push(format!("{}: {}", fault.kind, fault.target));
+                .push(format!("{}: {} ({why})", fault.kind, fault.target));
         }
     }
     let exits = world.exits.lock().await.clone();
@@ -335,7 +337,8 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
     for kind in kinds {
         let of: Vec<&Fault> = faults.iter().filter(|f| f.kind == kind).collect();
         let mut held: Vec<Duration> = of.iter().map(|f| f.held).collect();
-        let mut recovered: Vec<Duration> = of.iter().filter_map(|f| f.recovery).collect();
+        let mut recovered: Vec<Duration> =
+            of.iter().filter_map(|f| f.recovery.as_ref().ok().copied()).collect();
         let _ = writeln!(
             out,
             "| {kind} | {} | {} | {} | {} / {} | {} | {} | {} |",

@@ -66,6 +66,55 @@ fn classify(error: KafkaError) -> Failure {
     }
 }
 
+/// How long a restore keeps asking for the committed offsets (a coordinator moving, a broker
+/// down) before the service gives up and exits; each try ticks liveness.
+const COMMITTED_OFFSETS_DEADLINE: Duration = Duration::from_secs(300);
+/// How many times a seek that failed is tried again (librdkafka answers "erroneous state" for a
+/// partition whose fetcher is still starting after a broker came back).
+const SEEK_ATTEMPTS: u32 = 5;
+
+/// The group's committed offsets of `partitions`, asked again while the coordinator cannot
+/// answer: a coordinator moving or a broker down is not a reason to exit.
+fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: &TopicPartitionList,
+    health: &Health,
+) -> Result<TopicPartitionList, RuntimeError> {
+    let deadline = Instant::now() + COMMITTED_OFFSETS_DEADLINE;
+    loop {
+        health.tick();
+        match consumer.committed_offsets(partitions.clone(), Duration::from_secs(30)) {
+            Ok(committed) => return Ok(committed),
+            Err(error) if Instant::now() < deadline => {
+                warn!(%error, "committed offsets not known yet; asking again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Seeks `partition` of `topic` to `target`, trying again a few times.
+fn seek<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    target: Offset,
+) -> Result<(), RuntimeError> {
+    let mut attempt = 1;
+    loop {
+        match consumer.seek(topic, partition, target, Duration::from_secs(10)) {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < SEEK_ATTEMPTS => {
+                warn!(%error, topic, partition, attempt, "seek failed; trying again");
+                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// What the processing loop must do before it goes on, after a failure (possibly inside a
 /// rebalance callback, which cannot return one).
 #[derive(Debug)]
@@ -556,7 +605,7 @@ impl<P: Processor> Driver<P> {
         // Offsets first: a read_committed fetch waits while the last transaction's offsets are
         // still pending (KIP-447, require_stable); the restore then waits for that transaction's
         // changelog marker too, so the state read is not older than the offsets it resumes from.
-        let committed = consumer.committed_offsets(input.clone(), Duration::from_secs(30))?;
+        let committed = committed_offsets(consumer, &input, &self.health)?;
         if let Some(lookups) = &mut self.lookups {
             lookups.assign_tables(&partitions, &mut self.core, &self.health)?;
         }
@@ -577,7 +626,7 @@ impl<P: Processor> Driver<P> {
                             Some(Offset::Offset(offset)) => Offset::Offset(offset),
                             _ => Offset::Beginning,
                         };
-                    consumer.seek(topic, *partition, target, Duration::from_secs(10))?;
+                    seek(consumer, topic, *partition, target)?;
                 }
             }
         }

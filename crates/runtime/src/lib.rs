@@ -39,7 +39,7 @@ pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
 pub use store::{Entry, event_id_hash};
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// Services allocate per record (decoded values, keys, outputs); mimalloc is several times
 /// cheaper than glibc's allocator on that path.
@@ -75,6 +75,20 @@ pub enum RuntimeError {
 /// The transactional producer of a service instance.
 pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
+/// How long creating the transactional producer keeps trying: below the stall watchdog's 120 s
+/// ([`server::exit_when_stalled`]), since a reset's attempts do not tick the loop.
+const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// `init_transactions` errors no wait cures: the configuration or the broker's refusal.
+const PERMANENT_INIT_ERRORS: [RDKafkaErrorCode; 6] = [
+    RDKafkaErrorCode::InvalidTransactionTimeout,
+    RDKafkaErrorCode::UnsupportedFeature,
+    RDKafkaErrorCode::NotConfigured,
+    RDKafkaErrorCode::InvalidArgument,
+    RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+    RDKafkaErrorCode::ClusterAuthorizationFailed,
+];
+
 /// Creates the instance's transactional producer and initializes transactions, which fences an
 /// earlier producer with the same `transactional.id` and aborts its open transaction.
 pub(crate) fn create_transactional_producer(config: &RuntimeConfig) -> Result<TxnProducer, RuntimeError> {
@@ -99,19 +113,26 @@ pub(crate) fn create_transactional_producer(config: &RuntimeConfig) -> Result<Tx
         // transaction's markers; the default 100 ms backoff would add that much to every commit.
         .set("retry.backoff.ms", "5")
         .set("retry.backoff.max.ms", "100");
-    let producer: TxnProducer = client.create()?;
-    // A slow coordinator (often the reason for a reset) answers with retriable errors: retry
-    // those a few times; anything else means this producer cannot work.
-    let mut attempt = 0;
+    // A coordinator moving, loading or still writing the last transaction's markers (often the
+    // reason for a reset, and usual while a broker restarts) answers with errors worth waiting
+    // out; a producer left in a fatal state is replaced. Only a misconfiguration exits at once.
+    let deadline = std::time::Instant::now() + INIT_DEADLINE;
+    let mut attempt = 0_u32;
+    let mut producer: TxnProducer = client.create()?;
     loop {
-        match producer.init_transactions(config.transaction_timeout) {
+        let error = match producer.init_transactions(config.transaction_timeout) {
             Ok(()) => return Ok(producer),
-            Err(KafkaError::Transaction(error)) if error.is_retriable() && attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(%error, attempt, "init_transactions failed; retrying");
-                std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
-            }
-            Err(error) => return Err(RuntimeError::Fatal(error)),
+            Err(error) => error,
+        };
+        let KafkaError::Transaction(rd) = &error else { return Err(RuntimeError::Fatal(error)) };
+        if PERMANENT_INIT_ERRORS.contains(&rd.code()) || std::time::Instant::now() >= deadline {
+            return Err(RuntimeError::Fatal(error));
+        }
+        attempt += 1;
+        tracing::warn!(%error, attempt, fatal = rd.is_fatal(), "init_transactions failed; trying again");
+        std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt.min(6))));
+        if rd.is_fatal() {
+            producer = client.create()?;
         }
     }
 }

@@ -7,6 +7,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tracing::warn;
 
 use crate::RuntimeError;
 use crate::config::RuntimeConfig;
@@ -80,7 +81,9 @@ pub(crate) fn read_changelog<P: Processor>(
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 remaining.remove(&partition);
             }
-            Some(Err(error)) => return Err(error.into()),
+            // librdkafka recovers from consumer errors by itself (a broker down, a leader
+            // moving); the restore's deadline bounds one that lasts.
+            Some(Err(error)) => warn!(%error, "changelog reader error; reading on"),
             Some(Ok(message)) => {
                 metrics.restored_records.inc();
                 let Some(key) = message.key() else { continue };
