@@ -11,7 +11,7 @@ use omnistream_model::records::{
 };
 use omnistream_model::{AvroRecord, decode_event, decode_record};
 use omnistream_spec::affinity::{AffinitySettings, affinity, agree, written_at};
-use omnistream_spec::suppression::{canonical, excuse, suppression};
+use omnistream_spec::suppression::check_last_record;
 use omnistream_spec::{Record, loyalty, profile};
 use rdkafka::message::Message;
 
@@ -237,21 +237,9 @@ fn check(topics: &Topics, published: &Published) -> Verdict {
     let rules = omnistream_spec::suppression::Rules::default();
     let read_at = Utc::now();
     for (customer, history) in &histories {
-        let complete = suppression(customer, history, read_at, &rules);
         let got = suppressions.get(customer).cloned().flatten();
-        let expected = match &got {
-            Some(state) => suppression(customer, history, state.evaluated_at, &rules),
-            None => complete.clone(),
-        };
-        let pending = got
-            .as_ref()
-            .and_then(|s| s.next_change_at)
-            .is_some_and(|at| at < read_at - chrono::Duration::seconds(5));
-        let all_applied = got.as_ref().map(|s| s.version) == complete.as_ref().map(|s| s.version);
-        let expected = canonical(expected);
-        let got = excuse(customer, history, &rules, canonical(got), &expected);
-        if got != expected || pending || !all_applied {
-            fail("suppressions", format!("{customer}: v{:?}", got.map(|s| s.version)));
+        if let Err(disagreement) = check_last_record(customer, history, &rules, got, read_at) {
+            fail("suppressions", format!("{customer}: v{:?}", disagreement.got.map(|s| s.version)));
         }
     }
 

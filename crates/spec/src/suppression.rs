@@ -546,3 +546,36 @@ pub fn excuse(
     }
     Some(state)
 }
+
+/// A customer's last committed suppression record that is not the SPEC's.
+#[derive(Debug)]
+pub struct Disagreement {
+    pub got: Option<SuppressionState>,
+    pub expected: Option<SuppressionState>,
+}
+
+/// Checks a customer's last committed record (`None`: none, or a tombstone), read at `read_at`,
+/// against SPEC 4.2: the state as of its own `evaluated_at` (with [`excuse`]), every event of
+/// `history` applied, and no change it names pending for more than 5 s before `read_at`.
+pub fn check_last_record(
+    customer: &str,
+    history: &[Record],
+    rules: &Rules,
+    got: Option<SuppressionState>,
+    read_at: DateTime<Utc>,
+) -> Result<(), Box<Disagreement>> {
+    let complete = suppression(customer, history, read_at, rules);
+    let expected = match &got {
+        Some(state) => suppression(customer, history, state.evaluated_at, rules),
+        None => complete.clone(),
+    };
+    let pending =
+        got.as_ref().and_then(|s| s.next_change_at).is_some_and(|at| at < read_at - Duration::seconds(5));
+    let all_applied = got.as_ref().map(|s| s.version) == complete.as_ref().map(|s| s.version);
+    let expected = canonical(expected);
+    let got = excuse(customer, history, rules, canonical(got), &expected);
+    if got != expected || pending || !all_applied {
+        return Err(Box::new(Disagreement { got, expected }));
+    }
+    Ok(())
+}

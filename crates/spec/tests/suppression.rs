@@ -20,7 +20,9 @@ use omnistream_model::{
     Channel, EventPayload, Purpose, TouchpointEvent, TraitValue, decode_record, encode_event,
 };
 use omnistream_spec::Record;
-use omnistream_spec::suppression::{Cap, Quiet, Rules, canonical, excuse, suppression};
+use omnistream_spec::suppression::{
+    Cap, Disagreement, Quiet, Rules, canonical, check_last_record, excuse, suppression,
+};
 use omnistream_suppression::SUPPRESSIONS_OUTPUT as SUPPRESSIONS;
 use omnistream_suppression::{FrequencyCap, QuietHours, Suppression};
 use omnistream_testkit::replay::replay;
@@ -407,22 +409,9 @@ async fn over_the_broker_every_customers_last_record_is_the_specs() {
             let read_at = Utc::now();
             let mut failures = Vec::new();
             for (customer, history) in &histories {
-                // Every event applied: the SPEC's state after the whole history has this version.
-                let complete = suppression(customer, history, read_at, &rules);
                 let got = last.get(customer).cloned().flatten();
-                let expected = match &got {
-                    Some(state) => suppression(customer, history, state.evaluated_at, &rules),
-                    None => complete.clone(),
-                };
-                let pending = got
-                    .as_ref()
-                    .and_then(|s| s.next_change_at)
-                    .is_some_and(|at| at < read_at - Duration::seconds(5));
-                let all_applied = got.as_ref().map(|s| s.version) == complete.as_ref().map(|s| s.version)
-                    && (got.is_some() || last.contains_key(customer) || complete.is_none());
-                let expected = canonical(expected);
-                let got = excuse(customer, history, &rules, canonical(got), &expected);
-                if got != expected || pending || !all_applied {
+                if let Err(disagreement) = check_last_record(customer, history, &rules, got, read_at) {
+                    let Disagreement { got, expected } = *disagreement;
                     failures.push(format!("{customer}: got {got:#?}\nexpected {expected:#?}"));
                 }
             }
