@@ -111,7 +111,12 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         affinity: stack.topics.output("affinity").to_owned(),
         ledger: stack.topics.output("ledger").to_owned(),
         balances: stack.topics.output("balances").to_owned(),
+        actions: stack.topics.output("actions").to_owned(),
     };
+    // A journey is live before the traffic: events appended the lookup grace (4 s) after it is
+    // published enter it.
+    stack.publish_journeys(&[verify::JOURNEY]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let gateway = format!("http://127.0.0.1:{}", stack.gateway_port);
     let world = Arc::new(World {
         stack: Mutex::new(stack),

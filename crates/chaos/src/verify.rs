@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use omnistream_model::records::{
-    ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
+    ChannelAffinity, CustomerProfile, JourneyAction, JourneyOutcome, LoyaltyBalance, LoyaltyLedgerEntry,
+    SuppressionState,
 };
-use omnistream_model::{AvroRecord, decode_event, decode_record};
+use omnistream_model::{AvroRecord, Channel, EventPayload, EventType, decode_event, decode_record};
 use omnistream_spec::affinity::{AffinitySettings, affinity, agree, written_at};
+use omnistream_spec::journeys::{self, Catalog, Decision, Journey, Outcome, Step, Trigger, WhenSuppressed};
 use omnistream_spec::suppression::check_last_record;
-use omnistream_spec::{Record, loyalty, profile};
+use omnistream_spec::{Record, applied, loyalty, profile};
 use rdkafka::message::Message;
 
 use crate::traffic::Published;
@@ -26,10 +28,74 @@ pub struct Topics {
     pub affinity: String,
     pub ledger: String,
     pub balances: String,
+    pub actions: String,
+}
+
+/// The journey the run publishes before its traffic (`omni journeys publish`): a customer's first
+/// order gets a thank-you email, then a cross-sell on their best messaging channel, each skipped
+/// when suppressed. Sends only, so its decisions are all made at the order's time.
+pub const JOURNEY: &str = r#"
+id = "chaos-thanks"
+version = 1
+
+[entry]
+event = "order_placed"
+reentry = "once"
+
+[[steps]]
+id = "thanks"
+send = { channel = "email", template = "thanks", when_suppressed = "skip" }
+
+[[steps]]
+id = "cross-sell"
+send = { best_of = ["sms", "whatsapp", "push"], template = "cross-sell", when_suppressed = "skip" }
+"#;
+
+/// [`JOURNEY`] for the SPEC's journeys model, written out again by hand.
+fn journey() -> Journey {
+    let send = |id: &str, channels: Vec<Channel>, template: &str| Step::Send {
+        id: id.into(),
+        channels,
+        template: template.into(),
+        when_suppressed: WhenSuppressed::Skip,
+    };
+    Journey {
+        id: "chaos-thanks".into(),
+        version: 1,
+        trigger: Trigger::Event(EventType::OrderPlaced),
+        goals: Vec::new(),
+        exits: Vec::new(),
+        steps: vec![
+            send("thanks", vec![Channel::Email], "thanks"),
+            send("cross-sell", vec![Channel::Sms, Channel::Whatsapp, Channel::Push], "cross-sell"),
+        ],
+    }
+}
+
+/// Whether a committed action is the model's decision, field by field.
+fn same_decision(action: &JourneyAction, decision: &Decision) -> bool {
+    let outcome = match decision.outcome {
+        Outcome::Send(channel) => {
+            action.outcome == JourneyOutcome::Send && action.channel.as_deref() == Some(channel.as_str())
+        }
+        Outcome::Skipped => action.outcome == JourneyOutcome::Skipped,
+        Outcome::Waiting { until } => {
+            action.outcome == JourneyOutcome::Waiting
+                && action.waiting_until.map(|at| at.timestamp_millis()) == Some(until)
+        }
+        Outcome::Exited => action.outcome == JourneyOutcome::Exited,
+    };
+    outcome
+        && action.decision_id == decision.decision_id
+        && action.step == decision.step
+        && action.template == decision.template
+        && i64::from(action.attempt) == i64::from(decision.attempt)
+        && action.decided_at.timestamp_millis() == decision.decided_at
+        && action.entry_key == decision.entry_key
 }
 
 /// Every check, in the report's order.
-pub const CHECKS: [&str; 13] = [
+pub const CHECKS: [&str; 15] = [
     "gateway 2xx, not in the topic",
     "direct ack, not in the topic",
     "events nobody published",
@@ -41,6 +107,8 @@ pub const CHECKS: [&str; 13] = [
     "balances",
     "suppressions",
     "affinity",
+    "journey decisions",
+    "journey decision twice",
     "a version went back",
     "outputs of customers not in the input",
 ];
@@ -269,6 +337,46 @@ fn check(topics: &Topics, published: &Published) -> Verdict {
             fail("affinity", format!("{customer}: {difference}"));
         }
     }
+    // SPEC 4.6: each customer's journey decisions in order, each once, as the model recomputes
+    // them from the events applied. An erasure is outside the model's scope: those customers'
+    // decisions are only checked for duplicates.
+    let mut actions: BTreeMap<String, Vec<JourneyAction>> = BTreeMap::new();
+    let mut decision_ids: BTreeSet<String> = BTreeSet::new();
+    for (_, action) in read::<JourneyAction>(&topics.actions) {
+        let action = action.expect("journey actions have no tombstones");
+        if !decision_ids.insert(action.decision_id.clone()) {
+            fail("journey decision twice", format!("{}: {}", action.customer_id, action.decision_id));
+        }
+        actions.entry(action.customer_id.clone()).or_default().push(action);
+    }
+    let model = journey();
+    let suppression_rules = omnistream_spec::suppression::Rules::default();
+    let until = Utc::now().timestamp_millis();
+    for (customer, history) in &histories {
+        if history.iter().any(|record| matches!(record.event.payload, EventPayload::ErasureRequested)) {
+            continue;
+        }
+        let events: Vec<Record> = applied(history).unwrap_or_default().into_iter().cloned().collect();
+        let want = journeys::decisions(
+            customer,
+            &model,
+            &events,
+            &Catalog::default(),
+            &suppression_rules,
+            &settings,
+            until,
+        );
+        let got = actions.get(customer).map_or(&[][..], Vec::as_slice);
+        if got.len() != want.len()
+            || got.iter().zip(&want).any(|(action, decision)| !same_decision(action, decision))
+        {
+            fail(
+                "journey decisions",
+                format!("{customer}: {} decisions, the SPEC's {}", got.len(), want.len()),
+            );
+        }
+    }
+
     // No output for a customer the input does not have.
     let outputs = [
         ("profiles", profiles.keys().cloned().collect::<Vec<_>>()),
@@ -276,6 +384,7 @@ fn check(topics: &Topics, published: &Published) -> Verdict {
         ("affinity", affinities.keys().cloned().collect()),
         ("balances", balances.keys().cloned().collect()),
         ("ledger", ledgers.keys().cloned().collect()),
+        ("journey actions", actions.keys().cloned().collect()),
     ];
     for (topic, customers) in outputs {
         for customer in customers.iter().filter(|c| !histories.contains_key(*c)) {
