@@ -83,7 +83,15 @@ fn committed_offsets<C: ConsumerContext>(
     let deadline = Instant::now() + COMMITTED_OFFSETS_DEADLINE;
     loop {
         health.tick();
-        match consumer.committed_offsets(partitions.clone(), Duration::from_secs(30)) {
+        // librdkafka reports a partition's own error in its element, not in the call's result.
+        let answer =
+            consumer.committed_offsets(partitions.clone(), Duration::from_secs(30)).and_then(|committed| {
+                match committed.elements().iter().find_map(|element| element.error().err()) {
+                    Some(error) => Err(error),
+                    None => Ok(committed),
+                }
+            });
+        match answer {
             Ok(committed) => return Ok(committed),
             Err(error) if Instant::now() < deadline => {
                 warn!(%error, "committed offsets not known yet; asking again");
@@ -100,9 +108,11 @@ fn seek<C: ConsumerContext>(
     topic: &str,
     partition: i32,
     target: Offset,
+    health: &Health,
 ) -> Result<(), RuntimeError> {
     let mut attempt = 1;
     loop {
+        health.tick();
         match consumer.seek(topic, partition, target, Duration::from_secs(10)) {
             Ok(()) => return Ok(()),
             Err(error) if attempt < SEEK_ATTEMPTS => {
@@ -586,7 +596,7 @@ impl<P: Processor> Driver<P> {
         self.producer_in_transaction = false;
         self.transaction_spans.clear();
         self.core.reset();
-        self.producer = crate::create_transactional_producer(&self.config)?;
+        self.producer = crate::create_transactional_producer(&self.config, &self.health)?;
         self.restore_pending(consumer, true)
     }
 
@@ -626,7 +636,7 @@ impl<P: Processor> Driver<P> {
                             Some(Offset::Offset(offset)) => Offset::Offset(offset),
                             _ => Offset::Beginning,
                         };
-                    seek(consumer, topic, *partition, target)?;
+                    seek(consumer, topic, *partition, target, &self.health)?;
                 }
             }
         }

@@ -75,8 +75,8 @@ pub enum RuntimeError {
 /// The transactional producer of a service instance.
 pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
-/// How long creating the transactional producer keeps trying: below the stall watchdog's 120 s
-/// ([`server::exit_when_stalled`]), since a reset's attempts do not tick the loop.
+/// How long creating the transactional producer keeps trying while the coordinator cannot
+/// answer; each attempt (at most the transaction timeout) ticks liveness.
 const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// `init_transactions` errors no wait cures: the configuration or the broker's refusal.
@@ -91,7 +91,10 @@ const PERMANENT_INIT_ERRORS: [RDKafkaErrorCode; 6] = [
 
 /// Creates the instance's transactional producer and initializes transactions, which fences an
 /// earlier producer with the same `transactional.id` and aborts its open transaction.
-pub(crate) fn create_transactional_producer(config: &RuntimeConfig) -> Result<TxnProducer, RuntimeError> {
+pub(crate) fn create_transactional_producer(
+    config: &RuntimeConfig,
+    health: &server::Health,
+) -> Result<TxnProducer, RuntimeError> {
     let transaction_timeout = config.transaction_timeout.as_millis();
     let mut client = config.kafka.client_config()?;
     client
@@ -120,6 +123,7 @@ pub(crate) fn create_transactional_producer(config: &RuntimeConfig) -> Result<Tx
     let mut attempt = 0_u32;
     let mut producer: TxnProducer = client.create()?;
     loop {
+        health.tick();
         let error = match producer.init_transactions(config.transaction_timeout) {
             Ok(()) => return Ok(producer),
             Err(error) => error,

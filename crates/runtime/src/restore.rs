@@ -22,7 +22,7 @@ pub(crate) type RestoredPartitions<S> = HashMap<i32, RestoredPartition<S>>;
 /// How long a restore may take before the service gives up and exits (to be restarted).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long asking a changelog partition's offsets may take (liveness is not ticked meanwhile);
-/// a partition whose offsets do not come in time is read to its end as if it had records.
+/// offsets that do not come in time are asked again, within [`RESTORE_TIMEOUT`].
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the end of a transaction still open on a changelog partition is asked for.
@@ -55,7 +55,7 @@ pub(crate) fn read_changelog<P: Processor>(
     let mut restored: RestoredPartitions<P::State> =
         partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
-    let ends = changelog_ends(config, partitions, health)?;
+    let ends = changelog_ends(config, partitions, deadline, health)?;
     // An empty partition (a first start) is not read: reading one to its end cost over half a
     // second (an offset lookup, then a fetch), asking its offsets one round trip.
     let mut remaining: HashSet<i32> = ends.keys().copied().collect();
@@ -68,6 +68,7 @@ pub(crate) fn read_changelog<P: Processor>(
         assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
     }
     reader.assign(&assignment)?;
+    let mut last_error: Option<String> = None;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
             return Err(RuntimeError::Restore(format!(
@@ -78,12 +79,23 @@ pub(crate) fn read_changelog<P: Processor>(
         health.tick();
         match reader.poll(Duration::from_millis(100)) {
             None => {}
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
+            // An end of partition short of the recorded end (a new leader whose high watermark
+            // still lags) is not the end: librdkafka reports the next one again.
+            Some(Err(KafkaError::PartitionEOF(partition)))
+                if position(&reader, &config.changelog_topic, partition) >= ends[&partition] =>
+            {
                 remaining.remove(&partition);
             }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             // librdkafka recovers from consumer errors by itself (a broker down, a leader
-            // moving); the restore's deadline bounds one that lasts.
-            Some(Err(error)) => warn!(%error, "changelog reader error; reading on"),
+            // moving); the restore's deadline bounds one that lasts. Logged when it changes.
+            Some(Err(error)) => {
+                let text = error.to_string();
+                if last_error.as_ref() != Some(&text) {
+                    warn!(error = %text, "changelog reader error; reading on");
+                    last_error = Some(text);
+                }
+            }
             Some(Ok(message)) => {
                 metrics.restored_records.inc();
                 let Some(key) = message.key() else { continue };
@@ -117,27 +129,38 @@ fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
 }
 
 /// The high watermark (read_uncommitted: open transactions included) of every changelog partition
-/// that has records, or `None` for one whose offsets did not come in time (read as before: to
-/// its first end).
+/// that has records, each asked again until it comes (a leader being elected) or `deadline`.
 fn changelog_ends(
     config: &RuntimeConfig,
     partitions: &[i32],
+    deadline: Instant,
     health: &Health,
-) -> Result<HashMap<i32, Option<i64>>, RuntimeError> {
+) -> Result<HashMap<i32, i64>, RuntimeError> {
     let mut client = config.kafka.client_config()?;
-    client.set("group.id", format!("{}-restore", config.group_id)).set("isolation.level", "read_uncommitted");
+    client.set("isolation.level", "read_uncommitted");
     let asker: BaseConsumer<ReadToEndContext> =
         client.create_with_context(ReadToEndContext { reader: "changelog offsets" })?;
     let mut ends = HashMap::new();
     for partition in partitions {
-        health.tick();
-        match asker.fetch_watermarks(&config.changelog_topic, *partition, OFFSETS_TIMEOUT) {
-            Ok((low, high)) if high <= low => {}
-            Ok((_, high)) => {
-                ends.insert(*partition, Some(high));
-            }
-            Err(_) => {
-                ends.insert(*partition, None);
+        loop {
+            health.tick();
+            match asker.fetch_watermarks(&config.changelog_topic, *partition, OFFSETS_TIMEOUT) {
+                Ok((low, high)) => {
+                    if high > low {
+                        ends.insert(*partition, high);
+                    }
+                    break;
+                }
+                Err(error) if Instant::now() < deadline => {
+                    warn!(%error, partition, "changelog offsets not known yet; asking again");
+                    std::thread::sleep(DECIDED_POLL);
+                }
+                Err(error) => {
+                    return Err(RuntimeError::Restore(format!(
+                        "changelog partition {partition}'s offsets not known in {} s: {error}",
+                        RESTORE_TIMEOUT.as_secs()
+                    )));
+                }
             }
         }
     }
@@ -149,17 +172,16 @@ fn changelog_ends(
 fn wait_until_decided(
     reader: &BaseConsumer<ReadToEndContext>,
     topic: &str,
-    ends: &HashMap<i32, Option<i64>>,
+    ends: &HashMap<i32, i64>,
     deadline: Instant,
     health: &Health,
 ) -> Result<(), RuntimeError> {
-    let mut undecided: Vec<(i32, i64)> =
-        ends.iter().filter_map(|(partition, end)| end.map(|end| (*partition, end))).collect();
+    let mut undecided: Vec<(i32, i64)> = ends.iter().map(|(partition, end)| (*partition, *end)).collect();
     while !undecided.is_empty() {
-        health.tick();
         // The reader is read_committed: its high watermark is the last stable offset. One whose
         // offsets do not come is asked again.
         undecided.retain(|(partition, end)| {
+            health.tick();
             !matches!(reader.fetch_watermarks(topic, *partition, OFFSETS_TIMEOUT),
                 Ok((_, stable)) if stable >= *end)
         });
@@ -175,4 +197,13 @@ fn wait_until_decided(
         std::thread::sleep(DECIDED_POLL);
     }
     Ok(())
+}
+
+/// The reader's position in `partition` (control records included), or -1 when unknown.
+fn position(reader: &BaseConsumer<ReadToEndContext>, topic: &str, partition: i32) -> i64 {
+    let positions = reader.position().ok();
+    match positions.as_ref().and_then(|list| list.find_partition(topic, partition)).map(|e| e.offset()) {
+        Some(Offset::Offset(offset)) => offset,
+        _ => -1,
+    }
 }

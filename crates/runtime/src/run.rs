@@ -168,7 +168,7 @@ fn processing_loop<P: Processor>(
     // Registered before anything is written: a schema the registry refuses stops the start.
     let writers = config.schema_registry.writers(&config.written_records())?;
     let schemas = Arc::new(config.schema_registry.registry.learner()?);
-    let producer = create_transactional_producer(&config)?;
+    let producer = create_transactional_producer(&config, &health)?;
     let mut core = EngineCore::new(
         processor,
         CoreSettings::new(&config, &writers),

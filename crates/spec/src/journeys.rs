@@ -17,6 +17,8 @@
 //!
 //! Decisions where the docs are silent, as the service makes them: a timer and a record never
 //! fall on the same millisecond here (the generator makes sure), so their order is not modelled.
+//! Records of one producer batch share an append time: at the entry's own instant only the
+//! records up to the entry are applied (the service decides while it processes the entry).
 
 use chrono::{DateTime, Days, Duration, LocalResult, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -235,9 +237,21 @@ impl Walk<'_> {
         self.arrivals(from, to).find(|r| filters.iter().any(|f| self.matches(f, r))).map(|r| r.appended_at)
     }
 
+    /// Whether the history's record at `index` is applied when a decision is made at `at`: it
+    /// arrived by then, except that at the entry's own instant the records after the entry are
+    /// not applied yet (a producer's batch shares one append time; the service decides while it
+    /// processes the entry).
+    fn applied_by(&self, index: usize, at: i64) -> bool {
+        let arrived = self.history[index].appended_at;
+        arrived < at || (arrived == at && (at != self.entered_at || index < self.after_entry))
+    }
+
     /// What the models know at `at`: the history applied by then and the sends decided before.
     fn known(&self, at: i64) -> Vec<Record> {
-        let mut known: Vec<Record> = self.history.iter().filter(|r| r.appended_at <= at).cloned().collect();
+        let mut known: Vec<Record> = (0..self.history.len())
+            .filter(|index| self.applied_by(*index, at))
+            .map(|index| self.history[index].clone())
+            .collect();
         known.extend(self.sends.iter().filter(|s| s.appended_at <= at).cloned());
         known.sort_by_key(|r| r.appended_at);
         known
@@ -247,7 +261,7 @@ impl Walk<'_> {
     /// `at` set `name` to, unless a later one unset it.
     fn trait_at(&self, name: &str, at: i64) -> Option<&TraitValue> {
         let mut latest: Option<(i64, Option<&TraitValue>)> = None;
-        for record in self.history.iter().filter(|r| r.appended_at <= at) {
+        for (_, record) in self.history.iter().enumerate().filter(|(index, _)| self.applied_by(*index, at)) {
             let EventPayload::TraitsUpdated { set, unset, .. } = &record.event.payload else { continue };
             let time = record.event.occurred_at.timestamp_millis();
             let value = match (set.get(name), unset.iter().any(|n| n == name)) {
@@ -264,8 +278,9 @@ impl Walk<'_> {
 
     fn holds(&self, condition: &Condition, at: i64) -> bool {
         match condition {
-            Condition::Happened(filter) => self.history[self.after_entry..].iter().any(|r| {
-                r.appended_at <= at
+            Condition::Happened(filter) => (self.after_entry..self.history.len()).any(|index| {
+                let r = &self.history[index];
+                self.applied_by(index, at)
                     && r.event.occurred_at.timestamp_millis() >= self.entered_at
                     && self.matches(filter, r)
             }),

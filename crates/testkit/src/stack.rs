@@ -16,6 +16,10 @@ use crate::{
     workspace_binary,
 };
 
+/// journeys' lookup grace in a stack: a definition published reaches events appended this much
+/// later.
+pub const JOURNEYS_LOOKUP_GRACE: Duration = Duration::from_secs(4);
+
 /// How a stack is started.
 #[derive(Debug, Clone, Default)]
 pub struct StackOptions {
@@ -216,8 +220,9 @@ impl Stack {
                 args.extend(["--catalog-topic".to_owned(), topics.catalog.clone()]);
                 // A definition a test publishes reaches events appended the grace later: 4 s, not
                 // the default 15 (the grace stays longer than the transaction timeout).
+                let grace = JOURNEYS_LOOKUP_GRACE.as_millis().to_string();
                 args.extend(
-                    ["--lookup-grace-ms", "4000", "--transaction-timeout-ms", "3000"].map(str::to_owned),
+                    ["--lookup-grace-ms", &grace, "--transaction-timeout-ms", "3000"].map(str::to_owned),
                 );
             }
             members.push((service.name, service.name, args));
