@@ -323,21 +323,25 @@ async fn rebalance(world: &Arc<World>, rng: &mut ChaCha8Rng) -> anyhow::Result<I
 }
 
 async fn broker_kill(world: &Arc<World>, rng: &mut ChaCha8Rng, controller: bool) -> anyhow::Result<Injected> {
-    let node = if controller {
-        // Right after an election a node may not know the new leader yet.
-        let mut known = None;
-        for _ in 0..20 {
-            known = on_cluster(world, Cluster::controller).await?;
-            if known.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        known.context("no active controller known")?
-    } else {
+    // Right after an election (an earlier fault's) the cluster may not know the new leader yet:
+    // asked again for up to 10 s.
+    let partition =
+        if controller { 0 } else { rng.random_range(0..omnistream_testkit::pipeline::PARTITIONS) };
+    let mut known = None;
+    for _ in 0..20 {
         let topic = world.events_topic.clone();
-        let partition = rng.random_range(0..omnistream_testkit::pipeline::PARTITIONS);
-        on_cluster(world, move |_| Cluster::leader_of(&topic, partition)).await?.context("no leader")?
+        known = match controller {
+            true => on_cluster(world, Cluster::controller).await?,
+            false => on_cluster(world, move |_| Cluster::leader_of(&topic, partition)).await?,
+        };
+        if known.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let node = match controller {
+        true => known.context("no active controller known")?,
+        false => known.with_context(|| format!("no leader of events partition {partition} known"))?,
     };
     on_cluster(world, move |cluster| cluster.kill(node)).await??;
     let held = Duration::from_millis(rng.random_range(1_000..4_000));
