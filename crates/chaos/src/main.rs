@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
     let started = Instant::now();
+    let commit = checkout();
     let proxy = Proxy::start(&Cluster::faulty_routes()).await?;
     let options = StackOptions {
         bootstrap: Some(Cluster::faulty_bootstrap()),
@@ -205,6 +206,7 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         verdict: &verdict,
         exits: &exits,
         stops: &stops,
+        commit: &commit,
     };
     let report = report(args, &outcome);
     println!("{report}");
@@ -292,19 +294,27 @@ struct Outcome<'a> {
     exits: &'a BTreeMap<&'static str, u32>,
     /// How the processes ended at the final SIGTERM.
     stops: &'a BTreeMap<String, u32>,
+    /// The checkout the run started from (`-dirty`: with uncommitted changes); the processes run
+    /// the binaries built then.
+    commit: &'a str,
+}
+
+/// `git describe --always --dirty` of the checkout, now.
+fn checkout() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn report(args: &Args, outcome: &Outcome<'_>) -> String {
-    let Outcome { lanes, faults, faulted_for, published, verdict, exits, stops } = *outcome;
+    let Outcome { lanes, faults, faulted_for, published, verdict, exits, stops, .. } = *outcome;
     let mut out = String::new();
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let commit = outcome.commit;
     let _ = writeln!(
         out,
-        "# make chaos, {} (commit {commit})\n",
+        "# make chaos, {} (started from {commit})\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
     let _ = writeln!(
