@@ -250,10 +250,12 @@ start_node() {
   fi
   write_node_config "$node"
   log "starting node $node at 127.0.0.1:$(node_port "$node") (log: $dir/kafka.log)"
+  # Appended, not truncated: a node restarted after a fault keeps what it logged before it.
+  echo "=== node $node starting at $(date -u +%FT%TZ)" >>"$dir/kafka.log"
   setsid java ${OMNISTREAM_KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
     -Dkafka.logs.dir="$dir" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
-    >"$dir/kafka.log" 2>&1 </dev/null 9>&- &
+    >>"$dir/kafka.log" 2>&1 </dev/null 9>&- &
   echo "$!" >"$dir/kafka.pid"
 }
 

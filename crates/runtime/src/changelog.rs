@@ -48,3 +48,95 @@ pub fn decode<P: Processor>(processor: &P, bytes: &[u8]) -> Result<Entry<P::Stat
     }
     Ok(entry)
 }
+
+/// Changelog keys of input positions start with this (a NUL, like erasure markers' keys: no
+/// customer id a producer sends has one); the input topic's name follows.
+const POSITION_KEY_PREFIX: &str = "\u{0}position:";
+
+/// The changelog key under which a partition's position in `topic` is written.
+pub(crate) fn position_key(topic: &str) -> String {
+    format!("{POSITION_KEY_PREFIX}{topic}")
+}
+
+/// The input topic a changelog key is the position of, if it is a position's.
+pub(crate) fn position_topic_of(key: &str) -> Option<&str> {
+    key.strip_prefix(POSITION_KEY_PREFIX)
+}
+
+/// A position's value: the next input offset, in decimal (readable with any console consumer).
+pub(crate) fn encode_position(next: i64) -> Vec<u8> {
+    next.to_string().into_bytes()
+}
+
+pub(crate) fn decode_position(bytes: &[u8]) -> Option<i64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok().filter(|next: &i64| *next >= 0)
+}
+
+/// The metadata of every offset a service's transaction commits: such an offset has its
+/// partition's position in the changelog next to it. An offset committed by anything else (an
+/// operator's `kafka-consumer-groups.sh --reset-offsets`) has other metadata.
+pub(crate) const OFFSET_METADATA: &str = "omnistream: position in the changelog";
+
+/// Where a restored partition's input resumes, from the group's committed offset (with its
+/// metadata) and the position its changelog holds.
+///
+/// Both are written in one transaction, so they agree; `make chaos` once saw a broker commit a
+/// transaction's offsets while aborting its changelog records and outputs. The changelog's
+/// position is what the restored state is as of, so it wins over an offset a transaction
+/// committed, and over none (offsets expire after `offsets.retention.minutes`: resuming from the
+/// earliest offset would apply the retained input to the state a second time). An operator's
+/// reset wins over it.
+pub(crate) fn resume_offset(committed: Option<(i64, &str)>, in_changelog: Option<i64>) -> Option<i64> {
+    match (committed, in_changelog) {
+        (Some((offset, metadata)), _) if metadata != OFFSET_METADATA => Some(offset),
+        (_, Some(position)) => Some(position),
+        (committed, None) => committed.map(|(offset, _)| offset),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPERATOR: &str = "";
+
+    /// The committed offset and its metadata, the changelog's position, where the input resumes.
+    type Case = (Option<(i64, &'static str)>, Option<i64>, Option<i64>);
+
+    #[test]
+    fn given_a_committed_offset_and_a_changelog_position_then_the_input_resumes_from() {
+        let cases: [Case; 8] = [
+            // The transaction committed both: they agree.
+            (Some((120, OFFSET_METADATA)), Some(120), Some(120)),
+            // Its offsets committed, its changelog records aborted: the state is as of 100.
+            (Some((120, OFFSET_METADATA)), Some(100), Some(100)),
+            // Its changelog records committed, its offsets aborted: the state is as of 140.
+            (Some((120, OFFSET_METADATA)), Some(140), Some(140)),
+            // An operator moved the group: their offset, whatever the changelog says.
+            (Some((0, OPERATOR)), Some(100), Some(0)),
+            (Some((500, "set by a script")), Some(100), Some(500)),
+            // The group's offsets expired: the state's position, not the earliest offset.
+            (None, Some(100), Some(100)),
+            // A changelog from before positions were written.
+            (Some((120, OFFSET_METADATA)), None, Some(120)),
+            // A first start: the consumer's reset policy.
+            (None, None, None),
+        ];
+        for (committed, in_changelog, expected) in cases {
+            assert_eq!(
+                resume_offset(committed, in_changelog),
+                expected,
+                "committed {committed:?}, changelog {in_changelog:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_position_is_read_back_and_a_malformed_one_is_not_a_position() {
+        assert_eq!(decode_position(&encode_position(1_234_567)), Some(1_234_567));
+        assert_eq!(decode_position(b"12x"), None);
+        assert_eq!(decode_position(b"-1"), None);
+        assert_eq!(position_topic_of(&position_key("touchpoint.events.v1")), Some("touchpoint.events.v1"));
+        assert_eq!(position_topic_of("c-000001"), None);
+    }
+}

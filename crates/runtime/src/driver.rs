@@ -495,6 +495,9 @@ impl<P: Processor> Driver<P> {
             list.add_partition_offset(self.core.topic_of(input), partition, Offset::Offset(next))
                 .map_err(Failure::Fatal)?;
         }
+        for mut element in list.elements() {
+            element.set_metadata(crate::changelog::OFFSET_METADATA);
+        }
         let timeout = self.config.transactional_call_timeout();
         if list.count() > 0 {
             let metadata = consumer.group_metadata().ok_or_else(|| {
@@ -629,14 +632,32 @@ impl<P: Processor> Driver<P> {
         )?;
         for partition in &partitions {
             let state = restored.remove(partition).unwrap_or_default();
-            if self.core.install(*partition, state, rewind) {
-                for topic in self.input_topics() {
-                    let target =
-                        match committed.find_partition(topic, *partition).map(|element| element.offset()) {
-                            Some(Offset::Offset(offset)) => Offset::Offset(offset),
-                            _ => Offset::Beginning,
-                        };
-                    seek(consumer, topic, *partition, target, &self.health)?;
+            let mut seeks = Vec::new();
+            for topic in self.input_topics() {
+                let element = committed.find_partition(topic, *partition);
+                let committed_offset = element.as_ref().and_then(|element| match element.offset() {
+                    Offset::Offset(offset) => Some((offset, element.metadata())),
+                    _ => None,
+                });
+                let target = crate::changelog::resume_offset(committed_offset, state.position(topic));
+                let disagrees = target != committed_offset.map(|(offset, _)| offset);
+                if disagrees {
+                    self.metrics.resumed_from_changelog.inc();
+                    warn!(
+                        topic,
+                        partition,
+                        committed = ?committed_offset.map(|(offset, _)| offset),
+                        changelog = ?target,
+                        "the group's committed offset is not the changelog's position: resuming from the changelog's"
+                    );
+                }
+                seeks.push((topic.to_owned(), target, disagrees));
+            }
+            let rewind = self.core.install(*partition, state, rewind);
+            for (topic, target, disagrees) in seeks {
+                if rewind || disagrees {
+                    let target = target.map_or(Offset::Beginning, Offset::Offset);
+                    seek(consumer, &topic, *partition, target, &self.health)?;
                 }
             }
         }

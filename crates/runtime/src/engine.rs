@@ -335,21 +335,28 @@ impl Ledger {
     }
 }
 
-/// What a changelog partition holds: the customers' entries and the erasure markers.
+/// What a changelog partition holds: the customers' entries, the erasure markers and the input
+/// positions they are as of.
 pub(crate) struct RestoredPartition<S> {
     customers: Customers<S>,
     markers: Markers,
+    positions: FxHashMap<String, i64>,
 }
 
 impl<S> Default for RestoredPartition<S> {
     fn default() -> Self {
-        Self { customers: Customers::default(), markers: Markers::default() }
+        Self { customers: Customers::default(), markers: Markers::default(), positions: FxHashMap::default() }
     }
 }
 
 impl<S> RestoredPartition<S> {
-    /// Reads one changelog record (in log order): a customer's entry or an erasure marker; a
-    /// tombstone removes it. `Err` says why the record cannot be restored.
+    /// The next offset of `topic` the restored state is as of, if the changelog says.
+    pub(crate) fn position(&self, topic: &str) -> Option<i64> {
+        self.positions.get(topic).copied()
+    }
+
+    /// Reads one changelog record (in log order): a customer's entry, an erasure marker or an
+    /// input position; a tombstone removes it. `Err` says why the record cannot be restored.
     pub(crate) fn read<P: Processor<State = S>>(
         &mut self,
         processor: &P,
@@ -367,6 +374,14 @@ impl<S> RestoredPartition<S> {
                     self.markers.insert(id, marker, horizon_ms);
                 }
             }
+            return Ok(());
+        }
+        if let Some(topic) = crate::changelog::position_topic_of(&key) {
+            match payload.map(crate::changelog::decode_position) {
+                None => self.positions.remove(topic),
+                Some(Some(next)) => self.positions.insert(topic.to_owned(), next),
+                Some(None) => return Err(format!("the input position {key:?} is not an offset")),
+            };
             return Ok(());
         }
         match payload {
@@ -580,7 +595,7 @@ impl<P: Processor> EngineCore<P> {
         restored: RestoredPartition<P::State>,
         rewind: bool,
     ) -> bool {
-        let RestoredPartition { customers, markers } = restored;
+        let RestoredPartition { customers, markers, positions: _ } = restored;
         let processor = &self.processor;
         let lookups = &self.lookups;
         let store = PartitionStore::restored(
@@ -1338,6 +1353,12 @@ impl<P: Processor> EngineCore<P> {
             })
             .collect();
         offsets.sort_unstable();
+        // Each position next to its offset, so that a restore can tell whether the group's
+        // committed offset belongs to the state it reads (changelog::resume_offset).
+        for CommitOffset { input, partition, next } in &offsets {
+            let key = crate::changelog::position_key(self.topic_of(*input));
+            emit(changelog(*partition, key, Some(crate::changelog::encode_position(*next))))?;
+        }
         Ok(Some(offsets))
     }
 
@@ -1693,10 +1714,35 @@ mod tests {
         }
     }
 
+    /// The commit's changelog records of customers and markers, and its offsets; checks that
+    /// every offset has its position record (and nothing else does).
     fn plan<P: Processor>(core: &mut EngineCore<P>) -> (Vec<Action>, Vec<(Input, i32, i64)>) {
         let mut actions = Vec::new();
         let offsets = plan_into(core, &mut actions).expect("fits").expect("a transaction is open");
-        (actions, offsets.into_iter().map(|o| (o.input, o.partition, o.next)).collect())
+        let (positions, actions): (Vec<Action>, Vec<Action>) = actions.into_iter().partition(|action| {
+            matches!(action, Action::Produce(record)
+                if record.key.as_deref().is_some_and(|key| crate::changelog::position_topic_of(key).is_some()))
+        });
+        let offsets: Vec<(Input, i32, i64)> =
+            offsets.into_iter().map(|o| (o.input, o.partition, o.next)).collect();
+        let written: Vec<(Input, i32, i64)> = positions
+            .iter()
+            .map(|action| {
+                let Action::Produce(record) = action else { unreachable!("partitioned on produce") };
+                let topic = crate::changelog::position_topic_of(record.key.as_deref().unwrap_or_default());
+                let input =
+                    Input::ALL.into_iter().find(|input| Some(core.topic_of(*input).as_ref()) == topic);
+                let next = record.value.as_deref().and_then(crate::changelog::decode_position);
+                assert_eq!(record.topic.as_ref(), "state", "a position goes to the changelog");
+                (
+                    input.expect("an input's topic"),
+                    record.partition.expect("its partition"),
+                    next.expect("an offset"),
+                )
+            })
+            .collect();
+        assert_eq!(written, offsets, "a position record per committed offset");
+        (actions, offsets)
     }
 
     fn plan_into<P: Processor>(
@@ -2206,7 +2252,7 @@ mod tests {
         let entry = Entry { recent: Default::default(), state: Some(watching), merged_into: None };
         let restored = RestoredPartition {
             customers: [("c-1".to_owned(), Box::new(entry))].into_iter().collect(),
-            markers: Markers::default(),
+            ..RestoredPartition::default()
         };
         core.install(0, restored, false);
         core.on_end_of_partition(0);
@@ -2456,7 +2502,8 @@ mod tests {
         feed(&mut core, 0, 1, "c-2", &view("e-2", "c-2", BASE), BASE).expect("fits");
         let erase = event_bytes("e-3", "c-2", BASE + 1, EventPayload::ErasureRequested);
         feed(&mut core, 0, 2, "c-2", &erase, BASE + 1).expect("fits");
-        let (commit, _) = plan(&mut core);
+        let mut commit = Vec::new();
+        plan_into(&mut core, &mut commit).expect("fits").expect("a transaction is open");
         core.committed();
         // Read back as the restore reads a changelog partition, into a fresh core.
         let mut restored = RestoredPartition::default();
@@ -2465,6 +2512,8 @@ mod tests {
             let key = record.key.as_deref().expect("keyed").as_bytes();
             restored.read(&Tally, key, record.value.as_deref(), 86_400_000).expect("decodes");
         }
+        assert_eq!(restored.position("in"), Some(3), "the state is as of the events' offset 3");
+        assert_eq!(restored.position("handoff"), None);
         let mut fresh = core_with(10_000);
         fresh.on_revoked(&[0]);
         fresh.on_assigned([0]);
@@ -2480,6 +2529,12 @@ mod tests {
             RestoredPartition::<Count>::default().read(&Tally, b"c-9", Some(b"\xc1\x09"), 0).is_err(),
             "a state written by a newer release does not decode"
         );
+        let position = crate::changelog::position_key("in");
+        let mut positions = RestoredPartition::<Count>::default();
+        assert!(positions.read(&Tally, position.as_bytes(), Some(b"x"), 0).is_err(), "not an offset");
+        positions.read(&Tally, position.as_bytes(), Some(b"7"), 0).expect("an offset");
+        positions.read(&Tally, position.as_bytes(), None, 0).expect("a tombstone");
+        assert_eq!(positions.position("in"), None, "tombstoned");
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub restoring_partitions: Gauge,
     pub restored_records: Counter,
     pub restore_seconds: Histogram,
+    /// Restored input partitions whose group offset was not the changelog's position.
+    pub resumed_from_changelog: Counter,
     pub customers: Gauge,
     /// Input partitions paused at a record whose schema id is being learned from the registry.
     pub partitions_waiting_for_schema: Gauge,
@@ -132,6 +134,7 @@ impl Metrics {
             restoring_partitions: Gauge::default(),
             restored_records: Counter::default(),
             restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            resumed_from_changelog: Counter::default(),
             customers: Gauge::default(),
             partitions_waiting_for_schema: Gauge::default(),
             domain_events: Family::default(),
@@ -187,6 +190,11 @@ impl Metrics {
             "restore_seconds",
             "Time to restore newly assigned partitions",
             metrics.restore_seconds.clone(),
+        );
+        r.register(
+            "resumed_from_changelog",
+            "Restored input partitions resumed from the changelog's position, not the group's committed offset",
+            metrics.resumed_from_changelog.clone(),
         );
         r.register("customers", "Customers held in state", metrics.customers.clone());
         r.register(
