@@ -221,27 +221,61 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
     Ok(divergence)
 }
 
-/// Why processes of this run stopped on their own, from their logs: the error of each
-/// `stopping on error` (its first words) and each exit of the stall watchdog, counted.
-fn exit_reasons() -> BTreeMap<String, u32> {
+/// Every JSON log record of this run's processes, with the log file's name.
+fn log_records() -> Vec<(String, serde_json::Value)> {
     let logs = omnistream_testkit::repo_root().join("target/test-logs");
-    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    let mut records = Vec::new();
     for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("chaos-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("chaos-") {
             continue;
         }
         for line in std::fs::read_to_string(entry.path()).unwrap_or_default().lines() {
-            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            let reason = match record["message"].as_str() {
-                Some("stopping on error") => record["error"].as_str().unwrap_or("?").to_owned(),
-                Some(message) if message.contains("stuck in a Kafka call") => message.to_owned(),
-                _ => continue,
-            };
-            let reason: String = reason.chars().take(140).collect();
-            *reasons.entry(format!("`{reason}`")).or_default() += 1;
+            if let Ok(record) = serde_json::from_str::<serde_json::Value>(line) {
+                records.push((name.clone(), record));
+            }
         }
     }
+    records
+}
+
+/// Why processes of this run stopped on their own, from their logs: the error of each
+/// `stopping on error` (its first words) and each exit of the stall watchdog, counted.
+fn exit_reasons(records: &[(String, serde_json::Value)]) -> BTreeMap<String, u32> {
+    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    for (_, record) in records {
+        let reason = match record["message"].as_str() {
+            Some("stopping on error") => record["error"].as_str().unwrap_or("?").to_owned(),
+            Some(message) if message.contains("stuck in a Kafka call") => message.to_owned(),
+            _ => continue,
+        };
+        let reason: String = reason.chars().take(140).collect();
+        *reasons.entry(format!("`{reason}`")).or_default() += 1;
+    }
     reasons
+}
+
+/// Each restore that resumed from the changelog's position because the group's committed offset
+/// disagreed with it (a transaction the brokers split: docs/runtime.md).
+fn resumed_from_changelog(records: &[(String, serde_json::Value)]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|(_, record)| {
+            record["message"].as_str().is_some_and(|m| m.starts_with("the group's committed offset is not"))
+        })
+        .map(|(file, record)| {
+            let field = |name: &str| record[name].to_string().trim_matches('"').to_owned();
+            format!(
+                "{} {}: {} partition {}, committed {}, changelog {}",
+                field("timestamp"),
+                file.trim_end_matches(".log"),
+                field("topic"),
+                field("partition"),
+                field("committed"),
+                field("changelog")
+            )
+        })
+        .collect()
 }
 
 /// SIGTERM to every process of the pipeline, as a deploy does: (exit code or signal, count), and
@@ -388,7 +422,10 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
         let _ = writeln!(out, "\n- {}: {}", fault.kind, fault.target);
     }
     let restarts: Vec<String> = exits.iter().map(|(name, n)| format!("{name} {n}")).collect();
-    let reasons: Vec<String> = exit_reasons().iter().map(|(reason, n)| format!("{n} × {reason}")).collect();
+    let records = log_records();
+    let reasons: Vec<String> =
+        exit_reasons(&records).iter().map(|(reason, n)| format!("{n} × {reason}")).collect();
+    let resumed = resumed_from_changelog(&records);
     let _ = writeln!(
         out,
         "\nProcesses that exited by themselves (fatal errors, non-zero exit) and were restarted by the \
@@ -400,6 +437,18 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
         for reason in &reasons {
             let _ = writeln!(out, "- {reason}");
         }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "Restores that resumed from the changelog's position, the group's committed offset disagreeing \
+         (a transaction the brokers split, docs/runtime.md): {}.\n",
+        resumed.len()
+    );
+    for line in resumed.iter().take(20) {
+        let _ = writeln!(out, "- {line}");
+    }
+    if !resumed.is_empty() {
         let _ = writeln!(out);
     }
     let stopped: Vec<String> = stops.iter().map(|(outcome, n)| format!("{n}: {outcome}")).collect();
