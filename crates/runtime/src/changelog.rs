@@ -49,9 +49,28 @@ pub fn decode<P: Processor>(processor: &P, bytes: &[u8]) -> Result<Entry<P::Stat
     Ok(entry)
 }
 
-/// Changelog keys of input positions start with this (a NUL, like erasure markers' keys: no
-/// customer id a producer sends has one); the input topic's name follows.
+/// Changelog keys of input positions start with this (a NUL, like erasure markers' keys); the
+/// input topic's name follows.
 const POSITION_KEY_PREFIX: &str = "\u{0}position:";
+/// The changelog key of a customer whose id starts with a NUL (producers may send any string):
+/// this prefix, then the id, so that no customer's key is ever read as a marker or a position.
+const ESCAPED_CUSTOMER_PREFIX: &str = "\u{0}customer:";
+/// The header that carries a position record's offset, in decimal.
+pub(crate) const POSITION_HEADER: &str = "omnistream.position";
+
+/// The changelog key of `customer_id`'s entry.
+pub(crate) fn customer_key(customer_id: &str) -> String {
+    if customer_id.starts_with('\0') {
+        format!("{ESCAPED_CUSTOMER_PREFIX}{customer_id}")
+    } else {
+        customer_id.to_owned()
+    }
+}
+
+/// The customer id of a changelog key written by [`customer_key`] for an id with a NUL first.
+pub(crate) fn escaped_customer_of(key: &str) -> Option<&str> {
+    key.strip_prefix(ESCAPED_CUSTOMER_PREFIX)
+}
 
 /// The changelog key under which a partition's position in `topic` is written.
 pub(crate) fn position_key(topic: &str) -> String {
@@ -63,11 +82,18 @@ pub(crate) fn position_topic_of(key: &str) -> Option<&str> {
     key.strip_prefix(POSITION_KEY_PREFIX)
 }
 
-/// A position's value: the next input offset, in decimal (readable with any console consumer).
-pub(crate) fn encode_position(next: i64) -> Vec<u8> {
-    next.to_string().into_bytes()
+/// A position record's value: an entry without state or event ids, tagged state version 1. The
+/// offset is in the [`POSITION_HEADER`]; a release from before positions (2026-12-06) reads the
+/// record as a customer with nothing, instead of failing on it in a rolling upgrade or after a
+/// rollback.
+pub(crate) fn position_value() -> Vec<u8> {
+    let empty: Entry<()> = Entry { recent: Default::default(), state: None, merged_into: None };
+    let mut out = vec![TAG, 1];
+    rmp_serde::encode::write(&mut out, &empty).expect("an empty entry serializes");
+    out
 }
 
+/// A position header's offset.
 pub(crate) fn decode_position(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok().filter(|next: &i64| *next >= 0)
 }
@@ -133,10 +159,21 @@ mod tests {
 
     #[test]
     fn a_position_is_read_back_and_a_malformed_one_is_not_a_position() {
-        assert_eq!(decode_position(&encode_position(1_234_567)), Some(1_234_567));
+        assert_eq!(decode_position(b"1234567"), Some(1_234_567));
         assert_eq!(decode_position(b"12x"), None);
         assert_eq!(decode_position(b"-1"), None);
         assert_eq!(position_topic_of(&position_key("touchpoint.events.v1")), Some("touchpoint.events.v1"));
         assert_eq!(position_topic_of("c-000001"), None);
+    }
+
+    #[test]
+    fn a_customer_id_that_looks_like_a_reserved_key_is_escaped() {
+        for id in ["\0position:touchpoint.events.v1", "\0erased:00", "\0customer:c-1"] {
+            let key = customer_key(id);
+            assert_eq!(escaped_customer_of(&key), Some(id));
+            assert_eq!(position_topic_of(&key), None);
+            assert_eq!(crate::erasure::marker_id_of(&key), None);
+        }
+        assert_eq!(customer_key("c-1"), "c-1");
     }
 }

@@ -640,15 +640,23 @@ impl<P: Processor> Driver<P> {
                     _ => None,
                 });
                 let target = crate::changelog::resume_offset(committed_offset, state.position(topic));
-                let disagrees = target != committed_offset.map(|(offset, _)| offset);
-                if disagrees {
+                let committed_at = committed_offset.map(|(offset, _)| offset);
+                let disagrees = target != committed_at;
+                if disagrees && committed_at.is_some() {
                     self.metrics.resumed_from_changelog.inc();
                     warn!(
                         topic,
                         partition,
-                        committed = ?committed_offset.map(|(offset, _)| offset),
+                        committed = ?committed_at,
                         changelog = ?target,
                         "the group's committed offset is not the changelog's position: resuming from the changelog's"
+                    );
+                } else if disagrees {
+                    info!(
+                        topic,
+                        partition,
+                        changelog = ?target,
+                        "no committed offset (expired, or a new group): resuming from the changelog's position"
                     );
                 }
                 seeks.push((topic.to_owned(), target, disagrees));

@@ -356,15 +356,20 @@ impl<S> RestoredPartition<S> {
     }
 
     /// Reads one changelog record (in log order): a customer's entry, an erasure marker or an
-    /// input position; a tombstone removes it. `Err` says why the record cannot be restored.
+    /// input position (its offset in `position_header`); a tombstone removes it. `Err` says why
+    /// the record cannot be restored.
     pub(crate) fn read<P: Processor<State = S>>(
         &mut self,
         processor: &P,
         key: &[u8],
         payload: Option<&[u8]>,
+        position_header: Option<&[u8]>,
         horizon_ms: i64,
     ) -> Result<(), String> {
         let key = String::from_utf8_lossy(key);
+        if let Some(customer_id) = crate::changelog::escaped_customer_of(&key) {
+            return self.read_customer(processor, customer_id, payload);
+        }
         if let Some(id) = crate::erasure::marker_id_of(&key) {
             match payload {
                 None => self.markers.remove(&id),
@@ -377,21 +382,40 @@ impl<S> RestoredPartition<S> {
             return Ok(());
         }
         if let Some(topic) = crate::changelog::position_topic_of(&key) {
-            match payload.map(crate::changelog::decode_position) {
-                None => self.positions.remove(topic),
-                Some(Some(next)) => self.positions.insert(topic.to_owned(), next),
-                Some(None) => return Err(format!("the input position {key:?} is not an offset")),
-            };
+            match payload {
+                None => {
+                    self.positions.remove(topic);
+                }
+                Some(_) => {
+                    let next =
+                        position_header.and_then(crate::changelog::decode_position).ok_or_else(|| {
+                            format!(
+                                "the input position {key:?} has no offset in its {} header",
+                                crate::changelog::POSITION_HEADER
+                            )
+                        })?;
+                    self.positions.insert(topic.to_owned(), next);
+                }
+            }
             return Ok(());
         }
+        self.read_customer(processor, &key, payload)
+    }
+
+    fn read_customer<P: Processor<State = S>>(
+        &mut self,
+        processor: &P,
+        customer_id: &str,
+        payload: Option<&[u8]>,
+    ) -> Result<(), String> {
         match payload {
             None => {
-                self.customers.remove(key.as_ref());
+                self.customers.remove(customer_id);
             }
             Some(bytes) => {
                 let entry = crate::changelog::decode(processor, bytes)
-                    .map_err(|e| format!("the state of {key} does not decode: {e}"))?;
-                self.customers.insert(key.into_owned(), Box::new(entry));
+                    .map_err(|e| format!("the state of {customer_id:?} does not decode: {e}"))?;
+                self.customers.insert(customer_id.to_owned(), Box::new(entry));
             }
         }
         Ok(())
@@ -1328,7 +1352,7 @@ impl<P: Processor> EngineCore<P> {
                     Some(value)
                 }
             };
-            emit(changelog(partition, customer_id.clone(), value))?;
+            emit(changelog(partition, crate::changelog::customer_key(customer_id), value))?;
         }
         for (partition, id) in &ledger.markers {
             let Some(data) = self.partitions.get(partition) else { continue };
@@ -1357,7 +1381,9 @@ impl<P: Processor> EngineCore<P> {
         // committed offset belongs to the state it reads (changelog::resume_offset).
         for CommitOffset { input, partition, next } in &offsets {
             let key = crate::changelog::position_key(self.topic_of(*input));
-            emit(changelog(*partition, key, Some(crate::changelog::encode_position(*next))))?;
+            let mut record = changelog(*partition, key, Some(crate::changelog::position_value()));
+            record.headers.push((crate::changelog::POSITION_HEADER, next.to_string()));
+            emit(record)?;
         }
         Ok(Some(offsets))
     }
@@ -1732,7 +1758,9 @@ mod tests {
                 let topic = crate::changelog::position_topic_of(record.key.as_deref().unwrap_or_default());
                 let input =
                     Input::ALL.into_iter().find(|input| Some(core.topic_of(*input).as_ref()) == topic);
-                let next = record.value.as_deref().and_then(crate::changelog::decode_position);
+                let header =
+                    record.headers.iter().find(|(name, _)| *name == crate::changelog::POSITION_HEADER);
+                let next = header.and_then(|(_, value)| crate::changelog::decode_position(value.as_bytes()));
                 assert_eq!(record.topic.as_ref(), "state", "a position goes to the changelog");
                 (
                     input.expect("an input's topic"),
@@ -2510,7 +2538,9 @@ mod tests {
         for action in &commit {
             let Action::Produce(record) = action else { continue };
             let key = record.key.as_deref().expect("keyed").as_bytes();
-            restored.read(&Tally, key, record.value.as_deref(), 86_400_000).expect("decodes");
+            let header = record.headers.iter().find(|(name, _)| *name == crate::changelog::POSITION_HEADER);
+            let position = header.map(|(_, value)| value.as_bytes());
+            restored.read(&Tally, key, record.value.as_deref(), position, 86_400_000).expect("decodes");
         }
         assert_eq!(restored.position("in"), Some(3), "the state is as of the events' offset 3");
         assert_eq!(restored.position("handoff"), None);
@@ -2526,15 +2556,57 @@ mod tests {
         let erased = feed(&mut fresh, 0, 5, "c-2", &view("e-0", "c-2", BASE - 5), BASE + 3).expect("fits");
         assert!(produced(&erased).is_empty(), "the marker came back");
         assert!(
-            RestoredPartition::<Count>::default().read(&Tally, b"c-9", Some(b"\xc1\x09"), 0).is_err(),
+            RestoredPartition::<Count>::default().read(&Tally, b"c-9", Some(b"\xc1\x09"), None, 0).is_err(),
             "a state written by a newer release does not decode"
         );
         let position = crate::changelog::position_key("in");
+        let value = crate::changelog::position_value();
         let mut positions = RestoredPartition::<Count>::default();
-        assert!(positions.read(&Tally, position.as_bytes(), Some(b"x"), 0).is_err(), "not an offset");
-        positions.read(&Tally, position.as_bytes(), Some(b"7"), 0).expect("an offset");
-        positions.read(&Tally, position.as_bytes(), None, 0).expect("a tombstone");
-        assert_eq!(positions.position("in"), None, "tombstoned");
+        let mut read = |value: Option<&[u8]>, header: Option<&[u8]>| {
+            positions.read(&Tally, position.as_bytes(), value, header, 0).map(|()| positions.position("in"))
+        };
+        assert!(read(Some(&value), Some(b"x")).is_err(), "not an offset");
+        assert!(read(Some(&value), None).is_err(), "no offset");
+        assert_eq!(read(Some(&value), Some(b"7")), Ok(Some(7)));
+        assert_eq!(read(None, None), Ok(None), "tombstoned");
+    }
+
+    /// What a release from before positions does with a position record: it decodes the value
+    /// as a customer's entry (`changelog::decode` is that release's, unchanged) and gets nothing.
+    #[test]
+    fn an_older_release_reads_a_position_record_as_a_customer_with_nothing() {
+        let entry = crate::changelog::decode(&Tally, &crate::changelog::position_value()).expect("decodes");
+        assert!(entry.state.is_none() && entry.recent.is_empty() && entry.merged_into.is_none());
+    }
+
+    /// Customer ids are any string (SPEC 2): ones that look like the runtime's reserved keys
+    /// commit and restore as customers, and leave the positions and markers alone.
+    #[test]
+    fn given_customers_named_like_reserved_keys_then_they_restore_as_customers() {
+        let mut core = core();
+        let marker_like = crate::erasure::changelog_key(&[7; 32]);
+        let ids = ["\0position:in".to_owned(), marker_like];
+        for (offset, id) in ids.iter().enumerate() {
+            let event = view(&format!("e-{offset}"), id, BASE);
+            feed(&mut core, 0, offset as i64, id, &event, BASE).expect("fits");
+        }
+        let mut commit = Vec::new();
+        plan_into(&mut core, &mut commit).expect("fits").expect("a transaction is open");
+        let mut restored = RestoredPartition::default();
+        for action in &commit {
+            let Action::Produce(record) = action else { continue };
+            let header = record.headers.iter().find(|(name, _)| *name == crate::changelog::POSITION_HEADER);
+            let key = record.key.as_deref().expect("keyed").as_bytes();
+            let position = header.map(|(_, value)| value.as_bytes());
+            restored.read(&Tally, key, record.value.as_deref(), position, 0).expect("reads");
+        }
+        assert_eq!(restored.position("in"), Some(2), "the events' next offset");
+        assert!(restored.markers.is_empty(), "no marker");
+        let mut restored_ids: Vec<String> = restored.customers.keys().cloned().collect();
+        restored_ids.sort();
+        let mut expected = ids.to_vec();
+        expected.sort();
+        assert_eq!(restored_ids, expected, "both customers, under their own ids");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tracing::warn;
 
@@ -99,10 +99,16 @@ pub(crate) fn read_changelog<P: Processor>(
             Some(Ok(message)) => {
                 metrics.restored_records.inc();
                 let Some(key) = message.key() else { continue };
+                let position = message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|header| header.key == crate::changelog::POSITION_HEADER)
+                        .and_then(|header| header.value)
+                });
                 restored
                     .entry(message.partition())
                     .or_default()
-                    .read(processor, key, message.payload(), horizon_ms)
+                    .read(processor, key, message.payload(), position, horizon_ms)
                     .map_err(|e| {
                         RuntimeError::Restore(format!(
                             "changelog record {}@{}: {e}",
