@@ -69,6 +69,9 @@ fn classify(error: KafkaError) -> Failure {
 /// How long a restore keeps asking for the committed offsets (a coordinator moving, a broker
 /// down) before the service gives up and exits; each try ticks liveness.
 const COMMITTED_OFFSETS_DEADLINE: Duration = Duration::from_secs(300);
+/// How long past its own timeout a transactional call may block before the process exits for a
+/// restart (`Health::guard_call`) rather than after the two-minute stall limit.
+const CALL_MARGIN: Duration = Duration::from_secs(5);
 /// How many times a seek that failed is tried again (librdkafka answers "erroneous state" for a
 /// partition whose fetcher is still starting after a broker came back).
 const SEEK_ATTEMPTS: u32 = 5;
@@ -503,11 +506,18 @@ impl<P: Processor> Driver<P> {
             let metadata = consumer.group_metadata().ok_or_else(|| {
                 Failure::Abortable(KafkaError::Subscription("no consumer group metadata".to_owned()))
             })?;
-            self.producer.send_offsets_to_transaction(&list, &metadata, timeout).map_err(classify)?;
+            // librdkafka #5456: this one can block for minutes past its timeout.
+            self.health
+                .guard_call(timeout + CALL_MARGIN, || {
+                    self.producer.send_offsets_to_transaction(&list, &metadata, timeout)
+                })
+                .map_err(classify)?;
         }
         let offsets_sent = Instant::now();
         self.wait_for_deliveries(timeout)?;
-        self.producer.commit_transaction(timeout).map_err(classify)?;
+        self.health
+            .guard_call(timeout + CALL_MARGIN, || self.producer.commit_transaction(timeout))
+            .map_err(classify)?;
         debug!(
             send_offsets_ms = (offsets_sent - started).as_secs_f64() * 1000.0,
             commit_ms = offsets_sent.elapsed().as_secs_f64() * 1000.0,
@@ -565,7 +575,10 @@ impl<P: Processor> Driver<P> {
                 .inc();
         }
         if std::mem::take(&mut self.producer_in_transaction) {
-            if let Err(error) = self.producer.abort_transaction(self.config.transactional_call_timeout()) {
+            let timeout = self.config.transactional_call_timeout();
+            let aborted =
+                self.health.guard_call(timeout + CALL_MARGIN, || self.producer.abort_transaction(timeout));
+            if let Err(error) = aborted {
                 self.core.drop_ledger();
                 match classify(error) {
                     Failure::Fatal(error) => self.condition = Condition::Failed(RuntimeError::Fatal(error)),

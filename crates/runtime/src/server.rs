@@ -27,6 +27,8 @@ const STALL_EXIT_AFTER_MS: i64 = 2 * MAX_TICK_AGE_MS;
 #[derive(Debug)]
 pub struct Health {
     last_tick_ms: AtomicI64,
+    /// Unix millis by which the guarded Kafka call in progress must have returned; 0: none.
+    call_deadline_ms: AtomicI64,
     ready: AtomicBool,
     /// What `/readyz` says the service waits for while it is not ready.
     waiting_for: &'static str,
@@ -34,7 +36,12 @@ pub struct Health {
 
 impl Health {
     pub fn new(waiting_for: &'static str) -> Self {
-        Self { last_tick_ms: AtomicI64::new(0), ready: AtomicBool::new(false), waiting_for }
+        Self {
+            last_tick_ms: AtomicI64::new(0),
+            call_deadline_ms: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            waiting_for,
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -61,6 +68,24 @@ impl Health {
     fn stuck(&self) -> bool {
         self.last_tick_ms.load(Ordering::Relaxed) > 0 && self.tick_age_ms() >= STALL_EXIT_AFTER_MS
     }
+
+    /// Runs a blocking Kafka call that must return within `limit` (its own timeout and a
+    /// margin). One that does not is not waited for until the stall limit: [`exit_when_stalled`]
+    /// ends the process within a second of `limit`.
+    pub fn guard_call<T>(&self, limit: Duration, call: impl FnOnce() -> T) -> T {
+        let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX / 2);
+        self.call_deadline_ms.store(chrono::Utc::now().timestamp_millis() + limit_ms, Ordering::Relaxed);
+        let result = call();
+        self.call_deadline_ms.store(0, Ordering::Relaxed);
+        result
+    }
+
+    /// How long past its limit the guarded call in progress is, if it is.
+    fn call_overdue_ms(&self) -> Option<i64> {
+        let deadline = self.call_deadline_ms.load(Ordering::Relaxed);
+        let overdue = chrono::Utc::now().timestamp_millis() - deadline;
+        (deadline > 0 && overdue > 0).then_some(overdue)
+    }
 }
 
 /// Ends the process (exit 1) once the processing loop, having ticked at least once, has not
@@ -73,8 +98,15 @@ impl Health {
 pub async fn exit_when_stalled(health: Arc<Health>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = shutdown.cancelled() => return,
+        }
+        if let Some(overdue_ms) = health.call_overdue_ms() {
+            tracing::error!(
+                overdue_ms,
+                "the processing loop is stuck in a Kafka call past its timeout; exiting for a restart"
+            );
+            std::process::exit(1);
         }
         if health.stuck() {
             let stalled_ms = health.tick_age_ms();
@@ -275,6 +307,19 @@ mod tests {
 
     fn ticked_ms_ago(health: &Health, ago: i64) {
         health.last_tick_ms.store(chrono::Utc::now().timestamp_millis() - ago, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_guarded_call_is_overdue_only_past_its_limit_and_while_it_runs() {
+        let health = Health::new("starting");
+        let within = health.guard_call(Duration::from_secs(10), || health.call_overdue_ms());
+        assert_eq!(within, None, "within its limit");
+        let past = health.guard_call(Duration::from_millis(5), || {
+            std::thread::sleep(Duration::from_millis(30));
+            health.call_overdue_ms()
+        });
+        assert!(past.is_some_and(|ms| ms >= 20), "past its limit: {past:?}");
+        assert_eq!(health.call_overdue_ms(), None, "returned");
     }
 
     #[test]
