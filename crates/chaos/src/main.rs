@@ -261,7 +261,7 @@ fn resumed_from_changelog(records: &[(String, serde_json::Value)]) -> Vec<String
     records
         .iter()
         .filter(|(_, record)| {
-            record["message"].as_str().is_some_and(|m| m.starts_with("the group's committed offset is not"))
+            record["message"].as_str().is_some_and(|m| m.starts_with("the group's committed offset is ahead"))
         })
         .map(|(file, record)| {
             let field = |name: &str| record[name].to_string().trim_matches('"').to_owned();

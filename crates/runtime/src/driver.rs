@@ -655,22 +655,29 @@ impl<P: Processor> Driver<P> {
                 let target = crate::changelog::resume_offset(committed_offset, state.position(topic));
                 let committed_at = committed_offset.map(|(offset, _)| offset);
                 let disagrees = target != committed_at;
-                if disagrees && committed_at.is_some() {
-                    self.metrics.resumed_from_changelog.inc();
-                    warn!(
+                match (committed_at, target) {
+                    // Read after the offsets, the changelog cannot be behind a transaction's
+                    // offset unless the brokers split that transaction.
+                    (Some(committed), Some(position)) if position < committed => {
+                        self.metrics.resumed_from_changelog.inc();
+                        warn!(
+                            topic,
+                            partition,
+                            committed,
+                            changelog = position,
+                            "the group's committed offset is ahead of the changelog's position: resuming from the changelog's"
+                        );
+                    }
+                    // Ahead: transactions committed while this restore ran (another member took
+                    // the partitions while this one was away), or a split the other way.
+                    _ if disagrees => info!(
                         topic,
                         partition,
                         committed = ?committed_at,
                         changelog = ?target,
-                        "the group's committed offset is not the changelog's position: resuming from the changelog's"
-                    );
-                } else if disagrees {
-                    info!(
-                        topic,
-                        partition,
-                        changelog = ?target,
-                        "no committed offset (expired, or a new group): resuming from the changelog's position"
-                    );
+                        "resuming from the changelog's position, past the committed offset read before the restore"
+                    ),
+                    _ => {}
                 }
                 seeks.push((topic.to_owned(), target, disagrees));
             }
