@@ -8,6 +8,7 @@ mod drain_variants;
 mod http;
 mod identity;
 mod journeys;
+mod kafka_streams;
 mod trace_context;
 mod wire_format;
 
@@ -52,7 +53,8 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     load_seconds: u64,
     /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost,
-    /// `trace-context` the cost of trace headers and of exporting spans);
+    /// `trace-context` the cost of trace headers and of exporting spans, `kafka-streams` the
+    /// event-counter against a Kafka Streams application of the same fold);
     /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
     services: Vec<String>,
@@ -325,6 +327,55 @@ async fn baseline_drain(
     Ok(baseline)
 }
 
+/// The local broker's log directory (`deploy/local/kafka.sh`), if the bench talks to it.
+fn local_log_dir() -> Option<PathBuf> {
+    if bootstrap_servers() != "127.0.0.1:9092" {
+        return None;
+    }
+    let home = match std::env::var_os("OMNISTREAM_KAFKA_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => match std::env::var_os("OMNISTREAM_CACHE") {
+            Some(cache) => PathBuf::from(cache).join("broker"),
+            None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/omnistream/broker"),
+        },
+    };
+    Some(home.join("data")).filter(|dir| dir.is_dir())
+}
+
+/// Bytes of `topic`'s log segments in the broker's log directory (every partition).
+fn topic_log_bytes(log_dir: &std::path::Path, topic: &str) -> u64 {
+    let prefix = format!("{topic}-");
+    std::fs::read_dir(log_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&prefix).is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+        })
+        .flat_map(|entry| std::fs::read_dir(entry.path()).into_iter().flatten().flatten())
+        .filter(|segment| segment.path().extension().is_some_and(|ext| ext == "log"))
+        .filter_map(|segment| segment.metadata().ok().map(|m| m.len()))
+        .sum()
+}
+
+/// What a service wrote per input event: offsets (records and transaction markers) and, on the
+/// local broker, bytes of log, over its outputs, changelog and dead letters.
+fn written_per_event(
+    topics: &BenchTopics,
+    watermarks: &BaseConsumer,
+    partitions: i32,
+    input_end: i64,
+) -> (f64, Option<f64>) {
+    let written: Vec<&String> =
+        [&topics.output, &topics.changelog, &topics.dlq].into_iter().chain(&topics.other_outputs).collect();
+    let offsets: i64 = written.iter().map(|topic| watermark_sum(watermarks, topic, partitions)).sum();
+    let bytes =
+        local_log_dir().map(|dir| written.iter().map(|topic| topic_log_bytes(&dir, topic)).sum::<u64>());
+    let per_event = |total: f64| total / input_end.max(1) as f64;
+    (per_event(offsets as f64), bytes.map(|b| per_event(b as f64)))
+}
+
 /// Seconds from the first record's timestamp to the last one's, over `topic`'s partitions.
 fn written_span(topic: &str, partitions: i32) -> Option<f64> {
     let reader: BaseConsumer = client_config()
@@ -505,6 +556,10 @@ async fn main() -> anyhow::Result<()> {
         None,
     ));
     rows.push(row("peak RSS, baseline", format!("{:.0} MiB", mib(baseline.peak_rss)), "", None));
+    if let Some(dir) = local_log_dir() {
+        let bytes = topic_log_bytes(&dir, &input) as f64 / input_end.max(1) as f64;
+        rows.push(row("input, bytes of broker log per event (for scale)", format!("{bytes:.0}"), "", None));
+    }
 
     let selected = |name: &str| args.services.is_empty() || args.services.iter().any(|n| n == name);
     // Each service's output topics after its drain: the customer-api benchmark serves them.
@@ -522,6 +577,8 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(900),
         )?;
         eprintln!("bench: {name} {:.0} events/s", drain.events_per_second);
+        let (offsets_per_event, bytes_per_event) =
+            written_per_event(&topics, &watermarks, args.partitions, input_end);
         let baseline_after = measure_baseline().await?;
         let baseline_mean = (baseline.events_per_second + baseline_after.events_per_second) / 2.0;
         let status = process.terminate(Duration::from_secs(30));
@@ -554,6 +611,20 @@ async fn main() -> anyhow::Result<()> {
             ">= 0.70",
             Some(ratio >= 0.7),
         ));
+        rows.push(row(
+            &format!("{name}, offsets written per input event (records and transaction markers: outputs, changelog, DLQ)"),
+            format!("{offsets_per_event:.2}"),
+            "",
+            None,
+        ));
+        if let Some(bytes) = bytes_per_event {
+            rows.push(row(
+                &format!("{name}, bytes of broker log written per input event"),
+                format!("{bytes:.0}"),
+                "",
+                None,
+            ));
+        }
         rows.push(row(
             &format!("{name}, end-to-end p50 at {}/s", args.rate),
             format!("{:.1} ms", latency.p50_ms),
@@ -595,6 +666,9 @@ async fn main() -> anyhow::Result<()> {
         drained.insert(name, topics);
     }
 
+    if selected("kafka-streams") {
+        rows.extend(kafka_streams::kafka_streams_rows(&args, &input, input_end).await?);
+    }
     if selected("wire-format") {
         rows.extend(wire_format::wire_format_rows(&args, &input).await?);
     }
