@@ -255,24 +255,28 @@ fn exit_reasons(records: &[(String, serde_json::Value)]) -> BTreeMap<String, u32
     reasons
 }
 
-/// Each restore that resumed from the changelog's position because the group's committed offset
-/// disagreed with it (a transaction the brokers split: docs/runtime.md).
+/// Each restored partition whose offsets, read around its changelog, show a transaction the
+/// brokers committed in part (docs/runtime.md, "Input positions in the changelog").
 fn resumed_from_changelog(records: &[(String, serde_json::Value)]) -> Vec<String> {
     records
         .iter()
         .filter(|(_, record)| {
-            record["message"].as_str().is_some_and(|m| m.starts_with("the group's committed offset is ahead"))
+            record["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("a transaction the brokers committed in part"))
         })
         .map(|(file, record)| {
             let field = |name: &str| record[name].to_string().trim_matches('"').to_owned();
             format!(
-                "{} {}: {} partition {}, committed {}, changelog {}",
+                "{} {}: {} partition {}, {}: committed {} before, changelog {}, committed {} after",
                 field("timestamp"),
                 file.trim_end_matches(".log"),
                 field("topic"),
                 field("partition"),
-                field("committed"),
-                field("changelog")
+                field("split"),
+                field("committed_before"),
+                field("changelog"),
+                field("committed_after")
             )
         })
         .collect()
@@ -441,8 +445,9 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
     }
     let _ = writeln!(
         out,
-        "Restores that resumed from the changelog's position, the group's committed offset disagreeing \
-         (a transaction the brokers split, docs/runtime.md): {}.\n",
+        "Restored partitions that found a transaction the brokers committed in part (offsets read \
+         around the changelog disagreeing with its position; resumed from the position, \
+         docs/runtime.md): {}.\n",
         resumed.len()
     );
     for line in resumed.iter().take(20) {

@@ -120,6 +120,37 @@ pub(crate) fn resume_offset(committed: Option<(i64, &str)>, in_changelog: Option
     }
 }
 
+/// A transaction the brokers committed in part, as a restore sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// Its offsets committed, its changelog records (and outputs) not.
+    OffsetsWithoutChangelog,
+    /// Its changelog records committed, its offsets not.
+    ChangelogWithoutOffsets,
+}
+
+/// Whether a partition's committed offsets, read `before` and `after` the changelog's
+/// `position`, show a split transaction. Only the runtime's own offsets count (an operator's are
+/// followed as they are). Without a split, an offset read before the changelog is never past
+/// the position, and one read after it is never short of it: another member committing
+/// meanwhile moves both.
+pub(crate) fn split_seen(
+    before: Option<(i64, &str)>,
+    position: Option<i64>,
+    after: Option<(i64, &str)>,
+) -> Option<Split> {
+    let position = position?;
+    let ours =
+        |read: Option<(i64, &str)>| read.filter(|(_, metadata)| *metadata == OFFSET_METADATA).map(|(o, _)| o);
+    if ours(before).is_some_and(|offset| offset > position) {
+        Some(Split::OffsetsWithoutChangelog)
+    } else if ours(after).is_some_and(|offset| offset < position) {
+        Some(Split::ChangelogWithoutOffsets)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +185,28 @@ mod tests {
                 expected,
                 "committed {committed:?}, changelog {in_changelog:?}"
             );
+        }
+    }
+
+    #[test]
+    fn given_offsets_read_around_the_changelog_then_a_split_is_seen_only_when_they_cannot_agree() {
+        let ours = |offset| Some((offset, OFFSET_METADATA));
+        // The offset read before the changelog, its position, the offset read after, the split.
+        type Read = Option<(i64, &'static str)>;
+        let cases: [(Read, Option<i64>, Read, Option<Split>); 7] = [
+            (ours(100), Some(100), ours(100), None),
+            // Another member committed while the restore ran: both moved on.
+            (ours(100), Some(400), ours(420), None),
+            (ours(102), Some(100), ours(102), Some(Split::OffsetsWithoutChangelog)),
+            // Still short of the position after it was read: those offsets never committed.
+            (ours(1337), Some(1338), ours(1337), Some(Split::ChangelogWithoutOffsets)),
+            // An operator's offsets, a changelog without positions, no offsets at all.
+            (Some((0, OPERATOR)), Some(100), Some((0, OPERATOR)), None),
+            (ours(100), None, ours(100), None),
+            (None, Some(100), None, None),
+        ];
+        for (before, position, after, expected) in cases {
+            assert_eq!(split_seen(before, position, after), expected, "{before:?} {position:?} {after:?}");
         }
     }
 

@@ -643,42 +643,45 @@ impl<P: Processor> Driver<P> {
             &self.metrics,
             &self.health,
         )?;
+        // Asked again now that the changelog is read: a transaction whose changelog records
+        // committed without its offsets shows as an offset still short of the position.
+        let committed_after = committed_offsets(consumer, &input, &self.health)?;
         for partition in &partitions {
             let state = restored.remove(partition).unwrap_or_default();
             let mut seeks = Vec::new();
             for topic in self.input_topics() {
-                let element = committed.find_partition(topic, *partition);
-                let committed_offset = element.as_ref().and_then(|element| match element.offset() {
-                    Offset::Offset(offset) => Some((offset, element.metadata())),
-                    _ => None,
-                });
-                let target = crate::changelog::resume_offset(committed_offset, state.position(topic));
-                let committed_at = committed_offset.map(|(offset, _)| offset);
-                let disagrees = target != committed_at;
-                match (committed_at, target) {
-                    // Read after the offsets, the changelog cannot be behind a transaction's
-                    // offset unless the brokers split that transaction.
-                    (Some(committed), Some(position)) if position < committed => {
-                        self.metrics.resumed_from_changelog.inc();
-                        warn!(
-                            topic,
-                            partition,
-                            committed,
-                            changelog = position,
-                            "the group's committed offset is ahead of the changelog's position: resuming from the changelog's"
-                        );
-                    }
-                    // Ahead: transactions committed while this restore ran (another member took
-                    // the partitions while this one was away), or a split the other way.
-                    _ if disagrees => info!(
+                let read = |list: &TopicPartitionList| {
+                    list.find_partition(topic, *partition).and_then(|element| match element.offset() {
+                        Offset::Offset(offset) => Some((offset, element.metadata().to_owned())),
+                        _ => None,
+                    })
+                };
+                let (before, after) = (read(&committed), read(&committed_after));
+                let before = before.as_ref().map(|(offset, metadata)| (*offset, metadata.as_str()));
+                let after = after.as_ref().map(|(offset, metadata)| (*offset, metadata.as_str()));
+                let position = state.position(topic);
+                let target = crate::changelog::resume_offset(before, position);
+                if let Some(split) = crate::changelog::split_seen(before, position, after) {
+                    self.metrics.resumed_from_changelog.inc();
+                    warn!(
                         topic,
                         partition,
-                        committed = ?committed_at,
+                        ?split,
+                        committed_before = ?before.map(|(offset, _)| offset),
+                        changelog = ?position,
+                        committed_after = ?after.map(|(offset, _)| offset),
+                        "a transaction the brokers committed in part: resuming from the changelog's position"
+                    );
+                } else if target != before.map(|(offset, _)| offset) {
+                    info!(
+                        topic,
+                        partition,
+                        committed = ?before.map(|(offset, _)| offset),
                         changelog = ?target,
                         "resuming from the changelog's position, past the committed offset read before the restore"
-                    ),
-                    _ => {}
+                    );
                 }
+                let disagrees = target != before.map(|(offset, _)| offset);
                 seeks.push((topic.to_owned(), target, disagrees));
             }
             let rewind = self.core.install(*partition, state, rewind);

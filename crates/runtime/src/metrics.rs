@@ -94,7 +94,7 @@ pub struct Metrics {
     pub restoring_partitions: Gauge,
     pub restored_records: Counter,
     pub restore_seconds: Histogram,
-    /// Restored input partitions whose group offset was not the changelog's position.
+    /// Restored input partitions whose offsets show a transaction the brokers committed in part.
     pub resumed_from_changelog: Counter,
     pub customers: Gauge,
     /// Input partitions paused at a record whose schema id is being learned from the registry.
@@ -193,7 +193,7 @@ impl Metrics {
         );
         r.register(
             "resumed_from_changelog",
-            "Restored input partitions resumed from the changelog's position, not the group's committed offset",
+            "Restored input partitions whose offsets, read around the changelog, show a transaction committed in part",
             metrics.resumed_from_changelog.clone(),
         );
         r.register("customers", "Customers held in state", metrics.customers.clone());
