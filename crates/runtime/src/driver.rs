@@ -661,27 +661,28 @@ impl<P: Processor> Driver<P> {
                 let after = after.as_ref().map(|(offset, metadata)| (*offset, metadata.as_str()));
                 let position = state.position(topic);
                 let target = crate::changelog::resume_offset(before, position);
+                let committed_at = before.map(|(offset, _)| offset);
+                let disagrees = target != committed_at;
                 if let Some(split) = crate::changelog::split_seen(before, position, after) {
                     self.metrics.resumed_from_changelog.inc();
                     warn!(
                         topic,
                         partition,
                         ?split,
-                        committed_before = ?before.map(|(offset, _)| offset),
+                        committed_before = ?committed_at,
                         changelog = ?position,
                         committed_after = ?after.map(|(offset, _)| offset),
                         "a transaction the brokers committed in part: resuming from the changelog's position"
                     );
-                } else if target != before.map(|(offset, _)| offset) {
+                } else if disagrees {
                     info!(
                         topic,
                         partition,
-                        committed = ?before.map(|(offset, _)| offset),
+                        committed = ?committed_at,
                         changelog = ?target,
                         "resuming from the changelog's position, past the committed offset read before the restore"
                     );
                 }
-                let disagrees = target != before.map(|(offset, _)| offset);
                 seeks.push((topic.to_owned(), target, disagrees));
             }
             let rewind = self.core.install(*partition, state, rewind);

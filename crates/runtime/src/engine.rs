@@ -1758,9 +1758,7 @@ mod tests {
                 let topic = crate::changelog::position_topic_of(record.key.as_deref().unwrap_or_default());
                 let input =
                     Input::ALL.into_iter().find(|input| Some(core.topic_of(*input).as_ref()) == topic);
-                let header =
-                    record.headers.iter().find(|(name, _)| *name == crate::changelog::POSITION_HEADER);
-                let next = header.and_then(|(_, value)| crate::changelog::decode_position(value.as_bytes()));
+                let next = position_header(record).and_then(crate::changelog::decode_position);
                 assert_eq!(record.topic.as_ref(), "state", "a position goes to the changelog");
                 (
                     input.expect("an input's topic"),
@@ -1781,6 +1779,28 @@ mod tests {
             actions.push(Action::Produce(record));
             Ok::<(), TooLarge>(())
         })
+    }
+
+    /// The offset header of a position record.
+    fn position_header(record: &OutRecord) -> Option<&[u8]> {
+        record
+            .headers
+            .iter()
+            .find(|(name, _)| *name == crate::changelog::POSITION_HEADER)
+            .map(|(_, v)| v.as_bytes())
+    }
+
+    /// A commit's changelog records read back as the restore reads a changelog partition.
+    fn read_back(commit: &[Action], horizon_ms: i64) -> RestoredPartition<Count> {
+        let mut restored = RestoredPartition::default();
+        for action in commit {
+            let Action::Produce(record) = action else { continue };
+            let key = record.key.as_deref().expect("keyed").as_bytes();
+            restored
+                .read(&Tally, key, record.value.as_deref(), position_header(record), horizon_ms)
+                .expect("reads");
+        }
+        restored
     }
 
     fn some(value: &str) -> Option<String> {
@@ -2534,14 +2554,7 @@ mod tests {
         plan_into(&mut core, &mut commit).expect("fits").expect("a transaction is open");
         core.committed();
         // Read back as the restore reads a changelog partition, into a fresh core.
-        let mut restored = RestoredPartition::default();
-        for action in &commit {
-            let Action::Produce(record) = action else { continue };
-            let key = record.key.as_deref().expect("keyed").as_bytes();
-            let header = record.headers.iter().find(|(name, _)| *name == crate::changelog::POSITION_HEADER);
-            let position = header.map(|(_, value)| value.as_bytes());
-            restored.read(&Tally, key, record.value.as_deref(), position, 86_400_000).expect("decodes");
-        }
+        let restored = read_back(&commit, 86_400_000);
         assert_eq!(restored.position("in"), Some(3), "the state is as of the events' offset 3");
         assert_eq!(restored.position("handoff"), None);
         let mut fresh = core_with(10_000);
@@ -2592,14 +2605,7 @@ mod tests {
         }
         let mut commit = Vec::new();
         plan_into(&mut core, &mut commit).expect("fits").expect("a transaction is open");
-        let mut restored = RestoredPartition::default();
-        for action in &commit {
-            let Action::Produce(record) = action else { continue };
-            let header = record.headers.iter().find(|(name, _)| *name == crate::changelog::POSITION_HEADER);
-            let key = record.key.as_deref().expect("keyed").as_bytes();
-            let position = header.map(|(_, value)| value.as_bytes());
-            restored.read(&Tally, key, record.value.as_deref(), position, 0).expect("reads");
-        }
+        let restored = read_back(&commit, 0);
         assert_eq!(restored.position("in"), Some(2), "the events' next offset");
         assert!(restored.markers.is_empty(), "no marker");
         let mut restored_ids: Vec<String> = restored.customers.keys().cloned().collect();
