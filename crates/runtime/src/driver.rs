@@ -163,6 +163,8 @@ pub(crate) struct Driver<P: Processor> {
     /// The spans of the records in the open transaction (when spans are exported): its commit
     /// span links to them.
     transaction_spans: TransactionSpans,
+    /// A graceful stop began: no transaction follows, so a failed one is simply aborted.
+    leaving: bool,
 }
 
 impl<P: Processor> std::fmt::Debug for Driver<P> {
@@ -198,6 +200,7 @@ impl<P: Processor> Driver<P> {
             condition: Condition::Working,
             actions: Vec::new(),
             records_seen: 0,
+            leaving: false,
         }
     }
 
@@ -230,7 +233,7 @@ impl<P: Processor> Driver<P> {
     ) {
         if lost {
             self.core.on_revoked(partitions);
-            self.abort(consumer);
+            self.give_up_transaction(consumer);
         } else {
             self.commit(consumer);
         }
@@ -544,7 +547,7 @@ impl<P: Processor> Driver<P> {
         match failure {
             Failure::Abortable(error) => {
                 warn!(%error, "transaction failed; aborting and rewinding to the last commit");
-                self.abort(consumer);
+                self.give_up_transaction(consumer);
             }
             Failure::Indefinite(error) => {
                 warn!(%error, "transactional call with unknown outcome; re-creating the producer");
@@ -556,8 +559,33 @@ impl<P: Processor> Driver<P> {
             Failure::TooLarge(TooLarge { input, partition, offset, message }) => {
                 let topic = self.core.topic_of(input).to_string();
                 warn!(topic, partition, offset, %message, "aborting to dead-letter the record that caused it");
-                self.abort(consumer);
+                self.give_up_transaction(consumer);
             }
+        }
+    }
+
+    /// Ends a failed transaction by re-creating the producer rather than aborting it (except in a
+    /// graceful stop, after which no transaction follows). The new producer's `init_transactions`
+    /// aborts it under a bumped epoch, so a write of it still on its way to a broker (a request
+    /// the client gave up on) is refused rather than taken into the next transaction of the same
+    /// epoch: librdkafka speaks transactions v1, whose abort keeps the epoch (and bumps it only
+    /// after timed-out messages); v2 (KIP-890) bumps it at the end of every transaction.
+    fn give_up_transaction<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if self.leaving {
+            self.abort(consumer);
+            return;
+        }
+        if self.producer_in_transaction || self.core.has_open_transaction() {
+            self.metrics
+                .transactions
+                .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
+                .inc();
+        }
+        self.transaction_spans.clear();
+        self.core.drop_ledger();
+        self.producer_in_transaction = false;
+        if matches!(self.condition, Condition::Working) {
+            self.condition = Condition::NeedsReset;
         }
     }
 
@@ -732,6 +760,7 @@ impl<P: Processor> Driver<P> {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), RuntimeError> {
+        self.leaving = true;
         self.commit(consumer);
         match std::mem::replace(&mut self.condition, Condition::Working) {
             Condition::Failed(error) => Err(error),

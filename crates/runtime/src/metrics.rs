@@ -155,7 +155,7 @@ impl Metrics {
         r.register("transactions", "Kafka transactions by outcome", metrics.transactions.clone());
         r.register(
             "producer_resets",
-            "Transactional producers re-created after an indefinite error",
+            "Transactional producers re-created (a failed transaction or an unknown outcome)",
             metrics.producer_resets.clone(),
         );
         r.register("timers_fired", "Processor timers fired", metrics.timers_fired.clone());
