@@ -12,7 +12,7 @@ PARTITIONS ?= 6
 DEMO_SECONDS ?= 30
 DEMO_RATE ?= 50
 
-.PHONY: chaos fuzz py-deps browser-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status jaeger-up jaeger-down jaeger-status topics demo test lint k8s-check down bench
+.PHONY: bench-instructions chaos fuzz py-deps browser-deps help build kafka-up kafka-down kafka-status kafka-prune kafka-reset registry-up registry-down registry-status jaeger-up jaeger-down jaeger-status topics demo test lint k8s-check down bench
 
 help:
 	@echo "make demo          start Kafka and the whole pipeline, publish simulated customers through the gateway, watch them via the API"
@@ -24,6 +24,7 @@ help:
 	@echo "make jaeger-up     start a local Jaeger (OTLP on :4318, query API on :16686) for OTEL_EXPORTER_OTLP_ENDPOINT (jaeger-down, jaeger-status)"
 	@echo "make topics        create the pipeline topics (PARTITIONS=$(PARTITIONS))"
 	@echo "make bench         benchmarks (BENCH_ARGS=--help for options)"
+	@echo "make bench-instructions  instructions per event of each service's hot path, counted by callgrind (no Kafka)"
 	@echo "make chaos         the pipeline on a 3-broker cluster under CHAOS_FAULTS (50) faults of every kind, checked against the SPEC"
 	@echo "make fuzz          every fuzz target for FUZZ_SECONDS (600) each, with cargo-fuzz and the nightly toolchain"
 	@echo "make down          stop everything local"
@@ -135,6 +136,13 @@ bench: kafka-up build
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
 	  || { echo "make bench needs wrk (the HTTP load generator): apt-get install wrk"; exit 1; }
 	target/release/omnistream-bench $(BENCH_ARGS)
+
+# Instructions per event of each service's hot path without Kafka, counted by callgrind: exact
+# repeats for the same binary, unlike wall time here (issue 21).
+bench-instructions:
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
+	$(CARGO) build --release -p omnistream-bench --bin omnistream-hot-path
+	@bash bench/instructions.sh
 
 # Chaos (issue 20): the whole pipeline on a fresh 3-node cluster of its own (target/chaos; the
 # BROKERS=3 dev cluster shares its ports and is stopped first) under CHAOS_FAULTS faults of every

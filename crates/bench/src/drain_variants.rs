@@ -74,7 +74,8 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
                 || committed_sum(&topics.group, variant.input, args.partitions),
                 input_end,
                 Duration::from_secs(900),
-            )?;
+            )?
+            .timed_by_appends(&topics.output, input_end)?;
             let status = process.terminate(Duration::from_secs(30));
             anyhow::ensure!(status.success(), "profile-updater ({name}) exited with {status}");
             (variant.check)(&omnistream_testkit::read_committed_to_end(&topics.output))

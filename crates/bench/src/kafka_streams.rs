@@ -3,11 +3,8 @@
 //! from Maven Central like the broker) drain the same preloaded topic, [`RUNS`] rounds, each
 //! round in the other order than the one before, so that the machine's drift falls on all of
 //! them. The ratios are the medians of each round's ratio, with their range. Each drain is timed
-//! like the per-service rows, by its group's committed offsets from the first progress to the
-//! end; on 2026-12-06 that method gave the event-counter 1.9 times the pass-through baseline
-//! (timed by append times), so it flatters a drain of a few seconds and the ratios are
-//! indicative until both are timed the same way (a first try by output append times gave
-//! impossible rates and was not kept).
+//! like every other, by its output's append times (`Drain::timed_by_appends`; the output topics
+//! stamp append times, since Kafka Streams gives an output the input's timestamp).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,7 +87,7 @@ async fn streams_drain(
     label: &str,
 ) -> anyhow::Result<(f64, u64)> {
     let output = unique_topic(&format!("bench-{label}-out"));
-    create_test_topics(&[TopicRequest::plain(&output, args.partitions, 1)]).await;
+    create_test_topics(&[TopicRequest::events(&output, args.partitions, 1)]).await;
     let application = unique_topic(&format!("bench-{label}"));
     let threads = setup.threads.to_string();
     let cache = setup.cache_bytes.to_string();
@@ -116,7 +113,8 @@ async fn streams_drain(
         || committed_sum(&application, input, args.partitions),
         input_end,
         Duration::from_secs(900),
-    )?;
+    )?
+    .timed_by_appends(&output, input_end)?;
     // The JVM exits 143 on SIGTERM after its shutdown hook closed the application.
     process.terminate(Duration::from_secs(30));
     let counted = last_counts_sum(&output);
@@ -157,7 +155,8 @@ pub async fn kafka_streams_rows(args: &Args, input: &str, input_end: i64) -> any
                     || committed_sum(&topics.group, input, args.partitions),
                     input_end,
                     Duration::from_secs(900),
-                )?;
+                )?
+                .timed_by_appends(&topics.output, input_end)?;
                 let status = process.terminate(Duration::from_secs(30));
                 anyhow::ensure!(status.success(), "event-counter exited with {status}");
                 (drain.events_per_second, drain.peak_rss)

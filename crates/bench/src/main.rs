@@ -30,7 +30,7 @@ use omnistream_testkit::{
     delete_topics_with_prefix, free_port, http_get, produce_all, unique_topic,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -140,7 +140,20 @@ struct Drain {
     peak_rss: u64,
 }
 
-/// Waits until `done()` is true, timing from the first `progress() > 0`.
+impl Drain {
+    /// The drain timed by its output's append times, from the first output to the last: polling
+    /// the watermarks or committed offsets of a broker saturated by the drain saw the first
+    /// progress up to a second late, which made a 1.2 s drain look like 0.3 s (2026-12-05) and the
+    /// event-counter 1.9 times the baseline (2026-12-06). Every contender is timed this way.
+    fn timed_by_appends(mut self, output: &str, events: i64) -> anyhow::Result<Self> {
+        self.seconds = append_span(output)
+            .with_context(|| format!("{output} has no append times (create it with TopicRequest::events)"))?;
+        self.events_per_second = events as f64 / self.seconds;
+        Ok(self)
+    }
+}
+
+/// Waits until `progress()` reaches `target`, timing from the first `progress() > 0`.
 fn time_drain(
     service: &ServiceProcess,
     mut progress: impl FnMut() -> i64,
@@ -223,7 +236,8 @@ async fn bench_topics(label: &str, input: &str, partitions: i32, service: BenchS
         changelog: unique_topic(&format!("bench-{label}-state")),
     };
     let mut requests = vec![
-        TopicRequest::plain(&topics.output, partitions, 1),
+        // Append times, for timing drains.
+        TopicRequest::events(&topics.output, partitions, 1),
         TopicRequest::plain(&topics.dlq, partitions, 1),
         TopicRequest::compacted(&topics.changelog, partitions, 1),
     ];
@@ -310,19 +324,13 @@ async fn baseline_drain(
         &["--input-topic", input, "--output-topic", &baseline_out, "--group-id", &unique_topic("bench-pass")],
         &[],
     );
-    let mut baseline = time_drain(
+    let baseline = time_drain(
         &passthrough,
         || watermark_sum(watermarks, &baseline_out, args.partitions),
         input_end,
         Duration::from_secs(600),
     )?;
-    // The drain is timed by its records' append times when they can be read: polling the
-    // watermarks of a broker saturated by the drain saw the first output up to a second late,
-    // which made a 1.2 s drain look like 0.3 s (2 runs of 6 on 2026-12-05).
-    if let Some(seconds) = written_span(&baseline_out, args.partitions) {
-        baseline.seconds = seconds.max(1e-3);
-        baseline.events_per_second = input_end as f64 / baseline.seconds;
-    }
+    let baseline = baseline.timed_by_appends(&baseline_out, input_end)?;
     eprintln!("bench: baseline {:.0} events/s", baseline.events_per_second);
     Ok(baseline)
 }
@@ -376,31 +384,18 @@ fn written_per_event(
     (per_event(offsets as f64), bytes.map(|b| per_event(b as f64)))
 }
 
-/// Seconds from the first record's timestamp to the last one's, over `topic`'s partitions.
-fn written_span(topic: &str, partitions: i32) -> Option<f64> {
-    let reader: BaseConsumer = client_config()
-        .set("group.id", unique_topic("bench-span"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .ok()?;
-    let stamp_at = |partition: i32, offset: i64| -> Option<i64> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition, Offset::Offset(offset)).ok()?;
-        reader.assign(&list).ok()?;
-        match reader.poll(Duration::from_secs(10))? {
-            Ok(message) => message.timestamp().to_millis(),
-            Err(_) => None,
+/// Seconds from the first append time to the last of `topic`'s committed records (a topic created
+/// with `TopicRequest::events`, so the broker stamps them), or None if they carry no append time.
+fn append_span(topic: &str) -> Option<f64> {
+    let (mut first, mut last, mut stamped) = (i64::MAX, i64::MIN, true);
+    omnistream_testkit::visit_committed_to_end(topic, |message| match message.timestamp() {
+        Timestamp::LogAppendTime(millis) => {
+            first = first.min(millis);
+            last = last.max(millis);
         }
-    };
-    let (mut first, mut last) = (i64::MAX, i64::MIN);
-    for partition in 0..partitions {
-        let (low, high) = reader.fetch_watermarks(topic, partition, Duration::from_secs(10)).ok()?;
-        if high > low {
-            first = first.min(stamp_at(partition, low)?);
-            last = last.max(stamp_at(partition, high - 1)?);
-        }
-    }
-    (last >= first).then(|| (last - first) as f64 / 1000.0)
+        _ => stamped = false,
+    });
+    (stamped && last >= first).then(|| ((last - first) as f64 / 1000.0).max(1e-3))
 }
 
 /// Seconds of offered load before latency is measured.
@@ -575,7 +570,8 @@ async fn main() -> anyhow::Result<()> {
             || committed_sum(&topics.group, &input, args.partitions),
             input_end,
             Duration::from_secs(900),
-        )?;
+        )?
+        .timed_by_appends(&topics.output, input_end)?;
         eprintln!("bench: {name} {:.0} events/s", drain.events_per_second);
         let (offsets_per_event, bytes_per_event) =
             written_per_event(&topics, &watermarks, args.partitions, input_end);

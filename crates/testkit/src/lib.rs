@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -248,15 +248,23 @@ pub fn consume_committed(topic: &str, expected: usize, deadline: Duration) -> Ve
 /// Every committed record of `topic` now, in partition then offset order: reads each partition
 /// to its end (the last stable offset).
 pub fn read_committed_to_end(topic: &str) -> Vec<OwnedMessage> {
+    let mut messages = Vec::new();
+    visit_committed_to_end(topic, |message| messages.push(message.detach()));
+    messages.sort_by_key(|m| (m.partition(), m.offset()));
+    messages
+}
+
+/// Shows `visit` every committed record of `topic` now, each partition in offset order, without
+/// keeping them (a million records read for their timestamps).
+pub fn visit_committed_to_end(topic: &str, mut visit: impl FnMut(&BorrowedMessage<'_>)) {
     let consumer = committed_consumer_reporting_eof(topic, true);
     let partitions = consumer.assignment().expect("assignment").count();
     let mut ended = std::collections::HashSet::new();
-    let mut messages = Vec::new();
     let started = Instant::now();
     while ended.len() < partitions {
         assert!(started.elapsed() < Duration::from_secs(60), "{topic} not read to its end in 60 s");
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => messages.push(message.detach()),
+            Some(Ok(message)) => visit(&message),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
                 ended.insert(partition);
             }
@@ -269,8 +277,6 @@ pub fn read_committed_to_end(topic: &str) -> Vec<OwnedMessage> {
             None => {}
         }
     }
-    messages.sort_by_key(|m| (m.partition(), m.offset()));
-    messages
 }
 
 /// A read_committed reader of a whole topic that keeps its position between calls: for waiting
