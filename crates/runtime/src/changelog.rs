@@ -87,7 +87,8 @@ pub(crate) fn position_topic_of(key: &str) -> Option<&str> {
 /// record as a customer with nothing, instead of failing on it in a rolling upgrade or after a
 /// rollback.
 pub(crate) fn position_value() -> Vec<u8> {
-    let empty: Entry<()> = Entry { recent: Default::default(), state: None, merged_into: None };
+    let empty: Entry<()> =
+        Entry { recent: Default::default(), state: None, merged_into: None, unmarked: Default::default() };
     let mut out = vec![TAG, 1];
     rmp_serde::encode::write(&mut out, &empty).expect("an empty entry serializes");
     out

@@ -4,6 +4,7 @@
 //! Kafka driver (`driver.rs`) executes them. No rdkafka type crosses this line, so every rule
 //! here is unit-tested without a broker (below).
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -863,7 +864,12 @@ impl<P: Processor> EngineCore<P> {
         // winner then drops this customer's retried events too); this customer's is forgotten.
         let handoff = match winner {
             Some(winner) => entry.state.take().map(|state| {
-                let handed = Entry { recent: entry.recent.clone(), state: Some(state), merged_into: None };
+                let handed = Entry {
+                    recent: entry.recent.clone(),
+                    state: Some(state),
+                    merged_into: None,
+                    unmarked: Cell::new(false),
+                };
                 crate::handoff::encode::<P>(&event, &handed).map(|value| (winner, value))
             }),
             _ => None,
@@ -873,6 +879,7 @@ impl<P: Processor> EngineCore<P> {
         if event.is_erasure() {
             // Erased: nothing of the customer stays, not even where its merges went.
             entry.merged_into = None;
+            entry.unmarked.set(false);
             let marker = ErasureMarker {
                 erased_at: event.occurred_at_millis(),
                 recorded_at: partition_now,
@@ -2297,7 +2304,12 @@ mod tests {
         core.on_assigned([0]);
         assert_eq!(core.take_pending_restore(), vec![0]);
         let watching = Watching { key: "p".into(), since: BASE, stuck: None };
-        let entry = Entry { recent: Default::default(), state: Some(watching), merged_into: None };
+        let entry = Entry {
+            recent: Default::default(),
+            state: Some(watching),
+            merged_into: None,
+            unmarked: Cell::new(false),
+        };
         let restored = RestoredPartition {
             customers: [("c-1".to_owned(), Box::new(entry))].into_iter().collect(),
             ..RestoredPartition::default()

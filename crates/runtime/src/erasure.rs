@@ -98,6 +98,10 @@ impl Markers {
         self.by_id.is_empty()
     }
 
+    pub fn contains(&self, id: &MarkerId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// Whether a record of an erased customer is applied: `event_hash` is its id's, when it
     /// has one a retry repeats.
     pub fn verdict(

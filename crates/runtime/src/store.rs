@@ -2,6 +2,7 @@
 //! processor's state), their timers, the partition clock (SPEC 4) and the erasure markers. The
 //! engine drives it record by record; its rules are unit-tested here without a broker.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
@@ -21,6 +22,11 @@ pub struct Entry<S> {
     /// Boxed: a pointer's 8 bytes in every entry rather than a `String`'s 24.
     #[serde(default)]
     pub merged_into: Option<Box<String>>,
+    /// Checked against the erasure markers and found none (never persisted): the customer's next
+    /// events skip the marker's HMAC, the costliest step of an event once a partition holds a
+    /// marker. Only the customer's own erasure adds their marker, and it clears this.
+    #[serde(skip)]
+    pub unmarked: Cell<bool>,
 }
 
 /// A stable 64-bit hash (FNV-1a): persisted in the changelog, so it must not change between
@@ -152,10 +158,17 @@ impl<S> PartitionStore<S> {
         hash: Option<u64>,
         suppress_after: bool,
     ) -> Admission<'_, S> {
-        if !self.markers.is_empty()
-            && self.markers.verdict(&marker_id(), occurred_at, hash, suppress_after) == Verdict::Erased
-        {
-            return Admission::Erased;
+        if !self.markers.is_empty() {
+            let entry = self.customers.get(customer_id);
+            if !entry.is_some_and(|entry| entry.unmarked.get()) {
+                let id = marker_id();
+                if self.markers.verdict(&id, occurred_at, hash, suppress_after) == Verdict::Erased {
+                    return Admission::Erased;
+                }
+                if let Some(entry) = entry {
+                    entry.unmarked.set(!self.markers.contains(&id));
+                }
+            }
         }
         self.admit_unjudged(customer_id, hash)
     }
@@ -182,7 +195,12 @@ impl<S> PartitionStore<S> {
     pub(crate) fn remember(&mut self, customer_id: &str, hash: Option<u64>, window: usize) -> &mut Entry<S> {
         // Looked up before inserting: `entry` would clone the id on every event.
         if !self.customers.contains_key(customer_id) {
-            let empty = Box::new(Entry { recent: VecDeque::new(), state: None, merged_into: None });
+            let empty = Box::new(Entry {
+                recent: VecDeque::new(),
+                state: None,
+                merged_into: None,
+                unmarked: Cell::new(false),
+            });
             self.customers.insert(customer_id.to_owned(), empty);
         }
         let entry = self.customers.get_mut(customer_id).expect("inserted above");
@@ -373,6 +391,37 @@ mod tests {
     }
 
     #[test]
+    fn a_customer_found_without_a_marker_skips_the_markers_hmac_until_erased() {
+        let key = MarkerKey::new(Some(b"test"));
+        let mut store = Store::default();
+        with_state(&mut store, "c-1", "e-1", 1, None);
+        let marker = ErasureMarker { erased_at: 1_000, recorded_at: 1_000, recent: VecDeque::new() };
+        store.markers.insert(key.id("c-2"), marker, 10_000);
+        let computed = Cell::new(0);
+        // Whether c-1's event is admitted for the processor, counting the HMACs computed.
+        let admit = |store: &Store, event: &str| {
+            let id = || {
+                computed.set(computed.get() + 1);
+                key.id("c-1")
+            };
+            matches!(store.admit("c-1", id, 2_000, Some(event_id_hash(event)), false), Admission::New(_))
+        };
+        assert!(admit(&store, "e-2"), "given another customer's marker");
+        assert!(admit(&store, "e-3"));
+        assert_eq!(computed.get(), 1, "then the HMAC is computed once");
+        store.markers.insert(
+            key.id("c-1"),
+            ErasureMarker { erased_at: 1_500, recorded_at: 1_500, recent: VecDeque::new() },
+            10_000,
+        );
+        store.entry_mut("c-1").expect("an entry").unmarked.set(false);
+        assert!(admit(&store, "e-4"), "dated after the erasure");
+        assert_eq!(computed.get(), 2, "erased (the mark cleared), it is computed again");
+        assert!(admit(&store, "e-5"));
+        assert_eq!(computed.get(), 3, "and on every event while the customer has a marker");
+    }
+
+    #[test]
     fn erased_customers_events_dated_before_the_erasure_and_retries_are_dropped() {
         let key = MarkerKey::new(Some(b"test"));
         let mut store = Store::default();
@@ -431,7 +480,12 @@ mod tests {
     #[test]
     fn a_restored_store_has_each_customers_timer_window_and_marker() {
         let entry = |state: u32| {
-            Box::new(Entry { recent: VecDeque::from([7]), state: Some(state), merged_into: None })
+            Box::new(Entry {
+                recent: VecDeque::from([7]),
+                state: Some(state),
+                merged_into: None,
+                unmarked: Cell::new(false),
+            })
         };
         let customers: Customers<u32> =
             [("c-1".to_owned(), entry(500)), ("c-2".to_owned(), entry(0))].into_iter().collect();
