@@ -353,6 +353,7 @@ async fn a_restore_waits_for_a_changelog_transaction_not_yet_decided() {
         recent: VecDeque::new(),
         state: Some(CounterState { count: 41, idle_at: None }),
         merged_into: None,
+        unmarked: Default::default(),
     };
     let mut value = Vec::new();
     omnistream_runtime::changelog::encode::<EventCounter>(&entry, &mut value);
