@@ -72,7 +72,7 @@ struct Args {
     #[arg(long)]
     baseline_build: Option<PathBuf>,
     /// Drains per service, each between two baselines: the ratio rows are the median of the
-    /// rounds' ratios with their range.
+    /// rounds' ratios with their range (odd counts: an even one reports the upper middle).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Where to keep the results table.
@@ -150,7 +150,8 @@ impl Drain {
     /// The drain timed by its output's append times, from the first output to the last: polling
     /// the watermarks or committed offsets of a broker saturated by the drain saw the first
     /// progress up to a second late, which made a 1.2 s drain look like 0.3 s (2026-12-05) and the
-    /// event-counter 1.9 times the baseline (2026-12-06). Every contender is timed this way.
+    /// event-counter 1.9 times the baseline (2026-12-06). Every per-event drain is timed this way
+    /// (journeys', whose output is per decision, still by committed offsets).
     fn timed_by_appends(mut self, output: &str, events: i64) -> anyhow::Result<Self> {
         self.seconds = append_span(output)
             .with_context(|| format!("{output} has no append times (create it with TopicRequest::events)"))?;

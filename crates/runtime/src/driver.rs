@@ -165,6 +165,9 @@ pub(crate) struct Driver<P: Processor> {
     transaction_spans: TransactionSpans,
     /// A graceful stop began: no transaction follows, so a failed one is simply aborted.
     leaving: bool,
+    /// A failed transaction is left open in the producer for the reset to fence
+    /// (`give_up_transaction`), which has not run yet.
+    given_up: bool,
 }
 
 impl<P: Processor> std::fmt::Debug for Driver<P> {
@@ -201,6 +204,7 @@ impl<P: Processor> Driver<P> {
             actions: Vec::new(),
             records_seen: 0,
             leaving: false,
+            given_up: false,
         }
     }
 
@@ -570,23 +574,21 @@ impl<P: Processor> Driver<P> {
     /// the client gave up on) is refused rather than taken into the next transaction of the same
     /// epoch: librdkafka speaks transactions v1, whose abort keeps the epoch (and bumps it only
     /// after timed-out messages); v2 (KIP-890) bumps it at the end of every transaction.
+    /// With no transaction open in the producer there is nothing to fence: a plain abort
+    /// rebuilds the partitions without a new producer.
     fn give_up_transaction<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        if self.leaving {
+        if self.leaving || !self.producer_in_transaction || !matches!(self.condition, Condition::Working) {
             self.abort(consumer);
             return;
         }
-        if self.producer_in_transaction || self.core.has_open_transaction() {
-            self.metrics
-                .transactions
-                .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
-                .inc();
-        }
+        self.metrics
+            .transactions
+            .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
+            .inc();
         self.transaction_spans.clear();
         self.core.drop_ledger();
-        self.producer_in_transaction = false;
-        if matches!(self.condition, Condition::Working) {
-            self.condition = Condition::NeedsReset;
-        }
+        self.condition = Condition::NeedsReset;
+        self.given_up = true;
     }
 
     /// Aborts the open transaction, then has the core rebuild every owned partition (paused here
@@ -602,19 +604,8 @@ impl<P: Processor> Driver<P> {
                 .get_or_create(&TransactionOutcomeLabel { outcome: TransactionOutcome::Aborted })
                 .inc();
         }
-        if std::mem::take(&mut self.producer_in_transaction) {
-            let timeout = self.config.transactional_call_timeout();
-            let aborted =
-                self.health.guard_call(timeout + CALL_MARGIN, || self.producer.abort_transaction(timeout));
-            if let Err(error) = aborted {
-                self.core.drop_ledger();
-                match classify(error) {
-                    Failure::Fatal(error) => self.condition = Condition::Failed(RuntimeError::Fatal(error)),
-                    other => {
-                        warn!(error = ?other, "abort failed; re-creating the producer");
-                        self.condition = Condition::NeedsReset;
-                    }
-                }
+        if self.producer_in_transaction {
+            if !self.abort_in_producer() {
                 return;
             }
             self.metrics
@@ -632,12 +623,32 @@ impl<P: Processor> Driver<P> {
         }
     }
 
+    /// `abort_transaction` of the producer's open transaction; false when it failed (the
+    /// condition then says what follows: a reset, or the exit).
+    fn abort_in_producer(&mut self) -> bool {
+        self.producer_in_transaction = false;
+        let timeout = self.config.transactional_call_timeout();
+        let aborted =
+            self.health.guard_call(timeout + CALL_MARGIN, || self.producer.abort_transaction(timeout));
+        let Err(error) = aborted else { return true };
+        self.core.drop_ledger();
+        match classify(error) {
+            Failure::Fatal(error) => self.condition = Condition::Failed(RuntimeError::Fatal(error)),
+            other => {
+                warn!(error = ?other, "abort failed; re-creating the producer");
+                self.condition = Condition::NeedsReset;
+            }
+        }
+        false
+    }
+
     /// Starts over after an unknown outcome: a new producer (whose `init_transactions` fences the
     /// old one and completes or aborts its transaction), then every partition's state restored
     /// from the changelog and every partition rewound to the group's committed offsets.
     fn reset<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
         self.metrics.producer_resets.inc();
         self.producer_in_transaction = false;
+        self.given_up = false;
         self.transaction_spans.clear();
         self.core.reset();
         self.producer = crate::create_transactional_producer(&self.config, &self.health)?;
@@ -761,6 +772,12 @@ impl<P: Processor> Driver<P> {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), RuntimeError> {
         self.leaving = true;
+        if std::mem::take(&mut self.given_up) {
+            // Given up just before the stop (no poll ran the reset since): no transaction
+            // follows, so a plain abort ends it instead of a new producer.
+            self.condition = Condition::Working;
+            self.abort_in_producer();
+        }
         self.commit(consumer);
         match std::mem::replace(&mut self.condition, Condition::Working) {
             Condition::Failed(error) => Err(error),
