@@ -772,7 +772,10 @@ impl<P: Processor> Driver<P> {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), RuntimeError> {
         self.leaving = true;
-        if std::mem::take(&mut self.given_up) {
+        if std::mem::take(&mut self.given_up)
+            && self.producer_in_transaction
+            && matches!(self.condition, Condition::NeedsReset)
+        {
             // Given up just before the stop (no poll ran the reset since): no transaction
             // follows, so a plain abort ends it instead of a new producer.
             self.condition = Condition::Working;
