@@ -14,8 +14,8 @@ use omnistream_testkit::pipeline::{
     output_may_be_complete, produce_at_rate, records_in, simulated_input,
 };
 use omnistream_testkit::{
-    ServiceProcess, client_config, consume_committed, free_port, http_get, produce_all, unique_topic,
-    wait_until,
+    ServiceProcess, client_config, consume_committed, free_port, http_get, produce_all,
+    read_committed_to_end, unique_topic, wait_until,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -460,4 +460,50 @@ fn page_view(event_id: &str, customer: &str) -> (String, Vec<u8>) {
         identifiers: Vec::new(),
     };
     (customer.to_owned(), encode_event(&event).expect("encodes"))
+}
+
+/// A commit that timed out is resumed, not given up: librdkafka goes on with it in the background
+/// and a new call completes it (what keeps a coordinator failover from committing it in part).
+/// The timeout here comes from a record whose topic does not exist yet (the broker creates no
+/// topic by itself): the commit's flush cannot finish until the topic is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_that_timed_out_is_resumed_and_commits_once() {
+    let existing = omnistream_testkit::fresh_topic("resume-existing", 1).await;
+    let missing = unique_topic("resume-missing");
+    let producer: BaseProducer = client_config()
+        .set("transactional.id", unique_topic("resume-writer"))
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .expect("a transactional producer");
+    producer.init_transactions(Duration::from_secs(30)).expect("init");
+    producer.begin_transaction().expect("begin");
+    for topic in [&existing, &missing] {
+        producer.send(BaseRecord::to(topic).key("c-1").payload("once")).expect("queued");
+    }
+
+    let committing = tokio::task::spawn_blocking(move || {
+        let health = omnistream_runtime::server::Health::new("the test");
+        let mut resumes = 0;
+        let result = omnistream_runtime::commit_resuming(
+            &producer,
+            &health,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            10,
+            |_| resumes += 1,
+        );
+        (result, resumes)
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    omnistream_testkit::create_test_topics(&[omnistream_runtime::admin::TopicRequest::plain(&missing, 1, 1)])
+        .await;
+    let (result, resumes) = committing.await.expect("the commit thread");
+
+    result.expect("the resumed commit succeeds");
+    assert!(resumes >= 1, "the first call should have timed out while the topic was missing");
+    for topic in [&existing, &missing] {
+        let payloads: Vec<_> =
+            read_committed_to_end(topic).iter().map(|m| m.payload().unwrap_or_default().to_vec()).collect();
+        assert_eq!(payloads, [b"once".to_vec()], "{topic}: the record committed exactly once");
+    }
 }

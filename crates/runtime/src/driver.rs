@@ -521,10 +521,20 @@ impl<P: Processor> Driver<P> {
                 .map_err(classify)?;
         }
         let offsets_sent = Instant::now();
-        self.wait_for_deliveries(timeout)?;
-        self.health
-            .guard_call(timeout + CALL_MARGIN, || self.producer.commit_transaction(timeout))
-            .map_err(classify)?;
+        self.wait_for_deliveries(timeout);
+        let resume = |error: &KafkaError| {
+            warn!(%error, "commit timed out; calling it again to resume it");
+            self.metrics.commit_resumes.inc();
+        };
+        crate::commit_resuming(
+            &self.producer,
+            &self.health,
+            timeout,
+            CALL_MARGIN,
+            crate::COMMIT_RESUMES,
+            resume,
+        )
+        .map_err(classify)?;
         debug!(
             send_offsets_ms = (offsets_sent - started).as_secs_f64() * 1000.0,
             commit_ms = offsets_sent.elapsed().as_secs_f64() * 1000.0,
@@ -533,18 +543,15 @@ impl<P: Processor> Driver<P> {
         Ok(())
     }
 
-    /// Waits until every record of the transaction is acknowledged. rust-rdkafka's
+    /// Waits until every record of the transaction is acknowledged, or the timeout. rust-rdkafka's
     /// `commit_transaction` flushes too, but its flush sleeps in 100 ms polls of a queue that the
-    /// threaded producer's own thread drains: it would add 100 ms to every commit.
-    fn wait_for_deliveries(&self, timeout: Duration) -> Result<(), Failure> {
+    /// threaded producer's own thread drains: it would add 100 ms to every commit. Records still
+    /// in flight after the timeout are left to that flush (and its resumes).
+    fn wait_for_deliveries(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() >= deadline {
-                return Err(Failure::Indefinite(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
-            }
+        while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(500));
         }
-        Ok(())
     }
 
     fn handle<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, failure: Failure) {

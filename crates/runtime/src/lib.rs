@@ -75,6 +75,45 @@ pub enum RuntimeError {
 /// The transactional producer of a service instance.
 pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
+/// How many times a commit that timed out is called again before its outcome counts as unknown.
+pub const COMMIT_RESUMES: u32 = 2;
+
+/// Commits the producer's open transaction; a call that times out is called again, at most
+/// `resumes` times (each resume told to `on_resume` first), every call guarded by `health`
+/// (`Health::guard_call`). librdkafka goes on with a timed-out commit in the background and a
+/// new call resumes it ("retry call to resume"): its EndTxn request follows the coordinator to
+/// the broker that takes over. Giving up at once instead (a new producer, whose
+/// `init_transactions` aborts the transaction) let Kafka 4.1's coordinator failover commit a
+/// transaction on some partitions and abort it on others (docs/runtime.md, "Transactions the
+/// brokers commit in part").
+pub fn commit_resuming<P: Producer<C>, C: rdkafka::producer::ProducerContext>(
+    producer: &P,
+    health: &server::Health,
+    timeout: std::time::Duration,
+    call_margin: std::time::Duration,
+    resumes: u32,
+    mut on_resume: impl FnMut(&KafkaError),
+) -> Result<(), KafkaError> {
+    let mut resumed = 0;
+    loop {
+        let error = match health.guard_call(timeout + call_margin, || producer.commit_transaction(timeout)) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let resumable = match &error {
+            KafkaError::Transaction(rd) => rd.is_retriable() && !rd.is_fatal() && !rd.txn_requires_abort(),
+            // rust-rdkafka flushes before it commits: the commit has not begun.
+            KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => true,
+            _ => false,
+        };
+        if !resumable || resumed == resumes {
+            return Err(error);
+        }
+        resumed += 1;
+        on_resume(&error);
+    }
+}
+
 /// How long creating the transactional producer keeps trying while the coordinator cannot
 /// answer; each attempt (at most the transaction timeout) ticks liveness.
 const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub dead_lettered: Family<ErrorCodeLabel, Counter>,
     pub transactions: Family<TransactionOutcomeLabel, Counter>,
     pub producer_resets: Counter,
+    /// Commits that timed out and were called again to resume them (`commit_resuming`).
+    pub commit_resumes: Counter,
     pub timers_fired: Counter,
     pub processing_seconds: Histogram,
     pub end_to_end_seconds: Histogram,
@@ -125,6 +127,7 @@ impl Metrics {
             dead_lettered: Family::default(),
             transactions: Family::default(),
             producer_resets: Counter::default(),
+            commit_resumes: Counter::default(),
             timers_fired: Counter::default(),
             processing_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
             end_to_end_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -157,6 +160,11 @@ impl Metrics {
             "producer_resets",
             "Transactional producers re-created (a failed transaction or an unknown outcome)",
             metrics.producer_resets.clone(),
+        );
+        r.register(
+            "commit_resumes",
+            "Commits that timed out and were resumed (called again) rather than given up",
+            metrics.commit_resumes.clone(),
         );
         r.register("timers_fired", "Processor timers fired", metrics.timers_fired.clone());
         r.register(
