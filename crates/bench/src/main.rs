@@ -54,6 +54,10 @@ struct Args {
     /// Duration of the latency benchmark, seconds.
     #[arg(long, default_value_t = 60)]
     load_seconds: u64,
+    /// Seconds of each offered load in the search for the highest rate whose p99 stays within
+    /// 250 ms (doubling from twice `--rate`, then the midpoint); 0 leaves the search out.
+    #[arg(long, default_value_t = 10)]
+    sweep_seconds: u64,
     /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost,
     /// `trace-context` the cost of trace headers and of exporting spans, `kafka-streams` the
     /// event-counter against a Kafka Streams application of the same fold);
@@ -485,6 +489,8 @@ fn append_span(topic: &str) -> Option<f64> {
 const WARM_UP_SECONDS: usize = 3;
 
 struct Latency {
+    /// The rate the load generator kept, events/s (it may fall behind the one asked for).
+    sent_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -496,17 +502,71 @@ struct Latency {
 /// Offers `rate` events/s for `seconds` to a caught-up service and measures, per event, the time
 /// from its send to its output becoming visible to a read_committed consumer (matched by the
 /// output's `cause.event_id` header).
-async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<Latency> {
+async fn fixed_load(
+    args: &Args,
+    bench_service: BenchService,
+    rate: usize,
+    seconds: u64,
+) -> anyhow::Result<Latency> {
     let input = unique_topic("bench-load-in");
     create_test_topics(&[TopicRequest::events(&input, args.partitions, 1)]).await;
     let topics = bench_topics("load", &input, args.partitions, bench_service).await;
     let port = free_port();
     let service = spawn_service(bench_service, &topics, &format!("bench-load-{}", bench_service.name), port)?;
     wait_ready(port, Duration::from_secs(60))?;
-    let events = simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0);
-    let mut latency = offered_load(args, &input, &topics.output, events)?;
+    let events = simulated(rate * seconds as usize, args.customers, 99, 0);
+    let mut latency = offered_load(args, rate, seconds, &input, &topics.output, events)?;
     latency.peak_rss = service.peak_rss_bytes().unwrap_or(0);
+    let service_log = service.log.display().to_string();
+    let status = service.terminate(Duration::from_secs(30));
+    if !status.success() {
+        eprintln!("bench: {} stopped with {status} after the load; see {}", bench_service.name, service_log);
+    }
     Ok(latency)
+}
+
+/// p99 end to end the search for the highest rate keeps within.
+const SWEEP_P99_MS: f64 = 250.0;
+
+/// The highest offered rate whose p99 stays within [`SWEEP_P99_MS`] with every output seen and
+/// the load generator keeping the rate: doubling from twice `--rate` until a load misses, then
+/// the midpoint of the last two. Returns the highest load met and the first missed, if any.
+async fn highest_rate(
+    args: &Args,
+    service: BenchService,
+) -> anyhow::Result<(Option<Latency>, Option<Latency>)> {
+    let met = |latency: &Latency, rate: usize| {
+        latency.p99_ms <= SWEEP_P99_MS
+            && latency.delivered == latency.offered
+            && latency.sent_per_second >= 0.95 * rate as f64
+    };
+    let mut passed: Option<(usize, Latency)> = None;
+    let mut failed: Option<(usize, Latency)> = None;
+    let mut rate = args.rate * 2;
+    while failed.is_none() && rate <= 640_000 {
+        let latency = fixed_load(args, service, rate, args.sweep_seconds).await?;
+        eprintln!(
+            "bench: {} at {rate}/s (sent {:.0}/s): p99 {:.1} ms, {} / {} seen",
+            service.name, latency.sent_per_second, latency.p99_ms, latency.delivered, latency.offered
+        );
+        if met(&latency, rate) {
+            passed = Some((rate, latency));
+            rate *= 2;
+        } else {
+            failed = Some((rate, latency));
+        }
+    }
+    if let (Some((low, _)), Some((high, _))) = (&passed, &failed) {
+        let middle = (low + high) / 2;
+        let latency = fixed_load(args, service, middle, args.sweep_seconds).await?;
+        eprintln!("bench: {} at {middle}/s: p99 {:.1} ms", service.name, latency.p99_ms);
+        if met(&latency, middle) {
+            passed = Some((middle, latency));
+        } else {
+            failed = Some((middle, latency));
+        }
+    }
+    Ok((passed.map(|(_, latency)| latency), failed.map(|(_, latency)| latency)))
 }
 
 /// Offers `events` at `args.rate`/s to `input` and measures, per event after the warm-up, the
@@ -514,6 +574,8 @@ async fn fixed_load(args: &Args, bench_service: BenchService) -> anyhow::Result<
 /// visible to a read_committed consumer. Erasures are left out (a tombstone names no event).
 fn offered_load(
     args: &Args,
+    rate: usize,
+    seconds: u64,
     input: &str,
     output: &str,
     events: Vec<(String, Vec<u8>)>,
@@ -526,7 +588,7 @@ fn offered_load(
             event.event_type() != omnistream_model::EventType::ErasureRequested
         })
         .collect();
-    let warm_up = (args.rate * WARM_UP_SECONDS).min(events.len() / 2);
+    let warm_up = (rate * WARM_UP_SECONDS).min(events.len() / 2);
     let total = events.len() - warm_up;
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
 
@@ -542,7 +604,7 @@ fn offered_load(
     }
     reader.assign(&assignment)?;
     let reader_sent = sent_at.clone();
-    let deadline = Duration::from_secs(args.load_seconds + 60);
+    let deadline = Duration::from_secs(seconds + 60);
     let reading = std::thread::spawn(move || {
         let mut latencies = Vec::with_capacity(total);
         let started = Instant::now();
@@ -567,7 +629,7 @@ fn offered_load(
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
         .create()?;
-    let per_tick = (args.rate / 100).max(1);
+    let per_tick = (rate / 100).max(1);
     let started = Instant::now();
     for (index, chunk) in events.chunks(per_tick).enumerate() {
         let due = started + Duration::from_millis(10 * index as u64);
@@ -586,12 +648,14 @@ fn offered_load(
                 .map_err(|(e, _)| e)?;
         }
     }
+    let sent_per_second = events.len() as f64 / started.elapsed().as_secs_f64();
     producer.flush(Duration::from_secs(30))?;
     let mut latencies = reading.join().expect("reader thread");
     anyhow::ensure!(!latencies.is_empty(), "no output was seen");
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
     Ok(Latency {
+        sent_per_second,
         p50_ms: at(0.50),
         p99_ms: at(0.99),
         max_ms: *latencies.last().expect("not empty"),
@@ -695,7 +759,8 @@ async fn main() -> anyhow::Result<()> {
         let customers = restores.iter().map(|restore| restore.customers).fold(0.0, f64::max);
 
         eprintln!("bench: offering {} events/s for {} s to {name}", args.rate, args.load_seconds);
-        let latency = fixed_load(&args, service).await?;
+        let latency = fixed_load(&args, service, args.rate, args.load_seconds).await?;
+        let sweep = if args.sweep_seconds > 0 { Some(highest_rate(&args, service).await?) } else { None };
 
         let (rate, rate_min, rate_max) = spread(rounds.iter().map(|drain| drain.events_per_second).collect());
         rows.push(row(
@@ -743,6 +808,27 @@ async fn main() -> anyhow::Result<()> {
             "",
             None,
         ));
+        if let Some((passed, failed)) = &sweep {
+            let describe = |latency: &Latency| {
+                format!(
+                    "{:.0}/s: p99 {:.1} ms, {} / {} seen",
+                    latency.sent_per_second, latency.p99_ms, latency.delivered, latency.offered
+                )
+            };
+            rows.push(row(
+                &format!(
+                    "{name}, highest offered rate with p99 <= {SWEEP_P99_MS} ms ({} s loads; the next load tried)",
+                    args.sweep_seconds
+                ),
+                format!(
+                    "{} ({})",
+                    passed.as_ref().map_or("none".to_owned(), describe),
+                    failed.as_ref().map_or("none missed".to_owned(), describe)
+                ),
+                "",
+                None,
+            ));
+        }
         rows.push(row(
             &format!("{name}, outputs seen / offered"),
             format!("{} / {}", latency.delivered, latency.offered),
