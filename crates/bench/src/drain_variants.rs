@@ -9,7 +9,8 @@ use omnistream_testkit::free_port;
 use rdkafka::message::OwnedMessage;
 
 use crate::{
-    Args, BenchService, Row, bench_services, bench_topics, committed_sum, row, spawn_service_with, time_drain,
+    Args, BenchService, Row, bench_services, bench_topics, committed_sum, row, spawn_service_with,
+    time_drain, written_per_event,
 };
 
 const RUNS: usize = 3;
@@ -44,13 +45,20 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
         .find(|service| service.name == omnistream_model::services::PROFILE_UPDATER.name)
         .expect("profile-updater is benchmarked");
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut bytes_per_event: Vec<Option<f64>> = vec![None; variants.len()];
+    let watermarks: rdkafka::consumer::BaseConsumer = omnistream_testkit::client_config().create()?;
     for run in 0..RUNS {
         // Every other round in reverse order, so that no variant always runs first or last.
-        let mut order: Vec<(&Variant<'_>, &mut Vec<f64>)> = variants.iter().zip(&mut samples).collect();
+        let mut order: Vec<(&Variant<'_>, &mut Vec<f64>, &mut Option<f64>)> = variants
+            .iter()
+            .zip(&mut samples)
+            .zip(&mut bytes_per_event)
+            .map(|((variant, samples), bytes)| (variant, samples, bytes))
+            .collect();
         if run % 2 == 1 {
             order.reverse();
         }
-        for (variant, samples) in order {
+        for (variant, samples, bytes) in order {
             let name = variant.name;
             // Topic names take no spaces.
             let slug: String =
@@ -80,6 +88,7 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
             anyhow::ensure!(status.success(), "profile-updater ({name}) exited with {status}");
             (variant.check)(&omnistream_testkit::read_committed_to_end(&topics.output))
                 .map_err(|problem| anyhow::anyhow!("profile-updater ({name}): {problem}"))?;
+            *bytes = written_per_event(&topics, &watermarks, args.partitions, input_end).1;
             eprintln!("bench: profile-updater, {name} run {run}: {:.0} events/s", drain.events_per_second);
             samples.push(drain.events_per_second);
         }
@@ -93,6 +102,19 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
             "",
             None,
         ));
+    }
+    for (variant, bytes) in variants.iter().zip(&bytes_per_event) {
+        if let Some(bytes) = bytes {
+            rows.push(row(
+                &format!(
+                    "profile-updater, {}, bytes of broker log written per input event (outputs, changelog, DLQ; last run)",
+                    variant.name
+                ),
+                format!("{bytes:.0}"),
+                "",
+                None,
+            ));
+        }
     }
     let baseline = spread(samples[0].clone()).0;
     for (variant, values) in variants.iter().zip(&samples).skip(1) {

@@ -4,6 +4,7 @@
 //! `bench/results/`.
 
 mod api_scale;
+mod compression;
 mod drain_variants;
 mod http;
 mod identity;
@@ -60,7 +61,8 @@ struct Args {
     sweep_seconds: u64,
     /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost,
     /// `trace-context` the cost of trace headers and of exporting spans, `kafka-streams` the
-    /// event-counter against a Kafka Streams application of the same fold);
+    /// event-counter against a Kafka Streams application of the same fold, `compression` the
+    /// codecs of the batches profile-updater writes);
     /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
     services: Vec<String>,
@@ -848,6 +850,9 @@ async fn main() -> anyhow::Result<()> {
 
     if selected("kafka-streams") {
         rows.extend(kafka_streams::kafka_streams_rows(&args, &input, input_end).await?);
+    }
+    if selected("compression") {
+        rows.extend(compression::compression_rows(&args, &input).await?);
     }
     if selected("wire-format") {
         rows.extend(wire_format::wire_format_rows(&args, &input).await?);

@@ -144,7 +144,7 @@ pub(crate) fn create_transactional_producer(
         // Must stay below the transaction timeout (librdkafka refuses otherwise).
         .set("message.timeout.ms", (transaction_timeout * 9 / 10).to_string())
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
+        .set("compression.type", config.compression.codec())
         .set("queue.buffering.max.messages", "1000000")
         // librdkafka buffers up to 1 GiB by default; large outputs (a profile per event) filled it
         // faster than the broker took them. Beyond 32 MiB, sending waits (backpressure): more
