@@ -108,10 +108,7 @@ impl InputEvent for TouchpointEvent {
 /// State is per customer. `None` means the processor knows nothing of the customer: it is `None`
 /// before the first event, and a processor sets it back to `None` to forget a customer (erasure),
 /// which makes the runtime write a tombstone to the changelog.
-///
-/// `Sync`: a restore decodes the changelog on a thread per core, each with the processor
-/// (`upgrade_state`).
-pub trait Processor: Send + Sync + 'static {
+pub trait Processor: Send + 'static {
     /// What it reads (`TouchpointEvent` for a service of the pipeline).
     type Input: InputEvent;
 

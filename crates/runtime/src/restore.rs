@@ -48,143 +48,78 @@ pub(crate) fn read_changelog<P: Processor>(
     metrics: &Metrics,
     health: &Health,
 ) -> Result<RestoredPartitions<P::State>, RuntimeError> {
+    let mut client = config.kafka.client_config()?;
+    set_restore_consumer(&mut client, config);
+    let reader: BaseConsumer<ReadToEndContext> =
+        client.create_with_context(ReadToEndContext { reader: "changelog reader" })?;
     let mut restored: RestoredPartitions<P::State> =
         partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let ends = changelog_ends(config, partitions, deadline, health)?;
     // An empty partition (a first start) is not read: reading one to its end cost over half a
     // second (an offset lookup, then a fetch), asking its offsets one round trip.
-    if ends.is_empty() {
+    let mut remaining: HashSet<i32> = ends.keys().copied().collect();
+    if remaining.is_empty() {
         return Ok(restored);
     }
-    let reader = restore_consumer(config, "changelog reader")?;
     wait_until_decided(&reader, &config.changelog_topic, &ends, deadline, health)?;
-    // One reader per core, each with its share of the partitions: decoding the records is most
-    // of a restore's work, and one thread did all of it.
-    let readers = std::thread::available_parallelism().map_or(1, usize::from).min(ends.len());
-    let mut shares: Vec<HashMap<i32, i64>> = vec![HashMap::new(); readers];
-    let mut by_partition: Vec<(&i32, &i64)> = ends.iter().collect();
-    by_partition.sort_unstable();
-    for (index, (partition, end)) in by_partition.into_iter().enumerate() {
-        shares[index % readers].insert(*partition, *end);
+    let mut assignment = TopicPartitionList::new();
+    for partition in &remaining {
+        assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
     }
-    let shared = ChangelogRead { processor, config, horizon_ms, deadline, metrics, health };
-    let shared = &shared;
-    // The first thread reads with the reader that waited.
-    let mut waited = Some(reader);
-    let results = std::thread::scope(|scope| {
-        let threads: Vec<_> = shares
-            .into_iter()
-            .map(|share| {
-                let reader = waited.take();
-                scope.spawn(move || {
-                    let reader = match reader {
-                        Some(reader) => reader,
-                        None => restore_consumer(config, "changelog reader")?,
-                    };
-                    shared.partitions(&reader, share)
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect::<Vec<_>>()
-    });
-    for share in results {
-        restored.extend(share?);
+    reader.assign(&assignment)?;
+    let mut last_error: Option<String> = None;
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Restore(format!(
+                "changelog partitions {remaining:?} not read to the end in {} s",
+                RESTORE_TIMEOUT.as_secs()
+            )));
+        }
+        health.tick();
+        match reader.poll(Duration::from_millis(100)) {
+            None => {}
+            // An end of partition short of the recorded end (a new leader whose high watermark
+            // still lags) is not the end: librdkafka reports the next one again.
+            Some(Err(KafkaError::PartitionEOF(partition)))
+                if position(&reader, &config.changelog_topic, partition) >= ends[&partition] =>
+            {
+                remaining.remove(&partition);
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            // librdkafka recovers from consumer errors by itself (a broker down, a leader
+            // moving); the restore's deadline bounds one that lasts. Logged when it changes.
+            Some(Err(error)) => {
+                let text = error.to_string();
+                if last_error.as_ref() != Some(&text) {
+                    warn!(error = %text, "changelog reader error; reading on");
+                    last_error = Some(text);
+                }
+            }
+            Some(Ok(message)) => {
+                metrics.restored_records.inc();
+                let Some(key) = message.key() else { continue };
+                let position = message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|header| header.key == crate::changelog::POSITION_HEADER)
+                        .and_then(|header| header.value)
+                });
+                restored
+                    .entry(message.partition())
+                    .or_default()
+                    .read(processor, key, message.payload(), position, horizon_ms)
+                    .map_err(|e| {
+                        RuntimeError::Restore(format!(
+                            "changelog record {}@{}: {e}",
+                            message.partition(),
+                            message.offset()
+                        ))
+                    })?;
+            }
+        }
     }
     Ok(restored)
-}
-
-fn restore_consumer(
-    config: &RuntimeConfig,
-    reader: &'static str,
-) -> Result<BaseConsumer<ReadToEndContext>, RuntimeError> {
-    let mut client = config.kafka.client_config()?;
-    set_restore_consumer(&mut client, config);
-    Ok(client.create_with_context(ReadToEndContext { reader })?)
-}
-
-/// What every reader of one restore shares.
-struct ChangelogRead<'a, P> {
-    processor: &'a P,
-    config: &'a RuntimeConfig,
-    horizon_ms: i64,
-    deadline: Instant,
-    metrics: &'a Metrics,
-    health: &'a Health,
-}
-
-impl<P: Processor> ChangelogRead<'_, P> {
-    /// Reads the changelog partitions of `ends` from the beginning to their end with `reader`.
-    fn partitions(
-        &self,
-        reader: &BaseConsumer<ReadToEndContext>,
-        ends: HashMap<i32, i64>,
-    ) -> Result<RestoredPartitions<P::State>, RuntimeError> {
-        let Self { processor, config, horizon_ms, deadline, metrics, health } = *self;
-        let mut restored: RestoredPartitions<P::State> =
-            ends.keys().map(|p| (*p, RestoredPartition::default())).collect();
-        let mut remaining: HashSet<i32> = ends.keys().copied().collect();
-        let mut assignment = TopicPartitionList::new();
-        for partition in &remaining {
-            assignment.add_partition_offset(&config.changelog_topic, *partition, Offset::Beginning)?;
-        }
-        reader.assign(&assignment)?;
-        let mut last_error: Option<String> = None;
-        while !remaining.is_empty() {
-            if Instant::now() > deadline {
-                return Err(RuntimeError::Restore(format!(
-                    "changelog partitions {remaining:?} not read to the end in {} s",
-                    RESTORE_TIMEOUT.as_secs()
-                )));
-            }
-            health.tick();
-            match reader.poll(Duration::from_millis(100)) {
-                None => {}
-                // An end of partition short of the recorded end (a new leader whose high watermark
-                // still lags) is not the end: librdkafka reports the next one again.
-                Some(Err(KafkaError::PartitionEOF(partition)))
-                    if position(reader, &config.changelog_topic, partition) >= ends[&partition] =>
-                {
-                    remaining.remove(&partition);
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                // librdkafka recovers from consumer errors by itself (a broker down, a leader
-                // moving); the restore's deadline bounds one that lasts. Logged when it changes.
-                Some(Err(error)) => {
-                    let text = error.to_string();
-                    if last_error.as_ref() != Some(&text) {
-                        warn!(error = %text, "changelog reader error; reading on");
-                        last_error = Some(text);
-                    }
-                }
-                Some(Ok(message)) => {
-                    metrics.restored_records.inc();
-                    let Some(key) = message.key() else { continue };
-                    let position = message.headers().and_then(|headers| {
-                        headers
-                            .iter()
-                            .find(|header| header.key == crate::changelog::POSITION_HEADER)
-                            .and_then(|header| header.value)
-                    });
-                    restored
-                        .entry(message.partition())
-                        .or_default()
-                        .read(processor, key, message.payload(), position, horizon_ms)
-                        .map_err(|e| {
-                            RuntimeError::Restore(format!(
-                                "changelog record {}@{}: {e}",
-                                message.partition(),
-                                message.offset()
-                            ))
-                        })?;
-                }
-            }
-        }
-        Ok(restored)
-    }
 }
 
 fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
