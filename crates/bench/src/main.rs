@@ -530,45 +530,65 @@ async fn fixed_load(
 /// p99 end to end the search for the highest rate keeps within.
 const SWEEP_P99_MS: f64 = 250.0;
 
+/// One load of the search for the highest rate: the rate offered and what came of it (an error
+/// of the load itself, e.g. the generator's queue full, counts as missed).
+struct SweepStep {
+    rate: usize,
+    outcome: Result<Latency, String>,
+}
+
+impl SweepStep {
+    fn met(&self) -> bool {
+        self.outcome.as_ref().is_ok_and(|latency| {
+            latency.p99_ms <= SWEEP_P99_MS
+                && latency.delivered == latency.offered
+                && latency.sent_per_second >= 0.95 * self.rate as f64
+        })
+    }
+
+    fn describe(&self) -> String {
+        match &self.outcome {
+            Ok(latency) => format!(
+                "{}/s offered ({:.0}/s sent): p99 {:.1} ms, {} / {} seen",
+                self.rate, latency.sent_per_second, latency.p99_ms, latency.delivered, latency.offered
+            ),
+            Err(error) => format!("{}/s offered: {error}", self.rate),
+        }
+    }
+}
+
 /// The highest offered rate whose p99 stays within [`SWEEP_P99_MS`] with every output seen and
 /// the load generator keeping the rate: doubling from twice `--rate` until a load misses, then
 /// the midpoint of the last two. Returns the highest load met and the first missed, if any.
-async fn highest_rate(
-    args: &Args,
-    service: BenchService,
-) -> anyhow::Result<(Option<Latency>, Option<Latency>)> {
-    let met = |latency: &Latency, rate: usize| {
-        latency.p99_ms <= SWEEP_P99_MS
-            && latency.delivered == latency.offered
-            && latency.sent_per_second >= 0.95 * rate as f64
+async fn highest_rate(args: &Args, service: BenchService) -> (Option<SweepStep>, Option<SweepStep>) {
+    let step = |rate: usize| async move {
+        let outcome =
+            fixed_load(args, service, rate, args.sweep_seconds).await.map_err(|error| format!("{error:#}"));
+        let step = SweepStep { rate, outcome };
+        eprintln!("bench: {}: {}", service.name, step.describe());
+        step
     };
-    let mut passed: Option<(usize, Latency)> = None;
-    let mut failed: Option<(usize, Latency)> = None;
+    let mut passed: Option<SweepStep> = None;
+    let mut failed: Option<SweepStep> = None;
     let mut rate = args.rate * 2;
     while failed.is_none() && rate <= 640_000 {
-        let latency = fixed_load(args, service, rate, args.sweep_seconds).await?;
-        eprintln!(
-            "bench: {} at {rate}/s (sent {:.0}/s): p99 {:.1} ms, {} / {} seen",
-            service.name, latency.sent_per_second, latency.p99_ms, latency.delivered, latency.offered
-        );
-        if met(&latency, rate) {
-            passed = Some((rate, latency));
+        let load = step(rate).await;
+        if load.met() {
+            passed = Some(load);
             rate *= 2;
         } else {
-            failed = Some((rate, latency));
+            failed = Some(load);
         }
     }
-    if let (Some((low, _)), Some((high, _))) = (&passed, &failed) {
-        let middle = (low + high) / 2;
-        let latency = fixed_load(args, service, middle, args.sweep_seconds).await?;
-        eprintln!("bench: {} at {middle}/s: p99 {:.1} ms", service.name, latency.p99_ms);
-        if met(&latency, middle) {
-            passed = Some((middle, latency));
+    if let (Some(low), Some(high)) = (&passed, &failed) {
+        let load = step((low.rate + high.rate) / 2).await;
+        if load.met() {
+            passed = Some(load);
         } else {
-            failed = Some((middle, latency));
+            failed = Some(load);
         }
     }
-    Ok((passed.map(|(_, latency)| latency), failed.map(|(_, latency)| latency)))
+    (passed, failed)
 }
 
 /// Offers `events` at `args.rate`/s to `input` and measures, per event after the warm-up, the
@@ -762,7 +782,7 @@ async fn main() -> anyhow::Result<()> {
 
         eprintln!("bench: offering {} events/s for {} s to {name}", args.rate, args.load_seconds);
         let latency = fixed_load(&args, service, args.rate, args.load_seconds).await?;
-        let sweep = if args.sweep_seconds > 0 { Some(highest_rate(&args, service).await?) } else { None };
+        let sweep = if args.sweep_seconds > 0 { Some(highest_rate(&args, service).await) } else { None };
 
         let (rate, rate_min, rate_max) = spread(rounds.iter().map(|drain| drain.events_per_second).collect());
         rows.push(row(
@@ -811,21 +831,16 @@ async fn main() -> anyhow::Result<()> {
             None,
         ));
         if let Some((passed, failed)) = &sweep {
-            let describe = |latency: &Latency| {
-                format!(
-                    "{:.0}/s: p99 {:.1} ms, {} / {} seen",
-                    latency.sent_per_second, latency.p99_ms, latency.delivered, latency.offered
-                )
-            };
             rows.push(row(
                 &format!(
-                    "{name}, highest offered rate with p99 <= {SWEEP_P99_MS} ms ({} s loads; the next load tried)",
-                    args.sweep_seconds
+                    "{name}, highest offered rate with p99 <= {SWEEP_P99_MS} ms ({} s loads doubling from {}/s, then the midpoint; the first load missed)",
+                    args.sweep_seconds,
+                    args.rate * 2
                 ),
                 format!(
                     "{} ({})",
-                    passed.as_ref().map_or("none".to_owned(), describe),
-                    failed.as_ref().map_or("none missed".to_owned(), describe)
+                    passed.as_ref().map_or("none met".to_owned(), SweepStep::describe),
+                    failed.as_ref().map_or("none missed".to_owned(), SweepStep::describe)
                 ),
                 "",
                 None,

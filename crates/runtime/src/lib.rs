@@ -79,8 +79,9 @@ pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 pub const COMMIT_RESUMES: u32 = 2;
 
 /// Commits the producer's open transaction; a call that times out is called again, at most
-/// `resumes` times (each resume told to `on_resume` first), every call guarded by `health`
-/// (`Health::guard_call`). librdkafka goes on with a timed-out commit in the background and a
+/// `resumes` times (each resume told to `on_resume` first and ticking liveness: the call came
+/// back), every call guarded by `health` (`Health::guard_call`) for twice `timeout` plus
+/// `call_margin` (rust-rdkafka flushes for up to `timeout`, then commits for up to `timeout`). librdkafka goes on with a timed-out commit in the background and a
 /// new call resumes it ("retry call to resume"): its EndTxn request follows the coordinator to
 /// the broker that takes over. Giving up at once instead (a new producer, whose
 /// `init_transactions` aborts the transaction) let Kafka 4.1's coordinator failover commit a
@@ -96,13 +97,14 @@ pub fn commit_resuming<P: Producer<C>, C: rdkafka::producer::ProducerContext>(
 ) -> Result<(), KafkaError> {
     let mut resumed = 0;
     loop {
-        let error = match health.guard_call(timeout + call_margin, || producer.commit_transaction(timeout)) {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
+        let error =
+            match health.guard_call(timeout * 2 + call_margin, || producer.commit_transaction(timeout)) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
         let resumable = match &error {
             KafkaError::Transaction(rd) => rd.is_retriable() && !rd.is_fatal() && !rd.txn_requires_abort(),
-            // rust-rdkafka flushes before it commits: the commit has not begun.
+            // rust-rdkafka's flush before the commit: calling again waits for it again.
             KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => true,
             _ => false,
         };
@@ -110,6 +112,7 @@ pub fn commit_resuming<P: Producer<C>, C: rdkafka::producer::ProducerContext>(
             return Err(error);
         }
         resumed += 1;
+        health.tick();
         on_resume(&error);
     }
 }

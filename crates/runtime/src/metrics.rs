@@ -85,7 +85,7 @@ pub struct Metrics {
     pub dead_lettered: Family<ErrorCodeLabel, Counter>,
     pub transactions: Family<TransactionOutcomeLabel, Counter>,
     pub producer_resets: Counter,
-    /// Commits that timed out and were called again to resume them (`commit_resuming`).
+    /// Commit calls that timed out and were made again to resume them (`commit_resuming`).
     pub commit_resumes: Counter,
     pub timers_fired: Counter,
     pub processing_seconds: Histogram,
@@ -163,7 +163,7 @@ impl Metrics {
         );
         r.register(
             "commit_resumes",
-            "Commits that timed out and were resumed (called again) rather than given up",
+            "Commit calls that timed out and were made again to resume the commit rather than give it up",
             metrics.commit_resumes.clone(),
         );
         r.register("timers_fired", "Processor timers fired", metrics.timers_fired.clone());
