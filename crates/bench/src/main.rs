@@ -43,7 +43,8 @@ struct Args {
     /// Events preloaded for the drain benchmarks.
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
-    /// Distinct customers among them.
+    /// Distinct customers among them: each has a journey before any has a second, so every
+    /// one is reached once the events outnumber the customers' first journeys.
     #[arg(long, default_value_t = 100_000)]
     customers: u32,
     /// Partitions of every benchmark topic.
@@ -115,6 +116,7 @@ fn binary(name: &str) -> anyhow::Result<String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
+/// `events` simulated events over `customers`, every customer met in turn first.
 fn simulated(events: usize, customers: u32, seed: u64, step_ms: i64) -> Vec<(String, Vec<u8>)> {
     let config = SimConfig {
         customers,
@@ -125,6 +127,7 @@ fn simulated(events: usize, customers: u32, seed: u64, step_ms: i64) -> Vec<(Str
         malformed_share: 0.0,
     };
     Simulator::new(config)
+        .covering_every_customer()
         .take(events)
         .map(|record| (record.customer_id().to_owned(), record.to_avro_bytes().expect("encodes")))
         .collect()
@@ -328,7 +331,15 @@ struct Restore {
     /// The changelog read alone (`omnistream_restore_seconds`).
     read: f64,
     customers: f64,
+    /// Resident set size [`SETTLE`] after it is ready, idle: the steady state of its customers
+    /// (state, dedupe windows, librdkafka's buffers and the allocator's).
+    settled_rss: u64,
+    /// Its peak resident set size by then (the restore's).
+    peak_rss: u64,
 }
+
+/// How long a restored service idles before its resident set size is read.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// Restarts `service` on its drained `topics` (the binary in `binary_dir`, else this build's)
 /// and times its restore.
@@ -341,16 +352,23 @@ fn time_restore(
     let port = free_port();
     let restarted = spawn_service_with(service, topics, label, port, &[], &[], binary_dir)?;
     let to_ready = wait_ready(port, Duration::from_secs(300))?.as_secs_f64();
+    std::thread::sleep(SETTLE);
     let restore = Restore {
         to_ready,
         read: metric(port, "omnistream_restore_seconds_sum").unwrap_or(f64::NAN),
         customers: metric(port, "omnistream_customers").unwrap_or(0.0),
+        settled_rss: restarted.rss_bytes().unwrap_or(0),
+        peak_rss: restarted.peak_rss_bytes().unwrap_or(0),
     };
     let status = restarted.terminate(Duration::from_secs(30));
     anyhow::ensure!(status.success(), "{label} exited with {status}");
     eprintln!(
-        "bench: {label} restored {:.0} customers: ready in {:.2} s, changelog read in {:.2} s",
-        restore.customers, restore.to_ready, restore.read
+        "bench: {label} restored {:.0} customers: ready in {:.2} s, changelog read in {:.2} s, RSS {:.0} MiB ({:.0} MiB peak)",
+        restore.customers,
+        restore.to_ready,
+        restore.read,
+        mib(restore.settled_rss),
+        mib(restore.peak_rss)
     );
     Ok(restore)
 }
@@ -376,6 +394,25 @@ fn restore_rows(name: &str, customers: f64, restores: &[Restore], baseline: &[Re
             None,
         ),
     ];
+    let per_100k = |bytes: u64| mib(bytes) * 100_000.0 / customers.max(1.0);
+    let (settled, settled_min, settled_max) =
+        spread(restores.iter().map(|r| per_100k(r.settled_rss)).collect());
+    rows.push(row(
+        &format!(
+            "{name}, RSS per 100,000 customers {} s after a restore, idle (steady state), median (min–max)",
+            SETTLE.as_secs()
+        ),
+        format!("{settled:.0} MiB ({settled_min:.0}–{settled_max:.0})"),
+        "<= 128 MiB",
+        Some(settled <= 128.0),
+    ));
+    let (peak, peak_min, peak_max) = spread(restores.iter().map(|r| mib(r.peak_rss)).collect());
+    rows.push(row(
+        &format!("{name}, peak RSS of a restore, median (min–max)"),
+        format!("{peak:.0} MiB ({peak_min:.0}–{peak_max:.0})"),
+        "",
+        None,
+    ));
     if !baseline.is_empty() {
         let (old, old_min, old_max) = spread(baseline.iter().map(|r| r.to_ready).collect());
         let (ratio, ratio_min, ratio_max) =

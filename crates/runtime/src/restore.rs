@@ -108,7 +108,7 @@ pub(crate) fn read_changelog<P: Processor>(
                 restored
                     .entry(message.partition())
                     .or_default()
-                    .read(processor, key, message.payload(), position, horizon_ms)
+                    .read(message.offset(), key, message.payload(), position, horizon_ms)
                     .map_err(|e| {
                         RuntimeError::Restore(format!(
                             "changelog record {}@{}: {e}",
@@ -118,6 +118,11 @@ pub(crate) fn read_changelog<P: Processor>(
                     })?;
             }
         }
+    }
+    for (partition, state) in &mut restored {
+        state
+            .decode_customers(processor)
+            .map_err(|e| RuntimeError::Restore(format!("changelog partition {partition}: {e}")))?;
     }
     Ok(restored)
 }

@@ -102,6 +102,7 @@ impl<S> PartitionStore<S> {
         watches: impl Fn(&S) -> Vec<(String, i64)>,
     ) -> Self {
         let mut store = Self { markers, ..Self::default() };
+        store.customers.reserve(customers.len());
         for (customer_id, entry) in customers {
             let due = entry.state.as_ref().and_then(&next_timer);
             store.set_timer(&customer_id, due);
