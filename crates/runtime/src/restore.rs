@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::RuntimeError;
 use crate::config::RuntimeConfig;
-use crate::engine::RestoredPartition;
+use crate::engine::{ChangelogPartition, RestoredPartition};
 use crate::kafka::ReadToEndContext;
 use crate::metrics::Metrics;
 use crate::processor::Processor;
@@ -52,15 +52,15 @@ pub(crate) fn read_changelog<P: Processor>(
     set_restore_consumer(&mut client, config);
     let reader: BaseConsumer<ReadToEndContext> =
         client.create_with_context(ReadToEndContext { reader: "changelog reader" })?;
-    let mut restored: RestoredPartitions<P::State> =
-        partitions.iter().map(|p| (*p, RestoredPartition::default())).collect();
+    let mut readers: HashMap<i32, ChangelogPartition> =
+        partitions.iter().map(|p| (*p, ChangelogPartition::default())).collect();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let ends = changelog_ends(config, partitions, deadline, health)?;
     // An empty partition (a first start) is not read: reading one to its end cost over half a
     // second (an offset lookup, then a fetch), asking its offsets one round trip.
     let mut remaining: HashSet<i32> = ends.keys().copied().collect();
     if remaining.is_empty() {
-        return Ok(restored);
+        return Ok(partitions.iter().map(|p| (*p, RestoredPartition::default())).collect());
     }
     wait_until_decided(&reader, &config.changelog_topic, &ends, deadline, health)?;
     let mut assignment = TopicPartitionList::new();
@@ -105,7 +105,7 @@ pub(crate) fn read_changelog<P: Processor>(
                         .find(|header| header.key == crate::changelog::POSITION_HEADER)
                         .and_then(|header| header.value)
                 });
-                restored
+                readers
                     .entry(message.partition())
                     .or_default()
                     .read(message.offset(), key, message.payload(), position, horizon_ms)
@@ -119,12 +119,15 @@ pub(crate) fn read_changelog<P: Processor>(
             }
         }
     }
-    for (partition, state) in &mut restored {
-        state
-            .decode_customers(processor)
-            .map_err(|e| RuntimeError::Restore(format!("changelog partition {partition}: {e}")))?;
-    }
-    Ok(restored)
+    readers
+        .into_iter()
+        .map(|(partition, records)| {
+            let restored = records
+                .finish(processor, || health.tick())
+                .map_err(|e| RuntimeError::Restore(format!("changelog partition {partition}: {e}")))?;
+            Ok((partition, restored))
+        })
+        .collect()
 }
 
 fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
