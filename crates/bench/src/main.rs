@@ -657,8 +657,11 @@ fn offered_load(
             event.event_type() != omnistream_model::EventType::ErasureRequested
         })
         .collect();
-    let warm_up = (rate * WARM_UP_SECONDS).min(events.len() / 2);
-    let total = events.len() - warm_up;
+    let per_tick = (rate / 100).max(1);
+    // Whole ticks: the first measured event starts a tick (a partial one left the count of
+    // events offered higher than those measured, and the row read as outputs lost).
+    let warm_up = ((rate * WARM_UP_SECONDS).min(events.len() / 2)).div_ceil(per_tick) * per_tick;
+    let total = events.len().saturating_sub(warm_up);
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
 
     let reader: BaseConsumer = client_config()
@@ -698,7 +701,6 @@ fn offered_load(
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
         .create()?;
-    let per_tick = (rate / 100).max(1);
     let started = Instant::now();
     for (index, chunk) in events.chunks(per_tick).enumerate() {
         let due = started + Duration::from_millis(10 * index as u64);
