@@ -359,42 +359,27 @@ impl<S> RestoredPartition<S> {
 
 /// A changelog partition being read, in log order, into a [`RestoredPartition`].
 ///
-/// A customer's first record is decoded as it is read, into the map the store will keep; from
-/// its second on, its records are kept as bytes, each replacing the last, and only the latest is
-/// decoded at the end ([`ChangelogPartition::finish`]): a changelog not compacted yet holds one
-/// per customer per transaction, and a profile costs far more to decode than to copy (at 64
-/// events per customer, 0.60 of the time of decoding every record), while a customer with one
-/// record costs what it always did (bench/results).
-pub(crate) struct ChangelogPartition<S> {
-    customers: Customers<S>,
-    /// Customers with a record after their first: the latest one's offset and bytes. A first
-    /// record that does not decode waits here too (an error only if nothing replaces it).
-    later: FxHashMap<String, (i64, Vec<u8>)>,
+/// A customer's records are kept as bytes, each replacing the last, and only the latest is decoded
+/// ([`ChangelogPartition::finish`]): a changelog not compacted yet holds one per customer per
+/// transaction, and a profile costs far more to decode than to copy (a restore at 64 events per
+/// customer took 0.60 of the time of decoding every record; bench/results).
+#[derive(Default)]
+pub(crate) struct ChangelogPartition {
+    /// Each customer's latest record: its offset and bytes.
+    latest: FxHashMap<String, (i64, Vec<u8>)>,
     markers: Markers,
     positions: FxHashMap<String, i64>,
-}
-
-impl<S> Default for ChangelogPartition<S> {
-    fn default() -> Self {
-        Self {
-            customers: Customers::default(),
-            later: FxHashMap::default(),
-            markers: Markers::default(),
-            positions: FxHashMap::default(),
-        }
-    }
 }
 
 /// How many customers are decoded between two calls of `finish`'s `progress`.
 const DECODED_PER_PROGRESS: usize = 10_000;
 
-impl<S> ChangelogPartition<S> {
+impl ChangelogPartition {
     /// Reads one changelog record at `offset`: a customer's entry, an erasure marker or an input
     /// position (its offset in `position_header`); a tombstone removes it. `Err` says why the
     /// record cannot be restored.
-    pub(crate) fn read<P: Processor<State = S>>(
+    pub(crate) fn read(
         &mut self,
-        processor: &P,
         offset: i64,
         key: &[u8],
         payload: Option<&[u8]>,
@@ -403,7 +388,7 @@ impl<S> ChangelogPartition<S> {
     ) -> Result<(), String> {
         let key = String::from_utf8_lossy(key);
         if let Some(customer_id) = crate::changelog::escaped_customer_of(&key) {
-            self.read_customer(processor, offset, customer_id, payload);
+            self.read_customer(offset, customer_id, payload);
             return Ok(());
         }
         if let Some(id) = crate::erasure::marker_id_of(&key) {
@@ -435,38 +420,26 @@ impl<S> ChangelogPartition<S> {
             }
             return Ok(());
         }
-        self.read_customer(processor, offset, &key, payload);
+        self.read_customer(offset, &key, payload);
         Ok(())
     }
 
-    fn read_customer<P: Processor<State = S>>(
-        &mut self,
-        processor: &P,
-        offset: i64,
-        customer_id: &str,
-        payload: Option<&[u8]>,
-    ) {
-        let Some(bytes) = payload else {
-            self.customers.remove(customer_id);
-            self.later.remove(customer_id);
-            return;
-        };
-        if let Some((at, latest)) = self.later.get_mut(customer_id) {
-            // The buffer of the customer's previous record is reused.
-            *at = offset;
-            latest.clear();
-            latest.extend_from_slice(bytes);
-        } else if self.customers.remove(customer_id).is_some() {
-            self.later.insert(customer_id.to_owned(), (offset, bytes.to_vec()));
-        } else {
-            match crate::changelog::decode(processor, bytes) {
-                Ok(entry) => {
-                    self.customers.insert(customer_id.to_owned(), Box::new(entry));
-                }
-                Err(_) => {
-                    self.later.insert(customer_id.to_owned(), (offset, bytes.to_vec()));
-                }
+    fn read_customer(&mut self, offset: i64, customer_id: &str, payload: Option<&[u8]>) {
+        match payload {
+            None => {
+                self.latest.remove(customer_id);
             }
+            // The buffer of the customer's previous record is reused.
+            Some(bytes) => match self.latest.get_mut(customer_id) {
+                Some((at, latest)) => {
+                    *at = offset;
+                    latest.clear();
+                    latest.extend_from_slice(bytes);
+                }
+                None => {
+                    self.latest.insert(customer_id.to_owned(), (offset, bytes.to_vec()));
+                }
+            },
         }
     }
 
@@ -474,15 +447,16 @@ impl<S> ChangelogPartition<S> {
     /// `progress` every [`DECODED_PER_PROGRESS`] customers (a million take seconds). `Err` names
     /// the latest record of a customer that does not decode; an earlier one that did not is
     /// replaced and never decoded, as compaction would have removed it.
-    pub(crate) fn finish<P: Processor<State = S>>(
+    pub(crate) fn finish<P: Processor>(
         self,
         processor: &P,
         mut progress: impl FnMut(),
-    ) -> Result<RestoredPartition<S>, String> {
-        let Self { mut customers, later, markers, positions } = self;
-        customers.reserve(later.len());
-        for (done, (customer_id, (offset, bytes))) in later.into_iter().enumerate() {
-            if done % DECODED_PER_PROGRESS == 0 {
+    ) -> Result<RestoredPartition<P::State>, String> {
+        let Self { latest, markers, positions } = self;
+        let mut customers = Customers::default();
+        customers.reserve(latest.len());
+        for (decoded, (customer_id, (offset, bytes))) in latest.into_iter().enumerate() {
+            if decoded % DECODED_PER_PROGRESS == 0 {
                 progress();
             }
             let entry = crate::changelog::decode(processor, &bytes).map_err(|e| {
@@ -1880,7 +1854,7 @@ mod tests {
         for (offset, record) in (0..).zip(records) {
             let key = record.key.as_deref().expect("keyed").as_bytes();
             reader
-                .read(&Tally, offset, key, record.value.as_deref(), position_header(record), horizon_ms)
+                .read(offset, key, record.value.as_deref(), position_header(record), horizon_ms)
                 .expect("reads");
         }
         reader.finish(&Tally, || {}).expect("decodes")
@@ -1905,7 +1879,7 @@ mod tests {
         let read = |records: &[(i64, &str, Option<&[u8]>)]| {
             let mut reader = ChangelogPartition::default();
             for (offset, customer, payload) in records {
-                reader.read(&Tally, *offset, customer.as_bytes(), *payload, None, 0).expect("read as it is");
+                reader.read(*offset, customer.as_bytes(), *payload, None, 0).expect("read as it is");
             }
             reader.finish(&Tally, || {})
         };
@@ -1925,14 +1899,9 @@ mod tests {
         assert_eq!(count("c-1"), Some(2), "a record after the tombstone");
         assert_eq!(count("c-2"), Some(2), "a broken record replaced is never decoded");
         assert_eq!(count("c-3"), None, "tombstoned last");
-        let error = read(&[
-            (3, "c-1", Some(&one)),
-            (5, "c-1", Some(&two)),
-            (7, "c-2", Some(&two)),
-            (9, "c-1", Some(&broken)),
-        ])
-        .err()
-        .expect("the latest record does not decode");
+        let error = read(&[(3, "c-1", Some(&one)), (5, "c-2", Some(&two)), (9, "c-1", Some(&broken))])
+            .err()
+            .expect("the latest record does not decode");
         assert!(error.contains("\"c-1\"") && error.contains("offset 9"), "{error}");
     }
 
@@ -2707,7 +2676,7 @@ mod tests {
         let erased = feed(&mut fresh, 0, 5, "c-2", &view("e-0", "c-2", BASE - 5), BASE + 3).expect("fits");
         assert!(produced(&erased).is_empty(), "the marker came back");
         let mut newer = ChangelogPartition::default();
-        newer.read(&Tally, 0, b"c-9", Some(b"\xc1\x09"), None, 0).expect("read as it is");
+        newer.read(0, b"c-9", Some(b"\xc1\x09"), None, 0).expect("read as it is");
         let error =
             newer.finish(&Tally, || {}).err().expect("a state written by a newer release does not decode");
         assert!(error.contains("newer release"), "{error}");
@@ -2718,7 +2687,7 @@ mod tests {
         let restored_position = |records: &[Record<'_>]| {
             let mut reader = ChangelogPartition::default();
             for (value, header) in records {
-                reader.read(&Tally, 0, position.as_bytes(), *value, *header, 0)?;
+                reader.read(0, position.as_bytes(), *value, *header, 0)?;
             }
             Ok::<_, String>(reader.finish(&Tally, || {})?.position("in"))
         };

@@ -52,7 +52,7 @@ pub(crate) fn read_changelog<P: Processor>(
     set_restore_consumer(&mut client, config);
     let reader: BaseConsumer<ReadToEndContext> =
         client.create_with_context(ReadToEndContext { reader: "changelog reader" })?;
-    let mut readers: HashMap<i32, ChangelogPartition<P::State>> =
+    let mut readers: HashMap<i32, ChangelogPartition> =
         partitions.iter().map(|p| (*p, ChangelogPartition::default())).collect();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let ends = changelog_ends(config, partitions, deadline, health)?;
@@ -108,7 +108,7 @@ pub(crate) fn read_changelog<P: Processor>(
                 readers
                     .entry(message.partition())
                     .or_default()
-                    .read(processor, message.offset(), key, message.payload(), position, horizon_ms)
+                    .read(message.offset(), key, message.payload(), position, horizon_ms)
                     .map_err(|e| {
                         RuntimeError::Restore(format!(
                             "changelog record {}@{}: {e}",
