@@ -81,12 +81,12 @@ pub const COMMIT_RESUMES: u32 = 2;
 /// Commits the producer's open transaction; a call that times out is called again, at most
 /// `resumes` times (each resume told to `on_resume` first and ticking liveness: the call came
 /// back), every call guarded by `health` (`Health::guard_call`) for twice `timeout` plus
-/// `call_margin` (rust-rdkafka flushes for up to `timeout`, then commits for up to `timeout`). librdkafka goes on with a timed-out commit in the background and a
-/// new call resumes it ("retry call to resume"): its EndTxn request follows the coordinator to
-/// the broker that takes over. Giving up at once instead (a new producer, whose
-/// `init_transactions` aborts the transaction) let Kafka 4.1's coordinator failover commit a
-/// transaction on some partitions and abort it on others (docs/runtime.md, "Transactions the
-/// brokers commit in part").
+/// `call_margin` (rust-rdkafka flushes for up to `timeout`, then commits for up to `timeout`).
+/// librdkafka goes on with a timed-out commit in the background and a new call resumes it
+/// ("retry call to resume"): its EndTxn request follows the coordinator to the broker that takes
+/// over. Giving up at once instead (a new producer, whose `init_transactions` aborts the
+/// transaction) let Kafka 4.1's coordinator failover commit a transaction on some partitions and
+/// abort it on others (docs/runtime.md, "Transactions the brokers commit in part").
 pub fn commit_resuming<P: Producer<C>, C: rdkafka::producer::ProducerContext>(
     producer: &P,
     health: &server::Health,

@@ -52,15 +52,16 @@ pub(crate) fn read_changelog<P: Processor>(
     set_restore_consumer(&mut client, config);
     let reader: BaseConsumer<ReadToEndContext> =
         client.create_with_context(ReadToEndContext { reader: "changelog reader" })?;
-    let mut readers: HashMap<i32, ChangelogPartition> =
-        partitions.iter().map(|p| (*p, ChangelogPartition::default())).collect();
+    // A partition with no record in the changelog restores to nothing: the caller takes a
+    // partition missing from the result as empty.
+    let mut readers: HashMap<i32, ChangelogPartition> = HashMap::new();
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let ends = changelog_ends(config, partitions, deadline, health)?;
     // An empty partition (a first start) is not read: reading one to its end cost over half a
     // second (an offset lookup, then a fetch), asking its offsets one round trip.
     let mut remaining: HashSet<i32> = ends.keys().copied().collect();
     if remaining.is_empty() {
-        return Ok(partitions.iter().map(|p| (*p, RestoredPartition::default())).collect());
+        return Ok(RestoredPartitions::new());
     }
     wait_until_decided(&reader, &config.changelog_topic, &ends, deadline, health)?;
     let mut assignment = TopicPartitionList::new();
