@@ -297,8 +297,14 @@ struct Ledger {
     started: Instant,
     records: usize,
     /// The latest input record was appended less than the commit interval before it was applied:
-    /// the service keeps up, and the transaction commits after `commit_keeping_up`.
+    /// the service keeps up, and the transaction commits after `commit_keeping_up`. Once the
+    /// transaction read an events record, only events records decide: the service's own feedback
+    /// and handoff records are fresh by nature (written moments ago) even while it works through
+    /// a backlog of events, and committing every 20 ms then cost identity-resolver's customer
+    /// stage a third of its drain.
     keeping_up: bool,
+    /// The transaction read a record of the events topic.
+    read_events: bool,
     /// Every customer (by partition) this transaction changed.
     touched: Touched,
     /// Timestamp (unix millis) of every input record, for the end-to-end latency.
@@ -715,6 +721,7 @@ impl<P: Processor> EngineCore<P> {
                 started: now,
                 records: 0,
                 keeping_up: false,
+                read_events: false,
                 touched: std::mem::take(spare),
                 record_timestamps: Vec::new(),
                 markers: BTreeSet::new(),
@@ -765,11 +772,16 @@ impl<P: Processor> EngineCore<P> {
         self.metrics.consumed.inc();
         let ledger = self.ledger.as_mut().expect("ledger opened above");
         ledger.records += 1;
+        let events = record.input == Input::Events;
         if let Some(millis) = record.timestamp {
             ledger.record_timestamps.push(millis);
-            let lag = clock.wall.timestamp_millis().saturating_sub(millis);
-            ledger.keeping_up = u128::try_from(lag).unwrap_or(0) < self.settings.commit_interval.as_millis();
+            if events || !ledger.read_events {
+                let lag = clock.wall.timestamp_millis().saturating_sub(millis);
+                ledger.keeping_up =
+                    u128::try_from(lag).unwrap_or(0) < self.settings.commit_interval.as_millis();
+            }
         }
+        ledger.read_events |= events;
         if let Some(data) = self.partitions.get_mut(&partition) {
             data.next_offsets[record.input.index()] = Some(record.offset + 1);
         }
@@ -3001,9 +3013,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn given_a_feedback_topic_then_its_records_are_applied_as_of_their_time_and_no_erasure_marker_judges_them()
-     {
+    /// A Relay on partition 0, its notes read back as its feedback topic.
+    fn relay_core() -> EngineCore<Relay> {
         let settings = CoreSettings {
             outputs: OutputTopics::new(
                 vec![("out", "out".into()), ("notes", "notes".into())],
@@ -3012,7 +3023,13 @@ mod tests {
             feedback_topic: Some("notes".into()),
             ..settings(10_000, None)
         };
-        let mut core = assigned(Relay, settings);
+        assigned(Relay, settings)
+    }
+
+    #[test]
+    fn given_a_feedback_topic_then_its_records_are_applied_as_of_their_time_and_no_erasure_marker_judges_them()
+     {
+        let mut core = relay_core();
         // c-1 writes a note to c-2 (the same partition here: the topics are co-partitioned).
         let relayed = feed_input(
             &mut core,
@@ -3052,5 +3069,54 @@ mod tests {
         assert_eq!(header(dead, "source.topic"), Some("notes"));
         let (_, offsets) = plan(&mut core);
         assert_eq!(offsets, vec![(Input::Events, 0, 4), (Input::Feedback, 0, 7)]);
+    }
+    #[test]
+    fn given_a_backlog_of_events_then_fresh_feedback_records_do_not_make_the_transaction_commit_sooner() {
+        // (input, appended, applied) of each record, then when the transaction is due.
+        let commits_after = |records: &[(Input, i64, i64)]| {
+            let mut core = relay_core();
+            let mut opened = None;
+            for (offset, &(input, appended, applied)) in records.iter().enumerate() {
+                let payload = match input {
+                    Input::Events => view(&format!("e-{offset}"), "c-1", appended),
+                    _ => format!("c-1|note-{offset}|{appended}").into_bytes(),
+                };
+                let record = InputRecord {
+                    input,
+                    partition: 0,
+                    offset: offset as i64,
+                    key: Some(b"c-1"),
+                    payload: Some(&payload),
+                    timestamp: Some(appended),
+                    trace: None,
+                };
+                let now = clock(applied);
+                opened.get_or_insert(now.instant);
+                core.on_record(&record, now, &mut Vec::new()).expect("fits");
+            }
+            let opened = opened.expect("a record");
+            [19, 20, 99, 100].map(|ms| core.commit_due(opened + Duration::from_millis(ms)))
+        };
+        let minute_late = BASE + 60_000;
+        assert_eq!(
+            commits_after(&[(Input::Events, BASE, minute_late), (Input::Feedback, minute_late, minute_late)]),
+            [false, false, false, true],
+            "a backlog's event, then the service's own note written just now: after the interval"
+        );
+        assert_eq!(
+            commits_after(&[(Input::Feedback, BASE, BASE), (Input::Events, BASE, minute_late)]),
+            [false, false, false, true],
+            "a fresh note, then a backlog's event: after the interval"
+        );
+        assert_eq!(
+            commits_after(&[(Input::Feedback, BASE, BASE + 5)]),
+            [false, true, true, true],
+            "notes alone (a merge's hop while no events come): after 20 ms"
+        );
+        assert_eq!(
+            commits_after(&[(Input::Events, BASE, BASE), (Input::Feedback, BASE - 60_000, BASE)]),
+            [false, true, true, true],
+            "a fresh event, then an old note: the events decide"
+        );
     }
 }

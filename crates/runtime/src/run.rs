@@ -224,41 +224,57 @@ fn processing_loop<P: Processor>(
             health.set_ready(driver.is_ready());
         }
         // Polled without the lock: the rebalance callbacks inside take it. It waits for a record
-        // only while the side inputs have none either: their records come one per partition per
-        // turn, and a feedback topic can be as busy as the events.
+        // only while the side inputs have none either: their records come in turns too, and a
+        // feedback topic can be as busy as the events.
         let wait = if side_busy { Duration::ZERO } else { Duration::from_millis(10) };
-        let polled = consumer.poll(wait);
-        let mut driver = driver.lock().expect("driver lock");
-        match polled {
-            Some(Ok(message)) => {
-                // Only a service with a side input reads a second topic here (reading the topic
-                // name costs a UTF-8 check per record): before its queues are split.
-                let input = if side_inputs.is_empty() || message.topic() == config.input_topic {
-                    Input::Events
-                } else {
-                    side_inputs
-                        .iter()
-                        .find(|(_, topic)| message.topic() == *topic)
-                        .map_or(Input::Events, |(input, _)| *input)
-                };
-                let trace =
-                    config.trace_context.then(|| TraceContext::from_record(message.headers())).flatten();
-                let record = InputRecord {
-                    input,
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key(),
-                    payload: message.payload(),
-                    timestamp: message.timestamp().to_millis(),
-                    trace: trace.as_ref(),
-                };
-                driver.on_record(&consumer, &record, now);
+        let mut polled = consumer.poll(wait);
+        let mut turn = 0;
+        let mut driver = loop {
+            let mut driver = driver.lock().expect("driver lock");
+            turn += 1;
+            let delivered = match polled {
+                Some(Ok(message)) => {
+                    // Only a service with a side input reads a second topic here (reading the
+                    // topic name costs a UTF-8 check per record): before its queues are split.
+                    let input = if side_inputs.is_empty() || message.topic() == config.input_topic {
+                        Input::Events
+                    } else {
+                        side_inputs
+                            .iter()
+                            .find(|(_, topic)| message.topic() == *topic)
+                            .map_or(Input::Events, |(input, _)| *input)
+                    };
+                    let trace =
+                        config.trace_context.then(|| TraceContext::from_record(message.headers())).flatten();
+                    let record = InputRecord {
+                        input,
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key(),
+                        payload: message.payload(),
+                        timestamp: message.timestamp().to_millis(),
+                        trace: trace.as_ref(),
+                    };
+                    driver.on_record(&consumer, &record, now);
+                    true
+                }
+                // Only the events' partitions are on this queue (the side inputs' have their own).
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    driver.on_end_of_partition(partition);
+                    true
+                }
+                None => false,
+                Some(Err(error)) => {
+                    warn!(%error, "consumer error");
+                    false
+                }
+            };
+            if !delivered || !more_this_turn(turn, &driver, now) {
+                break driver;
             }
-            // Only the events' partitions are on this queue (the side inputs' have their own).
-            Some(Err(KafkaError::PartitionEOF(partition))) => driver.on_end_of_partition(partition),
-            None => {}
-            Some(Err(error)) => warn!(%error, "consumer error"),
-        }
+            drop(driver);
+            polled = consumer.poll(Duration::ZERO);
+        };
         side_busy = false;
         for queues in &side_queues {
             side_busy |= queues.poll(&consumer, &mut driver, now);
@@ -316,32 +332,56 @@ impl<P: Processor> SideQueues<P> {
         }
     }
 
-    /// One record of each partition that has one; whether any had one.
+    /// A turn's records of each partition that has some; whether any had one.
     fn poll(&self, consumer: &EngineConsumer<P>, driver: &mut Driver<P>, now: Now) -> bool {
         let mut delivered = false;
         for queue in self.queues.values() {
-            match queue.poll(Duration::ZERO) {
-                Some(Ok(message)) => {
-                    let trace =
-                        self.trace_context.then(|| TraceContext::from_record(message.headers())).flatten();
-                    let record = InputRecord {
-                        input: self.input,
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key(),
-                        payload: message.payload(),
-                        timestamp: message.timestamp().to_millis(),
-                        trace: trace.as_ref(),
-                    };
-                    driver.on_record(consumer, &record, now);
-                    delivered = true;
+            let mut turn = 0;
+            while let Some(polled) = queue.poll(Duration::ZERO) {
+                turn += 1;
+                match polled {
+                    Ok(message) => {
+                        let trace = self
+                            .trace_context
+                            .then(|| TraceContext::from_record(message.headers()))
+                            .flatten();
+                        let record = InputRecord {
+                            input: self.input,
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: message.key(),
+                            payload: message.payload(),
+                            timestamp: message.timestamp().to_millis(),
+                            trace: trace.as_ref(),
+                        };
+                        driver.on_record(consumer, &record, now);
+                        delivered = true;
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => break,
+                    Err(error) => {
+                        warn!(%error, topic = %self.topic, "side input consumer error");
+                        break;
+                    }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(error)) => warn!(%error, topic = %self.topic, "side input consumer error"),
+                if !more_this_turn(turn, driver, now) {
+                    break;
+                }
             }
         }
         delivered
     }
+}
+
+/// Records of one queue a turn of the loop takes at most. A turn also polls every side input's
+/// partition queue (each poll a lock and clock reads in librdkafka, whether or not it has a
+/// record) and checks restores, lookups, timers and the commit: taken per record, with six
+/// feedback partitions, that was most of identity-resolver's customer stage's polling.
+const RECORDS_PER_TURN: usize = 64;
+
+/// Whether a turn takes another record of the queue it polls: not past `RECORDS_PER_TURN`, nor
+/// once the driver must recover or restore, or the transaction is due (its size stays exact).
+fn more_this_turn<P: Processor>(turn: usize, driver: &Driver<P>, now: Now) -> bool {
+    turn < RECORDS_PER_TURN && driver.is_ready() && !driver.commit_due(now.instant)
 }
 
 /// A handoff record (keyed by the winner) and a feedback record are partitioned like the events
