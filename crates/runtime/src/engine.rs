@@ -303,7 +303,7 @@ struct Ledger {
     /// a backlog of events, and committing every 20 ms then cost identity-resolver's customer
     /// stage a third of its drain.
     keeping_up: bool,
-    /// The transaction read a record of the events topic.
+    /// The transaction read a record of the events topic (with a timestamp, so it was judged).
     read_events: bool,
     /// Every customer (by partition) this transaction changed.
     touched: Touched,
@@ -772,16 +772,16 @@ impl<P: Processor> EngineCore<P> {
         self.metrics.consumed.inc();
         let ledger = self.ledger.as_mut().expect("ledger opened above");
         ledger.records += 1;
-        let events = record.input == Input::Events;
         if let Some(millis) = record.timestamp {
             ledger.record_timestamps.push(millis);
+            let events = record.input == Input::Events;
             if events || !ledger.read_events {
                 let lag = clock.wall.timestamp_millis().saturating_sub(millis);
                 ledger.keeping_up =
                     u128::try_from(lag).unwrap_or(0) < self.settings.commit_interval.as_millis();
             }
+            ledger.read_events |= events;
         }
-        ledger.read_events |= events;
         if let Some(data) = self.partitions.get_mut(&partition) {
             data.next_offsets[record.input.index()] = Some(record.offset + 1);
         }
@@ -3107,6 +3107,11 @@ mod tests {
             commits_after(&[(Input::Feedback, BASE, BASE), (Input::Events, BASE, minute_late)]),
             [false, false, false, true],
             "a fresh note, then a backlog's event: after the interval"
+        );
+        assert_eq!(
+            commits_after(&[(Input::Events, BASE, minute_late), (Input::Handoff, minute_late, minute_late)]),
+            [false, false, false, true],
+            "a backlog's event, then a handoff written just now: after the interval"
         );
         assert_eq!(
             commits_after(&[(Input::Feedback, BASE, BASE + 5)]),

@@ -204,12 +204,13 @@ fn processing_loop<P: Processor>(
         .collect();
     let mut clock = LoopClock::new();
     let mut last_timers = clock.read().instant;
-    let mut iterations: u64 = 0;
+    let mut last_tick = clock.read().instant;
     let mut side_busy = false;
     loop {
         let now = clock.read();
-        iterations = iterations.wrapping_add(1);
-        if iterations.is_multiple_of(256) {
+        // By time, not turns: a turn takes up to 64 records of every queue.
+        if now.instant.duration_since(last_tick) >= LIVENESS_TICK {
+            last_tick = now.instant;
             health.tick();
         }
         if shutdown.is_cancelled() {
@@ -337,7 +338,9 @@ impl<P: Processor> SideQueues<P> {
         let mut delivered = false;
         for queue in self.queues.values() {
             let mut turn = 0;
-            while let Some(polled) = queue.poll(Duration::ZERO) {
+            while more_this_turn(turn, driver, now)
+                && let Some(polled) = queue.poll(Duration::ZERO)
+            {
                 turn += 1;
                 match polled {
                     Ok(message) => {
@@ -363,9 +366,6 @@ impl<P: Processor> SideQueues<P> {
                         break;
                     }
                 }
-                if !more_this_turn(turn, driver, now) {
-                    break;
-                }
             }
         }
         delivered
@@ -378,8 +378,12 @@ impl<P: Processor> SideQueues<P> {
 /// feedback partitions, that was most of identity-resolver's customer stage's polling.
 const RECORDS_PER_TURN: usize = 64;
 
+/// How often the processing loop tells `/healthz` it is alive.
+const LIVENESS_TICK: Duration = Duration::from_millis(100);
+
 /// Whether a turn takes another record of the queue it polls: not past `RECORDS_PER_TURN`, nor
-/// once the driver must recover or restore, or the transaction is due (its size stays exact).
+/// once the driver must recover or restore, or the transaction is due (`COMMIT_MAX_RECORDS` stays
+/// exact; the interval is judged by the clock read at the turn's start).
 fn more_this_turn<P: Processor>(turn: usize, driver: &Driver<P>, now: Now) -> bool {
     turn < RECORDS_PER_TURN && driver.is_ready() && !driver.commit_due(now.instant)
 }
