@@ -507,3 +507,21 @@ async fn a_commit_that_timed_out_is_resumed_and_commits_once() {
         assert_eq!(payloads, [b"once".to_vec()], "{topic}: the record committed exactly once");
     }
 }
+
+/// A service whose output topic does not exist stops at once, naming it, rather than retrying a
+/// transaction that can never commit (the broker creates no topic by itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn given_a_missing_output_topic_then_the_service_exits_1_naming_it() {
+    let mut topics = topics("missing-output").await;
+    let missing = unique_topic("missing-output-never-created");
+    topics.outputs[0].clone_from(&missing);
+    let mut service = counter(&topics, "a", "exactly-once-missing-output");
+    let mut code = None;
+    wait_until("the service exits", Duration::from_secs(60), || {
+        code = service.exit_code();
+        code.is_some()
+    });
+    assert_eq!(code, Some(1), "see {}", service.log.display());
+    let log = std::fs::read_to_string(&service.log).expect("log");
+    assert!(log.contains(&format!("topic {missing} does not exist")), "{log}");
+}

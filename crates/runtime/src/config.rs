@@ -302,6 +302,15 @@ impl RuntimeConfig {
         self.service.outputs.iter().map(|(role, topic)| (topic.as_str(), record(role))).collect()
     }
 
+    /// Every topic the service writes: its outputs, dead letters and changelog.
+    pub fn written_topics(&self) -> impl Iterator<Item = &str> {
+        self.service
+            .outputs
+            .iter()
+            .map(|(_, topic)| topic.as_str())
+            .chain([self.dlq_topic.as_str(), self.changelog_topic.as_str()])
+    }
+
     /// One transactional id per instance (KIP-447): stable across restarts.
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.group_id, self.instance_id)

@@ -62,6 +62,12 @@ pub enum RuntimeError {
     Handoff(String),
     #[error("state restore failed: {0}")]
     Restore(String),
+    #[error(
+        "topic {0} does not exist (the broker creates none by itself): create the service's topics first, e.g. `omni topics create`"
+    )]
+    MissingTopic(String),
+    #[error("topic {side} has {sides} partitions and the input {input} {events}: they must be equal")]
+    NotCoPartitioned { side: String, sides: usize, input: String, events: usize },
     #[error("schema registry: {0}")]
     SchemaRegistry(#[from] omnistream_schema_registry::RegistryError),
     #[error("admin server: {0}")]

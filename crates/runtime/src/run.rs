@@ -192,6 +192,11 @@ fn processing_loop<P: Processor>(
             .into_iter()
             .filter_map(|(input, topic)| topic.as_deref().map(|topic| (input, topic)))
             .collect();
+    // A record to a topic that does not exist waits in the producer until its transaction times
+    // out, and the transaction is retried forever: a missing topic stops the start instead.
+    for topic in config.written_topics() {
+        partition_count(&consumer, topic)?;
+    }
     let mut topics = vec![config.input_topic.as_str()];
     for (_, topic) in &side_inputs {
         check_co_partitioned(&consumer, &config.input_topic, topic)?;
@@ -396,21 +401,26 @@ fn check_co_partitioned<P: Processor>(
     input: &str,
     side: &str,
 ) -> Result<(), RuntimeError> {
-    let count = |topic: &str| -> Result<usize, RuntimeError> {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
-        if partitions == 0 {
-            return Err(RuntimeError::Restore(format!("topic {topic} does not exist")));
-        }
-        Ok(partitions)
-    };
-    let (events, sides) = (count(input)?, count(side)?);
+    let (events, sides) = (partition_count(consumer, input)?, partition_count(consumer, side)?);
     if events != sides {
-        return Err(RuntimeError::Restore(format!(
-            "the topic {side} has {sides} partitions, the input {input} {events}: they must be equal"
-        )));
+        return Err(RuntimeError::NotCoPartitioned {
+            side: side.to_owned(),
+            sides,
+            input: input.to_owned(),
+            events,
+        });
     }
     Ok(())
+}
+
+/// The partitions of `topic`; a topic that does not exist is an error.
+fn partition_count<P: Processor>(consumer: &EngineConsumer<P>, topic: &str) -> Result<usize, RuntimeError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+    if partitions == 0 {
+        return Err(RuntimeError::MissingTopic(topic.to_owned()));
+    }
+    Ok(partitions)
 }
 
 /// One clock read per loop iteration: wall time is derived from the monotonic clock and
