@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -250,18 +250,7 @@ fn processing_loop<P: Processor>(
                             .find(|(_, topic)| message.topic() == *topic)
                             .map_or(Input::Events, |(input, _)| *input)
                     };
-                    let trace =
-                        config.trace_context.then(|| TraceContext::from_record(message.headers())).flatten();
-                    let record = InputRecord {
-                        input,
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key(),
-                        payload: message.payload(),
-                        timestamp: message.timestamp().to_millis(),
-                        trace: trace.as_ref(),
-                    };
-                    driver.on_record(&consumer, &record, now);
+                    deliver(&consumer, &mut driver, &message, input, config.trace_context, now);
                     true
                 }
                 // Only the events' partitions are on this queue (the side inputs' have their own).
@@ -349,20 +338,7 @@ impl<P: Processor> SideQueues<P> {
                 turn += 1;
                 match polled {
                     Ok(message) => {
-                        let trace = self
-                            .trace_context
-                            .then(|| TraceContext::from_record(message.headers()))
-                            .flatten();
-                        let record = InputRecord {
-                            input: self.input,
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            key: message.key(),
-                            payload: message.payload(),
-                            timestamp: message.timestamp().to_millis(),
-                            trace: trace.as_ref(),
-                        };
-                        driver.on_record(consumer, &record, now);
+                        deliver(consumer, driver, &message, self.input, self.trace_context, now);
                         delivered = true;
                     }
                     Err(KafkaError::PartitionEOF(_)) => break,
@@ -375,6 +351,29 @@ impl<P: Processor> SideQueues<P> {
         }
         delivered
     }
+}
+
+/// Hands one consumed record of `input` to the driver (with its trace context when `TRACE_CONTEXT`
+/// asks to read the headers).
+fn deliver<P: Processor>(
+    consumer: &EngineConsumer<P>,
+    driver: &mut Driver<P>,
+    message: &BorrowedMessage<'_>,
+    input: Input,
+    trace_context: bool,
+    now: Now,
+) {
+    let trace = trace_context.then(|| TraceContext::from_record(message.headers())).flatten();
+    let record = InputRecord {
+        input,
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        payload: message.payload(),
+        timestamp: message.timestamp().to_millis(),
+        trace: trace.as_ref(),
+    };
+    driver.on_record(consumer, &record, now);
 }
 
 /// Records of one queue a turn of the loop takes at most. A turn also polls every side input's
