@@ -3070,6 +3070,7 @@ mod tests {
         let (_, offsets) = plan(&mut core);
         assert_eq!(offsets, vec![(Input::Events, 0, 4), (Input::Feedback, 0, 7)]);
     }
+
     #[test]
     fn given_a_backlog_of_events_then_fresh_feedback_records_do_not_make_the_transaction_commit_sooner() {
         // (input, appended, applied) of each record, then when the transaction is due.
