@@ -15,7 +15,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 
 use crate::{
-    Args, Row, baseline_drain, binary, committed_sum, free_port, mib, offered_load, row, simulated,
+    Answered, Args, Row, baseline_drain, binary, committed_sum, free_port, mib, offered_load, row, simulated,
     wait_ready, watermark_sum,
 };
 
@@ -220,8 +220,15 @@ pub async fn resolver_rows(args: &Args, watermarks: &BaseConsumer) -> anyhow::Re
     let load_stages = Stages::create(args, &load_input, "load").await;
     let load_processes = load_stages.spawn("load")?;
     let events = with_links(simulated(args.rate * args.load_seconds as usize, args.customers, 99, 0));
-    let latency =
-        offered_load(args, args.rate, args.load_seconds, &load_input, &load_stages.resolved, events)?;
+    let latency = offered_load(
+        args,
+        args.rate,
+        args.load_seconds,
+        &load_input,
+        &load_stages.resolved,
+        Answered::Every,
+        events,
+    )?;
     drop(load_processes);
     let merges = merge_latency(args).await?;
 

@@ -13,9 +13,10 @@ mod kafka_streams;
 mod trace_context;
 mod wire_format;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -214,7 +215,7 @@ fn time_drain(
 #[derive(Clone, Copy)]
 struct BenchService {
     name: &'static str,
-    /// The output with one record per event: the latency is measured on it.
+    /// The output with a record per event the service reads: the latency is measured on it.
     output_flag: &'static str,
     /// The service's other outputs, each on a topic of its own.
     other_outputs: &'static [OutputSpec],
@@ -224,8 +225,8 @@ struct BenchService {
 const COUNTER: BenchService =
     BenchService { name: "event-counter", output_flag: "--output-topic", other_outputs: &[] };
 
-/// The registry's stream processors whose first output has one record per event, which is how
-/// the bench times them; journeys writes per decision and has rows of its own (`journeys.rs`).
+/// The registry's stream processors whose first output has a record per event they read, which is
+/// how the bench times them; journeys writes per decision and has rows of its own (`journeys.rs`).
 fn per_event_processors() -> impl Iterator<Item = &'static omnistream_model::services::ServiceSpec> {
     stream_processors().filter(|spec| spec.name != omnistream_model::services::JOURNEYS.name)
 }
@@ -564,7 +565,8 @@ async fn fixed_load(
     let service = spawn_service(bench_service, &topics, &format!("bench-load-{}", bench_service.name), port)?;
     wait_ready(port, Duration::from_secs(60))?;
     let events = simulated(rate * seconds as usize, args.customers, 99, 0);
-    let mut latency = offered_load(args, rate, seconds, &input, &topics.output, events)?;
+    let answered = Answered::WhenCommitted { group: &topics.group };
+    let mut latency = offered_load(args, rate, seconds, &input, &topics.output, answered, events)?;
     latency.peak_rss = service.peak_rss_bytes().unwrap_or(0);
     let service_log = service.log.display().to_string();
     let status = service.terminate(Duration::from_secs(30));
@@ -638,6 +640,16 @@ async fn highest_rate(args: &Args, service: BenchService) -> (Option<SweepStep>,
     (passed, failed)
 }
 
+/// Which offered events `output` answers.
+#[derive(Clone, Copy)]
+pub(crate) enum Answered<'a> {
+    /// Every one (identity-resolver's resolved events).
+    Every,
+    /// Those the service reads (docs/runtime.md, "Events of no concern"): once `group` has
+    /// committed the whole input, the committed output names them by its `cause.event_id`.
+    WhenCommitted { group: &'a str },
+}
+
 /// Offers `events` at `args.rate`/s to `input` and measures, per event after the warm-up, the
 /// time from its send to an `output` record caused by it (its `cause.event_id` header) becoming
 /// visible to a read_committed consumer. Erasures are left out (a tombstone names no event).
@@ -647,6 +659,7 @@ fn offered_load(
     seconds: u64,
     input: &str,
     output: &str,
+    answered: Answered<'_>,
     events: Vec<(String, Vec<u8>)>,
 ) -> anyhow::Result<Latency> {
     // Erasures answer with a tombstone, which names no event: leave them out of the load.
@@ -663,6 +676,12 @@ fn offered_load(
     let warm_up = ((rate * WARM_UP_SECONDS).min(events.len() / 2)).div_ceil(per_tick) * per_tick;
     let total = events.len().saturating_sub(warm_up);
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    // How many outputs the reader waits for: all measured events, or (sparse outputs) as many as
+    // the committed output answers, known once the service committed the whole input.
+    let expected = Arc::new(AtomicUsize::new(match answered {
+        Answered::Every => total,
+        Answered::WhenCommitted { .. } => usize::MAX,
+    }));
 
     let reader: BaseConsumer = client_config()
         .set("group.id", unique_topic("bench-latency-reader"))
@@ -676,11 +695,12 @@ fn offered_load(
     }
     reader.assign(&assignment)?;
     let reader_sent = sent_at.clone();
+    let reader_expected = expected.clone();
     let deadline = Duration::from_secs(seconds + 60);
     let reading = std::thread::spawn(move || {
         let mut latencies = Vec::with_capacity(total);
         let started = Instant::now();
-        while latencies.len() < total && started.elapsed() < deadline {
+        while latencies.len() < reader_expected.load(Ordering::Acquire) && started.elapsed() < deadline {
             let Some(Ok(message)) = reader.poll(Duration::from_millis(50)) else { continue };
             let seen = Instant::now();
             let Some(headers) = message.headers() else { continue };
@@ -701,6 +721,10 @@ fn offered_load(
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
         .create()?;
+    let measured_ids: HashSet<String> = events[warm_up.min(events.len())..]
+        .iter()
+        .map(|(_, bytes)| omnistream_model::decode_event(bytes).expect("simulated events decode").event_id)
+        .collect();
     let started = Instant::now();
     for (index, chunk) in events.chunks(per_tick).enumerate() {
         let due = started + Duration::from_millis(10 * index as u64);
@@ -721,6 +745,31 @@ fn offered_load(
     }
     let sent_per_second = events.len() as f64 / started.elapsed().as_secs_f64();
     producer.flush(Duration::from_secs(30))?;
+    let offered = match answered {
+        Answered::Every => total,
+        Answered::WhenCommitted { group } => {
+            let watermarks: BaseConsumer = client_config().create()?;
+            let input_end = watermark_sum(&watermarks, input, args.partitions);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while committed_sum(group, input, args.partitions) < input_end {
+                anyhow::ensure!(Instant::now() < deadline, "{group} did not commit {input} within 60 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let mut answered = HashSet::new();
+            omnistream_testkit::visit_committed_to_end(output, |message| {
+                let cause = message
+                    .headers()
+                    .and_then(|headers| headers.iter().find(|h| h.key == CAUSE_HEADER).and_then(|h| h.value));
+                if let Some(id) = cause.map(String::from_utf8_lossy)
+                    && measured_ids.contains(id.as_ref())
+                {
+                    answered.insert(id.into_owned());
+                }
+            });
+            expected.store(answered.len(), Ordering::Release);
+            answered.len()
+        }
+    };
     let mut latencies = reading.join().expect("reader thread");
     anyhow::ensure!(!latencies.is_empty(), "no output was seen");
     latencies.sort_by(f64::total_cmp);
@@ -731,7 +780,7 @@ fn offered_load(
         p99_ms: at(0.99),
         max_ms: *latencies.last().expect("not empty"),
         delivered: latencies.len(),
-        offered: total,
+        offered,
         peak_rss: 0,
     })
 }
@@ -896,7 +945,7 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
         rows.push(row(
-            &format!("{name}, outputs seen / offered"),
+            &format!("{name}, outputs seen live / committed for the measured events"),
             format!("{} / {}", latency.delivered, latency.offered),
             "all",
             Some(latency.delivered == latency.offered),

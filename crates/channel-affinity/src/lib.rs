@@ -373,6 +373,13 @@ impl Processor for ChannelAffinityProcessor {
         vec![Output::new(AFFINITY_OUTPUT, customer_id.to_owned(), Some(record))]
     }
 
+    /// A customer's first event makes their record (every customer seen has one); after it only
+    /// sends, engagements, orders, marketing consent, an erasure or a merge (SPEC 4.3: "updated on
+    /// every relevant event"). The record's counts are as of the last of those (`as_of`).
+    fn concerns(&self, state: Option<&AffinityState>, event: &TouchpointEvent) -> bool {
+        state.is_none() || reads(event)
+    }
+
     fn apply(
         &self,
         state: &mut Option<AffinityState>,
@@ -460,12 +467,28 @@ fn decay(config: &AffinityConfig, elapsed_ms: i64) -> f64 {
     (-(elapsed_ms as f64) / (config.half_life_days * DAY_MS)).exp2()
 }
 
+/// Whether affinity reads `event`: a send, an engagement, an order, marketing consent, an erasure
+/// or a merge. `version` counts those applied; another event only makes a customer's first record.
+pub fn reads(event: &TouchpointEvent) -> bool {
+    matches!(
+        event.payload,
+        EventPayload::MessageSent { .. }
+            | EventPayload::MessageReceived { .. }
+            | EventPayload::MessageOpened { .. }
+            | EventPayload::MessageClicked { .. }
+            | EventPayload::OrderPlaced { .. }
+            | EventPayload::ConsentChanged { purpose: Purpose::Marketing, .. }
+            | EventPayload::ErasureRequested
+            | EventPayload::CustomersMerged { .. }
+    )
+}
+
 /// Applies one event (everything but erasure); returns the latest event time seen after it.
 pub fn apply_event(state: &mut AffinityState, config: &AffinityConfig, event: &TouchpointEvent) -> i64 {
     let at = event.occurred_at.timestamp_millis();
     let reference = state.reference.map_or(at, |reference| reference.max(at));
     state.reference = Some(reference);
-    state.version += 1;
+    state.version += i64::from(reads(event));
     let seq = state.version;
     let channel = slot(event.channel);
     let fact = |kind: u8, channel: usize| Fact { at, seq, kind, channel: channel as u8, message: 0 };

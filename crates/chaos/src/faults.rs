@@ -410,7 +410,8 @@ async fn wait_in_sync() -> bool {
 
 /// Publishes a probe, an order of a customer of its own (so probes land on every partition),
 /// through the gateway (retried until accepted) and waits until the customer API shows it
-/// applied by all four older services (each record's `version` counts the events applied). Not
+/// applied by all four older services (each record's `version` counts the events it read, and
+/// each of them reads an order). Not
 /// within the deadline: the last answer it got, to tell where it stuck.
 async fn probe(world: &World, customer: &str) -> Result<(), String> {
     let event = json!({

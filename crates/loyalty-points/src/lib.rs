@@ -174,6 +174,20 @@ struct Movement {
     balance_after: BalanceAfter,
 }
 
+/// Whether loyalty reads `event`: an order, a refund, a redemption, an adjustment, an erasure or a
+/// merge. `version` counts those applied; another event only opens a customer's balance.
+pub fn reads(event: &TouchpointEvent) -> bool {
+    matches!(
+        event.payload,
+        EventPayload::OrderPlaced { .. }
+            | EventPayload::OrderRefunded { .. }
+            | EventPayload::LoyaltyRedeemRequested { .. }
+            | EventPayload::LoyaltyPointsAdjusted { .. }
+            | EventPayload::ErasureRequested
+            | EventPayload::CustomersMerged { .. }
+    )
+}
+
 impl Processor for LoyaltyPoints {
     type Input = TouchpointEvent;
     type State = LoyaltyState;
@@ -244,7 +258,7 @@ impl Processor for LoyaltyPoints {
         let state = state.get_or_insert_with(LoyaltyState::default);
         // SPEC 4: "now" is the partition clock; an event dated in the future never moves it.
         state.evaluated_at = state.evaluated_at.max(now.timestamp_millis());
-        state.version += 1;
+        state.version += i64::from(reads(event));
         let mut outputs = Vec::new();
         let at = state.evaluated_at;
         for movement in settle(state, at).into_iter().chain(apply_event(state, &self.rules, event, at)) {
@@ -296,6 +310,14 @@ impl Processor for LoyaltyPoints {
         outputs.extend(settle(state, at).into_iter().map(|movement| self.entry(customer_id, movement)));
         outputs.push(self.balance_output(state, customer_id, at));
         outputs
+    }
+
+    /// A customer's first event opens their balance (every customer seen has one, at zero); after
+    /// it only orders, refunds, redemptions, adjustments, an erasure or a merge. Points activate
+    /// and expire by timers, due before any later record, so another event settles nothing
+    /// (docs/loyalty-points.md).
+    fn concerns(&self, state: Option<&LoyaltyState>, event: &TouchpointEvent) -> bool {
+        state.is_none() || reads(event)
     }
 
     fn next_timer(&self, state: &LoyaltyState) -> Option<DateTime<Utc>> {

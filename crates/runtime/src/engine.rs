@@ -885,6 +885,9 @@ impl<P: Processor> EngineCore<P> {
         match admission {
             Admission::Erased => return Ok(RecordOutcome::Erased),
             Admission::Duplicate => return Ok(RecordOutcome::Duplicate),
+            Admission::New(state) if !self.processor.concerns(state, &event) => {
+                return Ok(RecordOutcome::Ignored);
+            }
             Admission::New(state) => {
                 if let Err(text) = self.processor.check_limits(state, &event) {
                     self.dead_letter(record, DeadLetterReason::StateLimit, &text, out);
@@ -1616,6 +1619,11 @@ mod tests {
             }
         }
 
+        /// A product view of a customer already counted is of no concern.
+        fn concerns(&self, state: Option<&Count>, event: &TouchpointEvent) -> bool {
+            state.is_none() || !matches!(event.payload, EventPayload::ProductViewed { .. })
+        }
+
         fn check_limits(&self, state: Option<&Count>, _event: &TouchpointEvent) -> Result<(), String> {
             match state {
                 Some(count) if count.count >= 3 => Err("at most 3 events".to_owned()),
@@ -1941,6 +1949,34 @@ mod tests {
         assert_eq!(produced(&commit)[0].0, "state");
         assert_eq!(core.committed(), vec![BASE, BASE + 5], "the records' timestamps, for the latency");
         assert!(!core.has_open_transaction());
+    }
+
+    #[test]
+    fn given_an_event_of_no_concern_then_it_leaves_no_trace_not_even_its_id() {
+        let product = |id: &str, at: i64| {
+            event_bytes(id, "c-1", at, EventPayload::ProductViewed { product_id: "sku-1".to_owned() })
+        };
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        plan(&mut core);
+        core.committed();
+
+        let ignored = feed(&mut core, 0, 1, "c-1", &product("e-2", BASE + 5), BASE + 5).expect("fits");
+        assert_eq!(produced(&ignored), Vec::new(), "no output");
+        let (commit, offsets) = plan(&mut core);
+        assert_eq!(produced(&commit), Vec::new(), "no changelog record");
+        assert_eq!(offsets, vec![(Input::Events, 0, 2)], "its offset committed all the same");
+
+        // Its id was not remembered: eight later events (the dedupe window) all still count, and
+        // the view that was first of them is still a duplicate when retried.
+        for offset in 2..9 {
+            feed(&mut core, 0, offset, "c-1", &product(&format!("p-{offset}"), BASE + 10), BASE + 10)
+                .expect("fits");
+        }
+        let retried = feed(&mut core, 0, 9, "c-1", &view("e-1", "c-1", BASE + 20), BASE + 20).expect("fits");
+        assert_eq!(produced(&retried), Vec::new(), "still remembered: a duplicate");
+        let next = feed(&mut core, 0, 10, "c-1", &view("e-3", "c-1", BASE + 30), BASE + 30).expect("fits");
+        assert_eq!(produced(&next), vec![("out", Some("c-1"), some("2"))]);
     }
 
     #[test]

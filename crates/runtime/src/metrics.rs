@@ -18,6 +18,8 @@ pub enum RecordOutcome {
     DeadLettered,
     /// Dropped by an erasure marker (SPEC 4.5).
     Erased,
+    /// Of no concern to the processor (`Processor::concerns`): nothing written.
+    Ignored,
 }
 
 impl EncodeLabelValue for RecordOutcome {
@@ -27,6 +29,7 @@ impl EncodeLabelValue for RecordOutcome {
             RecordOutcome::Duplicate => "duplicate",
             RecordOutcome::DeadLettered => "dead_lettered",
             RecordOutcome::Erased => "erased",
+            RecordOutcome::Ignored => "ignored",
         })
     }
 }
@@ -104,7 +107,7 @@ pub struct Metrics {
     /// What the processor says its inputs did (`Processor::count_domain_events`).
     pub domain_events: Family<DomainEventLabel, Counter>,
     /// The `processed` counters, resolved once: a label lookup per record is measurable.
-    processed_by_outcome: [Counter; 4],
+    processed_by_outcome: [Counter; 5],
 }
 
 impl Metrics {
@@ -115,6 +118,7 @@ impl Metrics {
             RecordOutcome::Duplicate => 1,
             RecordOutcome::DeadLettered => 2,
             RecordOutcome::Erased => 3,
+            RecordOutcome::Ignored => 4,
         };
         self.processed_by_outcome[index].inc();
     }
@@ -149,6 +153,7 @@ impl Metrics {
             RecordOutcome::Duplicate,
             RecordOutcome::DeadLettered,
             RecordOutcome::Erased,
+            RecordOutcome::Ignored,
         ]
         .map(|outcome| metrics.processed.get_or_create(&RecordOutcomeLabel { outcome }).clone());
         let r = registry.sub_registry_with_prefix("omnistream");

@@ -167,6 +167,16 @@ pub trait Processor: Send + 'static {
         self.apply(state, event, now)
     }
 
+    /// Whether `event` concerns this processor, given the customer's state (`None`: none yet).
+    /// One that does not is counted `ignored` and leaves no trace: the state is not touched, its
+    /// id is not remembered (a retry is of no concern either), nothing is written, not even a
+    /// changelog record. So a service writes for the events it reads, not for every event
+    /// (docs/runtime.md, "Events of no concern"). It must depend on nothing else: a replay
+    /// must ignore the same events. The default: every event concerns it.
+    fn concerns(&self, _state: Option<&Self::State>, _event: &Self::Input) -> bool {
+        true
+    }
+
     /// Refuses an event that would break one of the customer's documented limits (SPEC 4,
     /// Limits), with a message saying which: the runtime dead-letters it with code
     /// `state_limit` and leaves the state unchanged. Called before `apply`.

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use omnistream_model::records::{ChannelAffinity, ChannelScore};
 use omnistream_model::{Channel, EventPayload, Purpose};
 
-use crate::{Record, applied, millis};
+use crate::{Record, applied_reading, millis};
 
 /// The settings of SPEC 4.3 ("prior from configuration", "a configurable number of sends"), with
 /// the defaults of docs/channel-affinity.md.
@@ -47,11 +47,27 @@ pub const ORDER_AFTER_CLICK_MS: i64 = 24 * 3_600_000;
 /// (weighing a hair under one) count whole".
 pub const MIN_SENDS_TOLERANCE: f64 = 0.01;
 
+/// SPEC 4.3 "updated on every relevant event"; docs/channel-affinity.md: "a customer's first
+/// event, and after it sends, opens, clicks, inbound messages, orders and marketing consent".
+/// `version` counts those (a first event of another kind makes the record at version 0); `as_of`
+/// is the partition clock of the last event applied.
+fn reads(payload: &EventPayload) -> bool {
+    match payload {
+        EventPayload::ConsentChanged { purpose, .. } => *purpose == Purpose::Marketing,
+        EventPayload::MessageSent { .. }
+        | EventPayload::MessageReceived { .. }
+        | EventPayload::MessageOpened { .. }
+        | EventPayload::MessageClicked { .. }
+        | EventPayload::OrderPlaced { .. } => true,
+        _ => false,
+    }
+}
+
 /// The partition clock when the customer's last record was written: the greatest append time up
 /// to the last applied event (SPEC 4: "now is the partition clock … a service stamps `as of`
 /// fields … by the partition clock"). `None` when nothing of the current relationship was applied.
 pub fn written_at(history: &[Record]) -> Option<DateTime<Utc>> {
-    let last = *applied(history)?.last()?;
+    let last = *applied_reading(history, reads)?.last()?;
     let index = history.iter().position(|record| std::ptr::eq(record, last))?;
     history[..=index].iter().map(|record| record.appended_at).max().map(millis)
 }
@@ -78,7 +94,7 @@ pub fn affinity(
     now: DateTime<Utc>,
     settings: &AffinitySettings,
 ) -> Option<ChannelAffinity> {
-    let events = applied(history)?;
+    let events = applied_reading(history, reads)?;
     if events.is_empty() {
         return None;
     }
@@ -97,7 +113,7 @@ pub fn affinity(
         channels,
         half_life_days: settings.half_life_days,
         as_of: now,
-        version: events.len() as i64,
+        version: events.iter().filter(|record| reads(&record.event.payload)).count() as i64,
     })
 }
 

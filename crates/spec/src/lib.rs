@@ -39,6 +39,14 @@ pub struct Record {
 /// relationship, and for the horizon afterwards events dated at or before it and retries of the
 /// ids seen before it are dropped (SPEC 4.5). `None` when the last applied event is an erasure.
 pub fn applied(history: &[Record]) -> Option<Vec<&Record>> {
+    applied_reading(history, |_| true)
+}
+
+/// [`applied`] for a service that reads only some events (docs/runtime.md, "Events of no
+/// concern"): the first event of a relationship makes the customer's state whatever it is, and
+/// after it an event the service does not `read` is not applied, and its id is not remembered (the
+/// dedupe window counts the events applied). An erasure is always read.
+pub fn applied_reading(history: &[Record], reads: impl Fn(&EventPayload) -> bool) -> Option<Vec<&Record>> {
     let mut ids: Vec<&str> = Vec::new();
     let mut relationship: Vec<&Record> = Vec::new();
     // The last erasure: (its occurred_at, applied at, the ids seen before it).
@@ -55,6 +63,10 @@ pub fn applied(history: &[Record]) -> Option<Vec<&Record>> {
         }
         let recent = &ids[ids.len().saturating_sub(DEDUPE_WINDOW)..];
         if recent.contains(&event.event_id.as_str()) {
+            continue;
+        }
+        let erasure = matches!(event.payload, EventPayload::ErasureRequested);
+        if !relationship.is_empty() && !erasure && !reads(&event.payload) {
             continue;
         }
         ids.push(&event.event_id);

@@ -21,7 +21,7 @@ use omnistream_model::records::{
 };
 use omnistream_model::{Channel, EventPayload, TouchpointEvent};
 
-use crate::{Record, applied};
+use crate::{Record, applied_reading};
 
 const DAY_MS: i64 = 86_400_000;
 /// docs: "a refund that arrives before its order is kept (at most 32 per customer, for 28 days of
@@ -206,21 +206,36 @@ pub fn loyalty(rules: &Rules, customer_id: &str, history: &[Record], until: i64)
     expected
 }
 
+/// The events loyalty reads (docs/loyalty-points.md: "a customer's first event opens their
+/// balance; after it only orders, refunds, redemptions and adjustments are applied"): no other
+/// event writes a balance, and `version` counts only these (a first event of another kind opens
+/// the balance at version 0).
+fn reads(payload: &EventPayload) -> bool {
+    matches!(
+        payload,
+        EventPayload::OrderPlaced { .. }
+            | EventPayload::OrderRefunded { .. }
+            | EventPayload::LoyaltyRedeemRequested { .. }
+            | EventPayload::LoyaltyPointsAdjusted { .. }
+    )
+}
+
 /// The records the service applies, erasures included, in offset order: a record is applied when
-/// it is the last of what [`applied`] gives for the history ending with it; an erasure is applied
-/// when an ordinary event in its place (same id, date and arrival) would be.
+/// it is the last of what [`applied_reading`] gives for the history ending with it; an erasure is
+/// applied when an event loyalty reads in its place (same id, date and arrival) would be.
 fn applied_in_order(history: &[Record]) -> Vec<&Record> {
     let mut out = Vec::new();
     for (at, record) in history.iter().enumerate() {
         let is_last = |prefix: &[Record]| {
-            applied(prefix)
+            applied_reading(prefix, reads)
                 .and_then(|events| events.last().copied())
                 .is_some_and(|last| std::ptr::eq(last, &prefix[at]))
         };
         let taken = if matches!(record.event.payload, EventPayload::ErasureRequested) {
             let mut prefix = history[..at].to_vec();
             let mut stand_in = record.clone();
-            stand_in.event.payload = EventPayload::PageViewed { url: "/".into() };
+            stand_in.event.payload =
+                EventPayload::LoyaltyPointsAdjusted { points: 0, reason: "stand-in".into() };
             prefix.push(stand_in);
             is_last(&prefix)
         } else {
@@ -482,16 +497,16 @@ impl<'a> Timeline<'a> {
             EventPayload::LoyaltyPointsAdjusted { points, reason } => {
                 self.adjust(event, *points, reason, out)
             }
-            // Events not about points move no points, but are applied all the same.
+            // The customer's first event opens the balance; no other is applied (`reads`).
             _ => {}
         }
         // What the event brought that is already due settles at once: an order older than the
         // return window is active at once (after its kept refunds, which are dated after it and,
         // in event-time order, mostly within its window); a lot dated a year back expires at once.
         self.settle(now, out);
-        // docs: "the balance after each event"; `version` "(events applied)": every event, also
-        // those that move no points (the SPEC leaves it open, the docs decide).
-        self.version += 1;
+        // docs: "the balance after each event it applies"; `version`: "the events loyalty
+        // applied" (the SPEC leaves it open, the docs decide).
+        self.version += i64::from(reads(&event.payload));
         let balance = self.balance(now);
         self.write_balance(balance, out);
     }

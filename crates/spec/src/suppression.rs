@@ -119,8 +119,8 @@ pub fn suppression(
         holdout: evaluation.holdout,
         // docs: "`evaluated_at`: the time the record describes".
         evaluated_at: now,
-        // docs: "`version`: events applied for the customer" (of the current relationship: an
-        // erasure forgets the customer, SPEC 4.5).
+        // docs: "`version`: the events suppression read for the customer" (of the current
+        // relationship: an erasure forgets the customer, SPEC 4.5).
         version: facts.version,
     })
 }
@@ -132,6 +132,28 @@ pub fn in_holdout(customer_id: &str, percent: f64) -> bool {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     });
     ((hash % 10_000) as f64) < percent * 100.0
+}
+
+/// The events the rules below read (docs/suppression.md: "a customer's first event, and after it
+/// only tickets, consent, hard bounces, spam reports, marketing sends, orders and the `timezone`
+/// trait"): the others are not applied, and `version` counts only these (a first event of
+/// another kind makes the record at version 0).
+fn reads(payload: &EventPayload) -> bool {
+    match payload {
+        EventPayload::TraitsUpdated { set, set_once, unset } => {
+            set.contains_key("timezone")
+                || set_once.contains_key("timezone")
+                || unset.iter().any(|name| name == "timezone")
+        }
+        EventPayload::MessageSent { purpose, .. } => *purpose == Purpose::Marketing,
+        EventPayload::MessageBounced { hard, .. } => *hard,
+        EventPayload::SupportTicketOpened { .. }
+        | EventPayload::SupportTicketResolved { .. }
+        | EventPayload::ConsentChanged { .. }
+        | EventPayload::SpamReported { .. }
+        | EventPayload::OrderPlaced { .. } => true,
+        _ => false,
+    }
 }
 
 /// Everything the rules read, as known at one instant. Positions are offset order (ties).
@@ -166,7 +188,7 @@ impl Facts {
             })
             .count();
         // Dedupe and the erasure cut, SPEC 4 and 4.5.
-        let applied = crate::applied(&history[..arrived])?;
+        let applied = crate::applied_reading(&history[..arrived], reads)?;
         if applied.is_empty() {
             return None;
         }
@@ -176,7 +198,7 @@ impl Facts {
         let mut latest_consent: BTreeMap<Channel, (DateTime<Utc>, usize, bool)> = BTreeMap::new();
         let mut facts = Facts {
             customer_id: customer_id.to_owned(),
-            version: events.len() as i64,
+            version: events.iter().filter(|event| reads(&event.payload)).count() as i64,
             open_tickets: Vec::new(),
             marketing_consent: BTreeMap::new(),
             grants: Vec::new(),

@@ -156,6 +156,13 @@ impl Processor for Suppression {
         }
     }
 
+    /// A customer's first event makes their state (every customer seen has a record: quiet hours
+    /// and the holdout apply to them too); after it, only what `remember` keeps, an erasure or a
+    /// merge. A page view changes no reachability, so it writes nothing (docs/suppression.md).
+    fn concerns(&self, state: Option<&SuppressionMemory>, event: &TouchpointEvent) -> bool {
+        state.is_none() || reads(event)
+    }
+
     fn check_limits(&self, state: Option<&SuppressionMemory>, event: &TouchpointEvent) -> Result<(), String> {
         let (Some(memory), EventPayload::SupportTicketOpened { ticket_id, .. }) = (state, &event.payload)
         else {
@@ -189,7 +196,7 @@ impl Processor for Suppression {
         }
         let memory = state.get_or_insert_with(SuppressionMemory::default);
         remember(memory, event);
-        memory.version += 1;
+        memory.version += i64::from(reads(event));
         memory.evaluated_at = memory.evaluated_at.max(now.timestamp_millis());
         let record = evaluate(memory, &self.rules, &event.customer_id, memory.evaluated_at);
         vec![Output::new(SUPPRESSIONS_OUTPUT, event.customer_id.clone(), Some(record))]
@@ -240,6 +247,28 @@ impl Processor for Suppression {
 }
 
 /// Keeps what the rules need from one event (everything but erasure).
+/// Whether suppression reads `event`: `remember` keeps something of it, or it erases or merges
+/// the customer. `version` counts those applied; another event only makes a customer's first record.
+pub fn reads(event: &TouchpointEvent) -> bool {
+    match &event.payload {
+        EventPayload::TraitsUpdated { set, set_once, unset } => {
+            set.contains_key(TIMEZONE)
+                || set_once.contains_key(TIMEZONE)
+                || unset.iter().any(|n| n == TIMEZONE)
+        }
+        EventPayload::SupportTicketOpened { .. }
+        | EventPayload::SupportTicketResolved { .. }
+        | EventPayload::ConsentChanged { .. }
+        | EventPayload::MessageBounced { hard: true, .. }
+        | EventPayload::SpamReported { .. }
+        | EventPayload::MessageSent { purpose: Purpose::Marketing, .. }
+        | EventPayload::OrderPlaced { .. }
+        | EventPayload::ErasureRequested
+        | EventPayload::CustomersMerged { .. } => true,
+        _ => false,
+    }
+}
+
 pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
     let at = event.occurred_at.timestamp_millis();
     let channel = event.channel;

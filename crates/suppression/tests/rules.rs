@@ -417,9 +417,19 @@ fn a_deferral_passes_by_timer_without_a_new_event() {
 #[test]
 fn a_late_event_is_evaluated_at_the_latest_time_seen() {
     let mut run = Run::new(bare()).given(vec![(t(100), Channel::Web, page_view())]);
-    let late = run.when(t(0), Channel::Web, page_view()).clone();
+    let late = run.when(t(0), Channel::Sms, consent(true)).clone();
     assert_eq!(late.evaluated_at, t(100), "a late event is evaluated at the latest time seen");
-    assert_eq!(late.version, 2);
+    assert_eq!(late.version, 1, "the page view made the record; the consent is the first event read");
+}
+
+#[test]
+fn after_the_first_event_one_suppression_does_not_read_writes_nothing() {
+    let mut run = Run::new(bare()).given(vec![(t(0), Channel::Sms, consent(false))]);
+    run.n += 1;
+    let then = run.test.when(&event(run.n, t(1), Channel::Web, page_view()));
+    assert_eq!(then, Then::default(), "no record, no dead letter");
+    let next = run.when(t(2), Channel::Sms, consent(true)).clone();
+    assert_eq!((next.evaluated_at, next.version), (t(2), 2), "as of the consent; the page view not counted");
 }
 
 #[test]

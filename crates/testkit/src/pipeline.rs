@@ -142,7 +142,7 @@ fn fold_at<'a, P: Processor<Input = TouchpointEvent>>(
         };
         let (recent, state) = customers.entry(event.customer_id.clone()).or_default();
         let hash = event_id_hash(&event.event_id);
-        if recent.contains(&hash) {
+        if recent.contains(&hash) || !processor.concerns(state.as_ref(), &event) {
             continue;
         }
         if processor.check_limits(state.as_ref(), &event).is_err() {
