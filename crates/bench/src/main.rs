@@ -219,11 +219,18 @@ struct BenchService {
     output_flag: &'static str,
     /// The service's other outputs, each on a topic of its own.
     other_outputs: &'static [OutputSpec],
+    /// Whether it answers every event (docs/runtime.md, "Events of no concern"): then the
+    /// latency load expects an output for each one, and a lost output shows.
+    reads_every_event: bool,
 }
 
 /// The reference service of `crates/reference`: the runtime's own cost.
-const COUNTER: BenchService =
-    BenchService { name: "event-counter", output_flag: "--output-topic", other_outputs: &[] };
+const COUNTER: BenchService = BenchService {
+    name: "event-counter",
+    output_flag: "--output-topic",
+    other_outputs: &[],
+    reads_every_event: true,
+};
 
 /// The registry's stream processors whose first output has a record per event they read, which is
 /// how the bench times them; journeys writes per decision and has rows of its own (`journeys.rs`).
@@ -235,7 +242,9 @@ fn per_event_processors() -> impl Iterator<Item = &'static omnistream_model::ser
 fn bench_services() -> Vec<BenchService> {
     let registered = per_event_processors().map(|spec| {
         let (first, rest) = spec.outputs.split_first().expect("a stream processor writes a topic");
-        BenchService { name: spec.name, output_flag: first.flag, other_outputs: rest }
+        // Of the registry's, profile-updater alone reads every event (its `version` counts them).
+        let reads_every_event = spec.name == omnistream_model::services::PROFILE_UPDATER.name;
+        BenchService { name: spec.name, output_flag: first.flag, other_outputs: rest, reads_every_event }
     });
     std::iter::once(COUNTER).chain(registered).collect()
 }
@@ -565,7 +574,11 @@ async fn fixed_load(
     let service = spawn_service(bench_service, &topics, &format!("bench-load-{}", bench_service.name), port)?;
     wait_ready(port, Duration::from_secs(60))?;
     let events = simulated(rate * seconds as usize, args.customers, 99, 0);
-    let answered = Answered::WhenCommitted { group: &topics.group };
+    let answered = if bench_service.reads_every_event {
+        Answered::Every
+    } else {
+        Answered::WhenCommitted { group: &topics.group }
+    };
     let mut latency = offered_load(args, rate, seconds, &input, &topics.output, answered, events)?;
     latency.peak_rss = service.peak_rss_bytes().unwrap_or(0);
     let service_log = service.log.display().to_string();

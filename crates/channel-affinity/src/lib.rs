@@ -157,7 +157,7 @@ pub struct AffinityState {
     pub channels: [ChannelCounts; 4],
     /// The latest event time seen (unix millis).
     pub reference: Option<i64>,
-    /// Events applied.
+    /// Events read and applied (`reads`).
     pub version: i64,
     /// FNV-1a hashes of channel and `message_id` of the last [`ENGAGED_MESSAGES_KEPT`] folded
     /// messages opened or clicked. State written before 2026-12 has none: its messages' first
@@ -323,7 +323,7 @@ pub struct ChannelAffinityProcessor {
     pub config: Arc<AffinityConfig>,
 }
 
-/// Its one output role: the affinity after each event (`--affinity-topic`).
+/// Its one output role: the affinity after each event it reads (`--affinity-topic`).
 pub const AFFINITY_OUTPUT: &str = "affinity";
 
 impl Default for ChannelAffinityProcessor {
@@ -376,8 +376,8 @@ impl Processor for ChannelAffinityProcessor {
     /// A customer's first event makes their record (every customer seen has one); after it only
     /// sends, engagements, orders, marketing consent, an erasure or a merge (SPEC 4.3: "updated on
     /// every relevant event"). The record's counts are as of the last of those (`as_of`).
-    fn concerns(&self, state: Option<&AffinityState>, event: &TouchpointEvent) -> bool {
-        state.is_none() || reads(event)
+    fn reads(&self, event: &TouchpointEvent) -> bool {
+        reads(event)
     }
 
     fn apply(

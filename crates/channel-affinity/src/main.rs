@@ -1,4 +1,4 @@
-//! `channel-affinity`: keeps `customer.channel-affinity.v1` fresh on every event, exactly once.
+//! `channel-affinity`: keeps `customer.channel-affinity.v1` fresh on every event it reads, exactly once.
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -316,8 +316,8 @@ impl Processor for LoyaltyPoints {
     /// it only orders, refunds, redemptions, adjustments, an erasure or a merge. Points activate
     /// and expire by timers, due before any later record, so another event settles nothing
     /// (docs/loyalty-points.md).
-    fn concerns(&self, state: Option<&LoyaltyState>, event: &TouchpointEvent) -> bool {
-        state.is_none() || reads(event)
+    fn reads(&self, event: &TouchpointEvent) -> bool {
+        reads(event)
     }
 
     fn next_timer(&self, state: &LoyaltyState) -> Option<DateTime<Utc>> {

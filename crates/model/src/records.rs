@@ -293,7 +293,7 @@ pub struct SuppressionState {
 impl AvroRecord for SuppressionState {
     const KIND: RecordKind = RecordKind::SuppressionState;
 
-    /// Written by hand: suppression writes one per event.
+    /// Written by hand: suppression writes one per event it reads.
     fn write_datum(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
         fn channels(w: &mut DatumWriter<'_>, channels: &[ChannelSuppression]) {
             w.block(channels.iter(), |w, channel| {
@@ -345,7 +345,7 @@ pub struct ChannelAffinity {
 impl AvroRecord for ChannelAffinity {
     const KIND: RecordKind = RecordKind::ChannelAffinity;
 
-    /// Written by hand: channel-affinity writes one per event.
+    /// Written by hand: channel-affinity writes one per event it reads.
     fn write_datum(&self, buf: &mut Vec<u8>) -> Result<(), CodecError> {
         let mut w = DatumWriter::new(buf);
         w.string(&self.customer_id);

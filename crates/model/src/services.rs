@@ -177,7 +177,7 @@ pub const LOYALTY_POINTS: ServiceSpec = ServiceSpec {
     http_port: None,
     inputs: &[stream(&topics::EVENTS_TOPIC)],
     outputs: &[
-        // The balance comes first: one record per event, the one the bench times.
+        // The balance comes first: one record per event it reads, the one the bench times.
         output("balances", "--balances-topic", "BALANCES_TOPIC", &topics::LOYALTY_BALANCES_TOPIC),
         output("ledger", "--ledger-topic", "LEDGER_TOPIC", &topics::LOYALTY_LEDGER_TOPIC),
     ],

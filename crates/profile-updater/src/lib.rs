@@ -146,7 +146,12 @@ impl Processor for ProfileUpdater {
         }
     }
 
-    fn check_limits(&self, state: Option<&ProfileState>, event: &TouchpointEvent) -> Result<(), String> {
+    fn check_limits(
+        &self,
+        state: Option<&ProfileState>,
+        event: &TouchpointEvent,
+        _now: DateTime<Utc>,
+    ) -> Result<(), String> {
         let touches_a_limit = matches!(
             event.payload,
             EventPayload::TraitsUpdated { .. }

@@ -377,12 +377,12 @@ fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
     };
     // Given 250 traits, when 6 more come, then the profile holds 256: at the limit is allowed.
     let state = core_state(&[update(&many(0, 250))]);
-    assert_eq!(updater.check_limits(state.as_ref(), &update(&many(250, 6))), Ok(()));
+    assert_eq!(updater.check_limits(state.as_ref(), &update(&many(250, 6)), t(0)), Ok(()));
     // When 7 more come, the 257th breaks the limit and the whole event is refused.
-    let refused = updater.check_limits(state.as_ref(), &update(&many(250, 7)));
+    let refused = updater.check_limits(state.as_ref(), &update(&many(250, 7)), t(0));
     assert_eq!(refused, Err("the profile would hold 257 traits (limit 256)".to_owned()));
     // Setting traits it already has adds none.
-    assert_eq!(updater.check_limits(state.as_ref(), &update(&many(0, 250))), Ok(()));
+    assert_eq!(updater.check_limits(state.as_ref(), &update(&many(0, 250)), t(0)), Ok(()));
 
     // 64 KiB of data: two 32,760-byte strings under names of 4 bytes are 65,528 bytes, one more
     // 9-byte trait (4 + 5) is 65,537 > 65,536.
@@ -390,11 +390,11 @@ fn an_event_that_would_break_a_trait_limit_is_refused_whole() {
     let state = core_state(&[update(&[big("bio1"), big("bio2")])]);
     let small = [("note".to_owned(), TraitValue::String("12345".into()))];
     assert_eq!(
-        updater.check_limits(state.as_ref(), &update(&small)),
+        updater.check_limits(state.as_ref(), &update(&small), t(0)),
         Err("the profile would hold 65537 bytes of traits (limit 65536)".to_owned())
     );
     let fits = [("note".to_owned(), TraitValue::String("1234".into()))];
-    assert_eq!(updater.check_limits(state.as_ref(), &update(&fits)), Ok(()));
+    assert_eq!(updater.check_limits(state.as_ref(), &update(&fits), t(0)), Ok(()));
 }
 
 /// An unset of traits never seen still adds them (as null): 300 such names break the 256 limit.
@@ -412,9 +412,9 @@ fn unsetting_names_never_seen_counts_toward_the_trait_limit() {
             },
         )
     };
-    assert_eq!(updater.check_limits(None, &unset(256)), Ok(()));
+    assert_eq!(updater.check_limits(None, &unset(256), t(0)), Ok(()));
     assert_eq!(
-        updater.check_limits(None, &unset(300)),
+        updater.check_limits(None, &unset(300), t(0)),
         Err("the profile would hold 300 traits (limit 256)".to_owned())
     );
 }
@@ -439,12 +439,16 @@ fn a_profile_already_over_a_limit_still_takes_events_that_do_not_grow_it() {
         currency: "EUR".into(),
         items: None,
     };
-    assert_eq!(updater.check_limits(state.as_ref(), &event(2, Channel::Store, order)), Ok(()));
+    assert_eq!(updater.check_limits(state.as_ref(), &event(2, Channel::Store, order), t(0)), Ok(()));
     let again = traits(&[("t000", TraitValue::Long(2))], &[], &[]);
-    assert_eq!(updater.check_limits(state.as_ref(), &event(3, Channel::Web, again)), Ok(()), "no new trait");
+    assert_eq!(
+        updater.check_limits(state.as_ref(), &event(3, Channel::Web, again), t(0)),
+        Ok(()),
+        "no new trait"
+    );
     let new = traits(&[("another", TraitValue::Long(2))], &[], &[]);
     assert_eq!(
-        updater.check_limits(state.as_ref(), &event(4, Channel::Web, new)),
+        updater.check_limits(state.as_ref(), &event(4, Channel::Web, new), t(0)),
         Err("the profile would hold 301 traits (limit 256)".to_owned())
     );
 }

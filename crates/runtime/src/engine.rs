@@ -885,11 +885,18 @@ impl<P: Processor> EngineCore<P> {
         match admission {
             Admission::Erased => return Ok(RecordOutcome::Erased),
             Admission::Duplicate => return Ok(RecordOutcome::Duplicate),
-            Admission::New(state) if !self.processor.concerns(state, &event) => {
+            // Not read: ignored, unless it makes a new customer (an erased or merged-away one
+            // is not new: a retry of an event ignored before the erasure must not start a
+            // relationship that the marker would have stopped, had the id been remembered).
+            Admission::New(state)
+                if !self.processor.reads(&event)
+                    && (state.is_some()
+                        || !data.store.is_new_customer(customer_id, || marker_key.id(customer_id))) =>
+            {
                 return Ok(RecordOutcome::Ignored);
             }
             Admission::New(state) => {
-                if let Err(text) = self.processor.check_limits(state, &event) {
+                if let Err(text) = self.processor.check_limits(state, &event, now) {
                     self.dead_letter(record, DeadLetterReason::StateLimit, &text, out);
                     return Ok(RecordOutcome::DeadLettered);
                 }
@@ -1615,16 +1622,28 @@ mod tests {
                     }
                     vec![out(&event.customer_id, &value)]
                 }
+                // Not read (`reads`), but a new customer's first event is applied.
+                EventPayload::ProductViewed { .. } => {
+                    let count =
+                        state.get_or_insert(Count { count: 0, idle_at: None, ballast: String::new() });
+                    count.count += 1;
+                    vec![out(&event.customer_id, &count.count.to_string())]
+                }
                 _ => Vec::new(),
             }
         }
 
-        /// A product view of a customer already counted is of no concern.
-        fn concerns(&self, state: Option<&Count>, event: &TouchpointEvent) -> bool {
-            state.is_none() || !matches!(event.payload, EventPayload::ProductViewed { .. })
+        /// Not a product view (but one makes a new customer's count).
+        fn reads(&self, event: &TouchpointEvent) -> bool {
+            !matches!(event.payload, EventPayload::ProductViewed { .. })
         }
 
-        fn check_limits(&self, state: Option<&Count>, _event: &TouchpointEvent) -> Result<(), String> {
+        fn check_limits(
+            &self,
+            state: Option<&Count>,
+            _event: &TouchpointEvent,
+            _now: DateTime<Utc>,
+        ) -> Result<(), String> {
             match state {
                 Some(count) if count.count >= 3 => Err("at most 3 events".to_owned()),
                 _ => Ok(()),
@@ -1977,6 +1996,40 @@ mod tests {
         assert_eq!(produced(&retried), Vec::new(), "still remembered: a duplicate");
         let next = feed(&mut core, 0, 10, "c-1", &view("e-3", "c-1", BASE + 30), BASE + 30).expect("fits");
         assert_eq!(produced(&next), vec![("out", Some("c-1"), some("2"))]);
+    }
+
+    /// SPEC 4.5: a retry of an id the customer had is dropped after an erasure. An ignored event's
+    /// id was never remembered, so the erasure marker does not name it: were the erased customer
+    /// new again, its retry (dated after the erasure) would start a relationship.
+    #[test]
+    fn given_an_erasure_then_a_retried_event_that_was_ignored_before_it_starts_nothing() {
+        let product = |id: &str, at: i64| {
+            event_bytes(id, "c-1", at, EventPayload::ProductViewed { product_id: "sku-1".to_owned() })
+        };
+        let erasure = event_bytes("e-3", "c-1", BASE + 20, EventPayload::ErasureRequested);
+        let mut core = core();
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let ignored = feed(&mut core, 0, 1, "c-1", &product("e-2", BASE + 30), BASE + 1).expect("fits");
+        assert_eq!(produced(&ignored), Vec::new());
+        let erased = feed(&mut core, 0, 2, "c-1", &erasure, BASE + 2).expect("fits");
+        assert_eq!(produced(&erased), vec![("out", Some("c-1"), None)]);
+
+        let retried = feed(&mut core, 0, 3, "c-1", &product("e-2", BASE + 30), BASE + 3).expect("fits");
+        assert_eq!(produced(&retried), Vec::new(), "the retry starts no relationship");
+        let unread = feed(&mut core, 0, 4, "c-1", &product("e-4", BASE + 40), BASE + 4).expect("fits");
+        assert_eq!(produced(&unread), Vec::new(), "nor does a new event it does not read");
+        let read = feed(&mut core, 0, 5, "c-1", &view("e-5", "c-1", BASE + 50), BASE + 5).expect("fits");
+        assert_eq!(produced(&read), vec![("out", Some("c-1"), some("1"))], "one it reads does");
+        let first = feed(
+            &mut core,
+            1,
+            0,
+            "c-2",
+            &event_bytes("p-1", "c-2", BASE, EventPayload::ProductViewed { product_id: "sku-1".to_owned() }),
+            BASE,
+        )
+        .expect("fits");
+        assert_eq!(produced(&first), vec![("out", Some("c-2"), some("1"))], "a new customer's first event");
     }
 
     #[test]

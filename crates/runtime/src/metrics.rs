@@ -18,7 +18,7 @@ pub enum RecordOutcome {
     DeadLettered,
     /// Dropped by an erasure marker (SPEC 4.5).
     Erased,
-    /// Of no concern to the processor (`Processor::concerns`): nothing written.
+    /// Not read by the processor (`Processor::reads`): nothing written.
     Ignored,
 }
 
@@ -179,7 +179,7 @@ impl Metrics {
         );
         r.register(
             "end_to_end_latency_seconds",
-            "Input record timestamp to the commit of its outputs",
+            "Input record timestamp to the commit of its outputs (or of its offset, for a record that wrote none)",
             metrics.end_to_end_seconds.clone(),
         );
         r.register("commit_seconds", "Time to commit a transaction", metrics.commit_seconds.clone());

@@ -167,20 +167,26 @@ pub trait Processor: Send + 'static {
         self.apply(state, event, now)
     }
 
-    /// Whether `event` concerns this processor, given the customer's state (`None`: none yet).
-    /// One that does not is counted `ignored` and leaves no trace: the state is not touched, its
-    /// id is not remembered (a retry is of no concern either), nothing is written, not even a
-    /// changelog record. So a service writes for the events it reads, not for every event
-    /// (docs/runtime.md, "Events of no concern"). It must depend on nothing else: a replay
-    /// must ignore the same events. The default: every event concerns it.
-    fn concerns(&self, _state: Option<&Self::State>, _event: &Self::Input) -> bool {
+    /// Whether this processor reads `event`; a pure function of the event, so that a replay
+    /// reads the same ones. One it does not read is counted `ignored` and leaves no trace (the
+    /// state is not touched, its id not remembered, nothing written, not even a changelog
+    /// record), unless it is the first event of a new customer (no state, no erasure marker, not
+    /// merged away), which makes the customer's state as any other: every customer seen has a
+    /// record. So a service writes for the events it reads, not for every event (docs/runtime.md,
+    /// "Events of no concern"). The default: it reads every event.
+    fn reads(&self, _event: &Self::Input) -> bool {
         true
     }
 
     /// Refuses an event that would break one of the customer's documented limits (SPEC 4,
     /// Limits), with a message saying which: the runtime dead-letters it with code
-    /// `state_limit` and leaves the state unchanged. Called before `apply`.
-    fn check_limits(&self, _state: Option<&Self::State>, _event: &Self::Input) -> Result<(), String> {
+    /// `state_limit` and leaves the state unchanged. Called before `apply`, with the same `now`.
+    fn check_limits(
+        &self,
+        _state: Option<&Self::State>,
+        _event: &Self::Input,
+        _now: DateTime<Utc>,
+    ) -> Result<(), String> {
         Ok(())
     }
 

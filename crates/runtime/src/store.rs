@@ -183,6 +183,14 @@ impl<S> PartitionStore<S> {
         }
     }
 
+    /// Whether the customer has no state, no live erasure marker and was not merged away: their
+    /// first event, read or not, makes their state. `marker_id` is computed only if needed.
+    pub(crate) fn is_new_customer(&self, customer_id: &str, marker_id: impl FnOnce() -> MarkerId) -> bool {
+        let entry = self.customers.get(customer_id);
+        entry.is_none_or(|entry| entry.state.is_none() && entry.merged_into.is_none())
+            && (self.markers.is_empty() || !self.markers.contains(&marker_id()))
+    }
+
     pub(crate) fn entry(&self, customer_id: &str) -> Option<&Entry<S>> {
         self.customers.get(customer_id).map(Box::as_ref)
     }

@@ -23,7 +23,10 @@ fn drive<P: Processor<Input = TouchpointEvent>>(processor: &P, records: &[Vec<u8
     for bytes in records {
         let Ok(event) = decode_and_validate(bytes, now) else { continue };
         let state = states.entry(event.customer_id.clone()).or_default();
-        if processor.check_limits(state.as_ref(), &event).is_err() {
+        // As the runtime: an event the core does not read, of a customer it knows, is ignored.
+        if (state.is_some() && !processor.reads(&event))
+            || processor.check_limits(state.as_ref(), &event, now).is_err()
+        {
             continue;
         }
         // Encoded as the runtime encodes them: part of a core's cost.

@@ -43,9 +43,10 @@ pub fn applied(history: &[Record]) -> Option<Vec<&Record>> {
 }
 
 /// [`applied`] for a service that reads only some events (docs/runtime.md, "Events of no
-/// concern"): the first event of a relationship makes the customer's state whatever it is, and
-/// after it an event the service does not `read` is not applied, and its id is not remembered (the
-/// dedupe window counts the events applied). An erasure is always read.
+/// concern"): an event the service does not `read` is not applied and its id is not remembered
+/// (the dedupe window counts the events applied), unless it is a new customer's first: one never
+/// seen, or seen before an erasure whose horizon has passed (while it lasts, only an event read
+/// starts a new relationship). An erasure is always read.
 pub fn applied_reading(history: &[Record], reads: impl Fn(&EventPayload) -> bool) -> Option<Vec<&Record>> {
     let mut ids: Vec<&str> = Vec::new();
     let mut relationship: Vec<&Record> = Vec::new();
@@ -66,7 +67,11 @@ pub fn applied_reading(history: &[Record], reads: impl Fn(&EventPayload) -> bool
             continue;
         }
         let erasure = matches!(event.payload, EventPayload::ErasureRequested);
-        if !relationship.is_empty() && !erasure && !reads(&event.payload) {
+        let marker_lives = erased.as_ref().is_some_and(|(_, recorded_at, _)| {
+            record.appended_at.max(*recorded_at) < recorded_at + ERASURE_HORIZON_MS
+        });
+        let new_customer = relationship.is_empty() && !marker_lives;
+        if !erasure && !new_customer && !reads(&event.payload) {
             continue;
         }
         ids.push(&event.event_id);

@@ -342,7 +342,7 @@ fn state_after(
     let mut seen = std::collections::HashSet::new();
     for (event, at) in records {
         // An event of no concern is not applied and its id not remembered (docs/runtime.md).
-        if processor.concerns(state.as_ref(), event) && seen.insert(event.event_id.clone()) {
+        if (state.is_none() || processor.reads(event)) && seen.insert(event.event_id.clone()) {
             processor.apply(&mut state, event, *at);
         }
     }

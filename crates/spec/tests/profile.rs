@@ -149,7 +149,8 @@ fn state_after(updater: &ProfileUpdater, events: &[TouchpointEvent]) -> Option<P
     let mut state = None;
     let mut seen = std::collections::HashSet::new();
     for event in events {
-        if seen.insert(event.event_id.clone()) && updater.check_limits(state.as_ref(), event).is_ok() {
+        if seen.insert(event.event_id.clone()) && updater.check_limits(state.as_ref(), event, base()).is_ok()
+        {
             updater.apply(&mut state, event, base());
         }
     }

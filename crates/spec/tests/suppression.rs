@@ -711,8 +711,8 @@ fn a_grant_of_the_same_instant_after_a_bounce_lifts_it() {
 // ---------------------------------------------------------------------------------------------
 // Merges (identity resolution).
 
-/// The service's memory after its core applied `records` (each at its append time; retries and
-/// refused events skipped, as the runtime does).
+/// The service's memory after its core applied `records` (each at its append time; retries,
+/// events it does not read of a customer it knows, and refused events skipped, as the runtime does).
 fn memory_after(
     core: &Suppression,
     records: &[(TouchpointEvent, DateTime<Utc>)],
@@ -721,7 +721,11 @@ fn memory_after(
     let mut state = None;
     let mut seen = std::collections::HashSet::new();
     for (event, appended) in records {
-        if seen.insert(event.event_id.clone()) && core.check_limits(state.as_ref(), event).is_ok() {
+        let read = state.is_none() || core.reads(event);
+        if read
+            && seen.insert(event.event_id.clone())
+            && core.check_limits(state.as_ref(), event, *appended).is_ok()
+        {
             core.apply(&mut state, event, *appended);
         }
     }

@@ -3,8 +3,8 @@
 //!
 //! The service remembers only what the rules need (open tickets, consent, hard bounces and spam
 //! reports, recent marketing sends, the last order, the `timezone` trait) and evaluates the rules
-//! into a `SuppressionState` record after every event, and again by timer when a reason lapses or
-//! quiet hours begin.
+//! into a `SuppressionState` record after every event it reads (and a customer's first), and again
+//! by timer when a reason lapses or quiet hours begin.
 //!
 //! Evaluation time (SPEC 4, two clocks): every record is evaluated at the partition clock (the
 //! broker's append time of the event's record; for a timer, its due time), never before the
@@ -81,7 +81,7 @@ pub struct SuppressionMemory {
     pub evaluated_at: i64,
     /// When the record changes next without a new event (a reason lapses, quiet hours start).
     pub next_change_at: Option<i64>,
-    /// Events applied.
+    /// Events read and applied (`reads`).
     pub version: i64,
     /// The latest grant of consent (any purpose) per channel: it lifts older hard blocks, and a
     /// block arriving late but older than it stays lifted.
@@ -159,17 +159,24 @@ impl Processor for Suppression {
     /// A customer's first event makes their state (every customer seen has a record: quiet hours
     /// and the holdout apply to them too); after it, only what `remember` keeps, an erasure or a
     /// merge. A page view changes no reachability, so it writes nothing (docs/suppression.md).
-    fn concerns(&self, state: Option<&SuppressionMemory>, event: &TouchpointEvent) -> bool {
-        state.is_none() || reads(event)
+    fn reads(&self, event: &TouchpointEvent) -> bool {
+        reads(event)
     }
 
-    fn check_limits(&self, state: Option<&SuppressionMemory>, event: &TouchpointEvent) -> Result<(), String> {
+    fn check_limits(
+        &self,
+        state: Option<&SuppressionMemory>,
+        event: &TouchpointEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
         let (Some(memory), EventPayload::SupportTicketOpened { ticket_id, .. }) = (state, &event.payload)
         else {
             return Ok(());
         };
-        let open =
-            memory.tickets.iter().filter(|t| blocking(t, &self.rules, memory.evaluated_at).is_some()).count();
+        // Open as of the time `apply` would evaluate at (not the last event read: the events
+        // suppression ignores since then have moved the partition clock).
+        let at = memory.evaluated_at.max(now.timestamp_millis());
+        let open = memory.tickets.iter().filter(|t| blocking(t, &self.rules, at).is_some()).count();
         let known = memory.tickets.iter().any(|t| &t.ticket_id == ticket_id);
         if open >= MAX_OPEN_TICKETS && !known {
             return Err(format!(
@@ -246,7 +253,6 @@ impl Processor for Suppression {
     }
 }
 
-/// Keeps what the rules need from one event (everything but erasure).
 /// Whether suppression reads `event`: `remember` keeps something of it, or it erases or merges
 /// the customer. `version` counts those applied; another event only makes a customer's first record.
 pub fn reads(event: &TouchpointEvent) -> bool {
@@ -269,6 +275,7 @@ pub fn reads(event: &TouchpointEvent) -> bool {
     }
 }
 
+/// Keeps what the rules need from one event (everything but erasure).
 pub fn remember(memory: &mut SuppressionMemory, event: &TouchpointEvent) {
     let at = event.occurred_at.timestamp_millis();
     let channel = event.channel;

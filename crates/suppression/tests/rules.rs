@@ -422,6 +422,20 @@ fn a_late_event_is_evaluated_at_the_latest_time_seen() {
     assert_eq!(late.version, 1, "the page view made the record; the consent is the first event read");
 }
 
+/// The limit of open tickets counts those open when the new one arrives, not when the last event
+/// suppression read did: the 16 of day 0 lapsed at day 14 (the safety maximum), and a page view
+/// since (ignored) moved only the partition clock.
+#[test]
+fn the_ticket_limit_is_judged_at_the_partition_clock_not_at_the_last_event_read() {
+    const DAY: i64 = 1_440;
+    let first = (0..16).map(|n| (t(n), Channel::CallCenter, opened(&format!("T-{n}"))));
+    let later = (16..64).map(|n| (t(DAY + n), Channel::CallCenter, opened(&format!("T-{n}"))));
+    let mut run = Run::new(bare()).given(first.chain(later).collect());
+    run.when(t(14 * DAY + 60), Channel::Web, page_view());
+    let state = run.when(t(14 * DAY + 61), Channel::CallCenter, opened("T-64")).clone();
+    assert_eq!(state.version, 65, "accepted, not dead-lettered");
+}
+
 #[test]
 fn after_the_first_event_one_suppression_does_not_read_writes_nothing() {
     let mut run = Run::new(bare()).given(vec![(t(0), Channel::Sms, consent(false))]);

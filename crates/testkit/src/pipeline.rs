@@ -142,10 +142,12 @@ fn fold_at<'a, P: Processor<Input = TouchpointEvent>>(
         };
         let (recent, state) = customers.entry(event.customer_id.clone()).or_default();
         let hash = event_id_hash(&event.event_id);
-        if recent.contains(&hash) || !processor.concerns(state.as_ref(), &event) {
+        // Not read: ignored unless it makes a new customer (an erased one keeps its ids here).
+        let new_customer = state.is_none() && recent.is_empty();
+        if recent.contains(&hash) || (!processor.reads(&event) && !new_customer) {
             continue;
         }
-        if processor.check_limits(state.as_ref(), &event).is_err() {
+        if processor.check_limits(state.as_ref(), &event, now).is_err() {
             rejected += 1;
             continue;
         }
