@@ -888,8 +888,12 @@ impl<P: Processor> EngineCore<P> {
             // Not read: ignored, unless it makes a new customer (an erased or merged-away one
             // is not new: a retry of an event ignored before the erasure must not start a
             // relationship that the marker would have stopped, had the id been remembered).
+            // Erasures and merges are read whatever `reads` says: the marker, the tombstones and
+            // the handoff must not hang on each processor listing them.
             Admission::New(state)
                 if !self.processor.reads(&event)
+                    && !event.is_erasure()
+                    && (!P::HANDS_OFF_STATE || self.processor.handoff_target(&event).is_none())
                     && (state.is_some()
                         || !data.store.is_new_customer(customer_id, || marker_key.id(customer_id))) =>
             {
@@ -1633,9 +1637,10 @@ mod tests {
             }
         }
 
-        /// Not a product view (but one makes a new customer's count).
+        /// Page views only (a product view makes a new customer's count; erasures are read
+        /// whatever this says).
         fn reads(&self, event: &TouchpointEvent) -> bool {
-            !matches!(event.payload, EventPayload::ProductViewed { .. })
+            matches!(event.payload, EventPayload::PageViewed { .. })
         }
 
         fn check_limits(

@@ -173,7 +173,8 @@ pub trait Processor: Send + 'static {
     /// record), unless it is the first event of a new customer (no state, no erasure marker, not
     /// merged away), which makes the customer's state as any other: every customer seen has a
     /// record. So a service writes for the events it reads, not for every event (docs/runtime.md,
-    /// "Events of no concern"). The default: it reads every event.
+    /// "Events of no concern"). An erasure and a merge (`handoff_target`) are read whatever this
+    /// says. The default: it reads every event.
     fn reads(&self, _event: &Self::Input) -> bool {
         true
     }
