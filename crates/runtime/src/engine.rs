@@ -880,6 +880,7 @@ impl<P: Processor> EngineCore<P> {
                 event.occurred_at_millis(),
                 hash,
                 self.settings.erasure.suppress_after,
+                partition_now,
             )
         };
         match admission {
@@ -1069,10 +1070,7 @@ impl<P: Processor> EngineCore<P> {
         let stamped = self.stamped(record, clock);
         let now = DateTime::from_timestamp_millis(stamped).unwrap_or(clock.wall);
         let data = self.partitions.get_mut(&partition).expect("restored partition");
-        // Markers past their horizon by the record's own time no longer judge it, as for events.
-        let expired = data.store.markers.expire(stamped);
         let ledger = self.ledger.as_mut().expect("ledger opened");
-        ledger.mark(expired.into_iter().map(|id| (partition, id)));
         let hash = event_id_hash(&handoff.id);
         let marker_key = &self.marker_key;
         let admission = data.store.admit(
@@ -1081,6 +1079,11 @@ impl<P: Processor> EngineCore<P> {
             handoff.occurred_at,
             Some(hash),
             self.settings.erasure.suppress_after,
+            // Markers past their horizon by the record's own time no longer judge it, as for
+            // events; they are not expired by it, though: this topic's append times can run far
+            // ahead of the events partition's clock (a backlog, a replay), and an event retried
+            // before a marker's horizon must still meet the marker.
+            stamped,
         );
         match admission {
             // The winner was erased after the merge's time: what came with it goes too.
@@ -2952,6 +2955,28 @@ mod tests {
         let dropped = feed_input(&mut core, Input::Handoff, 1, 1, "c-3", &value, BASE + 60).expect("fits");
         assert!(produced(&dropped).is_empty(), "an erased winner takes nothing dated before the erasure");
         assert_eq!(core.state_of(1, "c-3"), None);
+    }
+
+    #[test]
+    fn given_a_handoff_appended_past_a_markers_horizon_then_events_still_meet_the_marker() {
+        let mut core = core();
+        let day = 86_400_000;
+        feed(&mut core, 1, 0, "c-3", &view("e-1", "c-3", BASE), BASE).expect("fits");
+        let erase = event_bytes("e-2", "c-3", BASE + 10, EventPayload::ErasureRequested);
+        feed(&mut core, 1, 1, "c-3", &erase, BASE + 10).expect("fits");
+        feed(&mut core, 0, 0, "c-1", &view("e-3", "c-1", BASE), BASE).expect("fits");
+        let merge = view_of("e-4", "c-1", BASE + 5, "merge:c-3");
+        let (_, _, value, _) = handoff_record(&feed(&mut core, 0, 1, "c-1", &merge, BASE + 5).expect("fits"));
+        // The merge is dated before c-3's erasure, but its handoff was appended after the 1-day
+        // horizon: by its own time no marker judges it.
+        let late =
+            feed_input(&mut core, Input::Handoff, 1, 0, "c-3", &value, BASE + 10 + day + 1).expect("fits");
+        assert_eq!(produced(&late), vec![("out", Some("c-3"), some("2 with c-1's"))]);
+        // The events partition is behind: a retry of c-3's event from before the erasure,
+        // appended within the horizon, still meets the marker.
+        let retried = feed(&mut core, 1, 2, "c-3", &view("e-1", "c-3", BASE), BASE + day).expect("fits");
+        assert!(produced(&retried).is_empty(), "{retried:?}");
+        assert_eq!(core.state_of(1, "c-3").map(|count| count.count), Some(2));
     }
 
     #[test]

@@ -88,7 +88,8 @@ pub enum Verdict {
 /// The markers of one partition.
 #[derive(Debug, Default)]
 pub struct Markers {
-    by_id: FxHashMap<MarkerId, ErasureMarker>,
+    /// Each marker with the partition clock its horizon passes at.
+    by_id: FxHashMap<MarkerId, (ErasureMarker, i64)>,
     /// (expires at, id), to tombstone markers whose horizon passed.
     expiry: BTreeSet<(i64, MarkerId)>,
 }
@@ -103,19 +104,22 @@ impl Markers {
     }
 
     /// Whether a record of an erased customer is applied: `event_hash` is its id's, when it
-    /// has one a retry repeats.
+    /// has one a retry repeats. A marker whose horizon has passed by `judged_at` (the record's
+    /// own time) does not judge it, whether or not the partition clock has expired it yet.
     pub fn verdict(
         &self,
         id: &MarkerId,
         occurred_at: i64,
         event_hash: Option<u64>,
         suppress_after: bool,
+        judged_at: i64,
     ) -> Verdict {
         match self.by_id.get(id) {
-            Some(marker)
-                if suppress_after
-                    || occurred_at <= marker.erased_at
-                    || event_hash.is_some_and(|hash| marker.recent.contains(&hash)) =>
+            Some((marker, expires_at))
+                if *expires_at > judged_at
+                    && (suppress_after
+                        || occurred_at <= marker.erased_at
+                        || event_hash.is_some_and(|hash| marker.recent.contains(&hash))) =>
             {
                 Verdict::Erased
             }
@@ -125,20 +129,22 @@ impl Markers {
 
     /// Records an erasure; a later erasure of the same customer replaces an earlier one.
     pub fn insert(&mut self, id: MarkerId, marker: ErasureMarker, horizon_ms: i64) {
-        if let Some(previous) = self.by_id.remove(&id) {
-            self.expiry.remove(&(previous.recorded_at.saturating_add(horizon_ms), id));
+        if let Some((_, previous_expiry)) = self.by_id.remove(&id) {
+            self.expiry.remove(&(previous_expiry, id));
         }
-        self.expiry.insert((marker.recorded_at.saturating_add(horizon_ms), id));
-        self.by_id.insert(id, marker);
+        let expires_at = marker.recorded_at.saturating_add(horizon_ms);
+        self.expiry.insert((expires_at, id));
+        self.by_id.insert(id, (marker, expires_at));
     }
 
     pub fn remove(&mut self, id: &MarkerId) {
-        self.by_id.remove(id);
-        self.expiry.retain(|(_, other)| other != id);
+        if let Some((_, expires_at)) = self.by_id.remove(id) {
+            self.expiry.remove(&(expires_at, *id));
+        }
     }
 
     pub fn get(&self, id: &MarkerId) -> Option<&ErasureMarker> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|(marker, _)| marker)
     }
 
     /// Removes the markers whose horizon has passed by `clock`; returns their ids.
@@ -173,11 +179,20 @@ mod tests {
             ErasureMarker { erased_at: 100, recorded_at: 150, recent: VecDeque::from([7]) },
             1_000,
         );
-        assert_eq!(markers.verdict(&id, 100, Some(1), false), Verdict::Erased, "dated at the erasure");
-        assert_eq!(markers.verdict(&id, 200, Some(7), false), Verdict::Erased, "a retry");
-        assert_eq!(markers.verdict(&id, 200, Some(8), false), Verdict::Apply, "a new relationship");
-        assert_eq!(markers.verdict(&id, 200, Some(8), true), Verdict::Erased, "suppress after erasure");
-        assert_eq!(markers.verdict(&key.id("c-2"), 1, Some(7), true), Verdict::Apply, "another customer");
+        assert_eq!(markers.verdict(&id, 100, Some(1), false, 300), Verdict::Erased, "dated at the erasure");
+        assert_eq!(markers.verdict(&id, 200, Some(7), false, 300), Verdict::Erased, "a retry");
+        assert_eq!(markers.verdict(&id, 200, Some(8), false, 300), Verdict::Apply, "a new relationship");
+        assert_eq!(markers.verdict(&id, 200, Some(8), true, 300), Verdict::Erased, "suppress after erasure");
+        assert_eq!(
+            markers.verdict(&key.id("c-2"), 1, Some(7), true, 300),
+            Verdict::Apply,
+            "another customer"
+        );
+        assert_eq!(
+            markers.verdict(&id, 100, Some(7), false, 1_150),
+            Verdict::Apply,
+            "a record of the horizon's time is not judged, expired or not"
+        );
         assert!(markers.expire(1_149).is_empty());
         assert_eq!(markers.expire(1_150), vec![id]);
         assert!(markers.is_empty());

@@ -149,8 +149,9 @@ impl<S> PartitionStore<S> {
         self.clock
     }
 
-    /// Whether an event of `customer_id` with id hash `hash`, dated `occurred_at`, reaches the
-    /// processor. `marker_id` (a keyed hash) is computed only if the partition holds markers.
+    /// Whether an event of `customer_id` with id hash `hash`, dated `occurred_at` and judged at
+    /// partition time `judged_at`, reaches the processor. `marker_id` (a keyed hash) is computed
+    /// only if the partition holds markers.
     pub(crate) fn admit(
         &self,
         customer_id: &str,
@@ -158,12 +159,14 @@ impl<S> PartitionStore<S> {
         occurred_at: i64,
         hash: Option<u64>,
         suppress_after: bool,
+        judged_at: i64,
     ) -> Admission<'_, S> {
         if !self.markers.is_empty() {
             let entry = self.customers.get(customer_id);
             if !entry.is_some_and(|entry| entry.unmarked.get()) {
                 let id = marker_id();
-                if self.markers.verdict(&id, occurred_at, hash, suppress_after) == Verdict::Erased {
+                if self.markers.verdict(&id, occurred_at, hash, suppress_after, judged_at) == Verdict::Erased
+                {
                     return Admission::Erased;
                 }
                 if let Some(entry) = entry {
@@ -383,7 +386,7 @@ mod tests {
     fn an_event_id_is_a_duplicate_while_in_the_customers_window() {
         let mut store = Store::default();
         fn admit<'a>(store: &'a Store, customer: &str, event: &str) -> Admission<'a, u32> {
-            store.admit(customer, no_marker, 0, Some(event_id_hash(event)), false)
+            store.admit(customer, no_marker, 0, Some(event_id_hash(event)), false, 0)
         }
         assert_eq!(admit(&store, "c-1", "e-1"), Admission::New(None), "nothing seen");
         for event in ["e-1", "e-2", "e-3"] {
@@ -413,7 +416,10 @@ mod tests {
                 computed.set(computed.get() + 1);
                 key.id("c-1")
             };
-            matches!(store.admit("c-1", id, 2_000, Some(event_id_hash(event)), false), Admission::New(_))
+            matches!(
+                store.admit("c-1", id, 2_000, Some(event_id_hash(event)), false, 2_000),
+                Admission::New(_)
+            )
         };
         assert!(admit(&store, "e-2"), "given another customer's marker");
         assert!(admit(&store, "e-3"));
@@ -449,6 +455,7 @@ mod tests {
                 occurred_at,
                 Some(event_id_hash(event)),
                 suppress_after,
+                occurred_at,
             )
         };
         assert_eq!(
@@ -513,12 +520,12 @@ mod tests {
         );
         assert_eq!(store.due_timer(i64::MAX), Some((500, "c-1".to_owned())));
         assert_eq!(
-            store.admit("c-2", || key.id("c-2"), 0, Some(7), false),
+            store.admit("c-2", || key.id("c-2"), 0, Some(7), false, 0),
             Admission::Duplicate,
             "the window is restored"
         );
         assert_eq!(
-            store.admit("c-3", || key.id("c-3"), 50, Some(1), false),
+            store.admit("c-3", || key.id("c-3"), 50, Some(1), false, 50),
             Admission::Erased,
             "the marker is kept"
         );
