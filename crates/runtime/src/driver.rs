@@ -742,10 +742,14 @@ impl<P: Processor> Driver<P> {
         consumer.resume(&input)?;
         wake_fetcher(consumer, &input);
         self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
+        let resident_before = crate::memory::resident_bytes();
+        crate::memory::release_freed();
         info!(
             partitions = ?partitions,
             customers = self.core.customer_count(),
             seconds = started.elapsed().as_secs_f64(),
+            resident_mib_before_release = resident_before.map(|bytes| bytes >> 20),
+            resident_mib = crate::memory::resident_bytes().map(|bytes| bytes >> 20),
             "state restored"
         );
         Ok(())

@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod logging;
 pub mod lookup;
 mod lookup_reader;
+pub mod memory;
 pub mod metrics;
 pub mod processor;
 pub mod rate_limit;
