@@ -78,6 +78,9 @@ demo: topics $(if $(filter 1,$(DEMO_REGISTRY)),py-deps)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	@# unsafe_code is denied, not forbidden, so that one module may call the allocators.
+	@if grep -rl --include='*.rs' 'allow(unsafe_code)' crates | grep -qv '^crates/runtime/src/memory.rs$$'; then \
+		echo "lint: unsafe code is allowed only in crates/runtime/src/memory.rs"; exit 1; fi
 
 # Renders the Kubernetes overlays and validates them offline against the vendored schemas.
 k8s-check:

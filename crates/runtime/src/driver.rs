@@ -739,11 +739,12 @@ impl<P: Processor> Driver<P> {
                 }
             }
         }
+        // Before the fetchers fill glibc's arenas again: the trim would contend with them.
+        let resident_before = crate::memory::resident_bytes();
+        crate::memory::release_freed();
         consumer.resume(&input)?;
         wake_fetcher(consumer, &input);
         self.metrics.restore_seconds.observe(started.elapsed().as_secs_f64());
-        let resident_before = crate::memory::resident_bytes();
-        crate::memory::release_freed();
         info!(
             partitions = ?partitions,
             customers = self.core.customer_count(),

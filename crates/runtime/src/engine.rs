@@ -2972,6 +2972,10 @@ mod tests {
         let late =
             feed_input(&mut core, Input::Handoff, 1, 0, "c-3", &value, BASE + 10 + day + 1).expect("fits");
         assert_eq!(produced(&late), vec![("out", Some("c-3"), some("2 with c-1's"))]);
+        let (commit, _) = plan(&mut core);
+        let tombstones = produced(&commit).into_iter().filter(|(_, _, value)| value.is_none()).count();
+        assert_eq!(tombstones, 0, "the marker's changelog record stays: {commit:?}");
+        core.committed();
         // The events partition is behind: a retry of c-3's event from before the erasure,
         // appended within the horizon, still meets the marker.
         let retried = feed(&mut core, 1, 2, "c-3", &view("e-1", "c-3", BASE), BASE + day).expect("fits");
