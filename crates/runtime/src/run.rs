@@ -88,15 +88,17 @@ async fn serve<P: Processor>(config: Arc<RuntimeConfig>, processor: P) -> Result
     let health = Arc::new(Health::new("joining the group or restoring state"));
     let shutdown = CancellationToken::new();
 
+    // Bound before anything reaches Kafka: a port taken is named at once, not behind whatever
+    // the start meets first (a missing topic).
+    let listener = server::bind(config.admin_addr).await.map_err(RuntimeError::Admin)?;
     // The admin server stops only after the processing loop, which commits and leaves the group
     // on shutdown; an admin server that cannot serve stops the loop.
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn({
         let (registry, health, stop, shutdown) =
             (Arc::new(registry), health.clone(), admin_stop.clone(), shutdown.clone());
-        let addr = config.admin_addr;
         async move {
-            let served = server::serve(addr, registry, health, stop).await;
+            let served = server::serve(listener, registry, health, stop).await;
             if served.is_err() {
                 shutdown.cancel();
             }

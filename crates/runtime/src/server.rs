@@ -258,7 +258,7 @@ pub fn run_process<E: std::fmt::Display>(
 /// How long background tasks get to finish once an HTTP process has decided to exit.
 const BACKGROUND_TASKS_GRACE: Duration = Duration::from_secs(5);
 
-async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
@@ -290,13 +290,12 @@ pub async fn serve_http(
 
 /// Serves the admin endpoints until `shutdown` is cancelled.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = admin_router(registry, health);
-    let listener = bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
