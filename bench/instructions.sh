@@ -8,6 +8,9 @@
 #
 #   bench/instructions.sh [events] [customers] [service...]
 #
+# IDLE_STATE=encoded counts the services' `--idle-state encoded` (customers held as their changelog
+# records between transactions).
+#
 # valgrind hides the CPU's SHA extensions, so an HMAC-SHA256 (the erasure marker id) is counted
 # in software here.
 set -euo pipefail
@@ -30,4 +33,4 @@ for service in "${services[@]}"; do
   awk -v s="$service" -v c="$collected" -v w="$written" -v e="$events" \
     'BEGIN { printf "| %s | %.0f | %.2f |\n", s, c / e, w / e }'
 done
-echo "($events events over $customers customers, 1,000 per transaction; callgrind files in $out)"
+echo "($events events over $customers customers, 1,000 per transaction, idle state ${IDLE_STATE:-decoded}; callgrind files in $out)"

@@ -41,7 +41,7 @@ fn fold(events: &[TouchpointEvent]) -> (Option<ProfileState>, Option<CustomerPro
         assert_eq!(values.len(), 1, "one profile record per event");
         last = values.pop().flatten();
     }
-    (test.state("c-1").cloned(), last)
+    (test.state("c-1"), last)
 }
 
 /// The core's state after the events, applied directly: for states no valid event stream builds

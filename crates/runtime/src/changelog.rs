@@ -30,6 +30,11 @@ pub fn encode<P: Processor>(entry: &Entry<P::State>, out: &mut Vec<u8>) {
     rmp_serde::encode::write(out, entry).expect("state serializes");
 }
 
+/// Whether `bytes` is a record of this build's state version (held as it is, needing no upgrade).
+pub fn is_current<P: Processor>(bytes: &[u8]) -> bool {
+    matches!(bytes, [TAG, version, ..] if *version == P::STATE_VERSION)
+}
+
 /// Decodes a record of any state version up to `P::STATE_VERSION`, upgraded to the current one.
 pub fn decode<P: Processor>(processor: &P, bytes: &[u8]) -> Result<Entry<P::State>, StateDecodeError> {
     let (version, body) = match bytes {

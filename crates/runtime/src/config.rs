@@ -109,6 +109,12 @@ pub struct RuntimeArgs {
     #[arg(long, env = "DEDUPE_WINDOW", default_value_t = 64)]
     pub dedupe_window: usize,
 
+    /// How the state of a customer is held in memory between the transactions that touch them
+    /// (docs/runtime.md, "Idle state"): `decoded`, ready for their next event, or `encoded`, as
+    /// their changelog record's bytes, decoded again at their next event or timer.
+    #[arg(long, env = "IDLE_STATE", value_enum, default_value_t = IdleState::Decoded)]
+    pub idle_state: IdleState,
+
     /// How long an erasure stays final (SPEC 4.5): for this many days a marker holding only a keyed
     /// hash of the customer id drops retried events and events dated at or before the erasure.
     #[arg(long, env = "ERASURE_HORIZON_DAYS", default_value_t = 30)]
@@ -131,6 +137,16 @@ pub struct RuntimeArgs {
     /// Admin server (health, readiness, metrics); default per service.
     #[arg(long, env = "ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
+}
+
+/// How the state of a customer is held in memory between the transactions that touch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdleState {
+    /// Decoded: no work at the customer's next event, the most memory.
+    Decoded,
+    /// Their changelog record's bytes (MessagePack): a fraction of the memory, a decode when the
+    /// customer is next touched and a copy of the record at each commit that changed them.
+    Encoded,
 }
 
 fn role_and_topic(text: &str) -> Result<(String, String), String> {
@@ -237,6 +253,7 @@ pub struct RuntimeConfig {
     pub transaction_timeout: Duration,
     pub session_timeout: Duration,
     pub dedupe_window: usize,
+    pub idle_state: IdleState,
     pub erasure: ErasureConfig,
     pub timer_interval: Duration,
     pub shutdown_grace: Duration,
@@ -281,6 +298,7 @@ impl RuntimeConfig {
             transaction_timeout: Duration::from_millis(args.transaction_timeout_ms),
             session_timeout: Duration::from_millis(args.session_timeout_ms),
             dedupe_window: args.dedupe_window,
+            idle_state: args.idle_state,
             erasure: ErasureConfig {
                 horizon: Duration::from_secs(u64::from(args.erasure_horizon_days) * 86_400),
                 key: args.erasure_hmac_key.map(String::into_bytes),

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use omnistream_model::{AvroRecord, TouchpointEvent, decode_record, encode_event};
 use prometheus_client::registry::Registry;
 
-use crate::config::ErasureConfig;
+use crate::config::{ErasureConfig, IdleState};
 use crate::engine::{
     Action, CoreSettings, EngineCore, Input, InputRecord, Now, OutputTopics, RestoredPartition, TooLarge,
     TopicLimits,
@@ -88,8 +88,15 @@ impl<P: Processor> std::fmt::Debug for ProcessorTest<P> {
 }
 
 impl<P: Processor> ProcessorTest<P> {
-    /// The runtime's defaults: a dedupe window of 64 ids, a 30-day erasure horizon.
+    /// The runtime's defaults (a dedupe window of 64 ids, a 30-day erasure horizon), each
+    /// customer held encoded between steps: every step also proves the state survives its
+    /// changelog record, as a restore needs.
     pub fn new(processor: P) -> Self {
+        Self::with_idle_state(processor, IdleState::Encoded)
+    }
+
+    /// `new`, holding customers between transactions as `idle_state` says.
+    pub fn with_idle_state(processor: P, idle_state: IdleState) -> Self {
         let settings = CoreSettings {
             input_topic: "test.events".into(),
             outputs: OutputTopics::new(
@@ -105,6 +112,7 @@ impl<P: Processor> ProcessorTest<P> {
             commit_interval: Duration::from_millis(100),
             commit_keeping_up: Duration::from_millis(20),
             dedupe_window: 64,
+            idle_state,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
             broadcast_horizon_ms: i64::MAX,
@@ -127,7 +135,7 @@ impl<P: Processor> ProcessorTest<P> {
     }
 
     /// The state the runtime keeps for `customer_id`.
-    pub fn state(&self, customer_id: &str) -> Option<&P::State> {
+    pub fn state(&self, customer_id: &str) -> Option<P::State> {
         self.core.state_of(0, customer_id)
     }
 

@@ -359,7 +359,7 @@ fn engine_state(
         test.when_appended(event, time(*appended));
     }
     test.when_time_passes(time(until));
-    test.state(customer).cloned()
+    test.state(customer)
 }
 
 proptest! {

@@ -125,7 +125,7 @@ impl Run {
     }
 
     fn next_timer(&self) -> Option<DateTime<Utc>> {
-        self.test.processor().next_timer(self.test.state("c-1")?)
+        self.test.processor().next_timer(&self.test.state("c-1")?)
     }
 
     fn marketing(&self, channel: Channel) -> &ChannelSuppression {

@@ -14,6 +14,7 @@ use omnistream_channel_affinity::ChannelAffinityProcessor;
 use omnistream_loyalty_points::{LoyaltyPoints, LoyaltyRules};
 use omnistream_profile_updater::ProfileUpdater;
 use omnistream_reference::EventCounter;
+use omnistream_runtime::config::IdleState;
 use omnistream_runtime::testing::ProcessorTest;
 use omnistream_runtime::{Entry, Processor};
 use omnistream_sim::{SimConfig, Simulator};
@@ -35,6 +36,9 @@ struct Args {
     /// the drive, freed memory handed back first): what a compact state form would shrink.
     #[arg(long)]
     resident: bool,
+    /// How customers are held between transactions (the services' `--idle-state`).
+    #[arg(long, env = "IDLE_STATE", value_enum, default_value_t = IdleState::Decoded)]
+    idle_state: IdleState,
 }
 
 /// A fixed start, so that every run sees the same events.
@@ -83,7 +87,7 @@ fn drive<P: Processor>(
     start: DateTime<Utc>,
     resident_before: Option<u64>,
 ) -> usize {
-    let mut test = ProcessorTest::new(processor);
+    let mut test = ProcessorTest::with_idle_state(processor, args.idle_state);
     let start_ms = start.timestamp_millis();
     let mut offset = 0_i64;
     let written: usize = records
@@ -119,8 +123,8 @@ fn print_encoded_size<P: Processor>(test: &ProcessorTest<P>, records: &[(Vec<u8>
     for customer in customers {
         let state = test.state(std::str::from_utf8(customer).unwrap_or_default());
         let entry = Entry {
-            recent: (0..64).map(|index| u64::MAX - index).collect(),
-            state: state.cloned(),
+            recent: (0..64).map(|index| omnistream_runtime::event_id_hash(&format!("e-{index}"))).collect(),
+            state,
             merged_into: None,
             unmarked: Default::default(),
         };
