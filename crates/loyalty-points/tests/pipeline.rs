@@ -144,16 +144,17 @@ async fn story_three_earn_in_store_spend_on_the_web_never_overdrawn_refund_takes
     assert_eq!((balance.spent, balance.lifetime_earned, balance.pending), (100, 0, 0));
 }
 
-/// With customers held encoded between transactions (`--idle-state encoded`): every restore
-/// holds the records it read, every transaction thaws and freezes them again.
+/// With customers held by their records compressed between transactions (`--idle-state
+/// compressed`): every run trains its dictionary on the first thousand records it holds, every
+/// restore holds the records it read, every transaction thaws and freezes them again.
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_during_200000_events_held_encoded_no_duplicate_entry_and_balances_equal_the_pure_fold() {
+async fn sigkill_during_200000_events_held_compressed_no_duplicate_entry_and_balances_equal_the_pure_fold() {
     let topics = ServiceTopics::create("loyalty-crash", 2).await;
     let (ledger, balances) = (topics.outputs[0].clone(), topics.outputs[1].clone());
     let processor = LoyaltyPoints::new(LoyaltyRules::default());
     // Progress is watched on the balances: one record per applied event.
     let outcome = sigkill_mid_stream(&topics, 53, processor, 1, |run| {
-        loyalty_holding(&topics, "loyalty-crash", &format!("loyalty-crash-{run}"), "encoded")
+        loyalty_holding(&topics, "loyalty-crash", &format!("loyalty-crash-{run}"), "compressed")
     })
     .await;
     let (actual_ledger, actual_balances) = (&outcome.committed[0], &outcome.committed[1]);

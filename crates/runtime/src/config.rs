@@ -110,8 +110,9 @@ pub struct RuntimeArgs {
     pub dedupe_window: usize,
 
     /// How the state of a customer is held in memory between the transactions that touch them
-    /// (docs/runtime.md, "Idle state"): `decoded`, ready for their next event, or `encoded`, as
-    /// their changelog record's bytes, decoded again at their next event or timer.
+    /// (docs/runtime.md, "Idle state"): `decoded`, ready for their next event, `encoded`, as
+    /// their changelog record's bytes, decoded again at their next event or timer, or
+    /// `compressed`, those bytes compressed with a dictionary the process trains.
     #[arg(long, env = "IDLE_STATE", value_enum, default_value_t = IdleState::Decoded)]
     pub idle_state: IdleState,
 
@@ -147,6 +148,16 @@ pub enum IdleState {
     /// Their changelog record's bytes (MessagePack): a fraction of the memory, a decode when the
     /// customer is next touched and a copy of the record at each commit that changed them.
     Encoded,
+    /// Their changelog record compressed with a zstd dictionary the process trains on the first
+    /// records it holds: less memory again, a decompression and a compression more.
+    Compressed,
+}
+
+impl IdleState {
+    /// Whether customers are held by their records between transactions.
+    pub fn holds_records(self) -> bool {
+        self != IdleState::Decoded
+    }
 }
 
 fn role_and_topic(text: &str) -> Result<(String, String), String> {

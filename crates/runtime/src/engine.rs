@@ -22,6 +22,7 @@ use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupScope, LookupStore};
 use crate::metrics::{DomainEventLabel, ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{InputEvent, Output, Partitioning, Processor};
+use crate::record_compression::RecordCompression;
 use crate::record_limits::{header_size, record_size};
 use crate::store::{Admission, Entry, PartitionStore, Restored, event_id_hash};
 use crate::trace::TraceContext;
@@ -480,7 +481,7 @@ impl ChangelogPartition {
             })?;
             let restored = match idle_state {
                 IdleState::Decoded => Restored::Decoded(Box::new(entry)),
-                IdleState::Encoded => {
+                IdleState::Encoded | IdleState::Compressed => {
                     let mut record = bytes;
                     if !crate::changelog::is_current::<P>(&record) {
                         record.clear();
@@ -538,6 +539,9 @@ pub(crate) struct EngineCore<P: Processor> {
     /// Lookup partitions a due timer waits for (not known read as of its due time less the
     /// grace): the driver checks whether they are read to their end, without waiting.
     unproven_for_timers: Vec<LookupPartition>,
+    /// The dictionary every partition's held records share (`--idle-state compressed`): one per
+    /// process, so that a partition assigned again keeps using it.
+    record_compression: Option<Arc<RecordCompression>>,
 }
 
 /// How far [`EngineCore::fire_due`] got.
@@ -574,6 +578,7 @@ impl<P: Processor> EngineCore<P> {
                 .any(|i| i.role == role && i.scope == LookupScope::Broadcast)),
             "a processor watches one of its broadcast inputs"
         );
+        let settings_idle_state = settings.idle_state;
         Self {
             lookups: LookupStore::new(
                 P::LOOKUPS,
@@ -598,6 +603,16 @@ impl<P: Processor> EngineCore<P> {
             bound: Vec::new(),
             commits_since_prune: 0,
             unproven_for_timers: Vec::new(),
+            record_compression: (settings_idle_state == IdleState::Compressed)
+                .then(|| Arc::new(RecordCompression::default())),
+        }
+    }
+
+    /// With `--idle-state compressed`, trains the records' dictionary on the first `samples`
+    /// records held instead (tests: before any partition is installed).
+    pub(crate) fn train_record_compression_on(&mut self, samples: usize) {
+        if let Some(compression) = &mut self.record_compression {
+            *compression = Arc::new(RecordCompression::training_on(samples));
         }
     }
 
@@ -714,6 +729,7 @@ impl<P: Processor> EngineCore<P> {
         let store = PartitionStore::restored(
             customers,
             markers,
+            self.record_compression.clone(),
             |state| due_of(processor, lookups, state),
             |state| watches_of(processor, Some(state)).unwrap_or_default(),
         );
@@ -729,10 +745,10 @@ impl<P: Processor> EngineCore<P> {
         store.state_of(customer_id, |record| decode_held(&self.processor, customer_id, record))
     }
 
-    /// Decodes the customer's entry if it is held encoded (`--idle-state encoded`), before a
-    /// record or a timer of the open transaction reads it.
+    /// Decodes the customer's entry if it is held by a record (`--idle-state encoded` or
+    /// `compressed`), before a record or a timer of the open transaction reads it.
     fn thaw(&mut self, partition: i32, customer_id: &str) {
-        if self.settings.idle_state == IdleState::Decoded {
+        if !self.settings.idle_state.holds_records() {
             return;
         }
         let processor = &self.processor;
@@ -1461,7 +1477,7 @@ impl<P: Processor> EngineCore<P> {
             .touched
             .iter()
             .flat_map(|(partition, ids)| ids.iter().map(move |(id, touch)| (*partition, id, *touch)));
-        let encoded = self.settings.idle_state == IdleState::Encoded;
+        let encoded = self.settings.idle_state.holds_records();
         for (partition, customer_id, Touch { cause, had_entry }) in touched {
             let Some(data) = self.partitions.get_mut(&partition) else { continue };
             let record = data.store.record(customer_id, |entry| {
@@ -1814,9 +1830,10 @@ mod tests {
             commit_interval: Duration::from_millis(100),
             commit_keeping_up: Duration::from_millis(20),
             dedupe_window: 8,
-            // The stricter form: every customer is encoded at each commit and thawed at their
+            // The strictest form: every customer is encoded (and compressed, once the first
+            // records trained the dictionary: `assigned`) at each commit and thawed at their
             // next record or timer, so these tests also prove no path reads one held encoded.
-            idle_state: IdleState::Encoded,
+            idle_state: IdleState::Compressed,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
             broadcast_horizon_ms: 7 * 86_400_000,
@@ -1832,6 +1849,7 @@ mod tests {
     fn assigned<P: Processor>(processor: P, settings: CoreSettings) -> EngineCore<P> {
         let metrics = Arc::new(Metrics::register(&mut Registry::default(), "test", "0"));
         let mut core = EngineCore::new(processor, settings, Box::new(SmallTopics), metrics);
+        core.train_record_compression_on(8);
         core.on_assigned([0, 1]);
         for partition in core.take_pending_restore() {
             core.install(partition, RestoredPartition::default(), false);

@@ -21,6 +21,7 @@ pub mod memory;
 pub mod metrics;
 pub mod processor;
 pub mod rate_limit;
+mod record_compression;
 pub mod record_limits;
 mod restore;
 pub mod rules_file;

@@ -4,11 +4,13 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::erasure::{MarkerId, Markers, Verdict};
+use crate::record_compression::{Dictionary, RecordCompression};
 
 /// What the runtime keeps per customer: the ids of recent events (dedupe) and the processor's
 /// state. This is the value of the changelog record keyed by customer id.
@@ -98,7 +100,8 @@ impl<S> Held<S> {
     }
 }
 
-/// Where a record is in [`Records`].
+/// Where a record is in [`Records`]: `len` bytes at `offset`, compressed if `len`'s top bit
+/// ([`COMPRESSED`]) is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct At {
     chunk: u32,
@@ -106,17 +109,38 @@ struct At {
     len: u32,
 }
 
+const COMPRESSED: u32 = 1 << 31;
+
+impl At {
+    fn bytes(self) -> usize {
+        (self.len & !COMPRESSED) as usize
+    }
+
+    fn compressed(self) -> bool {
+        self.len & COMPRESSED != 0
+    }
+}
+
 /// The records of a partition's customers held encoded, packed into large chunks of their own.
 /// Each record allocated on its own (a `Box<[u8]>` per customer) left the allocator's pages
 /// shared with the restore's and the transactions' short-lived blocks, and a restored
 /// event-counter kept 160 MiB per 100,000 customers for 70 MiB of records. A record replaced by
 /// a longer one, or forgotten, is garbage until a compaction copies the live ones into new
-/// chunks, once the garbage exceeds a quarter of them.
+/// chunks, once the garbage exceeds a quarter of them. With `compression` (`--idle-state
+/// compressed`) a record is held compressed with the process's dictionary once it is trained;
+/// the next compaction compresses those held before.
 #[derive(Debug, Default)]
 struct Records {
     chunks: Vec<Vec<u8>>,
     live: usize,
     garbage: usize,
+    compression: Option<Arc<RecordCompression>>,
+    /// The process's dictionary, once trained: it never changes after.
+    dictionary: Option<Arc<Dictionary>>,
+    /// Some records are held uncompressed for want of a dictionary.
+    awaiting_dictionary: bool,
+    /// The last record compressed.
+    scratch: Vec<u8>,
 }
 
 /// A chunk's size (a longer record takes a chunk of its own). Chunks of up to 4 MiB, growing
@@ -126,46 +150,126 @@ struct Records {
 const CHUNK_BYTES: usize = 64 << 10;
 
 impl Records {
-    fn get(&self, at: At) -> &[u8] {
-        &self.chunks[at.chunk as usize][at.offset as usize..][..at.len as usize]
+    fn holding(compression: Option<Arc<RecordCompression>>) -> Self {
+        let dictionary = compression.as_ref().and_then(|compression| compression.decided()).flatten();
+        Self { compression, dictionary, ..Self::default() }
+    }
+
+    /// The record at `at`, decompressed into `out` if it is held compressed.
+    fn read<'a>(&'a self, at: At, out: &'a mut Vec<u8>) -> &'a [u8] {
+        let stored = self.stored(at);
+        if !at.compressed() {
+            return stored;
+        }
+        self.dictionary.as_ref().expect("a record is compressed with the dictionary").decompress(stored, out);
+        out
+    }
+
+    /// The record at `at` as it is held.
+    fn stored(&self, at: At) -> &[u8] {
+        &self.chunks[at.chunk as usize][at.offset as usize..][..at.bytes()]
     }
 
     fn put(&mut self, record: &[u8]) -> At {
+        self.hold(record, None)
+    }
+
+    /// `record` replaces the one at `at`: in its place if it is held no longer (most commits
+    /// change a record's length little or not at all), else at the end.
+    fn replace(&mut self, at: At, record: &[u8]) -> At {
+        self.hold(record, Some(at))
+    }
+
+    fn hold(&mut self, record: &[u8], replacing: Option<At>) -> At {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let compressed = self.compress(record, &mut scratch);
+        let stored = if compressed { scratch.as_slice() } else { record };
+        let at = match replacing {
+            Some(old) if stored.len() <= old.bytes() => {
+                self.chunks[old.chunk as usize][old.offset as usize..][..stored.len()]
+                    .copy_from_slice(stored);
+                let shortened = old.bytes() - stored.len();
+                (self.live, self.garbage) = (self.live - shortened, self.garbage + shortened);
+                At { len: held_len(stored.len(), compressed), ..old }
+            }
+            Some(old) => {
+                self.free(old);
+                self.append(stored, compressed)
+            }
+            None => self.append(stored, compressed),
+        };
+        self.scratch = scratch;
+        at
+    }
+
+    /// Whether `record` is compressed into `out`: not while the process samples records for its
+    /// dictionary (it is then one), nor when that does not pay or would lengthen it.
+    fn compress(&mut self, record: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(compression) = &self.compression else { return false };
+        if self.dictionary.is_none() {
+            match compression.decided() {
+                Some(decided) => self.dictionary = decided,
+                None => {
+                    compression.sample(record);
+                    self.awaiting_dictionary = true;
+                    return false;
+                }
+            }
+        }
+        self.dictionary.as_ref().is_some_and(|dictionary| dictionary.compress(record, out))
+    }
+
+    fn append(&mut self, stored: &[u8], compressed: bool) -> At {
         let room = self.chunks.last().map_or(0, |chunk| chunk.capacity() - chunk.len());
-        if room < record.len() {
-            self.chunks.push(Vec::with_capacity(CHUNK_BYTES.max(record.len())));
+        if room < stored.len() {
+            self.chunks.push(Vec::with_capacity(CHUNK_BYTES.max(stored.len())));
         }
         let index = self.chunks.len() - 1;
         let chunk = &mut self.chunks[index];
         let offset = chunk.len();
-        chunk.extend_from_slice(record);
-        self.live += record.len();
+        chunk.extend_from_slice(stored);
+        self.live += stored.len();
         let narrow = |n: usize| u32::try_from(n).expect("a changelog record is far below 4 GiB");
-        At { chunk: narrow(index), offset: narrow(offset), len: narrow(record.len()) }
-    }
-
-    /// `record` replaces the one at `at`: in its place if it is no longer (most commits change
-    /// a record's length little or not at all), else at the end.
-    fn replace(&mut self, at: At, record: &[u8]) -> At {
-        if record.len() > at.len as usize {
-            self.free(at);
-            return self.put(record);
-        }
-        let chunk = &mut self.chunks[at.chunk as usize];
-        chunk[at.offset as usize..][..record.len()].copy_from_slice(record);
-        let shorter = At { len: u32::try_from(record.len()).expect("shorter than a u32"), ..at };
-        self.free(At { len: at.len - shorter.len, ..at });
-        shorter
+        At { chunk: narrow(index), offset: narrow(offset), len: held_len(stored.len(), compressed) }
     }
 
     fn free(&mut self, at: At) {
-        self.live -= at.len as usize;
-        self.garbage += at.len as usize;
+        self.live -= at.bytes();
+        self.garbage += at.bytes();
     }
 
     fn wants_compaction(&self) -> bool {
-        self.garbage > CHUNK_BYTES && self.garbage > self.live / 4
+        let trained =
+            || self.compression.as_ref().and_then(|compression| compression.decided()).flatten().is_some();
+        (self.awaiting_dictionary && trained())
+            || (self.garbage > CHUNK_BYTES && self.garbage > self.live / 4)
     }
+
+    /// The live records, `held` in turn, copied into new chunks, those held uncompressed for
+    /// want of a dictionary compressed if it is trained now.
+    fn compact<'a>(&mut self, held: impl Iterator<Item = &'a mut At>) {
+        let mut compacted = Records::holding(self.compression.clone());
+        let sampling = self.compression.as_ref().is_some_and(|compression| compression.decided().is_none());
+        let mut record = Vec::new();
+        for at in held {
+            *at = if at.compressed() || compacted.dictionary.is_none() {
+                compacted.awaiting_dictionary |= sampling && !at.compressed();
+                compacted.append(self.stored(*at), at.compressed())
+            } else {
+                compacted.put(self.read(*at, &mut record))
+            };
+        }
+        *self = compacted;
+    }
+}
+
+/// `At::len` of `bytes` held, compressed or not.
+fn held_len(bytes: usize, compressed: bool) -> u32 {
+    let len = u32::try_from(bytes)
+        .ok()
+        .filter(|len| *len < COMPRESSED)
+        .expect("a changelog record is far below 2 GiB");
+    if compressed { len | COMPRESSED } else { len }
 }
 
 /// A customer as a restore hands them to the store.
@@ -243,14 +347,16 @@ impl<S> Default for PartitionStore<S> {
 
 impl<S> PartitionStore<S> {
     /// A store from a changelog's customers and markers, a decoded customer's timer at
-    /// `next_timer`; a customer restored with their record is held encoded by it.
+    /// `next_timer`; a customer restored with their record is held encoded by it, compressed
+    /// with `compression`'s dictionary if there is one.
     pub(crate) fn restored(
         customers: impl ExactSizeIterator<Item = (String, Restored<S>)>,
         markers: Markers,
+        compression: Option<Arc<RecordCompression>>,
         next_timer: impl Fn(&S) -> Option<i64>,
         watches: impl Fn(&S) -> Vec<(String, i64)>,
     ) -> Self {
-        let mut store = Self { markers, ..Self::default() };
+        let mut store = Self { markers, records: Records::holding(compression), ..Self::default() };
         store.customers.reserve(customers.len());
         for (customer_id, restored) in customers {
             let held = match restored {
@@ -278,7 +384,8 @@ impl<S> PartitionStore<S> {
     pub(crate) fn thaw(&mut self, customer_id: &str, decode: impl FnOnce(&[u8]) -> Entry<S>) {
         let Some(held) = self.customers.get_mut(customer_id) else { return };
         let Held::Encoded { at, unmarked } = *held else { return };
-        let entry = decode(self.records.get(at));
+        let mut record = Vec::new();
+        let entry = decode(self.records.read(at, &mut record));
         entry.unmarked.set(unmarked);
         *held = Held::Thawed(Box::new(Thawed { entry, at }));
         self.thawed.push(customer_id.to_owned());
@@ -305,13 +412,10 @@ impl<S> PartitionStore<S> {
             }
         }
         if self.records.wants_compaction() {
-            let mut compacted = Records::default();
-            for held in self.customers.values_mut() {
-                if let Held::Encoded { at, .. } = held {
-                    *at = compacted.put(self.records.get(*at));
-                }
-            }
-            self.records = compacted;
+            self.records.compact(self.customers.values_mut().filter_map(|held| match held {
+                Held::Encoded { at, .. } => Some(at),
+                _ => None,
+            }));
         }
     }
 
@@ -324,7 +428,7 @@ impl<S> PartitionStore<S> {
         match self.customers.get(customer_id)? {
             Held::Decoded(entry) => Some(encode(entry)),
             Held::Thawed(thawed) => Some(encode(&thawed.entry)),
-            Held::Encoded { at, .. } => Some(self.records.get(*at).to_vec()),
+            Held::Encoded { at, .. } => Some(self.records.read(*at, &mut Vec::new()).to_vec()),
         }
     }
 
@@ -336,7 +440,7 @@ impl<S> PartitionStore<S> {
         match self.customers.get(customer_id)? {
             Held::Decoded(entry) => entry.state.clone(),
             Held::Thawed(thawed) => thawed.entry.state.clone(),
-            Held::Encoded { at, .. } => decode(self.records.get(*at)).state,
+            Held::Encoded { at, .. } => decode(self.records.read(*at, &mut Vec::new())).state,
         }
     }
 
@@ -752,6 +856,7 @@ mod tests {
         let mut store = Store::restored(
             customers.into_iter(),
             markers,
+            None,
             |state| (*state > 0).then_some(i64::from(*state)),
             |_| Vec::new(),
         );
@@ -792,7 +897,7 @@ mod tests {
             let record = encoded(&entry_of(state, &[event]));
             (customer.to_owned(), Restored::Encoded { record, due: None, watches: Vec::new() })
         });
-        Store::restored(restored.into_iter(), Markers::default(), |_| None, |_| Vec::new())
+        Store::restored(restored.into_iter(), Markers::default(), None, |_| None, |_| Vec::new())
     }
 
     #[test]
@@ -831,13 +936,70 @@ mod tests {
 
     #[test]
     fn given_records_replaced_longer_and_shorter_then_garbage_is_compacted_and_each_customer_keeps_theirs() {
-        let mut store = Store::default();
+        replace_longer_and_shorter_then_compact(None);
+    }
+
+    #[test]
+    fn given_records_held_compressed_then_those_held_before_the_dictionary_are_compressed_by_a_compaction() {
+        let store = replace_longer_and_shorter_then_compact(Some(Arc::default()));
+        let held = store.customers.values().filter_map(Held::record_at);
+        assert!(held.clone().all(At::compressed), "every record compressed once the dictionary is trained");
+        let raw_bytes = held.clone().map(|at| store.records.read(at, &mut Vec::new()).len()).sum::<usize>();
+        assert!(store.records.live < raw_bytes, "{} bytes held for {raw_bytes}", store.records.live);
+    }
+
+    #[test]
+    fn given_records_restored_before_the_dictionary_then_the_next_commit_compresses_them_untouched() {
+        let compression = Arc::new(RecordCompression::training_on(40));
+        // Thirty customers sharing their event ids (a dictionary learns them), fewer than the
+        // samples the dictionary needs.
+        let events: Vec<String> = (0..64).map(|index| format!("e-{index}")).collect();
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        let restore = |customers: std::ops::Range<u32>| {
+            customers.map(|customer| {
+                let record = encoded(&entry_of(customer, &events));
+                (format!("c-{customer}"), Restored::Encoded { record, due: None, watches: Vec::new() })
+            })
+        };
+        let restored = |customers| {
+            Store::restored(
+                restore(customers),
+                Markers::default(),
+                Some(compression.clone()),
+                |_| None,
+                |_| Vec::new(),
+            )
+        };
+        let mut store = restored(0..30);
+        assert!(store.records.awaiting_dictionary && compression.decided().is_none());
+        // Another partition's restore brings the samples that train it.
+        let other = restored(30..40);
+        assert!(compression.decided().flatten().is_some(), "trained by the fortieth record");
+        let raw_bytes = store.records.live;
+
+        store.refreeze_unchanged();
+        let held: Vec<At> = store.customers.values().filter_map(Held::record_at).collect();
+        assert!(held.iter().all(|at| at.compressed()), "the untouched customers' records compressed");
+        assert!(!store.records.awaiting_dictionary);
+        assert!(store.records.live * 4 < raw_bytes, "{} bytes held for {raw_bytes}", store.records.live);
+        for customer in 0..30 {
+            assert_eq!(store.state_of(&format!("c-{customer}"), decoded), Some(customer));
+        }
+        assert_eq!(other.state_of("c-39", decoded), Some(39), "held as restored (the sample that trained)");
+    }
+
+    /// 200 customers, 40 commits, each changing every customer; every seventh, to a shorter
+    /// record. The store at the end.
+    fn replace_longer_and_shorter_then_compact(compression: Option<Arc<RecordCompression>>) -> Store {
+        let mut store =
+            Store::restored(std::iter::empty(), Markers::default(), compression, |_| None, |_| Vec::new());
         let customers = 200_u32;
         for round in 1..=40_u32 {
             for customer in 0..customers {
                 let id = format!("c-{customer}");
                 store.thaw(&id, decoded);
-                let entry = store.remember(&id, Some(u64::from(round)), 64);
+                // Five ids in turn: records a dictionary trained on the first rounds shortens.
+                let entry = store.remember(&id, Some(event_id_hash(&format!("e-{}", round % 5))), 64);
                 if round % 7 == 0 {
                     // A shorter record: written in the place of the last.
                     entry.recent.truncate(1);
@@ -861,8 +1023,11 @@ mod tests {
             let id = format!("c-{customer}");
             assert_eq!(store.state_of(&id, decoded), Some(40_000 + customer), "{id}");
             store.thaw(&id, decoded);
-            assert_eq!(store.entry(&id).expect("held").recent.back(), Some(&40), "{id}'s latest event id");
+            let latest = store.entry(&id).expect("held").recent.back().copied();
+            assert_eq!(latest, Some(event_id_hash("e-0")), "{id}'s latest event id");
         }
+        store.refreeze_unchanged();
+        store
     }
 
     #[test]

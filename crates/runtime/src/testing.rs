@@ -87,16 +87,27 @@ impl<P: Processor> std::fmt::Debug for ProcessorTest<P> {
     }
 }
 
+/// The records `ProcessorTest` trains its dictionary on (`IdleState::Compressed`).
+const TRAINING_SAMPLES: usize = 16;
+
 impl<P: Processor> ProcessorTest<P> {
     /// The runtime's defaults (a dedupe window of 64 ids, a 30-day erasure horizon), each
-    /// customer held encoded between steps: every step also proves the state survives its
-    /// changelog record, as a restore needs.
+    /// customer held by their changelog record between steps, compressed with a dictionary
+    /// trained on the first 16 records held (a service trains on 1,000, too many for a short
+    /// test): every step also proves the state survives its changelog record, as a restore
+    /// needs, and its compression.
     pub fn new(processor: P) -> Self {
-        Self::with_idle_state(processor, IdleState::Encoded)
+        Self::holding(processor, IdleState::Compressed, Some(TRAINING_SAMPLES))
     }
 
-    /// `new`, holding customers between transactions as `idle_state` says.
+    /// `new`, holding customers between transactions as `idle_state` says, as a service does
+    /// (`compressed` trains its dictionary on the first 1,000 records).
     pub fn with_idle_state(processor: P, idle_state: IdleState) -> Self {
+        Self::holding(processor, idle_state, None)
+    }
+
+    /// `training_samples`: the records that train the dictionary, if not a service's number.
+    fn holding(processor: P, idle_state: IdleState, training_samples: Option<usize>) -> Self {
         let settings = CoreSettings {
             input_topic: "test.events".into(),
             outputs: OutputTopics::new(
@@ -124,6 +135,9 @@ impl<P: Processor> ProcessorTest<P> {
         };
         let metrics = Arc::new(Metrics::register(&mut Registry::default(), "test", "0"));
         let mut core = EngineCore::new(processor, settings, Box::new(DefaultTopics), metrics);
+        if let Some(samples) = training_samples {
+            core.train_record_compression_on(samples);
+        }
         core.on_assigned([0]);
         core.take_pending_restore();
         core.install(0, RestoredPartition::default(), false);
