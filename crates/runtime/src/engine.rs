@@ -2899,6 +2899,42 @@ mod tests {
     }
 
     #[test]
+    fn given_customers_held_compressed_then_their_states_survive_commits_and_a_restore() {
+        let customers: Vec<String> = (0..20).map(|index| format!("c-{index}")).collect();
+        let mut core = core();
+        let mut changelog = Vec::new();
+        let mut offset = 0;
+        for round in 0..3 {
+            for customer in &customers {
+                // Event ids shared between customers: what a dictionary learns.
+                let event = view(&format!("e-{round}"), customer, BASE);
+                feed(&mut core, 0, offset, customer, &event, BASE).expect("fits");
+                offset += 1;
+            }
+            plan_into(&mut core, &mut changelog).expect("fits").expect("a transaction is open");
+            core.committed();
+        }
+        let held = core.partitions.get(&0).expect("partition 0").store.compressed_records();
+        assert!(held > 0, "records held compressed once the first 8 trained the dictionary");
+        for customer in &customers {
+            assert_eq!(core.state_of(0, customer).map(|count| count.count), Some(3), "{customer}");
+        }
+        let mut fresh = core_with(10_000);
+        fresh.on_revoked(&[0]);
+        fresh.on_assigned([0]);
+        fresh.take_pending_restore();
+        fresh.install(0, read_back(&changelog, 86_400_000), false);
+        assert!(fresh.partitions.get(&0).expect("partition 0").store.compressed_records() > 0);
+        for customer in &customers {
+            let retried =
+                feed(&mut fresh, 0, offset, customer, &view("e-2", customer, BASE), BASE).expect("fits");
+            assert!(produced(&retried).is_empty(), "{customer}'s dedupe window came back");
+            assert_eq!(fresh.state_of(0, customer).map(|count| count.count), Some(3), "{customer}");
+            offset += 1;
+        }
+    }
+
+    #[test]
     fn given_a_committed_changelog_when_restored_then_windows_states_and_markers_come_back() {
         let mut core = core();
         feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");

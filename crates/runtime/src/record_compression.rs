@@ -1,12 +1,12 @@
 //! The compression of the records customers are held by between transactions
 //! (`--idle-state compressed`, issue 21): zstd with a dictionary trained once per process on the
-//! first [`SAMPLES`] records held, shared by every partition. A changelog record is a kilobyte or
-//! two, too short for zstd alone to find much to reuse (profile-updater's 1,870 bytes at 64
-//! events per customer: 1,236 without a dictionary, 948 with one of 8 KiB trained on 500 or
-//! 2,000 others; loyalty-points' 1,359: 923 and 909; `zstd --train` on records dumped by
-//! `omnistream-hot-path`). The dictionary learns what every customer's record repeats: the names
-//! of event types, channels and traits. What is left is mostly the 64 dedupe ids, which no
-//! compression can shorten. Records held before the dictionary exists are kept as they are and
+//! first records of [`SAMPLES`] customers held, shared by every partition. A changelog record is
+//! a kilobyte or two, too short for zstd alone to find much to reuse (profile-updater's 1,870
+//! bytes at 64 events per customer: 1,236 without a dictionary, about 950 with one of 8 KiB
+//! trained on 500 to 8,000 others; loyalty-points' 1,359: 923 and 909; `zstd --train` on records
+//! dumped by `omnistream-hot-path`). The dictionary learns what every customer's record repeats:
+//! the names of event types, channels and traits. What is left is mostly the 64 dedupe ids, which
+//! no compression can shorten. Records held before the dictionary exists are kept as they are and
 //! compressed by the next compaction of their partition.
 
 use std::sync::{Arc, Mutex, OnceLock};

@@ -182,7 +182,7 @@ impl Records {
 
     fn hold(&mut self, record: &[u8], replacing: Option<At>) -> At {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let compressed = self.compress(record, &mut scratch);
+        let compressed = self.compress(record, &mut scratch, replacing.is_none());
         let stored = if compressed { scratch.as_slice() } else { record };
         let at = match replacing {
             Some(old) if stored.len() <= old.bytes() => {
@@ -203,14 +203,18 @@ impl Records {
     }
 
     /// Whether `record` is compressed into `out`: not while the process samples records for its
-    /// dictionary (it is then one), nor when that does not pay or would lengthen it.
-    fn compress(&mut self, record: &[u8], out: &mut Vec<u8>) -> bool {
+    /// dictionary (a customer's first record held is then a sample: later ones of the same
+    /// customer share most of their dedupe ids with it, and would make the judged samples look
+    /// more alike than customers are), nor when that does not pay or would lengthen it.
+    fn compress(&mut self, record: &[u8], out: &mut Vec<u8>, first_of_customer: bool) -> bool {
         let Some(compression) = &self.compression else { return false };
         if self.dictionary.is_none() {
             match compression.decided() {
                 Some(decided) => self.dictionary = decided,
                 None => {
-                    compression.sample(record);
+                    if first_of_customer {
+                        compression.sample(record);
+                    }
                     self.awaiting_dictionary = true;
                     return false;
                 }
@@ -248,11 +252,17 @@ impl Records {
     /// The live records, `held` in turn, copied into new chunks, those held uncompressed for
     /// want of a dictionary compressed if it is trained now.
     fn compact<'a>(&mut self, held: impl Iterator<Item = &'a mut At>) {
-        let mut compacted = Records::holding(self.compression.clone());
-        let sampling = self.compression.as_ref().is_some_and(|compression| compression.decided().is_none());
+        let decided = self.compression.as_ref().map(|compression| compression.decided());
+        let sampling = matches!(decided, Some(None));
+        let mut compacted = Records {
+            compression: self.compression.clone(),
+            dictionary: decided.flatten().flatten(),
+            ..Records::default()
+        };
         let mut record = Vec::new();
         for at in held {
-            *at = if at.compressed() || compacted.dictionary.is_none() {
+            // Those held uncompressed since the dictionary are so because it did not shorten them.
+            *at = if at.compressed() || compacted.dictionary.is_none() || !self.awaiting_dictionary {
                 compacted.awaiting_dictionary |= sampling && !at.compressed();
                 compacted.append(self.stored(*at), at.compressed())
             } else {
@@ -442,6 +452,12 @@ impl<S> PartitionStore<S> {
             Held::Thawed(thawed) => thawed.entry.state.clone(),
             Held::Encoded { at, .. } => decode(self.records.read(*at, &mut Vec::new())).state,
         }
+    }
+
+    /// How many customers are held by a compressed record.
+    #[cfg(test)]
+    pub(crate) fn compressed_records(&self) -> usize {
+        self.customers.values().filter_map(Held::record_at).filter(|at| at.compressed()).count()
     }
 
     /// Whether the customer has an entry, held either way.
@@ -941,7 +957,8 @@ mod tests {
 
     #[test]
     fn given_records_held_compressed_then_those_held_before_the_dictionary_are_compressed_by_a_compaction() {
-        let store = replace_longer_and_shorter_then_compact(Some(Arc::default()));
+        let store =
+            replace_longer_and_shorter_then_compact(Some(Arc::new(RecordCompression::training_on(100))));
         let held = store.customers.values().filter_map(Held::record_at);
         assert!(held.clone().all(At::compressed), "every record compressed once the dictionary is trained");
         let raw_bytes = held.clone().map(|at| store.records.read(at, &mut Vec::new()).len()).sum::<usize>();
@@ -986,6 +1003,36 @@ mod tests {
             assert_eq!(store.state_of(&format!("c-{customer}"), decoded), Some(customer));
         }
         assert_eq!(other.state_of("c-39", decoded), Some(39), "held as restored (the sample that trained)");
+    }
+
+    #[test]
+    fn given_records_of_random_ids_then_the_process_holds_them_uncompressed_and_never_compacts_for_it() {
+        let compression = Arc::new(RecordCompression::default());
+        // Each customer's record is little but their own 64 dedupe ids (the event-counter's).
+        let restored = (0..1_200_u32).map(|customer| {
+            let events: Vec<String> = (0..64).map(|index| format!("c-{customer}-e-{index}")).collect();
+            let events: Vec<&str> = events.iter().map(String::as_str).collect();
+            let record = encoded(&entry_of(customer, &events));
+            (format!("c-{customer}"), Restored::Encoded { record, due: None, watches: Vec::new() })
+        });
+        let mut store = Store::restored(
+            restored,
+            Markers::default(),
+            Some(compression.clone()),
+            |_| None,
+            |_| Vec::new(),
+        );
+        assert_eq!(
+            compression.decided().map(|dictionary| dictionary.is_some()),
+            Some(false),
+            "judged not to pay"
+        );
+        store.refreeze_unchanged();
+        assert!(!store.records.wants_compaction(), "no compaction waits for a dictionary that will not come");
+        assert_eq!(store.compressed_records(), 0);
+        for customer in 0..1_200 {
+            assert_eq!(store.state_of(&format!("c-{customer}"), decoded), Some(customer));
+        }
     }
 
     /// 200 customers, 40 commits, each changing every customer; every seventh, to a shorter

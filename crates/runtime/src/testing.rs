@@ -93,9 +93,9 @@ const TRAINING_SAMPLES: usize = 16;
 impl<P: Processor> ProcessorTest<P> {
     /// The runtime's defaults (a dedupe window of 64 ids, a 30-day erasure horizon), each
     /// customer held by their changelog record between steps, compressed with a dictionary
-    /// trained on the first 16 records held (a service trains on 1,000, too many for a short
-    /// test): every step also proves the state survives its changelog record, as a restore
-    /// needs, and its compression.
+    /// trained on the first records of 16 customers (a service trains on 1,000, too many for a
+    /// short test): every step also proves the state survives its changelog record, as a restore
+    /// needs, and, once 16 customers trained the dictionary, its compression.
     pub fn new(processor: P) -> Self {
         Self::holding(processor, IdleState::Compressed, Some(TRAINING_SAMPLES))
     }
