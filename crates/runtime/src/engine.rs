@@ -24,7 +24,7 @@ use crate::metrics::{DomainEventLabel, ErrorCodeLabel, Metrics, RecordOutcome};
 use crate::processor::{InputEvent, Output, Partitioning, Processor};
 use crate::record_compression::RecordCompression;
 use crate::record_limits::{header_size, record_size};
-use crate::store::{Admission, Entry, PartitionStore, Restored, event_id_hash};
+use crate::store::{Admission, Entry, Footprint, PartitionStore, Restored, event_id_hash};
 use crate::trace::TraceContext;
 
 /// What a record's trace context headers add to its size.
@@ -440,12 +440,19 @@ impl ChangelogPartition {
             None => {
                 self.latest.remove(customer_id);
             }
-            // The buffer of the customer's previous record is reused.
+            // The buffer of the customer's previous record is reused if the record fits, else
+            // replaced by one of its length: grown by doubling, as `extend_from_slice` grows
+            // one, most customers' buffers held twice their record while their state grew along
+            // the log (bench/results/2026-12-07-restore-peak.md).
             Some(bytes) => match self.latest.get_mut(customer_id) {
                 Some((at, latest)) => {
                     *at = offset;
-                    latest.clear();
-                    latest.extend_from_slice(bytes);
+                    if latest.capacity() < bytes.len() {
+                        *latest = bytes.to_vec();
+                    } else {
+                        latest.clear();
+                        latest.extend_from_slice(bytes);
+                    }
                 }
                 None => {
                     self.latest.insert(customer_id.to_owned(), (offset, bytes.to_vec()));
@@ -486,6 +493,7 @@ impl ChangelogPartition {
                     if !crate::changelog::is_current::<P>(&record) {
                         record.clear();
                         crate::changelog::encode::<P>(&entry, &mut record);
+                        record.shrink_to_fit();
                     }
                     let state = entry.state.as_ref();
                     Restored::Encoded {
@@ -759,6 +767,10 @@ impl<P: Processor> EngineCore<P> {
 
     pub(crate) fn customer_count(&self) -> usize {
         self.partitions.values().map(|p| p.store.customer_count()).sum()
+    }
+
+    pub(crate) fn footprint(&self) -> Footprint {
+        self.partitions.values().map(|p| p.store.footprint()).fold(Footprint::default(), |sum, one| sum + one)
     }
 
     fn update_gauges(&self) {
@@ -2060,6 +2072,19 @@ mod tests {
             .err()
             .expect("the latest record does not decode");
         assert!(error.contains("\"c-1\"") && error.contains("offset 9"), "{error}");
+    }
+
+    #[test]
+    fn given_a_customers_records_growing_along_the_changelog_then_the_restore_holds_the_longest_not_twice_it()
+    {
+        let mut reader = ChangelogPartition::default();
+        for length in 1_000..1_100 {
+            reader.read(i64::from(length), b"c-1", Some(&vec![7; length as usize]), None, 0).expect("read");
+        }
+        let (_, latest) = &reader.latest["c-1"];
+        assert_eq!(latest.len(), 1_099);
+        // Grown by doubling it held 2,000 bytes for 1,099: most customers' records, restored.
+        assert!(latest.capacity() < 1_099 + 1_099 / 8, "{} bytes held", latest.capacity());
     }
 
     fn some(value: &str) -> Option<String> {

@@ -39,7 +39,7 @@ pub use omnistream_model::OutputRecord;
 pub use processor::{Output, Partitioning, Processor};
 pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
-pub use store::{Entry, event_id_hash};
+pub use store::{Entry, Footprint, event_id_hash};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 

@@ -120,6 +120,8 @@ pub(crate) fn read_changelog<P: Processor>(
             }
         }
     }
+    // The reader's buffers go before the records are decoded.
+    drop(reader);
     readers
         .into_iter()
         .map(|(partition, records)| {
@@ -131,15 +133,30 @@ pub(crate) fn read_changelog<P: Processor>(
         .collect()
 }
 
+/// What a restore fetches at a time: 8 MiB, or the largest record the client may send
+/// (`message.max.bytes`, raised with `-X`) if that is more.
+fn fetch_max_bytes(client: &ClientConfig) -> usize {
+    const FETCH_MAX_BYTES: usize = 8 << 20;
+    client
+        .get("message.max.bytes")
+        .and_then(|value| value.parse().ok())
+        .map_or(FETCH_MAX_BYTES, |max: usize| max.max(FETCH_MAX_BYTES))
+}
+
 fn set_restore_consumer(client: &mut ClientConfig, config: &RuntimeConfig) {
+    let fetch_max_bytes = fetch_max_bytes(client);
     client
         .set("group.id", format!("{}-restore", config.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "20")
         .set("isolation.level", "read_committed")
-        .set("fetch.max.bytes", "104857600")
-        .set("max.partition.fetch.bytes", "10485760")
+        // A fetch's batches are all decompressed as it arrives, before the queue's limit below
+        // applies: with 100 MiB fetches (10 MiB a partition) a profile-updater restore of
+        // 100,000 customers peaked 160 MiB higher (bench/results/2026-12-07-restore-peak.md).
+        // librdkafka refuses a fetch limit below the producer's `message.max.bytes`.
+        .set("fetch.max.bytes", fetch_max_bytes.to_string())
+        .set("max.partition.fetch.bytes", "1048576")
         .set("queued.max.messages.kbytes", "16384")
         // As the processing consumer's (run.rs): a full prefetch queue stopped fetching for 1 s
         // (the default), and a restore drains its queue far sooner: a profile of a restore found
@@ -224,5 +241,18 @@ fn position(reader: &BaseConsumer<ReadToEndContext>, topic: &str, partition: i32
     match positions.as_ref().and_then(|list| list.find_partition(topic, partition)).map(|e| e.offset()) {
         Some(Offset::Offset(offset)) => offset,
         _ => -1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_fetches_8_mib_at_a_time_or_the_largest_record_the_client_may_send() {
+        let mut client = ClientConfig::new();
+        assert_eq!(fetch_max_bytes(&client), 8 << 20);
+        client.set("message.max.bytes", "20000000");
+        assert_eq!(fetch_max_bytes(&client), 20_000_000, "librdkafka refuses a smaller fetch limit");
     }
 }

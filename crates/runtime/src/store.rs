@@ -282,6 +282,39 @@ fn held_len(bytes: usize, compressed: bool) -> u32 {
     if compressed { len | COMPRESSED } else { len }
 }
 
+/// What a store's customer table and held records take in bytes (its timers and watched keys
+/// are not counted), summed over partitions by `EngineCore::footprint`: for
+/// `omnistream-hot-path --resident`, to tell the state's parts from the allocator's.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub customers: usize,
+    /// The customers' hash table, its empty slots too, and their ids' bytes.
+    pub table_bytes: usize,
+    /// The records held by customers, as held (compressed or not).
+    pub record_bytes: usize,
+    /// Replaced records not yet compacted away.
+    pub garbage_bytes: usize,
+    /// The chunks the records are packed in: records, garbage and room left.
+    pub chunk_bytes: usize,
+    /// Customers held decoded (`decoded`, or thawed in the open transaction).
+    pub decoded: usize,
+}
+
+impl std::ops::Add for Footprint {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            customers: self.customers + other.customers,
+            table_bytes: self.table_bytes + other.table_bytes,
+            record_bytes: self.record_bytes + other.record_bytes,
+            garbage_bytes: self.garbage_bytes + other.garbage_bytes,
+            chunk_bytes: self.chunk_bytes + other.chunk_bytes,
+            decoded: self.decoded + other.decoded,
+        }
+    }
+}
+
 /// A customer as a restore hands them to the store.
 #[derive(Debug)]
 pub(crate) enum Restored<S> {
@@ -686,6 +719,21 @@ impl<S> PartitionStore<S> {
 
     pub(crate) fn customer_count(&self) -> usize {
         self.customers.len()
+    }
+
+    pub(crate) fn footprint(&self) -> Footprint {
+        // A hash table keeps a power of two of slots, up to 7/8 of them used; an empty one none.
+        let capacity = self.customers.capacity();
+        let slots = if capacity == 0 { 0 } else { (capacity * 8 / 7).next_power_of_two() };
+        let slot_bytes = size_of::<(String, Held<S>)>() + 1;
+        Footprint {
+            customers: self.customers.len(),
+            table_bytes: slots * slot_bytes + self.customers.keys().map(String::capacity).sum::<usize>(),
+            record_bytes: self.records.live,
+            garbage_bytes: self.records.garbage,
+            chunk_bytes: self.records.chunks.iter().map(Vec::capacity).sum(),
+            decoded: self.customers.values().filter(|held| !matches!(held, Held::Encoded { .. })).count(),
+        }
     }
 
     fn set_timer(&mut self, customer_id: &str, due: Option<i64>) {

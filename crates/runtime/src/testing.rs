@@ -27,6 +27,7 @@ use crate::engine::{
 use crate::lookup::LookupPartition;
 use crate::metrics::Metrics;
 use crate::processor::Processor;
+use crate::store::Footprint;
 
 /// The DLQ topic of a test.
 pub const TEST_DLQ: &str = "test.dlq";
@@ -151,6 +152,11 @@ impl<P: Processor> ProcessorTest<P> {
     /// The state the runtime keeps for `customer_id`.
     pub fn state(&self, customer_id: &str) -> Option<P::State> {
         self.core.state_of(0, customer_id)
+    }
+
+    /// What the store's customer table and held records take, in bytes.
+    pub fn footprint(&self) -> Footprint {
+        self.core.footprint()
     }
 
     /// A record of the lookup input `role` (one of `P::LOOKUPS`: a table, this partition's, or a

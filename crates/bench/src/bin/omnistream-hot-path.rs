@@ -5,8 +5,9 @@
 //! under `valgrind --tool=callgrind`, counting only inside `when_batch`, and divides by the
 //! events: a figure that repeats exactly for the same binary whatever else the machine does,
 //! unlike wall-clock throughput here. librdkafka's share (consume, produce, transactions) is not
-//! in it. `--resident` prints what the state takes per customer: the resident set it added, and
-//! its changelog record's size (what the state would take kept encoded).
+//! in it. `--resident` prints what the state takes per customer: the resident set it added, the
+//! store's parts (its customer table and held records, `Footprint`), and its changelog record's
+//! size (what the state would take kept encoded).
 
 use chrono::{DateTime, Utc};
 use clap::Parser;
@@ -109,6 +110,17 @@ fn drive<P: Processor>(
             let per_customer = grown / f64::from(args.customers);
             println!("resident set the state added: {per_customer:.0} bytes per customer");
         }
+        let footprint = test.footprint();
+        let per_customer = |bytes: usize| bytes as f64 / footprint.customers.max(1) as f64;
+        println!(
+            "the store's bytes per customer: table {:.0}, records {:.0}, garbage {:.0}, chunks {:.0}; {} of {} customers held decoded",
+            per_customer(footprint.table_bytes),
+            per_customer(footprint.record_bytes),
+            per_customer(footprint.garbage_bytes),
+            per_customer(footprint.chunk_bytes),
+            footprint.decoded,
+            footprint.customers,
+        );
         print_encoded_size(&test, records);
     }
     written
