@@ -96,7 +96,7 @@ fn refuse_unknown(
     errors: &mut Errors,
 ) {
     for key in object.keys().filter(|key| !known.contains(&key.as_str())) {
-        errors.push(ErrorCode::UnknownField, &format!("{prefix}{key}"), format!("{owner} has no {key:?}"));
+        errors.push(ErrorCode::UnknownField, format!("{prefix}{key}"), format!("{owner} has no {key:?}"));
     }
 }
 

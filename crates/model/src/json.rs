@@ -109,16 +109,16 @@ fn identifiers_from_json(value: Option<&Value>, errors: &mut Errors) -> Vec<Iden
         let text = |field: &str, errors: &mut Errors| match item.get(field) {
             Some(Value::String(text)) => Some(text.clone()),
             None | Some(Value::Null) => {
-                errors.push(ErrorCode::MissingField, &path(field), "is required");
+                errors.push(ErrorCode::MissingField, path(field), "is required");
                 None
             }
             Some(_) => {
-                errors.push(ErrorCode::WrongFieldType, &path(field), "must be a string");
+                errors.push(ErrorCode::WrongFieldType, path(field), "must be a string");
                 None
             }
         };
         if !item.is_object() {
-            errors.push(ErrorCode::WrongFieldType, &format!("identifiers[{index}]"), "must be an object");
+            errors.push(ErrorCode::WrongFieldType, format!("identifiers[{index}]"), "must be an object");
             continue;
         }
         let (Some(kind), Some(raw)) = (text("type", errors), text("value", errors)) else { continue };
@@ -135,7 +135,7 @@ fn identifiers_from_json(value: Option<&Value>, errors: &mut Errors) -> Vec<Iden
                 } else {
                     "value"
                 };
-                errors.push(ErrorCode::InvalidIdentifier, &path(field), format!("{kind} {error}"));
+                errors.push(ErrorCode::InvalidIdentifier, path(field), format!("{kind} {error}"));
             }
         }
     }

@@ -124,13 +124,24 @@ impl Rejection {
     }
 }
 
+/// A field's dotted path (`properties.set.color`), written out only when an error names it:
+/// formatting the paths of every valid event was 5 % of profile-updater's instructions.
+#[derive(Clone, Copy)]
+struct Dotted<'a, P>(P, &'a str);
+
+impl<P: fmt::Display> fmt::Display for Dotted<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
 /// Collects errors while checking; `finish` turns them into a result.
 #[derive(Debug, Default)]
 pub(crate) struct Errors(Vec<ValidationError>);
 
 impl Errors {
-    pub(crate) fn push(&mut self, code: ErrorCode, field: &str, message: impl Into<String>) {
-        self.0.push(ValidationError::new(code, field, message));
+    pub(crate) fn push(&mut self, code: ErrorCode, field: impl fmt::Display, message: impl Into<String>) {
+        self.0.push(ValidationError::new(code, field.to_string(), message));
     }
 
     pub(crate) fn finish(self) -> Result<(), Rejection> {
@@ -145,15 +156,15 @@ impl Errors {
         self.0.extend(other.0);
     }
 
-    pub(crate) fn id(&mut self, field: &str, value: &str) {
+    pub(crate) fn id(&mut self, field: impl fmt::Display + Copy, value: &str) {
         self.length(field, value, 1, MAX_ID_LEN);
     }
 
-    fn text(&mut self, field: &str, value: &str) {
+    fn text(&mut self, field: impl fmt::Display + Copy, value: &str) {
         self.length(field, value, 0, MAX_TEXT_LEN);
     }
 
-    fn length(&mut self, field: &str, value: &str, min: usize, max: usize) {
+    fn length(&mut self, field: impl fmt::Display + Copy, value: &str, min: usize, max: usize) {
         let len = value.chars().count();
         if len < min || len > max {
             self.push(
@@ -164,13 +175,13 @@ impl Errors {
         }
     }
 
-    fn opt_id(&mut self, field: &str, value: &Option<String>) {
+    fn opt_id(&mut self, field: impl fmt::Display + Copy, value: &Option<String>) {
         if let Some(value) = value {
             self.id(field, value);
         }
     }
 
-    pub(crate) fn amount(&mut self, field: &str, value_minor: i64) {
+    pub(crate) fn amount(&mut self, field: impl fmt::Display + Copy, value_minor: i64) {
         if value_minor < 0 {
             self.push(ErrorCode::NegativeAmount, field, format!("{value_minor} is negative"));
         } else if value_minor > MAX_VALUE_MINOR {
@@ -178,7 +189,7 @@ impl Errors {
         }
     }
 
-    pub(crate) fn currency(&mut self, field: &str, currency: &str) {
+    pub(crate) fn currency(&mut self, field: impl fmt::Display + Copy, currency: &str) {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
             self.push(
                 ErrorCode::InvalidCurrency,
@@ -189,7 +200,12 @@ impl Errors {
     }
 
     /// The clock-skew allowance: a fact may be dated at most 24 h after `now`.
-    pub(crate) fn not_too_far_ahead(&mut self, field: &str, time: DateTime<Utc>, now: DateTime<Utc>) {
+    pub(crate) fn not_too_far_ahead(
+        &mut self,
+        field: impl fmt::Display + Copy,
+        time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
         if time > now + MAX_FUTURE {
             self.push(
                 ErrorCode::FutureTimestamp,
@@ -199,7 +215,7 @@ impl Errors {
         }
     }
 
-    fn items(&mut self, field: &str, items: i32) {
+    fn items(&mut self, field: impl fmt::Display + Copy, items: i32) {
         if items < 0 {
             self.push(ErrorCode::NegativeAmount, field, format!("{items} is negative"));
         } else if items > MAX_ITEMS {
@@ -207,20 +223,24 @@ impl Errors {
         }
     }
 
-    fn traits(&mut self, field: &str, traits: &std::collections::BTreeMap<String, TraitValue>) {
+    fn traits(
+        &mut self,
+        field: impl fmt::Display + Copy,
+        traits: &std::collections::BTreeMap<String, TraitValue>,
+    ) {
         if traits.len() > MAX_KEYS {
             self.push(ErrorCode::OutOfRange, field, format!("{} keys exceed {MAX_KEYS}", traits.len()));
         }
         for (key, value) in traits {
-            let path = format!("{field}.{key}");
-            self.id(&path, key);
+            let path = Dotted(field, key);
+            self.id(path, key);
             if let TraitValue::String(text) = value {
-                self.text(&path, text);
+                self.text(path, text);
             }
             if let TraitValue::Double(number) = value
                 && !number.is_finite()
             {
-                self.push(ErrorCode::OutOfRange, &path, "not a finite number");
+                self.push(ErrorCode::OutOfRange, path, "not a finite number");
             }
         }
     }
@@ -243,9 +263,9 @@ pub fn validate(event: &TouchpointEvent, now: DateTime<Utc>) -> Result<(), Rejec
         );
     }
     for (key, value) in &event.context {
-        let path = format!("properties.{key}");
-        errors.id(&path, key);
-        errors.text(&path, value);
+        let path = Dotted("properties", key);
+        errors.id(path, key);
+        errors.text(path, value);
     }
     validate_payload(&mut errors, &event.payload);
     validate_identifiers(&mut errors, event);
@@ -277,7 +297,7 @@ fn validate_identifiers(errors: &mut Errors, event: &TouchpointEvent) {
             };
             errors.push(
                 ErrorCode::InvalidIdentifier,
-                &format!("identifiers[{index}].{field}"),
+                format!("identifiers[{index}].{field}"),
                 format!("{} {error}", identifier.kind),
             );
         }
@@ -285,61 +305,60 @@ fn validate_identifiers(errors: &mut Errors, event: &TouchpointEvent) {
 }
 
 fn validate_payload(e: &mut Errors, payload: &EventPayload) {
-    const P: &str = "properties.";
-    let f = |name: &str| format!("{P}{name}");
+    let f = |name| Dotted("properties", name);
     match payload {
         EventPayload::PageViewed { url } => {
-            e.length(&f("url"), url, 1, MAX_TEXT_LEN);
+            e.length(f("url"), url, 1, MAX_TEXT_LEN);
         }
-        EventPayload::ProductViewed { product_id } => e.id(&f("product_id"), product_id),
+        EventPayload::ProductViewed { product_id } => e.id(f("product_id"), product_id),
         EventPayload::CartUpdated { cart_id, items, value_minor, currency } => {
-            e.id(&f("cart_id"), cart_id);
-            e.items(&f("items"), *items);
-            e.amount(&f("value_minor"), *value_minor);
-            e.currency(&f("currency"), currency);
+            e.id(f("cart_id"), cart_id);
+            e.items(f("items"), *items);
+            e.amount(f("value_minor"), *value_minor);
+            e.currency(f("currency"), currency);
         }
         EventPayload::OrderPlaced { order_id, value_minor, currency, items } => {
-            e.id(&f("order_id"), order_id);
-            e.amount(&f("value_minor"), *value_minor);
-            e.currency(&f("currency"), currency);
+            e.id(f("order_id"), order_id);
+            e.amount(f("value_minor"), *value_minor);
+            e.currency(f("currency"), currency);
             if let Some(items) = items {
-                e.items(&f("items"), *items);
+                e.items(f("items"), *items);
             }
         }
         EventPayload::OrderRefunded { order_id, value_minor, currency } => {
-            e.id(&f("order_id"), order_id);
-            e.amount(&f("value_minor"), *value_minor);
-            e.currency(&f("currency"), currency);
+            e.id(f("order_id"), order_id);
+            e.amount(f("value_minor"), *value_minor);
+            e.currency(f("currency"), currency);
         }
         EventPayload::MessageSent { message_id, campaign_id, .. } => {
-            e.id(&f("message_id"), message_id);
-            e.opt_id(&f("campaign_id"), campaign_id);
+            e.id(f("message_id"), message_id);
+            e.opt_id(f("campaign_id"), campaign_id);
         }
         EventPayload::MessageDelivered { message_id }
         | EventPayload::MessageOpened { message_id }
         | EventPayload::MessageBounced { message_id, .. }
-        | EventPayload::SpamReported { message_id } => e.id(&f("message_id"), message_id),
+        | EventPayload::SpamReported { message_id } => e.id(f("message_id"), message_id),
         EventPayload::MessageClicked { message_id, url } => {
-            e.id(&f("message_id"), message_id);
+            e.id(f("message_id"), message_id);
             if let Some(url) = url {
-                e.text(&f("url"), url);
+                e.text(f("url"), url);
             }
         }
         EventPayload::MessageReceived { conversation_id, text_len } => {
-            e.opt_id(&f("conversation_id"), conversation_id);
+            e.opt_id(f("conversation_id"), conversation_id);
             if let Some(len) = text_len
                 && *len < 0
             {
-                e.push(ErrorCode::NegativeAmount, &f("text_len"), format!("{len} is negative"));
+                e.push(ErrorCode::NegativeAmount, f("text_len"), format!("{len} is negative"));
             }
         }
         EventPayload::SupportTicketOpened { ticket_id, topic } => {
-            e.id(&f("ticket_id"), ticket_id);
+            e.id(f("ticket_id"), ticket_id);
             if let Some(topic) = topic {
-                e.text(&f("topic"), topic);
+                e.text(f("topic"), topic);
             }
         }
-        EventPayload::SupportTicketResolved { ticket_id } => e.id(&f("ticket_id"), ticket_id),
+        EventPayload::SupportTicketResolved { ticket_id } => e.id(f("ticket_id"), ticket_id),
         EventPayload::ConsentChanged { .. } | EventPayload::ErasureRequested | EventPayload::Identify => {}
         EventPayload::CustomersMerged {
             winner,
@@ -348,39 +367,39 @@ fn validate_payload(e: &mut Errors, payload: &EventPayload) {
             identifier_value,
             evidence_event_id,
         } => {
-            e.id(&f("winner"), winner);
-            e.id(&f("merge_id"), merge_id);
-            e.id(&f("identifier_type"), identifier_type);
-            e.length(&f("identifier_value"), identifier_value, 1, crate::identifiers::MAX_EMAIL_LEN);
-            e.id(&f("evidence_event_id"), evidence_event_id);
+            e.id(f("winner"), winner);
+            e.id(f("merge_id"), merge_id);
+            e.id(f("identifier_type"), identifier_type);
+            e.length(f("identifier_value"), identifier_value, 1, crate::identifiers::MAX_EMAIL_LEN);
+            e.id(f("evidence_event_id"), evidence_event_id);
         }
         EventPayload::TraitsUpdated { set, set_once, unset } => {
-            e.traits(&f("set"), set);
-            e.traits(&f("set_once"), set_once);
+            e.traits(f("set"), set);
+            e.traits(f("set_once"), set_once);
             if unset.len() > MAX_KEYS {
-                e.push(ErrorCode::OutOfRange, &f("unset"), format!("{} keys exceed {MAX_KEYS}", unset.len()));
+                e.push(ErrorCode::OutOfRange, f("unset"), format!("{} keys exceed {MAX_KEYS}", unset.len()));
             }
             for key in unset {
-                e.id(&f("unset"), key);
+                e.id(f("unset"), key);
             }
         }
         EventPayload::LoyaltyRedeemRequested { redemption_id, points } => {
-            e.id(&f("redemption_id"), redemption_id);
+            e.id(f("redemption_id"), redemption_id);
             if *points < 0 {
-                e.push(ErrorCode::NegativeAmount, &f("points"), format!("{points} is negative"));
+                e.push(ErrorCode::NegativeAmount, f("points"), format!("{points} is negative"));
             } else if *points == 0 || *points > MAX_POINTS {
-                e.push(ErrorCode::OutOfRange, &f("points"), format!("{points} is outside 1..={MAX_POINTS}"));
+                e.push(ErrorCode::OutOfRange, f("points"), format!("{points} is outside 1..={MAX_POINTS}"));
             }
         }
         EventPayload::LoyaltyPointsAdjusted { points, reason } => {
             if *points == 0 || points.unsigned_abs() > MAX_POINTS.unsigned_abs() {
                 e.push(
                     ErrorCode::OutOfRange,
-                    &f("points"),
+                    f("points"),
                     format!("{points} is zero or its size exceeds {MAX_POINTS}"),
                 );
             }
-            e.length(&f("reason"), reason, 1, MAX_TEXT_LEN);
+            e.length(f("reason"), reason, 1, MAX_TEXT_LEN);
         }
     }
 }

@@ -183,6 +183,34 @@ fn invalid_events_are_rejected_with_a_stable_code_and_field() {
             ErrorCode::WrongFieldType,
             "properties.unset",
         ),
+        (
+            "over-long trait value",
+            json!({"event_id": "e", "customer_id": "c", "occurred_at": "2026-11-23T10:00:00Z", "channel": "web",
+                   "type": "traits_updated", "properties": {"set": {"bio": "z".repeat(3000)}}}),
+            ErrorCode::InvalidLength,
+            "properties.set.bio",
+        ),
+        (
+            "empty set_once trait name",
+            json!({"event_id": "e", "customer_id": "c", "occurred_at": "2026-11-23T10:00:00Z", "channel": "web",
+                   "type": "traits_updated", "properties": {"set_once": {"": 1}}}),
+            ErrorCode::InvalidLength,
+            "properties.set_once.",
+        ),
+        (
+            "over-long unset trait name",
+            json!({"event_id": "e", "customer_id": "c", "occurred_at": "2026-11-23T10:00:00Z", "channel": "web",
+                   "type": "traits_updated", "properties": {"unset": [long]}}),
+            ErrorCode::InvalidLength,
+            "properties.unset",
+        ),
+        (
+            "empty message id",
+            json!({"event_id": "e", "customer_id": "c", "occurred_at": "2026-11-23T10:00:00Z", "channel": "email",
+                   "type": "message_opened", "properties": {"message_id": ""}}),
+            ErrorCode::InvalidLength,
+            "properties.message_id",
+        ),
     ];
     for (name, event, code, field) in rows {
         let rejection = event_from_json(&event, now()).expect_err(name);
