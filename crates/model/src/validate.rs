@@ -165,6 +165,11 @@ impl Errors {
     }
 
     fn length(&mut self, field: impl fmt::Display + Copy, value: &str, min: usize, max: usize) {
+        // A character takes one to four bytes: most values are within the limits by their byte
+        // length alone, and counting characters was 3 % of the event-counter's instructions.
+        if value.len() <= max && value.len().div_ceil(4) >= min {
+            return;
+        }
         let len = value.chars().count();
         if len < min || len > max {
             self.push(

@@ -272,3 +272,31 @@ fn every_event_type_round_trips_through_its_json_form() {
         }
     }
 }
+
+#[test]
+fn lengths_are_counted_in_characters_not_bytes() {
+    let event = |customer_id: String, note: String| {
+        let base = with(order(), &["customer_id"], json!(customer_id));
+        with(base, &["properties", "note"], json!(note))
+    };
+    let rows = [
+        ("128 four-byte characters, 2048 two-byte ones", "😀".repeat(128), "é".repeat(2048), None),
+        ("one four-byte character", "😀".to_owned(), String::new(), None),
+        ("129 four-byte characters", "😀".repeat(129), "n".to_owned(), Some("customer_id")),
+        ("2049 two-byte characters", "c".to_owned(), "é".repeat(2049), Some("properties.note")),
+    ];
+    for (name, customer_id, note, refused_at) in rows {
+        let result = event_from_json(&event(customer_id, note), now());
+        match refused_at {
+            None => assert!(result.is_ok(), "{name}: {result:?}"),
+            Some(field) => {
+                let rejection = result.expect_err(name);
+                assert_eq!(
+                    (rejection.first().code, rejection.first().field.as_str()),
+                    (ErrorCode::InvalidLength, field),
+                    "{name}"
+                );
+            }
+        }
+    }
+}
