@@ -343,7 +343,9 @@ pub(crate) enum Admission<'a, S> {
 
 #[derive(Debug)]
 pub(crate) struct PartitionStore<S> {
-    customers: FxHashMap<String, Held<S>>,
+    /// Keyed by `Box<str>`, not `String`: a slot 8 bytes shorter, about 1.5 MiB for 100,000
+    /// customers over 6 partitions (a table keeps up to twice as many slots as customers).
+    customers: FxHashMap<Box<str>, Held<S>>,
     /// The records of the customers held encoded.
     records: Records,
     /// The customers thawed since the last commit: those it leaves unchanged go back to the
@@ -417,7 +419,7 @@ impl<S> PartitionStore<S> {
                     Held::Encoded { at: store.records.put(&record), unmarked: false }
                 }
             };
-            store.customers.insert(customer_id, held);
+            store.customers.insert(customer_id.into_boxed_str(), held);
         }
         store
     }
@@ -449,7 +451,7 @@ impl<S> PartitionStore<S> {
     /// enough of them are garbage.
     pub(crate) fn refreeze_unchanged(&mut self) {
         for customer_id in self.thawed.drain(..) {
-            if let Some(held @ Held::Thawed(_)) = self.customers.get_mut(&customer_id) {
+            if let Some(held @ Held::Thawed(_)) = self.customers.get_mut(customer_id.as_str()) {
                 let at = held.record_at().expect("a thawed customer has a record");
                 *held = Held::Encoded { at, unmarked: held.unmarked() };
             }
@@ -599,7 +601,7 @@ impl<S> PartitionStore<S> {
                 merged_into: None,
                 unmarked: Cell::new(false),
             });
-            self.customers.insert(customer_id.to_owned(), Held::Decoded(empty));
+            self.customers.insert(customer_id.into(), Held::Decoded(empty));
         }
         let entry = self.entry_mut(customer_id).expect("inserted above");
         if let Some(hash) = hash {
@@ -725,10 +727,10 @@ impl<S> PartitionStore<S> {
         // A hash table keeps a power of two of slots, up to 7/8 of them used; an empty one none.
         let capacity = self.customers.capacity();
         let slots = if capacity == 0 { 0 } else { (capacity * 8 / 7).next_power_of_two() };
-        let slot_bytes = size_of::<(String, Held<S>)>() + 1;
+        let slot_bytes = size_of::<(Box<str>, Held<S>)>() + 1;
         Footprint {
             customers: self.customers.len(),
-            table_bytes: slots * slot_bytes + self.customers.keys().map(String::capacity).sum::<usize>(),
+            table_bytes: slots * slot_bytes + self.customers.keys().map(|id| id.len()).sum::<usize>(),
             record_bytes: self.records.live,
             garbage_bytes: self.records.garbage,
             chunk_bytes: self.records.chunks.iter().map(Vec::capacity).sum(),
