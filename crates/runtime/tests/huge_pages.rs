@@ -21,7 +21,7 @@ fn given_the_kernel_grants_huge_pages_to_memory_that_asks_then_none_backs_the_he
         eprintln!("transparent huge pages are {mode:?} here, not `madvise`: nothing to check");
         return;
     }
-    // 64 MiB in the small blocks a state is made of, through mimalloc.
+    // 64 MB in the small blocks a state is made of, through mimalloc.
     let blocks: Vec<Vec<u8>> = (0..1_000_000).map(|index| vec![(index % 251) as u8; 64]).collect();
     assert!(resident_bytes().expect("resident set") > 64 << 20, "{} blocks are resident", blocks.len());
     assert_eq!(anon_huge_pages_kib(), 0, "the heap is held in small pages only");
