@@ -1,8 +1,10 @@
-//! The runtime against Kafka Streams (issue 21): the event-counter and a Kafka Streams
-//! application doing the same fold with exactly_once_v2 (`bench/kafka-streams`, built with Maven
-//! from Maven Central like the broker) drain the same preloaded topic, [`RUNS`] rounds, each
-//! round in the other order than the one before, so that the machine's drift falls on all of
-//! them. The ratios are the medians of each round's ratio, with their range. Each drain is timed
+//! The runtime against Kafka Streams (issue 21): a service and a Kafka Streams application doing
+//! the same fold with exactly_once_v2 (`bench/kafka-streams`, built with Maven from Maven Central
+//! like the broker), its twin, drain the same preloaded topic, [`RUNS`] rounds, each round in the
+//! other order than the one before, so that the machine's drift falls on all of them. Twins: the
+//! event-counter's (`CounterStreams`), profile-updater's (`ProfileStreams`) and channel-affinity's
+//! (`AffinityStreams`); the last two read and write Avro with the Java library, and each
+//! customer's last record they write must equal the service's, decoded by this project's codec. The ratios are the medians of each round's ratio, with their range. Each drain is timed
 //! like every other, by its output's append times (`Drain::timed_by_appends`; the output topics
 //! stamp append times, since Kafka Streams gives an output the input's timestamp).
 
@@ -12,14 +14,61 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
+use omnistream_model::codec::AvroRecord;
+use omnistream_model::records::{ChannelAffinity, CustomerProfile};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_testkit::{ServiceProcess, bootstrap_servers, create_test_topics, free_port, unique_topic};
 use rdkafka::message::Message;
 
 use crate::drain_variants::spread;
-use crate::{Args, COUNTER, Row, bench_topics, committed_sum, mib, row, spawn_service, time_drain};
+use crate::{
+    Args, BenchService, COUNTER, Row, bench_services, committed_sum, mib, row, spawn_service, time_drain,
+};
 
 const RUNS: usize = 3;
+
+/// A service and its Kafka Streams twin.
+#[derive(Clone, Copy)]
+pub struct Twin {
+    service: BenchService,
+    /// The twin's main class in `bench/kafka-streams`.
+    main_class: &'static str,
+    /// What the twin's output must show.
+    check: Check,
+}
+
+#[derive(Clone, Copy)]
+enum Check {
+    /// Each customer's last count adds up to the input's records.
+    CountsAddUp,
+    /// Each customer's last profile (or its absence, after an erasure) is the service's.
+    SameProfiles,
+    /// Each customer's last affinity record is the service's, its doubles within 1e-9.
+    SameAffinities,
+}
+
+/// The event-counter's twin (`--service kafka-streams`).
+pub fn counter_twin() -> Twin {
+    Twin { service: COUNTER, main_class: "io.omnistream.bench.CounterStreams", check: Check::CountsAddUp }
+}
+
+/// profile-updater's twin (`--service kafka-streams-profile-updater`).
+pub fn profile_twin() -> Twin {
+    let service = bench_services()
+        .into_iter()
+        .find(|service| service.name == omnistream_model::services::PROFILE_UPDATER.name)
+        .expect("profile-updater is benchmarked");
+    Twin { service, main_class: "io.omnistream.bench.ProfileStreams", check: Check::SameProfiles }
+}
+
+/// channel-affinity's twin (`--service kafka-streams-channel-affinity`).
+pub fn affinity_twin() -> Twin {
+    let service = bench_services()
+        .into_iter()
+        .find(|service| service.name == omnistream_model::services::CHANNEL_AFFINITY.name)
+        .expect("channel-affinity is benchmarked");
+    Twin { service, main_class: "io.omnistream.bench.AffinityStreams", check: Check::SameAffinities }
+}
 
 /// One way of running the Kafka Streams application.
 struct StreamsSetup {
@@ -77,37 +126,146 @@ fn last_counts_sum(topic: &str) -> u64 {
     last.values().sum()
 }
 
-/// One drain by the Kafka Streams application: events/s and peak RSS.
+/// Each customer's last record written to `topic`, decoded by this project's codec; `None` where
+/// the last record is a tombstone.
+fn last_records<T: AvroRecord>(topic: &str) -> anyhow::Result<HashMap<Vec<u8>, Option<T>>> {
+    let mut last = HashMap::new();
+    for message in omnistream_testkit::read_committed_to_end(topic) {
+        let record = match message.payload() {
+            Some(bytes) => Some(
+                omnistream_model::codec::decode_record::<T>(bytes)
+                    .with_context(|| format!("a record on {topic}"))?,
+            ),
+            None => None,
+        };
+        last.insert(message.key().unwrap_or_default().to_vec(), record);
+    }
+    Ok(last)
+}
+
+/// Whether each twin's last records (setup, topic) are the service's on `expected`, by `same`.
+fn same_last_records<T: AvroRecord + std::fmt::Debug>(
+    outputs: &[(&str, String)],
+    expected: &str,
+    same: impl Fn(&T, &T) -> bool,
+) -> anyhow::Result<()> {
+    let ours = last_records::<T>(expected)?;
+    anyhow::ensure!(!ours.is_empty(), "the service wrote no records to compare");
+    for (setup, output) in outputs {
+        same_as_ours(&last_records::<T>(output)?, &ours, setup, &same)?;
+    }
+    Ok(())
+}
+
+fn same_as_ours<T: std::fmt::Debug>(
+    theirs: &HashMap<Vec<u8>, Option<T>>,
+    ours: &HashMap<Vec<u8>, Option<T>>,
+    setup: &str,
+    same: impl Fn(&T, &T) -> bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        theirs.len() == ours.len(),
+        "{setup}: records of {} customers, the service's of {}",
+        theirs.len(),
+        ours.len()
+    );
+    let agree = |key: &Vec<u8>, record: &Option<T>| match (theirs.get(key), record) {
+        (Some(Some(twin)), Some(service)) => same(twin, service),
+        (Some(None), None) => true,
+        _ => false,
+    };
+    let differing: Vec<_> = ours.iter().filter(|(key, record)| !agree(key, record)).collect();
+    if let Some((key, record)) = differing.first() {
+        anyhow::bail!(
+            "{setup}: {} of {} customers' last records differ from the service's; {}: {:?}\nagainst the service's {:?}",
+            differing.len(),
+            ours.len(),
+            String::from_utf8_lossy(key),
+            theirs.get(*key),
+            record
+        );
+    }
+    eprintln!("bench: {setup}: the last records of all {} customers equal the service's", ours.len());
+    Ok(())
+}
+
+/// Two affinity records alike but for the last bits of their doubles (`exp2` against `Math.pow`).
+fn same_affinity(twin: &ChannelAffinity, service: &ChannelAffinity) -> bool {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    let scores = twin.channels.len() == service.channels.len()
+        && twin.channels.iter().zip(&service.channels).all(|(a, b)| {
+            a.channel == b.channel
+                && a.insufficient_data == b.insufficient_data
+                && a.marketing_consent == b.marketing_consent
+                && close(a.score, b.score)
+                && close(a.std_dev, b.std_dev)
+                && close(a.sent, b.sent)
+                && close(a.engaged, b.engaged)
+        });
+    scores
+        && twin.customer_id == service.customer_id
+        && twin.ranking == service.ranking
+        && twin.half_life_days == service.half_life_days
+        && twin.as_of == service.as_of
+        && twin.version == service.version
+}
+
+/// Whether each twin's output (setup, topic) shows what `check` asks, against the service's
+/// output `expected`.
+fn check_outputs(
+    check: Check,
+    outputs: &[(&str, String)],
+    expected: &str,
+    input_end: i64,
+) -> anyhow::Result<()> {
+    match check {
+        Check::CountsAddUp => {
+            for (setup, output) in outputs {
+                let counted = last_counts_sum(output);
+                anyhow::ensure!(
+                    counted == u64::try_from(input_end)?,
+                    "{setup}: the last counts add up to {counted}, not the {input_end} input records"
+                );
+            }
+            Ok(())
+        }
+        Check::SameProfiles => same_last_records::<CustomerProfile>(outputs, expected, PartialEq::eq),
+        Check::SameAffinities => same_last_records(outputs, expected, same_affinity),
+    }
+}
+
+/// One drain by the Kafka Streams application: events/s, peak RSS and its output topic.
 async fn streams_drain(
     args: &Args,
+    twin: Twin,
     classpath: &str,
     setup: &StreamsSetup,
     input: &str,
     input_end: i64,
     label: &str,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<(f64, u64, String)> {
     let output = unique_topic(&format!("bench-{label}-out"));
     create_test_topics(&[TopicRequest::events(&output, args.partitions, 1)]).await;
     let application = unique_topic(&format!("bench-{label}"));
     let threads = setup.threads.to_string();
     let cache = setup.cache_bytes.to_string();
-    let process = ServiceProcess::spawn(
-        "java",
-        &format!("bench-{label}"),
-        &[
-            "-cp",
-            classpath,
-            "io.omnistream.bench.CounterStreams",
-            bootstrap_servers(),
-            input,
-            &output,
-            &application,
-            setup.store,
-            &threads,
-            &cache,
-        ],
-        &[],
-    );
+    let schemas = omnistream_testkit::repo_root().join("schemas").to_string_lossy().into_owned();
+    let mut java_args = vec![
+        "-cp",
+        classpath,
+        twin.main_class,
+        bootstrap_servers(),
+        input,
+        &output,
+        &application,
+        setup.store,
+        &threads,
+        &cache,
+    ];
+    if !matches!(twin.check, Check::CountsAddUp) {
+        java_args.push(&schemas);
+    }
+    let process = ServiceProcess::spawn("java", &format!("bench-{label}"), &java_args, &[]);
     let drain = time_drain(
         &process,
         || committed_sum(&application, input, args.partitions),
@@ -117,23 +275,26 @@ async fn streams_drain(
     .timed_by_appends(&output, input_end)?;
     // The JVM exits 143 on SIGTERM after its shutdown hook closed the application.
     process.terminate(Duration::from_secs(30));
-    let counted = last_counts_sum(&output);
-    anyhow::ensure!(
-        counted == u64::try_from(input_end)?,
-        "{}: the last counts add up to {counted}, not the {input_end} input records",
-        setup.name
-    );
-    Ok((drain.events_per_second, drain.peak_rss))
+    Ok((drain.events_per_second, drain.peak_rss, output))
 }
 
-/// Rows: each contender's events/s and peak RSS (medians with range), and the event-counter's
-/// ratio to each Kafka Streams setup.
-pub async fn kafka_streams_rows(args: &Args, input: &str, input_end: i64) -> anyhow::Result<Vec<Row>> {
+/// Rows: each contender's events/s and peak RSS (medians with range), and the service's ratio to
+/// each Kafka Streams setup.
+pub async fn kafka_streams_rows(
+    args: &Args,
+    twin: Twin,
+    input: &str,
+    input_end: i64,
+) -> anyhow::Result<Vec<Row>> {
+    let service = twin.service;
     let classpath = build()?;
     let setups = setups();
     // Per contender (the event-counter first, then each setup): events/s and peak RSS per round.
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); setups.len() + 1];
     let mut peaks: Vec<Vec<f64>> = vec![Vec::new(); setups.len() + 1];
+    // Every Kafka Streams drain's output, checked once the service's first output is there.
+    let mut twin_outputs: Vec<(&str, String)> = Vec::new();
+    let mut service_output = None;
     for run in 0..RUNS {
         let mut order: Vec<usize> = (0..=setups.len()).collect();
         if run % 2 == 1 {
@@ -141,15 +302,9 @@ pub async fn kafka_streams_rows(args: &Args, input: &str, input_end: i64) -> any
         }
         for contender in order {
             let (rate, peak) = if contender == 0 {
-                let topics =
-                    bench_topics(&format!("versus-streams-counter-{run}"), input, args.partitions, COUNTER)
-                        .await;
-                let process = spawn_service(
-                    COUNTER,
-                    &topics,
-                    &format!("bench-versus-streams-counter-{run}"),
-                    free_port(),
-                )?;
+                let label = format!("versus-streams-{}-{run}", service.name);
+                let topics = crate::bench_topics(&label, input, args.partitions, service).await;
+                let process = spawn_service(service, &topics, &format!("bench-{label}"), free_port())?;
                 let drain = time_drain(
                     &process,
                     || committed_sum(&topics.group, input, args.partitions),
@@ -158,27 +313,26 @@ pub async fn kafka_streams_rows(args: &Args, input: &str, input_end: i64) -> any
                 )?
                 .timed_by_appends(&topics.output, input_end)?;
                 let status = process.terminate(Duration::from_secs(30));
-                anyhow::ensure!(status.success(), "event-counter exited with {status}");
+                anyhow::ensure!(status.success(), "{} exited with {status}", service.name);
+                service_output.get_or_insert(topics.output);
                 (drain.events_per_second, drain.peak_rss)
             } else {
                 let setup = &setups[contender - 1];
-                streams_drain(
-                    args,
-                    &classpath,
-                    setup,
-                    input,
-                    input_end,
-                    &format!("streams-{contender}-{run}"),
-                )
-                .await?
+                let label = format!("streams-{}-{contender}-{run}", service.name);
+                let (rate, peak, output) =
+                    streams_drain(args, twin, &classpath, setup, input, input_end, &label).await?;
+                twin_outputs.push((setup.name, output));
+                (rate, peak)
             };
-            let name = if contender == 0 { COUNTER.name } else { setups[contender - 1].name };
+            let name = if contender == 0 { service.name } else { setups[contender - 1].name };
             eprintln!("bench: {name}, round {run}: {rate:.0} events/s, peak RSS {:.0} MiB", mib(peak));
             rates[contender].push(rate);
             peaks[contender].push(mib(peak));
         }
     }
-    let names: Vec<&str> = std::iter::once(COUNTER.name).chain(setups.iter().map(|s| s.name)).collect();
+    let expected = service_output.expect("the service drained");
+    check_outputs(twin.check, &twin_outputs, &expected, input_end)?;
+    let names: Vec<&str> = std::iter::once(service.name).chain(setups.iter().map(|s| s.name)).collect();
     let mut rows = Vec::new();
     for ((name, rate), peak) in names.iter().zip(&rates).zip(&peaks) {
         let (median, min, max) = spread(rate.clone());
@@ -201,7 +355,7 @@ pub async fn kafka_streams_rows(args: &Args, input: &str, input_end: i64) -> any
             rates[0].iter().zip(&rates[index + 1]).map(|(counter, streams)| counter / streams).collect();
         let (median, min, max) = spread(ratios);
         rows.push(row(
-            &format!("event-counter / {} (median of {RUNS} rounds' ratios, min–max)", setup.name),
+            &format!("{} / {} (median of {RUNS} rounds' ratios, min–max)", service.name, setup.name),
             format!("{median:.2} ({min:.2}–{max:.2})"),
             ">= 3",
             Some(median >= 3.0),

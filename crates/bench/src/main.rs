@@ -63,7 +63,9 @@ struct Args {
     sweep_seconds: u64,
     /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost,
     /// `trace-context` the cost of trace headers and of exporting spans, `kafka-streams` the
-    /// event-counter against a Kafka Streams application of the same fold, `compression` the
+    /// event-counter against a Kafka Streams application of the same fold,
+    /// `kafka-streams-profile-updater` and `kafka-streams-channel-affinity` those services against
+    /// their own, `compression` the
     /// codecs of the batches profile-updater writes);
     /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
@@ -975,7 +977,22 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if selected("kafka-streams") {
-        rows.extend(kafka_streams::kafka_streams_rows(&args, &input, input_end).await?);
+        rows.extend(
+            kafka_streams::kafka_streams_rows(&args, kafka_streams::counter_twin(), &input, input_end)
+                .await?,
+        );
+    }
+    if selected("kafka-streams-profile-updater") {
+        rows.extend(
+            kafka_streams::kafka_streams_rows(&args, kafka_streams::profile_twin(), &input, input_end)
+                .await?,
+        );
+    }
+    if selected("kafka-streams-channel-affinity") {
+        rows.extend(
+            kafka_streams::kafka_streams_rows(&args, kafka_streams::affinity_twin(), &input, input_end)
+                .await?,
+        );
     }
     if selected("compression") {
         rows.extend(compression::compression_rows(&args, &input).await?);

@@ -1,0 +1,130 @@
+package io.omnistream.bench;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
+
+import org.apache.avro.Schema;
+import org.apache.avro.generic.GenericData;
+import org.apache.avro.generic.GenericRecord;
+import org.apache.avro.message.BinaryMessageDecoder;
+import org.apache.avro.message.BinaryMessageEncoder;
+import org.apache.kafka.common.serialization.Deserializer;
+import org.apache.kafka.common.serialization.Serde;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.common.serialization.Serializer;
+import org.apache.kafka.streams.KafkaStreams;
+import org.apache.kafka.streams.StreamsBuilder;
+import org.apache.kafka.streams.StreamsConfig;
+
+/**
+ * What every twin shares: its command line, its configuration (exactly_once_v2, the runtime's
+ * 100 ms commit interval), running until SIGTERM, and the topics' Avro single-object encoding.
+ */
+final class Twins {
+    private Twins() {}
+
+    /** The command line every twin takes, SCHEMAS_DIR (the .avsc files) where it reads Avro. */
+    record Args(String bootstrap, String input, String output, String applicationId, String store, int threads,
+                long cacheBytes, Path schemas) {
+        static Args parse(String name, String[] args, boolean withSchemas) {
+            int expected = withSchemas ? 8 : 7;
+            if (args.length != expected) {
+                System.err.println("usage: " + name
+                    + " BOOTSTRAP INPUT OUTPUT APPLICATION_ID memory|rocksdb THREADS CACHE_BYTES"
+                    + (withSchemas ? " SCHEMAS_DIR" : ""));
+                System.exit(2);
+            }
+            return new Args(args[0], args[1], args[2], args[3], args[4], Integer.parseInt(args[5]),
+                Long.parseLong(args[6]), withSchemas ? Path.of(args[7]) : null);
+        }
+
+        /** {@code memory} or {@code rocksdb}. */
+        boolean inMemory() {
+            return switch (store) {
+                case "memory" -> true;
+                case "rocksdb" -> false;
+                default -> throw new IllegalArgumentException("store is memory or rocksdb, not " + store);
+            };
+        }
+
+        Schema schema(String file) throws IOException {
+            return new Schema.Parser().parse(Files.readString(schemas.resolve(file)));
+        }
+
+        /**
+         * exactly_once_v2, a 100 ms commit interval, THREADS threads; CACHE_BYTES the record cache
+         * ({@code statestore.cache.max.bytes}; 0 turns it off, -1 keeps the default).
+         */
+        Properties config(String name) {
+            Properties config = new Properties();
+            config.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            config.put(StreamsConfig.APPLICATION_ID_CONFIG, applicationId);
+            config.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
+            config.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 100);
+            config.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, threads);
+            if (cacheBytes >= 0) {
+                config.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, cacheBytes);
+            }
+            config.put(StreamsConfig.STATE_DIR_CONFIG,
+                System.getProperty("java.io.tmpdir") + "/" + name + "-" + applicationId);
+            config.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
+            return config;
+        }
+    }
+
+    /** Runs the topology until SIGTERM; exits 1 if Kafka Streams stopped in ERROR. */
+    static void run(String name, StreamsBuilder builder, Properties config) throws InterruptedException {
+        KafkaStreams streams = new KafkaStreams(builder.build(), config);
+        CountDownLatch stopped = new CountDownLatch(1);
+        streams.setStateListener((now, before) -> {
+            if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
+                stopped.countDown();
+            }
+        });
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            streams.close(Duration.ofSeconds(20));
+            stopped.countDown();
+        }));
+        streams.start();
+        stopped.await();
+        if (streams.state() == KafkaStreams.State.ERROR) {
+            System.err.println(name + ": stopped in ERROR");
+            System.exit(1);
+        }
+    }
+
+    /** Avro single-object encoding (the topics' format): the schema's fingerprint checked on reading. */
+    static Serde<GenericRecord> singleObject(Schema schema) {
+        BinaryMessageEncoder<GenericRecord> encoder = new BinaryMessageEncoder<>(GenericData.get(), schema);
+        BinaryMessageDecoder<GenericRecord> decoder = new BinaryMessageDecoder<>(GenericData.get(), schema);
+        Serializer<GenericRecord> serializer = (topic, record) -> {
+            if (record == null) {
+                return null;
+            }
+            ByteArrayOutputStream out = new ByteArrayOutputStream(1024);
+            try {
+                encoder.encode(record, out);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+            return out.toByteArray();
+        };
+        Deserializer<GenericRecord> deserializer = (topic, bytes) -> {
+            if (bytes == null) {
+                return null;
+            }
+            try {
+                return decoder.decode(bytes);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        };
+        return Serdes.serdeFrom(serializer, deserializer);
+    }
+}
