@@ -67,7 +67,7 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
                 bench_topics(&format!("{label}-{slug}-{run}"), variant.input, args.partitions, service).await;
             let port = free_port();
             let env: Vec<(&str, &str)> = variant.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let process = spawn_service_with(
+            let mut process = spawn_service_with(
                 service,
                 &topics,
                 &format!("bench-{label}-{slug}-{run}"),
@@ -78,7 +78,7 @@ pub async fn drain_variants(args: &Args, label: &str, variants: &[Variant<'_>]) 
             )?;
             let input_end = omnistream_testkit::end_offsets(variant.input);
             let drain = time_drain(
-                &process,
+                &mut process,
                 || committed_sum(&topics.group, variant.input, args.partitions),
                 input_end,
                 Duration::from_secs(900),

@@ -127,9 +127,9 @@ pub async fn journeys_rows(args: &Args, watermarks: &BaseConsumer) -> anyhow::Re
     let input_end = watermark_sum(watermarks, &drain_topics.input, args.partitions);
 
     let before = baseline_drain(args, &drain_topics.input, input_end, watermarks).await?;
-    let process = drain_topics.spawn("bench-drain-journeys")?;
+    let mut process = drain_topics.spawn("bench-drain-journeys")?;
     let drain = time_drain(
-        &process,
+        &mut process,
         || committed_sum(&drain_topics.group, &drain_topics.input, args.partitions),
         input_end,
         Duration::from_secs(900),

@@ -2,9 +2,10 @@
 //! the same fold with exactly_once_v2 (`bench/kafka-streams`, built with Maven from Maven Central
 //! like the broker), its twin, drain the same preloaded topic, [`RUNS`] rounds, each round in the
 //! other order than the one before, so that the machine's drift falls on all of them. Twins: the
-//! event-counter's (`CounterStreams`), profile-updater's (`ProfileStreams`) and channel-affinity's
-//! (`AffinityStreams`); the last two read and write Avro with the Java library, and each
-//! customer's last record they write must equal the service's, decoded by this project's codec. The ratios are the medians of each round's ratio, with their range. Each drain is timed
+//! event-counter's (`CounterStreams`), profile-updater's (`ProfileStreams`), channel-affinity's
+//! (`AffinityStreams`) and loyalty-points' (`LoyaltyStreams`); all but the first read and write Avro
+//! with the Java library, and each customer's last record they write (and loyalty's whole ledger)
+//! must equal the service's, decoded by this project's codec. The ratios are the medians of each round's ratio, with their range. Each drain is timed
 //! like every other, by its output's append times (`Drain::timed_by_appends`; the output topics
 //! stamp append times, since Kafka Streams gives an output the input's timestamp).
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use omnistream_model::codec::AvroRecord;
-use omnistream_model::records::{ChannelAffinity, CustomerProfile};
+use omnistream_model::records::{ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_testkit::{ServiceProcess, bootstrap_servers, create_test_topics, free_port, unique_topic};
 use rdkafka::message::Message;
@@ -45,29 +46,50 @@ enum Check {
     SameProfiles,
     /// Each customer's last affinity record is the service's, its doubles within 1e-9.
     SameAffinities,
+    /// Each customer's last balance and whole ledger are the service's.
+    SameLoyalty,
 }
 
-/// The event-counter's twin (`--service kafka-streams`).
-pub fn counter_twin() -> Twin {
-    Twin { service: COUNTER, main_class: "io.omnistream.bench.CounterStreams", check: Check::CountsAddUp }
-}
-
-/// profile-updater's twin (`--service kafka-streams-profile-updater`).
-pub fn profile_twin() -> Twin {
-    let service = bench_services()
-        .into_iter()
-        .find(|service| service.name == omnistream_model::services::PROFILE_UPDATER.name)
-        .expect("profile-updater is benchmarked");
-    Twin { service, main_class: "io.omnistream.bench.ProfileStreams", check: Check::SameProfiles }
-}
-
-/// channel-affinity's twin (`--service kafka-streams-channel-affinity`).
-pub fn affinity_twin() -> Twin {
-    let service = bench_services()
-        .into_iter()
-        .find(|service| service.name == omnistream_model::services::CHANNEL_AFFINITY.name)
-        .expect("channel-affinity is benchmarked");
-    Twin { service, main_class: "io.omnistream.bench.AffinityStreams", check: Check::SameAffinities }
+/// Each twin, by the name `--service` selects it with.
+pub fn twins() -> [(&'static str, Twin); 4] {
+    let service = |spec: &omnistream_model::services::ServiceSpec| {
+        bench_services().into_iter().find(|service| service.name == spec.name).expect("benchmarked")
+    };
+    use omnistream_model::services::{CHANNEL_AFFINITY, LOYALTY_POINTS, PROFILE_UPDATER};
+    [
+        (
+            "kafka-streams",
+            Twin {
+                service: COUNTER,
+                main_class: "io.omnistream.bench.CounterStreams",
+                check: Check::CountsAddUp,
+            },
+        ),
+        (
+            "kafka-streams-profile-updater",
+            Twin {
+                service: service(&PROFILE_UPDATER),
+                main_class: "io.omnistream.bench.ProfileStreams",
+                check: Check::SameProfiles,
+            },
+        ),
+        (
+            "kafka-streams-channel-affinity",
+            Twin {
+                service: service(&CHANNEL_AFFINITY),
+                main_class: "io.omnistream.bench.AffinityStreams",
+                check: Check::SameAffinities,
+            },
+        ),
+        (
+            "kafka-streams-loyalty-points",
+            Twin {
+                service: service(&LOYALTY_POINTS),
+                main_class: "io.omnistream.bench.LoyaltyStreams",
+                check: Check::SameLoyalty,
+            },
+        ),
+    ]
 }
 
 /// One way of running the Kafka Streams application.
@@ -143,6 +165,23 @@ fn last_records<T: AvroRecord>(topic: &str) -> anyhow::Result<HashMap<Vec<u8>, O
     Ok(last)
 }
 
+/// Every customer's ledger entries on `topic`, in the order written (a customer's are on one
+/// partition).
+fn ledgers(topic: &str) -> anyhow::Result<HashMap<Vec<u8>, Option<Vec<LoyaltyLedgerEntry>>>> {
+    let mut ledgers: HashMap<Vec<u8>, Option<Vec<LoyaltyLedgerEntry>>> = HashMap::new();
+    for message in omnistream_testkit::read_committed_to_end(topic) {
+        let bytes = message.payload().with_context(|| format!("a ledger entry on {topic}"))?;
+        let entry = omnistream_model::codec::decode_record::<LoyaltyLedgerEntry>(bytes)
+            .with_context(|| format!("a ledger entry on {topic}"))?;
+        ledgers
+            .entry(message.key().unwrap_or_default().to_vec())
+            .or_default()
+            .get_or_insert_default()
+            .push(entry);
+    }
+    Ok(ledgers)
+}
+
 /// Whether each twin's last records (setup, topic) are the service's on `expected`, by `same`.
 fn same_last_records<T: AvroRecord + std::fmt::Debug>(
     outputs: &[(&str, String)],
@@ -177,7 +216,7 @@ fn same_as_ours<T: std::fmt::Debug>(
     let differing: Vec<_> = ours.iter().filter(|(key, record)| !agree(key, record)).collect();
     if let Some((key, record)) = differing.first() {
         anyhow::bail!(
-            "{setup}: {} of {} customers' last records differ from the service's; {}: {:?}\nagainst the service's {:?}",
+            "{setup}: {} of {} customers' records differ from the service's; {}: {:?}\nagainst the service's {:?}",
             differing.len(),
             ours.len(),
             String::from_utf8_lossy(key),
@@ -185,7 +224,7 @@ fn same_as_ours<T: std::fmt::Debug>(
             record
         );
     }
-    eprintln!("bench: {setup}: the last records of all {} customers equal the service's", ours.len());
+    eprintln!("bench: {setup}: the records of all {} customers equal the service's", ours.len());
     Ok(())
 }
 
@@ -210,18 +249,22 @@ fn same_affinity(twin: &ChannelAffinity, service: &ChannelAffinity) -> bool {
         && twin.version == service.version
 }
 
-/// Whether each twin's output (setup, topic) shows what `check` asks, against the service's
-/// output `expected`.
+/// Whether each twin's outputs (setup, topics in the service's order) show what `check` asks,
+/// against the service's outputs `expected`.
 fn check_outputs(
     check: Check,
-    outputs: &[(&str, String)],
-    expected: &str,
+    outputs: &[(&str, Vec<String>)],
+    expected: &[String],
     input_end: i64,
 ) -> anyhow::Result<()> {
+    // The topics of each twin's output number `index`.
+    let nth = |index: usize| -> Vec<(&str, String)> {
+        outputs.iter().map(|(setup, topics)| (*setup, topics[index].clone())).collect()
+    };
     match check {
         Check::CountsAddUp => {
-            for (setup, output) in outputs {
-                let counted = last_counts_sum(output);
+            for (setup, output) in nth(0) {
+                let counted = last_counts_sum(&output);
                 anyhow::ensure!(
                     counted == u64::try_from(input_end)?,
                     "{setup}: the last counts add up to {counted}, not the {input_end} input records"
@@ -229,8 +272,16 @@ fn check_outputs(
             }
             Ok(())
         }
-        Check::SameProfiles => same_last_records::<CustomerProfile>(outputs, expected, PartialEq::eq),
-        Check::SameAffinities => same_last_records(outputs, expected, same_affinity),
+        Check::SameProfiles => same_last_records::<CustomerProfile>(&nth(0), &expected[0], PartialEq::eq),
+        Check::SameAffinities => same_last_records(&nth(0), &expected[0], same_affinity),
+        Check::SameLoyalty => {
+            same_last_records::<LoyaltyBalance>(&nth(0), &expected[0], PartialEq::eq)?;
+            let ours = ledgers(&expected[1])?;
+            for (setup, output) in nth(1) {
+                same_as_ours(&ledgers(&output)?, &ours, &format!("{setup}, ledger"), PartialEq::eq)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -243,9 +294,15 @@ async fn streams_drain(
     input: &str,
     input_end: i64,
     label: &str,
-) -> anyhow::Result<(f64, u64, String)> {
-    let output = unique_topic(&format!("bench-{label}-out"));
-    create_test_topics(&[TopicRequest::events(&output, args.partitions, 1)]).await;
+) -> anyhow::Result<(f64, u64, Vec<String>)> {
+    // As many outputs as the service's, in its order; the first is timed.
+    let outputs: Vec<String> = (0..=twin.service.other_outputs.len())
+        .map(|index| unique_topic(&format!("bench-{label}-out{index}")))
+        .collect();
+    let requests: Vec<TopicRequest> =
+        outputs.iter().map(|topic| TopicRequest::events(topic, args.partitions, 1)).collect();
+    create_test_topics(&requests).await;
+    let joined = outputs.join(",");
     let application = unique_topic(&format!("bench-{label}"));
     let threads = setup.threads.to_string();
     let cache = setup.cache_bytes.to_string();
@@ -256,7 +313,7 @@ async fn streams_drain(
         twin.main_class,
         bootstrap_servers(),
         input,
-        &output,
+        &joined,
         &application,
         setup.store,
         &threads,
@@ -265,17 +322,17 @@ async fn streams_drain(
     if !matches!(twin.check, Check::CountsAddUp) {
         java_args.push(&schemas);
     }
-    let process = ServiceProcess::spawn("java", &format!("bench-{label}"), &java_args, &[]);
+    let mut process = ServiceProcess::spawn("java", &format!("bench-{label}"), &java_args, &[]);
     let drain = time_drain(
-        &process,
+        &mut process,
         || committed_sum(&application, input, args.partitions),
         input_end,
         Duration::from_secs(900),
     )?
-    .timed_by_appends(&output, input_end)?;
+    .timed_by_appends(&outputs[0], input_end)?;
     // The JVM exits 143 on SIGTERM after its shutdown hook closed the application.
     process.terminate(Duration::from_secs(30));
-    Ok((drain.events_per_second, drain.peak_rss, output))
+    Ok((drain.events_per_second, drain.peak_rss, outputs))
 }
 
 /// Rows: each contender's events/s and peak RSS (medians with range), and the service's ratio to
@@ -293,7 +350,7 @@ pub async fn kafka_streams_rows(
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); setups.len() + 1];
     let mut peaks: Vec<Vec<f64>> = vec![Vec::new(); setups.len() + 1];
     // Every Kafka Streams drain's output, checked once the service's first output is there.
-    let mut twin_outputs: Vec<(&str, String)> = Vec::new();
+    let mut twin_outputs: Vec<(&str, Vec<String>)> = Vec::new();
     let mut service_output = None;
     for run in 0..RUNS {
         let mut order: Vec<usize> = (0..=setups.len()).collect();
@@ -304,9 +361,9 @@ pub async fn kafka_streams_rows(
             let (rate, peak) = if contender == 0 {
                 let label = format!("versus-streams-{}-{run}", service.name);
                 let topics = crate::bench_topics(&label, input, args.partitions, service).await;
-                let process = spawn_service(service, &topics, &format!("bench-{label}"), free_port())?;
+                let mut process = spawn_service(service, &topics, &format!("bench-{label}"), free_port())?;
                 let drain = time_drain(
-                    &process,
+                    &mut process,
                     || committed_sum(&topics.group, input, args.partitions),
                     input_end,
                     Duration::from_secs(900),
@@ -314,7 +371,11 @@ pub async fn kafka_streams_rows(
                 .timed_by_appends(&topics.output, input_end)?;
                 let status = process.terminate(Duration::from_secs(30));
                 anyhow::ensure!(status.success(), "{} exited with {status}", service.name);
-                service_output.get_or_insert(topics.output);
+                service_output.get_or_insert_with(|| {
+                    std::iter::once(topics.output.clone())
+                        .chain(topics.other_outputs.iter().cloned())
+                        .collect::<Vec<_>>()
+                });
                 (drain.events_per_second, drain.peak_rss)
             } else {
                 let setup = &setups[contender - 1];

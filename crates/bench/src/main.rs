@@ -64,8 +64,8 @@ struct Args {
     /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost,
     /// `trace-context` the cost of trace headers and of exporting spans, `kafka-streams` the
     /// event-counter against a Kafka Streams application of the same fold,
-    /// `kafka-streams-profile-updater` and `kafka-streams-channel-affinity` those services against
-    /// their own, `compression` the
+    /// `kafka-streams-profile-updater`, `kafka-streams-channel-affinity` and
+    /// `kafka-streams-loyalty-points` those services against their own, `compression` the
     /// codecs of the batches profile-updater writes);
     /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
@@ -186,7 +186,7 @@ impl Drain {
 
 /// Waits until `progress()` reaches `target`, timing from the first `progress() > 0`.
 fn time_drain(
-    service: &ServiceProcess,
+    service: &mut ServiceProcess,
     mut progress: impl FnMut() -> i64,
     target: i64,
     deadline: Duration,
@@ -198,6 +198,12 @@ fn time_drain(
         anyhow::ensure!(
             started.elapsed() < deadline,
             "did not finish within {deadline:?}; see {}",
+            service.log.display()
+        );
+        // A contender that stopped will not finish: say so now rather than at the deadline.
+        anyhow::ensure!(
+            service.is_running(),
+            "it exited before the drain finished; see {}",
             service.log.display()
         );
         let done = progress();
@@ -466,14 +472,14 @@ async fn baseline_drain(
     let baseline_out = unique_topic("bench-pass-out");
     // Append time: its records' stamps say when the broker wrote them (below).
     create_test_topics(&[TopicRequest::events(&baseline_out, args.partitions, 1)]).await;
-    let passthrough = ServiceProcess::spawn(
+    let mut passthrough = ServiceProcess::spawn(
         &binary("passthrough")?,
         "bench-passthrough",
         &["--input-topic", input, "--output-topic", &baseline_out, "--group-id", &unique_topic("bench-pass")],
         &[],
     );
     let baseline = time_drain(
-        &passthrough,
+        &mut passthrough,
         || watermark_sum(watermarks, &baseline_out, args.partitions),
         input_end,
         Duration::from_secs(600),
@@ -853,10 +859,10 @@ async fn main() -> anyhow::Result<()> {
             let round_topics =
                 bench_topics(&format!("{name}-{round}"), &input, args.partitions, service).await;
             let port = free_port();
-            let process =
+            let mut process =
                 spawn_service(service, &round_topics, &format!("bench-drain-{name}-{round}"), port)?;
             let drain = time_drain(
-                &process,
+                &mut process,
                 || committed_sum(&round_topics.group, &input, args.partitions),
                 input_end,
                 Duration::from_secs(900),
@@ -976,23 +982,10 @@ async fn main() -> anyhow::Result<()> {
         drained.insert(name, topics);
     }
 
-    if selected("kafka-streams") {
-        rows.extend(
-            kafka_streams::kafka_streams_rows(&args, kafka_streams::counter_twin(), &input, input_end)
-                .await?,
-        );
-    }
-    if selected("kafka-streams-profile-updater") {
-        rows.extend(
-            kafka_streams::kafka_streams_rows(&args, kafka_streams::profile_twin(), &input, input_end)
-                .await?,
-        );
-    }
-    if selected("kafka-streams-channel-affinity") {
-        rows.extend(
-            kafka_streams::kafka_streams_rows(&args, kafka_streams::affinity_twin(), &input, input_end)
-                .await?,
-        );
+    for (selection, twin) in kafka_streams::twins() {
+        if selected(selection) {
+            rows.extend(kafka_streams::kafka_streams_rows(&args, twin, &input, input_end).await?);
+        }
     }
     if selected("compression") {
         rows.extend(compression::compression_rows(&args, &input).await?);

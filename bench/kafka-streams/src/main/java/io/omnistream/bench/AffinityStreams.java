@@ -122,7 +122,7 @@ public final class AffinityStreams {
         builder.stream(twin.input(), Consumed.with(Serdes.String(), Twins.singleObject(eventSchema)))
             .process(() -> new Fold(affinitySchema), "affinity")
             .to(twin.output(), Produced.with(Serdes.String(), Twins.singleObject(affinitySchema)));
-        Twins.run("affinity-streams", builder, twin.config("affinity-streams"));
+        Twins.run("affinity-streams", builder.build(), twin.config("affinity-streams"));
     }
 
     /** One task's processor: one input partition, so its clock is that partition's. */

@@ -33,6 +33,6 @@ public final class CounterStreams {
             .toStream()
             .mapValues((customer, count) -> "{\"customer_id\":\"" + customer + "\",\"count\":" + count + "}")
             .to(twin.output(), Produced.with(Serdes.String(), Serdes.String()));
-        Twins.run("counter-streams", builder, twin.config("counter-streams"));
+        Twins.run("counter-streams", builder.build(), twin.config("counter-streams"));
     }
 }

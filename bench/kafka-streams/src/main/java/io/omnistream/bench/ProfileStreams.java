@@ -91,7 +91,7 @@ public final class ProfileStreams {
                 profiles.withKeySerde(Serdes.String()).withValueSerde(binary(profileSchema)))
             .toStream()
             .to(twin.output(), Produced.with(Serdes.String(), Twins.singleObject(profileSchema)));
-        Twins.run("profile-streams", builder, twin.config("profile-streams"));
+        Twins.run("profile-streams", builder.build(), twin.config("profile-streams"));
     }
 
     /** The profile after {@code event}; null (a tombstone) when the customer is erased or merged away. */

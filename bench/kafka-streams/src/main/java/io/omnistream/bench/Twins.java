@@ -19,8 +19,8 @@ import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.streams.KafkaStreams;
-import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.Topology;
 
 /**
  * What every twin shares: its command line, its configuration (exactly_once_v2, the runtime's
@@ -79,8 +79,8 @@ final class Twins {
     }
 
     /** Runs the topology until SIGTERM; exits 1 if Kafka Streams stopped in ERROR. */
-    static void run(String name, StreamsBuilder builder, Properties config) throws InterruptedException {
-        KafkaStreams streams = new KafkaStreams(builder.build(), config);
+    static void run(String name, Topology topology, Properties config) throws InterruptedException {
+        KafkaStreams streams = new KafkaStreams(topology, config);
         CountDownLatch stopped = new CountDownLatch(1);
         streams.setStateListener((now, before) -> {
             if (now == KafkaStreams.State.ERROR || now == KafkaStreams.State.NOT_RUNNING) {
