@@ -2,8 +2,9 @@
 //! the same fold with exactly_once_v2 (`bench/kafka-streams`, built with Maven from Maven Central
 //! like the broker), its twin, drain the same preloaded topic, [`RUNS`] rounds, each round in the
 //! other order than the one before, so that the machine's drift falls on all of them. Twins: the
-//! event-counter's (`CounterStreams`), profile-updater's (`ProfileStreams`), channel-affinity's
-//! (`AffinityStreams`) and loyalty-points' (`LoyaltyStreams`); all but the first read and write Avro
+//! event-counter's (`CounterStreams`), profile-updater's (`ProfileStreams`), suppression's
+//! (`SuppressionStreams`), channel-affinity's (`AffinityStreams`) and loyalty-points'
+//! (`LoyaltyStreams`); all but the first read and write Avro
 //! with the Java library, and each customer's last record they write (and loyalty's whole ledger)
 //! must equal the service's, decoded by this project's codec. The ratios are the medians of each round's ratio, with their range. Each drain is timed
 //! like every other, by its output's append times (`Drain::timed_by_appends`; the output topics
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use omnistream_model::codec::AvroRecord;
-use omnistream_model::records::{ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry};
+use omnistream_model::records::{
+    ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
+};
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_testkit::{ServiceProcess, bootstrap_servers, create_test_topics, free_port, unique_topic};
 use rdkafka::message::Message;
@@ -48,14 +51,18 @@ enum Check {
     SameAffinities,
     /// Each customer's last balance and whole ledger are the service's.
     SameLoyalty,
+    /// Each customer's last suppression record is the service's last evaluated by the input's
+    /// last append time (the twin has no timers; the service's follow the wall clock once it has
+    /// caught up).
+    SameSuppressions,
 }
 
 /// Each twin, by the name `--service` selects it with.
-pub fn twins() -> [(&'static str, Twin); 4] {
+pub fn twins() -> [(&'static str, Twin); 5] {
     let service = |spec: &omnistream_model::services::ServiceSpec| {
         bench_services().into_iter().find(|service| service.name == spec.name).expect("benchmarked")
     };
-    use omnistream_model::services::{CHANNEL_AFFINITY, LOYALTY_POINTS, PROFILE_UPDATER};
+    use omnistream_model::services::{CHANNEL_AFFINITY, LOYALTY_POINTS, PROFILE_UPDATER, SUPPRESSION};
     [
         (
             "kafka-streams",
@@ -71,6 +78,14 @@ pub fn twins() -> [(&'static str, Twin); 4] {
                 service: service(&PROFILE_UPDATER),
                 main_class: "io.omnistream.bench.ProfileStreams",
                 check: Check::SameProfiles,
+            },
+        ),
+        (
+            "kafka-streams-suppression",
+            Twin {
+                service: service(&SUPPRESSION),
+                main_class: "io.omnistream.bench.SuppressionStreams",
+                check: Check::SameSuppressions,
             },
         ),
         (
@@ -151,6 +166,14 @@ fn last_counts_sum(topic: &str) -> u64 {
 /// Each customer's last record written to `topic`, decoded by this project's codec; `None` where
 /// the last record is a tombstone.
 fn last_records<T: AvroRecord>(topic: &str) -> anyhow::Result<HashMap<Vec<u8>, Option<T>>> {
+    last_records_kept(topic, |_| true)
+}
+
+/// [`last_records`] among the records `kept` says (tombstones are all kept).
+fn last_records_kept<T: AvroRecord>(
+    topic: &str,
+    kept: impl Fn(&T) -> bool,
+) -> anyhow::Result<HashMap<Vec<u8>, Option<T>>> {
     let mut last = HashMap::new();
     for message in omnistream_testkit::read_committed_to_end(topic) {
         let record = match message.payload() {
@@ -160,9 +183,22 @@ fn last_records<T: AvroRecord>(topic: &str) -> anyhow::Result<HashMap<Vec<u8>, O
             ),
             None => None,
         };
-        last.insert(message.key().unwrap_or_default().to_vec(), record);
+        if record.as_ref().is_none_or(&kept) {
+            last.insert(message.key().unwrap_or_default().to_vec(), record);
+        }
     }
     Ok(last)
+}
+
+/// The latest append time of `topic`'s records, unix millis.
+fn last_append_ms(topic: &str) -> i64 {
+    let mut last = i64::MIN;
+    omnistream_testkit::visit_committed_to_end(topic, |message| {
+        if let rdkafka::Timestamp::LogAppendTime(millis) = message.timestamp() {
+            last = last.max(millis);
+        }
+    });
+    last
 }
 
 /// Every customer's ledger entries on `topic`, in the order written (a customer's are on one
@@ -188,7 +224,15 @@ fn same_last_records<T: AvroRecord + std::fmt::Debug>(
     expected: &str,
     same: impl Fn(&T, &T) -> bool,
 ) -> anyhow::Result<()> {
-    let ours = last_records::<T>(expected)?;
+    same_as_last_records_kept(outputs, last_records::<T>(expected)?, same)
+}
+
+/// [`same_last_records`] against the service's last records `ours`.
+fn same_as_last_records_kept<T: AvroRecord + std::fmt::Debug>(
+    outputs: &[(&str, String)],
+    ours: HashMap<Vec<u8>, Option<T>>,
+    same: impl Fn(&T, &T) -> bool,
+) -> anyhow::Result<()> {
     anyhow::ensure!(!ours.is_empty(), "the service wrote no records to compare");
     for (setup, output) in outputs {
         same_as_ours(&last_records::<T>(output)?, &ours, setup, &same)?;
@@ -252,6 +296,7 @@ fn same_affinity(twin: &ChannelAffinity, service: &ChannelAffinity) -> bool {
 /// Whether each twin's outputs (setup, topics in the service's order) show what `check` asks,
 /// against the service's outputs `expected`.
 fn check_outputs(
+    input: &str,
     check: Check,
     outputs: &[(&str, Vec<String>)],
     expected: &[String],
@@ -274,6 +319,20 @@ fn check_outputs(
         }
         Check::SameProfiles => same_last_records::<CustomerProfile>(&nth(0), &expected[0], PartialEq::eq),
         Check::SameAffinities => same_last_records(&nth(0), &expected[0], same_affinity),
+        Check::SameSuppressions => {
+            let last_append = last_append_ms(input);
+            let timed = std::cell::Cell::new(0);
+            let ours = last_records_kept(&expected[0], |record: &SuppressionState| {
+                let by_input = record.evaluated_at.timestamp_millis() <= last_append;
+                timed.set(timed.get() + usize::from(!by_input));
+                by_input
+            })?;
+            eprintln!(
+                "bench: suppression: {} records evaluated after the input's last append time left out",
+                timed.get()
+            );
+            same_as_last_records_kept(&nth(0), ours, PartialEq::eq)
+        }
         Check::SameLoyalty => {
             same_last_records::<LoyaltyBalance>(&nth(0), &expected[0], PartialEq::eq)?;
             let ours = ledgers(&expected[1])?;
@@ -392,7 +451,7 @@ pub async fn kafka_streams_rows(
         }
     }
     let expected = service_output.expect("the service drained");
-    check_outputs(twin.check, &twin_outputs, &expected, input_end)?;
+    check_outputs(input, twin.check, &twin_outputs, &expected, input_end)?;
     let names: Vec<&str> = std::iter::once(service.name).chain(setups.iter().map(|s| s.name)).collect();
     let mut rows = Vec::new();
     for ((name, rate), peak) in names.iter().zip(&rates).zip(&peaks) {

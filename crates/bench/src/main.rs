@@ -64,8 +64,9 @@ struct Args {
     /// Benchmark only these services (repeatable; `wire-format` is the Confluent format's cost,
     /// `trace-context` the cost of trace headers and of exporting spans, `kafka-streams` the
     /// event-counter against a Kafka Streams application of the same fold,
-    /// `kafka-streams-profile-updater`, `kafka-streams-channel-affinity` and
-    /// `kafka-streams-loyalty-points` those services against their own, `compression` the
+    /// `kafka-streams-profile-updater`, `kafka-streams-suppression`,
+    /// `kafka-streams-channel-affinity` and `kafka-streams-loyalty-points` those services against
+    /// their own, `compression` the
     /// codecs of the batches profile-updater writes);
     /// default: every one. The table is kept only for a full run.
     #[arg(long = "service")]
