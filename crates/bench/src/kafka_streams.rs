@@ -51,9 +51,8 @@ enum Check {
     SameAffinities,
     /// Each customer's last balance and whole ledger are the service's.
     SameLoyalty,
-    /// Each customer's last suppression record is the service's last evaluated by the input's
-    /// last append time (the twin has no timers; the service's follow the wall clock once it has
-    /// caught up).
+    /// Each customer's last suppression record is the service's last written for an input event
+    /// (the twin has no timers).
     SameSuppressions,
 }
 
@@ -163,19 +162,25 @@ fn last_counts_sum(topic: &str) -> u64 {
     last.values().sum()
 }
 
-/// Each customer's last record written to `topic`, decoded by this project's codec; `None` where
-/// the last record is a tombstone.
-fn last_records<T: AvroRecord>(topic: &str) -> anyhow::Result<HashMap<Vec<u8>, Option<T>>> {
-    last_records_kept(topic, |_| true)
+/// What an application wrote to a topic: each customer's last record, decoded by this project's
+/// codec (`None` where it is a tombstone), and how many records it wrote.
+struct Written<T> {
+    last: HashMap<Vec<u8>, Option<T>>,
+    records: usize,
 }
 
-/// [`last_records`] among the records `kept` says (tombstones are all kept).
-fn last_records_kept<T: AvroRecord>(
+/// What was written to `topic`.
+fn written<T: AvroRecord>(topic: &str) -> anyhow::Result<Written<T>> {
+    written_where(topic, |_| true)
+}
+
+/// What was written to `topic` among the records `kept` says.
+fn written_where<T: AvroRecord>(
     topic: &str,
-    kept: impl Fn(&T) -> bool,
-) -> anyhow::Result<HashMap<Vec<u8>, Option<T>>> {
-    let mut last = HashMap::new();
-    for message in omnistream_testkit::read_committed_to_end(topic) {
+    kept: impl Fn(&rdkafka::message::OwnedMessage) -> bool,
+) -> anyhow::Result<Written<T>> {
+    let mut written = Written { last: HashMap::new(), records: 0 };
+    for message in omnistream_testkit::read_committed_to_end(topic).iter().filter(|message| kept(message)) {
         let record = match message.payload() {
             Some(bytes) => Some(
                 omnistream_model::codec::decode_record::<T>(bytes)
@@ -183,92 +188,98 @@ fn last_records_kept<T: AvroRecord>(
             ),
             None => None,
         };
-        if record.as_ref().is_none_or(&kept) {
-            last.insert(message.key().unwrap_or_default().to_vec(), record);
-        }
+        written.last.insert(message.key().unwrap_or_default().to_vec(), record);
+        written.records += 1;
     }
-    Ok(last)
+    Ok(written)
 }
 
-/// The latest append time of `topic`'s records, unix millis.
-fn last_append_ms(topic: &str) -> i64 {
-    let mut last = i64::MIN;
-    omnistream_testkit::visit_committed_to_end(topic, |message| {
-        if let rdkafka::Timestamp::LogAppendTime(millis) = message.timestamp() {
-            last = last.max(millis);
-        }
-    });
-    last
+/// Whether the runtime wrote `message` for an input event (its `cause.event_id` header), not
+/// by a timer.
+fn caused_by_an_event(message: &rdkafka::message::OwnedMessage) -> bool {
+    use rdkafka::message::Headers;
+    message
+        .headers()
+        .is_some_and(|headers| headers.iter().any(|header| header.key == omnistream_runtime::CAUSE_HEADER))
 }
 
 /// Every customer's ledger entries on `topic`, in the order written (a customer's are on one
 /// partition).
-fn ledgers(topic: &str) -> anyhow::Result<HashMap<Vec<u8>, Option<Vec<LoyaltyLedgerEntry>>>> {
-    let mut ledgers: HashMap<Vec<u8>, Option<Vec<LoyaltyLedgerEntry>>> = HashMap::new();
+fn ledgers(topic: &str) -> anyhow::Result<Written<Vec<LoyaltyLedgerEntry>>> {
+    let mut ledgers: Written<Vec<LoyaltyLedgerEntry>> = Written { last: HashMap::new(), records: 0 };
     for message in omnistream_testkit::read_committed_to_end(topic) {
         let bytes = message.payload().with_context(|| format!("a ledger entry on {topic}"))?;
         let entry = omnistream_model::codec::decode_record::<LoyaltyLedgerEntry>(bytes)
             .with_context(|| format!("a ledger entry on {topic}"))?;
-        ledgers
-            .entry(message.key().unwrap_or_default().to_vec())
-            .or_default()
-            .get_or_insert_default()
-            .push(entry);
+        let customer = ledgers.last.entry(message.key().unwrap_or_default().to_vec()).or_default();
+        customer.get_or_insert_default().push(entry);
+        ledgers.records += 1;
     }
     Ok(ledgers)
 }
 
-/// Whether each twin's last records (setup, topic) are the service's on `expected`, by `same`.
-fn same_last_records<T: AvroRecord + std::fmt::Debug>(
-    outputs: &[(&str, String)],
-    expected: &str,
-    same: impl Fn(&T, &T) -> bool,
-) -> anyhow::Result<()> {
-    same_as_last_records_kept(outputs, last_records::<T>(expected)?, same)
+/// One topic a twin wrote, in one setup.
+struct TwinOutput<'a> {
+    setup: &'a str,
+    /// Whether the setup's record cache may coalesce a key's updates (Kafka Streams' DSL writes
+    /// the latest of each key per commit): then it writes fewer records than the service.
+    coalesces: bool,
+    topic: String,
 }
 
-/// [`same_last_records`] against the service's last records `ours`.
-fn same_as_last_records_kept<T: AvroRecord + std::fmt::Debug>(
-    outputs: &[(&str, String)],
-    ours: HashMap<Vec<u8>, Option<T>>,
+/// Whether each twin's topic holds what the service wrote (`ours`): as many records (at most as
+/// many where the cache coalesces), and each customer's last alike by `same`.
+fn same_as_written<T: AvroRecord + std::fmt::Debug>(
+    outputs: &[TwinOutput],
+    ours: &Written<T>,
     same: impl Fn(&T, &T) -> bool,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(!ours.is_empty(), "the service wrote no records to compare");
-    for (setup, output) in outputs {
-        same_as_ours(&last_records::<T>(output)?, &ours, setup, &same)?;
+    anyhow::ensure!(!ours.last.is_empty(), "the service wrote no records to compare");
+    for output in outputs {
+        same_as_ours(&written::<T>(&output.topic)?, ours, output.setup, output.coalesces, &same)?;
     }
     Ok(())
 }
 
 fn same_as_ours<T: std::fmt::Debug>(
-    theirs: &HashMap<Vec<u8>, Option<T>>,
-    ours: &HashMap<Vec<u8>, Option<T>>,
+    theirs: &Written<T>,
+    ours: &Written<T>,
     setup: &str,
+    coalesces: bool,
     same: impl Fn(&T, &T) -> bool,
 ) -> anyhow::Result<()> {
+    let records_agree =
+        if coalesces { theirs.records <= ours.records } else { theirs.records == ours.records };
     anyhow::ensure!(
-        theirs.len() == ours.len(),
-        "{setup}: records of {} customers, the service's of {}",
-        theirs.len(),
-        ours.len()
+        records_agree && theirs.last.len() == ours.last.len(),
+        "{setup}: {} records of {} customers, the service's {} of {}",
+        theirs.records,
+        theirs.last.len(),
+        ours.records,
+        ours.last.len()
     );
-    let agree = |key: &Vec<u8>, record: &Option<T>| match (theirs.get(key), record) {
+    let agree = |key: &Vec<u8>, record: &Option<T>| match (theirs.last.get(key), record) {
         (Some(Some(twin)), Some(service)) => same(twin, service),
         (Some(None), None) => true,
         _ => false,
     };
-    let differing: Vec<_> = ours.iter().filter(|(key, record)| !agree(key, record)).collect();
+    let differing: Vec<_> = ours.last.iter().filter(|(key, record)| !agree(key, record)).collect();
     if let Some((key, record)) = differing.first() {
         anyhow::bail!(
-            "{setup}: {} of {} customers' records differ from the service's; {}: {:?}\nagainst the service's {:?}",
+            "{setup}: {} of {} customers' last records differ from the service's; {}: {:?}\nagainst the service's {:?}",
             differing.len(),
-            ours.len(),
+            ours.last.len(),
             String::from_utf8_lossy(key),
-            theirs.get(*key),
+            theirs.last.get(*key),
             record
         );
     }
-    eprintln!("bench: {setup}: the records of all {} customers equal the service's", ours.len());
+    eprintln!(
+        "bench: {setup}: {} records against the service's {}; each of the {} customers' last equal to the service's",
+        theirs.records,
+        ours.records,
+        ours.last.len()
+    );
     Ok(())
 }
 
@@ -296,19 +307,25 @@ fn same_affinity(twin: &ChannelAffinity, service: &ChannelAffinity) -> bool {
 /// Whether each twin's outputs (setup, topics in the service's order) show what `check` asks,
 /// against the service's outputs `expected`.
 fn check_outputs(
-    input: &str,
     check: Check,
-    outputs: &[(&str, Vec<String>)],
+    outputs: &[(&str, bool, Vec<String>)],
     expected: &[String],
     input_end: i64,
 ) -> anyhow::Result<()> {
     // The topics of each twin's output number `index`.
-    let nth = |index: usize| -> Vec<(&str, String)> {
-        outputs.iter().map(|(setup, topics)| (*setup, topics[index].clone())).collect()
+    let nth = |index: usize| -> Vec<TwinOutput> {
+        outputs
+            .iter()
+            .map(|(setup, coalesces, topics)| TwinOutput {
+                setup,
+                coalesces: *coalesces,
+                topic: topics[index].clone(),
+            })
+            .collect()
     };
     match check {
         Check::CountsAddUp => {
-            for (setup, output) in nth(0) {
+            for TwinOutput { setup, topic: output, .. } in nth(0) {
                 let counted = last_counts_sum(&output);
                 anyhow::ensure!(
                     counted == u64::try_from(input_end)?,
@@ -317,27 +334,22 @@ fn check_outputs(
             }
             Ok(())
         }
-        Check::SameProfiles => same_last_records::<CustomerProfile>(&nth(0), &expected[0], PartialEq::eq),
-        Check::SameAffinities => same_last_records(&nth(0), &expected[0], same_affinity),
+        Check::SameProfiles => {
+            same_as_written::<CustomerProfile>(&nth(0), &written(&expected[0])?, PartialEq::eq)
+        }
+        Check::SameAffinities => same_as_written(&nth(0), &written(&expected[0])?, same_affinity),
         Check::SameSuppressions => {
-            let last_append = last_append_ms(input);
-            let timed = std::cell::Cell::new(0);
-            let ours = last_records_kept(&expected[0], |record: &SuppressionState| {
-                let by_input = record.evaluated_at.timestamp_millis() <= last_append;
-                timed.set(timed.get() + usize::from(!by_input));
-                by_input
-            })?;
-            eprintln!(
-                "bench: suppression: {} records evaluated after the input's last append time left out",
-                timed.get()
-            );
-            same_as_last_records_kept(&nth(0), ours, PartialEq::eq)
+            let ours = written_where::<SuppressionState>(&expected[0], caused_by_an_event)?;
+            let all = written::<SuppressionState>(&expected[0])?.records;
+            eprintln!("bench: suppression: {} records written by timers left out", all - ours.records);
+            same_as_written(&nth(0), &ours, PartialEq::eq)
         }
         Check::SameLoyalty => {
-            same_last_records::<LoyaltyBalance>(&nth(0), &expected[0], PartialEq::eq)?;
+            same_as_written::<LoyaltyBalance>(&nth(0), &written(&expected[0])?, PartialEq::eq)?;
             let ours = ledgers(&expected[1])?;
-            for (setup, output) in nth(1) {
-                same_as_ours(&ledgers(&output)?, &ours, &format!("{setup}, ledger"), PartialEq::eq)?;
+            for output in nth(1) {
+                let setup = format!("{}, ledger", output.setup);
+                same_as_ours(&ledgers(&output.topic)?, &ours, &setup, output.coalesces, PartialEq::eq)?;
             }
             Ok(())
         }
@@ -409,7 +421,7 @@ pub async fn kafka_streams_rows(
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); setups.len() + 1];
     let mut peaks: Vec<Vec<f64>> = vec![Vec::new(); setups.len() + 1];
     // Every Kafka Streams drain's output, checked once the service's first output is there.
-    let mut twin_outputs: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut twin_outputs: Vec<(&str, bool, Vec<String>)> = Vec::new();
     let mut service_output = None;
     for run in 0..RUNS {
         let mut order: Vec<usize> = (0..=setups.len()).collect();
@@ -441,7 +453,7 @@ pub async fn kafka_streams_rows(
                 let label = format!("streams-{}-{contender}-{run}", service.name);
                 let (rate, peak, output) =
                     streams_drain(args, twin, &classpath, setup, input, input_end, &label).await?;
-                twin_outputs.push((setup.name, output));
+                twin_outputs.push((setup.name, setup.cache_bytes != 0, output));
                 (rate, peak)
             };
             let name = if contender == 0 { service.name } else { setups[contender - 1].name };
@@ -451,7 +463,7 @@ pub async fn kafka_streams_rows(
         }
     }
     let expected = service_output.expect("the service drained");
-    check_outputs(input, twin.check, &twin_outputs, &expected, input_end)?;
+    check_outputs(twin.check, &twin_outputs, &expected, input_end)?;
     let names: Vec<&str> = std::iter::once(service.name).chain(setups.iter().map(|s| s.name)).collect();
     let mut rows = Vec::new();
     for ((name, rate), peak) in names.iter().zip(&rates).zip(&peaks) {

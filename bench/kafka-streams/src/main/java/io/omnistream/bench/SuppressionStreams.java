@@ -47,9 +47,8 @@ import org.apache.kafka.streams.state.Stores;
  *
  * <p>It does less than suppression, so the ratio is in Kafka Streams' favour: no validation beyond
  * Avro's, no dedupe by event id, no merges, no SPEC 4 limit on open tickets, and no timers: it
- * writes nothing when a reason lapses or quiet hours begin without an event. The bench compares
- * the service's records evaluated by the input's last append time, before a timer of the service
- * could follow the wall clock.
+ * writes nothing when a reason lapses or quiet hours begin without an event. The bench leaves the
+ * service's records written by timers (no {@code cause.event_id} header) out of the comparison.
  *
  * <p>Usage: SuppressionStreams BOOTSTRAP INPUT OUTPUT APPLICATION_ID memory|rocksdb THREADS
  * CACHE_BYTES SCHEMAS_DIR ({@link Twins.Args}). Runs until SIGTERM.
@@ -372,6 +371,7 @@ public final class SuppressionStreams {
 
     /** The customer's zone: the timezone trait if it names an IANA zone, else UTC. */
     private static ZoneId zone(String name) {
+        // IANA names only (java.time would also take offsets such as "+01:00", which chrono-tz does not).
         if (name == null || !name.contains("/") && !name.equals("UTC")) {
             return ZoneOffset.UTC;
         }
