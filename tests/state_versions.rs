@@ -73,7 +73,7 @@ fn restore<P: Processor>(processor: &P, service: &str, except: &[&str]) -> Vec<(
             let new = serde_json::to_value(entry.state.as_ref().unwrap()).unwrap();
             contains(&old, &new, "", except);
             let mut rewritten = Vec::new();
-            changelog::encode::<P>(&entry, &mut rewritten);
+            changelog::encode::<P>(&entry, omnistream_runtime::IdsLayout::Bytes, &mut rewritten);
             let again = changelog::decode(processor, &rewritten).unwrap();
             assert_eq!(
                 serde_json::to_value(again.state.as_ref().unwrap()).unwrap(),
@@ -196,7 +196,11 @@ fn a_record_from_a_newer_release_is_refused_not_misread() {
     let processor = omnistream_loyalty_points::LoyaltyPoints::default();
     let entry = changelog::decode(&processor, &bytes).unwrap();
     let mut record = Vec::new();
-    changelog::encode::<omnistream_loyalty_points::LoyaltyPoints>(&entry, &mut record);
+    changelog::encode::<omnistream_loyalty_points::LoyaltyPoints>(
+        &entry,
+        omnistream_runtime::IdsLayout::Bytes,
+        &mut record,
+    );
     record[1] += 1;
     match changelog::decode(&processor, &record) {
         Err(StateDecodeError::Newer { written: 3, supported: 2 }) => {}

@@ -13,9 +13,9 @@ use omnistream_model::{
     EventPayload, RecordKind, TouchpointEvent, TraitValue, decode_event, encode_event, event_from_json,
 };
 use omnistream_profile_updater::ProfileUpdater;
-use omnistream_runtime::changelog;
 use omnistream_runtime::processor::Processor;
 use omnistream_runtime::testing::ProcessorTest;
+use omnistream_runtime::{IdsLayout, changelog};
 use omnistream_suppression::{Rules, Suppression};
 
 /// The clock every target runs at: fixed, so that a finding replays.
@@ -160,12 +160,14 @@ pub fn changelog_state(data: &[u8]) {
 
 fn round_trip<P: Processor>(processor: &P, bytes: &[u8]) {
     let Ok(entry) = changelog::decode(processor, bytes) else { return };
-    let mut first = Vec::new();
-    changelog::encode::<P>(&entry, &mut first);
-    let again = changelog::decode(processor, &first).expect("an encoded state decodes");
-    let mut second = Vec::new();
-    changelog::encode::<P>(&again, &mut second);
-    assert_eq!(first, second, "a state changed through its own round trip");
+    for layout in [IdsLayout::Bytes, IdsLayout::Array] {
+        let mut first = Vec::new();
+        changelog::encode::<P>(&entry, layout, &mut first);
+        let again = changelog::decode(processor, &first).expect("an encoded state decodes");
+        let mut second = Vec::new();
+        changelog::encode::<P>(&again, layout, &mut second);
+        assert_eq!(first, second, "a state changed through its own round trip ({layout:?})");
+    }
 }
 
 /// A fuzz target: any bytes in, a panic only on a bug.

@@ -356,7 +356,11 @@ async fn a_restore_waits_for_a_changelog_transaction_not_yet_decided() {
         unmarked: Default::default(),
     };
     let mut value = Vec::new();
-    omnistream_runtime::changelog::encode::<EventCounter>(&entry, &mut value);
+    omnistream_runtime::changelog::encode::<EventCounter>(
+        &entry,
+        omnistream_runtime::IdsLayout::Bytes,
+        &mut value,
+    );
     writer.send(BaseRecord::to(&topics.changelog).key(customer).payload(&value)).expect("queued");
     writer.flush(Duration::from_secs(10)).expect("flushed");
 

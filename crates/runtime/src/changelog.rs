@@ -5,12 +5,19 @@
 //!
 //! Records written before the tag existed (2026-11 and earlier) are state version 1.
 
+use crate::config::IdsLayout;
 use crate::processor::Processor;
 use crate::store::Entry;
 
 /// First byte of a tagged record: 0xc1 is the one byte MessagePack never uses, so it cannot be
 /// the start of an untagged (version 1) record.
 const TAG: u8 = 0xc1;
+
+/// Set in the version byte of a record that may hold its event id hashes as one byte string
+/// (written since 2026-12-07, `Entry::recent`): a release from before reads the byte as a state
+/// version above its own and refuses the record as written by a newer release, where it would
+/// fail to decode it or misread it. The state version is the byte without it.
+const HASHES_AS_BYTES: u8 = 0x80;
 
 /// Why a changelog record cannot be restored.
 #[derive(Debug, thiserror::Error)]
@@ -24,21 +31,38 @@ pub enum StateDecodeError {
     Malformed { version: u8, source: rmp_serde::decode::Error },
 }
 
-/// Appends the tagged record of `entry` to `out`.
-pub fn encode<P: Processor>(entry: &Entry<P::State>, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[TAG, P::STATE_VERSION]);
-    rmp_serde::encode::write(out, entry).expect("state serializes");
+/// Appends the tagged record of `entry` to `out`, its dedupe ids in `layout`.
+pub fn encode<P: Processor>(entry: &Entry<P::State>, layout: IdsLayout, out: &mut Vec<u8>) {
+    const { assert!(P::STATE_VERSION < HASHES_AS_BYTES, "a state version is below 128") };
+    out.push(TAG);
+    match layout {
+        IdsLayout::Bytes => {
+            out.push(HASHES_AS_BYTES | P::STATE_VERSION);
+            rmp_serde::encode::write(out, entry).expect("state serializes");
+        }
+        IdsLayout::Array => {
+            out.push(P::STATE_VERSION);
+            // The entry's fields by position, as a struct is written, the ids as a sequence.
+            let fields = (&entry.recent, &entry.state, &entry.merged_into);
+            rmp_serde::encode::write(out, &fields).expect("state serializes");
+        }
+    }
 }
 
-/// Whether `bytes` is a record of this build's state version (held as it is, needing no upgrade).
-pub fn is_current<P: Processor>(bytes: &[u8]) -> bool {
-    matches!(bytes, [TAG, version, ..] if *version == P::STATE_VERSION)
+/// Whether `bytes` is a record of this build's state version written in `layout` (held as it is,
+/// needing no upgrade).
+pub fn is_current<P: Processor>(bytes: &[u8], layout: IdsLayout) -> bool {
+    let version = match layout {
+        IdsLayout::Bytes => HASHES_AS_BYTES | P::STATE_VERSION,
+        IdsLayout::Array => P::STATE_VERSION,
+    };
+    matches!(bytes, [TAG, written, ..] if *written == version)
 }
 
 /// Decodes a record of any state version up to `P::STATE_VERSION`, upgraded to the current one.
 pub fn decode<P: Processor>(processor: &P, bytes: &[u8]) -> Result<Entry<P::State>, StateDecodeError> {
     let (version, body) = match bytes {
-        [TAG, version, body @ ..] => (*version, body),
+        [TAG, version, body @ ..] => (*version & !HASHES_AS_BYTES, body),
         untagged => (1, untagged),
     };
     if version > P::STATE_VERSION {

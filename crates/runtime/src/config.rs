@@ -116,6 +116,13 @@ pub struct RuntimeArgs {
     #[arg(long, env = "IDLE_STATE", value_enum, default_value_t = IdleState::Decoded)]
     pub idle_state: IdleState,
 
+    /// How changelog records written from now on hold the dedupe ids (docs/operations.md,
+    /// "Upgrading across a changelog layout"): `bytes`, or `array`, the only layout releases
+    /// before 2026-12-07 read. Set `array` for the first rolling restart of an upgrade from such
+    /// a release (or to be able to roll back to one), then remove it.
+    #[arg(long, env = "CHANGELOG_IDS_LAYOUT", value_enum, default_value_t = IdsLayout::Bytes)]
+    pub changelog_ids_layout: IdsLayout,
+
     /// How long an erasure stays final (SPEC 4.5): for this many days a marker holding only a keyed
     /// hash of the customer id drops retried events and events dated at or before the erasure.
     #[arg(long, env = "ERASURE_HORIZON_DAYS", default_value_t = 30)]
@@ -151,6 +158,17 @@ pub enum IdleState {
     /// Their changelog record compressed with a zstd dictionary the process trains on the first
     /// records it holds: less memory again, a decompression and a compression more.
     Compressed,
+}
+
+/// How a changelog record holds the customer's dedupe ids (docs/runtime.md, "The changelog").
+/// Every release since 2026-12-07 reads both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdsLayout {
+    /// One byte string of 8 bytes a hash, the record's version byte marked: 64 bytes shorter for
+    /// a full window; releases before 2026-12-07 refuse such a record as newer.
+    Bytes,
+    /// A MessagePack array of integers, as releases before 2026-12-07 wrote and read.
+    Array,
 }
 
 impl IdleState {
@@ -265,6 +283,7 @@ pub struct RuntimeConfig {
     pub session_timeout: Duration,
     pub dedupe_window: usize,
     pub idle_state: IdleState,
+    pub changelog_ids_layout: IdsLayout,
     pub erasure: ErasureConfig,
     pub timer_interval: Duration,
     pub shutdown_grace: Duration,
@@ -310,6 +329,7 @@ impl RuntimeConfig {
             session_timeout: Duration::from_millis(args.session_timeout_ms),
             dedupe_window: args.dedupe_window,
             idle_state: args.idle_state,
+            changelog_ids_layout: args.changelog_ids_layout,
             erasure: ErasureConfig {
                 horizon: Duration::from_secs(u64::from(args.erasure_horizon_days) * 86_400),
                 key: args.erasure_hmac_key.map(String::into_bytes),

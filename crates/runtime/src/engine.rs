@@ -15,8 +15,8 @@ use omnistream_schema_registry::TopicWriters;
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::debug;
 
-use crate::config::IdleState;
 use crate::config::{ErasureConfig, RuntimeConfig};
+use crate::config::{IdleState, IdsLayout};
 use crate::erasure::{ErasureMarker, MarkerId, MarkerKey, Markers};
 use crate::handoff::HandoffError;
 use crate::lookup::{LookupPartition, LookupScope, LookupStore};
@@ -232,6 +232,8 @@ pub(crate) struct CoreSettings {
     pub(crate) dedupe_window: usize,
     /// How customers are held between the transactions that touch them.
     pub(crate) idle_state: IdleState,
+    /// How the changelog records it writes hold the dedupe ids.
+    pub(crate) changelog_ids_layout: IdsLayout,
     pub(crate) erasure: ErasureConfig,
     /// Lookups answer as of a record's time less this (milliseconds).
     pub(crate) lookup_grace_ms: i64,
@@ -264,6 +266,7 @@ impl CoreSettings {
             commit_keeping_up: config.commit_keeping_up,
             dedupe_window: config.dedupe_window,
             idle_state: config.idle_state,
+            changelog_ids_layout: config.changelog_ids_layout,
             erasure: config.erasure.clone(),
             lookup_grace_ms: i64::try_from(config.lookup_grace.as_millis()).unwrap_or(i64::MAX),
             lookup_writer_timeout_ms: i64::try_from(config.transaction_timeout.as_millis())
@@ -473,6 +476,7 @@ impl ChangelogPartition {
         self,
         processor: &P,
         idle_state: IdleState,
+        layout: IdsLayout,
         mut progress: impl FnMut(),
     ) -> Result<RestoredPartition<P::State>, String> {
         let Self { latest, markers, positions } = self;
@@ -490,9 +494,9 @@ impl ChangelogPartition {
                 IdleState::Decoded => Restored::Decoded(Box::new(entry)),
                 IdleState::Encoded | IdleState::Compressed => {
                     let mut record = bytes;
-                    if !crate::changelog::is_current::<P>(&record) {
+                    if !crate::changelog::is_current::<P>(&record, layout) {
                         record.clear();
-                        crate::changelog::encode::<P>(&entry, &mut record);
+                        crate::changelog::encode::<P>(&entry, layout, &mut record);
                         record.shrink_to_fit();
                     }
                     let state = entry.state.as_ref();
@@ -1021,7 +1025,8 @@ impl<P: Processor> EngineCore<P> {
                     merged_into: None,
                     unmarked: Cell::new(false),
                 };
-                crate::handoff::encode::<P>(&event, &handed).map(|value| (winner, value))
+                crate::handoff::encode::<P>(&event, &handed, self.settings.changelog_ids_layout)
+                    .map(|value| (winner, value))
             }),
             _ => None,
         };
@@ -1490,11 +1495,12 @@ impl<P: Processor> EngineCore<P> {
             .iter()
             .flat_map(|(partition, ids)| ids.iter().map(move |(id, touch)| (*partition, id, *touch)));
         let encoded = self.settings.idle_state.holds_records();
+        let layout = self.settings.changelog_ids_layout;
         for (partition, customer_id, Touch { cause, had_entry }) in touched {
             let Some(data) = self.partitions.get_mut(&partition) else { continue };
             let record = data.store.record(customer_id, |entry| {
                 let mut value = Vec::with_capacity(256);
-                crate::changelog::encode::<P>(entry, &mut value);
+                crate::changelog::encode::<P>(entry, layout, &mut value);
                 value
             });
             let value = match record {
@@ -1846,6 +1852,7 @@ mod tests {
             // records trained the dictionary: `assigned`) at each commit and thawed at their
             // next record or timer, so these tests also prove no path reads one held encoded.
             idle_state: IdleState::Compressed,
+            changelog_ids_layout: IdsLayout::Bytes,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
             broadcast_horizon_ms: 7 * 86_400_000,
@@ -2021,7 +2028,7 @@ mod tests {
                 .read(offset, key, record.value.as_deref(), position_header(record), horizon_ms)
                 .expect("reads");
         }
-        reader.finish(&Tally, IdleState::Encoded, || {}).expect("decodes")
+        reader.finish(&Tally, IdleState::Encoded, IdsLayout::Bytes, || {}).expect("decodes")
     }
 
     /// A customer's changelog record, as the runtime writes it.
@@ -2033,7 +2040,7 @@ mod tests {
             unmarked: Cell::new(false),
         };
         let mut bytes = Vec::new();
-        crate::changelog::encode::<Tally>(&entry, &mut bytes);
+        crate::changelog::encode::<Tally>(&entry, IdsLayout::Bytes, &mut bytes);
         bytes
     }
 
@@ -2045,7 +2052,7 @@ mod tests {
             for (offset, customer, payload) in records {
                 reader.read(*offset, customer.as_bytes(), *payload, None, 0).expect("read as it is");
             }
-            reader.finish(&Tally, IdleState::Decoded, || {})
+            reader.finish(&Tally, IdleState::Decoded, IdsLayout::Bytes, || {})
         };
         let restored = read(&[
             (3, "c-1", Some(&one)),
@@ -2085,6 +2092,95 @@ mod tests {
         assert_eq!(latest.len(), 1_099);
         // Grown by doubling it held 2,000 bytes for 1,099: most customers' records, restored.
         assert!(latest.capacity() < 1_099 + 1_099 / 8, "{} bytes held", latest.capacity());
+    }
+
+    /// `CHANGELOG_IDS_LAYOUT=array`, for the first restart of a rolling upgrade: the bytes a release
+    /// from before 2026-12-07 wrote (worked out by hand, as in the test below: the version byte
+    /// unmarked, the ids an array of integers), so that such a release, still running, restores
+    /// and takes handoffs from this one; a record in the byte-string layout is held rewritten.
+    #[test]
+    fn given_the_array_layout_then_records_are_those_releases_before_the_byte_string_wrote() {
+        let count = Count { count: 3, idle_at: None, ballast: String::new() };
+        let entry = Entry {
+            recent: VecDeque::from([0x0102_0304_0506_0708, u64::MAX]),
+            state: Some(count.clone()),
+            merged_into: None,
+            unmarked: Default::default(),
+        };
+        let mut written = Vec::new();
+        crate::changelog::encode::<Tally>(&entry, IdsLayout::Array, &mut written);
+        let mut by_hand = vec![0xc1, 0x01, 0x93, 0x92, 0xcf, 1, 2, 3, 4, 5, 6, 7, 8, 0xcf];
+        by_hand.extend([0xff; 8]);
+        by_hand.extend([0x93, 0x03, 0xc0, 0xa0, 0xc0]);
+        assert_eq!(written, by_hand, "tag, state version 1 unmarked, the ids as uint 64s");
+        assert!(crate::changelog::is_current::<Tally>(&written, IdsLayout::Array));
+        assert!(!crate::changelog::is_current::<Tally>(&written, IdsLayout::Bytes));
+        let mut small = Vec::new();
+        let few = Entry { recent: VecDeque::from([7]), ..entry.clone() };
+        crate::changelog::encode::<Tally>(&few, IdsLayout::Array, &mut small);
+        assert_eq!(
+            small[..5],
+            [0xc1, 0x01, 0x93, 0x91, 0x07],
+            "a small hash as the smallest integer, as serde wrote it"
+        );
+
+        let mut bytes_layout = Vec::new();
+        crate::changelog::encode::<Tally>(&entry, IdsLayout::Bytes, &mut bytes_layout);
+        let mut reader = ChangelogPartition::default();
+        reader.read(0, b"c-1", Some(&bytes_layout), None, 0).expect("read as it is");
+        let restored = reader.finish(&Tally, IdleState::Encoded, IdsLayout::Array, || {}).expect("decodes");
+        let Restored::Encoded { record, .. } = &restored.customers[0].1 else { panic!("held encoded") };
+        assert_eq!(record, &by_hand, "held as this process writes");
+        let decoded = crate::changelog::decode(&Tally, &written).expect("decodes");
+        assert_eq!((decoded.recent, decoded.state), (entry.recent, Some(count)));
+    }
+
+    /// The bytes worked out by hand from the MessagePack spec: a record is the tag, then the
+    /// entry as an array of 3 (`recent`, `state`, `merged_into`), `Count` an array of 3.
+    #[test]
+    fn given_event_ids_then_the_record_holds_their_hashes_as_one_byte_string_and_the_array_form_still_decodes()
+     {
+        let count = Count { count: 3, idle_at: None, ballast: String::new() };
+        let entry = Entry {
+            recent: VecDeque::from([0x0102_0304_0506_0708, u64::MAX]),
+            state: Some(count.clone()),
+            merged_into: None,
+            unmarked: Default::default(),
+        };
+        let state = [0x93, 0x03, 0xc0, 0xa0];
+        let mut written = Vec::new();
+        crate::changelog::encode::<Tally>(&entry, IdsLayout::Bytes, &mut written);
+        let mut by_hand = vec![0xc1, 0x81, 0x93, 0xc4, 16, 1, 2, 3, 4, 5, 6, 7, 8];
+        by_hand.extend([0xff; 8]);
+        by_hand.extend(state);
+        by_hand.push(0xc0);
+        assert_eq!(written, by_hand, "bin 8 of 16 bytes; the version byte marked");
+        assert!(written[1] > 0x7f, "a release before the mark reads a state version above its own");
+
+        let mut array_form = vec![0xc1, 0x01, 0x93, 0x92, 0xcf, 1, 2, 3, 4, 5, 6, 7, 8, 0xcf];
+        array_form.extend([0xff; 8]);
+        array_form.extend(state);
+        array_form.push(0xc0);
+        let decoded = crate::changelog::decode(&Tally, &array_form).expect("the array form decodes");
+        assert_eq!(decoded.recent, entry.recent);
+        assert_eq!(decoded.state, Some(count.clone()));
+        let decoded = crate::changelog::decode(&Tally, &written).expect("its own record decodes");
+        assert_eq!((decoded.recent, decoded.state), (entry.recent.clone(), Some(count.clone())));
+        assert!(crate::changelog::is_current::<Tally>(&written, IdsLayout::Bytes));
+        assert!(
+            !crate::changelog::is_current::<Tally>(&array_form, IdsLayout::Bytes),
+            "held records are encoded anew"
+        );
+
+        let empty = Entry { recent: VecDeque::new(), ..entry };
+        let mut written = Vec::new();
+        crate::changelog::encode::<Tally>(&empty, IdsLayout::Bytes, &mut written);
+        assert_eq!(written[..4], [0xc1, 0x81, 0x93, 0x90], "no ids: the empty array older releases read");
+
+        let mut ragged = vec![0xc1, 0x81, 0x93, 0xc4, 7, 1, 2, 3, 4, 5, 6, 7];
+        ragged.extend(state);
+        ragged.push(0xc0);
+        assert!(crate::changelog::decode(&Tally, &ragged).is_err(), "7 bytes are no hash");
     }
 
     fn some(value: &str) -> Option<String> {
@@ -2903,13 +2999,16 @@ mod tests {
             merged_into: None,
             unmarked: Cell::new(false),
         };
-        // Written before the tag (2026-11): MessagePack alone, read as state version 1.
-        let untagged = rmp_serde::to_vec(&entry).expect("encodes");
+        // Written before the tag (2026-11): MessagePack alone, read as state version 1, the
+        // window an array of integers (by hand: this build writes a byte string).
+        let mut untagged = vec![0x93, 0x91, 0xcf];
+        untagged.extend(event_id_hash("e-1").to_be_bytes());
+        untagged.extend([0x93, 0x02, 0xc0, 0xa0, 0xc0]);
         let mut reader = ChangelogPartition::default();
         reader.read(0, b"c-1", Some(&untagged), None, 0).expect("read as it is");
-        let restored = reader.finish(&Tally, IdleState::Encoded, || {}).expect("decodes");
+        let restored = reader.finish(&Tally, IdleState::Encoded, IdsLayout::Bytes, || {}).expect("decodes");
         let mut tagged = Vec::new();
-        crate::changelog::encode::<Tally>(&entry, &mut tagged);
+        crate::changelog::encode::<Tally>(&entry, IdsLayout::Bytes, &mut tagged);
         let Restored::Encoded { record, .. } = &restored.customers[0].1 else { panic!("held encoded") };
         assert_eq!(record, &tagged, "held tagged");
         let mut core = core_with(10_000);
@@ -2929,12 +3028,16 @@ mod tests {
         let mut core = core();
         let mut changelog = Vec::new();
         let mut offset = 0;
-        for round in 0..3 {
+        // Every customer's first transaction has the same two event ids: the dictionary learns
+        // their hashes from the first 8 customers' records (a record of ids it never saw is random
+        // bytes, and may not shorten). A second transaction adds one more.
+        let rounds: [&[&str]; 2] = [&["e-0", "e-1"], &["e-2"]];
+        for ids in rounds {
             for customer in &customers {
-                // Event ids shared between customers: what a dictionary learns.
-                let event = view(&format!("e-{round}"), customer, BASE);
-                feed(&mut core, 0, offset, customer, &event, BASE).expect("fits");
-                offset += 1;
+                for id in ids {
+                    feed(&mut core, 0, offset, customer, &view(id, customer, BASE), BASE).expect("fits");
+                    offset += 1;
+                }
             }
             plan_into(&mut core, &mut changelog).expect("fits").expect("a transaction is open");
             core.committed();
@@ -2987,7 +3090,7 @@ mod tests {
         let mut newer = ChangelogPartition::default();
         newer.read(0, b"c-9", Some(b"\xc1\x09"), None, 0).expect("read as it is");
         let error = newer
-            .finish(&Tally, IdleState::Decoded, || {})
+            .finish(&Tally, IdleState::Decoded, IdsLayout::Bytes, || {})
             .err()
             .expect("a state written by a newer release does not decode");
         assert!(error.contains("newer release"), "{error}");
@@ -3000,7 +3103,9 @@ mod tests {
             for (value, header) in records {
                 reader.read(0, position.as_bytes(), *value, *header, 0)?;
             }
-            Ok::<_, String>(reader.finish(&Tally, IdleState::Decoded, || {})?.position("in"))
+            Ok::<_, String>(
+                reader.finish(&Tally, IdleState::Decoded, IdsLayout::Bytes, || {})?.position("in"),
+            )
         };
         assert!(restored_position(&[(Some(&value), Some(b"x"))]).is_err(), "not an offset");
         assert!(restored_position(&[(Some(&value), None)]).is_err(), "no offset");
@@ -3009,9 +3114,11 @@ mod tests {
     }
 
     /// What a release from before positions does with a position record: it decodes the value
-    /// as a customer's entry (`changelog::decode` is that release's, unchanged) and gets nothing.
+    /// as a customer's entry and gets nothing. The bytes are those such a release wrote and
+    /// reads (tag, state version 1, an empty window as an empty array, no state, no merge).
     #[test]
     fn an_older_release_reads_a_position_record_as_a_customer_with_nothing() {
+        assert_eq!(crate::changelog::position_value(), [0xc1, 0x01, 0x93, 0x90, 0xc0, 0xc0]);
         let entry = crate::changelog::decode(&Tally, &crate::changelog::position_value()).expect("decodes");
         assert!(entry.state.is_none() && entry.recent.is_empty() && entry.merged_into.is_none());
     }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::IdsLayout;
 use crate::processor::{InputEvent, Processor};
 use crate::store::Entry;
 
@@ -31,10 +32,15 @@ pub(crate) struct Handoff<S> {
     pub(crate) entry: Entry<S>,
 }
 
-/// The value of the handoff record for `handed`, the state `event` asked to move.
-pub(crate) fn encode<P: Processor>(event: &P::Input, handed: &Entry<P::State>) -> Result<Vec<u8>, String> {
+/// The value of the handoff record for `handed`, the state `event` asked to move, its dedupe ids in
+/// `layout` (the winner's partition may be read by an instance of an older release).
+pub(crate) fn encode<P: Processor>(
+    event: &P::Input,
+    handed: &Entry<P::State>,
+    layout: IdsLayout,
+) -> Result<Vec<u8>, String> {
     let mut entry = Vec::with_capacity(256);
-    crate::changelog::encode::<P>(handed, &mut entry);
+    crate::changelog::encode::<P>(handed, layout, &mut entry);
     let value = HandoffValue {
         id: event.event_id().to_owned(),
         from: event.key().to_owned(),

@@ -31,7 +31,7 @@ mod store;
 pub mod testing;
 pub mod trace;
 
-pub use config::{RuntimeArgs, RuntimeConfig, ServiceInfo};
+pub use config::{IdsLayout, RuntimeArgs, RuntimeConfig, ServiceInfo};
 pub use engine::CAUSE_HEADER;
 pub use kafka::KafkaArgs;
 pub use lookup::{LookupInput, LookupScope, Lookups};

@@ -124,7 +124,8 @@ pub trait Processor: Send + 'static {
 
     /// The layout and meaning of `State` this build writes to the changelog (the record's tag).
     /// Raise it with a change to either; a field is only ever added at the end of a struct, with
-    /// a serde default, so that every earlier version still decodes.
+    /// a serde default, so that every earlier version still decodes. Below 128: the tag's top bit
+    /// marks the runtime's own layout (`changelog`).
     const STATE_VERSION: u8 = 1;
 
     /// Brings a state restored from a record of an older `STATE_VERSION` (`written_with`) up to

@@ -126,7 +126,7 @@ pub(crate) fn read_changelog<P: Processor>(
         .into_iter()
         .map(|(partition, records)| {
             let restored = records
-                .finish(processor, config.idle_state, || health.tick())
+                .finish(processor, config.idle_state, config.changelog_ids_layout, || health.tick())
                 .map_err(|e| RuntimeError::Restore(format!("changelog partition {partition}: {e}")))?;
             Ok((partition, restored))
         })

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use omnistream_model::{AvroRecord, TouchpointEvent, decode_record, encode_event};
 use prometheus_client::registry::Registry;
 
-use crate::config::{ErasureConfig, IdleState};
+use crate::config::{ErasureConfig, IdleState, IdsLayout};
 use crate::engine::{
     Action, CoreSettings, EngineCore, Input, InputRecord, Now, OutputTopics, RestoredPartition, TooLarge,
     TopicLimits,
@@ -125,6 +125,7 @@ impl<P: Processor> ProcessorTest<P> {
             commit_keeping_up: Duration::from_millis(20),
             dedupe_window: 64,
             idle_state,
+            changelog_ids_layout: IdsLayout::Bytes,
             lookup_grace_ms: 0,
             lookup_writer_timeout_ms: 0,
             broadcast_horizon_ms: i64::MAX,

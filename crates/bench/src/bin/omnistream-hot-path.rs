@@ -141,7 +141,7 @@ fn print_encoded_size<P: Processor>(test: &ProcessorTest<P>, records: &[(Vec<u8>
             unmarked: Default::default(),
         };
         buffer.clear();
-        omnistream_runtime::changelog::encode::<P>(&entry, &mut buffer);
+        omnistream_runtime::changelog::encode::<P>(&entry, omnistream_runtime::IdsLayout::Bytes, &mut buffer);
         (count, bytes) = (count + 1, bytes + buffer.len());
     }
     println!(
