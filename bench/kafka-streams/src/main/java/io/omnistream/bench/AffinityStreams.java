@@ -1,11 +1,6 @@
 package io.omnistream.bench;
 
-import java.io.ByteArrayInputStream;
-import java.io.ByteArrayOutputStream;
-import java.io.DataInputStream;
-import java.io.DataOutputStream;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
@@ -13,19 +8,14 @@ import java.util.List;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericData;
 import org.apache.avro.generic.GenericRecord;
-import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
-import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Produced;
-import org.apache.kafka.streams.processor.api.Processor;
-import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
 import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.StoreBuilder;
-import org.apache.kafka.streams.state.Stores;
 
 /**
  * channel-affinity's fold in Kafka Streams (SPEC 4.3, docs/channel-affinity.md), with the Apache
@@ -110,13 +100,7 @@ public final class AffinityStreams {
         Twins.Args twin = Twins.Args.parse("AffinityStreams", args, true);
         Schema eventSchema = twin.schema("touchpoint_event.avsc");
         Schema affinitySchema = twin.schema("channel_affinity.avsc");
-        StoreBuilder<KeyValueStore<String, State>> store = Stores.keyValueStoreBuilder(
-            twin.inMemory() ? Stores.inMemoryKeyValueStore("affinity") : Stores.persistentKeyValueStore("affinity"),
-            Serdes.String(), stateSerde());
-        // The DSL caches its stores unless the cache is 0 bytes; a store of the Processor API only when asked.
-        if (twin.cacheBytes() != 0) {
-            store = store.withCachingEnabled();
-        }
+        StoreBuilder<KeyValueStore<String, State>> store = twin.store("affinity", stateSerde());
         StreamsBuilder builder = new StreamsBuilder();
         builder.addStateStore(store);
         builder.stream(twin.input(), Consumed.with(Serdes.String(), Twins.singleObject(eventSchema)))
@@ -126,30 +110,20 @@ public final class AffinityStreams {
     }
 
     /** One task's processor: one input partition, so its clock is that partition's. */
-    static final class Fold implements Processor<String, GenericRecord, String, GenericRecord> {
+    static final class Fold extends Twins.PartitionFold<State> {
         private final Schema affinitySchema;
         private final Schema scoreSchema;
         private final Schema channelSchema;
-        private ProcessorContext<String, GenericRecord> context;
-        private KeyValueStore<String, State> store;
-        /** The partition clock: the latest append time read, never going back. */
-        private long clock = Long.MIN_VALUE;
 
         Fold(Schema affinitySchema) {
+            super("affinity");
             this.affinitySchema = affinitySchema;
             this.scoreSchema = affinitySchema.getField("channels").schema().getElementType();
             this.channelSchema = affinitySchema.getField("ranking").schema().getElementType();
         }
 
         @Override
-        public void init(ProcessorContext<String, GenericRecord> context) {
-            this.context = context;
-            this.store = context.getStateStore("affinity");
-        }
-
-        @Override
-        public void process(Record<String, GenericRecord> record) {
-            clock = Math.max(clock, record.timestamp());
+        void fold(Record<String, GenericRecord> record) {
             String customer = record.key();
             GenericRecord event = record.value();
             String type = event.get("type").toString();
@@ -314,53 +288,35 @@ public final class AffinityStreams {
 
     /** The state as plain binary: a Java team's own format for a store no one else reads. */
     private static Serde<State> stateSerde() {
-        Serializer<State> serializer = (topic, state) -> {
-            if (state == null) {
-                return null;
+        return Twins.dataSerde((state, out) -> {
+            out.writeBoolean(state.erased);
+            out.writeLong(state.version);
+            for (int channel = 0; channel < 4; channel++) {
+                out.writeByte(state.consent[channel] == null ? 0 : state.consent[channel] ? 1 : 2);
+                out.writeLong(state.consentAt[channel]);
             }
-            ByteArrayOutputStream bytes = new ByteArrayOutputStream(64 + 34 * state.facts.size());
-            try (DataOutputStream out = new DataOutputStream(bytes)) {
-                out.writeBoolean(state.erased);
-                out.writeLong(state.version);
-                for (int channel = 0; channel < 4; channel++) {
-                    out.writeByte(state.consent[channel] == null ? 0 : state.consent[channel] ? 1 : 2);
-                    out.writeLong(state.consentAt[channel]);
-                }
-                out.writeInt(state.facts.size());
-                for (Fact fact : state.facts) {
-                    out.writeLong(fact.at());
-                    out.writeLong(fact.seq());
-                    out.writeByte(fact.kind());
-                    out.writeByte(fact.channel());
-                    out.writeLong(fact.message());
-                }
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
+            out.writeInt(state.facts.size());
+            for (Fact fact : state.facts) {
+                out.writeLong(fact.at());
+                out.writeLong(fact.seq());
+                out.writeByte(fact.kind());
+                out.writeByte(fact.channel());
+                out.writeLong(fact.message());
             }
-            return bytes.toByteArray();
-        };
-        Deserializer<State> deserializer = (topic, bytes) -> {
-            if (bytes == null) {
-                return null;
-            }
+        }, in -> {
             State state = new State();
-            try (DataInputStream in = new DataInputStream(new ByteArrayInputStream(bytes))) {
-                state.erased = in.readBoolean();
-                state.version = in.readLong();
-                for (int channel = 0; channel < 4; channel++) {
-                    byte consent = in.readByte();
-                    state.consent[channel] = consent == 0 ? null : consent == 1;
-                    state.consentAt[channel] = in.readLong();
-                }
-                int facts = in.readInt();
-                for (int i = 0; i < facts; i++) {
-                    state.facts.add(new Fact(in.readLong(), in.readLong(), in.readByte(), in.readByte(), in.readLong()));
-                }
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
+            state.erased = in.readBoolean();
+            state.version = in.readLong();
+            for (int channel = 0; channel < 4; channel++) {
+                byte consent = in.readByte();
+                state.consent[channel] = consent == 0 ? null : consent == 1;
+                state.consentAt[channel] = in.readLong();
+            }
+            int facts = in.readInt();
+            for (int i = 0; i < facts; i++) {
+                state.facts.add(new Fact(in.readLong(), in.readLong(), in.readByte(), in.readByte(), in.readLong()));
             }
             return state;
-        };
-        return Serdes.serdeFrom(serializer, deserializer);
+        });
     }
 }

@@ -1,11 +1,8 @@
 package io.omnistream.bench;
 
-import java.io.ByteArrayInputStream;
-import java.io.ByteArrayOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.time.Instant;
 import java.time.ZoneOffset;
 import java.util.ArrayDeque;
@@ -16,17 +13,12 @@ import java.util.List;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericData;
 import org.apache.avro.generic.GenericRecord;
-import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
-import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.streams.Topology;
-import org.apache.kafka.streams.processor.api.Processor;
-import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
 import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.StoreBuilder;
-import org.apache.kafka.streams.state.Stores;
 
 /**
  * loyalty-points' fold in Kafka Streams (SPEC 4.4, docs/loyalty-points.md), with the Apache Avro
@@ -116,13 +108,7 @@ public final class LoyaltyStreams {
         Schema eventSchema = twin.schema("touchpoint_event.avsc");
         Schema balanceSchema = twin.schema("loyalty_balance.avsc");
         Schema ledgerSchema = twin.schema("loyalty_ledger_entry.avsc");
-        StoreBuilder<KeyValueStore<String, State>> store = Stores.keyValueStoreBuilder(
-            twin.inMemory() ? Stores.inMemoryKeyValueStore("loyalty") : Stores.persistentKeyValueStore("loyalty"),
-            Serdes.String(), stateSerde());
-        // The DSL caches its stores unless the cache is 0 bytes; a store of the Processor API only when asked.
-        if (twin.cacheBytes() != 0) {
-            store = store.withCachingEnabled();
-        }
+        StoreBuilder<KeyValueStore<String, State>> store = twin.store("loyalty", stateSerde());
         Topology topology = new Topology();
         topology.addSource("events", Serdes.String().deserializer(),
             Twins.singleObject(eventSchema).deserializer(), twin.input());
@@ -136,19 +122,16 @@ public final class LoyaltyStreams {
     }
 
     /** One task's processor: one input partition, so its clock is that partition's. */
-    static final class Fold implements Processor<String, GenericRecord, String, GenericRecord> {
+    static final class Fold extends Twins.PartitionFold<State> {
         private final Schema balanceSchema;
         private final Schema nextExpirySchema;
         private final Schema ledgerSchema;
         private final Schema balanceAfterSchema;
         private final Schema kindSchema;
         private final Schema channelSchema;
-        private ProcessorContext<String, GenericRecord> context;
-        private KeyValueStore<String, State> store;
-        /** The partition clock: the latest append time read, never going back. */
-        private long clock = Long.MIN_VALUE;
 
         Fold(Schema balanceSchema, Schema ledgerSchema) {
+            super("loyalty");
             this.balanceSchema = balanceSchema;
             this.nextExpirySchema = balanceSchema.getField("next_expiry").schema().getTypes().get(1);
             this.ledgerSchema = ledgerSchema;
@@ -158,14 +141,7 @@ public final class LoyaltyStreams {
         }
 
         @Override
-        public void init(ProcessorContext<String, GenericRecord> context) {
-            this.context = context;
-            this.store = context.getStateStore("loyalty");
-        }
-
-        @Override
-        public void process(Record<String, GenericRecord> record) {
-            clock = Math.max(clock, record.timestamp());
+        void fold(Record<String, GenericRecord> record) {
             String customer = record.key();
             GenericRecord event = record.value();
             String type = event.get("type").toString();
@@ -504,97 +480,79 @@ public final class LoyaltyStreams {
 
     /** The state as plain binary: a Java team's own format for a store no one else reads. */
     private static Serde<State> stateSerde() {
-        Serializer<State> serializer = (topic, state) -> {
-            if (state == null) {
-                return null;
+        return Twins.dataSerde((state, out) -> {
+            out.writeBoolean(state.erased);
+            for (long value : new long[] {state.debt, state.spent, state.expired, state.lifetimeEarned,
+                state.evaluatedAt, state.version}) {
+                out.writeLong(value);
             }
-            ByteArrayOutputStream bytes = new ByteArrayOutputStream(128 + 96 * state.lots.size());
-            try (DataOutputStream out = new DataOutputStream(bytes)) {
-                out.writeBoolean(state.erased);
-                for (long value : new long[] {state.debt, state.spent, state.expired, state.lifetimeEarned,
-                    state.evaluatedAt, state.version}) {
+            out.writeInt(state.lots.size());
+            for (Lot lot : state.lots) {
+                writeOptional(out, lot.id);
+                writeOptional(out, lot.orderId);
+                writeOptional(out, lot.channel);
+                writeOptional(out, lot.causeEventId);
+                for (long value : new long[] {lot.earnedAt, lot.points, lot.remaining, lot.reversed,
+                    lot.activatesAt, lot.expiresAt}) {
                     out.writeLong(value);
                 }
-                out.writeInt(state.lots.size());
-                for (Lot lot : state.lots) {
-                    writeOptional(out, lot.id);
-                    writeOptional(out, lot.orderId);
-                    writeOptional(out, lot.channel);
-                    writeOptional(out, lot.causeEventId);
-                    for (long value : new long[] {lot.earnedAt, lot.points, lot.remaining, lot.reversed,
-                        lot.activatesAt, lot.expiresAt}) {
-                        out.writeLong(value);
-                    }
-                    out.writeBoolean(lot.active);
-                }
-                out.writeInt(state.earned.size());
-                for (long[] earned : state.earned) {
-                    out.writeLong(earned[0]);
-                    out.writeLong(earned[1]);
-                }
-                out.writeInt(state.redemptions.size());
-                for (String redemption : state.redemptions) {
-                    out.writeUTF(redemption);
-                }
-                out.writeInt(state.earlyRefunds.size());
-                for (EarlyRefund refund : state.earlyRefunds) {
-                    out.writeUTF(refund.eventId());
-                    out.writeUTF(refund.orderId());
-                    out.writeLong(refund.valueMinor());
-                    out.writeUTF(refund.currency());
-                    out.writeUTF(refund.channel());
-                    out.writeLong(refund.occurredAt());
-                    out.writeLong(refund.arrivedAt());
-                }
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
+                out.writeBoolean(lot.active);
             }
-            return bytes.toByteArray();
-        };
-        Deserializer<State> deserializer = (topic, bytes) -> {
-            if (bytes == null) {
-                return null;
+            out.writeInt(state.earned.size());
+            for (long[] earned : state.earned) {
+                out.writeLong(earned[0]);
+                out.writeLong(earned[1]);
             }
+            out.writeInt(state.redemptions.size());
+            for (String redemption : state.redemptions) {
+                out.writeUTF(redemption);
+            }
+            out.writeInt(state.earlyRefunds.size());
+            for (EarlyRefund refund : state.earlyRefunds) {
+                out.writeUTF(refund.eventId());
+                out.writeUTF(refund.orderId());
+                out.writeLong(refund.valueMinor());
+                out.writeUTF(refund.currency());
+                out.writeUTF(refund.channel());
+                out.writeLong(refund.occurredAt());
+                out.writeLong(refund.arrivedAt());
+            }
+        }, in -> {
             State state = new State();
-            try (DataInputStream in = new DataInputStream(new ByteArrayInputStream(bytes))) {
-                state.erased = in.readBoolean();
-                state.debt = in.readLong();
-                state.spent = in.readLong();
-                state.expired = in.readLong();
-                state.lifetimeEarned = in.readLong();
-                state.evaluatedAt = in.readLong();
-                state.version = in.readLong();
-                for (int i = in.readInt(); i > 0; i--) {
-                    Lot lot = new Lot();
-                    lot.id = readOptional(in);
-                    lot.orderId = readOptional(in);
-                    lot.channel = readOptional(in);
-                    lot.causeEventId = readOptional(in);
-                    lot.earnedAt = in.readLong();
-                    lot.points = in.readLong();
-                    lot.remaining = in.readLong();
-                    lot.reversed = in.readLong();
-                    lot.activatesAt = in.readLong();
-                    lot.expiresAt = in.readLong();
-                    lot.active = in.readBoolean();
-                    state.lots.add(lot);
-                }
-                for (int i = in.readInt(); i > 0; i--) {
-                    state.earned.add(new long[] {in.readLong(), in.readLong()});
-                }
-                for (int i = in.readInt(); i > 0; i--) {
-                    state.redemptions.addLast(in.readUTF());
-                }
-                for (int i = in.readInt(); i > 0; i--) {
-                    state.earlyRefunds.add(new EarlyRefund(in.readUTF(), in.readUTF(), in.readLong(), in.readUTF(),
-                        in.readUTF(), in.readLong(), in.readLong()));
-                }
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
+            state.erased = in.readBoolean();
+            state.debt = in.readLong();
+            state.spent = in.readLong();
+            state.expired = in.readLong();
+            state.lifetimeEarned = in.readLong();
+            state.evaluatedAt = in.readLong();
+            state.version = in.readLong();
+            for (int i = in.readInt(); i > 0; i--) {
+                Lot lot = new Lot();
+                lot.id = readOptional(in);
+                lot.orderId = readOptional(in);
+                lot.channel = readOptional(in);
+                lot.causeEventId = readOptional(in);
+                lot.earnedAt = in.readLong();
+                lot.points = in.readLong();
+                lot.remaining = in.readLong();
+                lot.reversed = in.readLong();
+                lot.activatesAt = in.readLong();
+                lot.expiresAt = in.readLong();
+                lot.active = in.readBoolean();
+                state.lots.add(lot);
+            }
+            for (int i = in.readInt(); i > 0; i--) {
+                state.earned.add(new long[] {in.readLong(), in.readLong()});
+            }
+            for (int i = in.readInt(); i > 0; i--) {
+                state.redemptions.addLast(in.readUTF());
+            }
+            for (int i = in.readInt(); i > 0; i--) {
+                state.earlyRefunds.add(new EarlyRefund(in.readUTF(), in.readUTF(), in.readLong(), in.readUTF(),
+                    in.readUTF(), in.readLong(), in.readLong()));
             }
             return state;
-        };
-        return Serdes.serdeFrom(serializer, deserializer);
+        });
     }
 
     private static void writeOptional(DataOutputStream out, String value) throws IOException {

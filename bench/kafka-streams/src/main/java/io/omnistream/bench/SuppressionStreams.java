@@ -1,11 +1,6 @@
 package io.omnistream.bench;
 
-import java.io.ByteArrayInputStream;
-import java.io.ByteArrayOutputStream;
-import java.io.DataInputStream;
-import java.io.DataOutputStream;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.time.DateTimeException;
 import java.time.Instant;
 import java.time.LocalDateTime;
@@ -20,19 +15,14 @@ import java.util.Map;
 import org.apache.avro.Schema;
 import org.apache.avro.generic.GenericData;
 import org.apache.avro.generic.GenericRecord;
-import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.serialization.Serde;
 import org.apache.kafka.common.serialization.Serdes;
-import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Produced;
-import org.apache.kafka.streams.processor.api.Processor;
-import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
 import org.apache.kafka.streams.state.KeyValueStore;
 import org.apache.kafka.streams.state.StoreBuilder;
-import org.apache.kafka.streams.state.Stores;
 
 /**
  * suppression's fold in Kafka Streams (SPEC 4.2, docs/suppression.md), with the Apache Avro
@@ -93,13 +83,7 @@ public final class SuppressionStreams {
         Twins.Args twin = Twins.Args.parse("SuppressionStreams", args, true);
         Schema eventSchema = twin.schema("touchpoint_event.avsc");
         Schema suppressionSchema = twin.schema("suppression_state.avsc");
-        StoreBuilder<KeyValueStore<String, State>> store = Stores.keyValueStoreBuilder(
-            twin.inMemory() ? Stores.inMemoryKeyValueStore("suppression") : Stores.persistentKeyValueStore("suppression"),
-            Serdes.String(), stateSerde());
-        // The DSL caches its stores unless the cache is 0 bytes; a store of the Processor API only when asked.
-        if (twin.cacheBytes() != 0) {
-            store = store.withCachingEnabled();
-        }
+        StoreBuilder<KeyValueStore<String, State>> store = twin.store("suppression", stateSerde());
         StreamsBuilder builder = new StreamsBuilder();
         builder.addStateStore(store);
         builder.stream(twin.input(), Consumed.with(Serdes.String(), Twins.singleObject(eventSchema)))
@@ -109,18 +93,15 @@ public final class SuppressionStreams {
     }
 
     /** One task's processor: one input partition, so its clock is that partition's. */
-    static final class Fold implements Processor<String, GenericRecord, String, GenericRecord> {
+    static final class Fold extends Twins.PartitionFold<State> {
         private final Schema stateSchema;
         private final Schema channelSchema;
         private final Schema reasonSchema;
         private final Schema channelEnum;
         private final Schema statusEnum;
-        private ProcessorContext<String, GenericRecord> context;
-        private KeyValueStore<String, State> store;
-        /** The partition clock: the latest append time read, never going back. */
-        private long clock = Long.MIN_VALUE;
 
         Fold(Schema stateSchema) {
+            super("suppression");
             this.stateSchema = stateSchema;
             this.channelSchema = stateSchema.getField("marketing").schema().getElementType();
             this.reasonSchema = channelSchema.getField("reasons").schema().getElementType();
@@ -129,14 +110,7 @@ public final class SuppressionStreams {
         }
 
         @Override
-        public void init(ProcessorContext<String, GenericRecord> context) {
-            this.context = context;
-            this.store = context.getStateStore("suppression");
-        }
-
-        @Override
-        public void process(Record<String, GenericRecord> record) {
-            clock = Math.max(clock, record.timestamp());
+        void fold(Record<String, GenericRecord> record) {
             String customer = record.key();
             GenericRecord event = record.value();
             String type = event.get("type").toString();
@@ -454,85 +428,67 @@ public final class SuppressionStreams {
 
     /** The state as plain binary: a Java team's own format for a store no one else reads. */
     private static Serde<State> stateSerde() {
-        Serializer<State> serializer = (topic, state) -> {
-            if (state == null) {
-                return null;
+        return Twins.dataSerde((state, out) -> {
+            out.writeBoolean(state.erased);
+            out.writeLong(state.version);
+            out.writeLong(state.evaluatedAt);
+            out.writeInt(state.ticketIds.size());
+            for (int i = 0; i < state.ticketIds.size(); i++) {
+                out.writeUTF(state.ticketIds.get(i));
+                out.writeLong(state.ticketOpenedAt.get(i));
             }
-            ByteArrayOutputStream bytes = new ByteArrayOutputStream(128);
-            try (DataOutputStream out = new DataOutputStream(bytes)) {
-                out.writeBoolean(state.erased);
-                out.writeLong(state.version);
-                out.writeLong(state.evaluatedAt);
-                out.writeInt(state.ticketIds.size());
-                for (int i = 0; i < state.ticketIds.size(); i++) {
-                    out.writeUTF(state.ticketIds.get(i));
-                    out.writeLong(state.ticketOpenedAt.get(i));
-                }
-                for (int channel = 0; channel < 4; channel++) {
-                    out.writeByte(state.consent[channel] == null ? 0 : state.consent[channel] ? 1 : 2);
-                    out.writeLong(state.consentAt[channel]);
-                    out.writeBoolean(state.lastGrant[channel] != null);
-                    out.writeLong(state.lastGrant[channel] == null ? 0 : state.lastGrant[channel]);
-                }
-                for (List<long[]> triples : List.of(state.hardBlocks, state.sends)) {
-                    out.writeInt(triples.size());
-                    for (long[] values : triples) {
-                        out.writeByte(values.length);
-                        for (long value : values) {
-                            out.writeLong(value);
-                        }
+            for (int channel = 0; channel < 4; channel++) {
+                out.writeByte(state.consent[channel] == null ? 0 : state.consent[channel] ? 1 : 2);
+                out.writeLong(state.consentAt[channel]);
+                out.writeBoolean(state.lastGrant[channel] != null);
+                out.writeLong(state.lastGrant[channel] == null ? 0 : state.lastGrant[channel]);
+            }
+            for (List<long[]> triples : List.of(state.hardBlocks, state.sends)) {
+                out.writeInt(triples.size());
+                for (long[] values : triples) {
+                    out.writeByte(values.length);
+                    for (long value : values) {
+                        out.writeLong(value);
                     }
                 }
-                out.writeBoolean(state.timezone != null);
-                if (state.timezone != null) {
-                    out.writeUTF(state.timezone);
-                }
-                out.writeBoolean(state.timezoneAt != null);
-                out.writeLong(state.timezoneAt == null ? 0 : state.timezoneAt);
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
             }
-            return bytes.toByteArray();
-        };
-        Deserializer<State> deserializer = (topic, bytes) -> {
-            if (bytes == null) {
-                return null;
+            out.writeBoolean(state.timezone != null);
+            if (state.timezone != null) {
+                out.writeUTF(state.timezone);
             }
+            out.writeBoolean(state.timezoneAt != null);
+            out.writeLong(state.timezoneAt == null ? 0 : state.timezoneAt);
+        }, in -> {
             State state = new State();
-            try (DataInputStream in = new DataInputStream(new ByteArrayInputStream(bytes))) {
-                state.erased = in.readBoolean();
-                state.version = in.readLong();
-                state.evaluatedAt = in.readLong();
-                for (int i = in.readInt(); i > 0; i--) {
-                    state.ticketIds.add(in.readUTF());
-                    state.ticketOpenedAt.add(in.readLong());
-                }
-                for (int channel = 0; channel < 4; channel++) {
-                    byte consent = in.readByte();
-                    state.consent[channel] = consent == 0 ? null : consent == 1;
-                    state.consentAt[channel] = in.readLong();
-                    boolean granted = in.readBoolean();
-                    long grantedAt = in.readLong();
-                    state.lastGrant[channel] = granted ? grantedAt : null;
-                }
-                for (List<long[]> triples : List.of(state.hardBlocks, state.sends)) {
-                    for (int i = in.readInt(); i > 0; i--) {
-                        long[] values = new long[in.readByte()];
-                        for (int j = 0; j < values.length; j++) {
-                            values[j] = in.readLong();
-                        }
-                        triples.add(values);
-                    }
-                }
-                state.timezone = in.readBoolean() ? in.readUTF() : null;
-                boolean dated = in.readBoolean();
-                long timezoneAt = in.readLong();
-                state.timezoneAt = dated ? timezoneAt : null;
-            } catch (IOException e) {
-                throw new UncheckedIOException(e);
+            state.erased = in.readBoolean();
+            state.version = in.readLong();
+            state.evaluatedAt = in.readLong();
+            for (int i = in.readInt(); i > 0; i--) {
+                state.ticketIds.add(in.readUTF());
+                state.ticketOpenedAt.add(in.readLong());
             }
+            for (int channel = 0; channel < 4; channel++) {
+                byte consent = in.readByte();
+                state.consent[channel] = consent == 0 ? null : consent == 1;
+                state.consentAt[channel] = in.readLong();
+                boolean granted = in.readBoolean();
+                long grantedAt = in.readLong();
+                state.lastGrant[channel] = granted ? grantedAt : null;
+            }
+            for (List<long[]> triples : List.of(state.hardBlocks, state.sends)) {
+                for (int i = in.readInt(); i > 0; i--) {
+                    long[] values = new long[in.readByte()];
+                    for (int j = 0; j < values.length; j++) {
+                        values[j] = in.readLong();
+                    }
+                    triples.add(values);
+                }
+            }
+            state.timezone = in.readBoolean() ? in.readUTF() : null;
+            boolean dated = in.readBoolean();
+            long timezoneAt = in.readLong();
+            state.timezoneAt = dated ? timezoneAt : null;
             return state;
-        };
-        return Serdes.serdeFrom(serializer, deserializer);
+        });
     }
 }

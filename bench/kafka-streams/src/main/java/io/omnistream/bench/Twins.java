@@ -1,6 +1,9 @@
 package io.omnistream.bench;
 
+import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
@@ -21,6 +24,12 @@ import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.Topology;
+import org.apache.kafka.streams.processor.api.Processor;
+import org.apache.kafka.streams.processor.api.ProcessorContext;
+import org.apache.kafka.streams.processor.api.Record;
+import org.apache.kafka.streams.state.KeyValueStore;
+import org.apache.kafka.streams.state.StoreBuilder;
+import org.apache.kafka.streams.state.Stores;
 
 /**
  * What every twin shares: its command line, its configuration (exactly_once_v2, the runtime's
@@ -51,6 +60,18 @@ final class Twins {
                 case "rocksdb" -> false;
                 default -> throw new IllegalArgumentException("store is memory or rocksdb, not " + store);
             };
+        }
+
+        /**
+         * A key-value store of the Processor API named {@code name}, with a changelog, cached
+         * unless CACHE_BYTES is 0 (the DSL caches its stores unless the cache is 0 bytes; a store
+         * of the Processor API only when asked).
+         */
+        <V> StoreBuilder<KeyValueStore<String, V>> store(String name, Serde<V> values) {
+            StoreBuilder<KeyValueStore<String, V>> store = Stores.keyValueStoreBuilder(
+                inMemory() ? Stores.inMemoryKeyValueStore(name) : Stores.persistentKeyValueStore(name),
+                Serdes.String(), values);
+            return cacheBytes != 0 ? store.withCachingEnabled() : store;
         }
 
         Schema schema(String file) throws IOException {
@@ -121,6 +142,74 @@ final class Twins {
             }
             try {
                 return decoder.decode(bytes);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        };
+        return Serdes.serdeFrom(serializer, deserializer);
+    }
+
+    /**
+     * A fold of the Processor API over one task's input partition: the customers' store, and the
+     * partition clock (the latest append time the task has read; append times only grow within a
+     * partition).
+     */
+    abstract static class PartitionFold<S> implements Processor<String, GenericRecord, String, GenericRecord> {
+        private final String storeName;
+        ProcessorContext<String, GenericRecord> context;
+        KeyValueStore<String, S> store;
+        long clock = Long.MIN_VALUE;
+
+        PartitionFold(String storeName) {
+            this.storeName = storeName;
+        }
+
+        @Override
+        public void init(ProcessorContext<String, GenericRecord> context) {
+            this.context = context;
+            this.store = context.getStateStore(storeName);
+        }
+
+        @Override
+        public void process(Record<String, GenericRecord> record) {
+            clock = Math.max(clock, record.timestamp());
+            fold(record);
+        }
+
+        /** Applies one event, its key the customer, at {@link #clock}. */
+        abstract void fold(Record<String, GenericRecord> record);
+    }
+
+    /** Writes a value to a data stream. */
+    interface DataWriter<T> {
+        void write(T value, DataOutputStream out) throws IOException;
+    }
+
+    /** Reads a value from a data stream. */
+    interface DataReader<T> {
+        T read(DataInputStream in) throws IOException;
+    }
+
+    /** A serde of a state in a twin's own binary layout (a store no one else reads); null is null. */
+    static <T> Serde<T> dataSerde(DataWriter<T> writer, DataReader<T> reader) {
+        Serializer<T> serializer = (topic, value) -> {
+            if (value == null) {
+                return null;
+            }
+            ByteArrayOutputStream bytes = new ByteArrayOutputStream(256);
+            try (DataOutputStream out = new DataOutputStream(bytes)) {
+                writer.write(value, out);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+            return bytes.toByteArray();
+        };
+        Deserializer<T> deserializer = (topic, bytes) -> {
+            if (bytes == null) {
+                return null;
+            }
+            try (DataInputStream in = new DataInputStream(new ByteArrayInputStream(bytes))) {
+                return reader.read(in);
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
