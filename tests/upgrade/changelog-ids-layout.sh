@@ -5,11 +5,15 @@
 #
 #   tests/upgrade/changelog-ids-layout.sh OLD_BIN_DIR NEW_BIN_DIR
 #
-# 1. The new release with CHANGELOG_IDS_LAYOUT=array (the upgrade's first restart) applies batch A.
+# 1. The new release with CHANGELOG_IDS_LAYOUT=array (the upgrade's first restart) applies batch A,
+#    holding customers compressed (IDLE_STATE=compressed: records kept in the layout it writes).
 # 2. The old release restores that changelog and applies A again (every event a producer retry)
-#    and batch B: every retry must be dropped by the dedupe windows it restored, every B event applied.
-# 3. The new release with the default layout (bytes) applies batch C.
-# 4. The old release (a rollback) must refuse that changelog: exit non-zero, "written by a newer release".
+#    and batch B: every retry must be dropped as a duplicate by the dedupe windows it restored
+#    (the seed's batch has no erasure, so no marker drops one), every B event applied.
+# 3. The new release with the default layout (bytes) restores the old one's array records and
+#    applies B again (all retries: dropped by those windows) and batch C.
+# 4. The old release (a rollback) must refuse that changelog: exit non-zero, "written by a newer
+#    release (state version 130" (0x80 | profile-updater's state version 2).
 # Needs the broker (make kafka-up) and target/release/omni. Prints what each step saw; exit 0 if all held.
 set -euo pipefail
 old="$1"; new="$2"
@@ -37,8 +41,8 @@ for s in json.load(open('deploy/services.json'))['services']:
 " "$service" "$prefix"); do flags+=("$output"); done
 logs=$(mktemp -d)
 
-outcome() { # name: the running service's count of input records with that outcome
-  curl -s "127.0.0.1:$port/metrics" | awk -v o="outcome=\"$1\"" 'index($0, "omnistream_records_processed_total{") == 1 && index($0, o) { s += $2 } END { print s + 0 }'
+outcome() { # name: the running service's count of input records with that outcome (0 before it listens)
+  { curl -s "127.0.0.1:$port/metrics" || true; } | awk -v o="outcome=\"$1\"" 'index($0, "omnistream_records_processed_total{") == 1 && index($0, o) { s += $2 } END { print s + 0 }'
 }
 
 # Runs BIN (with env VAR=VALUE...) until it has processed N input records, then stops it; prints
@@ -47,6 +51,7 @@ run_until() {
   local label="$1" bin="$2" n="$3"; shift 3
   env "$@" "$bin/$service" "${flags[@]}" >"$logs/$label.log" 2>&1 &
   local pid=$! deadline=$((SECONDS + 180)) total=0
+  trap 'kill -KILL "$pid" 2>/dev/null || true' EXIT
   while :; do
     total=$(( $(outcome applied) + $(outcome duplicate) + $(outcome erased) + $(outcome ignored) + $(outcome dead_lettered) ))
     ((total >= n)) && break
@@ -57,21 +62,26 @@ run_until() {
   done
   applied=$(outcome applied); duplicate=$(outcome duplicate); erased=$(outcome erased)
   kill -TERM "$pid"; wait "$pid" || { echo "upgrade-check: $label exited non-zero on SIGTERM; see $logs/$label.log" >&2; exit 1; }
+  trap - EXIT
   echo "upgrade-check: $label: applied $applied, duplicate $duplicate, erased $erased"
 }
 
 publish 11 2026-11-01T00:00:00Z
-run_until new-array "$new" "$batch" CHANGELOG_IDS_LAYOUT=array
+run_until new-array "$new" "$batch" CHANGELOG_IDS_LAYOUT=array IDLE_STATE=compressed
 
 publish 11 2026-11-01T00:00:00Z  # batch A again: all retries
 publish 12 2026-11-02T00:00:00Z
 run_until old-restores "$old" $((2 * batch))
-if ((duplicate + erased != batch || applied != batch)); then
-  echo "upgrade-check: the old release should drop the $batch retries and apply the $batch new events" >&2; exit 1
+if ((duplicate != batch || erased != 0 || applied != batch)); then
+  echo "upgrade-check: the old release should drop the $batch retries as duplicates and apply the $batch new events" >&2; exit 1
 fi
 
+publish 12 2026-11-02T00:00:00Z  # batch B again: all retries
 publish 13 2026-11-03T00:00:00Z
-run_until new-bytes "$new" "$batch"
+run_until new-bytes "$new" $((2 * batch)) IDLE_STATE=compressed
+if ((duplicate != batch || erased != 0 || applied != batch)); then
+  echo "upgrade-check: the new release should drop the $batch retries by the old one's windows and apply the $batch new events" >&2; exit 1
+fi
 
 "$old/$service" "${flags[@]}" >"$logs/old-rollback.log" 2>&1 &
 pid=$!
@@ -83,7 +93,7 @@ while kill -0 "$pid" 2>/dev/null; do
   sleep 1
 done
 status=0; wait "$pid" || status=$?
-if ((status == 0)) || ! grep -q "written by a newer release" "$logs/old-rollback.log"; then
+if ((status == 0)) || ! grep -q "written by a newer release (state version 130" "$logs/old-rollback.log"; then
   echo "upgrade-check: the old release should refuse the new layout; exit $status, see $logs/old-rollback.log" >&2; exit 1
 fi
 echo "upgrade-check: old-rollback: exit $status, \"$(grep -o 'written by a newer release[^"]*' "$logs/old-rollback.log" | head -1 | cut -c1-120)\""

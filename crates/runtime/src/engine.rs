@@ -2135,6 +2135,37 @@ mod tests {
         assert_eq!((decoded.recent, decoded.state), (entry.recent, Some(count)));
     }
 
+    /// What the engine writes with `CHANGELOG_IDS_LAYOUT=array`: changelog records and the
+    /// handoffs it makes, in the layout a release from before reads.
+    #[test]
+    fn given_the_array_layout_then_the_changelog_and_handoffs_are_written_in_it() {
+        let settings = CoreSettings {
+            changelog_ids_layout: IdsLayout::Array,
+            ..settings(10_000, Some("handoff".into()))
+        };
+        let mut core = assigned(Tally, settings);
+        feed(&mut core, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        feed(&mut core, 0, 1, "c-3", &view("e-2", "c-3", BASE), BASE).expect("fits");
+        let merge = view_of("e-3", "c-1", BASE + 1, "merge:c-2");
+        let actions = feed(&mut core, 0, 2, "c-1", &merge, BASE + 1).expect("fits");
+        let (_, _, value, _) = handoff_record(&actions);
+        let handed = crate::handoff::tests_support::entry_of(&value);
+        assert!(crate::changelog::is_current::<Tally>(&handed, IdsLayout::Array), "{handed:02x?}");
+        let (commit, _) = plan(&mut core);
+        let records: Vec<&[u8]> = commit
+            .iter()
+            .filter_map(|action| match action {
+                Action::Produce(record) if &*record.topic == "state" => record.value.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(records.len(), 2, "c-1 (its dedupe memory) and c-3");
+        for record in records {
+            assert!(crate::changelog::is_current::<Tally>(record, IdsLayout::Array), "{record:02x?}");
+            assert!(!crate::changelog::is_current::<Tally>(record, IdsLayout::Bytes));
+        }
+    }
+
     /// The bytes worked out by hand from the MessagePack spec: a record is the tag, then the
     /// entry as an array of 3 (`recent`, `state`, `merged_into`), `Count` an array of 3.
     #[test]

@@ -87,6 +87,11 @@ pub(crate) fn decode<P: Processor>(
 pub(crate) mod tests_support {
     use super::HandoffValue;
 
+    /// The entry a handoff record carries, as its changelog record would hold it.
+    pub(crate) fn entry_of(value: &[u8]) -> Vec<u8> {
+        rmp_serde::from_slice::<HandoffValue>(value).expect("a handoff record").entry
+    }
+
     /// A handoff record whose state says it was written with `version`.
     pub(crate) fn value_with_state_version(version: u8) -> Vec<u8> {
         let value = HandoffValue {
