@@ -4,9 +4,9 @@
 //! other order than the one before, so that the machine's drift falls on all of them. Twins: the
 //! event-counter's (`CounterStreams`), profile-updater's (`ProfileStreams`), suppression's
 //! (`SuppressionStreams`), channel-affinity's (`AffinityStreams`) and loyalty-points'
-//! (`LoyaltyStreams`); all but the first read and write Avro
-//! with the Java library, and each customer's last record they write (and loyalty's whole ledger)
-//! must equal the service's, decoded by this project's codec. The ratios are the medians of each round's ratio, with their range. Each drain is timed
+//! (`LoyaltyStreams`); all read the events' Avro with the Java library (all but the first write
+//! Avro too, the first the event-counter's JSON), and each customer's last record they write (and
+//! loyalty's whole ledger) must equal the service's, decoded by this project's codec. The ratios are the medians of each round's ratio, with their range. Each drain is timed
 //! like every other, by its output's append times (`Drain::timed_by_appends`; the output topics
 //! stamp append times, since Kafka Streams gives an output the input's timestamp).
 
@@ -20,6 +20,7 @@ use omnistream_model::codec::AvroRecord;
 use omnistream_model::records::{
     ChannelAffinity, CustomerProfile, LoyaltyBalance, LoyaltyLedgerEntry, SuppressionState,
 };
+use omnistream_reference::CountRecord;
 use omnistream_runtime::admin::TopicRequest;
 use omnistream_testkit::{ServiceProcess, bootstrap_servers, create_test_topics, free_port, unique_topic};
 use rdkafka::message::Message;
@@ -43,17 +44,17 @@ pub struct Twin {
 
 #[derive(Clone, Copy)]
 enum Check {
-    /// Each customer's last count adds up to the input's records.
-    CountsAddUp,
+    /// Each customer's last count record (or its absence, after an erasure) is the service's.
+    Counts,
     /// Each customer's last profile (or its absence, after an erasure) is the service's.
-    SameProfiles,
+    Profiles,
     /// Each customer's last affinity record is the service's, its doubles within 1e-9.
-    SameAffinities,
+    Affinities,
     /// Each customer's last balance and whole ledger are the service's.
-    SameLoyalty,
+    Loyalty,
     /// Each customer's last suppression record is the service's last written for an input event
     /// (the twin has no timers).
-    SameSuppressions,
+    Suppressions,
 }
 
 /// Each twin, by the name `--service` selects it with.
@@ -68,7 +69,7 @@ pub fn twins() -> [(&'static str, Twin); 5] {
             Twin {
                 service: COUNTER,
                 main_class: "io.omnistream.bench.CounterStreams",
-                check: Check::CountsAddUp,
+                check: Check::Counts,
             },
         ),
         (
@@ -76,7 +77,7 @@ pub fn twins() -> [(&'static str, Twin); 5] {
             Twin {
                 service: service(&PROFILE_UPDATER),
                 main_class: "io.omnistream.bench.ProfileStreams",
-                check: Check::SameProfiles,
+                check: Check::Profiles,
             },
         ),
         (
@@ -84,7 +85,7 @@ pub fn twins() -> [(&'static str, Twin); 5] {
             Twin {
                 service: service(&SUPPRESSION),
                 main_class: "io.omnistream.bench.SuppressionStreams",
-                check: Check::SameSuppressions,
+                check: Check::Suppressions,
             },
         ),
         (
@@ -92,7 +93,7 @@ pub fn twins() -> [(&'static str, Twin); 5] {
             Twin {
                 service: service(&CHANNEL_AFFINITY),
                 main_class: "io.omnistream.bench.AffinityStreams",
-                check: Check::SameAffinities,
+                check: Check::Affinities,
             },
         ),
         (
@@ -100,7 +101,7 @@ pub fn twins() -> [(&'static str, Twin); 5] {
             Twin {
                 service: service(&LOYALTY_POINTS),
                 main_class: "io.omnistream.bench.LoyaltyStreams",
-                check: Check::SameLoyalty,
+                check: Check::Loyalty,
             },
         ),
     ]
@@ -147,45 +148,41 @@ fn build() -> anyhow::Result<String> {
     Ok(format!("{}:{}/*", target.join("classes").display(), target.join("lib").display()))
 }
 
-/// Sum over customers of the last count written to `topic`: each event counted once gives the
-/// number of input records.
-fn last_counts_sum(topic: &str) -> u64 {
-    let mut last: HashMap<Vec<u8>, u64> = HashMap::new();
-    for message in omnistream_testkit::read_committed_to_end(topic) {
-        let count = message
-            .payload()
-            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-            .and_then(|v| v["count"].as_u64())
-            .unwrap_or(0);
-        last.insert(message.key().unwrap_or_default().to_vec(), count);
-    }
-    last.values().sum()
-}
-
 /// What an application wrote to a topic: each customer's last record, decoded by this project's
-/// codec (`None` where it is a tombstone), and how many records it wrote.
+/// codec or `serde_json` (`None` where it is a tombstone), and how many records it wrote.
 struct Written<T> {
     last: HashMap<Vec<u8>, Option<T>>,
     records: usize,
 }
 
-/// What was written to `topic`.
+/// How a topic's records are decoded.
+type Decode<T> = fn(&[u8]) -> anyhow::Result<T>;
+
+/// This project's Avro records.
+fn avro<T: AvroRecord>(bytes: &[u8]) -> anyhow::Result<T> {
+    Ok(omnistream_model::codec::decode_record::<T>(bytes)?)
+}
+
+/// The event-counter's records, JSON.
+fn count_json(bytes: &[u8]) -> anyhow::Result<CountRecord> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// What was written to `topic`, in Avro.
 fn written<T: AvroRecord>(topic: &str) -> anyhow::Result<Written<T>> {
-    written_where(topic, |_| true)
+    written_where(topic, |_| true, avro)
 }
 
 /// What was written to `topic` among the records `kept` says.
-fn written_where<T: AvroRecord>(
+fn written_where<T>(
     topic: &str,
     kept: impl Fn(&rdkafka::message::OwnedMessage) -> bool,
+    decode: Decode<T>,
 ) -> anyhow::Result<Written<T>> {
     let mut written = Written { last: HashMap::new(), records: 0 };
     for message in omnistream_testkit::read_committed_to_end(topic).iter().filter(|message| kept(message)) {
         let record = match message.payload() {
-            Some(bytes) => Some(
-                omnistream_model::codec::decode_record::<T>(bytes)
-                    .with_context(|| format!("a record on {topic}"))?,
-            ),
+            Some(bytes) => Some(decode(bytes).with_context(|| format!("a record on {topic}"))?),
             None => None,
         };
         written.last.insert(message.key().unwrap_or_default().to_vec(), record);
@@ -229,14 +226,16 @@ struct TwinOutput<'a> {
 
 /// Whether each twin's topic holds what the service wrote (`ours`): as many records (at most as
 /// many where the cache coalesces), and each customer's last alike by `same`.
-fn same_as_written<T: AvroRecord + std::fmt::Debug>(
+fn same_as_written<T: std::fmt::Debug>(
     outputs: &[TwinOutput],
     ours: &Written<T>,
+    decode: Decode<T>,
     same: impl Fn(&T, &T) -> bool,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(!ours.last.is_empty(), "the service wrote no records to compare");
     for output in outputs {
-        same_as_ours(&written::<T>(&output.topic)?, ours, output.setup, output.coalesces, &same)?;
+        let theirs = written_where(&output.topic, |_| true, decode)?;
+        same_as_ours(&theirs, ours, output.setup, output.coalesces, &same)?;
     }
     Ok(())
 }
@@ -310,7 +309,6 @@ fn check_outputs(
     check: Check,
     outputs: &[(&str, bool, Vec<String>)],
     expected: &[String],
-    input_end: i64,
 ) -> anyhow::Result<()> {
     // The topics of each twin's output number `index`.
     let nth = |index: usize| -> Vec<TwinOutput> {
@@ -324,28 +322,22 @@ fn check_outputs(
             .collect()
     };
     match check {
-        Check::CountsAddUp => {
-            for TwinOutput { setup, topic: output, .. } in nth(0) {
-                let counted = last_counts_sum(&output);
-                anyhow::ensure!(
-                    counted == u64::try_from(input_end)?,
-                    "{setup}: the last counts add up to {counted}, not the {input_end} input records"
-                );
-            }
-            Ok(())
+        Check::Counts => {
+            let ours = written_where(&expected[0], |_| true, count_json)?;
+            same_as_written(&nth(0), &ours, count_json, PartialEq::eq)
         }
-        Check::SameProfiles => {
-            same_as_written::<CustomerProfile>(&nth(0), &written(&expected[0])?, PartialEq::eq)
+        Check::Profiles => {
+            same_as_written::<CustomerProfile>(&nth(0), &written(&expected[0])?, avro, PartialEq::eq)
         }
-        Check::SameAffinities => same_as_written(&nth(0), &written(&expected[0])?, same_affinity),
-        Check::SameSuppressions => {
-            let ours = written_where::<SuppressionState>(&expected[0], caused_by_an_event)?;
+        Check::Affinities => same_as_written(&nth(0), &written(&expected[0])?, avro, same_affinity),
+        Check::Suppressions => {
+            let ours = written_where::<SuppressionState>(&expected[0], caused_by_an_event, avro)?;
             let all = written::<SuppressionState>(&expected[0])?.records;
             eprintln!("bench: suppression: {} records written by timers left out", all - ours.records);
-            same_as_written(&nth(0), &ours, PartialEq::eq)
+            same_as_written(&nth(0), &ours, avro, PartialEq::eq)
         }
-        Check::SameLoyalty => {
-            same_as_written::<LoyaltyBalance>(&nth(0), &written(&expected[0])?, PartialEq::eq)?;
+        Check::Loyalty => {
+            same_as_written::<LoyaltyBalance>(&nth(0), &written(&expected[0])?, avro, PartialEq::eq)?;
             let ours = ledgers(&expected[1])?;
             for output in nth(1) {
                 let setup = format!("{}, ledger", output.setup);
@@ -378,7 +370,7 @@ async fn streams_drain(
     let threads = setup.threads.to_string();
     let cache = setup.cache_bytes.to_string();
     let schemas = omnistream_testkit::repo_root().join("schemas").to_string_lossy().into_owned();
-    let mut java_args = vec![
+    let java_args = [
         "-cp",
         classpath,
         twin.main_class,
@@ -389,10 +381,8 @@ async fn streams_drain(
         setup.store,
         &threads,
         &cache,
+        &schemas,
     ];
-    if !matches!(twin.check, Check::CountsAddUp) {
-        java_args.push(&schemas);
-    }
     let mut process = ServiceProcess::spawn("java", &format!("bench-{label}"), &java_args, &[]);
     let drain = time_drain(
         &mut process,
@@ -463,7 +453,7 @@ pub async fn kafka_streams_rows(
         }
     }
     let expected = service_output.expect("the service drained");
-    check_outputs(twin.check, &twin_outputs, &expected, input_end)?;
+    check_outputs(twin.check, &twin_outputs, &expected)?;
     let names: Vec<&str> = std::iter::once(service.name).chain(setups.iter().map(|s| s.name)).collect();
     let mut rows = Vec::new();
     for ((name, rate), peak) in names.iter().zip(&rates).zip(&peaks) {

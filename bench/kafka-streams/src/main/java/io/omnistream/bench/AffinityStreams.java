@@ -97,7 +97,7 @@ public final class AffinityStreams {
     }
 
     public static void main(String[] args) throws IOException, InterruptedException {
-        Twins.Args twin = Twins.Args.parse("AffinityStreams", args, true);
+        Twins.Args twin = Twins.Args.parse("AffinityStreams", args);
         Schema eventSchema = twin.schema("touchpoint_event.avsc");
         Schema affinitySchema = twin.schema("channel_affinity.avsc");
         StoreBuilder<KeyValueStore<String, State>> store = twin.store("affinity", stateSerde());

@@ -100,7 +100,7 @@ public final class LoyaltyStreams {
                     long activeAfter, long pendingAfter) {}
 
     public static void main(String[] args) throws IOException, InterruptedException {
-        Twins.Args twin = Twins.Args.parse("LoyaltyStreams", args, true);
+        Twins.Args twin = Twins.Args.parse("LoyaltyStreams", args);
         String[] outputs = twin.output().split(",");
         if (outputs.length != 2) {
             throw new IllegalArgumentException("OUTPUT is BALANCES,LEDGER, not " + twin.output());

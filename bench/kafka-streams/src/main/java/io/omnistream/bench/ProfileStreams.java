@@ -76,7 +76,7 @@ public final class ProfileStreams {
     }
 
     public static void main(String[] args) throws IOException, InterruptedException {
-        Twins.Args twin = Twins.Args.parse("ProfileStreams", args, true);
+        Twins.Args twin = Twins.Args.parse("ProfileStreams", args);
         Schema eventSchema = twin.schema("touchpoint_event.avsc");
         Schema profileSchema = twin.schema("customer_profile.avsc");
         ProfileStreams fold = new ProfileStreams(profileSchema);

@@ -80,7 +80,7 @@ public final class SuppressionStreams {
     }
 
     public static void main(String[] args) throws IOException, InterruptedException {
-        Twins.Args twin = Twins.Args.parse("SuppressionStreams", args, true);
+        Twins.Args twin = Twins.Args.parse("SuppressionStreams", args);
         Schema eventSchema = twin.schema("touchpoint_event.avsc");
         Schema suppressionSchema = twin.schema("suppression_state.avsc");
         StoreBuilder<KeyValueStore<String, State>> store = twin.store("suppression", stateSerde());

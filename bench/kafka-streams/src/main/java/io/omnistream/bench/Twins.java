@@ -38,19 +38,17 @@ import org.apache.kafka.streams.state.Stores;
 final class Twins {
     private Twins() {}
 
-    /** The command line every twin takes, SCHEMAS_DIR (the .avsc files) where it reads Avro. */
+    /** The command line every twin takes; SCHEMAS_DIR holds the .avsc files. */
     record Args(String bootstrap, String input, String output, String applicationId, String store, int threads,
                 long cacheBytes, Path schemas) {
-        static Args parse(String name, String[] args, boolean withSchemas) {
-            int expected = withSchemas ? 8 : 7;
-            if (args.length != expected) {
+        static Args parse(String name, String[] args) {
+            if (args.length != 8) {
                 System.err.println("usage: " + name
-                    + " BOOTSTRAP INPUT OUTPUT APPLICATION_ID memory|rocksdb THREADS CACHE_BYTES"
-                    + (withSchemas ? " SCHEMAS_DIR" : ""));
+                    + " BOOTSTRAP INPUT OUTPUT APPLICATION_ID memory|rocksdb THREADS CACHE_BYTES SCHEMAS_DIR");
                 System.exit(2);
             }
             return new Args(args[0], args[1], args[2], args[3], args[4], Integer.parseInt(args[5]),
-                Long.parseLong(args[6]), withSchemas ? Path.of(args[7]) : null);
+                Long.parseLong(args[6]), Path.of(args[7]));
         }
 
         /** {@code memory} or {@code rocksdb}. */
