@@ -739,7 +739,7 @@ impl<P: Processor> Driver<P> {
                 }
             }
         }
-        // Before the fetchers fill glibc's arenas again: the trim would contend with them.
+        // Before the fetchers allocate again, so that the resident set reads what the state holds.
         let resident_before = crate::memory::resident_bytes();
         crate::memory::release_freed();
         consumer.resume(&input)?;

@@ -44,7 +44,8 @@ pub use store::{Entry, Footprint, event_id_hash};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// Services allocate per record (decoded values, keys, outputs); mimalloc is several times
-/// cheaper than glibc's allocator on that path.
+/// cheaper than glibc's allocator on that path. Its `override` feature makes it the C `malloc`
+/// too, so librdkafka's per-message allocations take the same path.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};

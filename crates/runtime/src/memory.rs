@@ -1,7 +1,7 @@
 //! Memory a restore freed goes back to the system. A restore holds a changelog partition's
-//! latest records as bytes and librdkafka's fetch buffers before the state is decoded; both
-//! allocators (mimalloc for Rust, glibc's for librdkafka) otherwise keep the freed pages for
-//! reuse, and an idle service's resident set would read as its peak.
+//! latest records as bytes and librdkafka's fetch buffers before the state is decoded; the
+//! allocator (mimalloc, for Rust and, as the C `malloc`, for librdkafka) otherwise keeps the freed
+//! pages for reuse, and an idle service's resident set would read as its peak.
 
 /// The resident set size of this process, bytes (Linux; `None` elsewhere).
 pub fn resident_bytes() -> Option<u64> {
@@ -11,15 +11,30 @@ pub fn resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Returns freed memory of both allocators to the system.
+/// Returns freed memory to the system.
 #[allow(unsafe_code)]
 pub fn release_freed() {
-    // SAFETY: both take no pointers and are thread-safe: `mi_collect` frees this thread's
-    // empty pages and purges the process's arenas; `malloc_trim` locks each glibc arena in turn
-    // while it hands free pages back (librdkafka's threads wait for it meanwhile).
+    // SAFETY: it takes no pointers and is thread-safe: it frees this thread's empty pages and
+    // purges the process's arenas.
     unsafe {
         libmimalloc_sys::mi_collect(true);
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// librdkafka allocates with the C `malloc`: a block from it must be mimalloc's, or the
+    /// `override` feature is off and librdkafka's buffers are glibc's again (which
+    /// `release_freed` does not hand back).
+    #[test]
+    #[allow(unsafe_code)]
+    fn given_a_block_from_the_c_malloc_then_mimalloc_owns_it() {
+        // SAFETY: a block of 64 bytes, freed with the `free` that matches the `malloc`.
+        unsafe {
+            let block = libc::malloc(64);
+            assert!(!block.is_null());
+            assert!(libmimalloc_sys::mi_is_in_heap_region(block), "the C malloc is not mimalloc's");
+            libc::free(block);
+        }
     }
 }
