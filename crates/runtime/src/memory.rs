@@ -23,18 +23,21 @@ pub fn release_freed() {
 
 #[cfg(test)]
 mod tests {
-    /// librdkafka allocates with the C `malloc`: a block from it must be mimalloc's, or the
-    /// `override` feature is off and librdkafka's buffers are glibc's again (which
-    /// `release_freed` does not hand back).
+    /// A block librdkafka allocates (`rd_kafka_mem_malloc`: "the same allocator librdkafka
+    /// uses") must be mimalloc's, or the `override` feature is off and librdkafka's buffers are
+    /// glibc's again, which `release_freed` does not hand back.
     #[test]
     #[allow(unsafe_code)]
-    fn given_a_block_from_the_c_malloc_then_mimalloc_owns_it() {
-        // SAFETY: a block of 64 bytes, freed with the `free` that matches the `malloc`.
+    fn given_a_block_librdkafka_allocates_then_mimalloc_owns_it() {
+        use rdkafka::bindings::{rd_kafka_mem_free, rd_kafka_mem_malloc};
+        // SAFETY: a block of 64 bytes, freed by the call that matches the one that allocated it
+        // (no client handle is needed for either).
         unsafe {
-            let block = libc::malloc(64);
+            let block = rd_kafka_mem_malloc(std::ptr::null_mut(), 64);
             assert!(!block.is_null());
-            assert!(libmimalloc_sys::mi_is_in_heap_region(block), "the C malloc is not mimalloc's");
-            libc::free(block);
+            let owned = libmimalloc_sys::mi_is_in_heap_region(block);
+            rd_kafka_mem_free(std::ptr::null_mut(), block);
+            assert!(owned, "librdkafka's malloc is not mimalloc's");
         }
     }
 }

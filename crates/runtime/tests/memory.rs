@@ -1,8 +1,8 @@
 //! A restore's freed memory goes back to the system (issue 21): without `release_freed` the
 //! allocator keeps the pages of many small freed blocks, and an idle service reads as its peak.
 //! One test in its own process: another running beside it would move the resident set. It
-//! allocates through mimalloc (the runtime's global allocator); glibc's half, librdkafka's
-//! buffers, is measured by `make bench` (bench/results/2026-12-06-memory-release-after-restore.md).
+//! allocates through mimalloc, the runtime's global allocator and the C `malloc` librdkafka's
+//! buffers come from (a unit test in `memory.rs` checks the latter).
 #![cfg(target_os = "linux")]
 
 use omnistream_runtime::memory::{release_freed, resident_bytes};
