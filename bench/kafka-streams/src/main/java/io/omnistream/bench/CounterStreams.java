@@ -18,7 +18,7 @@ import org.apache.kafka.streams.state.KeyValueStore;
 /**
  * The event-counter's fold in Kafka Streams, with the Apache Avro library: per customer (the record
  * key) the number of events so far, written as the event-counter writes it, a JSON object with the
- * customer, the count and the event that made it (Jackson, which the Avro library brings); an
+ * customer, the count and the event that made it (Jackson, on the classpath through Kafka Streams and the Avro library); an
  * erasure deletes the count and writes a tombstone, and the customer's next event counts from one,
  * as the service's does. Exactly_once_v2 and a 100 ms commit interval (the runtime's). The bench
  * decodes both applications' last records per customer and requires them equal.
