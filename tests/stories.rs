@@ -195,8 +195,12 @@ async fn the_six_stories_of_spec_1_through_the_gateway_and_the_customer_api() {
         )],
     )
     .await;
-    let loyalty =
-        stack.api_until("/v1/customers/c-s3/loyalty", WAIT, |l| l["balance"]["active"] == -100).await;
+    // Two topics read apart again: the balance may show before its ledger entry.
+    let loyalty = stack
+        .api_until("/v1/customers/c-s3/loyalty", WAIT, |l| {
+            l["balance"]["active"] == -100 && l["recent_entries"][0]["kind"] == "reverse"
+        })
+        .await;
     let reverse = &loyalty["recent_entries"][0];
     assert_eq!((reverse["kind"].as_str(), reverse["points"].as_i64()), (Some("reverse"), Some(-129)));
     assert_eq!(reverse["negative_balance"], true);

@@ -13,7 +13,7 @@ mod kafka_streams;
 mod trace_context;
 mod wire_format;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -672,9 +672,15 @@ pub(crate) enum Answered<'a> {
     WhenCommitted { group: &'a str },
 }
 
+/// Per customer, their measured events not seen yet (id, sent at), in the order they were sent.
+type Unseen = HashMap<String, VecDeque<(String, Instant)>>;
+
 /// Offers `events` at `args.rate`/s to `input` and measures, per event after the warm-up, the
-/// time from its send to an `output` record caused by it (its `cause.event_id` header) becoming
-/// visible to a read_committed consumer. Erasures are left out (a tombstone names no event).
+/// time from its send to an `output` record of its customer as of it becoming visible to a
+/// read_committed consumer: a record caused by it or by a later event of the customer (its
+/// `cause.event_id` header). A transaction writes one record per customer of a latest-per-key
+/// output, as of its last event (`COALESCE_OUTPUTS`); its customer's earlier events in it are seen
+/// with it. Erasures are left out (a tombstone names no event).
 fn offered_load(
     args: &Args,
     rate: usize,
@@ -697,7 +703,7 @@ fn offered_load(
     // events offered higher than those measured, and the row read as outputs lost).
     let warm_up = ((rate * WARM_UP_SECONDS).min(events.len() / 2)).div_ceil(per_tick) * per_tick;
     let total = events.len().saturating_sub(warm_up);
-    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let sent_at: Arc<Mutex<Unseen>> = Arc::new(Mutex::new(HashMap::with_capacity(total)));
     // How many outputs the reader waits for: all measured events, or (sparse outputs) as many as
     // the committed output answers, known once the service committed the whole input.
     let expected = Arc::new(AtomicUsize::new(match answered {
@@ -729,9 +735,14 @@ fn offered_load(
             let Some(event_id) = headers.iter().find(|h| h.key == CAUSE_HEADER).and_then(|h| h.value) else {
                 continue;
             };
+            let customer = String::from_utf8_lossy(message.key().unwrap_or_default());
             let event_id = String::from_utf8_lossy(event_id);
-            if let Some(sent) = reader_sent.lock().expect("lock").remove(event_id.as_ref()) {
-                latencies.push(seen.duration_since(sent).as_secs_f64() * 1000.0);
+            let mut sent = reader_sent.lock().expect("lock");
+            let Some(pending) = sent.get_mut(customer.as_ref()) else { continue };
+            if let Some(at) = pending.iter().position(|(id, _)| *id == event_id) {
+                for (_, sent) in pending.drain(..=at) {
+                    latencies.push(seen.duration_since(sent).as_secs_f64() * 1000.0);
+                }
             }
         }
         latencies
@@ -743,10 +754,12 @@ fn offered_load(
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
         .create()?;
-    let measured_ids: HashSet<String> = events[warm_up.min(events.len())..]
-        .iter()
-        .map(|(_, bytes)| omnistream_model::decode_event(bytes).expect("simulated events decode").event_id)
-        .collect();
+    // Per customer, their measured events' ids in the order they are sent.
+    let mut measured: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, bytes) in &events[warm_up.min(events.len())..] {
+        let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
+        measured.entry(key.clone()).or_default().push(event.event_id);
+    }
     let started = Instant::now();
     for (index, chunk) in events.chunks(per_tick).enumerate() {
         let due = started + Duration::from_millis(10 * index as u64);
@@ -758,7 +771,12 @@ fn offered_load(
         for (key, bytes) in chunk {
             let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
             if measured {
-                sent_at.lock().expect("lock").insert(event.event_id, Instant::now());
+                sent_at
+                    .lock()
+                    .expect("lock")
+                    .entry(key.clone())
+                    .or_default()
+                    .push_back((event.event_id, Instant::now()));
             }
             producer
                 .send(BaseRecord::to(input).key(key.as_str()).payload(bytes.as_slice()))
@@ -777,19 +795,24 @@ fn offered_load(
                 anyhow::ensure!(Instant::now() < deadline, "{group} did not commit {input} within 60 s");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let mut answered = HashSet::new();
+            // Each committed record answers its cause and its customer's measured events before it.
+            let mut answered: HashMap<&str, usize> = HashMap::new();
             omnistream_testkit::visit_committed_to_end(output, |message| {
                 let cause = message
                     .headers()
                     .and_then(|headers| headers.iter().find(|h| h.key == CAUSE_HEADER).and_then(|h| h.value));
-                if let Some(id) = cause.map(String::from_utf8_lossy)
-                    && measured_ids.contains(id.as_ref())
+                let customer = String::from_utf8_lossy(message.key().unwrap_or_default());
+                if let (Some(id), Some((customer, ids))) =
+                    (cause.map(String::from_utf8_lossy), measured.get_key_value(customer.as_ref()))
+                    && let Some(at) = ids.iter().position(|measured| *measured == id)
                 {
-                    answered.insert(id.into_owned());
+                    let seen = answered.entry(customer.as_str()).or_default();
+                    *seen = (*seen).max(at + 1);
                 }
             });
-            expected.store(answered.len(), Ordering::Release);
-            answered.len()
+            let offered = answered.values().sum();
+            expected.store(offered, Ordering::Release);
+            offered
         }
     };
     let mut latencies = reading.join().expect("reader thread");

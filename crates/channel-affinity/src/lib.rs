@@ -337,6 +337,7 @@ impl Processor for ChannelAffinityProcessor {
     type State = AffinityState;
     type Record = ChannelAffinity;
     const OUTPUTS: &'static [&'static str] = &[AFFINITY_OUTPUT];
+    const LATEST_PER_KEY: &'static [&'static str] = &[AFFINITY_OUTPUT];
     /// Version 2 (2026-12) keeps the recent facts and counts by event time; version 1 kept only
     /// the decayed counts, as of its `reference`. Version 2 was never released.
     const STATE_VERSION: u8 = 2;

@@ -193,6 +193,7 @@ impl Processor for LoyaltyPoints {
     type State = LoyaltyState;
     type Record = LoyaltyRecord;
     const OUTPUTS: &'static [&'static str] = &[LEDGER_OUTPUT, BALANCES_OUTPUT];
+    const LATEST_PER_KEY: &'static [&'static str] = &[BALANCES_OUTPUT];
     /// Version 2 (2026-12): calendar months, refunds kept until their order, entry causes.
     const STATE_VERSION: u8 = 2;
 

@@ -116,6 +116,7 @@ impl Processor for ProfileUpdater {
     type State = ProfileState;
     type Record = Arc<CustomerProfile>;
     const OUTPUTS: &'static [&'static str] = &[PROFILES_OUTPUT];
+    const LATEST_PER_KEY: &'static [&'static str] = &[PROFILES_OUTPUT];
     /// Version 2 (2026-12) added trait histories and ticket logs. A version 1 state has no trait
     /// history: each trait's profile entry stands for it, as it does for every trait whose
     /// history is one `set`.

@@ -89,6 +89,13 @@ pub struct RuntimeArgs {
     #[arg(long, env = "COMPRESSION", value_enum, default_value_t = Compression::Lz4)]
     pub compression: Compression,
 
+    /// Write one record per customer per transaction to each output topic that keeps a
+    /// customer's latest record (compacted: profiles, suppressions, affinity, balances), the
+    /// transaction's last, as Kafka Streams' record cache does (docs/runtime.md, "One record per
+    /// customer per transaction"). `false` writes every event's record.
+    #[arg(long, env = "COALESCE_OUTPUTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce_outputs: bool,
+
     /// Carry each input record's W3C trace context (`traceparent`, `tracestate` headers) onto the
     /// outputs it causes (docs/operations.md, "Following one event"). Reading a record's headers
     /// makes librdkafka parse them, even an empty set: about 4 % of profile-updater's instructions
@@ -278,6 +285,7 @@ pub struct RuntimeConfig {
     pub commit_keeping_up: Duration,
     pub commit_max_records: usize,
     pub compression: Compression,
+    pub coalesce_outputs: bool,
     pub trace_context: bool,
     pub transaction_timeout: Duration,
     pub session_timeout: Duration,
@@ -324,6 +332,7 @@ impl RuntimeConfig {
             commit_keeping_up: Duration::from_millis(args.commit_keeping_up_ms),
             commit_max_records: args.commit_max_records.max(1),
             compression: args.compression,
+            coalesce_outputs: args.coalesce_outputs,
             trace_context: args.trace_context,
             transaction_timeout: Duration::from_millis(args.transaction_timeout_ms),
             session_timeout: Duration::from_millis(args.session_timeout_ms),

@@ -118,6 +118,11 @@ impl OutputTopics {
         Self(roles.into_iter().map(|(role, topic)| (role, topic.clone(), writers.id_of(&topic))).collect())
     }
 
+    /// The topics bound to `roles`.
+    fn topics_of(&self, roles: &[&str]) -> Vec<Arc<str>> {
+        self.0.iter().filter(|(role, _, _)| roles.contains(role)).map(|(_, topic, _)| topic.clone()).collect()
+    }
+
     /// Appends `outputs` to `records` as records of their roles' topics, encoded, on `partition`
     /// when they stay with the input's partition number; no cause yet.
     fn bind<R: OutputRecord>(&self, outputs: Vec<Output<R>>, partition: i32, records: &mut Vec<OutRecord>) {
@@ -230,6 +235,9 @@ pub(crate) struct CoreSettings {
     /// How old a transaction commits while the latest record was fresh (see `Ledger::keeping_up`).
     pub(crate) commit_keeping_up: Duration,
     pub(crate) dedupe_window: usize,
+    /// Whether a transaction writes only its last record per key of the processor's
+    /// [`Processor::LATEST_PER_KEY`] roles.
+    pub(crate) coalesce_outputs: bool,
     /// How customers are held between the transactions that touch them.
     pub(crate) idle_state: IdleState,
     /// How the changelog records it writes hold the dedupe ids.
@@ -265,6 +273,7 @@ impl CoreSettings {
             commit_interval: config.commit_interval,
             commit_keeping_up: config.commit_keeping_up,
             dedupe_window: config.dedupe_window,
+            coalesce_outputs: config.coalesce_outputs,
             idle_state: config.idle_state,
             changelog_ids_layout: config.changelog_ids_layout,
             erasure: config.erasure.clone(),
@@ -324,6 +333,48 @@ struct Ledger {
     /// (an abort, e.g. because another record of the same customer is too large too, replays
     /// them and they must be dead-lettered again, or the two would take turns forever).
     noted_dead_letters: Vec<(Input, i32, i64)>,
+    /// The records of latest-per-key topics, written at the commit.
+    latest: LatestPerKey,
+}
+
+/// A transaction's records of the topics that keep each key's latest record: one per topic,
+/// partition and key, the last, in the order each key first came.
+#[derive(Debug, Default)]
+struct LatestPerKey {
+    records: Vec<OutRecord>,
+    index: FxHashMap<(Arc<str>, Option<i32>, String), usize>,
+}
+
+impl LatestPerKey {
+    fn hold(&mut self, record: OutRecord) {
+        let key = (record.topic.clone(), record.partition, record.key.clone().unwrap_or_default());
+        match self.index.entry(key) {
+            std::collections::hash_map::Entry::Occupied(held) => self.records[*held.get()] = record,
+            std::collections::hash_map::Entry::Vacant(first) => {
+                first.insert(self.records.len());
+                self.records.push(record);
+            }
+        }
+    }
+}
+
+/// Queues an input record's or timer's `records` in the open transaction: those of
+/// `latest_topics` are held until the commit, each replacing its key's record before it; the
+/// others are produced now.
+fn queue(
+    latest_topics: &[Arc<str>],
+    ledger: &mut Option<Ledger>,
+    records: impl Iterator<Item = OutRecord>,
+    out: &mut Vec<Action>,
+) {
+    for record in records {
+        match ledger {
+            Some(ledger) if latest_topics.iter().any(|topic| Arc::ptr_eq(topic, &record.topic)) => {
+                ledger.latest.hold(record)
+            }
+            _ => out.push(Action::Produce(record)),
+        }
+    }
 }
 
 impl Ledger {
@@ -546,6 +597,9 @@ pub(crate) struct EngineCore<P: Processor> {
     /// The records of one input record or timer, bound and checked before they become actions
     /// (kept to reuse its allocation: this is the per-event path).
     bound: Vec<OutRecord>,
+    /// The topics of the processor's [`Processor::LATEST_PER_KEY`] roles when outputs are
+    /// coalesced (`COALESCE_OUTPUTS`), else none.
+    latest_topics: Vec<Arc<str>>,
     /// Commits since table versions were last pruned.
     commits_since_prune: u32,
     /// Lookup partitions a due timer waits for (not known read as of its due time less the
@@ -591,6 +645,11 @@ impl<P: Processor> EngineCore<P> {
             "a processor watches one of its broadcast inputs"
         );
         let settings_idle_state = settings.idle_state;
+        let latest_topics = if settings.coalesce_outputs {
+            settings.outputs.topics_of(P::LATEST_PER_KEY)
+        } else {
+            Vec::new()
+        };
         Self {
             lookups: LookupStore::new(
                 P::LOOKUPS,
@@ -613,6 +672,7 @@ impl<P: Processor> EngineCore<P> {
             assignment_generation: 0,
             fatal: None,
             bound: Vec::new(),
+            latest_topics,
             commits_since_prune: 0,
             unproven_for_timers: Vec::new(),
             record_compression: (settings_idle_state == IdleState::Compressed)
@@ -806,6 +866,7 @@ impl<P: Processor> EngineCore<P> {
                 record_timestamps: Vec::new(),
                 markers: BTreeSet::new(),
                 noted_dead_letters: Vec::new(),
+                latest: LatestPerKey::default(),
             }
         })
     }
@@ -1087,7 +1148,7 @@ impl<P: Processor> EngineCore<P> {
             }
             last.cause = Some(event.event_id().to_owned());
             last.trace = record.trace.cloned();
-            out.extend(records.drain(..).map(Action::Produce));
+            queue(&self.latest_topics, &mut self.ledger, records.drain(..), out);
         }
         self.bound = records;
         if let Some(Ok(record)) = handoff {
@@ -1218,13 +1279,12 @@ impl<P: Processor> EngineCore<P> {
             data.store.watch(&handoff.to, &watches);
         }
         let oversized = self.oversized(&records, Some(&handoff.id), record.trace);
-        out.extend(records.drain(..).filter(|_| oversized.is_none()).map(|output| {
-            Action::Produce(OutRecord {
-                cause: Some(handoff.id.clone()),
-                trace: record.trace.cloned(),
-                ..output
-            })
-        }));
+        let caused = records.drain(..).filter(|_| oversized.is_none()).map(|output| OutRecord {
+            cause: Some(handoff.id.clone()),
+            trace: record.trace.cloned(),
+            ..output
+        });
+        queue(&self.latest_topics, &mut self.ledger, caused, out);
         self.bound = records;
         if let Some(message) = oversized {
             self.too_large.insert((Input::Handoff, partition, offset), message.clone());
@@ -1425,7 +1485,7 @@ impl<P: Processor> EngineCore<P> {
             // the entry to undo.
             let oversized = self.oversized(&records, None, None);
             if oversized.is_none() {
-                out.extend(records.drain(..).map(Action::Produce));
+                queue(&self.latest_topics, &mut self.ledger, records.drain(..), out);
             }
             records.clear();
             self.bound = records;
@@ -1465,8 +1525,9 @@ impl<P: Processor> EngineCore<P> {
         self.lookups.on_record(from, key, appended, value);
     }
 
-    /// The open transaction's commit: a changelog record per customer it touched (their final
-    /// entry, or a tombstone) and per erasure marker it created or expired, to `emit`, and the
+    /// The open transaction's commit: the records of latest-per-key roles it held (each key's
+    /// last), a changelog record per customer it touched (their final entry, or a tombstone) and
+    /// per erasure marker it created or expired, to `emit`, and the
     /// input offsets to send with the group metadata (KIP-447). `None` when no transaction is open.
     ///
     /// The changelog records go to `emit` one at a time, as each is encoded, so that no more than
@@ -1478,7 +1539,11 @@ impl<P: Processor> EngineCore<P> {
         &mut self,
         mut emit: impl FnMut(OutRecord) -> Result<(), E>,
     ) -> Result<Option<Vec<CommitOffset>>, E> {
-        let Some(ledger) = self.ledger.as_ref() else { return Ok(None) };
+        let Some(ledger) = self.ledger.as_mut() else { return Ok(None) };
+        for record in std::mem::take(&mut ledger.latest).records {
+            emit(record)?;
+        }
+        let ledger = &*ledger;
         let changelog_topic = self.settings.changelog_topic.clone();
         let changelog_limit = self.limits.limit(&changelog_topic);
         let changelog = |partition: i32, key: String, value: Option<Vec<u8>>| OutRecord {
@@ -1848,6 +1913,7 @@ mod tests {
             commit_interval: Duration::from_millis(100),
             commit_keeping_up: Duration::from_millis(20),
             dedupe_window: 8,
+            coalesce_outputs: true,
             // The strictest form: every customer is encoded (and compressed, once the first
             // records trained the dictionary: `assigned`) at each commit and thawed at their
             // next record or timer, so these tests also prove no path reads one held encoded.
@@ -2238,6 +2304,122 @@ mod tests {
         assert_eq!(produced(&commit)[0].0, "state");
         assert_eq!(core.committed(), vec![BASE, BASE + 5], "the records' timestamps, for the latency");
         assert!(!core.has_open_transaction());
+    }
+
+    /// Tally whose "out" records are each customer's latest count (a compacted topic's).
+    #[derive(Debug)]
+    struct LatestTally;
+
+    impl Processor for LatestTally {
+        type Input = TouchpointEvent;
+        type State = Count;
+        type Record = String;
+        const OUTPUTS: &'static [&'static str] = &["out", "routed"];
+        const LATEST_PER_KEY: &'static [&'static str] = &["out"];
+
+        fn apply(
+            &self,
+            state: &mut Option<Count>,
+            event: &TouchpointEvent,
+            now: DateTime<Utc>,
+        ) -> Vec<Output<String>> {
+            Tally.apply(state, event, now)
+        }
+    }
+
+    fn latest_core(coalesce_outputs: bool) -> EngineCore<LatestTally> {
+        assigned(LatestTally, CoreSettings { coalesce_outputs, ..settings(100, None) })
+    }
+
+    #[test]
+    fn given_events_of_customers_in_one_transaction_then_each_latest_record_is_written_once_at_the_commit() {
+        let mut core = latest_core(true);
+        let mut during = Vec::new();
+        for (offset, (id, customer, url)) in
+            [("e-1", "c-1", "/a"), ("e-2", "c-2", "/a"), ("e-3", "c-1", "rekey:k"), ("e-4", "c-1", "/b")]
+                .into_iter()
+                .enumerate()
+        {
+            let at = BASE + offset as i64;
+            let record = view_of(id, customer, at, url);
+            during.extend(
+                feed_input(&mut core, Input::Events, 0, offset as i64, customer, &record, at).expect("fits"),
+            );
+        }
+        assert_eq!(
+            produced(&during),
+            vec![("routed", Some("k"), some("2"))],
+            "a role of facts is written at once; the latest-per-key role waits for the commit"
+        );
+        let (commit, _) = plan(&mut core);
+        let outputs: Vec<_> = commit
+            .iter()
+            .filter_map(|action| match action {
+                Action::Produce(record) if record.topic.as_ref() == "out" => Some((
+                    record.key.as_deref(),
+                    record.value.as_deref().map(|value| String::from_utf8_lossy(value).into_owned()),
+                    record.cause.as_deref(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            outputs,
+            vec![(Some("c-1"), some("3"), Some("e-4")), (Some("c-2"), some("1"), Some("e-2"))],
+            "each customer's last record, caused by their last event, in the order customers came"
+        );
+        assert_eq!(
+            produced(&commit)[..2].iter().map(|(topic, _, _)| *topic).collect::<Vec<_>>(),
+            ["out", "out"]
+        );
+        core.committed();
+
+        let next = feed_input(&mut core, Input::Events, 0, 4, "c-2", &view("e-5", "c-2", BASE + 9), BASE + 9)
+            .expect("fits");
+        assert!(produced(&next).is_empty());
+        let (commit, _) = plan(&mut core);
+        assert_eq!(
+            produced(&commit)[0],
+            ("out", Some("c-2"), some("2")),
+            "the next transaction starts afresh"
+        );
+    }
+
+    #[test]
+    fn given_an_erasure_after_an_event_in_one_transaction_then_only_the_tombstone_is_written() {
+        let mut core = latest_core(true);
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let erasure = event_bytes("e-2", "c-1", BASE + 1, EventPayload::ErasureRequested);
+        feed_input(&mut core, Input::Events, 0, 1, "c-1", &erasure, BASE + 1).expect("fits");
+        let (commit, _) = plan(&mut core);
+        let outputs: Vec<_> = produced(&commit).into_iter().filter(|(topic, _, _)| *topic == "out").collect();
+        assert_eq!(outputs, vec![("out", Some("c-1"), None)]);
+    }
+
+    #[test]
+    fn given_an_aborted_transaction_then_its_held_records_are_never_written() {
+        let mut core = latest_core(true);
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        core.aborted();
+        assert!(!core.has_open_transaction());
+        assert_eq!(plan_into(&mut core, &mut Vec::new()).expect("fits"), None, "nothing left to commit");
+    }
+
+    #[test]
+    fn given_coalescing_off_then_every_events_record_is_written_at_once() {
+        let mut core = latest_core(false);
+        let first =
+            feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let second =
+            feed_input(&mut core, Input::Events, 0, 1, "c-1", &view("e-2", "c-1", BASE + 1), BASE + 1)
+                .expect("fits");
+        assert_eq!(produced(&first), vec![("out", Some("c-1"), some("1"))]);
+        assert_eq!(produced(&second), vec![("out", Some("c-1"), some("2"))]);
+        let (commit, _) = plan(&mut core);
+        assert!(
+            produced(&commit).iter().all(|(topic, _, _)| *topic == "state"),
+            "only the changelog at the commit"
+        );
     }
 
     #[test]

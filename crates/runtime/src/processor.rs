@@ -122,6 +122,12 @@ pub trait Processor: Send + 'static {
     /// two disagree.
     const OUTPUTS: &'static [&'static str];
 
+    /// The output roles whose records are each key's whole latest value (a compacted topic that
+    /// readers use as a table: a profile, a balance), as opposed to facts that each count (a
+    /// ledger entry). With `COALESCE_OUTPUTS` (the default) a transaction writes only its last
+    /// record per key of these roles, at its commit.
+    const LATEST_PER_KEY: &'static [&'static str] = &[];
+
     /// The layout and meaning of `State` this build writes to the changelog (the record's tag).
     /// Raise it with a change to either; a field is only ever added at the end of a struct, with
     /// a serde default, so that every earlier version still decodes. Below 128: the tag's top bit

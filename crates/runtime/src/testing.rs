@@ -3,7 +3,7 @@
 //! what the runtime would produce on one partition: dedupe, erasure markers, `check_limits`
 //! refusals (dead-lettered), records validated as of the partition clock, timers fired as of
 //! their due time, outputs with their keys and encoded values, each output role written to a
-//! topic named after the role. A state handoff (a merge) is delivered to the
+//! topic named after the role, every one of them (as with `COALESCE_OUTPUTS=false`). A state handoff (a merge) is delivered to the
 //! winner within the same step, as the handoff topic would deliver it, and so is a record of the
 //! processor's feedback output (`Processor::FEEDBACK`), after the step's own transaction.
 //!
@@ -124,6 +124,10 @@ impl<P: Processor> ProcessorTest<P> {
             commit_interval: Duration::from_millis(100),
             commit_keeping_up: Duration::from_millis(20),
             dedupe_window: 64,
+            // Every record, as `COALESCE_OUTPUTS=false` writes them: coalescing drops records and
+            // never changes one, so tests that hold each record to the SPEC see them all (the
+            // engine's unit tests and the SIGKILL proofs cover coalescing).
+            coalesce_outputs: false,
             idle_state,
             changelog_ids_layout: IdsLayout::Bytes,
             lookup_grace_ms: 0,

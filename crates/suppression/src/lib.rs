@@ -132,6 +132,7 @@ impl Processor for Suppression {
     type Input = TouchpointEvent;
     type Record = SuppressionState;
     const OUTPUTS: &'static [&'static str] = &[SUPPRESSIONS_OUTPUT];
+    const LATEST_PER_KEY: &'static [&'static str] = &[SUPPRESSIONS_OUTPUT];
     type State = SuppressionMemory;
     /// Version 2 (2026-12) resolves `timezone` by the SPEC's trait rule (`timezone_history`).
     const STATE_VERSION: u8 = 2;

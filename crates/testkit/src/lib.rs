@@ -451,6 +451,18 @@ pub fn end_offsets(topic: &str) -> i64 {
         .sum()
 }
 
+/// The sum of `group`'s committed offsets on `topic`: how many of its records an exactly-once
+/// service has committed (as the records it read and the outputs they made, together).
+pub fn committed_sum(group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = client_config().set("group.id", group).create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partition_count(&consumer, topic) {
+        list.add_partition(topic, i32::try_from(partition).expect("partition"));
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("committed offsets");
+    committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum()
+}
+
 /// A TCP port free right now on 127.0.0.1 (for a child's admin or HTTP server).
 pub fn free_port() -> u16 {
     // Below Linux's ephemeral range (32768 and up), where bind(0) and every outgoing connection

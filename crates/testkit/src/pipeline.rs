@@ -226,6 +226,70 @@ pub fn assert_same_outputs<T: PartialEq + std::fmt::Debug>(
     );
 }
 
+/// Asserts that `actual` holds, for `topic`, records of each key the fold wrote and no other:
+/// the fold's records in its order, none twice (a subsequence: a transaction writes only its last
+/// record per key of a latest-per-key role, `COALESCE_OUTPUTS`), ending with the fold's last.
+/// Compared after `decode`, as [`assert_same_outputs`].
+pub fn assert_latest_outputs<T: PartialEq + std::fmt::Debug>(
+    expected: &OutputsByKey,
+    actual: &OutputsByKey,
+    topic: &str,
+    decode: impl Fn(&[u8]) -> T,
+) {
+    let decoded = |values: &Vec<Option<Vec<u8>>>| -> Vec<Option<T>> {
+        values.iter().map(|value| value.as_deref().map(&decode)).collect()
+    };
+    for (key, values) in expected.iter().filter(|((t, _), _)| t == topic) {
+        let want = decoded(values);
+        let got = actual.get(key).map(decoded).unwrap_or_default();
+        let mut rest = want.iter();
+        for (n, record) in got.iter().enumerate() {
+            assert!(
+                rest.any(|written| written == record),
+                "record #{n} of {} on {topic} is not one the fold wrote after the record before it ({} records, the fold {}):\n got: {record:?}",
+                key.1,
+                got.len(),
+                want.len(),
+            );
+        }
+        assert_eq!(got.last(), want.last(), "the latest record of {} on {topic}", key.1);
+    }
+    for (key, _) in actual.iter().filter(|((t, _), _)| t == topic) {
+        assert!(expected.contains_key(key), "{} has records on {topic} but the fold wrote none", key.1);
+    }
+    eprintln!(
+        "{topic}: {} records committed for the fold's {}",
+        records_in(actual, topic),
+        records_in(expected, topic)
+    );
+}
+
+/// Waits (off the async runtime) until `group` committed every one of `input_records` records of
+/// `input`, then reads `topic`'s committed records: what a latest-per-key output holds once the
+/// service is done, however many records its transactions coalesced.
+pub async fn committed_outputs_when_done(
+    topic: &str,
+    group: &str,
+    input: &str,
+    input_records: usize,
+    deadline: Duration,
+) -> OutputsByKey {
+    let (topic, group, input) = (topic.to_owned(), group.to_owned(), input.to_owned());
+    tokio::task::spawn_blocking(move || {
+        wait_until(&format!("{group} committed {input_records} records of {input}"), deadline, || {
+            crate::committed_sum(&group, &input) >= input_records as i64
+        });
+        let mut outputs = OutputsByKey::new();
+        for message in crate::read_committed_to_end(&topic) {
+            let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8 key");
+            outputs.entry((topic.clone(), key)).or_default().push(message.payload().map(<[u8]>::to_vec));
+        }
+        outputs
+    })
+    .await
+    .expect("reader task")
+}
+
 /// Produces `records` at about `rate` per second in the background.
 pub fn produce_at_rate(
     topic: String,
@@ -250,6 +314,17 @@ pub async fn kill_repeatedly(
     runs: usize,
     output: &str,
     complete_at: usize,
+    spawn: impl FnMut(usize) -> crate::ServiceProcess,
+) -> usize {
+    kill_repeatedly_judged(runs, output, || output_may_be_complete(output, complete_at), spawn).await
+}
+
+/// [`kill_repeatedly`], judging whether the output may be complete at a kill by
+/// `may_be_complete` (a kill is mid-stream when it says `false`).
+pub async fn kill_repeatedly_judged(
+    runs: usize,
+    output: &str,
+    may_be_complete: impl Fn() -> bool,
     mut spawn: impl FnMut(usize) -> crate::ServiceProcess,
 ) -> usize {
     use rand::Rng;
@@ -267,7 +342,7 @@ pub async fn kill_repeatedly(
         .expect("progress task");
         let pause = rand::rng().random_range(0..800);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        if !output_may_be_complete(output, complete_at) {
+        if !may_be_complete() {
             kills_mid_stream += 1;
         }
         service.kill();
@@ -292,11 +367,13 @@ pub struct SigkillOutcome {
 /// The exactly-once proof every stream processor instantiates: 200,000 simulated events over 5,000
 /// customers (`seed`; 0.2 % malformed, 1 % retries) are produced at 4,000/s while the service is
 /// started five times and SIGKILLed at a random moment of each run (at least five kills must land
-/// mid-stream, judged by the output `progress` indexes); a sixth run finishes. Returns the pure
-/// fold of `processor` over the input as the broker appended it (each record as of its append
-/// time) and every output topic's committed records, for the caller to compare with
-/// [`assert_same_outputs`] and its own decoder. The fold is a second implementation of the
-/// runtime's rules (decode, key check, dedupe window, limits), not the runtime's engine.
+/// mid-stream, judged by the output `progress` indexes, or for a latest-per-key output by the
+/// group's committed input); a sixth run finishes. Returns the pure fold of `processor` over the
+/// input as the broker appended it (each record as of its append time) and every output topic's
+/// committed records, for the caller to compare with [`assert_same_outputs`] (or, for a role of
+/// `P::LATEST_PER_KEY`, [`assert_latest_outputs`]) and its own decoder. The fold is a second
+/// implementation of the runtime's rules (decode, key check, dedupe window, limits), not the
+/// runtime's engine.
 pub async fn sigkill_mid_stream<P: Processor<Input = TouchpointEvent>>(
     topics: &ServiceTopics,
     seed: u64,
@@ -305,11 +382,20 @@ pub async fn sigkill_mid_stream<P: Processor<Input = TouchpointEvent>>(
     start: impl Fn(&str) -> crate::ServiceProcess,
 ) -> SigkillOutcome {
     let input = simulated_input(200_000, 5_000, seed, 0.002);
+    let input_records = input.len();
     let (expected, _) = fold(&processor, &topics.outputs, &input);
     let producing = produce_at_rate(topics.input.clone(), input, 4_000);
     let watched = &topics.outputs[progress];
-    let kills =
-        kill_repeatedly(5, watched, records_in(&expected, watched), |run| start(&format!("run-{run}"))).await;
+    let latest = |index: usize| P::LATEST_PER_KEY.contains(&P::OUTPUTS[index]);
+    let complete_at = records_in(&expected, watched);
+    let may_be_complete = || {
+        if latest(progress) {
+            crate::committed_sum(&topics.group, &topics.input) >= input_records as i64
+        } else {
+            output_may_be_complete(watched, complete_at)
+        }
+    };
+    let kills = kill_repeatedly_judged(5, watched, may_be_complete, |run| start(&format!("run-{run}"))).await;
     assert!(kills >= 5, "only {kills} kills happened mid-stream");
     producing.await.expect("producer task");
 
@@ -321,9 +407,13 @@ pub async fn sigkill_mid_stream<P: Processor<Input = TouchpointEvent>>(
         .await
         .expect("fold");
     let mut committed = Vec::new();
-    for output in &topics.outputs {
-        committed
-            .push(committed_outputs(output, records_in(&expected, output), Duration::from_secs(180)).await);
+    for (index, output) in topics.outputs.iter().enumerate() {
+        let deadline = Duration::from_secs(180);
+        committed.push(if latest(index) {
+            committed_outputs_when_done(output, &topics.group, &topics.input, input_records, deadline).await
+        } else {
+            committed_outputs(output, records_in(&expected, output), deadline).await
+        });
     }
     assert!(last.is_running(), "the last run is still working");
     SigkillOutcome { expected, committed }
