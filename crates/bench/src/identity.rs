@@ -15,8 +15,8 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 
 use crate::{
-    Answered, Args, Row, baseline_drain, binary, committed_sum, free_port, mib, offered_load, row, simulated,
-    wait_ready, watermark_sum,
+    Answered, Answering, Args, Row, baseline_drain, binary, committed_sum, free_port, mib, offered_load, row,
+    simulated, wait_ready, watermark_sum,
 };
 
 /// The simulator's events with identifiers the benchmark controls: every 10th event carries a
@@ -226,7 +226,7 @@ pub async fn resolver_rows(args: &Args, watermarks: &BaseConsumer) -> anyhow::Re
         args.load_seconds,
         &load_input,
         &load_stages.resolved,
-        Answered::Every,
+        Answering { answered: Answered::Every, coalesced: None },
         events,
     )?;
     drop(load_processes);

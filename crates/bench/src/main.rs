@@ -231,6 +231,9 @@ struct BenchService {
     /// Whether it answers every event (docs/runtime.md, "Events of no concern"): then the
     /// latency load expects an output for each one, and a lost output shows.
     reads_every_event: bool,
+    /// The events it reads, if its timed output keeps one record per customer per transaction
+    /// (`COALESCE_OUTPUTS`): a record then answers the customer's events before its cause too.
+    coalesced: Option<Reads>,
 }
 
 /// The reference service of `crates/reference`: the runtime's own cost.
@@ -239,6 +242,7 @@ const COUNTER: BenchService = BenchService {
     output_flag: "--output-topic",
     other_outputs: &[],
     reads_every_event: true,
+    coalesced: None,
 };
 
 /// The registry's stream processors whose first output has a record per event they read, which is
@@ -253,7 +257,24 @@ fn bench_services() -> Vec<BenchService> {
         let (first, rest) = spec.outputs.split_first().expect("a stream processor writes a topic");
         // Of the registry's, profile-updater alone reads every event (its `version` counts them).
         let reads_every_event = spec.name == omnistream_model::services::PROFILE_UPDATER.name;
-        BenchService { name: spec.name, output_flag: first.flag, other_outputs: rest, reads_every_event }
+        // Their first outputs are latest-per-key roles (loyalty's is the ledger: every entry).
+        let coalesced: Option<Reads> = match spec.name {
+            name if name == omnistream_model::services::PROFILE_UPDATER.name => Some(|_| true),
+            name if name == omnistream_model::services::SUPPRESSION.name => {
+                Some(omnistream_suppression::reads)
+            }
+            name if name == omnistream_model::services::CHANNEL_AFFINITY.name => {
+                Some(omnistream_channel_affinity::reads)
+            }
+            _ => None,
+        };
+        BenchService {
+            name: spec.name,
+            output_flag: first.flag,
+            other_outputs: rest,
+            reads_every_event,
+            coalesced,
+        }
     });
     std::iter::once(COUNTER).chain(registered).collect()
 }
@@ -588,7 +609,8 @@ async fn fixed_load(
     } else {
         Answered::WhenCommitted { group: &topics.group }
     };
-    let mut latency = offered_load(args, rate, seconds, &input, &topics.output, answered, events)?;
+    let answering = Answering { answered, coalesced: bench_service.coalesced };
+    let mut latency = offered_load(args, rate, seconds, &input, &topics.output, answering, events)?;
     latency.peak_rss = service.peak_rss_bytes().unwrap_or(0);
     let service_log = service.log.display().to_string();
     let status = service.terminate(Duration::from_secs(30));
@@ -672,25 +694,37 @@ pub(crate) enum Answered<'a> {
     WhenCommitted { group: &'a str },
 }
 
-/// Per customer, their measured events not seen yet (id, sent at), in the order they were sent.
-type Unseen = HashMap<String, VecDeque<(String, Instant)>>;
+/// Whether a service reads an event.
+pub(crate) type Reads = fn(&omnistream_model::TouchpointEvent) -> bool;
+
+/// Which offered events an output answers, and whether it keeps one record per customer per
+/// transaction (`COALESCE_OUTPUTS`): then a record also answers its customer's events before its
+/// cause that the service reads (`coalesced`), whose records it replaced.
+pub(crate) struct Answering<'a> {
+    pub(crate) answered: Answered<'a>,
+    pub(crate) coalesced: Option<Reads>,
+}
+
+/// Per customer, their measured events not seen yet (id, sent at, read by a coalescing service),
+/// in the order they were sent.
+type Unseen = HashMap<String, VecDeque<(String, Instant, bool)>>;
 
 /// Offers `events` at `args.rate`/s to `input` and measures, per event after the warm-up, the
 /// time from its send to an `output` record caused by it (its `cause.event_id` header) becoming
-/// visible to a read_committed consumer. A transaction writes one record per customer of a
-/// latest-per-key output, caused by their last event in it (`COALESCE_OUTPUTS`): where every
-/// event is answered, a record also answers its customer's events before its cause; where some
-/// are (events of no concern), an event whose record a later one replaced is not measured, as
-/// one of no concern is not. Erasures are left out (a tombstone names no event).
+/// visible to a read_committed consumer. On an output that keeps one record per customer per
+/// transaction, caused by their last event in it (`COALESCE_OUTPUTS`), a record also answers the
+/// customer's events before its cause that the service reads (`coalesced`): their records were
+/// replaced by it. Erasures are left out (a tombstone names no event).
 fn offered_load(
     args: &Args,
     rate: usize,
     seconds: u64,
     input: &str,
     output: &str,
-    answered: Answered<'_>,
+    answering: Answering<'_>,
     events: Vec<(String, Vec<u8>)>,
 ) -> anyhow::Result<Latency> {
+    let Answering { answered, coalesced } = answering;
     // Erasures answer with a tombstone, which names no event: leave them out of the load.
     let events: Vec<(String, Vec<u8>)> = events
         .into_iter()
@@ -724,7 +758,6 @@ fn offered_load(
     }
     reader.assign(&assignment)?;
     let reader_sent = sent_at.clone();
-    let answers_earlier = matches!(answered, Answered::Every);
     let reader_expected = expected.clone();
     let deadline = Duration::from_secs(seconds + 60);
     let reading = std::thread::spawn(move || {
@@ -741,10 +774,13 @@ fn offered_load(
             let event_id = String::from_utf8_lossy(event_id);
             let mut sent = reader_sent.lock().expect("lock");
             let Some(pending) = sent.get_mut(customer.as_ref()) else { continue };
-            let Some(at) = pending.iter().position(|(id, _)| *id == event_id) else { continue };
-            let from = if answers_earlier { 0 } else { at };
-            for (_, sent) in pending.drain(from..=at) {
-                latencies.push(seen.duration_since(sent).as_secs_f64() * 1000.0);
+            let Some(at) = pending.iter().position(|(id, _, _)| *id == event_id) else { continue };
+            // Without coalescing a record answers its cause alone; events before it stay pending.
+            let from = if coalesced.is_some() { 0 } else { at };
+            for (index, (_, sent, read)) in pending.drain(from..=at).enumerate() {
+                if read || index + from == at {
+                    latencies.push(seen.duration_since(sent).as_secs_f64() * 1000.0);
+                }
             }
         }
         latencies
@@ -756,11 +792,14 @@ fn offered_load(
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
         .create()?;
-    // Per customer, their measured events' ids in the order they are sent.
-    let mut measured: HashMap<String, Vec<String>> = HashMap::new();
+    // Per customer, their measured events' ids in the order they are sent, and whether a
+    // coalescing service reads each.
+    let reads = |event: &omnistream_model::TouchpointEvent| coalesced.is_some_and(|reads| reads(event));
+    let mut measured: HashMap<String, Vec<(String, bool)>> = HashMap::new();
     for (key, bytes) in &events[warm_up.min(events.len())..] {
         let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
-        measured.entry(key.clone()).or_default().push(event.event_id);
+        let read = reads(&event);
+        measured.entry(key.clone()).or_default().push((event.event_id, read));
     }
     let started = Instant::now();
     for (index, chunk) in events.chunks(per_tick).enumerate() {
@@ -773,12 +812,12 @@ fn offered_load(
         for (key, bytes) in chunk {
             let event = omnistream_model::decode_event(bytes).expect("simulated events decode");
             if measured {
-                sent_at
-                    .lock()
-                    .expect("lock")
-                    .entry(key.clone())
-                    .or_default()
-                    .push_back((event.event_id, Instant::now()));
+                let read = reads(&event);
+                sent_at.lock().expect("lock").entry(key.clone()).or_default().push_back((
+                    event.event_id,
+                    Instant::now(),
+                    read,
+                ));
             }
             producer
                 .send(BaseRecord::to(input).key(key.as_str()).payload(bytes.as_slice()))
@@ -805,9 +844,12 @@ fn offered_load(
                 let customer = String::from_utf8_lossy(message.key().unwrap_or_default());
                 if let (Some(id), Some(ids)) =
                     (cause.map(String::from_utf8_lossy), measured.get(customer.as_ref()))
-                    && ids.iter().any(|measured| *measured == id)
+                    && let Some(at) = ids.iter().position(|(measured, _)| *measured == id)
                 {
                     answered.insert(id.into_owned());
+                    if coalesced.is_some() {
+                        answered.extend(ids[..at].iter().filter(|(_, read)| *read).map(|(id, _)| id.clone()));
+                    }
                 }
             });
             expected.store(answered.len(), Ordering::Release);

@@ -338,7 +338,9 @@ struct Ledger {
 }
 
 /// A transaction's records of the topics that keep each key's latest record: one per topic,
-/// partition and key, the last, in the order each key first came.
+/// partition and key, the last, in the order each key first came; but a tombstone is never
+/// replaced by a record after it (an erasure, then a new relationship in the same transaction):
+/// both are written, so that a reader of the topic sees the erasure.
 #[derive(Debug, Default)]
 struct LatestPerKey {
     records: Vec<OutRecord>,
@@ -349,7 +351,15 @@ impl LatestPerKey {
     fn hold(&mut self, record: OutRecord) {
         let key = (record.topic.clone(), record.partition, record.key.clone().unwrap_or_default());
         match self.index.entry(key) {
-            std::collections::hash_map::Entry::Occupied(held) => self.records[*held.get()] = record,
+            std::collections::hash_map::Entry::Occupied(mut held) => {
+                let at = *held.get();
+                if self.records[at].value.is_none() && record.value.is_some() {
+                    held.insert(self.records.len());
+                    self.records.push(record);
+                } else {
+                    self.records[at] = record;
+                }
+            }
             std::collections::hash_map::Entry::Vacant(first) => {
                 first.insert(self.records.len());
                 self.records.push(record);
@@ -645,8 +655,19 @@ impl<P: Processor> EngineCore<P> {
             "a processor watches one of its broadcast inputs"
         );
         let settings_idle_state = settings.idle_state;
+        assert!(
+            P::LATEST_PER_KEY.iter().all(|role| P::OUTPUTS.contains(role)),
+            "a latest-per-key role is one of the processor's outputs"
+        );
+        // A topic shared with a role of facts keeps every record: held ones would land after
+        // records written later.
+        let facts = settings.outputs.topics_of(
+            &P::OUTPUTS.iter().copied().filter(|role| !P::LATEST_PER_KEY.contains(role)).collect::<Vec<_>>(),
+        );
         let latest_topics = if settings.coalesce_outputs {
-            settings.outputs.topics_of(P::LATEST_PER_KEY)
+            let mut topics = settings.outputs.topics_of(P::LATEST_PER_KEY);
+            topics.retain(|topic| !facts.contains(topic));
+            topics
         } else {
             Vec::new()
         };
@@ -2394,6 +2415,26 @@ mod tests {
         let (commit, _) = plan(&mut core);
         let outputs: Vec<_> = produced(&commit).into_iter().filter(|(topic, _, _)| *topic == "out").collect();
         assert_eq!(outputs, vec![("out", Some("c-1"), None)]);
+    }
+
+    #[test]
+    fn given_an_erasure_then_a_new_event_in_one_transaction_then_the_tombstone_is_written_before_the_record()
+    {
+        let mut core = latest_core(true);
+        feed_input(&mut core, Input::Events, 0, 0, "c-1", &view("e-1", "c-1", BASE), BASE).expect("fits");
+        let erasure = event_bytes("e-2", "c-1", BASE + 1, EventPayload::ErasureRequested);
+        feed_input(&mut core, Input::Events, 0, 1, "c-1", &erasure, BASE + 1).expect("fits");
+        for (offset, id) in [(2, "e-3"), (3, "e-4")] {
+            let at = BASE + offset;
+            feed_input(&mut core, Input::Events, 0, offset, "c-1", &view(id, "c-1", at), at).expect("fits");
+        }
+        let (commit, _) = plan(&mut core);
+        let outputs: Vec<_> = produced(&commit).into_iter().filter(|(topic, _, _)| *topic == "out").collect();
+        assert_eq!(
+            outputs,
+            vec![("out", Some("c-1"), None), ("out", Some("c-1"), some("2"))],
+            "the erasure stays visible; the new relationship's last record follows it"
+        );
     }
 
     #[test]

@@ -279,6 +279,9 @@ pub async fn committed_outputs_when_done(
         wait_until(&format!("{group} committed {input_records} records of {input}"), deadline, || {
             crate::committed_sum(&group, &input) >= input_records as i64
         });
+        // The coordinator writes the output partitions' commit markers apart from the offsets':
+        // a moment for the last ones to land.
+        std::thread::sleep(Duration::from_secs(1));
         let mut outputs = OutputsByKey::new();
         for message in crate::read_committed_to_end(&topic) {
             let key = String::from_utf8(message.key().expect("key").to_vec()).expect("utf-8 key");
