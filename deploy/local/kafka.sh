@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka (KRaft, broker+controller) assembled from Maven Central jars.
-#   kafka.sh up|down|status|restart|prune|reset|jars
+#   kafka.sh up|down|status|restart|prune|reset|jars|codecs TOPIC
 # BROKERS=3: a replicated cluster instead, three nodes each broker and controller (a 3-voter
 # KRaft quorum: any one node, the active controller included, can die and a quorum remains),
 # replication factor 3, min.insync.replicas 2, on 127.0.0.1:19091-19093 (controllers
@@ -359,6 +359,23 @@ if [[ "${BROKERS:-1}" != 1 ]]; then
   exit 0
 fi
 
+# codecs TOPIC: how many data batches (transaction markers aside) of each codec the local broker's
+# log of TOPIC holds, as Kafka's own DumpLogSegments reads them: what its producers compressed with.
+codecs() {
+  local topic="${1:?usage: kafka.sh codecs TOPIC}" dir files=()
+  for dir in "$home/data/$topic"-*; do
+    [[ "${dir##*-}" =~ ^[0-9]+$ && "${dir%-*}" == "$home/data/$topic" ]] || continue
+    files+=("$dir"/*.log)
+  done
+  (( ${#files[@]} )) || { log "no log of topic $topic under $home/data"; exit 1; }
+  ensure_jars
+  local IFS=,
+  java -cp "$libs/*" kafka.tools.DumpLogSegments --files "${files[*]}" \
+    | sed -n 's/.*isControl: false .*compresscodec: \([a-z0-9]*\).*/\1/p' | sort | uniq -c
+}
+
+if [[ "${1:-}" == codecs ]]; then codecs "${2:-}"; exit 0; fi
+
 # One caller at a time: tests in parallel processes may all ask for `up`.
 mkdir -p "$home"
 exec 9>"$home/.lock"
@@ -377,5 +394,5 @@ case "${1:-}" in
     rm -rf "$home/data" "$log_file" "$home/format.log"
     ;;
   jars) ensure_jars; echo "$libs" ;;
-  *) echo "usage: $0 up|down|status|restart|prune|reset|jars" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart|prune|reset|jars|codecs TOPIC" >&2; exit 2 ;;
 esac

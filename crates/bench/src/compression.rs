@@ -1,6 +1,7 @@
-//! The codec of the batches a service writes (`--compression`): profile-updater, which writes a
-//! whole profile per event, drains the same events with each, for its speed and the bytes it
-//! leaves in the broker's log per input event.
+//! The codecs of the batches a service writes (`--compression` for the outputs,
+//! `--changelog-compression` for the changelog): profile-updater, which writes a whole profile per
+//! event, drains the same events with the defaults (lz4, the changelog zstd) and with each codec
+//! everywhere, for its speed and the bytes it leaves in the broker's log per input event.
 
 use rdkafka::message::{Message, OwnedMessage};
 
@@ -14,12 +15,18 @@ fn wrote_profiles(written: &[OwnedMessage]) -> anyhow::Result<()> {
 }
 
 pub async fn compression_rows(args: &Args, input: &str) -> anyhow::Result<Vec<Row>> {
-    let variants: Vec<Variant<'_>> = ["lz4", "zstd", "none"]
+    let settings = [
+        ("lz4, changelog zstd (the defaults)", "lz4", "zstd"),
+        ("lz4", "lz4", "lz4"),
+        ("zstd", "zstd", "zstd"),
+        ("none", "none", "none"),
+    ];
+    let variants: Vec<Variant<'_>> = settings
         .into_iter()
-        .map(|codec| Variant {
-            name: codec,
+        .map(|(name, outputs, changelog)| Variant {
+            name,
             input,
-            flags: vec!["--compression".to_owned(), codec.to_owned()],
+            flags: ["--compression", outputs, "--changelog-compression", changelog].map(str::to_owned).into(),
             env: Vec::new(),
             binary_dir: None,
             check: Box::new(wrote_profiles),

@@ -14,7 +14,7 @@ use omnistream_testkit::pipeline::{
     output_may_be_complete, produce_at_rate, records_in, simulated_input,
 };
 use omnistream_testkit::{
-    ServiceProcess, client_config, consume_committed, free_port, http_get, produce_all,
+    ServiceProcess, batch_codecs, client_config, consume_committed, free_port, http_get, produce_all,
     read_committed_to_end, unique_topic, wait_until,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -202,6 +202,19 @@ async fn after_a_restart_every_customer_has_the_state_it_had_before() {
     let status =
         tokio::task::spawn_blocking(move || service.terminate(Duration::from_secs(20))).await.unwrap();
     assert!(status.success());
+    // By default the changelog is zstd (CHANGELOG_COMPRESSION) and the outputs lz4 (COMPRESSION):
+    // the restore below reads zstd. librdkafka sends a batch that compression would lengthen
+    // uncompressed (`none`).
+    match (batch_codecs(&topics.changelog), batch_codecs(&topics.outputs[0])) {
+        (Some(changelog), Some(counts)) => {
+            let only = |codecs: &std::collections::BTreeMap<String, usize>, codec: &str| {
+                codecs.contains_key(codec) && codecs.keys().all(|c| c == codec || c == "none")
+            };
+            assert!(only(&changelog, "zstd"), "the changelog's batches: {changelog:?}");
+            assert!(only(&counts, "lz4"), "the output's batches: {counts:?}");
+        }
+        _ => eprintln!("codecs not checked: the broker of KAFKA_BOOTSTRAP_SERVERS keeps its logs elsewhere"),
+    }
 
     // One more event for every customer the counter remembers: each must continue its count.
     let more: Vec<(String, Vec<u8>)> = remembered_customers(&before)

@@ -527,7 +527,7 @@ impl<P: Processor> Driver<P> {
             self.metrics.commit_resumes.inc();
         };
         crate::commit_resuming(
-            &self.producer,
+            &*self.producer,
             &self.health,
             timeout,
             CALL_MARGIN,

@@ -29,6 +29,7 @@ mod run;
 pub mod server;
 mod store;
 pub mod testing;
+mod topic_codec;
 pub mod trace;
 
 pub use config::{IdsLayout, RuntimeArgs, RuntimeConfig, ServiceInfo};
@@ -48,6 +49,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 /// too, so librdkafka's per-message allocations take the same path.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use rdkafka::config::ClientConfig;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 
 /// Why a service stops with a non-zero exit code.
@@ -59,6 +61,8 @@ pub enum RuntimeError {
     Kafka(#[from] KafkaError),
     #[error("fatal transactional error (fenced or the like): {0}")]
     Fatal(KafkaError),
+    #[error(transparent)]
+    TopicCodec(#[from] topic_codec::TopicCodecError),
     #[error("table or broadcast input: {0}")]
     Lookup(String),
     #[error("state handoff: {0}")]
@@ -81,8 +85,33 @@ pub enum RuntimeError {
     Panicked(&'static str, String),
 }
 
-/// The transactional producer of a service instance.
-pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+/// The transactional producer of a service instance, its changelog's batches in their own codec.
+pub(crate) struct TxnProducer {
+    /// Declared first, so dropped before the client it belongs to.
+    _changelog_codec: topic_codec::TopicCodec,
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl TxnProducer {
+    fn create(client: &ClientConfig, config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let producer: ThreadedProducer<DefaultProducerContext> = client.create()?;
+        // Before anything is sent: the codec of a topic's first handle is the one librdkafka keeps.
+        let changelog_codec = topic_codec::TopicCodec::set(
+            producer.client().native_client(),
+            &config.changelog_topic,
+            config.changelog_compression,
+        )?;
+        Ok(Self { _changelog_codec: changelog_codec, producer })
+    }
+}
+
+impl std::ops::Deref for TxnProducer {
+    type Target = ThreadedProducer<DefaultProducerContext>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.producer
+    }
+}
 
 /// How many times a commit that timed out is called again before its outcome counts as unknown.
 pub const COMMIT_RESUMES: u32 = 2;
@@ -172,7 +201,7 @@ pub(crate) fn create_transactional_producer(
     // out; a producer left in a fatal state is replaced. Only a misconfiguration exits at once.
     let deadline = std::time::Instant::now() + INIT_DEADLINE;
     let mut attempt = 0_u32;
-    let mut producer: TxnProducer = client.create()?;
+    let mut producer = TxnProducer::create(&client, config)?;
     loop {
         health.tick();
         let error = match producer.init_transactions(config.transaction_timeout) {
@@ -187,7 +216,7 @@ pub(crate) fn create_transactional_producer(
         tracing::warn!(%error, attempt, fatal = rd.is_fatal(), "init_transactions failed; trying again");
         std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt.min(6))));
         if rd.is_fatal() {
-            producer = client.create()?;
+            producer = TxnProducer::create(&client, config)?;
         }
     }
 }

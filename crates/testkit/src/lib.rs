@@ -56,6 +56,29 @@ pub fn bootstrap_servers() -> &'static str {
     })
 }
 
+/// How many data batches of each codec (`zstd`, `lz4`, ...) the local broker's log of `topic`
+/// holds, as Kafka's own DumpLogSegments reads them (`deploy/local/kafka.sh codecs`): what its
+/// producers compressed with. `None` against a cluster of `KAFKA_BOOTSTRAP_SERVERS`, whose logs
+/// are not here.
+pub fn batch_codecs(topic: &str) -> Option<std::collections::BTreeMap<String, usize>> {
+    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
+        return None;
+    }
+    let script = repo_root().join("deploy/local/kafka.sh");
+    let output = Command::new("bash").arg(&script).args(["codecs", topic]).output().expect("run kafka.sh");
+    assert!(output.status.success(), "kafka.sh codecs {topic}: {}", String::from_utf8_lossy(&output.stderr));
+    let counts = String::from_utf8(output.stdout).expect("text");
+    Some(
+        counts
+            .lines()
+            .filter_map(|line| {
+                let (count, codec) = line.trim().split_once(' ')?;
+                Some((codec.to_owned(), count.parse().expect("a count")))
+            })
+            .collect(),
+    )
+}
+
 /// The test schema registry's Confluent-compatible API (`deploy/local/registry.sh up`, started on
 /// first use), or `SCHEMA_REGISTRY_URL`'s.
 pub fn registry_url() -> &'static str {
