@@ -42,15 +42,15 @@ pub use rules_file::{RulesError, read_rules};
 pub use run::run_service;
 pub use store::{Entry, Footprint, event_id_hash};
 
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 
 /// Services allocate per record (decoded values, keys, outputs); mimalloc is several times
 /// cheaper than glibc's allocator on that path. Its `override` feature makes it the C `malloc`
 /// too, so librdkafka's per-message allocations take the same path.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 
 /// Why a service stops with a non-zero exit code.
 #[derive(Debug, thiserror::Error)]
