@@ -239,20 +239,55 @@ fn log_records() -> Vec<(String, serde_json::Value)> {
     records
 }
 
-/// Why processes of this run stopped on their own, from their logs: the error of each
-/// `stopping on error` (its first words) and each exit of the stall watchdog, counted.
+/// The service a process's log file belongs to: `chaos-profile-updater-7.1.log` (an added
+/// instance, restarted once) is profile-updater's.
+fn service_of(file: &str) -> &str {
+    let name = file.trim_start_matches("chaos-").trim_end_matches(".log");
+    name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '-')
+}
+
+/// Why processes of this run stopped on their own, from their logs: per service, the error of
+/// each `stopping on error` (its first words) and each exit of the stall watchdog (with the call
+/// it found stuck), counted.
 fn exit_reasons(records: &[(String, serde_json::Value)]) -> BTreeMap<String, u32> {
     let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
-    for (_, record) in records {
+    for (file, record) in records {
         let reason = match record["message"].as_str() {
             Some("stopping on error") => record["error"].as_str().unwrap_or("?").to_owned(),
-            Some(message) if message.contains("stuck in a Kafka call") => message.to_owned(),
+            Some(message) if message.contains("stuck in a Kafka call") => match record["call"].as_str() {
+                Some(call) => format!("{message} ({call})"),
+                None => message.to_owned(),
+            },
             _ => continue,
         };
         let reason: String = reason.chars().take(140).collect();
-        *reasons.entry(format!("`{reason}`")).or_default() += 1;
+        *reasons.entry(format!("{}: `{reason}`", service_of(file))).or_default() += 1;
     }
     reasons
+}
+
+/// The last `per_file` warnings and errors of each process's log, oldest first: what a run that
+/// diverged leaves to read where its logs are gone (a CI machine's output).
+fn last_warnings(records: &[(String, serde_json::Value)], per_file: usize) -> BTreeMap<&str, Vec<String>> {
+    let mut warnings: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (file, record) in records {
+        if !matches!(record["level"].as_str(), Some("WARN" | "ERROR")) {
+            continue;
+        }
+        let field = |name: &str| record[name].as_str().unwrap_or_default();
+        let time = field("timestamp").get(11..23).unwrap_or_default();
+        let mut line = format!("{time} {} {}", field("level"), field("message"));
+        if let Some(error) = record["error"].as_str() {
+            line = format!("{line}: {error}");
+        }
+        let line: String = line.chars().take(200).collect();
+        warnings.entry(file.trim_end_matches(".log")).or_default().push(line);
+    }
+    for lines in warnings.values_mut() {
+        let skip = lines.len().saturating_sub(per_file);
+        lines.drain(..skip);
+    }
+    warnings
 }
 
 /// Each restored partition whose offsets, read around its changelog, show a transaction the
@@ -511,5 +546,69 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
             let _ = writeln!(out, "- {check}: {failure}");
         }
     }
+    if verdict.divergence() > 0 {
+        let _ = writeln!(out, "\n## Each process's last warnings\n");
+        for (process, lines) in last_warnings(&records, 4) {
+            let _ = writeln!(out, "{process}:");
+            for line in lines {
+                let _ = writeln!(out, "- {line}");
+            }
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_file_belongs_to_its_service_whatever_its_instance_and_restart() {
+        assert_eq!(service_of("chaos-profile-updater.log"), "profile-updater");
+        assert_eq!(service_of("chaos-profile-updater-7.1.log"), "profile-updater");
+        assert_eq!(service_of("chaos-ingest-gateway.1.log"), "ingest-gateway");
+        assert_eq!(service_of("chaos-suppression-12.log"), "suppression");
+    }
+
+    #[test]
+    fn exits_are_counted_per_service_and_a_stuck_call_is_named() {
+        let record = |file: &str, json: serde_json::Value| (file.to_owned(), json);
+        let records = [
+            record(
+                "chaos-loyalty-points-10.log",
+                serde_json::json!({"message": "stopping on error", "error": "fenced"}),
+            ),
+            record(
+                "chaos-loyalty-points.log",
+                serde_json::json!({"message": "stopping on error", "error": "fenced"}),
+            ),
+            record(
+                "chaos-profile-updater.log",
+                serde_json::json!({"message": "the processing loop is stuck in a Kafka call past its timeout", "call": "commit_transaction"}),
+            ),
+            record("chaos-profile-updater.log", serde_json::json!({"message": "committed"})),
+        ];
+        let reasons = exit_reasons(&records);
+        assert_eq!(reasons.get("loyalty-points: `fenced`"), Some(&2));
+        assert_eq!(
+            reasons.get("profile-updater: `the processing loop is stuck in a Kafka call past its timeout (commit_transaction)`"),
+            Some(&1)
+        );
+        assert_eq!(reasons.len(), 2);
+    }
+
+    #[test]
+    fn only_the_last_warnings_of_each_process_are_kept_oldest_first() {
+        let warning = |n: u32| {
+            (
+                "chaos-suppression.log".to_owned(),
+                serde_json::json!({"timestamp": format!("2026-12-08T00:36:0{n}.000000Z"), "level": "WARN", "message": format!("w{n}"), "error": "e"}),
+            )
+        };
+        let mut records: Vec<_> = (1..=5).map(warning).collect();
+        records
+            .push(("chaos-suppression.log".to_owned(), serde_json::json!({"level": "INFO", "message": "i"})));
+        let kept = last_warnings(&records, 2);
+        assert_eq!(kept["chaos-suppression"], ["00:36:04.000 WARN w4: e", "00:36:05.000 WARN w5: e"]);
+    }
 }

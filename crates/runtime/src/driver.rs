@@ -515,7 +515,7 @@ impl<P: Processor> Driver<P> {
             })?;
             // librdkafka #5456: this one can block for minutes past its timeout.
             self.health
-                .guard_call(timeout + CALL_MARGIN, || {
+                .guard_call("send_offsets_to_transaction", timeout + CALL_MARGIN, || {
                     self.producer.send_offsets_to_transaction(&list, &metadata, timeout)
                 })
                 .map_err(classify)?;
@@ -635,8 +635,9 @@ impl<P: Processor> Driver<P> {
     fn abort_in_producer(&mut self) -> bool {
         self.producer_in_transaction = false;
         let timeout = self.config.transactional_call_timeout();
-        let aborted =
-            self.health.guard_call(timeout + CALL_MARGIN, || self.producer.abort_transaction(timeout));
+        let aborted = self.health.guard_call("abort_transaction", timeout + CALL_MARGIN, || {
+            self.producer.abort_transaction(timeout)
+        });
         let Err(error) = aborted else { return true };
         self.core.drop_ledger();
         match classify(error) {

@@ -135,11 +135,12 @@ pub fn commit_resuming<P: Producer<C>, C: rdkafka::producer::ProducerContext>(
 ) -> Result<(), KafkaError> {
     let mut resumed = 0;
     loop {
-        let error =
-            match health.guard_call(timeout * 2 + call_margin, || producer.commit_transaction(timeout)) {
-                Ok(()) => return Ok(()),
-                Err(error) => error,
-            };
+        let error = match health.guard_call("commit_transaction", timeout * 2 + call_margin, || {
+            producer.commit_transaction(timeout)
+        }) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
         let resumable = match &error {
             KafkaError::Transaction(rd) => rd.is_retriable() && !rd.is_fatal() && !rd.txn_requires_abort(),
             // rust-rdkafka's flush before the commit: calling again waits for it again.

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,6 +29,8 @@ pub struct Health {
     last_tick_ms: AtomicI64,
     /// Unix millis by which the guarded Kafka call in progress must have returned; 0: none.
     call_deadline_ms: AtomicI64,
+    /// The guarded call in progress (or the last one), named in the watchdog's exit.
+    call_name: Mutex<&'static str>,
     ready: AtomicBool,
     /// What `/readyz` says the service waits for while it is not ready.
     waiting_for: &'static str,
@@ -39,6 +41,7 @@ impl Health {
         Self {
             last_tick_ms: AtomicI64::new(0),
             call_deadline_ms: AtomicI64::new(0),
+            call_name: Mutex::new(""),
             ready: AtomicBool::new(false),
             waiting_for,
         }
@@ -69,10 +72,11 @@ impl Health {
         self.last_tick_ms.load(Ordering::Relaxed) > 0 && self.tick_age_ms() >= STALL_EXIT_AFTER_MS
     }
 
-    /// Runs a blocking Kafka call that must return within `limit` (its own timeout and a
-    /// margin). One that does not is not waited for until the stall limit: [`exit_when_stalled`]
-    /// ends the process within a second of `limit`.
-    pub fn guard_call<T>(&self, limit: Duration, call: impl FnOnce() -> T) -> T {
+    /// Runs a blocking Kafka call (`name`) that must return within `limit` (its own timeout and
+    /// a margin). One that does not is not waited for until the stall limit:
+    /// [`exit_when_stalled`] ends the process within a second of `limit`, naming the call.
+    pub fn guard_call<T>(&self, name: &'static str, limit: Duration, call: impl FnOnce() -> T) -> T {
+        *self.call_name.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = name;
         let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX / 2);
         self.call_deadline_ms.store(chrono::Utc::now().timestamp_millis() + limit_ms, Ordering::Relaxed);
         let result = call();
@@ -85,6 +89,10 @@ impl Health {
         let deadline = self.call_deadline_ms.load(Ordering::Relaxed);
         let overdue = chrono::Utc::now().timestamp_millis() - deadline;
         (deadline > 0 && overdue > 0).then_some(overdue)
+    }
+
+    fn call_name(&self) -> &'static str {
+        *self.call_name.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -104,6 +112,7 @@ pub async fn exit_when_stalled(health: Arc<Health>, shutdown: CancellationToken)
         if let Some(overdue_ms) = health.call_overdue_ms() {
             tracing::error!(
                 overdue_ms,
+                call = health.call_name(),
                 "the processing loop is stuck in a Kafka call past its timeout; exiting for a restart"
             );
             std::process::exit(1);
@@ -311,13 +320,14 @@ mod tests {
     #[test]
     fn a_guarded_call_is_overdue_only_past_its_limit_and_while_it_runs() {
         let health = Health::new("starting");
-        let within = health.guard_call(Duration::from_secs(10), || health.call_overdue_ms());
+        let within = health.guard_call("a test", Duration::from_secs(10), || health.call_overdue_ms());
         assert_eq!(within, None, "within its limit");
-        let past = health.guard_call(Duration::from_millis(5), || {
+        let past = health.guard_call("a slow test", Duration::from_millis(5), || {
             std::thread::sleep(Duration::from_millis(30));
             health.call_overdue_ms()
         });
         assert!(past.is_some_and(|ms| ms >= 20), "past its limit: {past:?}");
+        assert_eq!(health.call_name(), "a slow test", "the call the watchdog names");
         assert_eq!(health.call_overdue_ms(), None, "returned");
     }
 
