@@ -41,6 +41,8 @@ const MAX_BROKER_CLOCK_LEAD_MS: i64 = 60_000;
 
 /// Lookup versions are pruned once in this many commits (a walk over every key).
 const PRUNE_EVERY_COMMITS: u32 = 64;
+/// The fewest input records a transaction may hold after failed ones cut the limit.
+const MIN_TRANSACTION_RECORDS: usize = 16;
 
 /// The processing loop's clock reading for one iteration: monotonic and wall time.
 #[derive(Debug, Clone, Copy)]
@@ -590,6 +592,9 @@ pub(crate) struct EngineCore<P: Processor> {
     /// before the restore (and were skipped), or an abort threw their progress away.
     rewind_after_restore: FxHashSet<i32>,
     ledger: Option<Ledger>,
+    /// Input records a transaction may hold now: `commit_max_records`, cut after a transaction
+    /// that failed (`shrink_records_limit`) and grown back by commits.
+    records_limit: usize,
     /// The last committed ledger's touched maps, emptied: the next ledger reuses their capacity
     /// (growing a map of thousands of customers from empty every commit cost 5 % of a drain).
     spare_touched: Touched,
@@ -655,6 +660,7 @@ impl<P: Processor> EngineCore<P> {
             "a processor watches one of its broadcast inputs"
         );
         let settings_idle_state = settings.idle_state;
+        let records_limit = settings.commit_max_records;
         assert!(
             P::LATEST_PER_KEY.iter().all(|role| P::OUTPUTS.contains(role)),
             "a latest-per-key role is one of the processor's outputs"
@@ -687,6 +693,7 @@ impl<P: Processor> EngineCore<P> {
             pending_restore: BTreeSet::new(),
             rewind_after_restore: FxHashSet::default(),
             ledger: None,
+            records_limit,
             spare_touched: Touched::default(),
             too_large: FxHashMap::default(),
             joined: false,
@@ -862,13 +869,14 @@ impl<P: Processor> EngineCore<P> {
         self.metrics.assigned_partitions.set((self.partitions.len() + self.pending_restore.len()) as i64);
         self.metrics.restoring_partitions.set(self.pending_restore.len() as i64);
         self.metrics.customers.set(self.customer_count() as i64);
+        self.metrics.transaction_records_limit.set(self.records_limit as i64);
     }
 
     /// Whether the open transaction should be committed now.
     pub(crate) fn commit_due(&self, now: Instant) -> bool {
         self.ledger.as_ref().is_some_and(|ledger| {
             let age = now.duration_since(ledger.started);
-            ledger.records >= self.settings.commit_max_records
+            ledger.records >= self.records_limit
                 || age >= self.settings.commit_interval
                 || (ledger.keeping_up && age >= self.settings.commit_keeping_up)
         })
@@ -1683,6 +1691,7 @@ impl<P: Processor> EngineCore<P> {
             let as_of = self.lookups.as_of(oldest).saturating_sub(self.settings.lookup_writer_timeout_ms);
             self.lookups.prune(as_of, as_of.saturating_sub(self.settings.broadcast_horizon_ms));
         }
+        self.records_limit = self.records_limit.saturating_mul(2).min(self.settings.commit_max_records);
         self.update_gauges();
         let Some(mut ledger) = self.ledger.take() else { return Vec::new() };
         ledger.touched.values_mut().for_each(FxHashMap::clear);
@@ -1697,7 +1706,7 @@ impl<P: Processor> EngineCore<P> {
     /// changelog); an undo log instead cost a deep copy of every customer each transaction
     /// touched, on the hot path, for a rare event.
     pub(crate) fn aborted(&mut self) -> Vec<i32> {
-        self.ledger = None;
+        self.shrink_records_limit();
         let mut owned: Vec<i32> = self.partitions.drain().map(|(partition, _)| partition).collect();
         owned.sort_unstable();
         self.pending_restore.extend(owned.iter().copied());
@@ -1709,15 +1718,35 @@ impl<P: Processor> EngineCore<P> {
     /// The producer is re-created after an unknown outcome: the transaction is gone (fenced) and
     /// every owned partition waits to be restored and rewound.
     pub(crate) fn reset(&mut self) {
-        self.ledger = None;
+        self.shrink_records_limit();
         let owned: Vec<i32> = self.partitions.drain().map(|(partition, _)| partition).collect();
         self.pending_restore.extend(owned);
         self.update_gauges();
     }
 
-    /// The transaction's ledger is gone without an abort of the producer's (it failed fatally).
+    /// Drops the open transaction, which failed, and lets the next ones hold a quarter of its
+    /// input records (at least [`MIN_TRANSACTION_RECORDS`]) until commits double the limit back.
+    /// A cluster slow enough that a transaction's records time out (a follower lagging inside
+    /// the ISR, a slow link) failed the same transaction again after every restore: the largest
+    /// writer (a profile per event) then made no progress while smaller ones did (`make chaos`
+    /// on a loaded machine). A transaction that failed for another reason costs a few commits.
+    fn shrink_records_limit(&mut self) {
+        let Some(ledger) = self.ledger.take() else { return };
+        self.records_limit = (ledger.records.min(self.records_limit) / 4)
+            .max(MIN_TRANSACTION_RECORDS)
+            .min(self.settings.commit_max_records);
+        self.update_gauges();
+        tracing::info!(
+            failed_records = ledger.records,
+            records_limit = self.records_limit,
+            "transactions hold fewer input records until commits grow the limit back"
+        );
+    }
+
+    /// The transaction failed and is gone without an abort of the producer's: the producer is
+    /// re-created (fencing it) or the process stops.
     pub(crate) fn drop_ledger(&mut self) {
-        self.ledger = None;
+        self.shrink_records_limit();
     }
 }
 
@@ -3417,6 +3446,81 @@ mod tests {
         core.reset();
         assert!(!core.has_open_transaction(), "a re-created producer's transaction is gone");
         assert_eq!(core.take_pending_restore(), vec![0], "what is owned is restored");
+    }
+
+    /// Feeds views of c-1 to partition 0 until the open transaction is due by its record count;
+    /// returns that count (at most 2,000).
+    fn records_until_due(core: &mut EngineCore<Tally>, offset: &mut i64) -> usize {
+        for records in 1..=2_000 {
+            let id = format!("e-{offset}");
+            feed(core, 0, *offset, "c-1", &view(&id, "c-1", BASE), BASE).expect("fits");
+            *offset += 1;
+            if core.commit_due(Instant::now()) {
+                return records;
+            }
+        }
+        2_000
+    }
+
+    /// Restores every partition waiting for it, empty (as after a reset or an abort).
+    fn restore_pending(core: &mut EngineCore<Tally>) {
+        for partition in core.take_pending_restore() {
+            core.install(partition, RestoredPartition::default(), false);
+        }
+    }
+
+    #[test]
+    fn given_failed_transactions_then_the_next_hold_a_quarter_of_their_records_until_commits_double_it_back()
+    {
+        // Neither age nor freshness makes a transaction due here: only its record count.
+        let hour = Duration::from_secs(3_600);
+        let mut core = assigned(
+            Tally,
+            CoreSettings { commit_interval: hour, commit_keeping_up: hour, ..settings(1_000, None) },
+        );
+        let mut offset = 0;
+        assert_eq!(records_until_due(&mut core, &mut offset), 1_000, "COMMIT_MAX_RECORDS at first");
+        plan(&mut core);
+        core.committed();
+
+        for _ in 0..400 {
+            feed(&mut core, 0, offset, "c-1", &view(&format!("e-{offset}"), "c-1", BASE), BASE)
+                .expect("fits");
+            offset += 1;
+        }
+        core.drop_ledger();
+        core.reset();
+        restore_pending(&mut core);
+        assert_eq!(records_until_due(&mut core, &mut offset), 100, "a quarter of the 400 that failed");
+
+        core.aborted();
+        restore_pending(&mut core);
+        assert_eq!(records_until_due(&mut core, &mut offset), 25, "an abort of 100: a quarter again");
+        core.aborted();
+        restore_pending(&mut core);
+        assert_eq!(records_until_due(&mut core, &mut offset), 16, "never fewer than 16");
+
+        let mut limits = Vec::new();
+        for _ in 0..8 {
+            plan(&mut core);
+            core.committed();
+            limits.push(records_until_due(&mut core, &mut offset));
+        }
+        assert_eq!(
+            limits,
+            [32, 64, 128, 256, 512, 1_000, 1_000, 1_000],
+            "doubled by each commit, up to the setting"
+        );
+
+        core.aborted();
+        restore_pending(&mut core);
+        core.aborted();
+        restore_pending(&mut core);
+        assert_eq!(
+            records_until_due(&mut core, &mut offset),
+            250,
+            "a quarter of the 1,000 aborted; the second abort had no transaction and changes nothing"
+        );
     }
 
     /// The handoff record among `actions`: (winner, partition, value, cause).

@@ -102,6 +102,8 @@ pub struct Metrics {
     /// Restored input partitions whose offsets show a transaction the brokers committed in part.
     pub resumed_from_changelog: Counter,
     pub customers: Gauge,
+    /// Input records a transaction may hold now (`EngineCore::records_limit`).
+    pub transaction_records_limit: Gauge,
     /// Input partitions paused at a record whose schema id is being learned from the registry.
     pub partitions_waiting_for_schema: Gauge,
     /// What the processor says its inputs did (`Processor::count_domain_events`).
@@ -143,6 +145,7 @@ impl Metrics {
             restore_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             resumed_from_changelog: Counter::default(),
             customers: Gauge::default(),
+            transaction_records_limit: Gauge::default(),
             partitions_waiting_for_schema: Gauge::default(),
             domain_events: Family::default(),
             processed_by_outcome: Default::default(),
@@ -210,6 +213,11 @@ impl Metrics {
             metrics.resumed_from_changelog.clone(),
         );
         r.register("customers", "Customers held in state", metrics.customers.clone());
+        r.register(
+            "transaction_records_limit",
+            "Input records a transaction may hold now: COMMIT_MAX_RECORDS, less for a while after a transaction failed",
+            metrics.transaction_records_limit.clone(),
+        );
         r.register(
             "partitions_waiting_for_schema",
             "Input partitions paused at a record whose schema id the schema registry has not told yet",
