@@ -1460,7 +1460,7 @@ impl<P: Processor> EngineCore<P> {
     /// Fires `partition`'s timers due at or before `up_to` (its clock), each as of its due time,
     /// so that replaying the log writes the same records however late it is replayed. Each counts
     /// as a record of the open transaction: stops, with timers still due, once the transaction
-    /// holds `commit_max_records`, so one commit never holds an outage's backlog. A processor with
+    /// holds its records limit, so one commit never holds an outage's backlog. A processor with
     /// lookups has a timer fire only once its lookups are known complete as of its due time less
     /// the grace; until then it and the later ones wait, and the lookup partitions in question
     /// are noted for the driver to check.
@@ -1469,7 +1469,7 @@ impl<P: Processor> EngineCore<P> {
             let data = self.partitions.get_mut(&partition).expect("partition");
             let Some((due, customer_id)) = data.store.due_timer(up_to) else { return Fired::All };
             let ledger = self.ledger.as_mut().expect("ledger opened");
-            if ledger.records >= self.settings.commit_max_records {
+            if ledger.records >= self.records_limit {
                 return Fired::Full;
             }
             let as_of = self.lookups.as_of(due);
