@@ -400,7 +400,7 @@ impl<P: Processor> Driver<P> {
     /// Stops: the loop exits non-zero before its next poll (the open transaction is left to the
     /// broker's timeout or the restarted instance's fencing).
     fn fail(&mut self, error: RuntimeError) {
-        self.core.drop_ledger();
+        self.core.forget_ledger();
         self.producer_in_transaction = false;
         self.condition = Condition::Failed(error);
     }

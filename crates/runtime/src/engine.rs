@@ -677,6 +677,7 @@ impl<P: Processor> EngineCore<P> {
         } else {
             Vec::new()
         };
+        metrics.transaction_records_limit.set(i64::try_from(records_limit).unwrap_or(i64::MAX));
         Self {
             lookups: LookupStore::new(
                 P::LOOKUPS,
@@ -1732,6 +1733,10 @@ impl<P: Processor> EngineCore<P> {
     /// on a loaded machine). A transaction that failed for another reason costs a few commits.
     fn shrink_records_limit(&mut self) {
         let Some(ledger) = self.ledger.take() else { return };
+        if ledger.records == 0 {
+            // Refused at its first record (too large) or opened for markers only: not its size.
+            return;
+        }
         self.records_limit = (ledger.records.min(self.records_limit) / 4)
             .max(MIN_TRANSACTION_RECORDS)
             .min(self.settings.commit_max_records);
@@ -1744,9 +1749,14 @@ impl<P: Processor> EngineCore<P> {
     }
 
     /// The transaction failed and is gone without an abort of the producer's: the producer is
-    /// re-created (fencing it) or the process stops.
+    /// re-created, which fences it.
     pub(crate) fn drop_ledger(&mut self) {
         self.shrink_records_limit();
+    }
+
+    /// The transaction is gone with the process, which stops on a fatal error.
+    pub(crate) fn forget_ledger(&mut self) {
+        self.ledger = None;
     }
 }
 
@@ -3140,6 +3150,21 @@ mod tests {
             produced(&actions).is_empty(),
             "the timer due at BASE + 1 s fired before a record appended at BASE + 0.5 s: {actions:?}"
         );
+    }
+
+    #[test]
+    fn given_a_failed_transaction_then_timers_fill_the_next_only_up_to_the_cut_limit() {
+        let mut core = core_with(64);
+        for offset in 0..20 {
+            let customer = format!("c-{offset}");
+            feed(&mut core, 0, offset, &customer, &view(&customer, &customer, BASE), BASE).expect("fits");
+        }
+        // The 20 fail: the limit is cut to 16 (the customers and their timers stay in memory here).
+        core.drop_ledger();
+        let actions =
+            feed(&mut core, 0, 20, "d-1", &view("e-d", "d-1", BASE + 5_000), BASE + 5_000).expect("fits");
+        assert_eq!(produced(&actions).len(), 16, "16 of 20 due timers fill the transaction");
+        assert_eq!(actions.last(), Some(&Action::Seek { input: Input::Events, partition: 0, offset: 20 }));
     }
 
     #[test]

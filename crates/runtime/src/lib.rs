@@ -160,8 +160,8 @@ pub fn commit_resuming<P: Producer<C>, C: rdkafka::producer::ProducerContext>(
 /// answer; each attempt (at most the transaction timeout) ticks liveness. A coordinator whose
 /// transaction log is below its min ISR answers nothing else until a replica catches up: at
 /// 90 s, services on a loaded machine exited and restarted again and again (`make chaos`), each
-/// restart a rebalance of the service's other instances. Less than librdkafka's
-/// `max.poll.interval.ms` (300 s): a member re-creating its producer keeps its partitions.
+/// restart a rebalance of the service's other instances. The consumer's `max.poll.interval.ms`
+/// (600 s, `run.rs`) leaves room for it and a restore: the member keeps its partitions.
 const INIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(240);
 
 /// `init_transactions` errors no wait cures: the configuration or the broker's refusal.

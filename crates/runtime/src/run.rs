@@ -154,7 +154,12 @@ fn create_consumer<P: Processor>(
         // A full prefetch queue stops fetching for this long (default 1 s): a backlog drained
         // faster than that left the loop without records (a 1,000,000-event drain: 9.4 s → 9.1 s,
         // median of 3 alternating runs).
-        .set("fetch.queue.backoff.ms", "20");
+        .set("fetch.queue.backoff.ms", "20")
+        // A reset runs between two polls: a new producer (`init_transactions`, tried for up to 4
+        // minutes) and a restore. librdkafka's 300 s would let the group evict a member still
+        // resetting; a loop stuck for longer than 2 minutes exits by itself anyway (the stall
+        // watchdog), so the group needs no shorter limit.
+        .set("max.poll.interval.ms", "600000");
     let consumer: BaseConsumer<EngineContext<P>> = client.create_with_context(context)?;
     Ok(consumer)
 }
