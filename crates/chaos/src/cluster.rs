@@ -143,6 +143,14 @@ impl Cluster {
         }
     }
 
+    /// Why node `node` last stopped, from its log since its latest start: the last ERROR line,
+    /// with the exception message that follows it.
+    pub fn last_error(&self, node: u8) -> Option<String> {
+        let log = std::fs::read_to_string(self.home.join(format!("node-{node}/kafka.log"))).ok()?;
+        let latest = log.rfind(&format!("=== node {node} starting")).unwrap_or(0);
+        last_error_of(&log[latest..])
+    }
+
     /// The active controller's node id.
     pub fn controller(&self) -> Option<u8> {
         self.kafka(&["controller"]).ok()?.parse().ok()
@@ -208,6 +216,20 @@ impl Cluster {
     }
 }
 
+/// The last `ERROR` or `FATAL` line of a broker's log, without its timestamp, and the exception
+/// message on the line after it if there is one.
+fn last_error_of(log: &str) -> Option<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    let at = lines.iter().rposition(|line| line.contains("] ERROR ") || line.contains("] FATAL "))?;
+    let message = lines[at].split_once("] ").map_or(lines[at], |(_, message)| message);
+    let cause = lines.get(at + 1).filter(|line| !line.starts_with('[') && !line.starts_with('\t'));
+    let reason = match cause {
+        Some(cause) => format!("{message}: {cause}"),
+        None => message.to_owned(),
+    };
+    Some(reason.chars().take(400).collect())
+}
+
 /// Stops every node and unmounts the disk, also when the harness fails.
 impl Drop for Cluster {
     fn drop(&mut self) {
@@ -216,5 +238,32 @@ impl Drop for Cluster {
         }
         self.unmount();
         std::fs::remove_file(&self.image).ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_error_of;
+
+    #[test]
+    fn a_nodes_exit_reason_is_its_last_error_and_the_exception_after_it() {
+        let log = "[2026-12-08 02:21:44,518] ERROR [ReplicaFetcher replicaId=3] Error while processing\n\
+                   [2026-12-08 02:26:14,238] INFO [BrokerServer id=3] shut down completed\n\
+                   [2026-12-08 02:26:14,244] ERROR Exiting Kafka due to fatal exception during startup. (kafka.Kafka$)\n\
+                   java.lang.RuntimeException: Received a fatal error while waiting for the controller\n\
+                   \tat org.apache.kafka.server.util.FutureUtils.waitWithLogging(FutureUtils.java:72)\n";
+        assert_eq!(
+            last_error_of(log).as_deref(),
+            Some(
+                "ERROR Exiting Kafka due to fatal exception during startup. (kafka.Kafka$): \
+                 java.lang.RuntimeException: Received a fatal error while waiting for the controller"
+            )
+        );
+        assert_eq!(
+            last_error_of("[t] ERROR Shutdown broker because all log dirs have failed\n[t] INFO bye\n")
+                .as_deref(),
+            Some("ERROR Shutdown broker because all log dirs have failed")
+        );
+        assert_eq!(last_error_of("[t] INFO started\n"), None);
     }
 }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::cluster::{Cluster, DISK_NODE};
+use crate::cluster::{Cluster, DISK_NODE, NODES};
 use crate::proxy::{LinkMode, Proxy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -101,6 +101,29 @@ pub struct World {
     pub exits: Mutex<BTreeMap<&'static str, u32>>,
     /// Instances frozen by a pause: the autoscaler lane does not remove them meanwhile.
     pub paused: Mutex<BTreeSet<usize>>,
+    /// Broker nodes a fault has stopped on purpose: the supervisor leaves them down meanwhile.
+    pub nodes_held: std::sync::Mutex<BTreeSet<u8>>,
+    /// Why broker nodes exited by themselves (each was started again), in order.
+    pub node_exits: Mutex<Vec<String>>,
+}
+
+/// Holds `node` out of the supervisor's restarts until dropped.
+struct NodeHold<'a> {
+    world: &'a World,
+    node: u8,
+}
+
+impl<'a> NodeHold<'a> {
+    fn new(world: &'a World, node: u8) -> Self {
+        world.nodes_held.lock().expect("the held nodes").insert(node);
+        Self { world, node }
+    }
+}
+
+impl Drop for NodeHold<'_> {
+    fn drop(&mut self) {
+        self.world.nodes_held.lock().expect("the held nodes").remove(&self.node);
+    }
 }
 
 /// The target of a fault this machine cannot inject (no loop device): not counted as unrecovered.
@@ -343,6 +366,7 @@ async fn broker_kill(world: &Arc<World>, rng: &mut ChaCha8Rng, controller: bool)
         true => known.context("no active controller known")?,
         false => known.with_context(|| format!("no leader of events partition {partition} known"))?,
     };
+    let _hold = NodeHold::new(world, node);
     on_cluster(world, move |cluster| cluster.kill(node)).await??;
     let held = Duration::from_millis(rng.random_range(1_000..4_000));
     tokio::time::sleep(held).await;
@@ -354,6 +378,7 @@ async fn broker_kill(world: &Arc<World>, rng: &mut ChaCha8Rng, controller: bool)
 /// its only log dir fails, so this ends as a crash with a full disk, and a restart once freed.
 async fn disk_full(world: &Arc<World>) -> anyhow::Result<Injected> {
     let started = Instant::now();
+    let _hold = NodeHold::new(world, DISK_NODE);
     on_cluster(world, Cluster::fill_disk).await??;
     while world.cluster.is_running(DISK_NODE) && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -465,8 +490,16 @@ async fn probe(world: &World, customer: &str) -> Result<(), String> {
     Err(last.chars().take(300).collect())
 }
 
-/// Restarts every process that exited by itself, as an orchestrator would, every second.
+/// Broker node names in the count of exits.
+const NODE_NAMES: [&str; NODES as usize] = ["kafka node 1", "kafka node 2", "kafka node 3"];
+/// How long the supervisor leaves a node it started before it may start it again: a node that
+/// fails while starting is retried, as an orchestrator's restart backoff would.
+const NODE_RESTART_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Restarts every process and broker node that exited by itself (a node outside a fault's hold),
+/// as an orchestrator would, every second.
 pub async fn supervise(world: Arc<World>, stop: tokio_util::sync::CancellationToken) {
+    let mut node_started: BTreeMap<u8, Instant> = BTreeMap::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -479,6 +512,25 @@ pub async fn supervise(world: Arc<World>, stop: tokio_util::sync::CancellationTo
                 eprintln!("chaos: {name} exited by itself; restarted");
                 *exits.entry(name).or_default() += 1;
             }
+        }
+        for node in 1..=NODES {
+            let held = world.nodes_held.lock().expect("the held nodes").contains(&node);
+            let backing_off = node_started.get(&node).is_some_and(|at| at.elapsed() < NODE_RESTART_BACKOFF);
+            if held || backing_off || world.cluster.is_running(node) {
+                continue;
+            }
+            let reason = world
+                .cluster
+                .last_error(node)
+                .unwrap_or_else(|| "no ERROR in its log since it started: a signal?".into());
+            eprintln!("chaos: kafka node {node} exited by itself ({reason}); starting it again");
+            match on_cluster(&world, move |cluster| cluster.start_node(node)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) | Err(error) => eprintln!("chaos: starting node {node}: {error:#}"),
+            }
+            node_started.insert(node, Instant::now());
+            world.node_exits.lock().await.push(format!("node {node}: {reason}"));
+            *world.exits.lock().await.entry(NODE_NAMES[usize::from(node - 1)]).or_default() += 1;
         }
     }
 }

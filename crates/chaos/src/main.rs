@@ -127,6 +127,8 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         exits: Mutex::new(BTreeMap::new()),
         paused: Mutex::new(std::collections::BTreeSet::new()),
+        nodes_held: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+        node_exits: Mutex::new(Vec::new()),
     });
 
     let stop_traffic = CancellationToken::new();
@@ -198,6 +200,7 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         }
     }
     let exits = world.exits.lock().await.clone();
+    let node_exits = world.node_exits.lock().await.clone();
     let outcome = Outcome {
         lanes: &lane_names,
         faults: &faults,
@@ -205,6 +208,7 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         published: &published,
         verdict: &verdict,
         exits: &exits,
+        node_exits: &node_exits,
         stops: &stops,
         commit: &commit,
     };
@@ -365,6 +369,8 @@ struct Outcome<'a> {
     verdict: &'a verify::Verdict,
     /// Processes that exited by themselves, by name.
     exits: &'a BTreeMap<&'static str, u32>,
+    /// Why broker nodes exited by themselves, from their logs.
+    node_exits: &'a [String],
     /// How the processes ended at the final SIGTERM.
     stops: &'a BTreeMap<String, u32>,
     /// The checkout the run started from (`-dirty`: with uncommitted changes); the processes run
@@ -382,7 +388,7 @@ fn checkout() -> String {
 }
 
 fn report(args: &Args, outcome: &Outcome<'_>) -> String {
-    let Outcome { lanes, faults, faulted_for, published, verdict, exits, stops, .. } = *outcome;
+    let Outcome { lanes, faults, faulted_for, published, verdict, exits, node_exits, stops, .. } = *outcome;
     let mut out = String::new();
     let commit = outcome.commit;
     let _ = writeln!(
@@ -474,6 +480,13 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
     if !reasons.is_empty() {
         let _ = writeln!(out, "Why, from their logs (`stopping on error` and the stall watchdog):\n");
         for reason in &reasons {
+            let _ = writeln!(out, "- {reason}");
+        }
+        let _ = writeln!(out);
+    }
+    if !node_exits.is_empty() {
+        let _ = writeln!(out, "Why broker nodes exited outside a fault, from their logs:\n");
+        for reason in node_exits {
             let _ = writeln!(out, "- {reason}");
         }
         let _ = writeln!(out);
