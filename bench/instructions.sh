@@ -8,6 +8,8 @@
 #
 #   bench/instructions.sh [events] [customers] [service...]
 #
+# HOT_PATH=FILE counts another build's probe (a copy of the binary before a change).
+#
 # IDLE_STATE=encoded counts the services' `--idle-state encoded` (customers held as their changelog
 # records between transactions).
 #
@@ -18,7 +20,7 @@ events="${1:-100000}"; customers="${2:-10000}"; shift $(( $# > 2 ? 2 : $# ))
 services=("$@")
 (( ${#services[@]} )) || services=(event-counter profile-updater suppression channel-affinity loyalty-points)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-probe=target/release/omnistream-hot-path
+probe="${HOT_PATH:-target/release/omnistream-hot-path}"
 out=$(mktemp -d)
 echo "| service | instructions per event | records written per event |"
 echo "|---|---|---|"

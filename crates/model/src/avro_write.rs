@@ -19,9 +19,40 @@ impl<'a> DatumWriter<'a> {
         Self { buf }
     }
 
-    /// `long` and `int`: zig-zag, then variable length.
+    /// `long` and `int`: zig-zag, then variable length. Inlined for the one-byte case (lengths,
+    /// indexes), the longer ones out of line.
+    #[inline]
     pub fn long(&mut self, value: i64) {
-        let mut n = ((value << 1) ^ (value >> 63)) as u64;
+        let n = ((value << 1) ^ (value >> 63)) as u64;
+        if n < 0x80 {
+            self.buf.push(n as u8);
+        } else if n < 1 << 56 {
+            self.varint_of_two_to_eight_bytes(n);
+        } else {
+            self.varint_bytewise(n);
+        }
+    }
+
+    /// A varint of 2 to 8 bytes (a timestamp takes 6) in one 8-byte write: the 7-bit groups spread
+    /// to bytes in three shift-and-mask steps, then the continuation bits. A byte at a time cost
+    /// about 11 instructions a byte, and a profile writes some 22 timestamps (callgrind,
+    /// 2026-12-08).
+    #[inline(never)]
+    fn varint_of_two_to_eight_bytes(&mut self, n: u64) {
+        let len = (64 - n.leading_zeros() as usize).div_ceil(7);
+        // 56 bits: two 28-bit groups into 32-bit lanes, 14-bit groups into 16-bit lanes, then 7-bit
+        // groups into bytes.
+        let mut spread = (n & 0x0FFF_FFFF) | ((n & 0x00FF_FFFF_F000_0000) << 4);
+        spread = (spread & 0x0000_3FFF_0000_3FFF) | ((spread & 0x0FFF_C000_0FFF_C000) << 2);
+        spread = (spread & 0x007F_007F_007F_007F) | ((spread & 0x3F80_3F80_3F80_3F80) << 1);
+        let continuation = 0x8080_8080_8080_8080_u64 & ((1_u64 << (8 * (len - 1))) - 1);
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&(spread | continuation).to_le_bytes());
+        self.buf.truncate(start + len);
+    }
+
+    #[cold]
+    fn varint_bytewise(&mut self, mut n: u64) {
         while n >= 0x80 {
             self.buf.push((n as u8) | 0x80);
             n >>= 7;
@@ -94,6 +125,48 @@ impl<'a> DatumWriter<'a> {
                 self.index(4);
                 self.string(text);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::Schema;
+    use apache_avro::types::Value;
+    use proptest::prelude::*;
+
+    use super::DatumWriter;
+
+    /// apache-avro's encoding of a `long`: the oracle for the writer's varints.
+    fn avro_long(value: i64) -> Vec<u8> {
+        let schema = Schema::parse_str(r#""long""#).expect("the long schema");
+        apache_avro::to_avro_datum(&schema, Value::Long(value)).expect("a long datum")
+    }
+
+    fn written(value: i64) -> Vec<u8> {
+        let mut buf = vec![0xAA];
+        DatumWriter::new(&mut buf).long(value);
+        buf.split_off(1)
+    }
+
+    #[test]
+    fn every_varint_length_is_written_as_apache_avro_writes_it() {
+        // The edges of each length (1 to 10 bytes) on both signs, and today's timestamps.
+        let mut values = vec![0, -1, 1, i64::MIN, i64::MAX, 1_796_688_000_000, -1_796_688_000_000];
+        for bits in 6..63 {
+            let edge = 1_i64 << bits;
+            values.extend([edge - 1, edge, edge + 1, -edge, -edge - 1, -edge + 1]);
+        }
+        for value in values {
+            assert_eq!(written(value), avro_long(value), "{value}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_long_is_written_as_apache_avro_writes_it(value in any::<i64>(), shift in 0_u32..64) {
+            let value = value >> shift;
+            prop_assert_eq!(written(value), avro_long(value));
         }
     }
 }
