@@ -143,10 +143,10 @@ impl Cluster {
         }
     }
 
-    /// Why node `node` last stopped, from its log since its latest start: the last ERROR line,
-    /// with the exception message that follows it.
+    /// The last error node `node` logged since its latest start (see [`last_error_of`]).
     pub fn last_error(&self, node: u8) -> Option<String> {
-        let log = std::fs::read_to_string(self.home.join(format!("node-{node}/kafka.log"))).ok()?;
+        let log = std::fs::read(self.home.join(format!("node-{node}/kafka.log"))).ok()?;
+        let log = String::from_utf8_lossy(&log);
         let latest = log.rfind(&format!("=== node {node} starting")).unwrap_or(0);
         last_error_of(&log[latest..])
     }
@@ -216,11 +216,21 @@ impl Cluster {
     }
 }
 
-/// The last `ERROR` or `FATAL` line of a broker's log, without its timestamp, and the exception
-/// message on the line after it if there is one.
+/// Kafka's own reason for stopping when it logged one (a `FATAL` line, `Exiting Kafka ...`,
+/// `Shutdown broker because ...`), else the last `ERROR` line: without its timestamp, and with
+/// the exception message on the line after it if there is one. A node killed by a signal logs
+/// no reason, so its last `ERROR` may be a routine one (a replica fetcher's, say).
 fn last_error_of(log: &str) -> Option<String> {
     let lines: Vec<&str> = log.lines().collect();
-    let at = lines.iter().rposition(|line| line.contains("] ERROR ") || line.contains("] FATAL "))?;
+    let stopping = |line: &&str| {
+        line.contains("] FATAL ")
+            || (line.contains("] ERROR ")
+                && (line.contains("Exiting Kafka") || line.contains("Shutdown broker because")))
+    };
+    let at = lines
+        .iter()
+        .rposition(stopping)
+        .or_else(|| lines.iter().rposition(|line| line.contains("] ERROR ")))?;
     let message = lines[at].split_once("] ").map_or(lines[at], |(_, message)| message);
     let cause = lines.get(at + 1).filter(|line| !line.starts_with('[') && !line.starts_with('\t'));
     let reason = match cause {
@@ -246,7 +256,7 @@ mod tests {
     use super::last_error_of;
 
     #[test]
-    fn a_nodes_exit_reason_is_its_last_error_and_the_exception_after_it() {
+    fn a_nodes_reason_is_kafkas_own_for_stopping_else_its_last_error_with_the_exception_after_it() {
         let log = "[2026-12-08 02:21:44,518] ERROR [ReplicaFetcher replicaId=3] Error while processing\n\
                    [2026-12-08 02:26:14,238] INFO [BrokerServer id=3] shut down completed\n\
                    [2026-12-08 02:26:14,244] ERROR Exiting Kafka due to fatal exception during startup. (kafka.Kafka$)\n\
@@ -263,6 +273,14 @@ mod tests {
             last_error_of("[t] ERROR Shutdown broker because all log dirs have failed\n[t] INFO bye\n")
                 .as_deref(),
             Some("ERROR Shutdown broker because all log dirs have failed")
+        );
+        assert_eq!(
+            last_error_of(
+                "[t] ERROR Shutdown broker because all log dirs in /data have failed (kafka.log.LogManager)\n\
+                 [t] ERROR [ReplicaFetcher replicaId=3, leaderId=1] Error while processing data\n"
+            )
+            .as_deref(),
+            Some("ERROR Shutdown broker because all log dirs in /data have failed (kafka.log.LogManager)")
         );
         assert_eq!(last_error_of("[t] INFO started\n"), None);
     }

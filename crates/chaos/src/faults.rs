@@ -101,10 +101,13 @@ pub struct World {
     pub exits: Mutex<BTreeMap<&'static str, u32>>,
     /// Instances frozen by a pause: the autoscaler lane does not remove them meanwhile.
     pub paused: Mutex<BTreeSet<usize>>,
-    /// Broker nodes a fault has stopped on purpose: the supervisor leaves them down meanwhile.
-    pub nodes_held: std::sync::Mutex<BTreeSet<u8>>,
-    /// Why broker nodes exited by themselves (each was started again), in order.
-    pub node_exits: Mutex<Vec<String>>,
+    /// Broker nodes a fault has stopped on purpose, with how many faults hold each: the
+    /// supervisor leaves them down meanwhile. Its guard is also held while the supervisor decides
+    /// on and starts a node, so a fault's hold never falls between the two.
+    pub nodes_held: std::sync::Mutex<BTreeMap<u8, u32>>,
+    /// Broker nodes started again after they stopped by themselves: how often, by node and the
+    /// last error each logged.
+    pub node_exits: Mutex<BTreeMap<String, u32>>,
 }
 
 /// Holds `node` out of the supervisor's restarts until dropped.
@@ -115,14 +118,20 @@ struct NodeHold<'a> {
 
 impl<'a> NodeHold<'a> {
     fn new(world: &'a World, node: u8) -> Self {
-        world.nodes_held.lock().expect("the held nodes").insert(node);
+        *world.nodes_held.lock().expect("the held nodes").entry(node).or_default() += 1;
         Self { world, node }
     }
 }
 
 impl Drop for NodeHold<'_> {
     fn drop(&mut self) {
-        self.world.nodes_held.lock().expect("the held nodes").remove(&self.node);
+        let mut held = self.world.nodes_held.lock().expect("the held nodes");
+        if let Some(count) = held.get_mut(&self.node) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.node);
+            }
+        }
     }
 }
 
@@ -492,14 +501,22 @@ async fn probe(world: &World, customer: &str) -> Result<(), String> {
 
 /// Broker node names in the count of exits.
 const NODE_NAMES: [&str; NODES as usize] = ["kafka node 1", "kafka node 2", "kafka node 3"];
-/// How long the supervisor leaves a node it started before it may start it again: a node that
-/// fails while starting is retried, as an orchestrator's restart backoff would.
+/// How long the supervisor leaves a node it started before it may start it again, doubled at
+/// each start up to the cap, and back to the first once a node ran the cap past its wait: a node
+/// that fails while starting is retried, as an orchestrator's restart backoff would.
 const NODE_RESTART_BACKOFF: Duration = Duration::from_secs(10);
+const NODE_RESTART_BACKOFF_CAP: Duration = Duration::from_secs(160);
 
-/// Restarts every process and broker node that exited by itself (a node outside a fault's hold),
+/// When the supervisor last started a node, and how long it waits before the next start.
+struct NodeRestarts {
+    started: Instant,
+    backoff: Duration,
+}
+
+/// Restarts every process and broker node that stopped by itself (a node outside a fault's hold),
 /// as an orchestrator would, every second.
 pub async fn supervise(world: Arc<World>, stop: tokio_util::sync::CancellationToken) {
-    let mut node_started: BTreeMap<u8, Instant> = BTreeMap::new();
+    let mut restarts: BTreeMap<u8, NodeRestarts> = BTreeMap::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -514,22 +531,35 @@ pub async fn supervise(world: Arc<World>, stop: tokio_util::sync::CancellationTo
             }
         }
         for node in 1..=NODES {
-            let held = world.nodes_held.lock().expect("the held nodes").contains(&node);
-            let backing_off = node_started.get(&node).is_some_and(|at| at.elapsed() < NODE_RESTART_BACKOFF);
-            if held || backing_off || world.cluster.is_running(node) {
-                continue;
+            if let Some(last) = restarts.get(&node) {
+                if last.started.elapsed() < last.backoff {
+                    continue;
+                }
+                if last.started.elapsed() > last.backoff + NODE_RESTART_BACKOFF_CAP {
+                    restarts.remove(&node);
+                }
             }
-            let reason = world
-                .cluster
-                .last_error(node)
-                .unwrap_or_else(|| "no ERROR in its log since it started: a signal?".into());
-            eprintln!("chaos: kafka node {node} exited by itself ({reason}); starting it again");
-            match on_cluster(&world, move |cluster| cluster.start_node(node)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) | Err(error) => eprintln!("chaos: starting node {node}: {error:#}"),
+            let decided = world.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                let held = decided.nodes_held.lock().expect("the held nodes");
+                if held.contains_key(&node) || decided.cluster.is_running(node) {
+                    return None;
+                }
+                let reason = decided.cluster.last_error(node);
+                Some((reason, decided.cluster.start_node(node)))
+            })
+            .await;
+            let Ok(Some((reason, start))) = started else { continue };
+            let reason = reason.unwrap_or_else(|| "no ERROR logged since it started (a signal?)".into());
+            eprintln!("chaos: kafka node {node} stopped by itself ({reason}); starting it again");
+            if let Err(error) = start {
+                eprintln!("chaos: starting node {node}: {error:#}");
             }
-            node_started.insert(node, Instant::now());
-            world.node_exits.lock().await.push(format!("node {node}: {reason}"));
+            let backoff = restarts
+                .get(&node)
+                .map_or(NODE_RESTART_BACKOFF, |last| (last.backoff * 2).min(NODE_RESTART_BACKOFF_CAP));
+            restarts.insert(node, NodeRestarts { started: Instant::now(), backoff });
+            *world.node_exits.lock().await.entry(format!("node {node}: {reason}")).or_default() += 1;
             *world.exits.lock().await.entry(NODE_NAMES[usize::from(node - 1)]).or_default() += 1;
         }
     }

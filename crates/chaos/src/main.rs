@@ -127,8 +127,8 @@ async fn run(args: &Args, cluster: Cluster) -> anyhow::Result<usize> {
         client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         exits: Mutex::new(BTreeMap::new()),
         paused: Mutex::new(std::collections::BTreeSet::new()),
-        nodes_held: std::sync::Mutex::new(std::collections::BTreeSet::new()),
-        node_exits: Mutex::new(Vec::new()),
+        nodes_held: std::sync::Mutex::new(BTreeMap::new()),
+        node_exits: Mutex::new(BTreeMap::new()),
     });
 
     let stop_traffic = CancellationToken::new();
@@ -369,8 +369,8 @@ struct Outcome<'a> {
     verdict: &'a verify::Verdict,
     /// Processes that exited by themselves, by name.
     exits: &'a BTreeMap<&'static str, u32>,
-    /// Why broker nodes exited by themselves, from their logs.
-    node_exits: &'a [String],
+    /// Broker nodes started again after they stopped by themselves, by node and last error.
+    node_exits: &'a BTreeMap<String, u32>,
     /// How the processes ended at the final SIGTERM.
     stops: &'a BTreeMap<String, u32>,
     /// The checkout the run started from (`-dirty`: with uncommitted changes); the processes run
@@ -473,8 +473,8 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
     let resumed = resumed_from_changelog(&records);
     let _ = writeln!(
         out,
-        "\nProcesses that exited by themselves (fatal errors, non-zero exit) and were restarted by the \
-         harness as an orchestrator would: {}.\n",
+        "\nProcesses that exited by themselves (fatal errors, non-zero exit) and broker nodes that \
+         stopped outside a fault, each restarted by the harness as an orchestrator would: {}.\n",
         if restarts.is_empty() { "none".to_owned() } else { restarts.join(", ") }
     );
     if !reasons.is_empty() {
@@ -485,9 +485,13 @@ fn report(args: &Args, outcome: &Outcome<'_>) -> String {
         let _ = writeln!(out);
     }
     if !node_exits.is_empty() {
-        let _ = writeln!(out, "Why broker nodes exited outside a fault, from their logs:\n");
-        for reason in node_exits {
-            let _ = writeln!(out, "- {reason}");
+        let _ = writeln!(
+            out,
+            "Broker nodes that stopped outside a fault, with the last error each logged since it \
+             started (Kafka's reason when it stopped itself; a kill logs none):\n"
+        );
+        for (reason, n) in node_exits {
+            let _ = writeln!(out, "- {n} × {reason}");
         }
         let _ = writeln!(out);
     }
