@@ -52,10 +52,44 @@ pub struct CountRecord {
     pub campaign: Option<String>,
 }
 
-/// Count records are JSON.
+/// Count records are JSON, written by hand as serde_json writes them (fields in declaration
+/// order, the optional ones left out when absent): serde_json escapes every key and value a byte
+/// at a time, a tenth of the event-counter's instructions per event (callgrind, 2026-12-08). A
+/// string that needs escaping is still written by serde_json.
 impl OutputRecord for CountRecord {
     fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a count serializes")
+        let mut out = Vec::with_capacity(64 + self.customer_id.len() + self.event_id.len());
+        out.extend_from_slice(b"{\"customer_id\":");
+        json_string(&mut out, &self.customer_id);
+        out.extend_from_slice(b",\"count\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.count).as_bytes());
+        out.extend_from_slice(b",\"event_id\":");
+        json_string(&mut out, &self.event_id);
+        out.extend_from_slice(if self.idle { b",\"idle\":true" } else { b",\"idle\":false" });
+        for (key, value) in [
+            (&b",\"merged_from\":"[..], &self.merged_from),
+            (b",\"tier\":", &self.tier),
+            (b",\"campaign\":", &self.campaign),
+        ] {
+            if let Some(value) = value {
+                out.extend_from_slice(key);
+                json_string(&mut out, value);
+            }
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// A JSON string: copied between quotes when nothing in it needs escaping (a quote, a backslash,
+/// a control character), else escaped by serde_json.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    if value.bytes().any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+        serde_json::to_writer(&mut *out, value).expect("a string serializes");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
     }
 }
 
@@ -325,7 +359,33 @@ impl Processor for AliasRouter {
 mod tests {
     use super::*;
     use omnistream_model::Channel;
+    use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    /// Strings that need escaping and strings that do not, non-ASCII included.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z0-9-]{0,40}", ".{0,20}", "[\"\\\\\u{0}-\u{1f}\u{7f}é€😀a]{0,12}"]
+    }
+
+    proptest! {
+        /// serde_json is the oracle: the hand-written record must be its bytes exactly (the
+        /// Kafka Streams twin and every reader parse them).
+        #[test]
+        fn a_count_record_is_written_as_serde_json_writes_it(
+            customer_id in any_text(),
+            count in any::<u64>(),
+            event_id in any_text(),
+            idle in any::<bool>(),
+            merged_from in proptest::option::of(any_text()),
+            tier in proptest::option::of(any_text()),
+            campaign in proptest::option::of(any_text()),
+        ) {
+            let record = CountRecord { customer_id, count, event_id, idle, merged_from, tier, campaign };
+            let written = record.encode();
+            prop_assert_eq!(&written, &serde_json::to_vec(&record).unwrap());
+            prop_assert_eq!(serde_json::from_slice::<CountRecord>(&written).unwrap(), record);
+        }
+    }
 
     fn event(id: &str, payload: EventPayload) -> TouchpointEvent {
         TouchpointEvent {
